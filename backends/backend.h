@@ -1,0 +1,169 @@
+/* sluice device interface: devices, buffers, one in-order queue per device, events, and the stage
+ * kernels that training needs. Every backend (cpu, opencl, vulkan) sits behind this one header.
+ *
+ * Conventions
+ * - Every function that can fail returns an sl_status (runtime/core/core.h); the detailed message
+ *   is in sl_last_error().
+ * - Tensors are fp32, row-major, and always whole buffers: a kernel reads and writes its buffers
+ *   from element 0. The wrapper checks every size against the buffer sizes and the device limits
+ *   before the backend sees a call, so no backend repeats those checks.
+ * - Kernels are enqueued on the device's in-order queue and may run asynchronously; uploads and
+ *   downloads are ordered after everything enqueued before them and are complete when they return.
+ *   sl_device_finish() waits for the queue to drain.
+ * - Labels for the cross-entropy loss are int32 class ids stored in a buffer (4 bytes each). */
+#ifndef SL_BACKEND_H
+#define SL_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/core/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sl_device sl_device;
+typedef struct sl_buffer sl_buffer;
+typedef struct sl_event sl_event;
+
+enum sl_device_kind { SL_DEVICE_CPU, SL_DEVICE_GPU, SL_DEVICE_ACCELERATOR, SL_DEVICE_OTHER };
+
+/* What a device is and what it can do, read once when the backend enumerates it. */
+typedef struct sl_device_info {
+    char id[32];      /* the id configs use: "cpu", "opencl:0", "vulkan:1" */
+    char backend[16]; /* "cpu", "opencl", "vulkan" */
+    char name[256];   /* the device's own name */
+    char vendor[128];
+    char driver[128];  /* driver or platform name and version */
+    enum sl_device_kind kind;
+    uint64_t memory_bytes;       /* global memory */
+    uint32_t compute_units;      /* cores or compute units */
+    uint64_t max_alloc_bytes;    /* the largest single buffer */
+    uint64_t max_buffer_range;   /* the largest range one kernel may bind (Vulkan storage range) */
+    uint32_t max_workgroup_size; /* invocations per work-group */
+    uint32_t max_workgroup_count[3];
+    bool timestamps; /* events measure device time; otherwise host time */
+} sl_device_info;
+
+/* ------------------------------------------------------------------------------------------------
+ * Devices */
+
+/* Lists every usable device of every backend that is available on this machine. A backend whose
+ * loader or driver is missing contributes no devices (sl_device_list_problems() says why). The
+ * array belongs to sluice and stays valid until the process ends. */
+int sl_device_list(const sl_device_info **infos, size_t *count);
+
+/* Why backends that are built in contributed no devices, one line each, or "" (static string). */
+const char *sl_device_list_problems(void);
+
+/* Opens a device by id ("cpu", "opencl:0", "vulkan:0"). An unknown id is SL_EINVAL with a
+ * message that lists the ids that exist. */
+int sl_device_open(const char *id, sl_device **out);
+void sl_device_close(sl_device *dev);
+const sl_device_info *sl_device_get_info(const sl_device *dev);
+
+/* Waits until everything enqueued on the device has finished. */
+int sl_device_finish(sl_device *dev);
+
+/* Measures the device's fp32 peak in GFLOP/s with a kernel of independent FMA chains (as clpeak
+ * does), for benchmarks to report GEMM as a fraction of it. SL_EUNSUPPORTED where not built. */
+int sl_device_peak_gflops(sl_device *dev, double *gflops);
+
+/* Bytes currently and at most allocated through sl_buffer_alloc on this device. */
+uint64_t sl_device_allocated(const sl_device *dev);
+uint64_t sl_device_peak_allocated(const sl_device *dev);
+
+/* ------------------------------------------------------------------------------------------------
+ * Buffers (byte sizes and byte offsets) */
+
+int sl_buffer_alloc(sl_device *dev, size_t bytes, sl_buffer **out);
+void sl_buffer_free(sl_buffer *buf);
+size_t sl_buffer_size(const sl_buffer *buf);
+sl_device *sl_buffer_device(const sl_buffer *buf);
+
+int sl_buffer_upload(sl_buffer *dst, size_t offset, const void *src, size_t bytes);
+int sl_buffer_download(sl_buffer *src, size_t offset, void *dst, size_t bytes);
+/* dst and src must be on the same device. */
+int sl_buffer_copy(sl_buffer *dst, size_t dst_offset, sl_buffer *src, size_t src_offset,
+                   size_t bytes);
+
+/* ------------------------------------------------------------------------------------------------
+ * Events: a point in the queue, for waiting and for timing. */
+
+int sl_event_record(sl_device *dev, sl_event **out);
+int sl_event_wait(sl_event *ev);
+/* Milliseconds between two events of the same device (both are waited for). */
+int sl_event_elapsed_ms(sl_event *start, sl_event *end, double *ms);
+void sl_event_free(sl_event *ev);
+
+/* ------------------------------------------------------------------------------------------------
+ * Stage kernels (fp32). Shapes are in elements; the comment above each gives them. */
+
+enum sl_activation { SL_ACT_RELU, SL_ACT_TANH, SL_ACT_SIGMOID, SL_ACT_GELU, SL_ACT_COUNT };
+const char *sl_activation_name(enum sl_activation act);
+int sl_activation_parse(const char *name, enum sl_activation *act);
+
+/* C[m,n] = alpha * op(A) * op(B) + beta * C, op(A) [m,k] and op(B) [k,n].
+ * A is stored [m,k] (or [k,m] when trans_a), B [k,n] (or [n,k] when trans_b).
+ * beta = 0 overwrites C (whatever it held, NaN included); beta = 1 accumulates. */
+int sl_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
+            sl_buffer *a, sl_buffer *b, float beta, sl_buffer *c);
+
+/* y[rows,cols] += bias[cols] */
+int sl_bias_add(sl_device *dev, size_t rows, size_t cols, sl_buffer *y, sl_buffer *bias);
+
+/* dbias[cols] = beta * dbias + sum over rows of dy[rows,cols]  (beta 0 or 1) */
+int sl_bias_grad(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy, float beta,
+                 sl_buffer *dbias);
+
+/* y[n] = act(x[n]); y may be x. */
+int sl_act_forward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x, sl_buffer *y);
+
+/* dx[n] = dy[n] * act'(x[n]) where x is the activation's input; dx may be dy. */
+int sl_act_backward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x, sl_buffer *dy,
+                    sl_buffer *dx);
+
+/* Softmax cross-entropy over logits[rows,classes] with int32 labels[rows]:
+ * loss[r] = logsumexp(logits[r,:]) - logits[r,labels[r]]   (per row, not scaled)
+ * dlogits[r,c] = scale * (softmax(logits[r,:])[c] - (c == labels[r]))
+ * The caller passes scale = 1/batch for a loss that is the mean over the mini-batch. Labels must
+ * be in [0, classes); the runtime checks them when it loads data. */
+int sl_softmax_xent(sl_device *dev, size_t rows, size_t classes, sl_buffer *logits,
+                    sl_buffer *labels, float scale, sl_buffer *loss, sl_buffer *dlogits);
+
+/* Mean-squared error over pred[rows,cols] and target[rows,cols]:
+ * loss[r] = sum_c (pred - target)^2 / cols
+ * dpred[r,c] = scale * 2 * (pred - target) / cols
+ * With scale = 1/batch the mean of loss[] over the batch equals PyTorch's MSELoss (mean). */
+int sl_mse(sl_device *dev, size_t rows, size_t cols, sl_buffer *pred, sl_buffer *target,
+           float scale, sl_buffer *loss, sl_buffer *dpred);
+
+/* SGD with momentum and weight decay, PyTorch's rule with dampening 0 and no Nesterov:
+ * g = grad + weight_decay * p;  buf = momentum * buf + g;  p -= lr * (momentum ? buf : g).
+ * buf starts at zero, which makes the first step equal PyTorch's buf = g. momentum_buf may be
+ * NULL when momentum is 0. */
+int sl_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *momentum_buf,
+           float lr, float momentum, float weight_decay);
+
+/* Adam, PyTorch's rule (weight decay added to the gradient, not AdamW), step t counted from 1:
+ * g = grad + wd * p;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+ * p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
+int sl_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+            sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+            int64_t t);
+
+/* y[n] += alpha * x[n]  (gradient accumulation) */
+int sl_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y);
+
+/* x[n] *= alpha */
+int sl_scale(sl_device *dev, size_t n, float alpha, sl_buffer *x);
+
+/* x[n] = value */
+int sl_fill(sl_device *dev, size_t n, float value, sl_buffer *x);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,96 @@
+/* The backend side of backends/backend.h: what a backend implements. Users never include this.
+ *
+ * A backend fills one `struct sl_backend_ops` with designated initializers. The public wrapper
+ * (backends/backend.c) has already checked every argument, size, device match and device limit,
+ * so an operation only does the work. Operations marked optional may be NULL; the wrapper then
+ * supplies the default named in the comment. */
+#ifndef SL_BACKEND_IMPL_H
+#define SL_BACKEND_IMPL_H
+
+#include "backends/backend.h"
+
+struct sl_device {
+    const struct sl_backend_ops *ops;
+    sl_device_info info;
+    size_t index;        /* the device's index within its backend */
+    uint64_t allocated;  /* bytes in live buffers */
+    uint64_t peak;       /* the most `allocated` has been */
+    void *impl;          /* the backend's state */
+};
+
+struct sl_buffer {
+    sl_device *dev;
+    size_t size; /* bytes */
+    void *impl;  /* the backend's handle (host pointer, cl_mem, ...) */
+};
+
+struct sl_event {
+    sl_device *dev;
+    double host_time; /* sl_now() when recorded, for backends without device timestamps */
+    void *impl;
+};
+
+struct sl_backend_ops {
+    const char *name; /* "cpu", "opencl", "vulkan": the prefix of device ids */
+
+    /* Fills at most `cap` infos (id, name, limits, ...) and sets *count to the number of devices.
+     * Called once; a backend that is unavailable returns SL_EUNAVAILABLE with a message. */
+    int (*enumerate)(sl_device_info *infos, size_t cap, size_t *count);
+
+    /* Opens device dev->index (dev->info is already filled); sets dev->impl. */
+    int (*open)(sl_device *dev);
+    void (*close)(sl_device *dev);
+    int (*finish)(sl_device *dev);
+
+    /* buf->dev and buf->size are set; sets buf->impl. */
+    int (*buffer_alloc)(sl_buffer *buf);
+    void (*buffer_free)(sl_buffer *buf);
+    int (*upload)(sl_buffer *dst, size_t offset, const void *src, size_t bytes);
+    int (*download)(sl_buffer *src, size_t offset, void *dst, size_t bytes);
+    int (*copy)(sl_buffer *dst, size_t dst_offset, sl_buffer *src, size_t src_offset,
+                size_t bytes);
+
+    /* Optional, all four or none: device-timed events. Default: finish() then host time. */
+    int (*event_record)(sl_device *dev, sl_event *ev);
+    int (*event_wait)(sl_event *ev);
+    int (*event_elapsed_ms)(sl_event *start, sl_event *end, double *ms);
+    void (*event_free)(sl_event *ev);
+
+    /* Optional: the fp32 FMA peak in GFLOP/s (see sl_device_peak_gflops). */
+    int (*peak_gflops)(sl_device *dev, double *gflops);
+
+    /* The stage kernels, with the meaning given in backends/backend.h. */
+    int (*gemm)(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                float alpha, sl_buffer *a, sl_buffer *b, float beta, sl_buffer *c);
+    int (*bias_add)(sl_device *dev, size_t rows, size_t cols, sl_buffer *y, sl_buffer *bias);
+    int (*bias_grad)(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy, float beta,
+                     sl_buffer *dbias);
+    int (*act_forward)(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x,
+                       sl_buffer *y);
+    int (*act_backward)(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x,
+                        sl_buffer *dy, sl_buffer *dx);
+    int (*softmax_xent)(sl_device *dev, size_t rows, size_t classes, sl_buffer *logits,
+                        sl_buffer *labels, float scale, sl_buffer *loss, sl_buffer *dlogits);
+    int (*mse)(sl_device *dev, size_t rows, size_t cols, sl_buffer *pred, sl_buffer *target,
+               float scale, sl_buffer *loss, sl_buffer *dpred);
+    /* momentum_buf is NULL when momentum is 0. */
+    int (*sgd)(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad,
+               sl_buffer *momentum_buf, float lr, float momentum, float weight_decay);
+    /* bc1 = 1 - beta1^t and bc2 = 1 - beta2^t, computed by the wrapper in double. */
+    int (*adam)(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+                sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+                float bc1, float bc2);
+    int (*axpy)(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y);
+    int (*scale)(sl_device *dev, size_t n, float alpha, sl_buffer *x);
+    int (*fill)(sl_device *dev, size_t n, float value, sl_buffer *x);
+};
+
+extern const struct sl_backend_ops sl_cpu_backend;
+#ifdef SL_HAVE_OPENCL
+extern const struct sl_backend_ops sl_opencl_backend;
+#endif
+#ifdef SL_HAVE_VULKAN
+extern const struct sl_backend_ops sl_vulkan_backend;
+#endif
+
+#endif

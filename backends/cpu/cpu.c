@@ -1,0 +1,338 @@
+/* The CPU backend: plain C on host memory, with GEMM through OpenBLAS. It is the oracle that every
+ * other backend is tested against, and a real device that users train on ("devices": "cpu").
+ *
+ * Everything runs synchronously on the calling thread, so finish() has nothing to wait for. */
+#define _GNU_SOURCE
+#include "backends/backend_impl.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define F(buf) ((float *)(buf)->impl)
+
+/* ------------------------------------------------------------------------------------------------
+ * Device */
+
+static void read_cpu_name(char *name, size_t cap)
+{
+    snprintf(name, cap, "host CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) != 0) continue;
+        char *colon = strchr(line, ':');
+        if (!colon) break;
+        colon += 1 + (colon[1] == ' ');
+        colon[strcspn(colon, "\n")] = '\0';
+        snprintf(name, cap, "%s", colon);
+        break;
+    }
+    fclose(f);
+}
+
+static int cpu_enumerate(sl_device_info *infos, size_t cap, size_t *count)
+{
+    *count = 0;
+    if (cap == 0) return SL_OK;
+    sl_device_info *d = &infos[0];
+    memset(d, 0, sizeof *d);
+    snprintf(d->id, sizeof d->id, "cpu");
+    read_cpu_name(d->name, sizeof d->name);
+    snprintf(d->vendor, sizeof d->vendor, "host");
+    const char *blas = OPENBLAS_VERSION;
+    while (*blas == ' ') blas++;
+    snprintf(d->driver, sizeof d->driver, "sluice cpu, %s", blas);
+    d->kind = SL_DEVICE_CPU;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    d->memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    d->compute_units = cores > 0 ? (uint32_t)cores : 1;
+    d->max_alloc_bytes = d->memory_bytes;
+    d->max_buffer_range = 0; /* no limit beyond the allocation */
+    d->max_workgroup_size = 1;
+    d->max_workgroup_count[0] = d->max_workgroup_count[1] = d->max_workgroup_count[2] = 1;
+    d->timestamps = false;
+    *count = 1;
+    return SL_OK;
+}
+
+static int cpu_open(sl_device *dev)
+{
+    dev->impl = NULL;
+    return SL_OK;
+}
+
+static void cpu_close(sl_device *dev)
+{
+    (void)dev;
+}
+
+static int cpu_finish(sl_device *dev)
+{
+    (void)dev;
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Buffers: 64-byte aligned host memory */
+
+static int cpu_buffer_alloc(sl_buffer *buf)
+{
+    size_t bytes = (buf->size + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, bytes);
+    if (!p) return sl_fail(SL_ENOMEM, "could not allocate %zu bytes of host memory", buf->size);
+    memset(p, 0, bytes);
+    buf->impl = p;
+    return SL_OK;
+}
+
+static void cpu_buffer_free(sl_buffer *buf)
+{
+    free(buf->impl);
+}
+
+static int cpu_upload(sl_buffer *dst, size_t offset, const void *src, size_t bytes)
+{
+    memcpy((char *)dst->impl + offset, src, bytes);
+    return SL_OK;
+}
+
+static int cpu_download(sl_buffer *src, size_t offset, void *dst, size_t bytes)
+{
+    memcpy(dst, (const char *)src->impl + offset, bytes);
+    return SL_OK;
+}
+
+static int cpu_copy(sl_buffer *dst, size_t dst_offset, sl_buffer *src, size_t src_offset,
+                    size_t bytes)
+{
+    memmove((char *)dst->impl + dst_offset, (const char *)src->impl + src_offset, bytes);
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Kernels */
+
+static int cpu_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                    float alpha, sl_buffer *a, sl_buffer *b, float beta, sl_buffer *c)
+{
+    (void)dev;
+    if (beta == 0.0f) memset(c->impl, 0, m * n * sizeof(float)); /* BLAS may read C when beta=0 */
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, alpha,
+                F(a), trans_a ? (blasint)m : (blasint)k, F(b), trans_b ? (blasint)k : (blasint)n,
+                beta, F(c), (blasint)n);
+    return SL_OK;
+}
+
+/* y[rows,cols] += bias[cols] */
+static int cpu_bias_add(sl_device *dev, size_t rows, size_t cols, sl_buffer *y, sl_buffer *bias)
+{
+    (void)dev;
+    float *py = F(y);
+    const float *pb = F(bias);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) py[r * cols + c] += pb[c];
+    return SL_OK;
+}
+
+/* dbias[cols] = beta * dbias + sum_r dy[r, cols] */
+static int cpu_bias_grad(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy, float beta,
+                         sl_buffer *dbias)
+{
+    (void)dev;
+    const float *pdy = F(dy);
+    float *pdb = F(dbias);
+    for (size_t c = 0; c < cols; c++) {
+        float s = 0.0f;
+        for (size_t r = 0; r < rows; r++) s += pdy[r * cols + c];
+        pdb[c] = (beta == 0.0f ? 0.0f : pdb[c]) + s;
+    }
+    return SL_OK;
+}
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_C 0.044715f
+
+static float act_f(enum sl_activation act, float x)
+{
+    switch (act) {
+    case SL_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case SL_ACT_TANH: return tanhf(x);
+    case SL_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case SL_ACT_GELU: return 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
+    default: return NAN;
+    }
+}
+
+/* The derivative of act at x. */
+static float act_df(enum sl_activation act, float x)
+{
+    switch (act) {
+    case SL_ACT_RELU: return x > 0.0f ? 1.0f : 0.0f;
+    case SL_ACT_TANH: {
+        float t = tanhf(x);
+        return 1.0f - t * t;
+    }
+    case SL_ACT_SIGMOID: {
+        float s = 1.0f / (1.0f + expf(-x));
+        return s * (1.0f - s);
+    }
+    case SL_ACT_GELU: {
+        float t = tanhf(GELU_K * (x + GELU_C * x * x * x));
+        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+    }
+    default: return NAN;
+    }
+}
+
+static int cpu_act_forward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x,
+                           sl_buffer *y)
+{
+    (void)dev;
+    const float *px = F(x);
+    float *py = F(y);
+    for (size_t i = 0; i < n; i++) py[i] = act_f(act, px[i]);
+    return SL_OK;
+}
+
+static int cpu_act_backward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x,
+                            sl_buffer *dy, sl_buffer *dx)
+{
+    (void)dev;
+    const float *px = F(x), *pdy = F(dy);
+    float *pdx = F(dx);
+    for (size_t i = 0; i < n; i++) pdx[i] = pdy[i] * act_df(act, px[i]);
+    return SL_OK;
+}
+
+static int cpu_softmax_xent(sl_device *dev, size_t rows, size_t classes, sl_buffer *logits,
+                            sl_buffer *labels, float scale, sl_buffer *loss, sl_buffer *dlogits)
+{
+    (void)dev;
+    const float *pl = F(logits);
+    const int32_t *py = (const int32_t *)labels->impl;
+    float *ploss = F(loss), *pd = F(dlogits);
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = pl + r * classes;
+        float mx = row[0];
+        for (size_t c = 1; c < classes; c++) mx = row[c] > mx ? row[c] : mx;
+        float sum = 0.0f;
+        for (size_t c = 0; c < classes; c++) sum += expf(row[c] - mx);
+        float lse = mx + logf(sum);
+        int32_t y = py[r];
+        ploss[r] = lse - row[y];
+        for (size_t c = 0; c < classes; c++)
+            pd[r * classes + c] = scale * (expf(row[c] - lse) - ((int32_t)c == y ? 1.0f : 0.0f));
+    }
+    return SL_OK;
+}
+
+static int cpu_mse(sl_device *dev, size_t rows, size_t cols, sl_buffer *pred, sl_buffer *target,
+                   float scale, sl_buffer *loss, sl_buffer *dpred)
+{
+    (void)dev;
+    const float *pp = F(pred), *pt = F(target);
+    float *ploss = F(loss), *pd = F(dpred);
+    float inv = 1.0f / (float)cols;
+    for (size_t r = 0; r < rows; r++) {
+        float s = 0.0f;
+        for (size_t c = 0; c < cols; c++) {
+            float d = pp[r * cols + c] - pt[r * cols + c];
+            s += d * d;
+            pd[r * cols + c] = scale * 2.0f * d * inv;
+        }
+        ploss[r] = s * inv;
+    }
+    return SL_OK;
+}
+
+static int cpu_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad,
+                   sl_buffer *momentum_buf, float lr, float momentum, float weight_decay)
+{
+    (void)dev;
+    float *p = F(param), *buf = momentum_buf ? F(momentum_buf) : NULL;
+    const float *g = F(grad);
+    for (size_t i = 0; i < n; i++) {
+        float d = g[i] + weight_decay * p[i];
+        if (buf) {
+            buf[i] = momentum * buf[i] + d;
+            d = buf[i];
+        }
+        p[i] -= lr * d;
+    }
+    return SL_OK;
+}
+
+static int cpu_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+                    sl_buffer *v, float lr, float beta1, float beta2, float eps,
+                    float weight_decay, float bc1, float bc2)
+{
+    (void)dev;
+    float *p = F(param), *pm = F(m), *pv = F(v);
+    const float *g = F(grad);
+    float step = lr / bc1, sqrt_bc2 = sqrtf(bc2);
+    for (size_t i = 0; i < n; i++) {
+        float d = g[i] + weight_decay * p[i];
+        pm[i] = beta1 * pm[i] + (1.0f - beta1) * d;
+        pv[i] = beta2 * pv[i] + (1.0f - beta2) * d * d;
+        p[i] -= step * pm[i] / (sqrtf(pv[i]) / sqrt_bc2 + eps);
+    }
+    return SL_OK;
+}
+
+static int cpu_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y)
+{
+    (void)dev;
+    const float *px = F(x);
+    float *py = F(y);
+    for (size_t i = 0; i < n; i++) py[i] += alpha * px[i];
+    return SL_OK;
+}
+
+static int cpu_scale(sl_device *dev, size_t n, float alpha, sl_buffer *x)
+{
+    (void)dev;
+    float *px = F(x);
+    for (size_t i = 0; i < n; i++) px[i] *= alpha;
+    return SL_OK;
+}
+
+static int cpu_fill(sl_device *dev, size_t n, float value, sl_buffer *x)
+{
+    (void)dev;
+    float *px = F(x);
+    for (size_t i = 0; i < n; i++) px[i] = value;
+    return SL_OK;
+}
+
+const struct sl_backend_ops sl_cpu_backend = {
+    .name = "cpu",
+    .enumerate = cpu_enumerate,
+    .open = cpu_open,
+    .close = cpu_close,
+    .finish = cpu_finish,
+    .buffer_alloc = cpu_buffer_alloc,
+    .buffer_free = cpu_buffer_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .copy = cpu_copy,
+    /* events: host time after finish (the default) */
+    .gemm = cpu_gemm,
+    .bias_add = cpu_bias_add,
+    .bias_grad = cpu_bias_grad,
+    .act_forward = cpu_act_forward,
+    .act_backward = cpu_act_backward,
+    .softmax_xent = cpu_softmax_xent,
+    .mse = cpu_mse,
+    .sgd = cpu_sgd,
+    .adam = cpu_adam,
+    .axpy = cpu_axpy,
+    .scale = cpu_scale,
+    .fill = cpu_fill,
+};

@@ -1,0 +1,17 @@
+/* Benchmarks behind `sluice bench NAME`. Each prints a table for people and, with --json, one JSON
+ * object with at least "name", "baseline" (what the ratio is against, measured in the same run),
+ * "ratio" (the headline figure over the baseline) and the raw figures. Each returns an exit
+ * status like the CLI commands. */
+#ifndef SL_BENCH_H
+#define SL_BENCH_H
+
+#include <cjson/cJSON.h>
+
+int sl_bench_kernels(int argc, char **argv);
+int sl_bench_transport(int argc, char **argv);
+int sl_bench_train(int argc, char **argv);
+
+/* Prints `obj` as JSON on stdout and frees it. */
+void sl_bench_print_json(cJSON *obj);
+
+#endif

@@ -1,0 +1,12 @@
+/* `sluice bench kernels`: placeholder until its module lands. */
+#include <stdio.h>
+
+#include "bench/bench.h"
+
+int sl_bench_kernels(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "sluice bench kernels: not available in this build yet\n");
+    return 2;
+}

@@ -1,0 +1,12 @@
+/* `sluice plan`: placeholder until its module lands (see the training issue). */
+#include <stdio.h>
+
+#include "runtime/cli/cli.h"
+
+int sl_cmd_plan(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "sluice plan: not available in this build yet\n");
+    return 2;
+}

@@ -1,0 +1,12 @@
+/* `sluice train`: placeholder until its module lands (see the training issue). */
+#include <stdio.h>
+
+#include "runtime/cli/cli.h"
+
+int sl_cmd_train(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "sluice train: not available in this build yet\n");
+    return 2;
+}

@@ -1,0 +1,170 @@
+#define _POSIX_C_SOURCE 200809L
+#include "runtime/core/core.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ------------------------------------------------------------------------------------------------
+ * Status codes and per-thread messages */
+
+const char *sl_strerror(int status)
+{
+    switch (status) {
+    case SL_OK: return "success";
+    case SL_EINVAL: return "invalid argument";
+    case SL_ENOMEM: return "out of memory";
+    case SL_ERANGE: return "out of range";
+    case SL_ELIMIT: return "exceeds a device limit";
+    case SL_EUNAVAILABLE: return "not available";
+    case SL_EDEVICE: return "device error";
+    case SL_EBUILD: return "kernel build failed";
+    case SL_EIO: return "input/output error";
+    case SL_EFORMAT: return "malformed input";
+    case SL_ECONFIG: return "invalid configuration";
+    case SL_EPROTOCOL: return "protocol error";
+    case SL_ETIMEOUT: return "timed out";
+    case SL_EPEER: return "peer failed";
+    case SL_EUNSUPPORTED: return "not supported";
+    case SL_EDEADLOCK: return "schedule cannot complete";
+    case SL_EINTERNAL: return "internal error";
+    default: return "unknown status";
+    }
+}
+
+static _Thread_local char last_error[2048];
+
+int sl_failv(int status, const char *fmt, va_list ap)
+{
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    return status;
+}
+
+int sl_fail(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sl_failv(status, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+int sl_fail_context(int status, const char *fmt, ...)
+{
+    char old[sizeof last_error];
+    memcpy(old, last_error, sizeof old);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    size_t used = n < 0 ? 0 : SL_MIN((size_t)n, sizeof last_error - 1);
+    const char *cause = old[0] ? old : sl_strerror(status);
+    size_t room = sizeof last_error - used;
+    if (room > 3) {
+        memcpy(last_error + used, ": ", 2);
+        size_t len = SL_MIN(strlen(cause), room - 3);
+        memcpy(last_error + used + 2, cause, len);
+        last_error[used + 2 + len] = '\0';
+    }
+    return status;
+}
+
+const char *sl_last_error(void)
+{
+    return last_error;
+}
+
+void sl_clear_error(void)
+{
+    last_error[0] = '\0';
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Logging */
+
+static int log_level = -1;
+
+int sl_log_enabled(enum sl_log_level level)
+{
+    if (log_level < 0) {
+        const char *env = getenv("SLUICE_LOG");
+        log_level = SL_LOG_INFO;
+        if (env) {
+            if (!strcmp(env, "error")) log_level = SL_LOG_ERROR;
+            else if (!strcmp(env, "warn")) log_level = SL_LOG_WARN;
+            else if (!strcmp(env, "debug")) log_level = SL_LOG_DEBUG;
+        }
+    }
+    return (int)level <= log_level;
+}
+
+void sl_log(enum sl_log_level level, const char *fmt, ...)
+{
+    static const char *names[] = {"error", "warning", "info", "debug"};
+    if (!sl_log_enabled(level)) return;
+    char line[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "sluice: %s: %s\n", names[level], line);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Small helpers */
+
+double sl_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void *sl_alloc(size_t bytes)
+{
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (!p) sl_fail(SL_ENOMEM, "could not allocate %zu bytes of host memory", bytes);
+    return p;
+}
+
+size_t sl_mul_size(size_t n, size_t size)
+{
+    if (n == 0 || size == 0) return 0;
+    if (n > SIZE_MAX / size) return 0;
+    return n * size;
+}
+
+int sl_read_file(const char *path, char **data, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return sl_fail(SL_EIO, "cannot open '%s': %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 65536 + 1 > cap) {
+            cap = cap ? cap * 2 : 65536 * 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return sl_fail(SL_ENOMEM, "out of memory reading '%s'", path);
+            }
+            buf = nb;
+        }
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (n == 0) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(buf);
+        return sl_fail(SL_EIO, "error reading '%s'", path);
+    }
+    buf[len] = '\0';
+    *data = buf;
+    if (size) *size = len;
+    return SL_OK;
+}

@@ -1,0 +1,86 @@
+/* sluice core: status codes, error messages, logging, timing and small helpers.
+ *
+ * Every public sluice function that can fail returns an `int` status: SL_OK (0) on success or one
+ * of the negative SL_E* codes below. The code says what kind of failure it was; the detailed
+ * message (what was wrong and what to do) is kept per thread and read with sl_last_error().
+ * Nothing in the library prints an error or aborts on a recoverable failure. */
+#ifndef SL_CORE_H
+#define SL_CORE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum sl_status {
+    SL_OK = 0,
+    SL_EINVAL = -1,       /* an argument is invalid (null, zero size, unknown name) */
+    SL_ENOMEM = -2,       /* host or device memory could not be allocated */
+    SL_ERANGE = -3,       /* an access falls outside a buffer or tensor */
+    SL_ELIMIT = -4,       /* a request exceeds a device limit */
+    SL_EUNAVAILABLE = -5, /* a backend, driver, device or library is not available */
+    SL_EDEVICE = -6,      /* the driver or device reported an error */
+    SL_EBUILD = -7,       /* a kernel or shader failed to build */
+    SL_EIO = -8,          /* a file or socket could not be read or written */
+    SL_EFORMAT = -9,      /* malformed input: a file, a message, a text form */
+    SL_ECONFIG = -10,     /* the configuration is invalid */
+    SL_EPROTOCOL = -11,   /* a peer broke the wire protocol */
+    SL_ETIMEOUT = -12,    /* a deadline passed */
+    SL_EPEER = -13,       /* a peer failed or disappeared */
+    SL_EUNSUPPORTED = -14, /* the operation is not supported here */
+    SL_EDEADLOCK = -15,   /* a schedule cannot complete */
+    SL_EINTERNAL = -16,   /* a bug in sluice: please report it */
+};
+
+/* A short, static description of a status code ("invalid argument"). */
+const char *sl_strerror(int status);
+
+/* Records a detailed message for the calling thread and returns `status`, so that failures read
+ * `return sl_fail(SL_EINVAL, "batch %d is not a multiple of microbatches %d", b, m);` */
+int sl_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int sl_failv(int status, const char *fmt, va_list ap);
+
+/* Prefixes the current message with more context ("loading weights: " + old message) and
+ * returns `status` unchanged. */
+int sl_fail_context(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The calling thread's last detailed message, or the empty string. */
+const char *sl_last_error(void);
+void sl_clear_error(void);
+
+/* Logging to stderr. The level comes from SLUICE_LOG (error, warn, info, debug); default info. */
+enum sl_log_level { SL_LOG_ERROR, SL_LOG_WARN, SL_LOG_INFO, SL_LOG_DEBUG };
+void sl_log(enum sl_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int sl_log_enabled(enum sl_log_level level);
+
+/* Monotonic time in seconds. */
+double sl_now(void);
+
+/* Allocation that records SL_ENOMEM with the size on failure: `if (!(p = sl_alloc(n))) return
+ * SL_ENOMEM;` Memory is zeroed. */
+void *sl_alloc(size_t bytes);
+
+/* n * size with overflow detection; returns 0 on overflow (and n or size 0 give 0 too). */
+size_t sl_mul_size(size_t n, size_t size);
+
+/* Reads a whole file into memory (NUL-terminated for convenience). */
+int sl_read_file(const char *path, char **data, size_t *size);
+
+#define SL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define SL_MIN(a, b)    ((a) < (b) ? (a) : (b))
+#define SL_MAX(a, b)    ((a) > (b) ? (a) : (b))
+
+/* Propagates a failing status: `SL_TRY(sl_buffer_upload(...));` */
+#define SL_TRY(expr)                                                                               \
+    do {                                                                                           \
+        int sl_try_status_ = (expr);                                                               \
+        if (sl_try_status_ != SL_OK) return sl_try_status_;                                        \
+    } while (0)
+
+#ifdef __cplusplus
+}
+#endif
+#endif
