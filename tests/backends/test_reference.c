@@ -1,10 +1,394 @@
-#include <criterion/criterion.h>
+/* The CPU backend is the oracle for every other backend, so it is checked here against plain
+ * loops in double precision, finite differences, and optimizer steps worked out by hand from
+ * PyTorch's formulas. Bad input to the device interface is checked here too. */
+#include "kernel_util.h"
 
-#include "backends/backend.h"
+static sl_device *cpu;
 
-Test(reference, cpu_device_exists)
+static void open_cpu(void)
 {
-    sl_device *dev = NULL;
-    cr_assert_eq(sl_device_open("cpu", &dev), SL_OK, "%s", sl_last_error());
-    sl_device_close(dev);
+    OK(sl_device_open("cpu", &cpu));
+}
+
+static void close_cpu(void)
+{
+    sl_device_close(cpu);
+}
+
+TestSuite(reference, .init = open_cpu, .fini = close_cpu);
+
+/* ------------------------------------------------------------------------------------------------
+ * GEMM against naive loops */
+
+static float *naive_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha,
+                         const float *a, const float *b, float beta, const float *c0)
+{
+    float *c = vec_new(m * n);
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            double s = 0.0;
+            for (size_t p = 0; p < k; p++) {
+                double av = ta ? a[p * m + i] : a[i * k + p];
+                double bv = tb ? b[j * k + p] : b[p * n + j];
+                s += av * bv;
+            }
+            c[i * n + j] = (float)(alpha * s + (beta == 0.0f ? 0.0 : beta * c0[i * n + j]));
+        }
+    return c;
+}
+
+Test(reference, gemm_matches_naive_loops)
+{
+    static const size_t shapes[][3] = {{1, 1, 1},   {7, 33, 1},  {33, 7, 257}, {257, 33, 7},
+                                       {1, 257, 33}, {64, 48, 80}, {257, 257, 33}};
+    for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++) {
+        size_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t & 2;
+            float *a = vec_rand(m * k, 1 + t, -1, 1), *b = vec_rand(k * n, 2 + t, -1, 1);
+            float *c0 = vec_rand(m * n, 3 + t, -1, 1);
+            const float betas[] = {0.0f, 1.0f};
+            for (int bi = 0; bi < 2; bi++) {
+                float *ref = naive_gemm(ta, tb, m, n, k, 0.5f, a, b, betas[bi], c0);
+                float *got = run_gemm(cpu, ta, tb, m, n, k, 0.5f, a, b, betas[bi], c0);
+                char what[96];
+                snprintf(what, sizeof what, "gemm %zux%zux%zu ta=%d tb=%d beta=%g", m, n, k, ta,
+                         tb, (double)betas[bi]);
+                assert_close(ref, got, m * n, 1e-5f, 1e-5f, what);
+                free(ref);
+                free(got);
+            }
+            free(a);
+            free(b);
+            free(c0);
+        }
+    }
+}
+
+Test(reference, gemm_beta_zero_overwrites_nan)
+{
+    float a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {1, 0, 0, 1, 1, 1}, c0[4] = {NAN, NAN, INFINITY, NAN};
+    float *got = run_gemm(cpu, false, false, 2, 2, 3, 1.0f, a, b, 0.0f, c0);
+    const float want[4] = {4, 5, 10, 11};
+    assert_close(want, got, 4, 0, 0, "gemm beta=0 over NaN");
+    free(got);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Elementwise kernels against their definitions */
+
+Test(reference, bias_and_elementwise)
+{
+    size_t rows = 7, cols = 33;
+    float *y = vec_rand(rows * cols, 4, -1, 1), *bias = vec_rand(cols, 5, -1, 1);
+    float *got = run_bias_add(cpu, rows, cols, y, bias);
+    for (size_t i = 0; i < rows * cols; i++) cr_assert_float_eq(got[i], y[i] + bias[i % cols], 0);
+    free(got);
+    float *db0 = vec_rand(cols, 6, -1, 1);
+    for (int beta = 0; beta <= 1; beta++) {
+        float *db = run_bias_grad(cpu, rows, cols, y, (float)beta, db0);
+        for (size_t c = 0; c < cols; c++) {
+            double s = beta ? db0[c] : 0.0;
+            for (size_t r = 0; r < rows; r++) s += y[r * cols + c];
+            cr_assert_float_eq(db[c], (float)s, 1e-5, "bias_grad beta=%d col %zu", beta, c);
+        }
+        free(db);
+    }
+    float *x = vec_rand(257, 7, -2, 2);
+    float *ax = run_elementwise(cpu, 0, 257, -0.5f, x, y);
+    float *sc = run_elementwise(cpu, 1, 257, 3.0f, x, NULL);
+    float *fi = run_elementwise(cpu, 2, 257, 1.25f, x, NULL);
+    for (size_t i = 0; i < 257; i++) {
+        cr_assert_float_eq(ax[i], y[i] - 0.5f * x[i], 1e-6);
+        cr_assert_float_eq(sc[i], 3.0f * x[i], 1e-6);
+        cr_assert_float_eq(fi[i], 1.25f, 0);
+    }
+    free(ax);
+    free(sc);
+    free(fi);
+    free(x);
+    free(y);
+    free(bias);
+    free(db0);
+}
+
+Test(reference, activations_match_their_formulas)
+{
+    const float xs[] = {-3.0f, -0.5f, 0.0f, 0.25f, 2.0f};
+    size_t n = SL_ARRAY_LEN(xs);
+    float *relu = run_act_forward(cpu, SL_ACT_RELU, n, xs);
+    float *tanh_ = run_act_forward(cpu, SL_ACT_TANH, n, xs);
+    float *sigm = run_act_forward(cpu, SL_ACT_SIGMOID, n, xs);
+    float *gelu = run_act_forward(cpu, SL_ACT_GELU, n, xs);
+    for (size_t i = 0; i < n; i++) {
+        double x = xs[i];
+        double g = 0.5 * x * (1.0 + tanh(0.79788456080286535588 * (x + 0.044715 * x * x * x)));
+        cr_assert_float_eq(relu[i], x > 0 ? x : 0, 0);
+        cr_assert_float_eq(tanh_[i], tanh(x), 1e-6);
+        cr_assert_float_eq(sigm[i], 1.0 / (1.0 + exp(-x)), 1e-6);
+        cr_assert_float_eq(gelu[i], g, 1e-6, "gelu(%g)", x);
+    }
+    /* PyTorch: F.gelu(torch.tensor(2.0), approximate='tanh') = 1.9545977 */
+    cr_assert_float_eq(gelu[4], 1.9545977f, 1e-6);
+    free(relu);
+    free(tanh_);
+    free(sigm);
+    free(gelu);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Backward kernels against central finite differences of the forward kernels (in float, so the
+ * step is large and the tolerance loose enough for single precision). */
+
+Test(reference, activation_backward_matches_finite_differences)
+{
+    size_t n = 33;
+    float *x = vec_rand(n, 8, -3, 3), *ones = vec_new(n);
+    for (size_t i = 0; i < n; i++) {
+        ones[i] = 1.0f;
+        if (fabsf(x[i]) < 0.05f) x[i] = 0.5f; /* relu's kink */
+    }
+    const float h = 1e-2f;
+    float *xp = vec_new(n), *xm = vec_new(n);
+    for (size_t i = 0; i < n; i++) {
+        xp[i] = x[i] + h;
+        xm[i] = x[i] - h;
+    }
+    for (int a = 0; a < SL_ACT_COUNT; a++) {
+        float *d = run_act_backward(cpu, (enum sl_activation)a, n, x, ones);
+        float *fp = run_act_forward(cpu, (enum sl_activation)a, n, xp);
+        float *fm = run_act_forward(cpu, (enum sl_activation)a, n, xm);
+        float *fd = vec_new(n);
+        for (size_t i = 0; i < n; i++) fd[i] = (fp[i] - fm[i]) / (2 * h);
+        assert_close(fd, d, n, 2e-3f, 2e-3f, sl_activation_name((enum sl_activation)a));
+        free(d);
+        free(fp);
+        free(fm);
+        free(fd);
+    }
+    free(x);
+    free(xp);
+    free(xm);
+    free(ones);
+}
+
+static float sum(const float *v, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += v[i];
+    return (float)s;
+}
+
+Test(reference, softmax_xent_gradient_matches_finite_differences)
+{
+    size_t rows = 5, classes = 7;
+    float *logits = vec_rand(rows * classes, 9, -2, 2);
+    int32_t labels[5] = {0, 6, 3, 3, 1};
+    float scale = 1.0f / (float)rows, *loss;
+    float *d = run_softmax_xent(cpu, rows, classes, logits, labels, scale, &loss);
+    /* The per-row loss equals -log softmax at the label. */
+    for (size_t r = 0; r < rows; r++) {
+        double mx = -1e30, s = 0;
+        for (size_t c = 0; c < classes; c++) mx = fmax(mx, logits[r * classes + c]);
+        for (size_t c = 0; c < classes; c++) s += exp(logits[r * classes + c] - mx);
+        cr_assert_float_eq(loss[r], mx + log(s) - logits[r * classes + labels[r]], 1e-5);
+    }
+    const float h = 1e-2f;
+    for (size_t i = 0; i < rows * classes; i++) {
+        float keep = logits[i], *lp, *lm, *dp, *dm;
+        logits[i] = keep + h;
+        dp = run_softmax_xent(cpu, rows, classes, logits, labels, scale, &lp);
+        logits[i] = keep - h;
+        dm = run_softmax_xent(cpu, rows, classes, logits, labels, scale, &lm);
+        logits[i] = keep;
+        float fd = scale * (sum(lp, rows) - sum(lm, rows)) / (2 * h);
+        cr_assert_float_eq(d[i], fd, 2e-4, "dlogits[%zu] = %g, finite difference %g", i,
+                           (double)d[i], (double)fd);
+        free(lp);
+        free(lm);
+        free(dp);
+        free(dm);
+    }
+    free(d);
+    free(loss);
+    free(logits);
+}
+
+Test(reference, mse_gradient_matches_finite_differences)
+{
+    size_t rows = 4, cols = 3;
+    float *pred = vec_rand(rows * cols, 10, -1, 1), *target = vec_rand(rows * cols, 11, -1, 1);
+    float scale = 1.0f / (float)rows, *loss;
+    float *d = run_mse(cpu, rows, cols, pred, target, scale, &loss);
+    /* mean of loss[] = PyTorch's MSELoss(reduction='mean') */
+    double want = 0;
+    for (size_t i = 0; i < rows * cols; i++) want += pow(pred[i] - target[i], 2);
+    cr_assert_float_eq(sum(loss, rows) / (float)rows, want / (double)(rows * cols), 1e-6);
+    const float h = 1e-2f;
+    for (size_t i = 0; i < rows * cols; i++) {
+        float keep = pred[i], *lp, *lm, *dp, *dm;
+        pred[i] = keep + h;
+        dp = run_mse(cpu, rows, cols, pred, target, scale, &lp);
+        pred[i] = keep - h;
+        dm = run_mse(cpu, rows, cols, pred, target, scale, &lm);
+        pred[i] = keep;
+        float fd = scale * (sum(lp, rows) - sum(lm, rows)) / (2 * h);
+        cr_assert_float_eq(d[i], fd, 1e-4, "dpred[%zu]", i);
+        free(lp);
+        free(lm);
+        free(dp);
+        free(dm);
+    }
+    free(d);
+    free(loss);
+    free(pred);
+    free(target);
+}
+
+/* A linear layer's backward (dX = dY W, dW = dY^T X, db = colsum dY), composed from the GEMM and
+ * bias kernels as the executor composes it, against finite differences of L = sum(Y * G). */
+Test(reference, linear_backward_matches_finite_differences)
+{
+    size_t bsz = 3, in = 4, out = 5;
+    float *x = vec_rand(bsz * in, 12, -1, 1), *w = vec_rand(out * in, 13, -1, 1);
+    float *bias = vec_rand(out, 14, -1, 1), *g = vec_rand(bsz * out, 15, -1, 1);
+    float *zero = vec_new(out * in);
+    float *dx = run_gemm(cpu, false, false, bsz, in, out, 1.0f, g, w, 0.0f, zero);
+    float *dw = run_gemm(cpu, true, false, out, in, bsz, 1.0f, g, x, 0.0f, zero);
+    float *db = run_bias_grad(cpu, bsz, out, g, 0.0f, zero);
+    /* L(x, w, b) = sum over Y = x W^T + b, weighted by g */
+#define LOSS(res)                                                                                  \
+    do {                                                                                           \
+        float *y_ = run_gemm(cpu, false, true, bsz, out, in, 1.0f, x, w, 0.0f, zero);              \
+        float *yb_ = run_bias_add(cpu, bsz, out, y_, bias);                                        \
+        double s_ = 0;                                                                             \
+        for (size_t i_ = 0; i_ < bsz * out; i_++) s_ += (double)yb_[i_] * g[i_];                   \
+        (res) = s_;                                                                                \
+        free(y_);                                                                                  \
+        free(yb_);                                                                                 \
+    } while (0)
+    const float h = 1e-2f;
+    struct {
+        float *param, *grad;
+        size_t n;
+        const char *name;
+    } ps[] = {{x, dx, bsz * in, "dX"}, {w, dw, out * in, "dW"}, {bias, db, out, "db"}};
+    for (size_t p = 0; p < 3; p++)
+        for (size_t i = 0; i < ps[p].n; i++) {
+            double lp, lm;
+            float keep = ps[p].param[i];
+            ps[p].param[i] = keep + h;
+            LOSS(lp);
+            ps[p].param[i] = keep - h;
+            LOSS(lm);
+            ps[p].param[i] = keep;
+            cr_assert_float_eq(ps[p].grad[i], (lp - lm) / (2 * h), 1e-3, "%s[%zu]", ps[p].name, i);
+        }
+#undef LOSS
+    free(x);
+    free(w);
+    free(bias);
+    free(g);
+    free(zero);
+    free(dx);
+    free(dw);
+    free(db);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Optimizers: values worked out by hand from PyTorch's update rules. */
+
+Test(reference, sgd_momentum_weight_decay_by_hand)
+{
+    /* torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01), p0 = 1.0, grads 0.5, -0.2:
+     * step 1: d = 0.5 + 0.01*1.0 = 0.51; buf = 0.51; p = 1.0 - 0.1*0.51 = 0.949
+     * step 2: d = -0.2 + 0.01*0.949 = -0.19051; buf = 0.9*0.51 - 0.19051 = 0.26849;
+     *         p = 0.949 - 0.026849 = 0.922151 */
+    float p0[1] = {1.0f}, g1[1] = {0.5f}, g2[1] = {-0.2f}, *buf;
+    const float *grads[2] = {g1, g2};
+    float *p = run_sgd(cpu, 1, p0, grads, 2, 0.1f, 0.9f, 0.01f, &buf);
+    cr_assert_float_eq(p[0], 0.922151f, 1e-6);
+    cr_assert_float_eq(buf[0], 0.26849f, 1e-6);
+    free(p);
+    free(buf);
+    /* Without momentum: p = 1 - 0.1*0.5 = 0.95, then 0.95 + 0.02 = 0.97 */
+    p = run_sgd(cpu, 1, p0, grads, 2, 0.1f, 0.0f, 0.0f, NULL);
+    cr_assert_float_eq(p[0], 0.97f, 1e-6);
+    free(p);
+}
+
+Test(reference, adam_by_hand)
+{
+    /* torch.optim.Adam([p], lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1), p0 = 2.0,
+     * grads 0.3 then -0.1:
+     * step 1: g = 0.3 + 0.2 = 0.5; m = 0.05; v = 0.00025; mhat = 0.5, vhat = 0.25;
+     *         p = 2 - 0.01 * 0.5 / (0.5 + 1e-8) = 1.99
+     * step 2: g = -0.1 + 0.199 = 0.099; m = 0.045 + 0.0099 = 0.0549;
+     *         v = 0.00024975 + 0.000009801 = 0.000259551; bc1 = 0.19, bc2 = 0.001999;
+     *         p = 1.99 - (0.01/0.19) * 0.0549 / (sqrt(0.000259551)/sqrt(0.001999) + 1e-8)
+     *           = 1.99 - 0.0526315789 * 0.0549 / 0.360337... = 1.981981... */
+    float p0[1] = {2.0f}, g1[1] = {0.3f}, g2[1] = {-0.1f};
+    const float *grads[2] = {g1, g2};
+    float *p = run_adam(cpu, 1, p0, grads, 1, 0.01f, 0.9f, 0.999f, 1e-8f, 0.1f);
+    cr_assert_float_eq(p[0], 1.99f, 1e-6);
+    free(p);
+    p = run_adam(cpu, 1, p0, grads, 2, 0.01f, 0.9f, 0.999f, 1e-8f, 0.1f);
+    double denom = sqrt(0.000259551) / sqrt(0.001999) + 1e-8;
+    cr_assert_float_eq(p[0], 1.99 - (0.01 / 0.19) * 0.0549 / denom, 2e-6);
+    free(p);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Bad input: statuses with messages, never a crash */
+
+Test(reference, unknown_device_lists_the_ids)
+{
+    sl_device *dev = (sl_device *)1;
+    cr_assert_eq(sl_device_open("opencl:99", &dev), SL_EINVAL);
+    cr_assert_null(dev);
+    cr_assert(strstr(sl_last_error(), "opencl:99") && strstr(sl_last_error(), "cpu"), "%s",
+              sl_last_error());
+}
+
+Test(reference, out_of_range_accesses_are_refused)
+{
+    sl_buffer *b = buf_f(cpu, NULL, 16), *c = buf_f(cpu, NULL, 16);
+    float host[32] = {0};
+    cr_assert_eq(sl_buffer_upload(b, 60, host, 8), SL_ERANGE);
+    cr_assert_eq(sl_buffer_download(b, 0, host, 65), SL_ERANGE);
+    cr_assert_eq(sl_buffer_copy(b, 8, c, 0, 64), SL_ERANGE);
+    cr_assert_eq(sl_buffer_upload(b, SIZE_MAX, host, 2), SL_ERANGE);
+    /* a 4x5 GEMM output does not fit 16 floats */
+    cr_assert_eq(sl_gemm(cpu, false, false, 4, 5, 1, 1.0f, b, b, 0.0f, c), SL_ERANGE);
+    cr_assert(strstr(sl_last_error(), "'c'"), "%s", sl_last_error());
+    cr_assert_eq(sl_gemm(cpu, false, false, SIZE_MAX / 2, 4, 1, 1.0f, b, b, 0.0f, c), SL_ERANGE);
+    cr_assert_eq(sl_act_forward(cpu, SL_ACT_COUNT, 4, b, c), SL_EINVAL);
+    cr_assert_eq(sl_bias_grad(cpu, 2, 2, b, 0.5f, c), SL_EINVAL);
+    cr_assert_eq(sl_adam(cpu, 4, b, b, b, c, 0.1f, 0.9f, 0.999f, 1e-8f, 0, 0), SL_EINVAL);
+    cr_assert_eq(sl_fill(cpu, 17, 0.0f, b), SL_ERANGE);
+    cr_assert_eq(sl_buffer_alloc(cpu, 0, &b), SL_EINVAL);
+    sl_buffer_free(b);
+    sl_buffer_free(c);
+}
+
+Test(reference, allocation_beyond_the_device_limit_is_refused)
+{
+    sl_buffer *b = NULL;
+    size_t too_big = (size_t)sl_device_get_info(cpu)->max_alloc_bytes + 1;
+    cr_assert_eq(sl_buffer_alloc(cpu, too_big, &b), SL_ELIMIT);
+    cr_assert_null(b);
+    cr_assert(strstr(sl_last_error(), "largest allocation"), "%s", sl_last_error());
+}
+
+Test(reference, peak_and_memory_accounting)
+{
+    double gflops = 0;
+    OK(sl_device_peak_gflops(cpu, &gflops));
+    cr_assert_gt(gflops, 0.1);
+    uint64_t before = sl_device_allocated(cpu);
+    sl_buffer *b = buf_f(cpu, NULL, 1000);
+    cr_assert_eq(sl_device_allocated(cpu), before + 4000);
+    cr_assert_geq(sl_device_peak_allocated(cpu), before + 4000);
+    sl_buffer_free(b);
+    cr_assert_eq(sl_device_allocated(cpu), before);
 }

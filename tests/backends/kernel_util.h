@@ -1,0 +1,198 @@
+/* Helpers shared by the backend suites: host <-> device arrays, seeded data, tolerant comparison,
+ * and one runner per kernel that takes host arrays, runs the kernel on a device and returns the
+ * outputs, so the same case runs on the CPU oracle and on the device under test. */
+#ifndef SL_TEST_KERNEL_UTIL_H
+#define SL_TEST_KERNEL_UTIL_H
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/backend.h"
+
+#define OK(expr) cr_assert_eq((expr), SL_OK, "%s failed: %s", #expr, sl_last_error())
+
+static inline float *vec_new(size_t n)
+{
+    float *p = calloc(n ? n : 1, sizeof(float));
+    cr_assert_not_null(p);
+    return p;
+}
+
+/* Uniform in [lo, hi) from a small LCG, so every run sees the same data. */
+static inline float *vec_rand(size_t n, uint32_t seed, float lo, float hi)
+{
+    float *p = vec_new(n);
+    uint64_t s = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        p[i] = lo + (hi - lo) * (float)((s >> 40) & 0xFFFFFF) / 16777216.0f;
+    }
+    return p;
+}
+
+static inline sl_buffer *buf_from(sl_device *dev, const void *host, size_t bytes)
+{
+    sl_buffer *b = NULL;
+    OK(sl_buffer_alloc(dev, bytes ? bytes : 4, &b));
+    if (host && bytes) OK(sl_buffer_upload(b, 0, host, bytes));
+    return b;
+}
+
+static inline sl_buffer *buf_f(sl_device *dev, const float *host, size_t n)
+{
+    return buf_from(dev, host, n * sizeof(float));
+}
+
+/* Downloads n floats into a new array and frees the buffer. */
+static inline float *buf_take(sl_buffer *b, size_t n)
+{
+    float *p = vec_new(n);
+    if (n) OK(sl_buffer_download(b, 0, p, n * sizeof(float)));
+    sl_buffer_free(b);
+    return p;
+}
+
+/* |got - ref| <= atol + rtol * |ref| everywhere, NaN never passes. */
+static inline void assert_close(const float *ref, const float *got, size_t n, float atol,
+                                float rtol, const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        float tol = atol + rtol * fabsf(ref[i]);
+        cr_assert(fabsf(got[i] - ref[i]) <= tol, "%s: element %zu is %.9g, expected %.9g (tol %.3g)",
+                  what, i, (double)got[i], (double)ref[i], (double)tol);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Kernel runners: host arrays in, a new host array out (the caller frees). */
+
+static inline float *run_gemm(sl_device *dev, bool ta, bool tb, size_t m, size_t n, size_t k,
+                              float alpha, const float *a, const float *b, float beta,
+                              const float *c0)
+{
+    sl_buffer *ba = buf_f(dev, a, m * k), *bb = buf_f(dev, b, k * n), *bc = buf_f(dev, c0, m * n);
+    OK(sl_gemm(dev, ta, tb, m, n, k, alpha, ba, bb, beta, bc));
+    sl_buffer_free(ba);
+    sl_buffer_free(bb);
+    return buf_take(bc, m * n);
+}
+
+static inline float *run_bias_add(sl_device *dev, size_t rows, size_t cols, const float *y,
+                                  const float *bias)
+{
+    sl_buffer *by = buf_f(dev, y, rows * cols), *bb = buf_f(dev, bias, cols);
+    OK(sl_bias_add(dev, rows, cols, by, bb));
+    sl_buffer_free(bb);
+    return buf_take(by, rows * cols);
+}
+
+static inline float *run_bias_grad(sl_device *dev, size_t rows, size_t cols, const float *dy,
+                                   float beta, const float *db0)
+{
+    sl_buffer *bdy = buf_f(dev, dy, rows * cols), *bdb = buf_f(dev, db0, cols);
+    OK(sl_bias_grad(dev, rows, cols, bdy, beta, bdb));
+    sl_buffer_free(bdy);
+    return buf_take(bdb, cols);
+}
+
+static inline float *run_act_forward(sl_device *dev, enum sl_activation act, size_t n,
+                                     const float *x)
+{
+    sl_buffer *bx = buf_f(dev, x, n), *by = buf_f(dev, NULL, n);
+    OK(sl_act_forward(dev, act, n, bx, by));
+    sl_buffer_free(bx);
+    return buf_take(by, n);
+}
+
+static inline float *run_act_backward(sl_device *dev, enum sl_activation act, size_t n,
+                                      const float *x, const float *dy)
+{
+    sl_buffer *bx = buf_f(dev, x, n), *bdy = buf_f(dev, dy, n), *bdx = buf_f(dev, NULL, n);
+    OK(sl_act_backward(dev, act, n, bx, bdy, bdx));
+    sl_buffer_free(bx);
+    sl_buffer_free(bdy);
+    return buf_take(bdx, n);
+}
+
+/* Returns dlogits; *loss_out gets the per-row losses (caller frees). */
+static inline float *run_softmax_xent(sl_device *dev, size_t rows, size_t classes,
+                                      const float *logits, const int32_t *labels, float scale,
+                                      float **loss_out)
+{
+    sl_buffer *bl = buf_f(dev, logits, rows * classes);
+    sl_buffer *by = buf_from(dev, labels, rows * sizeof(int32_t));
+    sl_buffer *bloss = buf_f(dev, NULL, rows), *bd = buf_f(dev, NULL, rows * classes);
+    OK(sl_softmax_xent(dev, rows, classes, bl, by, scale, bloss, bd));
+    sl_buffer_free(bl);
+    sl_buffer_free(by);
+    *loss_out = buf_take(bloss, rows);
+    return buf_take(bd, rows * classes);
+}
+
+static inline float *run_mse(sl_device *dev, size_t rows, size_t cols, const float *pred,
+                             const float *target, float scale, float **loss_out)
+{
+    sl_buffer *bp = buf_f(dev, pred, rows * cols), *bt = buf_f(dev, target, rows * cols);
+    sl_buffer *bloss = buf_f(dev, NULL, rows), *bd = buf_f(dev, NULL, rows * cols);
+    OK(sl_mse(dev, rows, cols, bp, bt, scale, bloss, bd));
+    sl_buffer_free(bp);
+    sl_buffer_free(bt);
+    *loss_out = buf_take(bloss, rows);
+    return buf_take(bd, rows * cols);
+}
+
+/* Runs `steps` SGD steps with the same gradient list grads[step]; returns the parameters and
+ * stores the momentum buffer in *buf_out when momentum != 0. */
+static inline float *run_sgd(sl_device *dev, size_t n, const float *p0, const float *const *grads,
+                             int steps, float lr, float momentum, float wd, float **buf_out)
+{
+    sl_buffer *bp = buf_f(dev, p0, n), *bm = buf_f(dev, NULL, n), *bg = buf_f(dev, NULL, n);
+    OK(sl_fill(dev, n, 0.0f, bm));
+    for (int s = 0; s < steps; s++) {
+        OK(sl_buffer_upload(bg, 0, grads[s], n * sizeof(float)));
+        OK(sl_sgd(dev, n, bp, bg, bm, lr, momentum, wd));
+    }
+    sl_buffer_free(bg);
+    if (buf_out) *buf_out = buf_take(bm, n);
+    else sl_buffer_free(bm);
+    return buf_take(bp, n);
+}
+
+static inline float *run_adam(sl_device *dev, size_t n, const float *p0, const float *const *grads,
+                              int steps, float lr, float b1, float b2, float eps, float wd)
+{
+    sl_buffer *bp = buf_f(dev, p0, n), *bm = buf_f(dev, NULL, n), *bv = buf_f(dev, NULL, n);
+    sl_buffer *bg = buf_f(dev, NULL, n);
+    OK(sl_fill(dev, n, 0.0f, bm));
+    OK(sl_fill(dev, n, 0.0f, bv));
+    for (int s = 0; s < steps; s++) {
+        OK(sl_buffer_upload(bg, 0, grads[s], n * sizeof(float)));
+        OK(sl_adam(dev, n, bp, bg, bm, bv, lr, b1, b2, eps, wd, s + 1));
+    }
+    sl_buffer_free(bg);
+    sl_buffer_free(bm);
+    sl_buffer_free(bv);
+    return buf_take(bp, n);
+}
+
+/* kind: 0 axpy (y += alpha x), 1 scale (x *= alpha), 2 fill (x = alpha) */
+static inline float *run_elementwise(sl_device *dev, int kind, size_t n, float alpha,
+                                     const float *x, const float *y)
+{
+    sl_buffer *bx = buf_f(dev, x, n);
+    if (kind == 0) {
+        sl_buffer *by = buf_f(dev, y, n);
+        OK(sl_axpy(dev, n, alpha, bx, by));
+        sl_buffer_free(bx);
+        return buf_take(by, n);
+    }
+    if (kind == 1) OK(sl_scale(dev, n, alpha, bx));
+    else OK(sl_fill(dev, n, alpha, bx));
+    return buf_take(bx, n);
+}
+
+#endif

@@ -1,0 +1,252 @@
+/* The conformance suite: every stage kernel on every device of one backend (SLUICE_TEST_BACKEND,
+ * e.g. opencl or vulkan) against the CPU oracle, at several shapes including odd ones. A backend
+ * that is named but has no device fails the suite: CI installs PoCL and lavapipe, so an empty list
+ * means a broken install, not a reason to pass. */
+#include "kernel_util.h"
+
+#include <stdio.h>
+
+#define MAX_DEVS 16
+
+static sl_device *cpu;
+static sl_device *devs[MAX_DEVS];
+static size_t ndevs;
+static const char *backend;
+
+static void setup(void)
+{
+    backend = getenv("SLUICE_TEST_BACKEND");
+    cr_assert(backend && backend[0], "set SLUICE_TEST_BACKEND to the backend under test");
+    OK(sl_device_open("cpu", &cpu));
+    const sl_device_info *infos;
+    size_t count;
+    OK(sl_device_list(&infos, &count));
+    for (size_t i = 0; i < count && ndevs < MAX_DEVS; i++)
+        if (!strcmp(infos[i].backend, backend)) OK(sl_device_open(infos[i].id, &devs[ndevs++]));
+    cr_assert_gt(ndevs, 0, "no %s device found; problems: %s", backend, sl_device_list_problems());
+}
+
+static void teardown(void)
+{
+    for (size_t i = 0; i < ndevs; i++) sl_device_close(devs[i]);
+    ndevs = 0;
+    sl_device_close(cpu);
+}
+
+TestSuite(conformance, .init = setup, .fini = teardown);
+
+static const char *id(sl_device *dev)
+{
+    return sl_device_get_info(dev)->id;
+}
+
+/* Compares a device's output with the oracle's and frees both. */
+static void check(float *ref, float *got, size_t n, float atol, float rtol, sl_device *dev,
+                  const char *fmt, ...)
+{
+    char what[160];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = snprintf(what, sizeof what, "%s: ", id(dev));
+    vsnprintf(what + len, sizeof what - (size_t)len, fmt, ap);
+    va_end(ap);
+    assert_close(ref, got, n, atol, rtol, what);
+    free(ref);
+    free(got);
+}
+
+static const size_t sizes[] = {1, 7, 33, 257};
+
+Test(conformance, gemm)
+{
+    static const size_t shapes[][3] = {{1, 1, 1},     {7, 33, 1},    {33, 7, 257}, {257, 33, 7},
+                                       {1, 257, 33},  {64, 64, 64},  {257, 257, 257},
+                                       {128, 10, 64}, {10, 128, 64}};
+    for (size_t d = 0; d < ndevs; d++)
+        for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++) {
+            size_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+            float *a = vec_rand(m * k, 1, -1, 1), *b = vec_rand(k * n, 2, -1, 1);
+            float *c0 = vec_rand(m * n, 3, -1, 1);
+            for (int t = 0; t < 4; t++)
+                for (int beta = 0; beta <= 1; beta++) {
+                    bool ta = t & 1, tb = t & 2;
+                    float alpha = beta ? 1.0f : 0.75f;
+                    check(run_gemm(cpu, ta, tb, m, n, k, alpha, a, b, (float)beta, c0),
+                          run_gemm(devs[d], ta, tb, m, n, k, alpha, a, b, (float)beta, c0), m * n,
+                          1e-4f, 1e-4f, devs[d], "gemm %zux%zux%zu ta=%d tb=%d beta=%d", m, n, k,
+                          ta, tb, beta);
+                }
+            free(a);
+            free(b);
+            free(c0);
+        }
+}
+
+Test(conformance, gemm_beta_zero_overwrites_nan)
+{
+    float a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {1, 0, 0, 1, 1, 1}, c0[4] = {NAN, NAN, INFINITY, NAN};
+    const float want[4] = {4, 5, 10, 11};
+    for (size_t d = 0; d < ndevs; d++) {
+        float *got = run_gemm(devs[d], false, false, 2, 2, 3, 1.0f, a, b, 0.0f, c0);
+        assert_close(want, got, 4, 0, 0, id(devs[d]));
+        free(got);
+    }
+}
+
+Test(conformance, bias)
+{
+    for (size_t d = 0; d < ndevs; d++)
+        for (size_t i = 0; i < SL_ARRAY_LEN(sizes); i++)
+            for (size_t j = 0; j < SL_ARRAY_LEN(sizes); j++) {
+                size_t rows = sizes[i], cols = sizes[j];
+                float *y = vec_rand(rows * cols, 4, -1, 1), *bias = vec_rand(cols, 5, -1, 1);
+                check(run_bias_add(cpu, rows, cols, y, bias),
+                      run_bias_add(devs[d], rows, cols, y, bias), rows * cols, 1e-6f, 1e-6f,
+                      devs[d], "bias_add %zux%zu", rows, cols);
+                for (int beta = 0; beta <= 1; beta++)
+                    check(run_bias_grad(cpu, rows, cols, y, (float)beta, bias),
+                          run_bias_grad(devs[d], rows, cols, y, (float)beta, bias), cols, 1e-5f,
+                          1e-5f, devs[d], "bias_grad %zux%zu beta=%d", rows, cols, beta);
+                free(y);
+                free(bias);
+            }
+}
+
+Test(conformance, activations)
+{
+    const size_t ns[] = {1, 7, 33, 257, 100003};
+    for (size_t d = 0; d < ndevs; d++)
+        for (size_t i = 0; i < SL_ARRAY_LEN(ns); i++) {
+            size_t n = ns[i];
+            float *x = vec_rand(n, 6, -6, 6), *dy = vec_rand(n, 7, -1, 1);
+            for (int a = 0; a < SL_ACT_COUNT; a++) {
+                enum sl_activation act = (enum sl_activation)a;
+                check(run_act_forward(cpu, act, n, x), run_act_forward(devs[d], act, n, x), n,
+                      1e-6f, 1e-5f, devs[d], "%s forward n=%zu", sl_activation_name(act), n);
+                check(run_act_backward(cpu, act, n, x, dy),
+                      run_act_backward(devs[d], act, n, x, dy), n, 1e-6f, 1e-5f, devs[d],
+                      "%s backward n=%zu", sl_activation_name(act), n);
+            }
+            free(x);
+            free(dy);
+        }
+}
+
+Test(conformance, losses)
+{
+    static const size_t shapes[][2] = {{1, 1}, {7, 10}, {33, 257}, {257, 7}, {1, 33}};
+    for (size_t d = 0; d < ndevs; d++)
+        for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++) {
+            size_t rows = shapes[s][0], cols = shapes[s][1];
+            float *x = vec_rand(rows * cols, 8, -8, 8), *t = vec_rand(rows * cols, 9, -1, 1);
+            int32_t *labels = calloc(rows, sizeof *labels);
+            for (size_t r = 0; r < rows; r++) labels[r] = (int32_t)((r * 7 + 3) % cols);
+            float scale = 1.0f / (float)rows, *lr, *lg;
+            float *dr = run_softmax_xent(cpu, rows, cols, x, labels, scale, &lr);
+            float *dg = run_softmax_xent(devs[d], rows, cols, x, labels, scale, &lg);
+            check(dr, dg, rows * cols, 1e-6f, 1e-4f, devs[d], "softmax_xent grad %zux%zu", rows,
+                  cols);
+            check(lr, lg, rows, 1e-5f, 1e-5f, devs[d], "softmax_xent loss %zux%zu", rows, cols);
+            dr = run_mse(cpu, rows, cols, x, t, scale, &lr);
+            dg = run_mse(devs[d], rows, cols, x, t, scale, &lg);
+            check(dr, dg, rows * cols, 1e-6f, 1e-5f, devs[d], "mse grad %zux%zu", rows, cols);
+            check(lr, lg, rows, 1e-5f, 1e-5f, devs[d], "mse loss %zux%zu", rows, cols);
+            free(x);
+            free(t);
+            free(labels);
+        }
+}
+
+Test(conformance, optimizers)
+{
+    for (size_t d = 0; d < ndevs; d++)
+        for (size_t i = 0; i < SL_ARRAY_LEN(sizes); i++) {
+            size_t n = sizes[i] * 3;
+            float *p0 = vec_rand(n, 10, -1, 1);
+            float *g[3] = {vec_rand(n, 11, -1, 1), vec_rand(n, 12, -1, 1), vec_rand(n, 13, -1, 1)};
+            const float *const *grads = (const float *const *)g;
+            float *bufr, *bufg;
+            check(run_sgd(cpu, n, p0, grads, 3, 0.05f, 0.9f, 0.01f, &bufr),
+                  run_sgd(devs[d], n, p0, grads, 3, 0.05f, 0.9f, 0.01f, &bufg), n, 1e-6f, 1e-5f,
+                  devs[d], "sgd momentum n=%zu", n);
+            check(bufr, bufg, n, 1e-6f, 1e-5f, devs[d], "sgd momentum buffer n=%zu", n);
+            check(run_sgd(cpu, n, p0, grads, 3, 0.05f, 0.0f, 0.0f, NULL),
+                  run_sgd(devs[d], n, p0, grads, 3, 0.05f, 0.0f, 0.0f, NULL), n, 1e-6f, 1e-5f,
+                  devs[d], "sgd plain n=%zu", n);
+            check(run_adam(cpu, n, p0, grads, 3, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f),
+                  run_adam(devs[d], n, p0, grads, 3, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f), n,
+                  1e-6f, 1e-5f, devs[d], "adam n=%zu", n);
+            free(p0);
+            for (int k = 0; k < 3; k++) free(g[k]);
+        }
+}
+
+Test(conformance, elementwise)
+{
+    const size_t ns[] = {1, 7, 33, 257, 100003};
+    for (size_t d = 0; d < ndevs; d++)
+        for (size_t i = 0; i < SL_ARRAY_LEN(ns); i++) {
+            size_t n = ns[i];
+            float *x = vec_rand(n, 14, -1, 1), *y = vec_rand(n, 15, -1, 1);
+            for (int kind = 0; kind < 3; kind++)
+                check(run_elementwise(cpu, kind, n, 0.37f, x, y),
+                      run_elementwise(devs[d], kind, n, 0.37f, x, y), n, 1e-7f, 1e-6f, devs[d],
+                      "%s n=%zu", (const char *[]){"axpy", "scale", "fill"}[kind], n);
+            free(x);
+            free(y);
+        }
+}
+
+Test(conformance, buffers_and_events)
+{
+    for (size_t d = 0; d < ndevs; d++) {
+        sl_device *dev = devs[d];
+        float *x = vec_rand(1000, 16, -1, 1);
+        sl_buffer *a = buf_f(dev, x, 1000), *b = buf_f(dev, NULL, 1000);
+        OK(sl_buffer_copy(b, 40, a, 400, 2000)); /* floats 100..599 of a to 10..509 of b */
+        float got[500];
+        OK(sl_buffer_download(b, 40, got, sizeof got));
+        assert_close(x + 100, got, 500, 0, 0, id(dev));
+        OK(sl_buffer_upload(a, 8, x + 500, 12)); /* partial upload at an offset */
+        OK(sl_buffer_download(a, 0, got, 20));
+        cr_assert(got[0] == x[0] && got[1] == x[1] && got[2] == x[500] && got[4] == x[502]);
+        cr_assert_eq(sl_buffer_copy(b, 0, a, 3996, 8), SL_ERANGE);
+        sl_event *e0, *e1;
+        double ms = -1;
+        OK(sl_event_record(dev, &e0));
+        OK(sl_fill(dev, 1000, 1.0f, a));
+        OK(sl_event_record(dev, &e1));
+        OK(sl_event_wait(e1));
+        OK(sl_event_elapsed_ms(e0, e1, &ms));
+        cr_assert(ms >= 0.0, "%s: elapsed %g ms", id(dev), ms);
+        sl_event_free(e0);
+        sl_event_free(e1);
+        OK(sl_device_finish(dev));
+        sl_buffer_free(a);
+        sl_buffer_free(b);
+        free(x);
+    }
+}
+
+Test(conformance, limits_are_checked)
+{
+    for (size_t d = 0; d < ndevs; d++) {
+        const sl_device_info *info = sl_device_get_info(devs[d]);
+        cr_assert_gt(info->max_alloc_bytes, 0, "%s reports no allocation limit", info->id);
+        cr_assert(info->name[0] && info->driver[0], "%s: name and driver must be filled", info->id);
+        sl_buffer *b = NULL;
+        if (info->max_alloc_bytes < SIZE_MAX) {
+            cr_assert_eq(sl_buffer_alloc(devs[d], (size_t)info->max_alloc_bytes + 1, &b), SL_ELIMIT);
+            cr_assert_null(b);
+        }
+        /* buffers of one device are refused by another */
+        sl_buffer *on_cpu = buf_f(cpu, NULL, 4), *on_dev = buf_f(devs[d], NULL, 4);
+        cr_assert_eq(sl_axpy(devs[d], 4, 1.0f, on_cpu, on_dev), SL_EINVAL);
+        cr_assert(strstr(sl_last_error(), "lives on cpu"), "%s", sl_last_error());
+        sl_buffer_free(on_cpu);
+        sl_buffer_free(on_dev);
+        double gflops = 0;
+        OK(sl_device_peak_gflops(devs[d], &gflops));
+        cr_assert_gt(gflops, 0.0);
+    }
+}
