@@ -88,17 +88,29 @@ static int cpu_finish(sl_device *dev)
 
 __attribute__((target("avx2,fma"))) static float fma_chains_avx2(long iters)
 {
-    __m256 acc[PEAK_CHAINS];
     const __m256 mul = _mm256_set1_ps(0.999999f), add = _mm256_set1_ps(1e-7f);
-    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = _mm256_set1_ps((float)c);
-    for (long i = 0; i < iters; i++)
-        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = _mm256_fmadd_ps(acc[c], mul, add);
-    float out[8], s = 0.0f;
-    for (int c = 0; c < PEAK_CHAINS; c++) {
-        _mm256_storeu_ps(out, acc[c]);
-        for (int l = 0; l < 8; l++) s += out[l];
+    __m256 a0 = _mm256_set1_ps(0), a1 = _mm256_set1_ps(1), a2 = _mm256_set1_ps(2);
+    __m256 a3 = _mm256_set1_ps(3), a4 = _mm256_set1_ps(4), a5 = _mm256_set1_ps(5);
+    __m256 a6 = _mm256_set1_ps(6), a7 = _mm256_set1_ps(7), a8 = _mm256_set1_ps(8);
+    __m256 a9 = _mm256_set1_ps(9);
+    for (long i = 0; i < iters; i++) {
+        a0 = _mm256_fmadd_ps(a0, mul, add);
+        a1 = _mm256_fmadd_ps(a1, mul, add);
+        a2 = _mm256_fmadd_ps(a2, mul, add);
+        a3 = _mm256_fmadd_ps(a3, mul, add);
+        a4 = _mm256_fmadd_ps(a4, mul, add);
+        a5 = _mm256_fmadd_ps(a5, mul, add);
+        a6 = _mm256_fmadd_ps(a6, mul, add);
+        a7 = _mm256_fmadd_ps(a7, mul, add);
+        a8 = _mm256_fmadd_ps(a8, mul, add);
+        a9 = _mm256_fmadd_ps(a9, mul, add);
     }
-    return s;
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(a8, a9));
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    return out[0] + out[1] + out[2] + out[3] + out[4] + out[5] + out[6] + out[7];
 }
 
 static float fma_chains_scalar(long iters)
