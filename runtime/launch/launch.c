@@ -1,0 +1,352 @@
+#define _GNU_SOURCE
+#include "runtime/launch/launch.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "runtime/core/core.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * Launcher environments */
+
+const char *sl_launcher_name(enum sl_launcher launcher)
+{
+    switch (launcher) {
+    case SL_LAUNCHER_OPENMPI: return "Open MPI";
+    case SL_LAUNCHER_PMI: return "PMI";
+    case SL_LAUNCHER_SLURM: return "Slurm";
+    case SL_LAUNCHER_TORCHRUN: return "torchrun";
+    default: return "none";
+    }
+}
+
+static int env_int(const char *name, int *out)
+{
+    const char *v = getenv(name);
+    if (!v) return 0;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < 0 || x > 1000000) return -1;
+    *out = (int)x;
+    return 1;
+}
+
+int sl_launch_detect(sl_launch_info *out)
+{
+    static const struct {
+        enum sl_launcher launcher;
+        const char *rank, *world;
+    } envs[] = {
+        {SL_LAUNCHER_OPENMPI, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+        {SL_LAUNCHER_PMI, "PMI_RANK", "PMI_SIZE"},
+        {SL_LAUNCHER_SLURM, "SLURM_PROCID", "SLURM_NTASKS"},
+        {SL_LAUNCHER_TORCHRUN, "RANK", "WORLD_SIZE"},
+    };
+    *out = (sl_launch_info){.launcher = SL_LAUNCHER_NONE, .rank = 0, .world = 1};
+    for (size_t i = 0; i < SL_ARRAY_LEN(envs); i++) {
+        int rank, world;
+        int hr = env_int(envs[i].rank, &rank), hw = env_int(envs[i].world, &world);
+        if (hr == 0 && hw == 0) continue;
+        if (hr != 1 || hw != 1 || world < 1 || rank >= world)
+            return sl_fail(SL_ECONFIG, "%s environment is inconsistent: %s=%s, %s=%s",
+                           sl_launcher_name(envs[i].launcher), envs[i].rank,
+                           getenv(envs[i].rank) ? getenv(envs[i].rank) : "(unset)", envs[i].world,
+                           getenv(envs[i].world) ? getenv(envs[i].world) : "(unset)");
+        /* srun without --ntasks sets SLURM_PROCID=0 SLURM_NTASKS=1 in any job step: not a
+         * launcher that asked for ranks. */
+        if (envs[i].launcher == SL_LAUNCHER_SLURM && world == 1) continue;
+        *out = (sl_launch_info){.launcher = envs[i].launcher, .rank = rank, .world = world};
+        return SL_OK;
+    }
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The coordinator's side */
+
+#define MAX_RANKS 256
+
+struct sl_launch {
+    char dir[256];
+    char endpoint[300];
+    bool keep;
+    void *zctx, *pull;
+    pid_t pids[MAX_RANKS];
+    int status[MAX_RANKS]; /* -1 running, else the wait status */
+    int nranks;
+};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    interrupted = sig;
+}
+
+int sl_launch_create(bool keep, sl_launch **out)
+{
+    sl_launch *l = sl_alloc(sizeof *l);
+    if (!l) return SL_ENOMEM;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(l->dir, sizeof l->dir, "%s/sluice-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(l->dir)) {
+        int e = errno;
+        free(l);
+        return sl_fail(SL_EIO, "cannot create a run directory under %s: %s (set TMPDIR)",
+                       tmp ? tmp : "/tmp", strerror(e));
+    }
+    l->keep = keep;
+    snprintf(l->endpoint, sizeof l->endpoint, "ipc://%s/report", l->dir);
+    l->zctx = zmq_ctx_new();
+    l->pull = l->zctx ? zmq_socket(l->zctx, ZMQ_PULL) : NULL;
+    int linger = 0;
+    if (!l->pull || zmq_setsockopt(l->pull, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_bind(l->pull, l->endpoint) != 0) {
+        int st = sl_fail(SL_EIO, "cannot bind the report socket %s: %s", l->endpoint,
+                         zmq_strerror(zmq_errno()));
+        sl_launch_destroy(l);
+        return st;
+    }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    interrupted = 0;
+    *out = l;
+    return SL_OK;
+}
+
+const char *sl_launch_dir(const sl_launch *l)
+{
+    return l->dir;
+}
+
+const char *sl_launch_report_endpoint(const sl_launch *l)
+{
+    return l->endpoint;
+}
+
+int sl_launch_spawn(sl_launch *l, int rank, char *const argv[])
+{
+    if (l->nranks >= MAX_RANKS) return sl_fail(SL_ELIMIT, "at most %d local ranks", MAX_RANKS);
+    char env_rank[32];
+    snprintf(env_rank, sizeof env_rank, "%d", rank);
+    pid_t pid = fork();
+    if (pid < 0) return sl_fail(SL_EIO, "cannot start rank %d: %s", rank, strerror(errno));
+    if (pid == 0) {
+        /* A rank dies with its coordinator, whatever happens to the coordinator. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        setenv("SLUICE_RANK", env_rank, 1);
+        setenv("SLUICE_RUN_DIR", l->dir, 1);
+        setenv("SLUICE_REPORT", l->endpoint, 1);
+        signal(SIGINT, SIG_IGN); /* the coordinator decides; it stops ranks with SIGTERM */
+        execv(argv[0], argv);
+        fprintf(stderr, "sluice: cannot run %s for rank %d: %s\n", argv[0], rank, strerror(errno));
+        _exit(127);
+    }
+    l->pids[l->nranks] = pid;
+    l->status[l->nranks] = -1;
+    l->nranks++;
+    return SL_OK;
+}
+
+static void stop_all(sl_launch *l)
+{
+    for (int i = 0; i < l->nranks; i++)
+        if (l->status[i] == -1) kill(l->pids[i], SIGTERM);
+    double deadline = sl_now() + 3.0;
+    for (;;) {
+        int running = 0;
+        for (int i = 0; i < l->nranks; i++) {
+            if (l->status[i] != -1) continue;
+            int ws;
+            if (waitpid(l->pids[i], &ws, WNOHANG) == l->pids[i]) l->status[i] = ws;
+            else running++;
+        }
+        if (!running) return;
+        if (sl_now() > deadline) {
+            for (int i = 0; i < l->nranks; i++)
+                if (l->status[i] == -1) kill(l->pids[i], SIGKILL);
+            deadline = sl_now() + 60.0;
+        }
+        usleep(10000);
+    }
+}
+
+/* The first failure is what the user needs to see; a peer's "my neighbour died" is a
+ * consequence, so an error of another kind replaces it. */
+struct failure {
+    int rank;
+    int status;
+    char message[1024];
+};
+
+static void note_error(struct failure *f, int rank, int status, const char *message)
+{
+    bool have = f->rank >= 0;
+    bool consequence = f->status == SL_EPEER || f->status == SL_ETIMEOUT;
+    if (have && !(consequence && status != SL_EPEER && status != SL_ETIMEOUT)) return;
+    f->rank = rank;
+    f->status = status;
+    snprintf(f->message, sizeof f->message, "%s", message);
+}
+
+static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx,
+                 struct failure *f)
+{
+    zmq_pollitem_t item = {.socket = l->pull, .events = ZMQ_POLLIN};
+    while (zmq_poll(&item, 1, timeout_ms) > 0) {
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, l->pull, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            break;
+        }
+        size_t len = zmq_msg_size(&msg);
+        char *text = malloc(len + 1);
+        if (text) {
+            memcpy(text, zmq_msg_data(&msg), len);
+            text[len] = '\0';
+            cJSON *j = cJSON_ParseWithLength(text, len);
+            const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(j, "type"));
+            if (type && !strcmp(type, "error")) {
+                const char *m = cJSON_GetStringValue(cJSON_GetObjectItem(j, "message"));
+                note_error(f, (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank")),
+                           (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "status")),
+                           m ? m : "failed");
+            }
+            cJSON_Delete(j);
+            int st = fn ? fn(ctx, text, len) : SL_OK;
+            free(text);
+            if (st != SL_OK) {
+                zmq_msg_close(&msg);
+                return st;
+            }
+        }
+        zmq_msg_close(&msg);
+        timeout_ms = 0;
+    }
+    return SL_OK;
+}
+
+static void describe_exit(char *buf, size_t cap, int ws)
+{
+    if (WIFSIGNALED(ws))
+        snprintf(buf, cap, "was killed by signal %d (%s)", WTERMSIG(ws), strsignal(WTERMSIG(ws)));
+    else snprintf(buf, cap, "exited with status %d", WEXITSTATUS(ws));
+}
+
+int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
+{
+    struct failure f = {.rank = -1};
+    int failed_rank = -1, failed_ws = 0, st = SL_OK;
+    for (;;) {
+        st = drain(l, 100, fn, ctx, &f);
+        if (st != SL_OK) break;
+        int running = 0;
+        for (int i = 0; i < l->nranks; i++) {
+            if (l->status[i] != -1) continue;
+            int ws;
+            pid_t p = waitpid(l->pids[i], &ws, WNOHANG);
+            if (p == l->pids[i]) {
+                l->status[i] = ws;
+                if ((!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) && failed_rank < 0) {
+                    failed_rank = i;
+                    failed_ws = ws;
+                }
+            } else {
+                running++;
+            }
+        }
+        if (failed_rank >= 0 || interrupted || !running) break;
+    }
+    if (failed_rank >= 0 || interrupted || st != SL_OK) {
+        /* Give the failing rank's report a moment to arrive, then stop everyone. */
+        drain(l, 300, fn, ctx, &f);
+        stop_all(l);
+        drain(l, 0, fn, ctx, &f);
+    }
+    drain(l, 0, fn, ctx, &f);
+    if (st != SL_OK) return st;
+    if (interrupted)
+        return sl_fail(SL_EPEER, "interrupted by signal %d; every rank was stopped",
+                       (int)interrupted);
+    if (failed_rank < 0) return SL_OK;
+    if (f.rank >= 0) return sl_fail(SL_EPEER, "rank %d failed: %s", f.rank, f.message);
+    char how[128];
+    describe_exit(how, sizeof how, failed_ws);
+    return sl_fail(SL_EPEER, "rank %d %s; every other rank was stopped", failed_rank, how);
+}
+
+static void remove_tree(const char *dir)
+{
+    char cmd[512];
+    /* The directory is ours (mkdtemp) and holds only sockets and small files. */
+    snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", dir);
+    if (system(cmd) != 0) sl_log(SL_LOG_WARN, "could not remove %s", dir);
+}
+
+void sl_launch_destroy(sl_launch *l)
+{
+    if (!l) return;
+    stop_all(l);
+    if (l->pull) zmq_close(l->pull);
+    if (l->zctx) zmq_ctx_term(l->zctx);
+    if (!l->keep && l->dir[0]) remove_tree(l->dir);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    free(l);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The rank's side */
+
+struct sl_reporter {
+    void *zctx, *push;
+};
+
+int sl_reporter_open(const char *endpoint, sl_reporter **out)
+{
+    sl_reporter *r = sl_alloc(sizeof *r);
+    if (!r) return SL_ENOMEM;
+    if (endpoint && *endpoint) {
+        int linger = 5000;
+        r->zctx = zmq_ctx_new();
+        r->push = r->zctx ? zmq_socket(r->zctx, ZMQ_PUSH) : NULL;
+        if (!r->push || zmq_setsockopt(r->push, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+            zmq_connect(r->push, endpoint) != 0) {
+            int st = sl_fail(SL_EIO, "cannot connect to the coordinator at %s: %s", endpoint,
+                             zmq_strerror(zmq_errno()));
+            sl_reporter_close(r);
+            return st;
+        }
+    }
+    *out = r;
+    return SL_OK;
+}
+
+int sl_reporter_send(sl_reporter *r, const char *json)
+{
+    if (!r || !r->push) return SL_OK;
+    if (zmq_send(r->push, json, strlen(json), 0) < 0)
+        return sl_fail(SL_EIO, "cannot report to the coordinator: %s", zmq_strerror(zmq_errno()));
+    return SL_OK;
+}
+
+void sl_reporter_close(sl_reporter *r)
+{
+    if (!r) return;
+    if (r->push) zmq_close(r->push);
+    if (r->zctx) zmq_ctx_term(r->zctx);
+    free(r);
+}
