@@ -1,0 +1,594 @@
+/* The stage executor. See exec.h.
+ *
+ * State per local stage and micro-batch: the stage input (device), the stash of activations, the
+ * output gradient (device), and host copies of what waits to be sent. Device buffers come from
+ * pools that keep what a step freed for the next step, so a schedule that holds fewer micro-batches
+ * at once (1F1B) also allocates fewer buffers than one that holds them all (GPipe). */
+#define _GNU_SOURCE
+#include "runtime/exec/exec.h"
+
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/backend.h"
+#include "runtime/data/data.h"
+#include "runtime/launch/launch.h"
+#include "runtime/model/model.h"
+#include "runtime/schedule/schedule.h"
+#include "transport/transport.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * Buffer pools: free buffers by exact size */
+
+#define POOL_MAX 512
+
+typedef struct pool {
+    sl_device *dev;
+    sl_buffer *free[POOL_MAX];
+    int nfree;
+} pool;
+
+static int pool_get(pool *p, size_t bytes, sl_buffer **out)
+{
+    for (int i = 0; i < p->nfree; i++)
+        if (sl_buffer_size(p->free[i]) == bytes) {
+            *out = p->free[i];
+            p->free[i] = p->free[--p->nfree];
+            return SL_OK;
+        }
+    return sl_buffer_alloc(p->dev, bytes, out);
+}
+
+static void pool_put(pool *p, sl_buffer *b)
+{
+    if (!b) return;
+    if (p->nfree < POOL_MAX) p->free[p->nfree++] = b;
+    else sl_buffer_free(b);
+}
+
+static void pool_free(pool *p)
+{
+    for (int i = 0; i < p->nfree; i++) sl_buffer_free(p->free[i]);
+    p->nfree = 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Per micro-batch state */
+
+typedef struct mb_state {
+    sl_buffer *input;  /* the stage's input [rows, width(first)] */
+    sl_stash *stash;   /* activations between F (or R) and B (or W) */
+    sl_buffer *dout;   /* the gradient of the stage's output */
+    sl_buffer *loss;   /* last stage: per-row losses [rows] */
+    float *send_f;     /* host copy of the output, waiting for SEND_F */
+    float *send_b;     /* host copy of the input gradient, waiting for SEND_B */
+} mb_state;
+
+typedef struct local_stage {
+    int stage; /* model stage index */
+    sl_stage *st;
+    sl_stash *stash_free[64]; /* stashes kept for reuse */
+    int nstash_free;
+    mb_state *mb; /* [M] */
+    double f_s, b_s, w_s; /* compute seconds this run, for the timed simulation */
+    long nf, nb, nw;
+} local_stage;
+
+typedef struct trace_event {
+    char name[24];
+    double t0, t1;
+} trace_event;
+
+typedef struct exec {
+    const sl_config *cfg;
+    const sl_exec_options *opt;
+    int rank, world;
+    sl_model model;
+    sl_partition part;
+    sl_schedule *sched;
+    sl_data data;
+    sl_device *dev;
+    sl_transport *tr;
+    sl_reporter *rep;
+    pool pool;
+    local_stage *ls; /* [chunks] */
+    int nls;
+    size_t rows; /* per micro-batch */
+    float *host_x;
+    int32_t *host_labels;
+    float *host_targets;
+    float *host_tmp; /* the largest activation or gradient of a micro-batch */
+    trace_event *trace;
+    int ntrace, max_trace;
+    double busy;
+} exec;
+
+static local_stage *local_of(exec *e, int stage)
+{
+    for (int i = 0; i < e->nls; i++)
+        if (e->ls[i].stage == stage) return &e->ls[i];
+    return NULL;
+}
+
+static size_t act_bytes(const exec *e, int layer)
+{
+    return e->rows * (size_t)sl_model_width(&e->model, layer) * sizeof(float);
+}
+
+static int stash_get(exec *e, local_stage *l, sl_stash **out)
+{
+    if (l->nstash_free > 0) {
+        *out = l->stash_free[--l->nstash_free];
+        return SL_OK;
+    }
+    sl_stash *st = sl_alloc(sizeof *st);
+    if (!st) return SL_ENOMEM;
+    int rc = sl_stash_alloc(l->st, e->rows, st);
+    if (rc != SL_OK) {
+        free(st);
+        return rc;
+    }
+    *out = st;
+    return SL_OK;
+}
+
+static void stash_put(local_stage *l, sl_stash *st)
+{
+    if (!st) return;
+    if (l->nstash_free < (int)SL_ARRAY_LEN(l->stash_free)) {
+        l->stash_free[l->nstash_free++] = st;
+    } else {
+        sl_stash_free(st);
+        free(st);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Actions */
+
+static sl_tensor_meta meta_for(const exec *e, int type, int64_t step, int stage, int mb, int width)
+{
+    sl_tensor_meta m = {.type = type,
+                        .step = (uint64_t)step,
+                        .stage = (uint32_t)stage,
+                        .mb = (uint32_t)mb,
+                        .dtype = SL_DTYPE_F32,
+                        .ndim = 2};
+    m.shape[0] = (int64_t)e->rows;
+    m.shape[1] = width;
+    return m;
+}
+
+/* The width of the tensor crossing the boundary between stage s-1 and s. */
+static int boundary_width(const exec *e, int stage)
+{
+    return sl_model_width(&e->model, e->part.stages[stage].first);
+}
+
+static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_only)
+{
+    local_stage *l = local_of(e, stage);
+    mb_state *s = &l->mb[mb];
+    const sl_stage_range *r = &e->part.stages[stage];
+    if (!s->input) {
+        if (stage != 0)
+            return sl_fail(SL_EINTERNAL, "stage %d has no input for micro-batch %d", stage, mb);
+        /* The first stage reads its micro-batch from the data. */
+        SL_TRY(sl_data_microbatch(&e->data, step, mb, e->host_x, NULL, NULL));
+        SL_TRY(pool_get(&e->pool, act_bytes(e, 0), &s->input));
+        SL_TRY(sl_buffer_upload(s->input, 0, e->host_x, act_bytes(e, 0)));
+    }
+    SL_TRY(stash_get(e, l, &s->stash));
+    SL_TRY(sl_stage_forward(l->st, e->rows, s->input, s->stash));
+    if (recompute_only) return SL_OK;
+
+    sl_buffer *out = sl_stash_output(s->stash);
+    if (stage == e->part.nstages - 1) {
+        /* The loss and its gradient start the backward pass. */
+        const sl_model *m = &e->model;
+        size_t tbytes = m->loss == SL_LOSS_CROSS_ENTROPY ? e->rows * sizeof(int32_t)
+                                                         : e->rows * (size_t)m->outputs * 4;
+        sl_buffer *target;
+        SL_TRY(sl_data_microbatch(&e->data, step, mb, NULL, e->host_labels, e->host_targets));
+        SL_TRY(pool_get(&e->pool, tbytes, &target));
+        int rc = sl_buffer_upload(target, 0,
+                                  m->loss == SL_LOSS_CROSS_ENTROPY ? (void *)e->host_labels
+                                                                   : (void *)e->host_targets,
+                                  tbytes);
+        if (rc == SL_OK) rc = pool_get(&e->pool, e->rows * sizeof(float), &s->loss);
+        if (rc == SL_OK) rc = pool_get(&e->pool, act_bytes(e, r->last), &s->dout);
+        if (rc == SL_OK)
+            rc = sl_loss_forward_backward(e->dev, m, e->rows, out, target,
+                                          1.0f / (float)e->cfg->train.batch, s->loss, s->dout);
+        pool_put(&e->pool, target);
+        SL_TRY(rc);
+    } else if (sl_partition_rank(&e->part, stage + 1) == e->rank) {
+        /* The next stage is ours too: hand the output over on the device. */
+        mb_state *next = &local_of(e, stage + 1)->mb[mb];
+        SL_TRY(pool_get(&e->pool, act_bytes(e, r->last), &next->input));
+        SL_TRY(sl_buffer_copy(next->input, 0, out, 0, act_bytes(e, r->last)));
+    } else {
+        if (!s->send_f && !(s->send_f = sl_alloc(act_bytes(e, r->last)))) return SL_ENOMEM;
+        SL_TRY(sl_buffer_download(out, 0, s->send_f, act_bytes(e, r->last)));
+    }
+    if (e->cfg->pipeline.recompute) {
+        /* Keep only the stage input; R rebuilds the rest before the backward. */
+        stash_put(l, s->stash);
+        s->stash = NULL;
+    }
+    return SL_OK;
+}
+
+/* After the input gradient of (stage, mb) is in `din`: give it to the previous stage. */
+static int route_input_grad(exec *e, int stage, int mb, sl_buffer *din)
+{
+    size_t bytes = act_bytes(e, e->part.stages[stage].first);
+    if (sl_partition_rank(&e->part, stage - 1) == e->rank) {
+        local_of(e, stage - 1)->mb[mb].dout = din;
+        return SL_OK;
+    }
+    mb_state *s = &local_of(e, stage)->mb[mb];
+    int rc = SL_OK;
+    if (!s->send_b && !(s->send_b = sl_alloc(bytes))) rc = SL_ENOMEM;
+    if (rc == SL_OK) rc = sl_buffer_download(din, 0, s->send_b, bytes);
+    pool_put(&e->pool, din);
+    return rc;
+}
+
+static void release_mb(exec *e, local_stage *l, mb_state *s)
+{
+    stash_put(l, s->stash);
+    s->stash = NULL;
+    pool_put(&e->pool, s->input);
+    s->input = NULL;
+    pool_put(&e->pool, s->dout);
+    s->dout = NULL;
+}
+
+static int do_backward(exec *e, int stage, int mb, enum sl_action_type type)
+{
+    local_stage *l = local_of(e, stage);
+    mb_state *s = &l->mb[mb];
+    if (!s->stash || !s->input || (type != SL_ACTION_W && !s->dout))
+        return sl_fail(SL_EINTERNAL, "stage %d micro-batch %d: backward before its forward", stage,
+                       mb);
+    sl_buffer *din = NULL;
+    if (stage > 0 && type != SL_ACTION_W)
+        SL_TRY(pool_get(&e->pool, act_bytes(e, e->part.stages[stage].first), &din));
+    int rc;
+    if (type == SL_ACTION_B) rc = sl_stage_backward(l->st, e->rows, s->input, s->stash, s->dout, din);
+    else if (type == SL_ACTION_I)
+        rc = sl_stage_backward_input(l->st, e->rows, s->input, s->stash, s->dout, din);
+    else rc = sl_stage_backward_weight(l->st, e->rows, s->input, s->stash);
+    if (rc != SL_OK) {
+        pool_put(&e->pool, din);
+        return rc;
+    }
+    if (din) SL_TRY(route_input_grad(e, stage, mb, din));
+    if (type == SL_ACTION_I) {
+        /* W still needs the stash, the input and the output gradient kept in the stash. */
+        pool_put(&e->pool, s->dout);
+        s->dout = NULL;
+        return SL_OK;
+    }
+    release_mb(e, l, s);
+    return SL_OK;
+}
+
+static void free_cb(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
+static int do_send(exec *e, int64_t step, const sl_action *a)
+{
+    bool fwd = a->type == SL_ACTION_SEND_F;
+    mb_state *s = &local_of(e, a->stage)->mb[a->mb];
+    const sl_stage_range *r = &e->part.stages[a->stage];
+    int width = sl_model_width(&e->model, fwd ? r->last : r->first);
+    float **host = fwd ? &s->send_f : &s->send_b;
+    if (!*host)
+        return sl_fail(SL_EINTERNAL, "nothing to send for stage %d micro-batch %d", a->stage,
+                       a->mb);
+    sl_tensor_meta meta = meta_for(e, fwd ? SL_MSG_ACTIVATION : SL_MSG_GRADIENT, step,
+                                   fwd ? a->stage + 1 : a->stage - 1, a->mb, width);
+    size_t bytes = e->rows * (size_t)width * sizeof(float);
+    int rc = sl_transport_send_owned(e->tr, fwd ? SL_LINK_NEXT : SL_LINK_PREV, &meta, *host, bytes,
+                                     free_cb, NULL);
+    *host = NULL; /* the transport owns it now, whatever happened */
+    return rc;
+}
+
+static int do_recv(exec *e, int64_t step, const sl_action *a)
+{
+    bool fwd = a->type == SL_ACTION_RECV_F;
+    mb_state *s = &local_of(e, a->stage)->mb[a->mb];
+    const sl_stage_range *r = &e->part.stages[a->stage];
+    int width = sl_model_width(&e->model, fwd ? r->first : r->last);
+    size_t bytes = e->rows * (size_t)width * sizeof(float);
+    sl_tensor_meta want = meta_for(e, fwd ? SL_MSG_ACTIVATION : SL_MSG_GRADIENT, step, a->stage,
+                                   a->mb, width);
+    SL_TRY(sl_transport_recv(e->tr, fwd ? SL_LINK_PREV : SL_LINK_NEXT, &want, e->host_tmp, bytes,
+                             NULL, NULL));
+    sl_buffer **dst = fwd ? &s->input : &s->dout;
+    SL_TRY(pool_get(&e->pool, bytes, dst));
+    return sl_buffer_upload(*dst, 0, e->host_tmp, bytes);
+}
+
+static void trace_add(exec *e, const sl_action *a, double t0, double t1)
+{
+    if (e->ntrace >= e->max_trace) return;
+    trace_event *ev = &e->trace[e->ntrace++];
+    sl_action_format(a, ev->name, sizeof ev->name);
+    ev->t0 = t0;
+    ev->t1 = t1;
+}
+
+static int run_action(exec *e, int64_t step, const sl_action *a)
+{
+    double t0 = sl_now();
+    int rc = SL_OK;
+    bool compute = true;
+    local_stage *l = a->stage >= 0 ? local_of(e, a->stage) : NULL;
+    switch (a->type) {
+    case SL_ACTION_F: rc = do_forward(e, step, a->stage, a->mb, false); break;
+    case SL_ACTION_R: rc = do_forward(e, step, a->stage, a->mb, true); break;
+    case SL_ACTION_B:
+    case SL_ACTION_I:
+    case SL_ACTION_W: rc = do_backward(e, a->stage, a->mb, a->type); break;
+    case SL_ACTION_SEND_F:
+    case SL_ACTION_SEND_B:
+        compute = false;
+        rc = do_send(e, step, a);
+        break;
+    case SL_ACTION_RECV_F:
+    case SL_ACTION_RECV_B:
+        compute = false;
+        rc = do_recv(e, step, a);
+        break;
+    case SL_ACTION_OPT:
+        for (int i = 0; i < e->nls && rc == SL_OK; i++)
+            rc = sl_stage_optimizer_step(e->ls[i].st, &e->cfg->train.optimizer);
+        break;
+    }
+    if (rc == SL_OK && compute) rc = sl_device_finish(e->dev);
+    double t1 = sl_now();
+    if (rc != SL_OK) {
+        char name[32];
+        sl_action_format(a, name, sizeof name);
+        return sl_fail_context(rc, "rank %d, step %lld, action %s", e->rank, (long long)step, name);
+    }
+    if (compute) {
+        e->busy += t1 - t0;
+        if (l && a->type == SL_ACTION_F) l->f_s += t1 - t0, l->nf++;
+        if (l && (a->type == SL_ACTION_B || a->type == SL_ACTION_I)) l->b_s += t1 - t0, l->nb++;
+        if (l && a->type == SL_ACTION_W) l->w_s += t1 - t0, l->nw++;
+    }
+    trace_add(e, a, t0, t1);
+    return SL_OK;
+}
+
+/* The mean loss of the step: the sum of every row's loss over the mini-batch. */
+static int step_loss(exec *e, double *loss)
+{
+    local_stage *l = local_of(e, e->part.nstages - 1);
+    double sum = 0.0;
+    for (int m = 0; m < e->cfg->train.microbatches; m++) {
+        mb_state *s = &l->mb[m];
+        if (!s->loss) return sl_fail(SL_EINTERNAL, "micro-batch %d has no loss", m);
+        SL_TRY(sl_buffer_download(s->loss, 0, e->host_tmp, e->rows * sizeof(float)));
+        for (size_t i = 0; i < e->rows; i++) sum += e->host_tmp[i];
+        pool_put(&e->pool, s->loss);
+        s->loss = NULL;
+    }
+    *loss = sum / (double)e->cfg->train.batch;
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Reports */
+
+static int report(exec *e, cJSON *obj)
+{
+    cJSON_AddNumberToObject(obj, "rank", e->rank);
+    char *text = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    if (!text) return sl_fail(SL_ENOMEM, "out of memory formatting a report");
+    int rc = sl_reporter_send(e->rep, text);
+    free(text);
+    return rc;
+}
+
+static int report_done(exec *e, double wall)
+{
+    cJSON *o = cJSON_CreateObject();
+    const sl_device_info *info = sl_device_get_info(e->dev);
+    cJSON_AddStringToObject(o, "type", "done");
+    cJSON_AddStringToObject(o, "device", info->id);
+    cJSON_AddStringToObject(o, "device_name", info->name);
+    cJSON_AddNumberToObject(o, "peak_bytes", (double)sl_device_peak_allocated(e->dev));
+    cJSON_AddNumberToObject(o, "busy_s", e->busy);
+    cJSON_AddNumberToObject(o, "wall_s", wall);
+    cJSON *stages = cJSON_AddArrayToObject(o, "stages");
+    for (int i = 0; i < e->nls; i++) {
+        local_stage *l = &e->ls[i];
+        cJSON *s = cJSON_CreateObject();
+        cJSON_AddNumberToObject(s, "stage", l->stage);
+        cJSON_AddNumberToObject(s, "f_ms", l->nf ? 1e3 * l->f_s / (double)l->nf : 0);
+        cJSON_AddNumberToObject(s, "b_ms", l->nb ? 1e3 * l->b_s / (double)l->nb : 0);
+        cJSON_AddNumberToObject(s, "w_ms", l->nw ? 1e3 * l->w_s / (double)l->nw : 0);
+        cJSON_AddItemToArray(stages, s);
+    }
+    SL_TRY(report(e, o));
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "trace");
+    cJSON *evs = cJSON_AddArrayToObject(o, "events");
+    for (int i = 0; i < e->ntrace; i++) {
+        cJSON *ev = cJSON_CreateArray();
+        cJSON_AddItemToArray(ev, cJSON_CreateString(e->trace[i].name));
+        cJSON_AddItemToArray(ev, cJSON_CreateNumber(1e6 * e->trace[i].t0));
+        cJSON_AddItemToArray(ev, cJSON_CreateNumber(1e6 * (e->trace[i].t1 - e->trace[i].t0)));
+        cJSON_AddItemToArray(evs, ev);
+    }
+    return report(e, o);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Set-up and the step loop */
+
+static int setup(exec *e)
+{
+    const sl_config *cfg = e->cfg;
+    SL_TRY(sl_model_init(cfg, &e->model));
+    SL_TRY(sl_partition_from_config(cfg, &e->model, &e->part));
+    sl_schedule_params sp = {.name = cfg->pipeline.schedule,
+                             .ranks = e->world,
+                             .microbatches = cfg->train.microbatches,
+                             .chunks = cfg->pipeline.chunks,
+                             .recompute = cfg->pipeline.recompute};
+    SL_TRY(sl_schedule_generate(&sp, &e->sched));
+    SL_TRY(sl_data_load(cfg, e->model.outputs, &e->data));
+    if (cfg->train.threads > 0) openblas_set_num_threads(cfg->train.threads);
+    SL_TRY(sl_device_open(sl_config_device(cfg, e->rank), &e->dev));
+    e->pool.dev = e->dev;
+    e->rows = (size_t)(cfg->train.batch / cfg->train.microbatches);
+
+    sl_weights init;
+    SL_TRY(sl_weights_from_config(cfg, &e->model, &init));
+    e->nls = cfg->pipeline.chunks;
+    e->ls = sl_alloc((size_t)e->nls * sizeof *e->ls);
+    int rc = e->ls ? SL_OK : SL_ENOMEM;
+    for (int i = 0; i < e->nls && rc == SL_OK; i++) {
+        local_stage *l = &e->ls[i];
+        l->stage = e->rank + i * e->world;
+        const sl_stage_range *r = &e->part.stages[l->stage];
+        rc = sl_stage_create(e->dev, &e->model, r->first, r->last, &init, &l->st);
+        if (rc == SL_OK && !(l->mb = sl_alloc((size_t)cfg->train.microbatches * sizeof *l->mb)))
+            rc = SL_ENOMEM;
+    }
+    sl_weights_free(&init);
+    SL_TRY(rc);
+
+    size_t widest = (size_t)SL_MAX(e->model.max_width, e->model.outputs);
+    if (!(e->host_x = sl_alloc(e->rows * (size_t)e->model.inputs * sizeof(float))) ||
+        !(e->host_labels = sl_alloc(e->rows * sizeof(int32_t))) ||
+        !(e->host_targets = sl_alloc(e->rows * (size_t)e->model.outputs * sizeof(float))) ||
+        !(e->host_tmp = sl_alloc(e->rows * widest * sizeof(float))))
+        return SL_ENOMEM;
+    e->max_trace = e->opt->max_trace_events > 0 ? e->opt->max_trace_events : 20000;
+    if (!(e->trace = sl_alloc((size_t)e->max_trace * sizeof *e->trace))) return SL_ENOMEM;
+
+    if (e->world > 1) {
+        sl_transport_options to;
+        sl_transport_options_init(&to);
+        to.run_id = e->opt->run_id;
+        to.config_hash = sl_config_hash(cfg);
+        to.rank = e->rank;
+        to.world = e->world;
+        to.bind_endpoint = e->opt->bind_endpoint;
+        to.next_endpoint = e->opt->next_endpoint;
+        to.heartbeat_timeout_ms = SL_MAX(cfg->launch.heartbeat_ms * 3, 1000);
+        to.heartbeat_ivl_ms = SL_MAX(cfg->launch.heartbeat_ms / 2, 100);
+        to.in_flight = SL_MAX(cfg->train.microbatches * cfg->pipeline.chunks, 2);
+        to.max_tensor_bytes = e->rows * widest * sizeof(float) + 4096;
+        SL_TRY(sl_transport_open(&to, &e->tr));
+    }
+    return SL_OK;
+}
+
+static void teardown(exec *e)
+{
+    sl_transport_close(e->tr);
+    for (int i = 0; e->ls && i < e->nls; i++) {
+        local_stage *l = &e->ls[i];
+        for (int m = 0; l->mb && m < e->cfg->train.microbatches; m++) {
+            release_mb(e, l, &l->mb[m]);
+            pool_put(&e->pool, l->mb[m].loss);
+            free(l->mb[m].send_f);
+            free(l->mb[m].send_b);
+        }
+        for (int k = 0; k < l->nstash_free; k++) {
+            sl_stash_free(l->stash_free[k]);
+            free(l->stash_free[k]);
+        }
+        free(l->mb);
+        sl_stage_free(l->st);
+    }
+    free(e->ls);
+    pool_free(&e->pool);
+    sl_device_close(e->dev);
+    sl_data_free(&e->data);
+    sl_schedule_free(e->sched);
+    sl_partition_free(&e->part);
+    sl_model_free(&e->model);
+    free(e->host_x);
+    free(e->host_labels);
+    free(e->host_targets);
+    free(e->host_tmp);
+    free(e->trace);
+}
+
+static int save_weights(exec *e)
+{
+    sl_weights w;
+    SL_TRY(sl_weights_alloc(&e->model, &w));
+    int rc = SL_OK;
+    for (int i = 0; i < e->nls && rc == SL_OK; i++) rc = sl_stage_download(e->ls[i].st, &w);
+    /* The whole model's names; layers of other ranks hold zeros and are ignored by the merge. */
+    if (rc == SL_OK) rc = sl_weights_save(&e->model, &w, e->opt->weights_path);
+    sl_weights_free(&w);
+    return rc;
+}
+
+static int train_loop(exec *e)
+{
+    size_t count;
+    const sl_action *acts = sl_schedule_actions(e->sched, e->rank, &count);
+    bool last = sl_partition_rank(&e->part, e->part.nstages - 1) == e->rank;
+    double t_start = sl_now();
+    for (int64_t step = 0; step < e->cfg->train.steps; step++) {
+        for (int i = 0; i < e->nls; i++) SL_TRY(sl_stage_zero_grad(e->ls[i].st));
+        for (size_t i = 0; i < count; i++) SL_TRY(run_action(e, step, &acts[i]));
+        if (last) {
+            double loss;
+            SL_TRY(step_loss(e, &loss));
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "step");
+            cJSON_AddNumberToObject(o, "step", (double)step);
+            cJSON_AddNumberToObject(o, "loss", loss);
+            cJSON_AddNumberToObject(o, "t", sl_now() - t_start);
+            SL_TRY(report(e, o));
+        }
+    }
+    double wall = sl_now() - t_start;
+    SL_TRY(save_weights(e));
+    return report_done(e, wall);
+}
+
+int sl_exec_rank(const sl_config *cfg, const sl_exec_options *opt)
+{
+    exec e = {.cfg = cfg, .opt = opt, .rank = opt->rank, .world = cfg->pipeline.stages};
+    int rc = sl_reporter_open(opt->report_endpoint, &e.rep);
+    if (rc != SL_OK) return rc;
+    rc = setup(&e);
+    if (rc == SL_OK) rc = train_loop(&e);
+    if (rc != SL_OK) {
+        char message[2048];
+        snprintf(message, sizeof message, "%s", sl_last_error()[0] ? sl_last_error()
+                                                                      : sl_strerror(rc));
+        if (e.tr) sl_transport_abort(e.tr, message);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "error");
+        cJSON_AddNumberToObject(o, "status", rc);
+        cJSON_AddStringToObject(o, "message", message);
+        report(&e, o);
+        sl_fail(rc, "%s", message);
+    }
+    teardown(&e);
+    sl_reporter_close(e.rep);
+    return rc;
+}

@@ -1,0 +1,34 @@
+/* The stage executor: one rank of a pipeline runs its action list (runtime/schedule) for every
+ * training step, on its device, exchanging activations and gradients with its neighbours through
+ * the transport, and reports to the coordinator (runtime/launch).
+ *
+ * Reports are JSON objects, one per message, each with "type" and "rank":
+ *   {"type":"step","step":k,"loss":L,"t":seconds}      from the rank of the last model stage
+ *   {"type":"done", "device":..., "peak_bytes":..., "busy_s":..., "wall_s":...,
+ *    "f_ms":[per local stage], "b_ms":[...], "w_ms":[...]}              every rank, at the end
+ *   {"type":"trace","events":[[name, start_us, duration_us], ...]}    every rank, at the end
+ *   {"type":"error","status":st,"message":"..."}                       a rank that failed
+ * At the end every rank writes its stages' weights to `weights_path` (safetensors with
+ * nn.Sequential names); the coordinator merges them. */
+#ifndef SL_EXEC_H
+#define SL_EXEC_H
+
+#include <stdint.h>
+
+#include "runtime/config/config.h"
+
+typedef struct sl_exec_options {
+    int rank;
+    const char *bind_endpoint;   /* this rank's transport endpoint */
+    const char *next_endpoint;   /* the endpoint of rank (rank+1) % world */
+    const char *report_endpoint; /* the coordinator's report socket, or NULL */
+    const char *weights_path;    /* where to write this rank's final weights */
+    uint64_t run_id;
+    int max_trace_events;        /* per rank; 0 for the default (20000) */
+} sl_exec_options;
+
+/* Runs rank opt->rank of the run described by `cfg` to the end. On failure the rank tells its
+ * neighbours and the coordinator, and returns the status (the message names the action). */
+int sl_exec_rank(const sl_config *cfg, const sl_exec_options *opt);
+
+#endif
