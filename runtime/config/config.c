@@ -1,0 +1,745 @@
+/* The config loader: JSON text -> cJSON tree -> --set overrides -> validation -> sl_config. */
+#include "runtime/config/config.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "runtime/core/core.h"
+#include "runtime/model/model.h"
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = sl_alloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * --set overrides */
+
+static int apply_set(cJSON *root, const char *set)
+{
+    const char *eq = strchr(set, '=');
+    if (!eq || eq == set)
+        return sl_fail(SL_ECONFIG, "config: --set '%s' must have the form key.path=value", set);
+    size_t klen = (size_t)(eq - set);
+    char *key = sl_alloc(klen + 1);
+    if (!key) return SL_ENOMEM;
+    memcpy(key, set, klen);
+    const char *text = eq + 1;
+    cJSON *value = cJSON_Parse(text);
+    if (!value) value = cJSON_CreateString(text);
+    if (!value) {
+        free(key);
+        return sl_fail(SL_ENOMEM, "config: out of memory applying --set");
+    }
+    cJSON *obj = root;
+    int st = SL_OK;
+    char *save = NULL;
+    char *part = strtok_r(key, ".", &save);
+    while (part) {
+        char *next = strtok_r(NULL, ".", &save);
+        if (!next) {
+            if (cJSON_GetObjectItemCaseSensitive(obj, part))
+                cJSON_ReplaceItemInObjectCaseSensitive(obj, part, value);
+            else
+                cJSON_AddItemToObject(obj, part, value);
+            value = NULL;
+            break;
+        }
+        cJSON *child = cJSON_GetObjectItemCaseSensitive(obj, part);
+        if (!child) {
+            child = cJSON_AddObjectToObject(obj, part);
+        } else if (!cJSON_IsObject(child)) {
+            st = sl_fail(SL_ECONFIG, "config: --set %.*s: '%s' is not an object", (int)klen, set,
+                         part);
+            break;
+        }
+        obj = child;
+        part = next;
+    }
+    if (value && st == SL_OK)
+        st = sl_fail(SL_ECONFIG, "config: --set '%s' names no key", set);
+    cJSON_Delete(value);
+    free(key);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Typed getters. Each names the full key path in its message. */
+
+typedef struct ctx {
+    const char *section; /* "model", "train.optimizer", ... */
+    cJSON *obj;
+} ctx;
+
+static cJSON *get(ctx c, const char *key)
+{
+    return c.obj ? cJSON_GetObjectItemCaseSensitive(c.obj, key) : NULL;
+}
+
+static int missing(ctx c, const char *key)
+{
+    return sl_fail(SL_ECONFIG, "config: %s.%s is required", c.section, key);
+}
+
+static const char *type_name(const cJSON *v)
+{
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsNumber(v)) return "a number";
+    if (cJSON_IsBool(v)) return "a boolean";
+    if (cJSON_IsArray(v)) return "an array";
+    if (cJSON_IsObject(v)) return "an object";
+    return "null";
+}
+
+static int get_int(ctx c, const char *key, bool required, int def, int lo, int hi, int *out)
+{
+    cJSON *v = get(c, key);
+    if (!v) {
+        if (required) return missing(c, key);
+        *out = def;
+        return SL_OK;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || !isfinite(v->valuedouble))
+        return sl_fail(SL_ECONFIG, "config: %s.%s must be an integer (got %s)", c.section, key,
+                       cJSON_IsNumber(v) ? "a fraction" : type_name(v));
+    if (v->valuedouble < lo || v->valuedouble > hi)
+        return sl_fail(SL_ECONFIG, "config: %s.%s (%.0f) must be in [%d, %d]", c.section, key,
+                       v->valuedouble, lo, hi);
+    *out = (int)v->valuedouble;
+    return SL_OK;
+}
+
+static int get_u64(ctx c, const char *key, uint64_t *out)
+{
+    cJSON *v = get(c, key);
+    if (!v) {
+        *out = 0;
+        return SL_OK;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
+        v->valuedouble > 9007199254740992.0)
+        return sl_fail(SL_ECONFIG, "config: %s.%s must be a non-negative integer (got %s)",
+                       c.section, key, type_name(v));
+    *out = (uint64_t)v->valuedouble;
+    return SL_OK;
+}
+
+/* A number in [lo, hi] (hi_open: [lo, hi)). */
+static int get_num(ctx c, const char *key, bool required, double def, double lo, double hi,
+                   bool hi_open, double *out)
+{
+    cJSON *v = get(c, key);
+    if (!v) {
+        if (required) return missing(c, key);
+        *out = def;
+        return SL_OK;
+    }
+    if (!cJSON_IsNumber(v))
+        return sl_fail(SL_ECONFIG, "config: %s.%s must be a number (got %s)", c.section, key,
+                       type_name(v));
+    double d = v->valuedouble;
+    if (!(d >= lo) || (hi_open ? !(d < hi) : !(d <= hi)))
+        return sl_fail(SL_ECONFIG, "config: %s.%s (%g) must be in [%g, %g%c", c.section, key, d,
+                       lo, hi, hi_open ? ')' : ']');
+    *out = d;
+    return SL_OK;
+}
+
+static int get_bool(ctx c, const char *key, bool def, bool *out)
+{
+    cJSON *v = get(c, key);
+    if (!v) {
+        *out = def;
+        return SL_OK;
+    }
+    if (!cJSON_IsBool(v))
+        return sl_fail(SL_ECONFIG, "config: %s.%s must be true or false (got %s)", c.section, key,
+                       type_name(v));
+    *out = cJSON_IsTrue(v);
+    return SL_OK;
+}
+
+/* A string copy into *out (NULL when absent and def is NULL). */
+static int get_str(ctx c, const char *key, bool required, const char *def, char **out)
+{
+    cJSON *v = get(c, key);
+    *out = NULL;
+    if (!v) {
+        if (required) return missing(c, key);
+        if (!def) return SL_OK;
+        return (*out = dup_str(def)) ? SL_OK : SL_ENOMEM;
+    }
+    if (!cJSON_IsString(v))
+        return sl_fail(SL_ECONFIG, "config: %s.%s must be a string (got %s)", c.section, key,
+                       type_name(v));
+    if (!v->valuestring[0])
+        return sl_fail(SL_ECONFIG, "config: %s.%s must not be empty", c.section, key);
+    return (*out = dup_str(v->valuestring)) ? SL_OK : SL_ENOMEM;
+}
+
+/* One of `names`; *out is its index. */
+static int get_enum(ctx c, const char *key, const char *def, const char *const *names, int n,
+                    int *out)
+{
+    char *s = NULL;
+    SL_TRY(get_str(c, key, def == NULL, def, &s));
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(s, names[i])) {
+            *out = i;
+            free(s);
+            return SL_OK;
+        }
+    }
+    char list[256] = "";
+    for (int i = 0; i < n; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", names[i]);
+    int st = sl_fail(SL_ECONFIG, "config: %s.%s '%s' is not one of: %s", c.section, key, s, list);
+    free(s);
+    return st;
+}
+
+/* Rejects keys outside `allowed` (a NULL-terminated list). */
+static int check_keys(const char *section, cJSON *obj, const char *const *allowed)
+{
+    if (!obj) return SL_OK;
+    for (cJSON *it = obj->child; it; it = it->next) {
+        bool ok = false;
+        for (const char *const *a = allowed; *a; a++) ok = ok || !strcmp(it->string, *a);
+        if (!ok) {
+            if (section[0])
+                return sl_fail(SL_ECONFIG, "config: unknown key '%s.%s'", section, it->string);
+            return sl_fail(SL_ECONFIG, "config: unknown key '%s'", it->string);
+        }
+        for (cJSON *d = it->next; d; d = d->next)
+            if (!strcmp(d->string, it->string))
+                return sl_fail(SL_ECONFIG, "config: key '%s%s%s' appears twice", section,
+                               section[0] ? "." : "", it->string);
+    }
+    return SL_OK;
+}
+
+/* A section that must be an object when present. */
+static int section(cJSON *parent, const char *name, const char *path, bool required, ctx *out)
+{
+    out->section = path;
+    out->obj = cJSON_GetObjectItemCaseSensitive(parent, name);
+    if (!out->obj) {
+        if (required) return sl_fail(SL_ECONFIG, "config: section '%s' is required", path);
+        return SL_OK;
+    }
+    if (!cJSON_IsObject(out->obj))
+        return sl_fail(SL_ECONFIG, "config: %s must be an object (got %s)", path,
+                       type_name(out->obj));
+    return SL_OK;
+}
+
+/* An array of non-empty strings into a fresh char*[]; a single string gives one element when
+ * `allow_one` is set. */
+static int get_str_list(ctx c, const char *key, bool allow_one, char ***out, int *n)
+{
+    cJSON *v = get(c, key);
+    *out = NULL;
+    *n = 0;
+    if (!v) return SL_OK;
+    if (allow_one && cJSON_IsString(v)) {
+        if (!v->valuestring[0])
+            return sl_fail(SL_ECONFIG, "config: %s%s%s must not be empty", c.section,
+                           c.section[0] ? "." : "", key);
+        if (!(*out = sl_alloc(sizeof(char *))) || !((*out)[0] = dup_str(v->valuestring)))
+            return SL_ENOMEM;
+        *n = 1;
+        return SL_OK;
+    }
+    if (!cJSON_IsArray(v))
+        return sl_fail(SL_ECONFIG, "config: %s%s%s must be %san array of strings (got %s)",
+                       c.section, c.section[0] ? "." : "", key, allow_one ? "a string or " : "",
+                       type_name(v));
+    int count = cJSON_GetArraySize(v);
+    if (!(*out = sl_alloc(sizeof(char *) * (size_t)(count + 1)))) return SL_ENOMEM;
+    int i = 0;
+    for (cJSON *it = v->child; it; it = it->next, i++) {
+        if (!cJSON_IsString(it) || !it->valuestring[0])
+            return sl_fail(SL_ECONFIG, "config: %s%s%s[%d] must be a non-empty string (got %s)",
+                           c.section, c.section[0] ? "." : "", key, i, type_name(it));
+        if (!((*out)[i] = dup_str(it->valuestring))) return SL_ENOMEM;
+        *n = i + 1;
+    }
+    return SL_OK;
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* The path rule in config.h: as given if it exists from the working directory (or is absolute),
+ * else relative to the config's directory; the file must exist either way. */
+static int resolve_path(const char *key, const char *dir, char **path)
+{
+    if ((*path)[0] == '/' || file_exists(*path) || !dir || !strcmp(dir, ".")) {
+        if (!file_exists(*path))
+            return sl_fail(SL_ECONFIG, "config: %s: file '%s' does not exist", key, *path);
+        return SL_OK;
+    }
+    size_t n = strlen(dir) + strlen(*path) + 2;
+    char *joined = sl_alloc(n);
+    if (!joined) return SL_ENOMEM;
+    snprintf(joined, n, "%s/%s", dir, *path);
+    if (!file_exists(joined)) {
+        int st = sl_fail(SL_ECONFIG,
+                         "config: %s: file '%s' does not exist (looked in the working directory "
+                         "and in '%s')",
+                         key, *path, dir);
+        free(joined);
+        return st;
+    }
+    free(*path);
+    *path = joined;
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Validation */
+
+static const char *const top_keys[] = {"model", "data", "train", "pipeline", "devices",
+                                       "launch", "output", NULL};
+static const char *const model_keys[] = {"inputs", "layers", "loss", "init", "seed", NULL};
+static const char *const data_keys[] = {"path", "test_fraction", "scale", "shuffle", "seed",
+                                        "inputs", "labels", NULL};
+static const char *const train_keys[] = {"steps", "batch", "microbatches", "optimizer",
+                                         "threads", NULL};
+static const char *const opt_keys[] = {"name", "lr", "momentum", "weight_decay", "betas", "eps",
+                                       NULL};
+static const char *const pipe_keys[] = {"stages", "schedule", "chunks", "recompute", "partition",
+                                        NULL};
+static const char *const launch_keys[] = {"endpoints", "curve", "heartbeat_ms", NULL};
+static const char *const output_keys[] = {"dir", "checkpoint_interval", NULL};
+
+static const char *const loss_names[] = {"cross_entropy", "mse"};
+static const char *const opt_names[] = {"sgd", "adam"};
+static const char *const schedule_names[] = {"gpipe", "1f1b", "interleaved", "zb-h1"};
+
+static int parse_model(cJSON *root, sl_config *cfg)
+{
+    ctx c;
+    SL_TRY(section(root, "model", "model", true, &c));
+    SL_TRY(check_keys("model", c.obj, model_keys));
+    SL_TRY(get_int(c, "inputs", true, 0, 1, 1 << 24, &cfg->model.inputs));
+    cJSON *layers = get(c, "layers");
+    if (!layers) return missing(c, "layers");
+    if (!cJSON_IsArray(layers) || cJSON_GetArraySize(layers) == 0)
+        return sl_fail(SL_ECONFIG, "config: model.layers must be a non-empty array of strings");
+    SL_TRY(get_str_list(c, "layers", false, &cfg->model.layers, &cfg->model.nlayers));
+    for (int i = 0; i < cfg->model.nlayers; i++) {
+        sl_layer l;
+        if (sl_layer_parse(cfg->model.layers[i], &l) != SL_OK)
+            return sl_fail(SL_ECONFIG,
+                           "config: model.layers[%d] '%s' is not a layer (linear:N, relu, tanh, "
+                           "sigmoid, gelu)",
+                           i, cfg->model.layers[i]);
+    }
+    if (sl_config_linear_layers(cfg) == 0)
+        return sl_fail(SL_ECONFIG, "config: model.layers has no linear layer");
+    int loss;
+    SL_TRY(get_enum(c, "loss", "cross_entropy", loss_names, 2, &loss));
+    cfg->model.loss = (enum sl_loss_kind)loss;
+    SL_TRY(get_str(c, "init", false, NULL, &cfg->model.init));
+    if (cfg->model.init) SL_TRY(resolve_path("model.init", cfg->dir, &cfg->model.init));
+    SL_TRY(get_u64(c, "seed", &cfg->model.seed));
+    return SL_OK;
+}
+
+static int parse_data(cJSON *root, sl_config *cfg)
+{
+    ctx c;
+    SL_TRY(section(root, "data", "data", true, &c));
+    SL_TRY(check_keys("data", c.obj, data_keys));
+    SL_TRY(get_str(c, "path", true, NULL, &cfg->data.path));
+    SL_TRY(resolve_path("data.path", cfg->dir, &cfg->data.path));
+    SL_TRY(get_num(c, "test_fraction", false, 0.0, 0.0, 1.0, true, &cfg->data.test_fraction));
+    SL_TRY(get_num(c, "scale", false, 1.0, -1e30, 1e30, false, &cfg->data.scale));
+    SL_TRY(get_bool(c, "shuffle", false, &cfg->data.shuffle));
+    SL_TRY(get_u64(c, "seed", &cfg->data.seed));
+    SL_TRY(get_str(c, "inputs", false, "x", &cfg->data.inputs));
+    SL_TRY(get_str(c, "labels", false, "y", &cfg->data.labels));
+    return SL_OK;
+}
+
+static int parse_train(cJSON *root, sl_config *cfg)
+{
+    ctx c, o;
+    SL_TRY(section(root, "train", "train", true, &c));
+    SL_TRY(check_keys("train", c.obj, train_keys));
+    SL_TRY(get_int(c, "steps", true, 0, 1, 1 << 30, &cfg->train.steps));
+    SL_TRY(get_int(c, "batch", true, 0, 1, 1 << 24, &cfg->train.batch));
+    SL_TRY(get_int(c, "microbatches", false, 1, 1, 1 << 20, &cfg->train.microbatches));
+    SL_TRY(get_int(c, "threads", false, 0, 0, 4096, &cfg->train.threads));
+    if (cfg->train.batch % cfg->train.microbatches != 0)
+        return sl_fail(SL_ECONFIG, "config: train.batch (%d) must be a multiple of "
+                                   "train.microbatches (%d)",
+                       cfg->train.batch, cfg->train.microbatches);
+
+    SL_TRY(section(c.obj, "optimizer", "train.optimizer", true, &o));
+    SL_TRY(check_keys("train.optimizer", o.obj, opt_keys));
+    sl_optimizer_config *opt = &cfg->train.optimizer;
+    int kind;
+    SL_TRY(get_enum(o, "name", NULL, opt_names, 2, &kind));
+    opt->kind = (enum sl_optimizer_kind)kind;
+    SL_TRY(get_num(o, "lr", true, 0, 0, 1e6, false, &opt->lr));
+    if (!(opt->lr > 0)) return sl_fail(SL_ECONFIG, "config: train.optimizer.lr must be > 0");
+    SL_TRY(get_num(o, "weight_decay", false, 0, 0, 1e6, false, &opt->weight_decay));
+    opt->beta1 = 0.9;
+    opt->beta2 = 0.999;
+    opt->eps = 1e-8;
+    opt->momentum = 0;
+    if (opt->kind == SL_OPT_SGD) {
+        if (get(o, "betas") || get(o, "eps"))
+            return sl_fail(SL_ECONFIG, "config: train.optimizer.%s is an adam setting; sgd takes "
+                                       "lr, momentum, weight_decay",
+                           get(o, "betas") ? "betas" : "eps");
+        SL_TRY(get_num(o, "momentum", false, 0, 0, 1, true, &opt->momentum));
+    } else {
+        if (get(o, "momentum"))
+            return sl_fail(SL_ECONFIG, "config: train.optimizer.momentum is an sgd setting; adam "
+                                       "takes lr, betas, eps, weight_decay");
+        cJSON *b = get(o, "betas");
+        if (b) {
+            if (!cJSON_IsArray(b) || cJSON_GetArraySize(b) != 2 ||
+                !cJSON_IsNumber(cJSON_GetArrayItem(b, 0)) ||
+                !cJSON_IsNumber(cJSON_GetArrayItem(b, 1)))
+                return sl_fail(SL_ECONFIG,
+                               "config: train.optimizer.betas must be an array of two numbers");
+            opt->beta1 = cJSON_GetArrayItem(b, 0)->valuedouble;
+            opt->beta2 = cJSON_GetArrayItem(b, 1)->valuedouble;
+            if (!(opt->beta1 >= 0 && opt->beta1 < 1 && opt->beta2 >= 0 && opt->beta2 < 1))
+                return sl_fail(SL_ECONFIG, "config: train.optimizer.betas must be in [0, 1)");
+        }
+        SL_TRY(get_num(o, "eps", false, 1e-8, 0, 1, false, &opt->eps));
+    }
+    return SL_OK;
+}
+
+static int parse_pipeline(cJSON *root, sl_config *cfg)
+{
+    ctx c;
+    SL_TRY(section(root, "pipeline", "pipeline", false, &c));
+    SL_TRY(check_keys("pipeline", c.obj, pipe_keys));
+    SL_TRY(get_int(c, "stages", false, 1, 1, 1024, &cfg->pipeline.stages));
+    int sched;
+    SL_TRY(get_enum(c, "schedule", "1f1b", schedule_names, (int)SL_ARRAY_LEN(schedule_names),
+                    &sched));
+    if (!(cfg->pipeline.schedule = dup_str(schedule_names[sched]))) return SL_ENOMEM;
+    SL_TRY(get_int(c, "chunks", false, 1, 1, 1024, &cfg->pipeline.chunks));
+    SL_TRY(get_bool(c, "recompute", false, &cfg->pipeline.recompute));
+    int nstages = cfg->pipeline.stages * cfg->pipeline.chunks;
+    int linear = sl_config_linear_layers(cfg);
+    cJSON *p = get(c, "partition");
+    if (p && cJSON_IsArray(p)) {
+        int n = cJSON_GetArraySize(p);
+        if (n != nstages)
+            return sl_fail(SL_ECONFIG,
+                           "config: pipeline.partition lists %d stages but pipeline.stages x "
+                           "pipeline.chunks is %d",
+                           n, nstages);
+        if (!(cfg->pipeline.partition_counts = sl_alloc(sizeof(int) * (size_t)n)))
+            return SL_ENOMEM;
+        int sum = 0, i = 0;
+        for (cJSON *it = p->child; it; it = it->next, i++) {
+            if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
+                it->valuedouble < 1 || it->valuedouble > linear)
+                return sl_fail(SL_ECONFIG,
+                               "config: pipeline.partition[%d] must be a count of linear layers "
+                               ">= 1",
+                               i);
+            cfg->pipeline.partition_counts[i] = (int)it->valuedouble;
+            sum += cfg->pipeline.partition_counts[i];
+        }
+        cfg->pipeline.npartition = n;
+        if (sum != linear)
+            return sl_fail(SL_ECONFIG,
+                           "config: pipeline.partition counts %d linear layers but model.layers "
+                           "has %d",
+                           sum, linear);
+        if (!(cfg->pipeline.partition = dup_str("explicit"))) return SL_ENOMEM;
+    } else {
+        static const char *const part_names[] = {"uniform"};
+        int part;
+        if (p && !cJSON_IsString(p))
+            return sl_fail(SL_ECONFIG,
+                           "config: pipeline.partition must be \"uniform\" or an array of linear "
+                           "layer counts per stage (got %s)",
+                           type_name(p));
+        SL_TRY(get_enum(c, "partition", "uniform", part_names, 1, &part));
+        if (!(cfg->pipeline.partition = dup_str("uniform"))) return SL_ENOMEM;
+    }
+    if (nstages > linear)
+        return sl_fail(SL_ECONFIG,
+                       "config: pipeline.stages x pipeline.chunks (%d x %d = %d stages) is more "
+                       "than the %d linear layers in model.layers; every stage needs at least one",
+                       cfg->pipeline.stages, cfg->pipeline.chunks, nstages, linear);
+    if (cfg->pipeline.chunks > 1 && strcmp(cfg->pipeline.schedule, "interleaved") != 0)
+        return sl_fail(SL_ECONFIG,
+                       "config: pipeline.chunks (%d) > 1 needs pipeline.schedule \"interleaved\" "
+                       "(got \"%s\")",
+                       cfg->pipeline.chunks, cfg->pipeline.schedule);
+    return SL_OK;
+}
+
+static int parse_rest(cJSON *root, sl_config *cfg)
+{
+    ctx top = {"", root};
+    cJSON *d = get(top, "devices");
+    if (d) {
+        SL_TRY(get_str_list(top, "devices", true, &cfg->devices, &cfg->ndevices));
+        if (cfg->ndevices != 1 && cfg->ndevices != cfg->pipeline.stages)
+            return sl_fail(SL_ECONFIG,
+                           "config: devices lists %d ids but pipeline.stages is %d (give one id "
+                           "for all ranks or one per rank)",
+                           cfg->ndevices, cfg->pipeline.stages);
+    } else {
+        if (!(cfg->devices = sl_alloc(sizeof(char *))) || !(cfg->devices[0] = dup_str("cpu")))
+            return SL_ENOMEM;
+        cfg->ndevices = 1;
+    }
+
+    ctx c;
+    SL_TRY(section(root, "launch", "launch", false, &c));
+    SL_TRY(check_keys("launch", c.obj, launch_keys));
+    SL_TRY(get_str_list(c, "endpoints", false, &cfg->launch.endpoints, &cfg->launch.nendpoints));
+    if (get(c, "endpoints") && cfg->launch.nendpoints != cfg->pipeline.stages)
+        return sl_fail(SL_ECONFIG,
+                       "config: launch.endpoints lists %d endpoints but pipeline.stages is %d",
+                       cfg->launch.nendpoints, cfg->pipeline.stages);
+    for (int i = 0; i < cfg->launch.nendpoints; i++)
+        if (!strstr(cfg->launch.endpoints[i], "://"))
+            return sl_fail(SL_ECONFIG,
+                           "config: launch.endpoints[%d] '%s' is not an endpoint such as "
+                           "tcp://host:5555",
+                           i, cfg->launch.endpoints[i]);
+    SL_TRY(get_bool(c, "curve", false, &cfg->launch.curve));
+    SL_TRY(get_int(c, "heartbeat_ms", false, 1000, 1, 3600000, &cfg->launch.heartbeat_ms));
+
+    SL_TRY(section(root, "output", "output", false, &c));
+    SL_TRY(check_keys("output", c.obj, output_keys));
+    char def[256] = "runs/run";
+    if (cfg->file[0]) {
+        const char *base = strrchr(cfg->file, '/');
+        base = base ? base + 1 : cfg->file;
+        size_t n = strcspn(base, ".");
+        if (n > 0 && n < 200) snprintf(def, sizeof def, "runs/%.*s", (int)n, base);
+    }
+    SL_TRY(get_str(c, "dir", false, def, &cfg->output.dir));
+    SL_TRY(get_int(c, "checkpoint_interval", false, 0, 0, 1 << 30,
+                   &cfg->output.checkpoint_interval));
+    return SL_OK;
+}
+
+static int parse_tree(cJSON *root, sl_config *cfg)
+{
+    if (!cJSON_IsObject(root))
+        return sl_fail(SL_ECONFIG, "config: the top level must be a JSON object");
+    SL_TRY(check_keys("", root, top_keys));
+    SL_TRY(parse_model(root, cfg));
+    SL_TRY(parse_data(root, cfg));
+    SL_TRY(parse_train(root, cfg));
+    SL_TRY(parse_pipeline(root, cfg));
+    SL_TRY(parse_rest(root, cfg));
+    return SL_OK;
+}
+
+static int config_parse(const char *json, const char *dir, const char *file,
+                        const char *const *sets, int nsets, sl_config *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!json) return sl_fail(SL_EINVAL, "config: no text");
+    cJSON *root = cJSON_Parse(json);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        int line = 1;
+        for (const char *p = json; at && p < at && *p; p++) line += *p == '\n';
+        return sl_fail(SL_ECONFIG, "config: not valid JSON (near line %d: \"%.20s\")", line,
+                       at ? at : "");
+    }
+    int st = SL_OK;
+    if (!(out->file = dup_str(file))) st = SL_ENOMEM;
+    if (st == SL_OK && !(out->dir = dup_str(dir ? dir : "."))) st = SL_ENOMEM;
+    for (int i = 0; st == SL_OK && i < nsets; i++) st = apply_set(root, sets[i]);
+    if (st == SL_OK) st = parse_tree(root, out);
+    cJSON_Delete(root);
+    if (st != SL_OK) sl_config_free(out);
+    return st;
+}
+
+int sl_config_parse(const char *json, const char *dir, const char *const *sets, int nsets,
+                    sl_config *out)
+{
+    return config_parse(json, dir, "", sets, nsets, out);
+}
+
+int sl_config_load(const char *path, const char *const *sets, int nsets, sl_config *out)
+{
+    memset(out, 0, sizeof *out);
+    char *text = NULL;
+    size_t size = 0;
+    int st = sl_read_file(path, &text, &size);
+    if (st != SL_OK) return sl_fail_context(st, "config %s: ", path);
+    char *dir = dup_str(path);
+    if (!dir) {
+        free(text);
+        return SL_ENOMEM;
+    }
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[slash == dir ? 1 : 0] = '\0';
+    else
+        strcpy(dir, ".");
+    st = config_parse(text, dir, path, sets, nsets, out);
+    free(text);
+    free(dir);
+    if (st != SL_OK && strncmp(sl_last_error(), "config: ", 8) == 0) {
+        /* Name the file in the message: "config samples/x.json: train.batch ..." */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", sl_last_error() + 8);
+        sl_fail(st, "config %s: %s", path, msg);
+    }
+    return st;
+}
+
+static void free_list(char **list, int n)
+{
+    if (!list) return;
+    for (int i = 0; i < n; i++) free(list[i]);
+    free(list);
+}
+
+void sl_config_free(sl_config *cfg)
+{
+    if (!cfg) return;
+    free(cfg->file);
+    free(cfg->dir);
+    free_list(cfg->model.layers, cfg->model.nlayers);
+    free(cfg->model.init);
+    free(cfg->data.path);
+    free(cfg->data.inputs);
+    free(cfg->data.labels);
+    free(cfg->pipeline.schedule);
+    free(cfg->pipeline.partition);
+    free(cfg->pipeline.partition_counts);
+    free_list(cfg->devices, cfg->ndevices);
+    free_list(cfg->launch.endpoints, cfg->launch.nendpoints);
+    free(cfg->output.dir);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Effective config and hash */
+
+static cJSON *str_array(char **items, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(items[i]));
+    return a;
+}
+
+char *sl_config_to_json(const sl_config *cfg, bool pretty)
+{
+    cJSON *root = cJSON_CreateObject(), *o, *p;
+    o = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddNumberToObject(o, "inputs", cfg->model.inputs);
+    cJSON_AddItemToObject(o, "layers", str_array(cfg->model.layers, cfg->model.nlayers));
+    cJSON_AddStringToObject(o, "loss", loss_names[cfg->model.loss]);
+    if (cfg->model.init) cJSON_AddStringToObject(o, "init", cfg->model.init);
+    cJSON_AddNumberToObject(o, "seed", (double)cfg->model.seed);
+
+    o = cJSON_AddObjectToObject(root, "data");
+    cJSON_AddStringToObject(o, "path", cfg->data.path);
+    cJSON_AddNumberToObject(o, "test_fraction", cfg->data.test_fraction);
+    cJSON_AddNumberToObject(o, "scale", cfg->data.scale);
+    cJSON_AddBoolToObject(o, "shuffle", cfg->data.shuffle);
+    cJSON_AddNumberToObject(o, "seed", (double)cfg->data.seed);
+    cJSON_AddStringToObject(o, "inputs", cfg->data.inputs);
+    cJSON_AddStringToObject(o, "labels", cfg->data.labels);
+
+    o = cJSON_AddObjectToObject(root, "train");
+    cJSON_AddNumberToObject(o, "steps", cfg->train.steps);
+    cJSON_AddNumberToObject(o, "batch", cfg->train.batch);
+    cJSON_AddNumberToObject(o, "microbatches", cfg->train.microbatches);
+    cJSON_AddNumberToObject(o, "threads", cfg->train.threads);
+    p = cJSON_AddObjectToObject(o, "optimizer");
+    const sl_optimizer_config *opt = &cfg->train.optimizer;
+    cJSON_AddStringToObject(p, "name", opt_names[opt->kind]);
+    cJSON_AddNumberToObject(p, "lr", opt->lr);
+    if (opt->kind == SL_OPT_SGD) {
+        cJSON_AddNumberToObject(p, "momentum", opt->momentum);
+    } else {
+        double betas[2] = {opt->beta1, opt->beta2};
+        cJSON_AddItemToObject(p, "betas", cJSON_CreateDoubleArray(betas, 2));
+        cJSON_AddNumberToObject(p, "eps", opt->eps);
+    }
+    cJSON_AddNumberToObject(p, "weight_decay", opt->weight_decay);
+
+    o = cJSON_AddObjectToObject(root, "pipeline");
+    cJSON_AddNumberToObject(o, "stages", cfg->pipeline.stages);
+    cJSON_AddStringToObject(o, "schedule", cfg->pipeline.schedule);
+    cJSON_AddNumberToObject(o, "chunks", cfg->pipeline.chunks);
+    cJSON_AddBoolToObject(o, "recompute", cfg->pipeline.recompute);
+    if (cfg->pipeline.npartition)
+        cJSON_AddItemToObject(o, "partition", cJSON_CreateIntArray(cfg->pipeline.partition_counts,
+                                                                    cfg->pipeline.npartition));
+    else
+        cJSON_AddStringToObject(o, "partition", cfg->pipeline.partition);
+
+    if (cfg->ndevices == 1)
+        cJSON_AddStringToObject(root, "devices", cfg->devices[0]);
+    else
+        cJSON_AddItemToObject(root, "devices", str_array(cfg->devices, cfg->ndevices));
+
+    o = cJSON_AddObjectToObject(root, "launch");
+    if (cfg->launch.nendpoints)
+        cJSON_AddItemToObject(o, "endpoints",
+                              str_array(cfg->launch.endpoints, cfg->launch.nendpoints));
+    cJSON_AddBoolToObject(o, "curve", cfg->launch.curve);
+    cJSON_AddNumberToObject(o, "heartbeat_ms", cfg->launch.heartbeat_ms);
+
+    o = cJSON_AddObjectToObject(root, "output");
+    cJSON_AddStringToObject(o, "dir", cfg->output.dir);
+    cJSON_AddNumberToObject(o, "checkpoint_interval", cfg->output.checkpoint_interval);
+
+    char *text = pretty ? cJSON_Print(root) : cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+uint64_t sl_config_hash(const sl_config *cfg)
+{
+    char *text = sl_config_to_json(cfg, false);
+    uint64_t h = 14695981039346656037ull;
+    for (const unsigned char *p = (const unsigned char *)text; p && *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ull;
+    }
+    free(text);
+    return h;
+}
+
+const char *sl_config_device(const sl_config *cfg, int rank)
+{
+    if (cfg->ndevices <= 1) return cfg->devices ? cfg->devices[0] : "cpu";
+    return cfg->devices[rank % cfg->ndevices];
+}
+
+int sl_config_linear_layers(const sl_config *cfg)
+{
+    int n = 0;
+    for (int i = 0; i < cfg->model.nlayers; i++)
+        n += strncmp(cfg->model.layers[i], "linear:", 7) == 0;
+    return n;
+}

@@ -1,0 +1,120 @@
+/* sluice config: the JSON file that describes one training run, with `--set key.path=value`
+ * overrides, validated completely before anything runs.
+ *
+ * Every error is SL_ECONFIG (or SL_EIO for an unreadable file) with one message that names the key,
+ * e.g. "config: train.batch (60) must be a multiple of train.microbatches (8)" or
+ * "config: unknown key 'train.stpes'". Optional keys get the defaults documented beside each
+ * field below. All strings in sl_config are copies owned by it; sl_config_free releases them.
+ *
+ * Paths in the config (data.path, model.init) are resolved when loaded: a relative path that
+ * exists relative to the current working directory is used as is; otherwise it is taken relative
+ * to the directory of the config file (so `sluice train samples/digits/digits.json` works from the
+ * repository root and from anywhere else). output.dir is relative to the working directory. */
+#ifndef SL_CONFIG_H
+#define SL_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum sl_loss_kind { SL_LOSS_CROSS_ENTROPY, SL_LOSS_MSE };
+enum sl_optimizer_kind { SL_OPT_SGD, SL_OPT_ADAM };
+
+typedef struct sl_optimizer_config {
+    enum sl_optimizer_kind kind; /* train.optimizer.name: "sgd" or "adam" */
+    double lr;                   /* required, > 0 */
+    double momentum;             /* sgd: [0, 1), default 0 */
+    double weight_decay;         /* >= 0, default 0 */
+    double beta1, beta2;         /* adam: "betas": [b1, b2], default [0.9, 0.999] */
+    double eps;                  /* adam: default 1e-8 */
+} sl_optimizer_config;
+
+typedef struct sl_config {
+    char *file; /* the config file as given ("" when loaded from text) */
+    char *dir;  /* its directory, for resolving relative paths ("." when none) */
+
+    struct {
+        int inputs;              /* required, >= 1 */
+        int nlayers;             /* >= 1 */
+        char **layers;           /* "linear:128", "relu", "tanh", "sigmoid", "gelu" */
+        enum sl_loss_kind loss;  /* "cross_entropy" (default) or "mse" */
+        char *init;              /* resolved path of initial weights (safetensors), or NULL */
+        uint64_t seed;           /* weight init seed, default 0 */
+    } model;
+
+    struct {
+        char *path;           /* resolved path: .safetensors, .csv or .csv.gz (required) */
+        double test_fraction; /* [0, 1), default 0: share of rows held out for evaluation */
+        double scale;         /* multiplies every feature, default 1 */
+        bool shuffle;         /* reshuffle the training rows every epoch, default false */
+        uint64_t seed;        /* split and shuffle seed, default 0 */
+        char *inputs;         /* safetensors tensor name of the features, default "x" */
+        char *labels;         /* safetensors tensor name of the labels or targets, default "y" */
+    } data;
+
+    struct {
+        int steps;        /* required, >= 1 */
+        int batch;        /* required, >= 1, a multiple of microbatches */
+        int microbatches; /* default 1 */
+        int threads;      /* OpenBLAS threads per rank, 0 (default) = the library's default */
+        sl_optimizer_config optimizer;
+    } train;
+
+    struct {
+        int stages;      /* ranks in the pipeline, default 1 */
+        char *schedule;  /* "gpipe", "1f1b" (default), "interleaved", "zb-h1" */
+        int chunks;      /* model stages (virtual stages) per rank, default 1 */
+        bool recompute;  /* default false */
+        char *partition; /* "uniform" (default) or "explicit" when partition_counts is set */
+        int npartition;  /* 0, or stages*chunks when the config gives a list */
+        int *partition_counts; /* linear layers per model stage, from "partition": [2, 1, 1] */
+    } pipeline;
+
+    int ndevices;   /* 1 (one id for every rank) or pipeline.stages */
+    char **devices; /* device ids as configs name them ("cpu", "opencl:0"); default "cpu" */
+
+    struct {
+        int nendpoints;    /* 0, or pipeline.stages */
+        char **endpoints;  /* static launch: one ZeroMQ endpoint per rank ("tcp://host:port") */
+        bool curve;        /* encrypt and authenticate links with CURVE, default false */
+        int heartbeat_ms;  /* default 1000, >= 1 */
+    } launch;
+
+    struct {
+        char *dir;               /* default "runs/<config file name without .json>" or "runs/run" */
+        int checkpoint_interval; /* steps between checkpoints, 0 (default) = off */
+    } output;
+} sl_config;
+
+/* Reads the JSON file at `path`, applies each `sets[i]` ("key.path=value"; the value is parsed as
+ * JSON when it is valid JSON, else taken as a string; missing intermediate objects are created),
+ * validates everything and fills `out`. On failure `out` holds nothing to free. */
+int sl_config_load(const char *path, const char *const *sets, int nsets, sl_config *out);
+
+/* The same from JSON text; relative paths are resolved against `dir` (NULL = "."). */
+int sl_config_parse(const char *json, const char *dir, const char *const *sets, int nsets,
+                    sl_config *out);
+
+void sl_config_free(sl_config *cfg);
+
+/* The effective config (every default filled in, paths resolved) as JSON text, keys in a fixed
+ * order; free() the result. NULL on allocation failure. */
+char *sl_config_to_json(const sl_config *cfg, bool pretty);
+
+/* FNV-1a 64 of sl_config_to_json(cfg, false): ranks compare it in their HELLO so that every rank
+ * runs the same config. */
+uint64_t sl_config_hash(const sl_config *cfg);
+
+/* The device id of rank `rank` (devices[0] when one id is given for all). */
+const char *sl_config_device(const sl_config *cfg, int rank);
+
+/* Number of linear layers in model.layers. */
+int sl_config_linear_layers(const sl_config *cfg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,391 @@
+/* Data loading, checks, split and batching. See data.h for the exact rules. */
+#include "runtime/data/data.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "runtime/core/core.h"
+#include "runtime/safetensors/safetensors.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * PRNG and permutations */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void sl_data_permutation(uint64_t seed, size_t n, size_t *perm)
+{
+    uint64_t s = seed;
+    for (size_t i = 0; i < n; i++) perm[i] = i;
+    for (size_t i = n; i > 1; i--) {
+        double u = (double)(splitmix64(&s) >> 11) * 0x1.0p-53;
+        size_t j = (size_t)(u * (double)i);
+        if (j >= i) j = i - 1;
+        size_t t = perm[i - 1];
+        perm[i - 1] = perm[j];
+        perm[j] = t;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Readers */
+
+/* Growing arrays of floats for CSV parsing. */
+typedef struct fvec {
+    float *v;
+    size_t n, cap;
+} fvec;
+
+static int fvec_push(fvec *f, float x)
+{
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 4096;
+        float *v = realloc(f->v, cap * sizeof(float));
+        if (!v) return sl_fail(SL_ENOMEM, "data: out of memory reading CSV");
+        f->v = v;
+        f->cap = cap;
+    }
+    f->v[f->n++] = x;
+    return SL_OK;
+}
+
+/* Reads every numeric row; *cols is the column count (all rows must agree). */
+static int read_csv(const char *path, fvec *vals, size_t *rows, size_t *cols)
+{
+    gzFile gz = gzopen(path, "rb");
+    if (!gz) return sl_fail(SL_EIO, "data: cannot open '%s'", path);
+    size_t cap = 1 << 16, lineno = 0;
+    char *line = malloc(cap);
+    int st = line ? SL_OK : SL_ENOMEM;
+    *rows = *cols = 0;
+    while (st == SL_OK) {
+        size_t len = 0;
+        line[0] = '\0';
+        /* Read one whole line, growing the buffer for long ones. */
+        for (;;) {
+            if (!gzgets(gz, line + len, (int)(cap - len))) break;
+            len += strlen(line + len);
+            if (len && line[len - 1] == '\n') break;
+            if (len + 1 < cap) break; /* end of file without a newline */
+            char *bigger = realloc(line, cap * 2);
+            if (!bigger) {
+                st = sl_fail(SL_ENOMEM, "data: out of memory reading '%s'", path);
+                break;
+            }
+            line = bigger;
+            cap *= 2;
+        }
+        if (st != SL_OK || len == 0) break;
+        lineno++;
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == '\n' || *p == '\r' || *p == '\0' || *p == '#') continue;
+        size_t ncol = 0;
+        for (;;) {
+            char *end;
+            double d = strtod(p, &end);
+            if (end == p) {
+                st = sl_fail(SL_ECONFIG, "data %s: line %zu, column %zu is not a number", path,
+                             lineno, ncol + 1);
+                break;
+            }
+            if (!isfinite(d)) {
+                st = sl_fail(SL_ECONFIG, "data %s: line %zu, column %zu is %s", path, lineno,
+                             ncol + 1, isnan(d) ? "NaN" : "infinite");
+                break;
+            }
+            if ((st = fvec_push(vals, (float)d)) != SL_OK) break;
+            ncol++;
+            p = end;
+            while (*p == ' ' || *p == '\t' || *p == '\r') p++;
+            if (*p == ',') {
+                p++;
+                continue;
+            }
+            if (*p == '\n' || *p == '\0') break;
+            st = sl_fail(SL_ECONFIG, "data %s: line %zu: unexpected '%c' after column %zu", path,
+                         lineno, *p, ncol);
+            break;
+        }
+        if (st != SL_OK) break;
+        if (*rows == 0) {
+            *cols = ncol;
+        } else if (ncol != *cols) {
+            st = sl_fail(SL_ECONFIG, "data %s: line %zu has %zu columns, earlier lines %zu", path,
+                         lineno, ncol, *cols);
+            break;
+        }
+        (*rows)++;
+    }
+    int err;
+    const char *msg = gzerror(gz, &err);
+    if (st == SL_OK && err != Z_OK && err != Z_STREAM_END)
+        st = sl_fail(SL_EIO, "data %s: %s", path, msg);
+    gzclose(gz);
+    free(line);
+    if (st == SL_OK && *rows == 0) st = sl_fail(SL_ECONFIG, "data %s: no rows", path);
+    return st;
+}
+
+static int load_csv(const sl_config *cfg, int outputs, sl_dataset *ds)
+{
+    const char *path = cfg->data.path;
+    fvec vals = {0};
+    size_t rows = 0, cols = 0;
+    int st = read_csv(path, &vals, &rows, &cols);
+    bool classes = cfg->model.loss == SL_LOSS_CROSS_ENTROPY;
+    size_t ny = classes ? 1 : (size_t)outputs;
+    if (st == SL_OK && cols != (size_t)cfg->model.inputs + ny)
+        st = sl_fail(SL_ECONFIG,
+                     "data %s: rows have %zu columns but model.inputs (%d) + %s (%zu) = %zu", path,
+                     cols, cfg->model.inputs, classes ? "one label" : "the targets", ny,
+                     (size_t)cfg->model.inputs + ny);
+    if (st == SL_OK) {
+        ds->rows = rows;
+        ds->x = sl_alloc(sl_mul_size(rows, (size_t)cfg->model.inputs * sizeof(float)));
+        if (classes)
+            ds->labels = sl_alloc(sl_mul_size(rows, sizeof(int32_t)));
+        else
+            ds->targets = sl_alloc(sl_mul_size(rows, ny * sizeof(float)));
+        if (!ds->x || (!ds->labels && !ds->targets)) st = SL_ENOMEM;
+    }
+    for (size_t r = 0; st == SL_OK && r < rows; r++) {
+        const float *row = vals.v + r * cols;
+        memcpy(ds->x + r * (size_t)cfg->model.inputs, row, (size_t)cfg->model.inputs * 4);
+        const float *y = row + cfg->model.inputs;
+        if (classes) {
+            if (y[0] != floorf(y[0]) || y[0] < 0 || y[0] >= (float)outputs) {
+                st = sl_fail(SL_ECONFIG,
+                             "data %s: row %zu: label %g is not a class id in [0, %d) (the "
+                             "model's last linear layer has %d outputs)",
+                             path, r + 1, (double)y[0], outputs, outputs);
+                break;
+            }
+            ds->labels[r] = (int32_t)y[0];
+        } else {
+            memcpy(ds->targets + r * ny, y, ny * sizeof(float));
+        }
+    }
+    free(vals.v);
+    return st;
+}
+
+static int load_safetensors(const sl_config *cfg, int outputs, sl_dataset *ds)
+{
+    const char *path = cfg->data.path;
+    sl_safetensors st;
+    int rc = sl_safetensors_load(path, &st);
+    if (rc != SL_OK) return sl_fail_context(SL_ECONFIG, "data: ");
+    const sl_tensor *x = sl_safetensors_find(&st, cfg->data.inputs);
+    const sl_tensor *y = sl_safetensors_find(&st, cfg->data.labels);
+    bool classes = cfg->model.loss == SL_LOSS_CROSS_ENTROPY;
+    int in = cfg->model.inputs;
+    if (!x || !y) {
+        rc = sl_fail(SL_ECONFIG, "data %s: no tensor '%s' (set data.%s to the tensor's name)", path,
+                     !x ? cfg->data.inputs : cfg->data.labels, !x ? "inputs" : "labels");
+    } else if (x->ndim != 2 || x->shape[1] != in || x->shape[0] < 1) {
+        rc = sl_fail(SL_ECONFIG, "data %s: tensor '%s' must be [N, %d] (model.inputs) with N >= 1",
+                     path, x->name, in);
+    } else if (x->dtype != SL_DTYPE_F32 && x->dtype != SL_DTYPE_F64) {
+        rc = sl_fail(SL_ECONFIG, "data %s: tensor '%s' is %s, expected F32", path, x->name,
+                     sl_dtype_name(x->dtype));
+    } else if (classes && (y->ndim != 1 || y->shape[0] != x->shape[0] ||
+                           (y->dtype != SL_DTYPE_I32 && y->dtype != SL_DTYPE_I64))) {
+        rc = sl_fail(SL_ECONFIG,
+                     "data %s: tensor '%s' must be I64 or I32 [%lld] class ids for cross_entropy",
+                     path, y->name, (long long)x->shape[0]);
+    } else if (!classes &&
+               ((!(y->ndim == 2 && y->shape[1] == outputs) && !(y->ndim == 1 && outputs == 1)) ||
+                y->shape[0] != x->shape[0] ||
+                (y->dtype != SL_DTYPE_F32 && y->dtype != SL_DTYPE_F64))) {
+        rc = sl_fail(SL_ECONFIG, "data %s: tensor '%s' must be F32 [%lld, %d] targets for mse",
+                     path, y->name, (long long)x->shape[0], outputs);
+    }
+    if (rc == SL_OK) {
+        ds->rows = (size_t)x->shape[0];
+        ds->x = sl_alloc(x->elems * sizeof(float));
+        if (classes)
+            ds->labels = sl_alloc(y->elems * sizeof(int32_t));
+        else
+            ds->targets = sl_alloc(y->elems * sizeof(float));
+        if (!ds->x || (!ds->labels && !ds->targets)) rc = SL_ENOMEM;
+    }
+    if (rc == SL_OK) rc = sl_tensor_to_f32(x, ds->x);
+    if (rc == SL_OK) rc = classes ? sl_tensor_to_i32(y, ds->labels) : sl_tensor_to_f32(y, ds->targets);
+    for (size_t i = 0; rc == SL_OK && i < x->elems; i++)
+        if (!isfinite(ds->x[i]))
+            rc = sl_fail(SL_ECONFIG, "data %s: tensor '%s' row %zu column %zu is %s", path,
+                         x->name, i / (size_t)in, i % (size_t)in,
+                         isnan(ds->x[i]) ? "NaN" : "infinite");
+    for (size_t i = 0; rc == SL_OK && i < ds->rows; i++) {
+        if (classes && (ds->labels[i] < 0 || ds->labels[i] >= outputs))
+            rc = sl_fail(SL_ECONFIG,
+                         "data %s: tensor '%s' row %zu: label %d is out of range [0, %d) (the "
+                         "model's last linear layer has %d outputs)",
+                         path, y->name, i, ds->labels[i], outputs, outputs);
+        for (int c = 0; !classes && rc == SL_OK && c < outputs; c++)
+            if (!isfinite(ds->targets[i * (size_t)outputs + (size_t)c]))
+                rc = sl_fail(SL_ECONFIG, "data %s: tensor '%s' row %zu is NaN or infinite", path,
+                             y->name, i);
+    }
+    sl_safetensors_free(&st);
+    return rc;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+int sl_dataset_load(const sl_config *cfg, int outputs, sl_dataset *ds)
+{
+    memset(ds, 0, sizeof *ds);
+    ds->inputs = cfg->model.inputs;
+    ds->outputs = outputs;
+    const char *path = cfg->data.path;
+    int st;
+    if (ends_with(path, ".safetensors"))
+        st = load_safetensors(cfg, outputs, ds);
+    else if (ends_with(path, ".csv") || ends_with(path, ".csv.gz"))
+        st = load_csv(cfg, outputs, ds);
+    else
+        st = sl_fail(SL_ECONFIG, "data.path '%s': expected a .safetensors, .csv or .csv.gz file",
+                     path);
+    if (st == SL_OK && cfg->data.scale != 1.0) {
+        float s = (float)cfg->data.scale;
+        for (size_t i = 0; i < ds->rows * (size_t)ds->inputs; i++) ds->x[i] *= s;
+    }
+    if (st != SL_OK) sl_dataset_free(ds);
+    return st;
+}
+
+void sl_dataset_free(sl_dataset *ds)
+{
+    if (!ds) return;
+    free(ds->x);
+    free(ds->labels);
+    free(ds->targets);
+    memset(ds, 0, sizeof *ds);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Split and batches */
+
+void sl_dataset_gather(const sl_dataset *ds, const size_t *rows, size_t n, float *x,
+                       int32_t *labels, float *targets)
+{
+    size_t in = (size_t)ds->inputs, out = (size_t)ds->outputs;
+    for (size_t i = 0; i < n; i++) {
+        size_t r = rows[i];
+        if (x) memcpy(x + i * in, ds->x + r * in, in * sizeof(float));
+        if (labels && ds->labels) labels[i] = ds->labels[r];
+        if (targets && ds->targets) memcpy(targets + i * out, ds->targets + r * out, out * 4);
+    }
+}
+
+static int subset(const sl_dataset *all, const size_t *rows, size_t n, sl_dataset *out)
+{
+    memset(out, 0, sizeof *out);
+    out->rows = n;
+    out->inputs = all->inputs;
+    out->outputs = all->outputs;
+    if (n == 0) return SL_OK;
+    out->x = sl_alloc(sl_mul_size(n, (size_t)all->inputs * sizeof(float)));
+    if (all->labels) out->labels = sl_alloc(sl_mul_size(n, sizeof(int32_t)));
+    if (all->targets) out->targets = sl_alloc(sl_mul_size(n, (size_t)all->outputs * 4));
+    if (!out->x || (!out->labels && !out->targets)) return SL_ENOMEM;
+    sl_dataset_gather(all, rows, n, out->x, out->labels, out->targets);
+    return SL_OK;
+}
+
+int sl_data_load(const sl_config *cfg, int outputs, sl_data *out)
+{
+    memset(out, 0, sizeof *out);
+    out->batch = cfg->train.batch;
+    out->microbatches = cfg->train.microbatches;
+    out->shuffle = cfg->data.shuffle;
+    out->seed = cfg->data.seed;
+    out->perm_epoch = -1;
+    sl_dataset all;
+    SL_TRY(sl_dataset_load(cfg, outputs, &all));
+    size_t n = all.rows;
+    size_t ntest = 0;
+    if (cfg->data.test_fraction > 0) ntest = (size_t)ceil(cfg->data.test_fraction * (double)n);
+    int st = SL_OK;
+    if (ntest >= n)
+        st = sl_fail(SL_ECONFIG,
+                     "config: data.test_fraction (%g) of %zu rows leaves no training rows",
+                     cfg->data.test_fraction, n);
+    if (st == SL_OK && ntest == 0) {
+        out->train = all;
+        memset(&all, 0, sizeof all);
+        out->test.inputs = out->train.inputs;
+        out->test.outputs = outputs;
+        return SL_OK;
+    }
+    size_t *perm = st == SL_OK ? sl_alloc(sl_mul_size(n, sizeof(size_t))) : NULL;
+    if (st == SL_OK && !perm) st = SL_ENOMEM;
+    if (st == SL_OK) {
+        sl_data_permutation(cfg->data.seed, n, perm);
+        st = subset(&all, perm, ntest, &out->test);
+        if (st == SL_OK) st = subset(&all, perm + ntest, n - ntest, &out->train);
+    }
+    free(perm);
+    sl_dataset_free(&all);
+    if (st != SL_OK) sl_data_free(out);
+    return st;
+}
+
+void sl_data_free(sl_data *d)
+{
+    if (!d) return;
+    sl_dataset_free(&d->train);
+    sl_dataset_free(&d->test);
+    free(d->perm);
+    memset(d, 0, sizeof *d);
+}
+
+int sl_data_batch_rows(sl_data *d, int64_t step, size_t *rows)
+{
+    size_t n = d->train.rows;
+    if (step < 0 || n == 0) return sl_fail(SL_EINVAL, "data: step %lld has no rows", (long long)step);
+    for (int i = 0; i < d->batch; i++) {
+        uint64_t g = (uint64_t)step * (uint64_t)d->batch + (uint64_t)i;
+        if (!d->shuffle) {
+            rows[i] = (size_t)(g % n);
+            continue;
+        }
+        int64_t epoch = (int64_t)(g / n);
+        if (epoch != d->perm_epoch) {
+            if (!d->perm && !(d->perm = sl_alloc(sl_mul_size(n, sizeof(size_t)))))
+                return SL_ENOMEM;
+            sl_data_permutation(d->seed + 1 + (uint64_t)epoch, n, d->perm);
+            d->perm_epoch = epoch;
+        }
+        rows[i] = d->perm[g % n];
+    }
+    return SL_OK;
+}
+
+int sl_data_microbatch(sl_data *d, int64_t step, int mb, float *x, int32_t *labels,
+                       float *targets)
+{
+    if (mb < 0 || mb >= d->microbatches)
+        return sl_fail(SL_EINVAL, "data: micro-batch %d of %d", mb, d->microbatches);
+    size_t *rows = sl_alloc(sizeof(size_t) * (size_t)d->batch);
+    if (!rows) return SL_ENOMEM;
+    int st = sl_data_batch_rows(d, step, rows);
+    size_t per = (size_t)(d->batch / d->microbatches);
+    if (st == SL_OK) sl_dataset_gather(&d->train, rows + (size_t)mb * per, per, x, labels, targets);
+    free(rows);
+    return st;
+}

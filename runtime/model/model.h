@@ -1,0 +1,225 @@
+/* sluice model: the layer list, its parameters with PyTorch nn.Sequential names, weight init and
+ * safetensors load/save, the partition into pipeline stages, and the per-stage forward and backward
+ * passes on a device, plus a one-device reference trainer that is the oracle the pipeline must
+ * equal.
+ *
+ * Names and shapes follow nn.Sequential: the index of a layer in model.layers is its module index,
+ * so a linear layer i owns "{i}.weight" [out, in] and "{i}.bias" [out]; activations own nothing.
+ *
+ * Stage passes (sl_stage_forward / sl_stage_backward) do exactly the same kernel calls in the
+ * same order whether a stage runs alone or in a pipeline, so a pipeline that feeds each stage the
+ * same micro-batches in the same order gets bit-identical weights to sl_reference_train. */
+#ifndef SL_MODEL_H
+#define SL_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backends/backend.h"
+#include "runtime/config/config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------------------------------
+ * Layers and model */
+
+enum sl_layer_kind { SL_LAYER_LINEAR, SL_LAYER_ACTIVATION };
+
+typedef struct sl_layer {
+    enum sl_layer_kind kind;
+    enum sl_activation act; /* SL_LAYER_ACTIVATION only */
+    int in, out;            /* widths of the layer's input and output (equal for activations) */
+} sl_layer;
+
+/* Parses "linear:N" (1 <= N <= 2^24), "relu", "tanh", "sigmoid", "gelu". Sets out->kind, act and
+ * out (N for linear; in and out are filled by sl_model_init). SL_EINVAL on anything else. */
+int sl_layer_parse(const char *text, sl_layer *out);
+
+typedef struct sl_model {
+    int inputs;             /* width of the model's input */
+    int outputs;            /* width of the last layer: classes for cross_entropy */
+    int nlayers;
+    sl_layer *layers;       /* [nlayers] */
+    enum sl_loss_kind loss;
+    size_t nparams;         /* total parameter count */
+    int max_width;          /* the widest activation (inputs included) */
+} sl_model;
+
+/* Builds the model from cfg->model (already validated by the config loader). */
+int sl_model_init(const sl_config *cfg, sl_model *out);
+void sl_model_free(sl_model *m);
+
+/* Parameters of layers [first, last), 0 for a range with no linear layer. */
+size_t sl_model_params(const sl_model *m, int first, int last);
+/* Width of the input of layer i (i == nlayers: the model's output width). */
+int sl_model_width(const sl_model *m, int i);
+
+/* ------------------------------------------------------------------------------------------------
+ * Host weights */
+
+/* One host array per linear layer, indexed by layer: weight[i] [out, in] and bias[i] [out] (NULL
+ * for activation layers). */
+typedef struct sl_weights {
+    int nlayers;
+    float **weight;
+    float **bias;
+} sl_weights;
+
+int sl_weights_alloc(const sl_model *m, sl_weights *out);
+void sl_weights_free(sl_weights *w);
+
+/* PyTorch's nn.Linear rule: weight and bias uniform in [-1/sqrt(in), 1/sqrt(in)). The numbers come
+ * from splitmix64 seeded with `seed`: layer by layer in order, all weight elements row-major then
+ * all bias elements, u = (next() >> 40) * 2^-24, value = (2u - 1) * bound. (Not torch's RNG: the
+ * same seed gives the same weights here on every machine, not the same as torch.manual_seed.) */
+int sl_weights_init(const sl_model *m, uint64_t seed, sl_weights *out);
+
+/* Loads "{i}.weight" and "{i}.bias" of every linear layer from a safetensors file (F32, or F64
+ * converted), checking every name, dtype and shape; a missing tensor, an extra tensor or a wrong
+ * shape is SL_EFORMAT naming the tensor. Tensors whose names start with a prefix in `ignore` (e.g.
+ * "final.") are skipped; NULL for none. */
+int sl_weights_load(const sl_model *m, const char *path, sl_weights *out);
+
+/* The same from an already-parsed safetensors file, with tensor names prefixed by `prefix` ("" for
+ * plain names); tensors outside that prefix are ignored when prefix is non-empty. */
+struct sl_safetensors;
+int sl_weights_from_safetensors(const sl_model *m, const struct sl_safetensors *st,
+                                const char *prefix, const char *source, sl_weights *out);
+
+/* Writes every linear layer's weight and bias with nn.Sequential names. */
+int sl_weights_save(const sl_model *m, const sl_weights *w, const char *path);
+
+/* The weights the config asks for: model.init when given, else sl_weights_init(model.seed). */
+int sl_weights_from_config(const sl_config *cfg, const sl_model *m, sl_weights *out);
+
+/* ------------------------------------------------------------------------------------------------
+ * Partition */
+
+typedef struct sl_stage_range {
+    int first, last; /* layers [first, last) */
+} sl_stage_range;
+
+typedef struct sl_partition {
+    int nstages;  /* model stages S = ranks * chunks */
+    int ranks;    /* pipeline.stages */
+    int chunks;   /* pipeline.chunks */
+    sl_stage_range *stages; /* [nstages]; model stage s runs on rank s mod ranks */
+} sl_partition;
+
+/* Cuts the model into `nstages` model stages holding `counts[s]` linear layers each (NULL:
+ * uniform, i.e. L/S each with the first L mod S stages taking one more). An activation goes with
+ * the linear layer before it; activations before the first linear layer go to stage 0. More stages
+ * than linear layers is SL_ECONFIG. */
+int sl_partition_make(const sl_model *m, int nstages, const int *counts, sl_stage_range *out);
+
+/* The partition the config asks for (pipeline.stages x pipeline.chunks, uniform or explicit). */
+int sl_partition_from_config(const sl_config *cfg, const sl_model *m, sl_partition *out);
+void sl_partition_free(sl_partition *p);
+static inline int sl_partition_rank(const sl_partition *p, int stage)
+{
+    return stage % p->ranks;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * A stage on a device: parameters, gradients, optimizer state */
+
+typedef struct sl_stage {
+    sl_device *dev;
+    const sl_model *model;
+    int first, last; /* layers [first, last) */
+    /* Indexed by layer - first; NULL for activation layers. All fp32 device buffers:
+     * weight [out,in], bias [out], grads of the same shapes, and optimizer state (momentum: opt_m
+     * only when momentum != 0; adam: opt_m and opt_v). */
+    sl_buffer **weight, **bias, **dweight, **dbias;
+    sl_buffer **mweight, **mbias, **vweight, **vbias;
+    int64_t step; /* optimizer steps taken (Adam's t) */
+} sl_stage;
+
+/* Creates the stage's buffers on `dev` and uploads its layers' weights from `init` (a whole
+ * model's host weights); gradients start at zero. The stage keeps a pointer to `model`. */
+int sl_stage_create(sl_device *dev, const sl_model *model, int first, int last,
+                    const sl_weights *init, sl_stage **out);
+void sl_stage_free(sl_stage *s);
+
+/* Downloads the stage's weights into the matching layers of `w` (other layers untouched). */
+int sl_stage_download(sl_stage *s, sl_weights *w);
+
+/* Sets every gradient to zero (the start of a step). */
+int sl_stage_zero_grad(sl_stage *s);
+
+/* One optimizer step over every parameter of the stage (increments s->step first). */
+int sl_stage_optimizer_step(sl_stage *s, const sl_optimizer_config *opt);
+
+/* Activations a stage keeps between a micro-batch's forward and backward: act[k] is the output of
+ * layer first + k, [rows, width]. The stage input is not part of the stash: the caller keeps it
+ * until the backward. Two scratch buffers of [rows, widest] carry gradients through backward. */
+typedef struct sl_stash {
+    size_t rows;
+    int n; /* last - first */
+    sl_buffer **act;
+    sl_buffer *scratch[2];
+} sl_stash;
+
+int sl_stash_alloc(const sl_stage *s, size_t rows, sl_stash *out);
+void sl_stash_free(sl_stash *st);
+/* The stage's output of the last forward ([rows, width(last)]). */
+static inline sl_buffer *sl_stash_output(const sl_stash *st)
+{
+    return st->act[st->n - 1];
+}
+
+/* Forward of one micro-batch.
+ * input [rows, width(first)] -> stash->act[k] for each layer; output = sl_stash_output(stash).
+ * Linear: Y = X W^T + b (sl_gemm trans_b, sl_bias_add). Activation: y = act(x). */
+int sl_stage_forward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash);
+
+/* Backward of one micro-batch, after its forward (the stash and `input` must be intact).
+ * dout [rows, width(last)] (read only) -> din [rows, width(first)] (NULL: not needed, as on the
+ * first stage). Gradients are accumulated: dW += dY^T X, db += colsum(dY), so call
+ * sl_stage_zero_grad at the start of a step and run the micro-batches in a fixed order. */
+int sl_stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
+                      sl_buffer *dout, sl_buffer *din);
+
+/* Loss of a micro-batch on the last stage's output, with its gradient.
+ * out [rows, outputs]; target: int32 labels [rows] (cross_entropy) or f32 targets [rows, outputs]
+ * (mse); loss [rows] gets each row's unscaled loss; dout [rows, outputs] = scale * dloss/dout.
+ * Pass scale = 1/batch so the step's loss is the mean over the mini-batch. */
+int sl_loss_forward_backward(sl_device *dev, const sl_model *m, size_t rows, sl_buffer *out,
+                             sl_buffer *target, float scale, sl_buffer *loss, sl_buffer *dout);
+
+/* ------------------------------------------------------------------------------------------------
+ * The one-device reference trainer */
+
+struct sl_data;
+
+typedef struct sl_train_result {
+    int steps;
+    double *losses;      /* [steps]: mean loss over each step's mini-batch */
+    sl_weights weights;  /* final weights */
+    size_t test_rows;    /* 0 when there is no held-out share */
+    double test_loss;    /* mean loss on the test rows */
+    double test_accuracy; /* cross_entropy: share of test rows whose argmax is the label */
+    double train_seconds;
+} sl_train_result;
+
+/* Trains the model on one device the way the pipeline does: for every step, the mini-batch's M
+ * micro-batches in order, each forward then backward through the whole model (one stage holding
+ * all layers), gradients accumulated, loss scaled by 1/batch, then one optimizer step. Then
+ * evaluates on the test rows. Steps, batch, micro-batches and optimizer come from `cfg`. */
+int sl_reference_train(sl_device *dev, const sl_config *cfg, const sl_model *m,
+                       const sl_weights *init, struct sl_data *data, sl_train_result *out);
+void sl_train_result_free(sl_train_result *r);
+
+/* Evaluates the model held by `stages` (in order, covering every layer) on a whole dataset in
+ * chunks of at most `chunk_rows` rows: mean loss and (cross_entropy) accuracy. */
+struct sl_dataset;
+int sl_evaluate(sl_stage *const *stages, int nstages, const struct sl_dataset *ds,
+                size_t chunk_rows, double *loss, double *accuracy);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,64 @@
+/* The partition of a model's layers into pipeline stages. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/core/core.h"
+#include "runtime/model/model.h"
+
+int sl_partition_make(const sl_model *m, int nstages, const int *counts, sl_stage_range *out)
+{
+    int linear = 0;
+    for (int i = 0; i < m->nlayers; i++) linear += m->layers[i].kind == SL_LAYER_LINEAR;
+    if (nstages < 1) return sl_fail(SL_EINVAL, "partition: %d stages", nstages);
+    if (nstages > linear)
+        return sl_fail(SL_ECONFIG,
+                       "partition: %d stages but the model has only %d linear layers (every "
+                       "stage needs at least one)",
+                       nstages, linear);
+    /* first_linear[k]: how many linear layers come before stage k. */
+    int before = 0, layer = 0;
+    for (int s = 0; s < nstages; s++) {
+        int want = counts ? counts[s] : linear / nstages + (s < linear % nstages);
+        if (want < 1)
+            return sl_fail(SL_ECONFIG, "partition: stage %d gets %d linear layers", s, want);
+        out[s].first = s == 0 ? 0 : layer;
+        int seen = 0;
+        /* Take `want` linear layers, each with the activations that follow it. */
+        while (layer < m->nlayers && seen < want) {
+            if (m->layers[layer].kind == SL_LAYER_LINEAR) seen++;
+            layer++;
+            while (layer < m->nlayers && m->layers[layer].kind != SL_LAYER_LINEAR) layer++;
+        }
+        if (seen != want)
+            return sl_fail(SL_ECONFIG, "partition: stage %d wants %d linear layers, %d are left",
+                           s, want, seen);
+        before += seen;
+        out[s].last = layer;
+    }
+    if (before != linear || layer != m->nlayers)
+        return sl_fail(SL_ECONFIG, "partition: the stages hold %d of %d linear layers", before,
+                       linear);
+    return SL_OK;
+}
+
+int sl_partition_from_config(const sl_config *cfg, const sl_model *m, sl_partition *out)
+{
+    memset(out, 0, sizeof *out);
+    out->ranks = cfg->pipeline.stages;
+    out->chunks = cfg->pipeline.chunks;
+    out->nstages = out->ranks * out->chunks;
+    out->stages = sl_alloc(sizeof(sl_stage_range) * (size_t)out->nstages);
+    if (!out->stages) return SL_ENOMEM;
+    int st = sl_partition_make(m, out->nstages,
+                               cfg->pipeline.npartition ? cfg->pipeline.partition_counts : NULL,
+                               out->stages);
+    if (st != SL_OK) sl_partition_free(out);
+    return st;
+}
+
+void sl_partition_free(sl_partition *p)
+{
+    if (!p) return;
+    free(p->stages);
+    memset(p, 0, sizeof *p);
+}
