@@ -1,12 +1,108 @@
-/* `sluice train`: placeholder until its module lands (see the training issue). */
+/* `sluice train CONFIG [--set KEY=VALUE]...`: train a model on a pipeline of stage processes. */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "runtime/cli/cli.h"
+#include "runtime/config/config.h"
+#include "runtime/train/train.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: sluice train CONFIG [--set KEY=VALUE]... [--quiet] [--keep-run-dir]\n\n"
+            "Trains the model that CONFIG (JSON) describes, cut into pipeline.stages ranks, one\n"
+            "process per rank on this host, linked over ipc://, running the pipeline.schedule for\n"
+            "every step. Writes metrics.jsonl, final.safetensors, summary.json and trace.json\n"
+            "into output.dir. If any rank fails, every rank stops and the command exits 1 with\n"
+            "that rank's message.\n\n"
+            "  --set KEY=VALUE  override a config key (the value is JSON when it parses as JSON,\n"
+            "                   else a string): --set pipeline.schedule=gpipe --set train.steps=50\n"
+            "  --quiet          no progress output\n"
+            "  --keep-run-dir   keep the private run directory (sockets, per-rank files)\n\n"
+            "Example: sluice train samples/digits/digits.json --set pipeline.stages=2\n");
+}
 
 int sl_cmd_train(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "sluice train: not available in this build yet\n");
-    return 2;
+    const char *config = NULL, *run_dir = NULL;
+    const char **sets = calloc((size_t)argc, sizeof *sets);
+    int nsets = 0, rank = -1, quiet = 0, keep = 0;
+    unsigned long long run_id = 0;
+    if (!sets) return sl_cli_error("train", SL_ENOMEM);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            free(sets);
+            return 0;
+        } else if (!strcmp(a, "--set") && v) {
+            sets[nsets++] = v;
+            i++;
+        } else if (!strncmp(a, "--set=", 6)) {
+            sets[nsets++] = a + 6;
+        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+            quiet = 1;
+        } else if (!strcmp(a, "--keep-run-dir")) {
+            keep = 1;
+        } else if (!strcmp(a, "--rank") && v) { /* internal: a rank started by the coordinator */
+            rank = atoi(v);
+            i++;
+        } else if (!strcmp(a, "--run-dir") && v) {
+            run_dir = v;
+            i++;
+        } else if (!strcmp(a, "--run-id") && v) {
+            run_id = strtoull(v, NULL, 10);
+            i++;
+        } else if (a[0] == '-' || config) {
+            fprintf(stderr, "sluice train: unexpected argument '%s' (try --help)\n", a);
+            free(sets);
+            return 2;
+        } else {
+            config = a;
+        }
+    }
+    if (rank >= 0 || run_dir) {
+        free(sets);
+        if (rank < 0 || !run_dir) {
+            fprintf(stderr, "sluice train: --rank and --run-dir go together\n");
+            return 2;
+        }
+        int st = sl_train_rank(run_dir, rank, run_id);
+        if (st != SL_OK) {
+            fprintf(stderr, "sluice train: rank %d: %s\n", rank, sl_last_error());
+            return 1;
+        }
+        return 0;
+    }
+    if (!config) {
+        usage(stderr);
+        free(sets);
+        return 2;
+    }
+    sl_config cfg;
+    int st = sl_config_load(config, sets, nsets, &cfg);
+    free(sets);
+    if (st != SL_OK) return sl_cli_error("train", st);
+    if (!quiet)
+        fprintf(stderr, "sluice train: %s, %d stage%s (%s%s), %d steps of %d in %d micro-batches\n",
+                config, cfg.pipeline.stages, cfg.pipeline.stages == 1 ? "" : "s",
+                cfg.pipeline.schedule, cfg.pipeline.recompute ? ", recompute" : "",
+                cfg.train.steps, cfg.train.batch, cfg.train.microbatches);
+    sl_train_options opt = {.progress = !quiet, .keep_run_dir = keep};
+    sl_train_summary sum;
+    st = sl_train(&cfg, &opt, &sum);
+    if (st != SL_OK) {
+        sl_config_free(&cfg);
+        return sl_cli_error("train", st);
+    }
+    printf("trained %d steps: final loss %.4f", sum.steps, sum.final_loss);
+    if (!isnan(sum.eval_accuracy) && cfg.model.loss == SL_LOSS_CROSS_ENTROPY)
+        printf(", test accuracy %.2f%%", 100.0 * sum.eval_accuracy);
+    else if (!isnan(sum.eval_loss))
+        printf(", test loss %.4f", sum.eval_loss);
+    printf(", %.0f samples/s; outputs in %s\n", sum.samples_per_s, cfg.output.dir);
+    sl_config_free(&cfg);
+    return 0;
 }

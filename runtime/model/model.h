@@ -161,6 +161,7 @@ typedef struct sl_stash {
     int n; /* last - first */
     sl_buffer **act;
     sl_buffer *scratch[2];
+    sl_buffer **grad; /* zb-h1: each linear layer's output gradient, kept from I to W */
 } sl_stash;
 
 int sl_stash_alloc(const sl_stage *s, size_t rows, sl_stash *out);
@@ -182,6 +183,14 @@ int sl_stage_forward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash
  * sl_stage_zero_grad at the start of a step and run the micro-batches in a fixed order. */
 int sl_stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
                       sl_buffer *dout, sl_buffer *din);
+
+/* Zero-bubble's split of sl_stage_backward (same arguments): the input pass carries the gradient
+ * to `din` and keeps each linear layer's output gradient in the stash; the weight pass, later,
+ * accumulates dW and db from them with the same kernel calls a full backward makes, so a split
+ * schedule trains to the same weights. */
+int sl_stage_backward_input(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
+                            sl_buffer *dout, sl_buffer *din);
+int sl_stage_backward_weight(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash);
 
 /* Loss of a micro-batch on the last stage's output, with its gradient.
  * out [rows, outputs]; target: int32 labels [rows] (cross_entropy) or f32 targets [rows, outputs]

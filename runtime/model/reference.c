@@ -155,6 +155,8 @@ void sl_stash_free(sl_stash *st)
     if (!st) return;
     for (int k = 0; st->act && k < st->n; k++) sl_buffer_free(st->act[k]);
     free(st->act);
+    for (int k = 0; st->grad && k < st->n; k++) sl_buffer_free(st->grad[k]);
+    free(st->grad);
     sl_buffer_free(st->scratch[0]);
     sl_buffer_free(st->scratch[1]);
     memset(st, 0, sizeof *st);
@@ -180,12 +182,35 @@ int sl_stage_forward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash
     return SL_OK;
 }
 
-int sl_stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
-                      sl_buffer *dout, sl_buffer *din)
+/* The backward of one micro-batch through layers [first, last). `weights` adds the weight and
+ * bias gradients; `inputs` carries the gradient down to `din`. The input-only pass (zb-h1's I)
+ * keeps each linear layer's output gradient in stash->grad, from which the weight-only pass (W)
+ * makes exactly the kernel calls a full backward would have made. */
+static int stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
+                          sl_buffer *dout, sl_buffer *din, bool weights, bool inputs)
 {
     if (rows > stash->rows || stash->n != s->last - s->first)
         return sl_fail(SL_EINVAL, "stage backward: %zu rows for a stash of %zu", rows,
                        stash->rows);
+    if (!inputs) {
+        for (int i = s->first; i < s->last; i++) {
+            const sl_layer *l = &s->model->layers[i];
+            int k = i - s->first;
+            if (l->kind != SL_LAYER_LINEAR) continue;
+            if (!stash->grad || !stash->grad[k])
+                return sl_fail(SL_EINVAL, "weight gradient of layer %d before its input gradient",
+                               i);
+            sl_buffer *x = k == 0 ? input : stash->act[k - 1];
+            SL_TRY(sl_gemm(s->dev, true, false, (size_t)l->out, (size_t)l->in, rows, 1.0f,
+                           stash->grad[k], x, 1.0f, s->dweight[k]));
+            SL_TRY(sl_bias_grad(s->dev, rows, (size_t)l->out, stash->grad[k], 1.0f, s->dbias[k]));
+        }
+        return SL_OK;
+    }
+    if (!weights && !stash->grad) {
+        stash->grad = sl_alloc(sizeof(sl_buffer *) * (size_t)stash->n);
+        if (!stash->grad) return SL_ENOMEM;
+    }
     sl_buffer *g = dout;
     int cur = -1; /* which scratch holds g (-1: the caller's dout) */
     for (int i = s->last - 1; i >= s->first; i--) {
@@ -195,10 +220,16 @@ int sl_stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stas
         int next = cur == 0 ? 1 : 0;
         sl_buffer *dst = k == 0 ? din : stash->scratch[next];
         if (l->kind == SL_LAYER_LINEAR) {
-            /* dW[out,in] += g[rows,out]^T x[rows,in];  db[out] += colsum(g) */
-            SL_TRY(sl_gemm(s->dev, true, false, (size_t)l->out, (size_t)l->in, rows, 1.0f, g, x,
-                           1.0f, s->dweight[k]));
-            SL_TRY(sl_bias_grad(s->dev, rows, (size_t)l->out, g, 1.0f, s->dbias[k]));
+            if (weights) {
+                /* dW[out,in] += g[rows,out]^T x[rows,in];  db[out] += colsum(g) */
+                SL_TRY(sl_gemm(s->dev, true, false, (size_t)l->out, (size_t)l->in, rows, 1.0f, g,
+                               x, 1.0f, s->dweight[k]));
+                SL_TRY(sl_bias_grad(s->dev, rows, (size_t)l->out, g, 1.0f, s->dbias[k]));
+            } else {
+                size_t bytes = rows * (size_t)l->out * sizeof(float);
+                if (!stash->grad[k]) SL_TRY(sl_buffer_alloc(s->dev, bytes, &stash->grad[k]));
+                SL_TRY(sl_buffer_copy(stash->grad[k], 0, g, 0, bytes));
+            }
             /* dx[rows,in] = g[rows,out] W[out,in] */
             if (dst)
                 SL_TRY(sl_gemm(s->dev, false, false, rows, (size_t)l->in, (size_t)l->out, 1.0f, g,
@@ -210,6 +241,23 @@ int sl_stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stas
         cur = next;
     }
     return SL_OK;
+}
+
+int sl_stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
+                      sl_buffer *dout, sl_buffer *din)
+{
+    return stage_backward(s, rows, input, stash, dout, din, true, true);
+}
+
+int sl_stage_backward_input(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
+                            sl_buffer *dout, sl_buffer *din)
+{
+    return stage_backward(s, rows, input, stash, dout, din, false, true);
+}
+
+int sl_stage_backward_weight(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash)
+{
+    return stage_backward(s, rows, input, stash, NULL, NULL, true, false);
 }
 
 int sl_loss_forward_backward(sl_device *dev, const sl_model *m, size_t rows, sl_buffer *out,

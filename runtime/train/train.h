@@ -1,0 +1,46 @@
+/* Training runs: the coordinator behind `sluice train`.
+ *
+ * sl_train checks everything it can before a rank starts (config, model, partition, schedule,
+ * data, initial weights, device ids), starts one process per rank on this host (runtime/launch),
+ * follows their reports, and writes the run's outputs into output.dir:
+ *   metrics.jsonl      one object per step: step, loss (mean over the mini-batch, before that
+ *                      step's update), samples_per_s, time_s
+ *   final.safetensors  the trained weights with nn.Sequential names
+ *   summary.json       steps, final_loss, eval_loss/eval_accuracy (with a test share),
+ *                      samples_per_s, schedule, stages, chunks, bubble ratio measured and
+ *                      predicted, and per rank its device and peak device memory
+ *   trace.json         Chrome trace format, one track per rank (opens in Perfetto)
+ * Nothing is left behind on failure: every rank is stopped and the run directory removed. */
+#ifndef SL_TRAIN_H
+#define SL_TRAIN_H
+
+#include <stdbool.h>
+
+#include "runtime/config/config.h"
+
+typedef struct sl_train_options {
+    const char *exe;  /* the sluice executable that runs ranks (`sluice train --rank ...`);
+                         NULL: this process's own executable */
+    int progress;     /* 1 bar on a terminal / lines otherwise, 0 quiet */
+    bool keep_run_dir; /* leave the private run directory behind, for debugging */
+} sl_train_options;
+
+typedef struct sl_train_summary {
+    int steps;
+    double final_loss;
+    double samples_per_s;
+    double eval_loss, eval_accuracy; /* NaN without a test share */
+    double bubble_measured, bubble_predicted;
+} sl_train_summary;
+
+/* Runs the whole training described by cfg. */
+int sl_train(const sl_config *cfg, const sl_train_options *opt, sl_train_summary *out);
+
+/* The rank side of a local run: `sluice train --rank R --run-dir DIR --run-id ID`. */
+int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id);
+
+/* Checks that a run can start: model, partition, schedule (validated), data, initial weights and
+ * device ids. Every problem is one message naming the key or tensor. */
+int sl_train_check(const sl_config *cfg);
+
+#endif
