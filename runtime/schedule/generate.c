@@ -1,0 +1,227 @@
+/* Generators: the compute order of every rank for gpipe, 1f1b, interleaved and zb-h1.
+ *
+ * Each generator is a pure function of (D, M, v) that appends compute actions to the schedule;
+ * recomputation and the communication pass are applied afterwards, the same way for all. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/core/core.h"
+#include "runtime/schedule/schedule_internal.h"
+
+static int add(sl_schedule *s, int rank, enum sl_action_type t, int stage, int mb)
+{
+    sl_action a = {t, stage, mb, -1};
+    return sl_schedule_append(s, rank, &a);
+}
+
+/* GPipe: all forwards, then all backwards, both in micro-batch order (as PyTorch's ScheduleGPipe).
+ * Every rank stashes all M micro-batches at the turn. */
+static int gen_gpipe(sl_schedule *s)
+{
+    for (int r = 0; r < s->ranks; r++) {
+        for (int m = 0; m < s->microbatches; m++) SL_TRY(add(s, r, SL_ACTION_F, r, m));
+        for (int m = 0; m < s->microbatches; m++) SL_TRY(add(s, r, SL_ACTION_B, r, m));
+    }
+    return SL_OK;
+}
+
+/* 1F1B (PipeDream-flush, DAPPLE): rank r runs D-1-r warm-up forwards, then alternates one forward
+ * and one backward, then runs the remaining backwards. It never holds more than D-r stashes. */
+static int gen_1f1b(sl_schedule *s)
+{
+    const int D = s->ranks, M = s->microbatches;
+    for (int r = 0; r < D; r++) {
+        int warm = SL_MIN(D - 1 - r, M);
+        for (int m = 0; m < warm; m++) SL_TRY(add(s, r, SL_ACTION_F, r, m));
+        for (int i = 0; i < M - warm; i++) {
+            SL_TRY(add(s, r, SL_ACTION_F, r, warm + i));
+            SL_TRY(add(s, r, SL_ACTION_B, r, i));
+        }
+        for (int m = M - warm; m < M; m++) SL_TRY(add(s, r, SL_ACTION_B, r, m));
+    }
+    return SL_OK;
+}
+
+/* Megatron-LM's interleaved 1F1B. Rank r holds chunks c = 0..v-1 (stages c·D + r). Virtual
+ * micro-batch k = 0..v·M-1 walks the chunks in groups of D micro-batches: forward k runs chunk
+ * (k mod D·v) / D on micro-batch (k / D·v)·D + k mod D; backward k runs the chunks in reverse.
+ * Rank r warms up with 2·(D-1-r) + (v-1)·D forwards, then alternates, then cools down. The
+ * grouping is why Megatron needs M to be a multiple of D. */
+static int gen_interleaved(sl_schedule *s)
+{
+    const int D = s->ranks, M = s->microbatches, v = s->chunks;
+    const int total = M * v, group = D * v;
+    for (int r = 0; r < D; r++) {
+        int warm = SL_MIN(2 * (D - 1 - r) + (v - 1) * D, total);
+#define FWD(k) add(s, r, SL_ACTION_F, (((k) % group) / D) * D + r, ((k) / group) * D + (k) % D)
+#define BWD(k)                                                                                     \
+    add(s, r, SL_ACTION_B, (v - 1 - ((k) % group) / D) * D + r, ((k) / group) * D + (k) % D)
+        for (int k = 0; k < warm; k++) SL_TRY(FWD(k));
+        for (int i = 0; i < total - warm; i++) {
+            SL_TRY(FWD(warm + i));
+            SL_TRY(BWD(i));
+        }
+        for (int k = total - warm; k < total; k++) SL_TRY(BWD(k));
+#undef FWD
+#undef BWD
+    }
+    return SL_OK;
+}
+
+/* Zero-bubble H1 (Qi et al. 2024): the backward is split into I (input gradient, on the critical
+ * path, sent upstream) and W (weight gradient, needed only by the optimizer step). The order is
+ * built by list-scheduling every rank in unit time (F = I = W = 1): at each free moment a rank
+ * runs, in this priority, an I whose gradient has arrived, a forward whose input has arrived if it
+ * holds fewer than D-r activation stashes (1F1B's peak), or else a deferred W; but a W goes
+ * before the forward once D of them are pending, which bounds what deferred Ws hold (searched
+ * over D in {2,3,4,8}, M in D..32: a smaller bound loses the one-third idle time, a larger one
+ * only holds more memory). As in the paper's
+ * accounting, a stash is the activations I needs, held from F to I; what W still needs after I
+ * (each layer's input and output gradient) is counted apart, as pending Ws. The deferred Ws fill
+ * what would be 1F1B's bubbles, so with F = I = W the idle time is a third of 1F1B's. */
+static int gen_zbh1(sl_schedule *s)
+{
+    const int D = s->ranks, M = s->microbatches;
+    int st = SL_OK;
+    /* Finish times of F and I per (rank, mb); -1 = not yet run. */
+    long *fdone = malloc(sizeof *fdone * (size_t)D * (size_t)M);
+    long *idone = malloc(sizeof *idone * (size_t)D * (size_t)M);
+    int *nf = calloc((size_t)D, sizeof *nf), *ni = calloc((size_t)D, sizeof *ni);
+    int *nw = calloc((size_t)D, sizeof *nw);
+    if (!fdone || !idone || !nf || !ni || !nw) {
+        st = sl_fail(SL_ENOMEM, "out of memory generating zb-h1");
+        goto out;
+    }
+    for (size_t i = 0; i < (size_t)D * (size_t)M; i++) fdone[i] = idone[i] = -1;
+    int left = D;
+    for (long t = 0; left > 0; t++) {
+        if (t > 4L * (M + D) + 16) {
+            st = sl_fail(SL_EINTERNAL, "zb-h1 generation did not finish for D=%d M=%d", D, M);
+            goto out;
+        }
+        for (int r = 0; r < D; r++) {
+            if (nw[r] == M) continue; /* every action takes one unit: a rank is free at each t */
+            int m;
+            if (ni[r] < nf[r] && fdone[r * M + ni[r]] <= t &&
+                (r == D - 1 || (idone[(r + 1) * M + ni[r]] >= 0 &&
+                                idone[(r + 1) * M + ni[r]] <= t))) {
+                m = ni[r]++;
+                idone[r * M + m] = t + 1;
+                if ((st = add(s, r, SL_ACTION_I, r, m))) goto out;
+            } else if (nw[r] < ni[r] && ni[r] - nw[r] >= D) {
+                m = nw[r]++;
+                if ((st = add(s, r, SL_ACTION_W, r, m))) goto out;
+                if (nw[r] == M) left--;
+            } else if (nf[r] < M && nf[r] - ni[r] < D - r &&
+                       (r == 0 || (fdone[(r - 1) * M + nf[r]] >= 0 &&
+                                   fdone[(r - 1) * M + nf[r]] <= t))) {
+                m = nf[r]++;
+                fdone[r * M + m] = t + 1;
+                if ((st = add(s, r, SL_ACTION_F, r, m))) goto out;
+            } else if (nw[r] < ni[r] && idone[r * M + nw[r]] <= t) {
+                m = nw[r]++;
+                if ((st = add(s, r, SL_ACTION_W, r, m))) goto out;
+                if (nw[r] == M) left--;
+            }
+        }
+    }
+out:
+    free(fdone);
+    free(idone);
+    free(nf);
+    free(ni);
+    free(nw);
+    return st;
+}
+
+static const struct {
+    const char *name;
+    int (*gen)(sl_schedule *);
+    bool split;
+} generators[] = {
+    {"gpipe", gen_gpipe, false},
+    {"1f1b", gen_1f1b, false},
+    {"interleaved", gen_interleaved, false},
+    {"zb-h1", gen_zbh1, true},
+};
+
+/* Checks the parameters and says what is allowed. */
+static int check_params(const sl_schedule_params *p, int *which)
+{
+    const char *name = p->name ? p->name : "";
+    *which = -1;
+    for (size_t i = 0; i < SL_ARRAY_LEN(generators); i++)
+        if (!strcmp(name, generators[i].name)) *which = (int)i;
+    if (*which < 0)
+        return sl_fail(SL_EINVAL, "unknown schedule '%s': choose gpipe, 1f1b, interleaved or zb-h1",
+                       name);
+    if (p->ranks < 1)
+        return sl_fail(SL_EINVAL, "stages must be at least 1 (got %d): it is the number of ranks "
+                       "in the pipeline", p->ranks);
+    if (p->microbatches < 1)
+        return sl_fail(SL_EINVAL, "micro-batches must be at least 1 (got %d)", p->microbatches);
+    int v = p->chunks ? p->chunks : 1;
+    if (v < 1)
+        return sl_fail(SL_EINVAL, "chunks must be at least 1 (got %d)", p->chunks);
+    if (p->ranks > SL_SCHEDULE_MAX_RANKS || p->microbatches > SL_SCHEDULE_MAX_MICROBATCHES ||
+        v > SL_SCHEDULE_MAX_CHUNKS)
+        return sl_fail(SL_EINVAL, "schedule too large: at most %d stages, %d micro-batches and "
+                       "%d chunks (got %d, %d, %d)", SL_SCHEDULE_MAX_RANKS,
+                       SL_SCHEDULE_MAX_MICROBATCHES, SL_SCHEDULE_MAX_CHUNKS, p->ranks,
+                       p->microbatches, v);
+    if (!strcmp(name, "interleaved")) {
+        if (v < 2)
+            return sl_fail(SL_EINVAL, "interleaved needs chunks >= 2 (got %d): it runs several "
+                           "model chunks per rank; use 1f1b for one chunk per rank", v);
+        if (p->microbatches % p->ranks)
+            return sl_fail(SL_EINVAL, "interleaved needs micro-batches to be a multiple of stages "
+                           "(got M=%d, D=%d): Megatron's interleaved 1F1B moves micro-batches "
+                           "through the chunks in groups of D; try M=%d", p->microbatches,
+                           p->ranks, (p->microbatches / p->ranks + 1) * p->ranks);
+    } else if (v != 1) {
+        return sl_fail(SL_EINVAL, "%s runs one chunk per rank (got chunks=%d); use interleaved "
+                       "for several chunks per rank", name, v);
+    }
+    return SL_OK;
+}
+
+/* Puts R(stage, mb) right before each B (or I) of the same stage and micro-batch. The
+ * communication pass then places the RECV of the gradient between R and B, so the recompute
+ * overlaps the wait for the gradient. */
+static int insert_recompute(sl_schedule *s)
+{
+    for (int r = 0; r < s->ranks; r++) {
+        size_t n = s->count[r];
+        sl_action *old = s->actions[r];
+        s->actions[r] = NULL;
+        s->count[r] = s->cap[r] = 0;
+        int st = SL_OK;
+        for (size_t i = 0; i < n && !st; i++) {
+            if (old[i].type == SL_ACTION_B || old[i].type == SL_ACTION_I)
+                st = add(s, r, SL_ACTION_R, old[i].stage, old[i].mb);
+            if (!st) st = sl_schedule_append(s, r, &old[i]);
+        }
+        free(old);
+        SL_TRY(st);
+    }
+    return SL_OK;
+}
+
+int sl_schedule_generate(const sl_schedule_params *p, sl_schedule **out)
+{
+    if (!p || !out) return sl_fail(SL_EINVAL, "sl_schedule_generate: null argument");
+    *out = NULL;
+    int which;
+    SL_TRY(check_params(p, &which));
+    sl_schedule *s;
+    SL_TRY(sl_schedule_create(p, generators[which].split, &s));
+    int st = generators[which].gen(s);
+    if (!st && p->recompute) st = insert_recompute(s);
+    if (!st) st = sl_schedule_insert_comms(s);
+    if (st) {
+        sl_schedule_free(s);
+        return st;
+    }
+    *out = s;
+    return SL_OK;
+}

@@ -1,0 +1,379 @@
+/* Schedules as data: building, the text form, and the communication pass. */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/core/core.h"
+#include "runtime/schedule/schedule_internal.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Building */
+
+int sl_schedule_create(const sl_schedule_params *p, bool split_backward, sl_schedule **out)
+{
+    if (!p || !out) return sl_fail(SL_EINVAL, "sl_schedule_create: null argument");
+    *out = NULL;
+    int v = p->chunks ? p->chunks : 1;
+    if (p->ranks < 1 || p->microbatches < 1 || v < 1)
+        return sl_fail(SL_EINVAL, "a schedule needs ranks, micro-batches and chunks >= 1 "
+                                  "(got %d, %d, %d)", p->ranks, p->microbatches, v);
+    if (p->ranks > SL_SCHEDULE_MAX_RANKS || p->microbatches > SL_SCHEDULE_MAX_MICROBATCHES ||
+        v > SL_SCHEDULE_MAX_CHUNKS)
+        return sl_fail(SL_EINVAL,
+                       "schedule too large: at most %d ranks, %d micro-batches and %d chunks "
+                       "(got %d, %d, %d)", SL_SCHEDULE_MAX_RANKS, SL_SCHEDULE_MAX_MICROBATCHES,
+                       SL_SCHEDULE_MAX_CHUNKS, p->ranks, p->microbatches, v);
+    sl_schedule *s = sl_alloc(sizeof *s);
+    if (!s) return SL_ENOMEM;
+    snprintf(s->name, sizeof s->name, "%s", p->name ? p->name : "custom");
+    s->ranks = p->ranks;
+    s->microbatches = p->microbatches;
+    s->chunks = v;
+    s->stages = p->ranks * v;
+    s->recompute = p->recompute;
+    s->split_backward = split_backward;
+    s->count = sl_alloc(sizeof *s->count * (size_t)s->ranks);
+    s->cap = sl_alloc(sizeof *s->cap * (size_t)s->ranks);
+    s->actions = sl_alloc(sizeof *s->actions * (size_t)s->ranks);
+    if (!s->count || !s->cap || !s->actions) {
+        sl_schedule_free(s);
+        return SL_ENOMEM;
+    }
+    *out = s;
+    return SL_OK;
+}
+
+void sl_schedule_free(sl_schedule *s)
+{
+    if (!s) return;
+    if (s->actions)
+        for (int r = 0; r < s->ranks; r++) free(s->actions[r]);
+    free(s->actions);
+    free(s->count);
+    free(s->cap);
+    free(s);
+}
+
+static int reserve(sl_schedule *s, int rank, size_t n)
+{
+    if (n <= s->cap[rank]) return SL_OK;
+    size_t cap = s->cap[rank] ? s->cap[rank] : 16;
+    while (cap < n) cap *= 2;
+    sl_action *a = realloc(s->actions[rank], sizeof *a * cap);
+    if (!a) return sl_fail(SL_ENOMEM, "out of memory for %zu schedule actions", cap);
+    s->actions[rank] = a;
+    s->cap[rank] = cap;
+    return SL_OK;
+}
+
+int sl_schedule_append(sl_schedule *s, int rank, const sl_action *a)
+{
+    if (!s || !a || rank < 0 || rank >= s->ranks)
+        return sl_fail(SL_EINVAL, "sl_schedule_append: bad schedule, rank %d or action", rank);
+    SL_TRY(reserve(s, rank, s->count[rank] + 1));
+    s->actions[rank][s->count[rank]++] = *a;
+    return SL_OK;
+}
+
+int sl_schedule_set_actions(sl_schedule *s, int rank, const sl_action *a, size_t n)
+{
+    if (!s || (!a && n) || rank < 0 || rank >= s->ranks)
+        return sl_fail(SL_EINVAL, "sl_schedule_set_actions: bad schedule, rank %d or actions",
+                       rank);
+    SL_TRY(reserve(s, rank, n));
+    if (n) memmove(s->actions[rank], a, sizeof *a * n);
+    s->count[rank] = n;
+    return SL_OK;
+}
+
+const sl_action *sl_schedule_actions(const sl_schedule *s, int rank, size_t *count)
+{
+    if (!s || rank < 0 || rank >= s->ranks) {
+        if (count) *count = 0;
+        return NULL;
+    }
+    if (count) *count = s->count[rank];
+    return s->actions[rank];
+}
+
+int sl_schedule_rank_of_stage(const sl_schedule *s, int stage)
+{
+    if (!s || stage < 0 || stage >= s->stages) return -1;
+    return stage % s->ranks;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Text form */
+
+static const char *const type_names[] = {
+    [SL_ACTION_F] = "F",           [SL_ACTION_B] = "B",           [SL_ACTION_I] = "I",
+    [SL_ACTION_W] = "W",           [SL_ACTION_R] = "R",           [SL_ACTION_SEND_F] = "SEND_F",
+    [SL_ACTION_RECV_F] = "RECV_F", [SL_ACTION_SEND_B] = "SEND_B", [SL_ACTION_RECV_B] = "RECV_B",
+    [SL_ACTION_OPT] = "OPT",
+};
+
+const char *sl_action_type_name(enum sl_action_type t)
+{
+    if ((unsigned)t >= SL_ARRAY_LEN(type_names)) return "?";
+    return type_names[t];
+}
+
+int sl_action_format(const sl_action *a, char *buf, size_t cap)
+{
+    if (!a) return snprintf(buf, cap, "?");
+    switch (a->type) {
+    case SL_ACTION_F:
+    case SL_ACTION_B:
+    case SL_ACTION_I:
+    case SL_ACTION_W:
+    case SL_ACTION_R:
+        return snprintf(buf, cap, "%d%s%d", a->stage, type_names[a->type], a->mb);
+    case SL_ACTION_SEND_F: return snprintf(buf, cap, "SEND_F %dF%d->r%d", a->stage, a->mb, a->peer);
+    case SL_ACTION_RECV_F: return snprintf(buf, cap, "RECV_F %dF%d<-r%d", a->stage, a->mb, a->peer);
+    case SL_ACTION_SEND_B: return snprintf(buf, cap, "SEND_B %dB%d->r%d", a->stage, a->mb, a->peer);
+    case SL_ACTION_RECV_B: return snprintf(buf, cap, "RECV_B %dB%d<-r%d", a->stage, a->mb, a->peer);
+    case SL_ACTION_OPT: return snprintf(buf, cap, "OPT");
+    }
+    return snprintf(buf, cap, "?");
+}
+
+/* Reads a non-negative decimal number; returns the number of digits (0 if none or too big). */
+static size_t read_int(const char *p, int *out)
+{
+    size_t n = 0;
+    long v = 0;
+    while (isdigit((unsigned char)p[n])) {
+        v = v * 10 + (p[n] - '0');
+        if (v > 1000000000L) return 0;
+        n++;
+    }
+    *out = (int)v;
+    return n;
+}
+
+/* Copies the token at p (up to whitespace) into buf for error messages. */
+static const char *token(const char *p, char *buf, size_t cap)
+{
+    size_t n = 0;
+    while (p[n] && !isspace((unsigned char)p[n]) && n + 1 < cap) n++;
+    memcpy(buf, p, n);
+    buf[n] = 0;
+    return buf;
+}
+
+int sl_action_parse(const char *text, sl_action *out, size_t *used)
+{
+    if (!text || !out) return sl_fail(SL_EINVAL, "sl_action_parse: null argument");
+    const char *p = text;
+    while (isspace((unsigned char)*p)) p++;
+    const char *start = p;
+    char tok[48];
+    sl_action a = {.type = SL_ACTION_OPT, .stage = -1, .mb = -1, .peer = -1};
+    static const struct { const char *name; enum sl_action_type type; char letter; int to; } comms[] = {
+        {"SEND_F", SL_ACTION_SEND_F, 'F', 1}, {"RECV_F", SL_ACTION_RECV_F, 'F', 0},
+        {"SEND_B", SL_ACTION_SEND_B, 'B', 1}, {"RECV_B", SL_ACTION_RECV_B, 'B', 0},
+    };
+    if (!strncmp(p, "OPT", 3) && (p[3] == 0 || isspace((unsigned char)p[3]))) {
+        p += 3;
+        goto done;
+    }
+    for (size_t i = 0; i < SL_ARRAY_LEN(comms); i++) {
+        size_t len = strlen(comms[i].name);
+        if (strncmp(p, comms[i].name, len)) continue;
+        p += len;
+        while (*p == ' ' || *p == '\t') p++;
+        size_t n = read_int(p, &a.stage);
+        if (!n || p[n] != comms[i].letter) goto bad;
+        p += n + 1;
+        if (!(n = read_int(p, &a.mb))) goto bad;
+        p += n;
+        if (strncmp(p, comms[i].to ? "->r" : "<-r", 3)) goto bad;
+        p += 3;
+        if (!(n = read_int(p, &a.peer))) goto bad;
+        p += n;
+        a.type = comms[i].type;
+        goto done;
+    }
+    {
+        size_t n = read_int(p, &a.stage);
+        if (!n) goto bad;
+        p += n;
+        switch (*p) {
+        case 'F': a.type = SL_ACTION_F; break;
+        case 'B': a.type = SL_ACTION_B; break;
+        case 'I': a.type = SL_ACTION_I; break;
+        case 'W': a.type = SL_ACTION_W; break;
+        case 'R': a.type = SL_ACTION_R; break;
+        default: goto bad;
+        }
+        p++;
+        if (!(n = read_int(p, &a.mb))) goto bad;
+        p += n;
+    }
+done:
+    if (*p && !isspace((unsigned char)*p)) goto bad;
+    *out = a;
+    if (used) *used = (size_t)(p - text);
+    return SL_OK;
+bad:
+    return sl_fail(SL_EFORMAT,
+                   "bad action '%s': write compute actions as <stage><F|B|I|W|R><mb> (5F2), "
+                   "transfers as SEND_F 5F2->r1, RECV_F 5F2<-r0, SEND_B 5B2->r0, RECV_B 5B2<-r2, "
+                   "and OPT", token(start, tok, sizeof tok));
+}
+
+int sl_schedule_parse_rank(sl_schedule *s, int rank, const char *text)
+{
+    if (!s || !text || rank < 0 || rank >= s->ranks)
+        return sl_fail(SL_EINVAL, "sl_schedule_parse_rank: bad schedule, rank %d or text", rank);
+    s->count[rank] = 0;
+    const char *p = text;
+    for (;;) {
+        while (isspace((unsigned char)*p)) p++;
+        if (!*p) break;
+        sl_action a;
+        size_t used;
+        int st = sl_action_parse(p, &a, &used);
+        if (st) return sl_fail_context(st, "rank %d", rank);
+        SL_TRY(sl_schedule_append(s, rank, &a));
+        p += used;
+    }
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The communication pass */
+
+bool __sl_is_compute(enum sl_action_type t)
+{
+    return t == SL_ACTION_F || t == SL_ACTION_B || t == SL_ACTION_I || t == SL_ACTION_W ||
+           t == SL_ACTION_R;
+}
+
+/* A message on a link, named by the receiver: kind 0 = forward activation, 1 = gradient;
+ * `stage` is the receiving stage. */
+typedef struct msg {
+    int kind, stage, mb;
+} msg;
+
+typedef struct link_queue {
+    msg *m;
+    size_t n, cap;
+} link_queue;
+
+static int push_msg(link_queue *q, msg m)
+{
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 16;
+        msg *nm = realloc(q->m, sizeof *nm * cap);
+        if (!nm) return sl_fail(SL_ENOMEM, "out of memory in the communication pass");
+        q->m = nm;
+        q->cap = cap;
+    }
+    q->m[q->n++] = m;
+    return SL_OK;
+}
+
+int sl_schedule_insert_comms(sl_schedule *s)
+{
+    if (!s) return sl_fail(SL_EINVAL, "sl_schedule_insert_comms: null schedule");
+    const int D = s->ranks, S = s->stages, M = s->microbatches;
+    int st = SL_OK;
+    link_queue *links = sl_alloc(sizeof *links * (size_t)D * (size_t)D); /* [src*D + dst] */
+    size_t *next = sl_alloc(sizeof *next * (size_t)D * (size_t)D);      /* receive cursor */
+    /* received[kind][stage][mb]: the receiver already pulled this message off its link */
+    unsigned char *received = sl_alloc((size_t)2 * (size_t)S * (size_t)M);
+    sl_action **compute = sl_alloc(sizeof *compute * (size_t)D);
+    size_t *ncompute = sl_alloc(sizeof *ncompute * (size_t)D);
+    if (!links || !next || !received || !compute || !ncompute) {
+        st = SL_ENOMEM;
+        goto out;
+    }
+    /* Keep only the compute order of every rank. */
+    for (int r = 0; r < D; r++) {
+        compute[r] = sl_alloc(sizeof(sl_action) * (s->count[r] ? s->count[r] : 1));
+        if (!compute[r]) {
+            st = SL_ENOMEM;
+            goto out;
+        }
+        for (size_t i = 0; i < s->count[r]; i++) {
+            sl_action a = s->actions[r][i];
+            if (!__sl_is_compute(a.type)) continue;
+            if (a.stage < 0 || a.stage >= S || a.mb < 0 || a.mb >= M) {
+                char t[32];
+                sl_action_format(&a, t, sizeof t);
+                st = sl_fail(SL_EINVAL, "rank %d: action %s names a stage or micro-batch outside "
+                             "the schedule (%d stages, %d micro-batches)", r, t, S, M);
+                goto out;
+            }
+            compute[r][ncompute[r]++] = a;
+        }
+    }
+    /* The order of messages on each link is the sender's compute order. */
+    for (int r = 0; r < D; r++) {
+        for (size_t i = 0; i < ncompute[r]; i++) {
+            sl_action a = compute[r][i];
+            if (a.type == SL_ACTION_F && a.stage + 1 < S && (a.stage + 1) % D != r)
+                st = push_msg(&links[r * D + (a.stage + 1) % D], (msg){0, a.stage + 1, a.mb});
+            else if ((a.type == SL_ACTION_B || a.type == SL_ACTION_I) && a.stage > 0 &&
+                     (a.stage - 1) % D != r)
+                st = push_msg(&links[r * D + (a.stage - 1) % D], (msg){1, a.stage - 1, a.mb});
+            if (st) goto out;
+        }
+    }
+    for (int r = 0; r < D; r++) {
+        s->count[r] = 0;
+        for (size_t i = 0; i < ncompute[r]; i++) {
+            sl_action a = compute[r][i];
+            /* Receive what this action needs, and everything queued ahead of it on that link. */
+            int kind = -1, src = -1;
+            if (a.type == SL_ACTION_F && a.stage > 0 && (a.stage - 1) % D != r)
+                kind = 0, src = (a.stage - 1) % D;
+            else if ((a.type == SL_ACTION_B || a.type == SL_ACTION_I) && a.stage + 1 < S &&
+                     (a.stage + 1) % D != r)
+                kind = 1, src = (a.stage + 1) % D;
+            if (kind >= 0 && !received[((size_t)kind * S + a.stage) * M + a.mb]) {
+                link_queue *q = &links[src * D + r];
+                size_t *cur = &next[src * D + r];
+                bool found = false;
+                while (!found && *cur < q->n) {
+                    msg m = q->m[(*cur)++];
+                    received[((size_t)m.kind * S + m.stage) * M + m.mb] = 1;
+                    sl_action rv = {m.kind ? SL_ACTION_RECV_B : SL_ACTION_RECV_F, m.stage, m.mb,
+                                    src};
+                    if ((st = sl_schedule_append(s, r, &rv))) goto out;
+                    found = m.kind == kind && m.stage == a.stage && m.mb == a.mb;
+                }
+                if (!found) {
+                    char t[32];
+                    sl_action_format(&a, t, sizeof t);
+                    st = sl_fail(SL_EINVAL, "rank %d: %s needs %s from rank %d, which rank %d "
+                                 "never produces", r, t, kind ? "a gradient" : "an input", src,
+                                 src);
+                    goto out;
+                }
+            }
+            if ((st = sl_schedule_append(s, r, &a))) goto out;
+            sl_action snd = {SL_ACTION_OPT, a.stage, a.mb, -1};
+            if (a.type == SL_ACTION_F && a.stage + 1 < S && (a.stage + 1) % D != r)
+                snd.type = SL_ACTION_SEND_F, snd.peer = (a.stage + 1) % D;
+            else if ((a.type == SL_ACTION_B || a.type == SL_ACTION_I) && a.stage > 0 &&
+                     (a.stage - 1) % D != r)
+                snd.type = SL_ACTION_SEND_B, snd.peer = (a.stage - 1) % D;
+            if (snd.type != SL_ACTION_OPT && (st = sl_schedule_append(s, r, &snd))) goto out;
+        }
+        sl_action opt = {SL_ACTION_OPT, -1, -1, -1};
+        if ((st = sl_schedule_append(s, r, &opt))) goto out;
+    }
+out:
+    if (links)
+        for (int i = 0; i < D * D; i++) free(links[i].m);
+    if (compute)
+        for (int r = 0; r < D; r++) free(compute[r]);
+    free(links);
+    free(next);
+    free(received);
+    free(compute);
+    free(ncompute);
+    return st;
+}

@@ -1,0 +1,207 @@
+/* sluice schedules: for each rank, the ordered list of actions it runs in one training step.
+ *
+ * A schedule is plain data. Generators (gpipe, 1f1b, interleaved, zb-h1) produce the compute order
+ * of every rank; a communication pass inserts the SEND/RECV actions; the validator checks every
+ * dependency and simulates all ranks with the transport's blocking semantics; the timed simulator
+ * predicts makespan, bubble ratio and peak stashed activations. The executor runs these lists
+ * exactly, so what `sluice schedule` prints is what runs.
+ *
+ * Stages and ranks. With D ranks and v chunks per rank there are D·v model stages; stage s runs on
+ * rank s mod D (so rank r holds stages r, r+D, r+2D, ...). Without interleaving v = 1 and stage =
+ * rank. Text form of a compute action: `<stage><type><micro-batch>`, e.g. `5F2`, as PyTorch's
+ * pipelining writes it.
+ *
+ * Blocking semantics (what the validator proves the schedule completes under, and what the
+ * executor and transport must provide):
+ *   - every directed pair of ranks (src -> dst) is one link; messages on a link arrive in the order
+ *     they were sent, whatever their kind, stage or micro-batch;
+ *   - a SEND blocks only while the link toward its peer already holds `queue_depth` messages that
+ *     the peer has not received yet (queue_depth >= 1; SL_SCHEDULE_QUEUE_DEPTH by default);
+ *   - a RECV blocks until a message is available on the link from its peer, and that message must
+ *     be the one the RECV names (the communication pass orders sends and receives so that both ends
+ *     of every link agree; a RECV may come before the compute that needs it, in which case the
+ *     tensor is held until then);
+ *   - compute actions and OPT never block: their inputs are either local or were brought in by an
+ *     earlier RECV on the same rank.
+ */
+#ifndef SL_SCHEDULE_H
+#define SL_SCHEDULE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The queue depth the validator and simulator use when given 0. */
+#define SL_SCHEDULE_QUEUE_DEPTH 2
+
+enum sl_action_type {
+    SL_ACTION_F,      /* forward of (stage, mb); stashes its activations (or only its input) */
+    SL_ACTION_B,      /* full backward of (stage, mb): input gradient and weight gradient */
+    SL_ACTION_I,      /* zero-bubble: input gradient only (what is sent back upstream) */
+    SL_ACTION_W,      /* zero-bubble: weight gradient only; frees the stash */
+    SL_ACTION_R,      /* recompute the forward of (stage, mb) from its stashed input */
+    SL_ACTION_SEND_F, /* send stage's forward output of mb to the rank of stage+1 */
+    SL_ACTION_RECV_F, /* receive stage's input for mb from the rank of stage-1 */
+    SL_ACTION_SEND_B, /* send stage's input gradient of mb to the rank of stage-1 */
+    SL_ACTION_RECV_B, /* receive stage's output gradient of mb from the rank of stage+1 */
+    SL_ACTION_OPT,    /* optimizer step: exactly one, last on every rank */
+};
+
+/* One action. For compute actions (F, B, I, W, R) `stage` is the model stage 0..D·v-1 and `peer`
+ * is -1. For SEND_* and RECV_* `stage` is the stage that runs on THIS rank (the sender's stage for
+ * SEND_*, the receiver's stage for RECV_*) and `peer` is the other rank. There is no SEND/RECV
+ * between two stages on the same rank: the executor hands the tensor over locally. For OPT stage,
+ * mb and peer are -1. */
+typedef struct sl_action {
+    enum sl_action_type type;
+    int stage;
+    int mb;
+    int peer;
+} sl_action;
+
+/* What to generate. `name` is one of "gpipe", "1f1b", "interleaved", "zb-h1". `ranks` is D (the
+ * config's pipeline.stages), `chunks` is v (0 means 1; interleaved needs v >= 2, the others v = 1).
+ * With `recompute` only each stage's input is stashed, and R(stage, mb) runs before that stage's B
+ * (or I) of mb. */
+typedef struct sl_schedule_params {
+    const char *name;
+    int ranks;
+    int microbatches;
+    int chunks;
+    bool recompute;
+} sl_schedule_params;
+
+/* A schedule. Read it; build or change it only through the functions below. */
+typedef struct sl_schedule {
+    char name[16];
+    int ranks;           /* D */
+    int microbatches;    /* M */
+    int chunks;          /* v */
+    int stages;          /* D·v */
+    bool recompute;      /* R before each B (or I) */
+    bool split_backward; /* I and W instead of B (zb-h1) */
+    size_t *count;       /* [ranks]: number of actions of each rank */
+    size_t *cap;         /* [ranks]: allocated room */
+    sl_action **actions; /* [ranks][count[r]] */
+} sl_schedule;
+
+/* Generates the compute order of every rank, inserts R (with recompute), runs the communication
+ * pass and appends OPT. Returns SL_OK, SL_EINVAL with a one-line message saying what is allowed
+ * (unknown name, D < 1, M < 1, chunks the schedule does not support, M/D it cannot run) or
+ * SL_ENOMEM. The result is freed with sl_schedule_free. */
+int sl_schedule_generate(const sl_schedule_params *params, sl_schedule **out);
+
+/* An empty schedule (no actions) with the given shape, for building one by hand. The name must be
+ * one of the generators' names or anything else up to 15 characters; `split_backward` says whether
+ * the schedule uses I/W instead of B. */
+int sl_schedule_create(const sl_schedule_params *params, bool split_backward, sl_schedule **out);
+
+/* Replaces rank's list with a copy of `actions[0..count)`. */
+int sl_schedule_set_actions(sl_schedule *s, int rank, const sl_action *actions, size_t count);
+
+/* Appends one action to rank's list. */
+int sl_schedule_append(sl_schedule *s, int rank, const sl_action *action);
+
+/* Parses whitespace-separated actions in text form (see sl_action_format) and replaces rank's list
+ * with them. Returns SL_EFORMAT naming the bad token. */
+int sl_schedule_parse_rank(sl_schedule *s, int rank, const char *text);
+
+/* The communication pass: removes every SEND/RECV/OPT from the lists, then puts a SEND right after
+ * each compute action whose result goes to another rank, and the matching RECVs before each
+ * compute action that needs one, in the order the sender sends on that link (so both ends agree),
+ * and appends OPT to every rank. sl_schedule_generate runs it; hand-built compute orders may too. */
+int sl_schedule_insert_comms(sl_schedule *s);
+
+void sl_schedule_free(sl_schedule *s);
+
+/* Rank s's list: returns the actions and stores their number in *count. NULL for a bad rank. */
+const sl_action *sl_schedule_actions(const sl_schedule *s, int rank, size_t *count);
+
+/* The rank that runs model stage `stage`: stage mod D. */
+int sl_schedule_rank_of_stage(const sl_schedule *s, int stage);
+
+/* Checks every dependency and simulates all ranks with links of `queue_depth` messages (0 for
+ * SL_SCHEDULE_QUEUE_DEPTH):
+ *   - each compute action exactly once per (stage, mb) on the rank of its stage: F, then B, or I
+ *     then W (zb-h1), and R between F and B/I exactly when the schedule recomputes; every stage of
+ *     the model (hence every layer) is covered for every micro-batch;
+ *   - a stage's F after the previous stage's F of that micro-batch, its B (or I) after the next
+ *     stage's B (or I): on the same rank by list order, across ranks through a RECV on this rank
+ *     that comes before it and a SEND on the other rank that comes after the producer;
+ *   - one SEND and one RECV for every transfer between ranks, with the right peers; none between
+ *     stages on the same rank; exactly one OPT, last on every rank;
+ *   - the simulation completes: every RECV gets the message it names.
+ * Returns SL_OK, SL_EINVAL (a broken dependency; the message names the rank, the position, the
+ * action and what it needed) or SL_EDEADLOCK (the message names each blocked rank, the action it
+ * is blocked on and what it waits for). */
+int sl_schedule_validate(const sl_schedule *s, int queue_depth);
+
+/* Costs of one action of one stage for one micro-batch. Defaults: F = 1, B = 2 and, when the
+ * backward is split, W = B/2 and I = B - W. R costs as F. SEND/RECV take no rank time; a message
+ * arrives `latency` after it is sent. Per-stage arrays (length stages, or NULL) override the
+ * scalars. */
+typedef struct sl_schedule_costs {
+    double f, b, w;       /* 0 means the default; w is the weight-gradient part of b */
+    const double *stage_f; /* [stages] or NULL */
+    const double *stage_b;
+    const double *stage_w;
+    double latency;       /* per transfer, >= 0 */
+    int queue_depth;      /* link depth for the simulation, 0 for SL_SCHEDULE_QUEUE_DEPTH */
+} sl_schedule_costs;
+
+/* What the timed simulator predicts. Arrays are per rank; start/end are per action, parallel to
+ * the rank's list. */
+typedef struct sl_schedule_sim {
+    int ranks;
+    double makespan;         /* the end of the last action on any rank */
+    double bubble_ratio;     /* sum of idle / (ranks × makespan) */
+    double *busy;            /* [ranks]: compute time */
+    double *idle;            /* [ranks]: makespan - busy */
+    int *peak_activations;   /* [ranks]: most micro-batch stashes held at once: F to B, or F to I
+                                when the backward is split; with recompute each stash is only the
+                                stage input (and R's activations live from R to B, or to W) */
+    int *peak_pending_w;     /* [ranks]: split backward only: most micro-batches between I and W,
+                                each holding what W needs (layer inputs, output gradients) */
+    double **start, **end;   /* [ranks][count[r]] */
+} sl_schedule_sim;
+
+/* Simulates the schedule in time. `costs` may be NULL for the defaults. Fails like
+ * sl_schedule_validate if the schedule cannot complete; the result is freed with
+ * sl_schedule_sim_free. */
+int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs,
+                         sl_schedule_sim *out);
+void sl_schedule_sim_free(sl_schedule_sim *sim);
+
+/* Text form: compute actions "5F2" (stage, type letter F/B/I/W/R, mb); communication
+ * "SEND_F 5F2->r1", "RECV_F 5F2<-r0", "SEND_B 5B2->r0", "RECV_B 5B2<-r2" (the stage on this
+ * rank, the peer rank); "OPT". Writes at most cap bytes including the NUL and returns the length
+ * it wanted, like snprintf. */
+int sl_action_format(const sl_action *a, char *buf, size_t cap);
+
+/* Parses one action in text form from `text`; stores in *used how many characters it took
+ * (leading spaces included). Returns SL_EFORMAT with a message naming what was wrong. */
+int sl_action_parse(const char *text, sl_action *out, size_t *used);
+
+/* Short names: "F", "SEND_F", ... */
+const char *sl_action_type_name(enum sl_action_type type);
+
+/* Output for people and tools. `sim` must come from sl_schedule_simulate on `s`. */
+/* A table, one row per rank and one column per time unit (costs are rounded to whole units for
+ * the table), idle units shown as '.', then makespan, bubble ratio and peak stash per rank. */
+int sl_schedule_write_text(FILE *f, const sl_schedule *s, const sl_schedule_sim *sim);
+/* One JSON object: schedule, stages (= ranks, as the config counts them), microbatches, chunks,
+ * recompute, ranks (per rank the compute actions in order, as strings), makespan, bubble_ratio,
+ * idle (per rank), peak_activations (per rank). */
+int sl_schedule_write_json(FILE *f, const sl_schedule *s, const sl_schedule_sim *sim);
+/* An SVG timeline: one row per rank, a colour per micro-batch, F light, B/I darker, W darkest,
+ * R outlined dashed. */
+int sl_schedule_write_svg(FILE *f, const sl_schedule *s, const sl_schedule_sim *sim);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

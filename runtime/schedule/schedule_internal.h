@@ -1,0 +1,20 @@
+/* Internals shared by the schedule module's sources. Not part of the interface. */
+#ifndef SL_SCHEDULE_INTERNAL_H
+#define SL_SCHEDULE_INTERNAL_H
+
+#include "runtime/schedule/schedule.h"
+
+/* Bounds that keep every index and product well inside int and size_t. */
+#define SL_SCHEDULE_MAX_RANKS        1024
+#define SL_SCHEDULE_MAX_MICROBATCHES 65536
+#define SL_SCHEDULE_MAX_CHUNKS       64
+
+bool __sl_is_compute(enum sl_action_type t);
+
+/* Runs every rank's list with links of `depth` messages, in causal order. With `costs` non-NULL
+ * it also times every action into `sim` (allocated by the caller's helper). Fails with
+ * SL_EINVAL on a mismatched receive and SL_EDEADLOCK when no rank can move. */
+int __sl_schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *costs,
+                      sl_schedule_sim *sim);
+
+#endif

@@ -1,0 +1,478 @@
+/* The validator (dependencies, then a run of all ranks with bounded links) and the timed
+ * simulator, which is the same run with a clock per rank. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/core/core.h"
+#include "runtime/schedule/schedule_internal.h"
+
+#define NTYPES 9 /* every action type but OPT has a position table */
+
+static const char *fmt(const sl_action *a, char *buf, size_t cap)
+{
+    sl_action_format(a, buf, cap);
+    return buf;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dependencies */
+
+typedef struct checker {
+    const sl_schedule *s;
+    long *pos; /* [type][stage][mb]: index in its rank's list, -1 when absent */
+} checker;
+
+static long *at(checker *c, enum sl_action_type t, int stage, int mb)
+{
+    return &c->pos[((size_t)t * (size_t)c->s->stages + (size_t)stage) * (size_t)c->s->microbatches +
+                   (size_t)mb];
+}
+
+static long get(checker *c, enum sl_action_type t, int stage, int mb)
+{
+    return *at(c, t, stage, mb);
+}
+
+/* `first` (at index i) must come before `then` (at index j) on rank r. */
+static int before(const sl_schedule *s, int r, long i, sl_action first, long j, sl_action then,
+                  const char *why)
+{
+    if (i < j) return SL_OK;
+    char a[40], b[40];
+    return sl_fail(SL_EINVAL, "rank %d: %s (action %ld) runs before %s (action %ld), which %s", r,
+                   fmt(&then, b, sizeof b), j, fmt(&first, a, sizeof a), i, why);
+}
+
+static int check_entries(checker *c)
+{
+    const sl_schedule *s = c->s;
+    const int D = s->ranks, S = s->stages, M = s->microbatches;
+    char t[40];
+    for (int r = 0; r < D; r++) {
+        size_t nopt = 0;
+        for (size_t i = 0; i < s->count[r]; i++) {
+            sl_action a = s->actions[r][i];
+            if (a.type == SL_ACTION_OPT) {
+                if (++nopt > 1 || i + 1 != s->count[r])
+                    return sl_fail(SL_EINVAL, "rank %d: OPT at action %zu must be the last action "
+                                   "and appear once", r, i);
+                continue;
+            }
+            if ((unsigned)a.type >= NTYPES)
+                return sl_fail(SL_EINVAL, "rank %d: action %zu has an unknown type %d", r, i,
+                               (int)a.type);
+            if (a.stage < 0 || a.stage >= S || a.mb < 0 || a.mb >= M)
+                return sl_fail(SL_EINVAL, "rank %d: action %zu (%s) is outside the schedule's %d "
+                               "stages and %d micro-batches", r, i, fmt(&a, t, sizeof t), S, M);
+            if (a.stage % D != r)
+                return sl_fail(SL_EINVAL, "rank %d: action %zu (%s) belongs to rank %d (stage s "
+                               "runs on rank s mod %d)", r, i, fmt(&a, t, sizeof t), a.stage % D,
+                               D);
+            switch (a.type) {
+            case SL_ACTION_B:
+                if (s->split_backward)
+                    return sl_fail(SL_EINVAL, "rank %d: action %zu (%s): %s splits the backward "
+                                   "into I and W, so it has no B", r, i, fmt(&a, t, sizeof t),
+                                   s->name);
+                break;
+            case SL_ACTION_I:
+            case SL_ACTION_W:
+                if (!s->split_backward)
+                    return sl_fail(SL_EINVAL, "rank %d: action %zu (%s): %s does not split the "
+                                   "backward, so it has no I or W", r, i, fmt(&a, t, sizeof t),
+                                   s->name);
+                break;
+            case SL_ACTION_R:
+                if (!s->recompute)
+                    return sl_fail(SL_EINVAL, "rank %d: action %zu (%s): this schedule does not "
+                                   "recompute", r, i, fmt(&a, t, sizeof t));
+                break;
+            default: break;
+            }
+            int want_peer = -1;
+            if (a.type == SL_ACTION_SEND_F || a.type == SL_ACTION_RECV_B)
+                want_peer = a.stage + 1 < S ? (a.stage + 1) % D : -2;
+            if (a.type == SL_ACTION_RECV_F || a.type == SL_ACTION_SEND_B)
+                want_peer = a.stage > 0 ? (a.stage - 1) % D : -2;
+            if (want_peer == -2 || want_peer == r)
+                return sl_fail(SL_EINVAL, "rank %d: action %zu (%s) transfers to or from a stage "
+                               "that %s", r, i, fmt(&a, t, sizeof t),
+                               want_peer == r ? "is on the same rank (handed over locally, with "
+                                                "no SEND/RECV)"
+                                              : "does not exist");
+            if (want_peer >= 0 && a.peer != want_peer)
+                return sl_fail(SL_EINVAL, "rank %d: action %zu (%s) names peer %d but the other "
+                               "stage runs on rank %d", r, i, fmt(&a, t, sizeof t), a.peer,
+                               want_peer);
+            long *p = at(c, a.type, a.stage, a.mb);
+            if (*p >= 0)
+                return sl_fail(SL_EINVAL, "rank %d: %s appears twice (actions %ld and %zu); each "
+                               "action runs exactly once", r, fmt(&a, t, sizeof t), *p, i);
+            *p = (long)i;
+        }
+        if (nopt != 1)
+            return sl_fail(SL_EINVAL, "rank %d has no OPT: every rank ends with one optimizer step",
+                           r);
+    }
+    return SL_OK;
+}
+
+static int missing(const sl_schedule *s, enum sl_action_type t, int stage, int mb, int peer,
+                   const char *why)
+{
+    sl_action a = {t, stage, mb, peer};
+    char b[40];
+    return sl_fail(SL_EINVAL, "rank %d is missing %s: %s", stage % s->ranks, fmt(&a, b, sizeof b),
+                   why);
+}
+
+static int check_order(checker *c)
+{
+    const sl_schedule *s = c->s;
+    const int D = s->ranks, S = s->stages, M = s->microbatches;
+    const enum sl_action_type BWD = s->split_backward ? SL_ACTION_I : SL_ACTION_B;
+    for (int st = 0; st < S; st++) {
+        const int r = st % D;
+        for (int m = 0; m < M; m++) {
+            sl_action F = {SL_ACTION_F, st, m, -1}, Bk = {BWD, st, m, -1};
+            sl_action R = {SL_ACTION_R, st, m, -1}, W = {SL_ACTION_W, st, m, -1};
+            long f = get(c, SL_ACTION_F, st, m), b = get(c, BWD, st, m);
+            if (f < 0)
+                return missing(s, SL_ACTION_F, st, m, -1, "every stage (so every layer) runs "
+                               "forward for every micro-batch");
+            if (b < 0)
+                return missing(s, BWD, st, m, -1, "every stage (so every layer) runs backward "
+                               "for every micro-batch");
+            SL_TRY(before(s, r, f, F, b, Bk, "stashes the activations it needs"));
+            if (s->split_backward) {
+                long w = get(c, SL_ACTION_W, st, m);
+                if (w < 0) return missing(s, SL_ACTION_W, st, m, -1, "every I has its W");
+                SL_TRY(before(s, r, b, Bk, w, W, "computes the gradient it needs"));
+            }
+            if (s->recompute) {
+                long rr = get(c, SL_ACTION_R, st, m);
+                if (rr < 0)
+                    return missing(s, SL_ACTION_R, st, m, -1, "with recompute every backward "
+                                   "rebuilds its activations first");
+                SL_TRY(before(s, r, f, F, rr, R, "stashes the input it recomputes from"));
+                SL_TRY(before(s, r, rr, R, b, Bk, "rebuilds the activations it needs"));
+            }
+            /* The input of this forward. */
+            if (st > 0) {
+                const int pr = (st - 1) % D;
+                sl_action Fp = {SL_ACTION_F, st - 1, m, -1};
+                if (pr == r) {
+                    SL_TRY(before(s, r, get(c, SL_ACTION_F, st - 1, m), Fp, f, F,
+                                  "produces its input"));
+                } else {
+                    sl_action rv = {SL_ACTION_RECV_F, st, m, pr}, sd = {SL_ACTION_SEND_F, st - 1, m, r};
+                    long i = get(c, SL_ACTION_RECV_F, st, m), j = get(c, SL_ACTION_SEND_F, st - 1, m);
+                    if (i < 0) return missing(s, rv.type, st, m, pr, "it brings the forward's input");
+                    if (j < 0)
+                        return missing(s, sd.type, st - 1, m, r, "the next stage needs this output");
+                    SL_TRY(before(s, r, i, rv, f, F, "brings its input"));
+                    SL_TRY(before(s, pr, get(c, SL_ACTION_F, st - 1, m), Fp, j, sd,
+                                  "computes what it sends"));
+                }
+            }
+            /* The output gradient of this backward. */
+            if (st + 1 < S) {
+                const int nr = (st + 1) % D;
+                sl_action Bn = {BWD, st + 1, m, -1};
+                if (nr == r) {
+                    SL_TRY(before(s, r, get(c, BWD, st + 1, m), Bn, b, Bk,
+                                  "produces its output gradient"));
+                } else {
+                    sl_action rv = {SL_ACTION_RECV_B, st, m, nr}, sd = {SL_ACTION_SEND_B, st + 1, m, r};
+                    long i = get(c, SL_ACTION_RECV_B, st, m), j = get(c, SL_ACTION_SEND_B, st + 1, m);
+                    if (i < 0)
+                        return missing(s, rv.type, st, m, nr, "it brings the output gradient");
+                    if (j < 0)
+                        return missing(s, sd.type, st + 1, m, r, "the previous stage needs this "
+                                       "gradient");
+                    SL_TRY(before(s, r, i, rv, b, Bk, "brings its output gradient"));
+                    SL_TRY(before(s, nr, get(c, BWD, st + 1, m), Bn, j, sd,
+                                  "computes what it sends"));
+                }
+            }
+        }
+    }
+    return SL_OK;
+}
+
+int sl_schedule_validate(const sl_schedule *s, int queue_depth)
+{
+    if (!s) return sl_fail(SL_EINVAL, "sl_schedule_validate: null schedule");
+    if (queue_depth < 0)
+        return sl_fail(SL_EINVAL, "queue depth must be >= 1, or 0 for the default (got %d)",
+                       queue_depth);
+    checker c = {.s = s};
+    size_t n = (size_t)NTYPES * (size_t)s->stages * (size_t)s->microbatches;
+    if (!(c.pos = malloc(sizeof *c.pos * n))) return sl_fail(SL_ENOMEM, "out of memory validating");
+    for (size_t i = 0; i < n; i++) c.pos[i] = -1;
+    int st = check_entries(&c);
+    if (!st) st = check_order(&c);
+    free(c.pos);
+    SL_TRY(st);
+    return __sl_schedule_run(s, queue_depth ? queue_depth : SL_SCHEDULE_QUEUE_DEPTH, NULL, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Running all ranks */
+
+typedef struct wire {
+    int kind, stage, mb; /* named by the receiver, as in the communication pass */
+} wire;
+
+typedef struct link {
+    wire *m;
+    double *sent_at, *recv_at;
+    size_t cap, sent, recvd;
+} link;
+
+static double cost_of(const sl_schedule *s, const sl_schedule_costs *c, const sl_action *a)
+{
+    double f = c->stage_f ? c->stage_f[a->stage] : c->f;
+    double b = c->stage_b ? c->stage_b[a->stage] : c->b;
+    double w = c->stage_w ? c->stage_w[a->stage] : c->w;
+    switch (a->type) {
+    case SL_ACTION_F:
+    case SL_ACTION_R: return f;
+    case SL_ACTION_B: return b;
+    case SL_ACTION_I: return b - w;
+    case SL_ACTION_W: return w;
+    default: return 0;
+    }
+}
+
+/* What the sender's action looked like, for messages. */
+static const char *wire_text(const wire *w, char *buf, size_t cap)
+{
+    sl_action a = {w->kind ? SL_ACTION_B : SL_ACTION_F, w->kind ? w->stage + 1 : w->stage - 1,
+                   w->mb, -1};
+    return fmt(&a, buf, cap);
+}
+
+int __sl_schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *costs,
+                      sl_schedule_sim *sim)
+{
+    const int D = s->ranks;
+    int st = SL_OK;
+    link *links = sl_alloc(sizeof *links * (size_t)D * (size_t)D); /* [src * D + dst] */
+    size_t *pc = sl_alloc(sizeof *pc * (size_t)D);
+    double *clock = sl_alloc(sizeof *clock * (size_t)D);
+    if (!links || !pc || !clock) {
+        st = SL_ENOMEM;
+        goto out;
+    }
+    for (int r = 0; r < D; r++)
+        for (size_t i = 0; i < s->count[r]; i++) {
+            const sl_action *a = &s->actions[r][i];
+            if ((a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_SEND_B) && a->peer >= 0 &&
+                a->peer < D)
+                links[r * D + a->peer].cap++;
+        }
+    for (int l = 0; l < D * D; l++) {
+        size_t n = links[l].cap ? links[l].cap : 1;
+        links[l].m = malloc(sizeof(wire) * n);
+        links[l].sent_at = malloc(sizeof(double) * n);
+        links[l].recv_at = malloc(sizeof(double) * n);
+        if (!links[l].m || !links[l].sent_at || !links[l].recv_at) {
+            st = sl_fail(SL_ENOMEM, "out of memory simulating the schedule");
+            goto out;
+        }
+    }
+    const double latency = costs ? costs->latency : 0;
+    char t1[40], t2[40];
+    bool progress = true;
+    while (progress) {
+        progress = false;
+        for (int r = 0; r < D; r++) {
+            while (pc[r] < s->count[r]) {
+                const sl_action *a = &s->actions[r][pc[r]];
+                double start = clock[r], end;
+                if (a->peer < -1 || a->peer >= D) {
+                    st = sl_fail(SL_EINVAL, "rank %d: action %zu (%s) names rank %d, outside "
+                                 "0..%d", r, pc[r], fmt(a, t1, sizeof t1), a->peer, D - 1);
+                    goto out;
+                }
+                if (a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_SEND_B) {
+                    link *L = &links[r * D + a->peer];
+                    if (L->sent - L->recvd >= (size_t)depth) break;
+                    if (L->sent >= (size_t)depth) start = SL_MAX(start, L->recv_at[L->sent - depth]);
+                    bool fw = a->type == SL_ACTION_SEND_F;
+                    L->m[L->sent] = (wire){fw ? 0 : 1, fw ? a->stage + 1 : a->stage - 1, a->mb};
+                    L->sent_at[L->sent++] = start;
+                    end = start;
+                } else if (a->type == SL_ACTION_RECV_F || a->type == SL_ACTION_RECV_B) {
+                    link *L = &links[a->peer * D + r];
+                    if (L->recvd == L->sent) break;
+                    wire want = {a->type == SL_ACTION_RECV_F ? 0 : 1, a->stage, a->mb};
+                    const wire *got = &L->m[L->recvd];
+                    if (got->kind != want.kind || got->stage != want.stage || got->mb != want.mb) {
+                        st = sl_fail(SL_EINVAL, "rank %d: action %zu (%s) expects %s from rank "
+                                     "%d, but the next message on link r%d->r%d is %s: the two "
+                                     "ends send and receive in different orders", r, pc[r],
+                                     fmt(a, t1, sizeof t1), wire_text(&want, t2, sizeof t2),
+                                     a->peer, a->peer, r, wire_text(got, t1, sizeof t1));
+                        goto out;
+                    }
+                    start = SL_MAX(start, L->sent_at[L->recvd] + latency);
+                    L->recv_at[L->recvd++] = start;
+                    end = start;
+                } else {
+                    end = start + (costs ? cost_of(s, costs, a) : 0);
+                }
+                if (sim) {
+                    sim->start[r][pc[r]] = start;
+                    sim->end[r][pc[r]] = end;
+                }
+                clock[r] = end;
+                pc[r]++;
+                progress = true;
+            }
+        }
+    }
+    /* Anything left is blocked for good: say who waits for what. */
+    char why[2048];
+    size_t len = 0;
+    for (int r = 0; r < D && len < sizeof why - 1; r++) {
+        if (pc[r] == s->count[r]) continue;
+        const sl_action *a = &s->actions[r][pc[r]];
+        int n;
+        if (a->type == SL_ACTION_RECV_F || a->type == SL_ACTION_RECV_B) {
+            wire want = {a->type == SL_ACTION_RECV_F ? 0 : 1, a->stage, a->mb};
+            n = snprintf(why + len, sizeof why - len, "%srank %d is blocked on action %zu (%s), "
+                         "waiting for rank %d to send %s", len ? "; " : "", r, pc[r],
+                         fmt(a, t1, sizeof t1), a->peer, wire_text(&want, t2, sizeof t2));
+        } else {
+            n = snprintf(why + len, sizeof why - len, "%srank %d is blocked on action %zu (%s), "
+                         "waiting for rank %d to receive (the link holds %d messages)",
+                         len ? "; " : "", r, pc[r], fmt(a, t1, sizeof t1), a->peer, depth);
+        }
+        len = n > 0 ? SL_MIN(len + (size_t)n, sizeof why - 1) : len;
+    }
+    if (len) {
+        st = sl_fail(SL_EDEADLOCK, "the schedule cannot complete with queue depth %d: %s", depth,
+                     why);
+        goto out;
+    }
+    for (int l = 0; l < D * D; l++)
+        if (links[l].recvd != links[l].sent) {
+            wire *w = &links[l].m[links[l].recvd];
+            st = sl_fail(SL_EINVAL, "rank %d sends %s to rank %d, which never receives it",
+                         l / D, wire_text(w, t1, sizeof t1), l % D);
+            goto out;
+        }
+out:
+    if (links)
+        for (int l = 0; l < D * D; l++) {
+            free(links[l].m);
+            free(links[l].sent_at);
+            free(links[l].recv_at);
+        }
+    free(links);
+    free(pc);
+    free(clock);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Timed simulation */
+
+void sl_schedule_sim_free(sl_schedule_sim *sim)
+{
+    if (!sim) return;
+    if (sim->start)
+        for (int r = 0; r < sim->ranks; r++) free(sim->start[r]);
+    if (sim->end)
+        for (int r = 0; r < sim->ranks; r++) free(sim->end[r]);
+    free(sim->start);
+    free(sim->end);
+    free(sim->busy);
+    free(sim->idle);
+    free(sim->peak_activations);
+    free(sim->peak_pending_w);
+    memset(sim, 0, sizeof *sim);
+}
+
+static int check_cost(const char *what, double v, int stage)
+{
+    if (v > 0 && v < 1e12) return SL_OK;
+    if (stage >= 0)
+        return sl_fail(SL_EINVAL, "cost %s of stage %d must be a positive number (got %g)", what,
+                       stage, v);
+    return sl_fail(SL_EINVAL, "cost %s must be a positive number (got %g)", what, v);
+}
+
+int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs,
+                         sl_schedule_sim *out)
+{
+    if (!s || !out) return sl_fail(SL_EINVAL, "sl_schedule_simulate: null argument");
+    memset(out, 0, sizeof *out);
+    sl_schedule_costs c = costs ? *costs : (sl_schedule_costs){0};
+    if (!c.f) c.f = 1;
+    if (!c.b) c.b = 2;
+    if (!c.w) c.w = c.b / 2;
+    SL_TRY(check_cost("F", c.f, -1));
+    SL_TRY(check_cost("B", c.b, -1));
+    if (c.latency < 0 || c.latency > 1e12)
+        return sl_fail(SL_EINVAL, "link latency must be >= 0 (got %g)", c.latency);
+    for (int st = 0; st < s->stages; st++) {
+        if (c.stage_f) SL_TRY(check_cost("F", c.stage_f[st], st));
+        if (c.stage_b) SL_TRY(check_cost("B", c.stage_b[st], st));
+        if (s->split_backward) {
+            double b = c.stage_b ? c.stage_b[st] : c.b, w = c.stage_w ? c.stage_w[st] : c.w;
+            if (!(w > 0 && w < b))
+                return sl_fail(SL_EINVAL, "with a split backward the weight-gradient cost W must "
+                               "be above 0 and below B, since I = B - W (got B=%g, W=%g%s)", b, w,
+                               c.stage_w ? " for a stage" : "");
+        }
+    }
+    int depth = c.queue_depth ? c.queue_depth : SL_SCHEDULE_QUEUE_DEPTH;
+    SL_TRY(sl_schedule_validate(s, depth));
+
+    const int D = s->ranks;
+    out->ranks = D;
+    out->busy = sl_alloc(sizeof(double) * (size_t)D);
+    out->idle = sl_alloc(sizeof(double) * (size_t)D);
+    out->peak_activations = sl_alloc(sizeof(int) * (size_t)D);
+    out->peak_pending_w = sl_alloc(sizeof(int) * (size_t)D);
+    out->start = sl_alloc(sizeof(double *) * (size_t)D);
+    out->end = sl_alloc(sizeof(double *) * (size_t)D);
+    int st = (!out->busy || !out->idle || !out->peak_activations || !out->peak_pending_w || !out->start || !out->end)
+                 ? SL_ENOMEM : SL_OK;
+    for (int r = 0; r < D && !st; r++) {
+        size_t n = s->count[r] ? s->count[r] : 1;
+        out->start[r] = sl_alloc(sizeof(double) * n);
+        out->end[r] = sl_alloc(sizeof(double) * n);
+        if (!out->start[r] || !out->end[r]) st = SL_ENOMEM;
+    }
+    if (!st) st = __sl_schedule_run(s, depth, &c, out);
+    if (st) {
+        sl_schedule_sim_free(out);
+        return st;
+    }
+    const enum sl_action_type frees = s->split_backward ? SL_ACTION_I : SL_ACTION_B;
+    for (int r = 0; r < D; r++) {
+        int held = 0, pending = 0;
+        for (size_t i = 0; i < s->count[r]; i++) {
+            const sl_action *a = &s->actions[r][i];
+            if (__sl_is_compute(a->type)) out->busy[r] += out->end[r][i] - out->start[r][i];
+            if (a->type == SL_ACTION_F) held++;
+            if (a->type == frees) held--;
+            if (a->type == SL_ACTION_I) pending++;
+            if (a->type == SL_ACTION_W) pending--;
+            out->peak_activations[r] = SL_MAX(out->peak_activations[r], held);
+            out->peak_pending_w[r] = SL_MAX(out->peak_pending_w[r], pending);
+            out->makespan = SL_MAX(out->makespan, out->end[r][i]);
+        }
+    }
+    double idle = 0;
+    for (int r = 0; r < D; r++) {
+        out->idle[r] = out->makespan - out->busy[r];
+        idle += out->idle[r];
+    }
+    out->bubble_ratio = out->makespan > 0 ? idle / (D * out->makespan) : 0;
+    return SL_OK;
+}
