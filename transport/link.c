@@ -505,7 +505,7 @@ static int check_bind_endpoint(const char *ep)
         struct sockaddr_un sa;
         if (strlen(path) >= sizeof sa.sun_path)
             return sl_fail(SL_EIO,
-                           "cannot bind '%s': the ipc path is %zu bytes, the limit is %zu; use a "
+                           "cannot bind '%s': the ipc path is too long (%zu bytes, the limit is %zu); use a "
                            "shorter directory",
                            ep, strlen(path), sizeof sa.sun_path - 1);
         if (!*path) return sl_fail(SL_EINVAL, "cannot bind '%s': empty ipc path", ep);
