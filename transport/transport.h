@@ -1,0 +1,201 @@
+/* sluice transport: links between neighbouring pipeline ranks over libzmq.
+ *
+ * The ranks of a run form a ring: rank r binds one endpoint (where its previous neighbour
+ * (r-1+D)%D connects) and connects to the endpoint of its next neighbour (r+1)%D. Every link
+ * carries messages both ways, so a rank has two links, named by direction rather than by peer
+ * rank: SL_LINK_NEXT (toward (r+1)%D: activations go forward on it, gradients come back on it)
+ * and SL_LINK_PREV (toward (r-1+D)%D). With two ranks both links lead to the same peer, one in
+ * each direction; with one rank there are no links.
+ *
+ * Each message is two frames: a fixed 144-byte little-endian header (see sl_wire_header) and the
+ * payload. The header carries a CRC32C of itself and the payload. Every received header is checked
+ * before anything is copied: structure, run id, ranks, per-link sequence number, size limit, and
+ * the tensor the caller expected. A refusal is a status code with a message naming the peer and
+ * what was wrong; after any failure the transport is broken (every later call fails with the same
+ * message) because a pipeline cannot continue past a lost or foreign message.
+ *
+ * Liveness: ZMTP heartbeats plus a socket monitor. A peer that disconnects or stops answering
+ * heartbeats, a second peer that connects to a bound endpoint, or a failed handshake (including a
+ * CURVE key that is not admitted) is reported by the next send, recv or check as SL_EPEER or
+ * SL_EPROTOCOL naming the rank. inproc:// links (tests) have no heartbeats.
+ *
+ * A transport is used by one thread at a time. */
+#ifndef SL_TRANSPORT_H
+#define SL_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------------------------------
+ * The wire format */
+
+#define SL_WIRE_MAGIC       0x45434c53u /* "SLCE" as little-endian bytes */
+#define SL_WIRE_VERSION     1
+#define SL_WIRE_HEADER_SIZE 144
+#define SL_WIRE_MAX_NDIM    8
+
+enum sl_msg_type {
+    SL_MSG_HELLO = 1,      /* sent by the transport on connect; aux = config hash */
+    SL_MSG_ACTIVATION = 2, /* a stage's output, forward */
+    SL_MSG_GRADIENT = 3,   /* the gradient of a stage's input, backward */
+    SL_MSG_LOSS = 4,       /* losses gathered toward rank 0 */
+    SL_MSG_METRIC = 5,     /* other figures gathered toward rank 0 */
+    SL_MSG_DONE = 6,       /* a rank finished its actions */
+    SL_MSG_ABORT = 7,      /* a rank failed; the payload is its reason (U8 text) */
+    SL_MSG_TYPE_COUNT
+};
+
+enum sl_dtype {
+    SL_DTYPE_F32 = 1,
+    SL_DTYPE_F16 = 2,
+    SL_DTYPE_BF16 = 3,
+    SL_DTYPE_F64 = 4,
+    SL_DTYPE_I32 = 5,
+    SL_DTYPE_I64 = 6,
+    SL_DTYPE_U8 = 7,
+    SL_DTYPE_COUNT
+};
+
+/* The decoded header. Field order is the wire order; offsets are in wire.c. */
+typedef struct sl_wire_header {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t type;        /* enum sl_msg_type */
+    uint64_t run_id;      /* refuses leftovers of an earlier run */
+    uint32_t src, dst;    /* ranks */
+    uint64_t step;
+    uint32_t stage;       /* the chunk (virtual stage) */
+    uint32_t mb;          /* micro-batch */
+    uint64_t seq;         /* per link and direction: HELLO is 0, then 1, 2, ... */
+    uint16_t dtype;       /* enum sl_dtype */
+    uint16_t ndim;        /* 0 (a scalar) .. SL_WIRE_MAX_NDIM */
+    int64_t shape[SL_WIRE_MAX_NDIM]; /* unused entries are 0 */
+    uint64_t payload_len; /* bytes = product(shape) * dtype size */
+    uint64_t aux;         /* HELLO: config hash; otherwise 0 */
+    uint32_t crc;         /* CRC32C of the header (this field as 0) followed by the payload */
+} sl_wire_header;
+
+/* Bytes per element of a dtype; 0 for an unknown one. */
+size_t sl_dtype_size(int dtype);
+const char *sl_dtype_name(int dtype);
+const char *sl_msg_type_name(int type);
+
+/* Writes h as SL_WIRE_HEADER_SIZE bytes (the crc field as given). */
+void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE]);
+
+/* Decodes and checks the structure of a header of `len` bytes before anything trusts it: size,
+ * magic, version, type, dtype, ndim, every dimension > 0, no overflow of the element count or the
+ * byte count, and payload_len equal to the shape's bytes. Returns SL_OK or SL_EFORMAT /
+ * SL_EPROTOCOL with a message saying which field was wrong. Never reads past buf[len-1]. */
+int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h);
+
+/* CRC32C (Castagnoli), as in iSCSI/ext4: sl_crc32c(0, "123456789", 9) == 0xe3069283. Chain
+ * calls by passing the previous result. Uses SSE4.2 (three interleaved streams) when the
+ * processor has it, a table otherwise. */
+uint32_t sl_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* ------------------------------------------------------------------------------------------------
+ * Links */
+
+enum sl_link_dir {
+    SL_LINK_NEXT = 0, /* toward rank (r+1)%D: we connected to its bound endpoint */
+    SL_LINK_PREV = 1, /* toward rank (r-1+D)%D: it connected to our bound endpoint */
+};
+
+/* What a message carries, as the sender states it and as the receiver expects it. */
+typedef struct sl_tensor_meta {
+    int type;       /* enum sl_msg_type, not HELLO */
+    uint64_t step;
+    uint32_t stage; /* chunk */
+    uint32_t mb;
+    int dtype;      /* enum sl_dtype */
+    uint32_t ndim;
+    int64_t shape[SL_WIRE_MAX_NDIM];
+} sl_tensor_meta;
+
+/* CURVE keys, all as 40-character Z85 text (see `sluice keys`). */
+typedef struct sl_transport_curve {
+    const char *public_key;           /* this rank's key pair */
+    const char *secret_key;
+    const char *next_public_key;      /* the next rank's public key (it is the server there) */
+    const char *const *allowed_keys;  /* public keys admitted on our bound endpoint */
+    size_t allowed_count;
+} sl_transport_curve;
+
+typedef struct sl_transport_options {
+    uint64_t run_id;            /* any value unique to this run (e.g. random at launch) */
+    uint64_t config_hash;       /* both ends of a link must agree */
+    int rank, world;            /* 0 <= rank < world */
+    const char *bind_endpoint;  /* ours: "ipc:///tmp/sluice-XXXX/r0", "tcp://10.0.0.1:5555" */
+    const char *next_endpoint;  /* the bind endpoint of rank (rank+1)%world */
+    int heartbeat_ivl_ms;       /* default 500 */
+    int heartbeat_timeout_ms;   /* a silent peer is declared dead after this; default 3000 */
+    int connect_timeout_ms;     /* sl_transport_open waits this long for both HELLOs; 60000 */
+    int recv_timeout_ms;        /* 0 (default): wait as long as the peer is alive */
+    int in_flight;              /* messages a send may queue per link and direction before it
+                                   blocks; default 8 */
+    size_t max_tensor_bytes;    /* largest payload a link carries (ZMQ_MAXMSGSIZE); 256 MiB */
+    int linger_ms;              /* how long close waits to flush queued messages; 2000 */
+    size_t zero_copy_bytes;     /* sl_transport_send_owned copies below this; 65536 */
+    const sl_transport_curve *curve; /* NULL: no encryption (ipc, inproc, trusted networks) */
+    void *zmq_context;          /* NULL: the transport makes its own (needed for CURVE); share
+                                   one for inproc:// */
+} sl_transport_options;
+
+typedef struct sl_transport sl_transport;
+typedef void sl_free_fn(void *data, void *hint);
+
+/* Fills the defaults above; rank, world and endpoints must still be set. */
+void sl_transport_options_init(sl_transport_options *o);
+
+/* Binds, connects and exchanges HELLO on both links (magic, version, run id, config hash and
+ * ranks checked on both sides). Blocks until both links are up or connect_timeout_ms passes.
+ * An endpoint that cannot be bound (in use, ipc path too long, unparsable) is SL_EIO naming it. */
+int sl_transport_open(const sl_transport_options *o, sl_transport **out);
+
+/* The rank at the other end of a link. */
+int sl_transport_peer(const sl_transport *t, int dir);
+
+/* Sends one message on a link (dir is enum sl_link_dir). `bytes` must equal the bytes of
+ * meta's shape and dtype. The data is copied; the call blocks only while `in_flight` messages
+ * are already queued toward that peer in that direction, and fails if the peer is lost. */
+int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, const void *data,
+                      size_t bytes);
+
+/* Like sl_transport_send, but takes ownership of `data`: at or above zero_copy_bytes it is sent
+ * without copying. free_fn(data, hint) runs exactly once, whatever the outcome, possibly on a
+ * libzmq thread and possibly after this call returns. free_fn may be NULL. */
+int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta, void *data,
+                            size_t bytes, sl_free_fn *free_fn, void *hint);
+
+/* Receives the next message on a link into data[0..capacity). With `expected` the header must
+ * match it exactly (type, step, stage, mb, dtype, ndim, shape); with NULL any tensor that fits is
+ * taken. `got` (may be NULL) receives what arrived; `*got_bytes` (may be NULL) its length.
+ * Blocks until a message arrives, the peer is lost (SL_EPEER), or recv_timeout_ms passes
+ * (SL_ETIMEOUT). An ABORT from the peer is SL_EPEER with the peer's reason. */
+int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, void *data,
+                      size_t capacity, sl_tensor_meta *got, size_t *got_bytes);
+
+/* Tells both neighbours this rank failed (an ABORT with `reason`), without blocking; they
+ * report it from their next recv. Best effort: a neighbour that cannot take it sees the link
+ * close instead. */
+int sl_transport_abort(sl_transport *t, const char *reason);
+
+/* Processes liveness events without blocking: SL_OK, or the failure a send/recv would report. */
+int sl_transport_check(sl_transport *t);
+
+/* Flushes queued messages (up to linger_ms), closes the links and frees t. NULL is fine. */
+void sl_transport_close(sl_transport *t);
+
+/* A new CURVE key pair as Z85 text (40 characters + NUL each). SL_EUNAVAILABLE if libzmq was
+ * built without CURVE. */
+int sl_transport_keypair(char public_key[41], char secret_key[41]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
