@@ -526,6 +526,7 @@ struct vkdev {
     uint32_t wg;  /* work-group size of the elementwise kernels */
     uint32_t gemm_tm, gemm_tn4, gemm_wg;
     uint32_t ts_bits;
+    uint32_t max_groups[2]; /* maxComputeWorkGroupCount x and y (SLUICE_VK_MAX_GROUPS caps them) */
     struct vk_kernel k[K_COUNT];
 
     VkCommandPool cmd_pool;
@@ -715,6 +716,14 @@ static void choose_tiles(struct vkdev *d, enum sl_device_kind kind)
         d->gemm_tm = 4;
         d->gemm_tn4 = 1;
         d->gemm_wg = SL_MIN(64u, maxwg);
+    }
+    d->max_groups[0] = d->props.limits.maxComputeWorkGroupCount[0];
+    d->max_groups[1] = d->props.limits.maxComputeWorkGroupCount[1];
+    /* Tests cap the counts to exercise split launches without huge buffers. */
+    const char *cap = getenv("SLUICE_VK_MAX_GROUPS");
+    if (cap && atoi(cap) > 0) {
+        d->max_groups[0] = SL_MIN(d->max_groups[0], (uint32_t)atoi(cap));
+        d->max_groups[1] = SL_MIN(d->max_groups[1], (uint32_t)atoi(cap));
     }
     const char *env = getenv("SLUICE_VK_GEMM_TILE");
     unsigned tm, tn4, wg;
@@ -928,8 +937,7 @@ static int record_kernel(struct vkdev *d, int id, sl_buffer *const *bufs, uint32
     vkCmdBindPipeline(d->cb, VK_PIPELINE_BIND_POINT_COMPUTE, d->k[id].pipe);
     vkCmdBindDescriptorSets(d->cb, VK_PIPELINE_BIND_POINT_COMPUTE, d->k[id].layout, 0, 1, &set, 0,
                             NULL);
-    uint32_t max_x = d->props.limits.maxComputeWorkGroupCount[0];
-    uint32_t max_y = d->props.limits.maxComputeWorkGroupCount[1];
+    uint32_t max_x = d->max_groups[0], max_y = d->max_groups[1];
     for (uint32_t y = 0; y < groups_y; y += max_y) {
         for (uint32_t x = 0; x < groups_x; x += max_x) {
             push[0] = x;

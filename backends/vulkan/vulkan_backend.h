@@ -6,7 +6,9 @@
  * - SLUICE_VK_LOADER names the loader library to open instead of libvulkan.so.1 (a missing one
  *   shows how sluice behaves on a machine without Vulkan).
  * - SLUICE_VK_GEMM_TILE=TMxTN4xWG overrides the GEMM tile (rows, vec4 columns, work-group size)
- *   chosen for the device, for tuning. */
+ *   chosen for the device, for tuning.
+ * - SLUICE_VK_MAX_GROUPS=N caps the work-group counts per dispatch below the device's
+ *   maxComputeWorkGroupCount, so tests exercise split launches with small buffers. */
 #ifndef SL_VULKAN_BACKEND_H
 #define SL_VULKAN_BACKEND_H
 
