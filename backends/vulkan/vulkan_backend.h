@@ -1,0 +1,30 @@
+/* Vulkan-only functions of the Vulkan backend (backends/vulkan/vulkan.c).
+ *
+ * Environment:
+ * - SLUICE_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation and a debug messenger that logs
+ *   every warning and error through sl_log and counts it; a test fails when the count is not 0.
+ * - SLUICE_VK_LOADER names the loader library to open instead of libvulkan.so.1 (a missing one
+ *   shows how sluice behaves on a machine without Vulkan).
+ * - SLUICE_VK_GEMM_TILE=TMxTN4xWG overrides the GEMM tile (rows, vec4 columns, work-group size)
+ *   chosen for the device, for tuning.
+ * - SLUICE_VK_MAX_GROUPS=N caps the work-group counts per dispatch below the device's
+ *   maxComputeWorkGroupCount, so tests exercise split launches with small buffers. */
+#ifndef SL_VULKAN_BACKEND_H
+#define SL_VULKAN_BACKEND_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Validation-layer warnings and errors seen so far in this process (0 when validation is off). */
+uint64_t sl_vulkan_validation_messages(void);
+
+/* Whether SLUICE_VK_VALIDATION=1 turned the validation layer on for this process. */
+int sl_vulkan_validation_enabled(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

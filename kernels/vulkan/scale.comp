@@ -1,0 +1,10 @@
+// x[n] *= alpha
+#version 450
+layout(local_size_x_id = 0) in;
+layout(push_constant) uniform P { uint base; uint n; float alpha; } p;
+layout(std430, binding = 0) buffer X { float x[]; };
+void main()
+{
+    uint i = (p.base + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    if (i < p.n) x[i] *= p.alpha;
+}
