@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime/core/core.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -49,16 +51,6 @@ enum sl_msg_type {
     SL_MSG_TYPE_COUNT
 };
 
-enum sl_dtype {
-    SL_DTYPE_F32 = 1,
-    SL_DTYPE_F16 = 2,
-    SL_DTYPE_BF16 = 3,
-    SL_DTYPE_F64 = 4,
-    SL_DTYPE_I32 = 5,
-    SL_DTYPE_I64 = 6,
-    SL_DTYPE_U8 = 7,
-    SL_DTYPE_COUNT
-};
 
 /* The decoded header. Field order is the wire order; offsets are in wire.c. */
 typedef struct sl_wire_header {
@@ -79,9 +71,6 @@ typedef struct sl_wire_header {
     uint32_t crc;         /* CRC32C of the header (this field as 0) followed by the payload */
 } sl_wire_header;
 
-/* Bytes per element of a dtype; 0 for an unknown one. */
-size_t sl_dtype_size(int dtype);
-const char *sl_dtype_name(int dtype);
 const char *sl_msg_type_name(int type);
 
 /* Writes h as SL_WIRE_HEADER_SIZE bytes (the crc field as given). */

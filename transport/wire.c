@@ -11,26 +11,6 @@
 /* ------------------------------------------------------------------------------------------------
  * Names and sizes */
 
-size_t sl_dtype_size(int dtype)
-{
-    switch (dtype) {
-    case SL_DTYPE_F32: return 4;
-    case SL_DTYPE_F16: return 2;
-    case SL_DTYPE_BF16: return 2;
-    case SL_DTYPE_F64: return 8;
-    case SL_DTYPE_I32: return 4;
-    case SL_DTYPE_I64: return 8;
-    case SL_DTYPE_U8: return 1;
-    default: return 0;
-    }
-}
-
-const char *sl_dtype_name(int dtype)
-{
-    static const char *names[] = {"?", "f32", "f16", "bf16", "f64", "i32", "i64", "u8"};
-    return dtype > 0 && dtype < SL_DTYPE_COUNT ? names[dtype] : "unknown";
-}
-
 const char *sl_msg_type_name(int type)
 {
     static const char *names[] = {"?",    "HELLO",  "ACTIVATION", "GRADIENT",

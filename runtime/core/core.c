@@ -34,6 +34,23 @@ const char *sl_strerror(int status)
     }
 }
 
+size_t sl_dtype_size(int dtype)
+{
+    static const size_t sizes[SL_DTYPE_COUNT] = {
+        [SL_DTYPE_F32] = 4, [SL_DTYPE_F16] = 2, [SL_DTYPE_BF16] = 2, [SL_DTYPE_F64] = 8,
+        [SL_DTYPE_I32] = 4, [SL_DTYPE_I64] = 8, [SL_DTYPE_U8] = 1};
+    return dtype > 0 && dtype < SL_DTYPE_COUNT ? sizes[dtype] : 0;
+}
+
+const char *sl_dtype_name(int dtype)
+{
+    static const char *names[SL_DTYPE_COUNT] = {
+        [SL_DTYPE_F32] = "F32", [SL_DTYPE_F16] = "F16", [SL_DTYPE_BF16] = "BF16",
+        [SL_DTYPE_F64] = "F64", [SL_DTYPE_I32] = "I32", [SL_DTYPE_I64] = "I64",
+        [SL_DTYPE_U8] = "U8"};
+    return dtype > 0 && dtype < SL_DTYPE_COUNT ? names[dtype] : "unknown";
+}
+
 static _Thread_local char last_error[2048];
 
 int sl_failv(int status, const char *fmt, va_list ap)

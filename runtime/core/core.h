@@ -35,6 +35,23 @@ enum sl_status {
     SL_EINTERNAL = -16,   /* a bug in sluice: please report it */
 };
 
+/* Element types. The values are stable: the wire format carries them. */
+enum sl_dtype {
+    SL_DTYPE_F32 = 1,
+    SL_DTYPE_F16 = 2,
+    SL_DTYPE_BF16 = 3,
+    SL_DTYPE_F64 = 4,
+    SL_DTYPE_I32 = 5,
+    SL_DTYPE_I64 = 6,
+    SL_DTYPE_U8 = 7,
+    SL_DTYPE_COUNT
+};
+
+/* Bytes per element, 0 for an unknown dtype. */
+size_t sl_dtype_size(int dtype);
+/* The name safetensors uses ("F32", "BF16", ...), or "unknown". */
+const char *sl_dtype_name(int dtype);
+
 /* A short, static description of a status code ("invalid argument"). */
 const char *sl_strerror(int status);
 

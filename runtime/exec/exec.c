@@ -162,12 +162,6 @@ static sl_tensor_meta meta_for(const exec *e, int type, int64_t step, int stage,
     return m;
 }
 
-/* The width of the tensor crossing the boundary between stage s-1 and s. */
-static int boundary_width(const exec *e, int stage)
-{
-    return sl_model_width(&e->model, e->part.stages[stage].first);
-}
-
 static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_only)
 {
     local_stage *l = local_of(e, stage);
@@ -479,7 +473,7 @@ static int setup(exec *e)
         !(e->host_targets = sl_alloc(e->rows * (size_t)e->model.outputs * sizeof(float))) ||
         !(e->host_tmp = sl_alloc(e->rows * widest * sizeof(float))))
         return SL_ENOMEM;
-    e->max_trace = e->opt->max_trace_events > 0 ? e->opt->max_trace_events : 20000;
+    e->max_trace = e->opt->max_trace_events > 0 ? e->opt->max_trace_events : 5000;
     if (!(e->trace = sl_alloc((size_t)e->max_trace * sizeof *e->trace))) return SL_ENOMEM;
 
     if (e->world > 1) {
@@ -554,7 +548,7 @@ static int train_loop(exec *e)
         for (int i = 0; i < e->nls; i++) SL_TRY(sl_stage_zero_grad(e->ls[i].st));
         for (size_t i = 0; i < count; i++) SL_TRY(run_action(e, step, &acts[i]));
         if (last) {
-            double loss;
+            double loss = 0.0;
             SL_TRY(step_loss(e, &loss));
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "type", "step");

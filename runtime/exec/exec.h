@@ -24,7 +24,7 @@ typedef struct sl_exec_options {
     const char *report_endpoint; /* the coordinator's report socket, or NULL */
     const char *weights_path;    /* where to write this rank's final weights */
     uint64_t run_id;
-    int max_trace_events;        /* per rank; 0 for the default (20000) */
+    int max_trace_events;        /* per rank; 0 for the default (5000) */
 } sl_exec_options;
 
 /* Runs rank opt->rank of the run described by `cfg` to the end. On failure the rank tells its

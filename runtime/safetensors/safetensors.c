@@ -12,24 +12,6 @@
 /* Headers larger than this are refused before parsing (the reference implementation uses 100 MB). */
 #define MAX_HEADER ((uint64_t)100 << 20)
 
-static const struct {
-    const char *name;
-    size_t size;
-} dtypes[SL_DTYPE_COUNT] = {
-    [SL_DTYPE_F32] = {"F32", 4}, [SL_DTYPE_F64] = {"F64", 8}, [SL_DTYPE_I32] = {"I32", 4},
-    [SL_DTYPE_I64] = {"I64", 8}, [SL_DTYPE_U8] = {"U8", 1},
-};
-
-const char *sl_dtype_name(enum sl_dtype dt)
-{
-    return (unsigned)dt < SL_DTYPE_COUNT ? dtypes[dt].name : "?";
-}
-
-size_t sl_dtype_size(enum sl_dtype dt)
-{
-    return (unsigned)dt < SL_DTYPE_COUNT ? dtypes[dt].size : 0;
-}
-
 static char *dup_str(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -77,11 +59,11 @@ static int parse_tensor(const cJSON *item, const char *data, uint64_t data_size,
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
     if (!cJSON_IsString(dt)) return sl_fail(SL_EFORMAT, "tensor '%s': no dtype string", name);
     t->dtype = SL_DTYPE_COUNT;
-    for (int i = 0; i < SL_DTYPE_COUNT; i++)
-        if (!strcmp(dt->valuestring, dtypes[i].name)) t->dtype = (enum sl_dtype)i;
+    for (int i = 1; i < SL_DTYPE_COUNT; i++)
+        if (!strcmp(dt->valuestring, sl_dtype_name(i))) t->dtype = (enum sl_dtype)i;
     if (t->dtype == SL_DTYPE_COUNT)
-        return sl_fail(SL_EFORMAT, "tensor '%s': dtype '%.16s' is not supported (F32, F64, I32, "
-                                   "I64, U8)",
+        return sl_fail(SL_EFORMAT, "tensor '%s': dtype '%.16s' is not supported (F32, F16, BF16, "
+                                   "F64, I32, I64, U8)",
                        name, dt->valuestring);
     if (!cJSON_IsArray(shape)) return sl_fail(SL_EFORMAT, "tensor '%s': no shape array", name);
     int ndim = cJSON_GetArraySize(shape);
@@ -102,7 +84,7 @@ static int parse_tensor(const cJSON *item, const char *data, uint64_t data_size,
         elems *= (size_t)v;
     }
     t->elems = elems;
-    size_t nbytes = sl_mul_size(elems, dtypes[t->dtype].size);
+    size_t nbytes = sl_mul_size(elems, sl_dtype_size(t->dtype));
     if (elems && !nbytes) return sl_fail(SL_EFORMAT, "tensor '%s': size overflows", name);
     uint64_t b, e;
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 ||
@@ -116,7 +98,7 @@ static int parse_tensor(const cJSON *item, const char *data, uint64_t data_size,
     if (e - b != nbytes)
         return sl_fail(SL_EFORMAT,
                        "tensor '%s': %s shape needs %zu bytes but data_offsets span %llu", name,
-                       dtypes[t->dtype].name, nbytes, (unsigned long long)(e - b));
+                       sl_dtype_name(t->dtype), nbytes, (unsigned long long)(e - b));
     t->nbytes = nbytes;
     t->data = data + b;
     return SL_OK;
@@ -334,7 +316,7 @@ int sl_safetensors_save(const char *path, const sl_tensor *tensors, size_t n,
     for (size_t i = 0; st == SL_OK && i < n; i++) {
         const sl_tensor *t = order[i];
         if (!t->name || !t->name[0] || !strcmp(t->name, "__metadata__") ||
-            (i && !strcmp(t->name, order[i - 1]->name)) || (unsigned)t->dtype >= SL_DTYPE_COUNT ||
+            (i && !strcmp(t->name, order[i - 1]->name)) || sl_dtype_size(t->dtype) == 0 ||
             t->ndim < 0 || t->ndim > SL_TENSOR_MAX_DIMS) {
             st = sl_fail(SL_EINVAL, "safetensors %s: tensor '%s' has a bad or duplicate name, "
                                     "dtype or rank",
@@ -343,9 +325,9 @@ int sl_safetensors_save(const char *path, const sl_tensor *tensors, size_t n,
         }
         size_t elems = 1;
         for (int d = 0; d < t->ndim; d++) elems *= (size_t)t->shape[d];
-        sizes[i] = elems * dtypes[t->dtype].size;
+        sizes[i] = elems * sl_dtype_size(t->dtype);
         cJSON *o = cJSON_AddObjectToObject(root, t->name);
-        cJSON_AddStringToObject(o, "dtype", dtypes[t->dtype].name);
+        cJSON_AddStringToObject(o, "dtype", sl_dtype_name(t->dtype));
         cJSON *sh = cJSON_AddArrayToObject(o, "shape");
         for (int d = 0; d < t->ndim; d++)
             cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));

@@ -16,16 +16,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime/core/core.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-enum sl_dtype { SL_DTYPE_F32, SL_DTYPE_F64, SL_DTYPE_I32, SL_DTYPE_I64, SL_DTYPE_U8,
-                SL_DTYPE_COUNT };
 
 /* "F32", "F64", "I32", "I64", "U8" */
-const char *sl_dtype_name(enum sl_dtype dt);
-size_t sl_dtype_size(enum sl_dtype dt);
 
 #define SL_TENSOR_MAX_DIMS 8
 
