@@ -538,13 +538,39 @@ static int save_weights(exec *e)
     return rc;
 }
 
+/* Ends the run on the links: DONE goes both ways, and a rank leaves only after both neighbours'
+ * DONE arrived. Links are in order, so by then every message for this rank has been read, and no
+ * rank closes a link that still carries something its neighbour needs. */
+static int farewell(exec *e)
+{
+    if (!e->tr) return SL_OK;
+    sl_tensor_meta done = {.type = SL_MSG_DONE,
+                           .step = (uint64_t)e->cfg->train.steps,
+                           .dtype = SL_DTYPE_U8,
+                           .ndim = 1,
+                           .shape = {1}};
+    uint8_t byte = 1;
+    SL_TRY(sl_transport_send(e->tr, SL_LINK_NEXT, &done, &byte, 1));
+    SL_TRY(sl_transport_send(e->tr, SL_LINK_PREV, &done, &byte, 1));
+    SL_TRY(sl_transport_recv(e->tr, SL_LINK_NEXT, &done, &byte, 1, NULL, NULL));
+    return sl_transport_recv(e->tr, SL_LINK_PREV, &done, &byte, 1, NULL, NULL);
+}
+
 static int train_loop(exec *e)
 {
     size_t count;
     const sl_action *acts = sl_schedule_actions(e->sched, e->rank, &count);
     bool last = sl_partition_rank(&e->part, e->part.nstages - 1) == e->rank;
     double t_start = sl_now();
+    /* A test hook: SLUICE_FAIL_AT=RANK:STEP makes that rank fail at that step, so tests can
+     * check that one failing rank stops the whole run cleanly. */
+    int fail_rank = -1, fail_step = -1;
+    const char *fail_at = getenv("SLUICE_FAIL_AT");
+    if (fail_at && sscanf(fail_at, "%d:%d", &fail_rank, &fail_step) != 2) fail_rank = -1;
     for (int64_t step = 0; step < e->cfg->train.steps; step++) {
+        if (e->rank == fail_rank && step == fail_step)
+            return sl_fail(SL_EDEVICE, "rank %d, step %lld: failure injected by SLUICE_FAIL_AT",
+                           e->rank, (long long)step);
         for (int i = 0; i < e->nls; i++) SL_TRY(sl_stage_zero_grad(e->ls[i].st));
         for (size_t i = 0; i < count; i++) SL_TRY(run_action(e, step, &acts[i]));
         if (last) {
@@ -559,6 +585,7 @@ static int train_loop(exec *e)
         }
     }
     double wall = sl_now() - t_start;
+    SL_TRY(farewell(e));
     SL_TRY(save_weights(e));
     return report_done(e, wall);
 }

@@ -1,0 +1,246 @@
+/* End-to-end equivalence: every schedule, with and without recomputation, on 1, 2 and 4 ranks
+ * (and 2 chunks for interleaved) gives the per-step losses and final weights of the 1-rank run
+ * within 1e-5 relative, on the CPU backend and on an OpenCL device; a mixed-device pipeline gives
+ * the same; two runs of one config are bit-identical; a failing rank stops the run cleanly.
+ * Each run starts real rank processes through the sluice executable (SLUICE_EXE). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <sys/wait.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backends/backend.h"
+#include "runtime/config/config.h"
+#include "runtime/model/model.h"
+#include "runtime/train/train.h"
+
+#define STEPS 4
+
+/* Eight linear layers so that 4 ranks x 2 chunks still get one each. */
+static const char *base_config =
+    "{\"model\": {\"inputs\": 64, \"layers\": [\"linear:24\", \"tanh\", \"linear:20\", \"gelu\","
+    " \"linear:18\", \"relu\", \"linear:16\", \"sigmoid\", \"linear:16\", \"tanh\", \"linear:14\","
+    " \"relu\", \"linear:12\", \"gelu\", \"linear:10\"], \"loss\": \"cross_entropy\", \"seed\": 3},"
+    " \"data\": {\"path\": \"samples/digits/digits.csv.gz\", \"scale\": 0.0625},"
+    " \"train\": {\"steps\": 4, \"batch\": 16, \"microbatches\": 4, \"threads\": 1,"
+    "  \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1, \"momentum\": 0.9, \"weight_decay\": 0.001}},"
+    " \"pipeline\": {\"stages\": 1, \"schedule\": \"1f1b\"}, \"devices\": \"cpu\"}";
+
+typedef struct result {
+    double losses[STEPS];
+    sl_weights weights;
+    sl_model model;
+} result;
+
+static char outdir_template[] = "/tmp/sluice-test-XXXXXX";
+static char *outdir;
+
+static void setup(void)
+{
+    outdir = mkdtemp(outdir_template);
+    cr_assert_not_null(outdir);
+    const char *src = getenv("SLUICE_SOURCE_DIR");
+    cr_assert(src && chdir(src) == 0, "run through ctest (SLUICE_SOURCE_DIR)");
+    cr_assert(getenv("SLUICE_EXE"), "run through ctest (SLUICE_EXE)");
+}
+
+static void teardown(void)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", outdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(pipeline, .init = setup, .fini = teardown, .timeout = 0);
+
+/* Trains base_config with the given overrides; returns SL_OK or the failure. */
+static int train(const char **sets, int nsets, result *out)
+{
+    static int run_no;
+    char dir[128], dirset[160];
+    snprintf(dir, sizeof dir, "%s/run%d", outdir, run_no++);
+    snprintf(dirset, sizeof dirset, "output.dir=\"%s\"", dir);
+    const char *all[16];
+    int n = 0;
+    for (int i = 0; i < nsets; i++) all[n++] = sets[i];
+    all[n++] = dirset;
+    sl_config cfg;
+    int st = sl_config_parse(base_config, ".", all, n, &cfg);
+    if (st != SL_OK) return st;
+    sl_train_options opt = {.exe = getenv("SLUICE_EXE"), .progress = 0};
+    sl_train_summary sum;
+    st = sl_train(&cfg, &opt, &sum);
+    if (st == SL_OK) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f);
+        for (int k = 0; k < STEPS; k++) {
+            int step;
+            cr_assert_eq(fscanf(f, "{\"step\": %d, \"loss\": %lf%*[^\n]\n", &step, &out->losses[k]),
+                         2, "metrics.jsonl line %d", k);
+            cr_assert_eq(step, k);
+        }
+        fclose(f);
+        snprintf(path, sizeof path, "%s/final.safetensors", dir);
+        cr_assert_eq(sl_model_init(&cfg, &out->model), SL_OK, "%s", sl_last_error());
+        cr_assert_eq(sl_weights_load(&out->model, path, &out->weights), SL_OK, "%s",
+                     sl_last_error());
+    }
+    sl_config_free(&cfg);
+    return st;
+}
+
+static void result_free(result *r)
+{
+    sl_weights_free(&r->weights);
+    sl_model_free(&r->model);
+}
+
+static double rel(double a, double b)
+{
+    return fabs(a - b) / fmax(fabs(b), 1e-3);
+}
+
+/* Losses and every weight within `tol` relative (tol 0: bit-identical). */
+static void assert_same(const result *got, const result *want, double tol, const char *what)
+{
+    for (int k = 0; k < STEPS; k++)
+        cr_assert(tol ? rel(got->losses[k], want->losses[k]) <= tol
+                      : got->losses[k] == want->losses[k],
+                  "%s: step %d loss %.9g vs %.9g", what, k, got->losses[k], want->losses[k]);
+    const sl_model *m = &want->model;
+    for (int i = 0; i < m->nlayers; i++) {
+        if (m->layers[i].kind != SL_LAYER_LINEAR) continue;
+        size_t nw = (size_t)m->layers[i].in * (size_t)m->layers[i].out;
+        for (size_t j = 0; j < nw; j++) {
+            float a = got->weights.weight[i][j], b = want->weights.weight[i][j];
+            cr_assert(tol ? rel(a, b) <= tol : a == b, "%s: %d.weight[%zu] %.9g vs %.9g", what, i,
+                      j, (double)a, (double)b);
+        }
+        for (int j = 0; j < m->layers[i].out; j++) {
+            float a = got->weights.bias[i][j], b = want->weights.bias[i][j];
+            cr_assert(tol ? rel(a, b) <= tol : a == b, "%s: %d.bias[%d] %.9g vs %.9g", what, i, j,
+                      (double)a, (double)b);
+        }
+    }
+}
+
+static void check_schedules(const char *device)
+{
+    char devset[64];
+    snprintf(devset, sizeof devset, "devices=\"%s\"", device);
+    result ref;
+    const char *base[] = {devset, "pipeline.stages=1", "pipeline.schedule=\"1f1b\""};
+    cr_assert_eq(train(base, 3, &ref), SL_OK, "1-rank run on %s: %s", device, sl_last_error());
+    cr_assert(ref.losses[STEPS - 1] < ref.losses[0], "training must lower the loss");
+    static const struct {
+        const char *schedule;
+        int chunks;
+    } scheds[] = {{"gpipe", 1}, {"1f1b", 1}, {"interleaved", 2}, {"zb-h1", 1}};
+    static const int ranks[] = {1, 2, 4};
+    for (size_t s = 0; s < sizeof scheds / sizeof scheds[0]; s++)
+        for (size_t r = 0; r < sizeof ranks / sizeof ranks[0]; r++)
+            for (int recompute = 0; recompute <= 1; recompute++) {
+                char a[64], b[64], c[64], d[64], what[128];
+                snprintf(a, sizeof a, "pipeline.schedule=\"%s\"", scheds[s].schedule);
+                snprintf(b, sizeof b, "pipeline.chunks=%d", scheds[s].chunks);
+                snprintf(c, sizeof c, "pipeline.stages=%d", ranks[r]);
+                snprintf(d, sizeof d, "pipeline.recompute=%s", recompute ? "true" : "false");
+                snprintf(what, sizeof what, "%s on %s, %d ranks, %d chunks, recompute %d",
+                         scheds[s].schedule, device, ranks[r], scheds[s].chunks, recompute);
+                const char *sets[] = {devset, a, b, c, d};
+                result got;
+                cr_assert_eq(train(sets, 5, &got), SL_OK, "%s: %s", what, sl_last_error());
+                assert_same(&got, &ref, 1e-5, what);
+                result_free(&got);
+            }
+    result_free(&ref);
+}
+
+Test(pipeline, every_schedule_equals_one_rank_on_cpu)
+{
+    check_schedules("cpu");
+}
+
+static const char *first_device(const char *backend)
+{
+    const sl_device_info *infos;
+    size_t count;
+    cr_assert_eq(sl_device_list(&infos, &count), SL_OK);
+    for (size_t i = 0; i < count; i++)
+        if (!strcmp(infos[i].backend, backend)) return infos[i].id;
+    return NULL;
+}
+
+Test(pipeline, every_schedule_equals_one_rank_on_opencl)
+{
+    const char *dev = first_device("opencl");
+    cr_assert_not_null(dev, "no OpenCL device (CI installs PoCL): %s", sl_device_list_problems());
+    check_schedules(dev);
+}
+
+Test(pipeline, mixed_devices_equal_one_device)
+{
+    const char *ocl = first_device("opencl");
+    cr_assert_not_null(ocl, "no OpenCL device: %s", sl_device_list_problems());
+    const char *vk = first_device("vulkan");
+    char mixed[160];
+    snprintf(mixed, sizeof mixed, "devices=[\"cpu\", \"%s\", \"%s\", \"cpu\"]", ocl, vk ? vk : ocl);
+    result ref, got;
+    const char *one[] = {"pipeline.stages=1"};
+    cr_assert_eq(train(one, 1, &ref), SL_OK, "%s", sl_last_error());
+    const char *sets[] = {mixed, "pipeline.stages=4"};
+    cr_assert_eq(train(sets, 2, &got), SL_OK, "%s", sl_last_error());
+    assert_same(&got, &ref, 1e-5, mixed);
+    result_free(&got);
+    result_free(&ref);
+}
+
+Test(pipeline, two_runs_are_bit_identical)
+{
+    const char *sets[] = {"pipeline.stages=4", "pipeline.schedule=\"zb-h1\"",
+                          "train.optimizer={\"name\": \"adam\", \"lr\": 0.01}"};
+    result a, b;
+    cr_assert_eq(train(sets, 3, &a), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(train(sets, 3, &b), SL_OK, "%s", sl_last_error());
+    assert_same(&a, &b, 0, "second run");
+    result_free(&a);
+    result_free(&b);
+}
+
+Test(pipeline, config_errors_stop_before_any_rank)
+{
+    result r;
+    const char *bad_dev[] = {"pipeline.stages=2", "devices=[\"cpu\", \"opencl:42\"]"};
+    cr_assert_eq(train(bad_dev, 2, &r), SL_ECONFIG);
+    cr_assert(strstr(sl_last_error(), "opencl:42") && strstr(sl_last_error(), "cpu"), "%s",
+              sl_last_error());
+    const char *too_many[] = {"pipeline.stages=9"};
+    cr_assert_neq(train(too_many, 1, &r), SL_OK);
+    cr_assert(strstr(sl_last_error(), "stages"), "%s", sl_last_error());
+    const char *bad_interleave[] = {"pipeline.stages=2", "pipeline.schedule=\"interleaved\"",
+                                    "pipeline.chunks=1"};
+    cr_assert_neq(train(bad_interleave, 3, &r), SL_OK);
+    cr_assert(strstr(sl_last_error(), "chunks"), "%s", sl_last_error());
+}
+
+Test(pipeline, a_failing_rank_stops_the_run)
+{
+    /* SLUICE_FAIL_AT makes one rank fail at a given step (a test hook of the executor). */
+    setenv("SLUICE_FAIL_AT", "2:1", 1); /* rank 2, step 1 */
+    result r;
+    const char *sets[] = {"pipeline.stages=4"};
+    int st = train(sets, 1, &r);
+    unsetenv("SLUICE_FAIL_AT");
+    cr_assert_eq(st, SL_EPEER, "%s", sl_last_error());
+    cr_assert(strstr(sl_last_error(), "rank 2"), "the message names the failing rank: %s",
+              sl_last_error());
+    /* No rank process is left behind: every child of ours has been reaped. */
+    int ws;
+    cr_assert_eq(waitpid(-1, &ws, WNOHANG), -1);
+    cr_assert_eq(errno, ECHILD);
+}
