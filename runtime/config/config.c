@@ -281,7 +281,8 @@ static bool file_exists(const char *path)
 }
 
 /* The path rule in config.h: as given if it exists from the working directory (or is absolute),
- * else relative to the config's directory; the file must exist either way. */
+ * else relative to the config's directory, else relative to each of that directory's ancestors in
+ * turn (so a sample's repository-relative path works from a build directory); the file must exist. */
 static int resolve_path(const char *key, const char *dir, char **path)
 {
     if ((*path)[0] == '/' || file_exists(*path) || !dir || !strcmp(dir, ".")) {
@@ -290,20 +291,31 @@ static int resolve_path(const char *key, const char *dir, char **path)
         return SL_OK;
     }
     size_t n = strlen(dir) + strlen(*path) + 2;
-    char *joined = sl_alloc(n);
-    if (!joined) return SL_ENOMEM;
-    snprintf(joined, n, "%s/%s", dir, *path);
-    if (!file_exists(joined)) {
-        int st = sl_fail(SL_ECONFIG,
-                         "config: %s: file '%s' does not exist (looked in the working directory "
-                         "and in '%s')",
-                         key, *path, dir);
+    char *base = dup_str(dir), *joined = sl_alloc(n);
+    if (!base || !joined) {
+        free(base);
         free(joined);
-        return st;
+        return SL_ENOMEM;
     }
-    free(*path);
-    *path = joined;
-    return SL_OK;
+    for (;;) {
+        snprintf(joined, n, "%s/%s", base, *path);
+        if (file_exists(joined)) {
+            free(base);
+            free(*path);
+            *path = joined;
+            return SL_OK;
+        }
+        char *slash = strrchr(base, '/');
+        if (!slash || slash == base) break;
+        *slash = '\0';
+    }
+    int st = sl_fail(SL_ECONFIG,
+                     "config: %s: file '%s' does not exist (looked in the working directory, in "
+                     "'%s' and its parents)",
+                     key, *path, dir);
+    free(base);
+    free(joined);
+    return st;
 }
 
 /* ------------------------------------------------------------------------------------------------

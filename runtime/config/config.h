@@ -8,8 +8,10 @@
  *
  * Paths in the config (data.path, model.init) are resolved when loaded: a relative path that
  * exists relative to the current working directory is used as is; otherwise it is taken relative
- * to the directory of the config file (so `sluice train samples/digits/digits.json` works from the
- * repository root and from anywhere else). output.dir is relative to the working directory. */
+ * to the directory of the config file, or failing that to the nearest of that directory's
+ * ancestors where it exists (so the repository-relative paths in samples/ work from the repository
+ * root, from a build directory and from the sample's own directory). A file found nowhere is an
+ * error naming the key. output.dir is relative to the working directory. */
 #ifndef SL_CONFIG_H
 #define SL_CONFIG_H
 
