@@ -39,12 +39,12 @@ typedef struct sl_config {
     char *dir;  /* its directory, for resolving relative paths ("." when none) */
 
     struct {
-        int inputs;              /* required, >= 1 */
-        int nlayers;             /* >= 1 */
-        char **layers;           /* "linear:128", "relu", "tanh", "sigmoid", "gelu" */
-        enum sl_loss_kind loss;  /* "cross_entropy" (default) or "mse" */
-        char *init;              /* resolved path of initial weights (safetensors), or NULL */
-        uint64_t seed;           /* weight init seed, default 0 */
+        int inputs;             /* required, >= 1 */
+        int nlayers;            /* >= 1 */
+        char **layers;          /* "linear:128", "relu", "tanh", "sigmoid", "gelu" */
+        enum sl_loss_kind loss; /* "cross_entropy" (default) or "mse" */
+        char *init;             /* resolved path of initial weights (safetensors), or NULL */
+        uint64_t seed;          /* weight init seed, default 0 */
     } model;
 
     struct {
@@ -66,12 +66,12 @@ typedef struct sl_config {
     } train;
 
     struct {
-        int stages;      /* ranks in the pipeline, default 1 */
-        char *schedule;  /* "gpipe", "1f1b" (default), "interleaved", "zb-h1" */
-        int chunks;      /* model stages (virtual stages) per rank, default 1 */
-        bool recompute;  /* default false */
-        char *partition; /* "uniform" (default) or "explicit" when partition_counts is set */
-        int npartition;  /* 0, or stages*chunks when the config gives a list */
+        int stages;            /* ranks in the pipeline, default 1 */
+        char *schedule;        /* "gpipe", "1f1b" (default), "interleaved", "zb-h1" */
+        int chunks;            /* model stages (virtual stages) per rank, default 1 */
+        bool recompute;        /* default false */
+        char *partition;       /* "uniform" (default) or "explicit" when partition_counts is set */
+        int npartition;        /* 0, or stages*chunks when the config gives a list */
         int *partition_counts; /* linear layers per model stage, from "partition": [2, 1, 1] */
     } pipeline;
 
@@ -79,10 +79,10 @@ typedef struct sl_config {
     char **devices; /* device ids as configs name them ("cpu", "opencl:0"); default "cpu" */
 
     struct {
-        int nendpoints;    /* 0, or pipeline.stages */
-        char **endpoints;  /* static launch: one ZeroMQ endpoint per rank ("tcp://host:port") */
-        bool curve;        /* encrypt and authenticate links with CURVE, default false */
-        int heartbeat_ms;  /* default 1000, >= 1 */
+        int nendpoints;   /* 0, or pipeline.stages */
+        char **endpoints; /* static launch: one ZeroMQ endpoint per rank ("tcp://host:port") */
+        bool curve;       /* encrypt and authenticate links with CURVE, default false */
+        int heartbeat_ms; /* default 1000, >= 1 */
     } launch;
 
     struct {

@@ -20,8 +20,14 @@
 extern "C" {
 #endif
 
-enum sl_dtype { SL_DTYPE_F32, SL_DTYPE_F64, SL_DTYPE_I32, SL_DTYPE_I64, SL_DTYPE_U8,
-                SL_DTYPE_COUNT };
+enum sl_dtype {
+    SL_DTYPE_F32,
+    SL_DTYPE_F64,
+    SL_DTYPE_I32,
+    SL_DTYPE_I64,
+    SL_DTYPE_U8,
+    SL_DTYPE_COUNT
+};
 
 /* "F32", "F64", "I32", "I64", "U8" */
 const char *sl_dtype_name(enum sl_dtype dt);

@@ -36,9 +36,9 @@ static int load_csv_text(const char *name, const char *text, const char *extra, 
 Test(data, csv_values_and_scale)
 {
     sl_data d;
-    cr_assert_eq(load_csv_text("a.csv", "# comment\n1,2,3,0\n\n4, 5 ,6,2\r\n7,8,9,1", "data.scale=0.5",
-                               &d),
-                 SL_OK, "%s", sl_last_error());
+    cr_assert_eq(
+        load_csv_text("a.csv", "# comment\n1,2,3,0\n\n4, 5 ,6,2\r\n7,8,9,1", "data.scale=0.5", &d),
+        SL_OK, "%s", sl_last_error());
     cr_assert_eq(d.train.rows, 3);
     cr_assert_eq(d.test.rows, 0);
     cr_assert_float_eq(d.train.x[3], 2.0f, 0);
@@ -135,7 +135,8 @@ static int load_digits(const char *set1, const char *set2, sl_data *d)
 static uint64_t row_key(const sl_dataset *ds, size_t r)
 {
     uint64_t h = 1469598103934665603ull;
-    for (int c = 0; c < ds->inputs; c++) h = (h ^ (uint64_t)(ds->x[r * 64 + (size_t)c] * 16)) * 1099511628211ull;
+    for (int c = 0; c < ds->inputs; c++)
+        h = (h ^ (uint64_t)(ds->x[r * 64 + (size_t)c] * 16)) * 1099511628211ull;
     return (h ^ (uint64_t)ds->labels[r]) * 1099511628211ull;
 }
 
@@ -185,9 +186,9 @@ Test(data, rows_of_each_step)
 {
     sl_data d;
     /* 5 rows, batch 4, 2 micro-batches: step k uses rows (4k + i) mod 5. */
-    cr_assert_eq(load_csv_text("five.csv", "0,0,0,0\n1,1,1,1\n2,2,2,2\n3,3,3,0\n4,4,4,1\n", NULL,
-                               &d),
-                 SL_OK, "%s", sl_last_error());
+    cr_assert_eq(
+        load_csv_text("five.csv", "0,0,0,0\n1,1,1,1\n2,2,2,2\n3,3,3,0\n4,4,4,1\n", NULL, &d), SL_OK,
+        "%s", sl_last_error());
     size_t rows[4];
     cr_assert_eq(sl_data_batch_rows(&d, 0, rows), SL_OK);
     cr_assert(rows[0] == 0 && rows[1] == 1 && rows[2] == 2 && rows[3] == 3);
@@ -224,8 +225,10 @@ Test(data, shuffle_covers_each_epoch)
         int seen[8] = {0};
         for (int i = 0; i < 8; i++) seen[rows[i]]++;
         for (int i = 0; i < 8; i++) cr_assert_eq(seen[i], 1, "epoch %d misses row %d", epoch, i);
-        if (epoch == 0) memcpy(first, rows, sizeof rows);
-        else differs |= memcmp(first, rows, sizeof rows) != 0;
+        if (epoch == 0)
+            memcpy(first, rows, sizeof rows);
+        else
+            differs |= memcmp(first, rows, sizeof rows) != 0;
     }
     cr_assert(differs, "epochs are reshuffled");
     /* Going back to step 0 gives the same rows (no hidden state beyond a cache). */

@@ -22,8 +22,8 @@ Test(model, layers)
     cr_assert_eq(l.out, 12);
     cr_assert_eq(sl_layer_parse("gelu", &l), SL_OK);
     cr_assert_eq(l.act, SL_ACT_GELU);
-    const char *bad[] = {"linear:", "linear:0", "linear:-3", "linear:3x", "linear: 3", "Relu",
-                         "softmax", ""};
+    const char *bad[] = {"linear:",   "linear:0", "linear:-3", "linear:3x",
+                         "linear: 3", "Relu",     "softmax",   ""};
     for (size_t i = 0; i < SL_ARRAY_LEN(bad); i++)
         cr_assert_neq(sl_layer_parse(bad[i], &l), SL_OK, "'%s' parsed", bad[i]);
 
@@ -150,16 +150,28 @@ Test(model, weights_init_load_save)
     /* Extra tensors and wrong dtypes are named too. */
     int32_t bogus[10] = {0};
     sl_tensor t[] = {
-        {.name = "0.weight", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {128, 64},
+        {.name = "0.weight",
+         .dtype = SL_DTYPE_F32,
+         .ndim = 2,
+         .shape = {128, 64},
          .data = a.weight[0]},
         {.name = "0.bias", .dtype = SL_DTYPE_F32, .ndim = 1, .shape = {128}, .data = a.bias[0]},
-        {.name = "2.weight", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {128, 128},
+        {.name = "2.weight",
+         .dtype = SL_DTYPE_F32,
+         .ndim = 2,
+         .shape = {128, 128},
          .data = a.weight[2]},
         {.name = "2.bias", .dtype = SL_DTYPE_F32, .ndim = 1, .shape = {128}, .data = a.bias[2]},
-        {.name = "4.weight", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {64, 128},
+        {.name = "4.weight",
+         .dtype = SL_DTYPE_F32,
+         .ndim = 2,
+         .shape = {64, 128},
          .data = a.weight[4]},
         {.name = "4.bias", .dtype = SL_DTYPE_F32, .ndim = 1, .shape = {64}, .data = a.bias[4]},
-        {.name = "6.weight", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {10, 64},
+        {.name = "6.weight",
+         .dtype = SL_DTYPE_F32,
+         .ndim = 2,
+         .shape = {10, 64},
          .data = a.weight[6]},
         {.name = "6.bias", .dtype = SL_DTYPE_I32, .ndim = 1, .shape = {10}, .data = bogus},
         {.name = "7.weight", .dtype = SL_DTYPE_F32, .ndim = 1, .shape = {10}, .data = a.bias[6]},
@@ -256,9 +268,9 @@ Test(reference, stages_equal_reference)
     for (int s = 0; s < S; s++) {
         cr_assert_eq(sl_stage_create(dev, &m, r[s].first, r[s].last, &w, &st[s]), SL_OK);
         cr_assert_eq(sl_stash_alloc(st[s], ROWS, &stash[s]), SL_OK);
-        cr_assert_eq(sl_buffer_alloc(dev, ROWS * (size_t)sl_model_width(&m, r[s].first) * 4,
-                                     &grad[s]),
-                     SL_OK);
+        cr_assert_eq(
+            sl_buffer_alloc(dev, ROWS * (size_t)sl_model_width(&m, r[s].first) * 4, &grad[s]),
+            SL_OK);
     }
     cr_assert_eq(sl_buffer_alloc(dev, ROWS * 10 * 4, &grad[S]), SL_OK);
     sl_buffer *bx, *by, *bloss;
@@ -278,8 +290,7 @@ Test(reference, stages_equal_reference)
                 cr_assert_eq(sl_stage_forward(st[s], ROWS, in, &stash[s]), SL_OK);
                 in = sl_stash_output(&stash[s]);
             }
-            cr_assert_eq(sl_loss_forward_backward(dev, &m, ROWS, in, by, 1.0f / 16, bloss,
-                                                  grad[S]),
+            cr_assert_eq(sl_loss_forward_backward(dev, &m, ROWS, in, by, 1.0f / 16, bloss, grad[S]),
                          SL_OK);
             for (int s = S - 1; s >= 0; s--) {
                 sl_buffer *input = s == 0 ? bx : sl_stash_output(&stash[s - 1]);

@@ -69,9 +69,9 @@ static void malformed(const char *header, size_t data_bytes, const char *needle)
 Test(safetensors, malformed_headers)
 {
     sl_safetensors st;
-    cr_assert_eq(parse_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
-                              &st),
-                 SL_OK, "%s", sl_last_error());
+    cr_assert_eq(
+        parse_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, &st),
+        SL_OK, "%s", sl_last_error());
     sl_safetensors_free(&st);
 
     malformed("{\"a\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,

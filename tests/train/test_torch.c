@@ -45,8 +45,8 @@ static void check_fixture(const char *name)
         memcpy(&want, (const char *)losses->data + 8 * s, 8);
         double err = fabs(r.losses[s] - want);
         worst = fmax(worst, err / (ATOL + RTOL * fabs(want)));
-        cr_assert(err <= ATOL + RTOL * fabs(want), "%s step %d: loss %.8f, PyTorch %.8f", name,
-                  s, r.losses[s], want);
+        cr_assert(err <= ATOL + RTOL * fabs(want), "%s step %d: loss %.8f, PyTorch %.8f", name, s,
+                  r.losses[s], want);
     }
     for (int i = 0; i < m.nlayers; i++) {
         if (m.layers[i].kind != SL_LAYER_LINEAR) continue;
