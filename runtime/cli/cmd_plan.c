@@ -20,7 +20,8 @@ static void usage(FILE *out)
             "counts, and the activation sizes of one micro-batch. Nothing is run.\n\n"
             "  --set KEY=VALUE  override a config key (value parsed as JSON, else a string),\n"
             "                   e.g. --set pipeline.stages=2 --set pipeline.schedule=gpipe\n"
-            "  --json           one JSON object, for tools\n");
+            "  --json           one JSON object, for tools (with the effective config and its\n"
+            "                   hash, which every rank checks when the pipeline connects)\n");
 }
 
 /* Per model stage: what one micro-batch moves and keeps. */
@@ -110,6 +111,11 @@ static void print_json(const sl_config *cfg, const sl_model *m, const sl_partiti
     char hash[32];
     snprintf(hash, sizeof hash, "%016" PRIx64, sl_config_hash(cfg));
     cJSON_AddStringToObject(root, "config_hash", hash);
+    /* The effective config: every default filled in and paths resolved. */
+    char *effective = sl_config_to_json(cfg, false);
+    cJSON *ec = effective ? cJSON_Parse(effective) : NULL;
+    if (ec) cJSON_AddItemToObject(root, "config", ec);
+    free(effective);
     char *text = cJSON_Print(root);
     printf("%s\n", text);
     free(text);

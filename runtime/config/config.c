@@ -63,8 +63,7 @@ static int apply_set(cJSON *root, const char *set)
         obj = child;
         part = next;
     }
-    if (value && st == SL_OK)
-        st = sl_fail(SL_ECONFIG, "config: --set '%s' names no key", set);
+    if (value && st == SL_OK) st = sl_fail(SL_ECONFIG, "config: --set '%s' names no key", set);
     cJSON_Delete(value);
     free(key);
     return st;
@@ -146,8 +145,8 @@ static int get_num(ctx c, const char *key, bool required, double def, double lo,
                        type_name(v));
     double d = v->valuedouble;
     if (!(d >= lo) || (hi_open ? !(d < hi) : !(d <= hi)))
-        return sl_fail(SL_ECONFIG, "config: %s.%s (%g) must be in [%g, %g%c", c.section, key, d,
-                       lo, hi, hi_open ? ')' : ']');
+        return sl_fail(SL_ECONFIG, "config: %s.%s (%g) must be in [%g, %g%c", c.section, key, d, lo,
+                       hi, hi_open ? ')' : ']');
     *out = d;
     return SL_OK;
 }
@@ -281,7 +280,9 @@ static bool file_exists(const char *path)
 }
 
 /* The path rule in config.h: as given if it exists from the working directory (or is absolute),
- * else relative to the config's directory; the file must exist either way. */
+ * else relative to the config's directory, else relative to each of that directory's ancestors in
+ * turn (so a sample's repository-relative path works from a build directory); the file must exist.
+ */
 static int resolve_path(const char *key, const char *dir, char **path)
 {
     if ((*path)[0] == '/' || file_exists(*path) || !dir || !strcmp(dir, ".")) {
@@ -290,36 +291,47 @@ static int resolve_path(const char *key, const char *dir, char **path)
         return SL_OK;
     }
     size_t n = strlen(dir) + strlen(*path) + 2;
-    char *joined = sl_alloc(n);
-    if (!joined) return SL_ENOMEM;
-    snprintf(joined, n, "%s/%s", dir, *path);
-    if (!file_exists(joined)) {
-        int st = sl_fail(SL_ECONFIG,
-                         "config: %s: file '%s' does not exist (looked in the working directory "
-                         "and in '%s')",
-                         key, *path, dir);
+    char *base = dup_str(dir), *joined = sl_alloc(n);
+    if (!base || !joined) {
+        free(base);
         free(joined);
-        return st;
+        return SL_ENOMEM;
     }
-    free(*path);
-    *path = joined;
-    return SL_OK;
+    for (;;) {
+        snprintf(joined, n, "%s/%s", base, *path);
+        if (file_exists(joined)) {
+            free(base);
+            free(*path);
+            *path = joined;
+            return SL_OK;
+        }
+        char *slash = strrchr(base, '/');
+        if (!slash || slash == base) break;
+        *slash = '\0';
+    }
+    int st = sl_fail(SL_ECONFIG,
+                     "config: %s: file '%s' does not exist (looked in the working directory, in "
+                     "'%s' and its parents)",
+                     key, *path, dir);
+    free(base);
+    free(joined);
+    return st;
 }
 
 /* ------------------------------------------------------------------------------------------------
  * Validation */
 
-static const char *const top_keys[] = {"model", "data", "train", "pipeline", "devices",
-                                       "launch", "output", NULL};
+static const char *const top_keys[] = {"model",   "data",   "train",  "pipeline",
+                                       "devices", "launch", "output", NULL};
 static const char *const model_keys[] = {"inputs", "layers", "loss", "init", "seed", NULL};
-static const char *const data_keys[] = {"path", "test_fraction", "scale", "shuffle", "seed",
-                                        "inputs", "labels", NULL};
-static const char *const train_keys[] = {"steps", "batch", "microbatches", "optimizer",
-                                         "threads", NULL};
-static const char *const opt_keys[] = {"name", "lr", "momentum", "weight_decay", "betas", "eps",
-                                       NULL};
-static const char *const pipe_keys[] = {"stages", "schedule", "chunks", "recompute", "partition",
-                                        NULL};
+static const char *const data_keys[] = {"path", "test_fraction", "scale",  "shuffle",
+                                        "seed", "inputs",        "labels", NULL};
+static const char *const train_keys[] = {"steps",     "batch",   "microbatches",
+                                         "optimizer", "threads", NULL};
+static const char *const opt_keys[] = {"name",  "lr",  "momentum", "weight_decay",
+                                       "betas", "eps", NULL};
+static const char *const pipe_keys[] = {"stages",    "schedule",  "chunks",
+                                        "recompute", "partition", NULL};
 static const char *const launch_keys[] = {"endpoints", "curve", "heartbeat_ms", NULL};
 static const char *const output_keys[] = {"dir", "checkpoint_interval", NULL};
 
@@ -383,8 +395,9 @@ static int parse_train(cJSON *root, sl_config *cfg)
     SL_TRY(get_int(c, "microbatches", false, 1, 1, 1 << 20, &cfg->train.microbatches));
     SL_TRY(get_int(c, "threads", false, 0, 0, 4096, &cfg->train.threads));
     if (cfg->train.batch % cfg->train.microbatches != 0)
-        return sl_fail(SL_ECONFIG, "config: train.batch (%d) must be a multiple of "
-                                   "train.microbatches (%d)",
+        return sl_fail(SL_ECONFIG,
+                       "config: train.batch (%d) must be a multiple of "
+                       "train.microbatches (%d)",
                        cfg->train.batch, cfg->train.microbatches);
 
     SL_TRY(section(c.obj, "optimizer", "train.optimizer", true, &o));
@@ -402,8 +415,9 @@ static int parse_train(cJSON *root, sl_config *cfg)
     opt->momentum = 0;
     if (opt->kind == SL_OPT_SGD) {
         if (get(o, "betas") || get(o, "eps"))
-            return sl_fail(SL_ECONFIG, "config: train.optimizer.%s is an adam setting; sgd takes "
-                                       "lr, momentum, weight_decay",
+            return sl_fail(SL_ECONFIG,
+                           "config: train.optimizer.%s is an adam setting; sgd takes "
+                           "lr, momentum, weight_decay",
                            get(o, "betas") ? "betas" : "eps");
         SL_TRY(get_num(o, "momentum", false, 0, 0, 1, true, &opt->momentum));
     } else {
@@ -434,8 +448,8 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
     SL_TRY(check_keys("pipeline", c.obj, pipe_keys));
     SL_TRY(get_int(c, "stages", false, 1, 1, 1024, &cfg->pipeline.stages));
     int sched;
-    SL_TRY(get_enum(c, "schedule", "1f1b", schedule_names, (int)SL_ARRAY_LEN(schedule_names),
-                    &sched));
+    SL_TRY(
+        get_enum(c, "schedule", "1f1b", schedule_names, (int)SL_ARRAY_LEN(schedule_names), &sched));
     if (!(cfg->pipeline.schedule = dup_str(schedule_names[sched]))) return SL_ENOMEM;
     SL_TRY(get_int(c, "chunks", false, 1, 1, 1024, &cfg->pipeline.chunks));
     SL_TRY(get_bool(c, "recompute", false, &cfg->pipeline.recompute));
@@ -449,8 +463,7 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
                            "config: pipeline.partition lists %d stages but pipeline.stages x "
                            "pipeline.chunks is %d",
                            n, nstages);
-        if (!(cfg->pipeline.partition_counts = sl_alloc(sizeof(int) * (size_t)n)))
-            return SL_ENOMEM;
+        if (!(cfg->pipeline.partition_counts = sl_alloc(sizeof(int) * (size_t)n))) return SL_ENOMEM;
         int sum = 0, i = 0;
         for (cJSON *it = p->child; it; it = it->next, i++) {
             if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
@@ -537,8 +550,8 @@ static int parse_rest(cJSON *root, sl_config *cfg)
         if (n > 0 && n < 200) snprintf(def, sizeof def, "runs/%.*s", (int)n, base);
     }
     SL_TRY(get_str(c, "dir", false, def, &cfg->output.dir));
-    SL_TRY(get_int(c, "checkpoint_interval", false, 0, 0, 1 << 30,
-                   &cfg->output.checkpoint_interval));
+    SL_TRY(
+        get_int(c, "checkpoint_interval", false, 0, 0, 1 << 30, &cfg->output.checkpoint_interval));
     return SL_OK;
 }
 
@@ -692,8 +705,9 @@ char *sl_config_to_json(const sl_config *cfg, bool pretty)
     cJSON_AddNumberToObject(o, "chunks", cfg->pipeline.chunks);
     cJSON_AddBoolToObject(o, "recompute", cfg->pipeline.recompute);
     if (cfg->pipeline.npartition)
-        cJSON_AddItemToObject(o, "partition", cJSON_CreateIntArray(cfg->pipeline.partition_counts,
-                                                                    cfg->pipeline.npartition));
+        cJSON_AddItemToObject(
+            o, "partition",
+            cJSON_CreateIntArray(cfg->pipeline.partition_counts, cfg->pipeline.npartition));
     else
         cJSON_AddStringToObject(o, "partition", cfg->pipeline.partition);
 

@@ -8,8 +8,10 @@
  *
  * Paths in the config (data.path, model.init) are resolved when loaded: a relative path that
  * exists relative to the current working directory is used as is; otherwise it is taken relative
- * to the directory of the config file (so `sluice train samples/digits/digits.json` works from the
- * repository root and from anywhere else). output.dir is relative to the working directory. */
+ * to the directory of the config file, or failing that to the nearest of that directory's
+ * ancestors where it exists (so the repository-relative paths in samples/ work from the repository
+ * root, from a build directory and from the sample's own directory). A file found nowhere is an
+ * error naming the key. output.dir is relative to the working directory. */
 #ifndef SL_CONFIG_H
 #define SL_CONFIG_H
 
@@ -37,12 +39,12 @@ typedef struct sl_config {
     char *dir;  /* its directory, for resolving relative paths ("." when none) */
 
     struct {
-        int inputs;              /* required, >= 1 */
-        int nlayers;             /* >= 1 */
-        char **layers;           /* "linear:128", "relu", "tanh", "sigmoid", "gelu" */
-        enum sl_loss_kind loss;  /* "cross_entropy" (default) or "mse" */
-        char *init;              /* resolved path of initial weights (safetensors), or NULL */
-        uint64_t seed;           /* weight init seed, default 0 */
+        int inputs;             /* required, >= 1 */
+        int nlayers;            /* >= 1 */
+        char **layers;          /* "linear:128", "relu", "tanh", "sigmoid", "gelu" */
+        enum sl_loss_kind loss; /* "cross_entropy" (default) or "mse" */
+        char *init;             /* resolved path of initial weights (safetensors), or NULL */
+        uint64_t seed;          /* weight init seed, default 0 */
     } model;
 
     struct {
@@ -64,12 +66,12 @@ typedef struct sl_config {
     } train;
 
     struct {
-        int stages;      /* ranks in the pipeline, default 1 */
-        char *schedule;  /* "gpipe", "1f1b" (default), "interleaved", "zb-h1" */
-        int chunks;      /* model stages (virtual stages) per rank, default 1 */
-        bool recompute;  /* default false */
-        char *partition; /* "uniform" (default) or "explicit" when partition_counts is set */
-        int npartition;  /* 0, or stages*chunks when the config gives a list */
+        int stages;            /* ranks in the pipeline, default 1 */
+        char *schedule;        /* "gpipe", "1f1b" (default), "interleaved", "zb-h1" */
+        int chunks;            /* model stages (virtual stages) per rank, default 1 */
+        bool recompute;        /* default false */
+        char *partition;       /* "uniform" (default) or "explicit" when partition_counts is set */
+        int npartition;        /* 0, or stages*chunks when the config gives a list */
         int *partition_counts; /* linear layers per model stage, from "partition": [2, 1, 1] */
     } pipeline;
 
@@ -77,10 +79,10 @@ typedef struct sl_config {
     char **devices; /* device ids as configs name them ("cpu", "opencl:0"); default "cpu" */
 
     struct {
-        int nendpoints;    /* 0, or pipeline.stages */
-        char **endpoints;  /* static launch: one ZeroMQ endpoint per rank ("tcp://host:port") */
-        bool curve;        /* encrypt and authenticate links with CURVE, default false */
-        int heartbeat_ms;  /* default 1000, >= 1 */
+        int nendpoints;   /* 0, or pipeline.stages */
+        char **endpoints; /* static launch: one ZeroMQ endpoint per rank ("tcp://host:port") */
+        bool curve;       /* encrypt and authenticate links with CURVE, default false */
+        int heartbeat_ms; /* default 1000, >= 1 */
     } launch;
 
     struct {

@@ -219,12 +219,12 @@ static int load_safetensors(const sl_config *cfg, int outputs, sl_dataset *ds)
         if (!ds->x || (!ds->labels && !ds->targets)) rc = SL_ENOMEM;
     }
     if (rc == SL_OK) rc = sl_tensor_to_f32(x, ds->x);
-    if (rc == SL_OK) rc = classes ? sl_tensor_to_i32(y, ds->labels) : sl_tensor_to_f32(y, ds->targets);
+    if (rc == SL_OK)
+        rc = classes ? sl_tensor_to_i32(y, ds->labels) : sl_tensor_to_f32(y, ds->targets);
     for (size_t i = 0; rc == SL_OK && i < x->elems; i++)
         if (!isfinite(ds->x[i]))
-            rc = sl_fail(SL_ECONFIG, "data %s: tensor '%s' row %zu column %zu is %s", path,
-                         x->name, i / (size_t)in, i % (size_t)in,
-                         isnan(ds->x[i]) ? "NaN" : "infinite");
+            rc = sl_fail(SL_ECONFIG, "data %s: tensor '%s' row %zu column %zu is %s", path, x->name,
+                         i / (size_t)in, i % (size_t)in, isnan(ds->x[i]) ? "NaN" : "infinite");
     for (size_t i = 0; rc == SL_OK && i < ds->rows; i++) {
         if (classes && (ds->labels[i] < 0 || ds->labels[i] >= outputs))
             rc = sl_fail(SL_ECONFIG,
@@ -357,7 +357,8 @@ void sl_data_free(sl_data *d)
 int sl_data_batch_rows(sl_data *d, int64_t step, size_t *rows)
 {
     size_t n = d->train.rows;
-    if (step < 0 || n == 0) return sl_fail(SL_EINVAL, "data: step %lld has no rows", (long long)step);
+    if (step < 0 || n == 0)
+        return sl_fail(SL_EINVAL, "data: step %lld has no rows", (long long)step);
     for (int i = 0; i < d->batch; i++) {
         uint64_t g = (uint64_t)step * (uint64_t)d->batch + (uint64_t)i;
         if (!d->shuffle) {
@@ -366,8 +367,7 @@ int sl_data_batch_rows(sl_data *d, int64_t step, size_t *rows)
         }
         int64_t epoch = (int64_t)(g / n);
         if (epoch != d->perm_epoch) {
-            if (!d->perm && !(d->perm = sl_alloc(sl_mul_size(n, sizeof(size_t)))))
-                return SL_ENOMEM;
+            if (!d->perm && !(d->perm = sl_alloc(sl_mul_size(n, sizeof(size_t))))) return SL_ENOMEM;
             sl_data_permutation(d->seed + 1 + (uint64_t)epoch, n, d->perm);
             d->perm_epoch = epoch;
         }
@@ -376,8 +376,7 @@ int sl_data_batch_rows(sl_data *d, int64_t step, size_t *rows)
     return SL_OK;
 }
 
-int sl_data_microbatch(sl_data *d, int64_t step, int mb, float *x, int32_t *labels,
-                       float *targets)
+int sl_data_microbatch(sl_data *d, int64_t step, int mb, float *x, int32_t *labels, float *targets)
 {
     if (mb < 0 || mb >= d->microbatches)
         return sl_fail(SL_EINVAL, "data: micro-batch %d of %d", mb, d->microbatches);

@@ -24,8 +24,8 @@
  * j*batch/M .. (j+1)*batch/M - 1.
  *
  * The PRNG is splitmix64 (Steele et al.): state += 0x9e3779b97f4a7c15, then two xor-shift-multiply
- * rounds. A permutation is Fisher-Yates from the identity: for i = N-1 down to 1, j = floor(u*(i+1))
- * with u = (next() >> 11) * 2^-53, swap P[i] and P[j]. */
+ * rounds. A permutation is Fisher-Yates from the identity: for i = N-1 down to 1, j =
+ * floor(u*(i+1)) with u = (next() >> 11) * 2^-53, swap P[i] and P[j]. */
 #ifndef SL_DATA_H
 #define SL_DATA_H
 
@@ -42,11 +42,11 @@ extern "C" {
 /* Rows held on the host. Exactly one of labels and targets is set. */
 typedef struct sl_dataset {
     size_t rows;
-    int inputs;       /* features per row */
-    int outputs;      /* classes (labels) or target width (targets) */
-    float *x;         /* [rows, inputs] */
-    int32_t *labels;  /* [rows] class ids in [0, outputs), or NULL */
-    float *targets;   /* [rows, outputs], or NULL */
+    int inputs;      /* features per row */
+    int outputs;     /* classes (labels) or target width (targets) */
+    float *x;        /* [rows, inputs] */
+    int32_t *labels; /* [rows] class ids in [0, outputs), or NULL */
+    float *targets;  /* [rows, outputs], or NULL */
 } sl_dataset;
 
 typedef struct sl_data {
@@ -78,8 +78,7 @@ void sl_dataset_gather(const sl_dataset *ds, const size_t *rows, size_t n, float
 
 /* Micro-batch `mb` of step `step` from the training rows: x [batch/M, inputs], and labels or
  * targets as above (NULL when not wanted). */
-int sl_data_microbatch(sl_data *d, int64_t step, int mb, float *x, int32_t *labels,
-                       float *targets);
+int sl_data_microbatch(sl_data *d, int64_t step, int mb, float *x, int32_t *labels, float *targets);
 
 /* The split's permutation helper, exposed for tests: fills perm[0..n-1] with a permutation of
  * 0..n-1 drawn from `seed` as described above. */

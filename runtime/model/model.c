@@ -52,16 +52,19 @@ int sl_model_init(const sl_config *cfg, sl_model *out)
             return sl_fail_context(SL_ECONFIG, "config: model.layers[%d]: ", i);
         }
         l->in = width;
-        if (l->kind == SL_LAYER_ACTIVATION) l->out = width;
-        else out->nparams += (size_t)l->out * (size_t)l->in + (size_t)l->out;
+        if (l->kind == SL_LAYER_ACTIVATION)
+            l->out = width;
+        else
+            out->nparams += (size_t)l->out * (size_t)l->in + (size_t)l->out;
         width = l->out;
         out->max_width = SL_MAX(out->max_width, width);
     }
     out->outputs = width;
     if (out->loss == SL_LOSS_CROSS_ENTROPY && width < 2) {
         sl_model_free(out);
-        return sl_fail(SL_ECONFIG, "config: model.loss cross_entropy needs at least 2 outputs "
-                                   "(the last linear layer has %d)",
+        return sl_fail(SL_ECONFIG,
+                       "config: model.loss cross_entropy needs at least 2 outputs "
+                       "(the last linear layer has %d)",
                        width);
     }
     return SL_OK;

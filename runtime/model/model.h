@@ -39,13 +39,13 @@ typedef struct sl_layer {
 int sl_layer_parse(const char *text, sl_layer *out);
 
 typedef struct sl_model {
-    int inputs;             /* width of the model's input */
-    int outputs;            /* width of the last layer: classes for cross_entropy */
+    int inputs;  /* width of the model's input */
+    int outputs; /* width of the last layer: classes for cross_entropy */
     int nlayers;
-    sl_layer *layers;       /* [nlayers] */
+    sl_layer *layers; /* [nlayers] */
     enum sl_loss_kind loss;
-    size_t nparams;         /* total parameter count */
-    int max_width;          /* the widest activation (inputs included) */
+    size_t nparams; /* total parameter count */
+    int max_width;  /* the widest activation (inputs included) */
 } sl_model;
 
 /* Builds the model from cfg->model (already validated by the config loader). */
@@ -103,9 +103,9 @@ typedef struct sl_stage_range {
 } sl_stage_range;
 
 typedef struct sl_partition {
-    int nstages;  /* model stages S = ranks * chunks */
-    int ranks;    /* pipeline.stages */
-    int chunks;   /* pipeline.chunks */
+    int nstages;            /* model stages S = ranks * chunks */
+    int ranks;              /* pipeline.stages */
+    int chunks;             /* pipeline.chunks */
     sl_stage_range *stages; /* [nstages]; model stage s runs on rank s mod ranks */
 } sl_partition;
 
@@ -181,8 +181,8 @@ int sl_stage_forward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash
  * dout [rows, width(last)] (read only) -> din [rows, width(first)] (NULL: not needed, as on the
  * first stage). Gradients are accumulated: dW += dY^T X, db += colsum(dY), so call
  * sl_stage_zero_grad at the start of a step and run the micro-batches in a fixed order. */
-int sl_stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
-                      sl_buffer *dout, sl_buffer *din);
+int sl_stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash, sl_buffer *dout,
+                      sl_buffer *din);
 
 /* Zero-bubble's split of sl_stage_backward (same arguments): the input pass carries the gradient
  * to `din` and keeps each linear layer's output gradient in the stash; the weight pass, later,
@@ -206,10 +206,10 @@ struct sl_data;
 
 typedef struct sl_train_result {
     int steps;
-    double *losses;      /* [steps]: mean loss over each step's mini-batch */
-    sl_weights weights;  /* final weights */
-    size_t test_rows;    /* 0 when there is no held-out share */
-    double test_loss;    /* mean loss on the test rows */
+    double *losses;       /* [steps]: mean loss over each step's mini-batch */
+    sl_weights weights;   /* final weights */
+    size_t test_rows;     /* 0 when there is no held-out share */
+    double test_loss;     /* mean loss on the test rows */
     double test_accuracy; /* cross_entropy: share of test rows whose argmax is the label */
     double train_seconds;
 } sl_train_result;

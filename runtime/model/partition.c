@@ -30,8 +30,8 @@ int sl_partition_make(const sl_model *m, int nstages, const int *counts, sl_stag
             while (layer < m->nlayers && m->layers[layer].kind != SL_LAYER_LINEAR) layer++;
         }
         if (seen != want)
-            return sl_fail(SL_ECONFIG, "partition: stage %d wants %d linear layers, %d are left",
-                           s, want, seen);
+            return sl_fail(SL_ECONFIG, "partition: stage %d wants %d linear layers, %d are left", s,
+                           want, seen);
         before += seen;
         out[s].last = layer;
     }

@@ -79,8 +79,8 @@ int sl_stage_download(sl_stage *s, sl_weights *w)
         const sl_layer *l = &s->model->layers[i];
         if (l->kind != SL_LAYER_LINEAR) continue;
         size_t k = (size_t)(i - s->first);
-        SL_TRY(sl_buffer_download(s->weight[k], 0, w->weight[i],
-                                  (size_t)l->out * (size_t)l->in * 4));
+        SL_TRY(
+            sl_buffer_download(s->weight[k], 0, w->weight[i], (size_t)l->out * (size_t)l->in * 4));
         SL_TRY(sl_buffer_download(s->bias[k], 0, w->bias[i], (size_t)l->out * 4));
     }
     return SL_OK;
@@ -122,8 +122,7 @@ int sl_stage_optimizer_step(sl_stage *s, const sl_optimizer_config *opt)
         size_t k = (size_t)(i - s->first);
         SL_TRY(update(s, opt, (size_t)l->out * (size_t)l->in, s->weight[k], s->dweight[k],
                       &s->mweight[k], &s->vweight[k]));
-        SL_TRY(update(s, opt, (size_t)l->out, s->bias[k], s->dbias[k], &s->mbias[k],
-                      &s->vbias[k]));
+        SL_TRY(update(s, opt, (size_t)l->out, s->bias[k], s->dbias[k], &s->mbias[k], &s->vbias[k]));
     }
     return SL_OK;
 }
@@ -364,8 +363,7 @@ int sl_reference_train(sl_device *dev, const sl_config *cfg, const sl_model *m,
         double sum = 0;
         st = sl_stage_zero_grad(stage);
         for (int mb = 0; st == SL_OK && mb < M; mb++) {
-            st = sl_data_microbatch(data, step, mb, hx, ce ? (int32_t *)hy : NULL,
-                                    ce ? NULL : hy);
+            st = sl_data_microbatch(data, step, mb, hx, ce ? (int32_t *)hy : NULL, ce ? NULL : hy);
             if (st == SL_OK) st = sl_buffer_upload(bx, 0, hx, per * in * 4);
             if (st == SL_OK) st = sl_buffer_upload(by, 0, hy, per * ywidth * 4);
             if (st == SL_OK) st = sl_stage_forward(stage, per, bx, &stash);

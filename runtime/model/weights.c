@@ -85,8 +85,9 @@ static int check_tensor(const sl_tensor *t, const char *source, const char *name
                      (long long)t->shape[d]);
         strcat(got, "]");
         if (ndim == 2)
-            return sl_fail(SL_EFORMAT, "weights %s: tensor '%s' has shape %s, the model needs "
-                                       "[%lld, %lld]",
+            return sl_fail(SL_EFORMAT,
+                           "weights %s: tensor '%s' has shape %s, the model needs "
+                           "[%lld, %lld]",
                            source, name, got, (long long)d0, (long long)d1);
         return sl_fail(SL_EFORMAT, "weights %s: tensor '%s' has shape %s, the model needs [%lld]",
                        source, name, got, (long long)d0);
@@ -149,7 +150,7 @@ int sl_weights_load(const sl_model *m, const char *path, sl_weights *out)
 int sl_weights_save(const sl_model *m, const sl_weights *w, const char *path)
 {
     sl_tensor *t = sl_alloc(sizeof(sl_tensor) * (size_t)(2 * m->nlayers + 1));
-    char (*names)[32] = sl_alloc(32 * (size_t)(2 * m->nlayers + 1));
+    char(*names)[32] = sl_alloc(32 * (size_t)(2 * m->nlayers + 1));
     if (!t || !names) {
         free(t);
         free(names);
@@ -160,12 +161,18 @@ int sl_weights_save(const sl_model *m, const sl_weights *w, const char *path)
         const sl_layer *l = &m->layers[i];
         if (l->kind != SL_LAYER_LINEAR) continue;
         snprintf(names[n], 32, "%d.weight", i);
-        t[n] = (sl_tensor){.name = names[n], .dtype = SL_DTYPE_F32, .ndim = 2,
-                           .shape = {l->out, l->in}, .data = w->weight[i]};
+        t[n] = (sl_tensor){.name = names[n],
+                           .dtype = SL_DTYPE_F32,
+                           .ndim = 2,
+                           .shape = {l->out, l->in},
+                           .data = w->weight[i]};
         n++;
         snprintf(names[n], 32, "%d.bias", i);
-        t[n] = (sl_tensor){.name = names[n], .dtype = SL_DTYPE_F32, .ndim = 1,
-                           .shape = {l->out}, .data = w->bias[i]};
+        t[n] = (sl_tensor){.name = names[n],
+                           .dtype = SL_DTYPE_F32,
+                           .ndim = 1,
+                           .shape = {l->out},
+                           .data = w->bias[i]};
         n++;
     }
     const char *k[] = {"format"}, *v[] = {"pt"};

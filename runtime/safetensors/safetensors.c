@@ -9,7 +9,8 @@
 
 #include "runtime/core/core.h"
 
-/* Headers larger than this are refused before parsing (the reference implementation uses 100 MB). */
+/* Headers larger than this are refused before parsing (the reference implementation uses 100 MB).
+ */
 #define MAX_HEADER ((uint64_t)100 << 20)
 
 static char *dup_str(const char *s)
@@ -76,8 +77,8 @@ static int parse_tensor(const cJSON *item, const char *data, uint64_t data_size,
     for (const cJSON *d = shape->child; d; d = d->next, i++) {
         uint64_t v;
         if (!get_index(d, &v))
-            return sl_fail(SL_EFORMAT, "tensor '%s': shape[%d] is not a non-negative integer",
-                           name, i);
+            return sl_fail(SL_EFORMAT, "tensor '%s': shape[%d] is not a non-negative integer", name,
+                           i);
         t->shape[i] = (int64_t)v;
         if (v != 0 && elems > SIZE_MAX / v)
             return sl_fail(SL_EFORMAT, "tensor '%s': shape overflows", name);
@@ -91,10 +92,9 @@ static int parse_tensor(const cJSON *item, const char *data, uint64_t data_size,
         !get_index(cJSON_GetArrayItem(offs, 0), &b) || !get_index(cJSON_GetArrayItem(offs, 1), &e))
         return sl_fail(SL_EFORMAT, "tensor '%s': data_offsets must be [begin, end]", name);
     if (b > e || e > data_size)
-        return sl_fail(SL_EFORMAT,
-                       "tensor '%s': data_offsets [%llu, %llu] fall outside the %llu data bytes",
-                       name, (unsigned long long)b, (unsigned long long)e,
-                       (unsigned long long)data_size);
+        return sl_fail(
+            SL_EFORMAT, "tensor '%s': data_offsets [%llu, %llu] fall outside the %llu data bytes",
+            name, (unsigned long long)b, (unsigned long long)e, (unsigned long long)data_size);
     if (e - b != nbytes)
         return sl_fail(SL_EFORMAT,
                        "tensor '%s': %s shape needs %zu bytes but data_offsets span %llu", name,
@@ -133,8 +133,7 @@ static int parse(sl_safetensors *out)
         return sl_fail(SL_EFORMAT, "header length %llu exceeds the file (%zu bytes) or 100 MB",
                        (unsigned long long)hlen, size);
     const char *header = (const char *)p + 8;
-    if (hlen < 2 || header[0] != '{')
-        return sl_fail(SL_EFORMAT, "the header is not a JSON object");
+    if (hlen < 2 || header[0] != '{') return sl_fail(SL_EFORMAT, "the header is not a JSON object");
     cJSON *root = cJSON_ParseWithLength(header, (size_t)hlen);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
@@ -143,14 +142,17 @@ static int parse(sl_safetensors *out)
     const char *data = header + hlen;
     uint64_t data_size = size - 8 - hlen;
     size_t n = 0;
-    for (const cJSON *it = root->child; it; it = it->next) n += strcmp(it->string, "__metadata__") != 0;
+    for (const cJSON *it = root->child; it; it = it->next)
+        n += strcmp(it->string, "__metadata__") != 0;
     int st = SL_OK;
     out->tensors = sl_alloc(sizeof(sl_tensor) * (n + 1));
     if (!out->tensors) st = SL_ENOMEM;
     for (const cJSON *it = root->child; st == SL_OK && it; it = it->next) {
         if (!strcmp(it->string, "__metadata__")) {
-            if (out->meta_keys) st = sl_fail(SL_EFORMAT, "__metadata__ appears twice");
-            else st = parse_meta(it, out);
+            if (out->meta_keys)
+                st = sl_fail(SL_EFORMAT, "__metadata__ appears twice");
+            else
+                st = parse_meta(it, out);
             continue;
         }
         sl_tensor *t = &out->tensors[out->count];
@@ -178,8 +180,7 @@ static int parse(sl_safetensors *out)
     qsort(by, m, sizeof *by, cmp_by_offset);
     for (size_t i = 1; i < m; i++) {
         if ((const char *)by[i - 1]->data + by[i - 1]->nbytes > (const char *)by[i]->data) {
-            st = sl_fail(SL_EFORMAT, "tensors '%s' and '%s' overlap", by[i - 1]->name,
-                         by[i]->name);
+            st = sl_fail(SL_EFORMAT, "tensors '%s' and '%s' overlap", by[i - 1]->name, by[i]->name);
             break;
         }
     }
@@ -318,8 +319,9 @@ int sl_safetensors_save(const char *path, const sl_tensor *tensors, size_t n,
         if (!t->name || !t->name[0] || !strcmp(t->name, "__metadata__") ||
             (i && !strcmp(t->name, order[i - 1]->name)) || sl_dtype_size(t->dtype) == 0 ||
             t->ndim < 0 || t->ndim > SL_TENSOR_MAX_DIMS) {
-            st = sl_fail(SL_EINVAL, "safetensors %s: tensor '%s' has a bad or duplicate name, "
-                                    "dtype or rank",
+            st = sl_fail(SL_EINVAL,
+                         "safetensors %s: tensor '%s' has a bad or duplicate name, "
+                         "dtype or rank",
                          path, t->name ? t->name : "(null)");
             break;
         }

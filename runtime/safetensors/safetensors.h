@@ -23,7 +23,6 @@ extern "C" {
 #endif
 
 
-/* "F32", "F64", "I32", "I64", "U8" */
 
 #define SL_TENSOR_MAX_DIMS 8
 

@@ -48,7 +48,7 @@ static inline const char *source_dir(void)
     do {                                                                                           \
         int st_ = (status);                                                                        \
         cr_assert_neq(st_, SL_OK, "expected a failure mentioning '%s'", needle);                   \
-        cr_assert(strstr(sl_last_error(), needle) != NULL, "message '%s' lacks '%s'",             \
+        cr_assert(strstr(sl_last_error(), needle) != NULL, "message '%s' lacks '%s'",              \
                   sl_last_error(), needle);                                                        \
     } while (0)
 

@@ -15,13 +15,13 @@ static void setup(void)
 }
 
 #define BASE_MODEL                                                                                 \
-    "\"model\": {\"inputs\": 3, \"layers\": [\"linear:8\", \"relu\", \"linear:8\", \"tanh\", "   \
+    "\"model\": {\"inputs\": 3, \"layers\": [\"linear:8\", \"relu\", \"linear:8\", \"tanh\", "     \
     "\"linear:3\"]}"
-#define BASE_DATA  "\"data\": {\"path\": \"tiny.csv\"}"
+#define BASE_DATA "\"data\": {\"path\": \"tiny.csv\"}"
 #define BASE_TRAIN                                                                                 \
     "\"train\": {\"steps\": 10, \"batch\": 4, \"microbatches\": 2, \"optimizer\": {\"name\": "     \
     "\"sgd\", \"lr\": 0.1}}"
-#define BASE       "{" BASE_MODEL ", " BASE_DATA ", " BASE_TRAIN "}"
+#define BASE "{" BASE_MODEL ", " BASE_DATA ", " BASE_TRAIN "}"
 
 static int parse(const char *json, const char *const *sets, int nsets, sl_config *cfg)
 {
@@ -59,9 +59,13 @@ Test(config, defaults)
 
 Test(config, sets_override_and_create)
 {
-    const char *sets[] = {"train.steps=50", "pipeline.schedule=gpipe", "data.shuffle=true",
-                          "launch.curve=true", "devices=[\"cpu\",\"cpu\",\"cpu\"]",
-                          "pipeline.stages=3", "train.optimizer.momentum=0.9"};
+    const char *sets[] = {"train.steps=50",
+                          "pipeline.schedule=gpipe",
+                          "data.shuffle=true",
+                          "launch.curve=true",
+                          "devices=[\"cpu\",\"cpu\",\"cpu\"]",
+                          "pipeline.stages=3",
+                          "train.optimizer.momentum=0.9"};
     sl_config cfg;
     cr_assert_eq(parse(BASE, sets, 7, &cfg), SL_OK, "%s", sl_last_error());
     cr_assert_eq(cfg.train.steps, 50);
@@ -171,9 +175,9 @@ Test(config, missing_sections_and_bad_json)
                       "model.inputs is required");
     assert_fails_with(parse("{\"model\": ", NULL, 0, &cfg), "not valid JSON");
     assert_fails_with(parse("[1]", NULL, 0, &cfg), "top level must be a JSON object");
-    assert_fails_with(parse("{" BASE_MODEL ", " BASE_DATA ", " BASE_TRAIN ", \"x\": 1}", NULL, 0,
-                            &cfg),
-                      "unknown key 'x'");
+    assert_fails_with(
+        parse("{" BASE_MODEL ", " BASE_DATA ", " BASE_TRAIN ", \"x\": 1}", NULL, 0, &cfg),
+        "unknown key 'x'");
 }
 
 Test(config, load_from_file)
