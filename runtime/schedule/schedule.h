@@ -140,6 +140,13 @@ int sl_schedule_rank_of_stage(const sl_schedule *s, int stage);
  * is blocked on and what it waits for). */
 int sl_schedule_validate(const sl_schedule *s, int queue_depth);
 
+/* The smallest link depth with which the schedule completes (1 for the generated gpipe, 1f1b and
+ * zb-h1 schedules; 2 for interleaved ones, whose two directions of a ring both carry forwards).
+ * Returns the depth (>= 1), or a negative status when it does not complete with any depth up to
+ * the number of transfers (then the message says why). The transport must let at least this
+ * many messages wait on a link. */
+int sl_schedule_min_queue_depth(const sl_schedule *s);
+
 /* Costs of one action of one stage for one micro-batch. Defaults: F = 1, B = 2 and, when the
  * backward is split, W = B/2 and I = B - W. R costs as F. SEND/RECV take no rank time; a message
  * arrives `latency` after it is sent. Per-stage arrays (length stages, or NULL) override the

@@ -217,6 +217,31 @@ int sl_schedule_validate(const sl_schedule *s, int queue_depth)
     return __sl_schedule_run(s, queue_depth ? queue_depth : SL_SCHEDULE_QUEUE_DEPTH, NULL, NULL);
 }
 
+int sl_schedule_min_queue_depth(const sl_schedule *s)
+{
+    /* The dependency checks do not depend on the depth: run them once at a depth at which
+     * nothing ever blocks on a send, then search upward from 1. */
+    if (!s) return sl_fail(SL_EINVAL, "sl_schedule_min_queue_depth: null schedule");
+    size_t sends = 1;
+    for (int r = 0; r < s->ranks; r++) sends += s->count[r];
+    int most = (int)SL_MIN(sends, (size_t)1 << 30);
+    SL_TRY(sl_schedule_validate(s, most));
+    for (int q = 1; q < most; q *= 2)
+        if (__sl_schedule_run(s, q, NULL, NULL) == SL_OK) {
+            /* Completion is monotone in the depth: refine between q/2 and q. */
+            int lo = q / 2, hi = q;
+            while (hi - lo > 1) {
+                int mid = lo + (hi - lo) / 2;
+                if (__sl_schedule_run(s, mid, NULL, NULL) == SL_OK) hi = mid;
+                else lo = mid;
+            }
+            sl_clear_error();
+            return hi;
+        }
+    sl_clear_error();
+    return most;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Running all ranks */
 
@@ -283,7 +308,7 @@ int __sl_schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *
         }
     }
     const double latency = costs ? costs->latency : 0;
-    char t1[40], t2[40];
+    char t1[40], t2[40], t3[40];
     bool progress = true;
     while (progress) {
         progress = false;
@@ -314,7 +339,7 @@ int __sl_schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *
                                      "%d, but the next message on link r%d->r%d is %s: the two "
                                      "ends send and receive in different orders", r, pc[r],
                                      fmt(a, t1, sizeof t1), wire_text(&want, t2, sizeof t2),
-                                     a->peer, a->peer, r, wire_text(got, t1, sizeof t1));
+                                     a->peer, a->peer, r, wire_text(got, t3, sizeof t3));
                         goto out;
                     }
                     start = SL_MAX(start, L->sent_at[L->recvd] + latency);
