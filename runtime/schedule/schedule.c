@@ -23,6 +23,9 @@ int sl_schedule_create(const sl_schedule_params *p, bool split_backward, sl_sche
                        "schedule too large: at most %d ranks, %d micro-batches and %d chunks "
                        "(got %d, %d, %d)", SL_SCHEDULE_MAX_RANKS, SL_SCHEDULE_MAX_MICROBATCHES,
                        SL_SCHEDULE_MAX_CHUNKS, p->ranks, p->microbatches, v);
+    if ((long)p->ranks * v * p->microbatches > SL_SCHEDULE_MAX_WORK)
+        return sl_fail(SL_EINVAL, "schedule too large: stages x chunks x micro-batches = %ld, at "
+                       "most %d", (long)p->ranks * v * p->microbatches, SL_SCHEDULE_MAX_WORK);
     sl_schedule *s = sl_alloc(sizeof *s);
     if (!s) return SL_ENOMEM;
     snprintf(s->name, sizeof s->name, "%s", p->name ? p->name : "custom");

@@ -257,6 +257,7 @@ typedef struct link {
 
 static double cost_of(const sl_schedule *s, const sl_schedule_costs *c, const sl_action *a)
 {
+    if (!__sl_is_compute(a->type)) return 0; /* OPT has no stage to index */
     double f = c->stage_f ? c->stage_f[a->stage] : c->f;
     double b = c->stage_b ? c->stage_b[a->stage] : c->b;
     double w = c->stage_w ? c->stage_w[a->stage] : c->w;
