@@ -51,8 +51,16 @@ static void compute_text(const sl_schedule *s, int rank, char *buf, size_t cap)
 
 Test(schedule, text_form_round_trips)
 {
-    const char *forms[] = {"5F2", "0B0", "3I7", "3W7", "12R31", "SEND_F 5F2->r1",
-                           "RECV_F 5F2<-r0", "SEND_B 5B2->r0", "RECV_B 5B2<-r2", "OPT"};
+    const char *forms[] = {"5F2",
+                           "0B0",
+                           "3I7",
+                           "3W7",
+                           "12R31",
+                           "SEND_F 5F2->r1",
+                           "RECV_F 5F2<-r0",
+                           "SEND_B 5B2->r0",
+                           "RECV_B 5B2<-r2",
+                           "OPT"};
     for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
         sl_action a;
         size_t used;
@@ -94,8 +102,9 @@ Test(schedule, validator_passes_every_generator_over_the_grid)
                 for (int v = 2; v <= 4; v++) {
                     if (m % grid_d[di]) continue;
                     sl_schedule *s = gen("interleaved", grid_d[di], m, v, rc);
-                    cr_assert_eq(sl_schedule_validate(s, 0), SL_OK, "interleaved D=%d M=%d v=%d: %s",
-                                 grid_d[di], m, v, sl_last_error());
+                    cr_assert_eq(sl_schedule_validate(s, 0), SL_OK,
+                                 "interleaved D=%d M=%d v=%d: %s", grid_d[di], m, v,
+                                 sl_last_error());
                     cr_assert_leq(sl_schedule_min_queue_depth(s), 2);
                     sl_schedule_free(s);
                     checked++;
@@ -110,7 +119,8 @@ Test(schedule, generators_reject_bad_input_with_one_line)
         sl_schedule_params p;
         const char *says;
     } cases[] = {
-        {{"chimera", 4, 8, 1, false}, "unknown schedule 'chimera': choose gpipe, 1f1b, interleaved"},
+        {{"chimera", 4, 8, 1, false},
+         "unknown schedule 'chimera': choose gpipe, 1f1b, interleaved"},
         {{"1f1b", 0, 8, 1, false}, "stages must be at least 1"},
         {{"1f1b", 4, 0, 1, false}, "micro-batches must be at least 1"},
         {{"gpipe", 4, 8, 2, false}, "gpipe runs one chunk per rank"},
@@ -268,7 +278,8 @@ Test(schedule, comm_pass_shape)
     size_t n;
     const sl_action *a = sl_schedule_actions(s, 0, &n);
     cr_assert_eq(n, 4 * 3 * 3 + 1);
-    for (size_t i = 0; i < n; i++) cr_assert(a[i].type <= SL_ACTION_R || a[i].type == SL_ACTION_OPT);
+    for (size_t i = 0; i < n; i++)
+        cr_assert(a[i].type <= SL_ACTION_R || a[i].type == SL_ACTION_OPT);
     cr_assert_eq(a[n - 1].type, SL_ACTION_OPT);
     sl_schedule_free(s);
 
@@ -297,8 +308,8 @@ Test(schedule, recompute_puts_r_before_each_backward)
                 if (a[i].type != SL_ACTION_B && a[i].type != SL_ACTION_I) continue;
                 bool found = false;
                 for (size_t j = 0; j < i; j++)
-                    found |= a[j].type == SL_ACTION_R && a[j].stage == a[i].stage &&
-                             a[j].mb == a[i].mb;
+                    found |=
+                        a[j].type == SL_ACTION_R && a[j].stage == a[i].stage && a[j].mb == a[i].mb;
                 cr_assert(found, "%s rank %d: no R before backward %zu", names[g], r, i);
                 rs++;
             }
@@ -345,16 +356,18 @@ Test(schedule, rejects_a_swapped_pair)
     const char *bad[] = {"0F0 SEND_F 0F0->r1 RECV_B 0B0<-r1 0B0 OPT",
                          "RECV_F 1F0<-r0 1B0 1F0 SEND_B 1B0->r0 OPT"};
     sl_schedule *s = from_text("custom", 2, 1, false, bad);
-    expect_rejected(s, SL_EINVAL, "rank 1: 1B0 (action 1) runs before 1F0 (action 2), which "
-                                  "stashes the activations it needs");
+    expect_rejected(s, SL_EINVAL,
+                    "rank 1: 1B0 (action 1) runs before 1F0 (action 2), which "
+                    "stashes the activations it needs");
     sl_schedule_free(s);
 
     /* A backward before the RECV that brings its gradient. */
     const char *bad2[] = {"0F0 SEND_F 0F0->r1 0B0 RECV_B 0B0<-r1 OPT",
                           "RECV_F 1F0<-r0 1F0 1B0 SEND_B 1B0->r0 OPT"};
     s = from_text("custom", 2, 1, false, bad2);
-    expect_rejected(s, SL_EINVAL, "rank 0: 0B0 (action 2) runs before RECV_B 0B0<-r1 (action 3), "
-                                  "which brings its output gradient");
+    expect_rejected(s, SL_EINVAL,
+                    "rank 0: 0B0 (action 2) runs before RECV_B 0B0<-r1 (action 3), "
+                    "which brings its output gradient");
     sl_schedule_free(s);
 }
 
@@ -393,8 +406,9 @@ Test(schedule, rejects_a_crossed_send_order)
                          "RECV_F 1F0<-r0 1F0 1B0 SEND_B 1B0->r0 RECV_F 1F1<-r0 1F1 1B1 "
                          "SEND_B 1B1->r0 OPT"};
     sl_schedule *s = from_text("custom", 2, 2, false, bad);
-    expect_rejected(s, SL_EINVAL, "rank 1: action 0 (RECV_F 1F0<-r0) expects 0F0 from rank 0, "
-                                  "but the next message on link r0->r1 is 0F1");
+    expect_rejected(s, SL_EINVAL,
+                    "rank 1: action 0 (RECV_F 1F0<-r0) expects 0F0 from rank 0, "
+                    "but the next message on link r0->r1 is 0F1");
     /* The communication pass repairs it: it re-derives the sends from the compute order. */
     cr_assert_eq(sl_schedule_insert_comms(s), SL_OK, "%s", sl_last_error());
     cr_assert_eq(sl_schedule_validate(s, 1), SL_OK, "%s", sl_last_error());
@@ -407,9 +421,10 @@ Test(schedule, rejects_a_deadlock_naming_who_waits_for_what)
     const char *bad[] = {"0F0 RECV_B 0B0<-r1 SEND_F 0F0->r1 0B0 OPT",
                          "RECV_F 1F0<-r0 1F0 1B0 SEND_B 1B0->r0 OPT"};
     sl_schedule *s = from_text("custom", 2, 1, false, bad);
-    expect_rejected(s, SL_EDEADLOCK, "rank 0 is blocked on action 1 (RECV_B 0B0<-r1), waiting "
-                                     "for rank 1 to send 1B0; rank 1 is blocked on action 0 "
-                                     "(RECV_F 1F0<-r0), waiting for rank 0 to send 0F0");
+    expect_rejected(s, SL_EDEADLOCK,
+                    "rank 0 is blocked on action 1 (RECV_B 0B0<-r1), waiting "
+                    "for rank 1 to send 1B0; rank 1 is blocked on action 0 "
+                    "(RECV_F 1F0<-r0), waiting for rank 0 to send 0F0");
     sl_schedule_free(s);
 
     /* Full links: on a ring of two ranks (chunks 0/2 on rank 0, 1/3 on rank 1) rank 0 sends
@@ -425,9 +440,10 @@ Test(schedule, rejects_a_deadlock_naming_who_waits_for_what)
     for (int m = 0; m < 4; m++) ADD(r0, l0, "RECV_B 0B%d<-r1 0B%d ", m, m);
     ADD(r0, l0, "OPT");
     for (int m = 0; m < 4; m += 2)
-        ADD(r1, l1, "RECV_F 1F%d<-r0 RECV_F 1F%d<-r0 1F%d SEND_F 1F%d->r0 1F%d SEND_F 1F%d->r0 ",
-            m, m + 1, m, m, m + 1, m + 1);
-    for (int m = 0; m < 4; m++) ADD(r1, l1, "RECV_F 3F%d<-r0 3F%d 3B%d SEND_B 3B%d->r0 ", m, m, m, m);
+        ADD(r1, l1, "RECV_F 1F%d<-r0 RECV_F 1F%d<-r0 1F%d SEND_F 1F%d->r0 1F%d SEND_F 1F%d->r0 ", m,
+            m + 1, m, m, m + 1, m + 1);
+    for (int m = 0; m < 4; m++)
+        ADD(r1, l1, "RECV_F 3F%d<-r0 3F%d 3B%d SEND_B 3B%d->r0 ", m, m, m, m);
     for (int m = 0; m < 4; m++) ADD(r1, l1, "RECV_B 1B%d<-r0 1B%d SEND_B 1B%d->r0 ", m, m, m);
     ADD(r1, l1, "OPT");
 #undef ADD
@@ -437,8 +453,9 @@ Test(schedule, rejects_a_deadlock_naming_who_waits_for_what)
     cr_assert_eq(sl_schedule_parse_rank(s, 1, r1), SL_OK, "%s", sl_last_error());
     cr_assert_eq(sl_schedule_validate(s, 2), SL_OK, "%s", sl_last_error());
     cr_assert_eq(sl_schedule_min_queue_depth(s), 2);
-    expect_rejected(s, SL_EDEADLOCK, "rank 0 is blocked on action 7 (SEND_F 0F3->r1), waiting "
-                                     "for rank 1 to receive (the link holds 1 messages)");
+    expect_rejected(s, SL_EDEADLOCK,
+                    "rank 0 is blocked on action 7 (SEND_F 0F3->r1), waiting "
+                    "for rank 1 to receive (the link holds 1 messages)");
     sl_schedule_free(s);
 }
 
