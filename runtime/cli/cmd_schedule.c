@@ -110,9 +110,9 @@ int sl_cmd_schedule(int argc, char **argv)
             format = "json";
             continue;
         }
-        static const char *const with_value[] = {"--schedule", "--stages", "--microbatches",
-                                                 "--chunks", "--costs", "--format", "--latency",
-                                                 "--queue-depth"};
+        static const char *const with_value[] = {"--schedule", "--stages",     "--microbatches",
+                                                 "--chunks",   "--costs",      "--format",
+                                                 "--latency",  "--queue-depth"};
         bool known = false;
         for (size_t k = 0; k < SL_ARRAY_LEN(with_value); k++) known |= !strcmp(a, with_value[k]);
         if (!known) {
@@ -122,12 +122,18 @@ int sl_cmd_schedule(int argc, char **argv)
         if (i + 1 >= argc) return bad("%s needs a value%s; see sluice schedule --help", a, "");
         const char *v = argv[++i];
         int rc = 0;
-        if (!strcmp(a, "--schedule")) p.name = v;
-        else if (!strcmp(a, "--stages")) rc = parse_int(a, v, &p.ranks), have_d = true;
-        else if (!strcmp(a, "--microbatches")) rc = parse_int(a, v, &p.microbatches), have_m = true;
-        else if (!strcmp(a, "--chunks")) rc = parse_int(a, v, &p.chunks);
-        else if (!strcmp(a, "--costs")) rc = parse_costs(v, &costs);
-        else if (!strcmp(a, "--latency")) rc = parse_double(a, v, &costs.latency);
+        if (!strcmp(a, "--schedule"))
+            p.name = v;
+        else if (!strcmp(a, "--stages"))
+            rc = parse_int(a, v, &p.ranks), have_d = true;
+        else if (!strcmp(a, "--microbatches"))
+            rc = parse_int(a, v, &p.microbatches), have_m = true;
+        else if (!strcmp(a, "--chunks"))
+            rc = parse_int(a, v, &p.chunks);
+        else if (!strcmp(a, "--costs"))
+            rc = parse_costs(v, &costs);
+        else if (!strcmp(a, "--latency"))
+            rc = parse_double(a, v, &costs.latency);
         else if (!strcmp(a, "--queue-depth")) {
             rc = parse_int(a, v, &costs.queue_depth);
             if (!rc && costs.queue_depth < 1)
@@ -141,7 +147,8 @@ int sl_cmd_schedule(int argc, char **argv)
     }
     if (!p.name || !have_d || !have_m)
         return bad("needs --schedule NAME, --stages D and --microbatches M%s%s; see sluice "
-                   "schedule --help", "", "");
+                   "schedule --help",
+                   "", "");
     if (p.chunks < 1) {
         fprintf(stderr, "sluice schedule: --chunks must be at least 1 (got %d)\n", p.chunks);
         return 2;
@@ -166,9 +173,12 @@ int sl_cmd_schedule(int argc, char **argv)
         sl_schedule_free(s);
         return sl_cli_error("schedule", st);
     }
-    if (!strcmp(format, "json")) st = sl_schedule_write_json(stdout, s, &sim);
-    else if (!strcmp(format, "svg")) st = sl_schedule_write_svg(stdout, s, &sim);
-    else st = sl_schedule_write_text(stdout, s, &sim);
+    if (!strcmp(format, "json"))
+        st = sl_schedule_write_json(stdout, s, &sim);
+    else if (!strcmp(format, "svg"))
+        st = sl_schedule_write_svg(stdout, s, &sim);
+    else
+        st = sl_schedule_write_text(stdout, s, &sim);
     sl_schedule_sim_free(&sim);
     sl_schedule_free(s);
     return st ? sl_cli_error("schedule", st) : 0;

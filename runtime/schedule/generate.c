@@ -103,8 +103,8 @@ static int gen_zbh1(sl_schedule *s)
             if (nw[r] == M) continue; /* every action takes one unit: a rank is free at each t */
             int m;
             if (ni[r] < nf[r] && fdone[r * M + ni[r]] <= t &&
-                (r == D - 1 || (idone[(r + 1) * M + ni[r]] >= 0 &&
-                                idone[(r + 1) * M + ni[r]] <= t))) {
+                (r == D - 1 ||
+                 (idone[(r + 1) * M + ni[r]] >= 0 && idone[(r + 1) * M + ni[r]] <= t))) {
                 m = ni[r]++;
                 idone[r * M + m] = t + 1;
                 if ((st = add(s, r, SL_ACTION_I, r, m))) goto out;
@@ -113,8 +113,8 @@ static int gen_zbh1(sl_schedule *s)
                 if ((st = add(s, r, SL_ACTION_W, r, m))) goto out;
                 if (nw[r] == M) left--;
             } else if (nf[r] < M && nf[r] - ni[r] < D - r &&
-                       (r == 0 || (fdone[(r - 1) * M + nf[r]] >= 0 &&
-                                   fdone[(r - 1) * M + nf[r]] <= t))) {
+                       (r == 0 ||
+                        (fdone[(r - 1) * M + nf[r]] >= 0 && fdone[(r - 1) * M + nf[r]] <= t))) {
                 m = nf[r]++;
                 fdone[r * M + m] = t + 1;
                 if ((st = add(s, r, SL_ACTION_F, r, m))) goto out;
@@ -156,31 +156,38 @@ static int check_params(const sl_schedule_params *p, int *which)
         return sl_fail(SL_EINVAL, "unknown schedule '%s': choose gpipe, 1f1b, interleaved or zb-h1",
                        name);
     if (p->ranks < 1)
-        return sl_fail(SL_EINVAL, "stages must be at least 1 (got %d): it is the number of ranks "
-                       "in the pipeline", p->ranks);
+        return sl_fail(SL_EINVAL,
+                       "stages must be at least 1 (got %d): it is the number of ranks "
+                       "in the pipeline",
+                       p->ranks);
     if (p->microbatches < 1)
         return sl_fail(SL_EINVAL, "micro-batches must be at least 1 (got %d)", p->microbatches);
     int v = p->chunks ? p->chunks : 1;
-    if (v < 1)
-        return sl_fail(SL_EINVAL, "chunks must be at least 1 (got %d)", p->chunks);
+    if (v < 1) return sl_fail(SL_EINVAL, "chunks must be at least 1 (got %d)", p->chunks);
     if (p->ranks > SL_SCHEDULE_MAX_RANKS || p->microbatches > SL_SCHEDULE_MAX_MICROBATCHES ||
         v > SL_SCHEDULE_MAX_CHUNKS)
-        return sl_fail(SL_EINVAL, "schedule too large: at most %d stages, %d micro-batches and "
-                       "%d chunks (got %d, %d, %d)", SL_SCHEDULE_MAX_RANKS,
-                       SL_SCHEDULE_MAX_MICROBATCHES, SL_SCHEDULE_MAX_CHUNKS, p->ranks,
-                       p->microbatches, v);
+        return sl_fail(SL_EINVAL,
+                       "schedule too large: at most %d stages, %d micro-batches and "
+                       "%d chunks (got %d, %d, %d)",
+                       SL_SCHEDULE_MAX_RANKS, SL_SCHEDULE_MAX_MICROBATCHES, SL_SCHEDULE_MAX_CHUNKS,
+                       p->ranks, p->microbatches, v);
     if (!strcmp(name, "interleaved")) {
         if (v < 2)
-            return sl_fail(SL_EINVAL, "interleaved needs chunks >= 2 (got %d): it runs several "
-                           "model chunks per rank; use 1f1b for one chunk per rank", v);
+            return sl_fail(SL_EINVAL,
+                           "interleaved needs chunks >= 2 (got %d): it runs several "
+                           "model chunks per rank; use 1f1b for one chunk per rank",
+                           v);
         if (p->microbatches % p->ranks)
-            return sl_fail(SL_EINVAL, "interleaved needs micro-batches to be a multiple of stages "
+            return sl_fail(SL_EINVAL,
+                           "interleaved needs micro-batches to be a multiple of stages "
                            "(got M=%d, D=%d): Megatron's interleaved 1F1B moves micro-batches "
-                           "through the chunks in groups of D; try M=%d", p->microbatches,
-                           p->ranks, (p->microbatches / p->ranks + 1) * p->ranks);
+                           "through the chunks in groups of D; try M=%d",
+                           p->microbatches, p->ranks, (p->microbatches / p->ranks + 1) * p->ranks);
     } else if (v != 1) {
-        return sl_fail(SL_EINVAL, "%s runs one chunk per rank (got chunks=%d); use interleaved "
-                       "for several chunks per rank", name, v);
+        return sl_fail(SL_EINVAL,
+                       "%s runs one chunk per rank (got chunks=%d); use interleaved "
+                       "for several chunks per rank",
+                       name, v);
     }
     return SL_OK;
 }

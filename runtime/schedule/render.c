@@ -36,8 +36,11 @@ int sl_schedule_write_text(FILE *f, const sl_schedule *s, const sl_schedule_sim 
     SL_TRY(check(s, sim));
     /* One column per time unit; fractional costs are rounded to the nearest unit. */
     size_t cols = (size_t)llround(sim->makespan);
-    if (cols > 100000) return sl_fail(SL_ELIMIT, "the timeline is too long for a table (%zu "
-                                      "units); use --format json", cols);
+    if (cols > 100000)
+        return sl_fail(SL_ELIMIT,
+                       "the timeline is too long for a table (%zu "
+                       "units); use --format json",
+                       cols);
     char *cells = calloc((size_t)s->ranks * (cols ? cols : 1), LABEL);
     if (!cells) return sl_fail(SL_ENOMEM, "out of memory for the timeline table");
     int width = snprintf(NULL, 0, "%zu", cols ? cols - 1 : 0);
@@ -52,9 +55,8 @@ int sl_schedule_write_text(FILE *f, const sl_schedule *s, const sl_schedule_sim 
             for (long t = t0; t < t1 && t < (long)cols; t++)
                 memcpy(cells + ((size_t)r * cols + (size_t)t) * LABEL, label, LABEL);
         }
-    fprintf(f, "%s: %d ranks, %d micro-batches, %d chunk%s%s", s->name,
-            s->ranks, s->microbatches, s->chunks, s->chunks > 1 ? "s" : "",
-            s->recompute ? ", recompute" : "");
+    fprintf(f, "%s: %d ranks, %d micro-batches, %d chunk%s%s", s->name, s->ranks, s->microbatches,
+            s->chunks, s->chunks > 1 ? "s" : "", s->recompute ? ", recompute" : "");
     fprintf(f, "\n%-6s", "time");
     for (size_t t = 0; t < cols; t++) fprintf(f, " %*zu", width, t);
     fprintf(f, "\n");
@@ -127,12 +129,15 @@ int sl_schedule_write_svg(FILE *f, const sl_schedule *s, const sl_schedule_sim *
     SL_TRY(check(s, sim));
     const double unit = 28, row = 30, left = 60, top = 30;
     double width = left + sim->makespan * unit + 20, height = top + s->ranks * row + 50;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "font-family=\"monospace\" font-size=\"10\">\n", width, height);
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+            "font-family=\"monospace\" font-size=\"10\">\n",
+            width, height);
     fprintf(f, "<title>%s: %d ranks, %d micro-batches, %d chunks%s</title>\n", s->name, s->ranks,
             s->microbatches, s->chunks, s->recompute ? ", recompute" : "");
-    fprintf(f, "<text x=\"4\" y=\"16\" font-size=\"12\">%s D=%d M=%d v=%d%s  makespan %g  "
-               "bubble %.4f  (F light, B/I middle, W dark, R dashed)</text>\n",
+    fprintf(f,
+            "<text x=\"4\" y=\"16\" font-size=\"12\">%s D=%d M=%d v=%d%s  makespan %g  "
+            "bubble %.4f  (F light, B/I middle, W dark, R dashed)</text>\n",
             s->name, s->ranks, s->microbatches, s->chunks, s->recompute ? " recompute" : "",
             sim->makespan, sim->bubble_ratio);
     for (int r = 0; r < s->ranks; r++) {
@@ -148,8 +153,9 @@ int sl_schedule_write_svg(FILE *f, const sl_schedule *s, const sl_schedule_sim *
             sl_action_format(a, label, sizeof label);
             double x = left + sim->start[r][i] * unit;
             double w = (sim->end[r][i] - sim->start[r][i]) * unit;
-            fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\" "
-                       "stroke=\"#333\"%s><title>%s [%g, %g]</title></rect>\n",
+            fprintf(f,
+                    "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\" "
+                    "stroke=\"#333\"%s><title>%s [%g, %g]</title></rect>\n",
                     x, y + 2, w, row - 4, fill,
                     a->type == SL_ACTION_R ? " stroke-dasharray=\"3,2\"" : "", label,
                     sim->start[r][i], sim->end[r][i]);

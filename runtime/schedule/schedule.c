@@ -15,14 +15,22 @@ int sl_schedule_create(const sl_schedule_params *p, bool split_backward, sl_sche
     *out = NULL;
     int v = p->chunks ? p->chunks : 1;
     if (p->ranks < 1 || p->microbatches < 1 || v < 1)
-        return sl_fail(SL_EINVAL, "a schedule needs ranks, micro-batches and chunks >= 1 "
-                                  "(got %d, %d, %d)", p->ranks, p->microbatches, v);
+        return sl_fail(SL_EINVAL,
+                       "a schedule needs ranks, micro-batches and chunks >= 1 "
+                       "(got %d, %d, %d)",
+                       p->ranks, p->microbatches, v);
     if (p->ranks > SL_SCHEDULE_MAX_RANKS || p->microbatches > SL_SCHEDULE_MAX_MICROBATCHES ||
         v > SL_SCHEDULE_MAX_CHUNKS)
         return sl_fail(SL_EINVAL,
                        "schedule too large: at most %d ranks, %d micro-batches and %d chunks "
-                       "(got %d, %d, %d)", SL_SCHEDULE_MAX_RANKS, SL_SCHEDULE_MAX_MICROBATCHES,
-                       SL_SCHEDULE_MAX_CHUNKS, p->ranks, p->microbatches, v);
+                       "(got %d, %d, %d)",
+                       SL_SCHEDULE_MAX_RANKS, SL_SCHEDULE_MAX_MICROBATCHES, SL_SCHEDULE_MAX_CHUNKS,
+                       p->ranks, p->microbatches, v);
+    if ((long)p->ranks * v * p->microbatches > SL_SCHEDULE_MAX_WORK)
+        return sl_fail(SL_EINVAL,
+                       "schedule too large: stages x chunks x micro-batches = %ld, at "
+                       "most %d",
+                       (long)p->ranks * v * p->microbatches, SL_SCHEDULE_MAX_WORK);
     sl_schedule *s = sl_alloc(sizeof *s);
     if (!s) return SL_ENOMEM;
     snprintf(s->name, sizeof s->name, "%s", p->name ? p->name : "custom");
@@ -128,11 +136,16 @@ int sl_action_format(const sl_action *a, char *buf, size_t cap)
     case SL_ACTION_W:
     case SL_ACTION_R:
         return snprintf(buf, cap, "%d%s%d", a->stage, type_names[a->type], a->mb);
-    case SL_ACTION_SEND_F: return snprintf(buf, cap, "SEND_F %dF%d->r%d", a->stage, a->mb, a->peer);
-    case SL_ACTION_RECV_F: return snprintf(buf, cap, "RECV_F %dF%d<-r%d", a->stage, a->mb, a->peer);
-    case SL_ACTION_SEND_B: return snprintf(buf, cap, "SEND_B %dB%d->r%d", a->stage, a->mb, a->peer);
-    case SL_ACTION_RECV_B: return snprintf(buf, cap, "RECV_B %dB%d<-r%d", a->stage, a->mb, a->peer);
-    case SL_ACTION_OPT: return snprintf(buf, cap, "OPT");
+    case SL_ACTION_SEND_F:
+        return snprintf(buf, cap, "SEND_F %dF%d->r%d", a->stage, a->mb, a->peer);
+    case SL_ACTION_RECV_F:
+        return snprintf(buf, cap, "RECV_F %dF%d<-r%d", a->stage, a->mb, a->peer);
+    case SL_ACTION_SEND_B:
+        return snprintf(buf, cap, "SEND_B %dB%d->r%d", a->stage, a->mb, a->peer);
+    case SL_ACTION_RECV_B:
+        return snprintf(buf, cap, "RECV_B %dB%d<-r%d", a->stage, a->mb, a->peer);
+    case SL_ACTION_OPT:
+        return snprintf(buf, cap, "OPT");
     }
     return snprintf(buf, cap, "?");
 }
@@ -169,9 +182,16 @@ int sl_action_parse(const char *text, sl_action *out, size_t *used)
     const char *start = p;
     char tok[48];
     sl_action a = {.type = SL_ACTION_OPT, .stage = -1, .mb = -1, .peer = -1};
-    static const struct { const char *name; enum sl_action_type type; char letter; int to; } comms[] = {
-        {"SEND_F", SL_ACTION_SEND_F, 'F', 1}, {"RECV_F", SL_ACTION_RECV_F, 'F', 0},
-        {"SEND_B", SL_ACTION_SEND_B, 'B', 1}, {"RECV_B", SL_ACTION_RECV_B, 'B', 0},
+    static const struct {
+        const char *name;
+        enum sl_action_type type;
+        char letter;
+        int to;
+    } comms[] = {
+        {"SEND_F", SL_ACTION_SEND_F, 'F', 1},
+        {"RECV_F", SL_ACTION_RECV_F, 'F', 0},
+        {"SEND_B", SL_ACTION_SEND_B, 'B', 1},
+        {"RECV_B", SL_ACTION_RECV_B, 'B', 0},
     };
     if (!strncmp(p, "OPT", 3) && (p[3] == 0 || isspace((unsigned char)p[3]))) {
         p += 3;
@@ -199,12 +219,23 @@ int sl_action_parse(const char *text, sl_action *out, size_t *used)
         if (!n) goto bad;
         p += n;
         switch (*p) {
-        case 'F': a.type = SL_ACTION_F; break;
-        case 'B': a.type = SL_ACTION_B; break;
-        case 'I': a.type = SL_ACTION_I; break;
-        case 'W': a.type = SL_ACTION_W; break;
-        case 'R': a.type = SL_ACTION_R; break;
-        default: goto bad;
+        case 'F':
+            a.type = SL_ACTION_F;
+            break;
+        case 'B':
+            a.type = SL_ACTION_B;
+            break;
+        case 'I':
+            a.type = SL_ACTION_I;
+            break;
+        case 'W':
+            a.type = SL_ACTION_W;
+            break;
+        case 'R':
+            a.type = SL_ACTION_R;
+            break;
+        default:
+            goto bad;
         }
         p++;
         if (!(n = read_int(p, &a.mb))) goto bad;
@@ -219,7 +250,8 @@ bad:
     return sl_fail(SL_EFORMAT,
                    "bad action '%s': write compute actions as <stage><F|B|I|W|R><mb> (5F2), "
                    "transfers as SEND_F 5F2->r1, RECV_F 5F2<-r0, SEND_B 5B2->r0, RECV_B 5B2<-r2, "
-                   "and OPT", token(start, tok, sizeof tok));
+                   "and OPT",
+                   token(start, tok, sizeof tok));
 }
 
 int sl_schedule_parse_rank(sl_schedule *s, int rank, const char *text)
@@ -280,7 +312,7 @@ int sl_schedule_insert_comms(sl_schedule *s)
     const int D = s->ranks, S = s->stages, M = s->microbatches;
     int st = SL_OK;
     link_queue *links = sl_alloc(sizeof *links * (size_t)D * (size_t)D); /* [src*D + dst] */
-    size_t *next = sl_alloc(sizeof *next * (size_t)D * (size_t)D);      /* receive cursor */
+    size_t *next = sl_alloc(sizeof *next * (size_t)D * (size_t)D);       /* receive cursor */
     /* received[kind][stage][mb]: the receiver already pulled this message off its link */
     unsigned char *received = sl_alloc((size_t)2 * (size_t)S * (size_t)M);
     sl_action **compute = sl_alloc(sizeof *compute * (size_t)D);
@@ -302,8 +334,10 @@ int sl_schedule_insert_comms(sl_schedule *s)
             if (a.stage < 0 || a.stage >= S || a.mb < 0 || a.mb >= M) {
                 char t[32];
                 sl_action_format(&a, t, sizeof t);
-                st = sl_fail(SL_EINVAL, "rank %d: action %s names a stage or micro-batch outside "
-                             "the schedule (%d stages, %d micro-batches)", r, t, S, M);
+                st = sl_fail(SL_EINVAL,
+                             "rank %d: action %s names a stage or micro-batch outside "
+                             "the schedule (%d stages, %d micro-batches)",
+                             r, t, S, M);
                 goto out;
             }
             compute[r][ncompute[r]++] = a;
@@ -347,9 +381,10 @@ int sl_schedule_insert_comms(sl_schedule *s)
                 if (!found) {
                     char t[32];
                     sl_action_format(&a, t, sizeof t);
-                    st = sl_fail(SL_EINVAL, "rank %d: %s needs %s from rank %d, which rank %d "
-                                 "never produces", r, t, kind ? "a gradient" : "an input", src,
-                                 src);
+                    st = sl_fail(SL_EINVAL,
+                                 "rank %d: %s needs %s from rank %d, which rank %d "
+                                 "never produces",
+                                 r, t, kind ? "a gradient" : "an input", src, src);
                     goto out;
                 }
             }

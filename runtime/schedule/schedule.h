@@ -113,7 +113,8 @@ int sl_schedule_parse_rank(sl_schedule *s, int rank, const char *text);
 /* The communication pass: removes every SEND/RECV/OPT from the lists, then puts a SEND right after
  * each compute action whose result goes to another rank, and the matching RECVs before each
  * compute action that needs one, in the order the sender sends on that link (so both ends agree),
- * and appends OPT to every rank. sl_schedule_generate runs it; hand-built compute orders may too. */
+ * and appends OPT to every rank. sl_schedule_generate runs it; hand-built compute orders may too.
+ */
 int sl_schedule_insert_comms(sl_schedule *s);
 
 void sl_schedule_free(sl_schedule *s);
@@ -140,33 +141,40 @@ int sl_schedule_rank_of_stage(const sl_schedule *s, int stage);
  * is blocked on and what it waits for). */
 int sl_schedule_validate(const sl_schedule *s, int queue_depth);
 
+/* The smallest link depth with which the schedule completes (1 for the generated gpipe, 1f1b and
+ * zb-h1 schedules; 2 for interleaved ones, whose two directions of a ring both carry forwards).
+ * Returns the depth (>= 1), or a negative status when it does not complete with any depth up to
+ * the number of transfers (then the message says why). The transport must let at least this
+ * many messages wait on a link. */
+int sl_schedule_min_queue_depth(const sl_schedule *s);
+
 /* Costs of one action of one stage for one micro-batch. Defaults: F = 1, B = 2 and, when the
  * backward is split, W = B/2 and I = B - W. R costs as F. SEND/RECV take no rank time; a message
  * arrives `latency` after it is sent. Per-stage arrays (length stages, or NULL) override the
  * scalars. */
 typedef struct sl_schedule_costs {
-    double f, b, w;       /* 0 means the default; w is the weight-gradient part of b */
+    double f, b, w;        /* 0 means the default; w is the weight-gradient part of b */
     const double *stage_f; /* [stages] or NULL */
     const double *stage_b;
     const double *stage_w;
-    double latency;       /* per transfer, >= 0 */
-    int queue_depth;      /* link depth for the simulation, 0 for SL_SCHEDULE_QUEUE_DEPTH */
+    double latency;  /* per transfer, >= 0 */
+    int queue_depth; /* link depth for the simulation, 0 for SL_SCHEDULE_QUEUE_DEPTH */
 } sl_schedule_costs;
 
 /* What the timed simulator predicts. Arrays are per rank; start/end are per action, parallel to
  * the rank's list. */
 typedef struct sl_schedule_sim {
     int ranks;
-    double makespan;         /* the end of the last action on any rank */
-    double bubble_ratio;     /* sum of idle / (ranks × makespan) */
-    double *busy;            /* [ranks]: compute time */
-    double *idle;            /* [ranks]: makespan - busy */
-    int *peak_activations;   /* [ranks]: most micro-batch stashes held at once: F to B, or F to I
-                                when the backward is split; with recompute each stash is only the
-                                stage input (and R's activations live from R to B, or to W) */
-    int *peak_pending_w;     /* [ranks]: split backward only: most micro-batches between I and W,
-                                each holding what W needs (layer inputs, output gradients) */
-    double **start, **end;   /* [ranks][count[r]] */
+    double makespan;       /* the end of the last action on any rank */
+    double bubble_ratio;   /* sum of idle / (ranks × makespan) */
+    double *busy;          /* [ranks]: compute time */
+    double *idle;          /* [ranks]: makespan - busy */
+    int *peak_activations; /* [ranks]: most micro-batch stashes held at once: F to B, or F to I
+                              when the backward is split; with recompute each stash is only the
+                              stage input (and R's activations live from R to B, or to W) */
+    int *peak_pending_w;   /* [ranks]: split backward only: most micro-batches between I and W,
+                              each holding what W needs (layer inputs, output gradients) */
+    double **start, **end; /* [ranks][count[r]] */
 } sl_schedule_sim;
 
 /* Simulates the schedule in time. `costs` may be NULL for the defaults. Fails like

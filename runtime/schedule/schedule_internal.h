@@ -8,6 +8,7 @@
 #define SL_SCHEDULE_MAX_RANKS        1024
 #define SL_SCHEDULE_MAX_MICROBATCHES 65536
 #define SL_SCHEDULE_MAX_CHUNKS       64
+#define SL_SCHEDULE_MAX_WORK         (1 << 22) /* stages x micro-batches */
 
 bool __sl_is_compute(enum sl_action_type t);
 

@@ -54,40 +54,50 @@ static int check_entries(checker *c)
             sl_action a = s->actions[r][i];
             if (a.type == SL_ACTION_OPT) {
                 if (++nopt > 1 || i + 1 != s->count[r])
-                    return sl_fail(SL_EINVAL, "rank %d: OPT at action %zu must be the last action "
-                                   "and appear once", r, i);
+                    return sl_fail(SL_EINVAL,
+                                   "rank %d: OPT at action %zu must be the last action "
+                                   "and appear once",
+                                   r, i);
                 continue;
             }
             if ((unsigned)a.type >= NTYPES)
                 return sl_fail(SL_EINVAL, "rank %d: action %zu has an unknown type %d", r, i,
                                (int)a.type);
             if (a.stage < 0 || a.stage >= S || a.mb < 0 || a.mb >= M)
-                return sl_fail(SL_EINVAL, "rank %d: action %zu (%s) is outside the schedule's %d "
-                               "stages and %d micro-batches", r, i, fmt(&a, t, sizeof t), S, M);
+                return sl_fail(SL_EINVAL,
+                               "rank %d: action %zu (%s) is outside the schedule's %d "
+                               "stages and %d micro-batches",
+                               r, i, fmt(&a, t, sizeof t), S, M);
             if (a.stage % D != r)
-                return sl_fail(SL_EINVAL, "rank %d: action %zu (%s) belongs to rank %d (stage s "
-                               "runs on rank s mod %d)", r, i, fmt(&a, t, sizeof t), a.stage % D,
-                               D);
+                return sl_fail(SL_EINVAL,
+                               "rank %d: action %zu (%s) belongs to rank %d (stage s "
+                               "runs on rank s mod %d)",
+                               r, i, fmt(&a, t, sizeof t), a.stage % D, D);
             switch (a.type) {
             case SL_ACTION_B:
                 if (s->split_backward)
-                    return sl_fail(SL_EINVAL, "rank %d: action %zu (%s): %s splits the backward "
-                                   "into I and W, so it has no B", r, i, fmt(&a, t, sizeof t),
-                                   s->name);
+                    return sl_fail(SL_EINVAL,
+                                   "rank %d: action %zu (%s): %s splits the backward "
+                                   "into I and W, so it has no B",
+                                   r, i, fmt(&a, t, sizeof t), s->name);
                 break;
             case SL_ACTION_I:
             case SL_ACTION_W:
                 if (!s->split_backward)
-                    return sl_fail(SL_EINVAL, "rank %d: action %zu (%s): %s does not split the "
-                                   "backward, so it has no I or W", r, i, fmt(&a, t, sizeof t),
-                                   s->name);
+                    return sl_fail(SL_EINVAL,
+                                   "rank %d: action %zu (%s): %s does not split the "
+                                   "backward, so it has no I or W",
+                                   r, i, fmt(&a, t, sizeof t), s->name);
                 break;
             case SL_ACTION_R:
                 if (!s->recompute)
-                    return sl_fail(SL_EINVAL, "rank %d: action %zu (%s): this schedule does not "
-                                   "recompute", r, i, fmt(&a, t, sizeof t));
+                    return sl_fail(SL_EINVAL,
+                                   "rank %d: action %zu (%s): this schedule does not "
+                                   "recompute",
+                                   r, i, fmt(&a, t, sizeof t));
                 break;
-            default: break;
+            default:
+                break;
             }
             int want_peer = -1;
             if (a.type == SL_ACTION_SEND_F || a.type == SL_ACTION_RECV_B)
@@ -95,19 +105,24 @@ static int check_entries(checker *c)
             if (a.type == SL_ACTION_RECV_F || a.type == SL_ACTION_SEND_B)
                 want_peer = a.stage > 0 ? (a.stage - 1) % D : -2;
             if (want_peer == -2 || want_peer == r)
-                return sl_fail(SL_EINVAL, "rank %d: action %zu (%s) transfers to or from a stage "
-                               "that %s", r, i, fmt(&a, t, sizeof t),
+                return sl_fail(SL_EINVAL,
+                               "rank %d: action %zu (%s) transfers to or from a stage "
+                               "that %s",
+                               r, i, fmt(&a, t, sizeof t),
                                want_peer == r ? "is on the same rank (handed over locally, with "
                                                 "no SEND/RECV)"
                                               : "does not exist");
             if (want_peer >= 0 && a.peer != want_peer)
-                return sl_fail(SL_EINVAL, "rank %d: action %zu (%s) names peer %d but the other "
-                               "stage runs on rank %d", r, i, fmt(&a, t, sizeof t), a.peer,
-                               want_peer);
+                return sl_fail(SL_EINVAL,
+                               "rank %d: action %zu (%s) names peer %d but the other "
+                               "stage runs on rank %d",
+                               r, i, fmt(&a, t, sizeof t), a.peer, want_peer);
             long *p = at(c, a.type, a.stage, a.mb);
             if (*p >= 0)
-                return sl_fail(SL_EINVAL, "rank %d: %s appears twice (actions %ld and %zu); each "
-                               "action runs exactly once", r, fmt(&a, t, sizeof t), *p, i);
+                return sl_fail(SL_EINVAL,
+                               "rank %d: %s appears twice (actions %ld and %zu); each "
+                               "action runs exactly once",
+                               r, fmt(&a, t, sizeof t), *p, i);
             *p = (long)i;
         }
         if (nopt != 1)
@@ -138,10 +153,12 @@ static int check_order(checker *c)
             sl_action R = {SL_ACTION_R, st, m, -1}, W = {SL_ACTION_W, st, m, -1};
             long f = get(c, SL_ACTION_F, st, m), b = get(c, BWD, st, m);
             if (f < 0)
-                return missing(s, SL_ACTION_F, st, m, -1, "every stage (so every layer) runs "
+                return missing(s, SL_ACTION_F, st, m, -1,
+                               "every stage (so every layer) runs "
                                "forward for every micro-batch");
             if (b < 0)
-                return missing(s, BWD, st, m, -1, "every stage (so every layer) runs backward "
+                return missing(s, BWD, st, m, -1,
+                               "every stage (so every layer) runs backward "
                                "for every micro-batch");
             SL_TRY(before(s, r, f, F, b, Bk, "stashes the activations it needs"));
             if (s->split_backward) {
@@ -152,7 +169,8 @@ static int check_order(checker *c)
             if (s->recompute) {
                 long rr = get(c, SL_ACTION_R, st, m);
                 if (rr < 0)
-                    return missing(s, SL_ACTION_R, st, m, -1, "with recompute every backward "
+                    return missing(s, SL_ACTION_R, st, m, -1,
+                                   "with recompute every backward "
                                    "rebuilds its activations first");
                 SL_TRY(before(s, r, f, F, rr, R, "stashes the input it recomputes from"));
                 SL_TRY(before(s, r, rr, R, b, Bk, "rebuilds the activations it needs"));
@@ -165,11 +183,15 @@ static int check_order(checker *c)
                     SL_TRY(before(s, r, get(c, SL_ACTION_F, st - 1, m), Fp, f, F,
                                   "produces its input"));
                 } else {
-                    sl_action rv = {SL_ACTION_RECV_F, st, m, pr}, sd = {SL_ACTION_SEND_F, st - 1, m, r};
-                    long i = get(c, SL_ACTION_RECV_F, st, m), j = get(c, SL_ACTION_SEND_F, st - 1, m);
-                    if (i < 0) return missing(s, rv.type, st, m, pr, "it brings the forward's input");
+                    sl_action rv = {SL_ACTION_RECV_F, st, m, pr},
+                              sd = {SL_ACTION_SEND_F, st - 1, m, r};
+                    long i = get(c, SL_ACTION_RECV_F, st, m),
+                         j = get(c, SL_ACTION_SEND_F, st - 1, m);
+                    if (i < 0)
+                        return missing(s, rv.type, st, m, pr, "it brings the forward's input");
                     if (j < 0)
-                        return missing(s, sd.type, st - 1, m, r, "the next stage needs this output");
+                        return missing(s, sd.type, st - 1, m, r,
+                                       "the next stage needs this output");
                     SL_TRY(before(s, r, i, rv, f, F, "brings its input"));
                     SL_TRY(before(s, pr, get(c, SL_ACTION_F, st - 1, m), Fp, j, sd,
                                   "computes what it sends"));
@@ -183,16 +205,19 @@ static int check_order(checker *c)
                     SL_TRY(before(s, r, get(c, BWD, st + 1, m), Bn, b, Bk,
                                   "produces its output gradient"));
                 } else {
-                    sl_action rv = {SL_ACTION_RECV_B, st, m, nr}, sd = {SL_ACTION_SEND_B, st + 1, m, r};
-                    long i = get(c, SL_ACTION_RECV_B, st, m), j = get(c, SL_ACTION_SEND_B, st + 1, m);
+                    sl_action rv = {SL_ACTION_RECV_B, st, m, nr},
+                              sd = {SL_ACTION_SEND_B, st + 1, m, r};
+                    long i = get(c, SL_ACTION_RECV_B, st, m),
+                         j = get(c, SL_ACTION_SEND_B, st + 1, m);
                     if (i < 0)
                         return missing(s, rv.type, st, m, nr, "it brings the output gradient");
                     if (j < 0)
-                        return missing(s, sd.type, st + 1, m, r, "the previous stage needs this "
+                        return missing(s, sd.type, st + 1, m, r,
+                                       "the previous stage needs this "
                                        "gradient");
                     SL_TRY(before(s, r, i, rv, b, Bk, "brings its output gradient"));
-                    SL_TRY(before(s, nr, get(c, BWD, st + 1, m), Bn, j, sd,
-                                  "computes what it sends"));
+                    SL_TRY(
+                        before(s, nr, get(c, BWD, st + 1, m), Bn, j, sd, "computes what it sends"));
                 }
             }
         }
@@ -217,6 +242,33 @@ int sl_schedule_validate(const sl_schedule *s, int queue_depth)
     return __sl_schedule_run(s, queue_depth ? queue_depth : SL_SCHEDULE_QUEUE_DEPTH, NULL, NULL);
 }
 
+int sl_schedule_min_queue_depth(const sl_schedule *s)
+{
+    /* The dependency checks do not depend on the depth: run them once at a depth at which
+     * nothing ever blocks on a send, then search upward from 1. */
+    if (!s) return sl_fail(SL_EINVAL, "sl_schedule_min_queue_depth: null schedule");
+    size_t sends = 1;
+    for (int r = 0; r < s->ranks; r++) sends += s->count[r];
+    int most = (int)SL_MIN(sends, (size_t)1 << 30);
+    SL_TRY(sl_schedule_validate(s, most));
+    for (int q = 1; q < most; q *= 2)
+        if (__sl_schedule_run(s, q, NULL, NULL) == SL_OK) {
+            /* Completion is monotone in the depth: refine between q/2 and q. */
+            int lo = q / 2, hi = q;
+            while (hi - lo > 1) {
+                int mid = lo + (hi - lo) / 2;
+                if (__sl_schedule_run(s, mid, NULL, NULL) == SL_OK)
+                    hi = mid;
+                else
+                    lo = mid;
+            }
+            sl_clear_error();
+            return hi;
+        }
+    sl_clear_error();
+    return most;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Running all ranks */
 
@@ -232,16 +284,22 @@ typedef struct link {
 
 static double cost_of(const sl_schedule *s, const sl_schedule_costs *c, const sl_action *a)
 {
+    if (!__sl_is_compute(a->type)) return 0; /* OPT has no stage to index */
     double f = c->stage_f ? c->stage_f[a->stage] : c->f;
     double b = c->stage_b ? c->stage_b[a->stage] : c->b;
     double w = c->stage_w ? c->stage_w[a->stage] : c->w;
     switch (a->type) {
     case SL_ACTION_F:
-    case SL_ACTION_R: return f;
-    case SL_ACTION_B: return b;
-    case SL_ACTION_I: return b - w;
-    case SL_ACTION_W: return w;
-    default: return 0;
+    case SL_ACTION_R:
+        return f;
+    case SL_ACTION_B:
+        return b;
+    case SL_ACTION_I:
+        return b - w;
+    case SL_ACTION_W:
+        return w;
+    default:
+        return 0;
     }
 }
 
@@ -283,7 +341,7 @@ int __sl_schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *
         }
     }
     const double latency = costs ? costs->latency : 0;
-    char t1[40], t2[40];
+    char t1[40], t2[40], t3[40];
     bool progress = true;
     while (progress) {
         progress = false;
@@ -292,14 +350,17 @@ int __sl_schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *
                 const sl_action *a = &s->actions[r][pc[r]];
                 double start = clock[r], end;
                 if (a->peer < -1 || a->peer >= D) {
-                    st = sl_fail(SL_EINVAL, "rank %d: action %zu (%s) names rank %d, outside "
-                                 "0..%d", r, pc[r], fmt(a, t1, sizeof t1), a->peer, D - 1);
+                    st = sl_fail(SL_EINVAL,
+                                 "rank %d: action %zu (%s) names rank %d, outside "
+                                 "0..%d",
+                                 r, pc[r], fmt(a, t1, sizeof t1), a->peer, D - 1);
                     goto out;
                 }
                 if (a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_SEND_B) {
                     link *L = &links[r * D + a->peer];
                     if (L->sent - L->recvd >= (size_t)depth) break;
-                    if (L->sent >= (size_t)depth) start = SL_MAX(start, L->recv_at[L->sent - depth]);
+                    if (L->sent >= (size_t)depth)
+                        start = SL_MAX(start, L->recv_at[L->sent - depth]);
                     bool fw = a->type == SL_ACTION_SEND_F;
                     L->m[L->sent] = (wire){fw ? 0 : 1, fw ? a->stage + 1 : a->stage - 1, a->mb};
                     L->sent_at[L->sent++] = start;
@@ -310,11 +371,13 @@ int __sl_schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *
                     wire want = {a->type == SL_ACTION_RECV_F ? 0 : 1, a->stage, a->mb};
                     const wire *got = &L->m[L->recvd];
                     if (got->kind != want.kind || got->stage != want.stage || got->mb != want.mb) {
-                        st = sl_fail(SL_EINVAL, "rank %d: action %zu (%s) expects %s from rank "
+                        st = sl_fail(SL_EINVAL,
+                                     "rank %d: action %zu (%s) expects %s from rank "
                                      "%d, but the next message on link r%d->r%d is %s: the two "
-                                     "ends send and receive in different orders", r, pc[r],
-                                     fmt(a, t1, sizeof t1), wire_text(&want, t2, sizeof t2),
-                                     a->peer, a->peer, r, wire_text(got, t1, sizeof t1));
+                                     "ends send and receive in different orders",
+                                     r, pc[r], fmt(a, t1, sizeof t1),
+                                     wire_text(&want, t2, sizeof t2), a->peer, a->peer, r,
+                                     wire_text(got, t3, sizeof t3));
                         goto out;
                     }
                     start = SL_MAX(start, L->sent_at[L->recvd] + latency);
@@ -342,11 +405,14 @@ int __sl_schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *
         int n;
         if (a->type == SL_ACTION_RECV_F || a->type == SL_ACTION_RECV_B) {
             wire want = {a->type == SL_ACTION_RECV_F ? 0 : 1, a->stage, a->mb};
-            n = snprintf(why + len, sizeof why - len, "%srank %d is blocked on action %zu (%s), "
-                         "waiting for rank %d to send %s", len ? "; " : "", r, pc[r],
-                         fmt(a, t1, sizeof t1), a->peer, wire_text(&want, t2, sizeof t2));
+            n = snprintf(why + len, sizeof why - len,
+                         "%srank %d is blocked on action %zu (%s), "
+                         "waiting for rank %d to send %s",
+                         len ? "; " : "", r, pc[r], fmt(a, t1, sizeof t1), a->peer,
+                         wire_text(&want, t2, sizeof t2));
         } else {
-            n = snprintf(why + len, sizeof why - len, "%srank %d is blocked on action %zu (%s), "
+            n = snprintf(why + len, sizeof why - len,
+                         "%srank %d is blocked on action %zu (%s), "
                          "waiting for rank %d to receive (the link holds %d messages)",
                          len ? "; " : "", r, pc[r], fmt(a, t1, sizeof t1), a->peer, depth);
         }
@@ -360,8 +426,8 @@ int __sl_schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *
     for (int l = 0; l < D * D; l++)
         if (links[l].recvd != links[l].sent) {
             wire *w = &links[l].m[links[l].recvd];
-            st = sl_fail(SL_EINVAL, "rank %d sends %s to rank %d, which never receives it",
-                         l / D, wire_text(w, t1, sizeof t1), l % D);
+            st = sl_fail(SL_EINVAL, "rank %d sends %s to rank %d, which never receives it", l / D,
+                         wire_text(w, t1, sizeof t1), l % D);
             goto out;
         }
 out:
@@ -405,8 +471,7 @@ static int check_cost(const char *what, double v, int stage)
     return sl_fail(SL_EINVAL, "cost %s must be a positive number (got %g)", what, v);
 }
 
-int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs,
-                         sl_schedule_sim *out)
+int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs, sl_schedule_sim *out)
 {
     if (!s || !out) return sl_fail(SL_EINVAL, "sl_schedule_simulate: null argument");
     memset(out, 0, sizeof *out);
@@ -424,9 +489,10 @@ int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs,
         if (s->split_backward) {
             double b = c.stage_b ? c.stage_b[st] : c.b, w = c.stage_w ? c.stage_w[st] : c.w;
             if (!(w > 0 && w < b))
-                return sl_fail(SL_EINVAL, "with a split backward the weight-gradient cost W must "
-                               "be above 0 and below B, since I = B - W (got B=%g, W=%g%s)", b, w,
-                               c.stage_w ? " for a stage" : "");
+                return sl_fail(SL_EINVAL,
+                               "with a split backward the weight-gradient cost W must "
+                               "be above 0 and below B, since I = B - W (got B=%g, W=%g%s)",
+                               b, w, c.stage_w ? " for a stage" : "");
         }
     }
     int depth = c.queue_depth ? c.queue_depth : SL_SCHEDULE_QUEUE_DEPTH;
@@ -440,8 +506,10 @@ int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs,
     out->peak_pending_w = sl_alloc(sizeof(int) * (size_t)D);
     out->start = sl_alloc(sizeof(double *) * (size_t)D);
     out->end = sl_alloc(sizeof(double *) * (size_t)D);
-    int st = (!out->busy || !out->idle || !out->peak_activations || !out->peak_pending_w || !out->start || !out->end)
-                 ? SL_ENOMEM : SL_OK;
+    int st = (!out->busy || !out->idle || !out->peak_activations || !out->peak_pending_w ||
+              !out->start || !out->end)
+                 ? SL_ENOMEM
+                 : SL_OK;
     for (int r = 0; r < D && !st; r++) {
         size_t n = s->count[r] ? s->count[r] : 1;
         out->start[r] = sl_alloc(sizeof(double) * n);

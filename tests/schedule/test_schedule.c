@@ -1,0 +1,575 @@
+/* Schedules: every generator passes the validator over a grid, the simulator reproduces the
+ * papers' tables and bubble formulas, and hand-broken schedules are rejected with the right
+ * message. */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/core/core.h"
+#include "runtime/schedule/schedule.h"
+
+static const int grid_d[] = {1, 2, 3, 4, 8};
+static const char *const one_chunk[] = {"gpipe", "1f1b", "zb-h1"};
+
+static sl_schedule *gen(const char *name, int d, int m, int v, bool recompute)
+{
+    sl_schedule_params p = {name, d, m, v, recompute};
+    sl_schedule *s = NULL;
+    int st = sl_schedule_generate(&p, &s);
+    cr_assert_eq(st, SL_OK, "%s D=%d M=%d v=%d: %s", name, d, m, v, sl_last_error());
+    return s;
+}
+
+static sl_schedule_sim sim_of(const sl_schedule *s, double f, double b, double w)
+{
+    sl_schedule_costs c = {.f = f, .b = b, .w = w};
+    sl_schedule_sim sim;
+    int st = sl_schedule_simulate(s, &c, &sim);
+    cr_assert_eq(st, SL_OK, "%s D=%d M=%d: %s", s->name, s->ranks, s->microbatches,
+                 sl_last_error());
+    return sim;
+}
+
+/* The rank's compute actions in text form, space separated. */
+static void compute_text(const sl_schedule *s, int rank, char *buf, size_t cap)
+{
+    size_t n, len = 0;
+    const sl_action *a = sl_schedule_actions(s, rank, &n);
+    buf[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (a[i].type > SL_ACTION_R) continue;
+        char t[32];
+        sl_action_format(&a[i], t, sizeof t);
+        len += (size_t)snprintf(buf + len, cap - len, "%s%s", len ? " " : "", t);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+Test(schedule, text_form_round_trips)
+{
+    const char *forms[] = {"5F2",
+                           "0B0",
+                           "3I7",
+                           "3W7",
+                           "12R31",
+                           "SEND_F 5F2->r1",
+                           "RECV_F 5F2<-r0",
+                           "SEND_B 5B2->r0",
+                           "RECV_B 5B2<-r2",
+                           "OPT"};
+    for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
+        sl_action a;
+        size_t used;
+        cr_assert_eq(sl_action_parse(forms[i], &a, &used), SL_OK, "%s: %s", forms[i],
+                     sl_last_error());
+        cr_assert_eq(used, strlen(forms[i]));
+        char buf[40];
+        sl_action_format(&a, buf, sizeof buf);
+        cr_assert_str_eq(buf, forms[i]);
+    }
+    sl_action a;
+    cr_assert_eq(sl_action_parse("5F2", &a, NULL), SL_OK);
+    cr_assert(a.type == SL_ACTION_F && a.stage == 5 && a.mb == 2 && a.peer == -1);
+    const char *bad[] = {"5X2", "F2", "5F", "SEND_F 5F2->1", "RECV_B 5B2->r1", "5F2x", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_assert_eq(sl_action_parse(bad[i], &a, NULL), SL_EFORMAT, "'%s' parsed", bad[i]);
+        cr_assert(strstr(sl_last_error(), "bad action"), "%s", sl_last_error());
+    }
+}
+
+/* Every generator, with and without recompute, over D in {1,2,3,4,8}, M in 1..32, v in {2,3,4}
+ * where legal, passes the validator with the default link depth (2); gpipe, 1f1b and zb-h1 even
+ * with depth 1. Interleaved needs 2 on some shapes (on two ranks both directions of the ring
+ * carry activations, and each rank sends before it receives). */
+Test(schedule, validator_passes_every_generator_over_the_grid)
+{
+    int checked = 0;
+    for (size_t di = 0; di < sizeof grid_d / sizeof *grid_d; di++)
+        for (int m = 1; m <= 32; m++)
+            for (int rc = 0; rc < 2; rc++) {
+                for (size_t g = 0; g < 3; g++) {
+                    sl_schedule *s = gen(one_chunk[g], grid_d[di], m, 1, rc);
+                    cr_assert_eq(sl_schedule_validate(s, 1), SL_OK, "%s D=%d M=%d: %s",
+                                 one_chunk[g], grid_d[di], m, sl_last_error());
+                    cr_assert_eq(sl_schedule_validate(s, 0), SL_OK, "%s", sl_last_error());
+                    sl_schedule_free(s);
+                    checked++;
+                }
+                for (int v = 2; v <= 4; v++) {
+                    if (m % grid_d[di]) continue;
+                    sl_schedule *s = gen("interleaved", grid_d[di], m, v, rc);
+                    cr_assert_eq(sl_schedule_validate(s, 0), SL_OK,
+                                 "interleaved D=%d M=%d v=%d: %s", grid_d[di], m, v,
+                                 sl_last_error());
+                    cr_assert_leq(sl_schedule_min_queue_depth(s), 2);
+                    sl_schedule_free(s);
+                    checked++;
+                }
+            }
+    cr_assert_gt(checked, 1300);
+}
+
+Test(schedule, generators_reject_bad_input_with_one_line)
+{
+    struct {
+        sl_schedule_params p;
+        const char *says;
+    } cases[] = {
+        {{"chimera", 4, 8, 1, false},
+         "unknown schedule 'chimera': choose gpipe, 1f1b, interleaved"},
+        {{"1f1b", 0, 8, 1, false}, "stages must be at least 1"},
+        {{"1f1b", 4, 0, 1, false}, "micro-batches must be at least 1"},
+        {{"gpipe", 4, 8, 2, false}, "gpipe runs one chunk per rank"},
+        {{"zb-h1", 4, 8, 3, false}, "zb-h1 runs one chunk per rank"},
+        {{"interleaved", 4, 8, 1, false}, "interleaved needs chunks >= 2"},
+        {{"interleaved", 4, 6, 2, false}, "multiple of stages"},
+        {{"1f1b", 4, 8, -1, false}, "chunks must be at least 1"},
+        {{"1f1b", 5000, 8, 1, false}, "too large"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sl_schedule *s = (sl_schedule *)1;
+        cr_assert_eq(sl_schedule_generate(&cases[i].p, &s), SL_EINVAL, "case %zu", i);
+        cr_assert_null(s);
+        cr_assert(strstr(sl_last_error(), cases[i].says), "case %zu: %s", i, sl_last_error());
+        cr_assert_null(strchr(sl_last_error(), '\n'), "one line: %s", sl_last_error());
+    }
+}
+
+/* "Equal costs" here means F = B (both 1): then the bubble ratio is (D-1)/(M+D-1) for gpipe and
+ * 1f1b, and (D-1)/(v·M+D-1) for interleaved with M a multiple of D. */
+Test(schedule, bubble_ratio_matches_the_formulas_with_equal_costs)
+{
+    for (size_t di = 0; di < sizeof grid_d / sizeof *grid_d; di++) {
+        const int d = grid_d[di];
+        for (int m = 1; m <= 32; m++) {
+            for (size_t g = 0; g < 2; g++) {
+                sl_schedule *s = gen(one_chunk[g], d, m, 1, false);
+                sl_schedule_sim sim = sim_of(s, 1, 1, 0);
+                double want = (double)(d - 1) / (m + d - 1);
+                cr_assert_float_eq(sim.bubble_ratio, want, 1e-12, "%s D=%d M=%d: %g, want %g",
+                                   one_chunk[g], d, m, sim.bubble_ratio, want);
+                cr_assert_float_eq(sim.makespan, 2.0 * (m + d - 1), 1e-12);
+                sl_schedule_sim_free(&sim);
+                sl_schedule_free(s);
+            }
+            for (int v = 2; v <= 4; v++) {
+                if (m % d) continue;
+                sl_schedule *s = gen("interleaved", d, m, v, false);
+                sl_schedule_sim sim = sim_of(s, 1, 1, 0);
+                double want = (double)(d - 1) / (v * m + d - 1);
+                cr_assert_float_eq(sim.bubble_ratio, want, 1e-12,
+                                   "interleaved D=%d M=%d v=%d: %g, want %g", d, m, v,
+                                   sim.bubble_ratio, want);
+                sl_schedule_sim_free(&sim);
+                sl_schedule_free(s);
+            }
+        }
+    }
+}
+
+/* With F = I = W = 1 (so B = 2 for 1f1b), zb-h1 idles at most a third as long as 1f1b. This needs
+ * M >= D: with fewer micro-batches than ranks the chain F..F I..I of one micro-batch through all
+ * ranks already costs more than a third of 1f1b's idle time, whatever the order. */
+Test(schedule, zb_h1_idles_at_most_a_third_of_1f1b)
+{
+    for (size_t di = 1; di < sizeof grid_d / sizeof *grid_d; di++) {
+        const int d = grid_d[di];
+        for (int m = d; m <= 32; m++) {
+            sl_schedule *z = gen("zb-h1", d, m, 1, false), *o = gen("1f1b", d, m, 1, false);
+            sl_schedule_sim zs = sim_of(z, 1, 2, 1), os = sim_of(o, 1, 2, 0);
+            double zi = 0, oi = 0;
+            for (int r = 0; r < d; r++) zi += zs.idle[r], oi += os.idle[r];
+            cr_assert_leq(zi, oi / 3 + 1e-9, "D=%d M=%d: zb-h1 idle %g, 1f1b idle %g", d, m, zi,
+                          oi);
+            cr_assert_float_eq(zi, d * (d - 1.0), 1e-9, "D=%d M=%d: (D-1)(F+I-W) per rank", d, m);
+            for (int r = 0; r < d; r++) {
+                /* The same activation stashes as 1F1B; deferred Ws bounded by D. */
+                cr_assert_leq(zs.peak_activations[r], os.peak_activations[r]);
+                cr_assert_leq(zs.peak_pending_w[r], d);
+            }
+            sl_schedule_sim_free(&zs);
+            sl_schedule_sim_free(&os);
+            sl_schedule_free(z);
+            sl_schedule_free(o);
+        }
+    }
+}
+
+Test(schedule, peak_stash_is_m_for_gpipe_and_at_most_d_minus_r_for_1f1b)
+{
+    for (size_t di = 0; di < sizeof grid_d / sizeof *grid_d; di++) {
+        const int d = grid_d[di];
+        for (int m = 1; m <= 32; m++) {
+            sl_schedule *g = gen("gpipe", d, m, 1, true), *o = gen("1f1b", d, m, 1, false);
+            sl_schedule_sim gs = sim_of(g, 0, 0, 0), os = sim_of(o, 0, 0, 0);
+            for (int r = 0; r < d; r++) {
+                cr_assert_eq(gs.peak_activations[r], m, "gpipe D=%d M=%d r=%d", d, m, r);
+                cr_assert_leq(os.peak_activations[r], d - r, "1f1b D=%d M=%d r=%d", d, m, r);
+                cr_assert_eq(os.peak_activations[r], SL_MIN(d - r, m));
+            }
+            sl_schedule_sim_free(&gs);
+            sl_schedule_sim_free(&os);
+            sl_schedule_free(g);
+            sl_schedule_free(o);
+        }
+    }
+}
+
+/* The GPipe and PipeDream tables for 4 stages and 8 micro-batches (F = B = 1 per cell). */
+Test(schedule, reproduces_the_papers_tables)
+{
+    sl_schedule *o = gen("1f1b", 4, 8, 1, false);
+    char buf[512];
+    compute_text(o, 0, buf, sizeof buf);
+    cr_assert_str_eq(buf, "0F0 0F1 0F2 0F3 0B0 0F4 0B1 0F5 0B2 0F6 0B3 0F7 0B4 0B5 0B6 0B7");
+    compute_text(o, 3, buf, sizeof buf);
+    cr_assert_str_eq(buf, "3F0 3B0 3F1 3B1 3F2 3B2 3F3 3B3 3F4 3B4 3F5 3B5 3F6 3B6 3F7 3B7");
+    sl_schedule_sim sim = sim_of(o, 1, 1, 0);
+    /* PipeDream table, row 0: 0F 1F 2F 3F at 0..3 (but spaced: 0,2,4,6 there because that table
+     * starts micro-batches every other unit); here 0B0 on rank 0 starts at 7 and the last
+     * backward ends at 22 as in both tables. */
+    size_t n;
+    const sl_action *a = sl_schedule_actions(o, 0, &n);
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SL_ACTION_B && a[i].mb == 0) cr_assert_float_eq(sim.start[0][i], 7, 0);
+    cr_assert_float_eq(sim.makespan, 22, 0);
+    sl_schedule_sim_free(&sim);
+    sl_schedule_free(o);
+
+    sl_schedule *g = gen("gpipe", 4, 8, 1, false);
+    sim = sim_of(g, 1, 1, 0);
+    a = sl_schedule_actions(g, 0, &n);
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SL_ACTION_B && a[i].mb == 0) cr_assert_float_eq(sim.start[0][i], 14, 0);
+    a = sl_schedule_actions(g, 3, &n);
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SL_ACTION_F && a[i].mb == 0) cr_assert_float_eq(sim.start[3][i], 3, 0);
+    cr_assert_float_eq(sim.makespan, 22, 0);
+    sl_schedule_sim_free(&sim);
+    sl_schedule_free(g);
+}
+
+Test(schedule, comm_pass_shape)
+{
+    /* 1f1b on 2 ranks, 1 micro-batch: the whole list of each rank. */
+    sl_schedule *s = gen("1f1b", 2, 1, 1, false);
+    char want0[] = "0F0 SEND_F 0F0->r1 RECV_B 0B0<-r1 0B0 OPT";
+    char want1[] = "RECV_F 1F0<-r0 1F0 1B0 SEND_B 1B0->r0 OPT";
+    for (int r = 0; r < 2; r++) {
+        size_t n, len = 0;
+        char buf[256] = "";
+        const sl_action *a = sl_schedule_actions(s, r, &n);
+        for (size_t i = 0; i < n; i++) {
+            char t[40];
+            sl_action_format(&a[i], t, sizeof t);
+            len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? " " : "", t);
+        }
+        cr_assert_str_eq(buf, r ? want1 : want0);
+    }
+    cr_assert_eq(sl_schedule_rank_of_stage(s, 1), 1);
+    sl_schedule_free(s);
+
+    /* All chunks on one rank: no transfers at all, tensors are handed over locally. */
+    s = gen("interleaved", 1, 4, 3, true);
+    size_t n;
+    const sl_action *a = sl_schedule_actions(s, 0, &n);
+    cr_assert_eq(n, 4 * 3 * 3 + 1);
+    for (size_t i = 0; i < n; i++)
+        cr_assert(a[i].type <= SL_ACTION_R || a[i].type == SL_ACTION_OPT);
+    cr_assert_eq(a[n - 1].type, SL_ACTION_OPT);
+    sl_schedule_free(s);
+
+    /* Interleaved ring: the last rank sends stage D-1's output to rank 0 (stage D). */
+    s = gen("interleaved", 4, 4, 2, false);
+    a = sl_schedule_actions(s, 3, &n);
+    bool wraps = false;
+    for (size_t i = 0; i < n; i++)
+        wraps |= a[i].type == SL_ACTION_SEND_F && a[i].stage == 3 && a[i].peer == 0;
+    cr_assert(wraps);
+    cr_assert_eq(sl_schedule_rank_of_stage(s, 6), 2);
+    cr_assert_eq(sl_schedule_rank_of_stage(s, 8), -1);
+    sl_schedule_free(s);
+}
+
+Test(schedule, recompute_puts_r_before_each_backward)
+{
+    const char *names[] = {"gpipe", "1f1b", "zb-h1", "interleaved"};
+    for (size_t g = 0; g < 4; g++) {
+        sl_schedule *s = gen(names[g], 2, 4, g == 3 ? 2 : 1, true);
+        for (int r = 0; r < 2; r++) {
+            size_t n;
+            const sl_action *a = sl_schedule_actions(s, r, &n);
+            int rs = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (a[i].type != SL_ACTION_B && a[i].type != SL_ACTION_I) continue;
+                bool found = false;
+                for (size_t j = 0; j < i; j++)
+                    found |=
+                        a[j].type == SL_ACTION_R && a[j].stage == a[i].stage && a[j].mb == a[i].mb;
+                cr_assert(found, "%s rank %d: no R before backward %zu", names[g], r, i);
+                rs++;
+            }
+            cr_assert_eq(rs, 4 * (g == 3 ? 2 : 1));
+        }
+        sl_schedule_free(s);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Hand-broken schedules */
+
+static sl_schedule *from_text(const char *name, int d, int m, bool split, const char *const *ranks)
+{
+    sl_schedule_params p = {name, d, m, 1, false};
+    sl_schedule *s;
+    cr_assert_eq(sl_schedule_create(&p, split, &s), SL_OK);
+    for (int r = 0; r < d; r++)
+        cr_assert_eq(sl_schedule_parse_rank(s, r, ranks[r]), SL_OK, "%s", sl_last_error());
+    return s;
+}
+
+static void expect_rejected(const sl_schedule *s, int status, const char *says)
+{
+    int st = sl_schedule_validate(s, 1);
+    cr_assert_eq(st, status, "got %d: %s", st, sl_last_error());
+    cr_assert(strstr(sl_last_error(), says), "message '%s' lacks '%s'", sl_last_error(), says);
+}
+
+Test(schedule, hand_written_schedule_passes)
+{
+    const char *ok[] = {"0F0 SEND_F 0F0->r1 0F1 SEND_F 0F1->r1 RECV_B 0B0<-r1 0B0 "
+                        "RECV_B 0B1<-r1 0B1 OPT",
+                        "RECV_F 1F0<-r0 1F0 1B0 SEND_B 1B0->r0 RECV_F 1F1<-r0 1F1 1B1 "
+                        "SEND_B 1B1->r0 OPT"};
+    sl_schedule *s = from_text("custom", 2, 2, false, ok);
+    cr_assert_eq(sl_schedule_validate(s, 1), SL_OK, "%s", sl_last_error());
+    sl_schedule_free(s);
+}
+
+Test(schedule, rejects_a_swapped_pair)
+{
+    /* 1F0 and 1B0 swapped on rank 1. */
+    const char *bad[] = {"0F0 SEND_F 0F0->r1 RECV_B 0B0<-r1 0B0 OPT",
+                         "RECV_F 1F0<-r0 1B0 1F0 SEND_B 1B0->r0 OPT"};
+    sl_schedule *s = from_text("custom", 2, 1, false, bad);
+    expect_rejected(s, SL_EINVAL,
+                    "rank 1: 1B0 (action 1) runs before 1F0 (action 2), which "
+                    "stashes the activations it needs");
+    sl_schedule_free(s);
+
+    /* A backward before the RECV that brings its gradient. */
+    const char *bad2[] = {"0F0 SEND_F 0F0->r1 0B0 RECV_B 0B0<-r1 OPT",
+                          "RECV_F 1F0<-r0 1F0 1B0 SEND_B 1B0->r0 OPT"};
+    s = from_text("custom", 2, 1, false, bad2);
+    expect_rejected(s, SL_EINVAL,
+                    "rank 0: 0B0 (action 2) runs before RECV_B 0B0<-r1 (action 3), "
+                    "which brings its output gradient");
+    sl_schedule_free(s);
+}
+
+Test(schedule, rejects_a_missing_action)
+{
+    sl_schedule *s = gen("1f1b", 4, 8, 1, false);
+    size_t n;
+    const sl_action *a = sl_schedule_actions(s, 2, &n);
+    sl_action *copy = malloc(sizeof *copy * n);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(a[i].type == SL_ACTION_B && a[i].mb == 5)) copy[k++] = a[i];
+    cr_assert_eq(k, n - 1);
+    cr_assert_eq(sl_schedule_set_actions(s, 2, copy, k), SL_OK);
+    expect_rejected(s, SL_EINVAL, "rank 2 is missing 2B5");
+    free(copy);
+    sl_schedule_free(s);
+
+    /* A missing RECV. */
+    s = gen("gpipe", 2, 2, 1, false);
+    a = sl_schedule_actions(s, 1, &n);
+    cr_assert_eq(a[0].type, SL_ACTION_RECV_F);
+    copy = malloc(sizeof *copy * n);
+    memcpy(copy, a + 1, sizeof *copy * (n - 1));
+    cr_assert_eq(sl_schedule_set_actions(s, 1, copy, n - 1), SL_OK);
+    expect_rejected(s, SL_EINVAL, "rank 1 is missing RECV_F 1F0<-r0");
+    free(copy);
+    sl_schedule_free(s);
+}
+
+Test(schedule, rejects_a_crossed_send_order)
+{
+    /* Rank 0 sends micro-batch 1 before micro-batch 0; rank 1 receives 0 first. */
+    const char *bad[] = {"0F0 0F1 SEND_F 0F1->r1 SEND_F 0F0->r1 RECV_B 0B0<-r1 0B0 "
+                         "RECV_B 0B1<-r1 0B1 OPT",
+                         "RECV_F 1F0<-r0 1F0 1B0 SEND_B 1B0->r0 RECV_F 1F1<-r0 1F1 1B1 "
+                         "SEND_B 1B1->r0 OPT"};
+    sl_schedule *s = from_text("custom", 2, 2, false, bad);
+    expect_rejected(s, SL_EINVAL,
+                    "rank 1: action 0 (RECV_F 1F0<-r0) expects 0F0 from rank 0, "
+                    "but the next message on link r0->r1 is 0F1");
+    /* The communication pass repairs it: it re-derives the sends from the compute order. */
+    cr_assert_eq(sl_schedule_insert_comms(s), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_schedule_validate(s, 1), SL_OK, "%s", sl_last_error());
+    sl_schedule_free(s);
+}
+
+Test(schedule, rejects_a_deadlock_naming_who_waits_for_what)
+{
+    /* Rank 0 waits for the gradient before sending the activation that produces it. */
+    const char *bad[] = {"0F0 RECV_B 0B0<-r1 SEND_F 0F0->r1 0B0 OPT",
+                         "RECV_F 1F0<-r0 1F0 1B0 SEND_B 1B0->r0 OPT"};
+    sl_schedule *s = from_text("custom", 2, 1, false, bad);
+    expect_rejected(s, SL_EDEADLOCK,
+                    "rank 0 is blocked on action 1 (RECV_B 0B0<-r1), waiting "
+                    "for rank 1 to send 1B0; rank 1 is blocked on action 0 "
+                    "(RECV_F 1F0<-r0), waiting for rank 0 to send 0F0");
+    sl_schedule_free(s);
+
+    /* Full links: on a ring of two ranks (chunks 0/2 on rank 0, 1/3 on rank 1) rank 0 sends
+     * four activations before it receives anything, while rank 1 receives two, then sends two.
+     * With links of depth 2 that completes; with depth 1 each rank waits for the other to
+     * receive. */
+    char r0[2048], r1[2048];
+    size_t l0 = 0, l1 = 0;
+#define ADD(buf, len, ...) len += (size_t)snprintf(buf + len, sizeof buf - len, __VA_ARGS__)
+    for (int m = 0; m < 4; m++) ADD(r0, l0, "0F%d SEND_F 0F%d->r1 ", m, m);
+    for (int m = 0; m < 4; m++) ADD(r0, l0, "RECV_F 2F%d<-r1 2F%d SEND_F 2F%d->r1 ", m, m, m);
+    for (int m = 0; m < 4; m++) ADD(r0, l0, "RECV_B 2B%d<-r1 2B%d SEND_B 2B%d->r1 ", m, m, m);
+    for (int m = 0; m < 4; m++) ADD(r0, l0, "RECV_B 0B%d<-r1 0B%d ", m, m);
+    ADD(r0, l0, "OPT");
+    for (int m = 0; m < 4; m += 2)
+        ADD(r1, l1, "RECV_F 1F%d<-r0 RECV_F 1F%d<-r0 1F%d SEND_F 1F%d->r0 1F%d SEND_F 1F%d->r0 ", m,
+            m + 1, m, m, m + 1, m + 1);
+    for (int m = 0; m < 4; m++)
+        ADD(r1, l1, "RECV_F 3F%d<-r0 3F%d 3B%d SEND_B 3B%d->r0 ", m, m, m, m);
+    for (int m = 0; m < 4; m++) ADD(r1, l1, "RECV_B 1B%d<-r0 1B%d SEND_B 1B%d->r0 ", m, m, m);
+    ADD(r1, l1, "OPT");
+#undef ADD
+    sl_schedule_params p = {"custom", 2, 4, 2, false};
+    cr_assert_eq(sl_schedule_create(&p, false, &s), SL_OK);
+    cr_assert_eq(sl_schedule_parse_rank(s, 0, r0), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_schedule_parse_rank(s, 1, r1), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_schedule_validate(s, 2), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_schedule_min_queue_depth(s), 2);
+    expect_rejected(s, SL_EDEADLOCK,
+                    "rank 0 is blocked on action 7 (SEND_F 0F3->r1), waiting "
+                    "for rank 1 to receive (the link holds 1 messages)");
+    sl_schedule_free(s);
+}
+
+Test(schedule, rejects_duplicates_wrong_peers_and_misplaced_opt)
+{
+    const char *dup[] = {"0F0 0F0 SEND_F 0F0->r1 RECV_B 0B0<-r1 0B0 OPT",
+                         "RECV_F 1F0<-r0 1F0 1B0 SEND_B 1B0->r0 OPT"};
+    sl_schedule *s = from_text("custom", 2, 1, false, dup);
+    expect_rejected(s, SL_EINVAL, "rank 0: 0F0 appears twice (actions 0 and 1)");
+    sl_schedule_free(s);
+
+    const char *peer[] = {"0F0 SEND_F 0F0->r0 RECV_B 0B0<-r1 0B0 OPT",
+                          "RECV_F 1F0<-r0 1F0 1B0 SEND_B 1B0->r0 OPT"};
+    s = from_text("custom", 2, 1, false, peer);
+    expect_rejected(s, SL_EINVAL, "names peer 0 but the other stage runs on rank 1");
+    sl_schedule_free(s);
+
+    const char *opt[] = {"0F0 SEND_F 0F0->r1 OPT RECV_B 0B0<-r1 0B0",
+                         "RECV_F 1F0<-r0 1F0 1B0 SEND_B 1B0->r0 OPT"};
+    s = from_text("custom", 2, 1, false, opt);
+    expect_rejected(s, SL_EINVAL, "OPT at action 2 must be the last action");
+    sl_schedule_free(s);
+
+    const char *wrong_rank[] = {"1F0 OPT", "OPT"};
+    s = from_text("custom", 2, 1, false, wrong_rank);
+    expect_rejected(s, SL_EINVAL, "belongs to rank 1");
+    sl_schedule_free(s);
+
+    const char *split[] = {"0F0 0B0 OPT"};
+    s = from_text("zb-h1", 1, 1, true, split);
+    expect_rejected(s, SL_EINVAL, "splits the backward into I and W");
+    sl_schedule_free(s);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The timed simulator */
+
+Test(schedule, latency_and_per_stage_costs)
+{
+    sl_schedule *s = gen("gpipe", 2, 1, 1, false);
+    sl_schedule_costs c = {.f = 1, .b = 2, .latency = 0.5};
+    sl_schedule_sim sim;
+    cr_assert_eq(sl_schedule_simulate(s, &c, &sim), SL_OK, "%s", sl_last_error());
+    /* F0 r0 [0,1], transfer, F r1 [1.5,2.5], B r1 [2.5,4.5], transfer, B r0 [5,7]. */
+    cr_assert_float_eq(sim.makespan, 7, 1e-12);
+    cr_assert_float_eq(sim.idle[0], 4, 1e-12);
+    sl_schedule_sim_free(&sim);
+    sl_schedule_free(s);
+
+    /* A slow second stage sets the pace. */
+    s = gen("gpipe", 2, 2, 1, false);
+    double f[] = {1, 3}, b[] = {2, 2};
+    sl_schedule_costs pc = {.stage_f = f, .stage_b = b};
+    cr_assert_eq(sl_schedule_simulate(s, &pc, &sim), SL_OK, "%s", sl_last_error());
+    cr_assert_float_eq(sim.makespan, 13, 1e-12);
+    cr_assert_float_eq(sim.busy[1], 10, 1e-12);
+    sl_schedule_sim_free(&sim);
+
+    sl_schedule_costs neg = {.f = -1};
+    cr_assert_eq(sl_schedule_simulate(s, &neg, &sim), SL_EINVAL);
+    sl_schedule_free(s);
+
+    /* Recompute costs as a forward. */
+    s = gen("gpipe", 1, 1, 1, true);
+    sim = sim_of(s, 1, 2, 0);
+    cr_assert_float_eq(sim.makespan, 4, 1e-12);
+    sl_schedule_sim_free(&sim);
+    sl_schedule_free(s);
+
+    /* A split backward needs 0 < W < B. */
+    s = gen("zb-h1", 2, 2, 1, false);
+    sl_schedule_costs w = {.f = 1, .b = 2, .w = 2};
+    cr_assert_eq(sl_schedule_simulate(s, &w, &sim), SL_EINVAL);
+    cr_assert(strstr(sl_last_error(), "I = B - W"), "%s", sl_last_error());
+    sl_schedule_free(s);
+}
+
+Test(schedule, json_and_svg_outputs)
+{
+    sl_schedule *s = gen("interleaved", 2, 4, 2, false);
+    sl_schedule_sim sim = sim_of(s, 1, 2, 0);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert_eq(sl_schedule_write_json(f, s, &sim), SL_OK);
+    fclose(f);
+    cJSON *root = cJSON_Parse(buf);
+    cr_assert_not_null(root, "%s", buf);
+    cr_assert_str_eq(cJSON_GetObjectItem(root, "schedule")->valuestring, "interleaved");
+    cr_assert_eq(cJSON_GetObjectItem(root, "stages")->valueint, 2);
+    cr_assert_eq(cJSON_GetObjectItem(root, "microbatches")->valueint, 4);
+    cr_assert_eq(cJSON_GetObjectItem(root, "chunks")->valueint, 2);
+    cJSON *ranks = cJSON_GetObjectItem(root, "ranks");
+    cr_assert_eq(cJSON_GetArraySize(ranks), 2);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetArrayItem(ranks, 1)), 2 * 4 * 2);
+    cr_assert_str_eq(cJSON_GetArrayItem(cJSON_GetArrayItem(ranks, 0), 0)->valuestring, "0F0");
+    cr_assert_float_eq(cJSON_GetObjectItem(root, "makespan")->valuedouble, sim.makespan, 1e-12);
+    cr_assert_float_eq(cJSON_GetObjectItem(root, "bubble_ratio")->valuedouble, sim.bubble_ratio,
+                       1e-12);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(root, "peak_activations")), 2);
+    cJSON_Delete(root);
+    free(buf);
+
+    f = open_memstream(&buf, &len);
+    cr_assert_eq(sl_schedule_write_svg(f, s, &sim), SL_OK);
+    fclose(f);
+    cr_assert(strstr(buf, "<svg") && strstr(buf, "</svg>") && strstr(buf, ">2F1<"));
+    free(buf);
+
+    f = open_memstream(&buf, &len);
+    cr_assert_eq(sl_schedule_write_text(f, s, &sim), SL_OK);
+    fclose(f);
+    cr_assert(strstr(buf, "rank 1") && strstr(buf, "bubble ratio"), "%s", buf);
+    free(buf);
+    sl_schedule_sim_free(&sim);
+    sl_schedule_free(s);
+}
