@@ -1,0 +1,57 @@
+/* The few functions only the OpenCL backend has: CLBlast GEMM tuning, and a hook for tests. The
+ * device interface itself is backends/backend.h; open OpenCL devices with sl_device_open("opencl:0").
+ *
+ * Tuned CLBlast parameters live in a JSON cache, one entry per device name:
+ *   $SLUICE_CACHE_DIR/clblast.json, else $XDG_CACHE_HOME/sluice/clblast.json,
+ *   else ~/.cache/sluice/clblast.json
+ * Opening an OpenCL device applies its cached entry; a CPU device without one gets a built-in set
+ * that suits CPUs (CLBlast's own defaults are tuned for GPUs). */
+#ifndef SL_OPENCL_H
+#define SL_OPENCL_H
+
+#include <stddef.h>
+
+#include "backends/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What sl_opencl_tune_gemm found. */
+typedef struct sl_opencl_tune_result {
+    double default_gflops; /* CLBlast with its own database parameters */
+    double builtin_gflops; /* with the parameters in use when the search began (cache or built-in) */
+    double best_gflops;    /* the best candidate, now in use and saved */
+    int candidates;        /* candidate sets tried */
+    int failed;            /* of those, how many failed to build, run, or gave wrong results */
+    char best[512];        /* the best set, "MWG=64 NWG=64 ..." */
+} sl_opencl_tune_result;
+
+/* Searches a dozen or so CLBlast Xgemm parameter sets for SGEMM of n x n x n on an opened OpenCL
+ * device, checks each result against CLBlast's default parameters, times the correct ones, keeps
+ * the fastest in use on the device and saves it in the cache under the device's name. With
+ * `verbose`, prints one line per candidate to stdout. Returns SL_EINVAL for a non-OpenCL device,
+ * SL_EIO when the cache cannot be written. */
+int sl_opencl_tune_gemm(sl_device *dev, size_t n, int verbose, sl_opencl_tune_result *result);
+
+/* The path of the tuning cache file (see above) in buf. */
+int sl_opencl_cache_path(char *buf, size_t cap);
+
+/* Builds OpenCL C `source` for an opened OpenCL device with the backend's own build options, then
+ * releases it: SL_EBUILD with the compiler's log in the message when it does not compile. For
+ * tests and for checking kernels. */
+int sl_opencl_build_source(sl_device *dev, const char *source);
+
+/* The name of an OpenCL error code ("CL_OUT_OF_RESOURCES"), or "CL error <n>" for unknown ones
+ * (in a static buffer per thread). */
+const char *sl_opencl_error_name(int cl_error);
+
+/* `sluice bench kernels --tune`: tunes every OpenCL device, prints the best GFLOP/s found against
+ * CLBlast's defaults, and saves the cache. Returns an exit status (0, 1 failed, 2 usage). Defined
+ * in bench/kernels_tune.c. */
+int sl_bench_kernels_tune(int argc, char **argv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
