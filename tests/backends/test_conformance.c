@@ -122,9 +122,9 @@ Test(conformance, activations)
             for (int a = 0; a < SL_ACT_COUNT; a++) {
                 enum sl_activation act = (enum sl_activation)a;
                 check(run_act_forward(cpu, act, n, x), run_act_forward(devs[d], act, n, x), n,
-                      1e-6f, 1e-5f, devs[d], "%s forward n=%zu", sl_activation_name(act), n);
+                      1e-5f, 1e-5f, devs[d], "%s forward n=%zu", sl_activation_name(act), n);
                 check(run_act_backward(cpu, act, n, x, dy),
-                      run_act_backward(devs[d], act, n, x, dy), n, 1e-6f, 1e-5f, devs[d],
+                      run_act_backward(devs[d], act, n, x, dy), n, 1e-5f, 1e-5f, devs[d],
                       "%s backward n=%zu", sl_activation_name(act), n);
             }
             free(x);
