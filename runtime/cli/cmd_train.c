@@ -86,17 +86,35 @@ int sl_cmd_train(int argc, char **argv)
     int st = sl_config_load(config, sets, nsets, &cfg);
     free(sets);
     if (st != SL_OK) return sl_cli_error("train", st);
-    if (!quiet)
+    sl_launch_info launch;
+    st = sl_launch_detect(&launch);
+    if (st != SL_OK) {
+        sl_config_free(&cfg);
+        return sl_cli_error("train", st);
+    }
+    if (!quiet && launch.rank == 0)
         fprintf(stderr, "sluice train: %s, %d stage%s (%s%s), %d steps of %d in %d micro-batches\n",
                 config, cfg.pipeline.stages, cfg.pipeline.stages == 1 ? "" : "s",
                 cfg.pipeline.schedule, cfg.pipeline.recompute ? ", recompute" : "",
                 cfg.train.steps, cfg.train.batch, cfg.train.microbatches);
-    sl_train_options opt = {.progress = !quiet, .keep_run_dir = keep};
+    sl_train_options opt = {.progress = !quiet && launch.rank == 0, .keep_run_dir = keep};
     sl_train_summary sum;
-    st = sl_train(&cfg, &opt, &sum);
+    if (launch.launcher == SL_LAUNCHER_NONE) {
+        st = sl_train(&cfg, &opt, &sum);
+    } else {
+        if (!quiet && launch.rank == 0)
+            fprintf(stderr, "sluice train: started by %s as rank %d of %d\n",
+                    sl_launcher_name(launch.launcher), launch.rank, launch.world);
+        st = sl_train_launched(&cfg, &launch, &opt, &sum);
+    }
     if (st != SL_OK) {
         sl_config_free(&cfg);
+        if (launch.launcher != SL_LAUNCHER_NONE) fprintf(stderr, "sluice train: rank %d: ", launch.rank);
         return sl_cli_error("train", st);
+    }
+    if (launch.rank != 0) {
+        sl_config_free(&cfg);
+        return 0;
     }
     printf("trained %d steps: final loss %.4f", sum.steps, sum.final_loss);
     if (!isnan(sum.eval_accuracy) && cfg.model.loss == SL_LOSS_CROSS_ENTROPY)

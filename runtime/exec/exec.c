@@ -399,7 +399,20 @@ static int report(exec *e, cJSON *obj)
 
 static int report_done(exec *e, double wall)
 {
+    /* The trace goes first: "done" tells a coordinator under a launcher that this rank has
+     * nothing more to say. */
     cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "trace");
+    cJSON *evs = cJSON_AddArrayToObject(o, "events");
+    for (int i = 0; i < e->ntrace; i++) {
+        cJSON *ev = cJSON_CreateArray();
+        cJSON_AddItemToArray(ev, cJSON_CreateString(e->trace[i].name));
+        cJSON_AddItemToArray(ev, cJSON_CreateNumber(1e6 * e->trace[i].t0));
+        cJSON_AddItemToArray(ev, cJSON_CreateNumber(1e6 * (e->trace[i].t1 - e->trace[i].t0)));
+        cJSON_AddItemToArray(evs, ev);
+    }
+    SL_TRY(report(e, o));
+    o = cJSON_CreateObject();
     const sl_device_info *info = sl_device_get_info(e->dev);
     cJSON_AddStringToObject(o, "type", "done");
     cJSON_AddStringToObject(o, "device", info->id);
@@ -416,17 +429,6 @@ static int report_done(exec *e, double wall)
         cJSON_AddNumberToObject(s, "b_ms", l->nb ? 1e3 * l->b_s / (double)l->nb : 0);
         cJSON_AddNumberToObject(s, "w_ms", l->nw ? 1e3 * l->w_s / (double)l->nw : 0);
         cJSON_AddItemToArray(stages, s);
-    }
-    SL_TRY(report(e, o));
-    o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", "trace");
-    cJSON *evs = cJSON_AddArrayToObject(o, "events");
-    for (int i = 0; i < e->ntrace; i++) {
-        cJSON *ev = cJSON_CreateArray();
-        cJSON_AddItemToArray(ev, cJSON_CreateString(e->trace[i].name));
-        cJSON_AddItemToArray(ev, cJSON_CreateNumber(1e6 * e->trace[i].t0));
-        cJSON_AddItemToArray(ev, cJSON_CreateNumber(1e6 * (e->trace[i].t1 - e->trace[i].t0)));
-        cJSON_AddItemToArray(evs, ev);
     }
     return report(e, o);
 }

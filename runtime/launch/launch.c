@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -202,7 +205,7 @@ static void note_error(struct failure *f, int rank, int status, const char *mess
 }
 
 static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx,
-                 struct failure *f)
+                 struct failure *f, int *done)
 {
     zmq_pollitem_t item = {.socket = l->pull, .events = ZMQ_POLLIN};
     while (zmq_poll(&item, 1, timeout_ms) > 0) {
@@ -219,6 +222,7 @@ static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx
             text[len] = '\0';
             cJSON *j = cJSON_ParseWithLength(text, len);
             const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(j, "type"));
+            if (type && !strcmp(type, "done") && done) (*done)++;
             if (type && !strcmp(type, "error")) {
                 const char *m = cJSON_GetStringValue(cJSON_GetObjectItem(j, "message"));
                 note_error(f, (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank")),
@@ -251,7 +255,7 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
     struct failure f = {.rank = -1};
     int failed_rank = -1, failed_ws = 0, st = SL_OK;
     for (;;) {
-        st = drain(l, 100, fn, ctx, &f);
+        st = drain(l, 100, fn, ctx, &f, NULL);
         if (st != SL_OK) break;
         int running = 0;
         for (int i = 0; i < l->nranks; i++) {
@@ -272,11 +276,11 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
     }
     if (failed_rank >= 0 || interrupted || st != SL_OK) {
         /* Give the failing rank's report a moment to arrive, then stop everyone. */
-        drain(l, 300, fn, ctx, &f);
+        drain(l, 300, fn, ctx, &f, NULL);
         stop_all(l);
-        drain(l, 0, fn, ctx, &f);
+        drain(l, 0, fn, ctx, &f, NULL);
     }
-    drain(l, 0, fn, ctx, &f);
+    drain(l, 0, fn, ctx, &f, NULL);
     if (st != SL_OK) return st;
     if (interrupted)
         return sl_fail(SL_EPEER, "interrupted by signal %d; every rank was stopped",
@@ -286,6 +290,39 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
     char how[128];
     describe_exit(how, sizeof how, failed_ws);
     return sl_fail(SL_EPEER, "rank %d %s; every other rank was stopped", failed_rank, how);
+}
+
+int sl_launch_listen(const char *bind_endpoint, sl_launch **out)
+{
+    sl_launch *l = sl_alloc(sizeof *l);
+    if (!l) return SL_ENOMEM;
+    l->keep = true; /* no run directory */
+    snprintf(l->endpoint, sizeof l->endpoint, "%s", bind_endpoint);
+    l->zctx = zmq_ctx_new();
+    l->pull = l->zctx ? zmq_socket(l->zctx, ZMQ_PULL) : NULL;
+    int linger = 0;
+    if (!l->pull || zmq_setsockopt(l->pull, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_bind(l->pull, bind_endpoint) != 0) {
+        int st = sl_fail(SL_EIO, "cannot bind the report socket %s: %s", bind_endpoint,
+                         zmq_strerror(zmq_errno()));
+        sl_launch_destroy(l);
+        return st;
+    }
+    *out = l;
+    return SL_OK;
+}
+
+int sl_launch_wait_reports(sl_launch *l, int world, sl_launch_report_fn fn, void *ctx)
+{
+    struct failure f = {.rank = -1};
+    int done = 0;
+    while (done < world && f.rank < 0 && !interrupted) SL_TRY(drain(l, 100, fn, ctx, &f, &done));
+    if (f.rank >= 0) {
+        drain(l, 300, fn, ctx, &f, &done); /* the first failure may still be on its way */
+        return sl_fail(SL_EPEER, "rank %d failed: %s", f.rank, f.message);
+    }
+    if (interrupted) return sl_fail(SL_EPEER, "interrupted by signal %d", (int)interrupted);
+    return SL_OK;
 }
 
 static void remove_tree(const char *dir)
@@ -349,4 +386,196 @@ void sl_reporter_close(sl_reporter *r)
     if (r->push) zmq_close(r->push);
     if (r->zctx) zmq_ctx_term(r->zctx);
     free(r);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Rendezvous under an existing launcher */
+
+int sl_rendezvous_master(char *out, size_t cap)
+{
+    const char *addr = getenv("MASTER_ADDR"), *port = getenv("MASTER_PORT");
+    if (!addr || !*addr || !port || !*port)
+        return sl_fail(SL_ECONFIG,
+                       "under a launcher, rank 0 hosts the rendezvous at MASTER_ADDR:MASTER_PORT; "
+                       "export both (torchrun sets them; for mpirun or srun e.g. "
+                       "MASTER_ADDR=<first host> MASTER_PORT=29500), or list one endpoint per rank "
+                       "in launch.endpoints");
+    snprintf(out, cap, "%s:%s", addr, port);
+    return SL_OK;
+}
+
+int sl_rendezvous_local(char *host, size_t cap, int *port)
+{
+    const char *h = getenv("SLUICE_HOST");
+    if (h && *h) snprintf(host, cap, "%s", h);
+    else if (gethostname(host, cap) != 0)
+        return sl_fail(SL_EIO, "cannot read the host name: %s (set SLUICE_HOST)", strerror(errno));
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
+    socklen_t len = sizeof sa;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return sl_fail(SL_EIO, "cannot find a free TCP port: %s", strerror(e));
+    }
+    *port = ntohs(sa.sin_port);
+    close(fd);
+    return SL_OK;
+}
+
+void sl_rendezvous_free(sl_rendezvous *r)
+{
+    if (!r) return;
+    free(r->endpoints);
+    r->endpoints = NULL;
+}
+
+static int rdv_alloc(sl_rendezvous *r, int world)
+{
+    memset(r, 0, sizeof *r);
+    r->world = world;
+    r->endpoints = sl_alloc((size_t)world * sizeof *r->endpoints);
+    return r->endpoints ? SL_OK : SL_ENOMEM;
+}
+
+static char *rdv_answer(const sl_rendezvous *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *eps = cJSON_AddArrayToObject(o, "endpoints");
+    for (int i = 0; i < r->world; i++) cJSON_AddItemToArray(eps, cJSON_CreateString(r->endpoints[i]));
+    cJSON_AddStringToObject(o, "report", r->report);
+    char id[32];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)r->run_id);
+    cJSON_AddStringToObject(o, "run_id", id);
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return text;
+}
+
+static int send_frame(void *sock, const void *data, size_t len, int more)
+{
+    return zmq_send(sock, data, len, more ? ZMQ_SNDMORE : 0) < 0 ? -1 : 0;
+}
+
+int sl_rendezvous_serve(const char *master, int world, const char *endpoint, const char *report,
+                        uint64_t run_id, int timeout_ms, sl_rendezvous *out)
+{
+    SL_TRY(rdv_alloc(out, world));
+    out->run_id = run_id;
+    snprintf(out->report, sizeof out->report, "%s", report);
+    snprintf(out->endpoints[0], sizeof out->endpoints[0], "%s", endpoint);
+    const char *colon = strrchr(master, ':');
+    char bind[300];
+    snprintf(bind, sizeof bind, "tcp://*:%s", colon ? colon + 1 : master);
+    void *ctx = zmq_ctx_new(), *sock = ctx ? zmq_socket(ctx, ZMQ_ROUTER) : NULL;
+    int st = SL_OK;
+    if (!sock || zmq_setsockopt(sock, ZMQ_LINGER, &timeout_ms, sizeof timeout_ms) != 0 ||
+        zmq_bind(sock, bind) != 0)
+        st = sl_fail(SL_EIO, "rank 0 cannot host the rendezvous at %s: %s", bind,
+                     zmq_strerror(zmq_errno()));
+    /* identities of the ranks waiting for the answer */
+    char (*ids)[256] = sl_alloc((size_t)world * 256);
+    size_t *idlen = sl_alloc((size_t)world * sizeof *idlen);
+    if (st == SL_OK && (!ids || !idlen)) st = SL_ENOMEM;
+    int joined = 1;
+    double deadline = sl_now() + timeout_ms / 1e3;
+    while (st == SL_OK && joined < world) {
+        zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLIN};
+        if (zmq_poll(&it, 1, 100) <= 0) {
+            if (sl_now() > deadline || interrupted)
+                st = sl_fail(SL_ETIMEOUT, "rendezvous at %s: %d of %d ranks joined in %d ms", master,
+                             joined, world, timeout_ms);
+            continue;
+        }
+        char id[256], empty[8], body[1024];
+        int n_id = zmq_recv(sock, id, sizeof id, 0);
+        int n_e = zmq_recv(sock, empty, sizeof empty, 0);
+        int n_b = zmq_recv(sock, body, sizeof body - 1, 0);
+        if (n_id < 0 || n_e != 0 || n_b < 0 || n_b >= (int)sizeof body - 1) continue;
+        body[n_b] = '\0';
+        cJSON *j = cJSON_Parse(body);
+        int rank = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank"));
+        int w = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "world"));
+        const char *ep = cJSON_GetStringValue(cJSON_GetObjectItem(j, "endpoint"));
+        if (!ep || w != world || rank < 1 || rank >= world || out->endpoints[rank][0]) {
+            st = sl_fail(SL_EPROTOCOL,
+                         "rendezvous at %s: a rank registered as %d of %d (this run has %d ranks, "
+                         "each once): is another run using the same MASTER_PORT?",
+                         master, rank, w, world);
+        } else {
+            snprintf(out->endpoints[rank], sizeof out->endpoints[rank], "%s", ep);
+            memcpy(ids[rank], id, (size_t)n_id);
+            idlen[rank] = (size_t)n_id;
+            joined++;
+        }
+        cJSON_Delete(j);
+    }
+    char *answer = st == SL_OK ? rdv_answer(out) : NULL;
+    if (st == SL_OK && !answer) st = SL_ENOMEM;
+    for (int r = 1; st == SL_OK && r < world; r++)
+        if (send_frame(sock, ids[r], idlen[r], 1) || send_frame(sock, "", 0, 1) ||
+            send_frame(sock, answer, strlen(answer), 0))
+            st = sl_fail(SL_EIO, "rendezvous: cannot answer rank %d: %s", r,
+                         zmq_strerror(zmq_errno()));
+    free(answer);
+    free(ids);
+    free(idlen);
+    if (sock) zmq_close(sock); /* lingers until the answers are out */
+    if (ctx) zmq_ctx_term(ctx);
+    if (st != SL_OK) sl_rendezvous_free(out);
+    return st;
+}
+
+static const char *rdv_str(const cJSON *v)
+{
+    const char *s = cJSON_GetStringValue(v);
+    return s ? s : "";
+}
+
+int sl_rendezvous_join(const char *master, int rank, int world, const char *endpoint,
+                       int timeout_ms, sl_rendezvous *out)
+{
+    SL_TRY(rdv_alloc(out, world));
+    char connect[300];
+    snprintf(connect, sizeof connect, "tcp://%s", master);
+    void *ctx = zmq_ctx_new(), *sock = ctx ? zmq_socket(ctx, ZMQ_REQ) : NULL;
+    int zero = 0, st = SL_OK;
+    if (!sock || zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms) != 0 ||
+        zmq_connect(sock, connect) != 0)
+        st = sl_fail(SL_EIO, "cannot reach the rendezvous at %s: %s", connect,
+                     zmq_strerror(zmq_errno()));
+    char body[1024];
+    snprintf(body, sizeof body, "{\"rank\": %d, \"world\": %d, \"endpoint\": \"%s\"}", rank, world,
+             endpoint);
+    if (st == SL_OK && zmq_send(sock, body, strlen(body), 0) < 0)
+        st = sl_fail(SL_EIO, "rendezvous at %s: %s", connect, zmq_strerror(zmq_errno()));
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    if (st == SL_OK && zmq_msg_recv(&msg, sock, 0) < 0)
+        st = sl_fail(SL_ETIMEOUT, "rank %d: no answer from the rendezvous at %s within %d ms (is "
+                                  "rank 0 running, and MASTER_ADDR its host?)",
+                     rank, connect, timeout_ms);
+    if (st == SL_OK) {
+        cJSON *j = cJSON_ParseWithLength(zmq_msg_data(&msg), zmq_msg_size(&msg));
+        const cJSON *eps = cJSON_GetObjectItem(j, "endpoints");
+        const char *report = cJSON_GetStringValue(cJSON_GetObjectItem(j, "report"));
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(j, "run_id"));
+        if (!cJSON_IsArray(eps) || cJSON_GetArraySize(eps) != world || !report || !id) {
+            st = sl_fail(SL_EPROTOCOL, "rendezvous at %s sent a malformed answer", connect);
+        } else {
+            for (int i = 0; i < world; i++)
+                snprintf(out->endpoints[i], sizeof out->endpoints[i], "%s",
+                         rdv_str(cJSON_GetArrayItem(eps, i)));
+            snprintf(out->report, sizeof out->report, "%s", report);
+            out->run_id = strtoull(id, NULL, 10);
+        }
+        cJSON_Delete(j);
+    }
+    zmq_msg_close(&msg);
+    if (sock) zmq_close(sock);
+    if (ctx) zmq_ctx_term(ctx);
+    if (st != SL_OK) sl_rendezvous_free(out);
+    return st;
 }

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum sl_launcher {
     SL_LAUNCHER_NONE,     /* started by hand: sluice launches the ranks itself */
@@ -58,6 +59,46 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx);
 
 /* Stops any rank still running and removes the run directory (unless kept). */
 void sl_launch_destroy(sl_launch *l);
+
+/* ------------------------------------------------------------------------------------------------
+ * Under an existing launcher: rank 0 hosts a small directory at the master address (MASTER_ADDR
+ * and MASTER_PORT, as torchrun sets them and users export them for mpirun or srun). Every rank
+ * registers the endpoint it binds for its link; when all have, each learns every endpoint, the
+ * coordinator's report endpoint and the run id. */
+
+typedef struct sl_rendezvous {
+    int world;
+    char (*endpoints)[256]; /* [world]: the endpoint each rank binds, as others connect to it */
+    char report[256];       /* rank 0's report socket */
+    uint64_t run_id;
+} sl_rendezvous;
+
+/* The master address from MASTER_ADDR and MASTER_PORT ("host:port"); SL_ECONFIG naming the
+ * variables when they are missing. */
+int sl_rendezvous_master(char *out, size_t cap);
+
+/* A free TCP port on this host and this host's name as others reach it (SLUICE_HOST, else the
+ * host name). */
+int sl_rendezvous_local(char *host, size_t cap, int *port);
+
+/* Rank 0: serves the directory for `world` ranks at `master`, registering its own `endpoint` and
+ * `report` endpoint, and returns when every rank has its answer (or after timeout_ms). */
+int sl_rendezvous_serve(const char *master, int world, const char *endpoint, const char *report,
+                        uint64_t run_id, int timeout_ms, sl_rendezvous *out);
+
+/* Ranks 1..world-1: register `endpoint` with rank 0 and wait for the directory. */
+int sl_rendezvous_join(const char *master, int rank, int world, const char *endpoint,
+                       int timeout_ms, sl_rendezvous *out);
+
+void sl_rendezvous_free(sl_rendezvous *r);
+
+/* A coordinator without child processes (under a launcher): binds the report socket at
+ * `bind_endpoint` and, with sl_launch_wait_reports, follows `world` ranks it did not start. */
+int sl_launch_listen(const char *bind_endpoint, sl_launch **out);
+
+/* Passes reports to `fn` until every one of `world` ranks sent a "done" report (SL_OK) or one
+ * sent an "error" report (SL_EPEER with that rank's message). */
+int sl_launch_wait_reports(sl_launch *l, int world, sl_launch_report_fn fn, void *ctx);
 
 /* Rank side: a connection to the coordinator's report socket (NULL endpoint: reports are
  * dropped, for ranks run without a coordinator). */

@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,6 +274,13 @@ static int stage_of_layer(const sl_partition *p, int layer)
     return 0;
 }
 
+/* Where rank `rank` leaves its weights for the coordinator: the private run directory of a local
+ * run, or output.dir under a launcher (which must then be shared by every rank's host). */
+static void weights_path(char *buf, size_t cap, const char *dir, int rank)
+{
+    snprintf(buf, cap, "%s/.weights-r%d.safetensors", dir, rank);
+}
+
 /* Takes each layer's weights from the rank that trained it. */
 static int merge_weights(const sl_config *cfg, const char *run_dir, const sl_model *m,
                          const sl_partition *part, sl_weights *out)
@@ -281,9 +289,10 @@ static int merge_weights(const sl_config *cfg, const char *run_dir, const sl_mod
     int rc = SL_OK;
     for (int rank = 0; rank < cfg->pipeline.stages && rc == SL_OK; rank++) {
         char path[1200];
-        snprintf(path, sizeof path, "%s/weights-r%d.safetensors", run_dir, rank);
+        weights_path(path, sizeof path, run_dir, rank);
         sl_weights w;
         rc = sl_weights_load(m, path, &w);
+        unlink(path);
         for (int i = 0; rc == SL_OK && i < m->nlayers; i++) {
             if (m->layers[i].kind != SL_LAYER_LINEAR) continue;
             if (sl_partition_rank(part, stage_of_layer(part, i)) != rank) continue;
@@ -407,7 +416,7 @@ static int start_ranks(const sl_config *cfg, const sl_train_options *opt, sl_lau
     return SL_OK;
 }
 
-static int finish(run *r, sl_launch *l, sl_train_summary *out)
+static int finish(run *r, const char *weights_dir, sl_train_summary *out)
 {
     const sl_config *cfg = r->cfg;
     sl_model model = {0};
@@ -416,7 +425,7 @@ static int finish(run *r, sl_launch *l, sl_train_summary *out)
     sl_weights w = {0};
     int rc = sl_model_init(cfg, &model);
     if (rc == SL_OK) rc = sl_partition_from_config(cfg, &model, &part);
-    if (rc == SL_OK) rc = merge_weights(cfg, sl_launch_dir(l), &model, &part, &w);
+    if (rc == SL_OK) rc = merge_weights(cfg, weights_dir, &model, &part, &w);
     if (rc == SL_OK) {
         char path[1200];
         snprintf(path, sizeof path, "%s/final.safetensors", cfg->output.dir);
@@ -447,35 +456,140 @@ static int finish(run *r, sl_launch *l, sl_train_summary *out)
     return rc;
 }
 
+static int run_open(run *r, const sl_config *cfg, const sl_train_options *opt)
+{
+    int nstages = cfg->pipeline.stages * cfg->pipeline.chunks;
+    *r = (run){.cfg = cfg, .opt = opt, .t_start = sl_now(), .tty = isatty(STDERR_FILENO)};
+    char path[1200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->output.dir);
+    r->metrics = fopen(path, "w");
+    if (!r->metrics) return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));
+    r->stage_f = sl_alloc(3 * sizeof(double) * (size_t)nstages);
+    r->trace_events = cJSON_CreateArray();
+    if (!r->stage_f || !r->trace_events) return SL_ENOMEM;
+    r->stage_b = r->stage_f + nstages;
+    r->stage_w = r->stage_b + nstages;
+    return SL_OK;
+}
+
+static void run_close(run *r)
+{
+    if (r->tty && r->opt->progress && r->steps_seen && r->steps_seen < r->cfg->train.steps)
+        fputc('\n', stderr);
+    if (r->metrics) fclose(r->metrics);
+    cJSON_Delete(r->trace_events);
+    free(r->stage_f);
+}
+
+static uint64_t new_run_id(void)
+{
+    uint64_t id = 0;
+    if (getrandom(&id, sizeof id, 0) != sizeof id) id = (uint64_t)(sl_now() * 1e9);
+    return id;
+}
+
 int sl_train(const sl_config *cfg, const sl_train_options *opt, sl_train_summary *out)
 {
     SL_TRY(sl_train_check(cfg));
     SL_TRY(mkdir_p(cfg->output.dir));
-    int nstages = cfg->pipeline.stages * cfg->pipeline.chunks;
-    run r = {.cfg = cfg, .opt = opt, .t_start = sl_now(), .tty = isatty(STDERR_FILENO)};
-    char path[1200];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->output.dir);
-    r.metrics = fopen(path, "w");
-    if (!r.metrics) return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));
-    r.stage_f = sl_alloc(3 * sizeof(double) * (size_t)nstages);
-    r.trace_events = cJSON_CreateArray();
-    int rc = r.stage_f && r.trace_events ? SL_OK : SL_ENOMEM;
-    if (rc == SL_OK) {
-        r.stage_b = r.stage_f + nstages;
-        r.stage_w = r.stage_b + nstages;
-    }
-    uint64_t run_id = 0;
-    if (getrandom(&run_id, sizeof run_id, 0) != sizeof run_id) run_id = (uint64_t)(sl_now() * 1e9);
+    run r;
     sl_launch *l = NULL;
+    int rc = run_open(&r, cfg, opt);
     if (rc == SL_OK) rc = sl_launch_create(opt->keep_run_dir, &l);
-    if (rc == SL_OK) rc = start_ranks(cfg, opt, l, run_id);
+    if (rc == SL_OK) rc = start_ranks(cfg, opt, l, new_run_id());
     if (rc == SL_OK) rc = sl_launch_wait(l, on_report, &r);
-    if (rc == SL_OK) rc = finish(&r, l, out);
-    if (r.tty && opt->progress && rc != SL_OK && r.steps_seen) fputc('\n', stderr);
+    if (rc == SL_OK) rc = finish(&r, sl_launch_dir(l), out);
     sl_launch_destroy(l);
-    fclose(r.metrics);
-    cJSON_Delete(r.trace_events);
-    free(r.stage_f);
+    run_close(&r);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Under an existing launcher: this process is one rank; rank 0 also coordinates. */
+
+typedef struct coordinator {
+    sl_launch *launch;
+    run *run;
+    int world;
+    int status;
+    char message[2048];
+} coordinator;
+
+static void *coordinate(void *arg)
+{
+    coordinator *c = arg;
+    c->status = sl_launch_wait_reports(c->launch, c->world, on_report, c->run);
+    snprintf(c->message, sizeof c->message, "%s", sl_last_error());
+    return NULL;
+}
+
+int sl_train_launched(const sl_config *cfg, const sl_launch_info *info,
+                      const sl_train_options *opt, sl_train_summary *out)
+{
+    int world = cfg->pipeline.stages, rank = info->rank;
+    if (info->world != world)
+        return sl_fail(SL_ECONFIG, "%s started %d ranks but pipeline.stages is %d: start one rank "
+                                   "per pipeline stage",
+                       sl_launcher_name(info->launcher), info->world, world);
+    SL_TRY(sl_train_check(cfg));
+    SL_TRY(mkdir_p(cfg->output.dir));
+    char master[300], host[256], bind[300], advertise[300];
+    int port;
+    SL_TRY(sl_rendezvous_master(master, sizeof master));
+    if (cfg->launch.nendpoints > 0) {
+        snprintf(bind, sizeof bind, "%s", cfg->launch.endpoints[rank]);
+        snprintf(advertise, sizeof advertise, "%s", cfg->launch.endpoints[rank]);
+    } else {
+        SL_TRY(sl_rendezvous_local(host, sizeof host, &port));
+        snprintf(bind, sizeof bind, "tcp://*:%d", port);
+        snprintf(advertise, sizeof advertise, "tcp://%s:%d", host, port);
+    }
+    sl_rendezvous rdv = {0};
+    char weights[1200];
+    weights_path(weights, sizeof weights, cfg->output.dir, rank);
+    sl_exec_options eo = {.rank = rank, .bind_endpoint = bind, .weights_path = weights};
+    const int join_ms = 120000;
+    if (rank != 0) {
+        SL_TRY(sl_rendezvous_join(master, rank, world, advertise, join_ms, &rdv));
+        eo.next_endpoint = rdv.endpoints[(rank + 1) % world];
+        eo.report_endpoint = rdv.report;
+        eo.run_id = rdv.run_id;
+        int rc = sl_exec_rank(cfg, &eo);
+        sl_rendezvous_free(&rdv);
+        return rc;
+    }
+
+    /* Rank 0: the report socket, the rendezvous, then its own stage beside the coordinator. */
+    char report_bind[300], report[300];
+    int report_port;
+    SL_TRY(sl_rendezvous_local(host, sizeof host, &report_port));
+    snprintf(report_bind, sizeof report_bind, "tcp://*:%d", report_port);
+    snprintf(report, sizeof report, "tcp://%s:%d", host, report_port);
+    run r;
+    coordinator c = {.run = &r, .world = world};
+    int rc = run_open(&r, cfg, opt);
+    if (rc == SL_OK) rc = sl_launch_listen(report_bind, &c.launch);
+    if (rc == SL_OK)
+        rc = sl_rendezvous_serve(master, world, advertise, report, new_run_id(), join_ms, &rdv);
+    pthread_t thread;
+    bool started = false;
+    if (rc == SL_OK) {
+        eo.next_endpoint = rdv.endpoints[1 % world];
+        eo.report_endpoint = report;
+        eo.run_id = rdv.run_id;
+        started = pthread_create(&thread, NULL, coordinate, &c) == 0;
+        if (!started) rc = sl_fail(SL_ENOMEM, "cannot start the coordinator thread");
+    }
+    if (rc == SL_OK) rc = sl_exec_rank(cfg, &eo);
+    if (started) {
+        pthread_join(thread, NULL);
+        /* The first failure anywhere is the one to report. */
+        if (c.status != SL_OK) rc = sl_fail(c.status, "%s", c.message);
+    }
+    if (rc == SL_OK) rc = finish(&r, cfg->output.dir, out);
+    sl_rendezvous_free(&rdv);
+    sl_launch_destroy(c.launch);
+    run_close(&r);
     return rc;
 }
 
@@ -491,7 +605,7 @@ int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id)
         rc = sl_fail(SL_EINVAL, "rank %d outside a pipeline of %d ranks", rank, world);
     snprintf(bind, sizeof bind, "ipc://%s/r%d", run_dir, rank);
     snprintf(next, sizeof next, "ipc://%s/r%d", run_dir, (rank + 1) % world);
-    snprintf(weights, sizeof weights, "%s/weights-r%d.safetensors", run_dir, rank);
+    weights_path(weights, sizeof weights, run_dir, rank);
     sl_exec_options opt = {.rank = rank,
                            .bind_endpoint = bind,
                            .next_endpoint = next,
