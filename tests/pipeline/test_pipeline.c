@@ -14,6 +14,7 @@
 
 #include "backends/backend.h"
 #include "runtime/config/config.h"
+#include "runtime/launch/launch.h"
 #include "runtime/model/model.h"
 #include "runtime/train/train.h"
 
@@ -243,4 +244,69 @@ Test(pipeline, a_failing_rank_stops_the_run)
     int ws;
     cr_assert_eq(waitpid(-1, &ws, WNOHANG), -1);
     cr_assert_eq(errno, ECHILD);
+}
+
+/* The same command started by a launcher (here: Open MPI's environment, set by hand) meets at
+ * MASTER_ADDR:MASTER_PORT over tcp and trains to the same weights as a local run. */
+Test(pipeline, under_a_launcher_equals_local)
+{
+    result ref, got;
+    const char *local[] = {"pipeline.stages=1"};
+    cr_assert_eq(train(local, 1, &ref), SL_OK, "%s", sl_last_error());
+
+    char host[64], dir[128], cfgpath[160], port[16];
+    int p;
+    cr_assert_eq(sl_rendezvous_local(host, sizeof host, &p), SL_OK);
+    snprintf(port, sizeof port, "%d", p);
+    snprintf(dir, sizeof dir, "%s/launched", outdir);
+    snprintf(cfgpath, sizeof cfgpath, "%s/launched.json", outdir);
+    FILE *f = fopen(cfgpath, "w");
+    cr_assert_not_null(f);
+    fputs(base_config, f);
+    fclose(f);
+    char src[512], set_dir[200], set_data[700];
+    cr_assert_not_null(getcwd(src, sizeof src));
+    snprintf(set_dir, sizeof set_dir, "output.dir=\"%s\"", dir);
+    snprintf(set_data, sizeof set_data, "data.path=\"%s/samples/digits/digits.csv.gz\"", src);
+    pid_t pids[2];
+    for (int r = 0; r < 2; r++) {
+        pids[r] = fork();
+        cr_assert_geq(pids[r], 0);
+        if (pids[r] == 0) {
+            char rank[8];
+            snprintf(rank, sizeof rank, "%d", r);
+            setenv("OMPI_COMM_WORLD_RANK", rank, 1);
+            setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+            setenv("MASTER_ADDR", "127.0.0.1", 1);
+            setenv("MASTER_PORT", port, 1);
+            setenv("SLUICE_HOST", "127.0.0.1", 1);
+            execl(getenv("SLUICE_EXE"), "sluice", "train", cfgpath, "--quiet", "--set",
+                  "pipeline.stages=2", "--set", set_dir, "--set", set_data, (char *)NULL);
+            _exit(127);
+        }
+    }
+    for (int r = 0; r < 2; r++) {
+        int ws;
+        cr_assert_eq(waitpid(pids[r], &ws, 0), pids[r]);
+        cr_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "launched rank %d failed", r);
+    }
+    /* Read the launched run's outputs like train() does. */
+    char path[256];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    f = fopen(path, "r");
+    cr_assert_not_null(f, "rank 0 writes metrics.jsonl");
+    for (int k = 0; k < STEPS; k++) {
+        int step;
+        cr_assert_eq(fscanf(f, "{\"step\": %d, \"loss\": %lf%*[^\n]\n", &step, &got.losses[k]), 2);
+    }
+    fclose(f);
+    snprintf(path, sizeof path, "%s/final.safetensors", dir);
+    sl_config cfg;
+    cr_assert_eq(sl_config_parse(base_config, ".", NULL, 0, &cfg), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_model_init(&cfg, &got.model), SL_OK);
+    sl_config_free(&cfg);
+    cr_assert_eq(sl_weights_load(&got.model, path, &got.weights), SL_OK, "%s", sl_last_error());
+    assert_same(&got, &ref, 1e-5, "launched by Open MPI's environment");
+    result_free(&got);
+    result_free(&ref);
 }
