@@ -31,11 +31,10 @@ extern const unsigned char sl_bench_train_torch_py[];
 extern const size_t sl_bench_train_torch_py_size;
 
 #define DIGITS_ROWS 1797 /* as many as the digits sample */
-#define DIGITS_IN 64
-#define PIPE_ROWS 1024
-#define PIPE_IN 1024
+#define DIGITS_IN   64
+#define PIPE_ROWS   1024
 #define PIPE_LAYERS 8
-#define MAX_RANKS 8
+#define MAX_RANKS   8
 
 static const char *const digits_layers[] = {"linear:128", "relu", "linear:128", "relu",
                                             "linear:64",  "relu", "linear:10"};
@@ -44,6 +43,7 @@ struct options {
     int steps;      /* digits steps for sluice (step 0 untimed) and timed steps for PyTorch */
     int pipe_steps; /* pipeline steps per rank count (step 0 untimed) */
     int warmup;     /* PyTorch's untimed steps */
+    int width;      /* pipeline layer width and inputs */
     int ranks[MAX_RANKS];
     int nranks;
     const char *device;
@@ -55,8 +55,9 @@ struct options {
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: sluice bench train [--steps N] [--pipe-steps N] [--ranks LIST] [--device ID]\n"
-            "                          [--python PATH] [--no-torch] [--quick] [--json]\n\n"
+            "usage: sluice bench train [--steps N] [--pipe-steps N] [--ranks LIST] [--width N]\n"
+            "                          [--device ID] [--python PATH] [--no-torch] [--quick]\n"
+            "                          [--json]\n\n"
             "Training samples/s with sluice train's machinery (one process per rank, one OpenBLAS\n"
             "thread per rank, step 0 left out of the timing), baselines measured in the same run:\n"
             "  digits    the digits model (64-128-128-64-10, batch 64 in 8 micro-batches, SGD\n"
@@ -67,6 +68,7 @@ static void usage(FILE *out)
             "  --steps N       digits steps (default 400)\n"
             "  --pipe-steps N  pipeline steps per rank count (default 24)\n"
             "  --ranks LIST    pipeline rank counts besides 1 (default 2,4; each divides 8)\n"
+            "  --width N       pipeline layer width (default 1024; smaller for smoke tests)\n"
             "  --device ID     device of every rank (default cpu; PyTorch always runs on the CPU)\n"
             "  --python PATH   interpreter for the PyTorch baseline (default /usr/bin/python3)\n"
             "  --no-torch      skip the PyTorch baseline\n"
@@ -161,8 +163,9 @@ static int train_run(const char *tmp, const char *tag, const char *data, int inp
     sl_train_options opt = {.progress = 0};
     rc = sl_train(&cfg, &opt, sum);
     sl_config_free(&cfg);
-    if (rc != SL_OK) return sl_fail_context(rc, "bench train: %s on %d rank%s", tag, ranks,
-                                            ranks == 1 ? "" : "s");
+    if (rc != SL_OK)
+        return sl_fail_context(rc, "bench train: %s on %d rank%s", tag, ranks,
+                               ranks == 1 ? "" : "s");
     if (!(sum->samples_per_s > 0))
         return sl_fail(SL_EINTERNAL, "bench train: %s on %d ranks measured no samples/s", tag,
                        ranks);
@@ -170,8 +173,8 @@ static int train_run(const char *tmp, const char *tag, const char *data, int inp
 }
 
 struct torch_result {
-    cJSON *obj;       /* the script's JSON line, or NULL */
-    char note[1024];  /* why there is no figure */
+    cJSON *obj;           /* the script's JSON line, or NULL */
+    char note[1024];      /* why there is no figure */
     double samples_per_s; /* 0 when none */
 };
 
@@ -244,8 +247,14 @@ static cJSON *number_or_null(double v)
 
 int sl_bench_train(int argc, char **argv)
 {
-    struct options o = {.steps = 400, .pipe_steps = 24, .warmup = 20, .ranks = {2, 4},
-                        .nranks = 2, .device = "cpu", .python = "/usr/bin/python3"};
+    struct options o = {.steps = 400,
+                        .pipe_steps = 24,
+                        .warmup = 20,
+                        .ranks = {2, 4},
+                        .nranks = 2,
+                        .width = 1024,
+                        .device = "cpu",
+                        .python = "/usr/bin/python3"};
     int steps_set = 0, pipe_set = 0, quick = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -269,6 +278,9 @@ int sl_bench_train(int argc, char **argv)
         } else if (!strcmp(a, "--ranks") && v) {
             if (parse_ranks(v, &o) != 0) goto bad;
             i++;
+        } else if (!strcmp(a, "--width") && v) {
+            if ((o.width = parse_count(v)) < 2) goto bad;
+            i++;
         } else if (!strcmp(a, "--device") && v) {
             o.device = v;
             i++;
@@ -281,10 +293,11 @@ int sl_bench_train(int argc, char **argv)
         }
         continue;
     bad:
-        fprintf(stderr,
-                "sluice bench train: bad value '%s' for %s (steps are integers >= 2; ranks a "
-                "list of counts >= 2 that divide %d)\n",
-                v, a, PIPE_LAYERS);
+        fprintf(
+            stderr,
+            "sluice bench train: bad value '%s' for %s (steps and width are integers >= 2; ranks "
+            "a list of counts >= 2 that divide %d)\n",
+            v, a, PIPE_LAYERS);
         return 2;
     }
     if (quick) {
@@ -304,15 +317,17 @@ int sl_bench_train(int argc, char **argv)
     snprintf(digits_data, sizeof digits_data, "%s/digits.safetensors", tmp);
     snprintf(pipe_data, sizeof pipe_data, "%s/pipe.safetensors", tmp);
 
+    char linear[32];
+    snprintf(linear, sizeof linear, "linear:%d", o.width);
     const char *pipe_layers[2 * PIPE_LAYERS - 1];
-    for (int i = 0; i < 2 * PIPE_LAYERS - 1; i++) pipe_layers[i] = i % 2 ? "relu" : "linear:1024";
+    for (int i = 0; i < 2 * PIPE_LAYERS - 1; i++) pipe_layers[i] = i % 2 ? "relu" : linear;
     int npipe_layers = 2 * PIPE_LAYERS - 1;
 
     sl_train_summary digits = {0}, pipe[MAX_RANKS + 1] = {{0}};
     struct torch_result torch = {0};
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int rc = write_data(digits_data, DIGITS_ROWS, DIGITS_IN);
-    if (rc == SL_OK) rc = write_data(pipe_data, PIPE_ROWS, PIPE_IN);
+    if (rc == SL_OK) rc = write_data(pipe_data, PIPE_ROWS, o.width);
     if (rc == SL_OK) {
         fprintf(stderr, "bench train: digits, sluice on 1 rank, %d steps...\n", o.steps);
         rc = train_run(tmp, "digits", digits_data, DIGITS_IN, digits_layers,
@@ -329,7 +344,7 @@ int sl_bench_train(int argc, char **argv)
         snprintf(tag, sizeof tag, "pipe%d", ranks);
         fprintf(stderr, "bench train: pipeline on %d rank%s, %d steps...\n", ranks,
                 ranks == 1 ? "" : "s", o.pipe_steps);
-        rc = train_run(tmp, tag, pipe_data, PIPE_IN, pipe_layers, npipe_layers, 256, 16,
+        rc = train_run(tmp, tag, pipe_data, o.width, pipe_layers, npipe_layers, 256, 16,
                        o.pipe_steps, ranks, o.device, &pipe[k + 1]);
     }
     char rm[1200];
@@ -342,10 +357,9 @@ int sl_bench_train(int argc, char **argv)
     }
 
     double ratio = torch.samples_per_s > 0 ? digits.samples_per_s / torch.samples_per_s : NAN;
-    const char *torch_version =
-        torch.obj && !torch.note[0]
-            ? cJSON_GetStringValue(cJSON_GetObjectItem(torch.obj, "torch"))
-            : NULL;
+    const char *torch_version = torch.obj && !torch.note[0]
+                                    ? cJSON_GetStringValue(cJSON_GetObjectItem(torch.obj, "torch"))
+                                    : NULL;
     const char *blas = openblas_get_config();
     if (o.json) {
         cJSON *root = cJSON_CreateObject();
@@ -368,13 +382,15 @@ int sl_bench_train(int argc, char **argv)
         cJSON_AddNumberToObject(dj, "samples_per_s", digits.samples_per_s);
         cJSON_AddNumberToObject(dj, "final_loss", digits.final_loss);
         cJSON_AddItemToObject(dj, "torch_samples_per_s", number_or_null(torch.samples_per_s));
-        cJSON_AddItemToObject(dj, "torch", torch_version ? cJSON_CreateString(torch_version)
-                                                         : cJSON_CreateNull());
+        cJSON_AddItemToObject(
+            dj, "torch", torch_version ? cJSON_CreateString(torch_version) : cJSON_CreateNull());
         if (torch.note[0]) cJSON_AddStringToObject(dj, "torch_note", torch.note);
         cJSON_AddNumberToObject(dj, "torch_warmup_steps", o.warmup);
         cJSON_AddItemToObject(dj, "ratio", number_or_null(ratio));
         cJSON *pj = cJSON_AddObjectToObject(root, "pipeline");
-        cJSON_AddStringToObject(pj, "model", "8 x linear:1024, relu between, cross entropy");
+        char desc[96];
+        snprintf(desc, sizeof desc, "8 x %s, relu between, cross entropy", linear);
+        cJSON_AddStringToObject(pj, "model", desc);
         cJSON_AddStringToObject(pj, "baseline", "the same model on 1 rank, 1 thread");
         cJSON_AddNumberToObject(pj, "batch", 256);
         cJSON_AddNumberToObject(pj, "microbatches", 16);
@@ -387,9 +403,10 @@ int sl_bench_train(int argc, char **argv)
             cJSON_AddNumberToObject(r, "ranks", k < 0 ? 1 : o.ranks[k]);
             cJSON_AddNumberToObject(r, "samples_per_s", s->samples_per_s);
             cJSON_AddNumberToObject(r, "speedup", s->samples_per_s / pipe[0].samples_per_s);
-            cJSON_AddItemToObject(r, "bubble_measured", isfinite(s->bubble_measured)
-                                                            ? cJSON_CreateNumber(s->bubble_measured)
-                                                            : cJSON_CreateNull());
+            cJSON_AddItemToObject(r, "bubble_measured",
+                                  isfinite(s->bubble_measured)
+                                      ? cJSON_CreateNumber(s->bubble_measured)
+                                      : cJSON_CreateNull());
             cJSON_AddItemToObject(r, "bubble_predicted",
                                   isfinite(s->bubble_predicted)
                                       ? cJSON_CreateNumber(s->bubble_predicted)
@@ -414,14 +431,14 @@ int sl_bench_train(int argc, char **argv)
         } else {
             printf("  PyTorch: %s; no ratio\n", torch.note);
         }
-        printf("\npipeline: 8 x linear:1024 relu, batch 256 in 16 micro-batches, 1F1B, %d steps, "
+        printf("\npipeline: 8 x %s relu, batch 256 in 16 micro-batches, 1F1B, %d steps, "
                "1 thread per rank\n",
-               o.pipe_steps);
+               linear, o.pipe_steps);
         printf("  %-6s %12s %9s %9s %9s\n", "ranks", "samples/s", "speed-up", "bubble", "(model)");
         for (int k = -1; k < o.nranks; k++) {
             const sl_train_summary *s = &pipe[k + 1];
-            printf("  %-6d %12.0f %8.2fx %9.3f %9.3f%s\n", k < 0 ? 1 : o.ranks[k],
-                   s->samples_per_s, s->samples_per_s / pipe[0].samples_per_s, s->bubble_measured,
+            printf("  %-6d %12.0f %8.2fx %9.3f %9.3f%s\n", k < 0 ? 1 : o.ranks[k], s->samples_per_s,
+                   s->samples_per_s / pipe[0].samples_per_s, s->bubble_measured,
                    s->bubble_predicted, k < 0 ? "  (baseline)" : "");
         }
         int over = 0;
