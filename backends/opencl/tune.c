@@ -32,30 +32,33 @@ struct params {
 };
 
 /* For CPUs: no local memory (SA=SB=0, a CPU's caches do that job), contiguous accesses
- * (STRM=STRN=0), wide vectors. Found on PoCL 3.1 with an AMD EPYC (see the report in
- * backends/opencl/README or `sluice bench kernels --tune`). */
+ * (STRM=STRN=0), float8 vectors (one AVX register) and a 16x16 register tile per work-item
+ * (MWG/MDIMC x NWG/NDIMC) in 8x8 work-groups. On PoCL 3.1 with an AMD EPYC (2 cores) this set
+ * reached about 0.4-0.5x OpenBLAS at n=1024 where CLBlast's default reached 0.1x (ratios measured
+ * in the same process; see `sluice bench kernels --tune`). Smaller tiles (8x8, 4x4 per work-item)
+ * or KWI=8 were 2-6x slower. */
 #define CPU_MIN_INDIRECT 256
 static const struct params CPU_BUILTIN = {
     /* GEMMK KREG KWG KWI MDIMA MDIMC MWG NDIMB NDIMC NWG SA SB STRM STRN VWM VWN */
-    {0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 4, 4}, CPU_MIN_INDIRECT};
+    {0, 1, 32, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT};
 
-/* The search space of sl_opencl_tune_gemm: CPU-shaped sets first, then a few GPU-shaped ones
- * (local memory tiles), which CLBlast rejects where they do not fit. */
+/* The search space of sl_opencl_tune_gemm: the built-in CPU set and its neighbours first, then a
+ * few GPU-shaped sets (local memory tiles), which CLBlast rejects where they do not fit. */
 static const struct params CANDIDATES[] = {
-    {{0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 4, 4}, CPU_MIN_INDIRECT},
-    {{0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
-    {{0, 1, 16, 2, 4, 4, 32, 4, 4, 32, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
-    {{0, 1, 32, 2, 16, 16, 128, 16, 16, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
-    {{0, 1, 32, 8, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 4, 4}, CPU_MIN_INDIRECT},
-    {{0, 1, 32, 2, 16, 16, 64, 16, 16, 64, 0, 0, 0, 0, 4, 4}, CPU_MIN_INDIRECT},
-    {{0, 1, 32, 2, 8, 8, 32, 8, 8, 32, 0, 0, 0, 0, 4, 4}, CPU_MIN_INDIRECT},
+    {{0, 1, 32, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
+    {{0, 1, 32, 2, 16, 16, 256, 16, 16, 256, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
+    {{0, 1, 16, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
+    {{0, 1, 64, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
+    {{0, 1, 32, 2, 8, 8, 128, 4, 4, 64, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
+    {{0, 1, 32, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 4, 8}, CPU_MIN_INDIRECT},
+    {{0, 1, 32, 2, 16, 16, 256, 8, 8, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
     {{0, 1, 32, 2, 8, 8, 128, 8, 8, 64, 0, 0, 0, 0, 8, 4}, CPU_MIN_INDIRECT},
-    {{0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 1, 1, 4, 4}, CPU_MIN_INDIRECT},
-    {{0, 1, 32, 2, 4, 4, 32, 4, 4, 64, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
-    {{0, 1, 64, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
+    {{0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
+    {{0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 4, 4}, CPU_MIN_INDIRECT},
     {{0, 1, 32, 2, 16, 16, 64, 16, 16, 64, 1, 1, 0, 0, 4, 4}, 384},
     {{0, 1, 16, 2, 16, 16, 64, 16, 16, 128, 1, 1, 1, 0, 4, 8}, 384},
     {{0, 1, 32, 2, 8, 8, 32, 32, 32, 64, 1, 1, 0, 0, 4, 2}, 384},
+    {{0, 1, 32, 2, 16, 16, 128, 16, 16, 128, 1, 1, 0, 0, 4, 4}, 384},
 };
 
 static void format_params(const struct params *p, char *buf, size_t cap)
@@ -191,6 +194,11 @@ int __sl_cl_apply_tuning(sl_device *dev)
     if (load_cache(&root) == SL_OK) {
         const cJSON *devs = cJSON_GetObjectItemCaseSensitive(root, "devices");
         const cJSON *entry = cJSON_GetObjectItemCaseSensitive(devs, dev->info.name);
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(entry, "clblast_default"))) {
+            /* Tuning found CLBlast's own parameters best for this device. */
+            cJSON_Delete(root);
+            return SL_OK;
+        }
         if (entry) {
             have = entry_params(entry, &p);
             if (!have)
@@ -323,6 +331,7 @@ int sl_opencl_tune_gemm(sl_device *dev, size_t n, int verbose, sl_opencl_tune_re
             continue;
         }
         if (verbose) printf("  [%2zu] %8.1f GFLOP/s  %s\n", i, g, desc);
+        if (verbose) fflush(stdout);
         if (g > res->best_gflops) {
             res->best_gflops = g;
             best = (int)i;
@@ -331,10 +340,19 @@ int sl_opencl_tune_gemm(sl_device *dev, size_t n, int verbose, sl_opencl_tune_re
 
     if (st == SL_OK && best < 0)
         st = sl_fail(SL_EDEVICE, "no CLBlast parameter set worked on %s", dev->info.name);
+    /* CLBlast's database may beat every candidate (on GPUs it often will). CLBlast cannot undo an
+     * override within a process, so the best candidate stays in use here, and the cache records
+     * that later processes should keep CLBlast's defaults. */
+    bool keep_default = st == SL_OK && res->default_gflops > res->best_gflops;
     if (st == SL_OK) {
         st = apply_params(d, &CANDIDATES[best]);
         d->tuned = true;
-        format_params(&CANDIDATES[best], res->best, sizeof res->best);
+        if (keep_default) {
+            snprintf(res->best, sizeof res->best, "CLBlast's defaults");
+            res->best_gflops = res->default_gflops;
+        } else {
+            format_params(&CANDIDATES[best], res->best, sizeof res->best);
+        }
     }
     if (st == SL_OK) {
         cJSON *root = NULL;
@@ -349,6 +367,7 @@ int sl_opencl_tune_gemm(sl_device *dev, size_t n, int verbose, sl_opencl_tune_re
         }
         cJSON_DeleteItemFromObjectCaseSensitive(devs, dev->info.name);
         cJSON *entry = cJSON_AddObjectToObject(devs, dev->info.name);
+        if (keep_default) cJSON_AddBoolToObject(entry, "clblast_default", true);
         cJSON *xg = cJSON_AddObjectToObject(entry, "Xgemm");
         for (size_t i = 0; i < XGEMM_NPARAMS; i++)
             cJSON_AddNumberToObject(xg, XGEMM_NAMES[i], (double)CANDIDATES[best].x[i]);

@@ -323,3 +323,20 @@ Test(opencl, tuning_cache_is_applied_or_ignored)
     rmdir(dir);
     unsetenv("SLUICE_CACHE_DIR");
 }
+
+/* Run by ctest a second time with an empty ICD directory (test opencl_no_icd): the backend then
+ * contributes no devices, says why, and the CPU backend still works. */
+Test(opencl_icd, missing_icd_is_reported)
+{
+    if (!getenv("SLUICE_TEST_NO_ICD")) cr_skip_test("only under the opencl_no_icd test");
+    const sl_device_info *infos;
+    size_t count;
+    cr_assert_eq(sl_device_list(&infos, &count), SL_OK);
+    for (size_t i = 0; i < count; i++) cr_expect_str_neq(infos[i].backend, "opencl");
+    cr_expect(strstr(sl_device_list_problems(), "no OpenCL platform found") != NULL, "%s",
+              sl_device_list_problems());
+    sl_device *dev;
+    cr_expect_eq(sl_device_open("opencl:0", &dev), SL_EINVAL);
+    cr_assert_eq(sl_device_open("cpu", &dev), SL_OK);
+    sl_device_close(dev);
+}
