@@ -92,8 +92,9 @@ int sl_bench_kernels_tune(int argc, char **argv)
     for (size_t i = 0; i < count; i++) {
         if (strcmp(infos[i].backend, "opencl") != 0) continue;
         if (only && strcmp(infos[i].id, only) != 0) continue;
-        if (!json) printf("%s (%s): tuning, each new candidate compiles first...\n", infos[i].id,
-                          infos[i].name);
+        if (!json)
+            printf("%s (%s): tuning, each new candidate compiles first...\n", infos[i].id,
+                   infos[i].name);
         fflush(stdout);
         sl_device *dev;
         sl_opencl_tune_result r;
@@ -131,8 +132,10 @@ int sl_bench_kernels_tune(int argc, char **argv)
         cJSON_AddItemToArray(arr, o);
     }
     if (!json) {
-        if (tuned) printf("saved to %s\n", cache);
-        else if (!failures) printf("no OpenCL device to tune. %s", sl_device_list_problems());
+        if (tuned)
+            printf("saved to %s\n", cache);
+        else if (!failures)
+            printf("no OpenCL device to tune. %s", sl_device_list_problems());
     }
     cJSON_AddStringToObject(root, "name", "kernels-tune");
     cJSON_AddStringToObject(root, "baseline", "CLBlast default parameters, same device and run");

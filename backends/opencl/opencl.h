@@ -1,5 +1,6 @@
 /* The few functions only the OpenCL backend has: CLBlast GEMM tuning, and a hook for tests. The
- * device interface itself is backends/backend.h; open OpenCL devices with sl_device_open("opencl:0").
+ * device interface itself is backends/backend.h; open OpenCL devices with
+ * sl_device_open("opencl:0").
  *
  * Tuned CLBlast parameters live in a JSON cache, one entry per device name:
  *   $SLUICE_CACHE_DIR/clblast.json, else $XDG_CACHE_HOME/sluice/clblast.json,
@@ -20,11 +21,12 @@ extern "C" {
 /* What sl_opencl_tune_gemm found. */
 typedef struct sl_opencl_tune_result {
     double default_gflops; /* CLBlast with its own database parameters */
-    double builtin_gflops; /* with the parameters in use when the search began (cache or built-in) */
-    double best_gflops;    /* the best candidate, now in use and saved */
-    int candidates;        /* candidate sets tried */
-    int failed;            /* of those, how many failed to build, run, or gave wrong results */
-    char best[512];        /* the best set, "MWG=64 NWG=64 ..." */
+    double
+        builtin_gflops; /* with the parameters in use when the search began (cache or built-in) */
+    double best_gflops; /* the best candidate, now in use and saved */
+    int candidates;     /* candidate sets tried */
+    int failed;         /* of those, how many failed to build, run, or gave wrong results */
+    char best[512];     /* the best set, "MWG=64 NWG=64 ..." */
 } sl_opencl_tune_result;
 
 /* Searches a dozen or so CLBlast Xgemm parameter sets for SGEMM of n x n x n on an opened OpenCL

@@ -19,9 +19,9 @@
 #include <sys/stat.h>
 
 /* CLBlast 1.5's Xgemm parameters, all of which an override must give. */
-static const char *const XGEMM_NAMES[] = {"GEMMK", "KREG", "KWG",  "KWI",  "MDIMA", "MDIMC",
+static const char *const XGEMM_NAMES[] = {"GEMMK", "KREG",  "KWG",   "KWI", "MDIMA", "MDIMC",
                                           "MWG",   "NDIMB", "NDIMC", "NWG", "SA",    "SB",
-                                          "STRM",  "STRN", "VWM",  "VWN"};
+                                          "STRM",  "STRN",  "VWM",   "VWN"};
 #define XGEMM_NPARAMS SL_ARRAY_LEN(XGEMM_NAMES)
 
 /* One candidate: the Xgemm parameters in XGEMM_NAMES order, and the GEMM size (cube root of
@@ -40,7 +40,8 @@ struct params {
 #define CPU_MIN_INDIRECT 256
 static const struct params CPU_BUILTIN = {
     /* GEMMK KREG KWG KWI MDIMA MDIMC MWG NDIMB NDIMC NWG SA SB STRM STRN VWM VWN */
-    {0, 1, 32, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT};
+    {0, 1, 32, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8},
+    CPU_MIN_INDIRECT};
 
 /* The search space of sl_opencl_tune_gemm: the built-in CPU set and its neighbours first, then a
  * few GPU-shaped sets (local memory tiles), which CLBlast rejects where they do not fit. */
@@ -124,8 +125,9 @@ static int load_cache(cJSON **out)
     free(text);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return sl_fail(SL_EFORMAT, "%s is not a JSON object; delete it and run `sluice bench "
-                                   "kernels --tune` again",
+        return sl_fail(SL_EFORMAT,
+                       "%s is not a JSON object; delete it and run `sluice bench "
+                       "kernels --tune` again",
                        path);
     }
     *out = root;
@@ -177,8 +179,8 @@ static bool entry_params(const cJSON *entry, struct params *p)
         p->x[i] = (size_t)v->valuedouble;
     }
     const cJSON *mi = cJSON_GetObjectItemCaseSensitive(rt, "XGEMM_MIN_INDIRECT_SIZE");
-    p->min_indirect = cJSON_IsNumber(mi) && mi->valuedouble >= 0 ? (size_t)mi->valuedouble
-                                                                  : CPU_MIN_INDIRECT;
+    p->min_indirect =
+        cJSON_IsNumber(mi) && mi->valuedouble >= 0 ? (size_t)mi->valuedouble : CPU_MIN_INDIRECT;
     return true;
 }
 
@@ -305,8 +307,7 @@ int sl_opencl_tune_gemm(sl_device *dev, size_t n, int verbose, sl_opencl_tune_re
             sl_clear_error();
             now_gflops = 0.0;
         } else if (verbose) {
-            printf("  %-12s %8.1f GFLOP/s\n", d->tuned ? "in use" : "CLBlast default",
-                   now_gflops);
+            printf("  %-12s %8.1f GFLOP/s\n", d->tuned ? "in use" : "CLBlast default", now_gflops);
         }
         if (d->tuned)
             res->builtin_gflops = now_gflops;

@@ -136,12 +136,12 @@ Test(opencl, optimizers_match_cpu)
             cr_assert_eq(sl_sgd(ocl, n, p.o, g.o, NULL, 0.1f, 0.0f, 0.01f), SL_OK);
             cr_assert_eq(sl_sgd(cpu, n, p.c, g.c, buf.c, 0.1f, 0.9f, 0.01f), SL_OK);
             cr_assert_eq(sl_sgd(ocl, n, p.o, g.o, buf.o, 0.1f, 0.9f, 0.01f), SL_OK);
-            cr_assert_eq(sl_adam(cpu, n, p.c, g.c, m.c, v.c, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f,
-                                 step),
-                         SL_OK);
-            cr_assert_eq(sl_adam(ocl, n, p.o, g.o, m.o, v.o, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f,
-                                 step),
-                         SL_OK, "%s", sl_last_error());
+            cr_assert_eq(
+                sl_adam(cpu, n, p.c, g.c, m.c, v.c, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step),
+                SL_OK);
+            cr_assert_eq(
+                sl_adam(ocl, n, p.o, g.o, m.o, v.o, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step), SL_OK,
+                "%s", sl_last_error());
         }
         same(p, 1e-6, 1e-5, "param");
         same(buf, 1e-6, 1e-5, "momentum");
@@ -306,10 +306,11 @@ Test(opencl, tuning_cache_is_applied_or_ignored)
     cr_assert_eq(sl_opencl_cache_path(path, sizeof path), SL_OK);
 
     FILE *f = fopen(path, "w");
-    fprintf(f, "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":16,\"KWI\":2,"
-               "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":32,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":32,\"SA\":0,"
-               "\"SB\":0,\"STRM\":0,\"STRN\":0,\"VWM\":4,\"VWN\":4},"
-               "\"GemmRoutine\": {\"XGEMM_MIN_INDIRECT_SIZE\": 0}}}}",
+    fprintf(f,
+            "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":16,\"KWI\":2,"
+            "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":32,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":32,\"SA\":0,"
+            "\"SB\":0,\"STRM\":0,\"STRN\":0,\"VWM\":4,\"VWN\":4},"
+            "\"GemmRoutine\": {\"XGEMM_MIN_INDIRECT_SIZE\": 0}}}}",
             sl_device_get_info(ocl)->name);
     fclose(f);
     gemm_still_correct();
