@@ -34,10 +34,13 @@ struct params {
 /* For CPUs: no local memory (SA=SB=0, a CPU's caches do that job), contiguous accesses
  * (STRM=STRN=0), float8 vectors (one AVX register) and a 16x16 register tile per work-item
  * (MWG/MDIMC x NWG/NDIMC) in 8x8 work-groups. On PoCL 3.1 with an AMD EPYC (2 cores) this set
- * reached about 0.4-0.5x OpenBLAS at n=1024 where CLBlast's default reached 0.1x (ratios measured
- * in the same process; see `sluice bench kernels --tune`). Smaller tiles (8x8, 4x4 per work-item)
- * or KWI=8 were 2-6x slower. */
-#define CPU_MIN_INDIRECT 256
+ * reached 0.3-0.4x OpenBLAS at n=1024 where CLBlast's default reached 0.07-0.1x (ratios measured
+ * in the same process on a loaded machine, tests/opencl/gemm_vs_openblas.c). Smaller tiles (8x8,
+ * 4x4 per work-item) or KWI=8 were 2-6x slower. */
+/* CLBlast uses XgemmDirect where m*n*k < XGEMM_MIN_INDIRECT_SIZE^3. On PoCL the indirect kernel
+ * with the set below beat the direct one from 64x128x128 up (3x there), while 64x10x128 was 3x
+ * faster direct. */
+#define CPU_MIN_INDIRECT 64
 static const struct params CPU_BUILTIN = {
     /* GEMMK KREG KWG KWI MDIMA MDIMC MWG NDIMB NDIMC NWG SA SB STRM STRN VWM VWN */
     {0, 1, 32, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8},
