@@ -306,10 +306,11 @@ Test(opencl, tuning_cache_is_applied_or_ignored)
     cr_assert_eq(sl_opencl_cache_path(path, sizeof path), SL_OK);
 
     FILE *f = fopen(path, "w");
+    /* The built-in CPU tiles (so PoCL finds the kernel in its cache), another threshold. */
     fprintf(f,
-            "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":16,\"KWI\":2,"
-            "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":32,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":32,\"SA\":0,"
-            "\"SB\":0,\"STRM\":0,\"STRN\":0,\"VWM\":4,\"VWN\":4},"
+            "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":32,\"KWI\":2,"
+            "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":128,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":128,\"SA\":0,"
+            "\"SB\":0,\"STRM\":0,\"STRN\":0,\"VWM\":8,\"VWN\":8},"
             "\"GemmRoutine\": {\"XGEMM_MIN_INDIRECT_SIZE\": 0}}}}",
             sl_device_get_info(ocl)->name);
     fclose(f);
