@@ -571,7 +571,14 @@ static int cl_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
         char what[128];
         snprintf(what, sizeof what, "CLBlast SGEMM (m=%zu n=%zu k=%zu%s%s)", m, n, k,
                  trans_a ? ", A transposed" : "", trans_b ? ", B transposed" : "");
-        return __sl_clblast_fail(s, what);
+        int st = __sl_clblast_fail(s, what);
+        if (!d->tuned) return st;
+        char cache[512] = "the tuning cache";
+        sl_opencl_cache_path(cache, sizeof cache);
+        return sl_fail_context(st,
+                               "with sluice's CLBlast parameters for '%s' (from %s, or built "
+                               "in for CPUs; SLUICE_CLBLAST_PARAMS=default turns them off)",
+                               dev->info.name, cache);
     }
     return SL_OK;
 }

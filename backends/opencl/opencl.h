@@ -6,7 +6,8 @@
  *   $SLUICE_CACHE_DIR/clblast.json, else $XDG_CACHE_HOME/sluice/clblast.json,
  *   else ~/.cache/sluice/clblast.json
  * Opening an OpenCL device applies its cached entry; a CPU device without one gets a built-in set
- * that suits CPUs (CLBlast's own defaults are tuned for GPUs). */
+ * that suits CPUs (CLBlast's own defaults are tuned for GPUs). With the environment variable
+ * SLUICE_CLBLAST_PARAMS=default, devices open with CLBlast's own parameters instead. */
 #ifndef SL_OPENCL_H
 #define SL_OPENCL_H
 

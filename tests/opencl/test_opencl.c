@@ -342,3 +342,39 @@ Test(opencl_icd, missing_icd_is_reported)
     cr_assert_eq(sl_device_open("cpu", &dev), SL_OK);
     sl_device_close(dev);
 }
+
+/* A cached parameter set that CLBlast cannot compile (VWM=3 is no vector width) makes GEMM fail
+ * with a status that names CLBlast's error, not a crash. */
+Test(opencl, clblast_failure_is_a_clear_status)
+{
+    char dir[] = "/tmp/sluice-cl-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    setenv("SLUICE_CACHE_DIR", dir, 1);
+    char path[512];
+    cr_assert_eq(sl_opencl_cache_path(path, sizeof path), SL_OK);
+    FILE *f = fopen(path, "w");
+    fprintf(f,
+            "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":32,\"KWI\":2,"
+            "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":96,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":128,\"SA\":0,"
+            "\"SB\":0,\"STRM\":0,\"STRN\":0,\"VWM\":3,\"VWN\":8},"
+            "\"GemmRoutine\": {\"XGEMM_MIN_INDIRECT_SIZE\": 0}}}}",
+            sl_device_get_info(ocl)->name);
+    fclose(f);
+    sl_device *dev;
+    cr_assert_eq(sl_device_open("opencl:0", &dev), SL_OK, "%s", sl_last_error());
+    sl_buffer *a, *b, *c;
+    cr_assert_eq(sl_buffer_alloc(dev, 96 * 96 * 4, &a), SL_OK);
+    cr_assert_eq(sl_buffer_alloc(dev, 96 * 96 * 4, &b), SL_OK);
+    cr_assert_eq(sl_buffer_alloc(dev, 96 * 96 * 4, &c), SL_OK);
+    int st = sl_gemm(dev, false, false, 96, 96, 96, 1.0f, a, b, 0.0f, c);
+    cr_expect_neq(st, SL_OK);
+    cr_expect(strstr(sl_last_error(), "CLBlast") != NULL, "%s", sl_last_error());
+    cr_log_info("as expected: %s", sl_last_error());
+    sl_buffer_free(a);
+    sl_buffer_free(b);
+    sl_buffer_free(c);
+    sl_device_close(dev);
+    remove(path);
+    rmdir(dir);
+    unsetenv("SLUICE_CACHE_DIR");
+}
