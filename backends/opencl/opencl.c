@@ -231,10 +231,10 @@ static int cl_enumerate(sl_device_info *infos, size_t cap, size_t *count)
         /* A platform with no devices answers CL_DEVICE_NOT_FOUND; skip it. */
         if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, MAX_CL_DEVICES, devs, &ndev) != CL_SUCCESS)
             continue;
-        char pname[128] = "", pver[128] = "";
+        ndev = SL_MIN(ndev, (cl_uint)MAX_CL_DEVICES); /* ndev counts all, even beyond the array */
+        char pname[128] = "";
         clGetPlatformInfo(plats[p], CL_PLATFORM_NAME, sizeof pname, pname, NULL);
-        clGetPlatformInfo(plats[p], CL_PLATFORM_VERSION, sizeof pver, pver, NULL);
-        pname[sizeof pname - 1] = pver[sizeof pver - 1] = '\0';
+        pname[sizeof pname - 1] = '\0';
         for (cl_uint i = 0; i < ndev && found.count < SL_MIN(cap, (size_t)MAX_CL_DEVICES); i++) {
             cl_device_id d = devs[i];
             sl_device_info *inf = &infos[found.count];

@@ -21,13 +21,15 @@ extern "C" {
 
 /* What sl_opencl_tune_gemm found. */
 typedef struct sl_opencl_tune_result {
-    double default_gflops; /* CLBlast with its own database parameters */
-    double
-        builtin_gflops; /* with the parameters in use when the search began (cache or built-in) */
-    double best_gflops; /* the best candidate, now in use and saved */
-    int candidates;     /* candidate sets tried */
-    int failed;         /* of those, how many failed to build, run, or gave wrong results */
-    char best[512];     /* the best set, "MWG=64 NWG=64 ..." */
+    /* Each set is timed against OpenBLAS on the host, runs interleaved, so that the ratios hold
+     * on a machine whose load changes; the best set is the one with the best ratio. */
+    double default_gflops, default_vs_openblas; /* CLBlast's own parameters (0 if not measured:
+                                                   the device opened with other parameters) */
+    double builtin_gflops, builtin_vs_openblas; /* the parameters in use when the search began */
+    double best_gflops, best_vs_openblas;       /* the best set, now in use and saved */
+    int candidates;                             /* candidate sets tried */
+    int failed;     /* of those, how many failed to build, run, or gave wrong results */
+    char best[512]; /* the best set, "GEMMK=0 KREG=1 ..." */
 } sl_opencl_tune_result;
 
 /* Searches a dozen or so CLBlast Xgemm parameter sets for SGEMM of n x n x n on an opened OpenCL
