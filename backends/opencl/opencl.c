@@ -20,54 +20,108 @@ extern const size_t sl_cl_elementwise_size, sl_cl_loss_size, sl_cl_peak_size;
 static const char BUILD_OPTIONS[] = "-cl-std=CL1.2";
 
 static const char *const KERNEL_NAMES[K_COUNT] = {
-    [K_ACT_FWD_RELU] = "act_fwd_relu",       [K_ACT_FWD_TANH] = "act_fwd_tanh",
-    [K_ACT_FWD_SIGMOID] = "act_fwd_sigmoid", [K_ACT_FWD_GELU] = "act_fwd_gelu",
-    [K_ACT_BWD_RELU] = "act_bwd_relu",       [K_ACT_BWD_TANH] = "act_bwd_tanh",
-    [K_ACT_BWD_SIGMOID] = "act_bwd_sigmoid", [K_ACT_BWD_GELU] = "act_bwd_gelu",
-    [K_FILL] = "fill",                       [K_SCALE] = "scale",
-    [K_AXPY] = "axpy",                       [K_SGD] = "sgd",
-    [K_SGD_MOMENTUM] = "sgd_momentum",       [K_ADAM] = "adam",
-    [K_BIAS_ADD] = "bias_add",               [K_BIAS_GRAD] = "bias_grad",
-    [K_SOFTMAX_XENT] = "softmax_xent",       [K_MSE] = "mse",
+    [K_ACT_FWD_RELU] = "act_fwd_relu",
+    [K_ACT_FWD_TANH] = "act_fwd_tanh",
+    [K_ACT_FWD_SIGMOID] = "act_fwd_sigmoid",
+    [K_ACT_FWD_GELU] = "act_fwd_gelu",
+    [K_ACT_BWD_RELU] = "act_bwd_relu",
+    [K_ACT_BWD_TANH] = "act_bwd_tanh",
+    [K_ACT_BWD_SIGMOID] = "act_bwd_sigmoid",
+    [K_ACT_BWD_GELU] = "act_bwd_gelu",
+    [K_FILL] = "fill",
+    [K_SCALE] = "scale",
+    [K_AXPY] = "axpy",
+    [K_SGD] = "sgd",
+    [K_SGD_MOMENTUM] = "sgd_momentum",
+    [K_ADAM] = "adam",
+    [K_BIAS_ADD] = "bias_add",
+    [K_BIAS_GRAD] = "bias_grad",
+    [K_SOFTMAX_XENT] = "softmax_xent",
+    [K_MSE] = "mse",
     [K_PEAK_FMA] = "peak_fma",
 };
 
 /* ------------------------------------------------------------------------------------------------
  * Errors */
 
+#define E(x)                                                                                       \
+    {                                                                                              \
+        x, #x                                                                                      \
+    }
+static const struct {
+    cl_int code;
+    const char *name;
+} CL_ERRORS[] = {
+    E(CL_SUCCESS),
+    E(CL_DEVICE_NOT_FOUND),
+    E(CL_DEVICE_NOT_AVAILABLE),
+    E(CL_COMPILER_NOT_AVAILABLE),
+    E(CL_MEM_OBJECT_ALLOCATION_FAILURE),
+    E(CL_OUT_OF_RESOURCES),
+    E(CL_OUT_OF_HOST_MEMORY),
+    E(CL_PROFILING_INFO_NOT_AVAILABLE),
+    E(CL_MEM_COPY_OVERLAP),
+    E(CL_IMAGE_FORMAT_MISMATCH),
+    E(CL_IMAGE_FORMAT_NOT_SUPPORTED),
+    E(CL_BUILD_PROGRAM_FAILURE),
+    E(CL_MAP_FAILURE),
+    E(CL_MISALIGNED_SUB_BUFFER_OFFSET),
+    E(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST),
+    E(CL_COMPILE_PROGRAM_FAILURE),
+    E(CL_LINKER_NOT_AVAILABLE),
+    E(CL_LINK_PROGRAM_FAILURE),
+    E(CL_DEVICE_PARTITION_FAILED),
+    E(CL_KERNEL_ARG_INFO_NOT_AVAILABLE),
+    E(CL_INVALID_VALUE),
+    E(CL_INVALID_DEVICE_TYPE),
+    E(CL_INVALID_PLATFORM),
+    E(CL_INVALID_DEVICE),
+    E(CL_INVALID_CONTEXT),
+    E(CL_INVALID_QUEUE_PROPERTIES),
+    E(CL_INVALID_COMMAND_QUEUE),
+    E(CL_INVALID_HOST_PTR),
+    E(CL_INVALID_MEM_OBJECT),
+    E(CL_INVALID_IMAGE_FORMAT_DESCRIPTOR),
+    E(CL_INVALID_IMAGE_SIZE),
+    E(CL_INVALID_SAMPLER),
+    E(CL_INVALID_BINARY),
+    E(CL_INVALID_BUILD_OPTIONS),
+    E(CL_INVALID_PROGRAM),
+    E(CL_INVALID_PROGRAM_EXECUTABLE),
+    E(CL_INVALID_KERNEL_NAME),
+    E(CL_INVALID_KERNEL_DEFINITION),
+    E(CL_INVALID_KERNEL),
+    E(CL_INVALID_ARG_INDEX),
+    E(CL_INVALID_ARG_VALUE),
+    E(CL_INVALID_ARG_SIZE),
+    E(CL_INVALID_KERNEL_ARGS),
+    E(CL_INVALID_WORK_DIMENSION),
+    E(CL_INVALID_WORK_GROUP_SIZE),
+    E(CL_INVALID_WORK_ITEM_SIZE),
+    E(CL_INVALID_GLOBAL_OFFSET),
+    E(CL_INVALID_EVENT_WAIT_LIST),
+    E(CL_INVALID_EVENT),
+    E(CL_INVALID_OPERATION),
+    E(CL_INVALID_GL_OBJECT),
+    E(CL_INVALID_BUFFER_SIZE),
+    E(CL_INVALID_MIP_LEVEL),
+    E(CL_INVALID_GLOBAL_WORK_SIZE),
+    E(CL_INVALID_PROPERTY),
+    E(CL_INVALID_IMAGE_DESCRIPTOR),
+    E(CL_INVALID_COMPILER_OPTIONS),
+    E(CL_INVALID_LINKER_OPTIONS),
+    E(CL_INVALID_DEVICE_PARTITION_COUNT),
+    {-1001, "CL_PLATFORM_NOT_FOUND_KHR"},
+};
+#undef E
+
 const char *sl_opencl_error_name(int err)
 {
-    switch (err) {
-#define E(x) case x: return #x;
-        E(CL_SUCCESS) E(CL_DEVICE_NOT_FOUND) E(CL_DEVICE_NOT_AVAILABLE)
-        E(CL_COMPILER_NOT_AVAILABLE) E(CL_MEM_OBJECT_ALLOCATION_FAILURE) E(CL_OUT_OF_RESOURCES)
-        E(CL_OUT_OF_HOST_MEMORY) E(CL_PROFILING_INFO_NOT_AVAILABLE) E(CL_MEM_COPY_OVERLAP)
-        E(CL_IMAGE_FORMAT_MISMATCH) E(CL_IMAGE_FORMAT_NOT_SUPPORTED) E(CL_BUILD_PROGRAM_FAILURE)
-        E(CL_MAP_FAILURE) E(CL_MISALIGNED_SUB_BUFFER_OFFSET)
-        E(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST) E(CL_COMPILE_PROGRAM_FAILURE)
-        E(CL_LINKER_NOT_AVAILABLE) E(CL_LINK_PROGRAM_FAILURE) E(CL_DEVICE_PARTITION_FAILED)
-        E(CL_KERNEL_ARG_INFO_NOT_AVAILABLE) E(CL_INVALID_VALUE) E(CL_INVALID_DEVICE_TYPE)
-        E(CL_INVALID_PLATFORM) E(CL_INVALID_DEVICE) E(CL_INVALID_CONTEXT)
-        E(CL_INVALID_QUEUE_PROPERTIES) E(CL_INVALID_COMMAND_QUEUE) E(CL_INVALID_HOST_PTR)
-        E(CL_INVALID_MEM_OBJECT) E(CL_INVALID_IMAGE_FORMAT_DESCRIPTOR) E(CL_INVALID_IMAGE_SIZE)
-        E(CL_INVALID_SAMPLER) E(CL_INVALID_BINARY) E(CL_INVALID_BUILD_OPTIONS)
-        E(CL_INVALID_PROGRAM) E(CL_INVALID_PROGRAM_EXECUTABLE) E(CL_INVALID_KERNEL_NAME)
-        E(CL_INVALID_KERNEL_DEFINITION) E(CL_INVALID_KERNEL) E(CL_INVALID_ARG_INDEX)
-        E(CL_INVALID_ARG_VALUE) E(CL_INVALID_ARG_SIZE) E(CL_INVALID_KERNEL_ARGS)
-        E(CL_INVALID_WORK_DIMENSION) E(CL_INVALID_WORK_GROUP_SIZE) E(CL_INVALID_WORK_ITEM_SIZE)
-        E(CL_INVALID_GLOBAL_OFFSET) E(CL_INVALID_EVENT_WAIT_LIST) E(CL_INVALID_EVENT)
-        E(CL_INVALID_OPERATION) E(CL_INVALID_GL_OBJECT) E(CL_INVALID_BUFFER_SIZE)
-        E(CL_INVALID_MIP_LEVEL) E(CL_INVALID_GLOBAL_WORK_SIZE) E(CL_INVALID_PROPERTY)
-        E(CL_INVALID_IMAGE_DESCRIPTOR) E(CL_INVALID_COMPILER_OPTIONS) E(CL_INVALID_LINKER_OPTIONS)
-        E(CL_INVALID_DEVICE_PARTITION_COUNT)
-#undef E
-    case -1001: return "CL_PLATFORM_NOT_FOUND_KHR";
-    default: {
-        static _Thread_local char buf[32];
-        snprintf(buf, sizeof buf, "CL error %d", err);
-        return buf;
-    }
-    }
+    for (size_t i = 0; i < SL_ARRAY_LEN(CL_ERRORS); i++)
+        if (CL_ERRORS[i].code == err) return CL_ERRORS[i].name;
+    static _Thread_local char buf[32];
+    snprintf(buf, sizeof buf, "CL error %d", err);
+    return buf;
 }
 
 int __sl_cl_fail(cl_int err, const char *what)
@@ -88,25 +142,44 @@ int __sl_cl_fail(cl_int err, const char *what)
 static const char *clblast_status_name(int s)
 {
     switch (s) {
-    case CLBlastNotImplemented: return "CLBlastNotImplemented";
-    case CLBlastInvalidMatrixA: return "CLBlastInvalidMatrixA";
-    case CLBlastInvalidMatrixB: return "CLBlastInvalidMatrixB";
-    case CLBlastInvalidMatrixC: return "CLBlastInvalidMatrixC";
-    case CLBlastInvalidDimension: return "CLBlastInvalidDimension";
-    case CLBlastInvalidLeadDimA: return "CLBlastInvalidLeadDimA";
-    case CLBlastInvalidLeadDimB: return "CLBlastInvalidLeadDimB";
-    case CLBlastInvalidLeadDimC: return "CLBlastInvalidLeadDimC";
-    case CLBlastInsufficientMemoryA: return "CLBlastInsufficientMemoryA";
-    case CLBlastInsufficientMemoryB: return "CLBlastInsufficientMemoryB";
-    case CLBlastInsufficientMemoryC: return "CLBlastInsufficientMemoryC";
-    case CLBlastInsufficientMemoryTemp: return "CLBlastInsufficientMemoryTemp";
-    case CLBlastInvalidOverrideKernel: return "CLBlastInvalidOverrideKernel";
-    case CLBlastMissingOverrideParameter: return "CLBlastMissingOverrideParameter";
-    case CLBlastInvalidLocalMemUsage: return "CLBlastInvalidLocalMemUsage";
-    case CLBlastDatabaseError: return "CLBlastDatabaseError";
-    case CLBlastUnknownError: return "CLBlastUnknownError";
-    case CLBlastUnexpectedError: return "CLBlastUnexpectedError";
-    default: return s > -1024 ? sl_opencl_error_name(s) : "unknown CLBlast status";
+    case CLBlastNotImplemented:
+        return "CLBlastNotImplemented";
+    case CLBlastInvalidMatrixA:
+        return "CLBlastInvalidMatrixA";
+    case CLBlastInvalidMatrixB:
+        return "CLBlastInvalidMatrixB";
+    case CLBlastInvalidMatrixC:
+        return "CLBlastInvalidMatrixC";
+    case CLBlastInvalidDimension:
+        return "CLBlastInvalidDimension";
+    case CLBlastInvalidLeadDimA:
+        return "CLBlastInvalidLeadDimA";
+    case CLBlastInvalidLeadDimB:
+        return "CLBlastInvalidLeadDimB";
+    case CLBlastInvalidLeadDimC:
+        return "CLBlastInvalidLeadDimC";
+    case CLBlastInsufficientMemoryA:
+        return "CLBlastInsufficientMemoryA";
+    case CLBlastInsufficientMemoryB:
+        return "CLBlastInsufficientMemoryB";
+    case CLBlastInsufficientMemoryC:
+        return "CLBlastInsufficientMemoryC";
+    case CLBlastInsufficientMemoryTemp:
+        return "CLBlastInsufficientMemoryTemp";
+    case CLBlastInvalidOverrideKernel:
+        return "CLBlastInvalidOverrideKernel";
+    case CLBlastMissingOverrideParameter:
+        return "CLBlastMissingOverrideParameter";
+    case CLBlastInvalidLocalMemUsage:
+        return "CLBlastInvalidLocalMemUsage";
+    case CLBlastDatabaseError:
+        return "CLBlastDatabaseError";
+    case CLBlastUnknownError:
+        return "CLBlastUnknownError";
+    case CLBlastUnexpectedError:
+        return "CLBlastUnexpectedError";
+    default:
+        return s > -1024 ? sl_opencl_error_name(s) : "unknown CLBlast status";
     }
 }
 
@@ -158,10 +231,10 @@ static int cl_enumerate(sl_device_info *infos, size_t cap, size_t *count)
         /* A platform with no devices answers CL_DEVICE_NOT_FOUND; skip it. */
         if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, MAX_CL_DEVICES, devs, &ndev) != CL_SUCCESS)
             continue;
-        char pname[128] = "", pver[128] = "";
+        ndev = SL_MIN(ndev, (cl_uint)MAX_CL_DEVICES); /* ndev counts all, even beyond the array */
+        char pname[128] = "";
         clGetPlatformInfo(plats[p], CL_PLATFORM_NAME, sizeof pname, pname, NULL);
-        clGetPlatformInfo(plats[p], CL_PLATFORM_VERSION, sizeof pver, pver, NULL);
-        pname[sizeof pname - 1] = pver[sizeof pver - 1] = '\0';
+        pname[sizeof pname - 1] = '\0';
         for (cl_uint i = 0; i < ndev && found.count < SL_MIN(cap, (size_t)MAX_CL_DEVICES); i++) {
             cl_device_id d = devs[i];
             sl_device_info *inf = &infos[found.count];
@@ -200,8 +273,9 @@ static int cl_enumerate(sl_device_info *infos, size_t cap, size_t *count)
         }
     }
     if (found.count == 0)
-        return sl_fail(SL_EUNAVAILABLE, "%u OpenCL platform(s) found but no devices on them; check "
-                                        "the driver installation (clinfo -l)",
+        return sl_fail(SL_EUNAVAILABLE,
+                       "%u OpenCL platform(s) found but no devices on them; check "
+                       "the driver installation (clinfo -l)",
                        nplat);
     *count = found.count;
     return SL_OK;
@@ -282,8 +356,8 @@ static int open_device(sl_device *dev, struct __sl_cl_device *d)
     size_t total = sl_cl_elementwise_size + sl_cl_loss_size + sl_cl_peak_size + 4;
     char *src = malloc(total);
     if (!src) return sl_fail(SL_ENOMEM, "no memory for kernel sources");
-    snprintf(src, total, "%s\n%s\n%s\n", (const char *)sl_cl_elementwise,
-             (const char *)sl_cl_loss, (const char *)sl_cl_peak);
+    snprintf(src, total, "%s\n%s\n%s\n", (const char *)sl_cl_elementwise, (const char *)sl_cl_loss,
+             (const char *)sl_cl_peak);
     int st = build_program(d, src, &d->program);
     free(src);
     SL_TRY(st);
@@ -432,8 +506,7 @@ static void cl_event_free(sl_event *ev)
 /* ------------------------------------------------------------------------------------------------
  * Launch helpers */
 
-#define ARG(k, i, v)                                                                               \
-    CL_TRY(clSetKernelArg(d->kernels[k], i, sizeof(v), &(v)), "clSetKernelArg " #k)
+#define ARG(k, i, v) CL_TRY(clSetKernelArg(d->kernels[k], i, sizeof(v), &(v)), "clSetKernelArg " #k)
 
 static size_t round_up(size_t n, size_t m)
 {
@@ -444,8 +517,8 @@ static size_t round_up(size_t n, size_t m)
 static int launch1(struct __sl_cl_device *d, enum __sl_cl_kernel k, size_t items)
 {
     size_t local = d->wg, global = round_up(items ? items : 1, local);
-    cl_int err = clEnqueueNDRangeKernel(d->queue, d->kernels[k], 1, NULL, &global, &local, 0, NULL,
-                                        NULL);
+    cl_int err =
+        clEnqueueNDRangeKernel(d->queue, d->kernels[k], 1, NULL, &global, &local, 0, NULL, NULL);
     if (err != CL_SUCCESS) {
         char what[96];
         snprintf(what, sizeof what, "clEnqueueNDRangeKernel (%s)", KERNEL_NAMES[k]);
@@ -498,7 +571,14 @@ static int cl_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
         char what[128];
         snprintf(what, sizeof what, "CLBlast SGEMM (m=%zu n=%zu k=%zu%s%s)", m, n, k,
                  trans_a ? ", A transposed" : "", trans_b ? ", B transposed" : "");
-        return __sl_clblast_fail(s, what);
+        int st = __sl_clblast_fail(s, what);
+        if (!d->tuned) return st;
+        char cache[512] = "the tuning cache";
+        sl_opencl_cache_path(cache, sizeof cache);
+        return sl_fail_context(st,
+                               "with sluice's CLBlast parameters for '%s' (from %s, or built "
+                               "in for CPUs; SLUICE_CLBLAST_PARAMS=default turns them off)",
+                               dev->info.name, cache);
     }
     return SL_OK;
 }
@@ -514,8 +594,8 @@ static int cl_bias_add(sl_device *dev, size_t rows, size_t cols, sl_buffer *y, s
     ARG(K_BIAS_ADD, 3, c);
     size_t local[2] = {SL_MIN(d->wg, round_up(cols, 8)), 1};
     size_t global[2] = {round_up(cols, local[0]), rows};
-    CL_TRY(clEnqueueNDRangeKernel(d->queue, d->kernels[K_BIAS_ADD], 2, NULL, global, local, 0,
-                                  NULL, NULL),
+    CL_TRY(clEnqueueNDRangeKernel(d->queue, d->kernels[K_BIAS_ADD], 2, NULL, global, local, 0, NULL,
+                                  NULL),
            "clEnqueueNDRangeKernel (bias_add)");
     return SL_OK;
 }

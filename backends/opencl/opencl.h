@@ -1,11 +1,13 @@
 /* The few functions only the OpenCL backend has: CLBlast GEMM tuning, and a hook for tests. The
- * device interface itself is backends/backend.h; open OpenCL devices with sl_device_open("opencl:0").
+ * device interface itself is backends/backend.h; open OpenCL devices with
+ * sl_device_open("opencl:0").
  *
  * Tuned CLBlast parameters live in a JSON cache, one entry per device name:
  *   $SLUICE_CACHE_DIR/clblast.json, else $XDG_CACHE_HOME/sluice/clblast.json,
  *   else ~/.cache/sluice/clblast.json
  * Opening an OpenCL device applies its cached entry; a CPU device without one gets a built-in set
- * that suits CPUs (CLBlast's own defaults are tuned for GPUs). */
+ * that suits CPUs (CLBlast's own defaults are tuned for GPUs). With the environment variable
+ * SLUICE_CLBLAST_PARAMS=default, devices open with CLBlast's own parameters instead. */
 #ifndef SL_OPENCL_H
 #define SL_OPENCL_H
 
@@ -19,12 +21,15 @@ extern "C" {
 
 /* What sl_opencl_tune_gemm found. */
 typedef struct sl_opencl_tune_result {
-    double default_gflops; /* CLBlast with its own database parameters */
-    double builtin_gflops; /* with the parameters in use when the search began (cache or built-in) */
-    double best_gflops;    /* the best candidate, now in use and saved */
-    int candidates;        /* candidate sets tried */
-    int failed;            /* of those, how many failed to build, run, or gave wrong results */
-    char best[512];        /* the best set, "MWG=64 NWG=64 ..." */
+    /* Each set is timed against OpenBLAS on the host, runs interleaved, so that the ratios hold
+     * on a machine whose load changes; the best set is the one with the best ratio. */
+    double default_gflops, default_vs_openblas; /* CLBlast's own parameters (0 if not measured:
+                                                   the device opened with other parameters) */
+    double builtin_gflops, builtin_vs_openblas; /* the parameters in use when the search began */
+    double best_gflops, best_vs_openblas;       /* the best set, now in use and saved */
+    int candidates;                             /* candidate sets tried */
+    int failed;     /* of those, how many failed to build, run, or gave wrong results */
+    char best[512]; /* the best set, "GEMMK=0 KREG=1 ..." */
 } sl_opencl_tune_result;
 
 /* Searches a dozen or so CLBlast Xgemm parameter sets for SGEMM of n x n x n on an opened OpenCL

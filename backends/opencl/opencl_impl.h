@@ -10,10 +10,25 @@
 
 /* The kernels built from the files in kernels/opencl at open, in this order. */
 enum __sl_cl_kernel {
-    K_ACT_FWD_RELU, K_ACT_FWD_TANH, K_ACT_FWD_SIGMOID, K_ACT_FWD_GELU,
-    K_ACT_BWD_RELU, K_ACT_BWD_TANH, K_ACT_BWD_SIGMOID, K_ACT_BWD_GELU,
-    K_FILL, K_SCALE, K_AXPY, K_SGD, K_SGD_MOMENTUM, K_ADAM,
-    K_BIAS_ADD, K_BIAS_GRAD, K_SOFTMAX_XENT, K_MSE, K_PEAK_FMA,
+    K_ACT_FWD_RELU,
+    K_ACT_FWD_TANH,
+    K_ACT_FWD_SIGMOID,
+    K_ACT_FWD_GELU,
+    K_ACT_BWD_RELU,
+    K_ACT_BWD_TANH,
+    K_ACT_BWD_SIGMOID,
+    K_ACT_BWD_GELU,
+    K_FILL,
+    K_SCALE,
+    K_AXPY,
+    K_SGD,
+    K_SGD_MOMENTUM,
+    K_ADAM,
+    K_BIAS_ADD,
+    K_BIAS_GRAD,
+    K_SOFTMAX_XENT,
+    K_MSE,
+    K_PEAK_FMA,
     K_COUNT
 };
 

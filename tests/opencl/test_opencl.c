@@ -136,12 +136,12 @@ Test(opencl, optimizers_match_cpu)
             cr_assert_eq(sl_sgd(ocl, n, p.o, g.o, NULL, 0.1f, 0.0f, 0.01f), SL_OK);
             cr_assert_eq(sl_sgd(cpu, n, p.c, g.c, buf.c, 0.1f, 0.9f, 0.01f), SL_OK);
             cr_assert_eq(sl_sgd(ocl, n, p.o, g.o, buf.o, 0.1f, 0.9f, 0.01f), SL_OK);
-            cr_assert_eq(sl_adam(cpu, n, p.c, g.c, m.c, v.c, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f,
-                                 step),
-                         SL_OK);
-            cr_assert_eq(sl_adam(ocl, n, p.o, g.o, m.o, v.o, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f,
-                                 step),
-                         SL_OK, "%s", sl_last_error());
+            cr_assert_eq(
+                sl_adam(cpu, n, p.c, g.c, m.c, v.c, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step),
+                SL_OK);
+            cr_assert_eq(
+                sl_adam(ocl, n, p.o, g.o, m.o, v.o, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step), SL_OK,
+                "%s", sl_last_error());
         }
         same(p, 1e-6, 1e-5, "param");
         same(buf, 1e-6, 1e-5, "momentum");
@@ -306,10 +306,12 @@ Test(opencl, tuning_cache_is_applied_or_ignored)
     cr_assert_eq(sl_opencl_cache_path(path, sizeof path), SL_OK);
 
     FILE *f = fopen(path, "w");
-    fprintf(f, "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":16,\"KWI\":2,"
-               "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":32,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":32,\"SA\":0,"
-               "\"SB\":0,\"STRM\":0,\"STRN\":0,\"VWM\":4,\"VWN\":4},"
-               "\"GemmRoutine\": {\"XGEMM_MIN_INDIRECT_SIZE\": 0}}}}",
+    /* The built-in CPU tiles (so PoCL finds the kernel in its cache), another threshold. */
+    fprintf(f,
+            "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":32,\"KWI\":2,"
+            "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":128,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":128,\"SA\":0,"
+            "\"SB\":0,\"STRM\":0,\"STRN\":0,\"VWM\":8,\"VWN\":8},"
+            "\"GemmRoutine\": {\"XGEMM_MIN_INDIRECT_SIZE\": 0}}}}",
             sl_device_get_info(ocl)->name);
     fclose(f);
     gemm_still_correct();
@@ -319,6 +321,59 @@ Test(opencl, tuning_cache_is_applied_or_ignored)
     fclose(f);
     gemm_still_correct();
 
+    remove(path);
+    rmdir(dir);
+    unsetenv("SLUICE_CACHE_DIR");
+}
+
+/* Run by ctest a second time with an empty ICD directory (test opencl_no_icd): the backend then
+ * contributes no devices, says why, and the CPU backend still works. */
+Test(opencl_icd, missing_icd_is_reported)
+{
+    if (!getenv("SLUICE_TEST_NO_ICD")) cr_skip_test("only under the opencl_no_icd test");
+    const sl_device_info *infos;
+    size_t count;
+    cr_assert_eq(sl_device_list(&infos, &count), SL_OK);
+    for (size_t i = 0; i < count; i++) cr_expect_str_neq(infos[i].backend, "opencl");
+    cr_expect(strstr(sl_device_list_problems(), "no OpenCL platform found") != NULL, "%s",
+              sl_device_list_problems());
+    sl_device *dev;
+    cr_expect_eq(sl_device_open("opencl:0", &dev), SL_EINVAL);
+    cr_assert_eq(sl_device_open("cpu", &dev), SL_OK);
+    sl_device_close(dev);
+}
+
+/* A cached parameter set that CLBlast cannot compile (VWM=3 is no vector width) makes GEMM fail
+ * with a status that names CLBlast's error, not a crash. */
+Test(opencl, clblast_failure_is_a_clear_status)
+{
+    char dir[] = "/tmp/sluice-cl-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    setenv("SLUICE_CACHE_DIR", dir, 1);
+    char path[512];
+    cr_assert_eq(sl_opencl_cache_path(path, sizeof path), SL_OK);
+    FILE *f = fopen(path, "w");
+    fprintf(f,
+            "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":32,\"KWI\":2,"
+            "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":96,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":128,\"SA\":0,"
+            "\"SB\":0,\"STRM\":0,\"STRN\":0,\"VWM\":3,\"VWN\":8},"
+            "\"GemmRoutine\": {\"XGEMM_MIN_INDIRECT_SIZE\": 0}}}}",
+            sl_device_get_info(ocl)->name);
+    fclose(f);
+    sl_device *dev;
+    cr_assert_eq(sl_device_open("opencl:0", &dev), SL_OK, "%s", sl_last_error());
+    sl_buffer *a, *b, *c;
+    cr_assert_eq(sl_buffer_alloc(dev, 96 * 96 * 4, &a), SL_OK);
+    cr_assert_eq(sl_buffer_alloc(dev, 96 * 96 * 4, &b), SL_OK);
+    cr_assert_eq(sl_buffer_alloc(dev, 96 * 96 * 4, &c), SL_OK);
+    int st = sl_gemm(dev, false, false, 96, 96, 96, 1.0f, a, b, 0.0f, c);
+    cr_expect_neq(st, SL_OK);
+    cr_expect(strstr(sl_last_error(), "CLBlast") != NULL, "%s", sl_last_error());
+    cr_log_info("as expected: %s", sl_last_error());
+    sl_buffer_free(a);
+    sl_buffer_free(b);
+    sl_buffer_free(c);
+    sl_device_close(dev);
     remove(path);
     rmdir(dir);
     unsetenv("SLUICE_CACHE_DIR");
