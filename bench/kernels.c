@@ -10,9 +10,7 @@
 #include "bench/bench.h"
 #include "runtime/cli/cli.h"
 
-#ifdef SL_HAVE_OPENCL
 #include "backends/opencl/opencl.h"
-#endif
 
 #define MAX_SIZES 8
 
@@ -138,7 +136,7 @@ static double openblas_gflops(size_t n, double min_time)
     return 2.0 * (double)n * n * n / best * 1e-9;
 }
 
-static int parse_options(int argc, char **argv, struct options *o, int *tune)
+static int parse_options(int argc, char **argv, struct options *o)
 {
     *o = (struct options){.sizes = {256, 512, 1024, 2048}, .nsizes = 4, .elems = 8u << 20,
                           .min_time = 0.3};
@@ -146,8 +144,6 @@ static int parse_options(int argc, char **argv, struct options *o, int *tune)
         const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(arg, "--json")) {
             o->json = 1;
-        } else if (!strcmp(arg, "--tune")) {
-            *tune = 1;
         } else if (!strcmp(arg, "--device") && val && o->ndevices < 16) {
             o->devices[o->ndevices++] = val;
             i++;
@@ -257,21 +253,15 @@ static int bench_device(sl_device *dev, const struct options *o, const double *b
 
 int sl_bench_kernels(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--tune")) return sl_bench_kernels_tune(argc, argv);
     if (sl_cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
     }
     struct options o;
-    int tune = 0, rc = parse_options(argc, argv, &o, &tune);
+    int rc = parse_options(argc, argv, &o);
     if (rc) return rc;
-    if (tune) {
-#ifdef SL_HAVE_OPENCL
-        return sl_bench_kernels_tune(argc, argv);
-#else
-        fprintf(stderr, "sluice bench kernels: --tune needs the OpenCL backend, not built here\n");
-        return 1;
-#endif
-    }
     const sl_device_info *infos;
     size_t count;
     int st = sl_device_list(&infos, &count);
