@@ -525,6 +525,7 @@ struct vkdev {
     bool unified; /* device memory is host-visible and cheap to read: map instead of staging */
     uint32_t wg;  /* work-group size of the elementwise kernels */
     uint32_t gemm_tm, gemm_tn4, gemm_wg;
+    uint32_t peak_chains; /* independent vec4 FMA chains per invocation of the peak kernel */
     uint32_t ts_bits;
     uint32_t max_groups[2]; /* maxComputeWorkGroupCount x and y (SLUICE_VK_MAX_GROUPS caps them) */
     struct vk_kernel k[K_COUNT];
@@ -671,7 +672,7 @@ static int create_kernel(struct vkdev *d, int id)
         spec[2] = d->gemm_tn4;
         nspec = 3;
     } else if (id == K_PEAK) {
-        spec[1] = 4;
+        spec[1] = d->peak_chains;
         nspec = 2;
     }
     VkSpecializationMapEntry entries[3];
@@ -706,10 +707,11 @@ static void choose_tiles(struct vkdev *d, enum sl_device_kind kind)
     uint32_t maxwg = SL_MIN(d->props.limits.maxComputeWorkGroupInvocations,
                             d->props.limits.maxComputeWorkGroupSize[0]);
     d->wg = SL_MIN(256u, maxwg);
+    if (getenv("SLUICE_VK_WG")) d->wg = SL_MIN((uint32_t)atoi(getenv("SLUICE_VK_WG")), maxwg);
     if (kind == SL_DEVICE_CPU) {
-        /* A CPU driver runs a work-group's invocations as SIMD lanes; big register blocks
-         * amortise the B loads over many FMAs. */
-        d->gemm_tm = 8;
+        /* A CPU driver runs a work-group's invocations as SIMD lanes and loads buffers lane by
+         * lane, so the FMAs per loaded float decide the speed: a 16 x 16 block gives 8. */
+        d->gemm_tm = 16;
         d->gemm_tn4 = 4;
         d->gemm_wg = SL_MIN(64u, maxwg);
     } else {
@@ -717,6 +719,8 @@ static void choose_tiles(struct vkdev *d, enum sl_device_kind kind)
         d->gemm_tn4 = 1;
         d->gemm_wg = SL_MIN(64u, maxwg);
     }
+    d->peak_chains = 8;
+    if (getenv("SLUICE_VK_PEAK_CHAINS")) d->peak_chains = (uint32_t)atoi(getenv("SLUICE_VK_PEAK_CHAINS"));
     d->max_groups[0] = d->props.limits.maxComputeWorkGroupCount[0];
     d->max_groups[1] = d->props.limits.maxComputeWorkGroupCount[1];
     /* Tests cap the counts to exercise split launches without huge buffers. */
@@ -727,11 +731,14 @@ static void choose_tiles(struct vkdev *d, enum sl_device_kind kind)
     }
     const char *env = getenv("SLUICE_VK_GEMM_TILE");
     unsigned tm, tn4, wg;
-    if (env && sscanf(env, "%ux%ux%u", &tm, &tn4, &wg) == 3 && tm >= 1 && tm <= 64 && tn4 >= 1 &&
-        tn4 <= 16 && wg >= 1 && wg <= maxwg) {
+    if (env && sscanf(env, "%ux%ux%u", &tm, &tn4, &wg) == 3 && tm >= 1 && tm <= 32 && tn4 >= 1 &&
+        tn4 <= 8 && wg >= 1 && wg <= maxwg) {
         d->gemm_tm = tm;
         d->gemm_tn4 = tn4;
         d->gemm_wg = wg;
+    } else if (env) {
+        sl_log(SL_LOG_WARN, "SLUICE_VK_GEMM_TILE=%s ignored: want TMxTN4xWG with TM 1..32, "
+                            "TN4 1..8, WG 1..%u", env, maxwg);
     }
 }
 
@@ -1184,7 +1191,7 @@ static void vk_event_free(sl_event *ev)
 static int vk_peak_gflops(sl_device *dev, double *gflops)
 {
     struct vkdev *d = D(dev);
-    const uint32_t chains = 4;
+    const uint32_t chains = d->peak_chains;
     uint32_t groups = dev->info.kind == SL_DEVICE_CPU ? 256 : 8192;
     size_t invocations = (size_t)groups * d->wg;
     sl_buffer *out = NULL;
@@ -1226,9 +1233,8 @@ static int vk_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
     sl_buffer *bufs[4] = {a, b, c, b};
     uint32_t push[9] = {0,        0,        (uint32_t)m, (uint32_t)n,  (uint32_t)k,
                         trans_a, trans_b, f2u(alpha),  f2u(beta)};
-    uint32_t col_blocks = div_up(n, 4 * d->gemm_tn4);
-    return record_kernel(d, K_GEMM, bufs, push, div_up(col_blocks, d->gemm_wg),
-                         div_up(m, d->gemm_tm));
+    uint32_t col_blocks = div_up(n, 4 * d->gemm_tn4), row_blocks = div_up(m, d->gemm_tm);
+    return record_kernel(d, K_GEMM, bufs, push, div_up(col_blocks, d->gemm_wg), row_blocks);
 }
 
 static int vk_bias_add(sl_device *dev, size_t rows, size_t cols, sl_buffer *y, sl_buffer *bias)
