@@ -1,6 +1,6 @@
-// The fp32 FMA peak: CHAINS (1..8) independent chains of vec4 fma per invocation, 4 steps per
+// The fp32 FMA peak: CHAINS (1..8) independent chains of vec4 fma per invocation, 16 steps per
 // loop iteration, so the compiler can neither fold them nor serialise them. Flops per
-// invocation: iters * 4 * CHAINS * 4 lanes * 2. The chains are separate variables guarded by the
+// invocation: iters * 16 * CHAINS * 4 lanes * 2. The chains are separate variables guarded by the
 // specialization constant (folded at pipeline creation) rather than an array, so no compiler
 // keeps them in memory. The sum is written out so nothing is dead code.
 #version 450
@@ -28,10 +28,10 @@ void main()
     vec4 x4 = x0 + 4.0, x5 = x0 + 5.0, x6 = x0 + 6.0, x7 = x0 + 7.0;
     vec4 m = vec4(p.mul), a = vec4(p.add);
     for (uint i = 0u; i < p.iters; i++) {
-        CHAIN_STEP;
-        CHAIN_STEP;
-        CHAIN_STEP;
-        CHAIN_STEP;
+        CHAIN_STEP; CHAIN_STEP; CHAIN_STEP; CHAIN_STEP;
+        CHAIN_STEP; CHAIN_STEP; CHAIN_STEP; CHAIN_STEP;
+        CHAIN_STEP; CHAIN_STEP; CHAIN_STEP; CHAIN_STEP;
+        CHAIN_STEP; CHAIN_STEP; CHAIN_STEP; CHAIN_STEP;
     }
     vec4 s = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
     o[gid] = s.x + s.y + s.z + s.w;
