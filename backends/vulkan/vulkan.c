@@ -151,7 +151,7 @@ static int vk_fail(VkResult r, const char *what)
     X(SGD, sgd, 3, 24, 0)                                                                          \
     X(ADAM, adam, 4, 36, 0)                                                                        \
     X(GEMM, gemm, 4, 36, 0)                                                                        \
-    X(GEMM_TEX, gemm_tex, 4, 36, 0xB)                                                              \
+    X(GEMM_TEX, gemm_tex, 5, 36, 0x1B)                                                             \
     X(PEAK, peak, 1, 16, 0)
 
 #define DECLARE_SPV(id, name, nbind, push, texel)                                                         \
@@ -181,7 +181,7 @@ static const struct kernel_desc {
 #undef KERNEL_DESC
 };
 
-#define MAX_BINDINGS 4
+#define MAX_BINDINGS 5
 #define POOL_SETS 256 /* descriptor sets per batch before the batch is submitted */
 #define STAGING_BYTES ((VkDeviceSize)16 << 20)
 
@@ -409,9 +409,9 @@ static int describe_device(VkPhysicalDevice pd, uint32_t index, sl_device_info *
     if (lim->maxComputeWorkGroupInvocations < 64 || lim->maxComputeWorkGroupSize[0] < 64)
         return sl_fail(SL_EUNSUPPORTED, "%s: maxComputeWorkGroupInvocations %u < 64",
                        props.deviceName, lim->maxComputeWorkGroupInvocations);
-    if (lim->maxBoundDescriptorSets < 1 || lim->maxPerStageDescriptorStorageBuffers < MAX_BINDINGS)
-        return sl_fail(SL_EUNSUPPORTED, "%s: maxPerStageDescriptorStorageBuffers %u < %d",
-                       props.deviceName, lim->maxPerStageDescriptorStorageBuffers, MAX_BINDINGS);
+    if (lim->maxBoundDescriptorSets < 1 || lim->maxPerStageDescriptorStorageBuffers < 4)
+        return sl_fail(SL_EUNSUPPORTED, "%s: maxPerStageDescriptorStorageBuffers %u < 4",
+                       props.deviceName, lim->maxPerStageDescriptorStorageBuffers);
     *family = fam;
 
     VkPhysicalDeviceMaintenance3Properties m3 = {
@@ -1297,13 +1297,17 @@ static int vk_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
         /* The views must outlive the batch, so make room in it before creating them. */
         if (d->sets_used >= POOL_SETS) SL_TRY(flush(d));
         SL_TRY(begin_batch(d));
-        VkBufferView views[4] = {VK_NULL_HANDLE};
+        VkBufferView views[5] = {VK_NULL_HANDLE};
         SL_TRY(batch_view(d, a, VK_FORMAT_R32_SFLOAT, m * k * 4, &views[0]));
         SL_TRY(batch_view(d, b, VK_FORMAT_R32_SFLOAT, k * n * 4, &views[1]));
         if (!trans_b && n % 4 == 0)
             SL_TRY(batch_view(d, b, VK_FORMAT_R32G32B32A32_SFLOAT, k * n * 4, &views[3]));
         else
             views[3] = views[1]; /* not read: the shader takes the scalar path */
+        if (!trans_a && !trans_b && n % 4 == 0 && k % 4 == 0)
+            SL_TRY(batch_view(d, a, VK_FORMAT_R32G32B32A32_SFLOAT, m * k * 4, &views[4]));
+        else
+            views[4] = views[0]; /* not read */
         return record_kernel_views(d, K_GEMM_TEX, bufs, views, push, gx, row_blocks);
     }
     return record_kernel(d, K_GEMM, bufs, push, gx, row_blocks);

@@ -25,6 +25,8 @@ layout(binding = 0) uniform samplerBuffer ta;
 layout(binding = 1) uniform samplerBuffer tb;
 layout(std430, binding = 2) buffer C { float c[]; };
 layout(binding = 3) uniform samplerBuffer tb4; // B again as vec4s (only read when n % 4 == 0)
+layout(binding = 4) uniform samplerBuffer ta4; // A again as vec4s along k (only read for NN
+                                               // when k % 4 == 0)
 
 void main()
 {
@@ -45,7 +47,26 @@ void main()
     [[unroll]] for (uint i = 0u; i < TM; i++)
         [[unroll]] for (uint j = 0u; j < TN4; j++) acc[i][j] = vec4(0.0);
 
-    if (p.trans_b == 0u && (p.n & 3u) == 0u) {
+    if (p.trans_a == 0u && p.trans_b == 0u && ((p.n | p.k) & 3u) == 0u) {
+        // A rows and B rows are whole vec4s: per 4 steps of k, one vec4 of A per row and one
+        // vec4 of B per 4 columns and step.
+        uint n4 = p.n >> 2u, k4 = p.k >> 2u;
+        uint bc[TN4], ar4[TM];
+        [[unroll]] for (uint j = 0u; j < TN4; j++) bc[j] = min((col0 >> 2u) + j, n4 - 1u);
+        [[unroll]] for (uint i = 0u; i < TM; i++) ar4[i] = min(row0 + i, p.m - 1u) * k4;
+        for (uint kq = 0u; kq < k4; kq++) {
+            vec4 av[TM];
+            [[unroll]] for (uint i = 0u; i < TM; i++) av[i] = texelFetch(ta4, int(ar4[i] + kq));
+            [[unroll]] for (uint s = 0u; s < 4u; s++) {
+                uint bk = (kq * 4u + s) * n4;
+                vec4 bv[TN4];
+                [[unroll]] for (uint j = 0u; j < TN4; j++) bv[j] = texelFetch(tb4, int(bk + bc[j]));
+                [[unroll]] for (uint i = 0u; i < TM; i++)
+                    [[unroll]] for (uint j = 0u; j < TN4; j++)
+                        acc[i][j] = fma(vec4(av[i][s]), bv[j], acc[i][j]);
+            }
+        }
+    } else if (p.trans_b == 0u && (p.n & 3u) == 0u) {
         // B rows are whole vec4s: one vec4 load per 4 columns.
         uint n4 = p.n >> 2u;
         uint bc[TN4];
