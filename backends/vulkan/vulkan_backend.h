@@ -7,6 +7,9 @@
  *   shows how sluice behaves on a machine without Vulkan).
  * - SLUICE_VK_GEMM_TILE=TMxTN4xWG overrides the GEMM tile (rows, vec4 columns, work-group size)
  *   chosen for the device, for tuning.
+ * - SLUICE_VK_GEMM_TEX=0|1 makes GEMM read its operands through storage buffers (gemm.comp) or
+ *   uniform texel buffers (gemm_tex.comp); the default is texel buffers on CPU drivers, where
+ *   lavapipe fetches texels for all SIMD lanes at once but loads storage buffers lane by lane.
  * - SLUICE_VK_MAX_GROUPS=N caps the work-group counts per dispatch below the device's
  *   maxComputeWorkGroupCount, so tests exercise split launches with small buffers. */
 #ifndef SL_VULKAN_BACKEND_H

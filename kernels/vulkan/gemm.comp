@@ -5,7 +5,10 @@
 // work-group are uniform and the B reads are neighbouring vec4s. TM, TN4 and the work-group size
 // are specialization constants chosen per device. No subgroup size is assumed.
 // Edges: loads use clamped indices (always in range) and only in-range elements are stored.
+// Loops over the tile are marked [[unroll]] so the accumulators become registers once the
+// specialization constants are known.
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint TM = 8;
 layout(constant_id = 2) const uint TN4 = 2;
@@ -23,56 +26,57 @@ void main()
     uint cb = (p.base_x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
     uint row0 = (p.base_y + gl_WorkGroupID.y) * TM;
     uint col0 = cb * TN4 * 4u;
-    if (col0 >= p.n || row0 >= p.m) return;
+    // No early return for invocations past the edge: indices are clamped instead, so no branch
+    // before the stores depends on the invocation and the A addresses stay provably uniform.
 
     // A(i, kk) = a[i * sai + kk * sak]; B(kk, j) = b[kk * sbk + j * sbj].
     uint sai = p.trans_a != 0u ? 1u : p.k, sak = p.trans_a != 0u ? p.m : 1u;
     uint sbk = p.trans_b != 0u ? 1u : p.n, sbj = p.trans_b != 0u ? p.k : 1u;
 
     uint arow[TM];
-    for (uint i = 0u; i < TM; i++) arow[i] = min(row0 + i, p.m - 1u) * sai;
+    [[unroll]] for (uint i = 0u; i < TM; i++) arow[i] = min(row0 + i, p.m - 1u) * sai;
 
     vec4 acc[TM][TN4];
-    for (uint i = 0u; i < TM; i++)
-        for (uint j = 0u; j < TN4; j++) acc[i][j] = vec4(0.0);
+    [[unroll]] for (uint i = 0u; i < TM; i++)
+        [[unroll]] for (uint j = 0u; j < TN4; j++) acc[i][j] = vec4(0.0);
 
     if (p.trans_b == 0u && (p.n & 3u) == 0u) {
         // B rows are whole vec4s: one vec4 load per 4 columns.
         uint n4 = p.n >> 2u;
         uint bc[TN4];
-        for (uint j = 0u; j < TN4; j++) bc[j] = min((col0 >> 2u) + j, n4 - 1u);
+        [[unroll]] for (uint j = 0u; j < TN4; j++) bc[j] = min((col0 >> 2u) + j, n4 - 1u);
         for (uint kk = 0u; kk < p.k; kk++) {
             vec4 bv[TN4];
-            for (uint j = 0u; j < TN4; j++) bv[j] = b4[kk * n4 + bc[j]];
+            [[unroll]] for (uint j = 0u; j < TN4; j++) bv[j] = b4[kk * n4 + bc[j]];
             uint ak = kk * sak;
-            for (uint i = 0u; i < TM; i++) {
+            [[unroll]] for (uint i = 0u; i < TM; i++) {
                 float av = a[arow[i] + ak];
-                for (uint j = 0u; j < TN4; j++) acc[i][j] = fma(vec4(av), bv[j], acc[i][j]);
+                [[unroll]] for (uint j = 0u; j < TN4; j++) acc[i][j] = fma(vec4(av), bv[j], acc[i][j]);
             }
         }
     } else {
         uint bc[TN4 * 4u];
-        for (uint j = 0u; j < TN4 * 4u; j++) bc[j] = min(col0 + j, p.n - 1u) * sbj;
+        [[unroll]] for (uint j = 0u; j < TN4 * 4u; j++) bc[j] = min(col0 + j, p.n - 1u) * sbj;
         for (uint kk = 0u; kk < p.k; kk++) {
             vec4 bv[TN4];
             uint bk = kk * sbk;
-            for (uint j = 0u; j < TN4; j++)
+            [[unroll]] for (uint j = 0u; j < TN4; j++)
                 bv[j] = vec4(b[bk + bc[4u * j]], b[bk + bc[4u * j + 1u]], b[bk + bc[4u * j + 2u]],
                              b[bk + bc[4u * j + 3u]]);
             uint ak = kk * sak;
-            for (uint i = 0u; i < TM; i++) {
+            [[unroll]] for (uint i = 0u; i < TM; i++) {
                 float av = a[arow[i] + ak];
-                for (uint j = 0u; j < TN4; j++) acc[i][j] = fma(vec4(av), bv[j], acc[i][j]);
+                [[unroll]] for (uint j = 0u; j < TN4; j++) acc[i][j] = fma(vec4(av), bv[j], acc[i][j]);
             }
         }
     }
 
     // beta = 0 overwrites C without reading it, so NaN in C does not leak into the result.
-    for (uint i = 0u; i < TM; i++) {
+    [[unroll]] for (uint i = 0u; i < TM; i++) {
         uint r = row0 + i;
-        if (r >= p.m) break;
-        for (uint j = 0u; j < TN4; j++) {
-            for (uint e = 0u; e < 4u; e++) {
+        if (r >= p.m) continue;
+        [[unroll]] for (uint j = 0u; j < TN4; j++) {
+            [[unroll]] for (uint e = 0u; e < 4u; e++) {
                 uint col = col0 + 4u * j + e;
                 if (col < p.n) {
                     uint idx = r * p.n + col;
