@@ -6,6 +6,10 @@
 
 #include <stdio.h>
 
+#ifdef SL_HAVE_VULKAN
+#include "backends/vulkan/vulkan_backend.h"
+#endif
+
 #define MAX_DEVS 16
 
 static sl_device *cpu;
@@ -31,6 +35,11 @@ static void teardown(void)
     for (size_t i = 0; i < ndevs; i++) sl_device_close(devs[i]);
     ndevs = 0;
     sl_device_close(cpu);
+#ifdef SL_HAVE_VULKAN
+    /* With SLUICE_VK_VALIDATION=1 the Khronos layer checks every call; any message fails. */
+    cr_assert_eq(sl_vulkan_validation_messages(), 0, "the validation layer reported %llu messages",
+                 (unsigned long long)sl_vulkan_validation_messages());
+#endif
 }
 
 TestSuite(conformance, .init = setup, .fini = teardown);
