@@ -43,6 +43,7 @@ struct link {
     uint64_t send_seq, recv_seq; /* the next to send, the next expected */
     int live;                    /* connections with a finished handshake */
     int lost;                    /* the peer disconnected after HELLO */
+    int failed_handshakes;       /* connections closed mid-handshake */
 };
 
 struct sl_transport {
@@ -141,6 +142,8 @@ static int drain_events(sl_transport *t, struct link *l)
         if (zmq_msg_more(&m1)) zmq_msg_recv(&m2, l->mon, 0);
         zmq_msg_close(&m1);
         zmq_msg_close(&m2);
+        sl_log(SL_LOG_DEBUG, "rank %d, %s link: event 0x%x value %u", t->o.rank, dir_name(l->dir),
+               event, value);
         switch (event) {
         case ZMQ_EVENT_ACCEPTED:
             if (l->n_open < (int)SL_ARRAY_LEN(l->open_fds)) l->open_fds[l->n_open++] = (int)value;
@@ -179,7 +182,12 @@ static int drain_events(sl_transport *t, struct link *l)
             return broke(t, l, SL_EPROTOCOL, "handshake failed: %s (code 0x%x)",
                          protocol_error_text((int)value), value);
         case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            return broke(t, l, SL_EPROTOCOL, "handshake failed (%s)", zmq_strerror((int)value));
+            /* A connection closed or timed out mid-handshake (a peer still starting, a port
+             * probe): libzmq retries. Refusals arrive as AUTH or PROTOCOL events instead. */
+            sl_log(SL_LOG_DEBUG, "rank %d: a handshake on %s did not finish (%s); retrying",
+                   t->o.rank, l->endpoint, zmq_strerror((int)value));
+            l->failed_handshakes++;
+            break;
         default: break;
         }
     }
@@ -657,11 +665,10 @@ int sl_transport_keypair(char public_key[41], char secret_key[41])
     return SL_OK;
 }
 
-static int open_inner(sl_transport *t)
+static int open_inner(sl_transport *t, const sl_transport_curve *c)
 {
     const sl_transport_options *o = &t->o;
-    if (o->curve) {
-        const sl_transport_curve *c = o->curve;
+    if (c) {
         if (!zmq_has("curve"))
             return sl_fail(SL_EUNAVAILABLE, "CURVE requested but this libzmq lacks it");
         if (o->zmq_context)
@@ -717,6 +724,11 @@ static int open_inner(sl_transport *t)
         double left = deadline - sl_now();
         if (left <= 0) {
             struct link *l = &t->links[t->links[0].hello_done ? 1 : 0];
+            if (l->failed_handshakes)
+                return broke(t, l, SL_EPROTOCOL,
+                             "no HELLO from rank %d within %d ms: %d handshake(s) broke off (a "
+                             "wrong CURVE server key, our key refused, or the peer failed)",
+                             l->peer, o->connect_timeout_ms, l->failed_handshakes);
             return broke(t, l, SL_ETIMEOUT,
                          "no HELLO from rank %d within %d ms (not started, wrong endpoint, or "
                          "blocked by a firewall?)",
@@ -765,7 +777,7 @@ int sl_transport_open(const sl_transport_options *o, sl_transport **out)
     t->o.bind_endpoint = t->bind_ep;
     t->o.next_endpoint = t->next_ep;
     t->o.curve = NULL;
-    int s = open_inner(t);
+    int s = open_inner(t, o->curve);
     if (s) {
         char msg[2048];
         snprintf(msg, sizeof msg, "%s", sl_last_error());
