@@ -53,6 +53,7 @@ struct sl_transport {
     int own_ctx;
     struct link links[2];
     int nlinks;
+    double last_drain; /* when monitor events were last read (sl_now) */
     int broken;
     int broken_status;
     char broken_msg[1536];
@@ -195,6 +196,7 @@ static int drain_events(sl_transport *t, struct link *l)
 
 static int drain_all_events(sl_transport *t)
 {
+    t->last_drain = sl_now();
     for (int i = 0; i < t->nlinks; i++) {
         int s = drain_events(t, &t->links[i]);
         if (s) return s;
@@ -230,7 +232,17 @@ static int drain_frames(void *sock)
 
 /* Returns 1 with *h and *payload filled (the caller closes payload), 0 if nothing is queued, or a
  * failure. */
-static int read_message(sl_transport *t, struct link *l, sl_wire_header *h, zmq_msg_t *payload)
+struct dest {
+    const sl_tensor_meta *expected; /* NULL: anything */
+    void *data;
+    size_t capacity;
+    int copied; /* set when the payload was copied to data while checking its CRC */
+};
+
+static int matches(const sl_wire_header *h, const sl_tensor_meta *e, char *why, size_t n);
+
+static int read_message(sl_transport *t, struct link *l, sl_wire_header *h, zmq_msg_t *payload,
+                        struct dest *dst)
 {
     zmq_msg_t hm;
     zmq_msg_init(&hm);
@@ -331,7 +343,15 @@ static int read_message(sl_transport *t, struct link *l, sl_wire_header *h, zmq_
                      (unsigned long long)h->payload_len);
     memset(raw + 136, 0, 4); /* the crc field counts as zero */
     uint32_t crc = sl_crc32c(0, raw, sizeof raw);
-    crc = sl_crc32c(crc, zmq_msg_data(payload), zmq_msg_size(payload));
+    /* A payload the caller will take is checked while it is copied (one pass over it). */
+    char why[8];
+    if (dst && dst->data && h->type != SL_MSG_ABORT && h->type != SL_MSG_HELLO &&
+        h->payload_len <= dst->capacity && (!dst->expected || matches(h, dst->expected, why, 0))) {
+        crc = sl_crc32c_copy(crc, dst->data, zmq_msg_data(payload), zmq_msg_size(payload));
+        dst->copied = 1;
+    } else {
+        crc = sl_crc32c(crc, zmq_msg_data(payload), zmq_msg_size(payload));
+    }
     if (crc != h->crc)
         return broke(t, l, SL_EPROTOCOL,
                      "refused %s: CRC32C mismatch (computed %08x, header says %08x): corrupted "
@@ -364,15 +384,25 @@ static void sleep_us(long us)
 
 /* Sends header + payload (taking ownership of *payload). With `dontwait`, gives up with 0 when
  * the queue is full; otherwise waits, watching the monitor. Returns 1 when sent. */
-static int send_frames(sl_transport *t, struct link *l, sl_wire_header *h, zmq_msg_t *payload,
-                       int dontwait)
+/* The CRC of a header (crc field zero) at this link's next sequence number. */
+static uint32_t header_crc(struct link *l, sl_wire_header *h)
 {
     uint8_t raw[SL_WIRE_HEADER_SIZE];
     h->seq = l->send_seq;
     h->crc = 0;
     sl_wire_encode(h, raw);
-    uint32_t crc = sl_crc32c(0, raw, sizeof raw);
-    h->crc = sl_crc32c(crc, zmq_msg_data(payload), zmq_msg_size(payload));
+    return sl_crc32c(0, raw, sizeof raw);
+}
+
+/* `crc`: the CRC of header and payload when the caller computed it (while copying the payload),
+ * or 0 to compute it here. */
+static int send_frames(sl_transport *t, struct link *l, sl_wire_header *h, zmq_msg_t *payload,
+                       int dontwait, uint32_t crc)
+{
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    if (!crc) crc = sl_crc32c(header_crc(l, h), zmq_msg_data(payload), zmq_msg_size(payload));
+    h->seq = l->send_seq;
+    h->crc = crc;
     sl_wire_encode(h, raw);
 
     /* The first frame is the one that may meet a full queue; once it is taken, libzmq takes the
@@ -617,7 +647,7 @@ static int send_hello(sl_transport *t, struct link *l, int dontwait)
     zmq_msg_t p;
     zmq_msg_init_size(&p, 1);
     *(uint8_t *)zmq_msg_data(&p) = 0;
-    return send_frames(t, l, &h, &p, dontwait);
+    return send_frames(t, l, &h, &p, dontwait, 0);
 }
 
 /* One round of the HELLO exchange on one link. */
@@ -632,7 +662,7 @@ static int open_step(sl_transport *t, struct link *l)
     sl_wire_header h;
     zmq_msg_t p;
     zmq_msg_init(&p);
-    int got = read_message(t, l, &h, &p);
+    int got = read_message(t, l, &h, &p, NULL);
     zmq_msg_close(&p);
     if (got <= 0) return got;
     if (h.type != SL_MSG_HELLO)
@@ -836,9 +866,18 @@ static int check_meta(sl_transport *t, const sl_tensor_meta *m, size_t bytes)
     return SL_OK;
 }
 
-static int send_msg(sl_transport *t, struct link *l, const sl_tensor_meta *m, zmq_msg_t *p)
+/* Reading the monitors costs system calls, so the fast paths read them at most every 20 ms;
+ * a blocked send or recv reads them whenever it wakes. */
+static int maybe_drain(sl_transport *t)
 {
-    int s = drain_all_events(t);
+    return sl_now() - t->last_drain > 0.02 ? drain_all_events(t) : SL_OK;
+}
+
+/* Sends payload p; with src, p is uninitialized and src is copied into it while checksumming. */
+static int send_msg(sl_transport *t, struct link *l, const sl_tensor_meta *m, zmq_msg_t *p,
+                    const void *src)
+{
+    int s = maybe_drain(t);
     if (!s && l->lost)
         s = broke(t, l, SL_EPEER, "rank %d disconnected (process ended or network lost)", l->peer);
     if (s) {
@@ -854,7 +893,9 @@ static int send_msg(sl_transport *t, struct link *l, const sl_tensor_meta *m, zm
     h.ndim = (uint16_t)m->ndim;
     for (uint32_t i = 0; i < m->ndim; i++) h.shape[i] = m->shape[i];
     h.payload_len = zmq_msg_size(p);
-    s = send_frames(t, l, &h, p, 0);
+    uint32_t crc = 0;
+    if (src) crc = sl_crc32c_copy(header_crc(l, &h), zmq_msg_data(p), src, zmq_msg_size(p));
+    s = send_frames(t, l, &h, p, 0, crc);
     return s < 0 ? s : SL_OK;
 }
 
@@ -867,8 +908,7 @@ int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, cons
     zmq_msg_t p;
     if (zmq_msg_init_size(&p, bytes) < 0)
         return sl_fail(SL_ENOMEM, "cannot allocate a %zu-byte message", bytes);
-    if (bytes) memcpy(zmq_msg_data(&p), data, bytes);
-    return send_msg(t, l, meta, &p);
+    return send_msg(t, l, meta, &p, bytes ? data : NULL);
 }
 
 int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta, void *data,
@@ -882,7 +922,7 @@ int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta
         if (zmq_msg_init_data(&p, data, bytes, free_fn, hint) < 0) {
             s = sl_fail(SL_ENOMEM, "cannot wrap a %zu-byte message", bytes);
         } else {
-            return send_msg(t, l, meta, &p); /* libzmq now runs free_fn once */
+            return send_msg(t, l, meta, &p, NULL); /* libzmq now runs free_fn once */
         }
     } else if (!s) {
         if (zmq_msg_init_size(&p, bytes) < 0) s = sl_fail(SL_ENOMEM, "out of memory");
@@ -890,9 +930,10 @@ int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta
     }
     if (free_fn) free_fn(data, hint);
     if (s) return s;
-    return send_msg(t, l, meta, &p);
+    return send_msg(t, l, meta, &p, NULL);
 }
 
+/* Whether a header is the tensor expected; if not, why (n may be 0 to skip the text). */
 static int matches(const sl_wire_header *h, const sl_tensor_meta *e, char *why, size_t n)
 {
     if (h->type != e->type)
@@ -935,16 +976,17 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
     zmq_msg_t p;
     zmq_msg_init(&p);
     int r;
+    struct dest dst = {expected, data, capacity, 0};
     for (;;) {
-        r = read_message(t, l, &h, &p);
+        r = read_message(t, l, &h, &p, &dst);
         if (r) break;
-        int s = drain_all_events(t);
+        int s = maybe_drain(t);
         if (s) {
             zmq_msg_close(&p);
             return sl_fail_context(s, "%s", waiting);
         }
         if (l->lost) {
-            r = read_message(t, l, &h, &p); /* data queued before the disconnect comes first */
+            r = read_message(t, l, &h, &p, &dst); /* data queued before the disconnect first */
             if (r) break;
             zmq_msg_close(&p);
             return broke(t, l, SL_EPEER,
@@ -952,7 +994,7 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
                          "frame above max_tensor_bytes)",
                          waiting, l->peer);
         }
-        long wait = 1000;
+        long wait = 50; /* wakes to read the monitors: a lost peer is found within this */
         if (deadline) {
             double left = deadline - sl_now();
             if (left <= 0) {
@@ -960,12 +1002,10 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
                 return broke(t, l, SL_ETIMEOUT, "%s: nothing from rank %d within %d ms", waiting,
                              l->peer, t->o.recv_timeout_ms);
             }
-            wait = (long)SL_MIN(left * 1000 + 1, 1000.0);
+            wait = (long)SL_MIN(left * 1000 + 1, 50.0);
         }
-        zmq_pollitem_t items[3] = {{l->sock, 0, ZMQ_POLLIN, 0},
-                                   {t->links[0].mon, 0, ZMQ_POLLIN, 0},
-                                   {t->links[1].mon, 0, ZMQ_POLLIN, 0}};
-        zmq_poll(items, 3, wait);
+        zmq_pollitem_t it = {l->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, wait) == 0) t->last_drain = 0; /* idle: read the monitors now */
     }
     if (r < 0) {
         zmq_msg_close(&p);
@@ -985,7 +1025,7 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
         s = broke(t, l, SL_ERANGE, "%s: %zu bytes arrived, the buffer holds %zu", waiting, n,
                   capacity);
     } else {
-        if (n) memcpy(data, zmq_msg_data(&p), n);
+        if (n && !dst.copied) memcpy(data, zmq_msg_data(&p), n);
         if (got) {
             memset(got, 0, sizeof *got);
             got->type = h.type;
@@ -1020,7 +1060,7 @@ int sl_transport_abort(sl_transport *t, const char *reason)
         memcpy(zmq_msg_data(&p), reason, n);
         int was_broken = t->broken;
         t->broken = 1; /* keep a failing send from replacing the caller's message */
-        send_frames(t, l, &h, &p, 1);
+        send_frames(t, l, &h, &p, 1, 0);
         t->broken = was_broken;
     }
     return SL_OK;

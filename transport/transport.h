@@ -98,6 +98,10 @@ int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h);
  * processor has it, a table otherwise. */
 uint32_t sl_crc32c(uint32_t crc, const void *data, size_t len);
 
+/* Copies len bytes from src to dst (not overlapping) and returns the CRC32C of them chained on
+ * `crc`, reading src once. */
+uint32_t sl_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
+
 /* ------------------------------------------------------------------------------------------------
  * Links */
 
@@ -176,7 +180,9 @@ int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta
  * match it exactly (type, step, stage, mb, dtype, ndim, shape); with NULL any tensor that fits is
  * taken. `got` (may be NULL) receives what arrived; `*got_bytes` (may be NULL) its length.
  * Blocks until a message arrives, the peer is lost (SL_EPEER), or recv_timeout_ms passes
- * (SL_ETIMEOUT). An ABORT from the peer is SL_EPEER with the peer's reason. */
+ * (SL_ETIMEOUT). An ABORT from the peer is SL_EPEER with the peer's reason. The payload's
+ * checksum is verified while it is copied, so after a CRC failure data[] holds the refused bytes
+ * (never report them as received); every other check runs before anything is copied. */
 int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, void *data,
                       size_t capacity, sl_tensor_meta *got, size_t *got_bytes);
 

@@ -245,10 +245,14 @@ static uint32_t crc_table(uint32_t c, const uint8_t *p, size_t n)
 #if defined(__x86_64__)
 #include <nmmintrin.h>
 
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n)
+/* With dst != NULL the bytes are copied to dst in the same pass, so a payload is read from
+ * memory once for both its checksum and its copy. */
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, uint8_t *dst,
+                                                         const uint8_t *p, size_t n)
 {
     uint64_t c0 = c;
     while (n && ((uintptr_t)p & 7)) {
+        if (dst) *dst++ = *p;
         c0 = _mm_crc32_u8((uint32_t)c0, *p++);
         n--;
     }
@@ -263,21 +267,35 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8
             c0 = _mm_crc32_u64(c0, a);
             c1 = _mm_crc32_u64(c1, b);
             c2 = _mm_crc32_u64(c2, d);
+            if (dst) {
+                memcpy(dst, &a, 8);
+                memcpy(dst + LONG_BLOCK, &b, 8);
+                memcpy(dst + 2 * LONG_BLOCK, &d, 8);
+                dst += 8;
+            }
             p += 8;
         } while (p < end);
         c0 = multmodp(x8n_long, (uint32_t)c0) ^ (uint32_t)c1;
         c0 = multmodp(x8n_long, (uint32_t)c0) ^ (uint32_t)c2;
         p += 2 * LONG_BLOCK;
+        if (dst) dst += 2 * LONG_BLOCK;
         n -= 3 * LONG_BLOCK;
     }
     while (n >= 8) {
         uint64_t a;
         memcpy(&a, p, 8);
         c0 = _mm_crc32_u64(c0, a);
+        if (dst) {
+            memcpy(dst, &a, 8);
+            dst += 8;
+        }
         p += 8;
         n -= 8;
     }
-    while (n--) c0 = _mm_crc32_u8((uint32_t)c0, *p++);
+    while (n--) {
+        if (dst) *dst++ = *p;
+        c0 = _mm_crc32_u8((uint32_t)c0, *p++);
+    }
     return (uint32_t)c0;
 }
 #endif
@@ -287,7 +305,18 @@ uint32_t sl_crc32c(uint32_t crc, const void *data, size_t len)
     pthread_once(&crc_once, crc_init);
     uint32_t c = ~crc;
 #if defined(__x86_64__)
-    if (have_sse42) return ~crc_hw(c, data, len);
+    if (have_sse42) return ~crc_hw(c, NULL, data, len);
 #endif
     return ~crc_table(c, data, len);
+}
+
+uint32_t sl_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len)
+{
+    pthread_once(&crc_once, crc_init);
+    uint32_t c = ~crc;
+#if defined(__x86_64__)
+    if (have_sse42) return ~crc_hw(c, dst, src, len);
+#endif
+    if (len) memcpy(dst, src, len);
+    return ~crc_table(c, dst, len);
 }
