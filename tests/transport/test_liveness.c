@@ -262,3 +262,28 @@ Test(curve, wrong_server_key_refused)
     cr_assert_neq(ops[0].status, SL_OK);
     cr_assert(strstr(ops[0].msg, "rank 1"), "%s", ops[0].msg);
 }
+
+/* Over ipc and tcp libzmq enforces max_tensor_bytes itself (ZMQ_MAXMSGSIZE) by closing the
+ * connection: the receiver reports the link lost, naming the size limit as a possible cause. */
+Test(liveness, oversized_frame_ipc)
+{
+    char ep[2][128];
+    make_endpoints(K_IPC, ep);
+    struct opener ops[2];
+    memset(ops, 0, sizeof ops);
+    for (int r = 0; r < 2; r++) pair_options(&ops[r].o, r, 2, ep, NULL);
+    ops[1].o.max_tensor_bytes = 4096;
+    open_all(ops, 2);
+    for (int r = 0; r < 2; r++) cr_assert_eq(ops[r].status, SL_OK, "%s", ops[r].msg);
+    static float buf[16384];
+    int64_t shape[1] = {16384};
+    sl_tensor_meta m;
+    fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_F32, 1, shape);
+    cr_assert_eq(sl_transport_send(ops[0].t, SL_LINK_NEXT, &m, buf, sizeof buf), SL_OK);
+    int s = sl_transport_recv(ops[1].t, SL_LINK_PREV, NULL, buf, sizeof buf, NULL, NULL);
+    cr_assert_eq(s, SL_EPEER, "%d: %s", s, sl_last_error());
+    cr_assert(strstr(sl_last_error(), "max_tensor_bytes"), "%s", sl_last_error());
+    cr_assert(strstr(sl_last_error(), "rank 0"), "%s", sl_last_error());
+    sl_transport_close(ops[0].t);
+    sl_transport_close(ops[1].t);
+}
