@@ -210,11 +210,11 @@ static int count_for(size_t bytes, double scale)
 
 int sl_bench_transport(int argc, char **argv)
 {
-    int json = 0, trials = 3, curve_on = 1;
-    double scale = 1.0;
+    int json = 0, trials = 5, curve_on = 1;
+    double scale = 0.5;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--quick")) scale = 0.25, trials = 2;
+        else if (!strcmp(argv[i], "--quick")) scale = 0.125, trials = 3;
         else if (!strcmp(argv[i], "--no-curve")) curve_on = 0;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: sluice bench transport [--json] [--quick] [--no-curve]\n\n"

@@ -241,15 +241,18 @@ struct dest {
 
 static int matches(const sl_wire_header *h, const sl_tensor_meta *e, char *why, size_t n);
 
+/* With `wait`, blocks up to the socket's receive timeout (a slice, see make_link) for the
+ * first frame, as a plain zmq_recv would; otherwise does not block. */
 static int read_message(sl_transport *t, struct link *l, sl_wire_header *h, zmq_msg_t *payload,
-                        struct dest *dst)
+                        struct dest *dst, int wait)
 {
     zmq_msg_t hm;
     zmq_msg_init(&hm);
+    int flags = wait ? 0 : ZMQ_DONTWAIT;
     if (l->bound) {
         zmq_msg_t id;
         zmq_msg_init(&id);
-        if (zmq_msg_recv(&id, l->sock, ZMQ_DONTWAIT) < 0) {
+        if (zmq_msg_recv(&id, l->sock, flags) < 0) {
             zmq_msg_close(&id);
             zmq_msg_close(&hm);
             return errno == EAGAIN || errno == EINTR
@@ -274,7 +277,7 @@ static int read_message(sl_transport *t, struct link *l, sl_wire_header *h, zmq_
             zmq_msg_close(&hm);
             return broke(t, l, SL_EIO, "receive: %s", zmq_strerror(errno));
         }
-    } else if (zmq_msg_recv(&hm, l->sock, ZMQ_DONTWAIT) < 0) {
+    } else if (zmq_msg_recv(&hm, l->sock, flags) < 0) {
         zmq_msg_close(&hm);
         return errno == EAGAIN || errno == EINTR
                    ? 0
@@ -376,12 +379,6 @@ static void fill_header(sl_transport *t, struct link *l, sl_wire_header *h, int 
     h->dtype = SL_DTYPE_U8;
 }
 
-static void sleep_us(long us)
-{
-    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-    nanosleep(&ts, NULL);
-}
-
 /* Sends header + payload (taking ownership of *payload). With `dontwait`, gives up with 0 when
  * the queue is full; otherwise waits, watching the monitor. Returns 1 when sent. */
 /* The CRC of a header (crc field zero) at this link's next sequence number. */
@@ -406,17 +403,18 @@ static int send_frames(sl_transport *t, struct link *l, sl_wire_header *h, zmq_m
     sl_wire_encode(h, raw);
 
     /* The first frame is the one that may meet a full queue; once it is taken, libzmq takes the
-     * rest of the message too. */
-    int tries = 0;
+     * rest of the message too. Blocking sends wait in slices of the send timeout (like a plain
+     * zmq_send would wait), reading the monitors between slices. */
+    int flags = ZMQ_SNDMORE | (dontwait ? ZMQ_DONTWAIT : 0);
     for (;;) {
-        int rc = l->bound ? zmq_send(l->sock, l->peer_id, l->peer_id_len, ZMQ_DONTWAIT | ZMQ_SNDMORE)
-                          : zmq_send(l->sock, raw, sizeof raw, ZMQ_DONTWAIT | ZMQ_SNDMORE);
+        int rc = l->bound ? zmq_send(l->sock, l->peer_id, l->peer_id_len, flags)
+                          : zmq_send(l->sock, raw, sizeof raw, flags);
         if (rc >= 0) break;
         if (errno == EHOSTUNREACH) {
             zmq_msg_close(payload);
             return broke(t, l, SL_EPEER, "rank %d is gone (its connection closed)", l->peer);
         }
-        if (errno != EAGAIN) {
+        if (errno != EAGAIN && errno != EINTR) {
             zmq_msg_close(payload);
             return broke(t, l, SL_EIO, "send: %s", zmq_strerror(errno));
         }
@@ -431,10 +429,6 @@ static int send_frames(sl_transport *t, struct link *l, sl_wire_header *h, zmq_m
             zmq_msg_close(payload);
             return s;
         }
-        zmq_pollitem_t items[2] = {{l->sock, 0, ZMQ_POLLOUT, 0}, {l->mon, 0, ZMQ_POLLIN, 0}};
-        zmq_poll(items, 2, 100);
-        /* POLLOUT may report a ROUTER writable while the one pipe we need is full. */
-        if ((items[0].revents & ZMQ_POLLOUT) && ++tries > 3) sleep_us(100);
     }
     if (l->bound && zmq_send(l->sock, raw, sizeof raw, ZMQ_SNDMORE) < 0) {
         zmq_msg_close(payload);
@@ -594,6 +588,10 @@ static int make_link(sl_transport *t, struct link *l, int dir)
     setopt_int(l->sock, ZMQ_HEARTBEAT_TTL, o->heartbeat_timeout_ms);
     setopt_int(l->sock, ZMQ_HANDSHAKE_IVL, SL_MAX(o->heartbeat_timeout_ms, 1000));
     setopt_int(l->sock, ZMQ_RECONNECT_IVL, 50);
+    /* Blocking sends and receives wait in 50 ms slices so the monitors are read between them:
+     * a lost peer is reported within a slice of libzmq noticing it. */
+    setopt_int(l->sock, ZMQ_SNDTIMEO, 50);
+    setopt_int(l->sock, ZMQ_RCVTIMEO, 50);
     setopt_int(l->sock, ZMQ_RECONNECT_IVL_MAX, 500);
     if (l->bound) {
         setopt_int(l->sock, ZMQ_ROUTER_MANDATORY, 1);
@@ -662,7 +660,7 @@ static int open_step(sl_transport *t, struct link *l)
     sl_wire_header h;
     zmq_msg_t p;
     zmq_msg_init(&p);
-    int got = read_message(t, l, &h, &p, NULL);
+    int got = read_message(t, l, &h, &p, NULL, 0);
     zmq_msg_close(&p);
     if (got <= 0) return got;
     if (h.type != SL_MSG_HELLO)
@@ -978,15 +976,15 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
     int r;
     struct dest dst = {expected, data, capacity, 0};
     for (;;) {
-        r = read_message(t, l, &h, &p, &dst);
+        r = read_message(t, l, &h, &p, &dst, 1);
         if (r) break;
-        int s = maybe_drain(t);
+        int s = drain_all_events(t); /* a slice passed with nothing to read */
         if (s) {
             zmq_msg_close(&p);
             return sl_fail_context(s, "%s", waiting);
         }
         if (l->lost) {
-            r = read_message(t, l, &h, &p, &dst); /* data queued before the disconnect first */
+            r = read_message(t, l, &h, &p, &dst, 0); /* data queued before the disconnect */
             if (r) break;
             zmq_msg_close(&p);
             return broke(t, l, SL_EPEER,
@@ -994,18 +992,11 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
                          "frame above max_tensor_bytes)",
                          waiting, l->peer);
         }
-        long wait = 50; /* wakes to read the monitors: a lost peer is found within this */
-        if (deadline) {
-            double left = deadline - sl_now();
-            if (left <= 0) {
-                zmq_msg_close(&p);
-                return broke(t, l, SL_ETIMEOUT, "%s: nothing from rank %d within %d ms", waiting,
-                             l->peer, t->o.recv_timeout_ms);
-            }
-            wait = (long)SL_MIN(left * 1000 + 1, 50.0);
+        if (deadline && sl_now() > deadline) {
+            zmq_msg_close(&p);
+            return broke(t, l, SL_ETIMEOUT, "%s: nothing from rank %d within %d ms", waiting,
+                         l->peer, t->o.recv_timeout_ms);
         }
-        zmq_pollitem_t it = {l->sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, wait) == 0) t->last_drain = 0; /* idle: read the monitors now */
     }
     if (r < 0) {
         zmq_msg_close(&p);
