@@ -163,10 +163,10 @@ static int open_raw(const char ep[2][128], struct raw_pair *rp, struct side *a, 
 {
     rp->ctx[0] = zmq_ctx_new();
     rp->ctx[1] = zmq_ctx_new();
-    *a = (struct side){1, raw_socket(rp->ctx[0], ZMQ_PUSH), raw_socket(rp->ctx[0], ZMQ_PULL), NULL,
-                       0, 0};
-    *b = (struct side){1, raw_socket(rp->ctx[1], ZMQ_PUSH), raw_socket(rp->ctx[1], ZMQ_PULL), NULL,
-                       0, 0};
+    *a = (struct side){
+        1, raw_socket(rp->ctx[0], ZMQ_PUSH), raw_socket(rp->ctx[0], ZMQ_PULL), NULL, 0, 0};
+    *b = (struct side){
+        1, raw_socket(rp->ctx[1], ZMQ_PUSH), raw_socket(rp->ctx[1], ZMQ_PULL), NULL, 0, 0};
     if (zmq_bind(b->pull, ep[1]) || zmq_bind(a->pull, ep[0]) || zmq_connect(a->push, ep[1]) ||
         zmq_connect(b->push, ep[0])) {
         fprintf(stderr, "sluice bench transport: raw libzmq setup failed: %s\n",
@@ -191,8 +191,10 @@ static void endpoints(int tcp, const char *dir, int salt, char ep[2][128])
     static int port = 0;
     if (!port) port = 20000 + (int)(getpid() % 20000);
     for (int i = 0; i < 2; i++) {
-        if (tcp) snprintf(ep[i], 128, "tcp://127.0.0.1:%d", port++);
-        else snprintf(ep[i], 128, "ipc://%s/s%d-%d", dir, salt, i);
+        if (tcp)
+            snprintf(ep[i], 128, "tcp://127.0.0.1:%d", port++);
+        else
+            snprintf(ep[i], 128, "ipc://%s/s%d-%d", dir, salt, i);
     }
 }
 
@@ -213,9 +215,12 @@ int sl_bench_transport(int argc, char **argv)
     int json = 0, trials = 5, curve_on = 1;
     double scale = 0.5;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--quick")) scale = 0.125, trials = 3;
-        else if (!strcmp(argv[i], "--no-curve")) curve_on = 0;
+        if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (!strcmp(argv[i], "--quick"))
+            scale = 0.125, trials = 3;
+        else if (!strcmp(argv[i], "--no-curve"))
+            curve_on = 0;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: sluice bench transport [--json] [--quick] [--no-curve]\n\n"
                    "Throughput (4 KiB .. 16 MiB) and 64-byte round trip of sluice links against\n"
@@ -239,8 +244,8 @@ int sl_bench_transport(int argc, char **argv)
 
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "name", "transport");
-    cJSON_AddStringToObject(root, "baseline",
-                            "raw libzmq PUSH/PULL (zmq_send/zmq_recv, same sizes and HWM, same run)");
+    cJSON_AddStringToObject(
+        root, "baseline", "raw libzmq PUSH/PULL (zmq_send/zmq_recv, same sizes and HWM, same run)");
     cJSON *thr = cJSON_AddArrayToObject(root, "throughput");
     cJSON *lat = cJSON_AddArrayToObject(root, "latency");
     double worst = 1e9, worst_lat = 0;
@@ -273,7 +278,8 @@ int sl_bench_transport(int argc, char **argv)
                 fprintf(stderr, "sluice bench transport: payload corrupted\n");
                 failed = 1;
             }
-            double gs = (double)bytes * count / best_s / 1e9, gr = (double)bytes * count / best_r / 1e9;
+            double gs = (double)bytes * count / best_s / 1e9,
+                   gr = (double)bytes * count / best_r / 1e9;
             double ratio = gs / gr;
             if (bytes >= 65536) worst = SL_MIN(worst, ratio);
             if (!json) printf("%-4s %10zu %14.2f %14.2f %7.2f\n", kind, bytes, gs, gr, ratio);
@@ -299,8 +305,8 @@ int sl_bench_transport(int argc, char **argv)
         double us_s = best_s / n * 1e6, us_r = best_r / n * 1e6;
         worst_lat = SL_MAX(worst_lat, us_s / us_r);
         if (!json)
-            printf("%-4s %10s %11.1f us %11.1f us %7.2f  (64-byte round trip)\n", kind, "rtt",
-                   us_s, us_r, us_s / us_r);
+            printf("%-4s %10s %11.1f us %11.1f us %7.2f  (64-byte round trip)\n", kind, "rtt", us_s,
+                   us_r, us_s / us_r);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "link", kind);
         cJSON_AddNumberToObject(o, "bytes", 64);
@@ -334,7 +340,8 @@ int sl_bench_transport(int argc, char **argv)
                         bp = SL_MIN(bp, run_trial(&sa, &sb, bytes, count, 0, sbuf, rbuf));
                         bc = SL_MIN(bc, run_trial(&ca, &cb, bytes, count, 0, sbuf, rbuf));
                     }
-                    double gc = (double)bytes * count / bc / 1e9, gp = (double)bytes * count / bp / 1e9;
+                    double gc = (double)bytes * count / bc / 1e9,
+                           gp = (double)bytes * count / bp / 1e9;
                     if (!json)
                         printf("tcp %10zu %9.2f GB/s with CURVE, %.2f GB/s without: %.2fx the "
                                "time\n",
@@ -367,7 +374,8 @@ int sl_bench_transport(int argc, char **argv)
     cJSON_AddNumberToObject(root, "latency_ratio", worst_lat);
     cJSON_AddNumberToObject(root, "target_ratio", 0.9);
     cJSON_AddNumberToObject(root, "target_latency_ratio", 1.2);
-    if (json) sl_bench_print_json(root);
+    if (json)
+        sl_bench_print_json(root);
     else {
         printf("\nthroughput ratio at >= 64 KiB (worst): %.2f (target >= 0.90); round-trip ratio "
                "(worst): %.2f (target <= 1.20)\n",

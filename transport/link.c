@@ -28,16 +28,16 @@
 #include "runtime/core/core.h"
 
 struct link {
-    int dir;        /* enum sl_link_dir */
-    int peer;       /* its rank */
-    int bound;      /* 1: ROUTER on our bind endpoint; 0: DEALER to the next rank's */
+    int dir;   /* enum sl_link_dir */
+    int peer;  /* its rank */
+    int bound; /* 1: ROUTER on our bind endpoint; 0: DEALER to the next rank's */
     void *sock, *mon;
     char endpoint[256];
     uint8_t peer_id[256]; /* ROUTER: the routing id of the admitted peer */
     size_t peer_id_len;
     uint8_t last_id[256]; /* ROUTER: the routing id of the last message read */
     size_t last_id_len;
-    int open_fds[32];     /* ROUTER: accepted connections not yet closed */
+    int open_fds[32]; /* ROUTER: accepted connections not yet closed */
     int n_open;
     int hello_sent, hello_done;
     uint64_t send_seq, recv_seq; /* the next to send, the next expected */
@@ -118,8 +118,10 @@ static const char *protocol_error_text(int value)
     case ZMQ_PROTOCOL_ERROR_ZAP_BAD_REQUEST_ID:
     case ZMQ_PROTOCOL_ERROR_ZAP_BAD_VERSION:
     case ZMQ_PROTOCOL_ERROR_ZAP_INVALID_STATUS_CODE:
-    case ZMQ_PROTOCOL_ERROR_ZAP_INVALID_METADATA: return "authentication handler error";
-    default: return "ZMTP protocol error";
+    case ZMQ_PROTOCOL_ERROR_ZAP_INVALID_METADATA:
+        return "authentication handler error";
+    default:
+        return "ZMTP protocol error";
     }
 }
 
@@ -189,7 +191,8 @@ static int drain_events(sl_transport *t, struct link *l)
                    t->o.rank, l->endpoint, zmq_strerror((int)value));
             l->failed_handshakes++;
             break;
-        default: break;
+        default:
+            break;
         }
     }
 }
@@ -327,8 +330,7 @@ static int read_message(sl_transport *t, struct link *l, sl_wire_header *h, zmq_
     }
     if (h->payload_len > t->o.max_tensor_bytes) {
         drain_frames(l->sock);
-        return broke(t, l, SL_ELIMIT,
-                     "refused %s of %llu bytes: above max_tensor_bytes (%zu)",
+        return broke(t, l, SL_ELIMIT, "refused %s of %llu bytes: above max_tensor_bytes (%zu)",
                      sl_msg_type_name(h->type), (unsigned long long)h->payload_len,
                      t->o.max_tensor_bytes);
     }
@@ -340,8 +342,7 @@ static int read_message(sl_transport *t, struct link *l, sl_wire_header *h, zmq_
                      2 + extra);
     }
     if (zmq_msg_size(payload) != h->payload_len)
-        return broke(t, l, SL_EPROTOCOL,
-                     "refused %s: payload frame of %zu bytes, header says %llu",
+        return broke(t, l, SL_EPROTOCOL, "refused %s: payload frame of %zu bytes, header says %llu",
                      sl_msg_type_name(h->type), zmq_msg_size(payload),
                      (unsigned long long)h->payload_len);
     memset(raw + 136, 0, 4); /* the crc field counts as zero */
@@ -423,8 +424,11 @@ static int send_frames(sl_transport *t, struct link *l, sl_wire_header *h, zmq_m
             return 0;
         }
         int s = drain_events(t, l);
-        if (!s && l->lost) s = broke(t, l, SL_EPEER, "rank %d disconnected while we were "
-                                     "sending to it (process ended or network lost)", l->peer);
+        if (!s && l->lost)
+            s = broke(t, l, SL_EPEER,
+                      "rank %d disconnected while we were "
+                      "sending to it (process ended or network lost)",
+                      l->peer);
         if (s) {
             zmq_msg_close(payload);
             return s;
@@ -474,8 +478,9 @@ static void *zap_main(void *arg)
         }
         drain_frames(t->zap_sock);
         char addr[128] = "?";
-        if (n >= 4) snprintf(addr, sizeof addr, "%.*s", (int)SL_MIN(zmq_msg_size(&f[3]), 120),
-                             (const char *)zmq_msg_data(&f[3]));
+        if (n >= 4)
+            snprintf(addr, sizeof addr, "%.*s", (int)SL_MIN(zmq_msg_size(&f[3]), 120),
+                     (const char *)zmq_msg_data(&f[3]));
         int ok = 0;
         char key[41] = "(none)";
         if (n == 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
@@ -536,10 +541,11 @@ static int check_bind_endpoint(const char *ep)
         const char *path = ep + 6;
         struct sockaddr_un sa;
         if (strlen(path) >= sizeof sa.sun_path)
-            return sl_fail(SL_EIO,
-                           "cannot bind '%s': the ipc path is too long (%zu bytes, the limit is %zu); use a "
-                           "shorter directory",
-                           ep, strlen(path), sizeof sa.sun_path - 1);
+            return sl_fail(
+                SL_EIO,
+                "cannot bind '%s': the ipc path is too long (%zu bytes, the limit is %zu); use a "
+                "shorter directory",
+                ep, strlen(path), sizeof sa.sun_path - 1);
         if (!*path) return sl_fail(SL_EINVAL, "cannot bind '%s': empty ipc path", ep);
         int fd = socket(AF_UNIX, SOCK_STREAM, 0);
         if (fd >= 0) {
@@ -614,7 +620,8 @@ static int make_link(sl_transport *t, struct link *l, int dir)
     }
     char mon[96];
     static atomic_int counter;
-    snprintf(mon, sizeof mon, "inproc://sluice-monitor-%p-%d", (void *)l, atomic_fetch_add(&counter, 1));
+    snprintf(mon, sizeof mon, "inproc://sluice-monitor-%p-%d", (void *)l,
+             atomic_fetch_add(&counter, 1));
     if (zmq_socket_monitor(l->sock, mon, ZMQ_EVENT_ALL) < 0)
         return sl_fail(SL_EIO, "cannot monitor a socket: %s", zmq_strerror(errno));
     l->mon = zmq_socket(t->ctx, ZMQ_PAIR);
@@ -723,7 +730,8 @@ static int open_inner(sl_transport *t, const sl_transport_curve *c)
         t->ctx = o->zmq_context;
     } else {
         t->ctx = zmq_ctx_new();
-        if (!t->ctx) return sl_fail(SL_EIO, "cannot create a ZeroMQ context: %s", zmq_strerror(errno));
+        if (!t->ctx)
+            return sl_fail(SL_EIO, "cannot create a ZeroMQ context: %s", zmq_strerror(errno));
         t->own_ctx = 1;
     }
     if (t->curve) {
@@ -765,11 +773,9 @@ static int open_inner(sl_transport *t, const sl_transport_curve *c)
         zmq_pollitem_t items[4];
         for (int i = 0; i < 2; i++) {
             struct link *l = &t->links[i];
-            items[2 * i] = (zmq_pollitem_t){l->sock, 0,
-                                            (short)(ZMQ_POLLIN | (!l->bound && !l->hello_sent
-                                                                      ? ZMQ_POLLOUT
-                                                                      : 0)),
-                                            0};
+            items[2 * i] = (zmq_pollitem_t){
+                l->sock, 0, (short)(ZMQ_POLLIN | (!l->bound && !l->hello_sent ? ZMQ_POLLOUT : 0)),
+                0};
             items[2 * i + 1] = (zmq_pollitem_t){l->mon, 0, ZMQ_POLLIN, 0};
         }
         zmq_poll(items, 4, (long)SL_MIN(left * 1000 + 1, 100.0));
@@ -834,8 +840,7 @@ static int get_link(sl_transport *t, int dir, struct link **l)
         return sl_fail(SL_EINVAL, "link direction %d is neither SL_LINK_NEXT nor SL_LINK_PREV",
                        dir);
     if (t->nlinks == 0)
-        return sl_fail(SL_EINVAL, "rank %d is alone in its world: there are no links",
-                       t->o.rank);
+        return sl_fail(SL_EINVAL, "rank %d is alone in its world: there are no links", t->o.rank);
     *l = &t->links[dir];
     return SL_OK;
 }
@@ -851,7 +856,8 @@ static int check_meta(sl_transport *t, const sl_tensor_meta *m, size_t bytes)
         return sl_fail(SL_EINVAL, "ndim %u exceeds %d", m->ndim, SL_WIRE_MAX_NDIM);
     size_t n = es;
     for (uint32_t i = 0; i < m->ndim; i++) {
-        if (m->shape[i] <= 0) return sl_fail(SL_EINVAL, "shape[%u] = %lld", i, (long long)m->shape[i]);
+        if (m->shape[i] <= 0)
+            return sl_fail(SL_EINVAL, "shape[%u] = %lld", i, (long long)m->shape[i]);
         n = sl_mul_size(n, (size_t)m->shape[i]);
         if (!n) return sl_fail(SL_EINVAL, "shape overflows");
     }
@@ -923,8 +929,10 @@ int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta
             return send_msg(t, l, meta, &p, NULL); /* libzmq now runs free_fn once */
         }
     } else if (!s) {
-        if (zmq_msg_init_size(&p, bytes) < 0) s = sl_fail(SL_ENOMEM, "out of memory");
-        else if (bytes) memcpy(zmq_msg_data(&p), data, bytes);
+        if (zmq_msg_init_size(&p, bytes) < 0)
+            s = sl_fail(SL_ENOMEM, "out of memory");
+        else if (bytes)
+            memcpy(zmq_msg_data(&p), data, bytes);
     }
     if (free_fn) free_fn(data, hint);
     if (s) return s;
@@ -935,23 +943,28 @@ int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta
 static int matches(const sl_wire_header *h, const sl_tensor_meta *e, char *why, size_t n)
 {
     if (h->type != e->type)
-        snprintf(why, n, "got %s, expected %s", sl_msg_type_name(h->type), sl_msg_type_name(e->type));
+        snprintf(why, n, "got %s, expected %s", sl_msg_type_name(h->type),
+                 sl_msg_type_name(e->type));
     else if (h->step != e->step || h->stage != e->stage || h->mb != e->mb)
-        snprintf(why, n, "got step %llu chunk %u micro-batch %u, expected step %llu chunk %u "
-                         "micro-batch %u (the ranks' schedules disagree)",
+        snprintf(why, n,
+                 "got step %llu chunk %u micro-batch %u, expected step %llu chunk %u "
+                 "micro-batch %u (the ranks' schedules disagree)",
                  (unsigned long long)h->step, h->stage, h->mb, (unsigned long long)e->step,
                  e->stage, e->mb);
     else if (h->dtype != e->dtype)
-        snprintf(why, n, "got dtype %s, expected %s", sl_dtype_name(h->dtype), sl_dtype_name(e->dtype));
+        snprintf(why, n, "got dtype %s, expected %s", sl_dtype_name(h->dtype),
+                 sl_dtype_name(e->dtype));
     else {
         int same = h->ndim == e->ndim;
         for (int i = 0; same && i < h->ndim; i++) same = h->shape[i] == e->shape[i];
         if (same) return 1;
         char a[160] = "", b[160] = "";
         for (int i = 0; i < h->ndim; i++)
-            snprintf(a + strlen(a), sizeof a - strlen(a), "%s%lld", i ? "," : "", (long long)h->shape[i]);
+            snprintf(a + strlen(a), sizeof a - strlen(a), "%s%lld", i ? "," : "",
+                     (long long)h->shape[i]);
         for (uint32_t i = 0; i < e->ndim && i < SL_WIRE_MAX_NDIM; i++)
-            snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", i ? "," : "", (long long)e->shape[i]);
+            snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", i ? "," : "",
+                     (long long)e->shape[i]);
         snprintf(why, n, "got shape [%s], expected [%s]", a, b);
     }
     return 0;
@@ -1009,7 +1022,8 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
         s = broke(t, l, SL_EPEER, "%s: rank %d aborted: %.*s", waiting, l->peer,
                   (int)SL_MIN(n, 400), (const char *)zmq_msg_data(&p));
     } else if (h.type == SL_MSG_HELLO) {
-        s = broke(t, l, SL_EPROTOCOL, "%s: unexpected HELLO (did rank %d restart?)", waiting, l->peer);
+        s = broke(t, l, SL_EPROTOCOL, "%s: unexpected HELLO (did rank %d restart?)", waiting,
+                  l->peer);
     } else if (expected && !matches(&h, expected, why, sizeof why)) {
         s = broke(t, l, SL_EPROTOCOL, "%s: %s", waiting, why);
     } else if (n > capacity) {

@@ -14,14 +14,22 @@
 size_t sl_dtype_size(int dtype)
 {
     switch (dtype) {
-    case SL_DTYPE_F32: return 4;
-    case SL_DTYPE_F16: return 2;
-    case SL_DTYPE_BF16: return 2;
-    case SL_DTYPE_F64: return 8;
-    case SL_DTYPE_I32: return 4;
-    case SL_DTYPE_I64: return 8;
-    case SL_DTYPE_U8: return 1;
-    default: return 0;
+    case SL_DTYPE_F32:
+        return 4;
+    case SL_DTYPE_F16:
+        return 2;
+    case SL_DTYPE_BF16:
+        return 2;
+    case SL_DTYPE_F64:
+        return 8;
+    case SL_DTYPE_I32:
+        return 4;
+    case SL_DTYPE_I64:
+        return 8;
+    case SL_DTYPE_U8:
+        return 1;
+    default:
+        return 0;
     }
 }
 
@@ -110,7 +118,8 @@ void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE])
     put64(out + OFF_SEQ, h->seq);
     put16(out + OFF_DTYPE, h->dtype);
     put16(out + OFF_NDIM, h->ndim);
-    for (int i = 0; i < SL_WIRE_MAX_NDIM; i++) put64(out + OFF_SHAPE + 8 * i, (uint64_t)h->shape[i]);
+    for (int i = 0; i < SL_WIRE_MAX_NDIM; i++)
+        put64(out + OFF_SHAPE + 8 * i, (uint64_t)h->shape[i]);
     put64(out + OFF_PAYLOAD, h->payload_len);
     put64(out + OFF_AUX, h->aux);
     put32(out + OFF_CRC, h->crc);
@@ -155,8 +164,9 @@ int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h)
         int64_t d = (int64_t)get64(p + OFF_SHAPE + 8 * i);
         h->shape[i] = d;
         if (i >= h->ndim) {
-            if (d != 0) return sl_fail(SL_EFORMAT, "shape[%d] = %lld beyond ndim %u", i,
-                                       (long long)d, h->ndim);
+            if (d != 0)
+                return sl_fail(SL_EFORMAT, "shape[%d] = %lld beyond ndim %u", i, (long long)d,
+                               h->ndim);
             continue;
         }
         if (d <= 0)
@@ -247,8 +257,8 @@ static uint32_t crc_table(uint32_t c, const uint8_t *p, size_t n)
 
 /* With dst != NULL the bytes are copied to dst in the same pass, so a payload is read from
  * memory once for both its checksum and its copy. */
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, uint8_t *dst,
-                                                         const uint8_t *p, size_t n)
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, uint8_t *dst, const uint8_t *p,
+                                                         size_t n)
 {
     uint64_t c0 = c;
     while (n && ((uintptr_t)p & 7)) {

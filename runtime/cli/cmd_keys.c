@@ -51,7 +51,8 @@ int sl_cmd_keys(int argc, char **argv)
             char *end;
             long v = strtol(argv[++i], &end, 10);
             if (*end || v < 1 || v > 4096) {
-                fprintf(stderr, "sluice keys: -n wants a count from 1 to 4096, not '%s'\n", argv[i]);
+                fprintf(stderr, "sluice keys: -n wants a count from 1 to 4096, not '%s'\n",
+                        argv[i]);
                 return 2;
             }
             count = (int)v;
@@ -64,7 +65,8 @@ int sl_cmd_keys(int argc, char **argv)
         }
     }
     if (dir && mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return sl_cli_error("keys", sl_fail(SL_EIO, "cannot create '%s': %s", dir, strerror(errno)));
+        return sl_cli_error("keys",
+                            sl_fail(SL_EIO, "cannot create '%s': %s", dir, strerror(errno)));
     cJSON *root = json ? cJSON_CreateObject() : NULL;
     cJSON *arr = json ? cJSON_AddArrayToObject(root, "keys") : NULL;
     for (int i = 0; i < count; i++) {

@@ -41,8 +41,8 @@ static int receive_until_failure(sl_transport *t, pid_t child, int sig)
     sl_tensor_meta m;
     fill_meta(&m, SL_MSG_GRADIENT, SL_DTYPE_F32, 1, shape);
     static float buf[16384];
-    cr_assert_eq(sl_transport_recv(t, SL_LINK_NEXT, NULL, buf, sizeof buf, NULL, NULL), SL_OK,
-                 "%s", sl_last_error());
+    cr_assert_eq(sl_transport_recv(t, SL_LINK_NEXT, NULL, buf, sizeof buf, NULL, NULL), SL_OK, "%s",
+                 sl_last_error());
     if (sig == SIGSTOP) {
         m.type = SL_MSG_ACTIVATION;
         cr_assert_eq(sl_transport_send(t, SL_LINK_NEXT, &m, buf, sizeof buf), SL_OK);
@@ -76,10 +76,19 @@ static void killed_peer(enum kind k, int sig)
     waitpid(child, NULL, 0);
 }
 
-Test(liveness, peer_killed_mid_transfer_ipc) { killed_peer(K_IPC, SIGKILL); }
-Test(liveness, peer_killed_mid_transfer_tcp) { killed_peer(K_TCP, SIGKILL); }
+Test(liveness, peer_killed_mid_transfer_ipc)
+{
+    killed_peer(K_IPC, SIGKILL);
+}
+Test(liveness, peer_killed_mid_transfer_tcp)
+{
+    killed_peer(K_TCP, SIGKILL);
+}
 /* A stopped process keeps its sockets open: only the heartbeat timeout can find it. */
-Test(liveness, peer_stopped_tcp) { killed_peer(K_TCP, SIGSTOP); }
+Test(liveness, peer_stopped_tcp)
+{
+    killed_peer(K_TCP, SIGSTOP);
+}
 
 struct sender_arg {
     sl_transport *t;
@@ -152,8 +161,8 @@ Test(liveness, recv_timeout)
     float buf[4];
     cr_assert_eq(sl_transport_recv(ops[1].t, SL_LINK_PREV, &m, buf, sizeof buf, NULL, NULL),
                  SL_ETIMEOUT);
-    cr_assert(strstr(sl_last_error(), "waiting for ACTIVATION step 3 chunk 1 micro-batch 2"),
-              "%s", sl_last_error());
+    cr_assert(strstr(sl_last_error(), "waiting for ACTIVATION step 3 chunk 1 micro-batch 2"), "%s",
+              sl_last_error());
     sl_transport_close(ops[0].t);
     sl_transport_close(ops[1].t);
 }

@@ -91,8 +91,10 @@ static void send_frames(void *s, int n, const void **data, const size_t *len)
 static void inject(struct raw *r, sl_wire_header *h, const void *payload, size_t n, int keep_crc)
 {
     uint8_t raw[SL_WIRE_HEADER_SIZE];
-    if (keep_crc) sl_wire_encode(h, raw);
-    else seal(h, raw, payload, n);
+    if (keep_crc)
+        sl_wire_encode(h, raw);
+    else
+        seal(h, raw, payload, n);
     const void *f[2] = {raw, payload};
     size_t l[2] = {sizeof raw, n};
     send_frames(r->dealer, 2, f, l);
@@ -131,8 +133,14 @@ static void header_case(void (*mutate)(sl_wire_header *), int status, const char
 }
 
 #define HEADER_CASE(name, body, status, needle)                                                    \
-    static void mutate_##name(sl_wire_header *h) { body; }                                          \
-    Test(refusals, name) { header_case(mutate_##name, status, needle); }
+    static void mutate_##name(sl_wire_header *h)                                                   \
+    {                                                                                              \
+        body;                                                                                      \
+    }                                                                                              \
+    Test(refusals, name)                                                                           \
+    {                                                                                              \
+        header_case(mutate_##name, status, needle);                                                \
+    }
 
 HEADER_CASE(bad_magic, h->magic = 0x4e4f5045, SL_EFORMAT, "magic")
 HEADER_CASE(bad_version, h->version = 7, SL_EPROTOCOL, "version")
@@ -153,8 +161,9 @@ HEADER_CASE(skipped_sequence, h->seq = 3, SL_EPROTOCOL, "expected 1")
 HEADER_CASE(unexpected_type, h->type = SL_MSG_GRADIENT, SL_EPROTOCOL, "expected ACTIVATION")
 HEADER_CASE(unexpected_micro_batch, h->mb = 9, SL_EPROTOCOL, "micro-batch 9")
 HEADER_CASE(unexpected_shape, (h->shape[0] = 3, h->shape[1] = 2), SL_EPROTOCOL, "shape [3,2]")
-HEADER_CASE(unexpected_hello, (h->type = SL_MSG_HELLO, h->ndim = 0, h->dtype = SL_DTYPE_U8,
-                               h->shape[0] = h->shape[1] = 0, h->payload_len = 1),
+HEADER_CASE(unexpected_hello,
+            (h->type = SL_MSG_HELLO, h->ndim = 0, h->dtype = SL_DTYPE_U8,
+             h->shape[0] = h->shape[1] = 0, h->payload_len = 1),
             SL_EPROTOCOL, "HELLO")
 
 Test(refusals, crc_mismatch)
