@@ -28,21 +28,22 @@
 #include "runtime/core/core.h"
 
 struct link {
-    int dir;        /* enum sl_link_dir */
-    int peer;       /* its rank */
-    int bound;      /* 1: ROUTER on our bind endpoint; 0: DEALER to the next rank's */
+    int dir;   /* enum sl_link_dir */
+    int peer;  /* its rank */
+    int bound; /* 1: ROUTER on our bind endpoint; 0: DEALER to the next rank's */
     void *sock, *mon;
     char endpoint[256];
     uint8_t peer_id[256]; /* ROUTER: the routing id of the admitted peer */
     size_t peer_id_len;
     uint8_t last_id[256]; /* ROUTER: the routing id of the last message read */
     size_t last_id_len;
-    int open_fds[32];     /* ROUTER: accepted connections not yet closed */
+    int open_fds[32]; /* ROUTER: accepted connections not yet closed */
     int n_open;
     int hello_sent, hello_done;
     uint64_t send_seq, recv_seq; /* the next to send, the next expected */
     int live;                    /* connections with a finished handshake */
     int lost;                    /* the peer disconnected after HELLO */
+    int failed_handshakes;       /* connections closed mid-handshake */
 };
 
 struct sl_transport {
@@ -52,6 +53,7 @@ struct sl_transport {
     int own_ctx;
     struct link links[2];
     int nlinks;
+    double last_drain; /* when monitor events were last read (sl_now) */
     int broken;
     int broken_status;
     char broken_msg[1536];
@@ -116,8 +118,10 @@ static const char *protocol_error_text(int value)
     case ZMQ_PROTOCOL_ERROR_ZAP_BAD_REQUEST_ID:
     case ZMQ_PROTOCOL_ERROR_ZAP_BAD_VERSION:
     case ZMQ_PROTOCOL_ERROR_ZAP_INVALID_STATUS_CODE:
-    case ZMQ_PROTOCOL_ERROR_ZAP_INVALID_METADATA: return "authentication handler error";
-    default: return "ZMTP protocol error";
+    case ZMQ_PROTOCOL_ERROR_ZAP_INVALID_METADATA:
+        return "authentication handler error";
+    default:
+        return "ZMTP protocol error";
     }
 }
 
@@ -141,6 +145,8 @@ static int drain_events(sl_transport *t, struct link *l)
         if (zmq_msg_more(&m1)) zmq_msg_recv(&m2, l->mon, 0);
         zmq_msg_close(&m1);
         zmq_msg_close(&m2);
+        sl_log(SL_LOG_DEBUG, "rank %d, %s link: event 0x%x value %u", t->o.rank, dir_name(l->dir),
+               event, value);
         switch (event) {
         case ZMQ_EVENT_ACCEPTED:
             if (l->n_open < (int)SL_ARRAY_LEN(l->open_fds)) l->open_fds[l->n_open++] = (int)value;
@@ -179,14 +185,21 @@ static int drain_events(sl_transport *t, struct link *l)
             return broke(t, l, SL_EPROTOCOL, "handshake failed: %s (code 0x%x)",
                          protocol_error_text((int)value), value);
         case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            return broke(t, l, SL_EPROTOCOL, "handshake failed (%s)", zmq_strerror((int)value));
-        default: break;
+            /* A connection closed or timed out mid-handshake (a peer still starting, a port
+             * probe): libzmq retries. Refusals arrive as AUTH or PROTOCOL events instead. */
+            sl_log(SL_LOG_DEBUG, "rank %d: a handshake on %s did not finish (%s); retrying",
+                   t->o.rank, l->endpoint, zmq_strerror((int)value));
+            l->failed_handshakes++;
+            break;
+        default:
+            break;
         }
     }
 }
 
 static int drain_all_events(sl_transport *t)
 {
+    t->last_drain = sl_now();
     for (int i = 0; i < t->nlinks; i++) {
         int s = drain_events(t, &t->links[i]);
         if (s) return s;
@@ -222,14 +235,27 @@ static int drain_frames(void *sock)
 
 /* Returns 1 with *h and *payload filled (the caller closes payload), 0 if nothing is queued, or a
  * failure. */
-static int read_message(sl_transport *t, struct link *l, sl_wire_header *h, zmq_msg_t *payload)
+struct dest {
+    const sl_tensor_meta *expected; /* NULL: anything */
+    void *data;
+    size_t capacity;
+    int copied; /* set when the payload was copied to data while checking its CRC */
+};
+
+static int matches(const sl_wire_header *h, const sl_tensor_meta *e, char *why, size_t n);
+
+/* With `wait`, blocks up to the socket's receive timeout (a slice, see make_link) for the
+ * first frame, as a plain zmq_recv would; otherwise does not block. */
+static int read_message(sl_transport *t, struct link *l, sl_wire_header *h, zmq_msg_t *payload,
+                        struct dest *dst, int wait)
 {
     zmq_msg_t hm;
     zmq_msg_init(&hm);
+    int flags = wait ? 0 : ZMQ_DONTWAIT;
     if (l->bound) {
         zmq_msg_t id;
         zmq_msg_init(&id);
-        if (zmq_msg_recv(&id, l->sock, ZMQ_DONTWAIT) < 0) {
+        if (zmq_msg_recv(&id, l->sock, flags) < 0) {
             zmq_msg_close(&id);
             zmq_msg_close(&hm);
             return errno == EAGAIN || errno == EINTR
@@ -254,7 +280,7 @@ static int read_message(sl_transport *t, struct link *l, sl_wire_header *h, zmq_
             zmq_msg_close(&hm);
             return broke(t, l, SL_EIO, "receive: %s", zmq_strerror(errno));
         }
-    } else if (zmq_msg_recv(&hm, l->sock, ZMQ_DONTWAIT) < 0) {
+    } else if (zmq_msg_recv(&hm, l->sock, flags) < 0) {
         zmq_msg_close(&hm);
         return errno == EAGAIN || errno == EINTR
                    ? 0
@@ -304,8 +330,7 @@ static int read_message(sl_transport *t, struct link *l, sl_wire_header *h, zmq_
     }
     if (h->payload_len > t->o.max_tensor_bytes) {
         drain_frames(l->sock);
-        return broke(t, l, SL_ELIMIT,
-                     "refused %s of %llu bytes: above max_tensor_bytes (%zu)",
+        return broke(t, l, SL_ELIMIT, "refused %s of %llu bytes: above max_tensor_bytes (%zu)",
                      sl_msg_type_name(h->type), (unsigned long long)h->payload_len,
                      t->o.max_tensor_bytes);
     }
@@ -317,13 +342,20 @@ static int read_message(sl_transport *t, struct link *l, sl_wire_header *h, zmq_
                      2 + extra);
     }
     if (zmq_msg_size(payload) != h->payload_len)
-        return broke(t, l, SL_EPROTOCOL,
-                     "refused %s: payload frame of %zu bytes, header says %llu",
+        return broke(t, l, SL_EPROTOCOL, "refused %s: payload frame of %zu bytes, header says %llu",
                      sl_msg_type_name(h->type), zmq_msg_size(payload),
                      (unsigned long long)h->payload_len);
     memset(raw + 136, 0, 4); /* the crc field counts as zero */
     uint32_t crc = sl_crc32c(0, raw, sizeof raw);
-    crc = sl_crc32c(crc, zmq_msg_data(payload), zmq_msg_size(payload));
+    /* A payload the caller will take is checked while it is copied (one pass over it). */
+    char why[8];
+    if (dst && dst->data && h->type != SL_MSG_ABORT && h->type != SL_MSG_HELLO &&
+        h->payload_len <= dst->capacity && (!dst->expected || matches(h, dst->expected, why, 0))) {
+        crc = sl_crc32c_copy(crc, dst->data, zmq_msg_data(payload), zmq_msg_size(payload));
+        dst->copied = 1;
+    } else {
+        crc = sl_crc32c(crc, zmq_msg_data(payload), zmq_msg_size(payload));
+    }
     if (crc != h->crc)
         return broke(t, l, SL_EPROTOCOL,
                      "refused %s: CRC32C mismatch (computed %08x, header says %08x): corrupted "
@@ -348,37 +380,42 @@ static void fill_header(sl_transport *t, struct link *l, sl_wire_header *h, int 
     h->dtype = SL_DTYPE_U8;
 }
 
-static void sleep_us(long us)
-{
-    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-    nanosleep(&ts, NULL);
-}
-
 /* Sends header + payload (taking ownership of *payload). With `dontwait`, gives up with 0 when
  * the queue is full; otherwise waits, watching the monitor. Returns 1 when sent. */
-static int send_frames(sl_transport *t, struct link *l, sl_wire_header *h, zmq_msg_t *payload,
-                       int dontwait)
+/* The CRC of a header (crc field zero) at this link's next sequence number. */
+static uint32_t header_crc(struct link *l, sl_wire_header *h)
 {
     uint8_t raw[SL_WIRE_HEADER_SIZE];
     h->seq = l->send_seq;
     h->crc = 0;
     sl_wire_encode(h, raw);
-    uint32_t crc = sl_crc32c(0, raw, sizeof raw);
-    h->crc = sl_crc32c(crc, zmq_msg_data(payload), zmq_msg_size(payload));
+    return sl_crc32c(0, raw, sizeof raw);
+}
+
+/* `crc`: the CRC of header and payload when the caller computed it (while copying the payload),
+ * or 0 to compute it here. */
+static int send_frames(sl_transport *t, struct link *l, sl_wire_header *h, zmq_msg_t *payload,
+                       int dontwait, uint32_t crc)
+{
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    if (!crc) crc = sl_crc32c(header_crc(l, h), zmq_msg_data(payload), zmq_msg_size(payload));
+    h->seq = l->send_seq;
+    h->crc = crc;
     sl_wire_encode(h, raw);
 
     /* The first frame is the one that may meet a full queue; once it is taken, libzmq takes the
-     * rest of the message too. */
-    int tries = 0;
+     * rest of the message too. Blocking sends wait in slices of the send timeout (like a plain
+     * zmq_send would wait), reading the monitors between slices. */
+    int flags = ZMQ_SNDMORE | (dontwait ? ZMQ_DONTWAIT : 0);
     for (;;) {
-        int rc = l->bound ? zmq_send(l->sock, l->peer_id, l->peer_id_len, ZMQ_DONTWAIT | ZMQ_SNDMORE)
-                          : zmq_send(l->sock, raw, sizeof raw, ZMQ_DONTWAIT | ZMQ_SNDMORE);
+        int rc = l->bound ? zmq_send(l->sock, l->peer_id, l->peer_id_len, flags)
+                          : zmq_send(l->sock, raw, sizeof raw, flags);
         if (rc >= 0) break;
         if (errno == EHOSTUNREACH) {
             zmq_msg_close(payload);
             return broke(t, l, SL_EPEER, "rank %d is gone (its connection closed)", l->peer);
         }
-        if (errno != EAGAIN) {
+        if (errno != EAGAIN && errno != EINTR) {
             zmq_msg_close(payload);
             return broke(t, l, SL_EIO, "send: %s", zmq_strerror(errno));
         }
@@ -387,16 +424,15 @@ static int send_frames(sl_transport *t, struct link *l, sl_wire_header *h, zmq_m
             return 0;
         }
         int s = drain_events(t, l);
-        if (!s && l->lost) s = broke(t, l, SL_EPEER, "rank %d disconnected while we were "
-                                     "sending to it (process ended or network lost)", l->peer);
+        if (!s && l->lost)
+            s = broke(t, l, SL_EPEER,
+                      "rank %d disconnected while we were "
+                      "sending to it (process ended or network lost)",
+                      l->peer);
         if (s) {
             zmq_msg_close(payload);
             return s;
         }
-        zmq_pollitem_t items[2] = {{l->sock, 0, ZMQ_POLLOUT, 0}, {l->mon, 0, ZMQ_POLLIN, 0}};
-        zmq_poll(items, 2, 100);
-        /* POLLOUT may report a ROUTER writable while the one pipe we need is full. */
-        if ((items[0].revents & ZMQ_POLLOUT) && ++tries > 3) sleep_us(100);
     }
     if (l->bound && zmq_send(l->sock, raw, sizeof raw, ZMQ_SNDMORE) < 0) {
         zmq_msg_close(payload);
@@ -442,8 +478,9 @@ static void *zap_main(void *arg)
         }
         drain_frames(t->zap_sock);
         char addr[128] = "?";
-        if (n >= 4) snprintf(addr, sizeof addr, "%.*s", (int)SL_MIN(zmq_msg_size(&f[3]), 120),
-                             (const char *)zmq_msg_data(&f[3]));
+        if (n >= 4)
+            snprintf(addr, sizeof addr, "%.*s", (int)SL_MIN(zmq_msg_size(&f[3]), 120),
+                     (const char *)zmq_msg_data(&f[3]));
         int ok = 0;
         char key[41] = "(none)";
         if (n == 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
@@ -504,10 +541,11 @@ static int check_bind_endpoint(const char *ep)
         const char *path = ep + 6;
         struct sockaddr_un sa;
         if (strlen(path) >= sizeof sa.sun_path)
-            return sl_fail(SL_EIO,
-                           "cannot bind '%s': the ipc path is too long (%zu bytes, the limit is %zu); use a "
-                           "shorter directory",
-                           ep, strlen(path), sizeof sa.sun_path - 1);
+            return sl_fail(
+                SL_EIO,
+                "cannot bind '%s': the ipc path is too long (%zu bytes, the limit is %zu); use a "
+                "shorter directory",
+                ep, strlen(path), sizeof sa.sun_path - 1);
         if (!*path) return sl_fail(SL_EINVAL, "cannot bind '%s': empty ipc path", ep);
         int fd = socket(AF_UNIX, SOCK_STREAM, 0);
         if (fd >= 0) {
@@ -556,6 +594,10 @@ static int make_link(sl_transport *t, struct link *l, int dir)
     setopt_int(l->sock, ZMQ_HEARTBEAT_TTL, o->heartbeat_timeout_ms);
     setopt_int(l->sock, ZMQ_HANDSHAKE_IVL, SL_MAX(o->heartbeat_timeout_ms, 1000));
     setopt_int(l->sock, ZMQ_RECONNECT_IVL, 50);
+    /* Blocking sends and receives wait in 50 ms slices so the monitors are read between them:
+     * a lost peer is reported within a slice of libzmq noticing it. */
+    setopt_int(l->sock, ZMQ_SNDTIMEO, 50);
+    setopt_int(l->sock, ZMQ_RCVTIMEO, 50);
     setopt_int(l->sock, ZMQ_RECONNECT_IVL_MAX, 500);
     if (l->bound) {
         setopt_int(l->sock, ZMQ_ROUTER_MANDATORY, 1);
@@ -578,7 +620,8 @@ static int make_link(sl_transport *t, struct link *l, int dir)
     }
     char mon[96];
     static atomic_int counter;
-    snprintf(mon, sizeof mon, "inproc://sluice-monitor-%p-%d", (void *)l, atomic_fetch_add(&counter, 1));
+    snprintf(mon, sizeof mon, "inproc://sluice-monitor-%p-%d", (void *)l,
+             atomic_fetch_add(&counter, 1));
     if (zmq_socket_monitor(l->sock, mon, ZMQ_EVENT_ALL) < 0)
         return sl_fail(SL_EIO, "cannot monitor a socket: %s", zmq_strerror(errno));
     l->mon = zmq_socket(t->ctx, ZMQ_PAIR);
@@ -609,7 +652,7 @@ static int send_hello(sl_transport *t, struct link *l, int dontwait)
     zmq_msg_t p;
     zmq_msg_init_size(&p, 1);
     *(uint8_t *)zmq_msg_data(&p) = 0;
-    return send_frames(t, l, &h, &p, dontwait);
+    return send_frames(t, l, &h, &p, dontwait, 0);
 }
 
 /* One round of the HELLO exchange on one link. */
@@ -624,7 +667,7 @@ static int open_step(sl_transport *t, struct link *l)
     sl_wire_header h;
     zmq_msg_t p;
     zmq_msg_init(&p);
-    int got = read_message(t, l, &h, &p);
+    int got = read_message(t, l, &h, &p, NULL, 0);
     zmq_msg_close(&p);
     if (got <= 0) return got;
     if (h.type != SL_MSG_HELLO)
@@ -657,11 +700,10 @@ int sl_transport_keypair(char public_key[41], char secret_key[41])
     return SL_OK;
 }
 
-static int open_inner(sl_transport *t)
+static int open_inner(sl_transport *t, const sl_transport_curve *c)
 {
     const sl_transport_options *o = &t->o;
-    if (o->curve) {
-        const sl_transport_curve *c = o->curve;
+    if (c) {
         if (!zmq_has("curve"))
             return sl_fail(SL_EUNAVAILABLE, "CURVE requested but this libzmq lacks it");
         if (o->zmq_context)
@@ -688,7 +730,8 @@ static int open_inner(sl_transport *t)
         t->ctx = o->zmq_context;
     } else {
         t->ctx = zmq_ctx_new();
-        if (!t->ctx) return sl_fail(SL_EIO, "cannot create a ZeroMQ context: %s", zmq_strerror(errno));
+        if (!t->ctx)
+            return sl_fail(SL_EIO, "cannot create a ZeroMQ context: %s", zmq_strerror(errno));
         t->own_ctx = 1;
     }
     if (t->curve) {
@@ -717,6 +760,11 @@ static int open_inner(sl_transport *t)
         double left = deadline - sl_now();
         if (left <= 0) {
             struct link *l = &t->links[t->links[0].hello_done ? 1 : 0];
+            if (l->failed_handshakes)
+                return broke(t, l, SL_EPROTOCOL,
+                             "no HELLO from rank %d within %d ms: %d handshake(s) broke off (a "
+                             "wrong CURVE server key, our key refused, or the peer failed)",
+                             l->peer, o->connect_timeout_ms, l->failed_handshakes);
             return broke(t, l, SL_ETIMEOUT,
                          "no HELLO from rank %d within %d ms (not started, wrong endpoint, or "
                          "blocked by a firewall?)",
@@ -725,11 +773,9 @@ static int open_inner(sl_transport *t)
         zmq_pollitem_t items[4];
         for (int i = 0; i < 2; i++) {
             struct link *l = &t->links[i];
-            items[2 * i] = (zmq_pollitem_t){l->sock, 0,
-                                            (short)(ZMQ_POLLIN | (!l->bound && !l->hello_sent
-                                                                      ? ZMQ_POLLOUT
-                                                                      : 0)),
-                                            0};
+            items[2 * i] = (zmq_pollitem_t){
+                l->sock, 0, (short)(ZMQ_POLLIN | (!l->bound && !l->hello_sent ? ZMQ_POLLOUT : 0)),
+                0};
             items[2 * i + 1] = (zmq_pollitem_t){l->mon, 0, ZMQ_POLLIN, 0};
         }
         zmq_poll(items, 4, (long)SL_MIN(left * 1000 + 1, 100.0));
@@ -765,7 +811,7 @@ int sl_transport_open(const sl_transport_options *o, sl_transport **out)
     t->o.bind_endpoint = t->bind_ep;
     t->o.next_endpoint = t->next_ep;
     t->o.curve = NULL;
-    int s = open_inner(t);
+    int s = open_inner(t, o->curve);
     if (s) {
         char msg[2048];
         snprintf(msg, sizeof msg, "%s", sl_last_error());
@@ -794,8 +840,7 @@ static int get_link(sl_transport *t, int dir, struct link **l)
         return sl_fail(SL_EINVAL, "link direction %d is neither SL_LINK_NEXT nor SL_LINK_PREV",
                        dir);
     if (t->nlinks == 0)
-        return sl_fail(SL_EINVAL, "rank %d is alone in its world: there are no links",
-                       t->o.rank);
+        return sl_fail(SL_EINVAL, "rank %d is alone in its world: there are no links", t->o.rank);
     *l = &t->links[dir];
     return SL_OK;
 }
@@ -811,7 +856,8 @@ static int check_meta(sl_transport *t, const sl_tensor_meta *m, size_t bytes)
         return sl_fail(SL_EINVAL, "ndim %u exceeds %d", m->ndim, SL_WIRE_MAX_NDIM);
     size_t n = es;
     for (uint32_t i = 0; i < m->ndim; i++) {
-        if (m->shape[i] <= 0) return sl_fail(SL_EINVAL, "shape[%u] = %lld", i, (long long)m->shape[i]);
+        if (m->shape[i] <= 0)
+            return sl_fail(SL_EINVAL, "shape[%u] = %lld", i, (long long)m->shape[i]);
         n = sl_mul_size(n, (size_t)m->shape[i]);
         if (!n) return sl_fail(SL_EINVAL, "shape overflows");
     }
@@ -824,9 +870,18 @@ static int check_meta(sl_transport *t, const sl_tensor_meta *m, size_t bytes)
     return SL_OK;
 }
 
-static int send_msg(sl_transport *t, struct link *l, const sl_tensor_meta *m, zmq_msg_t *p)
+/* Reading the monitors costs system calls, so the fast paths read them at most every 20 ms;
+ * a blocked send or recv reads them whenever it wakes. */
+static int maybe_drain(sl_transport *t)
 {
-    int s = drain_all_events(t);
+    return sl_now() - t->last_drain > 0.02 ? drain_all_events(t) : SL_OK;
+}
+
+/* Sends payload p; with src, p is uninitialized and src is copied into it while checksumming. */
+static int send_msg(sl_transport *t, struct link *l, const sl_tensor_meta *m, zmq_msg_t *p,
+                    const void *src)
+{
+    int s = maybe_drain(t);
     if (!s && l->lost)
         s = broke(t, l, SL_EPEER, "rank %d disconnected (process ended or network lost)", l->peer);
     if (s) {
@@ -842,7 +897,9 @@ static int send_msg(sl_transport *t, struct link *l, const sl_tensor_meta *m, zm
     h.ndim = (uint16_t)m->ndim;
     for (uint32_t i = 0; i < m->ndim; i++) h.shape[i] = m->shape[i];
     h.payload_len = zmq_msg_size(p);
-    s = send_frames(t, l, &h, p, 0);
+    uint32_t crc = 0;
+    if (src) crc = sl_crc32c_copy(header_crc(l, &h), zmq_msg_data(p), src, zmq_msg_size(p));
+    s = send_frames(t, l, &h, p, 0, crc);
     return s < 0 ? s : SL_OK;
 }
 
@@ -855,8 +912,7 @@ int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, cons
     zmq_msg_t p;
     if (zmq_msg_init_size(&p, bytes) < 0)
         return sl_fail(SL_ENOMEM, "cannot allocate a %zu-byte message", bytes);
-    if (bytes) memcpy(zmq_msg_data(&p), data, bytes);
-    return send_msg(t, l, meta, &p);
+    return send_msg(t, l, meta, &p, bytes ? data : NULL);
 }
 
 int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta, void *data,
@@ -870,37 +926,45 @@ int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta
         if (zmq_msg_init_data(&p, data, bytes, free_fn, hint) < 0) {
             s = sl_fail(SL_ENOMEM, "cannot wrap a %zu-byte message", bytes);
         } else {
-            return send_msg(t, l, meta, &p); /* libzmq now runs free_fn once */
+            return send_msg(t, l, meta, &p, NULL); /* libzmq now runs free_fn once */
         }
     } else if (!s) {
-        if (zmq_msg_init_size(&p, bytes) < 0) s = sl_fail(SL_ENOMEM, "out of memory");
-        else if (bytes) memcpy(zmq_msg_data(&p), data, bytes);
+        if (zmq_msg_init_size(&p, bytes) < 0)
+            s = sl_fail(SL_ENOMEM, "out of memory");
+        else if (bytes)
+            memcpy(zmq_msg_data(&p), data, bytes);
     }
     if (free_fn) free_fn(data, hint);
     if (s) return s;
-    return send_msg(t, l, meta, &p);
+    return send_msg(t, l, meta, &p, NULL);
 }
 
+/* Whether a header is the tensor expected; if not, why (n may be 0 to skip the text). */
 static int matches(const sl_wire_header *h, const sl_tensor_meta *e, char *why, size_t n)
 {
     if (h->type != e->type)
-        snprintf(why, n, "got %s, expected %s", sl_msg_type_name(h->type), sl_msg_type_name(e->type));
+        snprintf(why, n, "got %s, expected %s", sl_msg_type_name(h->type),
+                 sl_msg_type_name(e->type));
     else if (h->step != e->step || h->stage != e->stage || h->mb != e->mb)
-        snprintf(why, n, "got step %llu chunk %u micro-batch %u, expected step %llu chunk %u "
-                         "micro-batch %u (the ranks' schedules disagree)",
+        snprintf(why, n,
+                 "got step %llu chunk %u micro-batch %u, expected step %llu chunk %u "
+                 "micro-batch %u (the ranks' schedules disagree)",
                  (unsigned long long)h->step, h->stage, h->mb, (unsigned long long)e->step,
                  e->stage, e->mb);
     else if (h->dtype != e->dtype)
-        snprintf(why, n, "got dtype %s, expected %s", sl_dtype_name(h->dtype), sl_dtype_name(e->dtype));
+        snprintf(why, n, "got dtype %s, expected %s", sl_dtype_name(h->dtype),
+                 sl_dtype_name(e->dtype));
     else {
         int same = h->ndim == e->ndim;
         for (int i = 0; same && i < h->ndim; i++) same = h->shape[i] == e->shape[i];
         if (same) return 1;
         char a[160] = "", b[160] = "";
         for (int i = 0; i < h->ndim; i++)
-            snprintf(a + strlen(a), sizeof a - strlen(a), "%s%lld", i ? "," : "", (long long)h->shape[i]);
+            snprintf(a + strlen(a), sizeof a - strlen(a), "%s%lld", i ? "," : "",
+                     (long long)h->shape[i]);
         for (uint32_t i = 0; i < e->ndim && i < SL_WIRE_MAX_NDIM; i++)
-            snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", i ? "," : "", (long long)e->shape[i]);
+            snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", i ? "," : "",
+                     (long long)e->shape[i]);
         snprintf(why, n, "got shape [%s], expected [%s]", a, b);
     }
     return 0;
@@ -923,16 +987,17 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
     zmq_msg_t p;
     zmq_msg_init(&p);
     int r;
+    struct dest dst = {expected, data, capacity, 0};
     for (;;) {
-        r = read_message(t, l, &h, &p);
+        r = read_message(t, l, &h, &p, &dst, 1);
         if (r) break;
-        int s = drain_all_events(t);
+        int s = drain_all_events(t); /* a slice passed with nothing to read */
         if (s) {
             zmq_msg_close(&p);
             return sl_fail_context(s, "%s", waiting);
         }
         if (l->lost) {
-            r = read_message(t, l, &h, &p); /* data queued before the disconnect comes first */
+            r = read_message(t, l, &h, &p, &dst, 0); /* data queued before the disconnect */
             if (r) break;
             zmq_msg_close(&p);
             return broke(t, l, SL_EPEER,
@@ -940,20 +1005,11 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
                          "frame above max_tensor_bytes)",
                          waiting, l->peer);
         }
-        long wait = 1000;
-        if (deadline) {
-            double left = deadline - sl_now();
-            if (left <= 0) {
-                zmq_msg_close(&p);
-                return broke(t, l, SL_ETIMEOUT, "%s: nothing from rank %d within %d ms", waiting,
-                             l->peer, t->o.recv_timeout_ms);
-            }
-            wait = (long)SL_MIN(left * 1000 + 1, 1000.0);
+        if (deadline && sl_now() > deadline) {
+            zmq_msg_close(&p);
+            return broke(t, l, SL_ETIMEOUT, "%s: nothing from rank %d within %d ms", waiting,
+                         l->peer, t->o.recv_timeout_ms);
         }
-        zmq_pollitem_t items[3] = {{l->sock, 0, ZMQ_POLLIN, 0},
-                                   {t->links[0].mon, 0, ZMQ_POLLIN, 0},
-                                   {t->links[1].mon, 0, ZMQ_POLLIN, 0}};
-        zmq_poll(items, 3, wait);
     }
     if (r < 0) {
         zmq_msg_close(&p);
@@ -966,14 +1022,15 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
         s = broke(t, l, SL_EPEER, "%s: rank %d aborted: %.*s", waiting, l->peer,
                   (int)SL_MIN(n, 400), (const char *)zmq_msg_data(&p));
     } else if (h.type == SL_MSG_HELLO) {
-        s = broke(t, l, SL_EPROTOCOL, "%s: unexpected HELLO (did rank %d restart?)", waiting, l->peer);
+        s = broke(t, l, SL_EPROTOCOL, "%s: unexpected HELLO (did rank %d restart?)", waiting,
+                  l->peer);
     } else if (expected && !matches(&h, expected, why, sizeof why)) {
         s = broke(t, l, SL_EPROTOCOL, "%s: %s", waiting, why);
     } else if (n > capacity) {
         s = broke(t, l, SL_ERANGE, "%s: %zu bytes arrived, the buffer holds %zu", waiting, n,
                   capacity);
     } else {
-        if (n) memcpy(data, zmq_msg_data(&p), n);
+        if (n && !dst.copied) memcpy(data, zmq_msg_data(&p), n);
         if (got) {
             memset(got, 0, sizeof *got);
             got->type = h.type;
@@ -1008,7 +1065,7 @@ int sl_transport_abort(sl_transport *t, const char *reason)
         memcpy(zmq_msg_data(&p), reason, n);
         int was_broken = t->broken;
         t->broken = 1; /* keep a failing send from replacing the caller's message */
-        send_frames(t, l, &h, &p, 1);
+        send_frames(t, l, &h, &p, 1, 0);
         t->broken = was_broken;
     }
     return SL_OK;

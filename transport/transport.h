@@ -56,19 +56,19 @@ enum sl_msg_type {
 typedef struct sl_wire_header {
     uint32_t magic;
     uint16_t version;
-    uint16_t type;        /* enum sl_msg_type */
-    uint64_t run_id;      /* refuses leftovers of an earlier run */
-    uint32_t src, dst;    /* ranks */
+    uint16_t type;     /* enum sl_msg_type */
+    uint64_t run_id;   /* refuses leftovers of an earlier run */
+    uint32_t src, dst; /* ranks */
     uint64_t step;
-    uint32_t stage;       /* the chunk (virtual stage) */
-    uint32_t mb;          /* micro-batch */
-    uint64_t seq;         /* per link and direction: HELLO is 0, then 1, 2, ... */
-    uint16_t dtype;       /* enum sl_dtype */
-    uint16_t ndim;        /* 0 (a scalar) .. SL_WIRE_MAX_NDIM */
+    uint32_t stage;                  /* the chunk (virtual stage) */
+    uint32_t mb;                     /* micro-batch */
+    uint64_t seq;                    /* per link and direction: HELLO is 0, then 1, 2, ... */
+    uint16_t dtype;                  /* enum sl_dtype */
+    uint16_t ndim;                   /* 0 (a scalar) .. SL_WIRE_MAX_NDIM */
     int64_t shape[SL_WIRE_MAX_NDIM]; /* unused entries are 0 */
-    uint64_t payload_len; /* bytes = product(shape) * dtype size */
-    uint64_t aux;         /* HELLO: config hash; otherwise 0 */
-    uint32_t crc;         /* CRC32C of the header (this field as 0) followed by the payload */
+    uint64_t payload_len;            /* bytes = product(shape) * dtype size */
+    uint64_t aux;                    /* HELLO: config hash; otherwise 0 */
+    uint32_t crc; /* CRC32C of the header (this field as 0) followed by the payload */
 } sl_wire_header;
 
 const char *sl_msg_type_name(int type);
@@ -87,6 +87,10 @@ int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h);
  * processor has it, a table otherwise. */
 uint32_t sl_crc32c(uint32_t crc, const void *data, size_t len);
 
+/* Copies len bytes from src to dst (not overlapping) and returns the CRC32C of them chained on
+ * `crc`, reading src once. */
+uint32_t sl_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
+
 /* ------------------------------------------------------------------------------------------------
  * Links */
 
@@ -97,42 +101,42 @@ enum sl_link_dir {
 
 /* What a message carries, as the sender states it and as the receiver expects it. */
 typedef struct sl_tensor_meta {
-    int type;       /* enum sl_msg_type, not HELLO */
+    int type; /* enum sl_msg_type, not HELLO */
     uint64_t step;
     uint32_t stage; /* chunk */
     uint32_t mb;
-    int dtype;      /* enum sl_dtype */
+    int dtype; /* enum sl_dtype */
     uint32_t ndim;
     int64_t shape[SL_WIRE_MAX_NDIM];
 } sl_tensor_meta;
 
 /* CURVE keys, all as 40-character Z85 text (see `sluice keys`). */
 typedef struct sl_transport_curve {
-    const char *public_key;           /* this rank's key pair */
+    const char *public_key; /* this rank's key pair */
     const char *secret_key;
-    const char *next_public_key;      /* the next rank's public key (it is the server there) */
-    const char *const *allowed_keys;  /* public keys admitted on our bound endpoint */
+    const char *next_public_key;     /* the next rank's public key (it is the server there) */
+    const char *const *allowed_keys; /* public keys admitted on our bound endpoint */
     size_t allowed_count;
 } sl_transport_curve;
 
 typedef struct sl_transport_options {
-    uint64_t run_id;            /* any value unique to this run (e.g. random at launch) */
-    uint64_t config_hash;       /* both ends of a link must agree */
-    int rank, world;            /* 0 <= rank < world */
-    const char *bind_endpoint;  /* ours: "ipc:///tmp/sluice-XXXX/r0", "tcp://10.0.0.1:5555" */
-    const char *next_endpoint;  /* the bind endpoint of rank (rank+1)%world */
-    int heartbeat_ivl_ms;       /* default 500 */
-    int heartbeat_timeout_ms;   /* a silent peer is declared dead after this; default 3000 */
-    int connect_timeout_ms;     /* sl_transport_open waits this long for both HELLOs; 60000 */
-    int recv_timeout_ms;        /* 0 (default): wait as long as the peer is alive */
-    int in_flight;              /* messages a send may queue per link and direction before it
-                                   blocks; default 8 */
-    size_t max_tensor_bytes;    /* largest payload a link carries (ZMQ_MAXMSGSIZE); 256 MiB */
-    int linger_ms;              /* how long close waits to flush queued messages; 2000 */
-    size_t zero_copy_bytes;     /* sl_transport_send_owned copies below this; 65536 */
+    uint64_t run_id;                 /* any value unique to this run (e.g. random at launch) */
+    uint64_t config_hash;            /* both ends of a link must agree */
+    int rank, world;                 /* 0 <= rank < world */
+    const char *bind_endpoint;       /* ours: "ipc:///tmp/sluice-XXXX/r0", "tcp://10.0.0.1:5555" */
+    const char *next_endpoint;       /* the bind endpoint of rank (rank+1)%world */
+    int heartbeat_ivl_ms;            /* default 500 */
+    int heartbeat_timeout_ms;        /* a silent peer is declared dead after this; default 3000 */
+    int connect_timeout_ms;          /* sl_transport_open waits this long for both HELLOs; 60000 */
+    int recv_timeout_ms;             /* 0 (default): wait as long as the peer is alive */
+    int in_flight;                   /* messages a send may queue per link and direction before it
+                                        blocks; default 8 */
+    size_t max_tensor_bytes;         /* largest payload a link carries (ZMQ_MAXMSGSIZE); 256 MiB */
+    int linger_ms;                   /* how long close waits to flush queued messages; 2000 */
+    size_t zero_copy_bytes;          /* sl_transport_send_owned copies below this; 65536 */
     const sl_transport_curve *curve; /* NULL: no encryption (ipc, inproc, trusted networks) */
-    void *zmq_context;          /* NULL: the transport makes its own (needed for CURVE); share
-                                   one for inproc:// */
+    void *zmq_context;               /* NULL: the transport makes its own (needed for CURVE); share
+                                        one for inproc:// */
 } sl_transport_options;
 
 typedef struct sl_transport sl_transport;
@@ -165,7 +169,9 @@ int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta
  * match it exactly (type, step, stage, mb, dtype, ndim, shape); with NULL any tensor that fits is
  * taken. `got` (may be NULL) receives what arrived; `*got_bytes` (may be NULL) its length.
  * Blocks until a message arrives, the peer is lost (SL_EPEER), or recv_timeout_ms passes
- * (SL_ETIMEOUT). An ABORT from the peer is SL_EPEER with the peer's reason. */
+ * (SL_ETIMEOUT). An ABORT from the peer is SL_EPEER with the peer's reason. The payload's
+ * checksum is verified while it is copied, so after a CRC failure data[] holds the refused bytes
+ * (never report them as received); every other check runs before anything is copied. */
 int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, void *data,
                       size_t capacity, sl_tensor_meta *got, size_t *got_bytes);
 

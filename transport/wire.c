@@ -90,7 +90,8 @@ void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE])
     put64(out + OFF_SEQ, h->seq);
     put16(out + OFF_DTYPE, h->dtype);
     put16(out + OFF_NDIM, h->ndim);
-    for (int i = 0; i < SL_WIRE_MAX_NDIM; i++) put64(out + OFF_SHAPE + 8 * i, (uint64_t)h->shape[i]);
+    for (int i = 0; i < SL_WIRE_MAX_NDIM; i++)
+        put64(out + OFF_SHAPE + 8 * i, (uint64_t)h->shape[i]);
     put64(out + OFF_PAYLOAD, h->payload_len);
     put64(out + OFF_AUX, h->aux);
     put32(out + OFF_CRC, h->crc);
@@ -135,8 +136,9 @@ int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h)
         int64_t d = (int64_t)get64(p + OFF_SHAPE + 8 * i);
         h->shape[i] = d;
         if (i >= h->ndim) {
-            if (d != 0) return sl_fail(SL_EFORMAT, "shape[%d] = %lld beyond ndim %u", i,
-                                       (long long)d, h->ndim);
+            if (d != 0)
+                return sl_fail(SL_EFORMAT, "shape[%d] = %lld beyond ndim %u", i, (long long)d,
+                               h->ndim);
             continue;
         }
         if (d <= 0)
@@ -225,10 +227,14 @@ static uint32_t crc_table(uint32_t c, const uint8_t *p, size_t n)
 #if defined(__x86_64__)
 #include <nmmintrin.h>
 
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n)
+/* With dst != NULL the bytes are copied to dst in the same pass, so a payload is read from
+ * memory once for both its checksum and its copy. */
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, uint8_t *dst, const uint8_t *p,
+                                                         size_t n)
 {
     uint64_t c0 = c;
     while (n && ((uintptr_t)p & 7)) {
+        if (dst) *dst++ = *p;
         c0 = _mm_crc32_u8((uint32_t)c0, *p++);
         n--;
     }
@@ -243,21 +249,35 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8
             c0 = _mm_crc32_u64(c0, a);
             c1 = _mm_crc32_u64(c1, b);
             c2 = _mm_crc32_u64(c2, d);
+            if (dst) {
+                memcpy(dst, &a, 8);
+                memcpy(dst + LONG_BLOCK, &b, 8);
+                memcpy(dst + 2 * LONG_BLOCK, &d, 8);
+                dst += 8;
+            }
             p += 8;
         } while (p < end);
         c0 = multmodp(x8n_long, (uint32_t)c0) ^ (uint32_t)c1;
         c0 = multmodp(x8n_long, (uint32_t)c0) ^ (uint32_t)c2;
         p += 2 * LONG_BLOCK;
+        if (dst) dst += 2 * LONG_BLOCK;
         n -= 3 * LONG_BLOCK;
     }
     while (n >= 8) {
         uint64_t a;
         memcpy(&a, p, 8);
         c0 = _mm_crc32_u64(c0, a);
+        if (dst) {
+            memcpy(dst, &a, 8);
+            dst += 8;
+        }
         p += 8;
         n -= 8;
     }
-    while (n--) c0 = _mm_crc32_u8((uint32_t)c0, *p++);
+    while (n--) {
+        if (dst) *dst++ = *p;
+        c0 = _mm_crc32_u8((uint32_t)c0, *p++);
+    }
     return (uint32_t)c0;
 }
 #endif
@@ -267,7 +287,18 @@ uint32_t sl_crc32c(uint32_t crc, const void *data, size_t len)
     pthread_once(&crc_once, crc_init);
     uint32_t c = ~crc;
 #if defined(__x86_64__)
-    if (have_sse42) return ~crc_hw(c, data, len);
+    if (have_sse42) return ~crc_hw(c, NULL, data, len);
 #endif
     return ~crc_table(c, data, len);
+}
+
+uint32_t sl_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len)
+{
+    pthread_once(&crc_once, crc_init);
+    uint32_t c = ~crc;
+#if defined(__x86_64__)
+    if (have_sse42) return ~crc_hw(c, dst, src, len);
+#endif
+    if (len) memcpy(dst, src, len);
+    return ~crc_table(c, dst, len);
 }

@@ -15,7 +15,7 @@
 #include "runtime/core/core.h"
 #include "transport/transport.h"
 
-#define RUN_ID 0x1234abcd5678ef01ull
+#define RUN_ID   0x1234abcd5678ef01ull
 #define CFG_HASH 0xfeedfacecafebeefull
 
 enum kind { K_INPROC, K_IPC, K_TCP };
@@ -100,8 +100,7 @@ static inline void fill_meta(sl_tensor_meta *m, int type, int dtype, uint32_t nd
 }
 
 /* A valid header from rank `src` to `dst`, ACTIVATION f32 [2,3], with a CRC over `payload`. */
-static inline void raw_header(sl_wire_header *h, int type, uint32_t src, uint32_t dst,
-                              uint64_t seq)
+static inline void raw_header(sl_wire_header *h, int type, uint32_t src, uint32_t dst, uint64_t seq)
 {
     memset(h, 0, sizeof *h);
     h->magic = SL_WIRE_MAGIC;

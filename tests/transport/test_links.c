@@ -52,7 +52,8 @@ static void round_trips(enum kind k)
                 cr_assert_eq(got.dtype, d);
                 cr_assert_eq(got.shape[2], 7);
                 /* and back */
-                cr_assert_eq(sl_transport_send(b, 1 - dir, &m, out, n), SL_OK, "%s", sl_last_error());
+                cr_assert_eq(sl_transport_send(b, 1 - dir, &m, out, n), SL_OK, "%s",
+                             sl_last_error());
                 cr_assert_eq(sl_transport_recv(a, dir, NULL, in, sizeof in, NULL, NULL), SL_OK,
                              "%s", sl_last_error());
             }
@@ -68,9 +69,18 @@ static void round_trips(enum kind k)
     zmq_ctx_term(ctx);
 }
 
-Test(links, round_trips_inproc) { round_trips(K_INPROC); }
-Test(links, round_trips_ipc) { round_trips(K_IPC); }
-Test(links, round_trips_tcp) { round_trips(K_TCP); }
+Test(links, round_trips_inproc)
+{
+    round_trips(K_INPROC);
+}
+Test(links, round_trips_ipc)
+{
+    round_trips(K_IPC);
+}
+Test(links, round_trips_tcp)
+{
+    round_trips(K_TCP);
+}
 
 Test(links, ring_of_four_ipc)
 {
@@ -99,12 +109,12 @@ Test(links, ring_of_four_ipc)
         sl_tensor_meta m;
         fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_I32, 1, shape);
         int32_t v = 0;
-        cr_assert_eq(sl_transport_recv(ops[r].t, SL_LINK_PREV, &m, &v, 4, NULL, NULL), SL_OK,
-                     "%s", sl_last_error());
+        cr_assert_eq(sl_transport_recv(ops[r].t, SL_LINK_PREV, &m, &v, 4, NULL, NULL), SL_OK, "%s",
+                     sl_last_error());
         cr_assert_eq(v, 100 + (r + 3) % 4); /* from the last rank to the first, too */
         m.type = SL_MSG_GRADIENT;
-        cr_assert_eq(sl_transport_recv(ops[r].t, SL_LINK_NEXT, &m, &v, 4, NULL, NULL), SL_OK,
-                     "%s", sl_last_error());
+        cr_assert_eq(sl_transport_recv(ops[r].t, SL_LINK_NEXT, &m, &v, 4, NULL, NULL), SL_OK, "%s",
+                     sl_last_error());
         cr_assert_eq(v, 200 + (r + 1) % 4);
     }
     for (int r = 0; r < 4; r++) sl_transport_close(ops[r].t);
@@ -142,22 +152,22 @@ Test(links, owned_buffers_freed_once)
     fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_F32, 1, big);
     float *data = malloc(65536 * 4);
     for (int i = 0; i < 65536; i++) data[i] = (float)i;
-    cr_assert_eq(sl_transport_send_owned(ops[0].t, SL_LINK_NEXT, &m, data, 65536 * 4, count_free,
-                                         &freed),
-                 SL_OK);
+    cr_assert_eq(
+        sl_transport_send_owned(ops[0].t, SL_LINK_NEXT, &m, data, 65536 * 4, count_free, &freed),
+        SL_OK);
     float *in = malloc(65536 * 4);
     cr_assert_eq(sl_transport_recv(ops[1].t, SL_LINK_PREV, &m, in, 65536 * 4, NULL, NULL), SL_OK);
     cr_assert_eq(in[65535], 65535.0f);
     /* Below the threshold: copied, freed at once. */
     fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_F32, 1, small);
-    cr_assert_eq(sl_transport_send_owned(ops[0].t, SL_LINK_NEXT, &m, malloc(64), 64, count_free,
-                                         &freed),
-                 SL_OK);
+    cr_assert_eq(
+        sl_transport_send_owned(ops[0].t, SL_LINK_NEXT, &m, malloc(64), 64, count_free, &freed),
+        SL_OK);
     cr_assert_eq(sl_transport_recv(ops[1].t, SL_LINK_PREV, &m, in, 64, NULL, NULL), SL_OK);
     /* Refused before sending: still freed exactly once. */
-    cr_assert_eq(sl_transport_send_owned(ops[0].t, SL_LINK_NEXT, &m, malloc(64), 60, count_free,
-                                         &freed),
-                 SL_EINVAL);
+    cr_assert_eq(
+        sl_transport_send_owned(ops[0].t, SL_LINK_NEXT, &m, malloc(64), 60, count_free, &freed),
+        SL_EINVAL);
     sl_transport_close(ops[0].t);
     sl_transport_close(ops[1].t);
     cr_assert_eq(freed, 3);

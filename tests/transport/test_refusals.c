@@ -1,0 +1,346 @@
+/* Every malformed, foreign or out-of-order message is refused with the right error, naming the
+ * peer. A raw libzmq peer plays rank 0 against a real transport as rank 1 (inproc). */
+#include <criterion/criterion.h>
+
+#include "helpers.h"
+
+struct raw {
+    void *ctx, *router, *dealer;
+    char ep[2][128];
+    struct opener op; /* rank 1 */
+};
+
+static void send_hello(void *s, const void *id, size_t idn, uint64_t run, uint64_t hash)
+{
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_HELLO, 0, 1, 0);
+    h.run_id = run;
+    h.aux = hash;
+    uint8_t raw[SL_WIRE_HEADER_SIZE], zero = 0;
+    seal(&h, raw, &zero, 1);
+    if (id) zmq_send(s, id, idn, ZMQ_SNDMORE);
+    zmq_send(s, raw, sizeof raw, ZMQ_SNDMORE);
+    zmq_send(s, &zero, 1, 0);
+}
+
+static int wait_in(void *s, int ms)
+{
+    zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+    return zmq_poll(&it, 1, ms) > 0;
+}
+
+static void drain(void *s)
+{
+    int more = 1;
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        zmq_msg_recv(&m, s, 0);
+        more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+    }
+}
+
+/* Links a raw rank 0 with a transport rank 1; the HELLO the raw side sends uses run and hash. */
+static void raw_open(struct raw *r, uint64_t run, uint64_t hash)
+{
+    memset(r, 0, sizeof *r);
+    r->ctx = zmq_ctx_new();
+    make_endpoints(K_INPROC, r->ep);
+    r->router = zmq_socket(r->ctx, ZMQ_ROUTER);
+    r->dealer = zmq_socket(r->ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(r->router, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(r->dealer, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(r->dealer, ZMQ_ROUTING_ID, "sluice-r0", 9);
+    cr_assert_eq(zmq_bind(r->router, r->ep[0]), 0);
+    pair_options(&r->op.o, 1, 2, r->ep, r->ctx);
+    r->op.o.connect_timeout_ms = 3000;
+    r->op.o.max_tensor_bytes = 4096;
+    pthread_t th;
+    pthread_create(&th, NULL, opener_main, &r->op);
+    cr_assert_eq(zmq_connect(r->dealer, r->ep[1]), 0);
+    send_hello(r->dealer, NULL, 0, run, hash);
+    if (wait_in(r->router, 3000)) {
+        char id[64];
+        int n = zmq_recv(r->router, id, sizeof id, 0);
+        drain(r->router);
+        send_hello(r->router, id, (size_t)n, RUN_ID, CFG_HASH);
+    }
+    pthread_join(th, NULL);
+    if (r->op.status == SL_OK) {
+        cr_assert(wait_in(r->dealer, 3000));
+        drain(r->dealer); /* rank 1's HELLO reply */
+    }
+}
+
+static void raw_close(struct raw *r)
+{
+    sl_transport_close(r->op.t);
+    zmq_close(r->router);
+    zmq_close(r->dealer);
+    zmq_ctx_term(r->ctx);
+}
+
+static void send_frames(void *s, int n, const void **data, const size_t *len)
+{
+    for (int i = 0; i < n; i++) zmq_send(s, data[i], len[i], i + 1 < n ? ZMQ_SNDMORE : 0);
+}
+
+/* Sends header h (sealed over payload unless keep_crc) + payload to rank 1's prev link. */
+static void inject(struct raw *r, sl_wire_header *h, const void *payload, size_t n, int keep_crc)
+{
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    if (keep_crc)
+        sl_wire_encode(h, raw);
+    else
+        seal(h, raw, payload, n);
+    const void *f[2] = {raw, payload};
+    size_t l[2] = {sizeof raw, n};
+    send_frames(r->dealer, 2, f, l);
+}
+
+static float payload[1024];
+
+static void expect_refusal(struct raw *r, int status, const char *needle)
+{
+    sl_tensor_meta m;
+    int64_t shape[2] = {2, 3};
+    fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_F32, 2, shape);
+    float buf[64];
+    int s = sl_transport_recv(r->op.t, SL_LINK_PREV, &m, buf, sizeof buf, NULL, NULL);
+    cr_assert_eq(s, status, "status %d (%s), wanted %d", s, sl_last_error(), status);
+    const char *msg = sl_last_error();
+    cr_assert(strstr(msg, needle), "'%s' lacks '%s'", msg, needle);
+    cr_assert(strstr(msg, "rank 0"), "'%s' does not name the peer", msg);
+    /* The transport stays broken: the next call repeats the refusal. */
+    cr_assert_eq(sl_transport_recv(r->op.t, SL_LINK_PREV, &m, buf, sizeof buf, NULL, NULL), status);
+    cr_assert_eq(sl_transport_send(r->op.t, SL_LINK_NEXT, &m, buf, 24), status);
+}
+
+static void header_case(void (*mutate)(sl_wire_header *), int status, const char *needle)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    cr_assert_eq(r.op.status, SL_OK, "%s", r.op.msg);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
+    mutate(&h);
+    size_t n = h.payload_len <= sizeof payload ? h.payload_len : 24;
+    inject(&r, &h, payload, n, 0);
+    expect_refusal(&r, status, needle);
+    raw_close(&r);
+}
+
+#define HEADER_CASE(name, body, status, needle)                                                    \
+    static void mutate_##name(sl_wire_header *h)                                                   \
+    {                                                                                              \
+        body;                                                                                      \
+    }                                                                                              \
+    Test(refusals, name)                                                                           \
+    {                                                                                              \
+        header_case(mutate_##name, status, needle);                                                \
+    }
+
+HEADER_CASE(bad_magic, h->magic = 0x4e4f5045, SL_EFORMAT, "magic")
+HEADER_CASE(bad_version, h->version = 7, SL_EPROTOCOL, "version")
+HEADER_CASE(bad_type, h->type = 42, SL_EFORMAT, "message type")
+HEADER_CASE(unknown_dtype, h->dtype = 99, SL_EFORMAT, "dtype")
+HEADER_CASE(ndim_too_large, h->ndim = 9, SL_EFORMAT, "ndim")
+HEADER_CASE(zero_dimension, h->shape[0] = 0, SL_EFORMAT, "positive")
+HEADER_CASE(negative_dimension, h->shape[1] = -1, SL_EFORMAT, "positive")
+HEADER_CASE(shape_overflow, (h->ndim = 4, h->shape[2] = 1ll << 40, h->shape[3] = 1ll << 40),
+            SL_EFORMAT, "overflow")
+HEADER_CASE(length_not_shape, h->payload_len = 28, SL_EFORMAT, "does not match the shape")
+HEADER_CASE(oversized, (h->shape[0] = 2048, h->shape[1] = 1, h->payload_len = 8192), SL_ELIMIT,
+            "max_tensor_bytes")
+HEADER_CASE(wrong_source, h->src = 5, SL_EPROTOCOL, "from rank 5")
+HEADER_CASE(wrong_destination, h->dst = 0, SL_EPROTOCOL, "to rank 0")
+HEADER_CASE(foreign_run, h->run_id = 0x0ddba11, SL_EPEER, "earlier run")
+HEADER_CASE(skipped_sequence, h->seq = 3, SL_EPROTOCOL, "expected 1")
+HEADER_CASE(unexpected_type, h->type = SL_MSG_GRADIENT, SL_EPROTOCOL, "expected ACTIVATION")
+HEADER_CASE(unexpected_micro_batch, h->mb = 9, SL_EPROTOCOL, "micro-batch 9")
+HEADER_CASE(unexpected_shape, (h->shape[0] = 3, h->shape[1] = 2), SL_EPROTOCOL, "shape [3,2]")
+HEADER_CASE(unexpected_hello,
+            (h->type = SL_MSG_HELLO, h->ndim = 0, h->dtype = SL_DTYPE_U8,
+             h->shape[0] = h->shape[1] = 0, h->payload_len = 1),
+            SL_EPROTOCOL, "HELLO")
+
+Test(refusals, crc_mismatch)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
+    uint8_t raw[SL_WIRE_HEADER_SIZE], data[24] = {1, 2, 3};
+    seal(&h, raw, data, 24);
+    data[5] ^= 0x10; /* corrupted after the checksum */
+    inject(&r, &h, data, 24, 1);
+    expect_refusal(&r, SL_EPROTOCOL, "CRC32C");
+    raw_close(&r);
+}
+
+Test(refusals, truncated_header)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    seal(&h, raw, payload, 24);
+    const void *f[2] = {raw, payload};
+    size_t l[2] = {100, 24};
+    send_frames(r.dealer, 2, f, l);
+    expect_refusal(&r, SL_EFORMAT, "truncated");
+    raw_close(&r);
+}
+
+Test(refusals, one_frame)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    seal(&h, raw, payload, 24);
+    zmq_send(r.dealer, raw, sizeof raw, 0);
+    expect_refusal(&r, SL_EPROTOCOL, "frame count");
+    raw_close(&r);
+}
+
+Test(refusals, three_frames)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    seal(&h, raw, payload, 24);
+    const void *f[3] = {raw, payload, payload};
+    size_t l[3] = {sizeof raw, 24, 24};
+    send_frames(r.dealer, 3, f, l);
+    expect_refusal(&r, SL_EPROTOCOL, "frame count: 3");
+    raw_close(&r);
+}
+
+Test(refusals, payload_frame_shorter_than_header)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    seal(&h, raw, payload, 24);
+    const void *f[2] = {raw, payload};
+    size_t l[2] = {sizeof raw, 20};
+    send_frames(r.dealer, 2, f, l);
+    expect_refusal(&r, SL_EPROTOCOL, "payload frame of 20 bytes");
+    raw_close(&r);
+}
+
+Test(refusals, duplicate_sequence)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
+    inject(&r, &h, payload, 24, 0);
+    inject(&r, &h, payload, 24, 0);
+    sl_tensor_meta m;
+    int64_t shape[2] = {2, 3};
+    fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_F32, 2, shape);
+    float buf[6];
+    cr_assert_eq(sl_transport_recv(r.op.t, SL_LINK_PREV, &m, buf, sizeof buf, NULL, NULL), SL_OK,
+                 "%s", sl_last_error());
+    expect_refusal(&r, SL_EPROTOCOL, "duplicate");
+    raw_close(&r);
+}
+
+Test(refusals, reordered_sequence)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 2);
+    inject(&r, &h, payload, 24, 0);
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
+    inject(&r, &h, payload, 24, 0);
+    expect_refusal(&r, SL_EPROTOCOL, "lost or reordered");
+    raw_close(&r);
+}
+
+Test(refusals, abort_from_peer)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ABORT, 0, 1, 1);
+    const char *why = "device lost on rank 0";
+    h.dtype = SL_DTYPE_U8;
+    h.ndim = 1;
+    h.shape[0] = (int64_t)strlen(why);
+    h.shape[1] = 0;
+    h.payload_len = strlen(why);
+    inject(&r, &h, why, strlen(why), 0);
+    expect_refusal(&r, SL_EPEER, "aborted: device lost on rank 0");
+    raw_close(&r);
+}
+
+Test(refusals, second_peer_message)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    void *stray = zmq_socket(r.ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(stray, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_connect(stray, r.ep[1]);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    seal(&h, raw, payload, 24);
+    zmq_send(stray, raw, sizeof raw, ZMQ_SNDMORE);
+    zmq_send(stray, payload, 24, 0);
+    expect_refusal(&r, SL_EPEER, "second peer");
+    zmq_close(stray);
+    raw_close(&r);
+}
+
+Test(refusals, hello_from_foreign_run)
+{
+    struct raw r;
+    raw_open(&r, 0x0ddba11, CFG_HASH);
+    cr_assert_eq(r.op.status, SL_EPEER, "%s", r.op.msg);
+    cr_assert(strstr(r.op.msg, "earlier run"), "%s", r.op.msg);
+    raw_close(&r);
+}
+
+Test(refusals, hello_with_other_config)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, 12345);
+    cr_assert_eq(r.op.status, SL_ECONFIG, "%s", r.op.msg);
+    cr_assert(strstr(r.op.msg, "config hash"), "%s", r.op.msg);
+    cr_assert(strstr(r.op.msg, "rank 0"), "%s", r.op.msg);
+    raw_close(&r);
+}
+
+/* The DEALER side (next link) refuses the same way. */
+Test(refusals, next_link_bad_magic)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    cr_assert_eq(r.op.status, SL_OK, "%s", r.op.msg);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_GRADIENT, 0, 1, 1);
+    h.magic = 1;
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    seal(&h, raw, payload, 24);
+    zmq_send(r.router, "sluice-r1", 9, ZMQ_SNDMORE);
+    zmq_send(r.router, raw, sizeof raw, ZMQ_SNDMORE);
+    zmq_send(r.router, payload, 24, 0);
+    float buf[6];
+    int s = sl_transport_recv(r.op.t, SL_LINK_NEXT, NULL, buf, sizeof buf, NULL, NULL);
+    cr_assert_eq(s, SL_EFORMAT, "%s", sl_last_error());
+    cr_assert(strstr(sl_last_error(), "next link with rank 0"), "%s", sl_last_error());
+    raw_close(&r);
+}
