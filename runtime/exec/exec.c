@@ -540,22 +540,32 @@ static int save_weights(exec *e)
     return rc;
 }
 
-/* Ends the run on the links: DONE goes both ways, and a rank leaves only after both neighbours'
- * DONE arrived. Links are in order, so by then every message for this rank has been read, and no
- * rank closes a link that still carries something its neighbour needs. */
+/* Ends the run on the links in two rounds, so that no message a neighbour still needs is lost
+ * when a rank leaves (libzmq drops what a closed connection still held unread):
+ * 1. DONE both ways: when both neighbours' DONE arrived, everything they sent has been read.
+ * 2. BYE both ways: a neighbour sends BYE only after it read our DONE, so once its BYE (or its
+ *    departure) is seen, it needs nothing more from us and we may leave. A departure counts as a
+ *    BYE here, which is why errors of this round are not failures. */
 static int farewell(exec *e)
 {
     if (!e->tr) return SL_OK;
-    sl_tensor_meta done = {.type = SL_MSG_DONE,
-                           .step = (uint64_t)e->cfg->train.steps,
-                           .dtype = SL_DTYPE_U8,
-                           .ndim = 1,
-                           .shape = {1}};
     uint8_t byte = 1;
-    SL_TRY(sl_transport_send(e->tr, SL_LINK_NEXT, &done, &byte, 1));
-    SL_TRY(sl_transport_send(e->tr, SL_LINK_PREV, &done, &byte, 1));
-    SL_TRY(sl_transport_recv(e->tr, SL_LINK_NEXT, &done, &byte, 1, NULL, NULL));
-    return sl_transport_recv(e->tr, SL_LINK_PREV, &done, &byte, 1, NULL, NULL);
+    sl_tensor_meta m = {.type = SL_MSG_DONE,
+                        .step = (uint64_t)e->cfg->train.steps,
+                        .dtype = SL_DTYPE_U8,
+                        .ndim = 1,
+                        .shape = {1}};
+    SL_TRY(sl_transport_send(e->tr, SL_LINK_NEXT, &m, &byte, 1));
+    SL_TRY(sl_transport_send(e->tr, SL_LINK_PREV, &m, &byte, 1));
+    SL_TRY(sl_transport_recv(e->tr, SL_LINK_NEXT, &m, &byte, 1, NULL, NULL));
+    SL_TRY(sl_transport_recv(e->tr, SL_LINK_PREV, &m, &byte, 1, NULL, NULL));
+    m.step++; /* BYE */
+    if (sl_transport_send(e->tr, SL_LINK_NEXT, &m, &byte, 1) == SL_OK &&
+        sl_transport_send(e->tr, SL_LINK_PREV, &m, &byte, 1) == SL_OK &&
+        sl_transport_recv(e->tr, SL_LINK_NEXT, &m, &byte, 1, NULL, NULL) == SL_OK)
+        sl_transport_recv(e->tr, SL_LINK_PREV, &m, &byte, 1, NULL, NULL);
+    sl_clear_error();
+    return SL_OK;
 }
 
 static int train_loop(exec *e)
