@@ -224,7 +224,8 @@ Test(curve, wrong_key_refused)
     cr_assert_eq(ops[0].status, SL_EPROTOCOL, "%d %s", ops[0].status, ops[0].msg);
     cr_assert(strstr(ops[0].msg, "not admitted"), "%s", ops[0].msg);
     cr_assert(strstr(ops[0].msg, "rank 1"), "%s", ops[0].msg);
-    cr_assert_eq(ops[1].status, SL_EPROTOCOL, "%d %s", ops[1].status, ops[1].msg);
+    /* The refused side may instead find rank 0 already gone (no HELLO): it fails either way. */
+    cr_assert_neq(ops[1].status, SL_OK);
     cr_assert(strstr(ops[1].msg, "rank 0"), "%s", ops[1].msg);
     sl_transport_close(ops[0].t);
     sl_transport_close(ops[1].t);
@@ -243,7 +244,8 @@ Test(curve, no_key_refused)
     cr_assert(strstr(ops[0].msg, "rank 1"), "%s", ops[0].msg);
     cr_assert(strstr(ops[0].msg, "mechanism") || strstr(ops[1].msg, "mechanism"), "%s / %s",
               ops[0].msg, ops[1].msg);
-    cr_assert_eq(ops[1].status, SL_EPROTOCOL, "%d %s", ops[1].status, ops[1].msg);
+    /* The refused side may instead find rank 0 already gone (no HELLO): it fails either way. */
+    cr_assert_neq(ops[1].status, SL_OK);
     cr_assert(strstr(ops[1].msg, "rank 0"), "%s", ops[1].msg);
     sl_transport_close(ops[0].t);
     sl_transport_close(ops[1].t);
@@ -266,7 +268,8 @@ Test(curve, wrong_server_key_refused)
         ops[r].o.curve = &c[r];
     }
     open_all(ops, 2);
-    cr_assert_eq(ops[1].status, SL_EPROTOCOL, "%d %s", ops[1].status, ops[1].msg);
+    /* The refused side may instead find rank 0 already gone (no HELLO): it fails either way. */
+    cr_assert_neq(ops[1].status, SL_OK);
     cr_assert(strstr(ops[1].msg, "rank 0"), "%s", ops[1].msg);
     cr_assert_neq(ops[0].status, SL_OK);
     cr_assert(strstr(ops[0].msg, "rank 1"), "%s", ops[0].msg);
