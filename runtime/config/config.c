@@ -332,7 +332,7 @@ static const char *const opt_keys[] = {"name",  "lr",  "momentum", "weight_decay
                                        "betas", "eps", NULL};
 static const char *const pipe_keys[] = {"stages",    "schedule",  "chunks",
                                         "recompute", "partition", NULL};
-static const char *const launch_keys[] = {"endpoints", "curve", "heartbeat_ms", NULL};
+static const char *const launch_keys[] = {"endpoints", "curve", "keys", "heartbeat_ms", NULL};
 static const char *const output_keys[] = {"dir", "checkpoint_interval", NULL};
 
 static const char *const loss_names[] = {"cross_entropy", "mse"};
@@ -538,6 +538,11 @@ static int parse_rest(cJSON *root, sl_config *cfg)
                            "tcp://host:5555",
                            i, cfg->launch.endpoints[i]);
     SL_TRY(get_bool(c, "curve", false, &cfg->launch.curve));
+    SL_TRY(get_str(c, "keys", false, NULL, &cfg->launch.keys));
+    if (cfg->launch.keys) SL_TRY(resolve_path("launch.keys", cfg->dir, &cfg->launch.keys));
+    if (cfg->launch.keys && !cfg->launch.curve)
+        return sl_fail(SL_ECONFIG, "config: launch.keys is set but launch.curve is false; set "
+                                   "launch.curve to true to encrypt the links");
     SL_TRY(get_int(c, "heartbeat_ms", false, 1000, 1, 3600000, &cfg->launch.heartbeat_ms));
 
     SL_TRY(section(root, "output", "output", false, &c));
@@ -640,6 +645,7 @@ void sl_config_free(sl_config *cfg)
     free(cfg->dir);
     free_list(cfg->model.layers, cfg->model.nlayers);
     free(cfg->model.init);
+    free(cfg->launch.keys);
     free(cfg->data.path);
     free(cfg->data.inputs);
     free(cfg->data.labels);
@@ -721,6 +727,7 @@ char *sl_config_to_json(const sl_config *cfg, bool pretty)
         cJSON_AddItemToObject(o, "endpoints",
                               str_array(cfg->launch.endpoints, cfg->launch.nendpoints));
     cJSON_AddBoolToObject(o, "curve", cfg->launch.curve);
+    if (cfg->launch.keys) cJSON_AddStringToObject(o, "keys", cfg->launch.keys);
     cJSON_AddNumberToObject(o, "heartbeat_ms", cfg->launch.heartbeat_ms);
 
     o = cJSON_AddObjectToObject(root, "output");

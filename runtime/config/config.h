@@ -82,6 +82,8 @@ typedef struct sl_config {
         int nendpoints;   /* 0, or pipeline.stages */
         char **endpoints; /* static launch: one ZeroMQ endpoint per rank ("tcp://host:port") */
         bool curve;       /* encrypt and authenticate links with CURVE, default false */
+        char *keys;       /* resolved directory of rank<i>.key / rank<i>.pub made by `sluice keys
+                             -n <stages> --out DIR`; NULL: a local run makes its own */
         int heartbeat_ms; /* default 1000, >= 1 */
     } launch;
 

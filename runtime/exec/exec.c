@@ -104,6 +104,10 @@ typedef struct exec {
     trace_event *trace;
     int ntrace, max_trace;
     double busy;
+    /* CURVE: this rank's key pair and every rank's public key */
+    char secret[41], (*pubs)[41];
+    const char **allowed;
+    sl_transport_curve curve;
 } exec;
 
 static local_stage *local_of(exec *e, int stage)
@@ -436,6 +440,50 @@ static int report_done(exec *e, double wall)
 /* ------------------------------------------------------------------------------------------------
  * Set-up and the step loop */
 
+/* Reads a 40-character Z85 key from DIR/NAME. */
+static int read_key(const char *dir, const char *name, char out[41])
+{
+    char path[1200], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    SL_TRY(sl_read_file(path, &text, &len));
+    while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ')) len--;
+    int rc = SL_OK;
+    if (len != 40)
+        rc = sl_fail(SL_ECONFIG, "%s is not a CURVE key (40 Z85 characters from `sluice keys`)",
+                     path);
+    else memcpy(out, text, 41), out[40] = '\0';
+    free(text);
+    return rc;
+}
+
+/* launch.keys holds rank<i>.key and rank<i>.pub for every rank (`sluice keys -n D --out DIR`). */
+static int load_keys(exec *e)
+{
+    const char *dir = e->cfg->launch.keys;
+    if (!dir)
+        return sl_fail(SL_ECONFIG, "launch.curve needs launch.keys: make them with `sluice keys "
+                                   "-n %d --out DIR` and give every rank DIR",
+                       e->world);
+    if (!(e->pubs = sl_alloc((size_t)e->world * sizeof *e->pubs)) ||
+        !(e->allowed = sl_alloc((size_t)e->world * sizeof *e->allowed)))
+        return SL_ENOMEM;
+    char name[64];
+    for (int r = 0; r < e->world; r++) {
+        snprintf(name, sizeof name, "rank%d.pub", r);
+        SL_TRY(read_key(dir, name, e->pubs[r]));
+        e->allowed[r] = e->pubs[r];
+    }
+    snprintf(name, sizeof name, "rank%d.key", e->rank);
+    SL_TRY(read_key(dir, name, e->secret));
+    e->curve = (sl_transport_curve){.public_key = e->pubs[e->rank],
+                                    .secret_key = e->secret,
+                                    .next_public_key = e->pubs[(e->rank + 1) % e->world],
+                                    .allowed_keys = e->allowed,
+                                    .allowed_count = (size_t)e->world};
+    return SL_OK;
+}
+
 static int setup(exec *e)
 {
     const sl_config *cfg = e->cfg;
@@ -491,6 +539,10 @@ static int setup(exec *e)
         to.heartbeat_ivl_ms = SL_MAX(cfg->launch.heartbeat_ms / 2, 100);
         to.in_flight = SL_MAX(cfg->train.microbatches * cfg->pipeline.chunks, 2);
         to.max_tensor_bytes = e->rows * widest * sizeof(float) + 4096;
+        if (cfg->launch.curve) {
+            SL_TRY(load_keys(e));
+            to.curve = &e->curve;
+        }
         SL_TRY(sl_transport_open(&to, &e->tr));
     }
     return SL_OK;
@@ -526,6 +578,9 @@ static void teardown(exec *e)
     free(e->host_targets);
     free(e->host_tmp);
     free(e->trace);
+    free(e->pubs);
+    free(e->allowed);
+    memset(e->secret, 0, sizeof e->secret);
 }
 
 static int save_weights(exec *e)

@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <math.h>
@@ -20,6 +21,7 @@
 #include "runtime/launch/launch.h"
 #include "runtime/model/model.h"
 #include "runtime/schedule/schedule.h"
+#include "transport/transport.h"
 
 /* ------------------------------------------------------------------------------------------------
  * Checks before any rank starts */
@@ -69,6 +71,14 @@ int sl_train_check(const sl_config *cfg)
     if (rc == SL_OK) rc = sl_data_load(cfg, model.outputs, &data);
     if (rc == SL_OK) rc = sl_weights_from_config(cfg, &model, &w);
     if (rc == SL_OK) rc = check_devices(cfg);
+    for (int r = 0; rc == SL_OK && cfg->launch.keys && r < cfg->pipeline.stages; r++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/rank%d.pub", cfg->launch.keys, r);
+        if (access(path, R_OK) != 0)
+            rc = sl_fail(SL_ECONFIG, "config: launch.keys: %s is missing: make one key pair per "
+                                     "rank with `sluice keys -n %d --out %s`",
+                         path, cfg->pipeline.stages, cfg->launch.keys);
+    }
     sl_weights_free(&w);
     sl_data_free(&data);
     sl_schedule_free(sched);
@@ -384,6 +394,33 @@ static int write_summary(run *r, const sl_schedule *sched, sl_train_summary *s)
 /* ------------------------------------------------------------------------------------------------
  * The run */
 
+static int write_text(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    size_t len = strlen(text);
+    int rc = fd >= 0 && write(fd, text, len) == (ssize_t)len ? SL_OK
+                                                             : sl_fail(SL_EIO, "cannot write %s: %s",
+                                                                       path, strerror(errno));
+    if (fd >= 0 && close(fd) != 0 && rc == SL_OK)
+        rc = sl_fail(SL_EIO, "cannot write %s: %s", path, strerror(errno));
+    return rc;
+}
+
+static int make_keys(const char *dir, int ranks)
+{
+    for (int r = 0; r < ranks; r++) {
+        char pub[41], sec[41], path[1200];
+        SL_TRY(sl_transport_keypair(pub, sec));
+        snprintf(path, sizeof path, "%s/rank%d.pub", dir, r);
+        SL_TRY(write_text(path, pub, 0644));
+        snprintf(path, sizeof path, "%s/rank%d.key", dir, r);
+        int rc = write_text(path, sec, 0600);
+        memset(sec, 0, sizeof sec);
+        SL_TRY(rc);
+    }
+    return SL_OK;
+}
+
 static int start_ranks(const sl_config *cfg, const sl_train_options *opt, sl_launch *l,
                        uint64_t run_id)
 {
@@ -391,6 +428,18 @@ static int start_ranks(const sl_config *cfg, const sl_train_options *opt, sl_lau
     snprintf(path, sizeof path, "%s/config.json", sl_launch_dir(l));
     char *json = sl_config_to_json(cfg, true);
     if (!json) return sl_fail(SL_ENOMEM, "out of memory writing the run's config");
+    if (cfg->launch.curve && !cfg->launch.keys) {
+        /* A local run with CURVE and no keys of its own: one key pair per rank, private to the
+         * run directory, named in the config the ranks read. */
+        int rc = make_keys(sl_launch_dir(l), cfg->pipeline.stages);
+        cJSON *root = rc == SL_OK ? cJSON_Parse(json) : NULL;
+        free(json);
+        if (rc != SL_OK) return rc;
+        cJSON_AddStringToObject(cJSON_GetObjectItem(root, "launch"), "keys", sl_launch_dir(l));
+        json = cJSON_Print(root);
+        cJSON_Delete(root);
+        if (!json) return sl_fail(SL_ENOMEM, "out of memory writing the run's config");
+    }
     FILE *f = fopen(path, "w");
     int rc = f && fputs(json, f) >= 0 ? SL_OK : sl_fail(SL_EIO, "cannot write %s", path);
     if (f && fclose(f) != 0) rc = sl_fail(SL_EIO, "cannot write %s", path);

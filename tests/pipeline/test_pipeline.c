@@ -213,6 +213,18 @@ Test(pipeline, two_runs_are_bit_identical)
     result_free(&b);
 }
 
+Test(pipeline, curve_encrypted_links_train_the_same)
+{
+    result plain, enc;
+    const char *a[] = {"pipeline.stages=2"};
+    const char *b[] = {"pipeline.stages=2", "launch.curve=true"};
+    cr_assert_eq(train(a, 1, &plain), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(train(b, 2, &enc), SL_OK, "%s", sl_last_error());
+    assert_same(&enc, &plain, 0, "CURVE links");
+    result_free(&plain);
+    result_free(&enc);
+}
+
 Test(pipeline, config_errors_stop_before_any_rank)
 {
     result r;
@@ -227,6 +239,10 @@ Test(pipeline, config_errors_stop_before_any_rank)
                                     "pipeline.chunks=1"};
     cr_assert_neq(train(bad_interleave, 3, &r), SL_OK);
     cr_assert(strstr(sl_last_error(), "chunks"), "%s", sl_last_error());
+    const char *no_keys[] = {"pipeline.stages=2", "launch.curve=true", "launch.keys=\"/tmp\""};
+    cr_assert_eq(train(no_keys, 3, &r), SL_ECONFIG);
+    cr_assert(strstr(sl_last_error(), "rank0.pub") && strstr(sl_last_error(), "sluice keys"), "%s",
+              sl_last_error());
 }
 
 Test(pipeline, a_failing_rank_stops_the_run)
