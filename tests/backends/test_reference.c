@@ -396,3 +396,25 @@ Test(reference, peak_and_memory_accounting)
     sl_buffer_free(b);
     cr_assert_eq(sl_device_allocated(cpu), before);
 }
+
+/* Large relu and fill take a streaming-store path: same results as the plain loops, odd lengths,
+ * NaN and -0 included. */
+Test(reference, large_relu_and_fill)
+{
+    size_t n = (1u << 20) + 13;
+    float *x = vec_rand(n, 18, -1, 1);
+    x[5] = NAN;
+    x[n - 2] = -0.0f;
+    x[n - 1] = 3.0f;
+    float *y = run_act_forward(cpu, SL_ACT_RELU, n, x);
+    for (size_t i = 0; i < n; i++) {
+        float want = x[i] > 0.0f ? x[i] : 0.0f;
+        cr_assert(y[i] == want && !signbit(y[i]), "relu[%zu] = %g for %g", i, (double)y[i],
+                  (double)x[i]);
+    }
+    float *f = run_elementwise(cpu, 2, n, -2.5f, x, NULL);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(f[i], -2.5f, "fill[%zu]", i);
+    free(x);
+    free(y);
+    free(f);
+}
