@@ -583,14 +583,22 @@ static void teardown(exec *e)
     memset(e->secret, 0, sizeof e->secret);
 }
 
-static int save_weights(exec *e)
+void sl_exec_weights_path(char *buf, size_t cap, const char *dir, int rank, int step)
 {
+    if (step < 0) snprintf(buf, cap, "%s/.weights-r%d.safetensors", dir, rank);
+    else snprintf(buf, cap, "%s/.weights-r%d-step%d.safetensors", dir, rank, step);
+}
+
+static int save_weights(exec *e, int step)
+{
+    char path[1200];
+    sl_exec_weights_path(path, sizeof path, e->opt->weights_dir, e->rank, step);
     sl_weights w;
     SL_TRY(sl_weights_alloc(&e->model, &w));
     int rc = SL_OK;
     for (int i = 0; i < e->nls && rc == SL_OK; i++) rc = sl_stage_download(e->ls[i].st, &w);
     /* The whole model's names; layers of other ranks hold zeros and are ignored by the merge. */
-    if (rc == SL_OK) rc = sl_weights_save(&e->model, &w, e->opt->weights_path);
+    if (rc == SL_OK) rc = sl_weights_save(&e->model, &w, path);
     sl_weights_free(&w);
     return rc;
 }
@@ -650,10 +658,18 @@ static int train_loop(exec *e)
             cJSON_AddNumberToObject(o, "t", sl_now() - t_start);
             SL_TRY(report(e, o));
         }
+        int every = e->cfg->output.checkpoint_interval, done = (int)step + 1;
+        if (every > 0 && done % every == 0 && done < e->cfg->train.steps) {
+            SL_TRY(save_weights(e, done));
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "checkpoint");
+            cJSON_AddNumberToObject(o, "step", done);
+            SL_TRY(report(e, o));
+        }
     }
     double wall = sl_now() - t_start;
     SL_TRY(farewell(e));
-    SL_TRY(save_weights(e));
+    SL_TRY(save_weights(e, -1));
     return report_done(e, wall);
 }
 

@@ -8,11 +8,14 @@
  *    "f_ms":[per local stage], "b_ms":[...], "w_ms":[...]}              every rank, at the end
  *   {"type":"trace","events":[[name, start_us, duration_us], ...]}    every rank, at the end
  *   {"type":"error","status":st,"message":"..."}                       a rank that failed
- * At the end every rank writes its stages' weights to `weights_path` (safetensors with
- * nn.Sequential names); the coordinator merges them. */
+ *   {"type":"checkpoint","step":k}   every rank, after writing its weights after step k-1
+ * Every rank writes its stages' weights (safetensors with nn.Sequential names) into `weights_dir`
+ * at the end, and every output.checkpoint_interval steps, under the names sl_exec_weights_path
+ * gives; the coordinator merges them. */
 #ifndef SL_EXEC_H
 #define SL_EXEC_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "runtime/config/config.h"
@@ -22,10 +25,14 @@ typedef struct sl_exec_options {
     const char *bind_endpoint;   /* this rank's transport endpoint */
     const char *next_endpoint;   /* the endpoint of rank (rank+1) % world */
     const char *report_endpoint; /* the coordinator's report socket, or NULL */
-    const char *weights_path;    /* where to write this rank's final weights */
+    const char *weights_dir;     /* where to leave this rank's weights for the coordinator */
     uint64_t run_id;
     int max_trace_events;        /* per rank; 0 for the default (5000) */
 } sl_exec_options;
+
+/* The file rank `rank` writes its weights to in `dir`: after `step` steps for a checkpoint, or
+ * the final weights with step < 0. */
+void sl_exec_weights_path(char *buf, size_t cap, const char *dir, int rank, int step);
 
 /* Runs rank opt->rank of the run described by `cfg` to the end. On failure the rank tells its
  * neighbours and the coordinator, and returns the status (the message names the action). */

@@ -111,7 +111,11 @@ typedef struct run {
     double *stage_f, *stage_b, *stage_w; /* measured ms per model stage */
     cJSON *trace_events;
     double trace_t0;
+    const char *weights_dir; /* where ranks leave their weights */
+    int *checkpoints;        /* ranks that reported each checkpoint, by step / interval */
 } run;
+
+static int write_checkpoint(run *r, int step);
 
 static void progress(run *r, int step, double loss, double sps)
 {
@@ -186,6 +190,11 @@ static int on_report(void *ctx, const char *json, size_t len)
             r->stage_b[stage] = num(s, "b_ms");
             r->stage_w[stage] = num(s, "w_ms");
         }
+    } else if (!strcmp(type, "checkpoint")) {
+        int step = (int)num(o, "step"), every = r->cfg->output.checkpoint_interval;
+        if (every > 0 && step > 0 && step % every == 0 && step < r->cfg->train.steps &&
+            ++r->checkpoints[step / every] == r->cfg->pipeline.stages)
+            rc = write_checkpoint(r, step);
     } else if (!strcmp(type, "trace")) {
         const cJSON *ev;
         cJSON_ArrayForEach(ev, cJSON_GetObjectItem(o, "events"))
@@ -284,22 +293,15 @@ static int stage_of_layer(const sl_partition *p, int layer)
     return 0;
 }
 
-/* Where rank `rank` leaves its weights for the coordinator: the private run directory of a local
- * run, or output.dir under a launcher (which must then be shared by every rank's host). */
-static void weights_path(char *buf, size_t cap, const char *dir, int rank)
-{
-    snprintf(buf, cap, "%s/.weights-r%d.safetensors", dir, rank);
-}
-
 /* Takes each layer's weights from the rank that trained it. */
-static int merge_weights(const sl_config *cfg, const char *run_dir, const sl_model *m,
+static int merge_weights(const sl_config *cfg, const char *run_dir, int step, const sl_model *m,
                          const sl_partition *part, sl_weights *out)
 {
     SL_TRY(sl_weights_alloc(m, out));
     int rc = SL_OK;
     for (int rank = 0; rank < cfg->pipeline.stages && rc == SL_OK; rank++) {
         char path[1200];
-        weights_path(path, sizeof path, run_dir, rank);
+        sl_exec_weights_path(path, sizeof path, run_dir, rank, step);
         sl_weights w;
         rc = sl_weights_load(m, path, &w);
         unlink(path);
@@ -314,6 +316,24 @@ static int merge_weights(const sl_config *cfg, const char *run_dir, const sl_mod
     }
     if (rc != SL_OK) sl_weights_free(out);
     return rc;
+}
+
+/* Merges the ranks' weights after `step` steps into output.dir/checkpoint-<step>.safetensors. */
+static int write_checkpoint(run *r, int step)
+{
+    sl_model model = {0};
+    sl_partition part = {0};
+    sl_weights w = {0};
+    char path[1200];
+    snprintf(path, sizeof path, "%s/checkpoint-%d.safetensors", r->cfg->output.dir, step);
+    int rc = sl_model_init(r->cfg, &model);
+    if (rc == SL_OK) rc = sl_partition_from_config(r->cfg, &model, &part);
+    if (rc == SL_OK) rc = merge_weights(r->cfg, r->weights_dir, step, &model, &part, &w);
+    if (rc == SL_OK) rc = sl_weights_save(&model, &w, path);
+    if (rc == SL_OK) sl_weights_free(&w);
+    sl_partition_free(&part);
+    sl_model_free(&model);
+    return rc == SL_OK ? SL_OK : sl_fail_context(rc, "writing checkpoint %s", path);
 }
 
 /* Evaluates the merged model on the test rows, on the CPU. */
@@ -474,7 +494,7 @@ static int finish(run *r, const char *weights_dir, sl_train_summary *out)
     sl_weights w = {0};
     int rc = sl_model_init(cfg, &model);
     if (rc == SL_OK) rc = sl_partition_from_config(cfg, &model, &part);
-    if (rc == SL_OK) rc = merge_weights(cfg, weights_dir, &model, &part, &w);
+    if (rc == SL_OK) rc = merge_weights(cfg, weights_dir, -1, &model, &part, &w);
     if (rc == SL_OK) {
         char path[1200];
         snprintf(path, sizeof path, "%s/final.safetensors", cfg->output.dir);
@@ -518,6 +538,9 @@ static int run_open(run *r, const sl_config *cfg, const sl_train_options *opt)
     if (!r->stage_f || !r->trace_events) return SL_ENOMEM;
     r->stage_b = r->stage_f + nstages;
     r->stage_w = r->stage_b + nstages;
+    int every = cfg->output.checkpoint_interval;
+    if (every > 0 && !(r->checkpoints = sl_alloc(sizeof(int) * (size_t)(cfg->train.steps / every + 1))))
+        return SL_ENOMEM;
     return SL_OK;
 }
 
@@ -528,6 +551,7 @@ static void run_close(run *r)
     if (r->metrics) fclose(r->metrics);
     cJSON_Delete(r->trace_events);
     free(r->stage_f);
+    free(r->checkpoints);
 }
 
 static uint64_t new_run_id(void)
@@ -545,6 +569,7 @@ int sl_train(const sl_config *cfg, const sl_train_options *opt, sl_train_summary
     sl_launch *l = NULL;
     int rc = run_open(&r, cfg, opt);
     if (rc == SL_OK) rc = sl_launch_create(opt->keep_run_dir, &l);
+    if (rc == SL_OK) r.weights_dir = sl_launch_dir(l);
     if (rc == SL_OK) rc = start_ranks(cfg, opt, l, new_run_id());
     if (rc == SL_OK) rc = sl_launch_wait(l, on_report, &r);
     if (rc == SL_OK) rc = finish(&r, sl_launch_dir(l), out);
@@ -594,9 +619,8 @@ int sl_train_launched(const sl_config *cfg, const sl_launch_info *info,
         snprintf(advertise, sizeof advertise, "tcp://%s:%d", host, port);
     }
     sl_rendezvous rdv = {0};
-    char weights[1200];
-    weights_path(weights, sizeof weights, cfg->output.dir, rank);
-    sl_exec_options eo = {.rank = rank, .bind_endpoint = bind, .weights_path = weights};
+    /* Under a launcher the ranks leave their weights in output.dir, which every host shares. */
+    sl_exec_options eo = {.rank = rank, .bind_endpoint = bind, .weights_dir = cfg->output.dir};
     const int join_ms = 120000;
     if (rank != 0) {
         SL_TRY(sl_rendezvous_join(master, rank, world, advertise, join_ms, &rdv));
@@ -617,6 +641,7 @@ int sl_train_launched(const sl_config *cfg, const sl_launch_info *info,
     run r;
     coordinator c = {.run = &r, .world = world};
     int rc = run_open(&r, cfg, opt);
+    r.weights_dir = cfg->output.dir;
     if (rc == SL_OK) rc = sl_launch_listen(report_bind, &c.launch);
     if (rc == SL_OK)
         rc = sl_rendezvous_serve(master, world, advertise, report, new_run_id(), join_ms, &rdv);
@@ -644,7 +669,7 @@ int sl_train_launched(const sl_config *cfg, const sl_launch_info *info,
 
 int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id)
 {
-    char path[1200], bind[1200], next[1200], weights[1200];
+    char path[1200], bind[1200], next[1200];
     snprintf(path, sizeof path, "%s/config.json", run_dir);
     sl_config cfg;
     SL_TRY(sl_config_load(path, NULL, 0, &cfg));
@@ -654,12 +679,11 @@ int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id)
         rc = sl_fail(SL_EINVAL, "rank %d outside a pipeline of %d ranks", rank, world);
     snprintf(bind, sizeof bind, "ipc://%s/r%d", run_dir, rank);
     snprintf(next, sizeof next, "ipc://%s/r%d", run_dir, (rank + 1) % world);
-    weights_path(weights, sizeof weights, run_dir, rank);
     sl_exec_options opt = {.rank = rank,
                            .bind_endpoint = bind,
                            .next_endpoint = next,
                            .report_endpoint = getenv("SLUICE_REPORT"),
-                           .weights_path = weights,
+                           .weights_dir = run_dir,
                            .run_id = run_id};
     if (rc == SL_OK) rc = sl_exec_rank(&cfg, &opt);
     sl_config_free(&cfg);

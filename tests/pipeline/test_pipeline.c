@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "backends/backend.h"
+#include "runtime/core/core.h"
 #include "runtime/config/config.h"
 #include "runtime/launch/launch.h"
 #include "runtime/model/model.h"
@@ -31,6 +32,7 @@ static const char *base_config =
     " \"pipeline\": {\"stages\": 1, \"schedule\": \"1f1b\"}, \"devices\": \"cpu\"}";
 
 typedef struct result {
+    int nsteps;
     double losses[STEPS];
     sl_weights weights;
     sl_model model;
@@ -79,7 +81,8 @@ static int train(const char **sets, int nsets, result *out)
         snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
         FILE *f = fopen(path, "r");
         cr_assert_not_null(f);
-        for (int k = 0; k < STEPS; k++) {
+        out->nsteps = SL_MIN(cfg.train.steps, STEPS);
+        for (int k = 0; k < out->nsteps; k++) {
             int step;
             cr_assert_eq(fscanf(f, "{\"step\": %d, \"loss\": %lf%*[^\n]\n", &step, &out->losses[k]),
                          2, "metrics.jsonl line %d", k);
@@ -109,7 +112,8 @@ static double rel(double a, double b)
 /* Losses and every weight within `tol` relative (tol 0: bit-identical). */
 static void assert_same(const result *got, const result *want, double tol, const char *what)
 {
-    for (int k = 0; k < STEPS; k++)
+    cr_assert_eq(got->nsteps, want->nsteps, "%s: %d steps vs %d", what, got->nsteps, want->nsteps);
+    for (int k = 0; k < want->nsteps; k++)
         cr_assert(tol ? rel(got->losses[k], want->losses[k]) <= tol
                       : got->losses[k] == want->losses[k],
                   "%s: step %d loss %.9g vs %.9g", what, k, got->losses[k], want->losses[k]);
@@ -225,6 +229,36 @@ Test(pipeline, curve_encrypted_links_train_the_same)
     result_free(&enc);
 }
 
+/* A checkpoint after k steps holds the weights a k-step run ends with. */
+Test(pipeline, checkpoints_hold_the_weights_of_that_step)
+{
+    char dir[128], set_dir[160];
+    snprintf(dir, sizeof dir, "%s/ckpt", outdir);
+    snprintf(set_dir, sizeof set_dir, "output.dir=\"%s\"", dir);
+    const char *sets[] = {"pipeline.stages=2", "output.checkpoint_interval=2", set_dir};
+    sl_config cfg;
+    cr_assert_eq(sl_config_parse(base_config, ".", sets, 3, &cfg), SL_OK, "%s", sl_last_error());
+    sl_train_options opt = {.exe = getenv("SLUICE_EXE")};
+    sl_train_summary sum;
+    cr_assert_eq(sl_train(&cfg, &opt, &sum), SL_OK, "%s", sl_last_error());
+    result ckpt, two;
+    char path[256];
+    snprintf(path, sizeof path, "%s/checkpoint-2.safetensors", dir);
+    cr_assert_eq(sl_model_init(&cfg, &ckpt.model), SL_OK);
+    cr_assert_eq(sl_weights_load(&ckpt.model, path, &ckpt.weights), SL_OK, "%s", sl_last_error());
+    snprintf(path, sizeof path, "%s/checkpoint-4.safetensors", dir);
+    cr_assert_neq(access(path, F_OK), 0, "no checkpoint at the last step: that is final.safetensors");
+    sl_config_free(&cfg);
+    const char *short_run[] = {"pipeline.stages=2", "train.steps=2"};
+    cr_assert_eq(train(short_run, 2, &two), SL_OK, "%s", sl_last_error());
+    /* compare weights only: a checkpoint has no losses */
+    ckpt.nsteps = two.nsteps;
+    for (int k = 0; k < two.nsteps; k++) ckpt.losses[k] = two.losses[k];
+    assert_same(&ckpt, &two, 0, "checkpoint after 2 steps");
+    result_free(&ckpt);
+    result_free(&two);
+}
+
 Test(pipeline, config_errors_stop_before_any_rank)
 {
     result r;
@@ -311,6 +345,7 @@ Test(pipeline, under_a_launcher_equals_local)
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
     f = fopen(path, "r");
     cr_assert_not_null(f, "rank 0 writes metrics.jsonl");
+    got.nsteps = STEPS;
     for (int k = 0; k < STEPS; k++) {
         int step;
         cr_assert_eq(fscanf(f, "{\"step\": %d, \"loss\": %lf%*[^\n]\n", &step, &got.losses[k]), 2);
