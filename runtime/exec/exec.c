@@ -489,12 +489,7 @@ static int setup(exec *e)
     const sl_config *cfg = e->cfg;
     SL_TRY(sl_model_init(cfg, &e->model));
     SL_TRY(sl_partition_from_config(cfg, &e->model, &e->part));
-    sl_schedule_params sp = {.name = cfg->pipeline.schedule,
-                             .ranks = e->world,
-                             .microbatches = cfg->train.microbatches,
-                             .chunks = cfg->pipeline.chunks,
-                             .recompute = cfg->pipeline.recompute};
-    SL_TRY(sl_schedule_generate(&sp, &e->sched));
+    SL_TRY(sl_exec_schedule(cfg, &e->sched));
     SL_TRY(sl_data_load(cfg, e->model.outputs, &e->data));
     if (cfg->train.threads > 0) openblas_set_num_threads(cfg->train.threads);
     SL_TRY(sl_device_open(sl_config_device(cfg, e->rank), &e->dev));
@@ -581,6 +576,16 @@ static void teardown(exec *e)
     free(e->pubs);
     free(e->allowed);
     memset(e->secret, 0, sizeof e->secret);
+}
+
+int sl_exec_schedule(const sl_config *cfg, sl_schedule **out)
+{
+    sl_schedule_params sp = {.name = cfg->pipeline.schedule,
+                             .ranks = cfg->pipeline.stages,
+                             .microbatches = cfg->train.microbatches,
+                             .chunks = cfg->pipeline.chunks,
+                             .recompute = cfg->pipeline.recompute};
+    return sl_schedule_generate(&sp, out);
 }
 
 void sl_exec_weights_path(char *buf, size_t cap, const char *dir, int rank, int step)

@@ -30,6 +30,11 @@ typedef struct sl_exec_options {
     int max_trace_events;        /* per rank; 0 for the default (5000) */
 } sl_exec_options;
 
+struct sl_schedule;
+/* The schedule the config asks for (pipeline.schedule on pipeline.stages ranks, train.microbatches,
+ * pipeline.chunks, pipeline.recompute): what every rank runs. */
+int sl_exec_schedule(const sl_config *cfg, struct sl_schedule **out);
+
 /* The file rank `rank` writes its weights to in `dir`: after `step` steps for a checkpoint, or
  * the final weights with step < 0. */
 void sl_exec_weights_path(char *buf, size_t cap, const char *dir, int rank, int step);

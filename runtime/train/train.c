@@ -58,12 +58,7 @@ int sl_train_check(const sl_config *cfg)
     int rc = sl_model_init(cfg, &model);
     if (rc == SL_OK) rc = sl_partition_from_config(cfg, &model, &part);
     if (rc == SL_OK) {
-        sl_schedule_params sp = {.name = cfg->pipeline.schedule,
-                                 .ranks = cfg->pipeline.stages,
-                                 .microbatches = cfg->train.microbatches,
-                                 .chunks = cfg->pipeline.chunks,
-                                 .recompute = cfg->pipeline.recompute};
-        rc = sl_schedule_generate(&sp, &sched);
+        rc = sl_exec_schedule(cfg, &sched);
         if (rc != SL_OK) rc = sl_fail_context(SL_ECONFIG, "config: pipeline");
         else if ((rc = sl_schedule_validate(sched, 0)) != SL_OK)
             rc = sl_fail_context(rc, "the %s schedule", cfg->pipeline.schedule);
@@ -508,14 +503,7 @@ static int finish(run *r, const char *weights_dir, sl_train_summary *out)
                              ? (double)(r->steps_seen - 1) * cfg->train.batch / span
                              : (r->last_t > 0 ? cfg->train.batch / r->last_t : 0);
     if (rc == SL_OK) rc = evaluate(cfg, &model, &w, out);
-    if (rc == SL_OK) {
-        sl_schedule_params sp = {.name = cfg->pipeline.schedule,
-                                 .ranks = cfg->pipeline.stages,
-                                 .microbatches = cfg->train.microbatches,
-                                 .chunks = cfg->pipeline.chunks,
-                                 .recompute = cfg->pipeline.recompute};
-        rc = sl_schedule_generate(&sp, &sched);
-    }
+    if (rc == SL_OK) rc = sl_exec_schedule(cfg, &sched);
     if (rc == SL_OK) rc = write_summary(r, sched, out);
     if (rc == SL_OK) rc = write_trace(r);
     sl_schedule_free(sched);
