@@ -152,7 +152,19 @@ static int vk_fail(VkResult r, const char *what)
     X(ADAM, adam, 4, 36, 0)                                                                        \
     X(GEMM, gemm, 4, 36, 0)                                                                        \
     X(GEMM_TEX, gemm_tex, 5, 36, 0x1B)                                                             \
-    X(PEAK, peak, 1, 16, 0)
+    X(PEAK, peak, 1, 16, 0)                                                                        \
+    X(AXPY_TEX, axpy_tex, 3, 12, 0x3)                                                              \
+    X(SCALE_TEX, scale_tex, 2, 12, 0x1)                                                            \
+    X(ACT_FWD_TEX_0, act_forward_tex, 2, 12, 0x1)                                                  \
+    X(ACT_FWD_TEX_1, act_forward_tex, 2, 12, 0x1)                                                  \
+    X(ACT_FWD_TEX_2, act_forward_tex, 2, 12, 0x1)                                                  \
+    X(ACT_FWD_TEX_3, act_forward_tex, 2, 12, 0x1)                                                  \
+    X(ACT_BWD_TEX_0, act_backward_tex, 3, 12, 0x3)                                                 \
+    X(ACT_BWD_TEX_1, act_backward_tex, 3, 12, 0x3)                                                 \
+    X(ACT_BWD_TEX_2, act_backward_tex, 3, 12, 0x3)                                                 \
+    X(ACT_BWD_TEX_3, act_backward_tex, 3, 12, 0x3)                                                 \
+    X(SGD_TEX, sgd_tex, 5, 24, 0x7)                                                                \
+    X(ADAM_TEX, adam_tex, 7, 36, 0xF)
 
 #define DECLARE_SPV(id, name, nbind, push, texel)                                                         \
     extern const unsigned char sl_spv_##name[];                                                    \
@@ -181,7 +193,7 @@ static const struct kernel_desc {
 #undef KERNEL_DESC
 };
 
-#define MAX_BINDINGS 5
+#define MAX_BINDINGS 7
 #define POOL_SETS 256 /* descriptor sets per batch before the batch is submitted */
 #define STAGING_BYTES ((VkDeviceSize)16 << 20)
 
@@ -532,6 +544,7 @@ struct vkdev {
     uint32_t wg;  /* work-group size of the elementwise kernels */
     uint32_t gemm_tm, gemm_tn4, gemm_wg;
     bool gemm_tex; /* GEMM reads A and B through texel buffers (gemm_tex.comp) where they fit */
+    bool elem_tex; /* elementwise kernels read through rgba32f texel views (the *_tex.comp) */
     uint32_t peak_chains; /* independent vec4 FMA chains per invocation of the peak kernel */
     uint32_t ts_bits;
     uint32_t max_groups[2]; /* maxComputeWorkGroupCount x and y (SLUICE_VK_MAX_GROUPS caps them) */
@@ -558,6 +571,7 @@ struct vkbuf {
     VkDeviceMemory mem;
     void *map; /* persistent mapping where the memory is host-visible */
     VkDeviceSize size;
+    VkBufferView view4; /* rgba32f view of the whole buffer where elem_tex and it fits, else null */
 };
 
 #define D(dev) ((struct vkdev *)(dev)->impl)
@@ -622,6 +636,7 @@ static int create_buffer(struct vkdev *d, VkDeviceSize size, bool host, struct v
 
 static void destroy_buffer(struct vkdev *d, struct vkbuf *b)
 {
+    if (b->view4) vkDestroyBufferView(d->dev, b->view4, NULL);
     if (b->buf) vkDestroyBuffer(d->dev, b->buf, NULL);
     if (b->mem) vkFreeMemory(d->dev, b->mem, NULL); /* unmaps implicitly */
     memset(b, 0, sizeof *b);
@@ -673,7 +688,8 @@ static int create_kernel(struct vkdev *d, int id)
     }
 
     /* Specialization: id 0 is the work-group size of every shader; GEMM takes its tile (ids 1,
-     * 2), the peak kernel its chain count (id 1). */
+     * 2), the peak kernel its chain count (id 1),
+     * the texel-read activation kernels their activation (id 1). */
     uint32_t spec[3] = {d->wg, 0, 0};
     uint32_t nspec = 1;
     if (id == K_GEMM || id == K_GEMM_TEX) {
@@ -683,6 +699,12 @@ static int create_kernel(struct vkdev *d, int id)
         nspec = 3;
     } else if (id == K_PEAK) {
         spec[1] = d->peak_chains;
+        nspec = 2;
+    } else if (id >= K_ACT_FWD_TEX_0 && id <= K_ACT_FWD_TEX_3) {
+        spec[1] = (uint32_t)(id - K_ACT_FWD_TEX_0); /* enum sl_activation */
+        nspec = 2;
+    } else if (id >= K_ACT_BWD_TEX_0 && id <= K_ACT_BWD_TEX_3) {
+        spec[1] = (uint32_t)(id - K_ACT_BWD_TEX_0);
         nspec = 2;
     }
     VkSpecializationMapEntry entries[3];
@@ -777,6 +799,9 @@ static int vk_open_inner(sl_device *dev, struct vkdev *d)
     d->gemm_tex = (f1.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) &&
                   (f4.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) &&
                   (tex_env ? atoi(tex_env) != 0 : dev->info.kind == SL_DEVICE_CPU);
+    const char *elem_env = getenv("SLUICE_VK_ELEM_TEX");
+    d->elem_tex = (f4.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) &&
+                  (elem_env ? atoi(elem_env) != 0 : dev->info.kind == SL_DEVICE_CPU);
 
     uint32_t n_ext = 0;
     vkEnumerateDeviceExtensionProperties(d->phys, NULL, &n_ext, NULL);
@@ -1033,6 +1058,24 @@ static int run_1d(sl_device *dev, int id, sl_buffer *const *bufs, uint32_t *push
     return record_kernel(d, id, bufs, push, div_up(n, d->wg), 1);
 }
 
+/* A *_tex.comp kernel over n elements, four per invocation, its texel bindings reading the
+ * buffers' rgba32f views. Returns SL_EUNSUPPORTED without recording anything where the device
+ * reads storage buffers instead or a buffer has no view (too large for one); the caller then
+ * runs the storage-buffer kernel. */
+static int run_tex(sl_device *dev, int id, sl_buffer *const *bufs, uint32_t *push, size_t n)
+{
+    struct vkdev *d = D(dev);
+    const struct kernel_desc *kd = &kernel_descs[id];
+    if (!d->elem_tex) return SL_EUNSUPPORTED;
+    VkBufferView views[MAX_BINDINGS] = {VK_NULL_HANDLE};
+    for (uint32_t i = 0; i < kd->nbind; i++) {
+        if (!((kd->texel >> i) & 1)) continue;
+        views[i] = VB(bufs[i])->view4;
+        if (!views[i]) return SL_EUNSUPPORTED;
+    }
+    return record_kernel_views(d, id, bufs, views, push, div_up(div_up(n, 4), d->wg), 1);
+}
+
 /* ------------------------------------------------------------------------------------------------
  * Buffers */
 
@@ -1049,12 +1092,26 @@ static int vk_buffer_alloc(sl_buffer *buf)
         return st;
     }
     buf->impl = b;
+    /* One view for every elementwise kernel's reads, made once here rather than per dispatch. */
+    if (d->elem_tex && size / 16 <= d->props.limits.maxTexelBufferElements) {
+        VkBufferViewCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+                                     .buffer = b->buf,
+                                     .format = VK_FORMAT_R32G32B32A32_SFLOAT,
+                                     .offset = 0,
+                                     .range = size};
+        VkResult r = vkCreateBufferView(d->dev, &ci, NULL, &b->view4);
+        if (r != VK_SUCCESS) {
+            destroy_buffer(d, b);
+            free(b);
+            return vk_fail(r, "vkCreateBufferView");
+        }
+    }
     /* New buffers read as zeros, as on the CPU backend. */
     if (b->map) {
         memset(b->map, 0, size);
     } else {
         uint32_t push[3] = {0, (uint32_t)(size / 4), 0};
-        st = run_1d(buf->dev, K_FILL, &buf, push, size / 4);
+        st = run_1d(buf->dev, K_FILL, &buf, push, size / 16);
         if (st != SL_OK) {
             destroy_buffer(d, b);
             free(b);
@@ -1333,6 +1390,8 @@ static int vk_act_forward(sl_device *dev, enum sl_activation act, size_t n, sl_b
 {
     sl_buffer *bufs[2] = {x, y};
     uint32_t push[3] = {0, (uint32_t)n, (uint32_t)act};
+    int st = run_tex(dev, K_ACT_FWD_TEX_0 + (int)act, bufs, push, n);
+    if (st != SL_EUNSUPPORTED) return st;
     return run_1d(dev, K_ACT_FWD, bufs, push, n);
 }
 
@@ -1341,6 +1400,8 @@ static int vk_act_backward(sl_device *dev, enum sl_activation act, size_t n, sl_
 {
     sl_buffer *bufs[3] = {x, dy, dx};
     uint32_t push[3] = {0, (uint32_t)n, (uint32_t)act};
+    int st = run_tex(dev, K_ACT_BWD_TEX_0 + (int)act, bufs, push, n);
+    if (st != SL_EUNSUPPORTED) return st;
     return run_1d(dev, K_ACT_BWD, bufs, push, n);
 }
 
@@ -1364,9 +1425,13 @@ static int vk_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad,
                   sl_buffer *momentum_buf, float lr, float momentum, float weight_decay)
 {
     /* Without momentum the shader never touches binding 2; param fills the slot. */
-    sl_buffer *bufs[3] = {param, grad, momentum_buf ? momentum_buf : param};
+    sl_buffer *mom = momentum_buf ? momentum_buf : param;
     uint32_t push[6] = {0,       (uint32_t)n,   momentum_buf != NULL,
                         f2u(lr), f2u(momentum), f2u(weight_decay)};
+    sl_buffer *tex[5] = {param, grad, mom, param, mom};
+    int st = run_tex(dev, K_SGD_TEX, tex, push, n);
+    if (st != SL_EUNSUPPORTED) return st;
+    sl_buffer *bufs[3] = {param, grad, mom};
     return run_1d(dev, K_SGD, bufs, push, n);
 }
 
@@ -1374,29 +1439,38 @@ static int vk_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, 
                    sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
                    float bc1, float bc2)
 {
-    sl_buffer *bufs[4] = {param, grad, m, v};
     uint32_t push[9] = {0,          (uint32_t)n, f2u(lr),  f2u(beta1), f2u(beta2),
                         f2u(eps), f2u(weight_decay), f2u(bc1), f2u(bc2)};
+    sl_buffer *tex[7] = {param, grad, m, v, param, m, v};
+    int st = run_tex(dev, K_ADAM_TEX, tex, push, n);
+    if (st != SL_EUNSUPPORTED) return st;
+    sl_buffer *bufs[4] = {param, grad, m, v};
     return run_1d(dev, K_ADAM, bufs, push, n);
 }
 
 static int vk_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y)
 {
-    sl_buffer *bufs[2] = {x, y};
     uint32_t push[3] = {0, (uint32_t)n, f2u(alpha)};
+    sl_buffer *tex[3] = {x, y, y};
+    int st = run_tex(dev, K_AXPY_TEX, tex, push, n);
+    if (st != SL_EUNSUPPORTED) return st;
+    sl_buffer *bufs[2] = {x, y};
     return run_1d(dev, K_AXPY, bufs, push, n);
 }
 
 static int vk_scale(sl_device *dev, size_t n, float alpha, sl_buffer *x)
 {
     uint32_t push[3] = {0, (uint32_t)n, f2u(alpha)};
+    sl_buffer *tex[2] = {x, x};
+    int st = run_tex(dev, K_SCALE_TEX, tex, push, n);
+    if (st != SL_EUNSUPPORTED) return st;
     return run_1d(dev, K_SCALE, &x, push, n);
 }
 
 static int vk_fill(sl_device *dev, size_t n, float value, sl_buffer *x)
 {
     uint32_t push[3] = {0, (uint32_t)n, f2u(value)};
-    return run_1d(dev, K_FILL, &x, push, n);
+    return run_1d(dev, K_FILL, &x, push, div_up(n, 4)); /* four elements per invocation */
 }
 
 const struct sl_backend_ops sl_vulkan_backend = {

@@ -32,3 +32,13 @@ float act_df(uint act, float x)
     float t = safe_tanh(GELU_K * (x + GELU_C * x * x * x));
     return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * x * x);
 }
+
+vec4 act_f4(uint act, vec4 x)
+{
+    return vec4(act_f(act, x.x), act_f(act, x.y), act_f(act, x.z), act_f(act, x.w));
+}
+
+vec4 act_df4(uint act, vec4 x)
+{
+    return vec4(act_df(act, x.x), act_df(act, x.y), act_df(act, x.z), act_df(act, x.w));
+}

@@ -364,14 +364,21 @@ Test(vulkan, split_launches)
 {
     NEED_VULKAN();
     for (size_t d = 0; d < nvk; d++) {
-        const size_t n = 5000;
-        sl_buffer *x = make(vk[d], NULL, n);
+        /* n is not a multiple of 4: the four-per-invocation kernels must leave x[n..n+2]. */
+        const size_t n = 5001;
+        sl_buffer *x = make(vk[d], NULL, n + 3), *y = make(vk[d], NULL, n + 3);
+        cr_assert_eq(sl_fill(vk[d], n + 3, 2.0f, y), SL_OK);
         cr_assert_eq(sl_fill(vk[d], n, 1.5f, x), SL_OK);
-        float *f = malloc(n * 4);
-        cr_assert_eq(sl_buffer_download(x, 0, f, n * 4), SL_OK);
-        for (size_t i = 0; i < n; i++) cr_assert_eq(f[i], 1.5f, "element %zu", i);
-        free(f);
-        sl_buffer_free(x);
+        cr_assert_eq(sl_axpy(vk[d], n, 2.0f, x, y), SL_OK);
+        float *f = malloc((n + 3) * 4), *g = malloc((n + 3) * 4);
+        cr_assert_eq(sl_buffer_download(x, 0, f, (n + 3) * 4), SL_OK);
+        cr_assert_eq(sl_buffer_download(y, 0, g, (n + 3) * 4), SL_OK);
+        for (size_t i = 0; i < n + 3; i++) {
+            cr_assert_eq(f[i], i < n ? 1.5f : 0.0f, "fill element %zu", i);
+            cr_assert_eq(g[i], i < n ? 5.0f : 2.0f, "axpy element %zu", i);
+        }
+        free(f), free(g);
+        sl_buffer_free(x), sl_buffer_free(y);
         gemm_case(vk[d], false, false, 300, 520, 9, 1.0f, 0.0f);
         gemm_case(vk[d], true, true, 130, 70, 5, 1.0f, 1.0f);
     }
