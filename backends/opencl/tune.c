@@ -272,13 +272,18 @@ struct host_mats {
     float *c;
 };
 
-/* Runs C = A B (n x n) `reps` times on the device and on the host, alternating; wall-clock around
- * clFinish for the device. */
+/* Runs C = A B (n x n) at least `reps` times on the device and on the host, alternating, and
+ * until each side has run for TIME_MIN_S (at most TIME_MAX_REPS pairs); wall-clock around clFinish
+ * for the device. Five pairs alone were too few at n=256 (under a millisecond each) on a loaded
+ * machine: one lucky OpenBLAS slot or one unlucky device slot moved a ratio 5-10x. */
+#define TIME_MIN_S    0.25
+#define TIME_MAX_REPS 200
 static int time_gemm(sl_device *dev, size_t n, sl_buffer *a, sl_buffer *b, sl_buffer *c,
                      const struct host_mats *h, int reps, struct timing *out)
 {
-    double best = INFINITY, best_host = INFINITY;
-    for (int r = 0; r < reps; r++) {
+    double best = INFINITY, best_host = INFINITY, total = 0.0, total_host = 0.0;
+    for (int r = 0;
+         r < reps || ((total < TIME_MIN_S || total_host < TIME_MIN_S) && r < TIME_MAX_REPS); r++) {
         double t0 = sl_now();
         SL_TRY(sl_gemm(dev, false, false, n, n, n, 1.0f, a, b, 0.0f, c));
         SL_TRY(sl_device_finish(dev));
@@ -288,6 +293,8 @@ static int time_gemm(sl_device *dev, size_t n, sl_buffer *a, sl_buffer *b, sl_bu
         double t2 = sl_now();
         best = SL_MIN(best, t1 - t0);
         best_host = SL_MIN(best_host, t2 - t1);
+        total += t1 - t0;
+        total_host += t2 - t1;
     }
     double flop = 2.0 * (double)n * (double)n * (double)n;
     out->gflops = flop / best * 1e-9;
