@@ -36,7 +36,25 @@ struct params {
  * (MWG/MDIMC x NWG/NDIMC) in 8x8 work-groups. On PoCL 3.1 with an AMD EPYC (2 cores) this set
  * reached 0.3-0.4x OpenBLAS at n=1024 where CLBlast's default reached 0.07-0.1x (ratios measured
  * in the same process on a loaded machine, tests/opencl/gemm_vs_openblas.c). Smaller tiles (8x8,
- * 4x4 per work-item) or KWI=8 were 2-6x slower. */
+ * 4x4 per work-item) or KWI=8 were 2-6x slower.
+ * A second search (PoCL 3.1, 2 shared cores, each set against OpenBLAS in the same process, best of
+ * 6-10 interleaved runs, repeated A/B) found nothing reliably better; the spread between repeats
+ * of one set (0.26-0.49x at n=1024) was larger than any difference between the close sets:
+ *   KWG=64: 0.27-0.44x at 1024 and 0.36-0.42x at 2048, against 0.30-0.40x and 0.31-0.40x for this
+ *     set in the runs beside it, so the 2048 figure is not a cache-blocking collapse; in the same
+ *     process 2048 runs at the 1024 ratio.
+ *   KWG=16, KWI=1, STRM=STRN=1, MDIMC=NDIMC=16 with the same tiles, or 64x64 tiles (more
+ *     work-groups at 256/512): equal or worse (0.2-0.4x).
+ *   VWM=16, or tiles of 128x64 / 64x128: 2-3x slower.
+ *   VWM=1 sets in the style of CLBlast's Intel-CPU entries (KWG=16/32, STRM=1, VWN=8, with and
+ *     without local memory): 30-50x slower. PoCL does not vectorize across work-items here, so
+ *     the explicit float8 vectors are what make this kernel fast.
+ *   GEMMK=1 (KREG=8, 16x16 work-groups): 0.31x; with KREG=4 and 8x8 work-groups CLBlast 1.5.3's
+ *     kernel ran but computed wrong results (the search's check rejects such sets).
+ * Switching sets per call size was measured too: CLBlastOverrideParameters costs about 1 ms and
+ * CLBlast keeps each set's compiled program, so a switch back costs no rebuild; but with no set
+ * better at some size than this one, there is nothing to switch to, and 1 ms is more than a
+ * 256x256x256 GEMM takes. */
 /* CLBlast uses XgemmDirect where m*n*k < XGEMM_MIN_INDIRECT_SIZE^3. On PoCL the indirect kernel
  * with the set below beat the direct one from 64x128x128 up (3x there), while 64x10x128 was 3x
  * faster direct. */
@@ -63,6 +81,12 @@ static const struct params CANDIDATES[] = {
     {{0, 1, 16, 2, 16, 16, 64, 16, 16, 128, 1, 1, 1, 0, 4, 8}, 384},
     {{0, 1, 32, 2, 8, 8, 32, 32, 32, 64, 1, 1, 0, 0, 4, 2}, 384},
     {{0, 1, 32, 2, 16, 16, 128, 16, 16, 128, 1, 1, 0, 0, 4, 4}, 384},
+    /* Neighbours of the built-in set that came close on PoCL (see CPU_BUILTIN): single K unroll,
+     * strided accesses, 16x16 work-groups with 8x8 per work-item, and the GEMMK=1 kernel. */
+    {{0, 1, 32, 1, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
+    {{0, 1, 32, 2, 8, 8, 128, 8, 8, 128, 0, 0, 1, 1, 8, 8}, CPU_MIN_INDIRECT},
+    {{0, 1, 32, 2, 16, 16, 128, 16, 16, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
+    {{1, 8, 32, 1, 16, 16, 128, 16, 16, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
 };
 
 static void format_params(const struct params *p, char *buf, size_t cap)
@@ -248,13 +272,18 @@ struct host_mats {
     float *c;
 };
 
-/* Runs C = A B (n x n) `reps` times on the device and on the host, alternating; wall-clock around
- * clFinish for the device. */
+/* Runs C = A B (n x n) at least `reps` times on the device and on the host, alternating, and
+ * until each side has run for TIME_MIN_S (at most TIME_MAX_REPS pairs); wall-clock around clFinish
+ * for the device. Five pairs alone were too few at n=256 (under a millisecond each) on a loaded
+ * machine: one lucky OpenBLAS slot or one unlucky device slot moved a ratio 5-10x. */
+#define TIME_MIN_S    0.25
+#define TIME_MAX_REPS 200
 static int time_gemm(sl_device *dev, size_t n, sl_buffer *a, sl_buffer *b, sl_buffer *c,
                      const struct host_mats *h, int reps, struct timing *out)
 {
-    double best = INFINITY, best_host = INFINITY;
-    for (int r = 0; r < reps; r++) {
+    double best = INFINITY, best_host = INFINITY, total = 0.0, total_host = 0.0;
+    for (int r = 0;
+         r < reps || ((total < TIME_MIN_S || total_host < TIME_MIN_S) && r < TIME_MAX_REPS); r++) {
         double t0 = sl_now();
         SL_TRY(sl_gemm(dev, false, false, n, n, n, 1.0f, a, b, 0.0f, c));
         SL_TRY(sl_device_finish(dev));
@@ -264,6 +293,8 @@ static int time_gemm(sl_device *dev, size_t n, sl_buffer *a, sl_buffer *b, sl_bu
         double t2 = sl_now();
         best = SL_MIN(best, t1 - t0);
         best_host = SL_MIN(best_host, t2 - t1);
+        total += t1 - t0;
+        total_host += t2 - t1;
     }
     double flop = 2.0 * (double)n * (double)n * (double)n;
     out->gflops = flop / best * 1e-9;
