@@ -175,6 +175,17 @@ int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta
 int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, void *data,
                       size_t capacity, sl_tensor_meta *got, size_t *got_bytes);
 
+/* Like sl_transport_recv, but without copying the payload: *data points at it inside the received
+ * message and *bytes is its length. Every check, the CRC included, has passed when this returns
+ * SL_OK (the CRC runs over the message in place). The pointer stays valid until the next
+ * sl_transport_recv, sl_transport_recv_borrow or sl_transport_release on the same link, or
+ * sl_transport_close; the bytes must not be written. On failure *data is NULL. */
+int sl_transport_recv_borrow(sl_transport *t, int dir, const sl_tensor_meta *expected,
+                             const void **data, size_t *bytes, sl_tensor_meta *got);
+
+/* Gives back the message lent by sl_transport_recv_borrow on a link (nothing if none is lent). */
+void sl_transport_release(sl_transport *t, int dir);
+
 /* Tells both neighbours this rank failed (an ABORT with `reason`), without blocking; they
  * report it from their next recv. Best effort: a neighbour that cannot take it sees the link
  * close instead. */
