@@ -978,19 +978,26 @@ static int matches(const sl_wire_header *h, const sl_tensor_meta *e, char *why, 
     return 0;
 }
 
+static const char *waiting_text(const sl_tensor_meta *expected, char *buf, size_t n)
+{
+    if (expected)
+        snprintf(buf, n, "waiting for %s step %llu chunk %u micro-batch %u",
+                 sl_msg_type_name(expected->type), (unsigned long long)expected->step,
+                 expected->stage, expected->mb);
+    else
+        snprintf(buf, n, "waiting for a message");
+    return buf;
+}
+
 /* Receives and checks one message on link l; on SL_OK *p holds it (the caller closes it) and *got /
  * *got_bytes are filled. With dst->data the payload is copied there while its CRC is checked. */
 static int recv_checked(sl_transport *t, struct link *l, struct dest *dst, zmq_msg_t *p,
                         sl_tensor_meta *got, size_t *got_bytes)
 {
     const sl_tensor_meta *expected = dst->expected;
+    /* What we waited for, for failure messages only: formatted when one is written. */
+#define WAITING waiting_text(expected, waiting, sizeof waiting)
     char waiting[160];
-    if (expected)
-        snprintf(waiting, sizeof waiting, "waiting for %s step %llu chunk %u micro-batch %u",
-                 sl_msg_type_name(expected->type), (unsigned long long)expected->step,
-                 expected->stage, expected->mb);
-    else
-        snprintf(waiting, sizeof waiting, "waiting for a message");
     double deadline = t->o.recv_timeout_ms > 0 ? sl_now() + t->o.recv_timeout_ms / 1000.0 : 0;
     sl_wire_header h;
     int r;
@@ -998,32 +1005,32 @@ static int recv_checked(sl_transport *t, struct link *l, struct dest *dst, zmq_m
         r = read_message(t, l, &h, p, dst, 1);
         if (r) break;
         int s = drain_all_events(t); /* a slice passed with nothing to read */
-        if (s) return sl_fail_context(s, "%s", waiting);
+        if (s) return sl_fail_context(s, "%s", WAITING);
         if (l->lost) {
             r = read_message(t, l, &h, p, dst, 0); /* data queued before the disconnect */
             if (r) break;
             return broke(t, l, SL_EPEER,
                          "%s: rank %d disconnected (process ended, network lost, or it sent a "
                          "frame above max_tensor_bytes)",
-                         waiting, l->peer);
+                         WAITING, l->peer);
         }
         if (deadline && sl_now() > deadline)
-            return broke(t, l, SL_ETIMEOUT, "%s: nothing from rank %d within %d ms", waiting,
+            return broke(t, l, SL_ETIMEOUT, "%s: nothing from rank %d within %d ms", WAITING,
                          l->peer, t->o.recv_timeout_ms);
     }
     if (r < 0) return r;
     char why[512];
     size_t n = zmq_msg_size(p);
     if (h.type == SL_MSG_ABORT)
-        return broke(t, l, SL_EPEER, "%s: rank %d aborted: %.*s", waiting, l->peer,
+        return broke(t, l, SL_EPEER, "%s: rank %d aborted: %.*s", WAITING, l->peer,
                      (int)SL_MIN(n, 400), (const char *)zmq_msg_data(p));
     if (h.type == SL_MSG_HELLO)
-        return broke(t, l, SL_EPROTOCOL, "%s: unexpected HELLO (did rank %d restart?)", waiting,
+        return broke(t, l, SL_EPROTOCOL, "%s: unexpected HELLO (did rank %d restart?)", WAITING,
                      l->peer);
     if (expected && !matches(&h, expected, why, sizeof why))
-        return broke(t, l, SL_EPROTOCOL, "%s: %s", waiting, why);
+        return broke(t, l, SL_EPROTOCOL, "%s: %s", WAITING, why);
     if (n > dst->capacity)
-        return broke(t, l, SL_ERANGE, "%s: %zu bytes arrived, the buffer holds %zu", waiting, n,
+        return broke(t, l, SL_ERANGE, "%s: %zu bytes arrived, the buffer holds %zu", WAITING, n,
                      dst->capacity);
     if (got) {
         memset(got, 0, sizeof *got);
@@ -1037,6 +1044,7 @@ static int recv_checked(sl_transport *t, struct link *l, struct dest *dst, zmq_m
     }
     if (got_bytes) *got_bytes = n;
     return SL_OK;
+#undef WAITING
 }
 
 int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, void *data,

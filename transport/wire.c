@@ -171,7 +171,7 @@ static uint32_t table[256];
 static uint32_t x8n_long; /* x^(8*LONG_BLOCK) mod P, to shift a CRC over one block */
 #define LONG_BLOCK 8192
 static int have_sse42;
-static int have_clmul256; /* VPCLMULQDQ on 256-bit registers, with AVX2 */
+static int have_clmul256;     /* VPCLMULQDQ on 256-bit registers, with AVX2 */
 static uint64_t k_fold[3][2]; /* folding constants for 128, 256 and 1024 bits, see crc_clmul */
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
@@ -231,8 +231,9 @@ static void crc_init(void)
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
     have_sse42 = __builtin_cpu_supports("sse4.2") ? 1 : 0;
-    have_clmul256 = have_sse42 && __builtin_cpu_supports("avx2") &&
-                    __builtin_cpu_supports("vpclmulqdq") ? 1 : 0;
+    have_clmul256 =
+        have_sse42 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("vpclmulqdq") ? 1
+                                                                                             : 0;
 #else
     have_sse42 = 0;
 #endif
@@ -319,8 +320,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, uint8_t *ds
  * CRC state after n bytes, n a multiple of 128 and >= 128; with dst the bytes are copied too. */
 /* Folds four 256-bit accumulators (the last 128 bytes folded, in order) into one 128-bit lane
  * and returns its CRC from zero: the CRC state of everything folded. */
-__attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t
-fold_finish(__m256i a[4])
+__attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t fold_finish(__m256i a[4])
 {
     const __m256i k256 = _mm256_set_epi64x((long long)k_fold[1][1], (long long)k_fold[1][0],
                                            (long long)k_fold[1][1], (long long)k_fold[1][0]);
