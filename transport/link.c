@@ -44,7 +44,15 @@ struct link {
     int live;                    /* connections with a finished handshake */
     int lost;                    /* the peer disconnected after HELLO */
     int failed_handshakes;       /* connections closed mid-handshake */
+    zmq_msg_t held;              /* the message sl_transport_recv_borrow lent out */
+    int holding;
 };
+
+static void release_held(struct link *l)
+{
+    if (l->holding) zmq_msg_close(&l->held);
+    l->holding = 0;
+}
 
 struct sl_transport {
     sl_transport_options o;
@@ -970,81 +978,120 @@ static int matches(const sl_wire_header *h, const sl_tensor_meta *e, char *why, 
     return 0;
 }
 
+static const char *waiting_text(const sl_tensor_meta *expected, char *buf, size_t n)
+{
+    if (expected)
+        snprintf(buf, n, "waiting for %s step %llu chunk %u micro-batch %u",
+                 sl_msg_type_name(expected->type), (unsigned long long)expected->step,
+                 expected->stage, expected->mb);
+    else
+        snprintf(buf, n, "waiting for a message");
+    return buf;
+}
+
+/* Receives and checks one message on link l; on SL_OK *p holds it (the caller closes it) and *got /
+ * *got_bytes are filled. With dst->data the payload is copied there while its CRC is checked. */
+static int recv_checked(sl_transport *t, struct link *l, struct dest *dst, zmq_msg_t *p,
+                        sl_tensor_meta *got, size_t *got_bytes)
+{
+    const sl_tensor_meta *expected = dst->expected;
+    /* What we waited for, for failure messages only: formatted when one is written. */
+#define WAITING waiting_text(expected, waiting, sizeof waiting)
+    char waiting[160];
+    double deadline = t->o.recv_timeout_ms > 0 ? sl_now() + t->o.recv_timeout_ms / 1000.0 : 0;
+    sl_wire_header h;
+    int r;
+    for (;;) {
+        r = read_message(t, l, &h, p, dst, 1);
+        if (r) break;
+        int s = drain_all_events(t); /* a slice passed with nothing to read */
+        if (s) return sl_fail_context(s, "%s", WAITING);
+        if (l->lost) {
+            r = read_message(t, l, &h, p, dst, 0); /* data queued before the disconnect */
+            if (r) break;
+            return broke(t, l, SL_EPEER,
+                         "%s: rank %d disconnected (process ended, network lost, or it sent a "
+                         "frame above max_tensor_bytes)",
+                         WAITING, l->peer);
+        }
+        if (deadline && sl_now() > deadline)
+            return broke(t, l, SL_ETIMEOUT, "%s: nothing from rank %d within %d ms", WAITING,
+                         l->peer, t->o.recv_timeout_ms);
+    }
+    if (r < 0) return r;
+    char why[512];
+    size_t n = zmq_msg_size(p);
+    if (h.type == SL_MSG_ABORT)
+        return broke(t, l, SL_EPEER, "%s: rank %d aborted: %.*s", WAITING, l->peer,
+                     (int)SL_MIN(n, 400), (const char *)zmq_msg_data(p));
+    if (h.type == SL_MSG_HELLO)
+        return broke(t, l, SL_EPROTOCOL, "%s: unexpected HELLO (did rank %d restart?)", WAITING,
+                     l->peer);
+    if (expected && !matches(&h, expected, why, sizeof why))
+        return broke(t, l, SL_EPROTOCOL, "%s: %s", WAITING, why);
+    if (n > dst->capacity)
+        return broke(t, l, SL_ERANGE, "%s: %zu bytes arrived, the buffer holds %zu", WAITING, n,
+                     dst->capacity);
+    if (got) {
+        memset(got, 0, sizeof *got);
+        got->type = h.type;
+        got->step = h.step;
+        got->stage = h.stage;
+        got->mb = h.mb;
+        got->dtype = h.dtype;
+        got->ndim = h.ndim;
+        for (int i = 0; i < h.ndim; i++) got->shape[i] = h.shape[i];
+    }
+    if (got_bytes) *got_bytes = n;
+    return SL_OK;
+#undef WAITING
+}
+
 int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, void *data,
                       size_t capacity, sl_tensor_meta *got, size_t *got_bytes)
 {
     struct link *l = NULL;
     SL_TRY(get_link(t, dir, &l));
-    char waiting[160];
-    if (expected)
-        snprintf(waiting, sizeof waiting, "waiting for %s step %llu chunk %u micro-batch %u",
-                 sl_msg_type_name(expected->type), (unsigned long long)expected->step,
-                 expected->stage, expected->mb);
-    else
-        snprintf(waiting, sizeof waiting, "waiting for a message");
-    double deadline = t->o.recv_timeout_ms > 0 ? sl_now() + t->o.recv_timeout_ms / 1000.0 : 0;
-    sl_wire_header h;
+    release_held(l);
     zmq_msg_t p;
     zmq_msg_init(&p);
-    int r;
     struct dest dst = {expected, data, capacity, 0};
-    for (;;) {
-        r = read_message(t, l, &h, &p, &dst, 1);
-        if (r) break;
-        int s = drain_all_events(t); /* a slice passed with nothing to read */
-        if (s) {
-            zmq_msg_close(&p);
-            return sl_fail_context(s, "%s", waiting);
-        }
-        if (l->lost) {
-            r = read_message(t, l, &h, &p, &dst, 0); /* data queued before the disconnect */
-            if (r) break;
-            zmq_msg_close(&p);
-            return broke(t, l, SL_EPEER,
-                         "%s: rank %d disconnected (process ended, network lost, or it sent a "
-                         "frame above max_tensor_bytes)",
-                         waiting, l->peer);
-        }
-        if (deadline && sl_now() > deadline) {
-            zmq_msg_close(&p);
-            return broke(t, l, SL_ETIMEOUT, "%s: nothing from rank %d within %d ms", waiting,
-                         l->peer, t->o.recv_timeout_ms);
-        }
-    }
-    if (r < 0) {
-        zmq_msg_close(&p);
-        return r;
-    }
-    int s = SL_OK;
-    char why[512];
-    size_t n = zmq_msg_size(&p);
-    if (h.type == SL_MSG_ABORT) {
-        s = broke(t, l, SL_EPEER, "%s: rank %d aborted: %.*s", waiting, l->peer,
-                  (int)SL_MIN(n, 400), (const char *)zmq_msg_data(&p));
-    } else if (h.type == SL_MSG_HELLO) {
-        s = broke(t, l, SL_EPROTOCOL, "%s: unexpected HELLO (did rank %d restart?)", waiting,
-                  l->peer);
-    } else if (expected && !matches(&h, expected, why, sizeof why)) {
-        s = broke(t, l, SL_EPROTOCOL, "%s: %s", waiting, why);
-    } else if (n > capacity) {
-        s = broke(t, l, SL_ERANGE, "%s: %zu bytes arrived, the buffer holds %zu", waiting, n,
-                  capacity);
-    } else {
+    size_t n = 0;
+    int s = recv_checked(t, l, &dst, &p, got, &n);
+    if (!s) {
         if (n && !dst.copied) memcpy(data, zmq_msg_data(&p), n);
-        if (got) {
-            memset(got, 0, sizeof *got);
-            got->type = h.type;
-            got->step = h.step;
-            got->stage = h.stage;
-            got->mb = h.mb;
-            got->dtype = h.dtype;
-            got->ndim = h.ndim;
-            for (int i = 0; i < h.ndim; i++) got->shape[i] = h.shape[i];
-        }
         if (got_bytes) *got_bytes = n;
     }
     zmq_msg_close(&p);
     return s;
+}
+
+int sl_transport_recv_borrow(sl_transport *t, int dir, const sl_tensor_meta *expected,
+                             const void **data, size_t *bytes, sl_tensor_meta *got)
+{
+    if (data) *data = NULL;
+    if (bytes) *bytes = 0;
+    struct link *l = NULL;
+    SL_TRY(get_link(t, dir, &l));
+    if (!data || !bytes) return sl_fail(SL_EINVAL, "recv_borrow needs data and bytes");
+    release_held(l);
+    struct dest dst = {expected, NULL, SIZE_MAX, 0};
+    zmq_msg_init(&l->held);
+    int s = recv_checked(t, l, &dst, &l->held, got, bytes);
+    if (s) {
+        zmq_msg_close(&l->held);
+        *bytes = 0;
+        return s;
+    }
+    l->holding = 1;
+    *data = zmq_msg_data(&l->held);
+    return SL_OK;
+}
+
+void sl_transport_release(sl_transport *t, int dir)
+{
+    if (t && t->nlinks && (dir == SL_LINK_NEXT || dir == SL_LINK_PREV))
+        release_held(&t->links[dir]);
 }
 
 int sl_transport_abort(sl_transport *t, const char *reason)
@@ -1093,6 +1140,7 @@ void sl_transport_close(sl_transport *t)
     if (!t) return;
     for (int i = 0; i < 2; i++) {
         struct link *l = &t->links[i];
+        release_held(l);
         if (l->sock) {
             setopt_int(l->sock, ZMQ_LINGER, t->broken ? 0 : t->o.linger_ms);
             zmq_socket_monitor(l->sock, NULL, 0);

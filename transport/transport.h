@@ -83,8 +83,9 @@ void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE]);
 int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h);
 
 /* CRC32C (Castagnoli), as in iSCSI/ext4: sl_crc32c(0, "123456789", 9) == 0xe3069283. Chain
- * calls by passing the previous result. Uses SSE4.2 (three interleaved streams) when the
- * processor has it, a table otherwise. */
+ * calls by passing the previous result. Folds with VPCLMULQDQ (AVX2) where the processor has
+ * it, uses SSE4.2 crc32 (three interleaved streams) otherwise and for tails, a table without
+ * either. */
 uint32_t sl_crc32c(uint32_t crc, const void *data, size_t len);
 
 /* Copies len bytes from src to dst (not overlapping) and returns the CRC32C of them chained on
@@ -174,6 +175,17 @@ int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta
  * (never report them as received); every other check runs before anything is copied. */
 int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, void *data,
                       size_t capacity, sl_tensor_meta *got, size_t *got_bytes);
+
+/* Like sl_transport_recv, but without copying the payload: *data points at it inside the received
+ * message and *bytes is its length. Every check, the CRC included, has passed when this returns
+ * SL_OK (the CRC runs over the message in place). The pointer stays valid until the next
+ * sl_transport_recv, sl_transport_recv_borrow or sl_transport_release on the same link, or
+ * sl_transport_close; the bytes must not be written. On failure *data is NULL. */
+int sl_transport_recv_borrow(sl_transport *t, int dir, const sl_tensor_meta *expected,
+                             const void **data, size_t *bytes, sl_tensor_meta *got);
+
+/* Gives back the message lent by sl_transport_recv_borrow on a link (nothing if none is lent). */
+void sl_transport_release(sl_transport *t, int dir);
 
 /* Tells both neighbours this rank failed (an ABORT with `reason`), without blocking; they
  * report it from their next recv. Best effort: a neighbour that cannot take it sees the link

@@ -310,11 +310,16 @@ static int do_recv(exec *e, int64_t step, const sl_action *a)
     size_t bytes = e->rows * (size_t)width * sizeof(float);
     sl_tensor_meta want = meta_for(e, fwd ? SL_MSG_ACTIVATION : SL_MSG_GRADIENT, step, a->stage,
                                    a->mb, width);
-    SL_TRY(sl_transport_recv(e->tr, fwd ? SL_LINK_PREV : SL_LINK_NEXT, &want, e->host_tmp, bytes,
-                             NULL, NULL));
+    /* Uploaded straight from the received message: no copy on the host. */
+    int dir = fwd ? SL_LINK_PREV : SL_LINK_NEXT;
+    const void *data = NULL;
+    size_t got = 0;
+    SL_TRY(sl_transport_recv_borrow(e->tr, dir, &want, &data, &got, NULL));
     sl_buffer **dst = fwd ? &s->input : &s->dout;
-    SL_TRY(pool_get(&e->pool, bytes, dst));
-    return sl_buffer_upload(*dst, 0, e->host_tmp, bytes);
+    int rc = pool_get(&e->pool, bytes, dst);
+    if (!rc) rc = sl_buffer_upload(*dst, 0, data, bytes);
+    sl_transport_release(e->tr, dir);
+    return rc;
 }
 
 static void trace_add(exec *e, const sl_action *a, double t0, double t1)

@@ -174,6 +174,48 @@ Test(links, owned_buffers_freed_once)
     free(in);
 }
 
+/* A borrowed receive points into the message, checked, until the next receive or release. */
+Test(links, borrowed_receive)
+{
+    struct opener ops[2];
+    char ep[2][128];
+    open_pair(K_IPC, NULL, ops, ep);
+    sl_transport *a = ops[0].t, *b = ops[1].t;
+    enum { N = 1 << 18 };
+    int64_t shape[1] = {N};
+    sl_tensor_meta m, got;
+    fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_U8, 1, shape);
+    uint8_t *out = malloc(N);
+    for (unsigned k = 0; k < 3; k++) {
+        fill(out, N, k);
+        m.mb = k;
+        cr_assert_eq(sl_transport_send(a, SL_LINK_NEXT, &m, out, N), SL_OK, "%s", sl_last_error());
+        const void *data = NULL;
+        size_t n = 0;
+        cr_assert_eq(sl_transport_recv_borrow(b, SL_LINK_PREV, &m, &data, &n, &got), SL_OK, "%s",
+                     sl_last_error());
+        cr_assert_eq(n, (size_t)N);
+        cr_assert_eq(got.mb, k);
+        cr_assert_eq(memcmp(data, out, N), 0);
+        if (k == 1) sl_transport_release(b, SL_LINK_PREV); /* then the next recv: nothing held */
+    }
+    /* A mismatch is refused with nothing lent. */
+    m.mb = 7;
+    cr_assert_eq(sl_transport_send(a, SL_LINK_NEXT, &m, out, N), SL_OK);
+    m.mb = 8;
+    const void *data = out;
+    size_t n = 5;
+    cr_assert_eq(sl_transport_recv_borrow(b, SL_LINK_PREV, &m, &data, &n, NULL), SL_EPROTOCOL);
+    cr_assert_null(data);
+    cr_assert_eq(n, 0);
+    cr_assert(strstr(sl_last_error(), "micro-batch 7"), "%s", sl_last_error());
+    sl_transport_release(b, SL_LINK_PREV);
+    sl_transport_release(NULL, SL_LINK_PREV);
+    sl_transport_close(a);
+    sl_transport_close(b);
+    free(out);
+}
+
 /* The send queue holds `in_flight` messages without blocking. */
 Test(links, in_flight_does_not_block)
 {

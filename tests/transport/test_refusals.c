@@ -180,6 +180,30 @@ Test(refusals, crc_mismatch)
     raw_close(&r);
 }
 
+/* The borrowed receive checks the CRC in place and lends nothing on a mismatch. */
+Test(refusals, crc_mismatch_borrowed)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
+    uint8_t raw[SL_WIRE_HEADER_SIZE], data[24] = {1, 2, 3};
+    seal(&h, raw, data, 24);
+    data[20] ^= 0x01;
+    inject(&r, &h, data, 24, 1);
+    sl_tensor_meta m;
+    int64_t shape[2] = {2, 3};
+    fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_F32, 2, shape);
+    const void *p = data;
+    size_t n = 1;
+    int s = sl_transport_recv_borrow(r.op.t, SL_LINK_PREV, &m, &p, &n, NULL);
+    cr_assert_eq(s, SL_EPROTOCOL, "%d: %s", s, sl_last_error());
+    cr_assert(strstr(sl_last_error(), "CRC32C"), "%s", sl_last_error());
+    cr_assert_null(p);
+    cr_assert_eq(sl_transport_recv_borrow(r.op.t, SL_LINK_PREV, &m, &p, &n, NULL), SL_EPROTOCOL);
+    raw_close(&r);
+}
+
 Test(refusals, truncated_header)
 {
     struct raw r;

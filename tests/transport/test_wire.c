@@ -112,7 +112,10 @@ Test(wire, crc32c)
     size_t n = 3 * 8192 * 3 + 1000;
     uint8_t *buf = malloc(n + 16);
     for (size_t i = 0; i < n + 16; i++) buf[i] = (uint8_t)(i * 2654435761u >> 13);
-    size_t lens[] = {1, 7, 8, 63, 24575, 24576, 24577, 3 * 8192 * 2 + 5, n};
+    size_t lens[] = {1,   7,   8,   63,  127,  128,  129,  255,   256,   511,   512,
+                     513, 639, 640, 641, 1023, 1024, 4099, 24575, 24576, 24577, 3 * 8192 * 2 + 5,
+                     n};
+    uint8_t *copy = malloc(n + 16);
     for (size_t off = 0; off < 4; off++)
         for (size_t i = 0; i < SL_ARRAY_LEN(lens); i++) {
             uint32_t want = crc_bitwise(buf + off, lens[i]);
@@ -120,6 +123,13 @@ Test(wire, crc32c)
             size_t half = lens[i] / 3;
             uint32_t c = sl_crc32c(0, buf + off, half);
             cr_assert_eq(sl_crc32c(c, buf + off + half, lens[i] - half), want);
+            /* The copying variant: same CRC, same bytes, chained from a nonzero CRC too. */
+            memset(copy, 0, n + 16);
+            c = sl_crc32c_copy(0, copy + 3, buf + off, half);
+            cr_assert_eq(sl_crc32c_copy(c, copy + 3 + half, buf + off + half, lens[i] - half), want,
+                         "copy: len %zu off %zu", lens[i], off);
+            cr_assert_eq(memcmp(copy + 3, buf + off, lens[i]), 0);
         }
+    free(copy);
     free(buf);
 }
