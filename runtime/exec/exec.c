@@ -100,7 +100,7 @@ typedef struct exec {
     float *host_x;
     int32_t *host_labels;
     float *host_targets;
-    float *host_tmp; /* the largest activation or gradient of a micro-batch */
+    float *host_loss; /* one micro-batch's per-row losses */
     trace_event *trace;
     int ntrace, max_trace;
     double busy;
@@ -383,8 +383,8 @@ static int step_loss(exec *e, double *loss)
     for (int m = 0; m < e->cfg->train.microbatches; m++) {
         mb_state *s = &l->mb[m];
         if (!s->loss) return sl_fail(SL_EINTERNAL, "micro-batch %d has no loss", m);
-        SL_TRY(sl_buffer_download(s->loss, 0, e->host_tmp, e->rows * sizeof(float)));
-        for (size_t i = 0; i < e->rows; i++) sum += e->host_tmp[i];
+        SL_TRY(sl_buffer_download(s->loss, 0, e->host_loss, e->rows * sizeof(float)));
+        for (size_t i = 0; i < e->rows; i++) sum += e->host_loss[i];
         pool_put(&e->pool, s->loss);
         s->loss = NULL;
     }
@@ -521,7 +521,7 @@ static int setup(exec *e)
     if (!(e->host_x = sl_alloc(e->rows * (size_t)e->model.inputs * sizeof(float))) ||
         !(e->host_labels = sl_alloc(e->rows * sizeof(int32_t))) ||
         !(e->host_targets = sl_alloc(e->rows * (size_t)e->model.outputs * sizeof(float))) ||
-        !(e->host_tmp = sl_alloc(e->rows * widest * sizeof(float))))
+        !(e->host_loss = sl_alloc(e->rows * sizeof(float))))
         return SL_ENOMEM;
     e->max_trace = e->opt->max_trace_events > 0 ? e->opt->max_trace_events : 5000;
     if (!(e->trace = sl_alloc((size_t)e->max_trace * sizeof *e->trace))) return SL_ENOMEM;
@@ -576,7 +576,7 @@ static void teardown(exec *e)
     free(e->host_x);
     free(e->host_labels);
     free(e->host_targets);
-    free(e->host_tmp);
+    free(e->host_loss);
     free(e->trace);
     free(e->pubs);
     free(e->allowed);
