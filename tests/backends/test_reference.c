@@ -181,6 +181,36 @@ static float sum(const float *v, size_t n)
     return (float)s;
 }
 
+/* The mini-batch loss of the cross-entropy (xent) or MSE kernel: the scaled sum of row losses. */
+static double batch_loss(bool xent, size_t rows, size_t cols, const float *in, const void *target,
+                         float scale)
+{
+    float *loss, *d = xent ? run_softmax_xent(cpu, rows, cols, in, target, scale, &loss)
+                           : run_mse(cpu, rows, cols, in, target, scale, &loss);
+    double s = scale * (double)sum(loss, rows);
+    free(loss);
+    free(d);
+    return s;
+}
+
+/* Every element of the kernel's gradient `d` against central differences of batch_loss. */
+static void check_loss_gradient(bool xent, size_t rows, size_t cols, float *in, const void *target,
+                                float scale, const float *d, double tol)
+{
+    const float h = 1e-2f;
+    for (size_t i = 0; i < rows * cols; i++) {
+        float keep = in[i];
+        in[i] = keep + h;
+        double lp = batch_loss(xent, rows, cols, in, target, scale);
+        in[i] = keep - h;
+        double lm = batch_loss(xent, rows, cols, in, target, scale);
+        in[i] = keep;
+        double fd = (lp - lm) / (2 * h);
+        cr_assert_float_eq(d[i], fd, tol, "%s gradient[%zu] = %g, finite difference %g",
+                           xent ? "softmax_xent" : "mse", i, (double)d[i], fd);
+    }
+}
+
 Test(reference, softmax_xent_gradient_matches_finite_differences)
 {
     size_t rows = 5, classes = 7;
@@ -195,22 +225,7 @@ Test(reference, softmax_xent_gradient_matches_finite_differences)
         for (size_t c = 0; c < classes; c++) s += exp(logits[r * classes + c] - mx);
         cr_assert_float_eq(loss[r], mx + log(s) - logits[r * classes + labels[r]], 1e-5);
     }
-    const float h = 1e-2f;
-    for (size_t i = 0; i < rows * classes; i++) {
-        float keep = logits[i], *lp, *lm, *dp, *dm;
-        logits[i] = keep + h;
-        dp = run_softmax_xent(cpu, rows, classes, logits, labels, scale, &lp);
-        logits[i] = keep - h;
-        dm = run_softmax_xent(cpu, rows, classes, logits, labels, scale, &lm);
-        logits[i] = keep;
-        float fd = scale * (sum(lp, rows) - sum(lm, rows)) / (2 * h);
-        cr_assert_float_eq(d[i], fd, 2e-4, "dlogits[%zu] = %g, finite difference %g", i,
-                           (double)d[i], (double)fd);
-        free(lp);
-        free(lm);
-        free(dp);
-        free(dm);
-    }
+    check_loss_gradient(true, rows, classes, logits, labels, scale, d, 2e-4);
     free(d);
     free(loss);
     free(logits);
@@ -226,21 +241,7 @@ Test(reference, mse_gradient_matches_finite_differences)
     double want = 0;
     for (size_t i = 0; i < rows * cols; i++) want += pow(pred[i] - target[i], 2);
     cr_assert_float_eq(sum(loss, rows) / (float)rows, want / (double)(rows * cols), 1e-6);
-    const float h = 1e-2f;
-    for (size_t i = 0; i < rows * cols; i++) {
-        float keep = pred[i], *lp, *lm, *dp, *dm;
-        pred[i] = keep + h;
-        dp = run_mse(cpu, rows, cols, pred, target, scale, &lp);
-        pred[i] = keep - h;
-        dm = run_mse(cpu, rows, cols, pred, target, scale, &lm);
-        pred[i] = keep;
-        float fd = scale * (sum(lp, rows) - sum(lm, rows)) / (2 * h);
-        cr_assert_float_eq(d[i], fd, 1e-4, "dpred[%zu]", i);
-        free(lp);
-        free(lm);
-        free(dp);
-        free(dm);
-    }
+    check_loss_gradient(false, rows, cols, pred, target, scale, d, 1e-4);
     free(d);
     free(loss);
     free(pred);
