@@ -164,13 +164,7 @@ static int check_params(const sl_schedule_params *p, int *which)
         return sl_fail(SL_EINVAL, "micro-batches must be at least 1 (got %d)", p->microbatches);
     int v = p->chunks ? p->chunks : 1;
     if (v < 1) return sl_fail(SL_EINVAL, "chunks must be at least 1 (got %d)", p->chunks);
-    if (p->ranks > SL_SCHEDULE_MAX_RANKS || p->microbatches > SL_SCHEDULE_MAX_MICROBATCHES ||
-        v > SL_SCHEDULE_MAX_CHUNKS)
-        return sl_fail(SL_EINVAL,
-                       "schedule too large: at most %d stages, %d micro-batches and "
-                       "%d chunks (got %d, %d, %d)",
-                       SL_SCHEDULE_MAX_RANKS, SL_SCHEDULE_MAX_MICROBATCHES, SL_SCHEDULE_MAX_CHUNKS,
-                       p->ranks, p->microbatches, v);
+    /* sl_schedule_create checks the size limits. */
     if (!strcmp(name, "interleaved")) {
         if (v < 2)
             return sl_fail(SL_EINVAL,
