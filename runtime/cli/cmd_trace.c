@@ -92,7 +92,7 @@ int sl_cmd_trace(int argc, char **argv)
     const cJSON *ev;
     cJSON_ArrayForEach(ev, events)
     {
-        int tid = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "tid"));
+        int tid = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "tid")), -1);
         const char *ph = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "ph"));
         const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "name"));
         if (tid < 0 || tid >= MAX_RANKS || !ph || !name) continue;

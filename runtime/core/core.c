@@ -153,6 +153,11 @@ size_t sl_mul_size(size_t n, size_t size)
     return n * size;
 }
 
+int sl_to_int(double v, int fallback)
+{
+    return v == v && v > -2147483648.0 && v < 2147483648.0 ? (int)v : fallback;
+}
+
 int sl_read_file(const char *path, char **data, size_t *size)
 {
     FILE *f = fopen(path, "rb");

@@ -83,6 +83,11 @@ void *sl_alloc(size_t bytes);
 /* n * size with overflow detection; returns 0 on overflow (and n or size 0 give 0 too). */
 size_t sl_mul_size(size_t n, size_t size);
 
+/* v as an int when it is a finite number in int's range (fractions truncated), else `fallback`:
+ * for numbers read from JSON that other processes sent, where a plain cast of NaN or 1e300 would
+ * be undefined. */
+int sl_to_int(double v, int fallback);
+
 /* Reads a whole file into memory (NUL-terminated for convenience). */
 int sl_read_file(const char *path, char **data, size_t *size);
 

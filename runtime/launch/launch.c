@@ -225,8 +225,8 @@ static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx
             if (type && !strcmp(type, "done") && done) (*done)++;
             if (type && !strcmp(type, "error")) {
                 const char *m = cJSON_GetStringValue(cJSON_GetObjectItem(j, "message"));
-                note_error(f, (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank")),
-                           (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "status")),
+                note_error(f, sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank")), 0),
+                           sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "status")), SL_EPEER),
                            m ? m : "failed");
             }
             cJSON_Delete(j);
@@ -495,8 +495,8 @@ int sl_rendezvous_serve(const char *master, int world, const char *endpoint, con
         if (n_id < 0 || n_e != 0 || n_b < 0 || n_b >= (int)sizeof body - 1) continue;
         body[n_b] = '\0';
         cJSON *j = cJSON_Parse(body);
-        int rank = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank"));
-        int w = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "world"));
+        int rank = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank")), -1);
+        int w = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "world")), -1);
         const char *ep = cJSON_GetStringValue(cJSON_GetObjectItem(j, "endpoint"));
         if (!ep || w != world || rank < 1 || rank >= world || out->endpoints[rank][0]) {
             st = sl_fail(SL_EPROTOCOL,
