@@ -492,7 +492,9 @@ int sl_rendezvous_serve(const char *master, int world, const char *endpoint, con
         int n_id = zmq_recv(sock, id, sizeof id, 0);
         int n_e = zmq_recv(sock, empty, sizeof empty, 0);
         int n_b = zmq_recv(sock, body, sizeof body - 1, 0);
-        if (n_id < 0 || n_e != 0 || n_b < 0 || n_b >= (int)sizeof body - 1) continue;
+        /* zmq_recv returns a message's full length, which may exceed what it copied */
+        if (n_id < 0 || n_id > (int)sizeof id || n_e != 0 || n_b < 0 || n_b >= (int)sizeof body - 1)
+            continue;
         body[n_b] = '\0';
         cJSON *j = cJSON_Parse(body);
         int rank = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank")), -1);
