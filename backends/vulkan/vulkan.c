@@ -741,13 +741,12 @@ static void choose_tiles(struct vkdev *d, enum sl_device_kind kind)
     d->wg = SL_MIN(256u, maxwg);
     if (kind == SL_DEVICE_CPU) {
         /* A CPU driver runs a work-group's invocations as SIMD lanes and loads buffers lane by
-         * lane, so the FMAs per loaded float decide the speed: a 16 x 16 block gives 8. Work-groups
-         * of 16 (256 columns of C, so 256 work-groups at 1024) spread better over llvmpipe's
-         * threads than 64: measured NN 1024 on lavapipe, 2 cores, best of 4: 16x4 at wg 64 17-18,
-         * at wg 16 21-23 GFLOP/s (SLUICE_VK_GEMM_TILE=16x4x64 vs 16x4x16). */
+         * lane, so the FMAs per loaded float decide the speed: a 16 x 16 block gives 8. Measured
+         * at 1024 on lavapipe (2 cores, SLUICE_VK_GEMM_TILE=TMxTN4xWG): 16x4 beat 8x2, 4x4 and
+         * 16x2; work-groups of 16 and 64 were within the machine's noise (15-21 GFLOP/s NN). */
         d->gemm_tm = 16;
         d->gemm_tn4 = 4;
-        d->gemm_wg = SL_MIN(16u, maxwg);
+        d->gemm_wg = SL_MIN(64u, maxwg);
     } else {
         d->gemm_tm = 4;
         d->gemm_tn4 = 1;
