@@ -24,7 +24,8 @@ layout(push_constant) uniform P {
 layout(binding = 0) uniform samplerBuffer ta;
 layout(binding = 1) uniform samplerBuffer tb;
 layout(std430, binding = 2) buffer C { float c[]; };
-layout(binding = 3) uniform samplerBuffer tb4; // B again as vec4s (only read when n % 4 == 0)
+layout(binding = 3) uniform samplerBuffer tb4; // B again as vec4s (only read when its rows are
+                                               // whole vec4s: n % 4 == 0, or k % 4 == 0 for B^T)
 layout(binding = 4) uniform samplerBuffer ta4; // A again as vec4s along k (only read for NN
                                                // when k % 4 == 0)
 
@@ -78,6 +79,26 @@ void main()
             [[unroll]] for (uint i = 0u; i < TM; i++) {
                 float av = texelFetch(ta, int(arow[i] + ak)).x;
                 [[unroll]] for (uint j = 0u; j < TN4; j++) acc[i][j] = fma(vec4(av), bv[j], acc[i][j]);
+            }
+        }
+    } else if (p.trans_b != 0u && (p.k & 3u) == 0u) {
+        // B^T rows run along k and are whole vec4s: one vec4 load per column covers 4 steps
+        // of k (in place of 4 scalar fetches).
+        uint k4 = p.k >> 2u;
+        uint bq4[TN4 * 4u];
+        [[unroll]] for (uint j = 0u; j < TN4 * 4u; j++) bq4[j] = min(col0 + j, p.n - 1u) * k4;
+        for (uint kq = 0u; kq < k4; kq++) {
+            vec4 bq[TN4 * 4u];
+            [[unroll]] for (uint j = 0u; j < TN4 * 4u; j++) bq[j] = texelFetch(tb4, int(bq4[j] + kq));
+            [[unroll]] for (uint s = 0u; s < 4u; s++) {
+                vec4 bv[TN4];
+                [[unroll]] for (uint j = 0u; j < TN4; j++)
+                    bv[j] = vec4(bq[4u * j][s], bq[4u * j + 1u][s], bq[4u * j + 2u][s], bq[4u * j + 3u][s]);
+                uint ak = (kq * 4u + s) * sak;
+                [[unroll]] for (uint i = 0u; i < TM; i++) {
+                    float av = texelFetch(ta, int(arow[i] + ak)).x;
+                    [[unroll]] for (uint j = 0u; j < TN4; j++) acc[i][j] = fma(vec4(av), bv[j], acc[i][j]);
+                }
             }
         }
     } else {

@@ -132,7 +132,9 @@ Test(vulkan, gemm_shapes_and_transposes)
 {
     NEED_VULKAN();
     static const size_t shapes[][3] = {{1, 1, 1},  {7, 5, 3},   {1, 7, 33}, {33, 17, 9},
-                                       {16, 64, 8}, {64, 16, 32}, {257, 33, 65}, {10, 257, 7}};
+                                       {16, 64, 8}, {64, 16, 32}, {257, 33, 65}, {10, 257, 7},
+                                       /* k % 4 == 0 with ragged m and n: B^T read as vec4s */
+                                       {33, 18, 12}};
     for (size_t d = 0; d < nvk; d++)
         for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++)
             for (int t = 0; t < 4; t++)
@@ -148,6 +150,7 @@ Test(vulkan, gemm_alpha_beta)
         gemm_case(vk[d], false, false, 33, 36, 17, 1.0f, 1.0f);
         gemm_case(vk[d], true, false, 20, 12, 40, 0.5f, 0.25f);
         gemm_case(vk[d], false, true, 9, 13, 5, -2.0f, 1.0f);
+        gemm_case(vk[d], false, true, 9, 13, 8, -2.0f, 1.0f);
         gemm_case(vk[d], true, true, 65, 8, 3, 1.0f, 0.0f);
     }
     no_validation_messages();

@@ -57,11 +57,16 @@ int main(int argc, char **argv)
     const sl_device_info *infos;
     size_t count;
     sl_device_list(&infos, &count);
-    sl_device *cpu;
-    if (sl_device_open("cpu", &cpu) != SL_OK) return 1;
-    double blas = time_gemm(cpu, s, reps, false, false);
-    printf("cpu (OpenBLAS) gemm %zu: %.1f GFLOP/s\n", s, blas);
-    sl_device_close(cpu);
+    /* PEAK_ONLY=1: only the FMA peak, three times per device (for tuning the peak kernel). */
+    bool peak_only = getenv("PEAK_ONLY") != NULL;
+    double blas = 1.0;
+    if (!peak_only) {
+        sl_device *cpu;
+        if (sl_device_open("cpu", &cpu) != SL_OK) return 1;
+        blas = time_gemm(cpu, s, reps, false, false);
+        printf("cpu (OpenBLAS) gemm %zu: %.1f GFLOP/s\n", s, blas);
+        sl_device_close(cpu);
+    }
     for (size_t i = 0; i < count; i++) {
         if (strcmp(infos[i].backend, "vulkan")) continue;
         sl_device *dev;
@@ -72,6 +77,14 @@ int main(int argc, char **argv)
         double peak = 0.0;
         sl_device_peak_gflops(dev, &peak);
         printf("%s %s: FMA peak %.1f GFLOP/s\n", infos[i].id, infos[i].name, peak);
+        for (int r = 0; peak_only && r < 2; r++) {
+            sl_device_peak_gflops(dev, &peak);
+            printf("  again: %.1f GFLOP/s\n", peak);
+        }
+        if (peak_only) {
+            sl_device_close(dev);
+            continue;
+        }
         int nt = getenv("NN_ONLY") ? 1 : 4;
         for (int t = 0; t < nt; t++) {
             double g = time_gemm(dev, s, reps, t & 1, t & 2);
