@@ -297,26 +297,33 @@ static void gemm_still_correct(void)
     sl_device_close(dev);
 }
 
-Test(opencl, tuning_cache_is_applied_or_ignored)
+/* Makes `dir` (a mkdtemp template) the tuning cache and writes an Xgemm parameter set for the
+ * device there, with the given MWG and VWM and the built-in set's other values; `path` gets the
+ * cache file's path. */
+static void write_cache(char *dir, char *path, size_t cap, int mwg, int vwm)
 {
-    char dir[] = "/tmp/sluice-cl-XXXXXX";
     cr_assert(mkdtemp(dir));
     setenv("SLUICE_CACHE_DIR", dir, 1);
-    char path[512];
-    cr_assert_eq(sl_opencl_cache_path(path, sizeof path), SL_OK);
-
+    cr_assert_eq(sl_opencl_cache_path(path, cap), SL_OK);
     FILE *f = fopen(path, "w");
-    /* The built-in CPU tiles (so PoCL finds the kernel in its cache), another threshold. */
+    cr_assert_not_null(f);
     fprintf(f,
             "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":32,\"KWI\":2,"
-            "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":128,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":128,\"SA\":0,"
-            "\"SB\":0,\"STRM\":0,\"STRN\":0,\"VWM\":8,\"VWN\":8},"
+            "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":%d,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":128,\"SA\":0,"
+            "\"SB\":0,\"STRM\":0,\"STRN\":0,\"VWM\":%d,\"VWN\":8},"
             "\"GemmRoutine\": {\"XGEMM_MIN_INDIRECT_SIZE\": 0}}}}",
-            sl_device_get_info(ocl)->name);
+            sl_device_get_info(ocl)->name, mwg, vwm);
     fclose(f);
+}
+
+Test(opencl, tuning_cache_is_applied_or_ignored)
+{
+    char dir[] = "/tmp/sluice-cl-XXXXXX", path[512];
+    /* The built-in CPU tiles (so PoCL finds the kernel in its cache), another threshold. */
+    write_cache(dir, path, sizeof path, 128, 8);
     gemm_still_correct();
 
-    f = fopen(path, "w");
+    FILE *f = fopen(path, "w");
     fprintf(f, "{ not json");
     fclose(f);
     gemm_still_correct();
@@ -347,19 +354,8 @@ Test(opencl_icd, missing_icd_is_reported)
  * with a status that names CLBlast's error, not a crash. */
 Test(opencl, clblast_failure_is_a_clear_status)
 {
-    char dir[] = "/tmp/sluice-cl-XXXXXX";
-    cr_assert(mkdtemp(dir));
-    setenv("SLUICE_CACHE_DIR", dir, 1);
-    char path[512];
-    cr_assert_eq(sl_opencl_cache_path(path, sizeof path), SL_OK);
-    FILE *f = fopen(path, "w");
-    fprintf(f,
-            "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":32,\"KWI\":2,"
-            "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":96,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":128,\"SA\":0,"
-            "\"SB\":0,\"STRM\":0,\"STRN\":0,\"VWM\":3,\"VWN\":8},"
-            "\"GemmRoutine\": {\"XGEMM_MIN_INDIRECT_SIZE\": 0}}}}",
-            sl_device_get_info(ocl)->name);
-    fclose(f);
+    char dir[] = "/tmp/sluice-cl-XXXXXX", path[512];
+    write_cache(dir, path, sizeof path, 96, 3);
     sl_device *dev;
     cr_assert_eq(sl_device_open("opencl:0", &dev), SL_OK, "%s", sl_last_error());
     sl_buffer *a, *b, *c;

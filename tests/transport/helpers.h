@@ -86,6 +86,20 @@ static inline void open_all(struct opener *ops, int n)
     for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
 }
 
+/* Opens a ring of n (<= 8) ranks over ipc:// in a new temporary directory; every open must
+ * succeed. */
+static inline void open_ipc_ring(struct opener *ops, int n)
+{
+    char dir[] = "/tmp/sl-tt-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char ep[8][128];
+    for (int r = 0; r < n; r++) snprintf(ep[r], 128, "ipc://%s/r%d", dir, r);
+    memset(ops, 0, sizeof *ops * (size_t)n);
+    for (int r = 0; r < n; r++) pair_options(&ops[r].o, r, n, ep, NULL);
+    open_all(ops, n);
+    for (int r = 0; r < n; r++) cr_assert_eq(ops[r].status, SL_OK, "%s", ops[r].msg);
+}
+
 static inline void fill_meta(sl_tensor_meta *m, int type, int dtype, uint32_t ndim,
                              const int64_t *shape)
 {

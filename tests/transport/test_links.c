@@ -84,15 +84,8 @@ Test(links, round_trips_tcp)
 
 Test(links, ring_of_four_ipc)
 {
-    char dir[] = "/tmp/sl-tt-XXXXXX";
-    cr_assert(mkdtemp(dir));
-    char ep[4][128];
-    for (int r = 0; r < 4; r++) snprintf(ep[r], 128, "ipc://%s/r%d", dir, r);
     struct opener ops[4];
-    memset(ops, 0, sizeof ops);
-    for (int r = 0; r < 4; r++) pair_options(&ops[r].o, r, 4, ep, NULL);
-    open_all(ops, 4);
-    for (int r = 0; r < 4; r++) cr_assert_eq(ops[r].status, SL_OK, "%s", ops[r].msg);
+    open_ipc_ring(ops, 4);
     int64_t shape[1] = {1};
     for (int r = 0; r < 4; r++) {
         sl_tensor_meta m;

@@ -123,15 +123,8 @@ Test(liveness, second_peer_connects)
 
 Test(liveness, abort_reaches_both_neighbours)
 {
-    char dir[] = "/tmp/sl-tt-XXXXXX";
-    cr_assert(mkdtemp(dir));
-    char ep[3][128];
-    for (int r = 0; r < 3; r++) snprintf(ep[r], 128, "ipc://%s/r%d", dir, r);
     struct opener ops[3];
-    memset(ops, 0, sizeof ops);
-    for (int r = 0; r < 3; r++) pair_options(&ops[r].o, r, 3, ep, NULL);
-    open_all(ops, 3);
-    for (int r = 0; r < 3; r++) cr_assert_eq(ops[r].status, SL_OK, "%s", ops[r].msg);
+    open_ipc_ring(ops, 3);
     cr_assert_eq(sl_transport_abort(ops[1].t, "out of device memory"), SL_OK);
     float buf[4];
     cr_assert_eq(sl_transport_recv(ops[0].t, SL_LINK_NEXT, NULL, buf, sizeof buf, NULL, NULL),
