@@ -152,16 +152,14 @@ static int on_report(void *ctx, const char *json, size_t len)
     cJSON *o = cJSON_ParseWithLength(json, len);
     if (!o) return sl_fail(SL_EPROTOCOL, "a rank sent a report that is not JSON");
     const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(o, "type"));
-    int rank = sl_to_int(num(o, "rank"), -1);
+    int rank = sl_to_int(num(o, "rank"), -1), step = sl_to_int(num(o, "step"), -1);
     int rc = SL_OK;
     if (!type || rank < 0 || rank >= MAX_RANKS) {
         rc = sl_fail(SL_EPROTOCOL, "a rank sent a report without type or rank");
-    } else if (!strcmp(type, "step") && (sl_to_int(num(o, "step"), -1) < 0 ||
-                                          sl_to_int(num(o, "step"), -1) >= r->cfg->train.steps)) {
+    } else if (!strcmp(type, "step") && (step < 0 || step >= r->cfg->train.steps)) {
         rc = sl_fail(SL_EPROTOCOL, "rank %d reported a step outside 0..%d", rank,
                      r->cfg->train.steps - 1);
     } else if (!strcmp(type, "step")) {
-        int step = sl_to_int(num(o, "step"), -1);
         double loss = num(o, "loss"), t = num(o, "t");
         double dt = step == 0 ? t : t - r->last_t;
         double sps = dt > 0 ? r->cfg->train.batch / dt : 0.0;
@@ -190,7 +188,7 @@ static int on_report(void *ctx, const char *json, size_t len)
             r->stage_w[stage] = num(s, "w_ms");
         }
     } else if (!strcmp(type, "checkpoint")) {
-        int step = sl_to_int(num(o, "step"), -1), every = r->cfg->output.checkpoint_interval;
+        int every = r->cfg->output.checkpoint_interval;
         if (every > 0 && step > 0 && step % every == 0 && step < r->cfg->train.steps &&
             ++r->checkpoints[step / every] == r->cfg->pipeline.stages)
             rc = write_checkpoint(r, step);
