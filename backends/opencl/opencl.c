@@ -550,10 +550,14 @@ static int cl_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
     const CLBlastTranspose ta = trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
     const CLBlastTranspose tb = trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
     const size_t lda = trans_a ? m : k, ldb = trans_b ? k : n, ldc = n;
-    /* CLBlast would allocate and free its scratch buffer on every call; keep one per device. */
+    /* Our matrices are row-major; CLBlast is asked for the column-major product C^T = B^T A^T
+     * over the same memory. Its Xgemm kernel wants C column-major, so a row-major call would
+     * transpose C into scratch and back on every call (and A too); this way only one operand is
+     * rearranged at most. CLBlast would also allocate and free its scratch buffer on every call;
+     * we keep one per device. */
     size_t need = 0;
-    CLBlastStatusCode s = CLBlastSGemmTempBufferSize(CLBlastLayoutRowMajor, ta, tb, m, n, k, 0, lda,
-                                                     0, ldb, 0, ldc, &d->queue, &need);
+    CLBlastStatusCode s = CLBlastSGemmTempBufferSize(CLBlastLayoutColMajor, tb, ta, n, m, k, 0, ldb,
+                                                     0, lda, 0, ldc, &d->queue, &need);
     if (s != CLBlastSuccess) return __sl_clblast_fail(s, "CLBlastSGemmTempBufferSize");
     if (need > d->temp_size) {
         if (d->temp) clReleaseMemObject(d->temp);
@@ -564,8 +568,8 @@ static int cl_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
         if (err != CL_SUCCESS) return __sl_cl_fail(err, "clCreateBuffer (CLBlast GEMM scratch)");
         d->temp_size = need;
     }
-    s = CLBlastSgemmWithTempBuffer(CLBlastLayoutRowMajor, ta, tb, m, n, k, alpha, MEM(a), 0, lda,
-                                   MEM(b), 0, ldb, beta, MEM(c), 0, ldc, &d->queue, NULL,
+    s = CLBlastSgemmWithTempBuffer(CLBlastLayoutColMajor, tb, ta, n, m, k, alpha, MEM(b), 0, ldb,
+                                   MEM(a), 0, lda, beta, MEM(c), 0, ldc, &d->queue, NULL,
                                    need ? d->temp : NULL);
     if (s != CLBlastSuccess) {
         char what[128];

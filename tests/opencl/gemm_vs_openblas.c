@@ -1,6 +1,7 @@
 /* A measuring tool, not a test: SGEMM GFLOP/s on an OpenCL device against OpenBLAS (the CPU
  * backend) in the same process, runs interleaved so that both see the same machine load.
- *   opencl_gemm_vs_openblas [M N K [device [runs]]]    (default 1024 1024 1024 opencl:0 8)
+ *   opencl_gemm_vs_openblas [M N K [device [runs [nn|tn|nt|tt]]]]
+ * (default 1024 1024 1024 opencl:0 8 nn; t: that operand transposed)
  * Prints the best-of ratio and the spread (best and median of each side), and checks the device's
  * result (A and B are filled with 0.5, so every element of C must be k/4): a parameter set that
  * builds but computes nothing would otherwise show as absurdly fast.
@@ -12,10 +13,12 @@
 
 #include "backends/backend.h"
 
+static bool trans_a, trans_b;
+
 static int gemm(sl_device *d, size_t m, size_t n, size_t k, sl_buffer **b, double *seconds)
 {
     double t0 = sl_now();
-    SL_TRY(sl_gemm(d, false, false, m, n, k, 1.0f, b[0], b[1], 0.0f, b[2]));
+    SL_TRY(sl_gemm(d, trans_a, trans_b, m, n, k, 1.0f, b[0], b[1], 0.0f, b[2]));
     SL_TRY(sl_device_finish(d));
     *seconds = sl_now() - t0;
     return SL_OK;
@@ -35,8 +38,10 @@ int main(int argc, char **argv)
         k = strtoul(argv[3], NULL, 10);
     const char *id = argc >= 5 ? argv[4] : "opencl:0";
     int runs = argc >= 6 ? atoi(argv[5]) : 8;
+    const char *tr = argc >= 7 ? argv[6] : "nn";
+    trans_a = tr[0] == 't', trans_b = tr[0] && tr[1] == 't';
     if (m == 0 || n == 0 || k == 0 || runs < 2 || runs > 1000) {
-        fprintf(stderr, "usage: %s [M N K [device [runs >= 2]]]\n", argv[0]);
+        fprintf(stderr, "usage: %s [M N K [device [runs >= 2 [nn|tn|nt|tt]]]]\n", argv[0]);
         return 2;
     }
     sl_device *dev[2];
