@@ -51,6 +51,13 @@ struct params {
  *     the explicit float8 vectors are what make this kernel fast.
  *   GEMMK=1 (KREG=8, 16x16 work-groups): 0.31x; with KREG=4 and 8x8 work-groups CLBlast 1.5.3's
  *     kernel ran but computed wrong results (the search's check rejects such sets).
+ * A third look (perf annotate of PoCL's compiled Xgemm) found why small per-work-item tiles lose
+ * here: PoCL runs a work-group's items one after another, so without barriers each item streams
+ * its whole K range alone and nothing is reused between items; the 16x16 tile spills its 32
+ * accumulators but reads memory least. With local memory (SA=SB=1) the barriers turn the K loop
+ * into regions run for all items in turn, which does reuse the tile: MWG=128 NWG=32 (16x4 per
+ * item, 8 accumulators) with KWG=64 KWI=8 VWN=4 gave 0.42-0.51x at 1024 against 0.36-0.46x for
+ * this set in the same rounds, but 0.22x at 512 (this set: 0.42-0.46x) and the same at 2048.
  * Switching sets per call size was measured too: CLBlastOverrideParameters costs about 1 ms and
  * CLBlast keeps each set's compiled program, so a switch back costs no rebuild; but with no set
  * better at some size than this one, there is nothing to switch to, and 1 ms is more than a
