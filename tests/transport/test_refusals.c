@@ -204,35 +204,10 @@ Test(refusals, crc_mismatch_borrowed)
     raw_close(&r);
 }
 
-Test(refusals, truncated_header)
-{
-    struct raw r;
-    raw_open(&r, RUN_ID, CFG_HASH);
-    sl_wire_header h;
-    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
-    uint8_t raw[SL_WIRE_HEADER_SIZE];
-    seal(&h, raw, payload, 24);
-    const void *f[2] = {raw, payload};
-    size_t l[2] = {100, 24};
-    send_frames(r.dealer, 2, f, l);
-    expect_refusal(&r, SL_EFORMAT, "truncated");
-    raw_close(&r);
-}
-
-Test(refusals, one_frame)
-{
-    struct raw r;
-    raw_open(&r, RUN_ID, CFG_HASH);
-    sl_wire_header h;
-    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
-    uint8_t raw[SL_WIRE_HEADER_SIZE];
-    seal(&h, raw, payload, 24);
-    zmq_send(r.dealer, raw, sizeof raw, 0);
-    expect_refusal(&r, SL_EPROTOCOL, "frame count");
-    raw_close(&r);
-}
-
-Test(refusals, three_frames)
+/* A well-formed header and payload sent as the wrong frames: `nframes` frames of which the first
+ * is `header_len` bytes of the header and the others `payload_len` bytes of the payload. */
+static void frames_case(int nframes, size_t header_len, size_t payload_len, int status,
+                        const char *needle)
 {
     struct raw r;
     raw_open(&r, RUN_ID, CFG_HASH);
@@ -241,26 +216,23 @@ Test(refusals, three_frames)
     uint8_t raw[SL_WIRE_HEADER_SIZE];
     seal(&h, raw, payload, 24);
     const void *f[3] = {raw, payload, payload};
-    size_t l[3] = {sizeof raw, 24, 24};
-    send_frames(r.dealer, 3, f, l);
-    expect_refusal(&r, SL_EPROTOCOL, "frame count: 3");
+    size_t l[3] = {header_len, payload_len, payload_len};
+    send_frames(r.dealer, nframes, f, l);
+    expect_refusal(&r, status, needle);
     raw_close(&r);
 }
 
-Test(refusals, payload_frame_shorter_than_header)
-{
-    struct raw r;
-    raw_open(&r, RUN_ID, CFG_HASH);
-    sl_wire_header h;
-    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
-    uint8_t raw[SL_WIRE_HEADER_SIZE];
-    seal(&h, raw, payload, 24);
-    const void *f[2] = {raw, payload};
-    size_t l[2] = {sizeof raw, 20};
-    send_frames(r.dealer, 2, f, l);
-    expect_refusal(&r, SL_EPROTOCOL, "payload frame of 20 bytes");
-    raw_close(&r);
-}
+#define FRAMES_CASE(name, nframes, header_len, payload_len, status, needle)                        \
+    Test(refusals, name)                                                                           \
+    {                                                                                              \
+        frames_case(nframes, header_len, payload_len, status, needle);                             \
+    }
+
+FRAMES_CASE(truncated_header, 2, 100, 24, SL_EFORMAT, "truncated")
+FRAMES_CASE(one_frame, 1, SL_WIRE_HEADER_SIZE, 0, SL_EPROTOCOL, "frame count")
+FRAMES_CASE(three_frames, 3, SL_WIRE_HEADER_SIZE, 24, SL_EPROTOCOL, "frame count: 3")
+FRAMES_CASE(payload_frame_shorter_than_header, 2, SL_WIRE_HEADER_SIZE, 20, SL_EPROTOCOL,
+            "payload frame of 20 bytes")
 
 Test(refusals, duplicate_sequence)
 {
