@@ -51,7 +51,6 @@ enum sl_msg_type {
     SL_MSG_TYPE_COUNT
 };
 
-
 /* The decoded header. Field order is the wire order; offsets are in wire.c. */
 typedef struct sl_wire_header {
     uint32_t magic;
@@ -165,6 +164,16 @@ int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, cons
  * libzmq thread and possibly after this call returns. free_fn may be NULL. */
 int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta, void *data,
                             size_t bytes, sl_free_fn *free_fn, void *hint);
+
+/* A buffer of `bytes` for sl_transport_send_owned from the transport's pool. Sent with free_fn
+ * sl_transport_free, it comes back to the pool once libzmq is done with it, so steady traffic
+ * reuses warm pages instead of faulting in fresh ones for every message. NULL (SL_ENOMEM recorded)
+ * when out of memory. */
+void *sl_transport_alloc(sl_transport *t, size_t bytes);
+
+/* Gives back a buffer from sl_transport_alloc (an sl_free_fn; hint is unused). Safe on any
+ * thread, also after sl_transport_close; NULL is fine. */
+void sl_transport_free(void *data, void *hint);
 
 /* Receives the next message on a link into data[0..capacity). With `expected` the header must
  * match it exactly (type, step, stage, mb, dtype, ndim, shape); with NULL any tensor that fits is

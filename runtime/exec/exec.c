@@ -45,8 +45,10 @@ static int pool_get(pool *p, size_t bytes, sl_buffer **out)
 static void pool_put(pool *p, sl_buffer *b)
 {
     if (!b) return;
-    if (p->nfree < POOL_MAX) p->free[p->nfree++] = b;
-    else sl_buffer_free(b);
+    if (p->nfree < POOL_MAX)
+        p->free[p->nfree++] = b;
+    else
+        sl_buffer_free(b);
 }
 
 static void pool_free(pool *p)
@@ -59,12 +61,12 @@ static void pool_free(pool *p)
  * Per micro-batch state */
 
 typedef struct mb_state {
-    sl_buffer *input;  /* the stage's input [rows, width(first)] */
-    sl_stash *stash;   /* activations between F (or R) and B (or W) */
-    sl_buffer *dout;   /* the gradient of the stage's output */
-    sl_buffer *loss;   /* last stage: per-row losses [rows] */
-    float *send_f;     /* host copy of the output, waiting for SEND_F */
-    float *send_b;     /* host copy of the input gradient, waiting for SEND_B */
+    sl_buffer *input; /* the stage's input [rows, width(first)] */
+    sl_stash *stash;  /* activations between F (or R) and B (or W) */
+    sl_buffer *dout;  /* the gradient of the stage's output */
+    sl_buffer *loss;  /* last stage: per-row losses [rows] */
+    float *send_f;    /* host copy of the output, waiting for SEND_F */
+    float *send_b;    /* host copy of the input gradient, waiting for SEND_B */
 } mb_state;
 
 typedef struct local_stage {
@@ -72,7 +74,7 @@ typedef struct local_stage {
     sl_stage *st;
     sl_stash *stash_free[64]; /* stashes kept for reuse */
     int nstash_free;
-    mb_state *mb; /* [M] */
+    mb_state *mb;         /* [M] */
     double f_s, b_s, w_s; /* compute seconds this run, for the timed simulation */
     long nf, nb, nw;
 } local_stage;
@@ -209,7 +211,8 @@ static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_o
         SL_TRY(pool_get(&e->pool, act_bytes(e, r->last), &next->input));
         SL_TRY(sl_buffer_copy(next->input, 0, out, 0, act_bytes(e, r->last)));
     } else {
-        if (!s->send_f && !(s->send_f = sl_alloc(act_bytes(e, r->last)))) return SL_ENOMEM;
+        if (!s->send_f && !(s->send_f = sl_transport_alloc(e->tr, act_bytes(e, r->last))))
+            return SL_ENOMEM;
         SL_TRY(sl_buffer_download(out, 0, s->send_f, act_bytes(e, r->last)));
     }
     if (e->cfg->pipeline.recompute) {
@@ -230,7 +233,7 @@ static int route_input_grad(exec *e, int stage, int mb, sl_buffer *din)
     }
     mb_state *s = &local_of(e, stage)->mb[mb];
     int rc = SL_OK;
-    if (!s->send_b && !(s->send_b = sl_alloc(bytes))) rc = SL_ENOMEM;
+    if (!s->send_b && !(s->send_b = sl_transport_alloc(e->tr, bytes))) rc = SL_ENOMEM;
     if (rc == SL_OK) rc = sl_buffer_download(din, 0, s->send_b, bytes);
     pool_put(&e->pool, din);
     return rc;
@@ -257,10 +260,12 @@ static int do_backward(exec *e, int stage, int mb, enum sl_action_type type)
     if (stage > 0 && type != SL_ACTION_W)
         SL_TRY(pool_get(&e->pool, act_bytes(e, e->part.stages[stage].first), &din));
     int rc;
-    if (type == SL_ACTION_B) rc = sl_stage_backward(l->st, e->rows, s->input, s->stash, s->dout, din);
+    if (type == SL_ACTION_B)
+        rc = sl_stage_backward(l->st, e->rows, s->input, s->stash, s->dout, din);
     else if (type == SL_ACTION_I)
         rc = sl_stage_backward_input(l->st, e->rows, s->input, s->stash, s->dout, din);
-    else rc = sl_stage_backward_weight(l->st, e->rows, s->input, s->stash);
+    else
+        rc = sl_stage_backward_weight(l->st, e->rows, s->input, s->stash);
     if (rc != SL_OK) {
         pool_put(&e->pool, din);
         return rc;
@@ -274,12 +279,6 @@ static int do_backward(exec *e, int stage, int mb, enum sl_action_type type)
     }
     release_mb(e, l, s);
     return SL_OK;
-}
-
-static void free_cb(void *data, void *hint)
-{
-    (void)hint;
-    free(data);
 }
 
 static int do_send(exec *e, int64_t step, const sl_action *a)
@@ -296,7 +295,7 @@ static int do_send(exec *e, int64_t step, const sl_action *a)
                                    fwd ? a->stage + 1 : a->stage - 1, a->mb, width);
     size_t bytes = e->rows * (size_t)width * sizeof(float);
     int rc = sl_transport_send_owned(e->tr, fwd ? SL_LINK_NEXT : SL_LINK_PREV, &meta, *host, bytes,
-                                     free_cb, NULL);
+                                     sl_transport_free, NULL);
     *host = NULL; /* the transport owns it now, whatever happened */
     return rc;
 }
@@ -308,8 +307,8 @@ static int do_recv(exec *e, int64_t step, const sl_action *a)
     const sl_stage_range *r = &e->part.stages[a->stage];
     int width = sl_model_width(&e->model, fwd ? r->first : r->last);
     size_t bytes = e->rows * (size_t)width * sizeof(float);
-    sl_tensor_meta want = meta_for(e, fwd ? SL_MSG_ACTIVATION : SL_MSG_GRADIENT, step, a->stage,
-                                   a->mb, width);
+    sl_tensor_meta want =
+        meta_for(e, fwd ? SL_MSG_ACTIVATION : SL_MSG_GRADIENT, step, a->stage, a->mb, width);
     /* Uploaded straight from the received message: no copy on the host. */
     int dir = fwd ? SL_LINK_PREV : SL_LINK_NEXT;
     const void *data = NULL;
@@ -338,11 +337,17 @@ static int run_action(exec *e, int64_t step, const sl_action *a)
     bool compute = true;
     local_stage *l = a->stage >= 0 ? local_of(e, a->stage) : NULL;
     switch (a->type) {
-    case SL_ACTION_F: rc = do_forward(e, step, a->stage, a->mb, false); break;
-    case SL_ACTION_R: rc = do_forward(e, step, a->stage, a->mb, true); break;
+    case SL_ACTION_F:
+        rc = do_forward(e, step, a->stage, a->mb, false);
+        break;
+    case SL_ACTION_R:
+        rc = do_forward(e, step, a->stage, a->mb, true);
+        break;
     case SL_ACTION_B:
     case SL_ACTION_I:
-    case SL_ACTION_W: rc = do_backward(e, a->stage, a->mb, a->type); break;
+    case SL_ACTION_W:
+        rc = do_backward(e, a->stage, a->mb, a->type);
+        break;
     case SL_ACTION_SEND_F:
     case SL_ACTION_SEND_B:
         compute = false;
@@ -457,7 +462,8 @@ static int read_key(const char *dir, const char *name, char out[41])
     if (len != 40)
         rc = sl_fail(SL_ECONFIG, "%s is not a CURVE key (40 Z85 characters from `sluice keys`)",
                      path);
-    else memcpy(out, text, 41), out[40] = '\0';
+    else
+        memcpy(out, text, 41), out[40] = '\0';
     free(text);
     return rc;
 }
@@ -467,8 +473,9 @@ static int load_keys(exec *e)
 {
     const char *dir = e->cfg->launch.keys;
     if (!dir)
-        return sl_fail(SL_ECONFIG, "launch.curve needs launch.keys: make them with `sluice keys "
-                                   "-n %d --out DIR` and give every rank DIR",
+        return sl_fail(SL_ECONFIG,
+                       "launch.curve needs launch.keys: make them with `sluice keys "
+                       "-n %d --out DIR` and give every rank DIR",
                        e->world);
     if (!(e->pubs = sl_alloc((size_t)e->world * sizeof *e->pubs)) ||
         !(e->allowed = sl_alloc((size_t)e->world * sizeof *e->allowed)))
@@ -556,8 +563,8 @@ static void teardown(exec *e)
         for (int m = 0; l->mb && m < e->cfg->train.microbatches; m++) {
             release_mb(e, l, &l->mb[m]);
             pool_put(&e->pool, l->mb[m].loss);
-            free(l->mb[m].send_f);
-            free(l->mb[m].send_b);
+            sl_transport_free(l->mb[m].send_f, NULL);
+            sl_transport_free(l->mb[m].send_b, NULL);
         }
         for (int k = 0; k < l->nstash_free; k++) {
             sl_stash_free(l->stash_free[k]);
@@ -595,8 +602,10 @@ int sl_exec_schedule(const sl_config *cfg, sl_schedule **out)
 
 void sl_exec_weights_path(char *buf, size_t cap, const char *dir, int rank, int step)
 {
-    if (step < 0) snprintf(buf, cap, "%s/.weights-r%d.safetensors", dir, rank);
-    else snprintf(buf, cap, "%s/.weights-r%d-step%d.safetensors", dir, rank, step);
+    if (step < 0)
+        snprintf(buf, cap, "%s/.weights-r%d.safetensors", dir, rank);
+    else
+        snprintf(buf, cap, "%s/.weights-r%d-step%d.safetensors", dir, rank, step);
 }
 
 static int save_weights(exec *e, int step)
@@ -692,8 +701,8 @@ int sl_exec_rank(const sl_config *cfg, const sl_exec_options *opt)
     if (rc == SL_OK) rc = train_loop(&e);
     if (rc != SL_OK) {
         char message[2048];
-        snprintf(message, sizeof message, "%s", sl_last_error()[0] ? sl_last_error()
-                                                                      : sl_strerror(rc));
+        snprintf(message, sizeof message, "%s",
+                 sl_last_error()[0] ? sl_last_error() : sl_strerror(rc));
         if (e.tr) sl_transport_abort(e.tr, message);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "error");
