@@ -31,49 +31,52 @@ struct params {
     size_t min_indirect;
 };
 
-/* For CPUs: no local memory (SA=SB=0, a CPU's caches do that job), contiguous accesses
- * (STRM=STRN=0), float8 vectors (one AVX register) and a 16x16 register tile per work-item
- * (MWG/MDIMC x NWG/NDIMC) in 8x8 work-groups. On PoCL 3.1 with an AMD EPYC (2 cores) this set
- * reached 0.3-0.4x OpenBLAS at n=1024 where CLBlast's default reached 0.07-0.1x (ratios measured
- * in the same process on a loaded machine, tests/opencl/gemm_vs_openblas.c). Smaller tiles (8x8,
- * 4x4 per work-item) or KWI=8 were 2-6x slower.
- * A second search (PoCL 3.1, 2 shared cores, each set against OpenBLAS in the same process, best of
- * 6-10 interleaved runs, repeated A/B) found nothing reliably better; the spread between repeats
- * of one set (0.26-0.49x at n=1024) was larger than any difference between the close sets:
- *   KWG=64: 0.27-0.44x at 1024 and 0.36-0.42x at 2048, against 0.30-0.40x and 0.31-0.40x for this
- *     set in the runs beside it, so the 2048 figure is not a cache-blocking collapse; in the same
- *     process 2048 runs at the 1024 ratio.
- *   KWG=16, KWI=1, STRM=STRN=1, MDIMC=NDIMC=16 with the same tiles, or 64x64 tiles (more
- *     work-groups at 256/512): equal or worse (0.2-0.4x).
- *   VWM=16, or tiles of 128x64 / 64x128: 2-3x slower.
- *   VWM=1 sets in the style of CLBlast's Intel-CPU entries (KWG=16/32, STRM=1, VWN=8, with and
- *     without local memory): 30-50x slower. PoCL does not vectorize across work-items here, so
- *     the explicit float8 vectors are what make this kernel fast.
- *   GEMMK=1 (KREG=8, 16x16 work-groups): 0.31x; with KREG=4 and 8x8 work-groups CLBlast 1.5.3's
- *     kernel ran but computed wrong results (the search's check rejects such sets).
- * A third look (perf annotate of PoCL's compiled Xgemm) found why small per-work-item tiles lose
- * here: PoCL runs a work-group's items one after another, so without barriers each item streams
- * its whole K range alone and nothing is reused between items; the 16x16 tile spills its 32
- * accumulators but reads memory least. With local memory (SA=SB=1) the barriers turn the K loop
- * into regions run for all items in turn, which does reuse the tile: MWG=128 NWG=32 (16x4 per
- * item, 8 accumulators) with KWG=64 KWI=8 VWN=4 gave 0.42-0.51x at 1024 against 0.36-0.46x for
- * this set in the same rounds, but 0.22x at 512 (this set: 0.42-0.46x) and the same at 2048.
+/* For CPUs: float8 vectors (one AVX register) along M, a 16x4 register tile per work-item
+ * (MWG/MDIMC x NWG/NDIMC: 8 float8 accumulators, which fit the 16 AVX registers), 8x8
+ * work-groups, and local memory tiles (SA=SB=1) with KWG=64, KWI=8.
+ *
+ * Why local memory on a CPU: PoCL runs a work-group's items one after another. Without barriers
+ * each item streams its whole K range alone, so nothing is reused between items and only a large
+ * per-item tile keeps the loads down (the earlier built-in set, the second CANDIDATES entry: 16x16
+ * per item with no local memory, spilling its 32 accumulators to the stack, as perf annotate of
+ * PoCL's compiled Xgemm shows). The barriers around the local tiles cut the K loop into regions
+ * that PoCL runs for all items in turn, so a tile loaded once serves the whole work-group from
+ * cache, and the small register tile stays in registers. Small tiles without local memory (8x8
+ * or 4x4 per item) were 2-6x slower; VWM=1 sets in the style of CLBlast's Intel-CPU entries were
+ * 30-50x slower (PoCL does not vectorize across work-items here, so the explicit float8 vectors
+ * are what make this kernel fast); GEMMK=1 reached 0.31x, and with KREG=4 in 8x8 work-groups
+ * CLBlast 1.5.3's kernel computed wrong results (the search's check rejects such sets).
+ *
+ * Measured on PoCL 3.1 with 2 shared cores of an AMD EPYC, each set against OpenBLAS in the same
+ * process (tests/opencl/gemm_vs_openblas.c), median of 4 interleaved rounds, this set against the
+ * earlier one: 256^3 0.45x / 0.42x, 512^3 0.46x / 0.46x, 1024^3 0.48x / 0.41x, 2048^3 0.44x /
+ * 0.39x, and at the shapes a pipeline stage runs (micro-batch rows x 1024 x 1024) 16 rows 0.33x /
+ * 0.13x, 64 rows 0.42x / 0.26x, 256 rows 0.48x / 0.39x. The spread between repeats of one set is
+ * wide on this machine (0.24-0.54x at one shape), so only differences that held over every round
+ * count; one earlier pair of rounds had this set at 0.22x at 512^3. KWG=128 KWI=2 and KWG=64 KWI=4
+ * came close; MWG=64 (8x4 per item), 8x8 per item with VWN=8, or no local memory with this tile
+ * were worse at 1024 (0.2-0.4x).
+ *
  * Switching sets per call size was measured too: CLBlastOverrideParameters costs about 1 ms and
- * CLBlast keeps each set's compiled program, so a switch back costs no rebuild; but with no set
- * better at some size than this one, there is nothing to switch to, and 1 ms is more than a
- * 256x256x256 GEMM takes. */
+ * CLBlast keeps each set's compiled program, so a switch back costs no rebuild; but no set was
+ * better than this one at one size by enough to pay 1 ms, more than a 256x256x256 GEMM takes. */
 /* CLBlast uses XgemmDirect where m*n*k < XGEMM_MIN_INDIRECT_SIZE^3. On PoCL the indirect kernel
- * with the set below beat the direct one from 64x128x128 up (3x there), while 64x10x128 was 3x
- * faster direct. */
+ * with the set below beat the direct one at 64x128x128 (2x), 16x256x256 and 128x512x256 (6x),
+ * while 64x10x128 was 3x faster direct (measured with the earlier set). */
 #define CPU_MIN_INDIRECT 64
 static const struct params CPU_BUILTIN = {
     /* GEMMK KREG KWG KWI MDIMA MDIMC MWG NDIMB NDIMC NWG SA SB STRM STRN VWM VWN */
-    {0, 1, 32, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8},
+    {0, 1, 64, 8, 8, 8, 128, 8, 8, 32, 1, 1, 0, 0, 8, 4},
     CPU_MIN_INDIRECT};
 
-/* The search space of sl_opencl_tune_gemm: the built-in CPU set and its neighbours first, then a
- * few GPU-shaped sets (local memory tiles), which CLBlast rejects where they do not fit. */
+/* The search space of sl_opencl_tune_gemm: the built-in CPU set and its neighbours first, the
+ * earlier built-in set and its neighbours, then a few GPU-shaped sets (small vectors), which
+ * CLBlast rejects where they do not fit. */
 static const struct params CANDIDATES[] = {
+    {{0, 1, 64, 8, 8, 8, 128, 8, 8, 32, 1, 1, 0, 0, 8, 4}, CPU_MIN_INDIRECT},
+    {{0, 1, 128, 2, 8, 8, 128, 8, 8, 32, 1, 1, 0, 0, 8, 4}, CPU_MIN_INDIRECT},
+    {{0, 1, 64, 4, 8, 8, 128, 8, 8, 32, 1, 1, 0, 0, 8, 4}, CPU_MIN_INDIRECT},
+    /* The earlier built-in set (no local memory, 16x16 per work-item) and its neighbours. */
     {{0, 1, 32, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
     {{0, 1, 32, 2, 16, 16, 256, 16, 16, 256, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
     {{0, 1, 16, 2, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
@@ -88,7 +91,7 @@ static const struct params CANDIDATES[] = {
     {{0, 1, 16, 2, 16, 16, 64, 16, 16, 128, 1, 1, 1, 0, 4, 8}, 384},
     {{0, 1, 32, 2, 8, 8, 32, 32, 32, 64, 1, 1, 0, 0, 4, 2}, 384},
     {{0, 1, 32, 2, 16, 16, 128, 16, 16, 128, 1, 1, 0, 0, 4, 4}, 384},
-    /* Neighbours of the built-in set that came close on PoCL (see CPU_BUILTIN): single K unroll,
+    /* Neighbours of the earlier set that came close on PoCL (see CPU_BUILTIN): single K unroll,
      * strided accesses, 16x16 work-groups with 8x8 per work-item, and the GEMMK=1 kernel. */
     {{0, 1, 32, 1, 8, 8, 128, 8, 8, 128, 0, 0, 0, 0, 8, 8}, CPU_MIN_INDIRECT},
     {{0, 1, 32, 2, 8, 8, 128, 8, 8, 128, 0, 0, 1, 1, 8, 8}, CPU_MIN_INDIRECT},

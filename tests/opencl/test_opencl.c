@@ -308,9 +308,9 @@ static void write_cache(char *dir, char *path, size_t cap, int mwg, int vwm)
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
     fprintf(f,
-            "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":32,\"KWI\":2,"
-            "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":%d,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":128,\"SA\":0,"
-            "\"SB\":0,\"STRM\":0,\"STRN\":0,\"VWM\":%d,\"VWN\":8},"
+            "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":64,\"KWI\":8,"
+            "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":%d,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":32,\"SA\":1,"
+            "\"SB\":1,\"STRM\":0,\"STRN\":0,\"VWM\":%d,\"VWN\":4},"
             "\"GemmRoutine\": {\"XGEMM_MIN_INDIRECT_SIZE\": 0}}}}",
             sl_device_get_info(ocl)->name, mwg, vwm);
     fclose(f);
