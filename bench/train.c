@@ -386,12 +386,10 @@ int sl_bench_train(int argc, char **argv)
             if (sum.samples_per_s > pipe[k + 1].samples_per_s) pipe[k + 1] = sum;
         }
     }
-    char rm[1200];
-    snprintf(rm, sizeof rm, "rm -rf -- '%s'", tmp);
-    if (system(rm) != 0) fprintf(stderr, "sluice bench train: could not remove %s\n", tmp);
+    if (rc != SL_OK) fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
+    if (sl_remove_tree(tmp) != SL_OK) fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
     if (rc != SL_OK) {
         cJSON_Delete(torch.obj);
-        fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
         return 1;
     }
 

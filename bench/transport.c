@@ -479,7 +479,7 @@ int sl_bench_transport(int argc, char **argv)
     }
     free(sbuf);
     free(rbuf);
-    rmdir(dir);
+    sl_remove_tree(dir); /* the ipc endpoints' socket files */
     if (failed) {
         cJSON_Delete(root);
         return 1;

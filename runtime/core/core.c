@@ -1,7 +1,8 @@
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* nftw */
 #include "runtime/core/core.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,24 +14,42 @@
 const char *sl_strerror(int status)
 {
     switch (status) {
-    case SL_OK: return "success";
-    case SL_EINVAL: return "invalid argument";
-    case SL_ENOMEM: return "out of memory";
-    case SL_ERANGE: return "out of range";
-    case SL_ELIMIT: return "exceeds a device limit";
-    case SL_EUNAVAILABLE: return "not available";
-    case SL_EDEVICE: return "device error";
-    case SL_EBUILD: return "kernel build failed";
-    case SL_EIO: return "input/output error";
-    case SL_EFORMAT: return "malformed input";
-    case SL_ECONFIG: return "invalid configuration";
-    case SL_EPROTOCOL: return "protocol error";
-    case SL_ETIMEOUT: return "timed out";
-    case SL_EPEER: return "peer failed";
-    case SL_EUNSUPPORTED: return "not supported";
-    case SL_EDEADLOCK: return "schedule cannot complete";
-    case SL_EINTERNAL: return "internal error";
-    default: return "unknown status";
+    case SL_OK:
+        return "success";
+    case SL_EINVAL:
+        return "invalid argument";
+    case SL_ENOMEM:
+        return "out of memory";
+    case SL_ERANGE:
+        return "out of range";
+    case SL_ELIMIT:
+        return "exceeds a device limit";
+    case SL_EUNAVAILABLE:
+        return "not available";
+    case SL_EDEVICE:
+        return "device error";
+    case SL_EBUILD:
+        return "kernel build failed";
+    case SL_EIO:
+        return "input/output error";
+    case SL_EFORMAT:
+        return "malformed input";
+    case SL_ECONFIG:
+        return "invalid configuration";
+    case SL_EPROTOCOL:
+        return "protocol error";
+    case SL_ETIMEOUT:
+        return "timed out";
+    case SL_EPEER:
+        return "peer failed";
+    case SL_EUNSUPPORTED:
+        return "not supported";
+    case SL_EDEADLOCK:
+        return "schedule cannot complete";
+    case SL_EINTERNAL:
+        return "internal error";
+    default:
+        return "unknown status";
     }
 }
 
@@ -109,9 +128,12 @@ int sl_log_enabled(enum sl_log_level level)
         const char *env = getenv("SLUICE_LOG");
         log_level = SL_LOG_INFO;
         if (env) {
-            if (!strcmp(env, "error")) log_level = SL_LOG_ERROR;
-            else if (!strcmp(env, "warn")) log_level = SL_LOG_WARN;
-            else if (!strcmp(env, "debug")) log_level = SL_LOG_DEBUG;
+            if (!strcmp(env, "error"))
+                log_level = SL_LOG_ERROR;
+            else if (!strcmp(env, "warn"))
+                log_level = SL_LOG_WARN;
+            else if (!strcmp(env, "debug"))
+                log_level = SL_LOG_DEBUG;
         }
     }
     return (int)level <= log_level;
@@ -156,6 +178,22 @@ size_t sl_mul_size(size_t n, size_t size)
 int sl_to_int(double v, int fallback)
 {
     return v == v && v > -2147483648.0 && v < 2147483648.0 ? (int)v : fallback;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *f)
+{
+    (void)st, (void)type, (void)f;
+    if (remove(path) != 0 && errno != ENOENT)
+        sl_log(SL_LOG_WARN, "could not remove %s: %s", path, strerror(errno));
+    return 0;
+}
+
+int sl_remove_tree(const char *dir)
+{
+    /* Depth first, without following symbolic links out of the tree. */
+    if (nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
+        return sl_fail(SL_EIO, "could not remove %s: %s", dir, strerror(errno));
+    return SL_OK;
 }
 
 int sl_read_file(const char *path, char **data, size_t *size)

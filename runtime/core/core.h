@@ -17,22 +17,22 @@ extern "C" {
 
 enum sl_status {
     SL_OK = 0,
-    SL_EINVAL = -1,       /* an argument is invalid (null, zero size, unknown name) */
-    SL_ENOMEM = -2,       /* host or device memory could not be allocated */
-    SL_ERANGE = -3,       /* an access falls outside a buffer or tensor */
-    SL_ELIMIT = -4,       /* a request exceeds a device limit */
-    SL_EUNAVAILABLE = -5, /* a backend, driver, device or library is not available */
-    SL_EDEVICE = -6,      /* the driver or device reported an error */
-    SL_EBUILD = -7,       /* a kernel or shader failed to build */
-    SL_EIO = -8,          /* a file or socket could not be read or written */
-    SL_EFORMAT = -9,      /* malformed input: a file, a message, a text form */
-    SL_ECONFIG = -10,     /* the configuration is invalid */
-    SL_EPROTOCOL = -11,   /* a peer broke the wire protocol */
-    SL_ETIMEOUT = -12,    /* a deadline passed */
-    SL_EPEER = -13,       /* a peer failed or disappeared */
+    SL_EINVAL = -1,        /* an argument is invalid (null, zero size, unknown name) */
+    SL_ENOMEM = -2,        /* host or device memory could not be allocated */
+    SL_ERANGE = -3,        /* an access falls outside a buffer or tensor */
+    SL_ELIMIT = -4,        /* a request exceeds a device limit */
+    SL_EUNAVAILABLE = -5,  /* a backend, driver, device or library is not available */
+    SL_EDEVICE = -6,       /* the driver or device reported an error */
+    SL_EBUILD = -7,        /* a kernel or shader failed to build */
+    SL_EIO = -8,           /* a file or socket could not be read or written */
+    SL_EFORMAT = -9,       /* malformed input: a file, a message, a text form */
+    SL_ECONFIG = -10,      /* the configuration is invalid */
+    SL_EPROTOCOL = -11,    /* a peer broke the wire protocol */
+    SL_ETIMEOUT = -12,     /* a deadline passed */
+    SL_EPEER = -13,        /* a peer failed or disappeared */
     SL_EUNSUPPORTED = -14, /* the operation is not supported here */
-    SL_EDEADLOCK = -15,   /* a schedule cannot complete */
-    SL_EINTERNAL = -16,   /* a bug in sluice: please report it */
+    SL_EDEADLOCK = -15,    /* a schedule cannot complete */
+    SL_EINTERNAL = -16,    /* a bug in sluice: please report it */
 };
 
 /* Element types. The values are stable: the wire format carries them. */
@@ -90,6 +90,10 @@ int sl_to_int(double v, int fallback);
 
 /* Reads a whole file into memory (NUL-terminated for convenience). */
 int sl_read_file(const char *path, char **data, size_t *size);
+
+/* Removes a directory and everything below it (symbolic links themselves, not what they point
+ * to); a path that does not exist is fine. Entries that cannot be removed are logged. */
+int sl_remove_tree(const char *dir);
 
 #define SL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SL_MIN(a, b)    ((a) < (b) ? (a) : (b))

@@ -25,11 +25,16 @@
 const char *sl_launcher_name(enum sl_launcher launcher)
 {
     switch (launcher) {
-    case SL_LAUNCHER_OPENMPI: return "Open MPI";
-    case SL_LAUNCHER_PMI: return "PMI";
-    case SL_LAUNCHER_SLURM: return "Slurm";
-    case SL_LAUNCHER_TORCHRUN: return "torchrun";
-    default: return "none";
+    case SL_LAUNCHER_OPENMPI:
+        return "Open MPI";
+    case SL_LAUNCHER_PMI:
+        return "PMI";
+    case SL_LAUNCHER_SLURM:
+        return "Slurm";
+    case SL_LAUNCHER_TORCHRUN:
+        return "torchrun";
+    default:
+        return "none";
     }
 }
 
@@ -173,8 +178,10 @@ static void stop_all(sl_launch *l)
         for (int i = 0; i < l->nranks; i++) {
             if (l->status[i] != -1) continue;
             int ws;
-            if (waitpid(l->pids[i], &ws, WNOHANG) == l->pids[i]) l->status[i] = ws;
-            else running++;
+            if (waitpid(l->pids[i], &ws, WNOHANG) == l->pids[i])
+                l->status[i] = ws;
+            else
+                running++;
         }
         if (!running) return;
         if (sl_now() > deadline) {
@@ -204,8 +211,8 @@ static void note_error(struct failure *f, int rank, int status, const char *mess
     snprintf(f->message, sizeof f->message, "%s", message);
 }
 
-static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx,
-                 struct failure *f, int *done)
+static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx, struct failure *f,
+                 int *done)
 {
     zmq_pollitem_t item = {.socket = l->pull, .events = ZMQ_POLLIN};
     while (zmq_poll(&item, 1, timeout_ms) > 0) {
@@ -225,9 +232,10 @@ static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx
             if (type && !strcmp(type, "done") && done) (*done)++;
             if (type && !strcmp(type, "error")) {
                 const char *m = cJSON_GetStringValue(cJSON_GetObjectItem(j, "message"));
-                note_error(f, sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank")), 0),
-                           sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "status")), SL_EPEER),
-                           m ? m : "failed");
+                note_error(
+                    f, sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank")), 0),
+                    sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "status")), SL_EPEER),
+                    m ? m : "failed");
             }
             cJSON_Delete(j);
             int st = fn ? fn(ctx, text, len) : SL_OK;
@@ -247,7 +255,8 @@ static void describe_exit(char *buf, size_t cap, int ws)
 {
     if (WIFSIGNALED(ws))
         snprintf(buf, cap, "was killed by signal %d (%s)", WTERMSIG(ws), strsignal(WTERMSIG(ws)));
-    else snprintf(buf, cap, "exited with status %d", WEXITSTATUS(ws));
+    else
+        snprintf(buf, cap, "exited with status %d", WEXITSTATUS(ws));
 }
 
 int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
@@ -325,21 +334,16 @@ int sl_launch_wait_reports(sl_launch *l, int world, sl_launch_report_fn fn, void
     return SL_OK;
 }
 
-static void remove_tree(const char *dir)
-{
-    char cmd[512];
-    /* The directory is ours (mkdtemp) and holds only sockets and small files. */
-    snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", dir);
-    if (system(cmd) != 0) sl_log(SL_LOG_WARN, "could not remove %s", dir);
-}
-
 void sl_launch_destroy(sl_launch *l)
 {
     if (!l) return;
     stop_all(l);
     if (l->pull) zmq_close(l->pull);
     if (l->zctx) zmq_ctx_term(l->zctx);
-    if (!l->keep && l->dir[0]) remove_tree(l->dir);
+    if (!l->keep && l->dir[0] && sl_remove_tree(l->dir) != SL_OK) {
+        sl_log(SL_LOG_WARN, "%s", sl_last_error());
+        sl_clear_error();
+    }
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     free(l);
@@ -407,7 +411,8 @@ int sl_rendezvous_master(char *out, size_t cap)
 int sl_rendezvous_local(char *host, size_t cap, int *port)
 {
     const char *h = getenv("SLUICE_HOST");
-    if (h && *h) snprintf(host, cap, "%s", h);
+    if (h && *h)
+        snprintf(host, cap, "%s", h);
     else if (gethostname(host, cap) != 0)
         return sl_fail(SL_EIO, "cannot read the host name: %s (set SLUICE_HOST)", strerror(errno));
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -443,7 +448,8 @@ static char *rdv_answer(const sl_rendezvous *r)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *eps = cJSON_AddArrayToObject(o, "endpoints");
-    for (int i = 0; i < r->world; i++) cJSON_AddItemToArray(eps, cJSON_CreateString(r->endpoints[i]));
+    for (int i = 0; i < r->world; i++)
+        cJSON_AddItemToArray(eps, cJSON_CreateString(r->endpoints[i]));
     cJSON_AddStringToObject(o, "report", r->report);
     char id[32];
     snprintf(id, sizeof id, "%llu", (unsigned long long)r->run_id);
@@ -475,7 +481,7 @@ int sl_rendezvous_serve(const char *master, int world, const char *endpoint, con
         st = sl_fail(SL_EIO, "rank 0 cannot host the rendezvous at %s: %s", bind,
                      zmq_strerror(zmq_errno()));
     /* identities of the ranks waiting for the answer */
-    char (*ids)[256] = sl_alloc((size_t)world * 256);
+    char(*ids)[256] = sl_alloc((size_t)world * 256);
     size_t *idlen = sl_alloc((size_t)world * sizeof *idlen);
     if (st == SL_OK && (!ids || !idlen)) st = SL_ENOMEM;
     int joined = 1;
@@ -484,8 +490,8 @@ int sl_rendezvous_serve(const char *master, int world, const char *endpoint, con
         zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLIN};
         if (zmq_poll(&it, 1, 100) <= 0) {
             if (sl_now() > deadline || interrupted)
-                st = sl_fail(SL_ETIMEOUT, "rendezvous at %s: %d of %d ranks joined in %d ms", master,
-                             joined, world, timeout_ms);
+                st = sl_fail(SL_ETIMEOUT, "rendezvous at %s: %d of %d ranks joined in %d ms",
+                             master, joined, world, timeout_ms);
             continue;
         }
         char id[256], empty[8], body[1024];
@@ -556,8 +562,9 @@ int sl_rendezvous_join(const char *master, int rank, int world, const char *endp
     zmq_msg_t msg;
     zmq_msg_init(&msg);
     if (st == SL_OK && zmq_msg_recv(&msg, sock, 0) < 0)
-        st = sl_fail(SL_ETIMEOUT, "rank %d: no answer from the rendezvous at %s within %d ms (is "
-                                  "rank 0 running, and MASTER_ADDR its host?)",
+        st = sl_fail(SL_ETIMEOUT,
+                     "rank %d: no answer from the rendezvous at %s within %d ms (is "
+                     "rank 0 running, and MASTER_ADDR its host?)",
                      rank, connect, timeout_ms);
     if (st == SL_OK) {
         cJSON *j = cJSON_ParseWithLength(zmq_msg_data(&msg), zmq_msg_size(&msg));

@@ -28,7 +28,8 @@ static const char *base_config =
     " \"relu\", \"linear:12\", \"gelu\", \"linear:10\"], \"loss\": \"cross_entropy\", \"seed\": 3},"
     " \"data\": {\"path\": \"samples/digits/digits.csv.gz\", \"scale\": 0.0625},"
     " \"train\": {\"steps\": 4, \"batch\": 16, \"microbatches\": 4, \"threads\": 1,"
-    "  \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1, \"momentum\": 0.9, \"weight_decay\": 0.001}},"
+    "  \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1, \"momentum\": 0.9, \"weight_decay\": "
+    "0.001}},"
     " \"pipeline\": {\"stages\": 1, \"schedule\": \"1f1b\"}, \"devices\": \"cpu\"}";
 
 typedef struct result {
@@ -52,9 +53,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", outdir);
-    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(sl_remove_tree(outdir), SL_OK, "%s", sl_last_error());
 }
 
 TestSuite(pipeline, .init = setup, .fini = teardown, .timeout = 0);
@@ -247,7 +246,8 @@ Test(pipeline, checkpoints_hold_the_weights_of_that_step)
     cr_assert_eq(sl_model_init(&cfg, &ckpt.model), SL_OK);
     cr_assert_eq(sl_weights_load(&ckpt.model, path, &ckpt.weights), SL_OK, "%s", sl_last_error());
     snprintf(path, sizeof path, "%s/checkpoint-4.safetensors", dir);
-    cr_assert_neq(access(path, F_OK), 0, "no checkpoint at the last step: that is final.safetensors");
+    cr_assert_neq(access(path, F_OK), 0,
+                  "no checkpoint at the last step: that is final.safetensors");
     sl_config_free(&cfg);
     const char *short_run[] = {"pipeline.stages=2", "train.steps=2"};
     cr_assert_eq(train(short_run, 2, &two), SL_OK, "%s", sl_last_error());

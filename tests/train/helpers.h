@@ -10,15 +10,22 @@
 
 #include "runtime/core/core.h"
 
-/* A fresh directory under /tmp for this test process (created once). */
+/* A fresh directory under /tmp for this test process (created once, removed at exit). */
+static char tmpdir_path[64];
+
+static inline void remove_tmpdir(void)
+{
+    sl_remove_tree(tmpdir_path);
+}
+
 static inline const char *tmpdir(void)
 {
-    static char dir[64];
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/sluice-train-XXXXXX");
-        cr_assert_not_null(mkdtemp(dir));
+    if (!tmpdir_path[0]) {
+        snprintf(tmpdir_path, sizeof tmpdir_path, "/tmp/sluice-train-XXXXXX");
+        cr_assert_not_null(mkdtemp(tmpdir_path));
+        atexit(remove_tmpdir);
     }
-    return dir;
+    return tmpdir_path;
 }
 
 /* tmpdir()/name into buf. */

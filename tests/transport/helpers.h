@@ -20,6 +20,26 @@
 
 enum kind { K_INPROC, K_IPC, K_TCP };
 
+/* A fresh directory for ipc:// endpoints, removed with what is in it when the test process
+ * exits. */
+static char ipc_dirs[64][32];
+static int n_ipc_dirs;
+
+static inline void remove_ipc_dirs(void)
+{
+    for (int i = 0; i < n_ipc_dirs; i++) sl_remove_tree(ipc_dirs[i]);
+}
+
+static inline const char *make_ipc_dir(void)
+{
+    if (n_ipc_dirs == (int)SL_ARRAY_LEN(ipc_dirs)) abort();
+    char *dir = ipc_dirs[n_ipc_dirs];
+    snprintf(dir, sizeof ipc_dirs[0], "/tmp/sl-tt-XXXXXX");
+    if (!mkdtemp(dir)) abort();
+    if (n_ipc_dirs++ == 0) atexit(remove_ipc_dirs);
+    return dir;
+}
+
 /* Two endpoints of one kind: ep[0] bound by rank 0, ep[1] by rank 1. */
 static inline void make_endpoints(enum kind k, char ep[2][128])
 {
@@ -28,8 +48,7 @@ static inline void make_endpoints(enum kind k, char ep[2][128])
         for (int i = 0; i < 2; i++)
             snprintf(ep[i], 128, "inproc://t%d-%d-%d", (int)getpid(), counter, i);
     } else if (k == K_IPC) {
-        char dir[] = "/tmp/sl-tt-XXXXXX";
-        if (!mkdtemp(dir)) abort();
+        const char *dir = make_ipc_dir();
         for (int i = 0; i < 2; i++) snprintf(ep[i], 128, "ipc://%s/r%d", dir, i);
     } else {
         for (int i = 0; i < 2; i++) {
@@ -90,8 +109,7 @@ static inline void open_all(struct opener *ops, int n)
  * succeed. */
 static inline void open_ipc_ring(struct opener *ops, int n)
 {
-    char dir[] = "/tmp/sl-tt-XXXXXX";
-    cr_assert(mkdtemp(dir));
+    const char *dir = make_ipc_dir();
     char ep[8][128];
     for (int r = 0; r < n; r++) snprintf(ep[r], 128, "ipc://%s/r%d", dir, r);
     memset(ops, 0, sizeof *ops * (size_t)n);
