@@ -179,7 +179,9 @@ static void curve_pair(struct opener ops[2], sl_transport_curve c[2], const char
     memset(ops, 0, 2 * sizeof *ops);
     for (int r = 0; r < 2; r++) {
         pair_options(&ops[r].o, r, 2, ep, NULL);
-        ops[r].o.connect_timeout_ms = 1500;
+        /* Room for a refusal that arrives late on a loaded machine; a side that never learns
+         * the cause (its peer gave up first) waits this long before it gives up too. */
+        ops[r].o.connect_timeout_ms = 4000;
         int own = r == 0 ? 0 : own1;
         c[r] = (sl_transport_curve){pub[own], sec[own], pub[r ^ 1], allowed[r], 1};
         if (r == 0 || curve1) ops[r].o.curve = &c[r];
@@ -232,8 +234,9 @@ Test(curve, no_key_refused)
     const char *allowed[2][1] = {{pub[1]}, {pub[0]}};
     curve_pair(ops, c, allowed, 1, 0);
     /* Whichever side notices the mismatch first gives up; the other sees its handshakes break
-     * off. Both fail naming the other, and at least one names the cause. */
-    cr_assert_eq(ops[0].status, SL_EPROTOCOL, "%d %s", ops[0].status, ops[0].msg);
+     * off, or no HELLO at all when the first gave up before its handshake began (seen under
+     * load). Both fail naming the other, and at least one names the cause. */
+    cr_assert_neq(ops[0].status, SL_OK);
     cr_assert(strstr(ops[0].msg, "rank 1"), "%s", ops[0].msg);
     cr_assert(strstr(ops[0].msg, "mechanism") || strstr(ops[1].msg, "mechanism"), "%s / %s",
               ops[0].msg, ops[1].msg);
