@@ -92,8 +92,8 @@ int sl_device_open(const char *id, sl_device **out)
         size_t used = strlen(ids);
         snprintf(ids + used, sizeof ids - used, "%s%s", i ? ", " : "", registry.infos[i].id);
     }
-    return sl_fail(SL_EINVAL, "unknown device '%s'; the devices here are: %s (see `sluice devices`)",
-                   id, ids);
+    return sl_fail(SL_EINVAL,
+                   "unknown device '%s'; the devices here are: %s (see `sluice devices`)", id, ids);
 }
 
 void sl_device_close(sl_device *dev)
@@ -300,10 +300,9 @@ static int check_arg(const char *kernel, const char *name, sl_device *dev, const
         return sl_fail(SL_ERANGE, "%s: '%s' needs %zu elements (%zu bytes) but its buffer has %zu",
                        kernel, name, elems, bytes, buf->size);
     if (dev->info.max_buffer_range && bytes > dev->info.max_buffer_range)
-        return sl_fail(SL_ELIMIT,
-                       "%s: '%s' spans %zu bytes, more than %s can bind in one kernel (%llu)",
-                       kernel, name, bytes, dev->info.id,
-                       (unsigned long long)dev->info.max_buffer_range);
+        return sl_fail(
+            SL_ELIMIT, "%s: '%s' spans %zu bytes, more than %s can bind in one kernel (%llu)",
+            kernel, name, bytes, dev->info.id, (unsigned long long)dev->info.max_buffer_range);
     return SL_OK;
 }
 
@@ -334,8 +333,9 @@ int sl_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size
     SL_TRY(check_arg(K, "b", dev, b, eb));
     SL_TRY(check_arg(K, "c", dev, c, ec));
     if (m == 0 || n == 0) return SL_OK;
-    if (k == 0) return beta == 0.0f ? dev->ops->fill(dev, ec, 0.0f, c)
-                                    : (beta == 1.0f ? SL_OK : dev->ops->scale(dev, ec, beta, c));
+    if (k == 0)
+        return beta == 0.0f ? dev->ops->fill(dev, ec, 0.0f, c)
+                            : (beta == 1.0f ? SL_OK : dev->ops->scale(dev, ec, beta, c));
     return dev->ops->gemm(dev, trans_a, trans_b, m, n, k, alpha, a, b, beta, c);
 }
 
@@ -440,13 +440,12 @@ int sl_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffe
     if (!(lr >= 0.0f) || !(momentum >= 0.0f) || !(weight_decay >= 0.0f))
         return sl_fail(SL_EINVAL, "%s: lr, momentum and weight_decay must be >= 0", K);
     if (n == 0) return SL_OK;
-    return dev->ops->sgd(dev, n, param, grad, momentum != 0.0f ? momentum_buf : NULL, lr,
-                         momentum, weight_decay);
+    return dev->ops->sgd(dev, n, param, grad, momentum != 0.0f ? momentum_buf : NULL, lr, momentum,
+                         weight_decay);
 }
 
-int sl_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
-            sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
-            int64_t t)
+int sl_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m, sl_buffer *v,
+            float lr, float beta1, float beta2, float eps, float weight_decay, int64_t t)
 {
     static const char *K = "sl_adam";
     SL_TRY(check_dev(K, dev));
@@ -460,8 +459,7 @@ int sl_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buff
     if (n == 0) return SL_OK;
     float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
     float bc2 = (float)(1.0 - pow((double)beta2, (double)t));
-    return dev->ops->adam(dev, n, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, bc1,
-                          bc2);
+    return dev->ops->adam(dev, n, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2);
 }
 
 int sl_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y)

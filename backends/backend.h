@@ -36,7 +36,7 @@ typedef struct sl_device_info {
     char backend[16]; /* "cpu", "opencl", "vulkan" */
     char name[256];   /* the device's own name */
     char vendor[128];
-    char driver[128];  /* driver or platform name and version */
+    char driver[128]; /* driver or platform name and version */
     enum sl_device_kind kind;
     uint64_t memory_bytes;       /* global memory */
     uint32_t compute_units;      /* cores or compute units */
@@ -150,9 +150,8 @@ int sl_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffe
 /* Adam, PyTorch's rule (weight decay added to the gradient, not AdamW), step t counted from 1:
  * g = grad + wd * p;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
  * p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
-int sl_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
-            sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
-            int64_t t);
+int sl_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m, sl_buffer *v,
+            float lr, float beta1, float beta2, float eps, float weight_decay, int64_t t);
 
 /* y[n] += alpha * x[n]  (gradient accumulation) */
 int sl_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y);

@@ -12,10 +12,10 @@
 struct sl_device {
     const struct sl_backend_ops *ops;
     sl_device_info info;
-    size_t index;        /* the device's index within its backend */
-    uint64_t allocated;  /* bytes in live buffers */
-    uint64_t peak;       /* the most `allocated` has been */
-    void *impl;          /* the backend's state */
+    size_t index;       /* the device's index within its backend */
+    uint64_t allocated; /* bytes in live buffers */
+    uint64_t peak;      /* the most `allocated` has been */
+    void *impl;         /* the backend's state */
 };
 
 struct sl_buffer {
@@ -47,8 +47,7 @@ struct sl_backend_ops {
     void (*buffer_free)(sl_buffer *buf);
     int (*upload)(sl_buffer *dst, size_t offset, const void *src, size_t bytes);
     int (*download)(sl_buffer *src, size_t offset, void *dst, size_t bytes);
-    int (*copy)(sl_buffer *dst, size_t dst_offset, sl_buffer *src, size_t src_offset,
-                size_t bytes);
+    int (*copy)(sl_buffer *dst, size_t dst_offset, sl_buffer *src, size_t src_offset, size_t bytes);
 
     /* Optional, all four or none: device-timed events. Default: finish() then host time. */
     int (*event_record)(sl_device *dev, sl_event *ev);
@@ -74,8 +73,8 @@ struct sl_backend_ops {
     int (*mse)(sl_device *dev, size_t rows, size_t cols, sl_buffer *pred, sl_buffer *target,
                float scale, sl_buffer *loss, sl_buffer *dpred);
     /* momentum_buf is NULL when momentum is 0. */
-    int (*sgd)(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad,
-               sl_buffer *momentum_buf, float lr, float momentum, float weight_decay);
+    int (*sgd)(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *momentum_buf,
+               float lr, float momentum, float weight_decay);
     /* bc1 = 1 - beta1^t and bc2 = 1 - beta2^t, computed by the wrapper in double. */
     int (*adam)(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
                 sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,

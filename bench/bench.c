@@ -12,8 +12,9 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *summary;
 } benches[] = {
-    {"kernels", sl_bench_kernels, "GEMM GFLOP/s against the device's FMA peak and OpenBLAS; "
-                                  "elementwise GB/s against a device copy"},
+    {"kernels", sl_bench_kernels,
+     "GEMM GFLOP/s against the device's FMA peak and OpenBLAS; "
+     "elementwise GB/s against a device copy"},
     {"transport", sl_bench_transport, "link throughput and latency against raw libzmq"},
     {"train", sl_bench_train, "training samples/s against PyTorch and 1-rank pipelines"},
 };

@@ -255,11 +255,16 @@ static int cpu_bias_grad(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy
 static float act_f(enum sl_activation act, float x)
 {
     switch (act) {
-    case SL_ACT_RELU: return x > 0.0f ? x : 0.0f;
-    case SL_ACT_TANH: return tanhf(x);
-    case SL_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
-    case SL_ACT_GELU: return 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
-    default: return NAN;
+    case SL_ACT_RELU:
+        return x > 0.0f ? x : 0.0f;
+    case SL_ACT_TANH:
+        return tanhf(x);
+    case SL_ACT_SIGMOID:
+        return 1.0f / (1.0f + expf(-x));
+    case SL_ACT_GELU:
+        return 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
+    default:
+        return NAN;
     }
 }
 
@@ -267,7 +272,8 @@ static float act_f(enum sl_activation act, float x)
 static float act_df(enum sl_activation act, float x)
 {
     switch (act) {
-    case SL_ACT_RELU: return x > 0.0f ? 1.0f : 0.0f;
+    case SL_ACT_RELU:
+        return x > 0.0f ? 1.0f : 0.0f;
     case SL_ACT_TANH: {
         float t = tanhf(x);
         return 1.0f - t * t;
@@ -278,9 +284,11 @@ static float act_df(enum sl_activation act, float x)
     }
     case SL_ACT_GELU: {
         float t = tanhf(GELU_K * (x + GELU_C * x * x * x));
-        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+        return 0.5f * (1.0f + t) +
+               0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
     }
-    default: return NAN;
+    default:
+        return NAN;
     }
 }
 
@@ -383,8 +391,8 @@ static int cpu_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad,
 }
 
 static int cpu_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
-                    sl_buffer *v, float lr, float beta1, float beta2, float eps,
-                    float weight_decay, float bc1, float bc2)
+                    sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+                    float bc1, float bc2)
 {
     (void)dev;
     float *p = F(param), *pm = F(m), *pv = F(v);

@@ -1,5 +1,5 @@
-/* The Vulkan backend: SPIR-V compute shaders (the .comp files of kernels/vulkan/, embedded at build time) on
- * every Vulkan physical device, CPU drivers such as Mesa's lavapipe included.
+/* The Vulkan backend: SPIR-V compute shaders (the .comp files of kernels/vulkan/, embedded at build
+ * time) on every Vulkan physical device, CPU drivers such as Mesa's lavapipe included.
  *
  * The loader is opened at run time (dlopen), so a machine without Vulkan still runs the other
  * backends: enumerate() then reports the backend unavailable with the reason.
@@ -105,19 +105,25 @@ static PFN_vkCreateDebugUtilsMessengerEXT vkCreateDebugUtilsMessengerEXT;
 static const char *vk_result_name(VkResult r)
 {
     switch (r) {
-#define R(x) case x: return #x;
-        R(VK_SUCCESS) R(VK_NOT_READY) R(VK_TIMEOUT) R(VK_EVENT_SET) R(VK_EVENT_RESET)
-        R(VK_INCOMPLETE) R(VK_ERROR_OUT_OF_HOST_MEMORY) R(VK_ERROR_OUT_OF_DEVICE_MEMORY)
-        R(VK_ERROR_INITIALIZATION_FAILED) R(VK_ERROR_DEVICE_LOST) R(VK_ERROR_MEMORY_MAP_FAILED)
-        R(VK_ERROR_LAYER_NOT_PRESENT) R(VK_ERROR_EXTENSION_NOT_PRESENT)
-        R(VK_ERROR_FEATURE_NOT_PRESENT) R(VK_ERROR_INCOMPATIBLE_DRIVER)
-        R(VK_ERROR_TOO_MANY_OBJECTS) R(VK_ERROR_FORMAT_NOT_SUPPORTED)
-        R(VK_ERROR_FRAGMENTED_POOL) R(VK_ERROR_UNKNOWN) R(VK_ERROR_OUT_OF_POOL_MEMORY)
-        R(VK_ERROR_INVALID_EXTERNAL_HANDLE) R(VK_ERROR_FRAGMENTATION)
-        R(VK_ERROR_INVALID_OPAQUE_CAPTURE_ADDRESS) R(VK_PIPELINE_COMPILE_REQUIRED)
-        R(VK_ERROR_INVALID_SHADER_NV)
+#define R(x)                                                                                       \
+    case x:                                                                                        \
+        return #x;
+        R(VK_SUCCESS)
+        R(VK_NOT_READY) R(VK_TIMEOUT) R(VK_EVENT_SET) R(VK_EVENT_RESET) R(VK_INCOMPLETE)
+            R(VK_ERROR_OUT_OF_HOST_MEMORY) R(VK_ERROR_OUT_OF_DEVICE_MEMORY)
+                R(VK_ERROR_INITIALIZATION_FAILED) R(VK_ERROR_DEVICE_LOST)
+                    R(VK_ERROR_MEMORY_MAP_FAILED) R(VK_ERROR_LAYER_NOT_PRESENT)
+                        R(VK_ERROR_EXTENSION_NOT_PRESENT) R(VK_ERROR_FEATURE_NOT_PRESENT)
+                            R(VK_ERROR_INCOMPATIBLE_DRIVER) R(VK_ERROR_TOO_MANY_OBJECTS)
+                                R(VK_ERROR_FORMAT_NOT_SUPPORTED) R(VK_ERROR_FRAGMENTED_POOL)
+                                    R(VK_ERROR_UNKNOWN) R(VK_ERROR_OUT_OF_POOL_MEMORY)
+                                        R(VK_ERROR_INVALID_EXTERNAL_HANDLE)
+                                            R(VK_ERROR_FRAGMENTATION)
+                                                R(VK_ERROR_INVALID_OPAQUE_CAPTURE_ADDRESS)
+                                                    R(VK_PIPELINE_COMPILE_REQUIRED)
+                                                        R(VK_ERROR_INVALID_SHADER_NV)
 #undef R
-    default: return "VK_RESULT_UNKNOWN";
+                                                            default : return "VK_RESULT_UNKNOWN";
     }
 }
 
@@ -166,7 +172,7 @@ static int vk_fail(VkResult r, const char *what)
     X(SGD_TEX, sgd_tex, 5, 24, 0x7)                                                                \
     X(ADAM_TEX, adam_tex, 7, 36, 0xF)
 
-#define DECLARE_SPV(id, name, nbind, push, texel)                                                         \
+#define DECLARE_SPV(id, name, nbind, push, texel)                                                  \
     extern const unsigned char sl_spv_##name[];                                                    \
     extern const size_t sl_spv_##name##_size;
 SL_KERNELS(DECLARE_SPV)
@@ -193,8 +199,8 @@ static const struct kernel_desc {
 #undef KERNEL_DESC
 };
 
-#define MAX_BINDINGS 7
-#define POOL_SETS 256 /* descriptor sets per batch before the batch is submitted */
+#define MAX_BINDINGS  7
+#define POOL_SETS     256 /* descriptor sets per batch before the batch is submitted */
 #define STAGING_BYTES ((VkDeviceSize)16 << 20)
 
 /* ------------------------------------------------------------------------------------------------
@@ -255,14 +261,23 @@ static bool has_extension(const VkExtensionProperties *exts, uint32_t n, const c
 static const char *vendor_name(uint32_t id, char *buf, size_t cap)
 {
     switch (id) {
-    case 0x10DE: return "NVIDIA";
-    case 0x1002: return "AMD";
-    case 0x8086: return "Intel";
-    case 0x10005: return "Mesa";
-    case 0x13B5: return "ARM";
-    case 0x5143: return "Qualcomm";
-    case 0x106B: return "Apple";
-    default: snprintf(buf, cap, "0x%04x", id); return buf;
+    case 0x10DE:
+        return "NVIDIA";
+    case 0x1002:
+        return "AMD";
+    case 0x8086:
+        return "Intel";
+    case 0x10005:
+        return "Mesa";
+    case 0x13B5:
+        return "ARM";
+    case 0x5143:
+        return "Qualcomm";
+    case 0x106B:
+        return "Apple";
+    default:
+        snprintf(buf, cap, "0x%04x", id);
+        return buf;
     }
 }
 
@@ -369,8 +384,9 @@ static int create_instance(void)
     };
     VkResult r = vkCreateInstance(&ci, NULL, &g.instance);
     if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
-        return sl_fail(SL_EUNAVAILABLE, "no Vulkan driver is installed (vkCreateInstance: "
-                                        "VK_ERROR_INCOMPATIBLE_DRIVER); Debian: mesa-vulkan-drivers");
+        return sl_fail(SL_EUNAVAILABLE,
+                       "no Vulkan driver is installed (vkCreateInstance: "
+                       "VK_ERROR_INCOMPATIBLE_DRIVER); Debian: mesa-vulkan-drivers");
     if (r != VK_SUCCESS) return vk_fail(r, "vkCreateInstance");
 
 #define LOAD_INSTANCE(name)                                                                        \
@@ -390,8 +406,7 @@ static int create_instance(void)
 }
 
 /* Fills `d` for physical device `pd`, or returns a message naming what it lacks. */
-static int describe_device(VkPhysicalDevice pd, uint32_t index, sl_device_info *d,
-                           uint32_t *family)
+static int describe_device(VkPhysicalDevice pd, uint32_t index, sl_device_info *d, uint32_t *family)
 {
     VkPhysicalDeviceProperties props;
     vkGetPhysicalDeviceProperties(pd, &props);
@@ -407,7 +422,8 @@ static int describe_device(VkPhysicalDevice pd, uint32_t index, sl_device_info *
     /* A compute-only family first (it is the dedicated compute engine on GPUs), else any. */
     uint32_t fam = UINT32_MAX;
     for (uint32_t i = 0; i < nq && fam == UINT32_MAX; i++)
-        if ((qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) && !(qf[i].queueFlags & VK_QUEUE_GRAPHICS_BIT))
+        if ((qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) &&
+            !(qf[i].queueFlags & VK_QUEUE_GRAPHICS_BIT))
             fam = i;
     for (uint32_t i = 0; i < nq && fam == UINT32_MAX; i++)
         if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) fam = i;
@@ -456,11 +472,17 @@ static int describe_device(VkPhysicalDevice pd, uint32_t index, sl_device_info *
                  VK_API_VERSION_MAJOR(props.apiVersion), VK_API_VERSION_MINOR(props.apiVersion),
                  props.driverVersion);
     switch (props.deviceType) {
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: d->kind = SL_DEVICE_CPU; break;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+        d->kind = SL_DEVICE_CPU;
+        break;
     case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
     case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: d->kind = SL_DEVICE_GPU; break;
-    default: d->kind = SL_DEVICE_OTHER; break;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+        d->kind = SL_DEVICE_GPU;
+        break;
+    default:
+        d->kind = SL_DEVICE_OTHER;
+        break;
     }
     d->memory_bytes = heap;
     /* Vulkan does not say how many compute units a GPU has; a CPU driver runs on the host's
@@ -557,7 +579,7 @@ struct vkdev {
     bool recording;
     bool need_barrier; /* a command was recorded since the last barrier */
     uint32_t sets_used;
-    uint64_t batch; /* serial of the batch being recorded */
+    uint64_t batch;      /* serial of the batch being recorded */
     VkBufferView *views; /* texel-buffer views the batch uses, destroyed once it has run */
     size_t n_views, cap_views;
 
@@ -574,7 +596,7 @@ struct vkbuf {
     VkBufferView view4; /* rgba32f view of the whole buffer where elem_tex and it fits, else null */
 };
 
-#define D(dev) ((struct vkdev *)(dev)->impl)
+#define D(dev)  ((struct vkdev *)(dev)->impl)
 #define VB(buf) ((struct vkbuf *)(buf)->impl)
 
 /* The memory type for `bits` with all of `want`, or UINT32_MAX. */
@@ -676,9 +698,8 @@ static int create_kernel(struct vkdev *d, int id)
     uint32_t *code = malloc(size ? size : 4);
     if (!code) return sl_fail(SL_ENOMEM, "vulkan: out of host memory");
     memcpy(code, kd->spv, size);
-    VkShaderModuleCreateInfo sci = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-                                    .codeSize = size,
-                                    .pCode = code};
+    VkShaderModuleCreateInfo sci = {
+        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = size, .pCode = code};
     VkShaderModule mod;
     VkResult r = vkCreateShaderModule(d->dev, &sci, NULL, &mod);
     free(code);
@@ -774,8 +795,10 @@ static void choose_tiles(struct vkdev *d, enum sl_device_kind kind)
         d->gemm_tn4 = tn4;
         d->gemm_wg = wg;
     } else if (env) {
-        sl_log(SL_LOG_WARN, "SLUICE_VK_GEMM_TILE=%s ignored: want TMxTN4xWG with TM 1..32, "
-                            "TN4 1..8, WG 1..%u", env, maxwg);
+        sl_log(SL_LOG_WARN,
+               "SLUICE_VK_GEMM_TILE=%s ignored: want TMxTN4xWG with TM 1..32, "
+               "TN4 1..8, WG 1..%u",
+               env, maxwg);
     }
 }
 
@@ -915,9 +938,8 @@ static int flush(struct vkdev *d)
     d->recording = false;
     d->batch++;
     VkResult r = vkEndCommandBuffer(d->cb);
-    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-                       .commandBufferCount = 1,
-                       .pCommandBuffers = &d->cb};
+    VkSubmitInfo si = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &d->cb};
     if (r == VK_SUCCESS) r = vkQueueSubmit(d->queue, 1, &si, d->fence);
     if (r == VK_SUCCESS) r = vkWaitForFences(d->dev, 1, &d->fence, VK_TRUE, UINT64_MAX);
     if (r == VK_SUCCESS) r = vkResetFences(d->dev, 1, &d->fence);
@@ -1147,8 +1169,8 @@ static int ensure_staging(struct vkdev *d)
     return SL_OK;
 }
 
-static void record_copy(struct vkdev *d, VkBuffer dst, size_t dst_off, VkBuffer src,
-                        size_t src_off, size_t bytes)
+static void record_copy(struct vkdev *d, VkBuffer dst, size_t dst_off, VkBuffer src, size_t src_off,
+                        size_t bytes)
 {
     order_command(d);
     VkBufferCopy region = {.srcOffset = src_off, .dstOffset = dst_off, .size = bytes};
@@ -1351,7 +1373,7 @@ static int vk_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
 {
     struct vkdev *d = D(dev);
     sl_buffer *bufs[4] = {a, b, c, b};
-    uint32_t push[9] = {0,        0,        (uint32_t)m, (uint32_t)n,  (uint32_t)k,
+    uint32_t push[9] = {0,       0,       (uint32_t)m, (uint32_t)n, (uint32_t)k,
                         trans_a, trans_b, f2u(alpha),  f2u(beta)};
     uint32_t col_blocks = div_up(n, 4 * d->gemm_tn4), row_blocks = div_up(m, d->gemm_tm);
     uint32_t gx = div_up(col_blocks, d->gemm_wg);
@@ -1445,7 +1467,7 @@ static int vk_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, 
                    sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
                    float bc1, float bc2)
 {
-    uint32_t push[9] = {0,          (uint32_t)n, f2u(lr),  f2u(beta1), f2u(beta2),
+    uint32_t push[9] = {0,        (uint32_t)n,       f2u(lr),  f2u(beta1), f2u(beta2),
                         f2u(eps), f2u(weight_decay), f2u(bc1), f2u(bc2)};
     sl_buffer *tex[7] = {param, grad, m, v, param, m, v};
     int st = run_tex(dev, K_ADAM_TEX, tex, push, n);

@@ -10,10 +10,14 @@
 static const char *kind_name(enum sl_device_kind kind)
 {
     switch (kind) {
-    case SL_DEVICE_CPU: return "CPU";
-    case SL_DEVICE_GPU: return "GPU";
-    case SL_DEVICE_ACCELERATOR: return "accelerator";
-    default: return "other";
+    case SL_DEVICE_CPU:
+        return "CPU";
+    case SL_DEVICE_GPU:
+        return "GPU";
+    case SL_DEVICE_ACCELERATOR:
+        return "accelerator";
+    default:
+        return "other";
     }
 }
 

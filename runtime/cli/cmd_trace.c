@@ -23,12 +23,18 @@ static int kind_of(const char *name)
     const char *p = name;
     while (*p >= '0' && *p <= '9') p++;
     switch (*p) {
-    case 'F': return K_F;
-    case 'B': return K_B;
-    case 'I': return K_I;
-    case 'W': return K_W;
-    case 'R': return K_R;
-    default: return -1;
+    case 'F':
+        return K_F;
+    case 'B':
+        return K_B;
+    case 'I':
+        return K_I;
+    case 'W':
+        return K_W;
+    case 'R':
+        return K_R;
+    default:
+        return -1;
     }
 }
 
@@ -42,11 +48,12 @@ typedef struct rank_stats {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: sluice trace RUN_DIR|TRACE_JSON [--json]\n\n"
-                 "Summarises a run's trace.json (written by `sluice train` into output.dir): per\n"
-                 "rank, the time spent in forward (F), backward (B, or I and W), recompute (R),\n"
-                 "sends, receives (waiting for a neighbour) and the optimizer, and the idle share.\n"
-                 "The trace itself opens in Perfetto (ui.perfetto.dev) or chrome://tracing.\n");
+    fprintf(out,
+            "usage: sluice trace RUN_DIR|TRACE_JSON [--json]\n\n"
+            "Summarises a run's trace.json (written by `sluice train` into output.dir): per\n"
+            "rank, the time spent in forward (F), backward (B, or I and W), recompute (R),\n"
+            "sends, receives (waiting for a neighbour) and the optimizer, and the idle share.\n"
+            "The trace itself opens in Perfetto (ui.perfetto.dev) or chrome://tracing.\n");
 }
 
 int sl_cmd_trace(int argc, char **argv)
@@ -72,8 +79,10 @@ int sl_cmd_trace(int argc, char **argv)
     }
     char file[1200];
     struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(file, sizeof file, "%s/trace.json", path);
-    else snprintf(file, sizeof file, "%s", path);
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        snprintf(file, sizeof file, "%s/trace.json", path);
+    else
+        snprintf(file, sizeof file, "%s", path);
     char *text;
     size_t len;
     int st = sl_read_file(file, &text, &len);

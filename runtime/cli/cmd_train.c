@@ -11,18 +11,19 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: sluice train CONFIG [--set KEY=VALUE]... [--quiet] [--keep-run-dir]\n\n"
-            "Trains the model that CONFIG (JSON) describes, cut into pipeline.stages ranks, one\n"
-            "process per rank on this host, linked over ipc://, running the pipeline.schedule for\n"
-            "every step. Writes metrics.jsonl, final.safetensors, summary.json and trace.json\n"
-            "into output.dir. If any rank fails, every rank stops and the command exits 1 with\n"
-            "that rank's message.\n\n"
-            "  --set KEY=VALUE  override a config key (the value is JSON when it parses as JSON,\n"
-            "                   else a string): --set pipeline.schedule=gpipe --set train.steps=50\n"
-            "  --quiet          no progress output\n"
-            "  --keep-run-dir   keep the private run directory (sockets, per-rank files)\n\n"
-            "Example: sluice train samples/digits/digits.json --set pipeline.stages=2\n");
+    fprintf(
+        out,
+        "usage: sluice train CONFIG [--set KEY=VALUE]... [--quiet] [--keep-run-dir]\n\n"
+        "Trains the model that CONFIG (JSON) describes, cut into pipeline.stages ranks, one\n"
+        "process per rank on this host, linked over ipc://, running the pipeline.schedule for\n"
+        "every step. Writes metrics.jsonl, final.safetensors, summary.json and trace.json\n"
+        "into output.dir. If any rank fails, every rank stops and the command exits 1 with\n"
+        "that rank's message.\n\n"
+        "  --set KEY=VALUE  override a config key (the value is JSON when it parses as JSON,\n"
+        "                   else a string): --set pipeline.schedule=gpipe --set train.steps=50\n"
+        "  --quiet          no progress output\n"
+        "  --keep-run-dir   keep the private run directory (sockets, per-rank files)\n\n"
+        "Example: sluice train samples/digits/digits.json --set pipeline.stages=2\n");
 }
 
 int sl_cmd_train(int argc, char **argv)
@@ -95,8 +96,8 @@ int sl_cmd_train(int argc, char **argv)
     if (!quiet && launch.rank == 0)
         fprintf(stderr, "sluice train: %s, %d stage%s (%s%s), %d steps of %d in %d micro-batches\n",
                 config, cfg.pipeline.stages, cfg.pipeline.stages == 1 ? "" : "s",
-                cfg.pipeline.schedule, cfg.pipeline.recompute ? ", recompute" : "",
-                cfg.train.steps, cfg.train.batch, cfg.train.microbatches);
+                cfg.pipeline.schedule, cfg.pipeline.recompute ? ", recompute" : "", cfg.train.steps,
+                cfg.train.batch, cfg.train.microbatches);
     sl_train_options opt = {.progress = !quiet && launch.rank == 0, .keep_run_dir = keep};
     sl_train_summary sum;
     if (launch.launcher == SL_LAUNCHER_NONE) {
@@ -109,7 +110,8 @@ int sl_cmd_train(int argc, char **argv)
     }
     if (st != SL_OK) {
         sl_config_free(&cfg);
-        if (launch.launcher != SL_LAUNCHER_NONE) fprintf(stderr, "sluice train: rank %d: ", launch.rank);
+        if (launch.launcher != SL_LAUNCHER_NONE)
+            fprintf(stderr, "sluice train: rank %d: ", launch.rank);
         return sl_cli_error("train", st);
     }
     if (launch.rank != 0) {

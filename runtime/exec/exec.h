@@ -27,7 +27,7 @@ typedef struct sl_exec_options {
     const char *report_endpoint; /* the coordinator's report socket, or NULL */
     const char *weights_dir;     /* where to leave this rank's weights for the coordinator */
     uint64_t run_id;
-    int max_trace_events;        /* per rank; 0 for the default (5000) */
+    int max_trace_events; /* per rank; 0 for the default (5000) */
 } sl_exec_options;
 
 struct sl_schedule;

@@ -189,8 +189,7 @@ static int stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *
                           sl_buffer *dout, sl_buffer *din, bool weights, bool inputs)
 {
     if (rows > stash->rows || stash->n != s->last - s->first)
-        return sl_fail(SL_EINVAL, "stage backward: %zu rows for a stash of %zu", rows,
-                       stash->rows);
+        return sl_fail(SL_EINVAL, "stage backward: %zu rows for a stash of %zu", rows, stash->rows);
     if (!inputs) {
         for (int i = s->first; i < s->last; i++) {
             const sl_layer *l = &s->model->layers[i];
@@ -221,8 +220,8 @@ static int stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *
         if (l->kind == SL_LAYER_LINEAR) {
             if (weights) {
                 /* dW[out,in] += g[rows,out]^T x[rows,in];  db[out] += colsum(g) */
-                SL_TRY(sl_gemm(s->dev, true, false, (size_t)l->out, (size_t)l->in, rows, 1.0f, g,
-                               x, 1.0f, s->dweight[k]));
+                SL_TRY(sl_gemm(s->dev, true, false, (size_t)l->out, (size_t)l->in, rows, 1.0f, g, x,
+                               1.0f, s->dweight[k]));
                 SL_TRY(sl_bias_grad(s->dev, rows, (size_t)l->out, g, 1.0f, s->dbias[k]));
             } else {
                 size_t bytes = rows * (size_t)l->out * sizeof(float);
@@ -242,8 +241,8 @@ static int stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *
     return SL_OK;
 }
 
-int sl_stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
-                      sl_buffer *dout, sl_buffer *din)
+int sl_stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash, sl_buffer *dout,
+                      sl_buffer *din)
 {
     return stage_backward(s, rows, input, stash, dout, din, true, true);
 }

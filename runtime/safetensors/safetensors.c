@@ -63,8 +63,9 @@ static int parse_tensor(const cJSON *item, const char *data, uint64_t data_size,
     for (int i = 1; i < SL_DTYPE_COUNT; i++)
         if (!strcmp(dt->valuestring, sl_dtype_name(i))) t->dtype = (enum sl_dtype)i;
     if (t->dtype == SL_DTYPE_COUNT)
-        return sl_fail(SL_EFORMAT, "tensor '%s': dtype '%.16s' is not supported (F32, F16, BF16, "
-                                   "F64, I32, I64, U8)",
+        return sl_fail(SL_EFORMAT,
+                       "tensor '%s': dtype '%.16s' is not supported (F32, F16, BF16, "
+                       "F64, I32, I64, U8)",
                        name, dt->valuestring);
     if (!cJSON_IsArray(shape)) return sl_fail(SL_EFORMAT, "tensor '%s': no shape array", name);
     int ndim = cJSON_GetArraySize(shape);

@@ -22,8 +22,6 @@
 extern "C" {
 #endif
 
-
-
 #define SL_TENSOR_MAX_DIMS 8
 
 typedef struct sl_tensor {

@@ -41,8 +41,9 @@ static int check_devices(const sl_config *cfg)
             size_t used = strlen(ids);
             snprintf(ids + used, sizeof ids - used, "%s%s", i ? ", " : "", infos[i].id);
         }
-        return sl_fail(SL_ECONFIG, "config: devices: rank %d's device '%s' does not exist here; "
-                                   "the devices are: %s (see `sluice devices`)",
+        return sl_fail(SL_ECONFIG,
+                       "config: devices: rank %d's device '%s' does not exist here; "
+                       "the devices are: %s (see `sluice devices`)",
                        r, id, ids);
     }
     return SL_OK;
@@ -59,7 +60,8 @@ int sl_train_check(const sl_config *cfg)
     if (rc == SL_OK) rc = sl_partition_from_config(cfg, &model, &part);
     if (rc == SL_OK) {
         rc = sl_exec_schedule(cfg, &sched);
-        if (rc != SL_OK) rc = sl_fail_context(SL_ECONFIG, "config: pipeline");
+        if (rc != SL_OK)
+            rc = sl_fail_context(SL_ECONFIG, "config: pipeline");
         else if ((rc = sl_schedule_validate(sched, 0)) != SL_OK)
             rc = sl_fail_context(rc, "the %s schedule", cfg->pipeline.schedule);
     }
@@ -70,8 +72,9 @@ int sl_train_check(const sl_config *cfg)
         char path[1200];
         snprintf(path, sizeof path, "%s/rank%d.pub", cfg->launch.keys, r);
         if (access(path, R_OK) != 0)
-            rc = sl_fail(SL_ECONFIG, "config: launch.keys: %s is missing: make one key pair per "
-                                     "rank with `sluice keys -n %d --out %s`",
+            rc = sl_fail(SL_ECONFIG,
+                         "config: launch.keys: %s is missing: make one key pair per "
+                         "rank with `sluice keys -n %d --out %s`",
                          path, cfg->pipeline.stages, cfg->launch.keys);
     }
     sl_weights_free(&w);
@@ -167,8 +170,9 @@ static int on_report(void *ctx, const char *json, size_t len)
         r->last_t = t;
         r->last_loss = loss;
         r->steps_seen = step + 1;
-        fprintf(r->metrics, "{\"step\": %d, \"loss\": %.9g, \"samples_per_s\": %.6g, \"time_s\": %.6g}\n",
-                step, loss, sps, t);
+        fprintf(r->metrics,
+                "{\"step\": %d, \"loss\": %.9g, \"samples_per_s\": %.6g, \"time_s\": %.6g}\n", step,
+                loss, sps, t);
         progress(r, step, loss, sps);
     } else if (!strcmp(type, "done")) {
         rank_info *ri = &r->ranks[rank];
@@ -305,8 +309,8 @@ static int merge_weights(const sl_config *cfg, const char *run_dir, int step, co
         for (int i = 0; rc == SL_OK && i < m->nlayers; i++) {
             if (m->layers[i].kind != SL_LAYER_LINEAR) continue;
             if (sl_partition_rank(part, stage_of_layer(part, i)) != rank) continue;
-            memcpy(out->weight[i], w.weight[i], sizeof(float) * (size_t)m->layers[i].in *
-                                                    (size_t)m->layers[i].out);
+            memcpy(out->weight[i], w.weight[i],
+                   sizeof(float) * (size_t)m->layers[i].in * (size_t)m->layers[i].out);
             memcpy(out->bias[i], w.bias[i], sizeof(float) * (size_t)m->layers[i].out);
         }
         if (rc == SL_OK) sl_weights_free(&w);
@@ -365,12 +369,14 @@ static int write_summary(run *r, const sl_schedule *sched, sl_train_summary *s)
         wall = SL_MAX(wall, r->ranks[i].wall_s);
     }
     s->bubble_measured = wall > 0 ? 1.0 - busy / (ranks * wall) : NAN;
-    sl_schedule_costs costs = {.stage_f = r->stage_f, .stage_b = r->stage_b,
+    sl_schedule_costs costs = {.stage_f = r->stage_f,
+                               .stage_b = r->stage_b,
                                .stage_w = sched->split_backward ? r->stage_w : NULL};
     sl_schedule_sim sim;
     s->bubble_predicted = NAN;
     bool measured = true;
-    for (int i = 0; i < sched->stages; i++) measured = measured && r->stage_f[i] > 0 && r->stage_b[i] > 0;
+    for (int i = 0; i < sched->stages; i++)
+        measured = measured && r->stage_f[i] > 0 && r->stage_b[i] > 0;
     if (measured && sl_schedule_simulate(sched, &costs, &sim) == SL_OK) {
         s->bubble_predicted = sim.bubble_ratio;
         sl_schedule_sim_free(&sim);
@@ -390,7 +396,8 @@ static int write_summary(run *r, const sl_schedule *sched, sl_train_summary *s)
     cJSON_AddNumberToObject(o, "chunks", cfg->pipeline.chunks);
     cJSON_AddNumberToObject(o, "microbatches", cfg->train.microbatches);
     cJSON_AddBoolToObject(o, "recompute", cfg->pipeline.recompute);
-    if (!isnan(s->bubble_measured)) cJSON_AddNumberToObject(o, "bubble_ratio_measured", s->bubble_measured);
+    if (!isnan(s->bubble_measured))
+        cJSON_AddNumberToObject(o, "bubble_ratio_measured", s->bubble_measured);
     if (!isnan(s->bubble_predicted))
         cJSON_AddNumberToObject(o, "bubble_ratio_predicted", s->bubble_predicted);
     cJSON *arr = cJSON_AddArrayToObject(o, "ranks");
@@ -415,9 +422,9 @@ static int write_text(const char *path, const char *text, mode_t mode)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
     size_t len = strlen(text);
-    int rc = fd >= 0 && write(fd, text, len) == (ssize_t)len ? SL_OK
-                                                             : sl_fail(SL_EIO, "cannot write %s: %s",
-                                                                       path, strerror(errno));
+    int rc = fd >= 0 && write(fd, text, len) == (ssize_t)len
+                 ? SL_OK
+                 : sl_fail(SL_EIO, "cannot write %s: %s", path, strerror(errno));
     if (fd >= 0 && close(fd) != 0 && rc == SL_OK)
         rc = sl_fail(SL_EIO, "cannot write %s: %s", path, strerror(errno));
     return rc;
@@ -475,8 +482,8 @@ static int start_ranks(const sl_config *cfg, const sl_train_options *opt, sl_lau
     for (int r = 0; r < cfg->pipeline.stages; r++) {
         char rank[16];
         snprintf(rank, sizeof rank, "%d", r);
-        char *argv[] = {exe, "train", "--rank", rank, "--run-dir", (char *)sl_launch_dir(l),
-                        "--run-id", id, NULL};
+        char *argv[] = {exe,        "train", "--rank", rank, "--run-dir", (char *)sl_launch_dir(l),
+                        "--run-id", id,      NULL};
         SL_TRY(sl_launch_spawn(l, r, argv));
     }
     return SL_OK;
@@ -529,7 +536,8 @@ static int run_open(run *r, const sl_config *cfg, const sl_train_options *opt)
     r->stage_b = r->stage_f + nstages;
     r->stage_w = r->stage_b + nstages;
     int every = cfg->output.checkpoint_interval;
-    if (every > 0 && !(r->checkpoints = sl_alloc(sizeof(int) * (size_t)(cfg->train.steps / every + 1))))
+    if (every > 0 &&
+        !(r->checkpoints = sl_alloc(sizeof(int) * (size_t)(cfg->train.steps / every + 1))))
         return SL_ENOMEM;
     return SL_OK;
 }
@@ -587,13 +595,14 @@ static void *coordinate(void *arg)
     return NULL;
 }
 
-int sl_train_launched(const sl_config *cfg, const sl_launch_info *info,
-                      const sl_train_options *opt, sl_train_summary *out)
+int sl_train_launched(const sl_config *cfg, const sl_launch_info *info, const sl_train_options *opt,
+                      sl_train_summary *out)
 {
     int world = cfg->pipeline.stages, rank = info->rank;
     if (info->world != world)
-        return sl_fail(SL_ECONFIG, "%s started %d ranks but pipeline.stages is %d: start one rank "
-                                   "per pipeline stage",
+        return sl_fail(SL_ECONFIG,
+                       "%s started %d ranks but pipeline.stages is %d: start one rank "
+                       "per pipeline stage",
                        sl_launcher_name(info->launcher), info->world, world);
     SL_TRY(sl_train_check(cfg));
     SL_TRY(mkdir_p(cfg->output.dir));

@@ -20,9 +20,9 @@
 #include "runtime/launch/launch.h"
 
 typedef struct sl_train_options {
-    const char *exe;  /* the sluice executable that runs ranks (`sluice train --rank ...`);
-                         NULL: this process's own executable */
-    int progress;     /* 1 bar on a terminal / lines otherwise, 0 quiet */
+    const char *exe;   /* the sluice executable that runs ranks (`sluice train --rank ...`);
+                          NULL: this process's own executable */
+    int progress;      /* 1 bar on a terminal / lines otherwise, 0 quiet */
     bool keep_run_dir; /* leave the private run directory behind, for debugging */
 } sl_train_options;
 
@@ -41,8 +41,8 @@ int sl_train(const sl_config *cfg, const sl_train_options *opt, sl_train_summary
  * sl_launch_detect): ranks meet at MASTER_ADDR:MASTER_PORT, where rank 0 hosts the rendezvous
  * and coordinates (metrics, outputs) beside its own stage. Each rank leaves its weights in
  * output.dir, which every host must share. `out` is filled on rank 0. */
-int sl_train_launched(const sl_config *cfg, const sl_launch_info *info,
-                      const sl_train_options *opt, sl_train_summary *out);
+int sl_train_launched(const sl_config *cfg, const sl_launch_info *info, const sl_train_options *opt,
+                      sl_train_summary *out);
 
 /* The rank side of a local run: `sluice train --rank R --run-dir DIR --run-id ID`. */
 int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id);

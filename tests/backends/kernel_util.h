@@ -62,8 +62,9 @@ static inline void assert_close(const float *ref, const float *got, size_t n, fl
 {
     for (size_t i = 0; i < n; i++) {
         float tol = atol + rtol * fabsf(ref[i]);
-        cr_assert(fabsf(got[i] - ref[i]) <= tol, "%s: element %zu is %.9g, expected %.9g (tol %.3g)",
-                  what, i, (double)got[i], (double)ref[i], (double)tol);
+        cr_assert(fabsf(got[i] - ref[i]) <= tol,
+                  "%s: element %zu is %.9g, expected %.9g (tol %.3g)", what, i, (double)got[i],
+                  (double)ref[i], (double)tol);
     }
 }
 
@@ -157,8 +158,10 @@ static inline float *run_sgd(sl_device *dev, size_t n, const float *p0, const fl
         OK(sl_sgd(dev, n, bp, bg, bm, lr, momentum, wd));
     }
     sl_buffer_free(bg);
-    if (buf_out) *buf_out = buf_take(bm, n);
-    else sl_buffer_free(bm);
+    if (buf_out)
+        *buf_out = buf_take(bm, n);
+    else
+        sl_buffer_free(bm);
     return buf_take(bp, n);
 }
 
@@ -190,8 +193,10 @@ static inline float *run_elementwise(sl_device *dev, int kind, size_t n, float a
         sl_buffer_free(bx);
         return buf_take(by, n);
     }
-    if (kind == 1) OK(sl_scale(dev, n, alpha, bx));
-    else OK(sl_fill(dev, n, alpha, bx));
+    if (kind == 1)
+        OK(sl_scale(dev, n, alpha, bx));
+    else
+        OK(sl_fill(dev, n, alpha, bx));
     return buf_take(bx, n);
 }
 

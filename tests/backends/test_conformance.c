@@ -68,9 +68,9 @@ static const size_t sizes[] = {1, 7, 33, 257};
 
 Test(conformance, gemm)
 {
-    static const size_t shapes[][3] = {{1, 1, 1},     {7, 33, 1},    {33, 7, 257}, {257, 33, 7},
-                                       {1, 257, 33},  {64, 64, 64},  {257, 257, 257},
-                                       {128, 10, 64}, {10, 128, 64}};
+    static const size_t shapes[][3] = {{1, 1, 1},       {7, 33, 1},    {33, 7, 257},
+                                       {257, 33, 7},    {1, 257, 33},  {64, 64, 64},
+                                       {257, 257, 257}, {128, 10, 64}, {10, 128, 64}};
     for (size_t d = 0; d < ndevs; d++)
         for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++) {
             size_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
@@ -183,8 +183,8 @@ Test(conformance, optimizers)
                   run_sgd(devs[d], n, p0, grads, 3, 0.05f, 0.0f, 0.0f, NULL), n, 1e-6f, 1e-5f,
                   devs[d], "sgd plain n=%zu", n);
             check(run_adam(cpu, n, p0, grads, 3, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f),
-                  run_adam(devs[d], n, p0, grads, 3, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f), n,
-                  1e-6f, 1e-5f, devs[d], "adam n=%zu", n);
+                  run_adam(devs[d], n, p0, grads, 3, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f), n, 1e-6f,
+                  1e-5f, devs[d], "adam n=%zu", n);
             free(p0);
             for (int k = 0; k < 3; k++) free(g[k]);
         }
@@ -245,7 +245,8 @@ Test(conformance, limits_are_checked)
         cr_assert(info->name[0] && info->driver[0], "%s: name and driver must be filled", info->id);
         sl_buffer *b = NULL;
         if (info->max_alloc_bytes < SIZE_MAX) {
-            cr_assert_eq(sl_buffer_alloc(devs[d], (size_t)info->max_alloc_bytes + 1, &b), SL_ELIMIT);
+            cr_assert_eq(sl_buffer_alloc(devs[d], (size_t)info->max_alloc_bytes + 1, &b),
+                         SL_ELIMIT);
             cr_assert_null(b);
         }
         /* buffers of one device are refused by another */

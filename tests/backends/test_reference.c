@@ -39,7 +39,7 @@ static float *naive_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float a
 
 Test(reference, gemm_matches_naive_loops)
 {
-    static const size_t shapes[][3] = {{1, 1, 1},   {7, 33, 1},  {33, 7, 257}, {257, 33, 7},
+    static const size_t shapes[][3] = {{1, 1, 1},    {7, 33, 1},   {33, 7, 257},  {257, 33, 7},
                                        {1, 257, 33}, {64, 48, 80}, {257, 257, 33}};
     for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++) {
         size_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
@@ -52,8 +52,8 @@ Test(reference, gemm_matches_naive_loops)
                 float *ref = naive_gemm(ta, tb, m, n, k, 0.5f, a, b, betas[bi], c0);
                 float *got = run_gemm(cpu, ta, tb, m, n, k, 0.5f, a, b, betas[bi], c0);
                 char what[96];
-                snprintf(what, sizeof what, "gemm %zux%zux%zu ta=%d tb=%d beta=%g", m, n, k, ta,
-                         tb, (double)betas[bi]);
+                snprintf(what, sizeof what, "gemm %zux%zux%zu ta=%d tb=%d beta=%g", m, n, k, ta, tb,
+                         (double)betas[bi]);
                 assert_close(ref, got, m * n, 1e-5f, 1e-5f, what);
                 free(ref);
                 free(got);

@@ -41,7 +41,7 @@ TestSuite(vulkan, .init = setup, .fini = teardown);
 
 #define NEED_VULKAN()                                                                              \
     do {                                                                                           \
-        if (nvk == 0) cr_skip_test("no Vulkan device: %s", sl_device_list_problems());            \
+        if (nvk == 0) cr_skip_test("no Vulkan device: %s", sl_device_list_problems());             \
     } while (0)
 
 static void no_validation_messages(void)
@@ -89,7 +89,8 @@ static void expect_close(const char *what, sl_buffer *b, sl_buffer *r, size_t n,
     free(ref);
 }
 
-/* ------------------------------------------------------------------------------------------------ */
+/* ------------------------------------------------------------------------------------------------
+ */
 
 Test(vulkan, device_info)
 {
@@ -131,8 +132,14 @@ static void gemm_case(sl_device *dev, bool ta, bool tb, size_t m, size_t n, size
 Test(vulkan, gemm_shapes_and_transposes)
 {
     NEED_VULKAN();
-    static const size_t shapes[][3] = {{1, 1, 1},  {7, 5, 3},   {1, 7, 33}, {33, 17, 9},
-                                       {16, 64, 8}, {64, 16, 32}, {257, 33, 65}, {10, 257, 7},
+    static const size_t shapes[][3] = {{1, 1, 1},
+                                       {7, 5, 3},
+                                       {1, 7, 33},
+                                       {33, 17, 9},
+                                       {16, 64, 8},
+                                       {64, 16, 32},
+                                       {257, 33, 65},
+                                       {10, 257, 7},
                                        /* k % 4 == 0 with ragged m and n: B^T read as vec4s */
                                        {33, 18, 12}};
     for (size_t d = 0; d < nvk; d++)
@@ -226,7 +233,8 @@ Test(vulkan, losses)
         sl_buffer *vl = make(dev, logits, rows * classes), *cl = make(cpu, logits, rows * classes);
         sl_buffer *vt = make(dev, target, rows * classes), *ct = make(cpu, target, rows * classes);
         sl_buffer *vy = make(dev, NULL, rows), *cy = make(cpu, NULL, rows);
-        sl_buffer_upload(vy, 0, labels, sizeof labels), sl_buffer_upload(cy, 0, labels, sizeof labels);
+        sl_buffer_upload(vy, 0, labels, sizeof labels),
+            sl_buffer_upload(cy, 0, labels, sizeof labels);
         sl_buffer *vloss = make(dev, NULL, rows), *closs = make(cpu, NULL, rows);
         sl_buffer *vd = make(dev, NULL, rows * classes), *cd = make(cpu, NULL, rows * classes);
         cr_assert_eq(sl_softmax_xent(dev, rows, classes, vl, vy, 0.125f, vloss, vd), SL_OK, "%s",
@@ -327,8 +335,10 @@ Test(vulkan, long_batches)
     for (size_t d = 0; d < nvk; d++) {
         sl_buffer *x = make(vk[d], NULL, 100);
         cr_assert_eq(sl_fill(vk[d], 100, 0.0f, x), SL_OK);
-        for (int i = 0; i < 700; i++) cr_assert_eq(sl_scale(vk[d], 100, 1.0f, x) == SL_OK &&
-                                                   sl_fill(vk[d], 100, (float)i, x) == SL_OK, 1);
+        for (int i = 0; i < 700; i++)
+            cr_assert_eq(sl_scale(vk[d], 100, 1.0f, x) == SL_OK &&
+                             sl_fill(vk[d], 100, (float)i, x) == SL_OK,
+                         1);
         float f[100];
         cr_assert_eq(sl_buffer_download(x, 0, f, sizeof f), SL_OK);
         for (int i = 0; i < 100; i++) cr_assert_eq(f[i], 699.0f);
