@@ -104,27 +104,42 @@ static PFN_vkCreateDebugUtilsMessengerEXT vkCreateDebugUtilsMessengerEXT;
 /* The name of a VkResult, for messages ("VK_ERROR_OUT_OF_DEVICE_MEMORY"). */
 static const char *vk_result_name(VkResult r)
 {
-    switch (r) {
 #define R(x)                                                                                       \
-    case x:                                                                                        \
-        return #x;
-        R(VK_SUCCESS)
-        R(VK_NOT_READY) R(VK_TIMEOUT) R(VK_EVENT_SET) R(VK_EVENT_RESET) R(VK_INCOMPLETE)
-            R(VK_ERROR_OUT_OF_HOST_MEMORY) R(VK_ERROR_OUT_OF_DEVICE_MEMORY)
-                R(VK_ERROR_INITIALIZATION_FAILED) R(VK_ERROR_DEVICE_LOST)
-                    R(VK_ERROR_MEMORY_MAP_FAILED) R(VK_ERROR_LAYER_NOT_PRESENT)
-                        R(VK_ERROR_EXTENSION_NOT_PRESENT) R(VK_ERROR_FEATURE_NOT_PRESENT)
-                            R(VK_ERROR_INCOMPATIBLE_DRIVER) R(VK_ERROR_TOO_MANY_OBJECTS)
-                                R(VK_ERROR_FORMAT_NOT_SUPPORTED) R(VK_ERROR_FRAGMENTED_POOL)
-                                    R(VK_ERROR_UNKNOWN) R(VK_ERROR_OUT_OF_POOL_MEMORY)
-                                        R(VK_ERROR_INVALID_EXTERNAL_HANDLE)
-                                            R(VK_ERROR_FRAGMENTATION)
-                                                R(VK_ERROR_INVALID_OPAQUE_CAPTURE_ADDRESS)
-                                                    R(VK_PIPELINE_COMPILE_REQUIRED)
-                                                        R(VK_ERROR_INVALID_SHADER_NV)
-#undef R
-                                                            default : return "VK_RESULT_UNKNOWN";
+    {                                                                                              \
+        x, #x                                                                                      \
     }
+    static const struct {
+        VkResult r;
+        const char *name;
+    } names[] = {R(VK_SUCCESS),
+                 R(VK_NOT_READY),
+                 R(VK_TIMEOUT),
+                 R(VK_EVENT_SET),
+                 R(VK_EVENT_RESET),
+                 R(VK_INCOMPLETE),
+                 R(VK_ERROR_OUT_OF_HOST_MEMORY),
+                 R(VK_ERROR_OUT_OF_DEVICE_MEMORY),
+                 R(VK_ERROR_INITIALIZATION_FAILED),
+                 R(VK_ERROR_DEVICE_LOST),
+                 R(VK_ERROR_MEMORY_MAP_FAILED),
+                 R(VK_ERROR_LAYER_NOT_PRESENT),
+                 R(VK_ERROR_EXTENSION_NOT_PRESENT),
+                 R(VK_ERROR_FEATURE_NOT_PRESENT),
+                 R(VK_ERROR_INCOMPATIBLE_DRIVER),
+                 R(VK_ERROR_TOO_MANY_OBJECTS),
+                 R(VK_ERROR_FORMAT_NOT_SUPPORTED),
+                 R(VK_ERROR_FRAGMENTED_POOL),
+                 R(VK_ERROR_UNKNOWN),
+                 R(VK_ERROR_OUT_OF_POOL_MEMORY),
+                 R(VK_ERROR_INVALID_EXTERNAL_HANDLE),
+                 R(VK_ERROR_FRAGMENTATION),
+                 R(VK_ERROR_INVALID_OPAQUE_CAPTURE_ADDRESS),
+                 R(VK_PIPELINE_COMPILE_REQUIRED),
+                 R(VK_ERROR_INVALID_SHADER_NV)};
+#undef R
+    for (size_t i = 0; i < SL_ARRAY_LEN(names); i++)
+        if (names[i].r == r) return names[i].name;
+    return "VK_RESULT_UNKNOWN";
 }
 
 /* Maps a failed VkResult to a status and records "<what> failed: VK_ERROR_...". */
