@@ -224,6 +224,18 @@ static void *raw_socket(void *ctx, int type)
     return s;
 }
 
+static void close_side(struct side *s)
+{
+    if (!s->raw) {
+        sl_transport_close(s->t);
+        return;
+    }
+    if (s->holding) zmq_msg_close(&s->held);
+    zmq_close(s->push);
+    zmq_close(s->pull);
+    zmq_ctx_term(s->ctx);
+}
+
 /* Raw PUSH/PULL both ways, each side with its own context (as two ranks would have):
  * a.push -> b.pull on ep[1], b.push -> a.pull on ep[0]. */
 static int open_raw(const char ep[2][128], struct side *a, struct side *b)
@@ -240,21 +252,11 @@ static int open_raw(const char ep[2][128], struct side *a, struct side *b)
         zmq_connect(b->push, ep[0])) {
         fprintf(stderr, "sluice bench transport: raw libzmq setup failed: %s\n",
                 zmq_strerror(zmq_errno()));
+        close_side(a);
+        close_side(b);
         return -1;
     }
     return 0;
-}
-
-static void close_side(struct side *s)
-{
-    if (!s->raw) {
-        sl_transport_close(s->t);
-        return;
-    }
-    if (s->holding) zmq_msg_close(&s->held);
-    zmq_close(s->push);
-    zmq_close(s->pull);
-    zmq_ctx_term(s->ctx);
 }
 
 /* Fresh endpoints for one trial's link. */
