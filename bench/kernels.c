@@ -319,9 +319,9 @@ int sl_bench_kernels(int argc, char **argv)
     cJSON_AddStringToObject(root, "name", "kernels");
     cJSON_AddStringToObject(
         root, "baseline",
-        "GEMM: OpenBLAS cblas_sgemm on this CPU, timed right after each device GEMM of "
-        "the same size; elementwise: a "
-        "device-to-device copy of the same length");
+        "GEMM: OpenBLAS cblas_sgemm on this CPU at the same size, in rounds alternating with "
+        "the device's GEMM and timed by the same rule; elementwise: a device-to-device copy of "
+        "the same length");
     cJSON_AddStringToObject(root, "ratio_is",
                             "first device's GEMM GFLOP/s at 1024 (or the "
                             "largest size) over OpenBLAS's");
