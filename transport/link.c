@@ -941,7 +941,11 @@ int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, cons
 
 void *sl_transport_alloc(sl_transport *t, size_t bytes)
 {
-    void *p = t ? sl_pool_get(t->pool, bytes) : NULL;
+    if (!t) {
+        sl_fail(SL_EINVAL, "sl_transport_alloc: no transport");
+        return NULL;
+    }
+    void *p = sl_pool_get(t->pool, bytes);
     if (!p) sl_fail(SL_ENOMEM, "could not allocate a %zu-byte payload buffer", bytes);
     return p;
 }
