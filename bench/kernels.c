@@ -171,8 +171,9 @@ static int time_gemm_pair(sl_device *dev, struct gemm_ctx *g, double min_time, d
     if (st == SL_OK) host_gemm_run(&h); /* warm-up: threads, page faults */
     *dev_s = *host_s = 1e30;
     for (int r = 0; r < GEMM_ROUNDS && st == SL_OK; r++) {
-        double d;
+        double d = 0.0;
         st = time_op(dev, run_gemm, g, min_time / GEMM_ROUNDS, &d);
+        if (st != SL_OK) break;
         *dev_s = SL_MIN(*dev_s, d);
         *host_s = SL_MIN(*host_s, host_gemm_time(&h, min_time / GEMM_ROUNDS));
     }

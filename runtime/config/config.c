@@ -403,7 +403,7 @@ static int parse_train(cJSON *root, sl_config *cfg)
     SL_TRY(section(c.obj, "optimizer", "train.optimizer", true, &o));
     SL_TRY(check_keys("train.optimizer", o.obj, opt_keys));
     sl_optimizer_config *opt = &cfg->train.optimizer;
-    int kind;
+    int kind = 0;
     SL_TRY(get_enum(o, "name", NULL, opt_names, 2, &kind));
     opt->kind = (enum sl_optimizer_kind)kind;
     SL_TRY(get_num(o, "lr", true, 0, 0, 1e6, false, &opt->lr));

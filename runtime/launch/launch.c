@@ -62,7 +62,7 @@ int sl_launch_detect(sl_launch_info *out)
     };
     *out = (sl_launch_info){.launcher = SL_LAUNCHER_NONE, .rank = 0, .world = 1};
     for (size_t i = 0; i < SL_ARRAY_LEN(envs); i++) {
-        int rank, world;
+        int rank = 0, world = 0;
         int hr = env_int(envs[i].rank, &rank), hw = env_int(envs[i].world, &world);
         if (hr == 0 && hw == 0) continue;
         if (hr != 1 || hw != 1 || world < 1 || rank >= world)
