@@ -163,6 +163,10 @@ int sl_buffer_alloc(sl_device *dev, size_t bytes, sl_buffer **out)
 void sl_buffer_free(sl_buffer *buf)
 {
     if (!buf) return;
+    if (buf->mapped && buf->map_staged)
+        free(buf->mapped);
+    else if (buf->mapped)
+        buf->dev->ops->unmap(buf, buf->mapped);
     buf->dev->ops->buffer_free(buf);
     buf->dev->allocated -= buf->size;
     free(buf);
@@ -201,6 +205,45 @@ int sl_buffer_download(sl_buffer *src, size_t offset, void *dst, size_t bytes)
     if (!dst && bytes) return sl_fail(SL_EINVAL, "sl_buffer_download: null destination");
     if (bytes == 0) return SL_OK;
     return src->dev->ops->download(src, offset, dst, bytes);
+}
+
+int sl_buffer_map_write(sl_buffer *buf, size_t offset, size_t bytes, void **host)
+{
+    if (!host) return sl_fail(SL_EINVAL, "sl_buffer_map_write: no pointer for the mapping");
+    *host = NULL;
+    SL_TRY(check_range("sl_buffer_map_write", buf, offset, bytes));
+    if (buf->mapped)
+        return sl_fail(SL_EINVAL, "sl_buffer_map_write: the buffer is already mapped (unmap it "
+                                  "first)");
+    void *p = NULL;
+    bool staged = !buf->dev->ops->map_write || bytes == 0;
+    if (staged) {
+        if (!(p = sl_alloc(bytes))) return SL_ENOMEM;
+    } else {
+        SL_TRY(buf->dev->ops->map_write(buf, offset, bytes, &p));
+    }
+    buf->mapped = p;
+    buf->map_offset = offset;
+    buf->map_bytes = bytes;
+    buf->map_staged = staged;
+    *host = p;
+    return SL_OK;
+}
+
+int sl_buffer_unmap(sl_buffer *buf, void *host)
+{
+    if (!buf || !buf->mapped || host != buf->mapped)
+        return sl_fail(SL_EINVAL, "sl_buffer_unmap: not the buffer's current mapping");
+    int st;
+    if (buf->map_staged) {
+        st = buf->map_bytes ? buf->dev->ops->upload(buf, buf->map_offset, host, buf->map_bytes)
+                            : SL_OK;
+        free(host);
+    } else {
+        st = buf->dev->ops->unmap(buf, host);
+    }
+    buf->mapped = NULL;
+    return st;
 }
 
 int sl_buffer_copy(sl_buffer *dst, size_t dst_offset, sl_buffer *src, size_t src_offset,

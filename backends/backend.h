@@ -89,6 +89,16 @@ int sl_buffer_download(sl_buffer *src, size_t offset, void *dst, size_t bytes);
 int sl_buffer_copy(sl_buffer *dst, size_t dst_offset, sl_buffer *src, size_t src_offset,
                    size_t bytes);
 
+/* Host memory to write [offset, offset + bytes) of a buffer through: fill *host, then
+ * sl_buffer_unmap makes it the buffer's contents. Where the device's memory is host memory (the
+ * CPU backend, PoCL) *host points into the buffer itself, so a producer that copies anyway (the
+ * transport, checking a message's CRC as it copies it) writes the data once instead of into a
+ * staging copy first; elsewhere it is memory the driver or a staging buffer uploads from. What
+ * *host holds before it is written is undefined. One mapping per buffer at a time, and nothing
+ * else may use the buffer until it is unmapped. */
+int sl_buffer_map_write(sl_buffer *buf, size_t offset, size_t bytes, void **host);
+int sl_buffer_unmap(sl_buffer *buf, void *host);
+
 /* ------------------------------------------------------------------------------------------------
  * Events: a point in the queue, for waiting and for timing. */
 

@@ -22,6 +22,10 @@ struct sl_buffer {
     sl_device *dev;
     size_t size; /* bytes */
     void *impl;  /* the backend's handle (host pointer, cl_mem, ...) */
+    /* The mapping sl_buffer_map_write made, if any (the wrapper's bookkeeping). */
+    void *mapped;
+    size_t map_offset, map_bytes;
+    bool map_staged; /* host staging memory of the wrapper's, uploaded at unmap */
 };
 
 struct sl_event {
@@ -48,6 +52,10 @@ struct sl_backend_ops {
     int (*upload)(sl_buffer *dst, size_t offset, const void *src, size_t bytes);
     int (*download)(sl_buffer *src, size_t offset, void *dst, size_t bytes);
     int (*copy)(sl_buffer *dst, size_t dst_offset, sl_buffer *src, size_t src_offset, size_t bytes);
+    /* Optional, both or neither: host memory to write a range through (see
+     * sl_buffer_map_write). Default: host staging memory, uploaded at unmap. */
+    int (*map_write)(sl_buffer *buf, size_t offset, size_t bytes, void **host);
+    int (*unmap)(sl_buffer *buf, void *host);
 
     /* Optional, all four or none: device-timed events. Default: finish() then host time. */
     int (*event_record)(sl_device *dev, sl_event *ev);

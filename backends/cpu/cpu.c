@@ -201,6 +201,20 @@ static int cpu_download(sl_buffer *src, size_t offset, void *dst, size_t bytes)
     return SL_OK;
 }
 
+/* The buffer is host memory: a mapping is the buffer itself. */
+static int cpu_map_write(sl_buffer *buf, size_t offset, size_t bytes, void **host)
+{
+    (void)bytes;
+    *host = (char *)buf->impl + offset;
+    return SL_OK;
+}
+
+static int cpu_unmap(sl_buffer *buf, void *host)
+{
+    (void)buf, (void)host;
+    return SL_OK;
+}
+
 static int cpu_copy(sl_buffer *dst, size_t dst_offset, sl_buffer *src, size_t src_offset,
                     size_t bytes)
 {
@@ -459,6 +473,8 @@ const struct sl_backend_ops sl_cpu_backend = {
     .upload = cpu_upload,
     .download = cpu_download,
     .copy = cpu_copy,
+    .map_write = cpu_map_write,
+    .unmap = cpu_unmap,
     /* events: host time after finish (the default) */
     .peak_gflops = cpu_peak_gflops,
     .gemm = cpu_gemm,

@@ -440,6 +440,26 @@ static int cl_download(sl_buffer *src, size_t offset, void *dst, size_t bytes)
     return SL_OK;
 }
 
+/* CL_MAP_WRITE_INVALIDATE_REGION: the old contents need not be read back. On CPU drivers (PoCL)
+ * the mapping is the buffer's own memory; on GPUs it is pinned memory the driver uploads from at
+ * unmap, faster than clEnqueueWriteBuffer from pageable memory. The unmap is queued: the
+ * in-order queue puts it before any later use of the buffer. */
+static int cl_map_write(sl_buffer *buf, size_t offset, size_t bytes, void **host)
+{
+    cl_int err;
+    *host = clEnqueueMapBuffer(CLDEV(buf->dev)->queue, MEM(buf), CL_TRUE,
+                               CL_MAP_WRITE_INVALIDATE_REGION, offset, bytes, 0, NULL, NULL, &err);
+    CL_TRY(err, "clEnqueueMapBuffer (write)");
+    return SL_OK;
+}
+
+static int cl_unmap(sl_buffer *buf, void *host)
+{
+    CL_TRY(clEnqueueUnmapMemObject(CLDEV(buf->dev)->queue, MEM(buf), host, 0, NULL, NULL),
+           "clEnqueueUnmapMemObject");
+    return SL_OK;
+}
+
 static int cl_copy(sl_buffer *dst, size_t dst_offset, sl_buffer *src, size_t src_offset,
                    size_t bytes)
 {
@@ -815,6 +835,8 @@ const struct sl_backend_ops sl_opencl_backend = {
     .upload = cl_upload,
     .download = cl_download,
     .copy = cl_copy,
+    .map_write = cl_map_write,
+    .unmap = cl_unmap,
     .event_record = cl_event_record,
     .event_wait = cl_event_wait,
     .event_elapsed_ms = cl_event_elapsed_ms,

@@ -309,16 +309,17 @@ static int do_recv(exec *e, int64_t step, const sl_action *a)
     size_t bytes = e->rows * (size_t)width * sizeof(float);
     sl_tensor_meta want =
         meta_for(e, fwd ? SL_MSG_ACTIVATION : SL_MSG_GRADIENT, step, a->stage, a->mb, width);
-    /* Uploaded straight from the received message: no copy on the host. */
+    /* Received straight into the buffer's mapping: the transport checks the CRC while it copies
+     * the message there, one pass over the data (where the device's memory is the host's, the
+     * mapping is the buffer itself). */
     int dir = fwd ? SL_LINK_PREV : SL_LINK_NEXT;
-    const void *data = NULL;
-    size_t got = 0;
-    SL_TRY(sl_transport_recv_borrow(e->tr, dir, &want, &data, &got, NULL));
     sl_buffer **dst = fwd ? &s->input : &s->dout;
-    int rc = pool_get(&e->pool, bytes, dst);
-    if (!rc) rc = sl_buffer_upload(*dst, 0, data, bytes);
-    sl_transport_release(e->tr, dir);
-    return rc;
+    SL_TRY(pool_get(&e->pool, bytes, dst));
+    void *host = NULL;
+    SL_TRY(sl_buffer_map_write(*dst, 0, bytes, &host));
+    int rc = sl_transport_recv(e->tr, dir, &want, host, bytes, NULL, NULL);
+    int unmapped = sl_buffer_unmap(*dst, host);
+    return rc ? rc : unmapped;
 }
 
 static void trace_add(exec *e, const sl_action *a, double t0, double t1)
