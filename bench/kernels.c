@@ -41,37 +41,61 @@ static void usage(FILE *out)
             "                 the best in the cache that devices read when they open\n");
 }
 
-/* Runs fn(ctx) repeatedly for at least min_time seconds of device time; returns seconds per run
- * (the best of the batches, after one warm-up). */
+/* The one timing rule for devices and OpenBLAS alike: batches of doubling size (while a batch
+ * takes under 50 ms) until at least min_time seconds and 3 batches have run; the result is the
+ * best batch's seconds per call. `batch` runs `reps` calls and reports their seconds. */
+typedef int (*batch_fn)(void *ctx, int reps, double *seconds);
+
+static int best_batch(batch_fn batch, void *ctx, double min_time, double *seconds)
+{
+    double best = 1e30, total = 0.0;
+    int reps = 1;
+    for (int batches = 0; total < min_time || batches < 3; batches++) {
+        double dt = 0.0;
+        SL_TRY(batch(ctx, reps, &dt));
+        best = SL_MIN(best, dt / reps);
+        total += dt;
+        if (dt < 0.05) reps *= 2;
+    }
+    *seconds = best;
+    return SL_OK;
+}
+
 typedef int (*bench_fn)(sl_device *dev, void *ctx);
 
+struct device_batch {
+    sl_device *dev;
+    bench_fn fn;
+    void *ctx;
+};
+
+/* reps calls of fn, timed by the device's events. */
+static int device_batch_run(void *p, int reps, double *seconds)
+{
+    struct device_batch *b = p;
+    sl_event *e0, *e1;
+    SL_TRY(sl_event_record(b->dev, &e0));
+    int st = SL_OK;
+    for (int r = 0; r < reps && st == SL_OK; r++) st = b->fn(b->dev, b->ctx);
+    double ms = 0.0;
+    if (st == SL_OK) st = sl_event_record(b->dev, &e1);
+    if (st == SL_OK) {
+        st = sl_event_wait(e1);
+        if (st == SL_OK) st = sl_event_elapsed_ms(e0, e1, &ms);
+        sl_event_free(e1);
+    }
+    sl_event_free(e0);
+    *seconds = ms * 1e-3;
+    return st;
+}
+
+/* Seconds per fn(ctx) on the device after one warm-up, by best_batch. */
 static int time_op(sl_device *dev, bench_fn fn, void *ctx, double min_time, double *seconds)
 {
     SL_TRY(fn(dev, ctx)); /* warm-up: kernel builds, caches, page faults */
     SL_TRY(sl_device_finish(dev));
-    double best = 1e30, total = 0.0;
-    int reps = 1, batches = 0;
-    for (; total < min_time || batches < 3; batches++) {
-        sl_event *e0, *e1;
-        SL_TRY(sl_event_record(dev, &e0));
-        int st = SL_OK;
-        for (int r = 0; r < reps && st == SL_OK; r++) st = fn(dev, ctx);
-        double ms = 0.0;
-        if (st == SL_OK) st = sl_event_record(dev, &e1);
-        if (st == SL_OK) {
-            st = sl_event_wait(e1);
-            if (st == SL_OK) st = sl_event_elapsed_ms(e0, e1, &ms);
-            sl_event_free(e1);
-        }
-        sl_event_free(e0);
-        if (st != SL_OK) return st;
-        double per = ms * 1e-3 / reps;
-        if (per < best) best = per;
-        total += ms * 1e-3;
-        if (ms < 50.0) reps *= 2;
-    }
-    *seconds = best;
-    return SL_OK;
+    struct device_batch b = {dev, fn, ctx};
+    return best_batch(device_batch_run, &b, min_time, seconds);
 }
 
 struct gemm_ctx {
@@ -142,22 +166,13 @@ static void host_gemm_run(const struct host_gemm *h)
                 h->n, 0.0f, h->c, h->n);
 }
 
-/* Seconds per OpenBLAS call over at least min_time seconds, by the same estimator as time_op
- * (batches of doubling size, the best batch's time per call), so that neither side is timed by a
- * luckier rule than the other. */
-static double host_gemm_time(const struct host_gemm *h, double min_time)
+/* reps OpenBLAS calls, timed by the host clock. */
+static int host_batch_run(void *p, int reps, double *seconds)
 {
-    double best = 1e30, total = 0.0;
-    int reps = 1;
-    for (int batches = 0; total < min_time || batches < 3; batches++) {
-        double t0 = sl_now();
-        for (int r = 0; r < reps; r++) host_gemm_run(h);
-        double dt = sl_now() - t0;
-        best = SL_MIN(best, dt / reps);
-        total += dt;
-        if (dt < 0.05) reps *= 2;
-    }
-    return best;
+    double t0 = sl_now();
+    for (int r = 0; r < reps; r++) host_gemm_run(p);
+    *seconds = sl_now() - t0;
+    return SL_OK;
 }
 
 /* The device's GEMM and OpenBLAS's in alternating rounds, so that both see the same moments of a
@@ -175,7 +190,8 @@ static int time_gemm_pair(sl_device *dev, struct gemm_ctx *g, double min_time, d
         st = time_op(dev, run_gemm, g, min_time / GEMM_ROUNDS, &d);
         if (st != SL_OK) break;
         *dev_s = SL_MIN(*dev_s, d);
-        *host_s = SL_MIN(*host_s, host_gemm_time(&h, min_time / GEMM_ROUNDS));
+        st = best_batch(host_batch_run, &h, min_time / GEMM_ROUNDS, &d);
+        *host_s = SL_MIN(*host_s, d);
     }
     host_gemm_free(&h);
     return st;
