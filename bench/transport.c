@@ -5,8 +5,9 @@
  * would), with the same high-water marks, message sizes and counts. Two pairings of APIs:
  *   copy:      sl_transport_send / sl_transport_recv against zmq_send / zmq_recv (the data is
  *              copied in on send and out on receive by both);
- *   zero-copy: sl_transport_send_owned / sl_transport_recv_borrow (as the training executor uses
- *              them) against zmq_msg_init_data + zmq_msg_send / zmq_msg_recv (no copy by either).
+ *   zero-copy: sl_transport_send_owned / sl_transport_recv_borrow against zmq_msg_init_data +
+ *              zmq_msg_send / zmq_msg_recv (no copy by either). The training executor sends
+ *              with send_owned and receives with sl_transport_recv into a buffer's mapping.
  * sluice adds its header frame, the CRC32C of header and payload on both sides and every
  * validation. In the copy pairing the CRC rides in the copy both make anyway; in the zero-copy
  * pairing raw libzmq never reads the payload while sluice reads it once on each side, so the copy
