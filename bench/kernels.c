@@ -240,7 +240,6 @@ static int parse_options(int argc, char **argv, struct options *o)
     return 0;
 }
 
-/* Benchmarks one device; adds its object to `out`. */
 /* The device's FMA peak: the better of two measurements, one before and one after the GEMMs. A
  * peak is the best rate the device reaches; on this shared 2-core machine a single measurement
  * read about half the usual figure in 3 of 9 runs, as if one core was held up throughout. */
@@ -254,6 +253,7 @@ static double measure_peak(sl_device *dev, double best)
     return SL_MAX(best, g);
 }
 
+/* Benchmarks one device; adds its object to `out`. */
 static int bench_device(sl_device *dev, const struct options *o, cJSON *out)
 {
     const sl_device_info *info = sl_device_get_info(dev);
@@ -274,8 +274,10 @@ static int bench_device(sl_device *dev, const struct options *o, cJSON *out)
         sl_buffer_free(g.b);
         sl_buffer_free(g.c);
         double flop = 2.0 * (double)g.n * g.n * g.n;
-        gf[s] = flop / sec * 1e-9;
-        blas[s] = flop / host_sec * 1e-9;
+        if (st == SL_OK) {
+            gf[s] = flop / sec * 1e-9;
+            blas[s] = flop / host_sec * 1e-9;
+        }
     }
     if (st != SL_OK) return st;
     peak = measure_peak(dev, peak);
