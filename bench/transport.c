@@ -196,7 +196,7 @@ static double run_trial(struct side *a, struct side *b, size_t bytes, int count,
  * Setting up. Every trial opens fresh links and closes them after: a connection keeps whatever
  * luck it had (which core its I/O thread landed on, the kernel's socket buffer sizes), and on a
  * shared machine that luck differed by up to 2x between two identical raw links kept open across
- * trials. Fresh links per trial and the best of several trials measure the links, not the luck. */
+ * trials. Fresh links per trial, over many rounds, measure the links, not the luck. */
 
 enum contender { SLUICE, RAW, CONTROL, FRAMED, SLUICE_CURVE, CONTENDERS };
 
@@ -334,22 +334,61 @@ static double measure(const struct setting *set, int who, int tcp, int zc, size_
     return dt;
 }
 
-/* The best of `trials` trials of each contender in `who` (n of them), the order rotating from
- * trial to trial. best[] and best_cpu[] are indexed by contender. */
-static int compare(const struct setting *set, const int *who, int n, int trials, int tcp, int zc,
-                   size_t bytes, int count, int pingpong, double *best, double *best_cpu)
+/* Every figure comes from `rounds` rounds. In each round every contender in `who` (n of them)
+ * runs one trial on fresh links, the order rotating from round to round. A ratio between two
+ * contenders is the median over rounds of the ratio within each round: the two trials of a round
+ * ran a second apart, so whatever the shared machine was doing then weighs on both, and the
+ * median drops the rounds where it hit one of them only. (The best trial of each contender
+ * taken apart, as before, let two identical raw links measure 0.72-1.26x apart in one run.) */
+#define MAX_ROUNDS 99
+
+struct rounds {
+    int n;
+    double t[CONTENDERS][MAX_ROUNDS];   /* seconds of each round's trial */
+    double cpu[CONTENDERS][MAX_ROUNDS]; /* CPU seconds of every thread in it */
+};
+
+static int compare(const struct setting *set, const int *who, int n, int rounds, int tcp, int zc,
+                   size_t bytes, int count, int pingpong, struct rounds *r)
 {
-    for (int i = 0; i < n; i++) best[who[i]] = best_cpu[who[i]] = 1e30;
-    for (int tr = 0; tr < trials; tr++) {
+    r->n = rounds;
+    for (int k = 0; k < rounds; k++) {
         for (int i = 0; i < n; i++) {
-            int w = who[(i + tr) % n];
-            double cpu, dt = measure(set, w, tcp, zc, bytes, count, pingpong, &cpu);
-            if (dt < 0) return -1;
-            best[w] = SL_MIN(best[w], dt);
-            best_cpu[w] = SL_MIN(best_cpu[w], cpu);
+            int w = who[(i + k) % n];
+            r->t[w][k] = measure(set, w, tcp, zc, bytes, count, pingpong, &r->cpu[w][k]);
+            if (r->t[w][k] < 0) return -1;
         }
     }
     return 0;
+}
+
+/* The q-quantile (0..1) of v[0..n), by the nearest rank; sorts v. */
+static double quantile(double *v, int n, double q)
+{
+    qsort(v, (size_t)n, sizeof *v, by_value);
+    return v[(int)lround(q * (n - 1))];
+}
+
+/* Quantile q over rounds of num[k] / den[k]. */
+static double ratio_q(const double *num, const double *den, int n, double q)
+{
+    double v[MAX_ROUNDS];
+    for (int k = 0; k < n; k++) v[k] = num[k] / den[k];
+    return quantile(v, n, q);
+}
+
+/* How much faster x ran than the baseline b (b's time over x's), the median over rounds. */
+static double speed_ratio(const struct rounds *r, int x, int b)
+{
+    return ratio_q(r->t[b], r->t[x], r->n, 0.5);
+}
+
+/* A contender's median time over the rounds. */
+static double median_time(const struct rounds *r, int x)
+{
+    double v[MAX_ROUNDS];
+    memcpy(v, r->t[x], (size_t)r->n * sizeof *v);
+    return quantile(v, r->n, 0.5);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -371,19 +410,24 @@ static double gbps(size_t bytes, int count, double seconds)
 
 int sl_bench_transport(int argc, char **argv)
 {
-    int json = 0, trials = 5, curve_on = 1;
-    double scale = 0.5;
+    int json = 0, rounds = 15, curve_on = 1;
+    double scale = 0.25;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
             json = 1;
         else if (!strcmp(argv[i], "--quick"))
-            scale = 0.125, trials = 3;
+            scale = 0.0625, rounds = 5;
         else if (!strcmp(argv[i], "--no-curve"))
             curve_on = 0;
-        else if (!strcmp(argv[i], "--trials") && i + 1 < argc && atoi(argv[i + 1]) > 0)
-            trials = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: sluice bench transport [--json] [--quick] [--no-curve] [--trials N]\n\n"
+        else if (!strcmp(argv[i], "--rounds")) {
+            rounds = i + 1 < argc ? atoi(argv[++i]) : 0;
+            if (rounds < 1 || rounds > MAX_ROUNDS) {
+                fprintf(stderr, "sluice bench transport: --rounds takes a number from 1 to %d\n",
+                        MAX_ROUNDS);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: sluice bench transport [--json] [--quick] [--no-curve] [--rounds N]\n\n"
                    "Throughput (4 KiB .. 16 MiB) and 64-byte round trip of sluice links against\n"
                    "raw libzmq PUSH/PULL in the same run, over ipc and tcp loopback, in two\n"
                    "pairings of APIs (copy, zero-copy); a second raw link measured the same way\n"
@@ -391,14 +435,16 @@ int sl_bench_transport(int argc, char **argv)
                    "machine); raw libzmq with sluice's framing (DEALER to ROUTER, a header frame\n"
                    "before each payload) against plain raw (framed/raw: what the wire format\n"
                    "costs inside libzmq); CURVE's cost over tcp against sluice without it.\n"
-                   "Every trial opens fresh links; the best of N trials (default %d, rotating\n"
-                   "order) counts; a trial's round trip is the median of its round trips.\n"
+                   "Each figure takes N rounds (default %d, at most %d; --quick: 5 and smaller\n"
+                   "trials); in a round every contender runs one trial on fresh links, the order\n"
+                   "rotating. A ratio is the median over rounds of the ratio within a round, and\n"
+                   "q1..q3 its quartiles. A trial's round trip is the median of its round trips.\n"
                    "The headline ratio is the copy pairing's worst at >= 64 KiB: sluice's copies\n"
                    "carry the CRC32C in the same pass as raw libzmq's plain copies.\n",
-                   trials);
+                   rounds, MAX_ROUNDS);
             return 0;
         } else {
-            fprintf(stderr, "sluice bench transport: unknown option '%s'\n", argv[i]);
+            fprintf(stderr, "sluice bench transport: unknown option '%s' (try --help)\n", argv[i]);
             return 2;
         }
     }
@@ -408,16 +454,22 @@ int sl_bench_transport(int argc, char **argv)
         return 1;
     }
     uint8_t *sbuf = malloc(MAX_BYTES), *rbuf = malloc(MAX_BYTES);
-    if (!sbuf || !rbuf) return 1;
+    struct rounds *r = malloc(sizeof *r);
+    if (!sbuf || !rbuf || !r) {
+        fprintf(stderr, "sluice bench transport: out of memory\n");
+        free(sbuf), free(rbuf), free(r);
+        sl_remove_tree(dir);
+        return 1;
+    }
     for (size_t i = 0; i < MAX_BYTES; i++) sbuf[i] = (uint8_t)(i * 7 + 3);
 
     char pub[2][41], sec[2][41];
     const char *allowed[2][1];
     sl_transport_curve curve[2];
-    for (int r = 0; r < 2; r++) sl_transport_keypair(pub[r], sec[r]);
-    for (int r = 0; r < 2; r++) {
-        allowed[r][0] = pub[1 - r];
-        curve[r] = (sl_transport_curve){pub[r], sec[r], pub[1 - r], allowed[r], 1};
+    for (int k = 0; k < 2; k++) sl_transport_keypair(pub[k], sec[k]);
+    for (int k = 0; k < 2; k++) {
+        allowed[k][0] = pub[1 - k];
+        curve[k] = (sl_transport_curve){pub[k], sec[k], pub[1 - k], allowed[k], 1};
     }
     struct setting set = {dir, curve, sbuf, rbuf};
 
@@ -425,22 +477,17 @@ int sl_bench_transport(int argc, char **argv)
     cJSON_AddStringToObject(root, "name", "transport");
     cJSON_AddStringToObject(root, "baseline",
                             "raw libzmq PUSH/PULL (same API pairing, sizes and HWM, same run)");
+    cJSON_AddNumberToObject(root, "rounds", rounds);
     cJSON *thr = cJSON_AddArrayToObject(root, "throughput");
     cJSON *lat = cJSON_AddArrayToObject(root, "latency");
     cJSON *cj = curve_on ? cJSON_AddArrayToObject(root, "curve") : NULL;
     double worst[2] = {1e9, 1e9}, worst_lat = 0, control_lo = 1e9, control_hi = 0;
     double framed_lo = 1e9, framed_hi = 0;
-    /* Per link, over the copy pairing's rows at >= 64 KiB: sums of log(sluice/raw),
-     * log(raw/raw) and log(framed/raw), for geometric means that one noisy row moves less. */
-    double logs[2][3] = {{0}};
-    int nlogs[2] = {0};
-    cJSON *geo = cJSON_AddArrayToObject(root, "copy_geomean");
     int failed = 0;
     const int three[] = {SLUICE, RAW, CONTROL}, four[] = {SLUICE, RAW, CONTROL, FRAMED};
-    double best[CONTENDERS], cpu[CONTENDERS];
     if (!json)
-        printf("%-4s %-9s %9s %12s %9s %6s %9s %8s %11s\n", "link", "mode", "payload",
-               "sluice GB/s", "raw GB/s", "ratio", "cpu ratio", "raw/raw", "framed/raw");
+        printf("%-4s %-9s %9s %12s %9s %6s %10s %9s %8s %11s\n", "link", "mode", "payload",
+               "sluice GB/s", "raw GB/s", "ratio", "q1..q3", "cpu ratio", "raw/raw", "framed/raw");
     for (int tcp = 0; tcp < 2 && !failed; tcp++) {
         const char *kind = tcp ? "tcp" : "ipc";
         for (int zc = 0; zc < 2 && !failed; zc++) {
@@ -448,13 +495,18 @@ int sl_bench_transport(int argc, char **argv)
             for (size_t k = 0; k < SL_ARRAY_LEN(sizes) && !failed; k++) {
                 size_t bytes = sizes[k];
                 int count = count_for(bytes, scale);
-                if (compare(&set, four, 4, trials, tcp, zc, bytes, count, 0, best, cpu)) {
+                if (compare(&set, four, 4, rounds, tcp, zc, bytes, count, 0, r)) {
                     failed = 1;
                     break;
                 }
-                double gs = gbps(bytes, count, best[SLUICE]), gr = gbps(bytes, count, best[RAW]);
-                double ratio = gs / gr, control = best[CONTROL] / best[RAW];
-                double framed = best[RAW] / best[FRAMED];
+                double gs = gbps(bytes, count, median_time(r, SLUICE));
+                double gr = gbps(bytes, count, median_time(r, RAW));
+                double ratio = speed_ratio(r, SLUICE, RAW);
+                double q1 = ratio_q(r->t[RAW], r->t[SLUICE], rounds, 0.25);
+                double q3 = ratio_q(r->t[RAW], r->t[SLUICE], rounds, 0.75);
+                double control = speed_ratio(r, CONTROL, RAW);
+                double framed = speed_ratio(r, FRAMED, RAW);
+                double cpu = ratio_q(r->cpu[RAW], r->cpu[SLUICE], rounds, 0.5);
                 control_lo = SL_MIN(control_lo, control);
                 control_hi = SL_MAX(control_hi, control);
                 if (bytes >= 65536) {
@@ -462,15 +514,9 @@ int sl_bench_transport(int argc, char **argv)
                     framed_lo = SL_MIN(framed_lo, framed);
                     framed_hi = SL_MAX(framed_hi, framed);
                 }
-                if (bytes >= 65536 && !zc) {
-                    logs[tcp][0] += log(ratio);
-                    logs[tcp][1] += log(control);
-                    logs[tcp][2] += log(framed);
-                    nlogs[tcp]++;
-                }
                 if (!json)
-                    printf("%-4s %-9s %9zu %12.2f %9.2f %6.2f %9.2f %8.2f %11.2f\n", kind, mode,
-                           bytes, gs, gr, ratio, cpu[RAW] / cpu[SLUICE], control, framed);
+                    printf("%-4s %-9s %9zu %12.2f %9.2f %6.2f %4.2f..%4.2f %9.2f %8.2f %11.2f\n",
+                           kind, mode, bytes, gs, gr, ratio, q1, q3, cpu, control, framed);
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "link", kind);
                 cJSON_AddStringToObject(o, "mode", mode);
@@ -479,48 +525,43 @@ int sl_bench_transport(int argc, char **argv)
                 cJSON_AddNumberToObject(o, "sluice_gbps", gs);
                 cJSON_AddNumberToObject(o, "raw_gbps", gr);
                 cJSON_AddNumberToObject(o, "ratio", ratio);
-                cJSON_AddNumberToObject(o, "sluice_cpu_s", cpu[SLUICE]);
-                cJSON_AddNumberToObject(o, "raw_cpu_s", cpu[RAW]);
-                cJSON_AddNumberToObject(o, "cpu_ratio", cpu[RAW] / cpu[SLUICE]);
+                cJSON_AddNumberToObject(o, "ratio_q1", q1);
+                cJSON_AddNumberToObject(o, "ratio_q3", q3);
+                cJSON_AddNumberToObject(o, "cpu_ratio", cpu);
                 cJSON_AddNumberToObject(o, "control_ratio", control);
-                cJSON_AddNumberToObject(o, "framed_raw_gbps", gbps(bytes, count, best[FRAMED]));
+                cJSON_AddNumberToObject(o, "framed_raw_gbps",
+                                        gbps(bytes, count, median_time(r, FRAMED)));
                 cJSON_AddNumberToObject(o, "framed_ratio", framed);
                 cJSON_AddItemToArray(thr, o);
             }
         }
         if (failed) break;
-        double g[3];
-        for (int i = 0; i < 3; i++) g[i] = exp(logs[tcp][i] / SL_MAX(nlogs[tcp], 1));
-        if (!json)
-            printf("%-4s copy >= 64 KiB, geometric mean: ratio %.2f, raw/raw %.2f, framed/raw "
-                   "%.2f\n",
-                   kind, g[0], g[1], g[2]);
-        cJSON *go = cJSON_CreateObject();
-        cJSON_AddStringToObject(go, "link", kind);
-        cJSON_AddNumberToObject(go, "ratio", g[0]);
-        cJSON_AddNumberToObject(go, "control_ratio", g[1]);
-        cJSON_AddNumberToObject(go, "framed_ratio", g[2]);
-        cJSON_AddItemToArray(geo, go);
 
-        /* Round trip of 64-byte messages, copy pairing. */
-        int n = (int)(3000 * scale) + 200;
-        if (compare(&set, three, 3, trials, tcp, 0, 64, n, 1, best, cpu)) {
+        /* Round trip of 64-byte messages, copy pairing; ratios of times, so >1 is slower. */
+        int n = (int)(2000 * scale) + 200;
+        if (compare(&set, three, 3, rounds, tcp, 0, 64, n, 1, r)) {
             failed = 1;
             break;
         }
-        double us_s = best[SLUICE] / n * 1e6, us_r = best[RAW] / n * 1e6;
-        double control = best[CONTROL] / best[RAW];
-        worst_lat = SL_MAX(worst_lat, us_s / us_r);
+        double us_s = median_time(r, SLUICE) / n * 1e6, us_r = median_time(r, RAW) / n * 1e6;
+        double ratio = 1 / speed_ratio(r, SLUICE, RAW);
+        double q1 = ratio_q(r->t[SLUICE], r->t[RAW], rounds, 0.25);
+        double q3 = ratio_q(r->t[SLUICE], r->t[RAW], rounds, 0.75);
+        double control = 1 / speed_ratio(r, CONTROL, RAW);
+        worst_lat = SL_MAX(worst_lat, ratio);
         if (!json)
-            printf(
-                "%-4s %-9s %9s %9.1f us %6.1f us %6.2f %9s %8.2f  (64-byte round trip, median)\n",
-                kind, "copy", "rtt", us_s, us_r, us_s / us_r, "", control);
+            printf("%-4s %-9s %9s %9.1f us %6.1f us %6.2f %4.2f..%4.2f %9s %8.2f  (64-byte round "
+                   "trip, median)\n",
+                   kind, "copy", "rtt", us_s, us_r, ratio, q1, q3, "", control);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "link", kind);
         cJSON_AddNumberToObject(o, "bytes", 64);
+        cJSON_AddNumberToObject(o, "round_trips", n);
         cJSON_AddNumberToObject(o, "sluice_us", us_s);
         cJSON_AddNumberToObject(o, "raw_us", us_r);
-        cJSON_AddNumberToObject(o, "ratio", us_s / us_r);
+        cJSON_AddNumberToObject(o, "ratio", ratio);
+        cJSON_AddNumberToObject(o, "ratio_q1", q1);
+        cJSON_AddNumberToObject(o, "ratio_q3", q3);
         cJSON_AddNumberToObject(o, "control_ratio", control);
         cJSON_AddItemToArray(lat, o);
 
@@ -528,26 +569,28 @@ int sl_bench_transport(int argc, char **argv)
         const int two[] = {SLUICE, SLUICE_CURVE};
         for (size_t k = 1; tcp && curve_on && k < 3 && !failed; k++) {
             size_t bytes = sizes[k];
-            int count = count_for(bytes, scale * 0.25);
-            if (compare(&set, two, 2, trials, 1, 0, bytes, count, 0, best, cpu)) {
+            int count = count_for(bytes, scale * 0.5);
+            if (compare(&set, two, 2, rounds, 1, 0, bytes, count, 0, r)) {
                 failed = 1;
                 break;
             }
-            double gc = gbps(bytes, count, best[SLUICE_CURVE]),
-                   gp = gbps(bytes, count, best[SLUICE]);
+            double gc = gbps(bytes, count, median_time(r, SLUICE_CURVE));
+            double gp = gbps(bytes, count, median_time(r, SLUICE));
+            double slowdown = speed_ratio(r, SLUICE, SLUICE_CURVE);
             if (!json)
                 printf("tcp %10zu %9.2f GB/s with CURVE, %.2f GB/s without: %.2fx the time\n",
-                       bytes, gc, gp, gp / gc);
+                       bytes, gc, gp, slowdown);
             cJSON *co = cJSON_CreateObject();
             cJSON_AddNumberToObject(co, "bytes", (double)bytes);
             cJSON_AddNumberToObject(co, "curve_gbps", gc);
             cJSON_AddNumberToObject(co, "plain_gbps", gp);
-            cJSON_AddNumberToObject(co, "slowdown", gp / gc);
+            cJSON_AddNumberToObject(co, "slowdown", slowdown);
             cJSON_AddItemToArray(cj, co);
         }
     }
     free(sbuf);
     free(rbuf);
+    free(r);
     sl_remove_tree(dir); /* the ipc endpoints' socket files */
     if (failed) {
         cJSON_Delete(root);
@@ -580,8 +623,8 @@ int sl_bench_transport(int argc, char **argv)
                "1.20)\nraw/raw control: %.2f .. %.2f (two identical raw links; how far apart "
                "equal links measure here)\nframed/raw at >= 64 KiB: %.2f .. %.2f (raw libzmq "
                "carrying sluice's framing, DEALER to ROUTER with a header frame, against plain "
-               "raw)\ncpu ratio: raw libzmq's CPU seconds (all threads, best trial) over sluice's "
-               "for the same bytes\n",
+               "raw)\ncpu ratio: raw libzmq's CPU seconds (all threads) over sluice's for the "
+               "same bytes, median over rounds\n",
                worst[0], worst[1], worst_lat, control_lo, control_hi, framed_lo, framed_hi);
         cJSON_Delete(root);
     }
