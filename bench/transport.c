@@ -336,11 +336,12 @@ static double measure(const struct setting *set, int who, int tcp, int zc, size_
 
 /* Every figure comes from `rounds` rounds. In each round every contender in `who` (n of them)
  * runs one trial on fresh links, the order rotating from round to round. A ratio between two
- * contenders is the median over rounds of the ratio within each round: the two trials of a round
- * ran a second apart, so whatever the shared machine was doing then weighs on both, and the
- * median drops the rounds where it hit one of them only. (The best trial of each contender
+ * contenders is the median over rounds of the ratio within each round: the trials of a round run
+ * back to back, so whatever the shared machine was doing then weighs on both, and the median
+ * drops the rounds where it hit one of them only. (The best trial of each contender
  * taken apart, as before, let two identical raw links measure 0.72-1.26x apart in one run.) */
-#define MAX_ROUNDS 99
+#define MAX_ROUNDS     99
+#define DEFAULT_ROUNDS 15
 
 struct rounds {
     int n;
@@ -369,18 +370,24 @@ static double quantile(double *v, int n, double q)
     return v[(int)lround(q * (n - 1))];
 }
 
-/* Quantile q over rounds of num[k] / den[k]. */
-static double ratio_q(const double *num, const double *den, int n, double q)
+struct quartiles {
+    double q1, median, q3;
+};
+
+/* The quartiles over rounds of num[k] / den[k]. */
+static struct quartiles ratio_quartiles(const double *num, const double *den, int n)
 {
     double v[MAX_ROUNDS];
     for (int k = 0; k < n; k++) v[k] = num[k] / den[k];
-    return quantile(v, n, q);
+    double median = quantile(v, n, 0.5); /* sorts v: the other two need no sort of their own */
+    return (struct quartiles){v[(int)lround(0.25 * (n - 1))], median,
+                              v[(int)lround(0.75 * (n - 1))]};
 }
 
 /* How much faster x ran than the baseline b (b's time over x's), the median over rounds. */
 static double speed_ratio(const struct rounds *r, int x, int b)
 {
-    return ratio_q(r->t[b], r->t[x], r->n, 0.5);
+    return ratio_quartiles(r->t[b], r->t[x], r->n).median;
 }
 
 /* A contender's median time over the rounds. */
@@ -410,7 +417,7 @@ static double gbps(size_t bytes, int count, double seconds)
 
 int sl_bench_transport(int argc, char **argv)
 {
-    int json = 0, rounds = 15, curve_on = 1;
+    int json = 0, rounds = DEFAULT_ROUNDS, curve_on = 1;
     double scale = 0.25;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
@@ -441,7 +448,7 @@ int sl_bench_transport(int argc, char **argv)
                    "q1..q3 its quartiles. A trial's round trip is the median of its round trips.\n"
                    "The headline ratio is the copy pairing's worst at >= 64 KiB: sluice's copies\n"
                    "carry the CRC32C in the same pass as raw libzmq's plain copies.\n",
-                   rounds, MAX_ROUNDS);
+                   DEFAULT_ROUNDS, MAX_ROUNDS);
             return 0;
         } else {
             fprintf(stderr, "sluice bench transport: unknown option '%s' (try --help)\n", argv[i]);
@@ -501,12 +508,11 @@ int sl_bench_transport(int argc, char **argv)
                 }
                 double gs = gbps(bytes, count, median_time(r, SLUICE));
                 double gr = gbps(bytes, count, median_time(r, RAW));
-                double ratio = speed_ratio(r, SLUICE, RAW);
-                double q1 = ratio_q(r->t[RAW], r->t[SLUICE], rounds, 0.25);
-                double q3 = ratio_q(r->t[RAW], r->t[SLUICE], rounds, 0.75);
+                struct quartiles q = ratio_quartiles(r->t[RAW], r->t[SLUICE], rounds);
+                double ratio = q.median;
                 double control = speed_ratio(r, CONTROL, RAW);
                 double framed = speed_ratio(r, FRAMED, RAW);
-                double cpu = ratio_q(r->cpu[RAW], r->cpu[SLUICE], rounds, 0.5);
+                double cpu = ratio_quartiles(r->cpu[RAW], r->cpu[SLUICE], rounds).median;
                 control_lo = SL_MIN(control_lo, control);
                 control_hi = SL_MAX(control_hi, control);
                 if (bytes >= 65536) {
@@ -516,7 +522,7 @@ int sl_bench_transport(int argc, char **argv)
                 }
                 if (!json)
                     printf("%-4s %-9s %9zu %12.2f %9.2f %6.2f %4.2f..%4.2f %9.2f %8.2f %11.2f\n",
-                           kind, mode, bytes, gs, gr, ratio, q1, q3, cpu, control, framed);
+                           kind, mode, bytes, gs, gr, ratio, q.q1, q.q3, cpu, control, framed);
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "link", kind);
                 cJSON_AddStringToObject(o, "mode", mode);
@@ -525,8 +531,8 @@ int sl_bench_transport(int argc, char **argv)
                 cJSON_AddNumberToObject(o, "sluice_gbps", gs);
                 cJSON_AddNumberToObject(o, "raw_gbps", gr);
                 cJSON_AddNumberToObject(o, "ratio", ratio);
-                cJSON_AddNumberToObject(o, "ratio_q1", q1);
-                cJSON_AddNumberToObject(o, "ratio_q3", q3);
+                cJSON_AddNumberToObject(o, "ratio_q1", q.q1);
+                cJSON_AddNumberToObject(o, "ratio_q3", q.q3);
                 cJSON_AddNumberToObject(o, "cpu_ratio", cpu);
                 cJSON_AddNumberToObject(o, "control_ratio", control);
                 cJSON_AddNumberToObject(o, "framed_raw_gbps",
@@ -544,24 +550,22 @@ int sl_bench_transport(int argc, char **argv)
             break;
         }
         double us_s = median_time(r, SLUICE) / n * 1e6, us_r = median_time(r, RAW) / n * 1e6;
-        double ratio = 1 / speed_ratio(r, SLUICE, RAW);
-        double q1 = ratio_q(r->t[SLUICE], r->t[RAW], rounds, 0.25);
-        double q3 = ratio_q(r->t[SLUICE], r->t[RAW], rounds, 0.75);
-        double control = 1 / speed_ratio(r, CONTROL, RAW);
-        worst_lat = SL_MAX(worst_lat, ratio);
+        struct quartiles q = ratio_quartiles(r->t[SLUICE], r->t[RAW], rounds);
+        double control = ratio_quartiles(r->t[CONTROL], r->t[RAW], rounds).median;
+        worst_lat = SL_MAX(worst_lat, q.median);
         if (!json)
             printf("%-4s %-9s %9s %9.1f us %6.1f us %6.2f %4.2f..%4.2f %9s %8.2f  (64-byte round "
                    "trip, median)\n",
-                   kind, "copy", "rtt", us_s, us_r, ratio, q1, q3, "", control);
+                   kind, "copy", "rtt", us_s, us_r, q.median, q.q1, q.q3, "", control);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "link", kind);
         cJSON_AddNumberToObject(o, "bytes", 64);
         cJSON_AddNumberToObject(o, "round_trips", n);
         cJSON_AddNumberToObject(o, "sluice_us", us_s);
         cJSON_AddNumberToObject(o, "raw_us", us_r);
-        cJSON_AddNumberToObject(o, "ratio", ratio);
-        cJSON_AddNumberToObject(o, "ratio_q1", q1);
-        cJSON_AddNumberToObject(o, "ratio_q3", q3);
+        cJSON_AddNumberToObject(o, "ratio", q.median);
+        cJSON_AddNumberToObject(o, "ratio_q1", q.q1);
+        cJSON_AddNumberToObject(o, "ratio_q3", q.q3);
         cJSON_AddNumberToObject(o, "control_ratio", control);
         cJSON_AddItemToArray(lat, o);
 
