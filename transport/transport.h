@@ -82,10 +82,15 @@ void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE]);
 int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h);
 
 /* CRC32C (Castagnoli), as in iSCSI/ext4: sl_crc32c(0, "123456789", 9) == 0xe3069283. Chain
- * calls by passing the previous result. Folds with VPCLMULQDQ (AVX2) where the processor has
- * it, uses SSE4.2 crc32 (three interleaved streams) otherwise and for tails, a table without
- * either. */
+ * calls by passing the previous result. Folds with VPCLMULQDQ (on AVX-512 registers, or AVX2
+ * ones) where the processor has it, uses SSE4.2 crc32 (three interleaved streams) otherwise and
+ * for tails, a table without either. */
 uint32_t sl_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* The path sl_crc32c takes on this processor: "avx512-vpclmulqdq", "avx2-vpclmulqdq", "sse4.2"
+ * or "table". The environment variable SLUICE_CRC, set to one of the slower names, makes the
+ * process use that one instead. */
+const char *sl_crc32c_path(void);
 
 /* Copies len bytes from src to dst (not overlapping) and returns the CRC32C of them chained on
  * `crc`, reading src once. */

@@ -104,32 +104,62 @@ static uint32_t crc_bitwise(const uint8_t *p, size_t n)
     return ~c;
 }
 
-Test(wire, crc32c)
+/* Checks sl_crc32c and sl_crc32c_copy against the bitwise definition on the path `want` (one of
+ * sl_crc32c_path's names), which SLUICE_CRC selects: Criterion runs each test in a process of its
+ * own, so the choice is made afresh. A path this processor lacks is skipped, and says so. */
+static void check_crc_path(const char *want)
 {
+    if (want) setenv("SLUICE_CRC", want, 1);
+    const char *path = sl_crc32c_path();
+    if (want && strcmp(path, want))
+        cr_skip_test("this processor has no %s path (best: %s)", want, path);
     cr_assert_eq(sl_crc32c(0, "123456789", 9), 0xe3069283u);
     cr_assert_eq(sl_crc32c(0, "", 0), 0u);
-    /* Long enough for the three-stream path, at odd offsets and lengths, and chained. */
+    /* Long enough for the three-stream path, around every folding path's block sizes, at odd
+     * offsets and lengths, and chained. */
     size_t n = 3 * 8192 * 3 + 1000;
     uint8_t *buf = malloc(n + 16);
     for (size_t i = 0; i < n + 16; i++) buf[i] = (uint8_t)(i * 2654435761u >> 13);
-    size_t lens[] = {1,   7,   8,   63,  127,  128,  129,  255,   256,   511,   512,
-                     513, 639, 640, 641, 1023, 1024, 4099, 24575, 24576, 24577, 3 * 8192 * 2 + 5,
+    size_t lens[] = {1,    7,    8,    63,   127,  128,   129,   255,   256,   511,
+                     512,  513,  639,  640,  641,  1023,  1024,  1025,  1279,  1280,
+                     1281, 2047, 2048, 2049, 4099, 24575, 24576, 24577, 65536, 3 * 8192 * 2 + 5,
                      n};
     uint8_t *copy = malloc(n + 16);
     for (size_t off = 0; off < 4; off++)
         for (size_t i = 0; i < SL_ARRAY_LEN(lens); i++) {
-            uint32_t want = crc_bitwise(buf + off, lens[i]);
-            cr_assert_eq(sl_crc32c(0, buf + off, lens[i]), want, "len %zu off %zu", lens[i], off);
+            uint32_t want_crc = crc_bitwise(buf + off, lens[i]);
+            cr_assert_eq(sl_crc32c(0, buf + off, lens[i]), want_crc, "%s: len %zu off %zu", path,
+                         lens[i], off);
             size_t half = lens[i] / 3;
             uint32_t c = sl_crc32c(0, buf + off, half);
-            cr_assert_eq(sl_crc32c(c, buf + off + half, lens[i] - half), want);
+            cr_assert_eq(sl_crc32c(c, buf + off + half, lens[i] - half), want_crc);
             /* The copying variant: same CRC, same bytes, chained from a nonzero CRC too. */
             memset(copy, 0, n + 16);
             c = sl_crc32c_copy(0, copy + 3, buf + off, half);
-            cr_assert_eq(sl_crc32c_copy(c, copy + 3 + half, buf + off + half, lens[i] - half), want,
-                         "copy: len %zu off %zu", lens[i], off);
+            cr_assert_eq(sl_crc32c_copy(c, copy + 3 + half, buf + off + half, lens[i] - half),
+                         want_crc, "%s copy: len %zu off %zu", path, lens[i], off);
             cr_assert_eq(memcmp(copy + 3, buf + off, lens[i]), 0);
         }
     free(copy);
     free(buf);
+}
+
+Test(wire, crc32c)
+{
+    check_crc_path(NULL); /* the fastest this processor has */
+}
+
+Test(wire, crc32c_avx2)
+{
+    check_crc_path("avx2-vpclmulqdq");
+}
+
+Test(wire, crc32c_sse42)
+{
+    check_crc_path("sse4.2");
+}
+
+Test(wire, crc32c_table)
+{
+    check_crc_path("table"); /* the portable fallback, which every processor has */
 }
