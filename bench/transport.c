@@ -19,6 +19,7 @@
  * pairing. */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,25 +118,6 @@ static int side_check(struct side *s, const void *want, const void *buf, size_t 
     return bad;
 }
 
-struct job {
-    struct side *s;
-    void *buf;
-    size_t bytes;
-    int count;
-    int pingpong; /* echo back each message */
-    int status;
-};
-
-static void *receiver_main(void *arg)
-{
-    struct job *j = arg;
-    for (int i = 0; i < j->count && !j->status; i++) {
-        j->status = side_recv(j->s, j->buf, j->bytes);
-        if (!j->status && j->pingpong) j->status = side_send(j->s, j->buf, j->bytes);
-    }
-    return NULL;
-}
-
 static double cpu_now(void)
 {
     struct timespec ts;
@@ -149,101 +131,46 @@ static int by_value(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
-static double last_cpu; /* CPU seconds of the last trial, every thread of the process */
-
-/* Seconds to move `count` messages of `bytes` from a to b; the payload is checked after the clock
- * stops. pingpong (a to b and back): `count` times the median round trip, so that the machine
- * stalling a few round trips (which a shared VM does, for milliseconds) does not count. */
-static double run_trial(struct side *a, struct side *b, size_t bytes, int count, int pingpong,
-                        void *sbuf, void *rbuf)
-{
-    double *rtt = pingpong ? malloc((size_t)count * sizeof *rtt) : NULL;
-    if (pingpong && !rtt) return -1;
-    double c0 = cpu_now();
-    struct job j = {b, rbuf, bytes, count, pingpong, 0};
-    pthread_t th;
-    pthread_create(&th, NULL, receiver_main, &j);
-    double t0 = sl_now();
-    int st = 0;
-    for (int i = 0; i < count && !st; i++) {
-        double ti = pingpong ? sl_now() : 0;
-        st = side_send(a, sbuf, bytes);
-        if (!st && pingpong) {
-            st = side_recv(a, sbuf, bytes); /* the same bytes come back */
-            rtt[i] = sl_now() - ti;
-        }
-    }
-    pthread_join(th, NULL);
-    double dt = sl_now() - t0;
-    last_cpu = cpu_now() - c0;
-    if (!st && !j.status && pingpong) {
-        qsort(rtt, (size_t)count, sizeof *rtt, by_value);
-        dt = rtt[count / 2] * count;
-    }
-    free(rtt);
-    if (st || j.status) {
-        fprintf(stderr, "sluice bench transport: a transfer failed: %s\n", sl_last_error());
-        return -1;
-    }
-    if (side_check(b, sbuf, rbuf, bytes)) {
-        fprintf(stderr, "sluice bench transport: payload corrupted\n");
-        return -1;
-    }
-    return dt;
-}
-
 /* ------------------------------------------------------------------------------------------------
- * Setting up. Every trial opens fresh links and closes them after: a connection keeps whatever
- * luck it had (which core its I/O thread landed on, the kernel's socket buffer sizes), and on a
- * shared machine that luck differed by up to 2x between two identical raw links kept open across
- * trials. Fresh links per trial, over many rounds, measure the links, not the luck. */
+ * A trial. The two ranks are two threads that live for the whole benchmark: rank 0 is the main
+ * thread, rank 1 a peer thread. In every trial each opens its own end of fresh links (a context
+ * of its own, as a rank process has), takes part in a few warm-up messages and in the timed
+ * transfer, and closes its end, the way a rank's process opens its transport and then uses it;
+ * raw libzmq and sluice are treated alike. (This bench once opened sluice's ends on short-lived
+ * helper threads and used them from others, while raw libzmq's were opened by the threads that
+ * used them.) Every trial opens fresh links: a connection keeps whatever luck it had (which core
+ * its I/O thread landed on, the kernel's socket buffer sizes), and on a shared machine that luck
+ * differed by up to 2x between two identical raw links kept open across trials. Fresh links per
+ * trial, over many rounds, measure the links, not the luck. */
 
 enum contender { SLUICE, RAW, CONTROL, FRAMED, SLUICE_CURVE, CONTENDERS };
 
-struct opener {
-    sl_transport_options o;
-    sl_transport *t;
-    int status;
+struct trial;
+
+/* Rank 1's thread. */
+struct peer {
+    pthread_t thread;
+    pthread_barrier_t go; /* it and the main thread: a trial starts, a trial ends */
+    struct trial *tr;     /* the trial to run; NULL: stop */
 };
 
-static void *opener_main(void *arg)
-{
-    struct opener *op = arg;
-    op->status = sl_transport_open(&op->o, &op->t);
-    if (op->status) fprintf(stderr, "sluice bench transport: %s\n", sl_last_error());
-    return NULL;
-}
+struct setting {
+    const char *dir;                 /* for ipc endpoints */
+    const sl_transport_curve *curve; /* keys for SLUICE_CURVE */
+    uint8_t *sbuf, *rbuf;
+    struct peer *peer;
+};
 
-/* A two-rank world: a sends to b on its next link, b answers on its prev link. */
-static int open_sluice(const char ep[2][128], const sl_transport_curve *curve, struct side *a,
-                       struct side *b)
-{
-    struct opener ops[2];
-    memset(ops, 0, sizeof ops);
-    pthread_t th[2];
-    for (int r = 0; r < 2; r++) {
-        sl_transport_options_init(&ops[r].o);
-        ops[r].o.run_id = 0xbe7c4;
-        ops[r].o.rank = r;
-        ops[r].o.world = 2;
-        ops[r].o.bind_endpoint = ep[r];
-        ops[r].o.next_endpoint = ep[1 - r];
-        ops[r].o.in_flight = IN_FLIGHT;
-        ops[r].o.max_tensor_bytes = MAX_BYTES;
-        ops[r].o.connect_timeout_ms = 10000;
-        ops[r].o.curve = curve ? &curve[r] : NULL;
-        pthread_create(&th[r], NULL, opener_main, &ops[r]);
-    }
-    for (int r = 0; r < 2; r++) pthread_join(th[r], NULL);
-    if (ops[0].status || ops[1].status) {
-        sl_transport_close(ops[0].t);
-        sl_transport_close(ops[1].t);
-        return -1;
-    }
-    *a = (struct side){.t = ops[0].t, .dir_out = SL_LINK_NEXT, .dir_in = SL_LINK_NEXT};
-    *b = (struct side){.t = ops[1].t, .dir_out = SL_LINK_PREV, .dir_in = SL_LINK_PREV};
-    return 0;
-}
+struct trial {
+    const struct setting *set;
+    int who, zc, pingpong, count;
+    size_t bytes;
+    char ep[2][128];         /* rank r binds ep[r] and connects to ep[1 - r] */
+    pthread_barrier_t phase; /* both ends between the phases of the trial */
+    atomic_int failed;
+    double seconds, cpu; /* the timed transfer: rank 0's clock, every thread's CPU seconds */
+    double *rtt;         /* pingpong: each round trip */
+};
 
 static void *raw_socket(void *ctx, int type)
 {
@@ -255,7 +182,44 @@ static void *raw_socket(void *ctx, int type)
     return s;
 }
 
-static void close_side(struct side *s)
+/* Opens rank r's end. Raw: a context of its own (as a rank would have), its PULL (framed: ROUTER)
+ * bound here and its PUSH (DEALER) connected once both are bound. sluice: a two-rank world in
+ * which rank 0 sends on its next link and rank 1 answers on its prev link; the open waits for the
+ * other end's HELLO. */
+static int open_end(struct trial *tr, int r, struct side *s)
+{
+    if (tr->who != SLUICE && tr->who != SLUICE_CURVE) {
+        int framed = tr->who == FRAMED;
+        void *ctx = zmq_ctx_new();
+        *s = (struct side){.raw = 1,
+                           .framed = framed,
+                           .ctx = ctx,
+                           .push = raw_socket(ctx, framed ? ZMQ_DEALER : ZMQ_PUSH),
+                           .pull = raw_socket(ctx, framed ? ZMQ_ROUTER : ZMQ_PULL)};
+        if (!zmq_bind(s->pull, tr->ep[r])) return 0;
+        fprintf(stderr, "sluice bench transport: raw libzmq cannot bind '%s': %s\n", tr->ep[r],
+                zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    sl_transport_options o;
+    sl_transport_options_init(&o);
+    o.run_id = 0xbe7c4;
+    o.rank = r;
+    o.world = 2;
+    o.bind_endpoint = tr->ep[r];
+    o.next_endpoint = tr->ep[1 - r];
+    o.in_flight = IN_FLIGHT;
+    o.max_tensor_bytes = MAX_BYTES;
+    o.connect_timeout_ms = 10000;
+    o.curve = tr->who == SLUICE_CURVE ? &tr->set->curve[r] : NULL;
+    int dir = r ? SL_LINK_PREV : SL_LINK_NEXT;
+    *s = (struct side){.dir_out = dir, .dir_in = dir};
+    if (!sl_transport_open(&o, &s->t)) return 0;
+    fprintf(stderr, "sluice bench transport: %s\n", sl_last_error());
+    return -1;
+}
+
+static void close_end(struct side *s)
 {
     if (!s->raw) {
         sl_transport_close(s->t);
@@ -267,28 +231,87 @@ static void close_side(struct side *s)
     zmq_ctx_term(s->ctx);
 }
 
-/* Raw PUSH/PULL (framed: DEALER/ROUTER) both ways, each side with its own context (as two
- * ranks would have): a.push -> b.pull on ep[1], b.push -> a.pull on ep[0]. */
-static int open_raw(const char ep[2][128], int framed, struct side *a, struct side *b)
+/* This end's part in moving `count` messages from rank 0 to rank 1 (pingpong: and back, rank 0
+ * timing each round trip into rtt). */
+static int transfer(const struct trial *tr, struct side *s, int rank, int count, double *rtt)
 {
-    struct side *s[2] = {a, b};
-    for (int r = 0; r < 2; r++) {
-        void *ctx = zmq_ctx_new();
-        *s[r] = (struct side){.raw = 1,
-                              .framed = framed,
-                              .ctx = ctx,
-                              .push = raw_socket(ctx, framed ? ZMQ_DEALER : ZMQ_PUSH),
-                              .pull = raw_socket(ctx, framed ? ZMQ_ROUTER : ZMQ_PULL)};
-    }
-    if (zmq_bind(b->pull, ep[1]) || zmq_bind(a->pull, ep[0]) || zmq_connect(a->push, ep[1]) ||
-        zmq_connect(b->push, ep[0])) {
-        fprintf(stderr, "sluice bench transport: raw libzmq setup failed: %s\n",
-                zmq_strerror(zmq_errno()));
-        close_side(a);
-        close_side(b);
-        return -1;
+    size_t n = tr->bytes;
+    uint8_t *buf = rank ? tr->set->rbuf : tr->set->sbuf; /* rank 0 gets the same bytes back */
+    for (int i = 0; i < count; i++) {
+        double t0 = rtt ? sl_now() : 0;
+        if (rank == 0 && side_send(s, buf, n)) return -1;
+        if ((rank || tr->pingpong) && side_recv(s, buf, n)) return -1;
+        if (rank && tr->pingpong && side_send(s, buf, n)) return -1;
+        if (rtt) rtt[i] = sl_now() - t0;
     }
     return 0;
+}
+
+/* Waits for the other end; returns whether either end has failed. */
+static int next_phase(struct trial *tr, int ok)
+{
+    if (!ok) atomic_store(&tr->failed, 1);
+    pthread_barrier_wait(&tr->phase);
+    return atomic_load(&tr->failed);
+}
+
+/* Rank `rank`'s end of a trial, on its own thread. */
+static void run_end(struct trial *tr, int rank)
+{
+    struct side side, *s = &side;
+    int opened = open_end(tr, rank, s) == 0;
+    s->zc = tr->zc;
+    if (!next_phase(tr, opened) && s->raw && zmq_connect(s->push, tr->ep[1 - rank])) {
+        fprintf(stderr, "sluice bench transport: raw libzmq cannot connect to '%s': %s\n",
+                tr->ep[1 - rank], zmq_strerror(zmq_errno()));
+        opened = 0;
+    }
+    int failed = next_phase(tr, opened);
+    if (!failed) failed = next_phase(tr, transfer(tr, s, rank, 4, NULL) == 0);
+    double t0 = sl_now(), c0 = cpu_now();
+    int ok = !failed && transfer(tr, s, rank, tr->count, rank ? NULL : tr->rtt) == 0;
+    if (!failed && !ok)
+        fprintf(stderr, "sluice bench transport: a transfer failed: %s\n", sl_last_error());
+    /* Both ends wait here, so rank 0's clock stops once rank 1 has every message. */
+    if (!failed) failed = next_phase(tr, ok);
+    if (!failed && rank == 0) {
+        tr->seconds = sl_now() - t0;
+        tr->cpu = cpu_now() - c0;
+    }
+    /* The payload is checked after the clock stopped. */
+    if (!failed && rank == 1 && side_check(s, tr->set->sbuf, tr->set->rbuf, tr->bytes)) {
+        fprintf(stderr, "sluice bench transport: payload corrupted\n");
+        atomic_store(&tr->failed, 1);
+    }
+    if (opened) close_end(s);
+}
+
+static void *peer_main(void *arg)
+{
+    struct peer *p = arg;
+    for (;;) {
+        pthread_barrier_wait(&p->go);
+        if (!p->tr) return NULL;
+        run_end(p->tr, 1);
+        pthread_barrier_wait(&p->go);
+    }
+}
+
+static int peer_start(struct peer *p)
+{
+    p->tr = NULL;
+    pthread_barrier_init(&p->go, NULL, 2);
+    if (!pthread_create(&p->thread, NULL, peer_main, p)) return 0;
+    pthread_barrier_destroy(&p->go);
+    return -1;
+}
+
+static void peer_stop(struct peer *p)
+{
+    p->tr = NULL;
+    pthread_barrier_wait(&p->go);
+    pthread_join(p->thread, NULL);
+    pthread_barrier_destroy(&p->go);
 }
 
 /* Fresh endpoints for one trial's link. */
@@ -305,32 +328,31 @@ static void endpoints(int tcp, const char *dir, char ep[2][128])
     }
 }
 
-struct setting {
-    const char *dir;                 /* for ipc endpoints */
-    const sl_transport_curve *curve; /* keys for SLUICE_CURVE */
-    uint8_t *sbuf, *rbuf;
-};
-
-/* One trial of one contender on fresh links: opens them, warms them up with a few messages,
- * times `count` messages of `bytes` from a to b (pingpong: and back), checks the payload after
- * the clock stopped, closes. Returns seconds (and the CPU seconds of every thread in *cpu), or
- * -1 on failure. */
+/* One trial of one contender on fresh links: seconds to move `count` messages of `bytes` from rank
+ * 0 to rank 1, and in *cpu the CPU seconds of every thread meanwhile; -1 on failure. pingpong (to
+ * rank 1 and back): `count` times the median round trip, so that the machine stalling a few round
+ * trips (which a shared VM does, for milliseconds) does not count. */
 static double measure(const struct setting *set, int who, int tcp, int zc, size_t bytes, int count,
                       int pingpong, double *cpu)
 {
-    char ep[2][128];
-    endpoints(tcp, set->dir, ep);
-    struct side a, b;
-    int st = who == RAW || who == CONTROL || who == FRAMED
-                 ? open_raw(ep, who == FRAMED, &a, &b)
-                 : open_sluice(ep, who == SLUICE_CURVE ? set->curve : NULL, &a, &b);
-    if (st) return -1;
-    a.zc = b.zc = zc;
-    double dt = run_trial(&a, &b, bytes, 4, pingpong, set->sbuf, set->rbuf);
-    if (dt >= 0) dt = run_trial(&a, &b, bytes, count, pingpong, set->sbuf, set->rbuf);
-    *cpu = last_cpu;
-    close_side(&a);
-    close_side(&b);
+    struct trial tr = {
+        .set = set, .who = who, .zc = zc, .bytes = bytes, .count = count, .pingpong = pingpong};
+    endpoints(tcp, set->dir, tr.ep);
+    atomic_init(&tr.failed, 0);
+    if (pingpong && !(tr.rtt = malloc((size_t)count * sizeof *tr.rtt))) return -1;
+    pthread_barrier_init(&tr.phase, NULL, 2);
+    set->peer->tr = &tr;
+    pthread_barrier_wait(&set->peer->go);
+    run_end(&tr, 0);
+    pthread_barrier_wait(&set->peer->go);
+    pthread_barrier_destroy(&tr.phase);
+    double dt = atomic_load(&tr.failed) ? -1 : tr.seconds;
+    if (dt >= 0 && pingpong) {
+        qsort(tr.rtt, (size_t)count, sizeof *tr.rtt, by_value);
+        dt = tr.rtt[count / 2] * count;
+    }
+    free(tr.rtt);
+    *cpu = tr.cpu;
     return dt;
 }
 
@@ -478,10 +500,18 @@ int sl_bench_transport(int argc, char **argv)
         allowed[k][0] = pub[1 - k];
         curve[k] = (sl_transport_curve){pub[k], sec[k], pub[1 - k], allowed[k], 1};
     }
-    struct setting set = {dir, curve, sbuf, rbuf};
+    struct peer peer;
+    if (peer_start(&peer)) {
+        fprintf(stderr, "sluice bench transport: cannot start a thread\n");
+        free(sbuf), free(rbuf), free(r);
+        sl_remove_tree(dir);
+        return 1;
+    }
+    struct setting set = {dir, curve, sbuf, rbuf, &peer};
 
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "name", "transport");
+    cJSON_AddStringToObject(root, "crc_path", sl_crc32c_path());
     cJSON_AddStringToObject(root, "baseline",
                             "raw libzmq PUSH/PULL (same API pairing, sizes and HWM, same run)");
     cJSON_AddNumberToObject(root, "rounds", rounds);
@@ -592,6 +622,7 @@ int sl_bench_transport(int argc, char **argv)
             cJSON_AddItemToArray(cj, co);
         }
     }
+    peer_stop(&peer);
     free(sbuf);
     free(rbuf);
     free(r);
@@ -628,8 +659,9 @@ int sl_bench_transport(int argc, char **argv)
                "equal links measure here)\nframed/raw at >= 64 KiB: %.2f .. %.2f (raw libzmq "
                "carrying sluice's framing, DEALER to ROUTER with a header frame, against plain "
                "raw)\ncpu ratio: raw libzmq's CPU seconds (all threads) over sluice's for the "
-               "same bytes, median over rounds\n",
-               worst[0], worst[1], worst_lat, control_lo, control_hi, framed_lo, framed_hi);
+               "same bytes, median over rounds\nCRC32C path: %s\n",
+               worst[0], worst[1], worst_lat, control_lo, control_hi, framed_lo, framed_hi,
+               sl_crc32c_path());
         cJSON_Delete(root);
     }
     return 0;
