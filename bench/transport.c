@@ -182,6 +182,18 @@ static void *raw_socket(void *ctx, int type)
     return s;
 }
 
+static void close_end(struct side *s)
+{
+    if (!s->raw) {
+        sl_transport_close(s->t);
+        return;
+    }
+    if (s->holding) zmq_msg_close(&s->held);
+    zmq_close(s->push);
+    zmq_close(s->pull);
+    zmq_ctx_term(s->ctx);
+}
+
 /* Opens rank r's end. Raw: a context of its own (as a rank would have), its PULL (framed: ROUTER)
  * bound here and its PUSH (DEALER) connected once both are bound. sluice: a two-rank world in
  * which rank 0 sends on its next link and rank 1 answers on its prev link; the open waits for the
@@ -199,6 +211,7 @@ static int open_end(struct trial *tr, int r, struct side *s)
         if (!zmq_bind(s->pull, tr->ep[r])) return 0;
         fprintf(stderr, "sluice bench transport: raw libzmq cannot bind '%s': %s\n", tr->ep[r],
                 zmq_strerror(zmq_errno()));
+        close_end(s);
         return -1;
     }
     sl_transport_options o;
@@ -217,18 +230,6 @@ static int open_end(struct trial *tr, int r, struct side *s)
     if (!sl_transport_open(&o, &s->t)) return 0;
     fprintf(stderr, "sluice bench transport: %s\n", sl_last_error());
     return -1;
-}
-
-static void close_end(struct side *s)
-{
-    if (!s->raw) {
-        sl_transport_close(s->t);
-        return;
-    }
-    if (s->holding) zmq_msg_close(&s->held);
-    zmq_close(s->push);
-    zmq_close(s->pull);
-    zmq_ctx_term(s->ctx);
 }
 
 /* This end's part in moving `count` messages from rank 0 to rank 1 (pingpong: and back, rank 0
@@ -259,14 +260,14 @@ static int next_phase(struct trial *tr, int ok)
 static void run_end(struct trial *tr, int rank)
 {
     struct side side, *s = &side;
-    int opened = open_end(tr, rank, s) == 0;
+    int opened = open_end(tr, rank, s) == 0, linked = opened;
     s->zc = tr->zc;
     if (!next_phase(tr, opened) && s->raw && zmq_connect(s->push, tr->ep[1 - rank])) {
         fprintf(stderr, "sluice bench transport: raw libzmq cannot connect to '%s': %s\n",
                 tr->ep[1 - rank], zmq_strerror(zmq_errno()));
-        opened = 0;
+        linked = 0;
     }
-    int failed = next_phase(tr, opened);
+    int failed = next_phase(tr, linked);
     if (!failed) failed = next_phase(tr, transfer(tr, s, rank, 4, NULL) == 0);
     double t0 = sl_now(), c0 = cpu_now();
     int ok = !failed && transfer(tr, s, rank, tr->count, rank ? NULL : tr->rtt) == 0;
