@@ -326,17 +326,6 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, uint8_t *ds
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-/* Folding with carry-less multiplication, 128 bytes per round in four 256-bit accumulators (twice
- * the crc32 instruction's 8 bytes per cycle where VPCLMULQDQ issues once per cycle). A 128-bit
- * lane holds 16 message bytes; read reflected, its low 64 bits are the polynomial's high-degree
- * half A0 (times x^64) and its high 64 bits the low half A1. Moving a lane D bits further down
- * the message multiplies it by x^D, which is congruent to
- *   clmul(A0, x^(D+63) mod P) ^ clmul(A1, x^(D-1) mod P)
- * (a reflected product comes out one bit off, hence 63 and -1); the result still fits in 128
- * bits, so it is XORed onto the lane D bits later. At the end one lane remains whose CRC (from
- * zero) is the CRC of everything folded into it: two crc32 instructions. The starting CRC is
- * XORed into the first four bytes, which is what the crc32 instruction does with it. Returns the
- * CRC state after n bytes, n a multiple of 128 and >= 128; with dst the bytes are copied too. */
 /* The folding constants for one distance in a lane: x^(D+63) mod P low, x^(D-1) mod P high. */
 static inline __m128i fold_k(int distance)
 {
@@ -361,6 +350,17 @@ __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t fold_fi
     return (uint32_t)_mm_crc32_u64(crc, (uint64_t)_mm_extract_epi64(x, 1));
 }
 
+/* Folding with carry-less multiplication, 128 bytes per round in four 256-bit accumulators (twice
+ * the crc32 instruction's 8 bytes per cycle where VPCLMULQDQ issues once per cycle). A 128-bit
+ * lane holds 16 message bytes; read reflected, its low 64 bits are the polynomial's high-degree
+ * half A0 (times x^64) and its high 64 bits the low half A1. Moving a lane D bits further down
+ * the message multiplies it by x^D, which is congruent to
+ *   clmul(A0, x^(D+63) mod P) ^ clmul(A1, x^(D-1) mod P)
+ * (a reflected product comes out one bit off, hence 63 and -1); the result still fits in 128
+ * bits, so it is XORed onto the lane D bits later. At the end one lane remains whose CRC (from
+ * zero) is the CRC of everything folded into it: two crc32 instructions. The starting CRC is
+ * XORed into the first four bytes, which is what the crc32 instruction does with it. Returns the
+ * CRC state after n bytes, n a multiple of 128 and >= 128; with dst the bytes are copied too. */
 __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t
 crc_clmul(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
 {
