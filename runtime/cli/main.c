@@ -45,6 +45,7 @@ int sl_cli_error(const char *cmd, int status)
 
 int main(int argc, char **argv)
 {
+    sl_tune_malloc();
     if (argc < 2) {
         usage(stderr);
         return 2;
