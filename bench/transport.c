@@ -17,8 +17,10 @@
  * wire format's size before each payload): what libzmq itself charges for the wire format, apart
  * from anything sluice's code does. The round trip (64-byte messages echoed back) uses the copy
  * pairing. */
+#define _GNU_SOURCE /* pthread_setaffinity_np */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,6 +155,31 @@ struct peer {
     pthread_barrier_t go; /* it and the main thread: a trial starts, a trial ends */
     struct trial *tr;     /* the trial to run; NULL: stop */
 };
+
+/* --pin binds each rank to a CPU of its own, the way a launcher binding one rank per core places
+ * them: both ranks' threads are bound before the first trial, and the threads each trial's ZeroMQ
+ * contexts start (the I/O thread, the reaper) inherit the binding. Without it the kernel places the
+ * four busy threads (two ranks, two I/O threads), and on a machine with two cores a trial's figure
+ * depends on where they landed: a raw link's trials then measured mostly 3.3-3.9 GB/s at tcp
+ * 64 KiB with a few at 1.5-1.9, CPU use dropping from 1.95 to 1.4-1.5 cores in those. */
+static int pin(pthread_t thread, int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(thread, sizeof set, &set);
+}
+
+/* The first two CPUs this process may use; -1 if it may use fewer. */
+static int two_cpus(int cpu[2])
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set)) return -1;
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
+        if (CPU_ISSET(c, &set)) cpu[n++] = c;
+    return n == 2 ? 0 : -1;
+}
 
 struct setting {
     const char *dir;                 /* for ipc endpoints */
@@ -461,7 +488,7 @@ static void crc_speeds(const uint8_t *src, uint8_t *dst, double out[3])
 
 int sl_bench_transport(int argc, char **argv)
 {
-    int json = 0, rounds = DEFAULT_ROUNDS, curve_on = 1;
+    int json = 0, rounds = DEFAULT_ROUNDS, curve_on = 1, pinned = 0;
     double scale = 0.25;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
@@ -470,6 +497,8 @@ int sl_bench_transport(int argc, char **argv)
             scale = 0.0625, rounds = 5;
         else if (!strcmp(argv[i], "--no-curve"))
             curve_on = 0;
+        else if (!strcmp(argv[i], "--pin"))
+            pinned = 1;
         else if (!strcmp(argv[i], "--rounds")) {
             rounds = i + 1 < argc ? atoi(argv[++i]) : 0;
             if (rounds < 1 || rounds > MAX_ROUNDS) {
@@ -478,7 +507,8 @@ int sl_bench_transport(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: sluice bench transport [--json] [--quick] [--no-curve] [--rounds N]\n\n"
+            printf("usage: sluice bench transport [--json] [--quick] [--no-curve] [--rounds N] "
+                   "[--pin]\n\n"
                    "Throughput (4 KiB .. 16 MiB) and 64-byte round trip of sluice links against\n"
                    "raw libzmq PUSH/PULL in the same run, over ipc and tcp loopback, in two\n"
                    "pairings of APIs (copy, zero-copy); a second raw link measured the same way\n"
@@ -491,7 +521,10 @@ int sl_bench_transport(int argc, char **argv)
                    "rotating. A ratio is the median over rounds of the ratio within a round, and\n"
                    "q1..q3 its quartiles. A trial's round trip is the median of its round trips.\n"
                    "The headline ratio is the copy pairing's worst at >= 64 KiB: sluice's copies\n"
-                   "carry the CRC32C in the same pass as raw libzmq's plain copies.\n",
+                   "carry the CRC32C in the same pass as raw libzmq's plain copies.\n"
+                   "--pin binds each rank (its thread and its libzmq I/O thread) to a CPU of its\n"
+                   "own, as a launcher binding one rank per core would; without it the kernel\n"
+                   "places the threads, and with few cores where they land moves the figures.\n",
                    DEFAULT_ROUNDS, MAX_ROUNDS);
             return 0;
         } else {
@@ -513,6 +546,14 @@ int sl_bench_transport(int argc, char **argv)
         return 1;
     }
     for (size_t i = 0; i < MAX_BYTES; i++) sbuf[i] = (uint8_t)(i * 7 + 3);
+    int cpus[2];
+    if (pinned && two_cpus(cpus)) {
+        fprintf(stderr, "sluice bench transport: --pin needs two CPUs and this process may use "
+                        "only one\n");
+        free(sbuf), free(rbuf), free(r);
+        sl_remove_tree(dir);
+        return 2;
+    }
 
     char pub[2][41], sec[2][41];
     const char *allowed[2][1];
@@ -525,6 +566,14 @@ int sl_bench_transport(int argc, char **argv)
     struct peer peer;
     if (peer_start(&peer)) {
         fprintf(stderr, "sluice bench transport: cannot start a thread\n");
+        free(sbuf), free(rbuf), free(r);
+        sl_remove_tree(dir);
+        return 1;
+    }
+    if (pinned && (pin(peer.thread, cpus[1]) || pin(pthread_self(), cpus[0]))) {
+        fprintf(stderr, "sluice bench transport: cannot bind the ranks to CPUs %d and %d\n",
+                cpus[0], cpus[1]);
+        peer_stop(&peer);
         free(sbuf), free(rbuf), free(r);
         sl_remove_tree(dir);
         return 1;
@@ -542,6 +591,8 @@ int sl_bench_transport(int argc, char **argv)
     cJSON_AddStringToObject(root, "baseline",
                             "raw libzmq PUSH/PULL (same API pairing, sizes and HWM, same run)");
     cJSON_AddNumberToObject(root, "rounds", rounds);
+    cJSON_AddBoolToObject(root, "pinned", pinned);
+    if (pinned) cJSON_AddItemToObject(root, "cpus", cJSON_CreateIntArray(cpus, 2));
     cJSON *thr = cJSON_AddArrayToObject(root, "throughput");
     cJSON *lat = cJSON_AddArrayToObject(root, "latency");
     cJSON *cj = curve_on ? cJSON_AddArrayToObject(root, "curve") : NULL;
@@ -690,6 +741,12 @@ int sl_bench_transport(int argc, char **argv)
                "%.1f GB/s while copying; memcpy %.1f GB/s\n",
                worst[0], worst[1], worst_lat, control_lo, control_hi, framed_lo, framed_hi,
                sl_crc32c_path(), crc[0], crc[1], crc[2]);
+        if (pinned)
+            printf("ranks pinned: rank 0 and its libzmq threads on CPU %d, rank 1 on CPU %d\n",
+                   cpus[0], cpus[1]);
+        else
+            printf("ranks not pinned: the kernel placed the threads (--pin binds each rank to a "
+                   "CPU)\n");
         cJSON_Delete(root);
     }
     return 0;
