@@ -82,8 +82,9 @@ void *sl_alloc(size_t bytes);
 
 /* Makes this process keep freed blocks of up to 32 MiB for reuse instead of handing them back to
  * the kernel (glibc's defaults hand back blocks from 128 KiB up, so the next message of that size
- * page-faults all its pages in again); the memory stays with the process for its next use. Called once at start by the sluice command; SLUICE_MALLOC=
- * default leaves glibc's defaults. Returns whether the settings were changed. */
+ * page-faults all its pages in again); the memory stays with the process for its next use. Called
+ * once at start by the sluice command; SLUICE_MALLOC= default leaves glibc's defaults. Returns
+ * whether the settings were changed. */
 int sl_tune_malloc(void);
 
 /* n * size with overflow detection; returns 0 on overflow (and n or size 0 give 0 too). */
