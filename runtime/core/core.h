@@ -83,7 +83,7 @@ void *sl_alloc(size_t bytes);
 /* Makes this process keep freed blocks of up to 32 MiB for reuse instead of handing them back to
  * the kernel (glibc's defaults hand back blocks from 128 KiB up, so the next message of that size
  * page-faults all its pages in again); the memory stays with the process for its next use. Called
- * once at start by the sluice command; SLUICE_MALLOC= default leaves glibc's defaults. Returns
+ * once at start by the sluice command; SLUICE_MALLOC=default leaves glibc's defaults. Returns
  * whether the settings were changed. */
 int sl_tune_malloc(void);
 
