@@ -39,9 +39,6 @@ static long faults_in_third_round(void)
 
 Test(core_malloc, freed_blocks_are_reused_without_faults)
 {
-#if defined(__SANITIZE_ADDRESS__)
-    cr_skip_test("ASan's allocator replaces glibc's in this build");
-#endif
     cr_assert(sl_tune_malloc(), "mallopt refused the settings");
     long n = faults_in_third_round();
     cr_expect_lt(n, BLOCKS * BLOCK / 4096 / 8,
@@ -51,9 +48,6 @@ Test(core_malloc, freed_blocks_are_reused_without_faults)
 /* The reason for the settings, and the check that the test above can fail. */
 Test(core_malloc, glibc_defaults_hand_freed_blocks_back)
 {
-#if defined(__SANITIZE_ADDRESS__)
-    cr_skip_test("ASan's allocator replaces glibc's in this build");
-#endif
     setenv("SLUICE_MALLOC", "default", 1);
     cr_assert_not(sl_tune_malloc(), "SLUICE_MALLOC=default still changed the settings");
     long n = faults_in_third_round();
