@@ -136,14 +136,19 @@ static int by_value(const void *x, const void *y)
 /* ------------------------------------------------------------------------------------------------
  * A trial. The two ranks are two threads that live for the whole benchmark: rank 0 is the main
  * thread, rank 1 a peer thread. In every trial each opens its own end of fresh links (a context
- * of its own, as a rank process has), takes part in a few warm-up messages and in the timed
- * transfer, and closes its end, the way a rank's process opens its transport and then uses it;
- * raw libzmq and sluice are treated alike. (This bench once opened sluice's ends on short-lived
- * helper threads and used them from others, while raw libzmq's were opened by the threads that
- * used them.) Every trial opens fresh links: a connection keeps whatever luck it had (which core
- * its I/O thread landed on, the kernel's socket buffer sizes), and on a shared machine that luck
- * differed by up to 2x between two identical raw links kept open across trials. Fresh links per
- * trial, over many rounds, measure the links, not the luck. */
+ * of its own, as a rank process has), moves as many messages untimed as it then moves timed, and
+ * closes its end, the way a rank's process opens its transport and then uses it; raw libzmq and
+ * sluice are treated alike. (This bench once opened sluice's ends on short-lived helper threads
+ * and used them from others, while raw libzmq's were opened by the threads that used them.) Every
+ * trial opens fresh links: a connection keeps whatever luck it had (which core its I/O thread
+ * landed on, the kernel's socket buffer sizes), and on a shared machine that luck differed by up
+ * to 2x between two identical raw links kept open across trials. Fresh links per trial, over many
+ * rounds, measure the links, not the luck. The untimed half is there because fresh threads start
+ * in another regime: with 4 warm-up messages, every contender's first few hundred round trips ran
+ * faster than the rest (raw libzmq 57 us, then 73-96 us, with each rank bound to a core), and the
+ * throughput trials (10-60 ms) ended inside that phase; a link in use runs in the later one. With
+ * the untimed half, two runs measured tcp 64 KiB at 0.85-0.87 of raw where six had spread over
+ * 0.68-0.98, and the bound ipc round trip at 1.00 where it had been 1.20-1.26. */
 
 enum contender { SLUICE, RAW, CONTROL, FRAMED, SLUICE_CURVE, CONTENDERS };
 
@@ -295,7 +300,7 @@ static void run_end(struct trial *tr, int rank)
         linked = 0;
     }
     int failed = next_phase(tr, linked);
-    if (!failed) failed = next_phase(tr, transfer(tr, s, rank, 4, NULL) == 0);
+    if (!failed) failed = next_phase(tr, transfer(tr, s, rank, tr->count, NULL) == 0);
     double t0 = sl_now(), c0 = cpu_now();
     int ok = !failed && transfer(tr, s, rank, tr->count, rank ? NULL : tr->rtt) == 0;
     if (!failed && !ok)
@@ -518,8 +523,9 @@ int sl_bench_transport(int argc, char **argv)
                    "costs inside libzmq); CURVE's cost over tcp against sluice without it.\n"
                    "Each figure takes N rounds (default %d, at most %d; --quick: 5 and smaller\n"
                    "trials); in a round every contender runs one trial on fresh links, the order\n"
-                   "rotating. A ratio is the median over rounds of the ratio within a round, and\n"
-                   "q1..q3 its quartiles. A trial's round trip is the median of its round trips.\n"
+                   "rotating; a trial moves as many messages untimed as it then times. A ratio\n"
+                   "is the median over rounds of the ratio within a round, and q1..q3 its\n"
+                   "quartiles. A trial's round trip is the median of its round trips.\n"
                    "The headline ratio is the copy pairing's worst at >= 64 KiB: sluice's copies\n"
                    "carry the CRC32C in the same pass as raw libzmq's plain copies.\n"
                    "--pin binds each rank (its thread and its libzmq I/O thread) to a CPU of its\n"
