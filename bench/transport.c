@@ -538,28 +538,26 @@ int sl_bench_transport(int argc, char **argv)
             return 2;
         }
     }
+    int cpus[2];
+    if (pinned && two_cpus(cpus)) {
+        fprintf(stderr, "sluice bench transport: --pin needs two CPUs and this process may use "
+                        "only one\n");
+        return 2;
+    }
     char dir[] = "/tmp/sluice-bench-XXXXXX";
     if (!mkdtemp(dir)) {
         fprintf(stderr, "sluice bench transport: cannot make a temp dir\n");
         return 1;
     }
+    int status = 1;
+    struct peer peer;
     uint8_t *sbuf = malloc(MAX_BYTES), *rbuf = malloc(MAX_BYTES);
     struct rounds *r = malloc(sizeof *r);
     if (!sbuf || !rbuf || !r) {
         fprintf(stderr, "sluice bench transport: out of memory\n");
-        free(sbuf), free(rbuf), free(r);
-        sl_remove_tree(dir);
-        return 1;
+        goto unwind;
     }
     for (size_t i = 0; i < MAX_BYTES; i++) sbuf[i] = (uint8_t)(i * 7 + 3);
-    int cpus[2];
-    if (pinned && two_cpus(cpus)) {
-        fprintf(stderr, "sluice bench transport: --pin needs two CPUs and this process may use "
-                        "only one\n");
-        free(sbuf), free(rbuf), free(r);
-        sl_remove_tree(dir);
-        return 2;
-    }
 
     char pub[2][41], sec[2][41];
     const char *allowed[2][1];
@@ -569,20 +567,15 @@ int sl_bench_transport(int argc, char **argv)
         allowed[k][0] = pub[1 - k];
         curve[k] = (sl_transport_curve){pub[k], sec[k], pub[1 - k], allowed[k], 1};
     }
-    struct peer peer;
     if (peer_start(&peer)) {
         fprintf(stderr, "sluice bench transport: cannot start a thread\n");
-        free(sbuf), free(rbuf), free(r);
-        sl_remove_tree(dir);
-        return 1;
+        goto unwind;
     }
     if (pinned && (pin(peer.thread, cpus[1]) || pin(pthread_self(), cpus[0]))) {
         fprintf(stderr, "sluice bench transport: cannot bind the ranks to CPUs %d and %d\n",
                 cpus[0], cpus[1]);
         peer_stop(&peer);
-        free(sbuf), free(rbuf), free(r);
-        sl_remove_tree(dir);
-        return 1;
+        goto unwind;
     }
     struct setting set = {dir, curve, sbuf, rbuf, &peer};
 
@@ -707,13 +700,9 @@ int sl_bench_transport(int argc, char **argv)
         }
     }
     peer_stop(&peer);
-    free(sbuf);
-    free(rbuf);
-    free(r);
-    sl_remove_tree(dir); /* the ipc endpoints' socket files */
     if (failed) {
         cJSON_Delete(root);
-        return 1;
+        goto unwind;
     }
     cJSON_AddNumberToObject(root, "ratio", worst[0]);
     cJSON_AddStringToObject(root, "ratio_is",
@@ -755,5 +744,11 @@ int sl_bench_transport(int argc, char **argv)
                    "CPU)\n");
         cJSON_Delete(root);
     }
-    return 0;
+    status = 0;
+unwind:
+    free(sbuf);
+    free(rbuf);
+    free(r);
+    sl_remove_tree(dir); /* the ipc endpoints' socket files */
+    return status;
 }
