@@ -428,14 +428,13 @@ crc_clmul512(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
  * and for the tail. */
 static uint32_t crc_fast(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
 {
-    size_t bulk = 0;
-    if (crc_level >= CRC_CLMUL512 && n >= 1024) {
-        bulk = n & ~(size_t)127;
+    size_t bulk = n & ~(size_t)127; /* both folds take multiples of 128 bytes */
+    if (crc_level >= CRC_CLMUL512 && n >= 1024)
         c = crc_clmul512(c, dst, p, bulk);
-    } else if (crc_level >= CRC_CLMUL256 && n >= 512) {
-        bulk = n & ~(size_t)127;
+    else if (crc_level >= CRC_CLMUL256 && n >= 512)
         c = crc_clmul(c, dst, p, bulk);
-    }
+    else
+        bulk = 0;
     return crc_hw(c, dst ? dst + bulk : NULL, p + bulk, n - bulk);
 }
 #endif
