@@ -191,6 +191,7 @@ struct setting {
     const sl_transport_curve *curve; /* keys for SLUICE_CURVE */
     uint8_t *sbuf, *rbuf;
     struct peer *peer;
+    int fault_who, fault_rank; /* SLUICE_BENCH_FAULT: this end fails its timed part (-1: none) */
 };
 
 struct trial {
@@ -198,6 +199,7 @@ struct trial {
     int who, zc, pingpong, count;
     size_t bytes;
     char ep[2][128];         /* rank r binds ep[r] and connects to ep[1 - r] */
+    void *ctx[2];            /* each end's ZeroMQ context, from its open to its close */
     pthread_barrier_t phase; /* both ends between the phases of the trial */
     atomic_int failed;
     double seconds, cpu; /* the timed transfer: rank 0's clock, every thread's CPU seconds */
@@ -216,20 +218,20 @@ static void *raw_socket(void *ctx, int type)
 
 static void close_end(struct side *s)
 {
-    if (!s->raw) {
+    if (s->raw) {
+        if (s->holding) zmq_msg_close(&s->held);
+        zmq_close(s->push);
+        zmq_close(s->pull);
+    } else {
         sl_transport_close(s->t);
-        return;
     }
-    if (s->holding) zmq_msg_close(&s->held);
-    zmq_close(s->push);
-    zmq_close(s->pull);
     zmq_ctx_term(s->ctx);
 }
 
-/* Opens rank r's end. Raw: a context of its own (as a rank would have), its PULL (framed: ROUTER)
- * bound here and its PUSH (DEALER) connected once both are bound. sluice: a two-rank world in
- * which rank 0 sends on its next link and rank 1 answers on its prev link; the open waits for the
- * other end's HELLO. */
+/* Opens rank r's end, with a context of its own (as a rank would have). Raw: its PULL (framed:
+ * ROUTER) bound here and its PUSH (DEALER) connected once both are bound. sluice: a two-rank
+ * world in which rank 0 sends on its next link and rank 1 answers on its prev link; the open waits
+ * for the other end's HELLO. */
 static int open_end(struct trial *tr, int r, struct side *s)
 {
     if (tr->who != SLUICE && tr->who != SLUICE_CURVE) {
@@ -240,6 +242,7 @@ static int open_end(struct trial *tr, int r, struct side *s)
                            .ctx = ctx,
                            .push = raw_socket(ctx, framed ? ZMQ_DEALER : ZMQ_PUSH),
                            .pull = raw_socket(ctx, framed ? ZMQ_ROUTER : ZMQ_PULL)};
+        tr->ctx[r] = ctx;
         if (!zmq_bind(s->pull, tr->ep[r])) return 0;
         fprintf(stderr, "sluice bench transport: raw libzmq cannot bind '%s': %s\n", tr->ep[r],
                 zmq_strerror(zmq_errno()));
@@ -257,10 +260,12 @@ static int open_end(struct trial *tr, int r, struct side *s)
     o.max_tensor_bytes = MAX_BYTES;
     o.connect_timeout_ms = 10000;
     o.curve = tr->who == SLUICE_CURVE ? &tr->set->curve[r] : NULL;
+    o.zmq_context = tr->ctx[r] = zmq_ctx_new();
     int dir = r ? SL_LINK_PREV : SL_LINK_NEXT;
-    *s = (struct side){.dir_out = dir, .dir_in = dir};
+    *s = (struct side){.dir_out = dir, .dir_in = dir, .ctx = o.zmq_context};
     if (!sl_transport_open(&o, &s->t)) return 0;
     fprintf(stderr, "sluice bench transport: %s\n", sl_last_error());
+    zmq_ctx_term(s->ctx);
     return -1;
 }
 
@@ -280,33 +285,67 @@ static int transfer(const struct trial *tr, struct side *s, int rank, int count,
     return 0;
 }
 
-/* Waits for the other end; returns whether either end has failed. */
-static int next_phase(struct trial *tr, int ok)
+/* Records that this end failed in phase `phase` (1: open, 2: link, 3: untimed part, 4: timed
+ * part); returns whether it was the trial's first failure. */
+static int fail_at(struct trial *tr, int phase)
 {
-    if (!ok) atomic_store(&tr->failed, 1);
+    int none = 0;
+    return atomic_compare_exchange_strong(&tr->failed, &none, phase);
+}
+
+/* Ends this end's phase: waits for the other end and returns whether either failed in this phase
+ * or an earlier one. Both ends get the same answer: a failure the other end meets after the
+ * barrier belongs to the next phase. */
+static int next_phase(struct trial *tr, int *phase, int ok)
+{
+    ++*phase;
+    if (!ok) fail_at(tr, *phase);
     pthread_barrier_wait(&tr->phase);
-    return atomic_load(&tr->failed);
+    int failed = atomic_load(&tr->failed);
+    return failed && failed <= *phase;
+}
+
+static const char *const contender_name[CONTENDERS] = {"sluice", "raw libzmq", "the raw control",
+                                                       "framed raw libzmq", "sluice with CURVE"};
+
+/* One transfer phase of this end: the untimed part, then the timed one. The end that fails first
+ * says why and shuts the other end's context down, so that a send or receive waiting there
+ * (raw libzmq's waits without a timeout, sluice's for as long as its peer's heartbeats come)
+ * returns at once instead of holding the trial forever; the other end then fails quietly. */
+static int transfer_phase(struct trial *tr, struct side *s, int rank, int *phase)
+{
+    const struct setting *set = tr->set;
+    int timed = *phase == 3;
+    int injected = timed && tr->who == set->fault_who && rank == set->fault_rank;
+    if (!injected && !transfer(tr, s, rank, tr->count, timed && !rank ? tr->rtt : NULL))
+        return next_phase(tr, phase, 1);
+    const char *why = injected ? "failure injected by SLUICE_BENCH_FAULT"
+                      : s->raw ? zmq_strerror(zmq_errno())
+                               : sl_last_error();
+    if (fail_at(tr, *phase + 1)) {
+        fprintf(stderr, "sluice bench transport: %s, rank %d: a transfer failed: %s\n",
+                contender_name[tr->who], rank, why);
+        zmq_ctx_shutdown(tr->ctx[1 - rank]);
+    }
+    return next_phase(tr, phase, 0);
 }
 
 /* Rank `rank`'s end of a trial, on its own thread. */
 static void run_end(struct trial *tr, int rank)
 {
     struct side side, *s = &side;
-    int opened = open_end(tr, rank, s) == 0, linked = opened;
+    int opened = open_end(tr, rank, s) == 0, linked = opened, phase = 0;
     s->zc = tr->zc;
-    if (!next_phase(tr, opened) && s->raw && zmq_connect(s->push, tr->ep[1 - rank])) {
+    if (!next_phase(tr, &phase, opened) && s->raw && zmq_connect(s->push, tr->ep[1 - rank])) {
         fprintf(stderr, "sluice bench transport: raw libzmq cannot connect to '%s': %s\n",
                 tr->ep[1 - rank], zmq_strerror(zmq_errno()));
         linked = 0;
     }
-    int failed = next_phase(tr, linked);
-    if (!failed) failed = next_phase(tr, transfer(tr, s, rank, tr->count, NULL) == 0);
+    int failed = next_phase(tr, &phase, linked);
+    if (!failed) failed = transfer_phase(tr, s, rank, &phase);
     double t0 = sl_now(), c0 = cpu_now();
-    int ok = !failed && transfer(tr, s, rank, tr->count, rank ? NULL : tr->rtt) == 0;
-    if (!failed && !ok)
-        fprintf(stderr, "sluice bench transport: a transfer failed: %s\n", sl_last_error());
-    /* Both ends wait here, so rank 0's clock stops once rank 1 has every message. */
-    if (!failed) failed = next_phase(tr, ok);
+    /* Both ends wait at its end, so rank 0's clock stops once rank 1 has every message. */
+    if (!failed) failed = transfer_phase(tr, s, rank, &phase);
     if (!failed && rank == 0) {
         tr->seconds = sl_now() - t0;
         tr->cpu = cpu_now() - c0;
@@ -314,7 +353,7 @@ static void run_end(struct trial *tr, int rank)
     /* The payload is checked after the clock stopped. */
     if (!failed && rank == 1 && side_check(s, tr->set->sbuf, tr->set->rbuf, tr->bytes)) {
         fprintf(stderr, "sluice bench transport: payload corrupted\n");
-        atomic_store(&tr->failed, 1);
+        fail_at(tr, phase + 1);
     }
     if (opened) close_end(s);
 }
@@ -491,6 +530,27 @@ static void crc_speeds(const uint8_t *src, uint8_t *dst, double out[3])
     }
 }
 
+/* SLUICE_BENCH_FAULT=WHO:RANK (WHO: sluice or raw) makes rank RANK's end of each of that
+ * contender's trials fail as its timed part starts: the tests use it to check that the other end,
+ * left waiting, is released and the bench ends with the reason. */
+static int parse_fault(int *who, int *rank)
+{
+    *who = *rank = -1;
+    const char *f = getenv("SLUICE_BENCH_FAULT");
+    if (!f || !*f) return 0;
+    if (!strcmp(f, "sluice:0") || !strcmp(f, "sluice:1") || !strcmp(f, "raw:0") ||
+        !strcmp(f, "raw:1")) {
+        *who = f[0] == 's' ? SLUICE : RAW;
+        *rank = f[strlen(f) - 1] - '0';
+        return 0;
+    }
+    fprintf(stderr,
+            "sluice bench transport: SLUICE_BENCH_FAULT='%s': expected sluice:0, sluice:1, raw:0 "
+            "or raw:1\n",
+            f);
+    return -1;
+}
+
 int sl_bench_transport(int argc, char **argv)
 {
     int json = 0, rounds = DEFAULT_ROUNDS, curve_on = 1, pinned = 0;
@@ -538,6 +598,8 @@ int sl_bench_transport(int argc, char **argv)
             return 2;
         }
     }
+    int fault_who, fault_rank;
+    if (parse_fault(&fault_who, &fault_rank)) return 2;
     int cpus[2];
     if (pinned && two_cpus(cpus)) {
         fprintf(stderr, "sluice bench transport: --pin needs two CPUs and this process may use "
@@ -577,7 +639,7 @@ int sl_bench_transport(int argc, char **argv)
         peer_stop(&peer);
         goto unwind;
     }
-    struct setting set = {dir, curve, sbuf, rbuf, &peer};
+    struct setting set = {dir, curve, sbuf, rbuf, &peer, fault_who, fault_rank};
 
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "name", "transport");
