@@ -199,7 +199,7 @@ struct trial {
     int who, zc, pingpong, count;
     size_t bytes;
     char ep[2][128];         /* rank r binds ep[r] and connects to ep[1 - r] */
-    void *ctx[2];            /* each end's ZeroMQ context, from its open to its close */
+    void *ctx[2];            /* raw: each end's ZeroMQ context, from its open to its close */
     pthread_barrier_t phase; /* both ends between the phases of the trial */
     atomic_int failed;
     double seconds, cpu; /* the timed transfer: rank 0's clock, every thread's CPU seconds */
@@ -218,20 +218,21 @@ static void *raw_socket(void *ctx, int type)
 
 static void close_end(struct side *s)
 {
-    if (s->raw) {
-        if (s->holding) zmq_msg_close(&s->held);
-        zmq_close(s->push);
-        zmq_close(s->pull);
-    } else {
+    if (!s->raw) {
         sl_transport_close(s->t);
+        s->t = NULL;
+        return;
     }
+    if (s->holding) zmq_msg_close(&s->held);
+    zmq_close(s->push);
+    zmq_close(s->pull);
     zmq_ctx_term(s->ctx);
 }
 
-/* Opens rank r's end, with a context of its own (as a rank would have). Raw: its PULL (framed:
- * ROUTER) bound here and its PUSH (DEALER) connected once both are bound. sluice: a two-rank
- * world in which rank 0 sends on its next link and rank 1 answers on its prev link; the open waits
- * for the other end's HELLO. */
+/* Opens rank r's end. Raw: a context of its own (as a rank would have), its PULL (framed: ROUTER)
+ * bound here and its PUSH (DEALER) connected once both are bound. sluice: a two-rank world in
+ * which rank 0 sends on its next link and rank 1 answers on its prev link; the open waits for the
+ * other end's HELLO. */
 static int open_end(struct trial *tr, int r, struct side *s)
 {
     if (tr->who != SLUICE && tr->who != SLUICE_CURVE) {
@@ -260,12 +261,10 @@ static int open_end(struct trial *tr, int r, struct side *s)
     o.max_tensor_bytes = MAX_BYTES;
     o.connect_timeout_ms = 10000;
     o.curve = tr->who == SLUICE_CURVE ? &tr->set->curve[r] : NULL;
-    o.zmq_context = tr->ctx[r] = zmq_ctx_new();
     int dir = r ? SL_LINK_PREV : SL_LINK_NEXT;
-    *s = (struct side){.dir_out = dir, .dir_in = dir, .ctx = o.zmq_context};
+    *s = (struct side){.dir_out = dir, .dir_in = dir};
     if (!sl_transport_open(&o, &s->t)) return 0;
     fprintf(stderr, "sluice bench transport: %s\n", sl_last_error());
-    zmq_ctx_term(s->ctx);
     return -1;
 }
 
@@ -309,9 +308,10 @@ static const char *const contender_name[CONTENDERS] = {"sluice", "raw libzmq", "
                                                        "framed raw libzmq", "sluice with CURVE"};
 
 /* One transfer phase of this end: the untimed part, then the timed one. The end that fails first
- * says why and shuts the other end's context down, so that a send or receive waiting there
- * (raw libzmq's waits without a timeout, sluice's for as long as its peer's heartbeats come)
- * returns at once instead of holding the trial forever; the other end then fails quietly. */
+ * says why and releases the other end from a send or receive that would wait forever: a raw end's
+ * wait ends only with its context, which the failing end shuts down; a sluice end waits as long
+ * as its peer's heartbeats come, so the failing end closes its own transport and the other one
+ * sees its peer leave. The other end then fails quietly. */
 static int transfer_phase(struct trial *tr, struct side *s, int rank, int *phase)
 {
     const struct setting *set = tr->set;
@@ -325,7 +325,10 @@ static int transfer_phase(struct trial *tr, struct side *s, int rank, int *phase
     if (fail_at(tr, *phase + 1)) {
         fprintf(stderr, "sluice bench transport: %s, rank %d: a transfer failed: %s\n",
                 contender_name[tr->who], rank, why);
-        zmq_ctx_shutdown(tr->ctx[1 - rank]);
+        if (s->raw)
+            zmq_ctx_shutdown(tr->ctx[1 - rank]);
+        else
+            close_end(s);
     }
     return next_phase(tr, phase, 0);
 }
