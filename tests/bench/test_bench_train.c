@@ -3,33 +3,15 @@
  * number, and usage errors. No timing is asserted: the machines are shared and noisy. */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
+
+#include "run.h"
 
 /* Runs `sluice bench train ARGS` and returns its stdout (malloc'd) and exit status. */
 static char *run_bench(const char *args, int *status)
 {
-    const char *exe = getenv("SLUICE_EXE");
-    cr_assert_not_null(exe, "SLUICE_EXE is not set (ctest sets it)");
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s' bench train %s", exe, args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p, "cannot run %s", cmd);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    cr_assert_not_null(buf);
-    size_t n;
-    while ((n = fread(buf + len, 1, cap - 1 - len, p)) > 0) {
-        len += n;
-        if (len + 1 == cap) buf = realloc(buf, cap *= 2);
-        cr_assert_not_null(buf);
-    }
-    buf[len] = 0;
-    int ws = pclose(p);
-    *status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
-    return buf;
+    return run_sluice(status, "bench train %s", args);
 }
 
 static double positive(const cJSON *o, const char *key)

@@ -3,30 +3,17 @@
  * never end on its own, is released; the bench exits with status 1 and one line naming the
  * contender, the rank and the reason. A hang here is a failure by ctest's timeout. */
 #include <criterion/criterion.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
-/* Runs the bench with SLUICE_BENCH_FAULT=fault; returns stdout and stderr (malloc'd). */
+#include "run.h"
+
+/* Runs the bench with SLUICE_BENCH_FAULT=fault; returns stdout and stderr (malloc'd). Each test
+ * runs in a process of its own, so the variable stays with it. */
 static char *run_with_fault(const char *fault, int *status)
 {
-    const char *exe = getenv("SLUICE_EXE");
-    cr_assert_not_null(exe, "SLUICE_EXE is not set (ctest sets it)");
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "SLUICE_BENCH_FAULT='%s' '%s' bench transport --quick --rounds 1 --no-curve 2>&1",
-             fault, exe);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p, "cannot run %s", cmd);
-    size_t cap = 1 << 16;
-    char *buf = malloc(cap);
-    cr_assert_not_null(buf);
-    size_t len = fread(buf, 1, cap - 1, p);
-    buf[len] = 0;
-    int ws = pclose(p);
-    *status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
-    return buf;
+    setenv("SLUICE_BENCH_FAULT", fault, 1);
+    return run_sluice(status, "bench transport --quick --rounds 1 --no-curve 2>&1");
 }
 
 static int count(const char *s, const char *what)
