@@ -654,8 +654,8 @@ int sl_bench_transport(int argc, char **argv)
     char *dir = leftovers.dir;
     snprintf(dir, sizeof leftovers.dir, "%s/sluice-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(dir)) {
-        fprintf(stderr, "sluice bench transport: cannot make a temp dir %s: %s (set TMPDIR)\n",
-                dir, strerror(errno));
+        fprintf(stderr, "sluice bench transport: cannot make a temp dir %s: %s (set TMPDIR)\n", dir,
+                strerror(errno));
         return 1;
     }
     on_ending_signals(remove_leftovers);

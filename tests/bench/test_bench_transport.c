@@ -24,9 +24,9 @@ static const char *private_tmpdir(void)
     return dir;
 }
 
-/* The names under dir and, one level down, under its subdirectories; returns how many. With
- * `socket`, stops at the first socket file and returns 1 if there is one, else 0. */
-static int entries(const char *dir, int socket)
+/* How many names lie under dir, in it and in its subdirectories; with sockets_only, how many
+ * socket files. */
+static int entries(const char *dir, int sockets_only)
 {
     DIR *d = opendir(dir);
     if (!d) return 0;
@@ -36,12 +36,10 @@ static int entries(const char *dir, int socket)
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char path[512];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (socket && e->d_type == DT_SOCK) {
-            n = 1;
-            break;
-        }
-        if (e->d_type == DT_DIR && (n += entries(path, socket)) && socket) break;
-        if (!socket) n++;
+        if (e->d_type == DT_DIR)
+            n += entries(path, sockets_only) + !sockets_only;
+        else
+            n += !sockets_only || e->d_type == DT_SOCK;
     }
     closedir(d);
     return n;
@@ -119,13 +117,15 @@ Test(bench_transport, interrupted_run_leaves_nothing)
     }
     /* Waits for a trial's socket file (at most a minute: a bound, not a speed limit). */
     int found = 0;
-    for (int i = 0; i < 3000 && !(found = entries(tmp, 1)); i++) usleep(20000);
+    for (int i = 0; i < 3000 && !(found = entries(tmp, 1) > 0); i++) usleep(20000);
     kill(pid, SIGINT);
     int ws;
     cr_assert_eq(waitpid(pid, &ws, 0), pid);
     cr_assert(found, "no ipc socket file appeared under %s", tmp);
-    cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGINT, "the run did not end by SIGINT (wait "
-              "status %#x)", ws);
+    cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGINT,
+              "the run did not end by SIGINT (wait "
+              "status %#x)",
+              ws);
     cr_assert_eq(entries(tmp, 0), 0, "the interrupted run left files in %s", tmp);
     rmdir(tmp);
 }
