@@ -374,6 +374,10 @@ crc_clmul(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
     p += 128;
     if (dst) dst += 128;
     for (n -= 128; n; n -= 128) {
+        /* Unrolled, the accumulators stay in registers; as a loop (GCC 12 at -O2 keeps it one)
+         * each fold loaded and stored its accumulator on the stack: on a Zen 3 core 18 GB/s over
+         * 64 KiB against 24 unrolled. */
+#pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             __m256i d = _mm256_loadu_si256((const __m256i *)(p + 32 * i));
             if (dst) _mm256_storeu_si256((__m256i *)(dst + 32 * i), d);
