@@ -123,9 +123,7 @@ Test(bench_transport, interrupted_run_leaves_nothing)
     cr_assert_eq(waitpid(pid, &ws, 0), pid);
     cr_assert(found, "no ipc socket file appeared under %s", tmp);
     cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGINT,
-              "the run did not end by SIGINT (wait "
-              "status %#x)",
-              ws);
+              "the run did not end by SIGINT (wait status %#x)", ws);
     cr_assert_eq(entries(tmp, 0), 0, "the interrupted run left files in %s", tmp);
     rmdir(tmp);
 }
