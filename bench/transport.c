@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -129,6 +130,15 @@ static double cpu_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Context switches of every thread of this process so far: each is a thread that went to sleep
+ * (or was preempted) and was woken again, which costs far more than a system call on a VM. */
+static double switches_now(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_nvcsw + (double)u.ru_nivcsw;
+}
+
 static int by_value(const void *x, const void *y)
 {
     double a = *(const double *)x, b = *(const double *)y;
@@ -204,8 +214,9 @@ struct trial {
     void *ctx[2];            /* raw: each end's ZeroMQ context, from its open to its close */
     pthread_barrier_t phase; /* both ends between the phases of the trial */
     atomic_int failed;
-    double seconds, cpu; /* the timed transfer: rank 0's clock, every thread's CPU seconds */
-    double *rtt;         /* pingpong: each round trip */
+    double seconds, cpu, switches; /* the timed transfer: rank 0's clock, every thread's CPU
+                                    * seconds and context switches */
+    double *rtt;                   /* pingpong: each round trip */
 };
 
 static void *raw_socket(void *ctx, int type)
@@ -348,12 +359,13 @@ static void run_end(struct trial *tr, int rank)
     }
     int failed = next_phase(tr, &phase, linked);
     if (!failed) failed = transfer_phase(tr, s, rank, &phase);
-    double t0 = sl_now(), c0 = cpu_now();
+    double t0 = sl_now(), c0 = cpu_now(), w0 = switches_now();
     /* Both ends wait at its end, so rank 0's clock stops once rank 1 has every message. */
     if (!failed) failed = transfer_phase(tr, s, rank, &phase);
     if (!failed && rank == 0) {
         tr->seconds = sl_now() - t0;
         tr->cpu = cpu_now() - c0;
+        tr->switches = switches_now() - w0;
     }
     /* The payload is checked after the clock stopped. */
     if (!failed && rank == 1 && side_check(s, tr->set->sbuf, tr->set->rbuf, tr->bytes)) {
@@ -439,11 +451,12 @@ static void endpoints(int tcp, const char *dir, char ep[2][128])
 }
 
 /* One trial of one contender on fresh links: seconds to move `count` messages of `bytes` from rank
- * 0 to rank 1, and in *cpu the CPU seconds of every thread meanwhile; -1 on failure. pingpong (to
+ * 0 to rank 1, and in *cpu and *switches the CPU seconds and context switches of every thread
+ * meanwhile; -1 on failure. pingpong (to
  * rank 1 and back): `count` times the median round trip, so that the machine stalling a few round
  * trips (which a shared VM does, for milliseconds) does not count. */
 static double measure(const struct setting *set, int who, int tcp, int zc, size_t bytes, int count,
-                      int pingpong, double *cpu)
+                      int pingpong, double *cpu, double *switches)
 {
     struct trial tr = {
         .set = set, .who = who, .zc = zc, .bytes = bytes, .count = count, .pingpong = pingpong};
@@ -464,6 +477,7 @@ static double measure(const struct setting *set, int who, int tcp, int zc, size_
     }
     free(tr.rtt);
     *cpu = tr.cpu;
+    *switches = tr.switches;
     return dt;
 }
 
@@ -480,6 +494,7 @@ struct rounds {
     int n;
     double t[CONTENDERS][MAX_ROUNDS];   /* seconds of each round's trial */
     double cpu[CONTENDERS][MAX_ROUNDS]; /* CPU seconds of every thread in it */
+    double sw[CONTENDERS][MAX_ROUNDS];  /* context switches of every thread in it */
 };
 
 static int compare(const struct setting *set, const int *who, int n, int rounds, int tcp, int zc,
@@ -489,7 +504,8 @@ static int compare(const struct setting *set, const int *who, int n, int rounds,
     for (int k = 0; k < rounds; k++) {
         for (int i = 0; i < n; i++) {
             int w = who[(i + k) % n];
-            r->t[w][k] = measure(set, w, tcp, zc, bytes, count, pingpong, &r->cpu[w][k]);
+            r->t[w][k] =
+                measure(set, w, tcp, zc, bytes, count, pingpong, &r->cpu[w][k], &r->sw[w][k]);
             if (r->t[w][k] < 0) return -1;
         }
     }
@@ -523,12 +539,23 @@ static double speed_ratio(const struct rounds *r, int x, int b)
     return ratio_quartiles(r->t[b], r->t[x], r->n).median;
 }
 
+static double median_of(const double *x, int n)
+{
+    double v[MAX_ROUNDS];
+    memcpy(v, x, (size_t)n * sizeof *v);
+    return quantile(v, n, 0.5);
+}
+
 /* A contender's median time over the rounds. */
 static double median_time(const struct rounds *r, int x)
 {
-    double v[MAX_ROUNDS];
-    memcpy(v, r->t[x], (size_t)r->n * sizeof *v);
-    return quantile(v, r->n, 0.5);
+    return median_of(r->t[x], r->n);
+}
+
+/* A contender's context switches per message (per round trip), the median over the rounds. */
+static double switches_per(const struct rounds *r, int x, int count)
+{
+    return median_of(r->sw[x], r->n) / count;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -630,6 +657,8 @@ int sl_bench_transport(int argc, char **argv)
                    "rotating; a trial moves as many messages untimed as it then times. A ratio\n"
                    "is the median over rounds of the ratio within a round, and q1..q3 its\n"
                    "quartiles. A trial's round trip is the median of its round trips.\n"
+                   "switches s/f/r: context switches of every thread per message, timed part,\n"
+                   "for sluice, framed raw and raw; far steadier than the times on a busy VM.\n"
                    "The headline ratio is the copy pairing's worst at >= 64 KiB: sluice's copies\n"
                    "carry the CRC32C in the same pass as raw libzmq's plain copies.\n"
                    "--pin binds each rank (its thread and its libzmq I/O thread) to a CPU of its\n"
@@ -710,8 +739,9 @@ int sl_bench_transport(int argc, char **argv)
     int failed = 0;
     const int three[] = {SLUICE, RAW, CONTROL}, four[] = {SLUICE, RAW, CONTROL, FRAMED};
     if (!json)
-        printf("%-4s %-9s %9s %12s %9s %6s %10s %9s %8s %11s\n", "link", "mode", "payload",
-               "sluice GB/s", "raw GB/s", "ratio", "q1..q3", "cpu ratio", "raw/raw", "framed/raw");
+        printf("%-4s %-9s %9s %12s %9s %6s %10s %9s %8s %11s %16s\n", "link", "mode", "payload",
+               "sluice GB/s", "raw GB/s", "ratio", "q1..q3", "cpu ratio", "raw/raw", "framed/raw",
+               "switches s/f/r");
     for (int tcp = 0; tcp < 2 && !failed; tcp++) {
         const char *kind = tcp ? "tcp" : "ipc";
         for (int zc = 0; zc < 2 && !failed; zc++) {
@@ -730,6 +760,8 @@ int sl_bench_transport(int argc, char **argv)
                 double control = speed_ratio(r, CONTROL, RAW);
                 double framed = speed_ratio(r, FRAMED, RAW);
                 double cpu = ratio_quartiles(r->cpu[RAW], r->cpu[SLUICE], rounds).median;
+                double sw[] = {switches_per(r, SLUICE, count), switches_per(r, FRAMED, count),
+                               switches_per(r, RAW, count)};
                 control_lo = SL_MIN(control_lo, control);
                 control_hi = SL_MAX(control_hi, control);
                 if (bytes >= 65536) {
@@ -738,8 +770,10 @@ int sl_bench_transport(int argc, char **argv)
                     framed_hi = SL_MAX(framed_hi, framed);
                 }
                 if (!json)
-                    printf("%-4s %-9s %9zu %12.2f %9.2f %6.2f %4.2f..%4.2f %9.2f %8.2f %11.2f\n",
-                           kind, mode, bytes, gs, gr, ratio, q.q1, q.q3, cpu, control, framed);
+                    printf("%-4s %-9s %9zu %12.2f %9.2f %6.2f %4.2f..%4.2f %9.2f %8.2f %11.2f "
+                           "%6.1f/%.1f/%.1f\n",
+                           kind, mode, bytes, gs, gr, ratio, q.q1, q.q3, cpu, control, framed,
+                           sw[0], sw[1], sw[2]);
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "link", kind);
                 cJSON_AddStringToObject(o, "mode", mode);
@@ -755,6 +789,9 @@ int sl_bench_transport(int argc, char **argv)
                 cJSON_AddNumberToObject(o, "framed_raw_gbps",
                                         gbps(bytes, count, median_time(r, FRAMED)));
                 cJSON_AddNumberToObject(o, "framed_ratio", framed);
+                cJSON_AddNumberToObject(o, "sluice_switches_per_msg", sw[0]);
+                cJSON_AddNumberToObject(o, "framed_switches_per_msg", sw[1]);
+                cJSON_AddNumberToObject(o, "raw_switches_per_msg", sw[2]);
                 cJSON_AddItemToArray(thr, o);
             }
         }
@@ -769,11 +806,13 @@ int sl_bench_transport(int argc, char **argv)
         double us_s = median_time(r, SLUICE) / n * 1e6, us_r = median_time(r, RAW) / n * 1e6;
         struct quartiles q = ratio_quartiles(r->t[SLUICE], r->t[RAW], rounds);
         double control = ratio_quartiles(r->t[CONTROL], r->t[RAW], rounds).median;
+        double sw_s = switches_per(r, SLUICE, n), sw_r = switches_per(r, RAW, n);
         worst_lat = SL_MAX(worst_lat, q.median);
         if (!json)
-            printf("%-4s %-9s %9s %9.1f us %6.1f us %6.2f %4.2f..%4.2f %9s %8.2f  (64-byte round "
-                   "trip, median)\n",
-                   kind, "copy", "rtt", us_s, us_r, q.median, q.q1, q.q3, "", control);
+            printf(
+                "%-4s %-9s %9s %9.1f us %6.1f us %6.2f %4.2f..%4.2f %9s %8.2f %11s %6.1f/-/%.1f  "
+                "(64-byte round trip, median)\n",
+                kind, "copy", "rtt", us_s, us_r, q.median, q.q1, q.q3, "", control, "", sw_s, sw_r);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "link", kind);
         cJSON_AddNumberToObject(o, "bytes", 64);
@@ -784,6 +823,8 @@ int sl_bench_transport(int argc, char **argv)
         cJSON_AddNumberToObject(o, "ratio_q1", q.q1);
         cJSON_AddNumberToObject(o, "ratio_q3", q.q3);
         cJSON_AddNumberToObject(o, "control_ratio", control);
+        cJSON_AddNumberToObject(o, "sluice_switches_per_rtt", sw_s);
+        cJSON_AddNumberToObject(o, "raw_switches_per_rtt", sw_r);
         cJSON_AddItemToArray(lat, o);
 
         /* CURVE over tcp, against sluice without it. */
@@ -836,16 +877,19 @@ int sl_bench_transport(int argc, char **argv)
     if (json) {
         sl_bench_print_json(root);
     } else {
-        printf("\nthroughput ratio at >= 64 KiB, copy pairing (worst): %.2f (target >= 0.90); "
-               "zero-copy pairing (worst): %.2f\nround-trip ratio (worst): %.2f (target <= "
-               "1.20)\nraw/raw control: %.2f .. %.2f (two identical raw links; how far apart "
-               "equal links measure here)\nframed/raw at >= 64 KiB: %.2f .. %.2f (raw libzmq "
-               "carrying sluice's framing, DEALER to ROUTER with a header frame, against plain "
-               "raw)\ncpu ratio: raw libzmq's CPU seconds (all threads) over sluice's for the "
-               "same bytes, median over rounds\nCRC32C (%s) over 64 KiB in cache: %.1f GB/s, "
-               "%.1f GB/s while copying; memcpy %.1f GB/s\n",
-               worst[0], worst[1], worst_lat, control_lo, control_hi, framed_lo, framed_hi,
-               sl_crc32c_path(), crc[0], crc[1], crc[2]);
+        printf(
+            "\nthroughput ratio at >= 64 KiB, copy pairing (worst): %.2f (target >= 0.90); "
+            "zero-copy pairing (worst): %.2f\nround-trip ratio (worst): %.2f (target <= "
+            "1.20)\nraw/raw control: %.2f .. %.2f (two identical raw links; how far apart "
+            "equal links measure here)\nframed/raw at >= 64 KiB: %.2f .. %.2f (raw libzmq "
+            "carrying sluice's framing, DEALER to ROUTER with a header frame, against plain "
+            "raw)\ncpu ratio: raw libzmq's CPU seconds (all threads) over sluice's for the "
+            "same bytes, median over rounds\nswitches s/f/r: context switches of all threads per "
+            "message (rtt: per round trip) for sluice, framed raw and raw, median over rounds\n"
+            "CRC32C (%s) over 64 KiB in cache: %.1f GB/s, "
+            "%.1f GB/s while copying; memcpy %.1f GB/s\n",
+            worst[0], worst[1], worst_lat, control_lo, control_hi, framed_lo, framed_hi,
+            sl_crc32c_path(), crc[0], crc[1], crc[2]);
         if (pinned)
             printf("ranks pinned: rank 0 and its libzmq threads on CPU %d, rank 1 on CPU %d\n",
                    cpus[0], cpus[1]);
