@@ -429,16 +429,22 @@ crc_clmul512(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
 }
 
 /* The hardware paths: folding for the bulk where the processor has it, crc32 streams otherwise
- * and for the tail. */
+ * and for the head and the tail. The head runs up to a 64-byte boundary of the destination when
+ * copying, else of the source, so that the fold's stores (or loads) never straddle two cache
+ * lines: libzmq's message buffers lie 8 bytes past a 16-byte boundary, and on a Sapphire Rapids
+ * core the 512-bit fold read such a buffer of 1 MiB at 74 GB/s against 91 aligned; copying
+ * between two buffers equally misaligned, 26 GB/s against 31. */
 static uint32_t crc_fast(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
 {
+    int wide = crc_level >= CRC_CLMUL512 && n >= 1024;
+    if (!wide && !(crc_level >= CRC_CLMUL256 && n >= 512)) return crc_hw(c, dst, p, n);
+    size_t head = -(uintptr_t)(dst ? dst : p) & 63;
+    c = crc_hw(c, dst, p, head);
+    p += head;
+    n -= head;
+    if (dst) dst += head;
     size_t bulk = n & ~(size_t)127; /* both folds take multiples of 128 bytes */
-    if (crc_level >= CRC_CLMUL512 && n >= 1024)
-        c = crc_clmul512(c, dst, p, bulk);
-    else if (crc_level >= CRC_CLMUL256 && n >= 512)
-        c = crc_clmul(c, dst, p, bulk);
-    else
-        bulk = 0;
+    c = wide ? crc_clmul512(c, dst, p, bulk) : crc_clmul(c, dst, p, bulk);
     return crc_hw(c, dst ? dst + bulk : NULL, p + bulk, n - bulk);
 }
 #endif

@@ -115,30 +115,39 @@ static void check_crc_path(const char *want)
         cr_skip_test("this processor has no %s path (best: %s)", want, path);
     cr_assert_eq(sl_crc32c(0, "123456789", 9), 0xe3069283u);
     cr_assert_eq(sl_crc32c(0, "", 0), 0u);
-    /* Long enough for the three-stream path, around every folding path's block sizes, at odd
-     * offsets and lengths, and chained. */
+    /* Long enough for the three-stream path, around every folding path's block sizes, at
+     * offsets from a 64-byte boundary that make the folds' head (up to the boundary of the
+     * destination when copying, else of the source) every length from 0 to 63, with the source
+     * and the destination equally and differently misaligned, and chained. */
     size_t n = 3 * 8192 * 3 + 1000;
-    uint8_t *buf = malloc(n + 16);
-    for (size_t i = 0; i < n + 16; i++) buf[i] = (uint8_t)(i * 2654435761u >> 13);
+    uint8_t *buf = aligned_alloc(64, n + 128), *copy = aligned_alloc(64, n + 128);
+    cr_assert(buf && copy);
+    for (size_t i = 0; i < n + 128; i++) buf[i] = (uint8_t)(i * 2654435761u >> 13);
     size_t lens[] = {1,    7,    8,    63,   127,  128,   129,   255,   256,   511,
                      512,  513,  639,  640,  641,  1023,  1024,  1025,  1279,  1280,
                      1281, 2047, 2048, 2049, 4099, 24575, 24576, 24577, 65536, 3 * 8192 * 2 + 5,
                      n};
-    uint8_t *copy = malloc(n + 16);
-    for (size_t off = 0; off < 4; off++)
+    size_t offs[] = {0, 1, 3, 8, 40, 63}, dst_offs[] = {0, 8, 40, 61};
+    for (size_t o = 0; o < SL_ARRAY_LEN(offs); o++)
         for (size_t i = 0; i < SL_ARRAY_LEN(lens); i++) {
-            uint32_t want_crc = crc_bitwise(buf + off, lens[i]);
-            cr_assert_eq(sl_crc32c(0, buf + off, lens[i]), want_crc, "%s: len %zu off %zu", path,
-                         lens[i], off);
+            const uint8_t *src = buf + offs[o];
+            uint32_t want_crc = crc_bitwise(src, lens[i]);
+            cr_assert_eq(sl_crc32c(0, src, lens[i]), want_crc, "%s: len %zu off %zu", path, lens[i],
+                         offs[o]);
             size_t half = lens[i] / 3;
-            uint32_t c = sl_crc32c(0, buf + off, half);
-            cr_assert_eq(sl_crc32c(c, buf + off + half, lens[i] - half), want_crc);
+            uint32_t c = sl_crc32c(0, src, half);
+            cr_assert_eq(sl_crc32c(c, src + half, lens[i] - half), want_crc);
             /* The copying variant: same CRC, same bytes, chained from a nonzero CRC too. */
-            memset(copy, 0, n + 16);
-            c = sl_crc32c_copy(0, copy + 3, buf + off, half);
-            cr_assert_eq(sl_crc32c_copy(c, copy + 3 + half, buf + off + half, lens[i] - half),
-                         want_crc, "%s copy: len %zu off %zu", path, lens[i], off);
-            cr_assert_eq(memcmp(copy + 3, buf + off, lens[i]), 0);
+            for (size_t d = 0; d < SL_ARRAY_LEN(dst_offs); d++) {
+                uint8_t *dst = copy + dst_offs[d];
+                memset(copy, 0, n + 128);
+                c = sl_crc32c_copy(0, dst, src, half);
+                cr_assert_eq(sl_crc32c_copy(c, dst + half, src + half, lens[i] - half), want_crc,
+                             "%s copy: len %zu off %zu to %zu", path, lens[i], offs[o],
+                             dst_offs[d]);
+                cr_assert_eq(memcmp(dst, src, lens[i]), 0);
+                cr_assert_eq(dst[lens[i]], 0, "copied past the end");
+            }
         }
     free(copy);
     free(buf);
