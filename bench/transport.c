@@ -452,9 +452,9 @@ static void endpoints(int tcp, const char *dir, char ep[2][128])
 
 /* One trial of one contender on fresh links: seconds to move `count` messages of `bytes` from rank
  * 0 to rank 1, and in *cpu and *switches the CPU seconds and context switches of every thread
- * meanwhile; -1 on failure. pingpong (to
- * rank 1 and back): `count` times the median round trip, so that the machine stalling a few round
- * trips (which a shared VM does, for milliseconds) does not count. */
+ * meanwhile; -1 on failure. pingpong (to rank 1 and back): `count` times the median round trip,
+ * so that the machine stalling a few round trips (which a shared VM does, for milliseconds) does
+ * not count. */
 static double measure(const struct setting *set, int who, int tcp, int zc, size_t bytes, int count,
                       int pingpong, double *cpu, double *switches)
 {
@@ -658,7 +658,7 @@ int sl_bench_transport(int argc, char **argv)
                    "is the median over rounds of the ratio within a round, and q1..q3 its\n"
                    "quartiles. A trial's round trip is the median of its round trips.\n"
                    "switches s/f/r: context switches of every thread per message, timed part,\n"
-                   "for sluice, framed raw and raw; far steadier than the times on a busy VM.\n"
+                   "for sluice, framed raw and raw; on a busy VM they vary less than the times.\n"
                    "The headline ratio is the copy pairing's worst at >= 64 KiB: sluice's copies\n"
                    "carry the CRC32C in the same pass as raw libzmq's plain copies.\n"
                    "--pin binds each rank (its thread and its libzmq I/O thread) to a CPU of its\n"
@@ -886,8 +886,8 @@ int sl_bench_transport(int argc, char **argv)
             "raw)\ncpu ratio: raw libzmq's CPU seconds (all threads) over sluice's for the "
             "same bytes, median over rounds\nswitches s/f/r: context switches of all threads per "
             "message (rtt: per round trip) for sluice, framed raw and raw, median over rounds\n"
-            "CRC32C (%s) over 64 KiB in cache: %.1f GB/s, "
-            "%.1f GB/s while copying; memcpy %.1f GB/s\n",
+            "CRC32C (%s) over 64 KiB in cache: %.1f GB/s, %.1f GB/s while copying; memcpy %.1f "
+            "GB/s\n",
             worst[0], worst[1], worst_lat, control_lo, control_hi, framed_lo, framed_hi,
             sl_crc32c_path(), crc[0], crc[1], crc[2]);
         if (pinned)
