@@ -37,7 +37,14 @@
 #include "transport/transport.h"
 
 #define IN_FLIGHT 8
-#define MAX_BYTES ((size_t)16 << 20)
+#define HWM       (IN_FLIGHT + 4) /* as sluice sizes its own from in_flight */
+/* The untimed part moves at least this many messages: enough to fill both high-water marks once,
+ * so that the timed part meets no payload buffer its link has not used yet. With 8 untimed
+ * messages of 16 MiB, 5 of 45 sluice trials (its pool was still growing) and 3 of 135 raw ones
+ * faulted a fresh 16 MiB in during the timing, 4096 page faults that took up to twice a trial's
+ * time on a VM; with 24, 1 of 45 and none. */
+#define WARM_MESSAGES (2 * HWM)
+#define MAX_BYTES     ((size_t)16 << 20)
 
 /* ------------------------------------------------------------------------------------------------
  * The two sides under test */
@@ -222,7 +229,7 @@ struct trial {
 static void *raw_socket(void *ctx, int type)
 {
     void *s = zmq_socket(ctx, type);
-    int hwm = IN_FLIGHT + 4, linger = 0;
+    int hwm = HWM, linger = 0;
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
@@ -330,7 +337,8 @@ static int transfer_phase(struct trial *tr, struct side *s, int rank, int *phase
     const struct setting *set = tr->set;
     int timed = *phase == 3;
     int injected = timed && tr->who == set->fault_who && rank == set->fault_rank;
-    if (!injected && !transfer(tr, s, rank, tr->count, timed && !rank ? tr->rtt : NULL))
+    int count = timed ? tr->count : SL_MAX(tr->count, WARM_MESSAGES);
+    if (!injected && !transfer(tr, s, rank, count, timed && !rank ? tr->rtt : NULL))
         return next_phase(tr, phase, 1);
     const char *why = injected ? "failure injected by SLUICE_BENCH_FAULT"
                       : s->raw ? zmq_strerror(zmq_errno())
@@ -658,7 +666,8 @@ int sl_bench_transport(int argc, char **argv)
                    "costs inside libzmq); CURVE's cost over tcp against sluice without it.\n"
                    "Each figure takes N rounds (default %d, at most %d; --quick: 5 and smaller\n"
                    "trials); in a round every contender runs one trial on fresh links, the order\n"
-                   "rotating; a trial moves as many messages untimed as it then times. A ratio\n"
+                   "rotating; a trial moves as many messages untimed as it then times (at\n"
+                   "least twice the high-water mark, 24, which fills the link's queues). A ratio\n"
                    "is the median over rounds of the ratio within a round, and q1..q3 its\n"
                    "quartiles. A trial's round trip is the median of its round trips.\n"
                    "switches s/f/r: context switches of every thread per message, timed part,\n"
