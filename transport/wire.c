@@ -362,7 +362,7 @@ __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t fold_fi
  * XORed into the first four bytes, which is what the crc32 instruction does with it. Returns the
  * CRC state after n bytes, n a multiple of 128 and >= 128; with dst the bytes are copied too. */
 __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t
-crc_clmul(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
+crc_clmul(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n, int stream)
 {
     const __m256i k1024 = _mm256_broadcastsi128_si256(fold_k(K1024));
     __m256i a[4];
@@ -380,7 +380,10 @@ crc_clmul(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             __m256i d = _mm256_loadu_si256((const __m256i *)(p + 32 * i));
-            if (dst) _mm256_storeu_si256((__m256i *)(dst + 32 * i), d);
+            if (stream)
+                _mm256_stream_si256((__m256i *)(dst + 32 * i), d);
+            else if (dst)
+                _mm256_storeu_si256((__m256i *)(dst + 32 * i), d);
             __m256i lo = _mm256_clmulepi64_epi128(a[i], k1024, 0x00);
             __m256i hi = _mm256_clmulepi64_epi128(a[i], k1024, 0x11);
             a[i] = _mm256_xor_si256(_mm256_xor_si256(lo, hi), d);
@@ -388,6 +391,7 @@ crc_clmul(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
         p += 128;
         if (dst) dst += 128;
     }
+    if (stream) _mm_sfence(); /* the streamed stores are seen before whoever takes dst next */
     return fold_finish(a);
 }
 
@@ -397,7 +401,7 @@ crc_clmul(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
  * accumulator is folded into the second, and its two halves handed to fold_finish as the last 64
  * of 128 bytes (folding zeros adds nothing). n a multiple of 128 and >= 128. */
 __attribute__((target("avx512f,avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t
-crc_clmul512(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
+crc_clmul512(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n, int stream)
 {
     const __m512i k1024 = _mm512_broadcast_i32x4(fold_k(K1024));
     __m512i a[2];
@@ -411,7 +415,10 @@ crc_clmul512(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
     for (n -= 128; n; n -= 128) {
         for (int i = 0; i < 2; i++) {
             __m512i d = _mm512_loadu_si512(p + 64 * i);
-            if (dst) _mm512_storeu_si512(dst + 64 * i, d);
+            if (stream)
+                _mm512_stream_si512((void *)(dst + 64 * i), d);
+            else if (dst)
+                _mm512_storeu_si512(dst + 64 * i, d);
             __m512i lo = _mm512_clmulepi64_epi128(a[i], k1024, 0x00);
             __m512i hi = _mm512_clmulepi64_epi128(a[i], k1024, 0x11);
             a[i] = _mm512_ternarylogic_epi64(lo, hi, d, 0x96); /* lo ^ hi ^ d */
@@ -419,6 +426,7 @@ crc_clmul512(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
         p += 128;
         if (dst) dst += 128;
     }
+    if (stream) _mm_sfence();
     const __m512i k512 = _mm512_broadcast_i32x4(fold_k(K512));
     __m512i lo = _mm512_clmulepi64_epi128(a[0], k512, 0x00);
     __m512i hi = _mm512_clmulepi64_epi128(a[0], k512, 0x11);
@@ -427,6 +435,16 @@ crc_clmul512(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
                        _mm512_extracti64x4_epi64(a[1], 1)};
     return fold_finish(last);
 }
+
+/* Copies of at least this many bytes store past the caches (non-temporal stores, whole lines,
+ * without first reading each destination line in). In `sluice bench transport --pin` on a
+ * Sapphire Rapids VM (sluice, raw libzmq and the framed link only; means over 11-15 trials) a
+ * sluice trial of ipc 1 MiB copies took 17.3-18.0 ms against raw libzmq's 13.9-14.8 (glibc's memcpy
+ * there is `rep movsb`, which avoids those reads too) and 14.4-14.7 streamed; ipc 16 MiB 84 -> 62
+ * ms (raw 73-74), tcp 1 MiB 12.4 -> 8.6 (raw 10.3-12.1). At 64 KiB streaming made tcp slower (7.9
+ * -> 12.1 ms, raw 7.3-8.0): the kernel then reads the payload back from memory instead of from the
+ * cache. */
+#define STREAM_BYTES ((size_t)1 << 20)
 
 /* The hardware paths: folding for the bulk where the processor has it, crc32 streams otherwise
  * and for the head and the tail. The head runs up to a 64-byte boundary of the destination when
@@ -444,7 +462,8 @@ static uint32_t crc_fast(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
     n -= head;
     if (dst) dst += head;
     size_t bulk = n & ~(size_t)127; /* both folds take multiples of 128 bytes */
-    c = wide ? crc_clmul512(c, dst, p, bulk) : crc_clmul(c, dst, p, bulk);
+    int stream = dst && n >= STREAM_BYTES;
+    c = wide ? crc_clmul512(c, dst, p, bulk, stream) : crc_clmul(c, dst, p, bulk, stream);
     return crc_hw(c, dst ? dst + bulk : NULL, p + bulk, n - bulk);
 }
 #endif

@@ -152,6 +152,32 @@ static void check_crc_path(const char *want)
         }
     free(copy);
     free(buf);
+    /* Copies of 1 MiB and more store past the caches: the same checks there, at two offsets each.
+     */
+    size_t big = ((size_t)1 << 20) + 333, big_cap = (big + 128 + 63) / 64 * 64;
+    buf = aligned_alloc(64, big_cap);
+    copy = aligned_alloc(64, big_cap);
+    cr_assert(buf && copy);
+    for (size_t i = 0; i < big_cap; i++) buf[i] = (uint8_t)(i * 2654435761u >> 13);
+    size_t big_offs[] = {0, 40}, big_dst_offs[] = {0, 8};
+    for (size_t o = 0; o < SL_ARRAY_LEN(big_offs); o++) {
+        const uint8_t *src = buf + big_offs[o];
+        uint32_t want_crc = crc_bitwise(src, big);
+        cr_assert_eq(sl_crc32c(0, src, big), want_crc, "%s: len %zu off %zu", path, big,
+                     big_offs[o]);
+        for (size_t d = 0; d < SL_ARRAY_LEN(big_dst_offs); d++) {
+            uint8_t *dst = copy + big_dst_offs[d];
+            memset(copy, 0, big_cap);
+            uint32_t c = sl_crc32c_copy(0, dst, src, big - 100); /* chained: a streamed part... */
+            cr_assert_eq(sl_crc32c_copy(c, dst + big - 100, src + big - 100, 100), want_crc,
+                         "%s copy: len %zu off %zu to %zu", path, big, big_offs[o],
+                         big_dst_offs[d]); /* ...and a short one */
+            cr_assert_eq(memcmp(dst, src, big), 0);
+            cr_assert_eq(dst[big], 0, "copied past the end");
+        }
+    }
+    free(copy);
+    free(buf);
 }
 
 Test(wire, crc32c)
