@@ -360,7 +360,8 @@ __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t fold_fi
  * bits, so it is XORed onto the lane D bits later. At the end one lane remains whose CRC (from
  * zero) is the CRC of everything folded into it: two crc32 instructions. The starting CRC is
  * XORed into the first four bytes, which is what the crc32 instruction does with it. Returns the
- * CRC state after n bytes, n a multiple of 128 and >= 128; with dst the bytes are copied too. */
+ * CRC state after n bytes, n a multiple of 128 and >= 128; with dst the bytes are copied too, and
+ * with `stream` by non-temporal stores (dst then 64-byte aligned, see STREAM_BYTES). */
 __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t
 crc_clmul(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n, int stream)
 {
