@@ -104,6 +104,41 @@ static uint32_t crc_bitwise(const uint8_t *p, size_t n)
     return ~c;
 }
 
+/* Two 64-byte aligned buffers of at least n + 128 bytes (returned in *cap), the first filled
+ * with a pattern. */
+static size_t crc_buffers(size_t n, uint8_t **buf, uint8_t **copy)
+{
+    size_t cap = (n + 128 + 63) / 64 * 64; /* aligned_alloc takes a multiple of the alignment */
+    *buf = aligned_alloc(64, cap);
+    *copy = aligned_alloc(64, cap);
+    cr_assert(*buf && *copy);
+    for (size_t i = 0; i < cap; i++) (*buf)[i] = (uint8_t)(i * 2654435761u >> 13);
+    return cap;
+}
+
+/* sl_crc32c and sl_crc32c_copy over src[0..len) against the bitwise definition, whole and chained
+ * in two parts split at `split` (the second from a nonzero CRC), copying to copy + each of
+ * dst_offs: same CRC, same bytes, nothing written past the end. */
+static void check_crc_at(const char *path, const uint8_t *src, size_t len, size_t split,
+                         uint8_t *copy, size_t cap, const size_t *dst_offs, size_t ndst)
+{
+    size_t off = (uintptr_t)src & 63; /* the buffers are 64-byte aligned: src's offset in them */
+    uint32_t want_crc = crc_bitwise(src, len);
+    cr_assert_eq(sl_crc32c(0, src, len), want_crc, "%s: len %zu off %zu", path, len, off);
+    uint32_t c = sl_crc32c(0, src, split);
+    cr_assert_eq(sl_crc32c(c, src + split, len - split), want_crc, "%s: len %zu off %zu chained",
+                 path, len, off);
+    for (size_t d = 0; d < ndst; d++) {
+        uint8_t *dst = copy + dst_offs[d];
+        memset(copy, 0, cap);
+        c = sl_crc32c_copy(0, dst, src, split);
+        cr_assert_eq(sl_crc32c_copy(c, dst + split, src + split, len - split), want_crc,
+                     "%s copy: len %zu off %zu to %zu", path, len, off, dst_offs[d]);
+        cr_assert_eq(memcmp(dst, src, len), 0);
+        cr_assert_eq(dst[len], 0, "copied past the end");
+    }
+}
+
 /* Checks sl_crc32c and sl_crc32c_copy against the bitwise definition on the path `want` (one of
  * sl_crc32c_path's names), which SLUICE_CRC selects: Criterion runs each test in a process of its
  * own, so the choice is made afresh. A path this processor lacks is skipped, and says so. */
@@ -120,62 +155,26 @@ static void check_crc_path(const char *want)
      * destination when copying, else of the source) every length from 0 to 63, with the source
      * and the destination equally and differently misaligned, and chained. */
     size_t n = 3 * 8192 * 3 + 1000;
-    size_t cap = (n + 128 + 63) / 64 * 64; /* aligned_alloc takes a multiple of the alignment */
-    uint8_t *buf = aligned_alloc(64, cap), *copy = aligned_alloc(64, cap);
-    cr_assert(buf && copy);
-    for (size_t i = 0; i < cap; i++) buf[i] = (uint8_t)(i * 2654435761u >> 13);
+    uint8_t *buf, *copy;
+    size_t cap = crc_buffers(n, &buf, &copy);
     size_t lens[] = {1,    7,    8,    63,   127,  128,   129,   255,   256,   511,
                      512,  513,  639,  640,  641,  1023,  1024,  1025,  1279,  1280,
                      1281, 2047, 2048, 2049, 4099, 24575, 24576, 24577, 65536, 3 * 8192 * 2 + 5,
                      n};
     size_t offs[] = {0, 1, 3, 8, 40, 63}, dst_offs[] = {0, 8, 40, 61};
     for (size_t o = 0; o < SL_ARRAY_LEN(offs); o++)
-        for (size_t i = 0; i < SL_ARRAY_LEN(lens); i++) {
-            const uint8_t *src = buf + offs[o];
-            uint32_t want_crc = crc_bitwise(src, lens[i]);
-            cr_assert_eq(sl_crc32c(0, src, lens[i]), want_crc, "%s: len %zu off %zu", path, lens[i],
-                         offs[o]);
-            size_t half = lens[i] / 3;
-            uint32_t c = sl_crc32c(0, src, half);
-            cr_assert_eq(sl_crc32c(c, src + half, lens[i] - half), want_crc);
-            /* The copying variant: same CRC, same bytes, chained from a nonzero CRC too. */
-            for (size_t d = 0; d < SL_ARRAY_LEN(dst_offs); d++) {
-                uint8_t *dst = copy + dst_offs[d];
-                memset(copy, 0, cap);
-                c = sl_crc32c_copy(0, dst, src, half);
-                cr_assert_eq(sl_crc32c_copy(c, dst + half, src + half, lens[i] - half), want_crc,
-                             "%s copy: len %zu off %zu to %zu", path, lens[i], offs[o],
-                             dst_offs[d]);
-                cr_assert_eq(memcmp(dst, src, lens[i]), 0);
-                cr_assert_eq(dst[lens[i]], 0, "copied past the end");
-            }
-        }
+        for (size_t i = 0; i < SL_ARRAY_LEN(lens); i++)
+            check_crc_at(path, buf + offs[o], lens[i], lens[i] / 3, copy, cap, dst_offs,
+                         SL_ARRAY_LEN(dst_offs));
     free(copy);
     free(buf);
-    /* Copies of 1 MiB and more store past the caches: the same checks there, at two offsets each.
-     */
-    size_t big = ((size_t)1 << 20) + 333, big_cap = (big + 128 + 63) / 64 * 64;
-    buf = aligned_alloc(64, big_cap);
-    copy = aligned_alloc(64, big_cap);
-    cr_assert(buf && copy);
-    for (size_t i = 0; i < big_cap; i++) buf[i] = (uint8_t)(i * 2654435761u >> 13);
-    size_t big_offs[] = {0, 40}, big_dst_offs[] = {0, 8};
-    for (size_t o = 0; o < SL_ARRAY_LEN(big_offs); o++) {
-        const uint8_t *src = buf + big_offs[o];
-        uint32_t want_crc = crc_bitwise(src, big);
-        cr_assert_eq(sl_crc32c(0, src, big), want_crc, "%s: len %zu off %zu", path, big,
-                     big_offs[o]);
-        for (size_t d = 0; d < SL_ARRAY_LEN(big_dst_offs); d++) {
-            uint8_t *dst = copy + big_dst_offs[d];
-            memset(copy, 0, big_cap);
-            uint32_t c = sl_crc32c_copy(0, dst, src, big - 100); /* chained: a streamed part... */
-            cr_assert_eq(sl_crc32c_copy(c, dst + big - 100, src + big - 100, 100), want_crc,
-                         "%s copy: len %zu off %zu to %zu", path, big, big_offs[o],
-                         big_dst_offs[d]); /* ...and a short one */
-            cr_assert_eq(memcmp(dst, src, big), 0);
-            cr_assert_eq(dst[big], 0, "copied past the end");
-        }
-    }
+    /* Copies of 1 MiB and more store past the caches: a streamed part chained into a short one,
+     * at two source and two destination offsets. */
+    size_t big = ((size_t)1 << 20) + 333, big_offs[] = {0, 40}, big_dst_offs[] = {0, 8};
+    cap = crc_buffers(big, &buf, &copy);
+    for (size_t o = 0; o < SL_ARRAY_LEN(big_offs); o++)
+        check_crc_at(path, buf + big_offs[o], big, big - 100, copy, cap, big_dst_offs,
+                     SL_ARRAY_LEN(big_dst_offs));
     free(copy);
     free(buf);
 }
