@@ -93,7 +93,9 @@ uint32_t sl_crc32c(uint32_t crc, const void *data, size_t len);
 const char *sl_crc32c_path(void);
 
 /* Copies len bytes from src to dst (not overlapping) and returns the CRC32C of them chained on
- * `crc`, reading src once. */
+ * `crc`, reading src once. Copies of SL_CRC_STREAM_BYTES or more store past the caches on the
+ * folding paths (dst is then not left in the cache); smaller ones leave dst in the cache. */
+#define SL_CRC_STREAM_BYTES ((size_t)4 << 20)
 uint32_t sl_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
 
 /* ------------------------------------------------------------------------------------------------

@@ -351,7 +351,7 @@ __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) static uint32_t fold_fi
 }
 
 /* One fold step: lane a moved on by the distance in k, and the next data d XORed on; and a store
- * of d to the copy's destination, streamed or not (see STREAM_BYTES). */
+ * of d to the copy's destination, streamed or not (see SL_CRC_STREAM_BYTES). */
 __attribute__((target("avx2,vpclmulqdq"))) static inline __m256i fold256(__m256i a, __m256i k,
                                                                          __m256i d)
 {
@@ -394,7 +394,7 @@ __attribute__((target("prfchw"), always_inline)) static inline void prefetch_dst
  * zero) is the CRC of everything folded into it: two crc32 instructions. The starting CRC is
  * XORed into the first four bytes, which is what the crc32 instruction does with it. Returns the
  * CRC state after n bytes, n a multiple of 128 and >= 128; with dst the bytes are copied too, and
- * with `stream` by non-temporal stores (dst then 64-byte aligned, see STREAM_BYTES). */
+ * with `stream` by non-temporal stores (dst then 64-byte aligned, see SL_CRC_STREAM_BYTES). */
 __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2,prfchw"))) static uint32_t
 crc_clmul(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n, int stream)
 {
@@ -479,15 +479,19 @@ crc_clmul512(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n, int stream)
     return fold_finish(last);
 }
 
-/* Copies of at least this many bytes store past the caches (non-temporal stores, whole lines,
- * without first reading each destination line in). In `sluice bench transport --pin` on a
- * Sapphire Rapids VM (sluice, raw libzmq and the framed link only; means over 11-15 trials) a
- * sluice trial of ipc 1 MiB copies took 17.3-18.0 ms against raw libzmq's 13.9-14.8 (glibc's memcpy
- * there is `rep movsb`, which avoids those reads too) and 14.4-14.7 streamed; ipc 16 MiB 84 -> 62
- * ms (raw 73-74), tcp 1 MiB 12.4 -> 8.6 (raw 10.3-12.1). At 64 KiB streaming made tcp slower (7.9
- * -> 12.1 ms, raw 7.3-8.0): the kernel then reads the payload back from memory instead of from the
- * cache. */
-#define STREAM_BYTES ((size_t)1 << 20)
+/* Copies of SL_CRC_STREAM_BYTES or more store past the caches (non-temporal stores, whole lines,
+ * without first reading each destination line in). Below it the folds prefetch the destination
+ * for writing instead, and the copy stays in the cache for whoever reads it next (the kernel, on
+ * the sending side). In `sluice bench transport` on a Sapphire Rapids VM (2 MiB of L2 per core):
+ * before that prefetch, streaming from 1 MiB took pinned ipc 1 MiB trials from 17.3-18.0 ms to
+ * 14.4-14.7 (raw libzmq 13.9-14.8), ipc 16 MiB 84 -> 62 (raw 73-74), tcp 1 MiB 12.4 -> 8.6 (raw
+ * 10.3-12.1), while at 64 KiB it made tcp slower (7.9 -> 12.1 ms: the kernel then reads the payload
+ * back from memory). With the prefetch, ipc 1 MiB unpinned (five paired runs of the row, 15 or 31
+ * rounds) moved 3.0-3.9 GB/s streamed and 4.4-4.7 not, the sending side's streaming the cost;
+ * pinned 0.88-0.95 of raw streamed and 0.96-0.98 not; tcp 1 MiB pinned 4.2-4.4 GB/s streamed and
+ * 3.8-4.2 not (raw 3.5-4.5); ipc 16 MiB pinned 0.95-0.98 of raw not streamed and 1.02-1.08
+ * streamed. So copies stream from 4 MiB, past what a core's L2 holds of source and
+ * destination together. */
 
 /* The hardware paths: folding for the bulk where the processor has it, crc32 streams otherwise
  * and for the head and the tail. The head runs up to a 64-byte boundary of the destination when
@@ -505,7 +509,7 @@ static uint32_t crc_fast(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
     n -= head;
     if (dst) dst += head;
     size_t bulk = n & ~(size_t)127; /* both folds take multiples of 128 bytes */
-    int stream = dst && n >= STREAM_BYTES;
+    int stream = dst && n >= SL_CRC_STREAM_BYTES;
     c = wide ? crc_clmul512(c, dst, p, bulk, stream) : crc_clmul(c, dst, p, bulk, stream);
     return crc_hw(c, dst ? dst + bulk : NULL, p + bulk, n - bulk);
 }

@@ -168,9 +168,9 @@ static void check_crc_path(const char *want)
                          SL_ARRAY_LEN(dst_offs));
     free(copy);
     free(buf);
-    /* Copies of 1 MiB and more store past the caches: a streamed part chained into a short one,
-     * at two source and two destination offsets. */
-    size_t big = ((size_t)1 << 20) + 333, big_offs[] = {0, 40}, big_dst_offs[] = {0, 8};
+    /* Copies of SL_CRC_STREAM_BYTES and more store past the caches: a streamed part chained into
+     * a short one, at two source and two destination offsets. */
+    size_t big = SL_CRC_STREAM_BYTES + 333, big_offs[] = {0, 40}, big_dst_offs[] = {0, 8};
     cap = crc_buffers(big, &buf, &copy);
     for (size_t o = 0; o < SL_ARRAY_LEN(big_offs); o++)
         check_crc_at(path, buf + big_offs[o], big, big - 100, copy, cap, big_dst_offs,
