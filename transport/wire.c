@@ -490,8 +490,8 @@ crc_clmul512(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n, int stream)
  * rounds) moved 3.0-3.9 GB/s streamed and 4.4-4.7 not, the sending side's streaming the cost;
  * pinned 0.88-0.95 of raw streamed and 0.96-0.98 not; tcp 1 MiB pinned 4.2-4.4 GB/s streamed and
  * 3.8-4.2 not (raw 3.5-4.5); ipc 16 MiB pinned 0.95-0.98 of raw not streamed and 1.02-1.08
- * streamed. So copies stream from 4 MiB, past what a core's L2 holds of source and
- * destination together. */
+ * streamed. So copies stream from 4 MiB, between the two sizes measured (the sizes between them
+ * were not). */
 
 /* The hardware paths: folding for the bulk where the processor has it, crc32 streams otherwise
  * and for the head and the tail. The head runs up to a 64-byte boundary of the destination when
