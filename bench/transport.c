@@ -498,7 +498,7 @@ static double measure(const struct setting *set, int who, int tcp, int zc, size_
  * taken apart, as before, let two identical raw links measure 0.72-1.26x apart in one run.)
  * 45 rounds by default, not 15: the headline is the worst of six rows' medians, and with 15 the
  * raw/raw control's worst over those rows measured 0.78-0.96 in seven runs on a 2-core VM (sluice
- * 0.88-0.97), with 45 0.96 and 0.99 in two (sluice 0.97, 1.00); a run takes ~4.5 minutes. */
+ * 0.88-0.97), with 45 0.89-1.00 in seven (sluice 0.94-1.00); a run takes ~4.5 minutes. */
 #define MAX_ROUNDS     99
 #define DEFAULT_ROUNDS 45
 
