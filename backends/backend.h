@@ -2,7 +2,7 @@
  * kernels that training needs. Every backend (cpu, opencl, vulkan) sits behind this one header.
  *
  * Conventions
- * - Every function that can fail returns an sl_status (runtime/core/core.h); the detailed message
+ * - Every function that can fail returns an sl_status (core/core.h); the detailed message
  *   is in sl_last_error().
  * - Tensors are fp32, row-major, and always whole buffers: a kernel reads and writes its buffers
  *   from element 0. The wrapper checks every size against the buffer sizes and the device limits
@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -5,7 +5,7 @@
 
 #include "bench/bench.h"
 #include "runtime/cli/cli.h"
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 static const struct {
     const char *name;

@@ -23,7 +23,7 @@
 
 #include "bench/bench.h"
 #include "runtime/config/config.h"
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "runtime/safetensors/safetensors.h"
 #include "runtime/train/train.h"
 

@@ -34,7 +34,7 @@
 #include <zmq.h>
 
 #include "bench/bench.h"
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "transport/transport.h"
 
 #define IN_FLIGHT 8

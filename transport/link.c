@@ -25,7 +25,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "transport/pool.h"
 
 struct link {
@@ -711,6 +711,39 @@ int sl_transport_keypair(char public_key[41], char secret_key[41])
     if (zmq_curve_keypair(public_key, secret_key) < 0)
         return sl_fail(SL_EIO, "cannot generate a CURVE key pair: %s", zmq_strerror(errno));
     return SL_OK;
+}
+
+int sl_transport_write_keypair(const char *dir, int rank, char public_key[41])
+{
+    char secret[41], line[42], path[4096];
+    SL_TRY(sl_transport_keypair(public_key, secret));
+    snprintf(path, sizeof path, "%s/rank%d.key", dir, rank);
+    snprintf(line, sizeof line, "%s\n", secret);
+    int rc = sl_write_file(path, line, 41, 0600);
+    memset(secret, 0, sizeof secret);
+    memset(line, 0, sizeof line);
+    SL_TRY(rc);
+    snprintf(path, sizeof path, "%s/rank%d.pub", dir, rank);
+    snprintf(line, sizeof line, "%s\n", public_key);
+    return sl_write_file(path, line, 41, 0644);
+}
+
+int sl_transport_read_key(const char *dir, int rank, const char *ext, char key[41])
+{
+    char path[4096], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/rank%d.%s", dir, rank, ext);
+    SL_TRY(sl_read_file(path, &text, &len));
+    while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ')) len--;
+    int rc = SL_OK;
+    if (len != 40)
+        rc = sl_fail(SL_ECONFIG, "%s is not a CURVE key (40 Z85 characters from `sluice keys`)",
+                     path);
+    else
+        memcpy(key, text, 40), key[40] = '\0';
+    memset(text, 0, len);
+    free(text);
+    return rc;
 }
 
 static int open_inner(sl_transport *t, const sl_transport_curve *c)

@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -217,6 +217,14 @@ void sl_transport_close(sl_transport *t);
 /* A new CURVE key pair as Z85 text (40 characters + NUL each). SL_EUNAVAILABLE if libzmq was
  * built without CURVE. */
 int sl_transport_keypair(char public_key[41], char secret_key[41]);
+
+/* Key files, as `sluice keys --out DIR` writes them and launch.keys names them: DIR/rank<R>.key
+ * (the secret key, mode 0600) and DIR/rank<R>.pub, each 40 Z85 characters and a newline.
+ * sl_transport_write_keypair makes a new pair for rank R there (its public key in `public_key`);
+ * sl_transport_read_key reads one back ("key" or "pub"), refusing anything but a 40-character
+ * key. */
+int sl_transport_write_keypair(const char *dir, int rank, char public_key[41]);
+int sl_transport_read_key(const char *dir, int rank, const char *ext, char key[41]);
 
 #ifdef __cplusplus
 }

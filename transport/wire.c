@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 /* ------------------------------------------------------------------------------------------------
  * Names and sizes */

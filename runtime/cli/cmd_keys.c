@@ -10,7 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "runtime/cli/cli.h"
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "transport/transport.h"
 
 static void usage(FILE *out)
@@ -23,17 +23,6 @@ static void usage(FILE *out)
             "  -n COUNT    how many key pairs (default 1)\n"
             "  --out DIR   write DIR/rankI.key (secret, mode 0600) and DIR/rankI.pub for each\n"
             "  --json      print {\"keys\": [{\"public\": ..., \"secret\": ...}, ...]}\n");
-}
-
-static int write_file(const char *path, const char *text, mode_t mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
-    if (fd < 0) return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));
-    size_t n = strlen(text);
-    int ok = write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1;
-    close(fd);
-    if (!ok) return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));
-    return SL_OK;
 }
 
 int sl_cmd_keys(int argc, char **argv)
@@ -71,21 +60,10 @@ int sl_cmd_keys(int argc, char **argv)
     cJSON *arr = json ? cJSON_AddArrayToObject(root, "keys") : NULL;
     for (int i = 0; i < count; i++) {
         char pub[41], sec[41];
-        int s = sl_transport_keypair(pub, sec);
+        int s = dir ? sl_transport_write_keypair(dir, i, pub) : sl_transport_keypair(pub, sec);
         if (s) {
             cJSON_Delete(root);
             return sl_cli_error("keys", s);
-        }
-        if (dir) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/rank%d.key", dir, i);
-            s = write_file(path, sec, 0600);
-            snprintf(path, sizeof path, "%s/rank%d.pub", dir, i);
-            if (!s) s = write_file(path, pub, 0644);
-            if (s) {
-                cJSON_Delete(root);
-                return sl_cli_error("keys", s);
-            }
         }
         if (json) {
             cJSON *k = cJSON_CreateObject();

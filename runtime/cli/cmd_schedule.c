@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "runtime/cli/cli.h"
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "runtime/schedule/schedule.h"
 
 static void usage(FILE *out)

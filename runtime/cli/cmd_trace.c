@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 
 #include "runtime/cli/cli.h"
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 #define MAX_RANKS 256
 

@@ -6,7 +6,7 @@
 
 #include "runtime/cli/cli.h"
 #include "runtime/config/config.h"
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "runtime/train/train.h"
 
 static void usage(FILE *out)

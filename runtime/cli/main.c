@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "runtime/cli/cli.h"
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 static const struct {
     const char *name;

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "runtime/model/model.h"
 
 static char *dup_str(const char *s)

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "runtime/safetensors/safetensors.h"
 
 /* ------------------------------------------------------------------------------------------------

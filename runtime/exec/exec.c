@@ -451,24 +451,6 @@ static int report_done(exec *e, double wall)
 /* ------------------------------------------------------------------------------------------------
  * Set-up and the step loop */
 
-/* Reads a 40-character Z85 key from DIR/NAME. */
-static int read_key(const char *dir, const char *name, char out[41])
-{
-    char path[1200], *text;
-    size_t len;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    SL_TRY(sl_read_file(path, &text, &len));
-    while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ')) len--;
-    int rc = SL_OK;
-    if (len != 40)
-        rc = sl_fail(SL_ECONFIG, "%s is not a CURVE key (40 Z85 characters from `sluice keys`)",
-                     path);
-    else
-        memcpy(out, text, 41), out[40] = '\0';
-    free(text);
-    return rc;
-}
-
 /* launch.keys holds rank<i>.key and rank<i>.pub for every rank (`sluice keys -n D --out DIR`). */
 static int load_keys(exec *e)
 {
@@ -481,14 +463,11 @@ static int load_keys(exec *e)
     if (!(e->pubs = sl_alloc((size_t)e->world * sizeof *e->pubs)) ||
         !(e->allowed = sl_alloc((size_t)e->world * sizeof *e->allowed)))
         return SL_ENOMEM;
-    char name[64];
     for (int r = 0; r < e->world; r++) {
-        snprintf(name, sizeof name, "rank%d.pub", r);
-        SL_TRY(read_key(dir, name, e->pubs[r]));
+        SL_TRY(sl_transport_read_key(dir, r, "pub", e->pubs[r]));
         e->allowed[r] = e->pubs[r];
     }
-    snprintf(name, sizeof name, "rank%d.key", e->rank);
-    SL_TRY(read_key(dir, name, e->secret));
+    SL_TRY(sl_transport_read_key(dir, e->rank, "key", e->secret));
     e->curve = (sl_transport_curve){.public_key = e->pubs[e->rank],
                                     .secret_key = e->secret,
                                     .next_public_key = e->pubs[(e->rank + 1) % e->world],

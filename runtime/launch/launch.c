@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 /* ------------------------------------------------------------------------------------------------
  * Launcher environments */

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 int sl_layer_parse(const char *text, sl_layer *out)
 {

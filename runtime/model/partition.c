@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "runtime/model/model.h"
 
 int sl_partition_make(const sl_model *m, int nstages, const int *counts, sl_stage_range *out)

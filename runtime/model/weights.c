@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "runtime/model/model.h"
 #include "runtime/safetensors/safetensors.h"
 

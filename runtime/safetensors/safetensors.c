@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 /* Headers larger than this are refused before parsing (the reference implementation uses 100 MB).
  */

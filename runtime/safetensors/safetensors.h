@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "runtime/schedule/schedule_internal.h"
 
 static int add(sl_schedule *s, int rank, enum sl_action_type t, int stage, int mb)

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "runtime/schedule/schedule_internal.h"
 
 #define NTYPES 9 /* every action type but OPT has a position table */

@@ -224,34 +224,15 @@ static int on_report(void *ctx, const char *json, size_t len)
 /* ------------------------------------------------------------------------------------------------
  * Outputs */
 
-static int mkdir_p(const char *path)
-{
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return sl_fail(SL_EIO, "cannot create directory '%s': %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return sl_fail(SL_EIO, "cannot create output directory '%s': %s", buf, strerror(errno));
-    return SL_OK;
-}
-
 static int write_json(const char *dir, const char *name, cJSON *obj)
 {
     char path[1200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     char *text = cJSON_Print(obj);
     if (!text) return sl_fail(SL_ENOMEM, "out of memory writing %s", path);
-    FILE *f = fopen(path, "w");
-    int rc = SL_OK;
-    if (!f || fputs(text, f) < 0 || fputc('\n', f) < 0)
-        rc = sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));
-    if (f && fclose(f) != 0 && rc == SL_OK)
-        rc = sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));
+    size_t len = strlen(text);
+    text[len] = '\n'; /* cJSON_Print's terminator becomes the file's last newline */
+    int rc = sl_write_file(path, text, len + 1, 0644);
     free(text);
     return rc;
 }
@@ -418,30 +399,10 @@ static int write_summary(run *r, const sl_schedule *sched, sl_train_summary *s)
 /* ------------------------------------------------------------------------------------------------
  * The run */
 
-static int write_text(const char *path, const char *text, mode_t mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
-    size_t len = strlen(text);
-    int rc = fd >= 0 && write(fd, text, len) == (ssize_t)len
-                 ? SL_OK
-                 : sl_fail(SL_EIO, "cannot write %s: %s", path, strerror(errno));
-    if (fd >= 0 && close(fd) != 0 && rc == SL_OK)
-        rc = sl_fail(SL_EIO, "cannot write %s: %s", path, strerror(errno));
-    return rc;
-}
-
 static int make_keys(const char *dir, int ranks)
 {
-    for (int r = 0; r < ranks; r++) {
-        char pub[41], sec[41], path[1200];
-        SL_TRY(sl_transport_keypair(pub, sec));
-        snprintf(path, sizeof path, "%s/rank%d.pub", dir, r);
-        SL_TRY(write_text(path, pub, 0644));
-        snprintf(path, sizeof path, "%s/rank%d.key", dir, r);
-        int rc = write_text(path, sec, 0600);
-        memset(sec, 0, sizeof sec);
-        SL_TRY(rc);
-    }
+    char pub[41];
+    for (int r = 0; r < ranks; r++) SL_TRY(sl_transport_write_keypair(dir, r, pub));
     return SL_OK;
 }
 
@@ -562,7 +523,7 @@ static uint64_t new_run_id(void)
 int sl_train(const sl_config *cfg, const sl_train_options *opt, sl_train_summary *out)
 {
     SL_TRY(sl_train_check(cfg));
-    SL_TRY(mkdir_p(cfg->output.dir));
+    SL_TRY(sl_mkdir_p(cfg->output.dir));
     run r;
     sl_launch *l = NULL;
     int rc = run_open(&r, cfg, opt);
@@ -605,7 +566,7 @@ int sl_train_launched(const sl_config *cfg, const sl_launch_info *info, const sl
                        "per pipeline stage",
                        sl_launcher_name(info->launcher), info->world, world);
     SL_TRY(sl_train_check(cfg));
-    SL_TRY(mkdir_p(cfg->output.dir));
+    SL_TRY(sl_mkdir_p(cfg->output.dir));
     char master[300], host[256], bind[300], advertise[300];
     int port;
     SL_TRY(sl_rendezvous_master(master, sizeof master));

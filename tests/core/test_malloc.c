@@ -6,7 +6,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 enum { BLOCK = 1 << 20, BLOCKS = 8 }; /* eight 1 MiB messages in flight */
 

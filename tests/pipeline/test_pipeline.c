@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "backends/backend.h"
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "runtime/config/config.h"
 #include "runtime/launch/launch.h"
 #include "runtime/model/model.h"

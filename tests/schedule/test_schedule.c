@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "runtime/schedule/schedule.h"
 
 static const int grid_d[] = {1, 2, 3, 4, 8};

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 /* A fresh directory under /tmp for this test process (created once, removed at exit). */
 static char tmpdir_path[64];

@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "runtime/core/core.h"
+#include "core/core.h"
 #include "transport/transport.h"
 
 #define RUN_ID   0x1234abcd5678ef01ull

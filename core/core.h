@@ -98,6 +98,14 @@ int sl_to_int(double v, int fallback);
 /* Reads a whole file into memory (NUL-terminated for convenience). */
 int sl_read_file(const char *path, char **data, size_t *size);
 
+/* Writes `len` bytes to `path` with permission bits `mode` (0644, or 0600 for secrets): to a
+ * temporary name beside it first, renamed over `path` once whole, so a reader never sees half a
+ * file and a failure leaves the old file as it was. */
+int sl_write_file(const char *path, const void *data, size_t len, unsigned mode);
+
+/* Creates a directory and its missing parents (as `mkdir -p`); one that exists is fine. */
+int sl_mkdir_p(const char *path);
+
 /* Removes a directory and everything below it (symbolic links themselves, not what they point
  * to); a path that does not exist is fine. Entries that cannot be removed are logged. */
 int sl_remove_tree(const char *dir);

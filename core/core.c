@@ -1,7 +1,8 @@
 #define _XOPEN_SOURCE 700 /* nftw */
-#include "runtime/core/core.h"
+#include "core/core.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -9,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------------------------------
  * Status codes and per-thread messages */
@@ -250,5 +253,48 @@ int sl_read_file(const char *path, char **data, size_t *size)
     buf[len] = '\0';
     *data = buf;
     if (size) *size = len;
+    return SL_OK;
+}
+
+int sl_write_file(const char *path, const void *data, size_t len, unsigned mode)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return sl_fail(SL_EINVAL, "path too long: '%s'", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, (mode_t)mode);
+    if (fd < 0) return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        p += n;
+        left -= (size_t)n;
+    }
+    int err = left ? (errno ? errno : EIO) : 0;
+    if (close(fd) != 0 && !err) err = errno;
+    if (!err && rename(tmp, path) != 0) err = errno;
+    if (err) {
+        unlink(tmp);
+        return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(err));
+    }
+    return SL_OK;
+}
+
+int sl_mkdir_p(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return sl_fail(SL_EINVAL, "path too long: '%s'", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return sl_fail(SL_EIO, "cannot create directory '%s': %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return sl_fail(SL_EIO, "cannot create directory '%s': %s", buf, strerror(errno));
     return SL_OK;
 }
