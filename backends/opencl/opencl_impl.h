@@ -1,5 +1,9 @@
-/* Internals shared by the OpenCL backend's files (opencl.c: devices, buffers, kernels; tune.c:
- * CLBlast parameters). Nothing outside backends/opencl includes this. */
+/* Internals shared by the OpenCL backend's files. Nothing outside backends/opencl includes this
+ * except tests/opencl, for the accessors at the end.
+ *
+ *   opencl.c   errors, enumeration, programs, devices, buffers and events
+ *   kernels.c  the stage kernels (GEMM through CLBlast), the FMA peak and the backend table
+ *   tune.c     CLBlast's GEMM parameters: the cache, the built-in CPU set and the search */
 #ifndef SL_OPENCL_IMPL_H
 #define SL_OPENCL_IMPL_H
 
@@ -9,7 +13,7 @@
 #include "backends/opencl/opencl.h"
 
 /* The kernels built from the files in kernels/opencl at open, in this order. */
-enum __sl_cl_kernel {
+enum sl__cl_kernel {
     K_ACT_FWD_RELU,
     K_ACT_FWD_TANH,
     K_ACT_FWD_SIGMOID,
@@ -32,7 +36,7 @@ enum __sl_cl_kernel {
     K_COUNT
 };
 
-struct __sl_cl_device {
+struct sl__cl_device {
     cl_platform_id platform;
     cl_device_id device;
     cl_context ctx;
@@ -45,21 +49,42 @@ struct __sl_cl_device {
     bool tuned;       /* our CLBlast parameters (cached or built-in) are in use */
 };
 
-#define CLDEV(dev) ((struct __sl_cl_device *)(dev)->impl)
+#define CLDEV(dev) ((struct sl__cl_device *)(dev)->impl)
+#define MEM(buf)   ((cl_mem)(buf)->impl)
+
+/* The kernels' names in the OpenCL C sources, indexed by enum sl__cl_kernel (kernels.c). */
+extern const char *const sl__cl_kernel_names[K_COUNT];
 
 /* Records "<what> failed: <CL_ERROR_NAME>" and returns the matching status (SL_ENOMEM for
  * allocation failures, SL_EBUILD for build failures, SL_EDEVICE otherwise). */
-int __sl_cl_fail(cl_int err, const char *what);
+int sl__cl_fail(cl_int err, const char *what);
 #define CL_TRY(call, what)                                                                         \
     do {                                                                                           \
         cl_int cl_try_err_ = (call);                                                               \
-        if (cl_try_err_ != CL_SUCCESS) return __sl_cl_fail(cl_try_err_, what);                     \
+        if (cl_try_err_ != CL_SUCCESS) return sl__cl_fail(cl_try_err_, what);                      \
     } while (0)
 
 /* Records a CLBlast failure with its status name and returns SL_EDEVICE (or SL_ENOMEM). */
-int __sl_clblast_fail(int status, const char *what);
+int sl__clblast_fail(int status, const char *what);
 
 /* Applies the cached (or built-in) CLBlast parameters for this device at open. */
-int __sl_cl_apply_tuning(sl_device *dev);
+int sl__cl_apply_tuning(sl_device *dev);
+
+/* The backend operations that opencl.c implements, for the table in kernels.c. */
+int sl__cl_enumerate(sl_device_info *infos, size_t cap, size_t *count);
+int sl__cl_open(sl_device *dev);
+void sl__cl_close(sl_device *dev);
+int sl__cl_finish(sl_device *dev);
+int sl__cl_buffer_alloc(sl_buffer *buf);
+void sl__cl_buffer_free(sl_buffer *buf);
+int sl__cl_upload(sl_buffer *dst, size_t offset, const void *src, size_t bytes);
+int sl__cl_download(sl_buffer *src, size_t offset, void *dst, size_t bytes);
+int sl__cl_copy(sl_buffer *dst, size_t dst_offset, sl_buffer *src, size_t src_offset, size_t bytes);
+int sl__cl_map_write(sl_buffer *buf, size_t offset, size_t bytes, void **host);
+int sl__cl_unmap(sl_buffer *buf, void *host);
+int sl__cl_event_record(sl_device *dev, sl_event *ev);
+int sl__cl_event_wait(sl_event *ev);
+int sl__cl_event_elapsed_ms(sl_event *start, sl_event *end, double *ms);
+void sl__cl_event_free(sl_event *ev);
 
 #endif

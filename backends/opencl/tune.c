@@ -110,17 +110,17 @@ static void format_params(const struct params *p, char *buf, size_t cap)
         snprintf(buf + used, cap - used, " XGEMM_MIN_INDIRECT_SIZE=%zu", p->min_indirect);
 }
 
-static int apply_params(struct __sl_cl_device *d, const struct params *p)
+static int apply_params(struct sl__cl_device *d, const struct params *p)
 {
     const char *names[XGEMM_NPARAMS];
     for (size_t i = 0; i < XGEMM_NPARAMS; i++) names[i] = XGEMM_NAMES[i];
     CLBlastStatusCode s = CLBlastOverrideParameters(d->device, "Xgemm", CLBlastPrecisionSingle,
                                                     XGEMM_NPARAMS, names, p->x);
-    if (s != CLBlastSuccess) return __sl_clblast_fail(s, "CLBlastOverrideParameters (Xgemm)");
+    if (s != CLBlastSuccess) return sl__clblast_fail(s, "CLBlastOverrideParameters (Xgemm)");
     const char *rname[1] = {"XGEMM_MIN_INDIRECT_SIZE"};
     size_t rval[1] = {p->min_indirect};
     s = CLBlastOverrideParameters(d->device, "GemmRoutine", CLBlastPrecisionSingle, 1, rname, rval);
-    if (s != CLBlastSuccess) return __sl_clblast_fail(s, "CLBlastOverrideParameters (GemmRoutine)");
+    if (s != CLBlastSuccess) return sl__clblast_fail(s, "CLBlastOverrideParameters (GemmRoutine)");
     return SL_OK;
 }
 
@@ -221,9 +221,9 @@ static bool entry_params(const cJSON *entry, struct params *p)
     return true;
 }
 
-int __sl_cl_apply_tuning(sl_device *dev)
+int sl__cl_apply_tuning(sl_device *dev)
 {
-    struct __sl_cl_device *d = CLDEV(dev);
+    struct sl__cl_device *d = CLDEV(dev);
     const char *mode = getenv("SLUICE_CLBLAST_PARAMS");
     /* "default" keeps CLBlast's own database, for comparisons. */
     if (mode && !strcmp(mode, "default")) return SL_OK;
@@ -341,7 +341,7 @@ int sl_opencl_tune_gemm(sl_device *dev, size_t n, int verbose, sl_opencl_tune_re
     if (dev->ops != &sl_opencl_backend)
         return sl_fail(SL_EINVAL, "%s is not an OpenCL device", dev->info.id);
     memset(res, 0, sizeof *res);
-    struct __sl_cl_device *d = CLDEV(dev);
+    struct sl__cl_device *d = CLDEV(dev);
     size_t count = n * n, bytes = count * sizeof(float);
     float *ha = malloc(bytes), *hb = malloc(bytes), *ref = malloc(bytes), *got = malloc(bytes);
     float *hc = malloc(bytes);

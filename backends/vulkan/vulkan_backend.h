@@ -1,4 +1,4 @@
-/* Vulkan-only functions of the Vulkan backend (backends/vulkan/vulkan.c).
+/* Vulkan-only functions of the Vulkan backend (backends/vulkan/).
  *
  * Environment:
  * - SLUICE_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation and a debug messenger that logs
