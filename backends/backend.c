@@ -69,8 +69,18 @@ const char *sl_device_list_problems(void)
 
 int sl_device_open(const char *id, sl_device **out)
 {
+    return sl_device_open_with(id, NULL, out);
+}
+
+int sl_device_open_with(const char *id, const sl_device_options *opt, sl_device **out)
+{
     if (!id || !out) return sl_fail(SL_EINVAL, "sl_device_open: null argument");
     *out = NULL;
+    if (opt && opt->threads < 0)
+        return sl_fail(SL_EINVAL,
+                       "opening device %s: %d threads; give a count of 1 or more, or 0 for the "
+                       "BLAS library's default",
+                       id, opt->threads);
     pthread_once(&registry.once, registry_init);
     for (size_t i = 0; i < registry.count; i++) {
         if (strcmp(registry.infos[i].id, id) != 0) continue;
@@ -82,6 +92,10 @@ int sl_device_open(const char *id, sl_device **out)
         int st = dev->ops->open(dev);
         if (st != SL_OK) {
             free(dev);
+            return sl_fail_context(st, "opening device %s", id);
+        }
+        if (opt && dev->ops->apply_options && (st = dev->ops->apply_options(dev, opt)) != SL_OK) {
+            sl_device_close(dev);
             return sl_fail_context(st, "opening device %s", id);
         }
         *out = dev;

@@ -58,9 +58,21 @@ int sl_device_list(const sl_device_info **infos, size_t *count);
 /* Why backends that are built in contributed no devices, one line each, or "" (static string). */
 const char *sl_device_list_problems(void);
 
+/* How to open a device. Zero-initialise it and set what matters: every field's zero is the
+ * default, and a backend ignores the fields it has no use for. */
+typedef struct sl_device_options {
+    int threads; /* CPU backend: OpenBLAS threads for this process, 0 = the library's default;
+                    other backends ignore it */
+} sl_device_options;
+
 /* Opens a device by id ("cpu", "opencl:0", "vulkan:0"). An unknown id is SL_EINVAL with a
- * message that lists the ids that exist. */
+ * message that lists the ids that exist. Same as sl_device_open_with(id, NULL, out). */
 int sl_device_open(const char *id, sl_device **out);
+
+/* Opens a device by id with options (NULL: all defaults). A negative thread count is SL_EINVAL.
+ * OpenBLAS's thread count belongs to the process, not the device: the last CPU device opened
+ * with threads > 0 sets it for every CPU device of the process. */
+int sl_device_open_with(const char *id, const sl_device_options *opt, sl_device **out);
 void sl_device_close(sl_device *dev);
 const sl_device_info *sl_device_get_info(const sl_device *dev);
 

@@ -43,6 +43,10 @@ struct sl_backend_ops {
 
     /* Opens device dev->index (dev->info is already filled); sets dev->impl. */
     int (*open)(sl_device *dev);
+    /* Optional: applies the options of sl_device_open_with to a device just opened (the wrapper
+     * has checked them, and closes the device when this fails). NULL where the backend uses
+     * none of them. */
+    int (*apply_options)(sl_device *dev, const sl_device_options *opt);
     void (*close)(sl_device *dev);
     int (*finish)(sl_device *dev);
 

@@ -69,6 +69,15 @@ static int cpu_open(sl_device *dev)
     return SL_OK;
 }
 
+/* OpenBLAS keeps one thread pool per process; the executor sets its size per rank, so that ranks
+ * sharing a machine do not oversubscribe its cores. */
+static int cpu_apply_options(sl_device *dev, const sl_device_options *opt)
+{
+    (void)dev;
+    if (opt->threads > 0) openblas_set_num_threads(opt->threads);
+    return SL_OK;
+}
+
 static void cpu_close(sl_device *dev)
 {
     (void)dev;
@@ -466,6 +475,7 @@ const struct sl_backend_ops sl_cpu_backend = {
     .name = "cpu",
     .enumerate = cpu_enumerate,
     .open = cpu_open,
+    .apply_options = cpu_apply_options,
     .close = cpu_close,
     .finish = cpu_finish,
     .buffer_alloc = cpu_buffer_alloc,

@@ -419,3 +419,47 @@ Test(reference, large_relu_and_fill)
     free(y);
     free(f);
 }
+
+/* ------------------------------------------------------------------------------------------------
+ * Device options */
+
+#include <cblas.h>
+
+/* threads is the CPU backend's OpenBLAS thread count: opening with 1 must leave OpenBLAS at 1,
+ * whatever it started with (Criterion runs each test in its own process). */
+Test(device_options, cpu_threads_set_openblas)
+{
+    sl_device *dev = NULL;
+    sl_device_options opt = {.threads = 1};
+    OK(sl_device_open_with("cpu", &opt, &dev));
+    cr_expect_eq(openblas_get_num_threads(), 1, "OpenBLAS runs %d threads after threads=1",
+                 openblas_get_num_threads());
+    /* The device still computes: a 2x2 GEMM through OpenBLAS. */
+    const float a[4] = {1, 2, 3, 4}, b[4] = {5, 6, 7, 8}, c0[4] = {0};
+    float *c = run_gemm(dev, false, false, 2, 2, 2, 1.0f, a, b, 0.0f, c0);
+    const float want[4] = {19, 22, 43, 50};
+    assert_close(want, c, 4, 0.0f, 0.0f, "gemm with threads=1");
+    free(c);
+    sl_device_close(dev);
+}
+
+Test(device_options, null_options_and_zero_threads_are_the_defaults)
+{
+    int before = openblas_get_num_threads();
+    sl_device *dev = NULL;
+    OK(sl_device_open_with("cpu", NULL, &dev));
+    sl_device_close(dev);
+    sl_device_options opt = {0};
+    OK(sl_device_open_with("cpu", &opt, &dev));
+    sl_device_close(dev);
+    cr_expect_eq(openblas_get_num_threads(), before);
+}
+
+Test(device_options, negative_threads_are_refused)
+{
+    sl_device *dev = (sl_device *)1;
+    sl_device_options opt = {.threads = -2};
+    cr_assert_eq(sl_device_open_with("cpu", &opt, &dev), SL_EINVAL);
+    cr_expect_null(dev);
+    cr_expect(strstr(sl_last_error(), "-2 threads") != NULL, "%s", sl_last_error());
+}
