@@ -3,6 +3,7 @@
  * that is named but has no device fails the suite: CI installs PoCL and lavapipe, so an empty list
  * means a broken install, not a reason to pass. */
 #include "kernel_util.h"
+#include "require_devices.h"
 
 #include <stdio.h>
 
@@ -27,7 +28,8 @@ static void setup(void)
     OK(sl_device_list(&infos, &count));
     for (size_t i = 0; i < count && ndevs < MAX_DEVS; i++)
         if (!strcmp(infos[i].backend, backend)) OK(sl_device_open(infos[i].id, &devs[ndevs++]));
-    cr_assert_gt(ndevs, 0, "no %s device found; problems: %s", backend, sl_device_list_problems());
+    cr_assert_gt(ndevs, 0, "no %s device found (install %s); problems: %s", backend,
+                 sl_test_device_package(backend), sl_device_list_problems());
 }
 
 static void teardown(void)

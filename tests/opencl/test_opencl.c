@@ -11,6 +11,7 @@
 
 #include "backends/backend.h"
 #include "backends/opencl/opencl.h"
+#include "tests/backends/require_devices.h"
 
 static sl_device *cpu, *ocl;
 
@@ -20,7 +21,8 @@ static void open_devices(void)
     int st = sl_device_open("opencl:0", &ocl);
     if (st != SL_OK) {
         sl_device_close(cpu);
-        cr_skip_test("no OpenCL device: %s %s", sl_last_error(), sl_device_list_problems());
+        cpu = NULL;
+        sl_test_no_device("opencl", sl_device_list_problems());
     }
 }
 

@@ -1,7 +1,7 @@
 /* The Vulkan backend against the CPU oracle: every kernel on every Vulkan device, with odd shapes,
  * transposes, split launches and the buffer paths. Each test ends by asserting that the validation
  * layer (on when SLUICE_VK_VALIDATION=1) reported nothing. Without a Vulkan device the tests
- * skip. */
+ * skip, or fail where SLUICE_REQUIRE_DEVICES names vulkan (tests/backends/require_devices.h). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +10,7 @@
 
 #include "backends/backend.h"
 #include "backends/vulkan/vulkan_backend.h"
+#include "tests/backends/require_devices.h"
 
 #define MAX_VK 8
 
@@ -41,7 +42,7 @@ TestSuite(vulkan, .init = setup, .fini = teardown);
 
 #define NEED_VULKAN()                                                                              \
     do {                                                                                           \
-        if (nvk == 0) cr_skip_test("no Vulkan device: %s", sl_device_list_problems());             \
+        if (nvk == 0) sl_test_no_device("vulkan", sl_device_list_problems());                      \
     } while (0)
 
 static void no_validation_messages(void)
