@@ -61,6 +61,30 @@ static size_t ew_items(size_t n)
 /* ------------------------------------------------------------------------------------------------
  * Kernels */
 
+/* Our matrices are row-major; CLBlast is asked for the column-major product C^T = B^T A^T over the
+ * same memory. Its Xgemm kernel wants C column-major, so a row-major call would transpose C into
+ * scratch and back on every call (and A too); this way only one operand is rearranged at most. */
+static int gemm_scratch(struct sl__cl_device *d, bool trans_a, bool trans_b, size_t m, size_t n,
+                        size_t k, size_t *need)
+{
+    const CLBlastTranspose ta = trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
+    const CLBlastTranspose tb = trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
+    const size_t lda = trans_a ? m : k, ldb = trans_b ? k : n, ldc = n;
+    CLBlastStatusCode s = CLBlastSGemmTempBufferSize(CLBlastLayoutColMajor, tb, ta, n, m, k, 0, ldb,
+                                                     0, lda, 0, ldc, &d->queue, need);
+    if (s != CLBlastSuccess) return sl__clblast_fail(s, "CLBlastSGemmTempBufferSize");
+    return SL_OK;
+}
+
+int sl__cl_gemm_scratch_bytes(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
+                              size_t k, size_t *bytes)
+{
+    if (!dev || !bytes || dev->ops != &sl_opencl_backend)
+        return sl_fail(SL_EINVAL, "sl__cl_gemm_scratch_bytes: not an OpenCL device");
+    *bytes = 0;
+    return gemm_scratch(CLDEV(dev), trans_a, trans_b, m, n, k, bytes);
+}
+
 static int cl_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                    float alpha, sl_buffer *a, sl_buffer *b, float beta, sl_buffer *c)
 {
@@ -75,15 +99,9 @@ static int cl_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
     const CLBlastTranspose ta = trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
     const CLBlastTranspose tb = trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
     const size_t lda = trans_a ? m : k, ldb = trans_b ? k : n, ldc = n;
-    /* Our matrices are row-major; CLBlast is asked for the column-major product C^T = B^T A^T
-     * over the same memory. Its Xgemm kernel wants C column-major, so a row-major call would
-     * transpose C into scratch and back on every call (and A too); this way only one operand is
-     * rearranged at most. CLBlast would also allocate and free its scratch buffer on every call;
-     * we keep one per device. */
+    /* CLBlast would allocate and free its scratch buffer on every call; we keep one per device. */
     size_t need = 0;
-    CLBlastStatusCode s = CLBlastSGemmTempBufferSize(CLBlastLayoutColMajor, tb, ta, n, m, k, 0, ldb,
-                                                     0, lda, 0, ldc, &d->queue, &need);
-    if (s != CLBlastSuccess) return sl__clblast_fail(s, "CLBlastSGemmTempBufferSize");
+    SL_TRY(gemm_scratch(d, trans_a, trans_b, m, n, k, &need));
     if (need > d->temp_size) {
         if (d->temp) clReleaseMemObject(d->temp);
         d->temp = NULL;
@@ -93,15 +111,15 @@ static int cl_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
         if (err != CL_SUCCESS) return sl__cl_fail(err, "clCreateBuffer (CLBlast GEMM scratch)");
         d->temp_size = need;
     }
-    s = CLBlastSgemmWithTempBuffer(CLBlastLayoutColMajor, tb, ta, n, m, k, alpha, MEM(b), 0, ldb,
-                                   MEM(a), 0, lda, beta, MEM(c), 0, ldc, &d->queue, NULL,
-                                   need ? d->temp : NULL);
+    CLBlastStatusCode s = CLBlastSgemmWithTempBuffer(
+        CLBlastLayoutColMajor, tb, ta, n, m, k, alpha, MEM(b), 0, ldb, MEM(a), 0, lda, beta, MEM(c),
+        0, ldc, &d->queue, NULL, need ? d->temp : NULL);
     if (s != CLBlastSuccess) {
         char what[128];
         snprintf(what, sizeof what, "CLBlast SGEMM (m=%zu n=%zu k=%zu%s%s)", m, n, k,
                  trans_a ? ", A transposed" : "", trans_b ? ", B transposed" : "");
         int st = sl__clblast_fail(s, what);
-        if (!d->tuned) return st;
+        if (!d->gemm_params[0]) return st;
         char cache[512] = "the tuning cache";
         sl_opencl_cache_path(cache, sizeof cache);
         return sl_fail_context(st,

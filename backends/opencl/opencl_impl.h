@@ -46,7 +46,10 @@ struct sl__cl_device {
     size_t wg;        /* the work-group size used for 1-D launches */
     cl_mem temp;      /* CLBlast's GEMM scratch, grown on demand and kept */
     size_t temp_size; /* bytes in temp */
-    bool tuned;       /* our CLBlast parameters (cached or built-in) are in use */
+    /* The Xgemm parameters sluice gave CLBlast for this device ("GEMMK=0 KREG=1 ...
+     * XGEMM_MIN_INDIRECT_SIZE=64", from the cache, the built-in CPU set or the search), or "" while
+     * CLBlast's own are in use. */
+    char gemm_params[512];
 };
 
 #define CLDEV(dev) ((struct sl__cl_device *)(dev)->impl)
@@ -69,6 +72,14 @@ int sl__clblast_fail(int status, const char *what);
 
 /* Applies the cached (or built-in) CLBlast parameters for this device at open. */
 int sl__cl_apply_tuning(sl_device *dev);
+
+/* For tests/opencl, to see that a cached parameter set reached CLBlast: the parameters in use
+ * on an OpenCL device (see gemm_params above; "" for another backend's device), and the scratch
+ * bytes CLBlast asks for to run sl_gemm with these arguments there, which follow the parameters
+ * (0 where it picks the direct kernel, else operands padded to the tile sizes). */
+const char *sl__cl_gemm_params(const sl_device *dev);
+int sl__cl_gemm_scratch_bytes(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
+                              size_t k, size_t *bytes);
 
 /* The backend operations that opencl.c implements, for the table in kernels.c. */
 int sl__cl_enumerate(sl_device_info *infos, size_t cap, size_t *count);

@@ -121,7 +121,13 @@ static int apply_params(struct sl__cl_device *d, const struct params *p)
     size_t rval[1] = {p->min_indirect};
     s = CLBlastOverrideParameters(d->device, "GemmRoutine", CLBlastPrecisionSingle, 1, rname, rval);
     if (s != CLBlastSuccess) return sl__clblast_fail(s, "CLBlastOverrideParameters (GemmRoutine)");
+    format_params(p, d->gemm_params, sizeof d->gemm_params);
     return SL_OK;
+}
+
+const char *sl__cl_gemm_params(const sl_device *dev)
+{
+    return dev && dev->ops == &sl_opencl_backend ? CLDEV(dev)->gemm_params : "";
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -261,7 +267,6 @@ int sl__cl_apply_tuning(sl_device *dev)
         sl_clear_error();
         return SL_OK;
     }
-    d->tuned = true;
     return SL_OK;
 }
 
@@ -376,11 +381,12 @@ int sl_opencl_tune_gemm(sl_device *dev, size_t n, int verbose, sl_opencl_tune_re
             memset(&now, 0, sizeof now);
         } else if (verbose) {
             printf("  %-15s %6.1f GFLOP/s, %.2fx OpenBLAS (%.1f)\n",
-                   d->tuned ? "in use" : "CLBlast default", now.gflops, now.ratio, now.host_gflops);
+                   d->gemm_params[0] ? "in use" : "CLBlast default", now.gflops, now.ratio,
+                   now.host_gflops);
         }
         res->builtin_gflops = now.gflops;
         res->builtin_vs_openblas = now.ratio;
-        if (!d->tuned) {
+        if (!d->gemm_params[0]) {
             res->default_gflops = now.gflops;
             res->default_vs_openblas = now.ratio;
         }
@@ -422,7 +428,6 @@ int sl_opencl_tune_gemm(sl_device *dev, size_t n, int verbose, sl_opencl_tune_re
     bool keep_default = st == SL_OK && res->default_vs_openblas > res->best_vs_openblas;
     if (st == SL_OK) {
         st = apply_params(d, &CANDIDATES[best]);
-        d->tuned = true;
         if (keep_default) {
             snprintf(res->best, sizeof res->best, "CLBlast's defaults");
             res->best_gflops = res->default_gflops;

@@ -11,6 +11,7 @@
 
 #include "backends/backend.h"
 #include "backends/opencl/opencl.h"
+#include "backends/opencl/opencl_impl.h" /* sl__cl_gemm_params, sl__cl_gemm_scratch_bytes */
 #include "tests/backends/require_devices.h"
 
 static sl_device *cpu, *ocl;
@@ -299,23 +300,46 @@ static void gemm_still_correct(void)
     sl_device_close(dev);
 }
 
-/* Makes `dir` (a mkdtemp template) the tuning cache and writes an Xgemm parameter set for the
- * device there, with the given MWG and VWM and the built-in set's other values; `path` gets the
- * cache file's path. */
-static void write_cache(char *dir, char *path, size_t cap, int mwg, int vwm)
+/* Makes `dir` (a mkdtemp template) the tuning cache directory; `path` gets the cache file's path.
+ */
+static void use_cache_dir(char *dir, char *path, size_t cap)
 {
     cr_assert(mkdtemp(dir));
     setenv("SLUICE_CACHE_DIR", dir, 1);
     cr_assert_eq(sl_opencl_cache_path(path, cap), SL_OK);
+}
+
+/* Writes a cache with an Xgemm parameter set for the device under test: the given MWG, VWM and
+ * XGEMM_MIN_INDIRECT_SIZE, and the built-in CPU set's other values. */
+static void write_entry(const char *path, int mwg, int vwm, int min_indirect)
+{
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
     fprintf(f,
             "{\"devices\": {\"%s\": {\"Xgemm\": {\"GEMMK\":0,\"KREG\":1,\"KWG\":64,\"KWI\":8,"
             "\"MDIMA\":8,\"MDIMC\":8,\"MWG\":%d,\"NDIMB\":8,\"NDIMC\":8,\"NWG\":32,\"SA\":1,"
             "\"SB\":1,\"STRM\":0,\"STRN\":0,\"VWM\":%d,\"VWN\":4},"
-            "\"GemmRoutine\": {\"XGEMM_MIN_INDIRECT_SIZE\": 0}}}}",
-            sl_device_get_info(ocl)->name, mwg, vwm);
+            "\"GemmRoutine\": {\"XGEMM_MIN_INDIRECT_SIZE\": %d}}}}",
+            sl_device_get_info(ocl)->name, mwg, vwm, min_indirect);
     fclose(f);
+}
+
+static void write_cache(char *dir, char *path, size_t cap, int mwg, int vwm)
+{
+    use_cache_dir(dir, path, cap);
+    write_entry(path, mwg, vwm, 0);
+}
+
+/* What the tuning left in use on a device opened now, and the scratch CLBlast asks for to run
+ * sl_gemm(m=70, n=130, k=90, B transposed) with it. */
+static void open_and_observe(char *params, size_t cap, size_t *scratch)
+{
+    sl_device *dev;
+    cr_assert_eq(sl_device_open("opencl:0", &dev), SL_OK, "%s", sl_last_error());
+    snprintf(params, cap, "%s", sl__cl_gemm_params(dev));
+    cr_assert_eq(sl__cl_gemm_scratch_bytes(dev, false, true, 70, 130, 90, scratch), SL_OK, "%s",
+                 sl_last_error());
+    sl_device_close(dev);
 }
 
 Test(opencl, tuning_cache_is_applied_or_ignored)
@@ -324,11 +348,55 @@ Test(opencl, tuning_cache_is_applied_or_ignored)
     /* The built-in CPU tiles (so PoCL finds the kernel in its cache), another threshold. */
     write_cache(dir, path, sizeof path, 128, 8);
     gemm_still_correct();
+    char params[512];
+    size_t scratch;
+    open_and_observe(params, sizeof params, &scratch);
+    cr_expect(strstr(params, "MWG=128") && strstr(params, "XGEMM_MIN_INDIRECT_SIZE=0"),
+              "the cached set is not the one in use: '%s'", params);
 
     FILE *f = fopen(path, "w");
     fprintf(f, "{ not json");
     fclose(f);
     gemm_still_correct();
+    /* Ignored: a CPU device falls back to the built-in set, any other to CLBlast's own. */
+    open_and_observe(params, sizeof params, &scratch);
+    if (sl_device_get_info(ocl)->kind == SL_DEVICE_CPU)
+        cr_expect(strstr(params, "XGEMM_MIN_INDIRECT_SIZE=64") != NULL,
+                  "a malformed cache should leave the built-in set in use, not '%s'", params);
+    else
+        cr_expect_str_eq(params, "");
+
+    remove(path);
+    rmdir(dir);
+    unsetenv("SLUICE_CACHE_DIR");
+}
+
+/* A cache entry reaches CLBlast itself, not only sluice's record of it: CLBlast's scratch size for
+ * one GEMM follows the planted XGEMM_MIN_INDIRECT_SIZE (none for the direct kernel, which a huge
+ * threshold selects) and MWG (C^T's rows, our n = 130, pad to 256 with MWG=128 and to 192 with
+ * MWG=64). Only sizes are asked for, so no kernel is compiled for these sets. */
+Test(opencl, tuning_cache_entry_reaches_clblast)
+{
+    char dir[] = "/tmp/sluice-cl-XXXXXX", path[512], params[512];
+    use_cache_dir(dir, path, sizeof path);
+    size_t direct, mwg128, mwg64;
+
+    write_entry(path, 128, 8, 4096);
+    open_and_observe(params, sizeof params, &direct);
+    cr_expect(strstr(params, "XGEMM_MIN_INDIRECT_SIZE=4096") != NULL, "in use: '%s'", params);
+    cr_expect_eq(direct, 0, "the direct kernel needs no scratch, but CLBlast asked for %zu bytes",
+                 direct);
+
+    write_entry(path, 128, 8, 0);
+    open_and_observe(params, sizeof params, &mwg128);
+    cr_expect(strstr(params, "MWG=128") != NULL, "in use: '%s'", params);
+    cr_expect_gt(mwg128, 0, "with XGEMM_MIN_INDIRECT_SIZE=0 CLBlast should pad into scratch");
+
+    write_entry(path, 64, 8, 0);
+    open_and_observe(params, sizeof params, &mwg64);
+    cr_expect(strstr(params, "MWG=64 ") != NULL, "in use: '%s'", params);
+    cr_expect_lt(mwg64, mwg128, "MWG=64 should pad less than MWG=128 (%zu and %zu bytes)", mwg64,
+                 mwg128);
 
     remove(path);
     rmdir(dir);
