@@ -10,7 +10,31 @@
  * - Kernels are enqueued on the device's in-order queue and may run asynchronously; uploads and
  *   downloads are ordered after everything enqueued before them and are complete when they return.
  *   sl_device_finish() waits for the queue to drain.
- * - Labels for the cross-entropy loss are int32 class ids stored in a buffer (4 bytes each). */
+ * - Labels for the cross-entropy loss are int32 class ids stored in a buffer (4 bytes each).
+ *
+ * Environment variables the backends read, all of them (when devices are listed or opened, and
+ * the cache path also when tuning saves; never per kernel call):
+ * - cpu: none. OpenBLAS reads its own (OPENBLAS_NUM_THREADS); sl_device_options.threads > 0
+ *   overrides that.
+ * - opencl (backends/opencl/opencl.h):
+ *   SLUICE_CLBLAST_PARAMS=default  open devices with CLBlast's own GEMM parameters instead of the
+ *                                  cached or built-in ones; any other value is ignored.
+ *   SLUICE_CACHE_DIR, else XDG_CACHE_HOME, else HOME (the first one set and non-empty)
+ *                                  where the GEMM tuning cache lives: $SLUICE_CACHE_DIR/
+ *                                  clblast.json, $XDG_CACHE_HOME/sluice/clblast.json or
+ *                                  $HOME/.cache/sluice/clblast.json.
+ * - vulkan (backends/vulkan/vulkan_backend.h):
+ *   SLUICE_VK_LOADER=<library>     the loader to dlopen instead of libvulkan.so.1 (empty: default).
+ *   SLUICE_VK_VALIDATION           set, non-empty and not "0": the Khronos validation layer and a
+ *                                  messenger that logs and counts its warnings and errors.
+ *   SLUICE_VK_GEMM_TILE=TMxTN4xWG  GEMM tile: rows 1..32, vec4 columns 1..8, work-group size up to
+ *                                  the device's; a malformed value is logged and ignored.
+ *   SLUICE_VK_GEMM_TEX=<int>       non-zero: GEMM reads A and B through texel buffers, 0: through
+ *                                  storage buffers; unset: texel buffers on CPU devices only.
+ *   SLUICE_VK_ELEM_TEX=<int>       the same choice for activations, axpy, scale, SGD and Adam.
+ *   SLUICE_VK_MAX_GROUPS=<n>       n > 0 caps the work-groups per dispatch in x and y below the
+ *                                  device's limit, so tests split launches with small buffers.
+ *   The texel choices apply only where the device supports the texel formats. */
 #ifndef SL_BACKEND_H
 #define SL_BACKEND_H
 
