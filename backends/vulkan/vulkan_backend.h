@@ -12,7 +12,7 @@
  * - SLUICE_VK_GEMM_TEX=0|1 makes GEMM read its operands through storage buffers (gemm.comp) or
  *   uniform texel buffers (gemm_tex.comp); the default is texel buffers on CPU drivers, where
  *   lavapipe fetches texels for all SIMD lanes at once but loads storage buffers lane by lane.
- * - SLUICE_VK_ELEM_TEX=0|1  makes the same choice for activations, axpy, scale, SGD and Adam (the
+ * - SLUICE_VK_ELEM_TEX=0|1 makes the same choice for activations, axpy, scale, SGD and Adam (the
  *   *_tex.comp shaders read through rgba32f texel views); the same default.
  *   Both texel choices need the device to support the texel formats, whatever the variable says.
  * - SLUICE_VK_MAX_GROUPS=N (N > 0) caps the work-group counts per dispatch below the device's
