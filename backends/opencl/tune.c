@@ -37,32 +37,23 @@ struct params {
  *
  * Why local memory on a CPU: PoCL runs a work-group's items one after another. Without barriers
  * each item streams its whole K range alone, so nothing is reused between items and only a large
- * per-item tile keeps the loads down (the earlier built-in set, the second CANDIDATES entry: 16x16
- * per item with no local memory, spilling its 32 accumulators to the stack, as perf annotate of
- * PoCL's compiled Xgemm shows). The barriers around the local tiles cut the K loop into regions
- * that PoCL runs for all items in turn, so a tile loaded once serves the whole work-group from
- * cache, and the small register tile stays in registers. Small tiles without local memory (8x8
- * or 4x4 per item) were 2-6x slower; VWM=1 sets in the style of CLBlast's Intel-CPU entries were
- * 30-50x slower (PoCL does not vectorize across work-items here, so the explicit float8 vectors
- * are what make this kernel fast); GEMMK=1 reached 0.31x, and with KREG=4 in 8x8 work-groups
- * CLBlast 1.5.3's kernel computed wrong results (the search's check rejects such sets).
+ * per-item tile keeps the loads down, which then spills its accumulators to the stack (the earlier
+ * built-in set in CANDIDATES, 16x16 per item, as perf annotate of PoCL's compiled Xgemm shows).
+ * The barriers around the local tiles cut the K loop into regions that PoCL runs for all items in
+ * turn, so a tile loaded once serves the whole work-group from cache, and the small register tile
+ * stays in registers. The explicit float8 vectors matter as much: PoCL does not vectorize across
+ * work-items here, so VWM=1 sets (CLBlast's style for Intel CPUs) are far slower. CLBlast 1.5.3's
+ * kernel computes wrong results with KREG=4 in 8x8 work-groups, which is why the search checks
+ * every candidate's result.
  *
- * Measured on PoCL 3.1 with 2 shared cores of an AMD EPYC, each set against OpenBLAS in the same
- * process (tests/opencl/gemm_vs_openblas.c), median of 4 interleaved rounds, this set against the
- * earlier one: 256^3 0.45x / 0.42x, 512^3 0.46x / 0.46x, 1024^3 0.48x / 0.41x, 2048^3 0.44x /
- * 0.39x, and at the shapes a pipeline stage runs (micro-batch rows x 1024 x 1024) 16 rows 0.33x /
- * 0.13x, 64 rows 0.42x / 0.26x, 256 rows 0.48x / 0.39x. The spread between repeats of one set is
- * wide on this machine (0.24-0.54x at one shape), so only differences that held over every round
- * count; one earlier pair of rounds had this set at 0.22x at 512^3. KWG=128 KWI=2 and KWG=64 KWI=4
- * came close; MWG=64 (8x4 per item), 8x8 per item with VWN=8, or no local memory with this tile
- * were worse at 1024 (0.2-0.4x).
- *
- * Switching sets per call size was measured too: CLBlastOverrideParameters costs about 1 ms and
- * CLBlast keeps each set's compiled program, so a switch back costs no rebuild; but no set was
- * better than this one at one size by enough to pay 1 ms, more than a 256x256x256 GEMM takes. */
+ * One set serves every size: switching with CLBlastOverrideParameters costs about 1 ms (CLBlast
+ * keeps each set's compiled program), more than a 256^3 GEMM takes, and no set won at one size by
+ * that much. Measure a set against OpenBLAS (the cached or built-in set; SLUICE_CLBLAST_PARAMS=
+ * default for CLBlast's), at square sizes and at a stage's micro-batch rows x 1024 x 1024:
+ *   build-ci/tests/opencl/opencl_gemm_vs_openblas 1024 1024 1024 opencl:0 8 nn */
 /* CLBlast uses XgemmDirect where m*n*k < XGEMM_MIN_INDIRECT_SIZE^3. On PoCL the indirect kernel
- * with the set below beat the direct one at 64x128x128 (2x), 16x256x256 and 128x512x256 (6x),
- * while 64x10x128 was 3x faster direct (measured with the earlier set). */
+ * beat the direct one at every shape measured from 64x128x128 up, while a thin 64x10x128 ran
+ * faster direct (opencl_gemm_vs_openblas M N K at such shapes). */
 #define CPU_MIN_INDIRECT 64
 static const struct params CPU_BUILTIN = {
     /* GEMMK KREG KWG KWI MDIMA MDIMC MWG NDIMB NDIMC NWG SA SB STRM STRN VWM VWN */

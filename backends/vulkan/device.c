@@ -431,9 +431,10 @@ static void choose_tiles(struct sl__vk_device *d, enum sl_device_kind kind)
     d->wg = SL_MIN(256u, maxwg);
     if (kind == SL_DEVICE_CPU) {
         /* A CPU driver runs a work-group's invocations as SIMD lanes and loads buffers lane by
-         * lane, so the FMAs per loaded float decide the speed: a 16 x 16 block gives 8. Measured
-         * at 1024 on lavapipe (2 cores, SLUICE_VK_GEMM_TILE=TMxTN4xWG): 16x4 beat 8x2, 4x4 and
-         * 16x2; work-groups of 16 and 64 were within the machine's noise (15-21 GFLOP/s NN). */
+         * lane, so the FMAs per loaded float decide the speed: a 16 x 16 block gives 8, and on
+         * lavapipe it beat the smaller tiles, while the work-group size made no difference that
+         * stood out of the noise. Measure a tile with
+         *   SLUICE_VK_GEMM_TILE=TMxTN4xWG build-ci/tests/vulkan/vk_gemm_perf 1024 */
         d->gemm_tm = 16;
         d->gemm_tn4 = 4;
         d->gemm_wg = SL_MIN(64u, maxwg);
@@ -442,11 +443,10 @@ static void choose_tiles(struct sl__vk_device *d, enum sl_device_kind kind)
         d->gemm_tn4 = 1;
         d->gemm_wg = SL_MIN(64u, maxwg);
     }
-    /* Measured on lavapipe (LLVM 15, 2 AVX2 cores): 8 vec4 chains gave the highest figure, 45-50
-     * GFLOP/s on a quiet machine (2 chains ~30). Float chains (4 to 16), x * m + a in place of
-     * fma(), constant multipliers, work-groups of 64 to 256: all the same or lower; the shader's
-     * throughput stays near 25-30 GFLOP/s per CPU second whatever the chain count, where a native
-     * AVX2 FMA loop on the same cores makes 96, so the limit is llvmpipe's code, not the chains. */
+    /* 8 vec4 chains gave lavapipe's highest figure; more or fewer chains, float chains and other
+     * work-group sizes did no better, since llvmpipe's generated code, not the chain count, is
+     * what limits the shader (a native AVX2 FMA loop on the same cores runs about three times as
+     * fast). Measure with PEAK_ONLY=1 build-ci/tests/vulkan/vk_gemm_perf */
     d->peak_chains = 8;
     d->max_groups[0] = d->props.limits.maxComputeWorkGroupCount[0];
     d->max_groups[1] = d->props.limits.maxComputeWorkGroupCount[1];
