@@ -9,12 +9,12 @@
 #include <string.h>
 
 static const struct sl_backend_ops *const backends[] = {
-    &sl_cpu_backend,
+    &sl__cpu_backend,
 #ifdef SL_HAVE_OPENCL
-    &sl_opencl_backend,
+    &sl__opencl_backend,
 #endif
 #ifdef SL_HAVE_VULKAN
-    &sl_vulkan_backend,
+    &sl__vulkan_backend,
 #endif
 };
 

@@ -96,12 +96,12 @@ struct sl_backend_ops {
     int (*fill)(sl_device *dev, size_t n, float value, sl_buffer *x);
 };
 
-extern const struct sl_backend_ops sl_cpu_backend;
+extern const struct sl_backend_ops sl__cpu_backend;
 #ifdef SL_HAVE_OPENCL
-extern const struct sl_backend_ops sl_opencl_backend;
+extern const struct sl_backend_ops sl__opencl_backend;
 #endif
 #ifdef SL_HAVE_VULKAN
-extern const struct sl_backend_ops sl_vulkan_backend;
+extern const struct sl_backend_ops sl__vulkan_backend;
 #endif
 
 #endif

@@ -471,7 +471,7 @@ static int cpu_fill(sl_device *dev, size_t n, float value, sl_buffer *x)
     return SL_OK;
 }
 
-const struct sl_backend_ops sl_cpu_backend = {
+const struct sl_backend_ops sl__cpu_backend = {
     .name = "cpu",
     .enumerate = cpu_enumerate,
     .open = cpu_open,

@@ -79,7 +79,7 @@ static int gemm_scratch(struct sl__cl_device *d, bool trans_a, bool trans_b, siz
 int sl__cl_gemm_scratch_bytes(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
                               size_t k, size_t *bytes)
 {
-    if (!dev || !bytes || dev->ops != &sl_opencl_backend)
+    if (!dev || !bytes || dev->ops != &sl__opencl_backend)
         return sl_fail(SL_EINVAL, "sl__cl_gemm_scratch_bytes: not an OpenCL device");
     *bytes = 0;
     return gemm_scratch(CLDEV(dev), trans_a, trans_b, m, n, k, bytes);
@@ -347,7 +347,7 @@ static int cl_peak_gflops(sl_device *dev, double *gflops)
     return SL_OK;
 }
 
-const struct sl_backend_ops sl_opencl_backend = {
+const struct sl_backend_ops sl__opencl_backend = {
     .name = "opencl",
     .enumerate = sl__cl_enumerate,
     .open = sl__cl_open,

@@ -292,7 +292,7 @@ static int build_program(struct sl__cl_device *d, const char *source, cl_program
 int sl_opencl_build_source(sl_device *dev, const char *source)
 {
     if (!dev || !source) return sl_fail(SL_EINVAL, "sl_opencl_build_source: null argument");
-    if (dev->ops != &sl_opencl_backend)
+    if (dev->ops != &sl__opencl_backend)
         return sl_fail(SL_EINVAL, "%s is not an OpenCL device", dev->info.id);
     cl_program prog;
     SL_TRY(build_program(CLDEV(dev), source, &prog));

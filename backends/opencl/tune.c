@@ -118,7 +118,7 @@ static int apply_params(struct sl__cl_device *d, const struct params *p)
 
 const char *sl__cl_gemm_params(const sl_device *dev)
 {
-    return dev && dev->ops == &sl_opencl_backend ? CLDEV(dev)->gemm_params : "";
+    return dev && dev->ops == &sl__opencl_backend ? CLDEV(dev)->gemm_params : "";
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -334,7 +334,7 @@ static int try_params(sl_device *dev, size_t n, sl_buffer *a, sl_buffer *b, sl_b
 int sl_opencl_tune_gemm(sl_device *dev, size_t n, int verbose, sl_opencl_tune_result *res)
 {
     if (!dev || !res || n == 0) return sl_fail(SL_EINVAL, "sl_opencl_tune_gemm: bad argument");
-    if (dev->ops != &sl_opencl_backend)
+    if (dev->ops != &sl__opencl_backend)
         return sl_fail(SL_EINVAL, "%s is not an OpenCL device", dev->info.id);
     memset(res, 0, sizeof *res);
     struct sl__cl_device *d = CLDEV(dev);

@@ -104,7 +104,8 @@ uint64_t sl_vulkan_validation_messages(void)
     return (uint64_t)atomic_load(&validation_count);
 }
 
-int sl_vulkan_validation_enabled(void)
+/* Whether SLUICE_VK_VALIDATION asks for the validation layer (see vulkan_backend.h). */
+static bool validation_requested(void)
 {
     const char *v = getenv("SLUICE_VK_VALIDATION");
     return v && v[0] && strcmp(v, "0") != 0;
@@ -206,7 +207,7 @@ static int create_instance(void)
 
     const char *layers[1];
     uint32_t n_layers = 0;
-    g.validation = sl_vulkan_validation_enabled();
+    g.validation = validation_requested();
     if (g.validation) {
         uint32_t n = 0;
         sl__vkEnumerateInstanceLayerProperties(&n, NULL);

@@ -304,7 +304,7 @@ static int vk_fill(sl_device *dev, size_t n, float value, sl_buffer *x)
     return sl__vk_run_1d(dev, K_FILL, &x, push, div_up(n, 4)); /* four elements per invocation */
 }
 
-const struct sl_backend_ops sl_vulkan_backend = {
+const struct sl_backend_ops sl__vulkan_backend = {
     .name = "vulkan",
     .enumerate = sl__vk_enumerate,
     .open = sl__vk_open,

@@ -29,9 +29,6 @@ extern "C" {
 /* Validation-layer warnings and errors seen so far in this process (0 when validation is off). */
 uint64_t sl_vulkan_validation_messages(void);
 
-/* Whether SLUICE_VK_VALIDATION=1 turned the validation layer on for this process. */
-int sl_vulkan_validation_enabled(void);
-
 #ifdef __cplusplus
 }
 #endif
