@@ -241,8 +241,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 }
 
 /* The device's FMA peak: the better of two measurements, one before and one after the GEMMs. A
- * peak is the best rate the device reaches; on this shared 2-core machine a single measurement
- * read about half the usual figure in 3 of 9 runs, as if one core was held up throughout. */
+ * peak is the best rate the device reaches, and on a shared machine a single measurement can read
+ * far below it (the "FMA peak" line of `sluice bench kernels`; runs in bench/kernels.md). */
 static double measure_peak(sl_device *dev, double best)
 {
     double g = 0.0;

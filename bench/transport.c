@@ -40,10 +40,9 @@
 #define IN_FLIGHT 8
 #define HWM       (IN_FLIGHT + 4) /* as sluice sizes its own from in_flight */
 /* The untimed part moves at least this many messages: enough to fill both high-water marks once,
- * so that the timed part meets no payload buffer its link has not used yet. With 8 untimed
- * messages of 16 MiB, 5 of 45 sluice trials (its pool was still growing) and 3 of 135 raw ones
- * faulted a fresh 16 MiB in during the timing, 4096 page faults that took up to twice a trial's
- * time on a VM; with 24, 1 of 45 and none. */
+ * so that the timed part meets no payload buffer its link has not used yet (faulting a fresh
+ * 16 MiB buffer in can double a trial's time). The 16 MiB rows of `sluice bench transport` show
+ * it; bench/transport.md has the runs. */
 #define WARM_MESSAGES (2 * HWM)
 #define MAX_BYTES     ((size_t)16 << 20)
 
@@ -158,17 +157,11 @@ static int by_value(const void *x, const void *y)
  * thread, rank 1 a peer thread. In every trial each opens its own end of fresh links (a context
  * of its own, as a rank process has), moves as many messages untimed as it then moves timed, and
  * closes its end, the way a rank's process opens its transport and then uses it; raw libzmq and
- * sluice are treated alike. (This bench once opened sluice's ends on short-lived helper threads
- * and used them from others, while raw libzmq's were opened by the threads that used them.) Every
- * trial opens fresh links: a connection keeps whatever luck it had (which core its I/O thread
- * landed on, the kernel's socket buffer sizes), and on a shared machine that luck differed by up
- * to 2x between two identical raw links kept open across trials. Fresh links per trial, over many
- * rounds, measure the links, not the luck. The untimed half is there because fresh threads start
- * in another regime: with 4 warm-up messages, every contender's first few hundred round trips ran
- * faster than the rest (raw libzmq 57 us, then 73-96 us, with each rank bound to a core), and the
- * throughput trials (10-60 ms) ended inside that phase; a link in use runs in the later one. With
- * the untimed half, two runs measured tcp 64 KiB at 0.85-0.87 of raw where six had spread over
- * 0.68-0.98, and the bound ipc round trip at 1.00 where it had been 1.20-1.26. */
+ * sluice are treated alike. Fresh links per trial, over many rounds, measure the links and not the
+ * luck a connection keeps (which core its I/O thread landed on, the kernel's socket buffer sizes);
+ * the untimed half is there because fresh threads start in a faster regime than a link in use
+ * runs in. The raw/raw column of `sluice bench transport` shows how much luck is left; what the
+ * trials measured before and after each of these choices is in bench/transport.md. */
 
 enum contender { SLUICE, RAW, CONTROL, FRAMED, SLUICE_CURVE, CONTENDERS };
 
@@ -185,8 +178,8 @@ struct peer {
  * them: both ranks' threads are bound before the first trial, and the threads each trial's ZeroMQ
  * contexts start (the I/O thread, the reaper) inherit the binding. Without it the kernel places the
  * four busy threads (two ranks, two I/O threads), and on a machine with two cores a trial's figure
- * depends on where they landed: a raw link's trials then measured mostly 3.3-3.9 GB/s at tcp
- * 64 KiB with a few at 1.5-1.9, CPU use dropping from 1.95 to 1.4-1.5 cores in those. */
+ * depends on where they landed. Compare `sluice bench transport` with and without --pin; the
+ * figures are in bench/transport.md. */
 static int pin(pthread_t thread, int cpu)
 {
     cpu_set_t set;
@@ -494,11 +487,10 @@ static double measure(const struct setting *set, int who, int tcp, int zc, size_
  * runs one trial on fresh links, the order rotating from round to round. A ratio between two
  * contenders is the median over rounds of the ratio within each round: the trials of a round run
  * back to back, so whatever the shared machine was doing then weighs on both, and the median
- * drops the rounds where it hit one of them only. (The best trial of each contender
- * taken apart, as before, let two identical raw links measure 0.72-1.26x apart in one run.)
- * 45 rounds by default, not 15: the headline is the worst of six rows' medians, and with 15 the
- * raw/raw control's worst over those rows measured 0.78-0.96 in seven runs on a 2-core VM (sluice
- * 0.88-0.97), with 45 0.89-1.00 in seven (sluice 0.94-1.00); a run takes ~4.5 minutes. */
+ * drops the rounds where it hit one of them only. 45 rounds by default because the headline is the
+ * worst of six rows' medians, and with fewer rounds that worst falls below the target by chance
+ * even between two identical raw links (`control_ratio_headline_min` in `sluice bench transport
+ * --json`; the runs behind the choice are in bench/transport.md). */
 #define MAX_ROUNDS     99
 #define DEFAULT_ROUNDS 45
 
@@ -593,10 +585,10 @@ static double gbps(size_t bytes, int count, double seconds)
 
 /* What the checksum costs beside a copy: GB/s of sl_crc32c, sl_crc32c_copy and memcpy over one
  * 64 KiB payload in cache, the best of 7 repeats of 4000 passes. dst needs 64 KiB + 4 KiB: the
- * copy goes to where it lies half a page from src. glibc copies 64 KiB with `rep movsb`, which
- * on a Zen 3 core runs at 2 GB/s instead of 40 when the destination is 1 to 31 bytes past the
- * source modulo 4 KiB; the two buffers given lay 16 bytes apart that way, and memcpy measured
- * 1.6-2.8 GB/s. */
+ * copy goes to where it lies half a page from src, because glibc's `rep movsb` runs about 20
+ * times slower on a Zen 3 core when the destination lies 1 to 31 bytes past the source modulo
+ * 4 KiB, as the two buffers given do (the CRC32C line of `sluice bench transport`; figures in
+ * bench/transport.md). */
 static void crc_speeds(const uint8_t *src, uint8_t *dst, double out[3])
 {
     enum { N = 65536, PASSES = 4000 };
