@@ -241,8 +241,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 }
 
 /* The device's FMA peak: the better of two measurements, one before and one after the GEMMs. A
- * peak is the best rate the device reaches; on this shared 2-core machine a single measurement
- * read about half the usual figure in 3 of 9 runs, as if one core was held up throughout. */
+ * peak is the best rate the device reaches, and on a shared machine a single measurement can read
+ * far below it (the "FMA peak" line of `sluice bench kernels`; runs in bench/kernels.md). */
 static double measure_peak(sl_device *dev, double best)
 {
     double g = 0.0;
@@ -253,33 +253,38 @@ static double measure_peak(sl_device *dev, double best)
     return SL_MAX(best, g);
 }
 
-/* Benchmarks one device; adds its object to `out`. */
-static int bench_device(sl_device *dev, const struct options *o, cJSON *out)
+/* GFLOP/s of the device's GEMM and of OpenBLAS's at n x n x n, timed by time_gemm_pair. */
+static int gemm_at(sl_device *dev, size_t n, double min_time, double *gflops, double *blas)
+{
+    struct gemm_ctx g = {.n = n};
+    size_t bytes = g.n * g.n * sizeof(float);
+    double sec = 0.0, host_sec = 0.0;
+    int st = sl_buffer_alloc(dev, bytes, &g.a);
+    if (st == SL_OK) st = sl_buffer_alloc(dev, bytes, &g.b);
+    if (st == SL_OK) st = sl_buffer_alloc(dev, bytes, &g.c);
+    if (st == SL_OK) st = sl_fill(dev, g.n * g.n, 0.5f, g.a);
+    if (st == SL_OK) st = sl_fill(dev, g.n * g.n, 0.25f, g.b);
+    if (st == SL_OK) st = time_gemm_pair(dev, &g, min_time, &sec, &host_sec);
+    sl_buffer_free(g.a);
+    sl_buffer_free(g.b);
+    sl_buffer_free(g.c);
+    double flop = 2.0 * (double)g.n * g.n * g.n;
+    if (st == SL_OK) {
+        *gflops = flop / sec * 1e-9;
+        *blas = flop / host_sec * 1e-9;
+    }
+    return st;
+}
+
+/* The device's GEMM at every size against its FMA peak and OpenBLAS: the device's name, its peak
+ * and the "gemm" array into `out`, and the table. */
+static int bench_gemm(sl_device *dev, const struct options *o, cJSON *out)
 {
     const sl_device_info *info = sl_device_get_info(dev);
     double peak = measure_peak(dev, 0.0);
     double gf[MAX_SIZES], blas[MAX_SIZES];
-    int st = SL_OK;
-    for (int s = 0; s < o->nsizes && st == SL_OK; s++) {
-        struct gemm_ctx g = {.n = o->sizes[s]};
-        size_t bytes = g.n * g.n * sizeof(float);
-        double sec = 0.0, host_sec = 0.0;
-        st = sl_buffer_alloc(dev, bytes, &g.a);
-        if (st == SL_OK) st = sl_buffer_alloc(dev, bytes, &g.b);
-        if (st == SL_OK) st = sl_buffer_alloc(dev, bytes, &g.c);
-        if (st == SL_OK) st = sl_fill(dev, g.n * g.n, 0.5f, g.a);
-        if (st == SL_OK) st = sl_fill(dev, g.n * g.n, 0.25f, g.b);
-        if (st == SL_OK) st = time_gemm_pair(dev, &g, o->min_time, &sec, &host_sec);
-        sl_buffer_free(g.a);
-        sl_buffer_free(g.b);
-        sl_buffer_free(g.c);
-        double flop = 2.0 * (double)g.n * g.n * g.n;
-        if (st == SL_OK) {
-            gf[s] = flop / sec * 1e-9;
-            blas[s] = flop / host_sec * 1e-9;
-        }
-    }
-    if (st != SL_OK) return st;
+    for (int s = 0; s < o->nsizes; s++)
+        SL_TRY(gemm_at(dev, o->sizes[s], o->min_time, &gf[s], &blas[s]));
     peak = measure_peak(dev, peak);
 
     cJSON_AddStringToObject(out, "device", info->id);
@@ -301,9 +306,15 @@ static int bench_device(sl_device *dev, const struct options *o, cJSON *out)
             printf("  %6zu %10.1f %8.1f%% %11.1f %8.1f%%\n", o->sizes[s], gf[s],
                    peak > 0 ? 100 * gf[s] / peak : 0, blas[s], 100 * gf[s] / blas[s]);
     }
+    return SL_OK;
+}
 
+/* The elementwise kernels in GB/s against a device-to-device copy: the "elementwise" array into
+ * `out`, and the table. */
+static int bench_elementwise(sl_device *dev, const struct options *o, cJSON *out)
+{
     struct elem_ctx e = {.n = o->elems};
-    st = sl_buffer_alloc(dev, e.n * sizeof(float), &e.x);
+    int st = sl_buffer_alloc(dev, e.n * sizeof(float), &e.x);
     if (st == SL_OK) st = sl_buffer_alloc(dev, e.n * sizeof(float), &e.y);
     if (st == SL_OK) st = sl_fill(dev, e.n, 0.5f, e.x);
     if (st == SL_OK) st = sl_fill(dev, e.n, 0.25f, e.y);
@@ -328,6 +339,13 @@ static int bench_device(sl_device *dev, const struct options *o, cJSON *out)
     sl_buffer_free(e.x);
     sl_buffer_free(e.y);
     return st;
+}
+
+/* Benchmarks one device; adds its object to `out`. */
+static int bench_device(sl_device *dev, const struct options *o, cJSON *out)
+{
+    SL_TRY(bench_gemm(dev, o, out));
+    return bench_elementwise(dev, o, out);
 }
 
 int sl_bench_kernels(int argc, char **argv)

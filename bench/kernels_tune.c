@@ -40,20 +40,19 @@ static int host_gemm_gflops(size_t n, double *gflops)
     return SL_OK;
 }
 
-int sl_bench_kernels_tune(int argc, char **argv)
+/* Reads the command line; returns -1 to go on, else the exit status (0 after --help, 2 on a usage
+ * error). */
+static int parse_options(int argc, char **argv, size_t *n, int *json, const char **only)
 {
-    size_t n = 1024;
-    int json = 0;
-    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tune")) {
             continue;
         } else if (!strcmp(argv[i], "--json")) {
-            json = 1;
+            *json = 1;
         } else if (!strcmp(argv[i], "--n") && i + 1 < argc) {
-            n = strtoul(argv[++i], NULL, 10);
+            *n = strtoul(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
-            only = argv[++i];
+            *only = argv[++i];
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: sluice bench kernels --tune [--n N] [--device opencl:I] [--json]\n\n"
                    "Searches CLBlast SGEMM parameters (N x N x N, default 1024) for every OpenCL\n"
@@ -67,10 +66,61 @@ int sl_bench_kernels_tune(int argc, char **argv)
             return 2;
         }
     }
-    if (n < 16 || n > 8192) {
+    if (*n < 16 || *n > 8192) {
         fprintf(stderr, "sluice bench kernels --tune: --n must be in 16..8192\n");
         return 2;
     }
+    return -1;
+}
+
+/* Tunes one OpenCL device at n, prints the outcome and adds its object to `arr`; *vs_default is
+ * the best set's speed over CLBlast's defaults. A failure is said on stderr. */
+static int tune_device(const sl_device_info *info, size_t n, int json, cJSON *arr,
+                       double *vs_default)
+{
+    if (!json)
+        printf("%s (%s): tuning, each new candidate compiles first...\n", info->id, info->name);
+    fflush(stdout);
+    sl_device *dev;
+    sl_opencl_tune_result r;
+    int st = sl_device_open(info->id, &dev);
+    if (st == SL_OK) {
+        st = sl_opencl_tune_gemm(dev, n, !json, &r);
+        sl_device_close(dev);
+    }
+    if (st != SL_OK) {
+        fprintf(stderr, "%s: tuning failed: %s\n", info->id, sl_last_error());
+        return st;
+    }
+    *vs_default = r.default_gflops > 0 ? r.best_vs_openblas / r.default_vs_openblas : 0.0;
+    if (!json)
+        printf("%s: best %.1f GFLOP/s = %.2fx OpenBLAS; CLBlast default %.2fx OpenBLAS; best "
+               "= %.2fx default (ratios from interleaved runs; %d of %d candidates failed)\n"
+               "  %s\n",
+               info->id, r.best_gflops, r.best_vs_openblas, r.default_vs_openblas, *vs_default,
+               r.failed, r.candidates, r.best);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", info->id);
+    cJSON_AddStringToObject(o, "device", info->name);
+    cJSON_AddNumberToObject(o, "default_gflops", r.default_gflops);
+    cJSON_AddNumberToObject(o, "best_gflops", r.best_gflops);
+    cJSON_AddNumberToObject(o, "ratio_vs_default", *vs_default);
+    cJSON_AddNumberToObject(o, "default_vs_openblas", r.default_vs_openblas);
+    cJSON_AddNumberToObject(o, "best_vs_openblas", r.best_vs_openblas);
+    cJSON_AddNumberToObject(o, "candidates", r.candidates);
+    cJSON_AddNumberToObject(o, "failed", r.failed);
+    cJSON_AddStringToObject(o, "parameters", r.best);
+    cJSON_AddItemToArray(arr, o);
+    return SL_OK;
+}
+
+int sl_bench_kernels_tune(int argc, char **argv)
+{
+    size_t n = 1024;
+    int json = 0;
+    const char *only = NULL;
+    int rc = parse_options(argc, argv, &n, &json, &only);
+    if (rc >= 0) return rc;
     /* Open devices with CLBlast's own parameters, so that the first figure is its default. */
     setenv("SLUICE_CLBLAST_PARAMS", "default", 0);
 
@@ -92,43 +142,13 @@ int sl_bench_kernels_tune(int argc, char **argv)
     for (size_t i = 0; i < count; i++) {
         if (strcmp(infos[i].backend, "opencl") != 0) continue;
         if (only && strcmp(infos[i].id, only) != 0) continue;
-        if (!json)
-            printf("%s (%s): tuning, each new candidate compiles first...\n", infos[i].id,
-                   infos[i].name);
-        fflush(stdout);
-        sl_device *dev;
-        sl_opencl_tune_result r;
-        int st = sl_device_open(infos[i].id, &dev);
-        if (st == SL_OK) {
-            st = sl_opencl_tune_gemm(dev, n, !json, &r);
-            sl_device_close(dev);
-        }
-        if (st != SL_OK) {
-            fprintf(stderr, "%s: tuning failed: %s\n", infos[i].id, sl_last_error());
+        double vs_default = 0.0;
+        if (tune_device(&infos[i], n, json, arr, &vs_default) != SL_OK) {
             failures++;
             continue;
         }
         tuned++;
-        double vs_default = r.default_gflops > 0 ? r.best_vs_openblas / r.default_vs_openblas : 0.0;
         if (ratio == 0.0) ratio = vs_default;
-        if (!json)
-            printf("%s: best %.1f GFLOP/s = %.2fx OpenBLAS; CLBlast default %.2fx OpenBLAS; best "
-                   "= %.2fx default (ratios from interleaved runs; %d of %d candidates failed)\n"
-                   "  %s\n",
-                   infos[i].id, r.best_gflops, r.best_vs_openblas, r.default_vs_openblas,
-                   vs_default, r.failed, r.candidates, r.best);
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "id", infos[i].id);
-        cJSON_AddStringToObject(o, "device", infos[i].name);
-        cJSON_AddNumberToObject(o, "default_gflops", r.default_gflops);
-        cJSON_AddNumberToObject(o, "best_gflops", r.best_gflops);
-        cJSON_AddNumberToObject(o, "ratio_vs_default", vs_default);
-        cJSON_AddNumberToObject(o, "default_vs_openblas", r.default_vs_openblas);
-        cJSON_AddNumberToObject(o, "best_vs_openblas", r.best_vs_openblas);
-        cJSON_AddNumberToObject(o, "candidates", r.candidates);
-        cJSON_AddNumberToObject(o, "failed", r.failed);
-        cJSON_AddStringToObject(o, "parameters", r.best);
-        cJSON_AddItemToArray(arr, o);
     }
     if (!json) {
         if (tuned)

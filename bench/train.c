@@ -257,17 +257,19 @@ static cJSON *rounds_array(const double *v, int n)
     return a;
 }
 
-int sl_bench_train(int argc, char **argv)
+/* Reads the command line; returns -1 to go on, else the exit status (0 after --help, 2 on a usage
+ * error). */
+static int parse_options(int argc, char **argv, struct options *o)
 {
-    struct options o = {.steps = 400,
-                        .pipe_steps = 16,
-                        .warmup = 20,
-                        .ranks = {2, 4},
-                        .nranks = 2,
-                        .width = 1024,
-                        .rounds = 2,
-                        .device = "cpu",
-                        .python = "/usr/bin/python3"};
+    *o = (struct options){.steps = 400,
+                          .pipe_steps = 16,
+                          .warmup = 20,
+                          .ranks = {2, 4},
+                          .nranks = 2,
+                          .width = 1024,
+                          .rounds = 2,
+                          .device = "cpu",
+                          .python = "/usr/bin/python3"};
     int steps_set = 0, pipe_set = 0, rounds_set = 0, quick = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -275,34 +277,34 @@ int sl_bench_train(int argc, char **argv)
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--json")) {
-            o.json = 1;
+            o->json = 1;
         } else if (!strcmp(a, "--quick")) {
             quick = 1;
         } else if (!strcmp(a, "--no-torch")) {
-            o.no_torch = 1;
+            o->no_torch = 1;
         } else if (!strcmp(a, "--steps") && v) {
-            if ((o.steps = parse_count(v)) < 2) goto bad;
+            if ((o->steps = parse_count(v)) < 2) goto bad;
             steps_set = 1;
             i++;
         } else if (!strcmp(a, "--pipe-steps") && v) {
-            if ((o.pipe_steps = parse_count(v)) < 2) goto bad;
+            if ((o->pipe_steps = parse_count(v)) < 2) goto bad;
             pipe_set = 1;
             i++;
         } else if (!strcmp(a, "--ranks") && v) {
-            if (parse_ranks(v, &o) != 0) goto bad;
+            if (parse_ranks(v, o) != 0) goto bad;
             i++;
         } else if (!strcmp(a, "--width") && v) {
-            if ((o.width = parse_count(v)) < 2) goto bad;
+            if ((o->width = parse_count(v)) < 2) goto bad;
             i++;
         } else if (!strcmp(a, "--rounds") && v) {
-            if ((o.rounds = parse_count(v)) < 1 || o.rounds > MAX_ROUNDS) goto bad;
+            if ((o->rounds = parse_count(v)) < 1 || o->rounds > MAX_ROUNDS) goto bad;
             rounds_set = 1;
             i++;
         } else if (!strcmp(a, "--device") && v) {
-            o.device = v;
+            o->device = v;
             i++;
         } else if (!strcmp(a, "--python") && v) {
-            o.python = v;
+            o->python = v;
             i++;
         } else {
             fprintf(stderr, "sluice bench train: unexpected argument '%s' (try --help)\n", a);
@@ -317,182 +319,273 @@ int sl_bench_train(int argc, char **argv)
         return 2;
     }
     if (quick) {
-        if (!steps_set) o.steps = 60;
-        if (!pipe_set) o.pipe_steps = 4;
-        if (!rounds_set) o.rounds = 1;
-        o.warmup = 5;
+        if (!steps_set) o->steps = 60;
+        if (!pipe_set) o->pipe_steps = 4;
+        if (!rounds_set) o->rounds = 1;
+        o->warmup = 5;
     }
+    return -1;
+}
 
-    const char *tmpdir = getenv("TMPDIR");
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s/sluice-bench-train-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
-    if (!mkdtemp(tmp)) {
-        fprintf(stderr, "sluice bench train: cannot create a temporary directory %s\n", tmp);
-        return 1;
-    }
-    char digits_data[1200], pipe_data[1200];
-    snprintf(digits_data, sizeof digits_data, "%s/digits.safetensors", tmp);
-    snprintf(pipe_data, sizeof pipe_data, "%s/pipe.safetensors", tmp);
-
+/* The pipeline model: PIPE_LAYERS linear layers of the given width with relu between. */
+struct pipe_model {
     char linear[32];
-    snprintf(linear, sizeof linear, "linear:%d", o.width);
-    const char *pipe_layers[2 * PIPE_LAYERS - 1];
-    for (int i = 0; i < 2 * PIPE_LAYERS - 1; i++) pipe_layers[i] = i % 2 ? "relu" : linear;
-    int npipe_layers = 2 * PIPE_LAYERS - 1;
+    const char *layers[2 * PIPE_LAYERS - 1];
+    int nlayers;
+};
 
-    /* Best of the rounds, and every round's figure for the JSON. */
-    sl_train_summary digits = {0}, pipe[MAX_RANKS + 1] = {{0}};
-    double digits_runs[MAX_ROUNDS] = {0}, torch_runs[MAX_ROUNDS] = {0};
-    double pipe_runs[MAX_RANKS + 1][MAX_ROUNDS] = {{0}};
-    struct torch_result torch = {0};
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int rc = write_data(digits_data, DIGITS_ROWS, DIGITS_IN);
-    if (rc == SL_OK) rc = write_data(pipe_data, PIPE_ROWS, o.width);
-    for (int round = 0; round < o.rounds && rc == SL_OK; round++) {
+static void pipe_model_init(struct pipe_model *m, int width)
+{
+    snprintf(m->linear, sizeof m->linear, "linear:%d", width);
+    m->nlayers = 2 * PIPE_LAYERS - 1;
+    for (int i = 0; i < m->nlayers; i++) m->layers[i] = i % 2 ? "relu" : m->linear;
+}
+
+/* The best of the rounds, and every round's figure for the JSON. pipe[0] is 1 rank, pipe[k + 1]
+ * o->ranks[k]. */
+struct results {
+    sl_train_summary digits, pipe[MAX_RANKS + 1];
+    double digits_runs[MAX_ROUNDS], torch_runs[MAX_ROUNDS];
+    double pipe_runs[MAX_RANKS + 1][MAX_ROUNDS];
+    struct torch_result torch;
+};
+
+/* Where one run of the bench keeps its files: a private temporary directory and the two data
+ * sets in it. */
+struct files {
+    char tmp[1024], digits[1200], pipe[1200];
+};
+
+/* Round `round` of the digits model: sluice on 1 rank, then PyTorch. */
+static int digits_round(const struct options *o, const struct files *f, int round,
+                        struct results *res)
+{
+    char tag[64];
+    sl_train_summary sum;
+    fprintf(stderr, "bench train: round %d/%d: digits, sluice on 1 rank, %d steps...\n", round + 1,
+            o->rounds, o->steps);
+    snprintf(tag, sizeof tag, "digits-%d", round);
+    int rc = train_run(f->tmp, tag, f->digits, DIGITS_IN, digits_layers,
+                       (int)SL_ARRAY_LEN(digits_layers), 64, 8, o->steps, 1, o->device, &sum);
+    if (rc != SL_OK) return rc;
+    res->digits_runs[round] = sum.samples_per_s;
+    if (sum.samples_per_s > res->digits.samples_per_s) res->digits = sum;
+    /* A missing interpreter or torch stays missing: ask once. */
+    if (round == 0 || res->torch.samples_per_s > 0) {
+        fprintf(stderr, "bench train: round %d/%d: digits, PyTorch on 1 thread, %d + %d steps...\n",
+                round + 1, o->rounds, o->warmup, o->steps);
+        struct torch_result t;
+        torch_run(f->tmp, f->digits, o, &t);
+        res->torch_runs[round] = t.samples_per_s;
+        if (round == 0 || t.samples_per_s > res->torch.samples_per_s) {
+            cJSON_Delete(res->torch.obj);
+            res->torch = t;
+        } else {
+            cJSON_Delete(t.obj);
+        }
+    }
+    return SL_OK;
+}
+
+/* Round `round` of the pipeline model: 1 rank, then each rank count asked for. */
+static int pipe_round(const struct options *o, const struct files *f, const struct pipe_model *m,
+                      int round, struct results *res)
+{
+    for (int k = -1; k < o->nranks; k++) {
         char tag[64];
         sl_train_summary sum;
-        fprintf(stderr, "bench train: round %d/%d: digits, sluice on 1 rank, %d steps...\n",
-                round + 1, o.rounds, o.steps);
-        snprintf(tag, sizeof tag, "digits-%d", round);
-        rc = train_run(tmp, tag, digits_data, DIGITS_IN, digits_layers,
-                       (int)SL_ARRAY_LEN(digits_layers), 64, 8, o.steps, 1, o.device, &sum);
-        if (rc != SL_OK) break;
-        digits_runs[round] = sum.samples_per_s;
-        if (sum.samples_per_s > digits.samples_per_s) digits = sum;
-        /* A missing interpreter or torch stays missing: ask once. */
-        if (round == 0 || torch.samples_per_s > 0) {
-            fprintf(stderr,
-                    "bench train: round %d/%d: digits, PyTorch on 1 thread, %d + %d steps...\n",
-                    round + 1, o.rounds, o.warmup, o.steps);
-            struct torch_result t;
-            torch_run(tmp, digits_data, &o, &t);
-            torch_runs[round] = t.samples_per_s;
-            if (round == 0 || t.samples_per_s > torch.samples_per_s) {
-                cJSON_Delete(torch.obj);
-                torch = t;
-            } else {
-                cJSON_Delete(t.obj);
-            }
-        }
-        for (int k = -1; k < o.nranks && rc == SL_OK; k++) {
-            int ranks = k < 0 ? 1 : o.ranks[k];
-            snprintf(tag, sizeof tag, "pipe%d-%d", ranks, round);
-            fprintf(stderr, "bench train: round %d/%d: pipeline on %d rank%s, %d steps...\n",
-                    round + 1, o.rounds, ranks, ranks == 1 ? "" : "s", o.pipe_steps);
-            rc = train_run(tmp, tag, pipe_data, o.width, pipe_layers, npipe_layers, 256, 16,
-                           o.pipe_steps, ranks, o.device, &sum);
-            if (rc != SL_OK) break;
-            pipe_runs[k + 1][round] = sum.samples_per_s;
-            if (sum.samples_per_s > pipe[k + 1].samples_per_s) pipe[k + 1] = sum;
-        }
+        int ranks = k < 0 ? 1 : o->ranks[k];
+        snprintf(tag, sizeof tag, "pipe%d-%d", ranks, round);
+        fprintf(stderr, "bench train: round %d/%d: pipeline on %d rank%s, %d steps...\n", round + 1,
+                o->rounds, ranks, ranks == 1 ? "" : "s", o->pipe_steps);
+        int rc = train_run(f->tmp, tag, f->pipe, o->width, m->layers, m->nlayers, 256, 16,
+                           o->pipe_steps, ranks, o->device, &sum);
+        if (rc != SL_OK) return rc;
+        res->pipe_runs[k + 1][round] = sum.samples_per_s;
+        if (sum.samples_per_s > res->pipe[k + 1].samples_per_s) res->pipe[k + 1] = sum;
     }
+    return SL_OK;
+}
+
+/* Writes both data sets and runs every round, the digits and the pipeline interleaved. */
+static int measure(const struct options *o, const struct files *f, const struct pipe_model *m,
+                   struct results *res)
+{
+    int rc = write_data(f->digits, DIGITS_ROWS, DIGITS_IN);
+    if (rc == SL_OK) rc = write_data(f->pipe, PIPE_ROWS, o->width);
+    for (int round = 0; round < o->rounds && rc == SL_OK; round++) {
+        rc = digits_round(o, f, round, res);
+        if (rc == SL_OK) rc = pipe_round(o, f, m, round, res);
+    }
+    return rc;
+}
+
+/* What the report needs besides the results. */
+struct context {
+    double ratio;              /* sluice over PyTorch on the digits model; NAN without PyTorch */
+    const char *torch_version; /* NULL without PyTorch */
+    const char *blas;          /* OpenBLAS's configuration, or NULL */
+    long cores;
+};
+
+static cJSON *bubble_or_null(double v)
+{
+    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+}
+
+/* The JSON object of the digits comparison. */
+static void add_digits_json(cJSON *dj, const struct options *o, const struct results *res,
+                            const struct context *c)
+{
+    cJSON_AddStringToObject(dj, "model", "64-128-128-64-10 relu, cross entropy");
+    cJSON_AddNumberToObject(dj, "batch", 64);
+    cJSON_AddNumberToObject(dj, "microbatches", 8);
+    cJSON_AddStringToObject(dj, "optimizer", "sgd lr 0.05 momentum 0.9");
+    cJSON_AddNumberToObject(dj, "steps", o->steps);
+    cJSON_AddNumberToObject(dj, "samples_per_s", res->digits.samples_per_s);
+    cJSON_AddItemToObject(dj, "samples_per_s_rounds", rounds_array(res->digits_runs, o->rounds));
+    cJSON_AddNumberToObject(dj, "final_loss", res->digits.final_loss);
+    cJSON_AddItemToObject(dj, "torch_samples_per_s", number_or_null(res->torch.samples_per_s));
+    if (res->torch.samples_per_s > 0)
+        cJSON_AddItemToObject(dj, "torch_samples_per_s_rounds",
+                              rounds_array(res->torch_runs, o->rounds));
+    cJSON_AddItemToObject(
+        dj, "torch", c->torch_version ? cJSON_CreateString(c->torch_version) : cJSON_CreateNull());
+    if (res->torch.note[0]) cJSON_AddStringToObject(dj, "torch_note", res->torch.note);
+    cJSON_AddNumberToObject(dj, "torch_warmup_steps", o->warmup);
+    cJSON_AddItemToObject(dj, "ratio", number_or_null(c->ratio));
+}
+
+/* The JSON object of the pipeline speed-ups. */
+static void add_pipe_json(cJSON *pj, const struct options *o, const struct pipe_model *m,
+                          const struct results *res)
+{
+    char desc[96];
+    snprintf(desc, sizeof desc, "8 x %s, relu between, cross entropy", m->linear);
+    cJSON_AddStringToObject(pj, "model", desc);
+    cJSON_AddStringToObject(pj, "baseline", "the same model on 1 rank, 1 thread");
+    cJSON_AddNumberToObject(pj, "batch", 256);
+    cJSON_AddNumberToObject(pj, "microbatches", 16);
+    cJSON_AddStringToObject(pj, "schedule", "1f1b");
+    cJSON_AddNumberToObject(pj, "steps", o->pipe_steps);
+    cJSON *runs = cJSON_AddArrayToObject(pj, "runs");
+    for (int k = -1; k < o->nranks; k++) {
+        const sl_train_summary *s = &res->pipe[k + 1];
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddNumberToObject(r, "ranks", k < 0 ? 1 : o->ranks[k]);
+        cJSON_AddNumberToObject(r, "samples_per_s", s->samples_per_s);
+        cJSON_AddItemToObject(r, "samples_per_s_rounds",
+                              rounds_array(res->pipe_runs[k + 1], o->rounds));
+        cJSON_AddNumberToObject(r, "speedup", s->samples_per_s / res->pipe[0].samples_per_s);
+        cJSON_AddItemToObject(r, "bubble_measured", bubble_or_null(s->bubble_measured));
+        cJSON_AddItemToObject(r, "bubble_predicted", bubble_or_null(s->bubble_predicted));
+        cJSON_AddItemToArray(runs, r);
+    }
+}
+
+static void print_json(const struct options *o, const struct pipe_model *m,
+                       const struct results *res, const struct context *c)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "name", "train");
+    cJSON_AddStringToObject(root, "baseline",
+                            res->torch.samples_per_s > 0
+                                ? "PyTorch, same model/batch/micro-batches/optimizer, 1 thread"
+                                : "none: no PyTorch figure (see torch_note)");
+    cJSON_AddItemToObject(root, "ratio", number_or_null(c->ratio));
+    cJSON_AddStringToObject(root, "device", o->device);
+    cJSON_AddNumberToObject(root, "threads_per_rank", 1);
+    cJSON_AddStringToObject(root, "openblas", c->blas ? c->blas : "?");
+    cJSON_AddNumberToObject(root, "cores", (double)c->cores);
+    cJSON_AddNumberToObject(root, "rounds", o->rounds);
+    add_digits_json(cJSON_AddObjectToObject(root, "digits"), o, res, c);
+    add_pipe_json(cJSON_AddObjectToObject(root, "pipeline"), o, m, res);
+    sl_bench_print_json(root);
+}
+
+static void print_tables(const struct options *o, const struct pipe_model *m,
+                         const struct results *res, const struct context *c)
+{
+    const struct torch_result *torch = &res->torch;
+    printf("sluice bench train  (device %s, 1 OpenBLAS thread per rank, %ld cores, best of %d "
+           "round%s; %s)\n\n",
+           o->device, c->cores, o->rounds, o->rounds == 1 ? "" : "s",
+           c->blas ? c->blas : "OpenBLAS ?");
+    printf("digits model, 1 rank: 64-128-128-64-10 relu, batch 64 in 8 micro-batches, SGD "
+           "momentum, %d steps\n",
+           o->steps);
+    printf("  %-34s %12s %8s\n", "", "samples/s", "ratio");
+    printf("  %-34s %12.0f %8s\n", "sluice (1 rank, 1 thread)", res->digits.samples_per_s,
+           torch->samples_per_s > 0 ? "" : "-");
+    if (torch->samples_per_s > 0) {
+        char who[64];
+        snprintf(who, sizeof who, "PyTorch %s (1 thread)",
+                 c->torch_version ? c->torch_version : "");
+        printf("  %-34s %12.0f %8s\n", who, torch->samples_per_s, "baseline");
+        printf("  %-34s %12s %7.2fx\n", "sluice / PyTorch", "", c->ratio);
+    } else {
+        printf("  PyTorch: %s; no ratio\n", torch->note);
+    }
+    printf("\npipeline: 8 x %s relu, batch 256 in 16 micro-batches, 1F1B, %d steps, "
+           "1 thread per rank\n",
+           m->linear, o->pipe_steps);
+    printf("  %-6s %12s %9s %9s %9s\n", "ranks", "samples/s", "speed-up", "bubble", "(model)");
+    for (int k = -1; k < o->nranks; k++) {
+        const sl_train_summary *s = &res->pipe[k + 1];
+        printf("  %-6d %12.0f %8.2fx %9.3f %9.3f%s\n", k < 0 ? 1 : o->ranks[k], s->samples_per_s,
+               s->samples_per_s / res->pipe[0].samples_per_s, s->bubble_measured,
+               s->bubble_predicted, k < 0 ? "  (baseline)" : "");
+    }
+    int over = 0;
+    for (int k = 0; k < o->nranks; k++) over |= o->ranks[k] > c->cores;
+    if (over)
+        printf("  (more ranks than the %ld cores: those ranks share cores and cannot speed up "
+               "further)\n",
+               c->cores);
+}
+
+int sl_bench_train(int argc, char **argv)
+{
+    struct options o;
+    int status = parse_options(argc, argv, &o);
+    if (status >= 0) return status;
+
+    struct files f;
+    const char *tmpdir = getenv("TMPDIR");
+    snprintf(f.tmp, sizeof f.tmp, "%s/sluice-bench-train-XXXXXX",
+             tmpdir && *tmpdir ? tmpdir : "/tmp");
+    if (!mkdtemp(f.tmp)) {
+        fprintf(stderr, "sluice bench train: cannot create a temporary directory %s\n", f.tmp);
+        return 1;
+    }
+    snprintf(f.digits, sizeof f.digits, "%s/digits.safetensors", f.tmp);
+    snprintf(f.pipe, sizeof f.pipe, "%s/pipe.safetensors", f.tmp);
+    struct pipe_model m;
+    pipe_model_init(&m, o.width);
+
+    struct results res = {0};
+    int rc = measure(&o, &f, &m, &res);
     if (rc != SL_OK) fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
-    if (sl_remove_tree(tmp) != SL_OK) fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
+    if (sl_remove_tree(f.tmp) != SL_OK)
+        fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
     if (rc != SL_OK) {
-        cJSON_Delete(torch.obj);
+        cJSON_Delete(res.torch.obj);
         return 1;
     }
 
-    double ratio = torch.samples_per_s > 0 ? digits.samples_per_s / torch.samples_per_s : NAN;
-    const char *torch_version = torch.obj && !torch.note[0]
-                                    ? cJSON_GetStringValue(cJSON_GetObjectItem(torch.obj, "torch"))
-                                    : NULL;
-    const char *blas = openblas_get_config();
-    if (o.json) {
-        cJSON *root = cJSON_CreateObject();
-        cJSON_AddStringToObject(root, "name", "train");
-        cJSON_AddStringToObject(root, "baseline",
-                                torch.samples_per_s > 0
-                                    ? "PyTorch, same model/batch/micro-batches/optimizer, 1 thread"
-                                    : "none: no PyTorch figure (see torch_note)");
-        cJSON_AddItemToObject(root, "ratio", number_or_null(ratio));
-        cJSON_AddStringToObject(root, "device", o.device);
-        cJSON_AddNumberToObject(root, "threads_per_rank", 1);
-        cJSON_AddStringToObject(root, "openblas", blas ? blas : "?");
-        cJSON_AddNumberToObject(root, "cores", (double)cores);
-        cJSON_AddNumberToObject(root, "rounds", o.rounds);
-        cJSON *dj = cJSON_AddObjectToObject(root, "digits");
-        cJSON_AddStringToObject(dj, "model", "64-128-128-64-10 relu, cross entropy");
-        cJSON_AddNumberToObject(dj, "batch", 64);
-        cJSON_AddNumberToObject(dj, "microbatches", 8);
-        cJSON_AddStringToObject(dj, "optimizer", "sgd lr 0.05 momentum 0.9");
-        cJSON_AddNumberToObject(dj, "steps", o.steps);
-        cJSON_AddNumberToObject(dj, "samples_per_s", digits.samples_per_s);
-        cJSON_AddItemToObject(dj, "samples_per_s_rounds", rounds_array(digits_runs, o.rounds));
-        cJSON_AddNumberToObject(dj, "final_loss", digits.final_loss);
-        cJSON_AddItemToObject(dj, "torch_samples_per_s", number_or_null(torch.samples_per_s));
-        if (torch.samples_per_s > 0)
-            cJSON_AddItemToObject(dj, "torch_samples_per_s_rounds",
-                                  rounds_array(torch_runs, o.rounds));
-        cJSON_AddItemToObject(
-            dj, "torch", torch_version ? cJSON_CreateString(torch_version) : cJSON_CreateNull());
-        if (torch.note[0]) cJSON_AddStringToObject(dj, "torch_note", torch.note);
-        cJSON_AddNumberToObject(dj, "torch_warmup_steps", o.warmup);
-        cJSON_AddItemToObject(dj, "ratio", number_or_null(ratio));
-        cJSON *pj = cJSON_AddObjectToObject(root, "pipeline");
-        char desc[96];
-        snprintf(desc, sizeof desc, "8 x %s, relu between, cross entropy", linear);
-        cJSON_AddStringToObject(pj, "model", desc);
-        cJSON_AddStringToObject(pj, "baseline", "the same model on 1 rank, 1 thread");
-        cJSON_AddNumberToObject(pj, "batch", 256);
-        cJSON_AddNumberToObject(pj, "microbatches", 16);
-        cJSON_AddStringToObject(pj, "schedule", "1f1b");
-        cJSON_AddNumberToObject(pj, "steps", o.pipe_steps);
-        cJSON *runs = cJSON_AddArrayToObject(pj, "runs");
-        for (int k = -1; k < o.nranks; k++) {
-            const sl_train_summary *s = &pipe[k + 1];
-            cJSON *r = cJSON_CreateObject();
-            cJSON_AddNumberToObject(r, "ranks", k < 0 ? 1 : o.ranks[k]);
-            cJSON_AddNumberToObject(r, "samples_per_s", s->samples_per_s);
-            cJSON_AddItemToObject(r, "samples_per_s_rounds",
-                                  rounds_array(pipe_runs[k + 1], o.rounds));
-            cJSON_AddNumberToObject(r, "speedup", s->samples_per_s / pipe[0].samples_per_s);
-            cJSON_AddItemToObject(r, "bubble_measured",
-                                  isfinite(s->bubble_measured)
-                                      ? cJSON_CreateNumber(s->bubble_measured)
-                                      : cJSON_CreateNull());
-            cJSON_AddItemToObject(r, "bubble_predicted",
-                                  isfinite(s->bubble_predicted)
-                                      ? cJSON_CreateNumber(s->bubble_predicted)
-                                      : cJSON_CreateNull());
-            cJSON_AddItemToArray(runs, r);
-        }
-        sl_bench_print_json(root);
-    } else {
-        printf("sluice bench train  (device %s, 1 OpenBLAS thread per rank, %ld cores, best of %d "
-               "round%s; %s)\n\n",
-               o.device, cores, o.rounds, o.rounds == 1 ? "" : "s", blas ? blas : "OpenBLAS ?");
-        printf("digits model, 1 rank: 64-128-128-64-10 relu, batch 64 in 8 micro-batches, SGD "
-               "momentum, %d steps\n",
-               o.steps);
-        printf("  %-34s %12s %8s\n", "", "samples/s", "ratio");
-        printf("  %-34s %12.0f %8s\n", "sluice (1 rank, 1 thread)", digits.samples_per_s,
-               torch.samples_per_s > 0 ? "" : "-");
-        if (torch.samples_per_s > 0) {
-            char who[64];
-            snprintf(who, sizeof who, "PyTorch %s (1 thread)", torch_version ? torch_version : "");
-            printf("  %-34s %12.0f %8s\n", who, torch.samples_per_s, "baseline");
-            printf("  %-34s %12s %7.2fx\n", "sluice / PyTorch", "", ratio);
-        } else {
-            printf("  PyTorch: %s; no ratio\n", torch.note);
-        }
-        printf("\npipeline: 8 x %s relu, batch 256 in 16 micro-batches, 1F1B, %d steps, "
-               "1 thread per rank\n",
-               linear, o.pipe_steps);
-        printf("  %-6s %12s %9s %9s %9s\n", "ranks", "samples/s", "speed-up", "bubble", "(model)");
-        for (int k = -1; k < o.nranks; k++) {
-            const sl_train_summary *s = &pipe[k + 1];
-            printf("  %-6d %12.0f %8.2fx %9.3f %9.3f%s\n", k < 0 ? 1 : o.ranks[k], s->samples_per_s,
-                   s->samples_per_s / pipe[0].samples_per_s, s->bubble_measured,
-                   s->bubble_predicted, k < 0 ? "  (baseline)" : "");
-        }
-        int over = 0;
-        for (int k = 0; k < o.nranks; k++) over |= o.ranks[k] > cores;
-        if (over)
-            printf("  (more ranks than the %ld cores: those ranks share cores and cannot speed up "
-                   "further)\n",
-                   cores);
-    }
-    cJSON_Delete(torch.obj);
+    const struct torch_result *torch = &res.torch;
+    struct context c = {
+        .ratio = torch->samples_per_s > 0 ? res.digits.samples_per_s / torch->samples_per_s : NAN,
+        .torch_version = torch->obj && !torch->note[0]
+                             ? cJSON_GetStringValue(cJSON_GetObjectItem(torch->obj, "torch"))
+                             : NULL,
+        .blas = openblas_get_config(),
+        .cores = sysconf(_SC_NPROCESSORS_ONLN),
+    };
+    if (o.json)
+        print_json(&o, &m, &res, &c);
+    else
+        print_tables(&o, &m, &res, &c);
+    cJSON_Delete(res.torch.obj);
     return 0;
 }

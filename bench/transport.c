@@ -40,10 +40,9 @@
 #define IN_FLIGHT 8
 #define HWM       (IN_FLIGHT + 4) /* as sluice sizes its own from in_flight */
 /* The untimed part moves at least this many messages: enough to fill both high-water marks once,
- * so that the timed part meets no payload buffer its link has not used yet. With 8 untimed
- * messages of 16 MiB, 5 of 45 sluice trials (its pool was still growing) and 3 of 135 raw ones
- * faulted a fresh 16 MiB in during the timing, 4096 page faults that took up to twice a trial's
- * time on a VM; with 24, 1 of 45 and none. */
+ * so that the timed part meets no payload buffer its link has not used yet (faulting a fresh
+ * 16 MiB buffer in can double a trial's time). The 16 MiB rows of `sluice bench transport` show
+ * it; bench/transport.md has the runs. */
 #define WARM_MESSAGES (2 * HWM)
 #define MAX_BYTES     ((size_t)16 << 20)
 
@@ -158,17 +157,11 @@ static int by_value(const void *x, const void *y)
  * thread, rank 1 a peer thread. In every trial each opens its own end of fresh links (a context
  * of its own, as a rank process has), moves as many messages untimed as it then moves timed, and
  * closes its end, the way a rank's process opens its transport and then uses it; raw libzmq and
- * sluice are treated alike. (This bench once opened sluice's ends on short-lived helper threads
- * and used them from others, while raw libzmq's were opened by the threads that used them.) Every
- * trial opens fresh links: a connection keeps whatever luck it had (which core its I/O thread
- * landed on, the kernel's socket buffer sizes), and on a shared machine that luck differed by up
- * to 2x between two identical raw links kept open across trials. Fresh links per trial, over many
- * rounds, measure the links, not the luck. The untimed half is there because fresh threads start
- * in another regime: with 4 warm-up messages, every contender's first few hundred round trips ran
- * faster than the rest (raw libzmq 57 us, then 73-96 us, with each rank bound to a core), and the
- * throughput trials (10-60 ms) ended inside that phase; a link in use runs in the later one. With
- * the untimed half, two runs measured tcp 64 KiB at 0.85-0.87 of raw where six had spread over
- * 0.68-0.98, and the bound ipc round trip at 1.00 where it had been 1.20-1.26. */
+ * sluice are treated alike. Fresh links per trial, over many rounds, measure the links and not the
+ * luck a connection keeps (which core its I/O thread landed on, the kernel's socket buffer sizes);
+ * the untimed half is there because fresh threads start in a faster regime than a link in use
+ * runs in. The raw/raw column of `sluice bench transport` shows how much luck is left; what the
+ * trials measured before and after each of these choices is in bench/transport.md. */
 
 enum contender { SLUICE, RAW, CONTROL, FRAMED, SLUICE_CURVE, CONTENDERS };
 
@@ -185,8 +178,8 @@ struct peer {
  * them: both ranks' threads are bound before the first trial, and the threads each trial's ZeroMQ
  * contexts start (the I/O thread, the reaper) inherit the binding. Without it the kernel places the
  * four busy threads (two ranks, two I/O threads), and on a machine with two cores a trial's figure
- * depends on where they landed: a raw link's trials then measured mostly 3.3-3.9 GB/s at tcp
- * 64 KiB with a few at 1.5-1.9, CPU use dropping from 1.95 to 1.4-1.5 cores in those. */
+ * depends on where they landed. Compare `sluice bench transport` with and without --pin; the
+ * figures are in bench/transport.md. */
 static int pin(pthread_t thread, int cpu)
 {
     cpu_set_t set;
@@ -494,11 +487,10 @@ static double measure(const struct setting *set, int who, int tcp, int zc, size_
  * runs one trial on fresh links, the order rotating from round to round. A ratio between two
  * contenders is the median over rounds of the ratio within each round: the trials of a round run
  * back to back, so whatever the shared machine was doing then weighs on both, and the median
- * drops the rounds where it hit one of them only. (The best trial of each contender
- * taken apart, as before, let two identical raw links measure 0.72-1.26x apart in one run.)
- * 45 rounds by default, not 15: the headline is the worst of six rows' medians, and with 15 the
- * raw/raw control's worst over those rows measured 0.78-0.96 in seven runs on a 2-core VM (sluice
- * 0.88-0.97), with 45 0.89-1.00 in seven (sluice 0.94-1.00); a run takes ~4.5 minutes. */
+ * drops the rounds where it hit one of them only. 45 rounds by default because the headline is the
+ * worst of six rows' medians, and with fewer rounds that worst falls below the target by chance
+ * even between two identical raw links (`control_ratio_headline_min` in `sluice bench transport
+ * --json`; the runs behind the choice are in bench/transport.md). */
 #define MAX_ROUNDS     99
 #define DEFAULT_ROUNDS 45
 
@@ -593,10 +585,10 @@ static double gbps(size_t bytes, int count, double seconds)
 
 /* What the checksum costs beside a copy: GB/s of sl_crc32c, sl_crc32c_copy and memcpy over one
  * 64 KiB payload in cache, the best of 7 repeats of 4000 passes. dst needs 64 KiB + 4 KiB: the
- * copy goes to where it lies half a page from src. glibc copies 64 KiB with `rep movsb`, which
- * on a Zen 3 core runs at 2 GB/s instead of 40 when the destination is 1 to 31 bytes past the
- * source modulo 4 KiB; the two buffers given lay 16 bytes apart that way, and memcpy measured
- * 1.6-2.8 GB/s. */
+ * copy goes to where it lies half a page from src, because glibc's `rep movsb` runs about 20
+ * times slower on a Zen 3 core when the destination lies 1 to 31 bytes past the source modulo
+ * 4 KiB, as the two buffers given do (the CRC32C line of `sluice bench transport`; figures in
+ * bench/transport.md). */
 static void crc_speeds(const uint8_t *src, uint8_t *dst, double out[3])
 {
     enum { N = 65536, PASSES = 4000 };
@@ -653,307 +645,423 @@ static int parse_fault(int *who, int *rank)
     return -1;
 }
 
-int sl_bench_transport(int argc, char **argv)
+/* What the command line asks for. */
+struct options {
+    int json, rounds, curve_on, pinned;
+    double scale;              /* of every trial's message count (count_for) */
+    int fault_who, fault_rank; /* SLUICE_BENCH_FAULT (-1: none) */
+    int cpus[2];               /* --pin: rank 0's CPU and rank 1's */
+};
+
+static void usage(void)
 {
-    int json = 0, rounds = DEFAULT_ROUNDS, curve_on = 1, pinned = 0;
-    double scale = 0.25;
+    printf("usage: sluice bench transport [--json] [--quick] [--no-curve] [--rounds N] "
+           "[--pin]\n\n"
+           "Throughput (4 KiB .. 16 MiB) and 64-byte round trip of sluice links against\n"
+           "raw libzmq PUSH/PULL in the same run, over ipc and tcp loopback, in two\n"
+           "pairings of APIs (copy, zero-copy); a second raw link measured the same way\n"
+           "as a control (raw/raw: how far apart two identical links measure on this\n"
+           "machine); raw libzmq with sluice's framing (DEALER to ROUTER, a header frame\n"
+           "before each payload) against plain raw (framed/raw: what the wire format\n"
+           "costs inside libzmq); CURVE's cost over tcp against sluice without it.\n"
+           "Each figure takes N rounds (default %d, at most %d; --quick: 5 and smaller\n"
+           "trials); in a round every contender runs one trial on fresh links, the order\n"
+           "rotating; a trial moves as many messages untimed as it then times (at\n"
+           "least twice the high-water mark, 24, which fills the link's queues). A ratio\n"
+           "is the median over rounds of the ratio within a round, and q1..q3 its\n"
+           "quartiles. A trial's round trip is the median of its round trips.\n"
+           "switches s/f/r: context switches of every thread per message, timed part,\n"
+           "for sluice, framed raw and raw; on a busy VM they vary less than the times.\n"
+           "The headline ratio is the copy pairing's worst at >= 64 KiB: sluice's copies\n"
+           "carry the CRC32C in the same pass as raw libzmq's plain copies. Where the\n"
+           "raw/raw control falls below the target in those rows, the run says that it\n"
+           "cannot resolve the target.\n"
+           "--pin binds each rank (its thread and its libzmq I/O thread) to a CPU of its\n"
+           "own, as a launcher binding one rank per core would; without it the kernel\n"
+           "places the threads, and with few cores where they land moves the figures.\n",
+           DEFAULT_ROUNDS, MAX_ROUNDS);
+}
+
+/* Reads the command line, SLUICE_BENCH_FAULT and, with --pin, the two CPUs to bind the ranks to.
+ * Returns -1 to go on, else the exit status: 0 after --help, 2 on a usage error. */
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    *o = (struct options){.rounds = DEFAULT_ROUNDS, .curve_on = 1, .scale = 0.25};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
-            json = 1;
+            o->json = 1;
         else if (!strcmp(argv[i], "--quick"))
-            scale = 0.0625, rounds = 5;
+            o->scale = 0.0625, o->rounds = 5;
         else if (!strcmp(argv[i], "--no-curve"))
-            curve_on = 0;
+            o->curve_on = 0;
         else if (!strcmp(argv[i], "--pin"))
-            pinned = 1;
+            o->pinned = 1;
         else if (!strcmp(argv[i], "--rounds")) {
-            rounds = i + 1 < argc ? atoi(argv[++i]) : 0;
-            if (rounds < 1 || rounds > MAX_ROUNDS) {
+            o->rounds = i + 1 < argc ? atoi(argv[++i]) : 0;
+            if (o->rounds < 1 || o->rounds > MAX_ROUNDS) {
                 fprintf(stderr, "sluice bench transport: --rounds takes a number from 1 to %d\n",
                         MAX_ROUNDS);
                 return 2;
             }
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: sluice bench transport [--json] [--quick] [--no-curve] [--rounds N] "
-                   "[--pin]\n\n"
-                   "Throughput (4 KiB .. 16 MiB) and 64-byte round trip of sluice links against\n"
-                   "raw libzmq PUSH/PULL in the same run, over ipc and tcp loopback, in two\n"
-                   "pairings of APIs (copy, zero-copy); a second raw link measured the same way\n"
-                   "as a control (raw/raw: how far apart two identical links measure on this\n"
-                   "machine); raw libzmq with sluice's framing (DEALER to ROUTER, a header frame\n"
-                   "before each payload) against plain raw (framed/raw: what the wire format\n"
-                   "costs inside libzmq); CURVE's cost over tcp against sluice without it.\n"
-                   "Each figure takes N rounds (default %d, at most %d; --quick: 5 and smaller\n"
-                   "trials); in a round every contender runs one trial on fresh links, the order\n"
-                   "rotating; a trial moves as many messages untimed as it then times (at\n"
-                   "least twice the high-water mark, 24, which fills the link's queues). A ratio\n"
-                   "is the median over rounds of the ratio within a round, and q1..q3 its\n"
-                   "quartiles. A trial's round trip is the median of its round trips.\n"
-                   "switches s/f/r: context switches of every thread per message, timed part,\n"
-                   "for sluice, framed raw and raw; on a busy VM they vary less than the times.\n"
-                   "The headline ratio is the copy pairing's worst at >= 64 KiB: sluice's copies\n"
-                   "carry the CRC32C in the same pass as raw libzmq's plain copies. Where the\n"
-                   "raw/raw control falls below the target in those rows, the run says that it\n"
-                   "cannot resolve the target.\n"
-                   "--pin binds each rank (its thread and its libzmq I/O thread) to a CPU of its\n"
-                   "own, as a launcher binding one rank per core would; without it the kernel\n"
-                   "places the threads, and with few cores where they land moves the figures.\n",
-                   DEFAULT_ROUNDS, MAX_ROUNDS);
+            usage();
             return 0;
         } else {
             fprintf(stderr, "sluice bench transport: unknown option '%s' (try --help)\n", argv[i]);
             return 2;
         }
     }
-    int fault_who, fault_rank;
-    if (parse_fault(&fault_who, &fault_rank)) return 2;
-    int cpus[2];
-    if (pinned && two_cpus(cpus)) {
+    if (parse_fault(&o->fault_who, &o->fault_rank)) return 2;
+    if (o->pinned && two_cpus(o->cpus)) {
         fprintf(stderr, "sluice bench transport: --pin needs two CPUs and this process may use "
                         "only one\n");
         return 2;
     }
+    return -1;
+}
+
+/* Makes the run's own directory for the ipc socket files, under $TMPDIR or /tmp, in
+ * leftovers.dir. */
+static int make_run_dir(void)
+{
     const char *tmp = getenv("TMPDIR");
     char *dir = leftovers.dir;
     snprintf(dir, sizeof leftovers.dir, "%s/sluice-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
-        fprintf(stderr, "sluice bench transport: cannot make a temp dir %s: %s (set TMPDIR)\n", dir,
-                strerror(errno));
-        return 1;
-    }
-    on_ending_signals(remove_leftovers);
-    int status = 1;
-    struct peer peer;
-    uint8_t *sbuf = malloc(MAX_BYTES), *rbuf = malloc(MAX_BYTES);
-    struct rounds *r = malloc(sizeof *r);
-    if (!sbuf || !rbuf || !r) {
-        fprintf(stderr, "sluice bench transport: out of memory\n");
-        goto unwind;
-    }
-    for (size_t i = 0; i < MAX_BYTES; i++) sbuf[i] = (uint8_t)(i * 7 + 3);
+    if (mkdtemp(dir)) return 0;
+    fprintf(stderr, "sluice bench transport: cannot make a temp dir %s: %s (set TMPDIR)\n", dir,
+            strerror(errno));
+    return -1;
+}
 
+/* CURVE key pairs of the two ranks, each admitting only the other's public key. */
+struct keys {
     char pub[2][41], sec[2][41];
     const char *allowed[2][1];
     sl_transport_curve curve[2];
-    for (int k = 0; k < 2; k++) sl_transport_keypair(pub[k], sec[k]);
-    for (int k = 0; k < 2; k++) {
-        allowed[k][0] = pub[1 - k];
-        curve[k] = (sl_transport_curve){pub[k], sec[k], pub[1 - k], allowed[k], 1};
-    }
-    if (peer_start(&peer)) {
-        fprintf(stderr, "sluice bench transport: cannot start a thread\n");
-        goto unwind;
-    }
-    if (pinned && (pin(peer.thread, cpus[1]) || pin(pthread_self(), cpus[0]))) {
-        fprintf(stderr, "sluice bench transport: cannot bind the ranks to CPUs %d and %d\n",
-                cpus[0], cpus[1]);
-        peer_stop(&peer);
-        goto unwind;
-    }
-    struct setting set = {dir, curve, sbuf, rbuf, &peer, fault_who, fault_rank};
+};
 
+static void make_keys(struct keys *k)
+{
+    for (int i = 0; i < 2; i++) sl_transport_keypair(k->pub[i], k->sec[i]);
+    for (int i = 0; i < 2; i++) {
+        k->allowed[i][0] = k->pub[1 - i];
+        k->curve[i] = (sl_transport_curve){k->pub[i], k->sec[i], k->pub[1 - i], k->allowed[i], 1};
+    }
+}
+
+/* Starts rank 1's thread and, with --pin, binds each rank to its CPU. */
+static int start_ranks(struct peer *peer, const struct options *o)
+{
+    if (peer_start(peer)) {
+        fprintf(stderr, "sluice bench transport: cannot start a thread\n");
+        return -1;
+    }
+    if (o->pinned && (pin(peer->thread, o->cpus[1]) || pin(pthread_self(), o->cpus[0]))) {
+        fprintf(stderr, "sluice bench transport: cannot bind the ranks to CPUs %d and %d\n",
+                o->cpus[0], o->cpus[1]);
+        peer_stop(peer);
+        return -1;
+    }
+    return 0;
+}
+
+/* What the rows add up to, for the summary at the end. */
+struct tally {
+    double worst[2];               /* lowest sluice/raw ratio at >= 64 KiB: copy, zero-copy */
+    double worst_lat;              /* highest round-trip ratio */
+    double control_lo, control_hi; /* the raw/raw control over every row */
+    double control_headline;       /* the control's lowest in the headline's rows */
+    double framed_lo, framed_hi;   /* framed/raw at >= 64 KiB */
+};
+
+/* One run of the benchmark: what it was asked, the trials' setting, the JSON arrays the rows go
+ * to, the rows done so far (reported on stderr with --json) and the tally. */
+struct run {
+    const struct options *o;
+    const struct setting *set;
+    struct rounds *r;
+    cJSON *thr, *lat, *curve;
+    double t0;
+    int rows, n_rows;
+    struct tally tally;
+};
+
+/* The head of the JSON object: the checksum's speeds, the baseline and how the run ran; and the
+ * arrays the rows go into. */
+static cJSON *json_head(struct run *run, const double crc[3])
+{
+    const struct options *o = run->o;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "name", "transport");
-    double crc[3];
-    crc_speeds(sbuf, rbuf, crc);
     cJSON_AddStringToObject(root, "crc_path", sl_crc32c_path());
     cJSON_AddNumberToObject(root, "crc_gbps", crc[0]);
     cJSON_AddNumberToObject(root, "crc_copy_gbps", crc[1]);
     cJSON_AddNumberToObject(root, "memcpy_gbps", crc[2]);
     cJSON_AddStringToObject(root, "baseline",
                             "raw libzmq PUSH/PULL (same API pairing, sizes and HWM, same run)");
-    cJSON_AddNumberToObject(root, "rounds", rounds);
-    cJSON_AddBoolToObject(root, "pinned", pinned);
-    if (pinned) cJSON_AddItemToObject(root, "cpus", cJSON_CreateIntArray(cpus, 2));
-    cJSON *thr = cJSON_AddArrayToObject(root, "throughput");
-    cJSON *lat = cJSON_AddArrayToObject(root, "latency");
-    cJSON *cj = curve_on ? cJSON_AddArrayToObject(root, "curve") : NULL;
-    double worst[2] = {1e9, 1e9}, worst_lat = 0, control_lo = 1e9, control_hi = 0;
-    double framed_lo = 1e9, framed_hi = 0, control_headline = 1e9;
-    int failed = 0, rows = 0;
-    const int n_rows = 2 * (2 * (int)SL_ARRAY_LEN(sizes) + 1) + (curve_on ? 2 : 0);
-    double t0 = sl_now();
-    const int three[] = {SLUICE, RAW, CONTROL}, four[] = {SLUICE, RAW, CONTROL, FRAMED};
-    if (!json)
-        printf("%-4s %-9s %9s %12s %9s %6s %10s %9s %8s %11s %16s\n", "link", "mode", "payload",
-               "sluice GB/s", "raw GB/s", "ratio", "q1..q3", "cpu ratio", "raw/raw", "framed/raw",
-               "switches s/f/r");
-    for (int tcp = 0; tcp < 2 && !failed; tcp++) {
-        const char *kind = tcp ? "tcp" : "ipc";
-        for (int zc = 0; zc < 2 && !failed; zc++) {
-            const char *mode = zc ? "zero-copy" : "copy";
-            for (size_t k = 0; k < SL_ARRAY_LEN(sizes) && !failed; k++) {
-                size_t bytes = sizes[k];
-                int count = count_for(bytes, scale);
-                if (compare(&set, four, 4, rounds, tcp, zc, bytes, count, 0, r)) {
-                    failed = 1;
-                    break;
-                }
-                double gs = gbps(bytes, count, median_time(r, SLUICE));
-                double gr = gbps(bytes, count, median_time(r, RAW));
-                struct quartiles q = ratio_quartiles(r->t[RAW], r->t[SLUICE], rounds);
-                double ratio = q.median;
-                double control = speed_ratio(r, CONTROL, RAW);
-                double framed = speed_ratio(r, FRAMED, RAW);
-                double cpu = ratio_quartiles(r->cpu[RAW], r->cpu[SLUICE], rounds).median;
-                double sw[] = {switches_per(r, SLUICE, count), switches_per(r, FRAMED, count),
-                               switches_per(r, RAW, count)};
-                control_lo = SL_MIN(control_lo, control);
-                control_hi = SL_MAX(control_hi, control);
-                if (bytes >= 65536) {
-                    worst[zc] = SL_MIN(worst[zc], ratio);
-                    if (!zc) control_headline = SL_MIN(control_headline, control);
-                    framed_lo = SL_MIN(framed_lo, framed);
-                    framed_hi = SL_MAX(framed_hi, framed);
-                }
-                if (!json)
-                    printf("%-4s %-9s %9zu %12.2f %9.2f %6.2f %4.2f..%4.2f %9.2f %8.2f %11.2f "
-                           "%6.1f/%.1f/%.1f\n",
-                           kind, mode, bytes, gs, gr, ratio, q.q1, q.q3, cpu, control, framed,
-                           sw[0], sw[1], sw[2]);
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "link", kind);
-                cJSON_AddStringToObject(o, "mode", mode);
-                cJSON_AddNumberToObject(o, "bytes", (double)bytes);
-                cJSON_AddNumberToObject(o, "messages", count);
-                cJSON_AddNumberToObject(o, "sluice_gbps", gs);
-                cJSON_AddNumberToObject(o, "raw_gbps", gr);
-                cJSON_AddNumberToObject(o, "ratio", ratio);
-                cJSON_AddNumberToObject(o, "ratio_q1", q.q1);
-                cJSON_AddNumberToObject(o, "ratio_q3", q.q3);
-                cJSON_AddNumberToObject(o, "cpu_ratio", cpu);
-                cJSON_AddNumberToObject(o, "control_ratio", control);
-                cJSON_AddNumberToObject(o, "framed_raw_gbps",
-                                        gbps(bytes, count, median_time(r, FRAMED)));
-                cJSON_AddNumberToObject(o, "framed_ratio", framed);
-                cJSON_AddNumberToObject(o, "sluice_switches_per_msg", sw[0]);
-                cJSON_AddNumberToObject(o, "framed_switches_per_msg", sw[1]);
-                cJSON_AddNumberToObject(o, "raw_switches_per_msg", sw[2]);
-                cJSON_AddItemToArray(thr, o);
-                if (json) progress(t0, &rows, n_rows, "%s %s %zu", kind, mode, bytes);
-            }
-        }
-        if (failed) break;
+    cJSON_AddNumberToObject(root, "rounds", o->rounds);
+    cJSON_AddBoolToObject(root, "pinned", o->pinned);
+    if (o->pinned) cJSON_AddItemToObject(root, "cpus", cJSON_CreateIntArray(o->cpus, 2));
+    run->thr = cJSON_AddArrayToObject(root, "throughput");
+    run->lat = cJSON_AddArrayToObject(root, "latency");
+    run->curve = o->curve_on ? cJSON_AddArrayToObject(root, "curve") : NULL;
+    return root;
+}
 
-        /* Round trip of 64-byte messages, copy pairing; ratios of times, so >1 is slower. */
-        int n = (int)(2000 * scale) + 200;
-        if (compare(&set, three, 3, rounds, tcp, 0, 64, n, 1, r)) {
-            failed = 1;
-            break;
-        }
-        double us_s = median_time(r, SLUICE) / n * 1e6, us_r = median_time(r, RAW) / n * 1e6;
-        struct quartiles q = ratio_quartiles(r->t[SLUICE], r->t[RAW], rounds);
-        double control = ratio_quartiles(r->t[CONTROL], r->t[RAW], rounds).median;
-        double sw_s = switches_per(r, SLUICE, n), sw_r = switches_per(r, RAW, n);
-        worst_lat = SL_MAX(worst_lat, q.median);
-        if (!json)
-            printf(
-                "%-4s %-9s %9s %9.1f us %6.1f us %6.2f %4.2f..%4.2f %9s %8.2f %11s %6.1f/-/%.1f  "
-                "(64-byte round trip, median)\n",
-                kind, "copy", "rtt", us_s, us_r, q.median, q.q1, q.q3, "", control, "", sw_s, sw_r);
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "link", kind);
-        cJSON_AddNumberToObject(o, "bytes", 64);
-        cJSON_AddNumberToObject(o, "round_trips", n);
-        cJSON_AddNumberToObject(o, "sluice_us", us_s);
-        cJSON_AddNumberToObject(o, "raw_us", us_r);
-        cJSON_AddNumberToObject(o, "ratio", q.median);
-        cJSON_AddNumberToObject(o, "ratio_q1", q.q1);
-        cJSON_AddNumberToObject(o, "ratio_q3", q.q3);
-        cJSON_AddNumberToObject(o, "control_ratio", control);
-        cJSON_AddNumberToObject(o, "sluice_switches_per_rtt", sw_s);
-        cJSON_AddNumberToObject(o, "raw_switches_per_rtt", sw_r);
-        cJSON_AddItemToArray(lat, o);
-        if (json) progress(t0, &rows, n_rows, "%s round trip", kind);
+static void print_header(void)
+{
+    printf("%-4s %-9s %9s %12s %9s %6s %10s %9s %8s %11s %16s\n", "link", "mode", "payload",
+           "sluice GB/s", "raw GB/s", "ratio", "q1..q3", "cpu ratio", "raw/raw", "framed/raw",
+           "switches s/f/r");
+}
 
-        /* CURVE over tcp, against sluice without it. */
-        const int two[] = {SLUICE, SLUICE_CURVE};
-        for (size_t k = 1; tcp && curve_on && k < 3 && !failed; k++) {
-            size_t bytes = sizes[k];
-            int count = count_for(bytes, scale * 0.5);
-            if (compare(&set, two, 2, rounds, 1, 0, bytes, count, 0, r)) {
-                failed = 1;
-                break;
-            }
-            double gc = gbps(bytes, count, median_time(r, SLUICE_CURVE));
-            double gp = gbps(bytes, count, median_time(r, SLUICE));
-            double slowdown = speed_ratio(r, SLUICE, SLUICE_CURVE);
-            if (!json)
-                printf("tcp %10zu %9.2f GB/s with CURVE, %.2f GB/s without: %.2fx the time\n",
-                       bytes, gc, gp, slowdown);
-            cJSON *co = cJSON_CreateObject();
-            cJSON_AddNumberToObject(co, "bytes", (double)bytes);
-            cJSON_AddNumberToObject(co, "curve_gbps", gc);
-            cJSON_AddNumberToObject(co, "plain_gbps", gp);
-            cJSON_AddNumberToObject(co, "slowdown", slowdown);
-            cJSON_AddItemToArray(cj, co);
-            if (json) progress(t0, &rows, n_rows, "tcp CURVE %zu", bytes);
-        }
+/* One throughput row: sluice, raw libzmq, the raw control and framed raw libzmq moving `bytes`
+ * messages over one kind of link in one pairing. */
+static int throughput_row(struct run *run, int tcp, int zc, size_t bytes)
+{
+    static const int four[] = {SLUICE, RAW, CONTROL, FRAMED};
+    const char *kind = tcp ? "tcp" : "ipc", *mode = zc ? "zero-copy" : "copy";
+    const int rounds = run->o->rounds, count = count_for(bytes, run->o->scale);
+    struct rounds *r = run->r;
+    if (compare(run->set, four, 4, rounds, tcp, zc, bytes, count, 0, r)) return -1;
+    double gs = gbps(bytes, count, median_time(r, SLUICE));
+    double gr = gbps(bytes, count, median_time(r, RAW));
+    struct quartiles q = ratio_quartiles(r->t[RAW], r->t[SLUICE], rounds);
+    double ratio = q.median;
+    double control = speed_ratio(r, CONTROL, RAW);
+    double framed = speed_ratio(r, FRAMED, RAW);
+    double cpu = ratio_quartiles(r->cpu[RAW], r->cpu[SLUICE], rounds).median;
+    double sw[] = {switches_per(r, SLUICE, count), switches_per(r, FRAMED, count),
+                   switches_per(r, RAW, count)};
+    struct tally *t = &run->tally;
+    t->control_lo = SL_MIN(t->control_lo, control);
+    t->control_hi = SL_MAX(t->control_hi, control);
+    if (bytes >= 65536) {
+        t->worst[zc] = SL_MIN(t->worst[zc], ratio);
+        if (!zc) t->control_headline = SL_MIN(t->control_headline, control);
+        t->framed_lo = SL_MIN(t->framed_lo, framed);
+        t->framed_hi = SL_MAX(t->framed_hi, framed);
     }
-    peer_stop(&peer);
-    if (failed) {
-        cJSON_Delete(root);
-        goto unwind;
+    if (!run->o->json)
+        printf("%-4s %-9s %9zu %12.2f %9.2f %6.2f %4.2f..%4.2f %9.2f %8.2f %11.2f "
+               "%6.1f/%.1f/%.1f\n",
+               kind, mode, bytes, gs, gr, ratio, q.q1, q.q3, cpu, control, framed, sw[0], sw[1],
+               sw[2]);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "link", kind);
+    cJSON_AddStringToObject(o, "mode", mode);
+    cJSON_AddNumberToObject(o, "bytes", (double)bytes);
+    cJSON_AddNumberToObject(o, "messages", count);
+    cJSON_AddNumberToObject(o, "sluice_gbps", gs);
+    cJSON_AddNumberToObject(o, "raw_gbps", gr);
+    cJSON_AddNumberToObject(o, "ratio", ratio);
+    cJSON_AddNumberToObject(o, "ratio_q1", q.q1);
+    cJSON_AddNumberToObject(o, "ratio_q3", q.q3);
+    cJSON_AddNumberToObject(o, "cpu_ratio", cpu);
+    cJSON_AddNumberToObject(o, "control_ratio", control);
+    cJSON_AddNumberToObject(o, "framed_raw_gbps", gbps(bytes, count, median_time(r, FRAMED)));
+    cJSON_AddNumberToObject(o, "framed_ratio", framed);
+    cJSON_AddNumberToObject(o, "sluice_switches_per_msg", sw[0]);
+    cJSON_AddNumberToObject(o, "framed_switches_per_msg", sw[1]);
+    cJSON_AddNumberToObject(o, "raw_switches_per_msg", sw[2]);
+    cJSON_AddItemToArray(run->thr, o);
+    if (run->o->json) progress(run->t0, &run->rows, run->n_rows, "%s %s %zu", kind, mode, bytes);
+    return 0;
+}
+
+/* The round-trip row: 64-byte messages to rank 1 and back, copy pairing, sluice against raw
+ * libzmq and the control; ratios of times, so > 1 is slower. */
+static int round_trip_row(struct run *run, int tcp)
+{
+    static const int three[] = {SLUICE, RAW, CONTROL};
+    const char *kind = tcp ? "tcp" : "ipc";
+    const int rounds = run->o->rounds, n = (int)(2000 * run->o->scale) + 200;
+    struct rounds *r = run->r;
+    if (compare(run->set, three, 3, rounds, tcp, 0, 64, n, 1, r)) return -1;
+    double us_s = median_time(r, SLUICE) / n * 1e6, us_r = median_time(r, RAW) / n * 1e6;
+    struct quartiles q = ratio_quartiles(r->t[SLUICE], r->t[RAW], rounds);
+    double control = ratio_quartiles(r->t[CONTROL], r->t[RAW], rounds).median;
+    double sw_s = switches_per(r, SLUICE, n), sw_r = switches_per(r, RAW, n);
+    run->tally.worst_lat = SL_MAX(run->tally.worst_lat, q.median);
+    if (!run->o->json)
+        printf("%-4s %-9s %9s %9.1f us %6.1f us %6.2f %4.2f..%4.2f %9s %8.2f %11s %6.1f/-/%.1f  "
+               "(64-byte round trip, median)\n",
+               kind, "copy", "rtt", us_s, us_r, q.median, q.q1, q.q3, "", control, "", sw_s, sw_r);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "link", kind);
+    cJSON_AddNumberToObject(o, "bytes", 64);
+    cJSON_AddNumberToObject(o, "round_trips", n);
+    cJSON_AddNumberToObject(o, "sluice_us", us_s);
+    cJSON_AddNumberToObject(o, "raw_us", us_r);
+    cJSON_AddNumberToObject(o, "ratio", q.median);
+    cJSON_AddNumberToObject(o, "ratio_q1", q.q1);
+    cJSON_AddNumberToObject(o, "ratio_q3", q.q3);
+    cJSON_AddNumberToObject(o, "control_ratio", control);
+    cJSON_AddNumberToObject(o, "sluice_switches_per_rtt", sw_s);
+    cJSON_AddNumberToObject(o, "raw_switches_per_rtt", sw_r);
+    cJSON_AddItemToArray(run->lat, o);
+    if (run->o->json) progress(run->t0, &run->rows, run->n_rows, "%s round trip", kind);
+    return 0;
+}
+
+/* A CURVE row: sluice over tcp with CURVE against sluice without it, at `bytes`. */
+static int curve_row(struct run *run, size_t bytes)
+{
+    static const int two[] = {SLUICE, SLUICE_CURVE};
+    const int count = count_for(bytes, run->o->scale * 0.5);
+    struct rounds *r = run->r;
+    if (compare(run->set, two, 2, run->o->rounds, 1, 0, bytes, count, 0, r)) return -1;
+    double gc = gbps(bytes, count, median_time(r, SLUICE_CURVE));
+    double gp = gbps(bytes, count, median_time(r, SLUICE));
+    double slowdown = speed_ratio(r, SLUICE, SLUICE_CURVE);
+    if (!run->o->json)
+        printf("tcp %10zu %9.2f GB/s with CURVE, %.2f GB/s without: %.2fx the time\n", bytes, gc,
+               gp, slowdown);
+    cJSON *co = cJSON_CreateObject();
+    cJSON_AddNumberToObject(co, "bytes", (double)bytes);
+    cJSON_AddNumberToObject(co, "curve_gbps", gc);
+    cJSON_AddNumberToObject(co, "plain_gbps", gp);
+    cJSON_AddNumberToObject(co, "slowdown", slowdown);
+    cJSON_AddItemToArray(run->curve, co);
+    if (run->o->json) progress(run->t0, &run->rows, run->n_rows, "tcp CURVE %zu", bytes);
+    return 0;
+}
+
+/* Every row, ipc first and then tcp: throughput in the copy and the zero-copy pairing at every
+ * size, the round trip, and over tcp CURVE's cost at 64 KiB and 1 MiB. Stops at the first trial
+ * that fails (it has said why). */
+static int measure_rows(struct run *run)
+{
+    for (int tcp = 0; tcp < 2; tcp++) {
+        for (int zc = 0; zc < 2; zc++)
+            for (size_t k = 0; k < SL_ARRAY_LEN(sizes); k++)
+                if (throughput_row(run, tcp, zc, sizes[k])) return -1;
+        if (round_trip_row(run, tcp)) return -1;
+        for (size_t k = 1; tcp && run->o->curve_on && k < 3; k++)
+            if (curve_row(run, sizes[k])) return -1;
     }
-    cJSON_AddNumberToObject(root, "ratio", worst[0]);
+    return 0;
+}
+
+/* The summary's figures, added to the JSON object. */
+static void add_summary(cJSON *root, const struct tally *t)
+{
+    cJSON_AddNumberToObject(root, "ratio", t->worst[0]);
     cJSON_AddStringToObject(root, "ratio_is",
                             "lowest sluice/raw throughput ratio at >= 64 KiB over ipc and tcp, "
                             "copy pairing (sl_transport_send/recv against zmq_send/zmq_recv)");
-    cJSON_AddNumberToObject(root, "zero_copy_ratio", worst[1]);
+    cJSON_AddNumberToObject(root, "zero_copy_ratio", t->worst[1]);
     cJSON_AddStringToObject(
         root, "zero_copy_ratio_is",
         "the same for send_owned/recv_borrow against zmq_msg_init_data/zmq_msg_recv: raw "
         "libzmq never reads the payload there, sluice reads it once on each side for the CRC");
-    cJSON_AddNumberToObject(root, "latency_ratio", worst_lat);
-    cJSON_AddNumberToObject(root, "control_ratio_min", control_lo);
-    cJSON_AddNumberToObject(root, "control_ratio_max", control_hi);
-    cJSON_AddNumberToObject(root, "control_ratio_headline_min", control_headline);
+    cJSON_AddNumberToObject(root, "latency_ratio", t->worst_lat);
+    cJSON_AddNumberToObject(root, "control_ratio_min", t->control_lo);
+    cJSON_AddNumberToObject(root, "control_ratio_max", t->control_hi);
+    cJSON_AddNumberToObject(root, "control_ratio_headline_min", t->control_headline);
     cJSON_AddStringToObject(root, "control_ratio_headline_min_is",
                             "the raw/raw control's worst over the rows the headline ratio takes: "
                             "below target_ratio, two identical links already measure that far "
                             "apart here, and the run cannot tell sluice at the target from below "
                             "it");
-    cJSON_AddNumberToObject(root, "framed_ratio_min", framed_lo);
-    cJSON_AddNumberToObject(root, "framed_ratio_max", framed_hi);
+    cJSON_AddNumberToObject(root, "framed_ratio_min", t->framed_lo);
+    cJSON_AddNumberToObject(root, "framed_ratio_max", t->framed_hi);
     cJSON_AddStringToObject(root, "framed_ratio_is",
                             "raw libzmq with sluice's framing (DEALER to ROUTER, a header frame "
                             "before each payload) over plain raw PUSH/PULL, at >= 64 KiB");
     cJSON_AddNumberToObject(root, "target_ratio", TARGET_RATIO);
     cJSON_AddNumberToObject(root, "target_latency_ratio", TARGET_LATENCY_RATIO);
-    if (json) {
+}
+
+/* The summary under the table, for people. */
+static void print_summary(const struct tally *t, const struct options *o, const double crc[3])
+{
+    printf("\nthroughput ratio at >= 64 KiB, copy pairing (worst): %.2f (target >= %.2f); "
+           "zero-copy pairing (worst): %.2f\nround-trip ratio (worst): %.2f (target <= "
+           "%.2f)\nraw/raw control: %.2f .. %.2f (two identical raw links; how far apart "
+           "equal links measure here)\nframed/raw at >= 64 KiB: %.2f .. %.2f (raw libzmq "
+           "carrying sluice's framing, DEALER to ROUTER with a header frame, against plain "
+           "raw)\ncpu ratio: raw libzmq's CPU seconds (all threads) over sluice's for the "
+           "same bytes, median over rounds\nswitches s/f/r: context switches of all threads per "
+           "message (rtt: per round trip) for sluice, framed raw and raw, median over rounds\n"
+           "CRC32C (%s) over 64 KiB in cache: %.1f GB/s, %.1f GB/s while copying; memcpy %.1f "
+           "GB/s\n",
+           t->worst[0], TARGET_RATIO, t->worst[1], t->worst_lat, TARGET_LATENCY_RATIO,
+           t->control_lo, t->control_hi, t->framed_lo, t->framed_hi, sl_crc32c_path(), crc[0],
+           crc[1], crc[2]);
+    if (t->control_headline < TARGET_RATIO)
+        printf("the raw/raw control measured %.2f in the headline's rows, below the target: "
+               "this run cannot resolve it (more --rounds or --pin narrow the spread)\n",
+               t->control_headline);
+    if (o->pinned)
+        printf("ranks pinned: rank 0 and its libzmq threads on CPU %d, rank 1 on CPU %d\n",
+               o->cpus[0], o->cpus[1]);
+    else
+        printf("ranks not pinned: the kernel placed the threads (--pin binds each rank to a "
+               "CPU)\n");
+}
+
+/* The benchmark proper, with its buffers given: starts the ranks, measures every row and reports.
+ * Returns the exit status. */
+static int run_bench(const struct options *o, const char *dir, uint8_t *sbuf, uint8_t *rbuf,
+                     struct rounds *r)
+{
+    for (size_t i = 0; i < MAX_BYTES; i++) sbuf[i] = (uint8_t)(i * 7 + 3);
+    struct keys keys;
+    make_keys(&keys);
+    struct peer peer;
+    if (start_ranks(&peer, o)) return 1;
+    struct setting set = {dir, keys.curve, sbuf, rbuf, &peer, o->fault_who, o->fault_rank};
+    struct run run = {
+        .o = o,
+        .set = &set,
+        .r = r,
+        .n_rows = 2 * (2 * (int)SL_ARRAY_LEN(sizes) + 1) + (o->curve_on ? 2 : 0),
+        .tally = {.worst = {1e9, 1e9},
+                  .control_lo = 1e9,
+                  .control_headline = 1e9,
+                  .framed_lo = 1e9},
+    };
+    double crc[3];
+    crc_speeds(sbuf, rbuf, crc);
+    cJSON *root = json_head(&run, crc);
+    run.t0 = sl_now();
+    if (!o->json) print_header();
+    int failed = measure_rows(&run);
+    peer_stop(&peer);
+    if (failed) {
+        cJSON_Delete(root);
+        return 1;
+    }
+    add_summary(root, &run.tally);
+    if (o->json) {
         sl_bench_print_json(root);
     } else {
-        printf(
-            "\nthroughput ratio at >= 64 KiB, copy pairing (worst): %.2f (target >= %.2f); "
-            "zero-copy pairing (worst): %.2f\nround-trip ratio (worst): %.2f (target <= "
-            "%.2f)\nraw/raw control: %.2f .. %.2f (two identical raw links; how far apart "
-            "equal links measure here)\nframed/raw at >= 64 KiB: %.2f .. %.2f (raw libzmq "
-            "carrying sluice's framing, DEALER to ROUTER with a header frame, against plain "
-            "raw)\ncpu ratio: raw libzmq's CPU seconds (all threads) over sluice's for the "
-            "same bytes, median over rounds\nswitches s/f/r: context switches of all threads per "
-            "message (rtt: per round trip) for sluice, framed raw and raw, median over rounds\n"
-            "CRC32C (%s) over 64 KiB in cache: %.1f GB/s, %.1f GB/s while copying; memcpy %.1f "
-            "GB/s\n",
-            worst[0], TARGET_RATIO, worst[1], worst_lat, TARGET_LATENCY_RATIO, control_lo,
-            control_hi, framed_lo, framed_hi, sl_crc32c_path(), crc[0], crc[1], crc[2]);
-        if (control_headline < TARGET_RATIO)
-            printf("the raw/raw control measured %.2f in the headline's rows, below the target: "
-                   "this run cannot resolve it (more --rounds or --pin narrow the spread)\n",
-                   control_headline);
-        if (pinned)
-            printf("ranks pinned: rank 0 and its libzmq threads on CPU %d, rank 1 on CPU %d\n",
-                   cpus[0], cpus[1]);
-        else
-            printf("ranks not pinned: the kernel placed the threads (--pin binds each rank to a "
-                   "CPU)\n");
+        print_summary(&run.tally, o, crc);
         cJSON_Delete(root);
     }
-    status = 0;
-unwind:
+    return 0;
+}
+
+int sl_bench_transport(int argc, char **argv)
+{
+    struct options o;
+    int status = parse_options(argc, argv, &o);
+    if (status >= 0) return status;
+    if (make_run_dir()) return 1;
+    on_ending_signals(remove_leftovers);
+    uint8_t *sbuf = malloc(MAX_BYTES), *rbuf = malloc(MAX_BYTES);
+    struct rounds *r = malloc(sizeof *r);
+    if (sbuf && rbuf && r) {
+        status = run_bench(&o, leftovers.dir, sbuf, rbuf, r);
+    } else {
+        fprintf(stderr, "sluice bench transport: out of memory\n");
+        status = 1;
+    }
     free(sbuf);
     free(rbuf);
     free(r);
-    sl_remove_tree(dir); /* the ipc endpoints' socket files */
+    sl_remove_tree(leftovers.dir); /* the ipc endpoints' socket files */
     on_ending_signals(SIG_DFL);
     return status;
 }
