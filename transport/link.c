@@ -62,7 +62,7 @@ struct sl_transport {
     int own_ctx;
     struct link links[2];
     int nlinks;
-    sl_pool *pool;     /* payload buffers for large sends, reused once libzmq has sent them */
+    sl__pool *pool;    /* payload buffers for large sends, reused once libzmq has sent them */
     double last_drain; /* when monitor events were last read (sl_now) */
     int broken;
     int broken_status;
@@ -846,14 +846,14 @@ int sl_transport_open(const sl_transport_options *o, sl_transport **out)
     t->o = *o;
     atomic_init(&t->zap_stop, 0);
     /* Idle buffers kept: what may be in flight on both links. */
-    if (!(t->pool = sl_pool_create(2 * o->in_flight))) {
+    if (!(t->pool = sl__pool_create(2 * o->in_flight))) {
         free(t);
         return sl_fail(SL_ENOMEM, "no memory for a transport");
     }
     if (o->world > 1) {
         if (strlen(o->bind_endpoint) >= sizeof t->bind_ep ||
             strlen(o->next_endpoint) >= sizeof t->next_ep) {
-            sl_pool_release(t->pool);
+            sl__pool_release(t->pool);
             free(t);
             return sl_fail(SL_EINVAL, "endpoint longer than %zu characters", sizeof t->bind_ep - 1);
         }
@@ -964,9 +964,9 @@ int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, cons
     zmq_msg_t p;
     if (bytes >= t->o.zero_copy_bytes && bytes > 0) {
         /* Large payloads are copied into a pooled buffer that libzmq sends without copying. */
-        void *buf = sl_pool_get(t->pool, bytes);
-        if (!buf || zmq_msg_init_data(&p, buf, bytes, sl_pool_put, NULL) < 0) {
-            sl_pool_put(buf, NULL);
+        void *buf = sl__pool_get(t->pool, bytes);
+        if (!buf || zmq_msg_init_data(&p, buf, bytes, sl__pool_put, NULL) < 0) {
+            sl__pool_put(buf, NULL);
             return sl_fail(SL_ENOMEM, "cannot allocate a %zu-byte message", bytes);
         }
     } else if (zmq_msg_init_size(&p, bytes) < 0) {
@@ -981,14 +981,14 @@ void *sl_transport_alloc(sl_transport *t, size_t bytes)
         sl_fail(SL_EINVAL, "sl_transport_alloc: no transport");
         return NULL;
     }
-    void *p = sl_pool_get(t->pool, bytes);
+    void *p = sl__pool_get(t->pool, bytes);
     if (!p) sl_fail(SL_ENOMEM, "could not allocate a %zu-byte payload buffer", bytes);
     return p;
 }
 
 void sl_transport_free(void *data, void *hint)
 {
-    sl_pool_put(data, hint);
+    sl__pool_put(data, hint);
 }
 
 int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta, void *data,
@@ -1225,7 +1225,7 @@ void sl_transport_close(sl_transport *t)
     }
     if (t->zap_sock) zmq_close(t->zap_sock);
     if (t->own_ctx) zmq_ctx_term(t->ctx);
-    sl_pool_release(t->pool); /* buffers still queued in a shared context come back later */
+    sl__pool_release(t->pool); /* buffers still queued in a shared context come back later */
     free(t->allowed);
     memset(t->sec, 0, sizeof t->sec);
     free(t);
