@@ -99,6 +99,62 @@ const char *sl_crc32c_path(void);
 uint32_t sl_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
 
 /* ------------------------------------------------------------------------------------------------
+ * Rendezvous messages
+ *
+ * Under an existing launcher rank 0 hosts a small directory on which the other ranks register the
+ * endpoint each binds for its link (runtime/launch moves the messages; this is their format).
+ * Both messages are JSON text in one ZeroMQ frame:
+ *
+ *   registration, rank r -> rank 0, written exactly as
+ *     {"rank": R, "world": W, "endpoint": "EP"}
+ *   directory, rank 0 -> every other rank, once all have registered (cJSON, unformatted)
+ *     {"endpoints":["EP0",...,"EPW-1"],"report":"EP","run_id":"DECIMAL"}
+ *
+ * An endpoint is 1 to SL_RDV_ENDPOINT_BYTES-1 bytes without quotes, backslashes or control
+ * characters (so the registration needs no escaping); the run id is a decimal string because JSON
+ * numbers do not hold 64 bits. Neither message carries the config hash: each link's HELLO checks
+ * it once the ranks connect. */
+
+#define SL_RDV_ENDPOINT_BYTES 256  /* an endpoint with its NUL */
+#define SL_RDV_REGISTER_MAX   1022 /* the longest registration rank 0 reads, in bytes */
+
+/* The directory: every rank's endpoint, rank 0's report endpoint and the run id. */
+typedef struct sl_rdv_directory {
+    int world;
+    char (*endpoints)[SL_RDV_ENDPOINT_BYTES]; /* [world]; "" where no rank registered yet */
+    char report[SL_RDV_ENDPOINT_BYTES];
+    uint64_t run_id;
+} sl_rdv_directory;
+
+/* An empty directory for `world` ranks (SL_ENOMEM, SL_EINVAL for world < 1); free it with
+ * sl_rdv_directory_free, which also takes a zeroed or already freed one. */
+int sl_rdv_directory_init(sl_rdv_directory *d, int world);
+void sl_rdv_directory_free(sl_rdv_directory *d);
+
+/* Writes rank's registration into out[0..cap) (NUL-terminated; *len, may be NULL, its length).
+ * SL_EINVAL for a rank outside 1..world-1 or an endpoint the format cannot carry; SL_ERANGE when
+ * cap is too small (SL_RDV_REGISTER_MAX + 1 always suffices). */
+int sl_rdv_register_encode(int rank, int world, const char *endpoint, char *out, size_t cap,
+                           size_t *len);
+
+/* Reads a registration of `len` bytes (not NUL-terminated) against the directory so far: at most
+ * SL_RDV_REGISTER_MAX bytes of JSON, world equal to d->world, rank in 1..world-1 and not yet
+ * registered, and an endpoint the format carries. On SL_OK *rank and endpoint hold it (the caller
+ * enters it into d); otherwise SL_EPROTOCOL saying what was wrong, and *rank is -1. */
+int sl_rdv_register_decode(const void *buf, size_t len, const sl_rdv_directory *d, int *rank,
+                           char endpoint[SL_RDV_ENDPOINT_BYTES]);
+
+/* The directory as text in *out (free it with free()). SL_EINVAL when an endpoint is one the
+ * other ranks would refuse (so rank 0 reports it), SL_ENOMEM. */
+int sl_rdv_directory_encode(const sl_rdv_directory *d, char **out);
+
+/* Reads a directory of `len` bytes into d, made by sl_rdv_directory_init with the world this rank
+ * expects: exactly d->world endpoints, each one the format carries, a report endpoint, and a run
+ * id of decimal digits within 64 bits. SL_EPROTOCOL saying what was wrong; d's entries are then
+ * not to be used. */
+int sl_rdv_directory_decode(const void *buf, size_t len, sl_rdv_directory *d);
+
+/* ------------------------------------------------------------------------------------------------
  * Links */
 
 enum sl_link_dir {

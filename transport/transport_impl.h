@@ -7,6 +7,7 @@
  *   monitor.c  socket monitor events: handshakes, disconnects, a second peer (liveness)
  *   curve.c    CURVE keys, key files and the ZAP handler that admits the run's keys
  *   wire.c     the header format, and crc32c.c its checksum (both free of libzmq)
+ *   rendezvous.c  the rendezvous directory's messages (free of libzmq)
  *   pool.c     payload buffers reused between sends (pool.h)
  *
  * Functions shared between these files are named sl__*; the rest are static. */
