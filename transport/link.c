@@ -137,7 +137,7 @@ int sl_transport_peer(const sl_transport *t, int dir)
 static int check_meta(sl_transport *t, const sl_tensor_meta *m, size_t bytes)
 {
     if (!m) return sl_fail(SL_EINVAL, "no tensor description");
-    if (m->type <= SL_MSG_HELLO || m->type >= SL_MSG_TYPE_COUNT)
+    if (m->type == SL_MSG_HELLO || !sl_msg_type_known(m->type))
         return sl_fail(SL_EINVAL, "message type %d cannot be sent", m->type);
     size_t es = sl_dtype_size(m->dtype);
     if (!es) return sl_fail(SL_EINVAL, "unknown dtype %d", m->dtype);

@@ -44,12 +44,14 @@ enum sl_msg_type {
     SL_MSG_HELLO = 1,      /* sent by the transport on connect; aux = config hash */
     SL_MSG_ACTIVATION = 2, /* a stage's output, forward */
     SL_MSG_GRADIENT = 3,   /* the gradient of a stage's input, backward */
-    SL_MSG_LOSS = 4,       /* losses gathered toward rank 0 */
-    SL_MSG_METRIC = 5,     /* other figures gathered toward rank 0 */
-    SL_MSG_DONE = 6,       /* a rank finished its actions */
-    SL_MSG_ABORT = 7,      /* a rank failed; the payload is its reason (U8 text) */
-    SL_MSG_TYPE_COUNT
+    /* 4 and 5 were LOSS and METRIC, which nothing sent (losses and metrics reach rank 0 as
+     * reports, see runtime/launch): they are refused as unknown types and not to be reused. */
+    SL_MSG_DONE = 6,  /* a rank finished its actions */
+    SL_MSG_ABORT = 7, /* a rank failed; the payload is its reason (U8 text) */
 };
+
+/* Whether `type` is one of enum sl_msg_type (1, 2, 3, 6 or 7). */
+int sl_msg_type_known(int type);
 
 /* The decoded header. Field order is the wire order; offsets are in wire.c. */
 typedef struct sl_wire_header {

@@ -11,11 +11,28 @@
 /* ------------------------------------------------------------------------------------------------
  * Names and sizes */
 
+int sl_msg_type_known(int type)
+{
+    switch (type) {
+    case SL_MSG_HELLO:
+    case SL_MSG_ACTIVATION:
+    case SL_MSG_GRADIENT:
+    case SL_MSG_DONE:
+    case SL_MSG_ABORT:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 const char *sl_msg_type_name(int type)
 {
-    static const char *names[] = {"?",    "HELLO",  "ACTIVATION", "GRADIENT",
-                                  "LOSS", "METRIC", "DONE",       "ABORT"};
-    return type > 0 && type < SL_MSG_TYPE_COUNT ? names[type] : "unknown";
+    static const char *const names[SL_MSG_ABORT + 1] = {[SL_MSG_HELLO] = "HELLO",
+                                                        [SL_MSG_ACTIVATION] = "ACTIVATION",
+                                                        [SL_MSG_GRADIENT] = "GRADIENT",
+                                                        [SL_MSG_DONE] = "DONE",
+                                                        [SL_MSG_ABORT] = "ABORT"};
+    return sl_msg_type_known(type) ? names[type] : "unknown";
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -113,8 +130,7 @@ int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h)
         return sl_fail(SL_EPROTOCOL, "wire version %u (this build speaks %d: mixed sluice builds?)",
                        h->version, SL_WIRE_VERSION);
     h->type = get16(p + OFF_TYPE);
-    if (h->type < 1 || h->type >= SL_MSG_TYPE_COUNT)
-        return sl_fail(SL_EFORMAT, "unknown message type %u", h->type);
+    if (!sl_msg_type_known(h->type)) return sl_fail(SL_EFORMAT, "unknown message type %u", h->type);
     h->run_id = get64(p + OFF_RUN);
     h->src = get32(p + OFF_SRC);
     h->dst = get32(p + OFF_DST);
