@@ -214,10 +214,10 @@ __attribute__((target("avx2"))) static inline void put256(uint8_t *dst, __m256i 
 }
 
 /* Asks for the destination's lines PREFETCH_DST bytes ahead of the copy, for writing, as the
- * fold's loads already have the source's in flight. On a Sapphire Rapids core the copying fold of
- * 64 KiB in cache (sl_crc32c_copy, 512-bit) went from 46 to 56 GB/s with it (glibc's memcpy: 49),
- * from 39 to 53 with the source 8 bytes off a line, as libzmq's buffers lie. always_inline: as a
- * plain inline function GCC 12 took it for one without side effects and dropped its calls. */
+ * fold's loads already have the source's in flight: without it the copying fold waits for each
+ * destination line to be read in (`sluice bench transport --quick` prints its speed beside
+ * memcpy's; bench/transport.md has the figures). always_inline: as a plain inline function GCC 12
+ * took it for one without side effects and dropped its calls. */
 #define PREFETCH_DST 1024
 __attribute__((target("prfchw"), always_inline)) static inline void prefetch_dst(uint8_t *dst,
                                                                                  int stream)
@@ -246,8 +246,7 @@ crc_clmul(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n, int stream)
     const __m256i k1024 = _mm256_broadcastsi128_si256(fold_k(K1024));
     /* The accumulators are named variables, not an array: GCC 12 kept an array (which
      * fold_finish takes) on the stack and stored it there after every fold, which took a third of
-     * the copying fold's speed (on a Sapphire Rapids core, 512-bit fold, 64 KiB in cache: 31 GB/s,
-     * 46 without the stores; sl_crc32c 85 -> 94). */
+     * the copying fold's speed (`sluice bench transport --quick`, the CRC32C line). */
     __m256i a0 = _mm256_loadu_si256((const __m256i *)p);
     __m256i a1 = _mm256_loadu_si256((const __m256i *)(p + 32));
     __m256i a2 = _mm256_loadu_si256((const __m256i *)(p + 64));
@@ -294,10 +293,11 @@ __attribute__((target("avx512f"))) static inline void put512(uint8_t *dst, __m51
 }
 
 /* The same with two 512-bit accumulators, 128 bytes per round: four lanes per VPCLMULQDQ instead
- * of two. On a Zen 4 core sl_crc32c of 64 KiB measured 62-64 GB/s (25 with the 256-bit fold; 53-56
- * with four 512-bit accumulators, which had looked the natural choice). At the end the first
- * accumulator is folded into the second, and its two halves handed to fold_finish as the last 64
- * of 128 bytes (folding zeros adds nothing). n a multiple of 128 and >= 128. */
+ * of two. Two accumulators measured faster than four, which had looked the natural choice
+ * (`sluice bench transport --quick`, against SLUICE_CRC=avx2-vpclmulqdq for the 256-bit fold;
+ * figures in bench/transport.md). At the end the first accumulator is folded into the second,
+ * and its two halves handed to fold_finish as the last 64 of 128 bytes (folding zeros adds
+ * nothing). n a multiple of 128 and >= 128. */
 __attribute__((target("avx512f,avx2,vpclmulqdq,pclmul,sse4.2,prfchw"))) static uint32_t
 crc_clmul512(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n, int stream)
 {
@@ -327,23 +327,16 @@ crc_clmul512(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n, int stream)
 /* Copies of SL_CRC_STREAM_BYTES or more store past the caches (non-temporal stores, whole lines,
  * without first reading each destination line in). Below it the folds prefetch the destination
  * for writing instead, and the copy stays in the cache for whoever reads it next (the kernel, on
- * the sending side). In `sluice bench transport` on a Sapphire Rapids VM (2 MiB of L2 per core):
- * before that prefetch, streaming from 1 MiB took pinned ipc 1 MiB trials from 17.3-18.0 ms to
- * 14.4-14.7 (raw libzmq 13.9-14.8), ipc 16 MiB 84 -> 62 (raw 73-74), tcp 1 MiB 12.4 -> 8.6 (raw
- * 10.3-12.1), while at 64 KiB it made tcp slower (7.9 -> 12.1 ms: the kernel then reads the payload
- * back from memory). With the prefetch, ipc 1 MiB unpinned (five paired runs of the row, 15 or 31
- * rounds) moved 3.0-3.9 GB/s streamed and 4.4-4.7 not, the sending side's streaming the cost;
- * pinned 0.88-0.95 of raw streamed and 0.96-0.98 not; tcp 1 MiB pinned 4.2-4.4 GB/s streamed and
- * 3.8-4.2 not (raw 3.5-4.5); ipc 16 MiB pinned 0.95-0.98 of raw not streamed and 1.02-1.08
- * streamed. So copies stream from 4 MiB, between the two sizes measured (the sizes between them
- * were not). */
+ * the sending side). Leaving the copy in the cache measured faster at 1 MiB and streaming faster
+ * at 16 MiB, so the threshold lies between the two sizes measured (`sluice bench transport`, its
+ * ipc and tcp 1 MiB and 16 MiB rows; the runs are in bench/transport.md). */
 
 /* The hardware paths: folding for the bulk where the processor has it, crc32 streams otherwise
  * and for the head and the tail. The head runs up to a 64-byte boundary of the destination when
  * copying, else of the source, so that the fold's stores (or loads) never straddle two cache
- * lines: libzmq's message buffers lie 8 bytes past a 16-byte boundary, and on a Sapphire Rapids
- * core the 512-bit fold read such a buffer of 1 MiB at 74 GB/s against 91 aligned; copying
- * between two buffers equally misaligned, 26 GB/s against 31. */
+ * lines: libzmq's message buffers lie 8 bytes past a 16-byte boundary, and straddling loads and
+ * stores cost the fold about a fifth of its speed (measured by a standalone loop; the figures are
+ * in bench/transport.md). */
 static uint32_t crc_fast(uint32_t c, uint8_t *dst, const uint8_t *p, size_t n)
 {
     int wide = crc_level >= CRC_CLMUL512 && n >= 1024;

@@ -94,8 +94,8 @@ static int make_link(sl_transport *t, struct sl__link *l, int dir)
     sl__setopt_int(l->sock, ZMQ_HEARTBEAT_TTL, o->heartbeat_timeout_ms);
     sl__setopt_int(l->sock, ZMQ_HANDSHAKE_IVL, SL_MAX(o->heartbeat_timeout_ms, 1000));
     /* A connect that beats the peer's bind is retried after 10 ms, the wait doubling up to 500 ms
-     * while the peer is not there: ranks started together link within milliseconds (with 50 ms,
-     * opening a link pair in `sluice bench transport` took 60-75 ms whenever the race was lost). */
+     * while the peer is not there, so that ranks started together link within milliseconds (each
+     * trial of `sluice bench transport` opens a link pair; bench/transport.md has the figures). */
     sl__setopt_int(l->sock, ZMQ_RECONNECT_IVL, 10);
     sl__setopt_int(l->sock, ZMQ_RECONNECT_IVL_MAX, 500);
     /* Blocking sends and receives wait in 50 ms slices so the monitors are read between them:
