@@ -8,11 +8,17 @@
  * each direction; with one rank there are no links.
  *
  * Each message is two frames: a fixed 144-byte little-endian header (see sl_wire_header) and the
- * payload. The header carries a CRC32C of itself and the payload. Every received header is checked
- * before anything is copied: structure, run id, ranks, per-link sequence number, size limit, and
- * the tensor the caller expected. A refusal is a status code with a message naming the peer and
- * what was wrong; after any failure the transport is broken (every later call fails with the same
- * message) because a pipeline cannot continue past a lost or foreign message.
+ * payload (on a bound endpoint libzmq's ROUTER adds a routing-id frame in front, which the
+ * transport uses to tell its peer from a stranger and never passes on). The header carries a
+ * CRC32C of itself and the payload. Every received header is checked before anything is copied:
+ * structure, run id, ranks, per-link sequence number, size limit, frame count and payload length,
+ * and the tensor the caller expected; the CRC is checked while the payload is copied. A refusal is
+ * a status code with a message naming the peer and what was wrong; after any failure the
+ * transport is broken (every later call fails with the same message) because a pipeline cannot
+ * continue past a lost or foreign message.
+ *
+ * The rendezvous messages (further down) are the other wire format: JSON text that rank 0's
+ * directory exchanges with the other ranks under an existing launcher.
  *
  * Liveness: ZMTP heartbeats plus a socket monitor. A peer that disconnects or stops answering
  * heartbeats, a second peer that connects to a bound endpoint, or a failed handshake (including a
@@ -41,19 +47,23 @@ extern "C" {
 #define SL_WIRE_MAX_NDIM    8
 
 enum sl_msg_type {
-    SL_MSG_HELLO = 1,      /* sent by the transport on connect; aux = config hash */
+    /* Sent by the transport on connect, the connecting side first: aux is the config hash, the
+     * payload one zero byte (a U8 scalar). */
+    SL_MSG_HELLO = 1,
     SL_MSG_ACTIVATION = 2, /* a stage's output, forward */
     SL_MSG_GRADIENT = 3,   /* the gradient of a stage's input, backward */
     /* 4 and 5 were LOSS and METRIC, which nothing sent (losses and metrics reach rank 0 as
      * reports, see runtime/launch): they are refused as unknown types and not to be reused. */
-    SL_MSG_DONE = 6,  /* a rank finished its actions */
-    SL_MSG_ABORT = 7, /* a rank failed; the payload is its reason (U8 text) */
+    SL_MSG_DONE = 6, /* a rank finished its actions */
+    /* A rank failed; the payload is its reason as U8 text of shape [length], without a NUL. */
+    SL_MSG_ABORT = 7,
 };
 
 /* Whether `type` is one of enum sl_msg_type (1, 2, 3, 6 or 7). */
 int sl_msg_type_known(int type);
 
-/* The decoded header. Field order is the wire order; offsets are in wire.c. */
+/* The decoded header. Field order is the wire order; offsets are in wire.c. Bytes 52..55 (after
+ * ndim) and 140..143 (after crc) are reserved: written as zero, not read. */
 typedef struct sl_wire_header {
     uint32_t magic;
     uint16_t version;
@@ -78,9 +88,11 @@ const char *sl_msg_type_name(int type);
 void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE]);
 
 /* Decodes and checks the structure of a header of `len` bytes before anything trusts it: size,
- * magic, version, type, dtype, ndim, every dimension > 0, no overflow of the element count or the
- * byte count, and payload_len equal to the shape's bytes. Returns SL_OK or SL_EFORMAT /
- * SL_EPROTOCOL with a message saying which field was wrong. Never reads past buf[len-1]. */
+ * magic, version, type (sl_msg_type_known), dtype, ndim, every dimension below ndim > 0 and every
+ * one from ndim on 0, no overflow of the element count or the byte count, and payload_len equal to
+ * the shape's bytes. The link's checks (run id, ranks, sequence, CRC) are the receiver's. Returns
+ * SL_OK, SL_EPROTOCOL for another wire version, or SL_EFORMAT, with a message saying which field
+ * was wrong. Never reads past buf[len-1]. */
 int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h);
 
 /* CRC32C (Castagnoli), as in iSCSI/ext4: sl_crc32c(0, "123456789", 9) == 0xe3069283. Chain
