@@ -8,22 +8,22 @@
 
 /* Each buffer starts with this header, one cache line before the data. */
 struct slot {
-    sl_pool *pool;
+    sl__pool *pool;
     size_t cap;        /* usable bytes after the header */
     struct slot *next; /* in the idle list */
 };
 #define HEADER 64
 
-struct sl_pool {
+struct sl__pool {
     pthread_mutex_t mu;
     struct slot *idle;
     int nidle, max_free;
     atomic_int refs; /* the owner's, plus one per buffer out */
 };
 
-sl_pool *sl_pool_create(int max_free)
+sl__pool *sl__pool_create(int max_free)
 {
-    sl_pool *p = calloc(1, sizeof *p);
+    sl__pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     pthread_mutex_init(&p->mu, NULL);
     p->max_free = max_free > 0 ? max_free : 0;
@@ -31,7 +31,7 @@ sl_pool *sl_pool_create(int max_free)
     return p;
 }
 
-static void unref(sl_pool *p)
+static void unref(sl__pool *p)
 {
     if (atomic_fetch_sub(&p->refs, 1) != 1) return;
     while (p->idle) {
@@ -43,7 +43,7 @@ static void unref(sl_pool *p)
     free(p);
 }
 
-void sl_pool_release(sl_pool *p)
+void sl__pool_release(sl__pool *p)
 {
     if (!p) return;
     /* Idle buffers are of no more use; the ones still out come back to unref. */
@@ -61,7 +61,7 @@ void sl_pool_release(sl_pool *p)
     unref(p);
 }
 
-void *sl_pool_get(sl_pool *p, size_t bytes)
+void *sl__pool_get(sl__pool *p, size_t bytes)
 {
     struct slot *s = NULL;
     pthread_mutex_lock(&p->mu);
@@ -86,7 +86,7 @@ void *sl_pool_get(sl_pool *p, size_t bytes)
     return (uint8_t *)s + HEADER;
 }
 
-int sl_pool_idle(sl_pool *p)
+int sl__pool_idle(sl__pool *p)
 {
     pthread_mutex_lock(&p->mu);
     int n = p->nidle;
@@ -94,12 +94,12 @@ int sl_pool_idle(sl_pool *p)
     return n;
 }
 
-void sl_pool_put(void *data, void *hint)
+void sl__pool_put(void *data, void *hint)
 {
     (void)hint;
     if (!data) return;
     struct slot *s = (struct slot *)((uint8_t *)data - HEADER);
-    sl_pool *p = s->pool;
+    sl__pool *p = s->pool;
     pthread_mutex_lock(&p->mu);
     if (p->nidle < p->max_free) {
         s->next = p->idle;

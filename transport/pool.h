@@ -1,4 +1,4 @@
-/* Payload buffers reused from one message to the next (internal to the transport).
+/* Payload buffers reused from one message to the next (internal to the transport, hence sl__).
  *
  * A large payload handed to libzmq without copying is freed by libzmq's I/O thread once sent. A
  * fresh allocation per message costs more than the allocation: above glibc's mmap threshold (and
@@ -14,23 +14,23 @@
 
 #include <stddef.h>
 
-typedef struct sl_pool sl_pool;
+typedef struct sl__pool sl__pool;
 
 /* A pool that keeps at most max_free idle buffers. NULL when out of memory. */
-sl_pool *sl_pool_create(int max_free);
+sl__pool *sl__pool_create(int max_free);
 
 /* The owner's reference: the pool goes once every buffer has come back too. NULL is fine. */
-void sl_pool_release(sl_pool *p);
+void sl__pool_release(sl__pool *p);
 
 /* A buffer of at least `bytes` (64-byte aligned): an idle one of at most twice that size, or a new
  * one. NULL when out of memory. */
-void *sl_pool_get(sl_pool *p, size_t bytes);
+void *sl__pool_get(sl__pool *p, size_t bytes);
 
 /* How many idle buffers the pool keeps now. */
-int sl_pool_idle(sl_pool *p);
+int sl__pool_idle(sl__pool *p);
 
-/* Gives a buffer from sl_pool_get back to its pool; the signature of a libzmq free function
+/* Gives a buffer from sl__pool_get back to its pool; the signature of a libzmq free function
  * (`hint` is unused: the buffer knows its pool). */
-void sl_pool_put(void *data, void *hint);
+void sl__pool_put(void *data, void *hint);
 
 #endif

@@ -8,11 +8,17 @@
  * each direction; with one rank there are no links.
  *
  * Each message is two frames: a fixed 144-byte little-endian header (see sl_wire_header) and the
- * payload. The header carries a CRC32C of itself and the payload. Every received header is checked
- * before anything is copied: structure, run id, ranks, per-link sequence number, size limit, and
- * the tensor the caller expected. A refusal is a status code with a message naming the peer and
- * what was wrong; after any failure the transport is broken (every later call fails with the same
- * message) because a pipeline cannot continue past a lost or foreign message.
+ * payload (on a bound endpoint libzmq's ROUTER adds a routing-id frame in front, which the
+ * transport uses to tell its peer from a stranger and never passes on). The header carries a
+ * CRC32C of itself and the payload. Every received header is checked before anything is copied:
+ * structure, run id, ranks, per-link sequence number, size limit, frame count and payload length,
+ * and the tensor the caller expected; the CRC is checked while the payload is copied. A refusal is
+ * a status code with a message naming the peer and what was wrong; after any failure the
+ * transport is broken (every later call fails with the same message) because a pipeline cannot
+ * continue past a lost or foreign message.
+ *
+ * The rendezvous messages (further down) are the other wire format: JSON text that rank 0's
+ * directory exchanges with the other ranks under an existing launcher.
  *
  * Liveness: ZMTP heartbeats plus a socket monitor. A peer that disconnects or stops answering
  * heartbeats, a second peer that connects to a bound endpoint, or a failed handshake (including a
@@ -41,17 +47,23 @@ extern "C" {
 #define SL_WIRE_MAX_NDIM    8
 
 enum sl_msg_type {
-    SL_MSG_HELLO = 1,      /* sent by the transport on connect; aux = config hash */
+    /* Sent by the transport on connect, the connecting side first: aux is the config hash, the
+     * payload one zero byte (a U8 scalar). */
+    SL_MSG_HELLO = 1,
     SL_MSG_ACTIVATION = 2, /* a stage's output, forward */
     SL_MSG_GRADIENT = 3,   /* the gradient of a stage's input, backward */
-    SL_MSG_LOSS = 4,       /* losses gathered toward rank 0 */
-    SL_MSG_METRIC = 5,     /* other figures gathered toward rank 0 */
-    SL_MSG_DONE = 6,       /* a rank finished its actions */
-    SL_MSG_ABORT = 7,      /* a rank failed; the payload is its reason (U8 text) */
-    SL_MSG_TYPE_COUNT
+    /* 4 and 5 were LOSS and METRIC, which nothing sent (losses and metrics reach rank 0 as
+     * reports, see runtime/launch): they are refused as unknown types and not to be reused. */
+    SL_MSG_DONE = 6, /* a rank finished its actions */
+    /* A rank failed; the payload is its reason as U8 text of shape [length], without a NUL. */
+    SL_MSG_ABORT = 7,
 };
 
-/* The decoded header. Field order is the wire order; offsets are in wire.c. */
+/* Whether `type` is one of enum sl_msg_type (1, 2, 3, 6 or 7). */
+int sl_msg_type_known(int type);
+
+/* The decoded header. Field order is the wire order; offsets are in wire.c. Bytes 52..55 (after
+ * ndim) and 140..143 (after crc) are reserved: written as zero, not read. */
 typedef struct sl_wire_header {
     uint32_t magic;
     uint16_t version;
@@ -76,9 +88,11 @@ const char *sl_msg_type_name(int type);
 void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE]);
 
 /* Decodes and checks the structure of a header of `len` bytes before anything trusts it: size,
- * magic, version, type, dtype, ndim, every dimension > 0, no overflow of the element count or the
- * byte count, and payload_len equal to the shape's bytes. Returns SL_OK or SL_EFORMAT /
- * SL_EPROTOCOL with a message saying which field was wrong. Never reads past buf[len-1]. */
+ * magic, version, type (sl_msg_type_known), dtype, ndim, every dimension below ndim > 0 and every
+ * one from ndim on 0, no overflow of the element count or the byte count, and payload_len equal to
+ * the shape's bytes. The link's checks (run id, ranks, sequence, CRC) are the receiver's. Returns
+ * SL_OK, SL_EPROTOCOL for another wire version, or SL_EFORMAT, with a message saying which field
+ * was wrong. Never reads past buf[len-1]. */
 int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h);
 
 /* CRC32C (Castagnoli), as in iSCSI/ext4: sl_crc32c(0, "123456789", 9) == 0xe3069283. Chain
@@ -97,6 +111,62 @@ const char *sl_crc32c_path(void);
  * folding paths (dst is then not left in the cache); smaller ones leave dst in the cache. */
 #define SL_CRC_STREAM_BYTES ((size_t)4 << 20)
 uint32_t sl_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
+
+/* ------------------------------------------------------------------------------------------------
+ * Rendezvous messages
+ *
+ * Under an existing launcher rank 0 hosts a small directory on which the other ranks register the
+ * endpoint each binds for its link (runtime/launch moves the messages; this is their format).
+ * Both messages are JSON text in one ZeroMQ frame:
+ *
+ *   registration, rank r -> rank 0, written exactly as
+ *     {"rank": R, "world": W, "endpoint": "EP"}
+ *   directory, rank 0 -> every other rank, once all have registered (cJSON, unformatted)
+ *     {"endpoints":["EP0",...,"EPW-1"],"report":"EP","run_id":"DECIMAL"}
+ *
+ * An endpoint is 1 to SL_RDV_ENDPOINT_BYTES-1 bytes without quotes, backslashes or control
+ * characters (so the registration needs no escaping); the run id is a decimal string because JSON
+ * numbers do not hold 64 bits. Neither message carries the config hash: each link's HELLO checks
+ * it once the ranks connect. */
+
+#define SL_RDV_ENDPOINT_BYTES 256  /* an endpoint with its NUL */
+#define SL_RDV_REGISTER_MAX   1022 /* the longest registration rank 0 reads, in bytes */
+
+/* The directory: every rank's endpoint, rank 0's report endpoint and the run id. */
+typedef struct sl_rdv_directory {
+    int world;
+    char (*endpoints)[SL_RDV_ENDPOINT_BYTES]; /* [world]; "" where no rank registered yet */
+    char report[SL_RDV_ENDPOINT_BYTES];
+    uint64_t run_id;
+} sl_rdv_directory;
+
+/* An empty directory for `world` ranks (SL_ENOMEM, SL_EINVAL for world < 1); free it with
+ * sl_rdv_directory_free, which also takes a zeroed or already freed one. */
+int sl_rdv_directory_init(sl_rdv_directory *d, int world);
+void sl_rdv_directory_free(sl_rdv_directory *d);
+
+/* Writes rank's registration into out[0..cap) (NUL-terminated; *len, may be NULL, its length).
+ * SL_EINVAL for a rank outside 1..world-1 or an endpoint the format cannot carry; SL_ERANGE when
+ * cap is too small (SL_RDV_REGISTER_MAX + 1 always suffices). */
+int sl_rdv_register_encode(int rank, int world, const char *endpoint, char *out, size_t cap,
+                           size_t *len);
+
+/* Reads a registration of `len` bytes (not NUL-terminated) against the directory so far: at most
+ * SL_RDV_REGISTER_MAX bytes of JSON, world equal to d->world, rank in 1..world-1 and not yet
+ * registered, and an endpoint the format carries. On SL_OK *rank and endpoint hold it (the caller
+ * enters it into d); otherwise SL_EPROTOCOL saying what was wrong, and *rank is -1. */
+int sl_rdv_register_decode(const void *buf, size_t len, const sl_rdv_directory *d, int *rank,
+                           char endpoint[SL_RDV_ENDPOINT_BYTES]);
+
+/* The directory as text in *out (free it with free()). SL_EINVAL when an endpoint is one the
+ * other ranks would refuse (so rank 0 reports it), SL_ENOMEM. */
+int sl_rdv_directory_encode(const sl_rdv_directory *d, char **out);
+
+/* Reads a directory of `len` bytes into d, made by sl_rdv_directory_init with the world this rank
+ * expects: exactly d->world endpoints, each one the format carries, a report endpoint, and a run
+ * id of decimal digits within 64 bits. SL_EPROTOCOL saying what was wrong; d's entries are then
+ * not to be used. */
+int sl_rdv_directory_decode(const void *buf, size_t len, sl_rdv_directory *d);
 
 /* ------------------------------------------------------------------------------------------------
  * Links */

@@ -431,32 +431,7 @@ int sl_rendezvous_local(char *host, size_t cap, int *port)
 
 void sl_rendezvous_free(sl_rendezvous *r)
 {
-    if (!r) return;
-    free(r->endpoints);
-    r->endpoints = NULL;
-}
-
-static int rdv_alloc(sl_rendezvous *r, int world)
-{
-    memset(r, 0, sizeof *r);
-    r->world = world;
-    r->endpoints = sl_alloc((size_t)world * sizeof *r->endpoints);
-    return r->endpoints ? SL_OK : SL_ENOMEM;
-}
-
-static char *rdv_answer(const sl_rendezvous *r)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON *eps = cJSON_AddArrayToObject(o, "endpoints");
-    for (int i = 0; i < r->world; i++)
-        cJSON_AddItemToArray(eps, cJSON_CreateString(r->endpoints[i]));
-    cJSON_AddStringToObject(o, "report", r->report);
-    char id[32];
-    snprintf(id, sizeof id, "%llu", (unsigned long long)r->run_id);
-    cJSON_AddStringToObject(o, "run_id", id);
-    char *text = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return text;
+    sl_rdv_directory_free(r);
 }
 
 static int send_frame(void *sock, const void *data, size_t len, int more)
@@ -467,7 +442,7 @@ static int send_frame(void *sock, const void *data, size_t len, int more)
 int sl_rendezvous_serve(const char *master, int world, const char *endpoint, const char *report,
                         uint64_t run_id, int timeout_ms, sl_rendezvous *out)
 {
-    SL_TRY(rdv_alloc(out, world));
+    SL_TRY(sl_rdv_directory_init(out, world));
     out->run_id = run_id;
     snprintf(out->report, sizeof out->report, "%s", report);
     snprintf(out->endpoints[0], sizeof out->endpoints[0], "%s", endpoint);
@@ -494,33 +469,25 @@ int sl_rendezvous_serve(const char *master, int world, const char *endpoint, con
                              master, joined, world, timeout_ms);
             continue;
         }
-        char id[256], empty[8], body[1024];
+        char id[256], empty[8], body[SL_RDV_REGISTER_MAX + 2], ep[SL_RDV_ENDPOINT_BYTES];
         int n_id = zmq_recv(sock, id, sizeof id, 0);
         int n_e = zmq_recv(sock, empty, sizeof empty, 0);
         int n_b = zmq_recv(sock, body, sizeof body - 1, 0);
         /* zmq_recv returns a message's full length, which may exceed what it copied */
         if (n_id < 0 || n_id > (int)sizeof id || n_e != 0 || n_b < 0 || n_b >= (int)sizeof body - 1)
             continue;
-        body[n_b] = '\0';
-        cJSON *j = cJSON_Parse(body);
-        int rank = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank")), -1);
-        int w = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "world")), -1);
-        const char *ep = cJSON_GetStringValue(cJSON_GetObjectItem(j, "endpoint"));
-        if (!ep || w != world || rank < 1 || rank >= world || out->endpoints[rank][0]) {
-            st = sl_fail(SL_EPROTOCOL,
-                         "rendezvous at %s: a rank registered as %d of %d (this run has %d ranks, "
-                         "each once): is another run using the same MASTER_PORT?",
-                         master, rank, w, world);
+        int rank;
+        if (sl_rdv_register_decode(body, (size_t)n_b, out, &rank, ep) != SL_OK) {
+            st = sl_fail_context(SL_EPROTOCOL, "rendezvous at %s", master);
         } else {
-            snprintf(out->endpoints[rank], sizeof out->endpoints[rank], "%s", ep);
+            memcpy(out->endpoints[rank], ep, sizeof ep);
             memcpy(ids[rank], id, (size_t)n_id);
             idlen[rank] = (size_t)n_id;
             joined++;
         }
-        cJSON_Delete(j);
     }
-    char *answer = st == SL_OK ? rdv_answer(out) : NULL;
-    if (st == SL_OK && !answer) st = SL_ENOMEM;
+    char *answer = NULL;
+    if (st == SL_OK) st = sl_rdv_directory_encode(out, &answer);
     for (int r = 1; st == SL_OK && r < world; r++)
         if (send_frame(sock, ids[r], idlen[r], 1) || send_frame(sock, "", 0, 1) ||
             send_frame(sock, answer, strlen(answer), 0))
@@ -535,16 +502,10 @@ int sl_rendezvous_serve(const char *master, int world, const char *endpoint, con
     return st;
 }
 
-static const char *rdv_str(const cJSON *v)
-{
-    const char *s = cJSON_GetStringValue(v);
-    return s ? s : "";
-}
-
 int sl_rendezvous_join(const char *master, int rank, int world, const char *endpoint,
                        int timeout_ms, sl_rendezvous *out)
 {
-    SL_TRY(rdv_alloc(out, world));
+    SL_TRY(sl_rdv_directory_init(out, world));
     char connect[300];
     snprintf(connect, sizeof connect, "tcp://%s", master);
     void *ctx = zmq_ctx_new(), *sock = ctx ? zmq_socket(ctx, ZMQ_REQ) : NULL;
@@ -554,10 +515,10 @@ int sl_rendezvous_join(const char *master, int rank, int world, const char *endp
         zmq_connect(sock, connect) != 0)
         st = sl_fail(SL_EIO, "cannot reach the rendezvous at %s: %s", connect,
                      zmq_strerror(zmq_errno()));
-    char body[1024];
-    snprintf(body, sizeof body, "{\"rank\": %d, \"world\": %d, \"endpoint\": \"%s\"}", rank, world,
-             endpoint);
-    if (st == SL_OK && zmq_send(sock, body, strlen(body), 0) < 0)
+    char body[SL_RDV_REGISTER_MAX + 1];
+    size_t n_body = 0;
+    if (st == SL_OK) st = sl_rdv_register_encode(rank, world, endpoint, body, sizeof body, &n_body);
+    if (st == SL_OK && zmq_send(sock, body, n_body, 0) < 0)
         st = sl_fail(SL_EIO, "rendezvous at %s: %s", connect, zmq_strerror(zmq_errno()));
     zmq_msg_t msg;
     zmq_msg_init(&msg);
@@ -566,22 +527,9 @@ int sl_rendezvous_join(const char *master, int rank, int world, const char *endp
                      "rank %d: no answer from the rendezvous at %s within %d ms (is "
                      "rank 0 running, and MASTER_ADDR its host?)",
                      rank, connect, timeout_ms);
-    if (st == SL_OK) {
-        cJSON *j = cJSON_ParseWithLength(zmq_msg_data(&msg), zmq_msg_size(&msg));
-        const cJSON *eps = cJSON_GetObjectItem(j, "endpoints");
-        const char *report = cJSON_GetStringValue(cJSON_GetObjectItem(j, "report"));
-        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(j, "run_id"));
-        if (!cJSON_IsArray(eps) || cJSON_GetArraySize(eps) != world || !report || !id) {
-            st = sl_fail(SL_EPROTOCOL, "rendezvous at %s sent a malformed answer", connect);
-        } else {
-            for (int i = 0; i < world; i++)
-                snprintf(out->endpoints[i], sizeof out->endpoints[i], "%s",
-                         rdv_str(cJSON_GetArrayItem(eps, i)));
-            snprintf(out->report, sizeof out->report, "%s", report);
-            out->run_id = strtoull(id, NULL, 10);
-        }
-        cJSON_Delete(j);
-    }
+    if (st == SL_OK &&
+        sl_rdv_directory_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), out) != SL_OK)
+        st = sl_fail_context(SL_EPROTOCOL, "rendezvous at %s sent a malformed answer", connect);
     zmq_msg_close(&msg);
     if (sock) zmq_close(sock);
     if (ctx) zmq_ctx_term(ctx);

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "transport/transport.h"
+
 enum sl_launcher {
     SL_LAUNCHER_NONE,     /* started by hand: sluice launches the ranks itself */
     SL_LAUNCHER_OPENMPI,  /* OMPI_COMM_WORLD_RANK / OMPI_COMM_WORLD_SIZE */
@@ -66,12 +68,10 @@ void sl_launch_destroy(sl_launch *l);
  * registers the endpoint it binds for its link; when all have, each learns every endpoint, the
  * coordinator's report endpoint and the run id. */
 
-typedef struct sl_rendezvous {
-    int world;
-    char (*endpoints)[256]; /* [world]: the endpoint each rank binds, as others connect to it */
-    char report[256];       /* rank 0's report socket */
-    uint64_t run_id;
-} sl_rendezvous;
+/* The directory every rank ends with (its messages' format and checks are transport's, see
+ * transport.h): endpoints[world] (the endpoint each rank binds, as others connect to it), report
+ * (rank 0's report socket) and run_id. */
+typedef sl_rdv_directory sl_rendezvous;
 
 /* The master address from MASTER_ADDR and MASTER_PORT ("host:port"); SL_ECONFIG naming the
  * variables when they are missing. */

@@ -145,6 +145,7 @@ static void header_case(void (*mutate)(sl_wire_header *), int status, const char
 HEADER_CASE(bad_magic, h->magic = 0x4e4f5045, SL_EFORMAT, "magic")
 HEADER_CASE(bad_version, h->version = 7, SL_EPROTOCOL, "version")
 HEADER_CASE(bad_type, h->type = 42, SL_EFORMAT, "message type")
+HEADER_CASE(retired_type, h->type = 4, SL_EFORMAT, "message type")
 HEADER_CASE(unknown_dtype, h->dtype = 99, SL_EFORMAT, "dtype")
 HEADER_CASE(ndim_too_large, h->ndim = 9, SL_EFORMAT, "ndim")
 HEADER_CASE(zero_dimension, h->shape[0] = 0, SL_EFORMAT, "positive")
@@ -165,6 +166,14 @@ HEADER_CASE(unexpected_hello,
             (h->type = SL_MSG_HELLO, h->ndim = 0, h->dtype = SL_DTYPE_U8,
              h->shape[0] = h->shape[1] = 0, h->payload_len = 1),
             SL_EPROTOCOL, "HELLO")
+HEADER_CASE(unexpected_done,
+            (h->type = SL_MSG_DONE, h->ndim = 0, h->dtype = SL_DTYPE_U8,
+             h->shape[0] = h->shape[1] = 0, h->payload_len = 1),
+            SL_EPROTOCOL, "got DONE, expected ACTIVATION")
+HEADER_CASE(abort_length_not_text,
+            (h->type = SL_MSG_ABORT, h->ndim = 1, h->dtype = SL_DTYPE_U8, h->shape[0] = 20,
+             h->shape[1] = 0, h->payload_len = 19),
+            SL_EFORMAT, "does not match the shape")
 
 Test(refusals, crc_mismatch)
 {

@@ -1,0 +1,315 @@
+/* Receiving: one message's frames, its header checked against the link (run id, ranks, sequence
+ * number, size limit), its CRC, and the tensor the caller expected. Every check but the CRC runs
+ * before the payload is copied anywhere (the payload stays in libzmq's buffer, bounded by
+ * ZMQ_MAXMSGSIZE); the CRC is checked while the payload is copied (one pass over it) or, for a
+ * borrowed receive, over the message in place. */
+#include "transport/transport_impl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Where a payload the caller will take goes: sl__read_message copies it there while checking its
+ * CRC when it is the tensor expected and fits. */
+struct sl__dest {
+    const sl_tensor_meta *expected; /* NULL: anything */
+    void *data;                     /* NULL: not copied (borrowed) */
+    size_t capacity;
+    int copied; /* set when the payload was copied to data while checking its CRC */
+};
+
+void sl__release_held(struct sl__link *l)
+{
+    if (l->holding) zmq_msg_close(&l->held);
+    l->holding = 0;
+}
+
+static int more(void *sock)
+{
+    int m = 0;
+    size_t len = sizeof m;
+    zmq_getsockopt(sock, ZMQ_RCVMORE, &m, &len);
+    return m;
+}
+
+int sl__drain_frames(void *sock)
+{
+    int n = 0;
+    while (more(sock)) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        zmq_msg_recv(&m, sock, 0);
+        zmq_msg_close(&m);
+        n++;
+    }
+    return n;
+}
+
+/* Whether a header is the tensor expected; if not, why (n may be 0 to skip the text). */
+static int matches(const sl_wire_header *h, const sl_tensor_meta *e, char *why, size_t n)
+{
+    if (h->type != e->type)
+        snprintf(why, n, "got %s, expected %s", sl_msg_type_name(h->type),
+                 sl_msg_type_name(e->type));
+    else if (h->step != e->step || h->stage != e->stage || h->mb != e->mb)
+        snprintf(why, n,
+                 "got step %llu chunk %u micro-batch %u, expected step %llu chunk %u "
+                 "micro-batch %u (the ranks' schedules disagree)",
+                 (unsigned long long)h->step, h->stage, h->mb, (unsigned long long)e->step,
+                 e->stage, e->mb);
+    else if (h->dtype != e->dtype)
+        snprintf(why, n, "got dtype %s, expected %s", sl_dtype_name(h->dtype),
+                 sl_dtype_name(e->dtype));
+    else {
+        int same = h->ndim == e->ndim;
+        for (int i = 0; same && i < h->ndim; i++) same = h->shape[i] == e->shape[i];
+        if (same) return 1;
+        char a[160] = "", b[160] = "";
+        for (int i = 0; i < h->ndim; i++)
+            snprintf(a + strlen(a), sizeof a - strlen(a), "%s%lld", i ? "," : "",
+                     (long long)h->shape[i]);
+        for (uint32_t i = 0; i < e->ndim && i < SL_WIRE_MAX_NDIM; i++)
+            snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", i ? "," : "",
+                     (long long)e->shape[i]);
+        snprintf(why, n, "got shape [%s], expected [%s]", a, b);
+    }
+    return 0;
+}
+
+/* With `wait`, blocks up to the socket's receive timeout (a slice, see make_link in open.c) for
+ * the first frame, as a plain zmq_recv would; otherwise does not block. */
+int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h, zmq_msg_t *payload,
+                     struct sl__dest *dst, int wait)
+{
+    zmq_msg_t hm;
+    zmq_msg_init(&hm);
+    int flags = wait ? 0 : ZMQ_DONTWAIT;
+    if (l->bound) {
+        zmq_msg_t id;
+        zmq_msg_init(&id);
+        if (zmq_msg_recv(&id, l->sock, flags) < 0) {
+            zmq_msg_close(&id);
+            zmq_msg_close(&hm);
+            return errno == EAGAIN || errno == EINTR
+                       ? 0
+                       : sl__broke(t, l, SL_EIO, "receive: %s", zmq_strerror(errno));
+        }
+        size_t n = zmq_msg_size(&id);
+        int same = l->peer_id_len == n && !memcmp(l->peer_id, zmq_msg_data(&id), n);
+        if (l->peer_id_len && !same) {
+            zmq_msg_close(&id);
+            sl__drain_frames(l->sock);
+            zmq_msg_close(&hm);
+            return sl__broke(t, l, SL_EPEER,
+                             "a second peer sent a message to our bound endpoint while rank %d is "
+                             "linked there; refused",
+                             l->peer);
+        }
+        l->last_id_len = SL_MIN(n, sizeof l->last_id);
+        memcpy(l->last_id, zmq_msg_data(&id), l->last_id_len);
+        zmq_msg_close(&id);
+        if (zmq_msg_recv(&hm, l->sock, 0) < 0) {
+            zmq_msg_close(&hm);
+            return sl__broke(t, l, SL_EIO, "receive: %s", zmq_strerror(errno));
+        }
+    } else if (zmq_msg_recv(&hm, l->sock, flags) < 0) {
+        zmq_msg_close(&hm);
+        return errno == EAGAIN || errno == EINTR
+                   ? 0
+                   : sl__broke(t, l, SL_EIO, "receive: %s", zmq_strerror(errno));
+    }
+
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    size_t hlen = zmq_msg_size(&hm);
+    int has_more = zmq_msg_more(&hm);
+    if (hlen == SL_WIRE_HEADER_SIZE) memcpy(raw, zmq_msg_data(&hm), hlen);
+    int st = sl_wire_decode(zmq_msg_data(&hm), hlen, h);
+    zmq_msg_close(&hm);
+    if (!has_more)
+        return sl__broke(t, l, SL_EPROTOCOL,
+                         "wrong frame count: 1 frame (expected a header and a payload); refused");
+    if (st) {
+        sl__drain_frames(l->sock);
+        return sl__broke(t, l, st, "refused a message: %s", sl_last_error());
+    }
+    if (h->run_id != t->o.run_id) {
+        sl__drain_frames(l->sock);
+        return sl__broke(t, l, SL_EPEER,
+                         "refused a message of run %016llx (this run is %016llx): a process left "
+                         "over from an earlier run?",
+                         (unsigned long long)h->run_id, (unsigned long long)t->o.run_id);
+    }
+    if (h->src != (uint32_t)l->peer || h->dst != (uint32_t)t->o.rank) {
+        sl__drain_frames(l->sock);
+        return sl__broke(t, l, SL_EPROTOCOL,
+                         "refused a message from rank %u to rank %u (expected from rank %d to rank "
+                         "%d): misconnected endpoints?",
+                         h->src, h->dst, l->peer, t->o.rank);
+    }
+    if (h->seq != l->recv_seq) {
+        sl__drain_frames(l->sock);
+        if (h->seq < l->recv_seq)
+            return sl__broke(t, l, SL_EPROTOCOL,
+                             "refused %s with sequence number %llu: already received (duplicate or "
+                             "reordered; expected %llu)",
+                             sl_msg_type_name(h->type), (unsigned long long)h->seq,
+                             (unsigned long long)l->recv_seq);
+        return sl__broke(
+            t, l, SL_EPROTOCOL,
+            "refused %s with sequence number %llu: expected %llu (%llu message(s) lost "
+            "or reordered)",
+            sl_msg_type_name(h->type), (unsigned long long)h->seq, (unsigned long long)l->recv_seq,
+            (unsigned long long)(h->seq - l->recv_seq));
+    }
+    if (h->payload_len > t->o.max_tensor_bytes) {
+        sl__drain_frames(l->sock);
+        return sl__broke(t, l, SL_ELIMIT, "refused %s of %llu bytes: above max_tensor_bytes (%zu)",
+                         sl_msg_type_name(h->type), (unsigned long long)h->payload_len,
+                         t->o.max_tensor_bytes);
+    }
+    if (zmq_msg_recv(payload, l->sock, 0) < 0)
+        return sl__broke(t, l, SL_EIO, "receive: %s", zmq_strerror(errno));
+    if (zmq_msg_more(payload)) {
+        int extra = sl__drain_frames(l->sock);
+        return sl__broke(t, l, SL_EPROTOCOL, "wrong frame count: %d frames (expected 2); refused",
+                         2 + extra);
+    }
+    if (zmq_msg_size(payload) != h->payload_len)
+        return sl__broke(
+            t, l, SL_EPROTOCOL, "refused %s: payload frame of %zu bytes, header says %llu",
+            sl_msg_type_name(h->type), zmq_msg_size(payload), (unsigned long long)h->payload_len);
+    memset(raw + 136, 0, 4); /* the crc field counts as zero */
+    uint32_t crc = sl_crc32c(0, raw, sizeof raw);
+    /* A payload the caller will take is checked while it is copied (one pass over it). */
+    char why[8];
+    if (dst && dst->data && h->type != SL_MSG_ABORT && h->type != SL_MSG_HELLO &&
+        h->payload_len <= dst->capacity && (!dst->expected || matches(h, dst->expected, why, 0))) {
+        crc = sl_crc32c_copy(crc, dst->data, zmq_msg_data(payload), zmq_msg_size(payload));
+        dst->copied = 1;
+    } else {
+        crc = sl_crc32c(crc, zmq_msg_data(payload), zmq_msg_size(payload));
+    }
+    if (crc != h->crc)
+        return sl__broke(t, l, SL_EPROTOCOL,
+                         "refused %s: CRC32C mismatch (computed %08x, header says %08x): corrupted "
+                         "in transit",
+                         sl_msg_type_name(h->type), crc, h->crc);
+    l->recv_seq++;
+    return 1;
+}
+
+static const char *waiting_text(const sl_tensor_meta *expected, char *buf, size_t n)
+{
+    if (expected)
+        snprintf(buf, n, "waiting for %s step %llu chunk %u micro-batch %u",
+                 sl_msg_type_name(expected->type), (unsigned long long)expected->step,
+                 expected->stage, expected->mb);
+    else
+        snprintf(buf, n, "waiting for a message");
+    return buf;
+}
+
+/* Receives and checks one message on link l; on SL_OK *p holds it (the caller closes it) and *got /
+ * *got_bytes are filled. With dst->data the payload is copied there while its CRC is checked. */
+static int recv_checked(sl_transport *t, struct sl__link *l, struct sl__dest *dst, zmq_msg_t *p,
+                        sl_tensor_meta *got, size_t *got_bytes)
+{
+    const sl_tensor_meta *expected = dst->expected;
+    /* What we waited for, for failure messages only: formatted when one is written. */
+#define WAITING waiting_text(expected, waiting, sizeof waiting)
+    char waiting[160];
+    double deadline = t->o.recv_timeout_ms > 0 ? sl_now() + t->o.recv_timeout_ms / 1000.0 : 0;
+    sl_wire_header h;
+    int r;
+    for (;;) {
+        r = sl__read_message(t, l, &h, p, dst, 1);
+        if (r) break;
+        int s = sl__drain_all_events(t); /* a slice passed with nothing to read */
+        if (s) return sl_fail_context(s, "%s", WAITING);
+        if (l->lost) {
+            r = sl__read_message(t, l, &h, p, dst, 0); /* data queued before the disconnect */
+            if (r) break;
+            return sl__broke(t, l, SL_EPEER,
+                             "%s: rank %d disconnected (process ended, network lost, or it sent a "
+                             "frame above max_tensor_bytes)",
+                             WAITING, l->peer);
+        }
+        if (deadline && sl_now() > deadline)
+            return sl__broke(t, l, SL_ETIMEOUT, "%s: nothing from rank %d within %d ms", WAITING,
+                             l->peer, t->o.recv_timeout_ms);
+    }
+    if (r < 0) return r;
+    char why[512];
+    size_t n = zmq_msg_size(p);
+    if (h.type == SL_MSG_ABORT)
+        return sl__broke(t, l, SL_EPEER, "%s: rank %d aborted: %.*s", WAITING, l->peer,
+                         (int)SL_MIN(n, 400), (const char *)zmq_msg_data(p));
+    if (h.type == SL_MSG_HELLO)
+        return sl__broke(t, l, SL_EPROTOCOL, "%s: unexpected HELLO (did rank %d restart?)", WAITING,
+                         l->peer);
+    if (expected && !matches(&h, expected, why, sizeof why))
+        return sl__broke(t, l, SL_EPROTOCOL, "%s: %s", WAITING, why);
+    if (n > dst->capacity)
+        return sl__broke(t, l, SL_ERANGE, "%s: %zu bytes arrived, the buffer holds %zu", WAITING, n,
+                         dst->capacity);
+    if (got) {
+        memset(got, 0, sizeof *got);
+        got->type = h.type;
+        got->step = h.step;
+        got->stage = h.stage;
+        got->mb = h.mb;
+        got->dtype = h.dtype;
+        got->ndim = h.ndim;
+        for (int i = 0; i < h.ndim; i++) got->shape[i] = h.shape[i];
+    }
+    if (got_bytes) *got_bytes = n;
+    return SL_OK;
+#undef WAITING
+}
+
+int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, void *data,
+                      size_t capacity, sl_tensor_meta *got, size_t *got_bytes)
+{
+    struct sl__link *l = NULL;
+    SL_TRY(sl__get_link(t, dir, &l));
+    sl__release_held(l);
+    zmq_msg_t p;
+    zmq_msg_init(&p);
+    struct sl__dest dst = {expected, data, capacity, 0};
+    size_t n = 0;
+    int s = recv_checked(t, l, &dst, &p, got, &n);
+    if (!s) {
+        if (n && !dst.copied) memcpy(data, zmq_msg_data(&p), n);
+        if (got_bytes) *got_bytes = n;
+    }
+    zmq_msg_close(&p);
+    return s;
+}
+
+int sl_transport_recv_borrow(sl_transport *t, int dir, const sl_tensor_meta *expected,
+                             const void **data, size_t *bytes, sl_tensor_meta *got)
+{
+    if (data) *data = NULL;
+    if (bytes) *bytes = 0;
+    struct sl__link *l = NULL;
+    SL_TRY(sl__get_link(t, dir, &l));
+    if (!data || !bytes) return sl_fail(SL_EINVAL, "recv_borrow needs data and bytes");
+    sl__release_held(l);
+    struct sl__dest dst = {expected, NULL, SIZE_MAX, 0};
+    zmq_msg_init(&l->held);
+    int s = recv_checked(t, l, &dst, &l->held, got, bytes);
+    if (s) {
+        zmq_msg_close(&l->held);
+        *bytes = 0;
+        return s;
+    }
+    l->holding = 1;
+    *data = zmq_msg_data(&l->held);
+    return SL_OK;
+}
+
+void sl_transport_release(sl_transport *t, int dir)
+{
+    if (t && t->nlinks && (dir == SL_LINK_NEXT || dir == SL_LINK_PREV))
+        sl__release_held(&t->links[dir]);
+}

@@ -1,0 +1,153 @@
+/* The transport's internals, shared by its files and by nothing else (tests of the wire format use
+ * transport.h only):
+ *
+ *   open.c     options, sockets and the HELLO exchange that opens a transport
+ *   link.c     the first failure, sending (framing, checksum, flow control), abort and close
+ *   recv.c     receiving: frames, header checks against the link, CRC, the tensor expected
+ *   monitor.c  socket monitor events: handshakes, disconnects, a second peer (liveness)
+ *   curve.c    CURVE keys, key files and the ZAP handler that admits the run's keys
+ *   wire.c     the header format, and crc32c.c its checksum (both free of libzmq)
+ *   rendezvous.c  the rendezvous directory's messages (free of libzmq)
+ *   pool.c     payload buffers reused between sends (pool.h)
+ *
+ * Functions shared between these files are named sl__*; the rest are static. */
+#ifndef SL_TRANSPORT_IMPL_H
+#define SL_TRANSPORT_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "core/core.h"
+#include "transport/pool.h"
+#include "transport/transport.h"
+
+/* One link: the bound side is a ROUTER, the connecting side a DEALER (see open.c for why). */
+struct sl__link {
+    int dir;   /* enum sl_link_dir */
+    int peer;  /* its rank */
+    int bound; /* 1: ROUTER on our bind endpoint; 0: DEALER to the next rank's */
+    void *sock, *mon;
+    char endpoint[256];
+    uint8_t peer_id[256]; /* ROUTER: the routing id of the admitted peer */
+    size_t peer_id_len;
+    uint8_t last_id[256]; /* ROUTER: the routing id of the last message read */
+    size_t last_id_len;
+    int open_fds[32]; /* ROUTER: accepted connections not yet closed */
+    int n_open;
+    int hello_sent, hello_done;
+    uint64_t send_seq, recv_seq; /* the next to send, the next expected */
+    int live;                    /* connections with a finished handshake */
+    int lost;                    /* the peer disconnected after HELLO */
+    int failed_handshakes;       /* connections closed mid-handshake */
+    zmq_msg_t held;              /* the message sl_transport_recv_borrow lent out */
+    int holding;
+};
+
+struct sl_transport {
+    sl_transport_options o;
+    char bind_ep[256], next_ep[256];
+    void *ctx;
+    int own_ctx;
+    struct sl__link links[2];
+    int nlinks;
+    sl__pool *pool;    /* payload buffers for large sends, reused once libzmq has sent them */
+    double last_drain; /* when monitor events were last read (sl_now) */
+    int broken;
+    int broken_status;
+    char broken_msg[1536];
+    /* CURVE */
+    int curve;
+    char pub[41], sec[41], next_pub[41];
+    uint8_t (*allowed)[32];
+    size_t allowed_count;
+    void *zap_sock;
+    pthread_t zap_thread;
+    int zap_running;
+    atomic_int zap_stop;
+};
+
+static inline const char *sl__dir_name(int dir)
+{
+    return dir == SL_LINK_NEXT ? "next" : "prev";
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * link.c */
+
+/* Breaks the transport with the first failure (naming the link l, or only the rank when l is
+ * NULL); every later call repeats that failure. Returns the failure's status. */
+int sl__broke(sl_transport *t, struct sl__link *l, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Repeats the failure the transport broke on. */
+int sl__repeat_broken(sl_transport *t);
+
+/* The link in direction dir, or a failure (no transport, broken, bad direction, no links). */
+int sl__get_link(sl_transport *t, int dir, struct sl__link **l);
+
+/* A header of `type` from this rank to l's peer, every other field zero (dtype U8). */
+void sl__fill_header(sl_transport *t, struct sl__link *l, sl_wire_header *h, int type);
+
+/* Sends header h and *payload on l (taking ownership of *payload) at the link's next sequence
+ * number. `crc`: the CRC of header and payload when the caller computed it while copying the
+ * payload, or 0 to compute it here. With `dontwait`, gives up with 0 when the queue is full;
+ * otherwise waits, watching the monitor. Returns 1 when sent, or a failure. */
+int sl__send_frames(sl_transport *t, struct sl__link *l, sl_wire_header *h, zmq_msg_t *payload,
+                    int dontwait, uint32_t crc);
+
+/* ------------------------------------------------------------------------------------------------
+ * open.c */
+
+int sl__setopt_int(void *sock, int opt, int value);
+
+/* ------------------------------------------------------------------------------------------------
+ * recv.c */
+
+/* Where sl__read_message may copy a payload while checking its CRC (defined in recv.c). */
+struct sl__dest;
+
+/* Reads one message from l and runs every check that needs no caller's expectation: frames,
+ * header structure, run id, ranks, sequence number, size limit, payload length, CRC. Returns 1
+ * with *h filled and *payload holding the payload (the caller closes it), 0 if nothing came, or
+ * a failure. With `wait` it blocks for one receive slice (see open.c); dst may be NULL. */
+int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h, zmq_msg_t *payload,
+                     struct sl__dest *dst, int wait);
+
+/* Discards the rest of a multipart message; returns how many frames it had. */
+int sl__drain_frames(void *sock);
+
+/* Gives back the message sl_transport_recv_borrow lent on l, if any. */
+void sl__release_held(struct sl__link *l);
+
+/* ------------------------------------------------------------------------------------------------
+ * monitor.c */
+
+/* Attaches a monitor to l's socket (before it binds or connects, so no event is missed). */
+int sl__monitor_attach(sl_transport *t, struct sl__link *l);
+
+/* Reads every pending monitor event of one link, or of all: SL_OK or the failure they break on. */
+int sl__drain_events(sl_transport *t, struct sl__link *l);
+int sl__drain_all_events(sl_transport *t);
+
+/* sl__drain_all_events at most every 20 ms, for the fast paths. */
+int sl__maybe_drain(sl_transport *t);
+
+/* ------------------------------------------------------------------------------------------------
+ * curve.c */
+
+/* Checks the keys of c and keeps them in t (t->curve set), before any socket exists. */
+int sl__curve_load(sl_transport *t, const sl_transport_curve *c);
+
+/* Starts the ZAP handler on t->ctx, which admits only t->allowed. */
+int sl__curve_start(sl_transport *t);
+
+/* Sets l's socket up as a CURVE server (bound) or client (connecting). */
+void sl__curve_socket(sl_transport *t, struct sl__link *l);
+
+/* Stops the ZAP handler and wipes the secret key. Safe when CURVE was never started. */
+void sl__curve_stop(sl_transport *t);
+
+#endif
