@@ -10,6 +10,9 @@
 int sl_bench_kernels(int argc, char **argv);
 int sl_bench_transport(int argc, char **argv);
 int sl_bench_train(int argc, char **argv);
+/* `sluice bench kernels --tune`: tunes every OpenCL device, prints the best GFLOP/s found against
+ * CLBlast's defaults, and saves the cache. Returns an exit status (0, 1 failed, 2 usage). */
+int sl_bench_kernels_tune(int argc, char **argv);
 
 /* Prints `obj` as JSON on stdout and frees it. */
 void sl_bench_print_json(cJSON *obj);

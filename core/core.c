@@ -174,16 +174,11 @@ void *sl_alloc(size_t bytes)
     return p;
 }
 
-/* libzmq allocates every message it receives with malloc on its I/O thread, and the application
- * frees it on another. Above glibc's mmap threshold (128 KiB, rising to the largest block freed
- * so far) a block is mapped for each message and unmapped after; below it, freeing at the top of a
- * heap beyond the trim threshold (twice the mmap threshold) gives the pages back. Either way the
- * next message faults in every page again: 256 faults per MiB, a third of the time sluice took to
- * move 1 MiB messages over ipc on the machine where this was measured (2.39 GB/s, against 3.52
- * with the settings below). Fixed thresholds keep blocks up to 32 MiB (glibc's largest mmap
- * threshold) in the heaps, where the next message of that size reuses them, and keep up to 512 MiB
- * free at the top of a heap, more than the messages a link holds in flight add up to (with 64 MiB,
- * 16 MiB messages still faulted 66k pages in 15 rounds of `sluice bench transport`'s ipc row). */
+/* libzmq mallocs every message it receives on its I/O thread and the application frees it on
+ * another; with glibc's adaptive thresholds each large block is mapped or trimmed away and the
+ * next message faults every page in again. Fixed thresholds keep blocks up to 32 MiB (glibc's
+ * largest mmap threshold) and up to 512 MiB of free heap top for reuse. The effect shows in
+ * `SLUICE_MALLOC=default sluice bench transport` against the same without it (bench/transport.md). */
 int sl_tune_malloc(void)
 {
 #if defined(__GLIBC__)

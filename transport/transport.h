@@ -288,13 +288,13 @@ void sl_transport_close(sl_transport *t);
  * built without CURVE. */
 int sl_transport_keypair(char public_key[41], char secret_key[41]);
 
-/* Key files, as `sluice keys --out DIR` writes them and launch.keys names them: DIR/rank<R>.key
- * (the secret key, mode 0600) and DIR/rank<R>.pub, each 40 Z85 characters and a newline.
- * sl_transport_write_keypair makes a new pair for rank R there (its public key in `public_key`);
- * sl_transport_read_key reads one back ("key" or "pub"), refusing anything but a 40-character
- * key. */
-int sl_transport_write_keypair(const char *dir, int rank, char public_key[41]);
-int sl_transport_read_key(const char *dir, int rank, const char *ext, char key[41]);
+/* Key files, as `sluice keys --out DIR` writes them and launch.keys names them: 40 Z85
+ * characters and a newline. sl_transport_write_keypair makes a new pair (its public key also in
+ * `public_key`) and writes the secret key with mode 0600; sl_transport_read_key reads either
+ * back, refusing anything but a 40-character key. */
+int sl_transport_write_keypair(const char *secret_path, const char *public_path,
+                               char public_key[41]);
+int sl_transport_read_key(const char *path, char key[41]);
 
 #ifdef __cplusplus
 }

@@ -51,11 +51,6 @@ int sl_opencl_build_source(sl_device *dev, const char *source);
  * (in a static buffer per thread). */
 const char *sl_opencl_error_name(int cl_error);
 
-/* `sluice bench kernels --tune`: tunes every OpenCL device, prints the best GFLOP/s found against
- * CLBlast's defaults, and saves the cache. Returns an exit status (0, 1 failed, 2 usage). Defined
- * in bench/kernels_tune.c. */
-int sl_bench_kernels_tune(int argc, char **argv);
-
 #ifdef __cplusplus
 }
 #endif

@@ -1,16 +1,15 @@
 /* `sluice keys`: generate CURVE key pairs for encrypted links between hosts. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "runtime/cli/cli.h"
 #include "core/core.h"
+#include "runtime/plan/plan.h"
 #include "transport/transport.h"
 
 static void usage(FILE *out)
@@ -60,7 +59,11 @@ int sl_cmd_keys(int argc, char **argv)
     cJSON *arr = json ? cJSON_AddArrayToObject(root, "keys") : NULL;
     for (int i = 0; i < count; i++) {
         char pub[41], sec[41];
-        int s = dir ? sl_transport_write_keypair(dir, i, pub) : sl_transport_keypair(pub, sec);
+        char secret_path[4096], public_path[4096];
+        sl_run_path(secret_path, sizeof secret_path, dir, SL_RUN_SECRET_KEY, i, 0);
+        sl_run_path(public_path, sizeof public_path, dir, SL_RUN_PUBLIC_KEY, i, 0);
+        int s = dir ? sl_transport_write_keypair(secret_path, public_path, pub)
+                    : sl_transport_keypair(pub, sec);
         if (s) {
             cJSON_Delete(root);
             return sl_cli_error("keys", s);

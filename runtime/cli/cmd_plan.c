@@ -1,14 +1,11 @@
 /* `sluice plan`: how a config's model is cut into pipeline stages and placed on ranks and devices,
  * with parameter counts and activation sizes, without running anything. */
-#include <cjson/cJSON.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime/cli/cli.h"
-#include "runtime/config/config.h"
-#include "runtime/model/model.h"
+#include "runtime/plan/plan.h"
 
 static void usage(FILE *out)
 {
@@ -20,23 +17,16 @@ static void usage(FILE *out)
             "counts, and the activation sizes of one micro-batch. Nothing is run.\n\n"
             "  --set KEY=VALUE  override a config key (value parsed as JSON, else a string),\n"
             "                   e.g. --set pipeline.stages=2 --set pipeline.schedule=gpipe\n"
-            "  --json           one JSON object, for tools (with the effective config and its\n"
-            "                   hash, which every rank checks when the pipeline connects)\n");
+            "  --json           the plan as the run directory's plan.json holds it: layers, stages,\n"
+            "                   ranks with their action lists, and the effective config)\n");
 }
 
-/* Per model stage: what one micro-batch moves and keeps. */
-typedef struct stage_info {
-    int in_width, out_width;
-    size_t params;
-    size_t in_bytes, out_bytes, stash_bytes;
-} stage_info;
-
-static void layer_names(const sl_config *cfg, int first, int last, char *buf, size_t cap)
+static void layer_names(const sl_plan *p, int first, int last, char *buf, size_t cap)
 {
     buf[0] = '\0';
     for (int i = first; i < last; i++)
         snprintf(buf + strlen(buf), cap - strlen(buf), "%s%s", i > first ? " " : "",
-                 cfg->model.layers[i]);
+                 p->cfg.model.layers[i]);
 }
 
 static void human(double bytes, char *buf, size_t cap)
@@ -50,83 +40,14 @@ static void human(double bytes, char *buf, size_t cap)
     snprintf(buf, cap, u ? "%.1f %s" : "%.0f %s", bytes, unit[u]);
 }
 
-static void print_json(const sl_config *cfg, const sl_model *m, const sl_partition *p,
-                       const stage_info *info, size_t rows)
+static void print_text(const sl_plan *plan)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON *mo = cJSON_AddObjectToObject(root, "model");
-    cJSON_AddNumberToObject(mo, "inputs", m->inputs);
-    cJSON_AddNumberToObject(mo, "outputs", m->outputs);
-    cJSON_AddNumberToObject(mo, "params", (double)m->nparams);
-    cJSON_AddStringToObject(mo, "loss", m->loss == SL_LOSS_MSE ? "mse" : "cross_entropy");
-    cJSON *layers = cJSON_AddArrayToObject(mo, "layers");
-    for (int i = 0; i < m->nlayers; i++) {
-        cJSON *l = cJSON_CreateObject();
-        cJSON_AddNumberToObject(l, "index", i);
-        cJSON_AddStringToObject(l, "layer", cfg->model.layers[i]);
-        cJSON_AddNumberToObject(l, "in", m->layers[i].in);
-        cJSON_AddNumberToObject(l, "out", m->layers[i].out);
-        cJSON_AddNumberToObject(l, "params", (double)sl_model_params(m, i, i + 1));
-        cJSON_AddItemToArray(layers, l);
-    }
-    cJSON *pl = cJSON_AddObjectToObject(root, "pipeline");
-    cJSON_AddNumberToObject(pl, "ranks", p->ranks);
-    cJSON_AddNumberToObject(pl, "chunks", p->chunks);
-    cJSON_AddNumberToObject(pl, "model_stages", p->nstages);
-    cJSON_AddStringToObject(pl, "schedule", cfg->pipeline.schedule);
-    cJSON_AddStringToObject(pl, "partition", cfg->pipeline.partition);
-    cJSON_AddNumberToObject(pl, "microbatches", cfg->train.microbatches);
-    cJSON_AddNumberToObject(pl, "microbatch_rows", (double)rows);
-    cJSON *stages = cJSON_AddArrayToObject(root, "stages");
-    for (int s = 0; s < p->nstages; s++) {
-        cJSON *o = cJSON_CreateObject();
-        int rank = sl_partition_rank(p, s);
-        cJSON_AddNumberToObject(o, "stage", s);
-        cJSON_AddNumberToObject(o, "rank", rank);
-        cJSON_AddStringToObject(o, "device", sl_config_device(cfg, rank));
-        cJSON_AddNumberToObject(o, "first_layer", p->stages[s].first);
-        cJSON_AddNumberToObject(o, "last_layer", p->stages[s].last);
-        cJSON_AddNumberToObject(o, "params", (double)info[s].params);
-        cJSON_AddNumberToObject(o, "input_width", info[s].in_width);
-        cJSON_AddNumberToObject(o, "output_width", info[s].out_width);
-        cJSON_AddNumberToObject(o, "input_bytes", (double)info[s].in_bytes);
-        cJSON_AddNumberToObject(o, "output_bytes", (double)info[s].out_bytes);
-        cJSON_AddNumberToObject(o, "stash_bytes", (double)info[s].stash_bytes);
-        cJSON_AddItemToArray(stages, o);
-    }
-    cJSON *ranks = cJSON_AddArrayToObject(root, "ranks");
-    for (int r = 0; r < p->ranks; r++) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "rank", r);
-        cJSON_AddStringToObject(o, "device", sl_config_device(cfg, r));
-        cJSON *ss = cJSON_AddArrayToObject(o, "stages");
-        size_t params = 0;
-        for (int s = r; s < p->nstages; s += p->ranks) {
-            cJSON_AddItemToArray(ss, cJSON_CreateNumber(s));
-            params += info[s].params;
-        }
-        cJSON_AddNumberToObject(o, "params", (double)params);
-        cJSON_AddItemToArray(ranks, o);
-    }
-    char hash[32];
-    snprintf(hash, sizeof hash, "%016" PRIx64, sl_config_hash(cfg));
-    cJSON_AddStringToObject(root, "config_hash", hash);
-    /* The effective config: every default filled in and paths resolved. */
-    char *effective = sl_config_to_json(cfg, false);
-    cJSON *ec = effective ? cJSON_Parse(effective) : NULL;
-    if (ec) cJSON_AddItemToObject(root, "config", ec);
-    free(effective);
-    char *text = cJSON_Print(root);
-    printf("%s\n", text);
-    free(text);
-    cJSON_Delete(root);
-}
-
-static void print_text(const sl_config *cfg, const sl_model *m, const sl_partition *p,
-                       const stage_info *info, size_t rows)
-{
+    const sl_config *cfg = &plan->cfg;
+    const sl_model *m = &plan->model;
+    const sl_partition *p = &plan->part;
+    size_t rows = plan->rows;
     printf("model: %d inputs -> %d outputs, %d layers, %zu parameters, loss %s\n", m->inputs,
-           m->outputs, m->nlayers, m->nparams, m->loss == SL_LOSS_MSE ? "mse" : "cross_entropy");
+           m->outputs, m->nlayers, m->nparams, sl_loss_get(m->loss)->name);
     printf("\n%5s  %-12s %7s %7s %10s\n", "LAYER", "KIND", "IN", "OUT", "PARAMS");
     for (int i = 0; i < m->nlayers; i++)
         printf("%5d  %-12s %7d %7d %10zu\n", i, cfg->model.layers[i], m->layers[i].in,
@@ -139,30 +60,32 @@ static void print_text(const sl_config *cfg, const sl_model *m, const sl_partiti
            "LAYERS", "PARAMS", "IN->OUT", "SENDS", "RECEIVES", "STASH", "LAYERS");
     for (int s = 0; s < p->nstages; s++) {
         char range[32], w[32], in[32], out[32], stash[32], names[512];
-        int rank = sl_partition_rank(p, s);
-        snprintf(range, sizeof range, "%d-%d", p->stages[s].first, p->stages[s].last - 1);
-        snprintf(w, sizeof w, "%d->%d", info[s].in_width, info[s].out_width);
-        human((double)info[s].out_bytes, out, sizeof out);
-        human((double)info[s].in_bytes, in, sizeof in);
-        human((double)info[s].stash_bytes, stash, sizeof stash);
-        layer_names(cfg, p->stages[s].first, p->stages[s].last, names, sizeof names);
+        int rank = sl_partition_rank(p, s), first = p->stages[s].first, last = p->stages[s].last;
+        size_t stash_bytes = 0;
+        for (int i = first; i < last; i++) stash_bytes += rows * sl_layer_stash_bytes(&m->layers[i]);
+        snprintf(range, sizeof range, "%d-%d", first, last - 1);
+        snprintf(w, sizeof w, "%d->%d", sl_model_width(m, first), sl_model_width(m, last));
+        human((double)(rows * 4 * (size_t)sl_model_width(m, last)), out, sizeof out);
+        human((double)(rows * 4 * (size_t)sl_model_width(m, first)), in, sizeof in);
+        human((double)stash_bytes, stash, sizeof stash);
+        layer_names(plan, first, last, names, sizeof names);
         printf("%5d %4d  %-10s %-8s %10zu %9s  %-10s %-10s %-10s  %s\n", s, rank,
-               sl_config_device(cfg, rank), range, info[s].params, w,
+               plan->rank[rank].device, range, sl_model_params(m, first, last), w,
                s + 1 < p->nstages ? out : "-", s > 0 ? in : "-", stash, names);
     }
     printf("\n(SENDS: activations sent forward per micro-batch (the same size comes back as\n"
-           "gradients); RECEIVES: the stage input it keeps until backward; STASH: the layer\n"
-           "outputs one micro-batch keeps between forward and backward.)\n");
+           "gradients); RECEIVES: the stage input it keeps until backward; STASH: what the\n"
+           "layers of one micro-batch keep between forward and backward.)\n");
     printf("\n%4s  %-10s %10s  %s\n", "RANK", "DEVICE", "PARAMS", "MODEL STAGES");
     for (int r = 0; r < p->ranks; r++) {
         size_t params = 0;
         char list[256] = "";
         for (int s = r; s < p->nstages; s += p->ranks) {
-            params += info[s].params;
+            params += sl_model_params(m, p->stages[s].first, p->stages[s].last);
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", list[0] ? " " : "",
                      s);
         }
-        printf("%4d  %-10s %10zu  %s\n", r, sl_config_device(cfg, r), params, list);
+        printf("%4d  %-10s %10zu  %s\n", r, plan->rank[r].device, params, list);
     }
 }
 
@@ -198,41 +121,21 @@ int sl_cmd_plan(int argc, char **argv)
         return 2;
     }
     sl_config cfg;
-    sl_model m;
-    sl_partition p;
+    sl_plan plan;
     int st = sl_config_load(path, sets, nsets, &cfg);
     free(sets);
     if (st != SL_OK) return sl_cli_error("plan", st);
-    st = sl_model_init(&cfg, &m);
-    if (st == SL_OK) {
-        st = sl_partition_from_config(&cfg, &m, &p);
-        if (st != SL_OK) sl_model_free(&m);
-    }
-    if (st != SL_OK) {
-        sl_config_free(&cfg);
-        return sl_cli_error("plan", st);
-    }
-    size_t rows = (size_t)(cfg.train.batch / cfg.train.microbatches);
-    stage_info *info = calloc((size_t)p.nstages, sizeof *info);
-    for (int s = 0; info && s < p.nstages; s++) {
-        int first = p.stages[s].first, last = p.stages[s].last;
-        info[s].in_width = sl_model_width(&m, first);
-        info[s].out_width = sl_model_width(&m, last);
-        info[s].params = sl_model_params(&m, first, last);
-        info[s].in_bytes = rows * (size_t)info[s].in_width * 4;
-        info[s].out_bytes = rows * (size_t)info[s].out_width * 4;
-        for (int i = first; i < last; i++)
-            info[s].stash_bytes += rows * (size_t)m.layers[i].out * 4;
-    }
-    if (info) {
-        if (json)
-            print_json(&cfg, &m, &p, info, rows);
-        else
-            print_text(&cfg, &m, &p, info, rows);
-    }
-    free(info);
-    sl_partition_free(&p);
-    sl_model_free(&m);
+    st = sl_plan_build(&cfg, &plan);
     sl_config_free(&cfg);
-    return info ? 0 : 1;
+    if (st != SL_OK) return sl_cli_error("plan", st);
+    if (json) {
+        char *text = sl_plan_to_json(&plan, true);
+        if (text) printf("%s\n", text);
+        st = text ? SL_OK : sl_fail(SL_ENOMEM, "out of memory");
+        free(text);
+    } else {
+        print_text(&plan);
+    }
+    sl_plan_free(&plan);
+    return st == SL_OK ? 0 : sl_cli_error("plan", st);
 }

@@ -9,7 +9,6 @@
 #include <sys/stat.h>
 
 #include "core/core.h"
-#include "runtime/model/model.h"
 
 static char *dup_str(const char *s)
 {
@@ -335,7 +334,6 @@ static const char *const pipe_keys[] = {"stages",    "schedule",  "chunks",
 static const char *const launch_keys[] = {"endpoints", "curve", "keys", "heartbeat_ms", NULL};
 static const char *const output_keys[] = {"dir", "checkpoint_interval", NULL};
 
-static const char *const loss_names[] = {"cross_entropy", "mse"};
 static const char *const opt_names[] = {"sgd", "adam"};
 static const char *const schedule_names[] = {"gpipe", "1f1b", "interleaved", "zb-h1"};
 
@@ -353,15 +351,16 @@ static int parse_model(cJSON *root, sl_config *cfg)
     for (int i = 0; i < cfg->model.nlayers; i++) {
         sl_layer l;
         if (sl_layer_parse(cfg->model.layers[i], &l) != SL_OK)
-            return sl_fail(SL_ECONFIG,
-                           "config: model.layers[%d] '%s' is not a layer (linear:N, relu, tanh, "
-                           "sigmoid, gelu)",
-                           i, cfg->model.layers[i]);
+            return sl_fail(SL_ECONFIG, "config: model.layers[%d] '%s' is not a layer (%s)", i,
+                           cfg->model.layers[i], sl_layer_kinds_text());
     }
-    if (sl_config_linear_layers(cfg) == 0)
-        return sl_fail(SL_ECONFIG, "config: model.layers has no linear layer");
+    if (sl_config_param_layers(cfg) == 0)
+        return sl_fail(SL_ECONFIG,
+                       "config: model.layers has no layer with parameters (such as linear:N)");
+    const char *loss_names[SL_LOSS_COUNT];
+    for (int k = 0; k < SL_LOSS_COUNT; k++) loss_names[k] = sl_loss_get((enum sl_loss_kind)k)->name;
     int loss;
-    SL_TRY(get_enum(c, "loss", "cross_entropy", loss_names, 2, &loss));
+    SL_TRY(get_enum(c, "loss", "cross_entropy", loss_names, SL_LOSS_COUNT, &loss));
     cfg->model.loss = (enum sl_loss_kind)loss;
     SL_TRY(get_str(c, "init", false, NULL, &cfg->model.init));
     if (cfg->model.init) SL_TRY(resolve_path("model.init", cfg->dir, &cfg->model.init));
@@ -454,7 +453,7 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
     SL_TRY(get_int(c, "chunks", false, 1, 1, 1024, &cfg->pipeline.chunks));
     SL_TRY(get_bool(c, "recompute", false, &cfg->pipeline.recompute));
     int nstages = cfg->pipeline.stages * cfg->pipeline.chunks;
-    int linear = sl_config_linear_layers(cfg);
+    int units = sl_config_param_layers(cfg); /* layers with parameters */
     cJSON *p = get(c, "partition");
     if (p && cJSON_IsArray(p)) {
         int n = cJSON_GetArraySize(p);
@@ -467,37 +466,38 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
         int sum = 0, i = 0;
         for (cJSON *it = p->child; it; it = it->next, i++) {
             if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
-                it->valuedouble < 1 || it->valuedouble > linear)
+                it->valuedouble < 1 || it->valuedouble > units)
                 return sl_fail(SL_ECONFIG,
-                               "config: pipeline.partition[%d] must be a count of linear layers "
-                               ">= 1",
+                               "config: pipeline.partition[%d] must be a count of layers with "
+                               "parameters (linear:N) >= 1",
                                i);
             cfg->pipeline.partition_counts[i] = (int)it->valuedouble;
             sum += cfg->pipeline.partition_counts[i];
         }
         cfg->pipeline.npartition = n;
-        if (sum != linear)
+        if (sum != units)
             return sl_fail(SL_ECONFIG,
-                           "config: pipeline.partition counts %d linear layers but model.layers "
-                           "has %d",
-                           sum, linear);
+                           "config: pipeline.partition counts %d layers with parameters but "
+                           "model.layers has %d",
+                           sum, units);
         if (!(cfg->pipeline.partition = dup_str("explicit"))) return SL_ENOMEM;
     } else {
         static const char *const part_names[] = {"uniform"};
         int part;
         if (p && !cJSON_IsString(p))
             return sl_fail(SL_ECONFIG,
-                           "config: pipeline.partition must be \"uniform\" or an array of linear "
-                           "layer counts per stage (got %s)",
+                           "config: pipeline.partition must be \"uniform\" or an array of counts "
+                           "of layers with parameters per stage (got %s)",
                            type_name(p));
         SL_TRY(get_enum(c, "partition", "uniform", part_names, 1, &part));
         if (!(cfg->pipeline.partition = dup_str("uniform"))) return SL_ENOMEM;
     }
-    if (nstages > linear)
+    if (nstages > units)
         return sl_fail(SL_ECONFIG,
                        "config: pipeline.stages x pipeline.chunks (%d x %d = %d stages) is more "
-                       "than the %d linear layers in model.layers; every stage needs at least one",
-                       cfg->pipeline.stages, cfg->pipeline.chunks, nstages, linear);
+                       "than the %d layers with parameters (linear:N) in model.layers; every "
+                       "stage needs at least one",
+                       cfg->pipeline.stages, cfg->pipeline.chunks, nstages, units);
     if (cfg->pipeline.chunks > 1 && strcmp(cfg->pipeline.schedule, "interleaved") != 0)
         return sl_fail(SL_ECONFIG,
                        "config: pipeline.chunks (%d) > 1 needs pipeline.schedule \"interleaved\" "
@@ -674,7 +674,7 @@ char *sl_config_to_json(const sl_config *cfg, bool pretty)
     o = cJSON_AddObjectToObject(root, "model");
     cJSON_AddNumberToObject(o, "inputs", cfg->model.inputs);
     cJSON_AddItemToObject(o, "layers", str_array(cfg->model.layers, cfg->model.nlayers));
-    cJSON_AddStringToObject(o, "loss", loss_names[cfg->model.loss]);
+    cJSON_AddStringToObject(o, "loss", sl_loss_get(cfg->model.loss)->name);
     if (cfg->model.init) cJSON_AddStringToObject(o, "init", cfg->model.init);
     cJSON_AddNumberToObject(o, "seed", (double)cfg->model.seed);
 
@@ -757,10 +757,12 @@ const char *sl_config_device(const sl_config *cfg, int rank)
     return cfg->devices[rank % cfg->ndevices];
 }
 
-int sl_config_linear_layers(const sl_config *cfg)
+int sl_config_param_layers(const sl_config *cfg)
 {
     int n = 0;
-    for (int i = 0; i < cfg->model.nlayers; i++)
-        n += strncmp(cfg->model.layers[i], "linear:", 7) == 0;
+    for (int i = 0; i < cfg->model.nlayers; i++) {
+        sl_layer l;
+        n += sl_layer_parse(cfg->model.layers[i], &l) == SL_OK && sl_layer_has_params(&l);
+    }
     return n;
 }

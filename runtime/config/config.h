@@ -18,11 +18,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "runtime/model/layer.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-enum sl_loss_kind { SL_LOSS_CROSS_ENTROPY, SL_LOSS_MSE };
 enum sl_optimizer_kind { SL_OPT_SGD, SL_OPT_ADAM };
 
 typedef struct sl_optimizer_config {
@@ -72,7 +73,7 @@ typedef struct sl_config {
         bool recompute;        /* default false */
         char *partition;       /* "uniform" (default) or "explicit" when partition_counts is set */
         int npartition;        /* 0, or stages*chunks when the config gives a list */
-        int *partition_counts; /* linear layers per model stage, from "partition": [2, 1, 1] */
+        int *partition_counts; /* layers with parameters per model stage, from "partition": [2, 1, 1] */
     } pipeline;
 
     int ndevices;   /* 1 (one id for every rank) or pipeline.stages */
@@ -115,8 +116,8 @@ uint64_t sl_config_hash(const sl_config *cfg);
 /* The device id of rank `rank` (devices[0] when one id is given for all). */
 const char *sl_config_device(const sl_config *cfg, int rank);
 
-/* Number of linear layers in model.layers. */
-int sl_config_linear_layers(const sl_config *cfg);
+/* Number of layers with parameters (the units of the partition) in model.layers. */
+int sl_config_param_layers(const sl_config *cfg);
 
 #ifdef __cplusplus
 }

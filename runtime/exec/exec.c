@@ -7,7 +7,6 @@
 #define _GNU_SOURCE
 #include "runtime/exec/exec.h"
 
-#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +15,7 @@
 #include "backends/backend.h"
 #include "runtime/data/data.h"
 #include "runtime/launch/launch.h"
-#include "runtime/model/model.h"
-#include "runtime/schedule/schedule.h"
+#include "runtime/plan/plan.h"
 #include "transport/transport.h"
 
 /* ------------------------------------------------------------------------------------------------
@@ -85,12 +83,12 @@ typedef struct trace_event {
 } trace_event;
 
 typedef struct exec {
-    const sl_config *cfg;
+    const sl_plan *plan;
+    const sl_config *cfg; /* the plan's */
+    const sl_model *model;
+    const sl_partition *part;
     const sl_exec_options *opt;
     int rank, world;
-    sl_model model;
-    sl_partition part;
-    sl_schedule *sched;
     sl_data data;
     sl_device *dev;
     sl_transport *tr;
@@ -121,7 +119,7 @@ static local_stage *local_of(exec *e, int stage)
 
 static size_t act_bytes(const exec *e, int layer)
 {
-    return e->rows * (size_t)sl_model_width(&e->model, layer) * sizeof(float);
+    return e->rows * (size_t)sl_model_width(e->model, layer) * sizeof(float);
 }
 
 static int stash_get(exec *e, local_stage *l, sl_stash **out)
@@ -172,7 +170,7 @@ static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_o
 {
     local_stage *l = local_of(e, stage);
     mb_state *s = &l->mb[mb];
-    const sl_stage_range *r = &e->part.stages[stage];
+    const sl_stage_range *r = &e->part->stages[stage];
     if (!s->input) {
         if (stage != 0)
             return sl_fail(SL_EINTERNAL, "stage %d has no input for micro-batch %d", stage, mb);
@@ -186,18 +184,16 @@ static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_o
     if (recompute_only) return SL_OK;
 
     sl_buffer *out = sl_stash_output(s->stash);
-    if (stage == e->part.nstages - 1) {
+    if (stage == e->part->nstages - 1) {
         /* The loss and its gradient start the backward pass. */
-        const sl_model *m = &e->model;
-        size_t tbytes = m->loss == SL_LOSS_CROSS_ENTROPY ? e->rows * sizeof(int32_t)
-                                                         : e->rows * (size_t)m->outputs * 4;
+        const sl_model *m = e->model;
+        bool labels = sl_loss_get(m->loss)->int_targets;
+        size_t tbytes = e->rows * sl_loss_target_width(sl_loss_get(m->loss), (size_t)m->outputs) * 4;
         sl_buffer *target;
         SL_TRY(sl_data_microbatch(&e->data, step, mb, NULL, e->host_labels, e->host_targets));
         SL_TRY(pool_get(&e->pool, tbytes, &target));
-        int rc = sl_buffer_upload(target, 0,
-                                  m->loss == SL_LOSS_CROSS_ENTROPY ? (void *)e->host_labels
-                                                                   : (void *)e->host_targets,
-                                  tbytes);
+        int rc = sl_buffer_upload(
+            target, 0, labels ? (void *)e->host_labels : (void *)e->host_targets, tbytes);
         if (rc == SL_OK) rc = pool_get(&e->pool, e->rows * sizeof(float), &s->loss);
         if (rc == SL_OK) rc = pool_get(&e->pool, act_bytes(e, r->last), &s->dout);
         if (rc == SL_OK)
@@ -205,7 +201,7 @@ static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_o
                                           1.0f / (float)e->cfg->train.batch, s->loss, s->dout);
         pool_put(&e->pool, target);
         SL_TRY(rc);
-    } else if (sl_partition_rank(&e->part, stage + 1) == e->rank) {
+    } else if (sl_partition_rank(e->part, stage + 1) == e->rank) {
         /* The next stage is ours too: hand the output over on the device. */
         mb_state *next = &local_of(e, stage + 1)->mb[mb];
         SL_TRY(pool_get(&e->pool, act_bytes(e, r->last), &next->input));
@@ -226,8 +222,8 @@ static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_o
 /* After the input gradient of (stage, mb) is in `din`: give it to the previous stage. */
 static int route_input_grad(exec *e, int stage, int mb, sl_buffer *din)
 {
-    size_t bytes = act_bytes(e, e->part.stages[stage].first);
-    if (sl_partition_rank(&e->part, stage - 1) == e->rank) {
+    size_t bytes = act_bytes(e, e->part->stages[stage].first);
+    if (sl_partition_rank(e->part, stage - 1) == e->rank) {
         local_of(e, stage - 1)->mb[mb].dout = din;
         return SL_OK;
     }
@@ -258,7 +254,7 @@ static int do_backward(exec *e, int stage, int mb, enum sl_action_type type)
                        mb);
     sl_buffer *din = NULL;
     if (stage > 0 && type != SL_ACTION_W)
-        SL_TRY(pool_get(&e->pool, act_bytes(e, e->part.stages[stage].first), &din));
+        SL_TRY(pool_get(&e->pool, act_bytes(e, e->part->stages[stage].first), &din));
     int rc;
     if (type == SL_ACTION_B)
         rc = sl_stage_backward(l->st, e->rows, s->input, s->stash, s->dout, din);
@@ -285,8 +281,8 @@ static int do_send(exec *e, int64_t step, const sl_action *a)
 {
     bool fwd = a->type == SL_ACTION_SEND_F;
     mb_state *s = &local_of(e, a->stage)->mb[a->mb];
-    const sl_stage_range *r = &e->part.stages[a->stage];
-    int width = sl_model_width(&e->model, fwd ? r->last : r->first);
+    const sl_stage_range *r = &e->part->stages[a->stage];
+    int width = sl_model_width(e->model, fwd ? r->last : r->first);
     float **host = fwd ? &s->send_f : &s->send_b;
     if (!*host)
         return sl_fail(SL_EINTERNAL, "nothing to send for stage %d micro-batch %d", a->stage,
@@ -304,8 +300,8 @@ static int do_recv(exec *e, int64_t step, const sl_action *a)
 {
     bool fwd = a->type == SL_ACTION_RECV_F;
     mb_state *s = &local_of(e, a->stage)->mb[a->mb];
-    const sl_stage_range *r = &e->part.stages[a->stage];
-    int width = sl_model_width(&e->model, fwd ? r->first : r->last);
+    const sl_stage_range *r = &e->part->stages[a->stage];
+    int width = sl_model_width(e->model, fwd ? r->first : r->last);
     size_t bytes = e->rows * (size_t)width * sizeof(float);
     sl_tensor_meta want =
         meta_for(e, fwd ? SL_MSG_ACTIVATION : SL_MSG_GRADIENT, step, a->stage, a->mb, width);
@@ -384,7 +380,7 @@ static int run_action(exec *e, int64_t step, const sl_action *a)
 /* The mean loss of the step: the sum of every row's loss over the mini-batch. */
 static int step_loss(exec *e, double *loss)
 {
-    local_stage *l = local_of(e, e->part.nstages - 1);
+    local_stage *l = local_of(e, e->part->nstages - 1);
     double sum = 0.0;
     for (int m = 0; m < e->cfg->train.microbatches; m++) {
         mb_state *s = &l->mb[m];
@@ -463,11 +459,14 @@ static int load_keys(exec *e)
     if (!(e->pubs = sl_alloc((size_t)e->world * sizeof *e->pubs)) ||
         !(e->allowed = sl_alloc((size_t)e->world * sizeof *e->allowed)))
         return SL_ENOMEM;
+    char path[4096];
     for (int r = 0; r < e->world; r++) {
-        SL_TRY(sl_transport_read_key(dir, r, "pub", e->pubs[r]));
+        sl_run_path(path, sizeof path, dir, SL_RUN_PUBLIC_KEY, r, 0);
+        SL_TRY(sl_transport_read_key(path, e->pubs[r]));
         e->allowed[r] = e->pubs[r];
     }
-    SL_TRY(sl_transport_read_key(dir, e->rank, "key", e->secret));
+    sl_run_path(path, sizeof path, dir, SL_RUN_SECRET_KEY, e->rank, 0);
+    SL_TRY(sl_transport_read_key(path, e->secret));
     e->curve = (sl_transport_curve){.public_key = e->pubs[e->rank],
                                     .secret_key = e->secret,
                                     .next_public_key = e->pubs[(e->rank + 1) % e->world],
@@ -479,35 +478,32 @@ static int load_keys(exec *e)
 static int setup(exec *e)
 {
     const sl_config *cfg = e->cfg;
-    SL_TRY(sl_model_init(cfg, &e->model));
-    SL_TRY(sl_partition_from_config(cfg, &e->model, &e->part));
-    SL_TRY(sl_exec_schedule(cfg, &e->sched));
-    SL_TRY(sl_data_load(cfg, e->model.outputs, &e->data));
-    if (cfg->train.threads > 0) openblas_set_num_threads(cfg->train.threads);
-    SL_TRY(sl_device_open(sl_config_device(cfg, e->rank), &e->dev));
+    SL_TRY(sl_data_load(cfg, e->model->outputs, &e->data));
+    sl_device_options dopt = {.threads = cfg->train.threads};
+    SL_TRY(sl_device_open_with(e->plan->rank[e->rank].device, &dopt, &e->dev));
     e->pool.dev = e->dev;
     e->rows = (size_t)(cfg->train.batch / cfg->train.microbatches);
 
     sl_weights init;
-    SL_TRY(sl_weights_from_config(cfg, &e->model, &init));
+    SL_TRY(sl_weights_from_config(cfg, e->model, &init));
     e->nls = cfg->pipeline.chunks;
     e->ls = sl_alloc((size_t)e->nls * sizeof *e->ls);
     int rc = e->ls ? SL_OK : SL_ENOMEM;
     for (int i = 0; i < e->nls && rc == SL_OK; i++) {
         local_stage *l = &e->ls[i];
-        l->stage = e->rank + i * e->world;
-        const sl_stage_range *r = &e->part.stages[l->stage];
-        rc = sl_stage_create(e->dev, &e->model, r->first, r->last, &init, &l->st);
+        l->stage = sl_plan_stage_of(e->plan, e->rank, i);
+        const sl_stage_range *r = &e->part->stages[l->stage];
+        rc = sl_stage_create(e->dev, e->model, r->first, r->last, &init, &l->st);
         if (rc == SL_OK && !(l->mb = sl_alloc((size_t)cfg->train.microbatches * sizeof *l->mb)))
             rc = SL_ENOMEM;
     }
     sl_weights_free(&init);
     SL_TRY(rc);
 
-    size_t widest = (size_t)SL_MAX(e->model.max_width, e->model.outputs);
-    if (!(e->host_x = sl_alloc(e->rows * (size_t)e->model.inputs * sizeof(float))) ||
+    size_t widest = (size_t)SL_MAX(e->model->max_width, e->model->outputs);
+    if (!(e->host_x = sl_alloc(e->rows * (size_t)e->model->inputs * sizeof(float))) ||
         !(e->host_labels = sl_alloc(e->rows * sizeof(int32_t))) ||
-        !(e->host_targets = sl_alloc(e->rows * (size_t)e->model.outputs * sizeof(float))) ||
+        !(e->host_targets = sl_alloc(e->rows * (size_t)e->model->outputs * sizeof(float))) ||
         !(e->host_loss = sl_alloc(e->rows * sizeof(float))))
         return SL_ENOMEM;
     e->max_trace = e->opt->max_trace_events > 0 ? e->opt->max_trace_events : 5000;
@@ -517,7 +513,7 @@ static int setup(exec *e)
         sl_transport_options to;
         sl_transport_options_init(&to);
         to.run_id = e->opt->run_id;
-        to.config_hash = sl_config_hash(cfg);
+        to.config_hash = sl_plan_hash(e->plan);
         to.rank = e->rank;
         to.world = e->world;
         to.bind_endpoint = e->opt->bind_endpoint;
@@ -557,9 +553,6 @@ static void teardown(exec *e)
     pool_free(&e->pool);
     sl_device_close(e->dev);
     sl_data_free(&e->data);
-    sl_schedule_free(e->sched);
-    sl_partition_free(&e->part);
-    sl_model_free(&e->model);
     free(e->host_x);
     free(e->host_labels);
     free(e->host_targets);
@@ -570,34 +563,17 @@ static void teardown(exec *e)
     memset(e->secret, 0, sizeof e->secret);
 }
 
-int sl_exec_schedule(const sl_config *cfg, sl_schedule **out)
-{
-    sl_schedule_params sp = {.name = cfg->pipeline.schedule,
-                             .ranks = cfg->pipeline.stages,
-                             .microbatches = cfg->train.microbatches,
-                             .chunks = cfg->pipeline.chunks,
-                             .recompute = cfg->pipeline.recompute};
-    return sl_schedule_generate(&sp, out);
-}
-
-void sl_exec_weights_path(char *buf, size_t cap, const char *dir, int rank, int step)
-{
-    if (step < 0)
-        snprintf(buf, cap, "%s/.weights-r%d.safetensors", dir, rank);
-    else
-        snprintf(buf, cap, "%s/.weights-r%d-step%d.safetensors", dir, rank, step);
-}
-
 static int save_weights(exec *e, int step)
 {
-    char path[1200];
-    sl_exec_weights_path(path, sizeof path, e->opt->weights_dir, e->rank, step);
+    char path[4096];
+    sl_run_path(path, sizeof path, e->opt->weights_dir,
+                step < 0 ? SL_RUN_RANK_WEIGHTS : SL_RUN_RANK_CHECKPOINT, e->rank, step);
     sl_weights w;
-    SL_TRY(sl_weights_alloc(&e->model, &w));
+    SL_TRY(sl_weights_alloc(e->model, &w));
     int rc = SL_OK;
     for (int i = 0; i < e->nls && rc == SL_OK; i++) rc = sl_stage_download(e->ls[i].st, &w);
     /* The whole model's names; layers of other ranks hold zeros and are ignored by the merge. */
-    if (rc == SL_OK) rc = sl_weights_save(&e->model, &w, path);
+    if (rc == SL_OK) rc = sl_weights_save(e->model, &w, path);
     sl_weights_free(&w);
     return rc;
 }
@@ -633,8 +609,8 @@ static int farewell(exec *e)
 static int train_loop(exec *e)
 {
     size_t count;
-    const sl_action *acts = sl_schedule_actions(e->sched, e->rank, &count);
-    bool last = sl_partition_rank(&e->part, e->part.nstages - 1) == e->rank;
+    const sl_action *acts = sl_schedule_actions(e->plan->sched, e->rank, &count);
+    bool last = sl_partition_rank(e->part, e->part->nstages - 1) == e->rank;
     double t_start = sl_now();
     /* A test hook: SLUICE_FAIL_AT=RANK:STEP makes that rank fail at that step, so tests can
      * check that one failing rank stops the whole run cleanly. */
@@ -672,9 +648,15 @@ static int train_loop(exec *e)
     return report_done(e, wall);
 }
 
-int sl_exec_rank(const sl_config *cfg, const sl_exec_options *opt)
+int sl_exec_rank(const sl_plan *plan, const sl_exec_options *opt)
 {
-    exec e = {.cfg = cfg, .opt = opt, .rank = opt->rank, .world = cfg->pipeline.stages};
+    exec e = {.plan = plan,
+              .cfg = &plan->cfg,
+              .model = &plan->model,
+              .part = &plan->part,
+              .opt = opt,
+              .rank = opt->rank,
+              .world = plan->ranks};
     int rc = sl_reporter_open(opt->report_endpoint, &e.rep);
     if (rc != SL_OK) return rc;
     rc = setup(&e);

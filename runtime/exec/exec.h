@@ -1,24 +1,24 @@
-/* The stage executor: one rank of a pipeline runs its action list (runtime/schedule) for every
- * training step, on its device, exchanging activations and gradients with its neighbours through
- * the transport, and reports to the coordinator (runtime/launch).
+/* The stage executor: one rank of a pipeline runs its action list (from the plan, runtime/plan)
+ * for every training step, on its device, exchanging activations and gradients with its
+ * neighbours through the transport, and reports to the coordinator (runtime/launch).
  *
  * Reports are JSON objects, one per message, each with "type" and "rank":
  *   {"type":"step","step":k,"loss":L,"t":seconds}      from the rank of the last model stage
- *   {"type":"done", "device":..., "peak_bytes":..., "busy_s":..., "wall_s":...,
- *    "f_ms":[per local stage], "b_ms":[...], "w_ms":[...]}              every rank, at the end
+ *   {"type":"checkpoint","step":k}     every rank, after writing its weights after k steps
  *   {"type":"trace","events":[[name, start_us, duration_us], ...]}    every rank, at the end
+ *   {"type":"done","device":id,"device_name":name,"peak_bytes":B,"busy_s":s,"wall_s":s,
+ *    "stages":[{"stage":s,"f_ms":..,"b_ms":..,"w_ms":..}, ...]}   every rank, last
  *   {"type":"error","status":st,"message":"..."}                       a rank that failed
- *   {"type":"checkpoint","step":k}   every rank, after writing its weights after step k-1
- * Every rank writes its stages' weights (safetensors with nn.Sequential names) into `weights_dir`
- * at the end, and every output.checkpoint_interval steps, under the names sl_exec_weights_path
- * gives; the coordinator merges them. */
+ * The trace comes before "done": "done" tells a coordinator under a launcher that the rank has
+ * nothing more to say. Every rank writes its stages' weights (safetensors, by parameter name)
+ * into `weights_dir` at the end and at every output.checkpoint_interval steps, under the names
+ * sl_run_path gives (SL_RUN_RANK_WEIGHTS, SL_RUN_RANK_CHECKPOINT); the coordinator merges them. */
 #ifndef SL_EXEC_H
 #define SL_EXEC_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/config/config.h"
 
 typedef struct sl_exec_options {
     int rank;
@@ -30,17 +30,9 @@ typedef struct sl_exec_options {
     int max_trace_events; /* per rank; 0 for the default (5000) */
 } sl_exec_options;
 
-struct sl_schedule;
-/* The schedule the config asks for (pipeline.schedule on pipeline.stages ranks, train.microbatches,
- * pipeline.chunks, pipeline.recompute): what every rank runs. */
-int sl_exec_schedule(const sl_config *cfg, struct sl_schedule **out);
-
-/* The file rank `rank` writes its weights to in `dir`: after `step` steps for a checkpoint, or
- * the final weights with step < 0. */
-void sl_exec_weights_path(char *buf, size_t cap, const char *dir, int rank, int step);
-
-/* Runs rank opt->rank of the run described by `cfg` to the end. On failure the rank tells its
- * neighbours and the coordinator, and returns the status (the message names the action). */
-int sl_exec_rank(const sl_config *cfg, const sl_exec_options *opt);
+/* Runs rank opt->rank of `plan` to the end. On failure the rank tells its neighbours and the
+ * coordinator, and returns the status (the message names the action). */
+struct sl_plan;
+int sl_exec_rank(const struct sl_plan *plan, const sl_exec_options *opt);
 
 #endif

@@ -18,6 +18,7 @@
 #include <zmq.h>
 
 #include "core/core.h"
+#include "runtime/plan/plan.h"
 
 /* ------------------------------------------------------------------------------------------------
  * Launcher environments */
@@ -114,7 +115,9 @@ int sl_launch_create(bool keep, sl_launch **out)
                        tmp ? tmp : "/tmp", strerror(e));
     }
     l->keep = keep;
-    snprintf(l->endpoint, sizeof l->endpoint, "ipc://%s/report", l->dir);
+    char path[4096];
+    snprintf(l->endpoint, sizeof l->endpoint, "ipc://%s",
+             sl_run_path(path, sizeof path, l->dir, SL_RUN_REPORT_SOCKET, 0, 0));
     l->zctx = zmq_ctx_new();
     l->pull = l->zctx ? zmq_socket(l->zctx, ZMQ_PULL) : NULL;
     int linger = 0;
@@ -535,4 +538,23 @@ int sl_rendezvous_join(const char *master, int rank, int world, const char *endp
     if (ctx) zmq_ctx_term(ctx);
     if (st != SL_OK) sl_rendezvous_free(out);
     return st;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Endpoints */
+
+void sl_launch_local_endpoint(const sl_launch *l, int rank, char *buf, size_t cap)
+{
+    char path[4096];
+    snprintf(buf, cap, "ipc://%s", sl_run_path(path, sizeof path, l->dir, SL_RUN_LINK_SOCKET, rank, 0));
+}
+
+int sl_launch_tcp_endpoint(char *bind, char *advertise, size_t cap)
+{
+    char host[256];
+    int port;
+    SL_TRY(sl_rendezvous_local(host, sizeof host, &port));
+    snprintf(bind, cap, "tcp://*:%d", port);
+    snprintf(advertise, cap, "tcp://%s:%d", host, port);
+    return SL_OK;
 }

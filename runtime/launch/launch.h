@@ -63,6 +63,14 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx);
 void sl_launch_destroy(sl_launch *l);
 
 /* ------------------------------------------------------------------------------------------------
+ * Endpoints of the ranks' links. In a local run rank r's link is an ipc socket in the run
+ * directory; under a launcher each rank takes a free tcp port on its host, binds it on every
+ * interface (`bind`) and the others connect to `advertise` (the host as sl_rendezvous_local
+ * names it). */
+void sl_launch_local_endpoint(const sl_launch *l, int rank, char *buf, size_t cap);
+int sl_launch_tcp_endpoint(char *bind, char *advertise, size_t cap);
+
+/* ------------------------------------------------------------------------------------------------
  * Under an existing launcher: rank 0 hosts a small directory at the master address (MASTER_ADDR
  * and MASTER_PORT, as torchrun sets them and users export them for mpirun or srun). Every rank
  * registers the endpoint it binds for its link; when all have, each learns every endpoint, the

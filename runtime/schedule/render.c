@@ -47,7 +47,7 @@ int sl_schedule_write_text(FILE *f, const sl_schedule *s, const sl_schedule_sim 
     for (int r = 0; r < s->ranks; r++)
         for (size_t i = 0; i < s->count[r]; i++) {
             const sl_action *a = &s->actions[r][i];
-            if (!__sl_is_compute(a->type)) continue;
+            if (!sl__is_compute(a->type)) continue;
             char label[LABEL];
             int n = sl_action_format(a, label, sizeof label);
             width = SL_MAX(width, n);
@@ -87,7 +87,7 @@ int sl_schedule_write_json(FILE *f, const sl_schedule *s, const sl_schedule_sim 
     for (int r = 0; r < s->ranks; r++) {
         cJSON *list = cJSON_CreateArray();
         for (size_t i = 0; i < s->count[r]; i++) {
-            if (!__sl_is_compute(s->actions[r][i].type)) continue;
+            if (!sl__is_compute(s->actions[r][i].type)) continue;
             char t[LABEL];
             sl_action_format(&s->actions[r][i], t, sizeof t);
             cJSON_AddItemToArray(list, cJSON_CreateString(t));
@@ -147,7 +147,7 @@ int sl_schedule_write_svg(FILE *f, const sl_schedule *s, const sl_schedule_sim *
                 left, y + 2, sim->makespan * unit, row - 4);
         for (size_t i = 0; i < s->count[r]; i++) {
             const sl_action *a = &s->actions[r][i];
-            if (!__sl_is_compute(a->type)) continue;
+            if (!sl__is_compute(a->type)) continue;
             char fill[40], label[LABEL];
             colour(fill, sizeof fill, a->mb, s->microbatches, a->type);
             sl_action_format(a, label, sizeof label);

@@ -276,7 +276,7 @@ int sl_schedule_parse_rank(sl_schedule *s, int rank, const char *text)
 /* ------------------------------------------------------------------------------------------ */
 /* The communication pass */
 
-bool __sl_is_compute(enum sl_action_type t)
+bool sl__is_compute(enum sl_action_type t)
 {
     return t == SL_ACTION_F || t == SL_ACTION_B || t == SL_ACTION_I || t == SL_ACTION_W ||
            t == SL_ACTION_R;
@@ -330,7 +330,7 @@ int sl_schedule_insert_comms(sl_schedule *s)
         }
         for (size_t i = 0; i < s->count[r]; i++) {
             sl_action a = s->actions[r][i];
-            if (!__sl_is_compute(a.type)) continue;
+            if (!sl__is_compute(a.type)) continue;
             if (a.stage < 0 || a.stage >= S || a.mb < 0 || a.mb >= M) {
                 char t[32];
                 sl_action_format(&a, t, sizeof t);

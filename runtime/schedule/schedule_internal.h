@@ -10,12 +10,12 @@
 #define SL_SCHEDULE_MAX_CHUNKS       64
 #define SL_SCHEDULE_MAX_WORK         (1 << 22) /* stages x micro-batches */
 
-bool __sl_is_compute(enum sl_action_type t);
+bool sl__is_compute(enum sl_action_type t);
 
 /* Runs every rank's list with links of `depth` messages, in causal order. With `costs` non-NULL
  * it also times every action into `sim` (allocated by the caller's helper). Fails with
  * SL_EINVAL on a mismatched receive and SL_EDEADLOCK when no rank can move. */
-int __sl_schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *costs,
+int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *costs,
                       sl_schedule_sim *sim);
 
 #endif

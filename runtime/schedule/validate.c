@@ -239,7 +239,7 @@ int sl_schedule_validate(const sl_schedule *s, int queue_depth)
     if (!st) st = check_order(&c);
     free(c.pos);
     SL_TRY(st);
-    return __sl_schedule_run(s, queue_depth ? queue_depth : SL_SCHEDULE_QUEUE_DEPTH, NULL, NULL);
+    return sl__schedule_run(s, queue_depth ? queue_depth : SL_SCHEDULE_QUEUE_DEPTH, NULL, NULL);
 }
 
 int sl_schedule_min_queue_depth(const sl_schedule *s)
@@ -252,12 +252,12 @@ int sl_schedule_min_queue_depth(const sl_schedule *s)
     int most = (int)SL_MIN(sends, (size_t)1 << 30);
     SL_TRY(sl_schedule_validate(s, most));
     for (int q = 1; q < most; q *= 2)
-        if (__sl_schedule_run(s, q, NULL, NULL) == SL_OK) {
+        if (sl__schedule_run(s, q, NULL, NULL) == SL_OK) {
             /* Completion is monotone in the depth: refine between q/2 and q. */
             int lo = q / 2, hi = q;
             while (hi - lo > 1) {
                 int mid = lo + (hi - lo) / 2;
-                if (__sl_schedule_run(s, mid, NULL, NULL) == SL_OK)
+                if (sl__schedule_run(s, mid, NULL, NULL) == SL_OK)
                     hi = mid;
                 else
                     lo = mid;
@@ -284,7 +284,7 @@ typedef struct link {
 
 static double cost_of(const sl_schedule *s, const sl_schedule_costs *c, const sl_action *a)
 {
-    if (!__sl_is_compute(a->type)) return 0; /* OPT has no stage to index */
+    if (!sl__is_compute(a->type)) return 0; /* OPT has no stage to index */
     double f = c->stage_f ? c->stage_f[a->stage] : c->f;
     double b = c->stage_b ? c->stage_b[a->stage] : c->b;
     double w = c->stage_w ? c->stage_w[a->stage] : c->w;
@@ -311,7 +311,7 @@ static const char *wire_text(const wire *w, char *buf, size_t cap)
     return fmt(&a, buf, cap);
 }
 
-int __sl_schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *costs,
+int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *costs,
                       sl_schedule_sim *sim)
 {
     const int D = s->ranks;
@@ -516,7 +516,7 @@ int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs, s
         out->end[r] = sl_alloc(sizeof(double) * n);
         if (!out->start[r] || !out->end[r]) st = SL_ENOMEM;
     }
-    if (!st) st = __sl_schedule_run(s, depth, &c, out);
+    if (!st) st = sl__schedule_run(s, depth, &c, out);
     if (st) {
         sl_schedule_sim_free(out);
         return st;
@@ -526,7 +526,7 @@ int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs, s
         int held = 0, pending = 0;
         for (size_t i = 0; i < s->count[r]; i++) {
             const sl_action *a = &s->actions[r][i];
-            if (__sl_is_compute(a->type)) out->busy[r] += out->end[r][i] - out->start[r][i];
+            if (sl__is_compute(a->type)) out->busy[r] += out->end[r][i] - out->start[r][i];
             if (a->type == SL_ACTION_F) held++;
             if (a->type == frees) held--;
             if (a->type == SL_ACTION_I) pending++;

@@ -1,8 +1,10 @@
 /* Training runs: the coordinator behind `sluice train`.
  *
- * sl_train checks everything it can before a rank starts (config, model, partition, schedule,
- * data, initial weights, device ids), starts one process per rank on this host (runtime/launch),
- * follows their reports, and writes the run's outputs into output.dir:
+ * sl_train builds the plan once (runtime/plan: model, partition, validated schedule), checks
+ * everything else it can before a rank starts (data, initial weights, device ids, key files),
+ * writes the plan into a private run directory, starts one process per rank on this host
+ * (runtime/launch), each of which loads that plan, follows their reports, and writes the run's
+ * outputs into output.dir:
  *   metrics.jsonl      one object per step: step, loss (mean over the mini-batch, before that
  *                      step's update), samples_per_s, time_s
  *   final.safetensors  the trained weights with nn.Sequential names
@@ -46,9 +48,5 @@ int sl_train_launched(const sl_config *cfg, const sl_launch_info *info, const sl
 
 /* The rank side of a local run: `sluice train --rank R --run-dir DIR --run-id ID`. */
 int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id);
-
-/* Checks that a run can start: model, partition, schedule (validated), data, initial weights and
- * device ids. Every problem is one message naming the key or tensor. */
-int sl_train_check(const sl_config *cfg);
 
 #endif

@@ -53,7 +53,7 @@ Test(config, defaults)
     cr_assert_str_eq(sl_config_device(&cfg, 0), "cpu");
     cr_assert_eq(cfg.launch.heartbeat_ms, 1000);
     cr_assert_str_eq(cfg.output.dir, "runs/run");
-    cr_assert_eq(sl_config_linear_layers(&cfg), 3);
+    cr_assert_eq(sl_config_param_layers(&cfg), 3);
     sl_config_free(&cfg);
 }
 
@@ -137,10 +137,10 @@ Test(config, bad_inputs)
     bad("train.batch=5", "train.batch (5) must be a multiple of train.microbatches (2)");
     bad("model.layers=[\"linear:8\",\"swish\",\"linear:3\"]", "model.layers[1] 'swish'");
     bad("model.layers=[\"linear:0\"]", "model.layers[0] 'linear:0'");
-    bad("model.layers=[\"relu\"]", "no linear layer");
+    bad("model.layers=[\"relu\"]", "no layer with parameters");
     bad("model.layers=\"linear:3\"", "model.layers must be a non-empty array");
     bad("model.loss=hinge", "model.loss 'hinge' is not one of");
-    bad("pipeline.stages=4", "more than the 3 linear layers");
+    bad("pipeline.stages=4", "more than the 3 layers with parameters");
     bad("pipeline.chunks=2", "pipeline.chunks (2) > 1 needs pipeline.schedule");
     bad("pipeline.schedule=zigzag", "pipeline.schedule 'zigzag'");
     bad("pipeline.partition=[1,1]", "pipeline.partition lists 2 stages");

@@ -1,0 +1,111 @@
+/* sluice plan: what a run will do, built once from a validated config.
+ *
+ * The plan holds the model's layers (runtime/model), the partition (layers -> model stages ->
+ * ranks -> devices), the validated schedule (one action list per rank, runtime/schedule), each
+ * rank's device and transport endpoints, and the names of the files in a run directory. The
+ * coordinator of `sluice train` builds it once, checks it, and writes it to the run directory as
+ * plan.json; rank processes load that file (sl_plan_load) instead of building pieces from the
+ * config again; `sluice plan` prints it. Under a launcher (mpirun, srun, torchrun) every rank
+ * builds the plan from the same config and the ranks compare sl_plan_hash when their links
+ * connect, so all run one plan.
+ *
+ * plan.json (sl_plan_to_json) is one object, which `sluice plan --json` prints too:
+ *   "model"       {"inputs", "outputs", "params", "loss", "layers": [{"index", "layer", "in",
+ *                 "out", "params", "stash_bytes_per_row"}...]}
+ *   "pipeline"    {"ranks", "chunks", "model_stages", "schedule", "partition", "microbatches",
+ *                 "microbatch_rows", "recompute"}
+ *   "stages"      per model stage: {"stage", "rank", "device", "first_layer", "last_layer",
+ *                 "params", "input_width", "output_width", "input_bytes", "output_bytes",
+ *                 "stash_bytes"} (bytes of one micro-batch)
+ *   "ranks"       per rank: {"rank", "device", "stages", "params", "bind", "next" (null until
+ *                 known), "actions" (the rank's action list in text form, "0F0 0SEND_F0 ...")}
+ *   "config_hash" sl_config_hash, hex
+ *   "config"      the effective config (sl_config_to_json): every default filled in */
+#ifndef SL_PLAN_H
+#define SL_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/config/config.h"
+#include "runtime/model/model.h"
+#include "runtime/schedule/schedule.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SL_PLAN_ENDPOINT_MAX 256
+
+typedef struct sl_plan_rank {
+    const char *device;                 /* the device id configs use (points into the config) */
+    char bind[SL_PLAN_ENDPOINT_MAX];    /* the endpoint this rank's link binds ("" until known) */
+    char next[SL_PLAN_ENDPOINT_MAX];    /* the endpoint of rank (rank + 1) % ranks */
+} sl_plan_rank;
+
+typedef struct sl_plan {
+    sl_config cfg;         /* the plan's own copy of the config */
+    sl_model model;
+    sl_partition part;
+    sl_schedule *sched;    /* validated */
+    int ranks;             /* pipeline.stages */
+    size_t rows;           /* samples per micro-batch */
+    sl_plan_rank *rank;    /* [ranks] */
+} sl_plan;
+
+/* Builds the plan from a validated config (the plan takes a copy): model, partition and the
+ * schedule, which is validated (SL_ECONFIG or SL_EDEADLOCK naming the schedule otherwise). With
+ * static endpoints (launch.endpoints) the ranks' endpoints are set; otherwise they stay "" until
+ * sl_plan_set_endpoints. */
+int sl_plan_build(const sl_config *cfg, sl_plan *out);
+void sl_plan_free(sl_plan *p);
+
+/* Sets rank r's bind endpoint and the endpoint of the rank after it, for every rank. */
+void sl_plan_set_endpoints(sl_plan *p, const char *const *endpoints);
+
+/* The plan as JSON text (see the top of this file); free() it. NULL when out of memory. */
+char *sl_plan_to_json(const sl_plan *p, bool pretty);
+
+/* FNV-1a 64 of the compact JSON: what ranks compare when they connect. */
+uint64_t sl_plan_hash(const sl_plan *p);
+
+/* Writes plan.json into `dir`, and reads it back: sl_plan_load rebuilds the plan from the config
+ * the file holds and refuses a file that does not describe exactly that plan (edited by hand, or
+ * written by another version of sluice). */
+int sl_plan_write(const sl_plan *p, const char *dir);
+int sl_plan_load(const char *dir, sl_plan *out);
+
+/* The model stages rank r runs, in order: r, r + ranks, r + 2·ranks, ... (pipeline.chunks). */
+static inline int sl_plan_stage_of(const sl_plan *p, int rank, int chunk)
+{
+    return rank + chunk * p->ranks;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The run directory: every file name in one place. */
+
+enum sl_run_file {
+    SL_RUN_PLAN,            /* plan.json */
+    SL_RUN_METRICS,         /* metrics.jsonl */
+    SL_RUN_SUMMARY,         /* summary.json */
+    SL_RUN_TRACE,           /* trace.json */
+    SL_RUN_FINAL,           /* final.safetensors */
+    SL_RUN_CHECKPOINT,      /* checkpoint-<step>.safetensors */
+    SL_RUN_RANK_WEIGHTS,    /* .weights-r<rank>.safetensors: a rank's final weights, merged */
+    SL_RUN_RANK_CHECKPOINT, /* .weights-r<rank>-step<step>.safetensors: the same at a checkpoint */
+    SL_RUN_SECRET_KEY,      /* rank<rank>.key: a rank's CURVE secret key (mode 0600) */
+    SL_RUN_PUBLIC_KEY,      /* rank<rank>.pub */
+    SL_RUN_LINK_SOCKET,     /* r<rank>: a local run's ipc socket of a rank's link */
+    SL_RUN_REPORT_SOCKET,   /* report: a local run's report socket */
+};
+
+/* Writes DIR/NAME of `file` into buf ("NAME" alone when dir is NULL); `rank` and `step` fill the
+ * names that have them. Returns buf. */
+const char *sl_run_path(char *buf, size_t cap, const char *dir, enum sl_run_file file, int rank,
+                        int step);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,351 @@
+/* Following a run: the ranks' reports, progress, metrics, checkpoints and the outputs at the end.
+ * See train.h for what lands in output.dir. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backends/backend.h"
+#include "core/core.h"
+#include "runtime/train/train_impl.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * Checks before any rank starts, and the run's state */
+
+static int check_devices(const sl_plan *p)
+{
+    const sl_device_info *infos;
+    size_t count;
+    SL_TRY(sl_device_list(&infos, &count));
+    for (int r = 0; r < p->ranks; r++) {
+        const char *id = p->rank[r].device;
+        bool found = false;
+        for (size_t i = 0; i < count && !found; i++) found = !strcmp(infos[i].id, id);
+        if (found) continue;
+        char ids[512] = "";
+        for (size_t i = 0; i < count; i++) {
+            size_t used = strlen(ids);
+            snprintf(ids + used, sizeof ids - used, "%s%s", i ? ", " : "", infos[i].id);
+        }
+        return sl_fail(SL_ECONFIG,
+                       "config: devices: rank %d's device '%s' does not exist here; "
+                       "the devices are: %s (see `sluice devices`)",
+                       r, id, ids);
+    }
+    return SL_OK;
+}
+
+static int check_keys(const sl_plan *p)
+{
+    const char *dir = p->cfg.launch.keys;
+    for (int r = 0; dir && r < p->ranks; r++) {
+        char path[4096];
+        sl_run_path(path, sizeof path, dir, SL_RUN_PUBLIC_KEY, r, 0);
+        if (access(path, R_OK) != 0)
+            return sl_fail(SL_ECONFIG,
+                           "config: launch.keys: %s is missing: make one key pair per "
+                           "rank with `sluice keys -n %d --out %s`",
+                           path, p->ranks, dir);
+    }
+    return SL_OK;
+}
+
+int sl__run_open(sl__run *r, const sl_plan *plan, const sl_train_options *opt)
+{
+    const sl_config *cfg = &plan->cfg;
+    int nstages = plan->part.nstages;
+    *r = (sl__run){.plan = plan,
+                   .cfg = cfg,
+                   .opt = opt,
+                   .t_start = sl_now(),
+                   .tty = isatty(STDERR_FILENO)};
+    SL_TRY(sl_data_load(cfg, plan->model.outputs, &r->data));
+    sl_weights w;
+    SL_TRY(sl_weights_from_config(cfg, &plan->model, &w));
+    sl_weights_free(&w);
+    SL_TRY(check_devices(plan));
+    SL_TRY(check_keys(plan));
+    SL_TRY(sl_mkdir_p(cfg->output.dir));
+    char path[4096];
+    sl_run_path(path, sizeof path, cfg->output.dir, SL_RUN_METRICS, 0, 0);
+    if (!(r->metrics = fopen(path, "w")))
+        return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));
+    if (!(r->stage_f = sl_alloc(3 * sizeof(double) * (size_t)nstages))) return SL_ENOMEM;
+    r->stage_b = r->stage_f + nstages;
+    r->stage_w = r->stage_b + nstages;
+    int every = cfg->output.checkpoint_interval;
+    if (every > 0 &&
+        !(r->checkpoints = sl_alloc(sizeof(int) * (size_t)(cfg->train.steps / every + 1))))
+        return SL_ENOMEM;
+    return sl__trace_init(&r->trace);
+}
+
+void sl__run_close(sl__run *r)
+{
+    if (r->tty && r->opt && r->opt->progress && r->steps_seen &&
+        r->steps_seen < r->cfg->train.steps)
+        fputc('\n', stderr);
+    if (r->metrics) fclose(r->metrics);
+    sl__trace_free(&r->trace);
+    sl_data_free(&r->data);
+    free(r->stage_f);
+    free(r->checkpoints);
+    memset(r, 0, sizeof *r);
+}
+
+int sl__write_json(const sl__run *r, enum sl_run_file file, const cJSON *obj)
+{
+    char path[4096];
+    sl_run_path(path, sizeof path, r->cfg->output.dir, file, 0, 0);
+    char *text = cJSON_Print(obj);
+    if (!text) return sl_fail(SL_ENOMEM, "out of memory writing %s", path);
+    size_t len = strlen(text);
+    text[len] = '\n'; /* cJSON_Print's terminator becomes the file's last newline */
+    int rc = sl_write_file(path, text, len + 1, 0644);
+    free(text);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Weights from the ranks */
+
+/* Takes each model stage's weights from the file its rank left in the weights directory. */
+static int merge_weights(const sl__run *r, int step, sl_weights *out)
+{
+    const sl_plan *p = r->plan;
+    SL_TRY(sl_weights_alloc(&p->model, out));
+    int rc = SL_OK;
+    for (int rank = 0; rank < p->ranks && rc == SL_OK; rank++) {
+        char path[4096];
+        sl_run_path(path, sizeof path, r->weights_dir,
+                    step < 0 ? SL_RUN_RANK_WEIGHTS : SL_RUN_RANK_CHECKPOINT, rank, step);
+        sl_weights w;
+        rc = sl_weights_load(&p->model, path, &w);
+        unlink(path);
+        for (int s = rank; rc == SL_OK && s < p->part.nstages; s += p->ranks)
+            sl_weights_copy_layers(&p->model, p->part.stages[s].first, p->part.stages[s].last, &w,
+                                   out);
+        if (rc == SL_OK) sl_weights_free(&w);
+    }
+    if (rc != SL_OK) sl_weights_free(out);
+    return rc;
+}
+
+/* Merges the ranks' weights after `step` steps into output.dir/checkpoint-<step>.safetensors. */
+static int write_checkpoint(const sl__run *r, int step)
+{
+    sl_weights w;
+    char path[4096];
+    sl_run_path(path, sizeof path, r->cfg->output.dir, SL_RUN_CHECKPOINT, 0, step);
+    int rc = merge_weights(r, step, &w);
+    if (rc == SL_OK) {
+        rc = sl_weights_save(&r->plan->model, &w, path);
+        sl_weights_free(&w);
+    }
+    return rc == SL_OK ? SL_OK : sl_fail_context(rc, "writing checkpoint %s", path);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Reports */
+
+static void progress(sl__run *r, int step, double loss, double sps)
+{
+    int steps = r->cfg->train.steps;
+    if (!r->opt->progress) return;
+    if (r->tty) {
+        int width = 30, done = (int)((double)(step + 1) / steps * width);
+        char bar[64];
+        for (int i = 0; i < width; i++) bar[i] = i < done ? '=' : (i == done ? '>' : ' ');
+        bar[width] = '\0';
+        double elapsed = sl_now() - r->t_start;
+        double eta = elapsed / (step + 1) * (steps - step - 1);
+        fprintf(stderr, "\r  step %*d/%d [%s] loss %.4f  %.0f samples/s  ETA %.0fs ",
+                (int)snprintf(NULL, 0, "%d", steps), step + 1, steps, bar, loss, sps, eta);
+        if (step + 1 == steps) fputc('\n', stderr);
+        fflush(stderr);
+    } else {
+        int every = steps >= 20 ? steps / 10 : 1;
+        if ((step + 1) % every == 0 || step == 0 || step + 1 == steps)
+            fprintf(stderr, "  step %d/%d  loss %.4f  %.0f samples/s\n", step + 1, steps, loss,
+                    sps);
+    }
+}
+
+static const char *str(const cJSON *o, const char *key)
+{
+    const char *v = cJSON_GetStringValue(cJSON_GetObjectItem(o, key));
+    return v ? v : "?";
+}
+
+static double num(const cJSON *o, const char *key)
+{
+    return cJSON_GetNumberValue(cJSON_GetObjectItem(o, key));
+}
+
+static void on_step(sl__run *r, int step, const cJSON *o)
+{
+    double loss = num(o, "loss"), t = num(o, "t");
+    double dt = step == 0 ? t : t - r->last_t;
+    double sps = dt > 0 ? r->cfg->train.batch / dt : 0.0;
+    if (step == 0) r->first_t = t;
+    r->last_t = t;
+    r->last_loss = loss;
+    r->steps_seen = step + 1;
+    fprintf(r->metrics,
+            "{\"step\": %d, \"loss\": %.9g, \"samples_per_s\": %.6g, \"time_s\": %.6g}\n", step,
+            loss, sps, t);
+    progress(r, step, loss, sps);
+}
+
+static void on_done(sl__run *r, int rank, const cJSON *o)
+{
+    sl__rank_info *ri = &r->ranks[rank];
+    snprintf(ri->device, sizeof ri->device, "%s", str(o, "device"));
+    snprintf(ri->device_name, sizeof ri->device_name, "%s", str(o, "device_name"));
+    ri->peak_bytes = num(o, "peak_bytes");
+    ri->busy_s = num(o, "busy_s");
+    ri->wall_s = num(o, "wall_s");
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItem(o, "stages"))
+    {
+        int stage = sl_to_int(num(s, "stage"), -1);
+        if (stage < 0 || stage >= r->plan->part.nstages) continue;
+        r->stage_f[stage] = num(s, "f_ms");
+        r->stage_b[stage] = num(s, "b_ms");
+        r->stage_w[stage] = num(s, "w_ms");
+    }
+}
+
+int sl__run_on_report(void *ctx, const char *json, size_t len)
+{
+    sl__run *r = ctx;
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    if (!o) return sl_fail(SL_EPROTOCOL, "a rank sent a report that is not JSON");
+    const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(o, "type"));
+    int rank = sl_to_int(num(o, "rank"), -1), step = sl_to_int(num(o, "step"), -1);
+    int steps = r->cfg->train.steps, every = r->cfg->output.checkpoint_interval;
+    int rc = SL_OK;
+    if (!type || rank < 0 || rank >= r->plan->ranks) {
+        rc = sl_fail(SL_EPROTOCOL, "a rank sent a report without type or rank");
+    } else if (!strcmp(type, "step") && (step < 0 || step >= steps)) {
+        rc = sl_fail(SL_EPROTOCOL, "rank %d reported a step outside 0..%d", rank, steps - 1);
+    } else if (!strcmp(type, "step")) {
+        on_step(r, step, o);
+    } else if (!strcmp(type, "done")) {
+        on_done(r, rank, o);
+    } else if (!strcmp(type, "checkpoint")) {
+        if (every > 0 && step > 0 && step % every == 0 && step < steps &&
+            ++r->checkpoints[step / every] == r->plan->ranks)
+            rc = write_checkpoint(r, step);
+    } else if (!strcmp(type, "trace")) {
+        sl__trace_add(&r->trace, rank, cJSON_GetObjectItem(o, "events"));
+    }
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Outputs at the end */
+
+/* Evaluates the merged model on the test rows, on the CPU. */
+static int evaluate(const sl__run *r, const sl_weights *w, sl_train_summary *out)
+{
+    out->eval_loss = out->eval_accuracy = NAN;
+    if (r->data.test.rows == 0) return SL_OK;
+    const sl_model *m = &r->plan->model;
+    sl_device *cpu = NULL;
+    sl_stage *st = NULL;
+    int rc = sl_device_open("cpu", &cpu);
+    if (rc == SL_OK) rc = sl_stage_create(cpu, m, 0, m->nlayers, w, &st);
+    if (rc == SL_OK) rc = sl_evaluate(&st, 1, &r->data.test, 256, &out->eval_loss, &out->eval_accuracy);
+    sl_stage_free(st);
+    sl_device_close(cpu);
+    return rc;
+}
+
+/* The simulator's bubble ratio for the per-stage costs the ranks measured (NaN when a stage has
+ * none). */
+static double predicted_bubble(const sl__run *r)
+{
+    const sl_schedule *sched = r->plan->sched;
+    for (int i = 0; i < sched->stages; i++)
+        if (!(r->stage_f[i] > 0 && r->stage_b[i] > 0)) return NAN;
+    sl_schedule_costs costs = {.stage_f = r->stage_f,
+                               .stage_b = r->stage_b,
+                               .stage_w = sched->split_backward ? r->stage_w : NULL};
+    sl_schedule_sim sim;
+    if (sl_schedule_simulate(sched, &costs, &sim) != SL_OK) return NAN;
+    double bubble = sim.bubble_ratio;
+    sl_schedule_sim_free(&sim);
+    return bubble;
+}
+
+static int write_summary(const sl__run *r, sl_train_summary *s)
+{
+    const sl_config *cfg = r->cfg;
+    int ranks = r->plan->ranks;
+    double busy = 0, wall = 0;
+    for (int i = 0; i < ranks; i++) {
+        busy += r->ranks[i].busy_s;
+        wall = SL_MAX(wall, r->ranks[i].wall_s);
+    }
+    s->bubble_measured = wall > 0 ? 1.0 - busy / (ranks * wall) : NAN;
+    s->bubble_predicted = predicted_bubble(r);
+
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "steps", s->steps);
+    cJSON_AddNumberToObject(o, "final_loss", s->final_loss);
+    if (!isnan(s->eval_loss)) {
+        cJSON_AddNumberToObject(o, "eval_loss", s->eval_loss);
+        if (cfg->model.loss == SL_LOSS_CROSS_ENTROPY)
+            cJSON_AddNumberToObject(o, "eval_accuracy", s->eval_accuracy);
+    }
+    cJSON_AddNumberToObject(o, "samples_per_s", s->samples_per_s);
+    cJSON_AddStringToObject(o, "schedule", cfg->pipeline.schedule);
+    cJSON_AddNumberToObject(o, "stages", ranks);
+    cJSON_AddNumberToObject(o, "chunks", cfg->pipeline.chunks);
+    cJSON_AddNumberToObject(o, "microbatches", cfg->train.microbatches);
+    cJSON_AddBoolToObject(o, "recompute", cfg->pipeline.recompute);
+    if (!isnan(s->bubble_measured))
+        cJSON_AddNumberToObject(o, "bubble_ratio_measured", s->bubble_measured);
+    if (!isnan(s->bubble_predicted))
+        cJSON_AddNumberToObject(o, "bubble_ratio_predicted", s->bubble_predicted);
+    cJSON *arr = cJSON_AddArrayToObject(o, "ranks");
+    for (int i = 0; i < ranks; i++) {
+        cJSON *ri = cJSON_CreateObject();
+        cJSON_AddNumberToObject(ri, "rank", i);
+        cJSON_AddStringToObject(ri, "device", r->ranks[i].device);
+        cJSON_AddStringToObject(ri, "device_name", r->ranks[i].device_name);
+        cJSON_AddNumberToObject(ri, "peak_memory_bytes", r->ranks[i].peak_bytes);
+        cJSON_AddNumberToObject(ri, "busy_s", r->ranks[i].busy_s);
+        cJSON_AddItemToArray(arr, ri);
+    }
+    int rc = sl__write_json(r, SL_RUN_SUMMARY, o);
+    cJSON_Delete(o);
+    return rc;
+}
+
+int sl__run_finish(sl__run *r, sl_train_summary *out)
+{
+    const sl_config *cfg = r->cfg;
+    sl_weights w = {0};
+    int rc = merge_weights(r, -1, &w);
+    if (rc == SL_OK) {
+        char path[4096];
+        sl_run_path(path, sizeof path, cfg->output.dir, SL_RUN_FINAL, 0, 0);
+        rc = sl_weights_save(&r->plan->model, &w, path);
+    }
+    out->steps = r->steps_seen;
+    out->final_loss = r->last_loss;
+    double span = r->last_t - r->first_t;
+    /* The first step includes kernel builds and connections: time the rest when there is any. */
+    out->samples_per_s = r->steps_seen > 1 && span > 0
+                             ? (double)(r->steps_seen - 1) * cfg->train.batch / span
+                             : (r->last_t > 0 ? cfg->train.batch / r->last_t : 0);
+    if (rc == SL_OK) rc = evaluate(r, &w, out);
+    if (rc == SL_OK) rc = write_summary(r, out);
+    if (rc == SL_OK) rc = sl__trace_write(&r->trace, r);
+    if (w.data) sl_weights_free(&w);
+    return rc;
+}
