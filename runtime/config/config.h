@@ -18,11 +18,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "runtime/model/layer.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-enum sl_loss_kind { SL_LOSS_CROSS_ENTROPY, SL_LOSS_MSE };
 enum sl_optimizer_kind { SL_OPT_SGD, SL_OPT_ADAM };
 
 typedef struct sl_optimizer_config {

@@ -1,7 +1,7 @@
-/* sluice model: the layer list, its parameters with PyTorch nn.Sequential names, weight init and
- * safetensors load/save, the partition into pipeline stages, and the per-stage forward and backward
- * passes on a device, plus a one-device reference trainer that is the oracle the pipeline must
- * equal.
+/* sluice model: the layer list (each layer an entry of the layer table, layer.h), its parameters
+ * by name, weight init and safetensors load/save, the partition into pipeline stages, and the
+ * stage passes on a device that walk the layer table, plus the one-device trainer that is the
+ * oracle the pipeline must equal.
  *
  * Names and shapes follow nn.Sequential: the index of a layer in model.layers is its module index,
  * so a linear layer i owns "{i}.weight" [out, in] and "{i}.bias" [out]; activations own nothing.
@@ -18,6 +18,7 @@
 
 #include "backends/backend.h"
 #include "runtime/config/config.h"
+#include "runtime/model/layer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -26,23 +27,23 @@ extern "C" {
 /* ------------------------------------------------------------------------------------------------
  * Layers and model */
 
-enum sl_layer_kind { SL_LAYER_LINEAR, SL_LAYER_ACTIVATION };
-
-typedef struct sl_layer {
-    enum sl_layer_kind kind;
-    enum sl_activation act; /* SL_LAYER_ACTIVATION only */
-    int in, out;            /* widths of the layer's input and output (equal for activations) */
-} sl_layer;
-
-/* Parses "linear:N" (1 <= N <= 2^24), "relu", "tanh", "sigmoid", "gelu". Sets out->kind, act and
- * out (N for linear; in and out are filled by sl_model_init). SL_EINVAL on anything else. */
-int sl_layer_parse(const char *text, sl_layer *out);
+/* One parameter tensor of the model, in model order (layer by layer, each layer's parameters in
+ * the order its kind lists them). */
+typedef struct sl_param {
+    char name[96];     /* the full name: the layer's prefix + the kind's name, "0.weight" */
+    int layer;         /* the layer that owns it */
+    sl_param_spec spec;
+    size_t numel;
+} sl_param;
 
 typedef struct sl_model {
     int inputs;  /* width of the model's input */
     int outputs; /* width of the last layer: classes for cross_entropy */
     int nlayers;
     sl_layer *layers; /* [nlayers] */
+    int *first_param; /* [nlayers + 1]: layer i owns params [first_param[i], first_param[i+1]) */
+    int ntensors;
+    sl_param *params; /* [ntensors] */
     enum sl_loss_kind loss;
     size_t nparams; /* total parameter count */
     int max_width;  /* the widest activation (inputs included) */
@@ -52,35 +53,36 @@ typedef struct sl_model {
 int sl_model_init(const sl_config *cfg, sl_model *out);
 void sl_model_free(sl_model *m);
 
-/* Parameters of layers [first, last), 0 for a range with no linear layer. */
+/* Parameters (elements) of layers [first, last). */
 size_t sl_model_params(const sl_model *m, int first, int last);
 /* Width of the input of layer i (i == nlayers: the model's output width). */
 int sl_model_width(const sl_model *m, int i);
+/* The index of the parameter called `name`, or -1. */
+int sl_model_find_param(const sl_model *m, const char *name);
 
 /* ------------------------------------------------------------------------------------------------
  * Host weights */
 
-/* One host array per linear layer, indexed by layer: weight[i] [out, in] and bias[i] [out] (NULL
- * for activation layers). */
+/* One host array per parameter tensor of the model, in model order: data[p] holds
+ * m->params[p].numel floats. */
 typedef struct sl_weights {
-    int nlayers;
-    float **weight;
-    float **bias;
+    int ntensors;
+    float **data;
 } sl_weights;
 
 int sl_weights_alloc(const sl_model *m, sl_weights *out);
 void sl_weights_free(sl_weights *w);
 
-/* PyTorch's nn.Linear rule: weight and bias uniform in [-1/sqrt(in), 1/sqrt(in)). The numbers come
- * from splitmix64 seeded with `seed`: layer by layer in order, all weight elements row-major then
- * all bias elements, u = (next() >> 40) * 2^-24, value = (2u - 1) * bound. (Not torch's RNG: the
- * same seed gives the same weights here on every machine, not the same as torch.manual_seed.) */
+/* Each parameter drawn by its init rule. Uniform and normal numbers come from one splitmix64
+ * stream seeded with `seed`, parameter by parameter in model order, elements row-major: uniform
+ * u = (next() >> 40) * 2^-24, value = (2u - 1) * scale (so linear layers get PyTorch's nn.Linear
+ * rule, weight then bias). (Not torch's RNG: the same seed gives the same weights here on every
+ * machine, not the same as torch.manual_seed.) */
 int sl_weights_init(const sl_model *m, uint64_t seed, sl_weights *out);
 
-/* Loads "{i}.weight" and "{i}.bias" of every linear layer from a safetensors file (F32, or F64
- * converted), checking every name, dtype and shape; a missing tensor, an extra tensor or a wrong
- * shape is SL_EFORMAT naming the tensor. Tensors whose names start with a prefix in `ignore` (e.g.
- * "final.") are skipped; NULL for none. */
+/* Loads every parameter by name from a safetensors file (F32, or F64 converted), checking every
+ * name, dtype and shape; a missing tensor, an extra tensor or a wrong shape is SL_EFORMAT naming
+ * the tensor. */
 int sl_weights_load(const sl_model *m, const char *path, sl_weights *out);
 
 /* The same from an already-parsed safetensors file, with tensor names prefixed by `prefix` ("" for
@@ -89,11 +91,16 @@ struct sl_safetensors;
 int sl_weights_from_safetensors(const sl_model *m, const struct sl_safetensors *st,
                                 const char *prefix, const char *source, sl_weights *out);
 
-/* Writes every linear layer's weight and bias with nn.Sequential names. */
+/* Writes every parameter under its name. */
 int sl_weights_save(const sl_model *m, const sl_weights *w, const char *path);
 
 /* The weights the config asks for: model.init when given, else sl_weights_init(model.seed). */
 int sl_weights_from_config(const sl_config *cfg, const sl_model *m, sl_weights *out);
+
+/* Copies the parameters of layers [first, last) from `src` into `dst` (the merge of the weights
+ * that the ranks of a pipeline trained, each its own layers). */
+void sl_weights_copy_layers(const sl_model *m, int first, int last, const sl_weights *src,
+                            sl_weights *dst);
 
 /* ------------------------------------------------------------------------------------------------
  * Partition */
@@ -109,10 +116,10 @@ typedef struct sl_partition {
     sl_stage_range *stages; /* [nstages]; model stage s runs on rank s mod ranks */
 } sl_partition;
 
-/* Cuts the model into `nstages` model stages holding `counts[s]` linear layers each (NULL:
- * uniform, i.e. L/S each with the first L mod S stages taking one more). An activation goes with
- * the linear layer before it; activations before the first linear layer go to stage 0. More stages
- * than linear layers is SL_ECONFIG. */
+/* Cuts the model into `nstages` model stages holding `counts[s]` layers with parameters each (NULL:
+ * uniform, i.e. L/S each with the first L mod S stages taking one more). A layer without
+ * parameters goes with the layer before it; those before the first layer with parameters go to
+ * stage 0. More stages than layers with parameters is SL_ECONFIG. */
 int sl_partition_make(const sl_model *m, int nstages, const int *counts, sl_stage_range *out);
 
 /* The partition the config asks for (pipeline.stages x pipeline.chunks, uniform or explicit). */
@@ -129,12 +136,12 @@ static inline int sl_partition_rank(const sl_partition *p, int stage)
 typedef struct sl_stage {
     sl_device *dev;
     const sl_model *model;
-    int first, last; /* layers [first, last) */
-    /* Indexed by layer - first; NULL for activation layers. All fp32 device buffers:
-     * weight [out,in], bias [out], grads of the same shapes, and optimizer state (momentum: opt_m
-     * only when momentum != 0; adam: opt_m and opt_v). */
-    sl_buffer **weight, **bias, **dweight, **dbias;
-    sl_buffer **mweight, **mbias, **vweight, **vbias;
+    int first, last;       /* layers [first, last) */
+    int first_param, nparams; /* the model's parameters [first_param, first_param + nparams) */
+    /* Indexed by parameter - first_param. All fp32 device buffers of the parameter's shape: the
+     * parameter, its gradient, and optimizer state made on first use (m: SGD's momentum, Adam's
+     * first moment; v: Adam's second moment). */
+    sl_buffer **param, **grad, **m, **v;
     int64_t step; /* optimizer steps taken (Adam's t) */
 } sl_stage;
 
@@ -144,24 +151,27 @@ int sl_stage_create(sl_device *dev, const sl_model *model, int first, int last,
                     const sl_weights *init, sl_stage **out);
 void sl_stage_free(sl_stage *s);
 
-/* Downloads the stage's weights into the matching layers of `w` (other layers untouched). */
+/* Downloads the stage's weights into the matching parameters of `w` (others untouched). */
 int sl_stage_download(sl_stage *s, sl_weights *w);
 
 /* Sets every gradient to zero (the start of a step). */
 int sl_stage_zero_grad(sl_stage *s);
 
-/* One optimizer step over every parameter of the stage (increments s->step first). */
+/* One optimizer step over every parameter of the stage (increments s->step first); weight decay
+ * applies to the parameters whose spec says so. */
 int sl_stage_optimizer_step(sl_stage *s, const sl_optimizer_config *opt);
 
-/* Activations a stage keeps between a micro-batch's forward and backward: act[k] is the output of
- * layer first + k, [rows, width]. The stage input is not part of the stash: the caller keeps it
- * until the backward. Two scratch buffers of [rows, widest] carry gradients through backward. */
+/* What a stage keeps between a micro-batch's forward and backward: act[k] is the output of layer
+ * first + k [rows, width], keep[k] what its kind keeps (NULL for most). The stage input is not
+ * part of the stash: the caller keeps it until the backward. Two scratch buffers of
+ * [rows, widest] carry gradients through the backward. */
 typedef struct sl_stash {
     size_t rows;
     int n; /* last - first */
     sl_buffer **act;
+    sl_buffer **keep;
     sl_buffer *scratch[2];
-    sl_buffer **grad; /* zb-h1: each linear layer's output gradient, kept from I to W */
+    sl_buffer **grad; /* zero-bubble: each layer with parameters' output gradient, kept from I to W */
 } sl_stash;
 
 int sl_stash_alloc(const sl_stage *s, size_t rows, sl_stash *out);
@@ -172,35 +182,35 @@ static inline sl_buffer *sl_stash_output(const sl_stash *st)
     return st->act[st->n - 1];
 }
 
-/* Forward of one micro-batch.
- * input [rows, width(first)] -> stash->act[k] for each layer; output = sl_stash_output(stash).
- * Linear: Y = X W^T + b (sl_gemm trans_b, sl_bias_add). Activation: y = act(x). */
+/* Forward of one micro-batch: each layer's kind's forward, in order.
+ * input [rows, width(first)] -> stash->act[k] for each layer; output = sl_stash_output(stash). */
 int sl_stage_forward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash);
 
-/* Backward of one micro-batch, after its forward (the stash and `input` must be intact).
+/* Backward of one micro-batch, after its forward (the stash and `input` must be intact), layer by
+ * layer from the last: each kind's backward_weight, then its backward_input.
  * dout [rows, width(last)] (read only) -> din [rows, width(first)] (NULL: not needed, as on the
- * first stage). Gradients are accumulated: dW += dY^T X, db += colsum(dY), so call
- * sl_stage_zero_grad at the start of a step and run the micro-batches in a fixed order. */
+ * first stage). Gradients are accumulated, so call sl_stage_zero_grad at the start of a step and
+ * run the micro-batches in a fixed order. */
 int sl_stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash, sl_buffer *dout,
                       sl_buffer *din);
 
 /* Zero-bubble's split of sl_stage_backward (same arguments): the input pass carries the gradient
- * to `din` and keeps each linear layer's output gradient in the stash; the weight pass, later,
- * accumulates dW and db from them with the same kernel calls a full backward makes, so a split
- * schedule trains to the same weights. */
+ * to `din` and keeps the output gradient of each layer with parameters in the stash; the weight
+ * pass, later, runs the kinds' backward_weight on them: the same kernel calls a full backward
+ * makes, so a split schedule trains to the same weights. */
 int sl_stage_backward_input(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
                             sl_buffer *dout, sl_buffer *din);
 int sl_stage_backward_weight(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash);
 
-/* Loss of a micro-batch on the last stage's output, with its gradient.
- * out [rows, outputs]; target: int32 labels [rows] (cross_entropy) or f32 targets [rows, outputs]
- * (mse); loss [rows] gets each row's unscaled loss; dout [rows, outputs] = scale * dloss/dout.
+/* Loss of a micro-batch on the last stage's output, with its gradient (the model's loss kind).
+ * out [rows, outputs]; target: int32 labels [rows] or f32 targets [rows, outputs] (as the loss
+ * says); loss [rows] gets each row's unscaled loss; dout [rows, outputs] = scale * dloss/dout.
  * Pass scale = 1/batch so the step's loss is the mean over the mini-batch. */
 int sl_loss_forward_backward(sl_device *dev, const sl_model *m, size_t rows, sl_buffer *out,
                              sl_buffer *target, float scale, sl_buffer *loss, sl_buffer *dout);
 
 /* ------------------------------------------------------------------------------------------------
- * The one-device reference trainer */
+ * The one-device trainer: the oracle */
 
 struct sl_data;
 
