@@ -267,14 +267,6 @@ static int write_trace(run *r)
     return rc;
 }
 
-/* The stage that holds layer i. */
-static int stage_of_layer(const sl_partition *p, int layer)
-{
-    for (int s = 0; s < p->nstages; s++)
-        if (layer >= p->stages[s].first && layer < p->stages[s].last) return s;
-    return 0;
-}
-
 /* Takes each layer's weights from the rank that trained it. */
 static int merge_weights(const sl_config *cfg, const char *run_dir, int step, const sl_model *m,
                          const sl_partition *part, sl_weights *out)
@@ -287,13 +279,9 @@ static int merge_weights(const sl_config *cfg, const char *run_dir, int step, co
         sl_weights w;
         rc = sl_weights_load(m, path, &w);
         unlink(path);
-        for (int i = 0; rc == SL_OK && i < m->nlayers; i++) {
-            if (m->layers[i].kind != SL_LAYER_LINEAR) continue;
-            if (sl_partition_rank(part, stage_of_layer(part, i)) != rank) continue;
-            memcpy(out->weight[i], w.weight[i],
-                   sizeof(float) * (size_t)m->layers[i].in * (size_t)m->layers[i].out);
-            memcpy(out->bias[i], w.bias[i], sizeof(float) * (size_t)m->layers[i].out);
-        }
+        for (int s = 0; rc == SL_OK && s < part->nstages; s++)
+            if (sl_partition_rank(part, s) == rank)
+                sl_weights_copy_layers(m, part->stages[s].first, part->stages[s].last, &w, out);
         if (rc == SL_OK) sl_weights_free(&w);
     }
     if (rc != SL_OK) sl_weights_free(out);
