@@ -29,10 +29,10 @@ struct sl_layer_kind;
 /* One layer of a model, as parsed from its config text and shaped by the model. */
 typedef struct sl_layer {
     const struct sl_layer_kind *kind;
-    int in, out;          /* widths of the layer's input and output, per sample */
-    int arg;              /* the kind's parsed argument: linear's width */
+    int in, out;            /* widths of the layer's input and output, per sample */
+    int arg;                /* the kind's parsed argument: linear's width */
     enum sl_activation act; /* the activation kinds */
-    char prefix[64];      /* parameter names start with it: "3." for model.layers[3] */
+    char prefix[64];        /* parameter names start with it: "3." for model.layers[3] */
 } sl_layer;
 
 /* How a parameter's initial values are drawn (sl_weights_init). */
@@ -61,14 +61,14 @@ typedef struct sl_layer_pass {
     sl_device *dev;
     const sl_layer *layer;
     size_t rows;
-    sl_buffer *x;       /* the layer's input [rows, in] */
-    sl_buffer *y;       /* its output [rows, out] (forward writes it; backward may read it) */
-    sl_buffer *keep;    /* [rows, keep_width]: what the forward keeps for the backward, or NULL */
-    sl_buffer *dy;      /* the output gradient [rows, out] (backward; read only) */
-    sl_buffer *dx;      /* the input gradient [rows, in] to write (backward_input), NULL when no
-                           one needs it (the model's first layer) */
-    sl_buffer **param;  /* [nparams] the layer's parameters, in the order params() lists them */
-    sl_buffer **grad;   /* [nparams] their gradients, accumulated (+=) by backward_weight */
+    sl_buffer *x;      /* the layer's input [rows, in] */
+    sl_buffer *y;      /* its output [rows, out] (forward writes it; backward may read it) */
+    sl_buffer *keep;   /* [rows, keep_width]: what the forward keeps for the backward, or NULL */
+    sl_buffer *dy;     /* the output gradient [rows, out] (backward; read only) */
+    sl_buffer *dx;     /* the input gradient [rows, in] to write (backward_input), NULL when no
+                          one needs it (the model's first layer) */
+    sl_buffer **param; /* [nparams] the layer's parameters, in the order params() lists them */
+    sl_buffer **grad;  /* [nparams] their gradients, accumulated (+=) by backward_weight */
 } sl_layer_pass;
 
 /* Which pass FLOPs are counted for. */
@@ -98,7 +98,8 @@ typedef struct sl_layer_kind {
 } sl_layer_kind;
 
 /* Parses a layer's config text ("linear:128", "relu") through the table into `out` (kind, arg;
- * widths are set by the model). SL_EINVAL naming the text and listing the kinds on failure. */
+ * widths are set by the model). SL_EINVAL naming the text: an unknown name lists the kinds, a
+ * bad argument says what the kind allows. */
 int sl_layer_parse(const char *text, sl_layer *out);
 
 /* Whether the layer's kind owns parameters (and so is a unit of the partition). */
@@ -119,9 +120,9 @@ size_t sl_layer_stash_bytes(const sl_layer *l);
 enum sl_loss_kind { SL_LOSS_CROSS_ENTROPY, SL_LOSS_MSE, SL_LOSS_COUNT };
 
 typedef struct sl_loss {
-    const char *name;     /* "cross_entropy", "mse" */
-    bool int_targets;     /* targets are int32 class ids [rows] (else f32 [rows, outputs]) */
-    int min_outputs;      /* the last layer's width must be at least this */
+    const char *name; /* "cross_entropy", "mse" */
+    bool int_targets; /* targets are int32 class ids [rows] (else f32 [rows, outputs]) */
+    int min_outputs;  /* the last layer's width must be at least this */
     /* loss[rows] gets each row's unscaled loss; dout[rows, outputs] = scale * dloss/dout. */
     int (*forward_backward)(sl_device *dev, size_t rows, size_t outputs, sl_buffer *out,
                             sl_buffer *target, float scale, sl_buffer *loss, sl_buffer *dout);

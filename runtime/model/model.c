@@ -1,37 +1,63 @@
-/* Layers and model shapes. */
+/* The model: its layers shaped one after another through the layer table, and the list of its
+ * parameters with their full names. */
 #include "runtime/model/model.h"
 
-#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
 
-int sl_layer_parse(const char *text, sl_layer *out)
+/* Parses and shapes every layer, giving each its prefix; counts the parameter tensors. */
+static int build_layers(const sl_config *cfg, sl_model *m, int *ntensors)
 {
-    memset(out, 0, sizeof *out);
-    if (!text) return sl_fail(SL_EINVAL, "layer: no text");
-    if (!strncmp(text, "linear:", 7)) {
-        const char *p = text + 7;
-        char *end;
-        errno = 0;
-        long n = strtol(p, &end, 10);
-        if (end == p || *end || errno || n < 1 || n > (1L << 24) || *p == '+' || *p == ' ')
-            return sl_fail(SL_EINVAL, "layer '%s': linear needs a width 1..16777216", text);
-        out->kind = SL_LAYER_LINEAR;
-        out->out = (int)n;
-        return SL_OK;
+    int width = m->inputs;
+    m->max_width = width;
+    *ntensors = 0;
+    for (int i = 0; i < m->nlayers; i++) {
+        sl_layer *l = &m->layers[i];
+        if (sl_layer_parse(cfg->model.layers[i], l) != SL_OK)
+            return sl_fail_context(SL_ECONFIG, "config: model.layers[%d]", i);
+        l->in = width;
+        if (l->kind->shape(l) != SL_OK)
+            return sl_fail_context(SL_ECONFIG, "config: model.layers[%d]", i);
+        snprintf(l->prefix, sizeof l->prefix, "%d.", i);
+        if (l->kind->params) {
+            sl_param_spec spec[SL_LAYER_MAX_PARAMS];
+            *ntensors += l->kind->params(l, spec);
+        }
+        width = l->out;
+        m->max_width = SL_MAX(m->max_width, width);
     }
-    enum sl_activation act;
-    for (int a = 0; a < SL_ACT_COUNT; a++) {
-        if (!strcmp(text, sl_activation_name((enum sl_activation)a))) {
-            act = (enum sl_activation)a;
-            out->kind = SL_LAYER_ACTIVATION;
-            out->act = act;
-            return SL_OK;
+    m->outputs = width;
+    return SL_OK;
+}
+
+/* Lists every layer's parameters in model order with their full names and sizes. */
+static int build_params(sl_model *m)
+{
+    int p = 0;
+    for (int i = 0; i < m->nlayers; i++) {
+        const sl_layer *l = &m->layers[i];
+        m->first_param[i] = p;
+        if (!l->kind->params) continue;
+        sl_param_spec spec[SL_LAYER_MAX_PARAMS];
+        int n = l->kind->params(l, spec);
+        for (int j = 0; j < n; j++, p++) {
+            sl_param *q = &m->params[p];
+            int len = snprintf(q->name, sizeof q->name, "%s%s", l->prefix, spec[j].name);
+            if (len < 0 || (size_t)len >= sizeof q->name)
+                return sl_fail(SL_EINTERNAL, "model: parameter name '%s%s' is longer than %zu",
+                               l->prefix, spec[j].name, sizeof q->name - 1);
+            q->layer = i;
+            q->spec = spec[j];
+            q->numel = 1;
+            for (int d = 0; d < spec[j].ndim; d++) q->numel *= (size_t)spec[j].shape[d];
+            m->nparams += q->numel;
         }
     }
-    return sl_fail(SL_EINVAL, "unknown layer '%s' (linear:N, relu, tanh, sigmoid, gelu)", text);
+    m->first_param[m->nlayers] = p;
+    return SL_OK;
 }
 
 int sl_model_init(const sl_config *cfg, sl_model *out)
@@ -40,49 +66,37 @@ int sl_model_init(const sl_config *cfg, sl_model *out)
     out->inputs = cfg->model.inputs;
     out->nlayers = cfg->model.nlayers;
     out->loss = cfg->model.loss;
-    out->layers = sl_alloc(sizeof(sl_layer) * (size_t)(out->nlayers + 1));
-    if (!out->layers) return SL_ENOMEM;
-    int width = out->inputs;
-    out->max_width = width;
-    for (int i = 0; i < out->nlayers; i++) {
-        sl_layer *l = &out->layers[i];
-        int st = sl_layer_parse(cfg->model.layers[i], l);
-        if (st != SL_OK) {
-            sl_model_free(out);
-            return sl_fail_context(SL_ECONFIG, "config: model.layers[%d]: ", i);
-        }
-        l->in = width;
-        if (l->kind == SL_LAYER_ACTIVATION)
-            l->out = width;
-        else
-            out->nparams += (size_t)l->out * (size_t)l->in + (size_t)l->out;
-        width = l->out;
-        out->max_width = SL_MAX(out->max_width, width);
-    }
-    out->outputs = width;
-    if (out->loss == SL_LOSS_CROSS_ENTROPY && width < 2) {
-        sl_model_free(out);
-        return sl_fail(SL_ECONFIG,
-                       "config: model.loss cross_entropy needs at least 2 outputs "
-                       "(the last linear layer has %d)",
-                       width);
-    }
-    return SL_OK;
+    const sl_loss *loss = sl_loss_get(out->loss);
+    if (!loss) return sl_fail(SL_ECONFIG, "config: model.loss %d is not a loss", (int)out->loss);
+    out->layers = sl_alloc(sizeof(sl_layer) * (size_t)out->nlayers);
+    out->first_param = sl_alloc(sizeof(int) * (size_t)(out->nlayers + 1));
+    int st = out->layers && out->first_param ? SL_OK : SL_ENOMEM;
+    if (st == SL_OK) st = build_layers(cfg, out, &out->ntensors);
+    if (st == SL_OK && !(out->params = sl_alloc(sizeof(sl_param) * (size_t)out->ntensors)))
+        st = SL_ENOMEM;
+    if (st == SL_OK) st = build_params(out);
+    if (st == SL_OK && out->outputs < loss->min_outputs)
+        st = sl_fail(SL_ECONFIG,
+                     "config: model.loss %s needs at least %d outputs (the last linear layer has "
+                     "%d)",
+                     loss->name, loss->min_outputs, out->outputs);
+    if (st != SL_OK) sl_model_free(out);
+    return st;
 }
 
 void sl_model_free(sl_model *m)
 {
     if (!m) return;
     free(m->layers);
+    free(m->first_param);
+    free(m->params);
     memset(m, 0, sizeof *m);
 }
 
 size_t sl_model_params(const sl_model *m, int first, int last)
 {
     size_t n = 0;
-    for (int i = first; i < last; i++)
-        if (m->layers[i].kind == SL_LAYER_LINEAR)
-            n += (size_t)m->layers[i].out * (size_t)m->layers[i].in + (size_t)m->layers[i].out;
+    for (int p = m->first_param[first]; p < m->first_param[last]; p++) n += m->params[p].numel;
     return n;
 }
 
@@ -90,4 +104,11 @@ int sl_model_width(const sl_model *m, int i)
 {
     if (i >= m->nlayers) return m->outputs;
     return m->layers[i].in;
+}
+
+int sl_model_find_param(const sl_model *m, const char *name)
+{
+    for (int p = 0; p < m->ntensors; p++)
+        if (!strcmp(m->params[p].name, name)) return p;
+    return -1;
 }

@@ -30,8 +30,8 @@ extern "C" {
 /* One parameter tensor of the model, in model order (layer by layer, each layer's parameters in
  * the order its kind lists them). */
 typedef struct sl_param {
-    char name[96];     /* the full name: the layer's prefix + the kind's name, "0.weight" */
-    int layer;         /* the layer that owns it */
+    char name[96]; /* the full name: the layer's prefix + the kind's name, "0.weight" */
+    int layer;     /* the layer that owns it */
     sl_param_spec spec;
     size_t numel;
 } sl_param;
@@ -76,7 +76,9 @@ void sl_weights_free(sl_weights *w);
 /* Each parameter drawn by its init rule. Uniform and normal numbers come from one splitmix64
  * stream seeded with `seed`, parameter by parameter in model order, elements row-major: uniform
  * u = (next() >> 40) * 2^-24, value = (2u - 1) * scale (so linear layers get PyTorch's nn.Linear
- * rule, weight then bias). (Not torch's RNG: the same seed gives the same weights here on every
+ * rule, weight then bias). Normal numbers take two draws each, Box-Muller's cosine branch on
+ * u1 = ((next() >> 40) + 1) * 2^-24 and u2 = (next() >> 40) * 2^-24, computed in double; zeros
+ * and ones take no draws. (Not torch's RNG: the same seed gives the same weights here on every
  * machine, not the same as torch.manual_seed.) */
 int sl_weights_init(const sl_model *m, uint64_t seed, sl_weights *out);
 
@@ -136,7 +138,7 @@ static inline int sl_partition_rank(const sl_partition *p, int stage)
 typedef struct sl_stage {
     sl_device *dev;
     const sl_model *model;
-    int first, last;       /* layers [first, last) */
+    int first, last;          /* layers [first, last) */
     int first_param, nparams; /* the model's parameters [first_param, first_param + nparams) */
     /* Indexed by parameter - first_param. All fp32 device buffers of the parameter's shape: the
      * parameter, its gradient, and optimizer state made on first use (m: SGD's momentum, Adam's
@@ -171,7 +173,9 @@ typedef struct sl_stash {
     sl_buffer **act;
     sl_buffer **keep;
     sl_buffer *scratch[2];
-    sl_buffer **grad; /* zero-bubble: each layer with parameters' output gradient, kept from I to W */
+    /* Zero-bubble: the output gradient of each layer with parameters, kept from I to W (made by
+     * the first input-only pass; NULL for a stash that only ever ran full backwards). */
+    sl_buffer **grad;
 } sl_stash;
 
 int sl_stash_alloc(const sl_stage *s, size_t rows, sl_stash *out);

@@ -7,37 +7,40 @@
 
 int sl_partition_make(const sl_model *m, int nstages, const int *counts, sl_stage_range *out)
 {
-    int linear = 0;
-    for (int i = 0; i < m->nlayers; i++) linear += m->layers[i].kind == SL_LAYER_LINEAR;
+    /* Units: the layers with parameters, which carry the work and the memory. */
+    int units = 0;
+    for (int i = 0; i < m->nlayers; i++) units += sl_layer_has_params(&m->layers[i]);
     if (nstages < 1) return sl_fail(SL_EINVAL, "partition: %d stages", nstages);
-    if (nstages > linear)
+    if (nstages > units)
         return sl_fail(SL_ECONFIG,
-                       "partition: %d stages but the model has only %d linear layers (every "
-                       "stage needs at least one)",
-                       nstages, linear);
-    /* first_linear[k]: how many linear layers come before stage k. */
+                       "partition: %d stages but the model has only %d layers with parameters "
+                       "(every stage needs at least one)",
+                       nstages, units);
+    /* before: how many units the stages so far hold. */
     int before = 0, layer = 0;
     for (int s = 0; s < nstages; s++) {
-        int want = counts ? counts[s] : linear / nstages + (s < linear % nstages);
+        int want = counts ? counts[s] : units / nstages + (s < units % nstages);
         if (want < 1)
-            return sl_fail(SL_ECONFIG, "partition: stage %d gets %d linear layers", s, want);
+            return sl_fail(SL_ECONFIG, "partition: stage %d gets %d layers with parameters", s,
+                           want);
         out[s].first = s == 0 ? 0 : layer;
         int seen = 0;
-        /* Take `want` linear layers, each with the activations that follow it. */
+        /* Take `want` units, each with the layers without parameters that follow it. */
         while (layer < m->nlayers && seen < want) {
-            if (m->layers[layer].kind == SL_LAYER_LINEAR) seen++;
+            if (sl_layer_has_params(&m->layers[layer])) seen++;
             layer++;
-            while (layer < m->nlayers && m->layers[layer].kind != SL_LAYER_LINEAR) layer++;
+            while (layer < m->nlayers && !sl_layer_has_params(&m->layers[layer])) layer++;
         }
         if (seen != want)
-            return sl_fail(SL_ECONFIG, "partition: stage %d wants %d linear layers, %d are left", s,
+            return sl_fail(SL_ECONFIG,
+                           "partition: stage %d wants %d layers with parameters, %d are left", s,
                            want, seen);
         before += seen;
         out[s].last = layer;
     }
-    if (before != linear || layer != m->nlayers)
-        return sl_fail(SL_ECONFIG, "partition: the stages hold %d of %d linear layers", before,
-                       linear);
+    if (before != units || layer != m->nlayers)
+        return sl_fail(SL_ECONFIG, "partition: the stages hold %d of %d layers with parameters",
+                       before, units);
     return SL_OK;
 }
 

@@ -1,4 +1,5 @@
-/* Host weights: init from a seed, load and save with nn.Sequential names. */
+/* Host weights, one array per parameter tensor: init from a seed, load and save by parameter
+ * name, and the merge of the ranks' layers. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,17 +12,11 @@
 int sl_weights_alloc(const sl_model *m, sl_weights *out)
 {
     memset(out, 0, sizeof *out);
-    out->nlayers = m->nlayers;
-    out->weight = sl_alloc(sizeof(float *) * (size_t)(m->nlayers + 1));
-    out->bias = sl_alloc(sizeof(float *) * (size_t)(m->nlayers + 1));
-    if (!out->weight || !out->bias) goto fail;
-    for (int i = 0; i < m->nlayers; i++) {
-        const sl_layer *l = &m->layers[i];
-        if (l->kind != SL_LAYER_LINEAR) continue;
-        out->weight[i] = sl_alloc(sizeof(float) * (size_t)l->out * (size_t)l->in);
-        out->bias[i] = sl_alloc(sizeof(float) * (size_t)l->out);
-        if (!out->weight[i] || !out->bias[i]) goto fail;
-    }
+    out->ntensors = m->ntensors;
+    out->data = sl_alloc(sizeof(float *) * (size_t)m->ntensors);
+    if (!out->data) goto fail;
+    for (int p = 0; p < m->ntensors; p++)
+        if (!(out->data[p] = sl_alloc(sizeof(float) * m->params[p].numel))) goto fail;
     return SL_OK;
 fail:
     sl_weights_free(out);
@@ -31,12 +26,8 @@ fail:
 void sl_weights_free(sl_weights *w)
 {
     if (!w) return;
-    for (int i = 0; i < w->nlayers; i++) {
-        if (w->weight) free(w->weight[i]);
-        if (w->bias) free(w->bias[i]);
-    }
-    free(w->weight);
-    free(w->bias);
+    for (int p = 0; w->data && p < w->ntensors; p++) free(w->data[p]);
+    free(w->data);
     memset(w, 0, sizeof *w);
 }
 
@@ -48,29 +39,71 @@ static uint64_t splitmix64(uint64_t *s)
     return z ^ (z >> 31);
 }
 
+/* A uniform number in [0, 1) with the 24 bits a float holds exactly. */
+static float uniform01(uint64_t *s)
+{
+    return (float)(splitmix64(s) >> 40) * 0x1.0p-24f;
+}
+
+/* A standard normal number by Box-Muller's cosine branch: two draws from the stream per number
+ * (the sine branch is not kept, so each element costs the same two draws wherever it falls).
+ * The first draw is moved to (0, 1] so that its log is finite. Computed in double: the float
+ * result does not then depend on how the math library rounds logf or cosf. */
+static float normal01(uint64_t *s)
+{
+    double u1 = ((double)(splitmix64(s) >> 40) + 1.0) * 0x1.0p-24;
+    double u2 = (double)(splitmix64(s) >> 40) * 0x1.0p-24;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
 int sl_weights_init(const sl_model *m, uint64_t seed, sl_weights *out)
 {
     SL_TRY(sl_weights_alloc(m, out));
+    /* One stream for the whole model, so a parameter's values depend on the seed and on the
+     * parameters before it, not on how the model is cut into stages. */
     uint64_t s = seed;
-    for (int i = 0; i < m->nlayers; i++) {
-        const sl_layer *l = &m->layers[i];
-        if (l->kind != SL_LAYER_LINEAR) continue;
-        float bound = 1.0f / sqrtf((float)l->in);
-        size_t nw = (size_t)l->out * (size_t)l->in;
-        for (size_t k = 0; k < nw; k++) {
-            float u = (float)(splitmix64(&s) >> 40) * 0x1.0p-24f;
-            out->weight[i][k] = (2.0f * u - 1.0f) * bound;
-        }
-        for (int k = 0; k < l->out; k++) {
-            float u = (float)(splitmix64(&s) >> 40) * 0x1.0p-24f;
-            out->bias[i][k] = (2.0f * u - 1.0f) * bound;
+    for (int p = 0; p < m->ntensors; p++) {
+        const sl_param_spec *spec = &m->params[p].spec;
+        float *x = out->data[p], scale = spec->scale;
+        size_t n = m->params[p].numel;
+        switch (spec->init) {
+        case SL_INIT_UNIFORM:
+            for (size_t k = 0; k < n; k++) {
+                float u = uniform01(&s);
+                x[k] = (2.0f * u - 1.0f) * scale;
+            }
+            break;
+        case SL_INIT_NORMAL:
+            for (size_t k = 0; k < n; k++) x[k] = normal01(&s) * scale;
+            break;
+        case SL_INIT_ZEROS:
+            for (size_t k = 0; k < n; k++) x[k] = 0.0f;
+            break;
+        case SL_INIT_ONES:
+            for (size_t k = 0; k < n; k++) x[k] = 1.0f;
+            break;
+        default:
+            sl_weights_free(out);
+            return sl_fail(SL_EINTERNAL,
+                           "weights: parameter '%s' has init rule %d, which is not one",
+                           m->params[p].name, (int)spec->init);
         }
     }
     return SL_OK;
 }
 
-static int check_tensor(const sl_tensor *t, const char *source, const char *name, int64_t d0,
-                        int64_t d1, int ndim)
+/* "[a, b]" for a shape. */
+static void shape_text(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+    snprintf(buf, cap, "[");
+    for (int d = 0; d < ndim; d++)
+        snprintf(buf + strlen(buf), cap - strlen(buf), "%s%lld", d ? ", " : "",
+                 (long long)shape[d]);
+    snprintf(buf + strlen(buf), cap - strlen(buf), "]");
+}
+
+static int check_tensor(const sl_tensor *t, const char *source, const char *name,
+                        const sl_param_spec *spec)
 {
     if (!t)
         return sl_fail(SL_EFORMAT, "weights %s: tensor '%s' is missing (the model needs it)",
@@ -78,19 +111,14 @@ static int check_tensor(const sl_tensor *t, const char *source, const char *name
     if (t->dtype != SL_DTYPE_F32 && t->dtype != SL_DTYPE_F64)
         return sl_fail(SL_EFORMAT, "weights %s: tensor '%s' is %s, expected F32", source, name,
                        sl_dtype_name(t->dtype));
-    if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
-        char got[128] = "[";
-        for (int d = 0; d < t->ndim; d++)
-            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
-                     (long long)t->shape[d]);
-        strcat(got, "]");
-        if (ndim == 2)
-            return sl_fail(SL_EFORMAT,
-                           "weights %s: tensor '%s' has shape %s, the model needs "
-                           "[%lld, %lld]",
-                           source, name, got, (long long)d0, (long long)d1);
-        return sl_fail(SL_EFORMAT, "weights %s: tensor '%s' has shape %s, the model needs [%lld]",
-                       source, name, got, (long long)d0);
+    bool same = t->ndim == spec->ndim;
+    for (int d = 0; same && d < spec->ndim; d++) same = t->shape[d] == spec->shape[d];
+    if (!same) {
+        char got[128], want[128];
+        shape_text(got, sizeof got, t->ndim, t->shape);
+        shape_text(want, sizeof want, spec->ndim, spec->shape);
+        return sl_fail(SL_EFORMAT, "weights %s: tensor '%s' has shape %s, the model needs %s",
+                       source, name, got, want);
     }
     return SL_OK;
 }
@@ -101,37 +129,30 @@ int sl_weights_from_safetensors(const sl_model *m, const sl_safetensors *st, con
     SL_TRY(sl_weights_alloc(m, out));
     size_t plen = strlen(prefix);
     int rc = SL_OK;
-    char name[96];
-    size_t used = 0;
-    for (int i = 0; rc == SL_OK && i < m->nlayers; i++) {
-        const sl_layer *l = &m->layers[i];
-        if (l->kind != SL_LAYER_LINEAR) continue;
-        snprintf(name, sizeof name, "%s%d.weight", prefix, i);
+    char name[sizeof m->params[0].name + 64];
+    for (int p = 0; rc == SL_OK && p < m->ntensors; p++) {
+        snprintf(name, sizeof name, "%s%s", prefix, m->params[p].name);
         const sl_tensor *t = sl_safetensors_find(st, name);
-        rc = check_tensor(t, source, name, l->out, l->in, 2);
-        if (rc == SL_OK) rc = sl_tensor_to_f32(t, out->weight[i]);
-        snprintf(name, sizeof name, "%s%d.bias", prefix, i);
-        t = sl_safetensors_find(st, name);
-        if (rc == SL_OK) rc = check_tensor(t, source, name, l->out, 0, 1);
-        if (rc == SL_OK) rc = sl_tensor_to_f32(t, out->bias[i]);
-        used += 2;
+        rc = check_tensor(t, source, name, &m->params[p].spec);
+        if (rc == SL_OK) rc = sl_tensor_to_f32(t, out->data[p]);
     }
-    /* Any other tensor under the prefix is one the model does not have. */
+    /* Any other tensor under the prefix is one the model does not have: most likely weights of
+     * another model, which must not half-load. */
     for (size_t k = 0; rc == SL_OK && k < st->count; k++) {
         const char *n = st->tensors[k].name;
         if (strncmp(n, prefix, plen) != 0) continue;
-        char *end;
-        long idx = strtol(n + plen, &end, 10);
-        bool known = end != n + plen && idx >= 0 && idx < m->nlayers &&
-                     m->layers[idx].kind == SL_LAYER_LINEAR &&
-                     (!strcmp(end, ".weight") || !strcmp(end, ".bias"));
-        if (!known)
+        if (sl_model_find_param(m, n + plen) >= 0) continue;
+        if (m->ntensors == 0)
             rc = sl_fail(SL_EFORMAT,
-                         "weights %s: tensor '%s' does not belong to the model (linear layers "
-                         "own '{index}.weight' and '{index}.bias', index as in model.layers)",
+                         "weights %s: tensor '%s' does not belong to the model (it has no "
+                         "parameters)",
                          source, n);
+        else
+            rc = sl_fail(SL_EFORMAT,
+                         "weights %s: tensor '%s' does not belong to the model (its parameters "
+                         "are '{index}.{name}', index as in model.layers: '%s' to '%s')",
+                         source, n, m->params[0].name, m->params[m->ntensors - 1].name);
     }
-    (void)used;
     if (rc != SL_OK) sl_weights_free(out);
     return rc;
 }
@@ -149,36 +170,17 @@ int sl_weights_load(const sl_model *m, const char *path, sl_weights *out)
 
 int sl_weights_save(const sl_model *m, const sl_weights *w, const char *path)
 {
-    sl_tensor *t = sl_alloc(sizeof(sl_tensor) * (size_t)(2 * m->nlayers + 1));
-    char(*names)[32] = sl_alloc(32 * (size_t)(2 * m->nlayers + 1));
-    if (!t || !names) {
-        free(t);
-        free(names);
-        return SL_ENOMEM;
-    }
-    size_t n = 0;
-    for (int i = 0; i < m->nlayers; i++) {
-        const sl_layer *l = &m->layers[i];
-        if (l->kind != SL_LAYER_LINEAR) continue;
-        snprintf(names[n], 32, "%d.weight", i);
-        t[n] = (sl_tensor){.name = names[n],
-                           .dtype = SL_DTYPE_F32,
-                           .ndim = 2,
-                           .shape = {l->out, l->in},
-                           .data = w->weight[i]};
-        n++;
-        snprintf(names[n], 32, "%d.bias", i);
-        t[n] = (sl_tensor){.name = names[n],
-                           .dtype = SL_DTYPE_F32,
-                           .ndim = 1,
-                           .shape = {l->out},
-                           .data = w->bias[i]};
-        n++;
+    sl_tensor *t = sl_alloc(sizeof(sl_tensor) * (size_t)m->ntensors);
+    if (!t) return SL_ENOMEM;
+    for (int p = 0; p < m->ntensors; p++) {
+        const sl_param *q = &m->params[p];
+        t[p] = (sl_tensor){
+            .name = q->name, .dtype = SL_DTYPE_F32, .ndim = q->spec.ndim, .data = w->data[p]};
+        memcpy(t[p].shape, q->spec.shape, sizeof(int64_t) * (size_t)q->spec.ndim);
     }
     const char *k[] = {"format"}, *v[] = {"pt"};
-    int rc = sl_safetensors_save(path, t, n, k, v, 1);
+    int rc = sl_safetensors_save(path, t, (size_t)m->ntensors, k, v, 1);
     free(t);
-    free(names);
     return rc;
 }
 
@@ -186,4 +188,11 @@ int sl_weights_from_config(const sl_config *cfg, const sl_model *m, sl_weights *
 {
     if (cfg->model.init) return sl_weights_load(m, cfg->model.init, out);
     return sl_weights_init(m, cfg->model.seed, out);
+}
+
+void sl_weights_copy_layers(const sl_model *m, int first, int last, const sl_weights *src,
+                            sl_weights *dst)
+{
+    for (int p = m->first_param[first]; p < m->first_param[last]; p++)
+        memcpy(dst->data[p], src->data[p], sizeof(float) * m->params[p].numel);
 }

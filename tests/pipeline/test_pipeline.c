@@ -117,18 +117,11 @@ static void assert_same(const result *got, const result *want, double tol, const
                       : got->losses[k] == want->losses[k],
                   "%s: step %d loss %.9g vs %.9g", what, k, got->losses[k], want->losses[k]);
     const sl_model *m = &want->model;
-    for (int i = 0; i < m->nlayers; i++) {
-        if (m->layers[i].kind != SL_LAYER_LINEAR) continue;
-        size_t nw = (size_t)m->layers[i].in * (size_t)m->layers[i].out;
-        for (size_t j = 0; j < nw; j++) {
-            float a = got->weights.weight[i][j], b = want->weights.weight[i][j];
-            cr_assert(tol ? rel(a, b) <= tol : a == b, "%s: %d.weight[%zu] %.9g vs %.9g", what, i,
-                      j, (double)a, (double)b);
-        }
-        for (int j = 0; j < m->layers[i].out; j++) {
-            float a = got->weights.bias[i][j], b = want->weights.bias[i][j];
-            cr_assert(tol ? rel(a, b) <= tol : a == b, "%s: %d.bias[%d] %.9g vs %.9g", what, i, j,
-                      (double)a, (double)b);
+    for (int p = 0; p < m->ntensors; p++) {
+        for (size_t j = 0; j < m->params[p].numel; j++) {
+            float a = got->weights.data[p][j], b = want->weights.data[p][j];
+            cr_assert(tol ? rel(a, b) <= tol : a == b, "%s: %s[%zu] %.9g vs %.9g", what,
+                      m->params[p].name, j, (double)a, (double)b);
         }
     }
 }

@@ -48,17 +48,15 @@ static void check_fixture(const char *name)
         cr_assert(err <= ATOL + RTOL * fabs(want), "%s step %d: loss %.8f, PyTorch %.8f", name, s,
                   r.losses[s], want);
     }
-    for (int i = 0; i < m.nlayers; i++) {
-        if (m.layers[i].kind != SL_LAYER_LINEAR) continue;
-        size_t nw = (size_t)m.layers[i].in * (size_t)m.layers[i].out;
-        for (size_t k = 0; k < nw + (size_t)m.layers[i].out; k++) {
-            float got = k < nw ? r.weights.weight[i][k] : r.weights.bias[i][k - nw];
-            float want = k < nw ? final.weight[i][k] : final.bias[i][k - nw];
+    /* Every parameter of the model, weights and biases alike. */
+    cr_assert(m.ntensors > 0);
+    for (int p = 0; p < m.ntensors; p++) {
+        for (size_t k = 0; k < m.params[p].numel; k++) {
+            float got = r.weights.data[p][k], want = final.data[p][k];
             double err = fabs((double)got - want);
             worst = fmax(worst, err / (ATOL + RTOL * fabs(want)));
-            cr_assert(err <= ATOL + RTOL * fabs(want), "%s layer %d %s[%zu]: %.8f, PyTorch %.8f",
-                      name, i, k < nw ? "weight" : "bias", k < nw ? k : k - nw, (double)got,
-                      (double)want);
+            cr_assert(err <= ATOL + RTOL * fabs(want), "%s %s[%zu]: %.8f, PyTorch %.8f", name,
+                      m.params[p].name, k, (double)got, (double)want);
         }
     }
     cr_log_info("%s: worst error %.3f of the tolerance", name, worst);

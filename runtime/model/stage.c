@@ -1,0 +1,274 @@
+/* A stage on a device: its parameters and their gradients and optimizer state, and the forward
+ * and backward passes of a micro-batch through its layers, each layer run by its kind's entry
+ * in the layer table. The pipeline and the one-device trainer both run these, which is what
+ * makes their results bit-identical. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "runtime/model/model.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * Stage parameters */
+
+static int alloc_zero(sl_device *dev, size_t elems, sl_buffer **out)
+{
+    SL_TRY(sl_buffer_alloc(dev, elems * sizeof(float), out));
+    return sl_fill(dev, elems, 0.0f, *out);
+}
+
+void sl_stage_free(sl_stage *s)
+{
+    if (!s) return;
+    sl_buffer ***arrays[] = {&s->param, &s->grad, &s->m, &s->v};
+    for (size_t a = 0; a < SL_ARRAY_LEN(arrays); a++) {
+        sl_buffer **arr = *arrays[a];
+        if (!arr) continue;
+        for (int k = 0; k < s->nparams; k++) sl_buffer_free(arr[k]);
+        free(arr);
+    }
+    free(s);
+}
+
+int sl_stage_create(sl_device *dev, const sl_model *model, int first, int last,
+                    const sl_weights *init, sl_stage **out)
+{
+    *out = NULL;
+    if (first < 0 || last > model->nlayers || first >= last)
+        return sl_fail(SL_EINVAL, "stage: layer range [%d, %d) of %d layers", first, last,
+                       model->nlayers);
+    sl_stage *s = sl_alloc(sizeof *s);
+    if (!s) return SL_ENOMEM;
+    s->dev = dev;
+    s->model = model;
+    s->first = first;
+    s->last = last;
+    s->first_param = model->first_param[first];
+    s->nparams = model->first_param[last] - s->first_param;
+    sl_buffer ***arrays[] = {&s->param, &s->grad, &s->m, &s->v};
+    for (size_t a = 0; a < SL_ARRAY_LEN(arrays); a++) {
+        if (!(*arrays[a] = sl_alloc(sizeof(sl_buffer *) * (size_t)s->nparams))) {
+            sl_stage_free(s);
+            return SL_ENOMEM;
+        }
+    }
+    int st = SL_OK;
+    for (int k = 0; st == SL_OK && k < s->nparams; k++) {
+        int p = s->first_param + k;
+        size_t n = model->params[p].numel;
+        st = sl_buffer_alloc(dev, n * sizeof(float), &s->param[k]);
+        if (st == SL_OK) st = sl_buffer_upload(s->param[k], 0, init->data[p], n * sizeof(float));
+        if (st == SL_OK) st = alloc_zero(dev, n, &s->grad[k]);
+    }
+    if (st != SL_OK) {
+        sl_stage_free(s);
+        return st;
+    }
+    *out = s;
+    return SL_OK;
+}
+
+int sl_stage_download(sl_stage *s, sl_weights *w)
+{
+    for (int k = 0; k < s->nparams; k++) {
+        int p = s->first_param + k;
+        SL_TRY(sl_buffer_download(s->param[k], 0, w->data[p],
+                                  s->model->params[p].numel * sizeof(float)));
+    }
+    return SL_OK;
+}
+
+int sl_stage_zero_grad(sl_stage *s)
+{
+    for (int k = 0; k < s->nparams; k++)
+        SL_TRY(sl_fill(s->dev, s->model->params[s->first_param + k].numel, 0.0f, s->grad[k]));
+    return SL_OK;
+}
+
+/* One parameter tensor's update; state buffers are created (zeroed) on first use. */
+static int update(sl_stage *s, const sl_optimizer_config *o, int k, float weight_decay)
+{
+    size_t n = s->model->params[s->first_param + k].numel;
+    if (o->kind == SL_OPT_SGD) {
+        if (o->momentum != 0 && !s->m[k]) SL_TRY(alloc_zero(s->dev, n, &s->m[k]));
+        return sl_sgd(s->dev, n, s->param[k], s->grad[k], o->momentum != 0 ? s->m[k] : NULL,
+                      (float)o->lr, (float)o->momentum, weight_decay);
+    }
+    if (!s->m[k]) SL_TRY(alloc_zero(s->dev, n, &s->m[k]));
+    if (!s->v[k]) SL_TRY(alloc_zero(s->dev, n, &s->v[k]));
+    return sl_adam(s->dev, n, s->param[k], s->grad[k], s->m[k], s->v[k], (float)o->lr,
+                   (float)o->beta1, (float)o->beta2, (float)o->eps, weight_decay, s->step);
+}
+
+int sl_stage_optimizer_step(sl_stage *s, const sl_optimizer_config *opt)
+{
+    s->step++;
+    for (int k = 0; k < s->nparams; k++) {
+        /* As PyTorch's parameter groups: the kinds say which tensors decay (a layer norm's gain
+         * and every bias of a GPT, say, must not be pulled towards zero). */
+        bool decay = s->model->params[s->first_param + k].spec.decay;
+        SL_TRY(update(s, opt, k, decay ? (float)opt->weight_decay : 0.0f));
+    }
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Stash */
+
+int sl_stash_alloc(const sl_stage *s, size_t rows, sl_stash *out)
+{
+    memset(out, 0, sizeof *out);
+    out->rows = rows;
+    out->n = s->last - s->first;
+    out->act = sl_alloc(sizeof(sl_buffer *) * (size_t)out->n);
+    out->keep = sl_alloc(sizeof(sl_buffer *) * (size_t)out->n);
+    if (!out->act || !out->keep) {
+        sl_stash_free(out);
+        return SL_ENOMEM;
+    }
+    int widest = 1, st = SL_OK;
+    for (int i = s->first; i <= s->last; i++) widest = SL_MAX(widest, sl_model_width(s->model, i));
+    for (int k = 0; st == SL_OK && k < out->n; k++) {
+        const sl_layer *l = &s->model->layers[s->first + k];
+        st = sl_buffer_alloc(s->dev, rows * (size_t)l->out * sizeof(float), &out->act[k]);
+        size_t keep = l->kind->keep_width ? l->kind->keep_width(l) : 0;
+        if (st == SL_OK && keep)
+            st = sl_buffer_alloc(s->dev, rows * keep * sizeof(float), &out->keep[k]);
+    }
+    for (int j = 0; st == SL_OK && j < 2; j++)
+        st = sl_buffer_alloc(s->dev, rows * (size_t)widest * sizeof(float), &out->scratch[j]);
+    if (st != SL_OK) sl_stash_free(out);
+    return st;
+}
+
+void sl_stash_free(sl_stash *st)
+{
+    if (!st) return;
+    sl_buffer **arrays[] = {st->act, st->keep, st->grad};
+    for (size_t a = 0; a < SL_ARRAY_LEN(arrays); a++) {
+        for (int k = 0; arrays[a] && k < st->n; k++) sl_buffer_free(arrays[a][k]);
+        free(arrays[a]);
+    }
+    sl_buffer_free(st->scratch[0]);
+    sl_buffer_free(st->scratch[1]);
+    memset(st, 0, sizeof *st);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Forward and backward */
+
+/* The pass of layer `i` of the stage on `rows` rows: its input (the stage input for the first
+ * layer, else the layer before's output), output, what it keeps, and its parameters' slice of
+ * the stage's buffers. The caller fills dy and dx for a backward. */
+static sl_layer_pass layer_pass(sl_stage *s, int i, size_t rows, sl_buffer *input, sl_stash *st)
+{
+    int k = i - s->first, p = s->model->first_param[i] - s->first_param;
+    return (sl_layer_pass){.dev = s->dev,
+                           .layer = &s->model->layers[i],
+                           .rows = rows,
+                           .x = k == 0 ? input : st->act[k - 1],
+                           .y = st->act[k],
+                           .keep = st->keep[k],
+                           .param = s->param + p,
+                           .grad = s->grad + p};
+}
+
+int sl_stage_forward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash)
+{
+    if (rows > stash->rows || stash->n != s->last - s->first)
+        return sl_fail(SL_EINVAL, "stage forward: %zu rows for a stash of %zu", rows, stash->rows);
+    for (int i = s->first; i < s->last; i++) {
+        sl_layer_pass p = layer_pass(s, i, rows, input, stash);
+        SL_TRY(p.layer->kind->forward(&p));
+    }
+    return SL_OK;
+}
+
+/* The weight-only pass (zero-bubble's W): each layer with parameters' backward_weight on the
+ * output gradient the input-only pass kept for it. */
+static int stage_backward_weight(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash)
+{
+    for (int i = s->first; i < s->last; i++) {
+        const sl_layer *l = &s->model->layers[i];
+        int k = i - s->first;
+        if (!sl_layer_has_params(l)) continue;
+        if (!stash->grad || !stash->grad[k])
+            return sl_fail(SL_EINVAL, "weight gradient of layer %d before its input gradient", i);
+        sl_layer_pass p = layer_pass(s, i, rows, input, stash);
+        p.dy = stash->grad[k];
+        SL_TRY(l->kind->backward_weight(&p));
+    }
+    return SL_OK;
+}
+
+/* The backward of one micro-batch through layers [first, last), from the last, carrying the
+ * gradient down to `din` through the two scratch buffers. With `weights` (the full backward)
+ * a layer with parameters runs backward_weight then backward_input on the same gradient; without
+ * (zero-bubble's I), it keeps a copy of its output gradient in stash->grad for the W pass
+ * instead, so that W later makes exactly the kernel calls the full backward would have made. */
+static int stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
+                          sl_buffer *dout, sl_buffer *din, bool weights)
+{
+    if (!weights && !stash->grad) {
+        stash->grad = sl_alloc(sizeof(sl_buffer *) * (size_t)stash->n);
+        if (!stash->grad) return SL_ENOMEM;
+    }
+    sl_buffer *g = dout;
+    int cur = -1; /* which scratch holds g (-1: the caller's dout) */
+    for (int i = s->last - 1; i >= s->first; i--) {
+        const sl_layer *l = &s->model->layers[i];
+        int k = i - s->first;
+        int next = cur == 0 ? 1 : 0;
+        sl_layer_pass p = layer_pass(s, i, rows, input, stash);
+        p.dy = g;
+        p.dx = k == 0 ? din : stash->scratch[next];
+        if (sl_layer_has_params(l)) {
+            if (weights) {
+                SL_TRY(l->kind->backward_weight(&p));
+            } else {
+                size_t bytes = rows * (size_t)l->out * sizeof(float);
+                if (!stash->grad[k]) SL_TRY(sl_buffer_alloc(s->dev, bytes, &stash->grad[k]));
+                SL_TRY(sl_buffer_copy(stash->grad[k], 0, g, 0, bytes));
+            }
+        }
+        SL_TRY(l->kind->backward_input(&p));
+        g = p.dx;
+        cur = next;
+    }
+    return SL_OK;
+}
+
+static int check_stash(const sl_stage *s, size_t rows, const sl_stash *stash)
+{
+    if (rows > stash->rows || stash->n != s->last - s->first)
+        return sl_fail(SL_EINVAL, "stage backward: %zu rows for a stash of %zu", rows, stash->rows);
+    return SL_OK;
+}
+
+int sl_stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash, sl_buffer *dout,
+                      sl_buffer *din)
+{
+    SL_TRY(check_stash(s, rows, stash));
+    return stage_backward(s, rows, input, stash, dout, din, true);
+}
+
+int sl_stage_backward_input(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
+                            sl_buffer *dout, sl_buffer *din)
+{
+    SL_TRY(check_stash(s, rows, stash));
+    return stage_backward(s, rows, input, stash, dout, din, false);
+}
+
+int sl_stage_backward_weight(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash)
+{
+    SL_TRY(check_stash(s, rows, stash));
+    return stage_backward_weight(s, rows, input, stash);
+}
+
+int sl_loss_forward_backward(sl_device *dev, const sl_model *m, size_t rows, sl_buffer *out,
+                             sl_buffer *target, float scale, sl_buffer *loss, sl_buffer *dout)
+{
+    const sl_loss *l = sl_loss_get(m->loss);
+    if (!l) return sl_fail(SL_EINVAL, "loss: the model's loss kind %d is not a loss", (int)m->loss);
+    return l->forward_backward(dev, rows, (size_t)m->outputs, out, target, scale, loss, dout);
+}
