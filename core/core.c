@@ -178,7 +178,8 @@ void *sl_alloc(size_t bytes)
  * another; with glibc's adaptive thresholds each large block is mapped or trimmed away and the
  * next message faults every page in again. Fixed thresholds keep blocks up to 32 MiB (glibc's
  * largest mmap threshold) and up to 512 MiB of free heap top for reuse. The effect shows in
- * `SLUICE_MALLOC=default sluice bench transport` against the same without it (bench/transport.md). */
+ * `SLUICE_MALLOC=default sluice bench transport` against the same without it (bench/transport.md).
+ */
 int sl_tune_malloc(void)
 {
 #if defined(__GLIBC__)

@@ -146,26 +146,24 @@ int sl_transport_keypair(char public_key[41], char secret_key[41])
     return SL_OK;
 }
 
-int sl_transport_write_keypair(const char *dir, int rank, char public_key[41])
+int sl_transport_write_keypair(const char *secret_path, const char *public_path,
+                               char public_key[41])
 {
-    char secret[41], line[42], path[4096];
+    char secret[41], line[42];
     SL_TRY(sl_transport_keypair(public_key, secret));
-    snprintf(path, sizeof path, "%s/rank%d.key", dir, rank);
     snprintf(line, sizeof line, "%s\n", secret);
-    int rc = sl_write_file(path, line, 41, 0600);
+    int rc = sl_write_file(secret_path, line, 41, 0600);
     memset(secret, 0, sizeof secret);
     memset(line, 0, sizeof line);
     SL_TRY(rc);
-    snprintf(path, sizeof path, "%s/rank%d.pub", dir, rank);
     snprintf(line, sizeof line, "%s\n", public_key);
-    return sl_write_file(path, line, 41, 0644);
+    return sl_write_file(public_path, line, 41, 0644);
 }
 
-int sl_transport_read_key(const char *dir, int rank, const char *ext, char key[41])
+int sl_transport_read_key(const char *path, char key[41])
 {
-    char path[4096], *text;
+    char *text;
     size_t len;
-    snprintf(path, sizeof path, "%s/rank%d.%s", dir, rank, ext);
     SL_TRY(sl_read_file(path, &text, &len));
     while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ')) len--;
     int rc = SL_OK;

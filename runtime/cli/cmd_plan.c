@@ -9,16 +9,17 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: sluice plan CONFIG [--set KEY=VALUE]... [--json]\n\n"
-            "Shows how the config's model is cut into pipeline stages: the layers, the model\n"
-            "stages (pipeline.stages x pipeline.chunks) with their layer ranges, the rank each\n"
-            "runs on (stage s on rank s mod pipeline.stages) and that rank's device, parameter\n"
-            "counts, and the activation sizes of one micro-batch. Nothing is run.\n\n"
-            "  --set KEY=VALUE  override a config key (value parsed as JSON, else a string),\n"
-            "                   e.g. --set pipeline.stages=2 --set pipeline.schedule=gpipe\n"
-            "  --json           the plan as the run directory's plan.json holds it: layers, stages,\n"
-            "                   ranks with their action lists, and the effective config)\n");
+    fprintf(
+        out,
+        "usage: sluice plan CONFIG [--set KEY=VALUE]... [--json]\n\n"
+        "Shows how the config's model is cut into pipeline stages: the layers, the model\n"
+        "stages (pipeline.stages x pipeline.chunks) with their layer ranges, the rank each\n"
+        "runs on (stage s on rank s mod pipeline.stages) and that rank's device, parameter\n"
+        "counts, and the activation sizes of one micro-batch. Nothing is run.\n\n"
+        "  --set KEY=VALUE  override a config key (value parsed as JSON, else a string),\n"
+        "                   e.g. --set pipeline.stages=2 --set pipeline.schedule=gpipe\n"
+        "  --json           the plan as the run directory's plan.json holds it: layers, stages,\n"
+        "                   ranks with their action lists, and the effective config)\n");
 }
 
 static void layer_names(const sl_plan *p, int first, int last, char *buf, size_t cap)
@@ -62,7 +63,8 @@ static void print_text(const sl_plan *plan)
         char range[32], w[32], in[32], out[32], stash[32], names[512];
         int rank = sl_partition_rank(p, s), first = p->stages[s].first, last = p->stages[s].last;
         size_t stash_bytes = 0;
-        for (int i = first; i < last; i++) stash_bytes += rows * sl_layer_stash_bytes(&m->layers[i]);
+        for (int i = first; i < last; i++)
+            stash_bytes += rows * sl_layer_stash_bytes(&m->layers[i]);
         snprintf(range, sizeof range, "%d-%d", first, last - 1);
         snprintf(w, sizeof w, "%d->%d", sl_model_width(m, first), sl_model_width(m, last));
         human((double)(rows * 4 * (size_t)sl_model_width(m, last)), out, sizeof out);

@@ -73,7 +73,8 @@ typedef struct sl_config {
         bool recompute;        /* default false */
         char *partition;       /* "uniform" (default) or "explicit" when partition_counts is set */
         int npartition;        /* 0, or stages*chunks when the config gives a list */
-        int *partition_counts; /* layers with parameters per model stage, from "partition": [2, 1, 1] */
+        int *partition_counts; /* layers with parameters per model stage, from "partition": [2, 1,
+                                  1] */
     } pipeline;
 
     int ndevices;   /* 1 (one id for every rank) or pipeline.stages */

@@ -188,7 +188,8 @@ static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_o
         /* The loss and its gradient start the backward pass. */
         const sl_model *m = e->model;
         bool labels = sl_loss_get(m->loss)->int_targets;
-        size_t tbytes = e->rows * sl_loss_target_width(sl_loss_get(m->loss), (size_t)m->outputs) * 4;
+        size_t tbytes =
+            e->rows * sl_loss_target_width(sl_loss_get(m->loss), (size_t)m->outputs) * 4;
         sl_buffer *target;
         SL_TRY(sl_data_microbatch(&e->data, step, mb, NULL, e->host_labels, e->host_targets));
         SL_TRY(pool_get(&e->pool, tbytes, &target));

@@ -19,7 +19,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-
 typedef struct sl_exec_options {
     int rank;
     const char *bind_endpoint;   /* this rank's transport endpoint */

@@ -546,7 +546,8 @@ int sl_rendezvous_join(const char *master, int rank, int world, const char *endp
 void sl_launch_local_endpoint(const sl_launch *l, int rank, char *buf, size_t cap)
 {
     char path[4096];
-    snprintf(buf, cap, "ipc://%s", sl_run_path(path, sizeof path, l->dir, SL_RUN_LINK_SOCKET, rank, 0));
+    snprintf(buf, cap, "ipc://%s",
+             sl_run_path(path, sizeof path, l->dir, SL_RUN_LINK_SOCKET, rank, 0));
 }
 
 int sl_launch_tcp_endpoint(char *bind, char *advertise, size_t cap)

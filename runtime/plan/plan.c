@@ -276,26 +276,35 @@ int sl_plan_load(const char *dir, sl_plan *out)
 /* ------------------------------------------------------------------------------------------------
  * Run directory file names */
 
+/* Each file's name; `args` says which numbers its format takes: r(ank), s(tep) or both. */
+static const struct {
+    const char *format;
+    const char *args;
+} run_files[] = {
+    [SL_RUN_PLAN] = {"plan.json", ""},
+    [SL_RUN_METRICS] = {"metrics.jsonl", ""},
+    [SL_RUN_SUMMARY] = {"summary.json", ""},
+    [SL_RUN_TRACE] = {"trace.json", ""},
+    [SL_RUN_FINAL] = {"final.safetensors", ""},
+    [SL_RUN_CHECKPOINT] = {"checkpoint-%d.safetensors", "s"},
+    [SL_RUN_RANK_WEIGHTS] = {".weights-r%d.safetensors", "r"},
+    [SL_RUN_RANK_CHECKPOINT] = {".weights-r%d-step%d.safetensors", "rs"},
+    [SL_RUN_SECRET_KEY] = {"rank%d.key", "r"},
+    [SL_RUN_PUBLIC_KEY] = {"rank%d.pub", "r"},
+    [SL_RUN_LINK_SOCKET] = {"r%d", "r"},
+    [SL_RUN_REPORT_SOCKET] = {"report", ""},
+};
+
 const char *sl_run_path(char *buf, size_t cap, const char *dir, enum sl_run_file file, int rank,
                         int step)
 {
     char name[128];
-    switch (file) {
-    case SL_RUN_PLAN: snprintf(name, sizeof name, "plan.json"); break;
-    case SL_RUN_METRICS: snprintf(name, sizeof name, "metrics.jsonl"); break;
-    case SL_RUN_SUMMARY: snprintf(name, sizeof name, "summary.json"); break;
-    case SL_RUN_TRACE: snprintf(name, sizeof name, "trace.json"); break;
-    case SL_RUN_FINAL: snprintf(name, sizeof name, "final.safetensors"); break;
-    case SL_RUN_CHECKPOINT: snprintf(name, sizeof name, "checkpoint-%d.safetensors", step); break;
-    case SL_RUN_RANK_WEIGHTS: snprintf(name, sizeof name, ".weights-r%d.safetensors", rank); break;
-    case SL_RUN_RANK_CHECKPOINT:
-        snprintf(name, sizeof name, ".weights-r%d-step%d.safetensors", rank, step);
-        break;
-    case SL_RUN_SECRET_KEY: snprintf(name, sizeof name, "rank%d.key", rank); break;
-    case SL_RUN_PUBLIC_KEY: snprintf(name, sizeof name, "rank%d.pub", rank); break;
-    case SL_RUN_LINK_SOCKET: snprintf(name, sizeof name, "r%d", rank); break;
-    case SL_RUN_REPORT_SOCKET: snprintf(name, sizeof name, "report"); break;
-    }
+    const char *args = run_files[file].args;
+    int first = args[0] == 's' ? step : rank;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    snprintf(name, sizeof name, run_files[file].format, first, step);
+#pragma GCC diagnostic pop
     if (dir)
         snprintf(buf, cap, "%s/%s", dir, name);
     else

@@ -39,19 +39,19 @@ extern "C" {
 #define SL_PLAN_ENDPOINT_MAX 256
 
 typedef struct sl_plan_rank {
-    const char *device;                 /* the device id configs use (points into the config) */
-    char bind[SL_PLAN_ENDPOINT_MAX];    /* the endpoint this rank's link binds ("" until known) */
-    char next[SL_PLAN_ENDPOINT_MAX];    /* the endpoint of rank (rank + 1) % ranks */
+    const char *device;              /* the device id configs use (points into the config) */
+    char bind[SL_PLAN_ENDPOINT_MAX]; /* the endpoint this rank's link binds ("" until known) */
+    char next[SL_PLAN_ENDPOINT_MAX]; /* the endpoint of rank (rank + 1) % ranks */
 } sl_plan_rank;
 
 typedef struct sl_plan {
-    sl_config cfg;         /* the plan's own copy of the config */
+    sl_config cfg; /* the plan's own copy of the config */
     sl_model model;
     sl_partition part;
-    sl_schedule *sched;    /* validated */
-    int ranks;             /* pipeline.stages */
-    size_t rows;           /* samples per micro-batch */
-    sl_plan_rank *rank;    /* [ranks] */
+    sl_schedule *sched; /* validated */
+    int ranks;          /* pipeline.stages */
+    size_t rows;        /* samples per micro-batch */
+    sl_plan_rank *rank; /* [ranks] */
 } sl_plan;
 
 /* Builds the plan from a validated config (the plan takes a copy): model, partition and the

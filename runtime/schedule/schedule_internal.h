@@ -16,6 +16,6 @@ bool sl__is_compute(enum sl_action_type t);
  * it also times every action into `sim` (allocated by the caller's helper). Fails with
  * SL_EINVAL on a mismatched receive and SL_EDEADLOCK when no rank can move. */
 int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *costs,
-                      sl_schedule_sim *sim);
+                     sl_schedule_sim *sim);
 
 #endif

@@ -312,7 +312,7 @@ static const char *wire_text(const wire *w, char *buf, size_t cap)
 }
 
 int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *costs,
-                      sl_schedule_sim *sim)
+                     sl_schedule_sim *sim)
 {
     const int D = s->ranks;
     int st = SL_OK;

@@ -55,11 +55,8 @@ int sl__run_open(sl__run *r, const sl_plan *plan, const sl_train_options *opt)
 {
     const sl_config *cfg = &plan->cfg;
     int nstages = plan->part.nstages;
-    *r = (sl__run){.plan = plan,
-                   .cfg = cfg,
-                   .opt = opt,
-                   .t_start = sl_now(),
-                   .tty = isatty(STDERR_FILENO)};
+    *r = (sl__run){
+        .plan = plan, .cfg = cfg, .opt = opt, .t_start = sl_now(), .tty = isatty(STDERR_FILENO)};
     SL_TRY(sl_data_load(cfg, plan->model.outputs, &r->data));
     sl_weights w;
     SL_TRY(sl_weights_from_config(cfg, &plan->model, &w));
@@ -258,7 +255,8 @@ static int evaluate(const sl__run *r, const sl_weights *w, sl_train_summary *out
     sl_stage *st = NULL;
     int rc = sl_device_open("cpu", &cpu);
     if (rc == SL_OK) rc = sl_stage_create(cpu, m, 0, m->nlayers, w, &st);
-    if (rc == SL_OK) rc = sl_evaluate(&st, 1, &r->data.test, 256, &out->eval_loss, &out->eval_accuracy);
+    if (rc == SL_OK)
+        rc = sl_evaluate(&st, 1, &r->data.test, 256, &out->eval_loss, &out->eval_accuracy);
     sl_stage_free(st);
     sl_device_close(cpu);
     return rc;

@@ -72,8 +72,8 @@ static int start_ranks(sl_plan *p, const sl_train_options *opt, sl_launch *l, ui
     for (int r = 0; r < p->ranks; r++) {
         char rank[16];
         snprintf(rank, sizeof rank, "%d", r);
-        char *argv[] = {exe,        "train", "--rank", rank, "--run-dir", (char *)dir,
-                        "--run-id", id,      NULL};
+        char *argv[] = {exe,         "train",    "--rank", rank, "--run-dir",
+                        (char *)dir, "--run-id", id,       NULL};
         SL_TRY(sl_launch_spawn(l, r, argv));
     }
     return SL_OK;

@@ -18,6 +18,7 @@
 #include "runtime/launch/launch.h"
 #include "runtime/model/model.h"
 #include "runtime/train/train.h"
+#include "tests/backends/require_devices.h"
 
 #define STEPS 4
 
@@ -178,17 +179,17 @@ static const char *first_device(const char *backend)
 Test(pipeline, every_schedule_equals_one_rank_on_opencl)
 {
     const char *dev = first_device("opencl");
-    cr_assert_not_null(dev, "no OpenCL device (CI installs PoCL): %s", sl_device_list_problems());
+    if (!dev) sl_test_no_device("opencl", sl_device_list_problems());
     check_schedules(dev);
 }
 
 Test(pipeline, mixed_devices_equal_one_device)
 {
-    const char *ocl = first_device("opencl");
-    cr_assert_not_null(ocl, "no OpenCL device: %s", sl_device_list_problems());
-    const char *vk = first_device("vulkan");
+    const char *ocl = first_device("opencl"), *vk = first_device("vulkan");
+    if (!ocl) sl_test_no_device("opencl", sl_device_list_problems());
+    if (!vk) sl_test_no_device("vulkan", sl_device_list_problems());
     char mixed[160];
-    snprintf(mixed, sizeof mixed, "devices=[\"cpu\", \"%s\", \"%s\", \"cpu\"]", ocl, vk ? vk : ocl);
+    snprintf(mixed, sizeof mixed, "devices=[\"cpu\", \"%s\", \"%s\", \"cpu\"]", ocl, vk);
     result ref, got;
     const char *one[] = {"pipeline.stages=1"};
     cr_assert_eq(train(one, 1, &ref), SL_OK, "%s", sl_last_error());

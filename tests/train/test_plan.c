@@ -78,7 +78,7 @@ Test(plan, json_lists_each_rank_with_its_actions_and_endpoints)
     cr_assert_not_null(strstr(actions, "OPT"));
     cJSON *stage1 = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "stages"), 1);
     cr_assert_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(stage1, "first_layer")), 4);
-    cr_assert_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(stage1, "input_bytes")), 2 * 6 * 4);
+    cr_assert_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(stage1, "input_bytes")), 2 * 8 * 4);
     cr_assert_not_null(cJSON_GetObjectItem(root, "config"));
     cJSON_Delete(root);
     free(text);
