@@ -183,7 +183,7 @@ static int load_safetensors(const sl_config *cfg, int outputs, sl_dataset *ds)
     const char *path = cfg->data.path;
     sl_safetensors st;
     int rc = sl_safetensors_load(path, &st);
-    if (rc != SL_OK) return sl_fail_context(SL_ECONFIG, "data: ");
+    if (rc != SL_OK) return sl_fail_context(SL_ECONFIG, "data");
     const sl_tensor *x = sl_safetensors_find(&st, cfg->data.inputs);
     const sl_tensor *y = sl_safetensors_find(&st, cfg->data.labels);
     bool classes = cfg->model.loss == SL_LOSS_CROSS_ENTROPY;

@@ -451,7 +451,7 @@ static int report_done(exec *e, double wall)
 /* launch.keys holds rank<i>.key and rank<i>.pub for every rank (`sluice keys -n D --out DIR`). */
 static int load_keys(exec *e)
 {
-    const char *dir = e->cfg->launch.keys;
+    const char *dir = e->cfg->launch.keys ? e->cfg->launch.keys : e->opt->keys_dir;
     if (!dir)
         return sl_fail(SL_ECONFIG,
                        "launch.curve needs launch.keys: make them with `sluice keys "

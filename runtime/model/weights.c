@@ -162,7 +162,7 @@ int sl_weights_load(const sl_model *m, const char *path, sl_weights *out)
     sl_safetensors st;
     memset(out, 0, sizeof *out);
     int rc = sl_safetensors_load(path, &st);
-    if (rc != SL_OK) return sl_fail_context(rc, "weights: ");
+    if (rc != SL_OK) return sl_fail_context(rc, "weights");
     rc = sl_weights_from_safetensors(m, &st, "", path, out);
     sl_safetensors_free(&st);
     return rc;

@@ -266,7 +266,7 @@ int sl_plan_load(const char *dir, sl_plan *out)
                      path);
     if (rc != SL_OK) {
         sl_plan_free(out);
-        rc = sl_fail_context(rc, "%s: ", path);
+        rc = sl_fail_context(rc, "%s", path);
     }
     cJSON_Delete(rebuilt);
     cJSON_Delete(file);

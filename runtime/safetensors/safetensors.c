@@ -214,7 +214,7 @@ int sl_safetensors_load(const char *path, sl_safetensors *out)
     st = parse(out);
     if (st != SL_OK) {
         sl_safetensors_free(out);
-        return sl_fail_context(st, "%s: ", path);
+        return sl_fail_context(st, "%s", path);
     }
     return SL_OK;
 }

@@ -28,8 +28,8 @@ static uint64_t new_run_id(void)
  * A local run: one process per rank on this host */
 
 /* A local run with CURVE and no keys of its own: one key pair per rank, private to the run
- * directory, which the plan then names as launch.keys. */
-static int make_keys(sl_plan *p, const char *dir)
+ * directory, where the ranks look for them (sl_exec_options.keys_dir). */
+static int make_keys(const sl_plan *p, const char *dir)
 {
     for (int r = 0; r < p->ranks; r++) {
         char pub[41], secret[4096], public[4096];
@@ -37,9 +37,7 @@ static int make_keys(sl_plan *p, const char *dir)
         sl_run_path(public, sizeof public, dir, SL_RUN_PUBLIC_KEY, r, 0);
         SL_TRY(sl_transport_write_keypair(secret, public, pub));
     }
-    free(p->cfg.launch.keys);
-    p->cfg.launch.keys = strdup(dir);
-    return p->cfg.launch.keys ? SL_OK : sl_fail(SL_ENOMEM, "out of memory");
+    return SL_OK;
 }
 
 /* Writes the plan (with the ranks' endpoints) into the run directory and starts the ranks. */
@@ -89,6 +87,7 @@ int sl_train(const sl_config *cfg, const sl_train_options *opt, sl_train_summary
     if (rc == SL_OK) rc = sl_launch_create(opt->keep_run_dir, &l);
     if (rc == SL_OK) r.weights_dir = sl_launch_dir(l);
     if (rc == SL_OK) rc = start_ranks(&plan, opt, l, new_run_id());
+    if (rc == SL_OK) rc = sl_plan_write(&plan, cfg->output.dir);
     if (rc == SL_OK) rc = sl_launch_wait(l, sl__run_on_report, &r);
     if (rc == SL_OK) rc = sl__run_finish(&r, out);
     sl_launch_destroy(l);
@@ -107,6 +106,7 @@ int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id)
     sl_exec_options opt = {.rank = rank,
                            .report_endpoint = getenv("SLUICE_REPORT"),
                            .weights_dir = run_dir,
+                           .keys_dir = run_dir,
                            .run_id = run_id};
     if (rc == SL_OK) {
         opt.bind_endpoint = plan.rank[rank].bind;
@@ -150,6 +150,7 @@ static int run_rank0(const sl_plan *plan, const char *master, const char *bind,
     int rc = sl__run_open(&r, plan, opt);
     /* Under a launcher the ranks leave their weights in output.dir, which every host shares. */
     r.weights_dir = plan->cfg.output.dir;
+    if (rc == SL_OK) rc = sl_plan_write(plan, plan->cfg.output.dir);
     if (rc == SL_OK) rc = sl_launch_listen(report_bind, &c.launch);
     if (rc == SL_OK)
         rc = sl_rendezvous_serve(master, world, advertise, report, new_run_id(), join_ms, &rdv);

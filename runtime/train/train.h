@@ -5,9 +5,12 @@
  * writes the plan into a private run directory, starts one process per rank on this host
  * (runtime/launch), each of which loads that plan, follows their reports, and writes the run's
  * outputs into output.dir:
+ *   plan.json          the plan the ranks ran (runtime/plan/plan.h describes it)
  *   metrics.jsonl      one object per step: step, loss (mean over the mini-batch, before that
  *                      step's update), samples_per_s, time_s
- *   final.safetensors  the trained weights with nn.Sequential names
+ *   final.safetensors  the trained weights by parameter name (nn.Sequential names for a
+ *                      layer list)
+ *   checkpoint-<step>.safetensors  the same every output.checkpoint_interval steps
  *   summary.json       steps, final_loss, eval_loss/eval_accuracy (with a test share),
  *                      samples_per_s, schedule, stages, chunks, bubble ratio measured and
  *                      predicted, and per rank its device and peak device memory

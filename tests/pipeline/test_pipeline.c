@@ -17,6 +17,7 @@
 #include "runtime/config/config.h"
 #include "runtime/launch/launch.h"
 #include "runtime/model/model.h"
+#include "runtime/plan/plan.h"
 #include "runtime/train/train.h"
 #include "tests/backends/require_devices.h"
 
@@ -89,6 +90,12 @@ static int train(const char **sets, int nsets, result *out)
             cr_assert_eq(step, k);
         }
         fclose(f);
+        /* The plan the ranks ran is in the output too, and loads back. */
+        sl_plan plan;
+        cr_assert_eq(sl_plan_load(dir, &plan), SL_OK, "%s", sl_last_error());
+        cr_assert_eq(plan.ranks, cfg.pipeline.stages);
+        cr_assert_str_eq(plan.cfg.pipeline.schedule, cfg.pipeline.schedule);
+        sl_plan_free(&plan);
         snprintf(path, sizeof path, "%s/final.safetensors", dir);
         cr_assert_eq(sl_model_init(&cfg, &out->model), SL_OK, "%s", sl_last_error());
         cr_assert_eq(sl_weights_load(&out->model, path, &out->weights), SL_OK, "%s",

@@ -1,0 +1,118 @@
+/* The effective config as JSON (every default filled in), its hash, and small accessors. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "runtime/config/config.h"
+#include "runtime/config/config_impl.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * Effective config and hash */
+
+static cJSON *str_array(char **items, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(items[i]));
+    return a;
+}
+
+char *sl_config_to_json(const sl_config *cfg, bool pretty)
+{
+    cJSON *root = cJSON_CreateObject(), *o, *p;
+    o = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddNumberToObject(o, "inputs", cfg->model.inputs);
+    cJSON_AddItemToObject(o, "layers", str_array(cfg->model.layers, cfg->model.nlayers));
+    cJSON_AddStringToObject(o, "loss", sl_loss_get(cfg->model.loss)->name);
+    if (cfg->model.init) cJSON_AddStringToObject(o, "init", cfg->model.init);
+    cJSON_AddNumberToObject(o, "seed", (double)cfg->model.seed);
+
+    o = cJSON_AddObjectToObject(root, "data");
+    cJSON_AddStringToObject(o, "path", cfg->data.path);
+    cJSON_AddNumberToObject(o, "test_fraction", cfg->data.test_fraction);
+    cJSON_AddNumberToObject(o, "scale", cfg->data.scale);
+    cJSON_AddBoolToObject(o, "shuffle", cfg->data.shuffle);
+    cJSON_AddNumberToObject(o, "seed", (double)cfg->data.seed);
+    cJSON_AddStringToObject(o, "inputs", cfg->data.inputs);
+    cJSON_AddStringToObject(o, "labels", cfg->data.labels);
+
+    o = cJSON_AddObjectToObject(root, "train");
+    cJSON_AddNumberToObject(o, "steps", cfg->train.steps);
+    cJSON_AddNumberToObject(o, "batch", cfg->train.batch);
+    cJSON_AddNumberToObject(o, "microbatches", cfg->train.microbatches);
+    cJSON_AddNumberToObject(o, "threads", cfg->train.threads);
+    p = cJSON_AddObjectToObject(o, "optimizer");
+    const sl_optimizer_config *opt = &cfg->train.optimizer;
+    cJSON_AddStringToObject(p, "name", sl__config_opt_names[opt->kind]);
+    cJSON_AddNumberToObject(p, "lr", opt->lr);
+    if (opt->kind == SL_OPT_SGD) {
+        cJSON_AddNumberToObject(p, "momentum", opt->momentum);
+    } else {
+        double betas[2] = {opt->beta1, opt->beta2};
+        cJSON_AddItemToObject(p, "betas", cJSON_CreateDoubleArray(betas, 2));
+        cJSON_AddNumberToObject(p, "eps", opt->eps);
+    }
+    cJSON_AddNumberToObject(p, "weight_decay", opt->weight_decay);
+
+    o = cJSON_AddObjectToObject(root, "pipeline");
+    cJSON_AddNumberToObject(o, "stages", cfg->pipeline.stages);
+    cJSON_AddStringToObject(o, "schedule", cfg->pipeline.schedule);
+    cJSON_AddNumberToObject(o, "chunks", cfg->pipeline.chunks);
+    cJSON_AddBoolToObject(o, "recompute", cfg->pipeline.recompute);
+    if (cfg->pipeline.npartition)
+        cJSON_AddItemToObject(
+            o, "partition",
+            cJSON_CreateIntArray(cfg->pipeline.partition_counts, cfg->pipeline.npartition));
+    else
+        cJSON_AddStringToObject(o, "partition", cfg->pipeline.partition);
+
+    if (cfg->ndevices == 1)
+        cJSON_AddStringToObject(root, "devices", cfg->devices[0]);
+    else
+        cJSON_AddItemToObject(root, "devices", str_array(cfg->devices, cfg->ndevices));
+
+    o = cJSON_AddObjectToObject(root, "launch");
+    if (cfg->launch.nendpoints)
+        cJSON_AddItemToObject(o, "endpoints",
+                              str_array(cfg->launch.endpoints, cfg->launch.nendpoints));
+    cJSON_AddBoolToObject(o, "curve", cfg->launch.curve);
+    if (cfg->launch.keys) cJSON_AddStringToObject(o, "keys", cfg->launch.keys);
+    cJSON_AddNumberToObject(o, "heartbeat_ms", cfg->launch.heartbeat_ms);
+
+    o = cJSON_AddObjectToObject(root, "output");
+    cJSON_AddStringToObject(o, "dir", cfg->output.dir);
+    cJSON_AddNumberToObject(o, "checkpoint_interval", cfg->output.checkpoint_interval);
+
+    char *text = pretty ? cJSON_Print(root) : cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+uint64_t sl_config_hash(const sl_config *cfg)
+{
+    char *text = sl_config_to_json(cfg, false);
+    uint64_t h = 14695981039346656037ull;
+    for (const unsigned char *p = (const unsigned char *)text; p && *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ull;
+    }
+    free(text);
+    return h;
+}
+
+const char *sl_config_device(const sl_config *cfg, int rank)
+{
+    if (cfg->ndevices <= 1) return cfg->devices ? cfg->devices[0] : "cpu";
+    return cfg->devices[rank % cfg->ndevices];
+}
+
+int sl_config_param_layers(const sl_config *cfg)
+{
+    int n = 0;
+    for (int i = 0; i < cfg->model.nlayers; i++) {
+        sl_layer l;
+        n += sl_layer_parse(cfg->model.layers[i], &l) == SL_OK && sl_layer_has_params(&l);
+    }
+    return n;
+}
