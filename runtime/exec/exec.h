@@ -25,7 +25,7 @@ typedef struct sl_exec_options {
     const char *next_endpoint;   /* the endpoint of rank (rank+1) % world */
     const char *report_endpoint; /* the coordinator's report socket, or NULL */
     const char *weights_dir;     /* where to leave this rank's weights for the coordinator */
-    const char *keys_dir; /* CURVE keys when launch.keys is not set: a local run's own */
+    const char *keys_dir;        /* CURVE keys when launch.keys is not set: a local run's own */
     uint64_t run_id;
     int max_trace_events; /* per rank; 0 for the default (5000) */
 } sl_exec_options;
