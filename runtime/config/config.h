@@ -24,16 +24,25 @@
 extern "C" {
 #endif
 
-enum sl_optimizer_kind { SL_OPT_SGD, SL_OPT_ADAM };
+enum sl_optimizer_kind { SL_OPT_SGD, SL_OPT_ADAM, SL_OPT_ADAMW };
 
 typedef struct sl_optimizer_config {
-    enum sl_optimizer_kind kind; /* train.optimizer.name: "sgd" or "adam" */
-    double lr;                   /* required, > 0 */
+    enum sl_optimizer_kind kind; /* train.optimizer.name: "sgd", "adam" or "adamw" */
+    double lr;                   /* required, > 0: the peak rate when lr_schedule is set */
     double momentum;             /* sgd: [0, 1), default 0 */
-    double weight_decay;         /* >= 0, default 0 */
-    double beta1, beta2;         /* adam: "betas": [b1, b2], default [0.9, 0.999] */
-    double eps;                  /* adam: default 1e-8 */
+    double weight_decay;         /* >= 0, default 0 (adamw: 0.01, PyTorch's default) */
+    double beta1, beta2;         /* adam, adamw: "betas": [b1, b2], default [0.9, 0.999] */
+    double eps;                  /* adam, adamw: default 1e-8 */
 } sl_optimizer_config;
+
+/* train.lr_schedule: nanoGPT's get_lr. Linear warm-up over warmup_steps, then cosine decay to
+ * min_lr at decay_steps, min_lr after. */
+typedef struct sl_lr_schedule {
+    bool on;          /* the key is present */
+    int warmup_steps; /* >= 0, default 0 */
+    int decay_steps;  /* > warmup_steps, default train.steps */
+    double min_lr;    /* [0, lr], default lr / 10 */
+} sl_lr_schedule;
 
 typedef struct sl_config {
     char *file; /* the config file as given ("" when loaded from text) */
@@ -42,14 +51,19 @@ typedef struct sl_config {
     struct {
         int inputs;             /* required, >= 1 */
         int nlayers;            /* >= 1 */
-        char **layers;          /* "linear:128", "relu", "tanh", "sigmoid", "gelu" */
+        char **layers;          /* "linear:128", "relu", ...; with gpt: "embedding", n_layer x
+                                   "block", "head", expanded from it */
+        bool has_gpt;           /* model.gpt was given instead of model.layers */
+        sl_gpt_config gpt;      /* model.gpt (nanoGPT's GPTConfig names); inputs = block_size */
         enum sl_loss_kind loss; /* "cross_entropy" (default) or "mse" */
         char *init;             /* resolved path of initial weights (safetensors), or NULL */
         uint64_t seed;          /* weight init seed, default 0 */
     } model;
 
     struct {
-        char *path;           /* resolved path: .safetensors, .csv or .csv.gz (required) */
+        char *path;           /* resolved path: .safetensors, .csv or .csv.gz (this or text) */
+        char *text;           /* resolved path of a UTF-8 text (.gz too) for a GPT, or NULL */
+        double val_fraction;  /* text: the last share held out for validation, default 0.1 */
         double test_fraction; /* [0, 1), default 0: share of rows held out for evaluation */
         double scale;         /* multiplies every feature, default 1 */
         bool shuffle;         /* reshuffle the training rows every epoch, default false */
@@ -64,6 +78,8 @@ typedef struct sl_config {
         int microbatches; /* default 1 */
         int threads;      /* OpenBLAS threads per rank, 0 (default) = the library's default */
         sl_optimizer_config optimizer;
+        sl_lr_schedule lr_schedule;
+        double grad_clip; /* the largest global gradient norm (clip_grad_norm_), 0 = off */
     } train;
 
     struct {

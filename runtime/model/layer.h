@@ -26,6 +26,14 @@ extern "C" {
 
 struct sl_layer_kind;
 
+/* A GPT's shape with nanoGPT's GPTConfig names (the config's model.gpt). The GPT's layers
+ * (embedding, block, head) read it from their sl_layer. */
+typedef struct sl_gpt_config {
+    int vocab_size, block_size, n_layer, n_head, n_embd;
+    bool bias;           /* biases in the linear layers and layer norms */
+    bool tie_embeddings; /* lm_head.weight is transformer.wte.weight */
+} sl_gpt_config;
+
 /* One layer of a model, as parsed from its config text and shaped by the model. */
 typedef struct sl_layer {
     const struct sl_layer_kind *kind;
@@ -33,6 +41,8 @@ typedef struct sl_layer {
     int arg;                /* the kind's parsed argument: linear's width */
     enum sl_activation act; /* the activation kinds */
     char prefix[64];        /* parameter names start with it: "3." for model.layers[3] */
+    int index;              /* of the GPT's layers: the block's number (transformer.h.{index}) */
+    sl_gpt_config gpt;      /* the GPT's layers: the model's shape */
 } sl_layer;
 
 /* How a parameter's initial values are drawn (sl_weights_init). */
