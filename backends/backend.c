@@ -324,7 +324,7 @@ void sl_event_free(sl_event *ev)
 
 const char *sl_activation_name(enum sl_activation act)
 {
-    static const char *names[SL_ACT_COUNT] = {"relu", "tanh", "sigmoid", "gelu"};
+    static const char *names[SL_ACT_COUNT] = {"relu", "tanh", "sigmoid", "gelu", "gelu_tanh"};
     return (unsigned)act < SL_ACT_COUNT ? names[act] : "unknown";
 }
 
@@ -336,14 +336,14 @@ int sl_activation_parse(const char *name, enum sl_activation *act)
             return SL_OK;
         }
     }
-    return sl_fail(SL_EINVAL, "unknown activation '%s' (relu, tanh, sigmoid, gelu)",
+    return sl_fail(SL_EINVAL, "unknown activation '%s' (relu, tanh, sigmoid, gelu, gelu_tanh)",
                    name ? name : "(null)");
 }
 
 /* Checks that `buf` is on `dev` and holds at least `elems` 4-byte elements, within the device's
  * binding range. `name` is the argument's name for the message. */
-static int check_arg(const char *kernel, const char *name, sl_device *dev, const sl_buffer *buf,
-                     size_t elems)
+int sl__check_arg(const char *kernel, const char *name, sl_device *dev, const sl_buffer *buf,
+                  size_t elems)
 {
     if (!buf) return sl_fail(SL_EINVAL, "%s: buffer '%s' is null", kernel, name);
     if (buf->dev != dev)
@@ -363,13 +363,13 @@ static int check_arg(const char *kernel, const char *name, sl_device *dev, const
     return SL_OK;
 }
 
-static int check_dev(const char *kernel, sl_device *dev)
+int sl__check_dev(const char *kernel, sl_device *dev)
 {
     return dev ? SL_OK : sl_fail(SL_EINVAL, "%s: null device", kernel);
 }
 
 /* rows * cols without overflow, as an element count. */
-static int check_shape(const char *kernel, size_t rows, size_t cols, size_t *elems)
+int sl__check_shape(const char *kernel, size_t rows, size_t cols, size_t *elems)
 {
     *elems = rows * cols;
     if (rows && cols && (*elems / cols != rows || *elems > SIZE_MAX / 4))
@@ -382,13 +382,13 @@ int sl_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size
 {
     static const char *K = "sl_gemm";
     size_t ea, eb, ec;
-    SL_TRY(check_dev(K, dev));
-    SL_TRY(check_shape(K, m, k, &ea));
-    SL_TRY(check_shape(K, k, n, &eb));
-    SL_TRY(check_shape(K, m, n, &ec));
-    SL_TRY(check_arg(K, "a", dev, a, ea));
-    SL_TRY(check_arg(K, "b", dev, b, eb));
-    SL_TRY(check_arg(K, "c", dev, c, ec));
+    SL_TRY(sl__check_dev(K, dev));
+    SL_TRY(sl__check_shape(K, m, k, &ea));
+    SL_TRY(sl__check_shape(K, k, n, &eb));
+    SL_TRY(sl__check_shape(K, m, n, &ec));
+    SL_TRY(sl__check_arg(K, "a", dev, a, ea));
+    SL_TRY(sl__check_arg(K, "b", dev, b, eb));
+    SL_TRY(sl__check_arg(K, "c", dev, c, ec));
     if (m == 0 || n == 0) return SL_OK;
     if (k == 0)
         return beta == 0.0f ? dev->ops->fill(dev, ec, 0.0f, c)
@@ -400,10 +400,10 @@ int sl_bias_add(sl_device *dev, size_t rows, size_t cols, sl_buffer *y, sl_buffe
 {
     static const char *K = "sl_bias_add";
     size_t e;
-    SL_TRY(check_dev(K, dev));
-    SL_TRY(check_shape(K, rows, cols, &e));
-    SL_TRY(check_arg(K, "y", dev, y, e));
-    SL_TRY(check_arg(K, "bias", dev, bias, cols));
+    SL_TRY(sl__check_dev(K, dev));
+    SL_TRY(sl__check_shape(K, rows, cols, &e));
+    SL_TRY(sl__check_arg(K, "y", dev, y, e));
+    SL_TRY(sl__check_arg(K, "bias", dev, bias, cols));
     if (e == 0) return SL_OK;
     return dev->ops->bias_add(dev, rows, cols, y, bias);
 }
@@ -413,10 +413,10 @@ int sl_bias_grad(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy, float 
 {
     static const char *K = "sl_bias_grad";
     size_t e;
-    SL_TRY(check_dev(K, dev));
-    SL_TRY(check_shape(K, rows, cols, &e));
-    SL_TRY(check_arg(K, "dy", dev, dy, e));
-    SL_TRY(check_arg(K, "dbias", dev, dbias, cols));
+    SL_TRY(sl__check_dev(K, dev));
+    SL_TRY(sl__check_shape(K, rows, cols, &e));
+    SL_TRY(sl__check_arg(K, "dy", dev, dy, e));
+    SL_TRY(sl__check_arg(K, "dbias", dev, dbias, cols));
     if (beta != 0.0f && beta != 1.0f) return sl_fail(SL_EINVAL, "%s: beta must be 0 or 1", K);
     if (cols == 0) return SL_OK;
     if (rows == 0) return beta == 0.0f ? dev->ops->fill(dev, cols, 0.0f, dbias) : SL_OK;
@@ -433,10 +433,10 @@ static int check_act(const char *kernel, enum sl_activation act)
 int sl_act_forward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x, sl_buffer *y)
 {
     static const char *K = "sl_act_forward";
-    SL_TRY(check_dev(K, dev));
+    SL_TRY(sl__check_dev(K, dev));
     SL_TRY(check_act(K, act));
-    SL_TRY(check_arg(K, "x", dev, x, n));
-    SL_TRY(check_arg(K, "y", dev, y, n));
+    SL_TRY(sl__check_arg(K, "x", dev, x, n));
+    SL_TRY(sl__check_arg(K, "y", dev, y, n));
     if (n == 0) return SL_OK;
     return dev->ops->act_forward(dev, act, n, x, y);
 }
@@ -445,11 +445,11 @@ int sl_act_backward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer 
                     sl_buffer *dx)
 {
     static const char *K = "sl_act_backward";
-    SL_TRY(check_dev(K, dev));
+    SL_TRY(sl__check_dev(K, dev));
     SL_TRY(check_act(K, act));
-    SL_TRY(check_arg(K, "x", dev, x, n));
-    SL_TRY(check_arg(K, "dy", dev, dy, n));
-    SL_TRY(check_arg(K, "dx", dev, dx, n));
+    SL_TRY(sl__check_arg(K, "x", dev, x, n));
+    SL_TRY(sl__check_arg(K, "dy", dev, dy, n));
+    SL_TRY(sl__check_arg(K, "dx", dev, dx, n));
     if (n == 0) return SL_OK;
     return dev->ops->act_backward(dev, act, n, x, dy, dx);
 }
@@ -459,13 +459,13 @@ int sl_softmax_xent(sl_device *dev, size_t rows, size_t classes, sl_buffer *logi
 {
     static const char *K = "sl_softmax_xent";
     size_t e;
-    SL_TRY(check_dev(K, dev));
-    SL_TRY(check_shape(K, rows, classes, &e));
+    SL_TRY(sl__check_dev(K, dev));
+    SL_TRY(sl__check_shape(K, rows, classes, &e));
     if (classes == 0) return sl_fail(SL_EINVAL, "%s: zero classes", K);
-    SL_TRY(check_arg(K, "logits", dev, logits, e));
-    SL_TRY(check_arg(K, "labels", dev, labels, rows));
-    SL_TRY(check_arg(K, "loss", dev, loss, rows));
-    SL_TRY(check_arg(K, "dlogits", dev, dlogits, e));
+    SL_TRY(sl__check_arg(K, "logits", dev, logits, e));
+    SL_TRY(sl__check_arg(K, "labels", dev, labels, rows));
+    SL_TRY(sl__check_arg(K, "loss", dev, loss, rows));
+    SL_TRY(sl__check_arg(K, "dlogits", dev, dlogits, e));
     if (rows == 0) return SL_OK;
     return dev->ops->softmax_xent(dev, rows, classes, logits, labels, scale, loss, dlogits);
 }
@@ -475,13 +475,13 @@ int sl_mse(sl_device *dev, size_t rows, size_t cols, sl_buffer *pred, sl_buffer 
 {
     static const char *K = "sl_mse";
     size_t e;
-    SL_TRY(check_dev(K, dev));
-    SL_TRY(check_shape(K, rows, cols, &e));
+    SL_TRY(sl__check_dev(K, dev));
+    SL_TRY(sl__check_shape(K, rows, cols, &e));
     if (cols == 0) return sl_fail(SL_EINVAL, "%s: zero columns", K);
-    SL_TRY(check_arg(K, "pred", dev, pred, e));
-    SL_TRY(check_arg(K, "target", dev, target, e));
-    SL_TRY(check_arg(K, "loss", dev, loss, rows));
-    SL_TRY(check_arg(K, "dpred", dev, dpred, e));
+    SL_TRY(sl__check_arg(K, "pred", dev, pred, e));
+    SL_TRY(sl__check_arg(K, "target", dev, target, e));
+    SL_TRY(sl__check_arg(K, "loss", dev, loss, rows));
+    SL_TRY(sl__check_arg(K, "dpred", dev, dpred, e));
     if (rows == 0) return SL_OK;
     return dev->ops->mse(dev, rows, cols, pred, target, scale, loss, dpred);
 }
@@ -490,10 +490,10 @@ int sl_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffe
            float lr, float momentum, float weight_decay)
 {
     static const char *K = "sl_sgd";
-    SL_TRY(check_dev(K, dev));
-    SL_TRY(check_arg(K, "param", dev, param, n));
-    SL_TRY(check_arg(K, "grad", dev, grad, n));
-    if (momentum != 0.0f) SL_TRY(check_arg(K, "momentum_buf", dev, momentum_buf, n));
+    SL_TRY(sl__check_dev(K, dev));
+    SL_TRY(sl__check_arg(K, "param", dev, param, n));
+    SL_TRY(sl__check_arg(K, "grad", dev, grad, n));
+    if (momentum != 0.0f) SL_TRY(sl__check_arg(K, "momentum_buf", dev, momentum_buf, n));
     if (!(lr >= 0.0f) || !(momentum >= 0.0f) || !(weight_decay >= 0.0f))
         return sl_fail(SL_EINVAL, "%s: lr, momentum and weight_decay must be >= 0", K);
     if (n == 0) return SL_OK;
@@ -501,30 +501,47 @@ int sl_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffe
                          weight_decay);
 }
 
-int sl_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m, sl_buffer *v,
-            float lr, float beta1, float beta2, float eps, float weight_decay, int64_t t)
+/* sl_adam and sl_adamw: the same checks and bias corrections, then the backend's update. */
+static int adam_common(const char *K, bool decoupled, sl_device *dev, size_t n, sl_buffer *param,
+                       sl_buffer *grad, sl_buffer *m, sl_buffer *v, float lr, float beta1,
+                       float beta2, float eps, float weight_decay, int64_t t)
 {
-    static const char *K = "sl_adam";
-    SL_TRY(check_dev(K, dev));
-    SL_TRY(check_arg(K, "param", dev, param, n));
-    SL_TRY(check_arg(K, "grad", dev, grad, n));
-    SL_TRY(check_arg(K, "m", dev, m, n));
-    SL_TRY(check_arg(K, "v", dev, v, n));
+    SL_TRY(sl__check_dev(K, dev));
+    SL_TRY(sl__check_arg(K, "param", dev, param, n));
+    SL_TRY(sl__check_arg(K, "grad", dev, grad, n));
+    SL_TRY(sl__check_arg(K, "m", dev, m, n));
+    SL_TRY(sl__check_arg(K, "v", dev, v, n));
     if (t < 1) return sl_fail(SL_EINVAL, "%s: step t counts from 1 (got %lld)", K, (long long)t);
     if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f))
         return sl_fail(SL_EINVAL, "%s: betas must be in [0, 1)", K);
     if (n == 0) return SL_OK;
     float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
     float bc2 = (float)(1.0 - pow((double)beta2, (double)t));
-    return dev->ops->adam(dev, n, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2);
+    return (decoupled ? dev->ops->adamw : dev->ops->adam)(dev, n, param, grad, m, v, lr, beta1,
+                                                          beta2, eps, weight_decay, bc1, bc2);
+}
+
+int sl_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m, sl_buffer *v,
+            float lr, float beta1, float beta2, float eps, float weight_decay, int64_t t)
+{
+    return adam_common("sl_adam", false, dev, n, param, grad, m, v, lr, beta1, beta2, eps,
+                       weight_decay, t);
+}
+
+int sl_adamw(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+             sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+             int64_t t)
+{
+    return adam_common("sl_adamw", true, dev, n, param, grad, m, v, lr, beta1, beta2, eps,
+                       weight_decay, t);
 }
 
 int sl_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y)
 {
     static const char *K = "sl_axpy";
-    SL_TRY(check_dev(K, dev));
-    SL_TRY(check_arg(K, "x", dev, x, n));
-    SL_TRY(check_arg(K, "y", dev, y, n));
+    SL_TRY(sl__check_dev(K, dev));
+    SL_TRY(sl__check_arg(K, "x", dev, x, n));
+    SL_TRY(sl__check_arg(K, "y", dev, y, n));
     if (n == 0) return SL_OK;
     return dev->ops->axpy(dev, n, alpha, x, y);
 }
@@ -532,8 +549,8 @@ int sl_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y)
 int sl_scale(sl_device *dev, size_t n, float alpha, sl_buffer *x)
 {
     static const char *K = "sl_scale";
-    SL_TRY(check_dev(K, dev));
-    SL_TRY(check_arg(K, "x", dev, x, n));
+    SL_TRY(sl__check_dev(K, dev));
+    SL_TRY(sl__check_arg(K, "x", dev, x, n));
     if (n == 0) return SL_OK;
     return dev->ops->scale(dev, n, alpha, x);
 }
@@ -541,8 +558,8 @@ int sl_scale(sl_device *dev, size_t n, float alpha, sl_buffer *x)
 int sl_fill(sl_device *dev, size_t n, float value, sl_buffer *x)
 {
     static const char *K = "sl_fill";
-    SL_TRY(check_dev(K, dev));
-    SL_TRY(check_arg(K, "x", dev, x, n));
+    SL_TRY(sl__check_dev(K, dev));
+    SL_TRY(sl__check_arg(K, "x", dev, x, n));
     if (n == 0) return SL_OK;
     return dev->ops->fill(dev, n, value, x);
 }

@@ -147,7 +147,18 @@ void sl_event_free(sl_event *ev);
 /* ------------------------------------------------------------------------------------------------
  * Stage kernels (fp32). Shapes are in elements; the comment above each gives them. */
 
-enum sl_activation { SL_ACT_RELU, SL_ACT_TANH, SL_ACT_SIGMOID, SL_ACT_GELU, SL_ACT_COUNT };
+/* SL_ACT_GELU is PyTorch's nn.GELU(), the exact erf form 0.5 x (1 + erf(x / sqrt 2));
+ * SL_ACT_GELU_TANH is nn.GELU(approximate='tanh'), GPT-2's
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Names: "relu", "tanh", "sigmoid", "gelu",
+ * "gelu_tanh". */
+enum sl_activation {
+    SL_ACT_RELU,
+    SL_ACT_TANH,
+    SL_ACT_SIGMOID,
+    SL_ACT_GELU,
+    SL_ACT_GELU_TANH,
+    SL_ACT_COUNT
+};
 const char *sl_activation_name(enum sl_activation act);
 int sl_activation_parse(const char *name, enum sl_activation *act);
 
@@ -198,6 +209,74 @@ int sl_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffe
  * p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
 int sl_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m, sl_buffer *v,
             float lr, float beta1, float beta2, float eps, float weight_decay, int64_t t);
+
+/* AdamW, PyTorch's torch.optim.AdamW (decoupled weight decay), step t counted from 1:
+ * p *= 1 - lr wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+ * p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). Arguments as sl_adam. */
+int sl_adamw(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+             sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+             int64_t t);
+
+/* out[0] = sum of x[n]^2, written (not accumulated), for the gradient norm. The sum is
+ * deterministic: a fixed-order tree reduction whose shape depends only on n and the device, so
+ * the same input gives the same bits on every run on a given device. Devices sum in fp32 and may
+ * differ from the CPU's double-accumulated sum by rounding (about 1e-6 relative). n = 0 writes 0.
+ */
+int sl_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out);
+
+/* ------------------------------------------------------------------------------------------------
+ * Transformer kernels (GPT-2 as nanoGPT and llm.c have it). */
+
+/* Layer norm over the last dimension, PyTorch's nn.LayerNorm(cols) (eps 1e-5, biased variance):
+ * x[rows,cols], weight[cols], bias[cols] -> y[rows,cols], mean[rows], rstd[rows]
+ * mean[r] = sum_c x / cols;  rstd[r] = 1 / sqrt(sum_c (x - mean)^2 / cols + 1e-5);
+ * y[r,c] = (x[r,c] - mean[r]) * rstd[r] * weight[c] + bias[c]. y may be x. */
+int sl_layernorm_forward(sl_device *dev, size_t rows, size_t cols, sl_buffer *x, sl_buffer *weight,
+                         sl_buffer *bias, sl_buffer *y, sl_buffer *mean, sl_buffer *rstd);
+
+/* Layer norm backward from dy[rows,cols] and the forward's x, mean, rstd and weight:
+ * dx[rows,cols] is written; dweight[cols] and dbias[cols] are accumulated (+=), summed over rows
+ * in row order (no atomics: the same bits on every run). dx may be dy. */
+int sl_layernorm_backward(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy, sl_buffer *x,
+                          sl_buffer *mean, sl_buffer *rstd, sl_buffer *weight, sl_buffer *dx,
+                          sl_buffer *dweight, sl_buffer *dbias);
+
+/* Token and position embedding for batch*seq tokens (int32 tokens[batch*seq], n = b*seq + t):
+ * out[n,cols] = wte[tokens[n],:] + wpe[t,:], with wte [vocab,cols] and wpe [seq,cols].
+ * Tokens must be in [0, vocab) (the runtime checks them when it loads data); a kernel reads an
+ * out-of-range token as a zero row of wte rather than outside the buffer. */
+int sl_embedding_forward(sl_device *dev, size_t batch, size_t seq, size_t cols, size_t vocab,
+                         sl_buffer *tokens, sl_buffer *wte, sl_buffer *wpe, sl_buffer *out);
+
+/* Embedding backward from dout[batch*seq,cols], accumulated (+=):
+ * dwte[v,:] += sum of dout[n,:] over the n with tokens[n] == v, in increasing n;
+ * dwpe[t,:] += sum over b of dout[b*seq + t,:], in increasing b.
+ * The order of every sum is fixed (no atomics), so the bits do not depend on the device's
+ * scheduling; out-of-range tokens contribute nothing. */
+int sl_embedding_backward(sl_device *dev, size_t batch, size_t seq, size_t cols, size_t vocab,
+                          sl_buffer *tokens, sl_buffer *dout, sl_buffer *dwte, sl_buffer *dwpe);
+
+/* Causal softmax of attention scores s[heads,seq,seq] (heads = batch * attention heads; rows of
+ * length seq): row t keeps columns 0..t, p[h,t,j] = softmax_j(scale * s[h,t,j]) over j <= t and
+ * 0 for j > t. p may be s. */
+int sl_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq, float scale, sl_buffer *s,
+                              sl_buffer *p);
+
+/* Its backward from p (the forward's output) and dp[heads,seq,seq]:
+ * ds[h,t,j] = scale * p[h,t,j] * (dp[h,t,j] - sum_{k<=t} p[h,t,k] dp[h,t,k]) for j <= t, 0 beyond.
+ * ds may be dp. */
+int sl_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float scale, sl_buffer *p,
+                               sl_buffer *dp, sl_buffer *ds);
+
+/* Batched strided GEMM: for i < batch, C_i = alpha * op(A_i) * op(B_i) + beta * C_i with the
+ * shapes and transposes of sl_gemm, where A_i starts at element i * stride_a of a (B_i, C_i
+ * likewise). stride_a or stride_b may be 0 (one matrix for every batch entry); the C matrices
+ * must not overlap (stride_c >= m*n when batch > 1). beta = 0 overwrites each C_i. With k = 0 and
+ * beta other than 1, the C matrices must be contiguous (stride_c == m*n). */
+int sl_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
+                            size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
+                            size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
+                            size_t batch);
 
 /* y[n] += alpha * x[n]  (gradient accumulation) */
 int sl_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y);

@@ -91,10 +91,47 @@ struct sl_backend_ops {
     int (*adam)(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
                 sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
                 float bc1, float bc2);
+    /* AdamW: as adam, with the decoupled weight decay of sl_adamw. */
+    int (*adamw)(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+                 sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+                 float bc1, float bc2);
+    /* n > 0. */
+    int (*sum_squares)(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out);
+    /* rows, cols > 0. */
+    int (*layernorm_forward)(sl_device *dev, size_t rows, size_t cols, sl_buffer *x,
+                             sl_buffer *weight, sl_buffer *bias, sl_buffer *y, sl_buffer *mean,
+                             sl_buffer *rstd);
+    int (*layernorm_backward)(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy, sl_buffer *x,
+                              sl_buffer *mean, sl_buffer *rstd, sl_buffer *weight, sl_buffer *dx,
+                              sl_buffer *dweight, sl_buffer *dbias);
+    /* batch, seq, cols, vocab > 0. */
+    int (*embedding_forward)(sl_device *dev, size_t batch, size_t seq, size_t cols, size_t vocab,
+                             sl_buffer *tokens, sl_buffer *wte, sl_buffer *wpe, sl_buffer *out);
+    int (*embedding_backward)(sl_device *dev, size_t batch, size_t seq, size_t cols, size_t vocab,
+                              sl_buffer *tokens, sl_buffer *dout, sl_buffer *dwte, sl_buffer *dwpe);
+    /* heads, seq > 0. */
+    int (*causal_softmax_forward)(sl_device *dev, size_t heads, size_t seq, float scale,
+                                  sl_buffer *s, sl_buffer *p);
+    int (*causal_softmax_backward)(sl_device *dev, size_t heads, size_t seq, float scale,
+                                   sl_buffer *p, sl_buffer *dp, sl_buffer *ds);
+    /* m, n, k, batch > 0; the C matrices do not overlap. */
+    int (*gemm_strided_batched)(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
+                                size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
+                                size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
+                                size_t batch);
     int (*axpy)(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y);
     int (*scale)(sl_device *dev, size_t n, float alpha, sl_buffer *x);
     int (*fill)(sl_device *dev, size_t n, float value, sl_buffer *x);
 };
+
+/* Argument checks shared by the wrapper's files (backend.c, transformer.c); each records a
+ * message naming `kernel` and returns a status. */
+/* `buf` is on `dev` and holds at least `elems` 4-byte elements within the device's range. */
+int sl__check_arg(const char *kernel, const char *name, sl_device *dev, const sl_buffer *buf,
+                  size_t elems);
+int sl__check_dev(const char *kernel, sl_device *dev);
+/* *elems = rows * cols, refusing overflow. */
+int sl__check_shape(const char *kernel, size_t rows, size_t cols, size_t *elems);
 
 extern const struct sl_backend_ops sl__cpu_backend;
 #ifdef SL_HAVE_OPENCL

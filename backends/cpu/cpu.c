@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define F(buf) ((float *)(buf)->impl)
+#include "backends/cpu/cpu_impl.h"
 
 /* ------------------------------------------------------------------------------------------------
  * Device */
@@ -272,8 +272,10 @@ static int cpu_bias_grad(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy
     return SL_OK;
 }
 
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_C 0.044715f
+#define GELU_K      0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_C      0.044715f
+#define SQRT1_2     0.70710678118654752f /* 1/sqrt(2) */
+#define INV_SQRT2PI 0.39894228040143268f /* 1/sqrt(2 pi) */
 
 static float act_f(enum sl_activation act, float x)
 {
@@ -285,6 +287,8 @@ static float act_f(enum sl_activation act, float x)
     case SL_ACT_SIGMOID:
         return 1.0f / (1.0f + expf(-x));
     case SL_ACT_GELU:
+        return 0.5f * x * (1.0f + erff(x * SQRT1_2));
+    case SL_ACT_GELU_TANH:
         return 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
     default:
         return NAN;
@@ -305,7 +309,9 @@ static float act_df(enum sl_activation act, float x)
         float s = 1.0f / (1.0f + expf(-x));
         return s * (1.0f - s);
     }
-    case SL_ACT_GELU: {
+    case SL_ACT_GELU:
+        return 0.5f * (1.0f + erff(x * SQRT1_2)) + x * expf(-0.5f * x * x) * INV_SQRT2PI;
+    case SL_ACT_GELU_TANH: {
         float t = tanhf(GELU_K * (x + GELU_C * x * x * x));
         return 0.5f * (1.0f + t) +
                0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
@@ -413,20 +419,41 @@ static int cpu_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad,
     return SL_OK;
 }
 
+/* Adam, or with `decoupled` AdamW (p *= 1 - lr wd instead of wd p added to the gradient). */
+static void adam_update(size_t n, float *p, const float *g, float *pm, float *pv, float lr,
+                        float beta1, float beta2, float eps, float weight_decay, float bc1,
+                        float bc2, bool decoupled)
+{
+    float step = lr / bc1, sqrt_bc2 = sqrtf(bc2), decay = 1.0f - lr * weight_decay;
+    for (size_t i = 0; i < n; i++) {
+        float w = p[i], d = g[i];
+        if (decoupled)
+            w *= decay;
+        else
+            d += weight_decay * w;
+        pm[i] = beta1 * pm[i] + (1.0f - beta1) * d;
+        pv[i] = beta2 * pv[i] + (1.0f - beta2) * d * d;
+        p[i] = w - step * pm[i] / (sqrtf(pv[i]) / sqrt_bc2 + eps);
+    }
+}
+
 static int cpu_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
                     sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
                     float bc1, float bc2)
 {
     (void)dev;
-    float *p = F(param), *pm = F(m), *pv = F(v);
-    const float *g = F(grad);
-    float step = lr / bc1, sqrt_bc2 = sqrtf(bc2);
-    for (size_t i = 0; i < n; i++) {
-        float d = g[i] + weight_decay * p[i];
-        pm[i] = beta1 * pm[i] + (1.0f - beta1) * d;
-        pv[i] = beta2 * pv[i] + (1.0f - beta2) * d * d;
-        p[i] -= step * pm[i] / (sqrtf(pv[i]) / sqrt_bc2 + eps);
-    }
+    adam_update(n, F(param), F(grad), F(m), F(v), lr, beta1, beta2, eps, weight_decay, bc1, bc2,
+                false);
+    return SL_OK;
+}
+
+static int cpu_adamw(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+                     sl_buffer *v, float lr, float beta1, float beta2, float eps,
+                     float weight_decay, float bc1, float bc2)
+{
+    (void)dev;
+    adam_update(n, F(param), F(grad), F(m), F(v), lr, beta1, beta2, eps, weight_decay, bc1, bc2,
+                true);
     return SL_OK;
 }
 
@@ -496,6 +523,15 @@ const struct sl_backend_ops sl__cpu_backend = {
     .mse = cpu_mse,
     .sgd = cpu_sgd,
     .adam = cpu_adam,
+    .adamw = cpu_adamw,
+    .sum_squares = sl__cpu_sum_squares,
+    .layernorm_forward = sl__cpu_layernorm_forward,
+    .layernorm_backward = sl__cpu_layernorm_backward,
+    .embedding_forward = sl__cpu_embedding_forward,
+    .embedding_backward = sl__cpu_embedding_backward,
+    .causal_softmax_forward = sl__cpu_causal_softmax_forward,
+    .causal_softmax_backward = sl__cpu_causal_softmax_backward,
+    .gemm_strided_batched = sl__cpu_gemm_strided_batched,
     .axpy = cpu_axpy,
     .scale = cpu_scale,
     .fill = cpu_fill,

@@ -11,10 +11,12 @@ const char *const sl__cl_kernel_names[K_COUNT] = {
     [K_ACT_FWD_TANH] = "act_fwd_tanh",
     [K_ACT_FWD_SIGMOID] = "act_fwd_sigmoid",
     [K_ACT_FWD_GELU] = "act_fwd_gelu",
+    [K_ACT_FWD_GELU_TANH] = "act_fwd_gelu_tanh",
     [K_ACT_BWD_RELU] = "act_bwd_relu",
     [K_ACT_BWD_TANH] = "act_bwd_tanh",
     [K_ACT_BWD_SIGMOID] = "act_bwd_sigmoid",
     [K_ACT_BWD_GELU] = "act_bwd_gelu",
+    [K_ACT_BWD_GELU_TANH] = "act_bwd_gelu_tanh",
     [K_FILL] = "fill",
     [K_SCALE] = "scale",
     [K_AXPY] = "axpy",
@@ -25,21 +27,27 @@ const char *const sl__cl_kernel_names[K_COUNT] = {
     [K_BIAS_GRAD] = "bias_grad",
     [K_SOFTMAX_XENT] = "softmax_xent",
     [K_MSE] = "mse",
+    [K_LAYERNORM_FORWARD] = "layernorm_forward",
+    [K_LAYERNORM_PARAMS] = "layernorm_params",
+    [K_LAYERNORM_DX] = "layernorm_dx",
+    [K_EMBEDDING_FORWARD] = "embedding_forward",
+    [K_EMBEDDING_DWTE] = "embedding_dwte",
+    [K_EMBEDDING_DWPE] = "embedding_dwpe",
+    [K_CAUSAL_SOFTMAX_FORWARD] = "causal_softmax_forward",
+    [K_CAUSAL_SOFTMAX_BACKWARD] = "causal_softmax_backward",
+    [K_SUM_SQUARES] = "sum_squares",
     [K_PEAK_FMA] = "peak_fma",
 };
 
 /* ------------------------------------------------------------------------------------------------
  * Launch helpers */
 
-#define ARG(k, i, v) CL_TRY(clSetKernelArg(d->kernels[k], i, sizeof(v), &(v)), "clSetKernelArg " #k)
-
 static size_t round_up(size_t n, size_t m)
 {
     return (n + m - 1) / m * m;
 }
 
-/* Runs kernel k over `items` work-items in 1-D work-groups of d->wg. */
-static int launch1(struct sl__cl_device *d, enum sl__cl_kernel k, size_t items)
+int sl__cl_launch1(struct sl__cl_device *d, enum sl__cl_kernel k, size_t items)
 {
     size_t local = d->wg, global = round_up(items ? items : 1, local);
     cl_int err =
@@ -158,7 +166,7 @@ static int cl_bias_grad(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy,
     ARG(K_BIAS_GRAD, 2, r);
     ARG(K_BIAS_GRAD, 3, c);
     ARG(K_BIAS_GRAD, 4, beta);
-    return launch1(d, K_BIAS_GRAD, cols);
+    return sl__cl_launch1(d, K_BIAS_GRAD, cols);
 }
 
 static int cl_act_forward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x,
@@ -170,7 +178,7 @@ static int cl_act_forward(sl_device *dev, enum sl_activation act, size_t n, sl_b
     ARG(k, 0, x->impl);
     ARG(k, 1, y->impl);
     ARG(k, 2, nn);
-    return launch1(d, k, ew_items(n));
+    return sl__cl_launch1(d, k, ew_items(n));
 }
 
 static int cl_act_backward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x,
@@ -183,7 +191,7 @@ static int cl_act_backward(sl_device *dev, enum sl_activation act, size_t n, sl_
     ARG(k, 1, dy->impl);
     ARG(k, 2, dx->impl);
     ARG(k, 3, nn);
-    return launch1(d, k, ew_items(n));
+    return sl__cl_launch1(d, k, ew_items(n));
 }
 
 static int cl_softmax_xent(sl_device *dev, size_t rows, size_t classes, sl_buffer *logits,
@@ -198,7 +206,7 @@ static int cl_softmax_xent(sl_device *dev, size_t rows, size_t classes, sl_buffe
     ARG(K_SOFTMAX_XENT, 4, r);
     ARG(K_SOFTMAX_XENT, 5, c);
     ARG(K_SOFTMAX_XENT, 6, scale);
-    return launch1(d, K_SOFTMAX_XENT, rows);
+    return sl__cl_launch1(d, K_SOFTMAX_XENT, rows);
 }
 
 static int cl_mse(sl_device *dev, size_t rows, size_t cols, sl_buffer *pred, sl_buffer *target,
@@ -213,7 +221,7 @@ static int cl_mse(sl_device *dev, size_t rows, size_t cols, sl_buffer *pred, sl_
     ARG(K_MSE, 4, r);
     ARG(K_MSE, 5, c);
     ARG(K_MSE, 6, scale);
-    return launch1(d, K_MSE, rows);
+    return sl__cl_launch1(d, K_MSE, rows);
 }
 
 static int cl_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad,
@@ -227,7 +235,7 @@ static int cl_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad,
         ARG(K_SGD, 2, nn);
         ARG(K_SGD, 3, lr);
         ARG(K_SGD, 4, weight_decay);
-        return launch1(d, K_SGD, ew_items(n));
+        return sl__cl_launch1(d, K_SGD, ew_items(n));
     }
     ARG(K_SGD_MOMENTUM, 0, param->impl);
     ARG(K_SGD_MOMENTUM, 1, grad->impl);
@@ -236,16 +244,18 @@ static int cl_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad,
     ARG(K_SGD_MOMENTUM, 4, lr);
     ARG(K_SGD_MOMENTUM, 5, momentum);
     ARG(K_SGD_MOMENTUM, 6, weight_decay);
-    return launch1(d, K_SGD_MOMENTUM, ew_items(n));
+    return sl__cl_launch1(d, K_SGD_MOMENTUM, ew_items(n));
 }
 
-static int cl_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
-                   sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
-                   float bc1, float bc2)
+/* Adam, or AdamW with `decoupled`. */
+static int adam_launch(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+                       sl_buffer *v, float lr, float beta1, float beta2, float eps,
+                       float weight_decay, float bc1, float bc2, cl_int decoupled)
 {
     struct sl__cl_device *d = CLDEV(dev);
     cl_ulong nn = n;
-    float step = lr / bc1, sqrt_bc2 = sqrtf(bc2); /* as the reference computes them */
+    /* as the reference computes them */
+    float step = lr / bc1, sqrt_bc2 = sqrtf(bc2), decay = 1.0f - lr * weight_decay;
     ARG(K_ADAM, 0, param->impl);
     ARG(K_ADAM, 1, grad->impl);
     ARG(K_ADAM, 2, m->impl);
@@ -257,7 +267,23 @@ static int cl_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, 
     ARG(K_ADAM, 8, eps);
     ARG(K_ADAM, 9, weight_decay);
     ARG(K_ADAM, 10, sqrt_bc2);
-    return launch1(d, K_ADAM, ew_items(n));
+    ARG(K_ADAM, 11, decay);
+    ARG(K_ADAM, 12, decoupled);
+    return sl__cl_launch1(d, K_ADAM, ew_items(n));
+}
+
+static int cl_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+                   sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+                   float bc1, float bc2)
+{
+    return adam_launch(dev, n, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, 0);
+}
+
+static int cl_adamw(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+                    sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+                    float bc1, float bc2)
+{
+    return adam_launch(dev, n, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, 1);
 }
 
 static int cl_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y)
@@ -268,7 +294,7 @@ static int cl_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffe
     ARG(K_AXPY, 1, y->impl);
     ARG(K_AXPY, 2, nn);
     ARG(K_AXPY, 3, alpha);
-    return launch1(d, K_AXPY, ew_items(n));
+    return sl__cl_launch1(d, K_AXPY, ew_items(n));
 }
 
 static int cl_scale(sl_device *dev, size_t n, float alpha, sl_buffer *x)
@@ -278,7 +304,7 @@ static int cl_scale(sl_device *dev, size_t n, float alpha, sl_buffer *x)
     ARG(K_SCALE, 0, x->impl);
     ARG(K_SCALE, 1, nn);
     ARG(K_SCALE, 2, alpha);
-    return launch1(d, K_SCALE, ew_items(n));
+    return sl__cl_launch1(d, K_SCALE, ew_items(n));
 }
 
 static int cl_fill(sl_device *dev, size_t n, float value, sl_buffer *x)
@@ -288,7 +314,7 @@ static int cl_fill(sl_device *dev, size_t n, float value, sl_buffer *x)
     ARG(K_FILL, 0, x->impl);
     ARG(K_FILL, 1, nn);
     ARG(K_FILL, 2, value);
-    return launch1(d, K_FILL, ew_items(n));
+    return sl__cl_launch1(d, K_FILL, ew_items(n));
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -374,6 +400,15 @@ const struct sl_backend_ops sl__opencl_backend = {
     .mse = cl_mse,
     .sgd = cl_sgd,
     .adam = cl_adam,
+    .adamw = cl_adamw,
+    .sum_squares = sl__cl_sum_squares,
+    .layernorm_forward = sl__cl_layernorm_forward,
+    .layernorm_backward = sl__cl_layernorm_backward,
+    .embedding_forward = sl__cl_embedding_forward,
+    .embedding_backward = sl__cl_embedding_backward,
+    .causal_softmax_forward = sl__cl_causal_softmax_forward,
+    .causal_softmax_backward = sl__cl_causal_softmax_backward,
+    .gemm_strided_batched = sl__cl_gemm_strided_batched,
     .axpy = cl_axpy,
     .scale = cl_scale,
     .fill = cl_fill,

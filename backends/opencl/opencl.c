@@ -10,8 +10,10 @@
 #include <string.h>
 
 /* Kernel sources, embedded by backends/opencl/CMakeLists.txt. */
-extern const unsigned char sl__cl_src_elementwise[], sl__cl_src_loss[], sl__cl_src_peak[];
-extern const size_t sl__cl_src_elementwise_size, sl__cl_src_loss_size, sl__cl_src_peak_size;
+extern const unsigned char sl__cl_src_elementwise[], sl__cl_src_loss[], sl__cl_src_transformer[],
+    sl__cl_src_peak[];
+extern const size_t sl__cl_src_elementwise_size, sl__cl_src_loss_size, sl__cl_src_transformer_size,
+    sl__cl_src_peak_size;
 
 /* Only -cl-std: fast-math options (-cl-fast-relaxed-math, -cl-mad-enable, ...) would make results
  * differ from the reference by more than rounding, and -cl-denorms-are-zero would flush small
@@ -312,6 +314,7 @@ void sl__cl_close(sl_device *dev)
         if (d->kernels[k]) clReleaseKernel(d->kernels[k]);
     if (d->program) clReleaseProgram(d->program);
     if (d->temp) clReleaseMemObject(d->temp);
+    if (d->partials) clReleaseMemObject(d->partials);
     if (d->queue) clReleaseCommandQueue(d->queue);
     if (d->ctx) clReleaseContext(d->ctx);
     free(d);
@@ -330,11 +333,13 @@ static int open_device(sl_device *dev, struct sl__cl_device *d)
     if (err != CL_SUCCESS) return sl__cl_fail(err, "clCreateCommandQueue");
 
     /* One program from all kernel files, built once per device. */
-    size_t total = sl__cl_src_elementwise_size + sl__cl_src_loss_size + sl__cl_src_peak_size + 4;
+    size_t total = sl__cl_src_elementwise_size + sl__cl_src_loss_size +
+                   sl__cl_src_transformer_size + sl__cl_src_peak_size + 5;
     char *src = malloc(total);
     if (!src) return sl_fail(SL_ENOMEM, "no memory for kernel sources");
-    snprintf(src, total, "%s\n%s\n%s\n", (const char *)sl__cl_src_elementwise,
-             (const char *)sl__cl_src_loss, (const char *)sl__cl_src_peak);
+    snprintf(src, total, "%s\n%s\n%s\n%s\n", (const char *)sl__cl_src_elementwise,
+             (const char *)sl__cl_src_loss, (const char *)sl__cl_src_transformer,
+             (const char *)sl__cl_src_peak);
     int st = build_program(d, src, &d->program);
     free(src);
     SL_TRY(st);

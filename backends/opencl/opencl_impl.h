@@ -3,6 +3,7 @@
  *
  *   opencl.c   errors, enumeration, programs, devices, buffers and events
  *   kernels.c  the stage kernels (GEMM through CLBlast), the FMA peak and the backend table
+ *   transformer.c  layer norm, embedding, causal softmax, batched GEMM and the sum of squares
  *   tune.c     CLBlast's GEMM parameters: the cache, the built-in CPU set and the search */
 #ifndef SL_OPENCL_IMPL_H
 #define SL_OPENCL_IMPL_H
@@ -18,10 +19,12 @@ enum sl__cl_kernel {
     K_ACT_FWD_TANH,
     K_ACT_FWD_SIGMOID,
     K_ACT_FWD_GELU,
+    K_ACT_FWD_GELU_TANH,
     K_ACT_BWD_RELU,
     K_ACT_BWD_TANH,
     K_ACT_BWD_SIGMOID,
     K_ACT_BWD_GELU,
+    K_ACT_BWD_GELU_TANH,
     K_FILL,
     K_SCALE,
     K_AXPY,
@@ -32,6 +35,15 @@ enum sl__cl_kernel {
     K_BIAS_GRAD,
     K_SOFTMAX_XENT,
     K_MSE,
+    K_LAYERNORM_FORWARD,
+    K_LAYERNORM_PARAMS,
+    K_LAYERNORM_DX,
+    K_EMBEDDING_FORWARD,
+    K_EMBEDDING_DWTE,
+    K_EMBEDDING_DWPE,
+    K_CAUSAL_SOFTMAX_FORWARD,
+    K_CAUSAL_SOFTMAX_BACKWARD,
+    K_SUM_SQUARES,
     K_PEAK_FMA,
     K_COUNT
 };
@@ -46,6 +58,7 @@ struct sl__cl_device {
     size_t wg;        /* the work-group size used for 1-D launches */
     cl_mem temp;      /* CLBlast's GEMM scratch, grown on demand and kept */
     size_t temp_size; /* bytes in temp */
+    cl_mem partials;  /* the sum of squares' per-work-group sums, made on first use */
     /* The Xgemm parameters sluice gave CLBlast for this device ("GEMMK=0 KREG=1 ...
      * XGEMM_MIN_INDIRECT_SIZE=64", from the cache, the built-in CPU set or the search), or "" while
      * CLBlast's own are in use. */
@@ -57,6 +70,12 @@ struct sl__cl_device {
 
 /* The kernels' names in the OpenCL C sources, indexed by enum sl__cl_kernel (kernels.c). */
 extern const char *const sl__cl_kernel_names[K_COUNT];
+
+/* Sets argument i of kernel k (in a function with `struct sl__cl_device *d`), or returns. */
+#define ARG(k, i, v) CL_TRY(clSetKernelArg(d->kernels[k], i, sizeof(v), &(v)), "clSetKernelArg " #k)
+
+/* Runs kernel k over `items` work-items in 1-D work-groups of d->wg (kernels.c). */
+int sl__cl_launch1(struct sl__cl_device *d, enum sl__cl_kernel k, size_t items);
 
 /* Records "<what> failed: <CL_ERROR_NAME>" and returns the matching status (SL_ENOMEM for
  * allocation failures, SL_EBUILD for build failures, SL_EDEVICE otherwise). */
@@ -97,5 +116,26 @@ int sl__cl_event_record(sl_device *dev, sl_event *ev);
 int sl__cl_event_wait(sl_event *ev);
 int sl__cl_event_elapsed_ms(sl_event *start, sl_event *end, double *ms);
 void sl__cl_event_free(sl_event *ev);
+
+/* The operations in transformer.c, for the table in kernels.c. */
+int sl__cl_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out);
+int sl__cl_layernorm_forward(sl_device *dev, size_t rows, size_t cols, sl_buffer *x,
+                             sl_buffer *weight, sl_buffer *bias, sl_buffer *y, sl_buffer *mean,
+                             sl_buffer *rstd);
+int sl__cl_layernorm_backward(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy, sl_buffer *x,
+                              sl_buffer *mean, sl_buffer *rstd, sl_buffer *weight, sl_buffer *dx,
+                              sl_buffer *dweight, sl_buffer *dbias);
+int sl__cl_embedding_forward(sl_device *dev, size_t batch, size_t seq, size_t cols, size_t vocab,
+                             sl_buffer *tokens, sl_buffer *wte, sl_buffer *wpe, sl_buffer *out);
+int sl__cl_embedding_backward(sl_device *dev, size_t batch, size_t seq, size_t cols, size_t vocab,
+                              sl_buffer *tokens, sl_buffer *dout, sl_buffer *dwte, sl_buffer *dwpe);
+int sl__cl_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq, float scale,
+                                  sl_buffer *s, sl_buffer *p);
+int sl__cl_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float scale,
+                                   sl_buffer *p, sl_buffer *dp, sl_buffer *ds);
+int sl__cl_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
+                                size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
+                                size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
+                                size_t batch);
 
 #endif

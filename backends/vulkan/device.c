@@ -451,11 +451,13 @@ static void choose_tiles(struct sl__vk_device *d, enum sl_device_kind kind)
     d->peak_chains = 8;
     d->max_groups[0] = d->props.limits.maxComputeWorkGroupCount[0];
     d->max_groups[1] = d->props.limits.maxComputeWorkGroupCount[1];
+    d->max_groups[2] = d->props.limits.maxComputeWorkGroupCount[2];
     /* Tests cap the counts to exercise split launches without huge buffers. */
     const char *cap = getenv("SLUICE_VK_MAX_GROUPS");
     if (cap && atoi(cap) > 0) {
         d->max_groups[0] = SL_MIN(d->max_groups[0], (uint32_t)atoi(cap));
         d->max_groups[1] = SL_MIN(d->max_groups[1], (uint32_t)atoi(cap));
+        d->max_groups[2] = SL_MIN(d->max_groups[2], (uint32_t)atoi(cap));
     }
     const char *env = getenv("SLUICE_VK_GEMM_TILE");
     unsigned tm, tn4, wg;
@@ -571,6 +573,7 @@ void sl__vk_close(sl_device *dev)
         sl__vkDeviceWaitIdle(d->dev);
         for (size_t i = 0; i < d->n_views; i++) sl__vkDestroyBufferView(d->dev, d->views[i], NULL);
         free(d->views);
+        sl__vk_free_partials(dev);
         sl__vk_destroy_pipelines(d);
         if (d->staging) {
             struct sl__vk_buffer s = {.buf = d->staging, .mem = d->staging_mem};

@@ -140,7 +140,7 @@ int sl__vk_finish(sl_device *dev)
 
 int sl__vk_record_kernel_views(struct sl__vk_device *d, int id, sl_buffer *const *bufs,
                                const VkBufferView *views, uint32_t *push, uint32_t groups_x,
-                               uint32_t groups_y)
+                               uint32_t groups_y, uint32_t groups_z)
 {
     const struct sl__vk_kernel_desc *kd = &sl__vk_kernels[id];
     if (d->sets_used >= POOL_SETS) SL_TRY(sl__vk_flush(d));
@@ -185,7 +185,8 @@ int sl__vk_record_kernel_views(struct sl__vk_device *d, int id, sl_buffer *const
             if (id == K_GEMM || id == K_GEMM_TEX) push[1] = y;
             sl__vkCmdPushConstants(d->cb, d->k[id].layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                                    kd->push_size, push);
-            sl__vkCmdDispatch(d->cb, SL_MIN(max_x, groups_x - x), SL_MIN(max_y, groups_y - y), 1);
+            sl__vkCmdDispatch(d->cb, SL_MIN(max_x, groups_x - x), SL_MIN(max_y, groups_y - y),
+                              groups_z);
         }
     }
     return SL_OK;
@@ -194,7 +195,7 @@ int sl__vk_record_kernel_views(struct sl__vk_device *d, int id, sl_buffer *const
 int sl__vk_record_kernel(struct sl__vk_device *d, int id, sl_buffer *const *bufs, uint32_t *push,
                          uint32_t groups_x, uint32_t groups_y)
 {
-    return sl__vk_record_kernel_views(d, id, bufs, NULL, push, groups_x, groups_y);
+    return sl__vk_record_kernel_views(d, id, bufs, NULL, push, groups_x, groups_y, 1);
 }
 
 int sl__vk_batch_view(struct sl__vk_device *d, sl_buffer *buf, VkFormat format, size_t bytes,
@@ -234,7 +235,7 @@ int sl__vk_run_tex(sl_device *dev, int id, sl_buffer *const *bufs, uint32_t *pus
         views[i] = VB(bufs[i])->view4;
         if (!views[i]) return SL_EUNSUPPORTED;
     }
-    return sl__vk_record_kernel_views(d, id, bufs, views, push, div_up(div_up(n, 4), d->wg), 1);
+    return sl__vk_record_kernel_views(d, id, bufs, views, push, div_up(div_up(n, 4), d->wg), 1, 1);
 }
 
 /* ------------------------------------------------------------------------------------------------

@@ -82,10 +82,10 @@ static int create_kernel(struct sl__vk_device *d, int id)
     } else if (id == K_PEAK) {
         spec[1] = d->peak_chains;
         nspec = 2;
-    } else if (id >= K_ACT_FWD_TEX_0 && id <= K_ACT_FWD_TEX_3) {
+    } else if (id >= K_ACT_FWD_TEX_0 && id <= K_ACT_FWD_TEX_4) {
         spec[1] = (uint32_t)(id - K_ACT_FWD_TEX_0); /* enum sl_activation */
         nspec = 2;
-    } else if (id >= K_ACT_BWD_TEX_0 && id <= K_ACT_BWD_TEX_3) {
+    } else if (id >= K_ACT_BWD_TEX_0 && id <= K_ACT_BWD_TEX_4) {
         spec[1] = (uint32_t)(id - K_ACT_BWD_TEX_0);
         nspec = 2;
     }
@@ -176,8 +176,10 @@ static int vk_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
 {
     struct sl__vk_device *d = D(dev);
     sl_buffer *bufs[4] = {a, b, c, b};
-    uint32_t push[9] = {0,       0,       (uint32_t)m, (uint32_t)n, (uint32_t)k,
-                        trans_a, trans_b, f2u(alpha),  f2u(beta)};
+    /* Strides and the z base 0: one matrix (gemm_tex takes only the first nine words). */
+    uint32_t push[13] = {0,       0,          (uint32_t)m, (uint32_t)n, (uint32_t)k, trans_a,
+                         trans_b, f2u(alpha), f2u(beta),   0,           0,           0,
+                         0};
     uint32_t col_blocks = div_up(n, 4 * d->gemm_tn4), row_blocks = div_up(m, d->gemm_tm);
     uint32_t gx = div_up(col_blocks, d->gemm_wg);
     uint64_t max_texels = d->props.limits.maxTexelBufferElements;
@@ -196,7 +198,7 @@ static int vk_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
             SL_TRY(sl__vk_batch_view(d, a, VK_FORMAT_R32G32B32A32_SFLOAT, m * k * 4, &views[4]));
         else
             views[4] = views[0]; /* not read */
-        return sl__vk_record_kernel_views(d, K_GEMM_TEX, bufs, views, push, gx, row_blocks);
+        return sl__vk_record_kernel_views(d, K_GEMM_TEX, bufs, views, push, gx, row_blocks, 1);
     }
     return sl__vk_record_kernel(d, K_GEMM, bufs, push, gx, row_blocks);
 }
@@ -266,17 +268,32 @@ static int vk_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad,
     return sl__vk_run_1d(dev, K_SGD, bufs, push, n);
 }
 
-static int vk_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
-                   sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
-                   float bc1, float bc2)
+/* Adam, or AdamW with `decoupled`. */
+static int adam_run(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+                    sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+                    float bc1, float bc2, uint32_t decoupled)
 {
-    uint32_t push[9] = {0,        (uint32_t)n,       f2u(lr),  f2u(beta1), f2u(beta2),
-                        f2u(eps), f2u(weight_decay), f2u(bc1), f2u(bc2)};
+    uint32_t push[10] = {0,        (uint32_t)n,       f2u(lr),  f2u(beta1), f2u(beta2),
+                         f2u(eps), f2u(weight_decay), f2u(bc1), f2u(bc2),   decoupled};
     sl_buffer *tex[7] = {param, grad, m, v, param, m, v};
     int st = sl__vk_run_tex(dev, K_ADAM_TEX, tex, push, n);
     if (st != SL_EUNSUPPORTED) return st;
     sl_buffer *bufs[4] = {param, grad, m, v};
     return sl__vk_run_1d(dev, K_ADAM, bufs, push, n);
+}
+
+static int vk_adam(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+                   sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+                   float bc1, float bc2)
+{
+    return adam_run(dev, n, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, 0);
+}
+
+static int vk_adamw(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buffer *m,
+                    sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+                    float bc1, float bc2)
+{
+    return adam_run(dev, n, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2, 1);
 }
 
 static int vk_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y)
@@ -329,6 +346,15 @@ const struct sl_backend_ops sl__vulkan_backend = {
     .mse = vk_mse,
     .sgd = vk_sgd,
     .adam = vk_adam,
+    .adamw = vk_adamw,
+    .sum_squares = sl__vk_sum_squares,
+    .layernorm_forward = sl__vk_layernorm_forward,
+    .layernorm_backward = sl__vk_layernorm_backward,
+    .embedding_forward = sl__vk_embedding_forward,
+    .embedding_backward = sl__vk_embedding_backward,
+    .causal_softmax_forward = sl__vk_causal_softmax_forward,
+    .causal_softmax_backward = sl__vk_causal_softmax_backward,
+    .gemm_strided_batched = sl__vk_gemm_strided_batched,
     .axpy = vk_axpy,
     .scale = vk_scale,
     .fill = vk_fill,

@@ -3,6 +3,7 @@
  *   device.c    the loader, the instance, physical devices, open and close
  *   dispatch.c  memory, command batches, kernel dispatch, buffers and events
  *   kernels.c   the shader table, pipelines, the stage-kernel entry points and the backend table
+ *   transformer.c  layer norm, embedding, causal softmax, batched GEMM and the sum of squares
  *
  * Execution model: one compute queue per device. Kernels and device copies are recorded into one
  * command buffer (a "batch") with a compute/transfer memory barrier between commands, which keeps
@@ -124,8 +125,8 @@ int sl__vk_fail(VkResult r, const char *what);
     X(XENT, softmax_xent, 4, 16, 0)                                                                \
     X(MSE, mse, 4, 16, 0)                                                                          \
     X(SGD, sgd, 3, 24, 0)                                                                          \
-    X(ADAM, adam, 4, 36, 0)                                                                        \
-    X(GEMM, gemm, 4, 36, 0)                                                                        \
+    X(ADAM, adam, 4, 40, 0)                                                                        \
+    X(GEMM, gemm, 4, 52, 0)                                                                        \
     X(GEMM_TEX, gemm_tex, 5, 36, 0x1B)                                                             \
     X(PEAK, peak, 1, 16, 0)                                                                        \
     X(AXPY_TEX, axpy_tex, 3, 12, 0x3)                                                              \
@@ -134,12 +135,23 @@ int sl__vk_fail(VkResult r, const char *what);
     X(ACT_FWD_TEX_1, act_forward_tex, 2, 12, 0x1)                                                  \
     X(ACT_FWD_TEX_2, act_forward_tex, 2, 12, 0x1)                                                  \
     X(ACT_FWD_TEX_3, act_forward_tex, 2, 12, 0x1)                                                  \
+    X(ACT_FWD_TEX_4, act_forward_tex, 2, 12, 0x1)                                                  \
     X(ACT_BWD_TEX_0, act_backward_tex, 3, 12, 0x3)                                                 \
     X(ACT_BWD_TEX_1, act_backward_tex, 3, 12, 0x3)                                                 \
     X(ACT_BWD_TEX_2, act_backward_tex, 3, 12, 0x3)                                                 \
     X(ACT_BWD_TEX_3, act_backward_tex, 3, 12, 0x3)                                                 \
+    X(ACT_BWD_TEX_4, act_backward_tex, 3, 12, 0x3)                                                 \
     X(SGD_TEX, sgd_tex, 5, 24, 0x7)                                                                \
-    X(ADAM_TEX, adam_tex, 7, 36, 0xF)
+    X(ADAM_TEX, adam_tex, 7, 40, 0xF)                                                              \
+    X(LN_FWD, layernorm_forward, 6, 12, 0)                                                         \
+    X(LN_PARAMS, layernorm_params, 6, 12, 0)                                                       \
+    X(LN_DX, layernorm_dx, 6, 12, 0)                                                               \
+    X(EMB_FWD, embedding_forward, 4, 20, 0)                                                        \
+    X(EMB_DWTE, embedding_dwte, 3, 16, 0)                                                          \
+    X(EMB_DWPE, embedding_dwpe, 2, 16, 0)                                                          \
+    X(CSM_FWD, causal_softmax_forward, 2, 16, 0)                                                   \
+    X(CSM_BWD, causal_softmax_backward, 3, 16, 0)                                                  \
+    X(SUM_SQUARES, sum_squares, 2, 16, 0)
 
 enum {
 #define KERNEL_ENUM(id, name, nbind, push, texel) K_##id,
@@ -186,7 +198,7 @@ struct sl__vk_device {
     bool elem_tex; /* elementwise kernels read through rgba32f texel views (the *_tex.comp) */
     uint32_t peak_chains; /* independent vec4 FMA chains per invocation of the peak kernel */
     uint32_t ts_bits;
-    uint32_t max_groups[2]; /* maxComputeWorkGroupCount x and y (SLUICE_VK_MAX_GROUPS caps them) */
+    uint32_t max_groups[3]; /* maxComputeWorkGroupCount (SLUICE_VK_MAX_GROUPS caps them) */
     struct sl__vk_pipeline k[K_COUNT];
 
     VkCommandPool cmd_pool;
@@ -203,6 +215,8 @@ struct sl__vk_device {
     VkBuffer staging;
     VkDeviceMemory staging_mem;
     void *staging_map;
+
+    sl_buffer *partials; /* the sum of squares' per-work-group sums, made on first use */
 };
 
 struct sl__vk_buffer {
@@ -251,12 +265,13 @@ int sl__vk_begin_batch(struct sl__vk_device *d);
 int sl__vk_flush(struct sl__vk_device *d);
 int sl__vk_finish(sl_device *dev);
 
-/* Records kernel `id` over groups_x * groups_y work-groups with `bufs` bound in order (and
- * `views` at its texel bindings). Launches beyond maxComputeWorkGroupCount are split; push[0] (and
- * push[1] for 2-D kernels) carry the work-group base of each part. */
+/* Records kernel `id` over groups_x * groups_y * groups_z work-groups with `bufs` bound in order
+ * (and `views` at its texel bindings). Launches beyond maxComputeWorkGroupCount in x and y are
+ * split; push[0] (and push[1] for 2-D kernels) carry the work-group base of each part. groups_z
+ * must be within the z limit (the caller splits z and passes its base). */
 int sl__vk_record_kernel_views(struct sl__vk_device *d, int id, sl_buffer *const *bufs,
                                const VkBufferView *views, uint32_t *push, uint32_t groups_x,
-                               uint32_t groups_y);
+                               uint32_t groups_y, uint32_t groups_z);
 int sl__vk_record_kernel(struct sl__vk_device *d, int id, sl_buffer *const *bufs, uint32_t *push,
                          uint32_t groups_x, uint32_t groups_y);
 /* A texel-buffer view of the first `bytes` of buf, destroyed when the current batch has run. */
@@ -288,5 +303,30 @@ void sl__vk_event_free(sl_event *ev);
 int sl__vk_create_pipelines(struct sl__vk_device *d);
 /* Destroys whatever sl__vk_create_pipelines created (also after it failed part-way). */
 void sl__vk_destroy_pipelines(struct sl__vk_device *d);
+
+/* ------------------------------------------------------------------------------------------------
+ * transformer.c: the transformer kernels, for the table in kernels.c */
+
+int sl__vk_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out);
+int sl__vk_layernorm_forward(sl_device *dev, size_t rows, size_t cols, sl_buffer *x,
+                             sl_buffer *weight, sl_buffer *bias, sl_buffer *y, sl_buffer *mean,
+                             sl_buffer *rstd);
+int sl__vk_layernorm_backward(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy, sl_buffer *x,
+                              sl_buffer *mean, sl_buffer *rstd, sl_buffer *weight, sl_buffer *dx,
+                              sl_buffer *dweight, sl_buffer *dbias);
+int sl__vk_embedding_forward(sl_device *dev, size_t batch, size_t seq, size_t cols, size_t vocab,
+                             sl_buffer *tokens, sl_buffer *wte, sl_buffer *wpe, sl_buffer *out);
+int sl__vk_embedding_backward(sl_device *dev, size_t batch, size_t seq, size_t cols, size_t vocab,
+                              sl_buffer *tokens, sl_buffer *dout, sl_buffer *dwte, sl_buffer *dwpe);
+int sl__vk_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq, float scale,
+                                  sl_buffer *s, sl_buffer *p);
+int sl__vk_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float scale,
+                                   sl_buffer *p, sl_buffer *dp, sl_buffer *ds);
+int sl__vk_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
+                                size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
+                                size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
+                                size_t batch);
+/* Frees the device's sum-of-squares scratch (at close). */
+void sl__vk_free_partials(sl_device *dev);
 
 #endif

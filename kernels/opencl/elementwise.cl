@@ -10,8 +10,10 @@
  * Contraction into FMA is off so that results round like the C reference. */
 #pragma OPENCL FP_CONTRACT OFF
 
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_C 0.044715f
+#define GELU_K      0.7978845608028654f  /* sqrt(2/pi) */
+#define GELU_C      0.044715f
+#define SQRT1_2     0.70710678118654752f /* 1/sqrt(2) */
+#define INV_SQRT2PI 0.39894228040143268f /* 1/sqrt(2 pi) */
 
 /* `if (VEC) {four elements at vector index i} else if (TAIL) {one element at index s}` */
 #define VEC_INDEX   const ulong i = get_global_id(0), n4 = n >> 2, s = (n4 << 2) + (i - n4)
@@ -35,8 +37,16 @@
         T s = 1.0f / (1.0f + exp(-x));                                                             \
         return s * (1.0f - s);                                                                     \
     }                                                                                              \
-    inline T gelu_f##S(T x) { return 0.5f * x * (1.0f + tanh(GELU_K * (x + GELU_C * x * x * x))); } \
+    inline T gelu_f##S(T x) { return 0.5f * x * (1.0f + erf(x * SQRT1_2)); }                      \
     inline T gelu_d##S(T x)                                                                        \
+    {                                                                                              \
+        return 0.5f * (1.0f + erf(x * SQRT1_2)) + x * exp(-0.5f * x * x) * INV_SQRT2PI;            \
+    }                                                                                              \
+    inline T gelu_tanh_f##S(T x)                                                                   \
+    {                                                                                              \
+        return 0.5f * x * (1.0f + tanh(GELU_K * (x + GELU_C * x * x * x)));                        \
+    }                                                                                              \
+    inline T gelu_tanh_d##S(T x)                                                                   \
     {                                                                                              \
         T t = tanh(GELU_K * (x + GELU_C * x * x * x));                                             \
         return 0.5f * (1.0f + t) +                                                                 \
@@ -70,6 +80,7 @@ ACT_KERNELS(relu)
 ACT_KERNELS(tanh)
 ACT_KERNELS(sigmoid)
 ACT_KERNELS(gelu)
+ACT_KERNELS(gelu_tanh)
 
 /* x[n] = value */
 __kernel void fill(__global float *x, ulong n, float value)
@@ -130,17 +141,22 @@ __kernel void sgd_momentum(__global float *p, __global const float *g, __global 
     }
 }
 
-/* Adam (PyTorch's rule); step = lr / bc1 and sqrt_bc2 = sqrt(bc2) come from the host, computed as
- * the reference does. */
+/* Adam (PyTorch's rule), or with `decoupled` AdamW (p *= decay = 1 - lr wd, the gradient left
+ * alone); step = lr / bc1, sqrt_bc2 = sqrt(bc2) and decay come from the host, computed as the
+ * reference does. */
 #define ADAM_STEP(T, pv, gv, mv, vv)                                                               \
-    T d = gv + wd * pv;                                                                            \
+    T d = gv;                                                                                      \
+    if (decoupled)                                                                                 \
+        pv = pv * decay;                                                                           \
+    else                                                                                           \
+        d = d + wd * pv;                                                                           \
     mv = b1 * mv + (1.0f - b1) * d;                                                                \
     vv = b2 * vv + (1.0f - b2) * d * d;                                                            \
     pv = pv - step * mv / (sqrt(vv) / sqrt_bc2 + eps)
 
 __kernel void adam(__global float *p, __global const float *g, __global float *m,
                    __global float *v, ulong n, float step, float b1, float b2, float eps, float wd,
-                   float sqrt_bc2)
+                   float sqrt_bc2, float decay, int decoupled)
 {
     VEC_INDEX;
     if (VEC) {

@@ -1,4 +1,6 @@
-// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major, either operand transposed.
+// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major, either operand transposed; for
+// a batch, work-group z multiplies the matrices that start at z * stride_a, z * stride_b and
+// z * stride_c (all 0 for a single GEMM).
 // Register-blocked, no shared memory and no barriers (lavapipe runs those slowly; GPUs cache the
 // re-reads well enough): each invocation computes a TM x (4*TN4) block of C. Invocations along x
 // of a work-group take neighbouring column blocks of the same rows, so the A reads of a
@@ -14,7 +16,7 @@ layout(constant_id = 1) const uint TM = 8;
 layout(constant_id = 2) const uint TN4 = 2;
 layout(push_constant) uniform P {
     uint base_x; uint base_y; uint m; uint n; uint k; uint trans_a; uint trans_b;
-    float alpha; float beta;
+    float alpha; float beta; uint stride_a; uint stride_b; uint stride_c; uint base_z;
 } p;
 layout(std430, binding = 0) readonly buffer A { float a[]; };
 layout(std430, binding = 1) readonly buffer B { float b[]; };
@@ -26,6 +28,8 @@ void main()
     uint cb = (p.base_x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
     uint row0 = (p.base_y + gl_WorkGroupID.y) * TM;
     uint col0 = cb * TN4 * 4u;
+    uint z = p.base_z + gl_WorkGroupID.z;
+    uint oa = z * p.stride_a, ob = z * p.stride_b, oc = z * p.stride_c;
     // No early return for invocations past the edge: indices are clamped instead, so no branch
     // before the stores depends on the invocation and the A addresses stay provably uniform.
 
@@ -34,20 +38,20 @@ void main()
     uint sbk = p.trans_b != 0u ? 1u : p.n, sbj = p.trans_b != 0u ? p.k : 1u;
 
     uint arow[TM];
-    [[unroll]] for (uint i = 0u; i < TM; i++) arow[i] = min(row0 + i, p.m - 1u) * sai;
+    [[unroll]] for (uint i = 0u; i < TM; i++) arow[i] = oa + min(row0 + i, p.m - 1u) * sai;
 
     vec4 acc[TM][TN4];
     [[unroll]] for (uint i = 0u; i < TM; i++)
         [[unroll]] for (uint j = 0u; j < TN4; j++) acc[i][j] = vec4(0.0);
 
-    if (p.trans_b == 0u && (p.n & 3u) == 0u) {
+    if (p.trans_b == 0u && (p.n & 3u) == 0u && (p.stride_b & 3u) == 0u) {
         // B rows are whole vec4s: one vec4 load per 4 columns.
-        uint n4 = p.n >> 2u;
+        uint n4 = p.n >> 2u, ob4 = ob >> 2u;
         uint bc[TN4];
         [[unroll]] for (uint j = 0u; j < TN4; j++) bc[j] = min((col0 >> 2u) + j, n4 - 1u);
         for (uint kk = 0u; kk < p.k; kk++) {
             vec4 bv[TN4];
-            [[unroll]] for (uint j = 0u; j < TN4; j++) bv[j] = b4[kk * n4 + bc[j]];
+            [[unroll]] for (uint j = 0u; j < TN4; j++) bv[j] = b4[ob4 + kk * n4 + bc[j]];
             uint ak = kk * sak;
             [[unroll]] for (uint i = 0u; i < TM; i++) {
                 float av = a[arow[i] + ak];
@@ -59,7 +63,7 @@ void main()
         [[unroll]] for (uint j = 0u; j < TN4 * 4u; j++) bc[j] = min(col0 + j, p.n - 1u) * sbj;
         for (uint kk = 0u; kk < p.k; kk++) {
             vec4 bv[TN4];
-            uint bk = kk * sbk;
+            uint bk = ob + kk * sbk;
             [[unroll]] for (uint j = 0u; j < TN4; j++)
                 bv[j] = vec4(b[bk + bc[4u * j]], b[bk + bc[4u * j + 1u]], b[bk + bc[4u * j + 2u]],
                              b[bk + bc[4u * j + 3u]]);
@@ -79,7 +83,7 @@ void main()
             [[unroll]] for (uint e = 0u; e < 4u; e++) {
                 uint col = col0 + 4u * j + e;
                 if (col < p.n) {
-                    uint idx = r * p.n + col;
+                    uint idx = oc + r * p.n + col;
                     float v = p.alpha * acc[i][j][e];
                     c[idx] = p.beta == 0.0 ? v : v + p.beta * c[idx];
                 }

@@ -68,6 +68,24 @@ static inline void assert_close(const float *ref, const float *got, size_t n, fl
     }
 }
 
+/* C = alpha op(A) op(B) + beta C0 in double, as sl_gemm defines it (a new array). */
+static inline float *naive_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha,
+                                const float *a, const float *b, float beta, const float *c0)
+{
+    float *c = vec_new(m * n);
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            double s = 0.0;
+            for (size_t p = 0; p < k; p++) {
+                double av = ta ? a[p * m + i] : a[i * k + p];
+                double bv = tb ? b[j * k + p] : b[p * n + j];
+                s += av * bv;
+            }
+            c[i * n + j] = (float)(alpha * s + (beta == 0.0f ? 0.0 : beta * c0[i * n + j]));
+        }
+    return c;
+}
+
 /* ------------------------------------------------------------------------------------------------
  * Kernel runners: host arrays in, a new host array out (the caller frees). */
 
@@ -165,8 +183,11 @@ static inline float *run_sgd(sl_device *dev, size_t n, const float *p0, const fl
     return buf_take(bp, n);
 }
 
-static inline float *run_adam(sl_device *dev, size_t n, const float *p0, const float *const *grads,
-                              int steps, float lr, float b1, float b2, float eps, float wd)
+/* Runs `steps` Adam (or with `decoupled`, AdamW) steps from zero moments; returns the parameters.
+ */
+static inline float *run_adam_rule(sl_device *dev, bool decoupled, size_t n, const float *p0,
+                                   const float *const *grads, int steps, float lr, float b1,
+                                   float b2, float eps, float wd)
 {
     sl_buffer *bp = buf_f(dev, p0, n), *bm = buf_f(dev, NULL, n), *bv = buf_f(dev, NULL, n);
     sl_buffer *bg = buf_f(dev, NULL, n);
@@ -174,12 +195,27 @@ static inline float *run_adam(sl_device *dev, size_t n, const float *p0, const f
     OK(sl_fill(dev, n, 0.0f, bv));
     for (int s = 0; s < steps; s++) {
         OK(sl_buffer_upload(bg, 0, grads[s], n * sizeof(float)));
-        OK(sl_adam(dev, n, bp, bg, bm, bv, lr, b1, b2, eps, wd, s + 1));
+        if (decoupled)
+            OK(sl_adamw(dev, n, bp, bg, bm, bv, lr, b1, b2, eps, wd, s + 1));
+        else
+            OK(sl_adam(dev, n, bp, bg, bm, bv, lr, b1, b2, eps, wd, s + 1));
     }
     sl_buffer_free(bg);
     sl_buffer_free(bm);
     sl_buffer_free(bv);
     return buf_take(bp, n);
+}
+
+static inline float *run_adam(sl_device *dev, size_t n, const float *p0, const float *const *grads,
+                              int steps, float lr, float b1, float b2, float eps, float wd)
+{
+    return run_adam_rule(dev, false, n, p0, grads, steps, lr, b1, b2, eps, wd);
+}
+
+static inline float *run_adamw(sl_device *dev, size_t n, const float *p0, const float *const *grads,
+                               int steps, float lr, float b1, float b2, float eps, float wd)
+{
+    return run_adam_rule(dev, true, n, p0, grads, steps, lr, b1, b2, eps, wd);
 }
 
 /* kind: 0 axpy (y += alpha x), 1 scale (x *= alpha), 2 fill (x = alpha) */
@@ -198,6 +234,116 @@ static inline float *run_elementwise(sl_device *dev, int kind, size_t n, float a
     else
         OK(sl_fill(dev, n, alpha, bx));
     return buf_take(bx, n);
+}
+
+static inline float run_sum_squares(sl_device *dev, size_t n, const float *x)
+{
+    sl_buffer *bx = buf_f(dev, x, n), *bo = buf_f(dev, NULL, 1);
+    OK(sl_fill(dev, 1, NAN, bo)); /* written, not accumulated */
+    OK(sl_sum_squares(dev, n, bx, bo));
+    sl_buffer_free(bx);
+    float *o = buf_take(bo, 1), r = o[0];
+    free(o);
+    return r;
+}
+
+/* Returns y; *mean and *rstd get the saved statistics (caller frees). */
+static inline float *run_layernorm_forward(sl_device *dev, size_t rows, size_t cols, const float *x,
+                                           const float *w, const float *b, float **mean,
+                                           float **rstd)
+{
+    sl_buffer *bx = buf_f(dev, x, rows * cols), *bw = buf_f(dev, w, cols),
+              *bb = buf_f(dev, b, cols);
+    sl_buffer *by = buf_f(dev, NULL, rows * cols), *bm = buf_f(dev, NULL, rows);
+    sl_buffer *br = buf_f(dev, NULL, rows);
+    OK(sl_layernorm_forward(dev, rows, cols, bx, bw, bb, by, bm, br));
+    sl_buffer_free(bx);
+    sl_buffer_free(bw);
+    sl_buffer_free(bb);
+    *mean = buf_take(bm, rows);
+    *rstd = buf_take(br, rows);
+    return buf_take(by, rows * cols);
+}
+
+/* Returns dx; *dw and *db get dw0 + dweight and db0 + dbias (caller frees). */
+static inline float *run_layernorm_backward(sl_device *dev, size_t rows, size_t cols,
+                                            const float *dy, const float *x, const float *mean,
+                                            const float *rstd, const float *w, const float *dw0,
+                                            const float *db0, float **dw, float **db)
+{
+    sl_buffer *bdy = buf_f(dev, dy, rows * cols), *bx = buf_f(dev, x, rows * cols);
+    sl_buffer *bm = buf_f(dev, mean, rows), *br = buf_f(dev, rstd, rows), *bw = buf_f(dev, w, cols);
+    sl_buffer *bdx = buf_f(dev, NULL, rows * cols), *bdw = buf_f(dev, dw0, cols);
+    sl_buffer *bdb = buf_f(dev, db0, cols);
+    OK(sl_layernorm_backward(dev, rows, cols, bdy, bx, bm, br, bw, bdx, bdw, bdb));
+    sl_buffer_free(bdy);
+    sl_buffer_free(bx);
+    sl_buffer_free(bm);
+    sl_buffer_free(br);
+    sl_buffer_free(bw);
+    *dw = buf_take(bdw, cols);
+    *db = buf_take(bdb, cols);
+    return buf_take(bdx, rows * cols);
+}
+
+static inline float *run_embedding_forward(sl_device *dev, size_t batch, size_t seq, size_t cols,
+                                           size_t vocab, const int32_t *tokens, const float *wte,
+                                           const float *wpe)
+{
+    size_t n = batch * seq;
+    sl_buffer *bt = buf_from(dev, tokens, n * sizeof(int32_t));
+    sl_buffer *bte = buf_f(dev, wte, vocab * cols), *bpe = buf_f(dev, wpe, seq * cols);
+    sl_buffer *bo = buf_f(dev, NULL, n * cols);
+    OK(sl_embedding_forward(dev, batch, seq, cols, vocab, bt, bte, bpe, bo));
+    sl_buffer_free(bt);
+    sl_buffer_free(bte);
+    sl_buffer_free(bpe);
+    return buf_take(bo, n * cols);
+}
+
+/* Returns dwte0 + the wte gradient; *dwpe gets dwpe0 + the wpe gradient (caller frees). */
+static inline float *run_embedding_backward(sl_device *dev, size_t batch, size_t seq, size_t cols,
+                                            size_t vocab, const int32_t *tokens, const float *dout,
+                                            const float *dwte0, const float *dwpe0, float **dwpe)
+{
+    size_t n = batch * seq;
+    sl_buffer *bt = buf_from(dev, tokens, n * sizeof(int32_t)), *bd = buf_f(dev, dout, n * cols);
+    sl_buffer *bte = buf_f(dev, dwte0, vocab * cols), *bpe = buf_f(dev, dwpe0, seq * cols);
+    OK(sl_embedding_backward(dev, batch, seq, cols, vocab, bt, bd, bte, bpe));
+    sl_buffer_free(bt);
+    sl_buffer_free(bd);
+    *dwpe = buf_take(bpe, seq * cols);
+    return buf_take(bte, vocab * cols);
+}
+
+/* Causal softmax forward (backward with dp): in place when `inplace`, the result replacing s
+ * (dp). */
+static inline float *run_causal_softmax(sl_device *dev, size_t heads, size_t seq, float scale,
+                                        const float *s_or_p, const float *dp, bool inplace)
+{
+    size_t e = heads * seq * seq;
+    sl_buffer *a = buf_f(dev, s_or_p, e), *g = dp ? buf_f(dev, dp, e) : NULL;
+    sl_buffer *out = inplace ? (dp ? g : a) : buf_f(dev, NULL, e);
+    if (dp)
+        OK(sl_causal_softmax_backward(dev, heads, seq, scale, a, g, out));
+    else
+        OK(sl_causal_softmax_forward(dev, heads, seq, scale, a, out));
+    if (a != out) sl_buffer_free(a);
+    if (g && g != out) sl_buffer_free(g);
+    return buf_take(out, e);
+}
+
+/* Batched GEMM over host arrays of na, nb and nc floats; returns C (nc floats). */
+static inline float *run_gemm_batched(sl_device *dev, bool ta, bool tb, size_t m, size_t n,
+                                      size_t k, float alpha, const float *a, size_t sa, size_t na,
+                                      const float *b, size_t sb, size_t nb, float beta,
+                                      const float *c0, size_t sc, size_t nc, size_t batch)
+{
+    sl_buffer *ba = buf_f(dev, a, na), *bb = buf_f(dev, b, nb), *bc = buf_f(dev, c0, nc);
+    OK(sl_gemm_strided_batched(dev, ta, tb, m, n, k, alpha, ba, sa, bb, sb, beta, bc, sc, batch));
+    sl_buffer_free(ba);
+    sl_buffer_free(bb);
+    return buf_take(bc, nc);
 }
 
 #endif

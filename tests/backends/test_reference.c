@@ -20,23 +20,6 @@ TestSuite(reference, .init = open_cpu, .fini = close_cpu);
 /* ------------------------------------------------------------------------------------------------
  * GEMM against naive loops */
 
-static float *naive_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha,
-                         const float *a, const float *b, float beta, const float *c0)
-{
-    float *c = vec_new(m * n);
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n; j++) {
-            double s = 0.0;
-            for (size_t p = 0; p < k; p++) {
-                double av = ta ? a[p * m + i] : a[i * k + p];
-                double bv = tb ? b[j * k + p] : b[p * n + j];
-                s += av * bv;
-            }
-            c[i * n + j] = (float)(alpha * s + (beta == 0.0f ? 0.0 : beta * c0[i * n + j]));
-        }
-    return c;
-}
-
 Test(reference, gemm_matches_naive_loops)
 {
     static const size_t shapes[][3] = {{1, 1, 1},    {7, 33, 1},   {33, 7, 257},  {257, 33, 7},
@@ -121,17 +104,29 @@ Test(reference, activations_match_their_formulas)
     float *relu = run_act_forward(cpu, SL_ACT_RELU, n, xs);
     float *tanh_ = run_act_forward(cpu, SL_ACT_TANH, n, xs);
     float *sigm = run_act_forward(cpu, SL_ACT_SIGMOID, n, xs);
-    float *gelu = run_act_forward(cpu, SL_ACT_GELU, n, xs);
+    float *gelu = run_act_forward(cpu, SL_ACT_GELU_TANH, n, xs);
+    float *exact = run_act_forward(cpu, SL_ACT_GELU, n, xs);
     for (size_t i = 0; i < n; i++) {
         double x = xs[i];
         double g = 0.5 * x * (1.0 + tanh(0.79788456080286535588 * (x + 0.044715 * x * x * x)));
         cr_assert_float_eq(relu[i], x > 0 ? x : 0, 0);
         cr_assert_float_eq(tanh_[i], tanh(x), 1e-6);
         cr_assert_float_eq(sigm[i], 1.0 / (1.0 + exp(-x)), 1e-6);
-        cr_assert_float_eq(gelu[i], g, 1e-6, "gelu(%g)", x);
+        cr_assert_float_eq(gelu[i], g, 1e-6, "gelu_tanh(%g)", x);
+        cr_assert_float_eq(exact[i], 0.5 * x * (1.0 + erf(x / sqrt(2.0))), 1e-6, "gelu(%g)", x);
     }
-    /* PyTorch: F.gelu(torch.tensor(2.0), approximate='tanh') = 1.9545977 */
+    /* PyTorch: F.gelu(torch.tensor(2.0), approximate='tanh') = 1.9545977; F.gelu(2.0) = 1.9544997,
+     * F.gelu(-0.5) = -0.1542687 */
     cr_assert_float_eq(gelu[4], 1.9545977f, 1e-6);
+    cr_assert_float_eq(exact[4], 1.9544997f, 1e-6);
+    cr_assert_float_eq(exact[1], -0.1542687f, 1e-6);
+    free(exact);
+    enum sl_activation act;
+    OK(sl_activation_parse("gelu", &act));
+    cr_assert_eq(act, SL_ACT_GELU);
+    OK(sl_activation_parse("gelu_tanh", &act));
+    cr_assert_eq(act, SL_ACT_GELU_TANH);
+    cr_assert_str_eq(sl_activation_name(SL_ACT_GELU_TANH), "gelu_tanh");
     free(relu);
     free(tanh_);
     free(sigm);
@@ -338,6 +333,26 @@ Test(reference, adam_by_hand)
     p = run_adam(cpu, 1, p0, grads, 2, 0.01f, 0.9f, 0.999f, 1e-8f, 0.1f);
     double denom = sqrt(0.000259551) / sqrt(0.001999) + 1e-8;
     cr_assert_float_eq(p[0], 1.99 - (0.01 / 0.19) * 0.0549 / denom, 2e-6);
+    free(p);
+}
+
+Test(reference, adamw_by_hand)
+{
+    /* torch.optim.AdamW([p], lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1), p0 = 2.0,
+     * grads 0.3 then -0.1:
+     * step 1: p = 2 * (1 - 0.001) = 1.998; m = 0.03; v = 0.00009; mhat = 0.3, vhat = 0.09;
+     *         p = 1.998 - 0.01 * 0.3 / (0.3 + 1e-8) = 1.988
+     * step 2: p = 1.988 * 0.999 = 1.986012; m = 0.027 - 0.01 = 0.017;
+     *         v = 0.00008991 + 0.00001 = 0.00009991; bc1 = 0.19, bc2 = 0.001999;
+     *         p = 1.986012 - (0.01/0.19) * 0.017 / (sqrt(0.00009991)/sqrt(0.001999) + 1e-8) */
+    float p0[1] = {2.0f}, g1[1] = {0.3f}, g2[1] = {-0.1f};
+    const float *grads[2] = {g1, g2};
+    float *p = run_adamw(cpu, 1, p0, grads, 1, 0.01f, 0.9f, 0.999f, 1e-8f, 0.1f);
+    cr_assert_float_eq(p[0], 1.998 - 0.01 * 0.3 / (0.3 + 1e-8), 1e-6);
+    free(p);
+    p = run_adamw(cpu, 1, p0, grads, 2, 0.01f, 0.9f, 0.999f, 1e-8f, 0.1f);
+    double denom = sqrt(0.00009991) / sqrt(0.001999) + 1e-8;
+    cr_assert_float_eq(p[0], 1.986012 - (0.01 / 0.19) * 0.017 / denom, 2e-6);
     free(p);
 }
 

@@ -1,0 +1,182 @@
+/* The CPU backend's transformer kernels (the oracle for the other backends): sum of squares,
+ * layer norm, embedding, causal softmax and batched GEMM. The sums run in fp32 in the order the
+ * device kernels use (one row or one column at a time, in index order), so a device that follows
+ * the same order matches to rounding, and the deterministic ones (embedding backward) bit for
+ * bit. The sum of squares is the exception: it accumulates in double, as the reference the
+ * devices' tree reductions are measured against. */
+#include "backends/cpu/cpu_impl.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+
+#define LN_EPS 1e-5f
+
+int sl__cpu_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out)
+{
+    (void)dev;
+    const float *px = F(x);
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)px[i] * px[i];
+    F(out)[0] = (float)s;
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Layer norm: one row at a time, mean then the biased variance about it (two passes). */
+
+int sl__cpu_layernorm_forward(sl_device *dev, size_t rows, size_t cols, sl_buffer *x,
+                              sl_buffer *weight, sl_buffer *bias, sl_buffer *y, sl_buffer *mean,
+                              sl_buffer *rstd)
+{
+    (void)dev;
+    const float *w = F(weight), *b = F(bias);
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = F(x) + r * cols;
+        float *yr = F(y) + r * cols;
+        float s = 0.0f;
+        for (size_t c = 0; c < cols; c++) s += xr[c];
+        float mu = s / (float)cols, v = 0.0f;
+        for (size_t c = 0; c < cols; c++) {
+            float d = xr[c] - mu;
+            v += d * d;
+        }
+        float rs = 1.0f / sqrtf(v / (float)cols + LN_EPS);
+        for (size_t c = 0; c < cols; c++) yr[c] = (xr[c] - mu) * rs * w[c] + b[c];
+        F(mean)[r] = mu;
+        F(rstd)[r] = rs;
+    }
+    return SL_OK;
+}
+
+int sl__cpu_layernorm_backward(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy,
+                               sl_buffer *x, sl_buffer *mean, sl_buffer *rstd, sl_buffer *weight,
+                               sl_buffer *dx, sl_buffer *dweight, sl_buffer *dbias)
+{
+    (void)dev;
+    const float *px = F(x), *pdy = F(dy), *mu = F(mean), *rs = F(rstd), *w = F(weight);
+    float *pdx = F(dx), *dw = F(dweight), *db = F(dbias);
+    /* The parameter gradients first: dx may be dy. Per column, rows in order. */
+    for (size_t c = 0; c < cols; c++) {
+        float sw = 0.0f, sb = 0.0f;
+        for (size_t r = 0; r < rows; r++) {
+            float g = pdy[r * cols + c];
+            sw += g * ((px[r * cols + c] - mu[r]) * rs[r]);
+            sb += g;
+        }
+        dw[c] += sw;
+        db[c] += sb;
+    }
+    /* dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)), dnorm = weight * dy. */
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = px + r * cols, *gr = pdy + r * cols;
+        float a = 0.0f, bsum = 0.0f;
+        for (size_t c = 0; c < cols; c++) {
+            float dn = w[c] * gr[c];
+            a += dn;
+            bsum += dn * ((xr[c] - mu[r]) * rs[r]);
+        }
+        a /= (float)cols;
+        bsum /= (float)cols;
+        for (size_t c = 0; c < cols; c++) {
+            float norm = (xr[c] - mu[r]) * rs[r];
+            pdx[r * cols + c] = (w[c] * gr[c] - a - norm * bsum) * rs[r];
+        }
+    }
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Embedding */
+
+int sl__cpu_embedding_forward(sl_device *dev, size_t batch, size_t seq, size_t cols, size_t vocab,
+                              sl_buffer *tokens, sl_buffer *wte, sl_buffer *wpe, sl_buffer *out)
+{
+    (void)dev;
+    const int32_t *tok = (const int32_t *)tokens->impl;
+    const float *pe = F(wpe);
+    for (size_t n = 0; n < batch * seq; n++) {
+        const float *te = tok[n] >= 0 && (size_t)tok[n] < vocab ? F(wte) + tok[n] * cols : NULL;
+        const float *pr = pe + (n % seq) * cols;
+        float *o = F(out) + n * cols;
+        for (size_t c = 0; c < cols; c++) o[c] = (te ? te[c] : 0.0f) + pr[c];
+    }
+    return SL_OK;
+}
+
+int sl__cpu_embedding_backward(sl_device *dev, size_t batch, size_t seq, size_t cols, size_t vocab,
+                               sl_buffer *tokens, sl_buffer *dout, sl_buffer *dwte, sl_buffer *dwpe)
+{
+    (void)dev;
+    const int32_t *tok = (const int32_t *)tokens->impl;
+    const float *g = F(dout);
+    float *dte = F(dwte), *dpe = F(dwpe);
+    for (size_t n = 0; n < batch * seq; n++) {
+        const float *gr = g + n * cols;
+        float *pr = dpe + (n % seq) * cols;
+        for (size_t c = 0; c < cols; c++) pr[c] += gr[c];
+        if (tok[n] < 0 || (size_t)tok[n] >= vocab) continue;
+        float *tr = dte + tok[n] * cols;
+        for (size_t c = 0; c < cols; c++) tr[c] += gr[c];
+    }
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Causal softmax: row t of each [seq, seq] block keeps columns 0..t. */
+
+int sl__cpu_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq, float scale,
+                                   sl_buffer *s, sl_buffer *p)
+{
+    (void)dev;
+    for (size_t row = 0; row < heads * seq; row++) {
+        size_t t = row % seq;
+        const float *sr = F(s) + row * seq;
+        float *pr = F(p) + row * seq;
+        float mx = scale * sr[0];
+        for (size_t j = 1; j <= t; j++) mx = fmaxf(mx, scale * sr[j]);
+        float sum = 0.0f;
+        for (size_t j = 0; j <= t; j++) {
+            float e = expf(scale * sr[j] - mx);
+            pr[j] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        for (size_t j = 0; j <= t; j++) pr[j] *= inv;
+        for (size_t j = t + 1; j < seq; j++) pr[j] = 0.0f;
+    }
+    return SL_OK;
+}
+
+int sl__cpu_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float scale,
+                                    sl_buffer *p, sl_buffer *dp, sl_buffer *ds)
+{
+    (void)dev;
+    for (size_t row = 0; row < heads * seq; row++) {
+        size_t t = row % seq;
+        const float *pr = F(p) + row * seq, *gr = F(dp) + row * seq;
+        float *dr = F(ds) + row * seq;
+        float dot = 0.0f;
+        for (size_t j = 0; j <= t; j++) dot += pr[j] * gr[j];
+        for (size_t j = 0; j <= t; j++) dr[j] = scale * pr[j] * (gr[j] - dot);
+        for (size_t j = t + 1; j < seq; j++) dr[j] = 0.0f;
+    }
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Batched GEMM: one cblas_sgemm per matrix (OpenBLAS zeroes C when beta is 0). */
+
+int sl__cpu_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
+                                 size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
+                                 size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
+                                 size_t batch)
+{
+    (void)dev;
+    for (size_t i = 0; i < batch; i++)
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                    trans_b ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, alpha,
+                    F(a) + i * stride_a, trans_a ? (blasint)m : (blasint)k, F(b) + i * stride_b,
+                    trans_b ? (blasint)k : (blasint)n, beta, F(c) + i * stride_c, (blasint)n);
+    return SL_OK;
+}

@@ -1,0 +1,244 @@
+/* The CPU oracle's transformer kernels (layer norm, embedding, causal softmax, batched GEMM, sum
+ * of squares) and the wide cross-entropy rows, against plain loops in double and finite
+ * differences, and their argument checks. test_reference.c holds the rest of the oracle's checks.
+ */
+#include "kernel_util.h"
+
+static sl_device *cpu;
+
+static void open_cpu(void)
+{
+    OK(sl_device_open("cpu", &cpu));
+}
+
+static void close_cpu(void)
+{
+    sl_device_close(cpu);
+}
+
+TestSuite(reference, .init = open_cpu, .fini = close_cpu);
+
+/* ------------------------------------------------------------------------------------------------
+ * Transformer kernels against plain loops in double and finite differences */
+
+Test(reference, sum_squares_matches_double_sum)
+{
+    const size_t ns[] = {1, 7, 100003};
+    for (size_t i = 0; i < SL_ARRAY_LEN(ns); i++) {
+        float *x = vec_rand(ns[i], 50, -2, 2);
+        double s = 0;
+        for (size_t j = 0; j < ns[i]; j++) s += (double)x[j] * x[j];
+        cr_assert_float_eq(run_sum_squares(cpu, ns[i], x), s, 1e-7 * s);
+        free(x);
+    }
+    float one = 3.0f;
+    cr_assert_eq(run_sum_squares(cpu, 0, &one), 0.0f, "n = 0 writes 0");
+}
+
+Test(reference, softmax_xent_wide_rows_match_naive_loops)
+{
+    static const size_t shapes[][2] = {{7, 65}, {3, 5000}};
+    for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++) {
+        size_t rows = shapes[s][0], cols = shapes[s][1];
+        float *x = vec_rand(rows * cols, 51, -6, 6), *loss;
+        int32_t *labels = calloc(rows, sizeof *labels);
+        for (size_t r = 0; r < rows; r++) labels[r] = (int32_t)((r * 7919 + 11) % cols);
+        float *d = run_softmax_xent(cpu, rows, cols, x, labels, 0.5f, &loss);
+        for (size_t r = 0; r < rows; r++) {
+            double mx = -1e30, sum = 0;
+            for (size_t c = 0; c < cols; c++) mx = fmax(mx, x[r * cols + c]);
+            for (size_t c = 0; c < cols; c++) sum += exp(x[r * cols + c] - mx);
+            double lse = mx + log(sum);
+            cr_assert_float_eq(loss[r], lse - x[r * cols + labels[r]], 1e-5);
+            for (size_t c = 0; c < cols; c++) {
+                double want = 0.5 * (exp(x[r * cols + c] - lse) - ((int32_t)c == labels[r]));
+                cr_assert_float_eq(d[r * cols + c], want, 1e-7 + 1e-5 * fabs(want), "[%zu,%zu]", r,
+                                   c);
+            }
+        }
+        free(x), free(loss), free(d), free(labels);
+    }
+}
+
+/* Double-precision layer norm of one row, for the checks below. */
+static void naive_layernorm(size_t cols, const float *x, const float *w, const float *b, double *y,
+                            double *mean, double *rstd)
+{
+    double mu = 0, var = 0;
+    for (size_t c = 0; c < cols; c++) mu += x[c];
+    mu /= (double)cols;
+    for (size_t c = 0; c < cols; c++) var += (x[c] - mu) * (x[c] - mu);
+    double rs = 1.0 / sqrt(var / (double)cols + 1e-5);
+    for (size_t c = 0; c < cols; c++) y[c] = (x[c] - mu) * rs * w[c] + b[c];
+    *mean = mu;
+    *rstd = rs;
+}
+
+Test(reference, layernorm_matches_naive_loops_and_finite_differences)
+{
+    size_t rows = 3, cols = 7;
+    float *x = vec_rand(rows * cols, 52, -2, 2), *w = vec_rand(cols, 53, -1, 1);
+    float *b = vec_rand(cols, 54, -1, 1), *g = vec_rand(rows * cols, 55, -1, 1);
+    float *dw0 = vec_rand(cols, 56, -1, 1), *db0 = vec_rand(cols, 57, -1, 1);
+    float *mean, *rstd, *y = run_layernorm_forward(cpu, rows, cols, x, w, b, &mean, &rstd);
+    double yr[7], mu, rs;
+    for (size_t r = 0; r < rows; r++) {
+        naive_layernorm(cols, x + r * cols, w, b, yr, &mu, &rs);
+        cr_assert_float_eq(mean[r], mu, 1e-6);
+        cr_assert_float_eq(rstd[r], rs, 1e-5 * rs);
+        for (size_t c = 0; c < cols; c++) cr_assert_float_eq(y[r * cols + c], yr[c], 1e-5);
+    }
+    /* L = sum(y * g) in double; the kernel's gradients (dweight, dbias accumulated onto dw0, db0)
+     * against central differences. */
+    float *dw, *db;
+    float *dx = run_layernorm_backward(cpu, rows, cols, g, x, mean, rstd, w, dw0, db0, &dw, &db);
+    struct {
+        float *param, *grad, *base;
+        size_t n;
+        const char *name;
+    } ps[] = {{x, dx, NULL, rows * cols, "dx"},
+              {w, dw, dw0, cols, "dweight"},
+              {b, db, db0, cols, "dbias"}};
+    const float h = 1e-2f;
+    for (size_t p = 0; p < 3; p++)
+        for (size_t i = 0; i < ps[p].n; i++) {
+            double l[2];
+            float keep = ps[p].param[i];
+            for (int sgn = 0; sgn < 2; sgn++) {
+                ps[p].param[i] = keep + (sgn ? -h : h);
+                l[sgn] = 0;
+                for (size_t r = 0; r < rows; r++) {
+                    naive_layernorm(cols, x + r * cols, w, b, yr, &mu, &rs);
+                    for (size_t c = 0; c < cols; c++) l[sgn] += yr[c] * g[r * cols + c];
+                }
+            }
+            ps[p].param[i] = keep;
+            double want = (l[0] - l[1]) / (2 * h) + (ps[p].base ? ps[p].base[i] : 0.0);
+            cr_assert_float_eq(ps[p].grad[i], want, 2e-3, "%s[%zu]", ps[p].name, i);
+        }
+    free(x), free(w), free(b), free(g), free(dw0), free(db0), free(mean), free(rstd), free(y);
+    free(dw), free(db), free(dx);
+}
+
+Test(reference, embedding_matches_naive_loops)
+{
+    size_t bsz = 3, seq = 5, cols = 4, vocab = 6, n = bsz * seq;
+    int32_t tok[15] = {0, 5, 5, 2, 1, 3, 3, 3, 0, 5, 1, 6, 2, 4, 4}; /* 6 is out of range */
+    float *wte = vec_rand(vocab * cols, 58, -1, 1), *wpe = vec_rand(seq * cols, 59, -1, 1);
+    float *dout = vec_rand(n * cols, 60, -1, 1);
+    float *out = run_embedding_forward(cpu, bsz, seq, cols, vocab, tok, wte, wpe);
+    for (size_t i = 0; i < n; i++)
+        for (size_t c = 0; c < cols; c++) {
+            float te = tok[i] < (int32_t)vocab ? wte[tok[i] * cols + c] : 0.0f;
+            cr_assert_eq(out[i * cols + c], te + wpe[(i % seq) * cols + c]);
+        }
+    float *dwpe,
+        *dwte = run_embedding_backward(cpu, bsz, seq, cols, vocab, tok, dout, wte, wpe, &dwpe);
+    for (size_t c = 0; c < cols; c++) {
+        for (size_t v = 0; v < vocab; v++) {
+            double s = wte[v * cols + c];
+            for (size_t i = 0; i < n; i++)
+                if (tok[i] == (int32_t)v) s += dout[i * cols + c];
+            cr_assert_float_eq(dwte[v * cols + c], s, 1e-6, "dwte[%zu,%zu]", v, c);
+        }
+        for (size_t t = 0; t < seq; t++) {
+            double s = wpe[t * cols + c];
+            for (size_t b = 0; b < bsz; b++) s += dout[(b * seq + t) * cols + c];
+            cr_assert_float_eq(dwpe[t * cols + c], s, 1e-6, "dwpe[%zu,%zu]", t, c);
+        }
+    }
+    free(wte), free(wpe), free(dout), free(out), free(dwte), free(dwpe);
+}
+
+Test(reference, causal_softmax_matches_naive_loops_and_finite_differences)
+{
+    size_t heads = 2, seq = 5, e = heads * seq * seq;
+    const float scale = 0.7f;
+    float *s = vec_rand(e, 61, -3, 3), *g = vec_rand(e, 62, -1, 1);
+    float *p = run_causal_softmax(cpu, heads, seq, scale, s, NULL, false);
+    /* L = sum(p * g) in double, for the finite differences. */
+#define CSM_LOSS(res)                                                                              \
+    do {                                                                                           \
+        double l_ = 0;                                                                             \
+        for (size_t row = 0; row < heads * seq; row++) {                                           \
+            size_t t = row % seq;                                                                  \
+            double mx = -1e30, z = 0;                                                              \
+            for (size_t j = 0; j <= t; j++) mx = fmax(mx, scale * (double)s[row * seq + j]);       \
+            for (size_t j = 0; j <= t; j++) z += exp(scale * (double)s[row * seq + j] - mx);       \
+            for (size_t j = 0; j < seq; j++) {                                                     \
+                double pj = j <= t ? exp(scale * (double)s[row * seq + j] - mx) / z : 0.0;         \
+                if (check_p) cr_assert_float_eq(p[row * seq + j], pj, 1e-6, "p[%zu,%zu]", row, j); \
+                l_ += pj * g[row * seq + j];                                                       \
+            }                                                                                      \
+        }                                                                                          \
+        (res) = l_;                                                                                \
+    } while (0)
+    double l0;
+    bool check_p = true;
+    CSM_LOSS(l0);
+    check_p = false;
+    float *ds = run_causal_softmax(cpu, heads, seq, scale, p, g, false);
+    const float h = 1e-2f;
+    for (size_t i = 0; i < e; i++) {
+        double lp, lm;
+        float keep = s[i];
+        s[i] = keep + h;
+        CSM_LOSS(lp);
+        s[i] = keep - h;
+        CSM_LOSS(lm);
+        s[i] = keep;
+        cr_assert_float_eq(ds[i], (lp - lm) / (2 * h), 1e-4, "ds[%zu]", i);
+    }
+#undef CSM_LOSS
+    (void)l0;
+    free(s), free(g), free(p), free(ds);
+}
+
+Test(reference, gemm_strided_batched_matches_naive_loops)
+{
+    size_t m = 5, n = 7, k = 3, batch = 3, sa = m * k + 2, sb = 0, sc = m * n + 1;
+    size_t na = sa * (batch - 1) + m * k, nb = k * n, nc = sc * (batch - 1) + m * n;
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1, tb = t & 2;
+        float *a = vec_rand(na, 63, -1, 1), *b = vec_rand(nb, 64, -1, 1),
+              *c0 = vec_rand(nc, 65, -1, 1);
+        for (int beta = 0; beta <= 1; beta++) {
+            float *got = run_gemm_batched(cpu, ta, tb, m, n, k, 0.5f, a, sa, na, b, sb, nb,
+                                          (float)beta, c0, sc, nc, batch);
+            for (size_t i = 0; i < batch; i++) {
+                float *ref =
+                    naive_gemm(ta, tb, m, n, k, 0.5f, a + i * sa, b, (float)beta, c0 + i * sc);
+                assert_close(ref, got + i * sc, m * n, 1e-5f, 1e-5f, "gemm batched");
+                free(ref);
+                if (i + 1 < batch) /* the gap between C matrices is left alone */
+                    cr_assert_eq(got[i * sc + m * n], c0[i * sc + m * n]);
+            }
+            free(got);
+        }
+        free(a), free(b), free(c0);
+    }
+}
+
+Test(reference, transformer_arguments_are_checked)
+{
+    sl_buffer *b = buf_f(cpu, NULL, 16), *c = buf_f(cpu, NULL, 16);
+    cr_assert_eq(sl_layernorm_forward(cpu, 2, 0, b, b, b, c, c, c), SL_EINVAL);
+    cr_assert_eq(sl_layernorm_forward(cpu, 4, 5, b, b, b, c, c, c), SL_ERANGE);
+    cr_assert_eq(sl_embedding_forward(cpu, 1, 2, 2, 0, b, b, b, c), SL_EINVAL);
+    cr_assert_eq(sl_embedding_backward(cpu, 2, 2, 2, 9, b, b, c, c), SL_ERANGE);
+    cr_assert_eq(sl_causal_softmax_forward(cpu, 1, 5, 1.0f, b, c), SL_ERANGE);
+    /* C matrices that overlap are refused; so is a batch beyond the buffer. */
+    cr_assert_eq(
+        sl_gemm_strided_batched(cpu, false, false, 2, 2, 2, 1.0f, b, 4, b, 4, 0.0f, c, 3, 2),
+        SL_EINVAL);
+    cr_assert_eq(
+        sl_gemm_strided_batched(cpu, false, false, 2, 2, 2, 1.0f, b, 4, b, 4, 0.0f, c, 4, 5),
+        SL_ERANGE);
+    cr_assert_eq(sl_gemm_strided_batched(cpu, false, false, 2, 2, 2, 1.0f, b, SIZE_MAX / 2, b, 4,
+                                         0.0f, c, 4, 3),
+                 SL_ERANGE);
+    cr_assert_eq(sl_adamw(cpu, 4, b, b, b, c, 0.1f, 0.9f, 1.0f, 1e-8f, 0, 1), SL_EINVAL);
+    cr_assert_eq(sl_sum_squares(cpu, 17, b, c), SL_ERANGE);
+    sl_buffer_free(b);
+    sl_buffer_free(c);
+}
