@@ -268,6 +268,17 @@ int sl_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq, float sc
 int sl_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float scale, sl_buffer *p,
                                sl_buffer *dp, sl_buffer *ds);
 
+/* Copies a 4-D strided view, for moving attention heads between [B, T, H, hs] rows and packed
+ * [B, H, T, hs]: for every index (i0, i1, i2, i3) < shape,
+ *   dst[dst_offset + i0*dst_strides[0] + ... + i3*dst_strides[3]] =
+ *   src[src_offset + i0*src_strides[0] + ... + i3*src_strides[3]]   (elements, fp32).
+ * src and dst are different buffers; the destinations must not repeat (no two indices write the
+ * same element). The wrapper checks that the largest index read and written lies inside each
+ * buffer. A shape with a zero dimension copies nothing. */
+int sl_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
+                    const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
+                    const size_t dst_strides[4]);
+
 /* Batched strided GEMM: for i < batch, C_i = alpha * op(A_i) * op(B_i) + beta * C_i with the
  * shapes and transposes of sl_gemm, where A_i starts at element i * stride_a of a (B_i, C_i
  * likewise). stride_a or stride_b may be 0 (one matrix for every batch entry); the C matrices

@@ -114,6 +114,12 @@ struct sl_backend_ops {
                                   sl_buffer *s, sl_buffer *p);
     int (*causal_softmax_backward)(sl_device *dev, size_t heads, size_t seq, float scale,
                                    sl_buffer *p, sl_buffer *dp, sl_buffer *ds);
+    /* Every shape[d] > 0, src != dst, both views within their buffers, and
+     * shape[0]*...*shape[3] no more than the elements dst's view spans (so it fits wherever the
+     * buffer's range does); strides of dimensions of size 1 are 0. */
+    int (*copy_strided)(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
+                        const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
+                        const size_t dst_strides[4]);
     /* m, n, k, batch > 0; the C matrices do not overlap. */
     int (*gemm_strided_batched)(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
                                 size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,

@@ -1,6 +1,7 @@
 /* The public wrappers of the kernels a GPT needs beyond the MLP ones (backend.c): sum of squares,
- * layer norm, embedding, causal softmax and batched strided GEMM. As in backend.c, every size is
- * checked here once, against the buffers and the device, before a backend sees the call. */
+ * layer norm, embedding, causal softmax, the strided 4-D copy and batched strided GEMM. As in
+ * backend.c, every size is checked here once, against the buffers and the device, before a backend
+ * sees the call. */
 #include "backends/backend_impl.h"
 
 #include <stdint.h>
@@ -137,6 +138,61 @@ int sl_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float s
     SL_TRY(sl__check_arg(K, "ds", dev, ds, e));
     if (e == 0) return SL_OK;
     return dev->ops->causal_softmax_backward(dev, heads, seq, scale, p, dp, ds);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Strided 4-D copy */
+
+/* *end = 1 + the largest element index of a view (offset + sum (shape[d]-1) * strides[d]) for a
+ * shape without zeros; refuses overflow. */
+static int view_end(const char *K, const char *name, const size_t shape[4], size_t offset,
+                    const size_t strides[4], size_t *end)
+{
+    size_t e = offset;
+    for (int d = 0; d < 4; d++) {
+        size_t step = sl_mul_size(shape[d] - 1, strides[d]);
+        if ((shape[d] > 1 && strides[d] && !step) || step > SIZE_MAX - e) return overflow(K, name);
+        e += step;
+    }
+    if (e == SIZE_MAX) return overflow(K, name);
+    *end = e + 1;
+    return SL_OK;
+}
+
+int sl_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
+                    const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
+                    const size_t dst_strides[4])
+{
+    static const char *K = "sl_copy_strided";
+    SL_TRY(sl__check_dev(K, dev));
+    if (!shape || !src_strides || !dst_strides)
+        return sl_fail(SL_EINVAL, "%s: null shape or strides", K);
+    if (src && src == dst) return sl_fail(SL_EINVAL, "%s: src and dst are the same buffer", K);
+    if (!shape[0] || !shape[1] || !shape[2] || !shape[3]) {
+        SL_TRY(sl__check_arg(K, "src", dev, src, 0));
+        return sl__check_arg(K, "dst", dev, dst, 0);
+    }
+    size_t rows, cols, total, src_end, dst_end;
+    SL_TRY(sl__check_shape(K, shape[0], shape[1], &rows));
+    SL_TRY(sl__check_shape(K, shape[2], shape[3], &cols));
+    SL_TRY(sl__check_shape(K, rows, cols, &total));
+    SL_TRY(view_end(K, "src", shape, src_offset, src_strides, &src_end));
+    SL_TRY(view_end(K, "dst", shape, dst_offset, dst_strides, &dst_end));
+    SL_TRY(sl__check_arg(K, "src", dev, src, src_end));
+    SL_TRY(sl__check_arg(K, "dst", dev, dst, dst_end));
+    /* A necessary condition only: more indices than elements in dst's span must repeat one. */
+    if (total > dst_end - dst_offset)
+        return sl_fail(SL_EINVAL,
+                       "%s: %zu elements written into a span of %zu: the destinations repeat", K,
+                       total, dst_end - dst_offset);
+    /* A dimension of size 1 never moves along its stride; 0 keeps the backends' arithmetic within
+     * the view whatever the caller passed. */
+    size_t ss[4], ds[4];
+    for (int d = 0; d < 4; d++) {
+        ss[d] = shape[d] > 1 ? src_strides[d] : 0;
+        ds[d] = shape[d] > 1 ? dst_strides[d] : 0;
+    }
+    return dev->ops->copy_strided(dev, shape, src, src_offset, ss, dst, dst_offset, ds);
 }
 
 /* ------------------------------------------------------------------------------------------------

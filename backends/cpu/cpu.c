@@ -531,6 +531,7 @@ const struct sl_backend_ops sl__cpu_backend = {
     .embedding_backward = sl__cpu_embedding_backward,
     .causal_softmax_forward = sl__cpu_causal_softmax_forward,
     .causal_softmax_backward = sl__cpu_causal_softmax_backward,
+    .copy_strided = sl__cpu_copy_strided,
     .gemm_strided_batched = sl__cpu_gemm_strided_batched,
     .axpy = cpu_axpy,
     .scale = cpu_scale,

@@ -23,6 +23,9 @@ int sl__cpu_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq, flo
                                    sl_buffer *s, sl_buffer *p);
 int sl__cpu_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float scale,
                                     sl_buffer *p, sl_buffer *dp, sl_buffer *ds);
+int sl__cpu_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
+                         const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
+                         const size_t dst_strides[4]);
 int sl__cpu_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
                                  size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
                                  size_t stride_b, float beta, sl_buffer *c, size_t stride_c,

@@ -1,9 +1,9 @@
 /* The CPU backend's transformer kernels (the oracle for the other backends): sum of squares,
- * layer norm, embedding, causal softmax and batched GEMM. The sums run in fp32 in the order the
- * device kernels use (one row or one column at a time, in index order), so a device that follows
- * the same order matches to rounding, and the deterministic ones (embedding backward) bit for
- * bit. The sum of squares is the exception: it accumulates in double, as the reference the
- * devices' tree reductions are measured against. */
+ * layer norm, embedding, causal softmax, the strided 4-D copy and batched GEMM. The sums run in
+ * fp32 in the order the device kernels use (one row or one column at a time, in index order), so a
+ * device that follows the same order matches to rounding, and the deterministic ones (embedding
+ * backward, the copy) bit for bit. The sum of squares is the exception: it accumulates in double,
+ * as the reference the devices' tree reductions are measured against. */
 #include "backends/cpu/cpu_impl.h"
 
 #include <cblas.h>
@@ -161,6 +161,28 @@ int sl__cpu_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, fl
         for (size_t j = 0; j <= t; j++) dr[j] = scale * pr[j] * (gr[j] - dot);
         for (size_t j = t + 1; j < seq; j++) dr[j] = 0.0f;
     }
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Strided 4-D copy: nested loops, innermost i3. */
+
+int sl__cpu_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
+                         const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
+                         const size_t dst_strides[4])
+{
+    (void)dev;
+    const float *ps = F(src) + src_offset;
+    float *pd = F(dst) + dst_offset;
+    for (size_t i0 = 0; i0 < shape[0]; i0++)
+        for (size_t i1 = 0; i1 < shape[1]; i1++)
+            for (size_t i2 = 0; i2 < shape[2]; i2++) {
+                const float *s =
+                    ps + i0 * src_strides[0] + i1 * src_strides[1] + i2 * src_strides[2];
+                float *d = pd + i0 * dst_strides[0] + i1 * dst_strides[1] + i2 * dst_strides[2];
+                for (size_t i3 = 0; i3 < shape[3]; i3++)
+                    d[i3 * dst_strides[3]] = s[i3 * src_strides[3]];
+            }
     return SL_OK;
 }
 

@@ -35,6 +35,7 @@ const char *const sl__cl_kernel_names[K_COUNT] = {
     [K_EMBEDDING_DWPE] = "embedding_dwpe",
     [K_CAUSAL_SOFTMAX_FORWARD] = "causal_softmax_forward",
     [K_CAUSAL_SOFTMAX_BACKWARD] = "causal_softmax_backward",
+    [K_COPY_STRIDED] = "copy_strided",
     [K_SUM_SQUARES] = "sum_squares",
     [K_PEAK_FMA] = "peak_fma",
 };
@@ -408,6 +409,7 @@ const struct sl_backend_ops sl__opencl_backend = {
     .embedding_backward = sl__cl_embedding_backward,
     .causal_softmax_forward = sl__cl_causal_softmax_forward,
     .causal_softmax_backward = sl__cl_causal_softmax_backward,
+    .copy_strided = sl__cl_copy_strided,
     .gemm_strided_batched = sl__cl_gemm_strided_batched,
     .axpy = cl_axpy,
     .scale = cl_scale,

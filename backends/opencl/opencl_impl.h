@@ -3,7 +3,8 @@
  *
  *   opencl.c   errors, enumeration, programs, devices, buffers and events
  *   kernels.c  the stage kernels (GEMM through CLBlast), the FMA peak and the backend table
- *   transformer.c  layer norm, embedding, causal softmax, batched GEMM and the sum of squares
+ *   transformer.c  layer norm, embedding, causal softmax, the strided copy, batched GEMM and the
+ *                  sum of squares
  *   tune.c     CLBlast's GEMM parameters: the cache, the built-in CPU set and the search */
 #ifndef SL_OPENCL_IMPL_H
 #define SL_OPENCL_IMPL_H
@@ -43,6 +44,7 @@ enum sl__cl_kernel {
     K_EMBEDDING_DWPE,
     K_CAUSAL_SOFTMAX_FORWARD,
     K_CAUSAL_SOFTMAX_BACKWARD,
+    K_COPY_STRIDED,
     K_SUM_SQUARES,
     K_PEAK_FMA,
     K_COUNT
@@ -133,6 +135,9 @@ int sl__cl_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq, floa
                                   sl_buffer *s, sl_buffer *p);
 int sl__cl_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float scale,
                                    sl_buffer *p, sl_buffer *dp, sl_buffer *ds);
+int sl__cl_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
+                        const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
+                        const size_t dst_strides[4]);
 int sl__cl_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
                                 size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
                                 size_t stride_b, float beta, sl_buffer *c, size_t stride_c,

@@ -1,5 +1,5 @@
 /* The OpenCL backend's transformer kernels (kernels/opencl/transformer.cl): layer norm, embedding,
- * causal softmax and the sum of squares, and batched GEMM through CLBlast. */
+ * causal softmax, the strided 4-D copy and the sum of squares, and batched GEMM through CLBlast. */
 #include "backends/opencl/opencl_impl.h"
 
 #include <clblast_c.h>
@@ -153,6 +153,30 @@ int sl__cl_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, flo
     ARG(K_CAUSAL_SOFTMAX_BACKWARD, 4, n);
     ARG(K_CAUSAL_SOFTMAX_BACKWARD, 5, scale);
     return sl__cl_launch1(d, K_CAUSAL_SOFTMAX_BACKWARD, rows);
+}
+
+int sl__cl_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
+                        const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
+                        const size_t dst_strides[4])
+{
+    struct sl__cl_device *d = CLDEV(dev);
+    size_t total = shape[0] * shape[1] * shape[2] * shape[3];
+    cl_ulong4 sh, ss, ds;
+    for (int i = 0; i < 4; i++) {
+        sh.s[i] = shape[i];
+        ss.s[i] = src_strides[i];
+        ds.s[i] = dst_strides[i];
+    }
+    cl_ulong so = src_offset, dof = dst_offset, n = total;
+    ARG(K_COPY_STRIDED, 0, src->impl);
+    ARG(K_COPY_STRIDED, 1, dst->impl);
+    ARG(K_COPY_STRIDED, 2, n);
+    ARG(K_COPY_STRIDED, 3, sh);
+    ARG(K_COPY_STRIDED, 4, so);
+    ARG(K_COPY_STRIDED, 5, ss);
+    ARG(K_COPY_STRIDED, 6, dof);
+    ARG(K_COPY_STRIDED, 7, ds);
+    return sl__cl_launch1(d, K_COPY_STRIDED, total);
 }
 
 /* As cl_gemm (kernels.c): the column-major product C^T = B^T A^T over the same memory, for every

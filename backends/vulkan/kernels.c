@@ -354,6 +354,7 @@ const struct sl_backend_ops sl__vulkan_backend = {
     .embedding_backward = sl__vk_embedding_backward,
     .causal_softmax_forward = sl__vk_causal_softmax_forward,
     .causal_softmax_backward = sl__vk_causal_softmax_backward,
+    .copy_strided = sl__vk_copy_strided,
     .gemm_strided_batched = sl__vk_gemm_strided_batched,
     .axpy = vk_axpy,
     .scale = vk_scale,

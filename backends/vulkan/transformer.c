@@ -1,6 +1,6 @@
-/* The Vulkan backend's transformer kernels: layer norm, embedding, causal softmax, batched GEMM
- * (gemm.comp with a batch in work-group z) and the sum of squares. Sizes fit the shaders' 32-bit
- * indices: the wrapper has checked every buffer against maxStorageBufferRange. */
+/* The Vulkan backend's transformer kernels: layer norm, embedding, causal softmax, the strided 4-D
+ * copy, batched GEMM (gemm.comp with a batch in work-group z) and the sum of squares. Sizes fit the
+ * shaders' 32-bit indices: the wrapper has checked every buffer against maxStorageBufferRange. */
 #include "backends/vulkan/vulkan_impl.h"
 
 #include <stdlib.h>
@@ -105,6 +105,41 @@ int sl__vk_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, flo
     sl_buffer *bufs[3] = {p, dp, ds};
     uint32_t push[4] = {0, (uint32_t)(heads * seq), (uint32_t)seq, f2u(scale)};
     return sl__vk_run_1d(dev, K_CSM_BWD, bufs, push, heads * seq);
+}
+
+/* One invocation per element, the flat index split in the shader; sl__vk_record_kernel splits a
+ * launch beyond the device's x count. The wrapper has zeroed the strides of size-1 dimensions and
+ * checked both views against the buffers (so against maxStorageBufferRange) and the count against
+ * dst's span; a view whose last index still needs more than 32 bits is refused here. */
+int sl__vk_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
+                        const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
+                        const size_t dst_strides[4])
+{
+    size_t total = shape[0] * shape[1] * shape[2] * shape[3], src_last = src_offset,
+           dst_last = dst_offset;
+    for (int i = 0; i < 4; i++) {
+        src_last += (shape[i] - 1) * src_strides[i];
+        dst_last += (shape[i] - 1) * dst_strides[i];
+    }
+    if (total > UINT32_MAX || src_last > UINT32_MAX || dst_last > UINT32_MAX)
+        return sl_fail(SL_ELIMIT,
+                       "sl_copy_strided: %zu elements, last indices %zu (src) and %zu (dst): more "
+                       "than the Vulkan kernel's 32-bit indices hold",
+                       total, src_last, dst_last);
+    sl_buffer *bufs[2] = {src, dst};
+    /* base, total, shape[1..3], src offset and strides, dst offset and strides */
+    uint32_t push[15] = {0,
+                         (uint32_t)total,
+                         (uint32_t)shape[1],
+                         (uint32_t)shape[2],
+                         (uint32_t)shape[3],
+                         (uint32_t)src_offset};
+    push[10] = (uint32_t)dst_offset;
+    for (int i = 0; i < 4; i++) {
+        push[6 + i] = (uint32_t)src_strides[i];
+        push[11 + i] = (uint32_t)dst_strides[i];
+    }
+    return sl__vk_run_1d(dev, K_COPY_STRIDED, bufs, push, total);
 }
 
 /* gemm.comp with the batch in work-group z, split where it exceeds the device's z count (push[12]

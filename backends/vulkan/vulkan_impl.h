@@ -3,7 +3,8 @@
  *   device.c    the loader, the instance, physical devices, open and close
  *   dispatch.c  memory, command batches, kernel dispatch, buffers and events
  *   kernels.c   the shader table, pipelines, the stage-kernel entry points and the backend table
- *   transformer.c  layer norm, embedding, causal softmax, batched GEMM and the sum of squares
+ *   transformer.c  layer norm, embedding, causal softmax, the strided copy, batched GEMM and the
+ *                  sum of squares
  *
  * Execution model: one compute queue per device. Kernels and device copies are recorded into one
  * command buffer (a "batch") with a compute/transfer memory barrier between commands, which keeps
@@ -151,6 +152,7 @@ int sl__vk_fail(VkResult r, const char *what);
     X(EMB_DWPE, embedding_dwpe, 2, 16, 0)                                                          \
     X(CSM_FWD, causal_softmax_forward, 2, 16, 0)                                                   \
     X(CSM_BWD, causal_softmax_backward, 3, 16, 0)                                                  \
+    X(COPY_STRIDED, copy_strided, 2, 60, 0)                                                        \
     X(SUM_SQUARES, sum_squares, 2, 16, 0)
 
 enum {
@@ -322,6 +324,9 @@ int sl__vk_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq, floa
                                   sl_buffer *s, sl_buffer *p);
 int sl__vk_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float scale,
                                    sl_buffer *p, sl_buffer *dp, sl_buffer *ds);
+int sl__vk_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
+                        const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
+                        const size_t dst_strides[4]);
 int sl__vk_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
                                 size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
                                 size_t stride_b, float beta, sl_buffer *c, size_t stride_c,

@@ -1,7 +1,7 @@
-/* The OpenCL backend's transformer kernels: layer norm, embedding, causal softmax and the sum of
- * squares. Each sums in the order of the C reference (backends/cpu/transformer.c), one work-item
- * per row or per column, so results match it to rounding, and no kernel uses atomics: the same
- * input gives the same bits on every run.
+/* The OpenCL backend's transformer kernels: layer norm, embedding, causal softmax, the strided copy
+ * and the sum of squares. Each sums in the order of the C reference (backends/cpu/transformer.c),
+ * one work-item per row or per column, so results match it to rounding, and no kernel uses
+ * atomics: the same input gives the same bits on every run.
  *
  * Contraction into FMA is off so that results round like the C reference. */
 #pragma OPENCL FP_CONTRACT OFF
@@ -149,6 +149,22 @@ __kernel void causal_softmax_backward(__global const float *p, __global const fl
     for (ulong j = 0; j <= t; j++) dot += pr[j] * gr[j];
     for (ulong j = 0; j <= t; j++) dr[j] = scale * pr[j] * (gr[j] - dot);
     for (ulong j = t + 1; j < seq; j++) dr[j] = 0.0f;
+}
+
+/* The strided 4-D copy, one work-item per element: the flat index splits into (i0, i1, i2, i3),
+ * innermost i3, and dst[dst_off + i . dst_strides] = src[src_off + i . src_strides]. */
+__kernel void copy_strided(__global const float *src, __global float *dst, ulong total,
+                           ulong4 shape, ulong src_off, ulong4 ss, ulong dst_off, ulong4 ds)
+{
+    ulong i = get_global_id(0);
+    if (i >= total) return;
+    const ulong i3 = i % shape.s3;
+    i /= shape.s3;
+    const ulong i2 = i % shape.s2;
+    i /= shape.s2;
+    const ulong i1 = i % shape.s1, i0 = i / shape.s1;
+    dst[dst_off + i0 * ds.s0 + i1 * ds.s1 + i2 * ds.s2 + i3 * ds.s3] =
+        src[src_off + i0 * ss.s0 + i1 * ss.s1 + i2 * ss.s2 + i3 * ss.s3];
 }
 
 /* One pass of the sum of squares: work-group g writes out[g] = the sum over its work-items of

@@ -333,6 +333,18 @@ static inline float *run_causal_softmax(sl_device *dev, size_t heads, size_t seq
     return buf_take(out, e);
 }
 
+/* The strided 4-D copy from src (nsrc floats) into a copy of dst0 (ndst floats); returns dst. */
+static inline float *run_copy_strided(sl_device *dev, const size_t shape[4], const float *src,
+                                      size_t nsrc, size_t src_offset, const size_t src_strides[4],
+                                      const float *dst0, size_t ndst, size_t dst_offset,
+                                      const size_t dst_strides[4])
+{
+    sl_buffer *bs = buf_f(dev, src, nsrc), *bd = buf_f(dev, dst0, ndst);
+    OK(sl_copy_strided(dev, shape, bs, src_offset, src_strides, bd, dst_offset, dst_strides));
+    sl_buffer_free(bs);
+    return buf_take(bd, ndst);
+}
+
 /* Batched GEMM over host arrays of na, nb and nc floats; returns C (nc floats). */
 static inline float *run_gemm_batched(sl_device *dev, bool ta, bool tb, size_t m, size_t n,
                                       size_t k, float alpha, const float *a, size_t sa, size_t na,

@@ -443,6 +443,39 @@ Test(conformance, causal_softmax)
         }
 }
 
+Test(conformance, copy_strided)
+{
+    /* B, T, H, hs */
+    static const size_t shapes[][4] = {{1, 1, 1, 1}, {3, 7, 5, 3}, {2, 65, 4, 16}};
+    for (size_t d = 0; d < ndevs; d++)
+        for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++) {
+            size_t B = shapes[s][0], T = shapes[s][1], H = shapes[s][2], hs = shapes[s][3];
+            size_t C = H * hs, n = B * T * 3 * C, packed = B * H * T * hs, pad = 5;
+            const size_t shape[4] = {B, H, T, hs};
+            const size_t rows[4] = {T * 3 * C, hs, 3 * C, 1};
+            const size_t heads[4] = {H * T * hs, T * hs, hs, 1};
+            float *qkv = vec_rand(n, 72, -1, 1), *p0 = vec_rand(packed + pad, 73, -1, 1);
+            float *r0 = vec_rand(n, 74, -1, 1);
+            for (size_t j = 0; j < 3; j++) {
+                /* Split: head j of [B, T, 3C] into packed [B, H, T, hs] after `pad` elements. */
+                check(
+                    run_copy_strided(cpu, shape, qkv, n, j * C, rows, p0, packed + pad, pad, heads),
+                    run_copy_strided(devs[d], shape, qkv, n, j * C, rows, p0, packed + pad, pad,
+                                     heads),
+                    packed + pad, 0.0f, 0.0f, devs[d], "copy strided split %zu %zux%zux%zux%zu", j,
+                    B, T, H, hs);
+                /* Merge: packed (from offset pad) back into the j-th third of the rows. */
+                check(
+                    run_copy_strided(cpu, shape, p0, packed + pad, pad, heads, r0, n, j * C, rows),
+                    run_copy_strided(devs[d], shape, p0, packed + pad, pad, heads, r0, n, j * C,
+                                     rows),
+                    n, 0.0f, 0.0f, devs[d], "copy strided merge %zu %zux%zux%zux%zu", j, B, T, H,
+                    hs);
+            }
+            free(qkv), free(p0), free(r0);
+        }
+}
+
 Test(conformance, gemm_strided_batched)
 {
     /* m, n, k, batch */

@@ -1,6 +1,7 @@
-/* The CPU oracle's transformer kernels (layer norm, embedding, causal softmax, batched GEMM, sum
- * of squares) and the wide cross-entropy rows, against plain loops in double and finite
- * differences, and their argument checks. test_reference.c holds the rest of the oracle's checks.
+/* The CPU oracle's transformer kernels (layer norm, embedding, causal softmax, strided copy,
+ * batched GEMM, sum of squares) and the wide cross-entropy rows, against plain loops in double and
+ * finite differences, and their argument checks. test_reference.c holds the rest of the oracle's
+ * checks.
  */
 #include "kernel_util.h"
 
@@ -217,6 +218,60 @@ Test(reference, gemm_strided_batched_matches_naive_loops)
         }
         free(a), free(b), free(c0);
     }
+}
+
+Test(reference, copy_strided_splits_and_merges_attention_heads)
+{
+    /* q, k and v heads out of [B, T, 3C] rows (C = H * hs) into packed [B, H, T, hs], and back. */
+    const size_t B = 2, T = 5, H = 3, hs = 4, C = H * hs, n = B * T * 3 * C,
+                 packed = B * H * T * hs;
+    const size_t shape[4] = {B, H, T, hs};
+    const size_t rows[4] = {T * 3 * C, hs, 3 * C, 1}, heads[4] = {H * T * hs, T * hs, hs, 1};
+    float *qkv = vec_rand(n, 70, -1, 1);
+    sl_buffer *back = buf_f(cpu, NULL, n);
+    for (size_t j = 0; j < 3; j++) {
+        float *sentinel = vec_rand(packed, 71, 5, 6);
+        float *got = run_copy_strided(cpu, shape, qkv, n, j * C, rows, sentinel, packed, 0, heads);
+        for (size_t b = 0; b < B; b++)
+            for (size_t h = 0; h < H; h++)
+                for (size_t t = 0; t < T; t++)
+                    for (size_t e = 0; e < hs; e++)
+                        cr_assert_eq(got[((b * H + h) * T + t) * hs + e],
+                                     qkv[(b * T + t) * 3 * C + j * C + h * hs + e],
+                                     "split %zu [%zu,%zu,%zu,%zu]", j, b, h, t, e);
+        /* The merge back, into the j-th third of each row of `back`. */
+        sl_buffer *bp = buf_f(cpu, got, packed);
+        OK(sl_copy_strided(cpu, shape, bp, 0, heads, back, j * C, rows));
+        sl_buffer_free(bp);
+        free(got), free(sentinel);
+    }
+    float *round = buf_take(back, n);
+    cr_assert(!memcmp(round, qkv, n * 4), "split then merge is not the identity");
+    free(round), free(qkv);
+}
+
+Test(reference, copy_strided_arguments_are_checked)
+{
+    sl_buffer *b = buf_f(cpu, NULL, 16), *c = buf_f(cpu, NULL, 16);
+    const size_t shape[4] = {2, 2, 2, 2}, packed[4] = {8, 4, 2, 1};
+    OK(sl_copy_strided(cpu, shape, b, 0, packed, c, 0, packed));
+    /* One element past the end of src, of dst (through its offset), or of a stride. */
+    cr_assert_eq(sl_copy_strided(cpu, shape, b, 1, packed, c, 0, packed), SL_ERANGE);
+    cr_assert_eq(sl_copy_strided(cpu, shape, b, 0, packed, c, 1, packed), SL_ERANGE);
+    const size_t wide[4] = {8, 4, 2, 2};
+    cr_assert_eq(sl_copy_strided(cpu, shape, b, 0, wide, c, 0, packed), SL_ERANGE);
+    const size_t huge[4] = {SIZE_MAX / 2, 4, 2, 1};
+    cr_assert_eq(sl_copy_strided(cpu, shape, b, 0, packed, c, 0, huge), SL_ERANGE);
+    cr_assert_eq(sl_copy_strided(cpu, shape, b, SIZE_MAX, packed, c, 0, packed), SL_ERANGE);
+    /* The same buffer, and destinations that must repeat, are refused. */
+    cr_assert_eq(sl_copy_strided(cpu, shape, b, 0, packed, b, 0, packed), SL_EINVAL);
+    const size_t repeat[4] = {8, 4, 0, 1};
+    cr_assert_eq(sl_copy_strided(cpu, shape, b, 0, packed, c, 0, repeat), SL_EINVAL);
+    /* A zero dimension copies nothing, whatever the strides. */
+    const size_t empty[4] = {2, 0, 2, 2};
+    OK(sl_copy_strided(cpu, empty, b, 100, huge, c, 100, huge));
+    sl_buffer_free(b);
+    sl_buffer_free(c);
 }
 
 Test(reference, transformer_arguments_are_checked)
