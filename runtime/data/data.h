@@ -27,24 +27,24 @@
  * rounds. A permutation is Fisher-Yates from the identity: for i = N-1 down to 1, j =
  * floor(u*(i+1)) with u = (next() >> 11) * 2^-53, swap P[i] and P[j].
  *
- * Token data (model.gpt; T = model.gpt.block_size, V = model.gpt.vocab_size). A micro-batch's x is
- * int32 token ids [rows, T] and its labels int32 [rows, T], the next token of each position
+ * Token data (model.gpt; T = model.gpt.block_size, V = model.gpt.vocab_size). A micro-batch's x
+ * is int32 token ids [rows, T] and its labels int32 [rows, T], the next token of each position
  * (targets are not used). Two sources:
  * - data.text: a UTF-8 text (plain, or gzip'd: read through zlib), tokenised by character as
  *   nanoGPT's shakespeare_char: the vocabulary is the sorted set of the distinct Unicode code
- * points of the text and a character's token id is its index in it. Bytes that are not UTF-8 (RFC
- * 3629: no overlong forms, no surrogates, nothing above U+10FFFF, no truncated sequence) and a
- *   vocabulary larger than V are SL_ECONFIG naming the byte offset or both sizes. Of the n tokens
- *   the first n_train = floor(n * (1 - data.val_fraction)) train (sl_data.text) and the rest are
- *   held out (sl_data.val), as nanoGPT's data[:int(n*0.9)]; each share that is used must hold at
- *   least T + 1 tokens.
+ *   points of the text and a character's token id is its index in it. Bytes that are not UTF-8
+ *   (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF, no truncated sequence)
+ *   and a vocabulary larger than V are SL_ECONFIG naming the byte offset or both sizes.
+ *   Of the n tokens the first n_train = floor(n * (1 - data.val_fraction)) train (sl_data.text)
+ *   and the rest are held out (sl_data.val), as nanoGPT's data[:int(n*0.9)]; the training share,
+ *   and the held-out one when data.val_fraction > 0, must hold at least T + 1 tokens.
  *   Windows, as nanoGPT's get_batch: a window at offset o of a stream S is x = S[o .. o+T-1],
  *   y = S[o+1 .. o+T]. Step k draws `batch` offsets from the splitmix64 stream whose state starts
- *   at data.seed ^ mix(2k) (mix(v) = the first output of splitmix64 from state v); window i is the
- *   i-th draw: o_i = floor(u_i * (L - T)) with u_i = (next() >> 11) * 2^-53 and L = len(S), so
- *   o_i is in [0, L - T - 1] (torch.randint(L - T)). Evaluation batch k of the validation share
- *   uses the same rule from state data.seed ^ mix(2k + 1). Every rank can so compute any window
- *   of any step alone.
+ *   at data.seed ^ mix(2k) (mix(v) = the first output of splitmix64 from state v); window i is
+ *   the i-th draw: o_i = floor(u_i * (L - T)) with u_i = (next() >> 11) * 2^-53 and L = len(S),
+ *   so o_i is in [0, L - T - 1] (torch.randint(L - T)). Evaluation batch k of the validation
+ *   share uses the same rule from state data.seed ^ mix(2k + 1). So every rank can compute any
+ *   window of any step on its own.
  * - data.path: a safetensors file whose tensors data.inputs ("x") and data.labels ("y") are
  *   I32/I64 [N, T] token ids in [0, V) (an id outside is SL_ECONFIG naming the tensor, row and
  *   column). Row i of step k is row (k*batch + i) mod N, never shuffled; no held-out share.
