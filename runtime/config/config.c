@@ -323,11 +323,14 @@ static int resolve_path(const char *key, const char *dir, char **path)
 
 static const char *const top_keys[] = {"model",   "data",   "train",  "pipeline",
                                        "devices", "launch", "output", NULL};
-static const char *const model_keys[] = {"inputs", "layers", "loss", "init", "seed", NULL};
-static const char *const data_keys[] = {"path", "test_fraction", "scale",  "shuffle",
-                                        "seed", "inputs",        "labels", NULL};
-static const char *const train_keys[] = {"steps",     "batch",   "microbatches",
-                                         "optimizer", "threads", NULL};
+static const char *const model_keys[] = {"inputs", "layers", "gpt", "loss", "init", "seed", NULL};
+static const char *const gpt_keys[] = {"vocab_size", "block_size", "n_layer",        "n_head",
+                                       "n_embd",     "bias",       "tie_embeddings", NULL};
+static const char *const data_keys[] = {"path",    "text", "val_fraction", "test_fraction", "scale",
+                                        "shuffle", "seed", "inputs",       "labels",        NULL};
+static const char *const train_keys[] = {"steps",   "batch",       "microbatches", "optimizer",
+                                         "threads", "lr_schedule", "grad_clip",    NULL};
+static const char *const lr_keys[] = {"warmup_steps", "decay_steps", "min_lr", NULL};
 static const char *const opt_keys[] = {"name",  "lr",  "momentum", "weight_decay",
                                        "betas", "eps", NULL};
 static const char *const pipe_keys[] = {"stages",    "schedule",  "chunks",
@@ -335,14 +338,48 @@ static const char *const pipe_keys[] = {"stages",    "schedule",  "chunks",
 static const char *const launch_keys[] = {"endpoints", "curve", "keys", "heartbeat_ms", NULL};
 static const char *const output_keys[] = {"dir", "checkpoint_interval", NULL};
 
-const char *const sl__config_opt_names[] = {"sgd", "adam"};
+const char *const sl__config_opt_names[] = {"sgd", "adam", "adamw"};
 static const char *const schedule_names[] = {"gpipe", "1f1b", "interleaved", "zb-h1"};
 
-static int parse_model(cJSON *root, sl_config *cfg)
+/* model.gpt: nanoGPT's GPTConfig, expanded into the layer list "embedding", n_layer x "block",
+ * "head". The layer strings are not checked through sl_layer_parse: the GPT's layer kinds read
+ * their shape from the sl_gpt_config, not from the text. */
+static int parse_gpt(ctx m, sl_config *cfg)
 {
     ctx c;
-    SL_TRY(section(root, "model", "model", true, &c));
-    SL_TRY(check_keys("model", c.obj, model_keys));
+    SL_TRY(section(m.obj, "gpt", "model.gpt", true, &c));
+    SL_TRY(check_keys("model.gpt", c.obj, gpt_keys));
+    if (get(m, "inputs") || get(m, "layers"))
+        return sl_fail(SL_ECONFIG,
+                       "config: model.gpt and model.%s are mutually exclusive (a GPT's layers and "
+                       "inputs come from model.gpt)",
+                       get(m, "layers") ? "layers" : "inputs");
+    sl_gpt_config *g = &cfg->model.gpt;
+    SL_TRY(get_int(c, "vocab_size", true, 0, 1, 1 << 24, &g->vocab_size));
+    SL_TRY(get_int(c, "block_size", true, 0, 1, 1 << 20, &g->block_size));
+    SL_TRY(get_int(c, "n_layer", true, 0, 1, 1024, &g->n_layer));
+    SL_TRY(get_int(c, "n_head", true, 0, 1, 1024, &g->n_head));
+    SL_TRY(get_int(c, "n_embd", true, 0, 1, 1 << 16, &g->n_embd));
+    SL_TRY(get_bool(c, "bias", true, &g->bias));
+    SL_TRY(get_bool(c, "tie_embeddings", true, &g->tie_embeddings));
+    if (g->n_embd % g->n_head != 0)
+        return sl_fail(SL_ECONFIG,
+                       "config: model.gpt.n_embd (%d) must be a multiple of model.gpt.n_head (%d)",
+                       g->n_embd, g->n_head);
+    cfg->model.has_gpt = true;
+    cfg->model.inputs = g->block_size;
+    int n = g->n_layer + 2;
+    if (!(cfg->model.layers = sl_alloc(sizeof(char *) * (size_t)n))) return SL_ENOMEM;
+    for (int i = 0; i < n; i++) {
+        const char *name = i == 0 ? "embedding" : i == n - 1 ? "head" : "block";
+        if (!(cfg->model.layers[i] = dup_str(name))) return SL_ENOMEM;
+        cfg->model.nlayers = i + 1;
+    }
+    return SL_OK;
+}
+
+static int parse_layers(ctx c, sl_config *cfg)
+{
     SL_TRY(get_int(c, "inputs", true, 0, 1, 1 << 24, &cfg->model.inputs));
     cJSON *layers = get(c, "layers");
     if (!layers) return missing(c, "layers");
@@ -358,11 +395,28 @@ static int parse_model(cJSON *root, sl_config *cfg)
     if (sl_config_param_layers(cfg) == 0)
         return sl_fail(SL_ECONFIG,
                        "config: model.layers has no layer with parameters (such as linear:N)");
+    return SL_OK;
+}
+
+static int parse_model(cJSON *root, sl_config *cfg)
+{
+    ctx c;
+    SL_TRY(section(root, "model", "model", true, &c));
+    SL_TRY(check_keys("model", c.obj, model_keys));
+    if (get(c, "gpt"))
+        SL_TRY(parse_gpt(c, cfg));
+    else
+        SL_TRY(parse_layers(c, cfg));
     const char *loss_names[SL_LOSS_COUNT];
     for (int k = 0; k < SL_LOSS_COUNT; k++) loss_names[k] = sl_loss_get((enum sl_loss_kind)k)->name;
     int loss;
     SL_TRY(get_enum(c, "loss", "cross_entropy", loss_names, SL_LOSS_COUNT, &loss));
     cfg->model.loss = (enum sl_loss_kind)loss;
+    if (cfg->model.has_gpt && cfg->model.loss != SL_LOSS_CROSS_ENTROPY)
+        return sl_fail(SL_ECONFIG,
+                       "config: model.loss '%s' does not apply to model.gpt (a GPT predicts the "
+                       "next token with cross_entropy)",
+                       loss_names[loss]);
     SL_TRY(get_str(c, "init", false, NULL, &cfg->model.init));
     if (cfg->model.init) SL_TRY(resolve_path("model.init", cfg->dir, &cfg->model.init));
     SL_TRY(get_u64(c, "seed", &cfg->model.seed));
@@ -374,8 +428,39 @@ static int parse_data(cJSON *root, sl_config *cfg)
     ctx c;
     SL_TRY(section(root, "data", "data", true, &c));
     SL_TRY(check_keys("data", c.obj, data_keys));
-    SL_TRY(get_str(c, "path", true, NULL, &cfg->data.path));
-    SL_TRY(resolve_path("data.path", cfg->dir, &cfg->data.path));
+    if (get(c, "path") && get(c, "text"))
+        return sl_fail(SL_ECONFIG, "config: data.path and data.text are mutually exclusive (a "
+                                   "text is data.text, a safetensors or CSV file data.path)");
+    if (!get(c, "path") && !get(c, "text"))
+        return sl_fail(SL_ECONFIG, "config: data.path (or data.text for model.gpt) is required");
+    if (get(c, "text") && !cfg->model.has_gpt)
+        return sl_fail(SL_ECONFIG, "config: data.text needs model.gpt (a text is tokenised for "
+                                   "a GPT; other models read data.path)");
+    if (get(c, "path")) {
+        SL_TRY(get_str(c, "path", true, NULL, &cfg->data.path));
+        SL_TRY(resolve_path("data.path", cfg->dir, &cfg->data.path));
+        size_t n = strlen(cfg->data.path), m = strlen(".safetensors");
+        if (cfg->model.has_gpt && (n < m || strcmp(cfg->data.path + n - m, ".safetensors") != 0))
+            return sl_fail(SL_ECONFIG,
+                           "config: data.path '%s' with model.gpt must be a .safetensors file of "
+                           "token windows (or give a text as data.text)",
+                           cfg->data.path);
+    } else {
+        SL_TRY(get_str(c, "text", true, NULL, &cfg->data.text));
+        SL_TRY(resolve_path("data.text", cfg->dir, &cfg->data.text));
+    }
+    SL_TRY(get_num(c, "val_fraction", false, 0.1, 0.0, 1.0, true, &cfg->data.val_fraction));
+    if (cfg->model.has_gpt) {
+        /* A GPT's windows are taken in order (fixture) or at random offsets (text): the row
+         * options of feature data do not apply. */
+        static const char *const row_keys[] = {"test_fraction", "scale", "shuffle"};
+        for (size_t i = 0; i < SL_ARRAY_LEN(row_keys); i++)
+            if (get(c, row_keys[i]))
+                return sl_fail(SL_ECONFIG,
+                               "config: data.%s does not apply to model.gpt's token data (a "
+                               "text holds out data.val_fraction)",
+                               row_keys[i]);
+    }
     SL_TRY(get_num(c, "test_fraction", false, 0.0, 0.0, 1.0, true, &cfg->data.test_fraction));
     SL_TRY(get_num(c, "scale", false, 1.0, -1e30, 1e30, false, &cfg->data.scale));
     SL_TRY(get_bool(c, "shuffle", false, &cfg->data.shuffle));
@@ -404,11 +489,12 @@ static int parse_train(cJSON *root, sl_config *cfg)
     SL_TRY(check_keys("train.optimizer", o.obj, opt_keys));
     sl_optimizer_config *opt = &cfg->train.optimizer;
     int kind = 0;
-    SL_TRY(get_enum(o, "name", NULL, sl__config_opt_names, 2, &kind));
+    SL_TRY(get_enum(o, "name", NULL, sl__config_opt_names, 3, &kind));
     opt->kind = (enum sl_optimizer_kind)kind;
     SL_TRY(get_num(o, "lr", true, 0, 0, 1e6, false, &opt->lr));
     if (!(opt->lr > 0)) return sl_fail(SL_ECONFIG, "config: train.optimizer.lr must be > 0");
-    SL_TRY(get_num(o, "weight_decay", false, 0, 0, 1e6, false, &opt->weight_decay));
+    SL_TRY(get_num(o, "weight_decay", false, opt->kind == SL_OPT_ADAMW ? 0.01 : 0, 0, 1e6, false,
+                   &opt->weight_decay));
     opt->beta1 = 0.9;
     opt->beta2 = 0.999;
     opt->eps = 1e-8;
@@ -422,8 +508,10 @@ static int parse_train(cJSON *root, sl_config *cfg)
         SL_TRY(get_num(o, "momentum", false, 0, 0, 1, true, &opt->momentum));
     } else {
         if (get(o, "momentum"))
-            return sl_fail(SL_ECONFIG, "config: train.optimizer.momentum is an sgd setting; adam "
-                                       "takes lr, betas, eps, weight_decay");
+            return sl_fail(SL_ECONFIG,
+                           "config: train.optimizer.momentum is an sgd setting; %s takes lr, "
+                           "betas, eps, weight_decay",
+                           sl__config_opt_names[opt->kind]);
         cJSON *b = get(o, "betas");
         if (b) {
             if (!cJSON_IsArray(b) || cJSON_GetArraySize(b) != 2 ||
@@ -438,6 +526,23 @@ static int parse_train(cJSON *root, sl_config *cfg)
         }
         SL_TRY(get_num(o, "eps", false, 1e-8, 0, 1, false, &opt->eps));
     }
+
+    SL_TRY(get_num(c, "grad_clip", false, 0, 0, 1e30, false, &cfg->train.grad_clip));
+    ctx l;
+    SL_TRY(section(c.obj, "lr_schedule", "train.lr_schedule", false, &l));
+    SL_TRY(check_keys("train.lr_schedule", l.obj, lr_keys));
+    sl_lr_schedule *lr = &cfg->train.lr_schedule;
+    if (!l.obj) return SL_OK;
+    lr->on = true;
+    SL_TRY(get_int(l, "warmup_steps", false, 0, 0, 1 << 30, &lr->warmup_steps));
+    SL_TRY(get_int(l, "decay_steps", false, cfg->train.steps, 1, 1 << 30, &lr->decay_steps));
+    if (lr->decay_steps <= lr->warmup_steps)
+        return sl_fail(SL_ECONFIG,
+                       "config: train.lr_schedule.decay_steps (%d%s) must be more than "
+                       "train.lr_schedule.warmup_steps (%d)",
+                       lr->decay_steps, get(l, "decay_steps") ? "" : ", train.steps",
+                       lr->warmup_steps);
+    SL_TRY(get_num(l, "min_lr", false, opt->lr / 10, 0, opt->lr, false, &lr->min_lr));
     return SL_OK;
 }
 
@@ -455,6 +560,10 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
     SL_TRY(get_bool(c, "recompute", false, &cfg->pipeline.recompute));
     int nstages = cfg->pipeline.stages * cfg->pipeline.chunks;
     int units = sl_config_param_layers(cfg); /* layers with parameters */
+    /* What the units are, for messages. */
+    const char *unit_text =
+        cfg->model.has_gpt ? "the GPT's embedding, blocks and head" : "linear:N";
+    const char *model_text = cfg->model.has_gpt ? "model.gpt" : "model.layers";
     cJSON *p = get(c, "partition");
     if (p && cJSON_IsArray(p)) {
         int n = cJSON_GetArraySize(p);
@@ -470,8 +579,8 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
                 it->valuedouble < 1 || it->valuedouble > units)
                 return sl_fail(SL_ECONFIG,
                                "config: pipeline.partition[%d] must be a count of layers with "
-                               "parameters (linear:N) >= 1",
-                               i);
+                               "parameters (%s) >= 1",
+                               i, unit_text);
             cfg->pipeline.partition_counts[i] = (int)it->valuedouble;
             sum += cfg->pipeline.partition_counts[i];
         }
@@ -479,8 +588,8 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
         if (sum != units)
             return sl_fail(SL_ECONFIG,
                            "config: pipeline.partition counts %d layers with parameters but "
-                           "model.layers has %d",
-                           sum, units);
+                           "%s has %d",
+                           sum, model_text, units);
         if (!(cfg->pipeline.partition = dup_str("explicit"))) return SL_ENOMEM;
     } else {
         static const char *const part_names[] = {"uniform"};
@@ -496,9 +605,10 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
     if (nstages > units)
         return sl_fail(SL_ECONFIG,
                        "config: pipeline.stages x pipeline.chunks (%d x %d = %d stages) is more "
-                       "than the %d layers with parameters (linear:N) in model.layers; every "
-                       "stage needs at least one",
-                       cfg->pipeline.stages, cfg->pipeline.chunks, nstages, units);
+                       "than the %d layers with parameters (%s) in %s; every stage needs at "
+                       "least one",
+                       cfg->pipeline.stages, cfg->pipeline.chunks, nstages, units, unit_text,
+                       model_text);
     if (cfg->pipeline.chunks > 1 && strcmp(cfg->pipeline.schedule, "interleaved") != 0)
         return sl_fail(SL_ECONFIG,
                        "config: pipeline.chunks (%d) > 1 needs pipeline.schedule \"interleaved\" "
@@ -648,6 +758,7 @@ void sl_config_free(sl_config *cfg)
     free(cfg->model.init);
     free(cfg->launch.keys);
     free(cfg->data.path);
+    free(cfg->data.text);
     free(cfg->data.inputs);
     free(cfg->data.labels);
     free(cfg->pipeline.schedule);

@@ -6,9 +6,9 @@
  * "config: unknown key 'train.stpes'". Optional keys get the defaults documented beside each
  * field below. All strings in sl_config are copies owned by it; sl_config_free releases them.
  *
- * Paths in the config (data.path, model.init) are resolved when loaded: a relative path that
- * exists relative to the current working directory is used as is; otherwise it is taken relative
- * to the directory of the config file, or failing that to the nearest of that directory's
+ * Paths in the config (data.path, data.text, model.init) are resolved when loaded: a relative path
+ * that exists relative to the current working directory is used as is; otherwise it is taken
+ * relative to the directory of the config file, or failing that to the nearest of that directory's
  * ancestors where it exists (so the repository-relative paths in samples/ work from the repository
  * root, from a build directory and from the sample's own directory). A file found nowhere is an
  * error naming the key. output.dir is relative to the working directory. */
@@ -53,18 +53,22 @@ typedef struct sl_config {
         int nlayers;            /* >= 1 */
         char **layers;          /* "linear:128", "relu", ...; with gpt: "embedding", n_layer x
                                    "block", "head", expanded from it */
-        bool has_gpt;           /* model.gpt was given instead of model.layers */
-        sl_gpt_config gpt;      /* model.gpt (nanoGPT's GPTConfig names); inputs = block_size */
-        enum sl_loss_kind loss; /* "cross_entropy" (default) or "mse" */
+        bool has_gpt;           /* model.gpt was given instead of model.layers (and inputs) */
+        sl_gpt_config gpt;      /* model.gpt (nanoGPT's GPTConfig names): vocab_size, block_size,
+                                   n_layer, n_head, n_embd required (n_embd a multiple of n_head),
+                                   bias and tie_embeddings default true; inputs = block_size */
+        enum sl_loss_kind loss; /* "cross_entropy" (default) or "mse" (not with gpt) */
         char *init;             /* resolved path of initial weights (safetensors), or NULL */
         uint64_t seed;          /* weight init seed, default 0 */
     } model;
 
     struct {
-        char *path;           /* resolved path: .safetensors, .csv or .csv.gz (this or text) */
+        char *path;           /* resolved path: .safetensors, .csv or .csv.gz (this or text);
+                                 with gpt: a .safetensors of token windows (see data.h) */
         char *text;           /* resolved path of a UTF-8 text (.gz too) for a GPT, or NULL */
-        double val_fraction;  /* text: the last share held out for validation, default 0.1 */
-        double test_fraction; /* [0, 1), default 0: share of rows held out for evaluation */
+        double val_fraction;  /* text: [0, 1), the last share held out, default 0.1 */
+        double test_fraction; /* [0, 1), default 0: share of rows held out for evaluation; this,
+                                 scale and shuffle are refused with gpt */
         double scale;         /* multiplies every feature, default 1 */
         bool shuffle;         /* reshuffle the training rows every epoch, default false */
         uint64_t seed;        /* split and shuffle seed, default 0 */

@@ -3,6 +3,6 @@
 #define SL_CONFIG_IMPL_H
 
 /* train.optimizer.name's values, indexed by enum sl_optimizer_kind. */
-extern const char *const sl__config_opt_names[2];
+extern const char *const sl__config_opt_names[3];
 
 #endif

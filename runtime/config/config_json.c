@@ -22,20 +22,43 @@ char *sl_config_to_json(const sl_config *cfg, bool pretty)
 {
     cJSON *root = cJSON_CreateObject(), *o, *p;
     o = cJSON_AddObjectToObject(root, "model");
-    cJSON_AddNumberToObject(o, "inputs", cfg->model.inputs);
-    cJSON_AddItemToObject(o, "layers", str_array(cfg->model.layers, cfg->model.nlayers));
+    if (cfg->model.has_gpt) {
+        /* The GPT's shape, not the layer list expanded from it: parsing this back expands it. */
+        const sl_gpt_config *g = &cfg->model.gpt;
+        p = cJSON_AddObjectToObject(o, "gpt");
+        cJSON_AddNumberToObject(p, "vocab_size", g->vocab_size);
+        cJSON_AddNumberToObject(p, "block_size", g->block_size);
+        cJSON_AddNumberToObject(p, "n_layer", g->n_layer);
+        cJSON_AddNumberToObject(p, "n_head", g->n_head);
+        cJSON_AddNumberToObject(p, "n_embd", g->n_embd);
+        cJSON_AddBoolToObject(p, "bias", g->bias);
+        cJSON_AddBoolToObject(p, "tie_embeddings", g->tie_embeddings);
+    } else {
+        cJSON_AddNumberToObject(o, "inputs", cfg->model.inputs);
+        cJSON_AddItemToObject(o, "layers", str_array(cfg->model.layers, cfg->model.nlayers));
+    }
     cJSON_AddStringToObject(o, "loss", sl_loss_get(cfg->model.loss)->name);
     if (cfg->model.init) cJSON_AddStringToObject(o, "init", cfg->model.init);
     cJSON_AddNumberToObject(o, "seed", (double)cfg->model.seed);
 
+    /* The keys that apply: a GPT's token data has no row options, and a text no tensor names. */
     o = cJSON_AddObjectToObject(root, "data");
-    cJSON_AddStringToObject(o, "path", cfg->data.path);
-    cJSON_AddNumberToObject(o, "test_fraction", cfg->data.test_fraction);
-    cJSON_AddNumberToObject(o, "scale", cfg->data.scale);
-    cJSON_AddBoolToObject(o, "shuffle", cfg->data.shuffle);
+    if (cfg->data.text) {
+        cJSON_AddStringToObject(o, "text", cfg->data.text);
+        cJSON_AddNumberToObject(o, "val_fraction", cfg->data.val_fraction);
+    } else {
+        cJSON_AddStringToObject(o, "path", cfg->data.path);
+    }
+    if (!cfg->model.has_gpt) {
+        cJSON_AddNumberToObject(o, "test_fraction", cfg->data.test_fraction);
+        cJSON_AddNumberToObject(o, "scale", cfg->data.scale);
+        cJSON_AddBoolToObject(o, "shuffle", cfg->data.shuffle);
+    }
     cJSON_AddNumberToObject(o, "seed", (double)cfg->data.seed);
-    cJSON_AddStringToObject(o, "inputs", cfg->data.inputs);
-    cJSON_AddStringToObject(o, "labels", cfg->data.labels);
+    if (!cfg->data.text) {
+        cJSON_AddStringToObject(o, "inputs", cfg->data.inputs);
+        cJSON_AddStringToObject(o, "labels", cfg->data.labels);
+    }
 
     o = cJSON_AddObjectToObject(root, "train");
     cJSON_AddNumberToObject(o, "steps", cfg->train.steps);
@@ -54,6 +77,14 @@ char *sl_config_to_json(const sl_config *cfg, bool pretty)
         cJSON_AddNumberToObject(p, "eps", opt->eps);
     }
     cJSON_AddNumberToObject(p, "weight_decay", opt->weight_decay);
+    if (cfg->train.lr_schedule.on) {
+        const sl_lr_schedule *lr = &cfg->train.lr_schedule;
+        p = cJSON_AddObjectToObject(o, "lr_schedule");
+        cJSON_AddNumberToObject(p, "warmup_steps", lr->warmup_steps);
+        cJSON_AddNumberToObject(p, "decay_steps", lr->decay_steps);
+        cJSON_AddNumberToObject(p, "min_lr", lr->min_lr);
+    }
+    cJSON_AddNumberToObject(o, "grad_clip", cfg->train.grad_clip);
 
     o = cJSON_AddObjectToObject(root, "pipeline");
     cJSON_AddNumberToObject(o, "stages", cfg->pipeline.stages);
@@ -109,6 +140,8 @@ const char *sl_config_device(const sl_config *cfg, int rank)
 
 int sl_config_param_layers(const sl_config *cfg)
 {
+    /* A GPT's embedding, blocks and head all own parameters; their kinds are not parsed here. */
+    if (cfg->model.has_gpt) return cfg->model.gpt.n_layer + 2;
     int n = 0;
     for (int i = 0; i < cfg->model.nlayers; i++) {
         sl_layer l;

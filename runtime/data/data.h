@@ -25,7 +25,30 @@
  *
  * The PRNG is splitmix64 (Steele et al.): state += 0x9e3779b97f4a7c15, then two xor-shift-multiply
  * rounds. A permutation is Fisher-Yates from the identity: for i = N-1 down to 1, j =
- * floor(u*(i+1)) with u = (next() >> 11) * 2^-53, swap P[i] and P[j]. */
+ * floor(u*(i+1)) with u = (next() >> 11) * 2^-53, swap P[i] and P[j].
+ *
+ * Token data (model.gpt; T = model.gpt.block_size, V = model.gpt.vocab_size). A micro-batch's x
+ * is int32 token ids [rows, T] and its labels int32 [rows, T], the next token of each position
+ * (targets are not used). Two sources:
+ * - data.text: a UTF-8 text (plain, or gzip'd: read through zlib), tokenised by character as
+ *   nanoGPT's shakespeare_char: the vocabulary is the sorted set of the distinct Unicode code
+ *   points of the text and a character's token id is its index in it. Bytes that are not UTF-8
+ *   (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF, no truncated sequence)
+ *   and a vocabulary larger than V are SL_ECONFIG naming the byte offset or both sizes.
+ *   Of the n tokens the first n_train = floor(n * (1 - data.val_fraction)) train (sl_data.text)
+ *   and the rest are held out (sl_data.val), as nanoGPT's data[:int(n*0.9)]; the training share,
+ *   and the held-out one when data.val_fraction > 0, must hold at least T + 1 tokens.
+ *   Windows, as nanoGPT's get_batch: a window at offset o of a stream S is x = S[o .. o+T-1],
+ *   y = S[o+1 .. o+T]. Step k draws `batch` offsets from the splitmix64 stream whose state starts
+ *   at data.seed ^ mix(2k) (mix(v) = the first output of splitmix64 from state v); window i is
+ *   the i-th draw: o_i = floor(u_i * (L - T)) with u_i = (next() >> 11) * 2^-53 and L = len(S),
+ *   so o_i is in [0, L - T - 1] (torch.randint(L - T)). Evaluation batch k of the validation
+ *   share uses the same rule from state data.seed ^ mix(2k + 1). So every rank can compute any
+ *   window of any step on its own.
+ * - data.path: a safetensors file whose tensors data.inputs ("x") and data.labels ("y") are
+ *   I32/I64 [N, T] token ids in [0, V) (an id outside is SL_ECONFIG naming the tensor, row and
+ *   column). Row i of step k is row (k*batch + i) mod N, never shuffled; no held-out share.
+ * Micro-batch j of a step is the step's windows (or rows) j*batch/M .. (j+1)*batch/M - 1. */
 #ifndef SL_DATA_H
 #define SL_DATA_H
 
@@ -42,43 +65,80 @@ extern "C" {
 /* Rows held on the host. Exactly one of labels and targets is set. */
 typedef struct sl_dataset {
     size_t rows;
-    int inputs;      /* features per row */
-    int outputs;     /* classes (labels) or target width (targets) */
-    float *x;        /* [rows, inputs] */
-    int32_t *labels; /* [rows] class ids in [0, outputs), or NULL */
+    int inputs;      /* features per row (tokens: T) */
+    int outputs;     /* classes (labels) or target width (targets); tokens: V */
+    bool tokens;     /* rows of token ids: ids is set instead of x */
+    int label_width; /* int32 labels per row: 1 (class ids) or T (next tokens); 0 with targets */
+    float *x;        /* [rows, inputs], or NULL for tokens */
+    int32_t *ids;    /* tokens: [rows, inputs] token ids, else NULL */
+    int32_t *labels; /* [rows, label_width] class ids or token ids in [0, outputs), or NULL */
     float *targets;  /* [rows, outputs], or NULL */
 } sl_dataset;
 
+/* A stream of token ids (a share of a tokenised text). */
+typedef struct sl_tokens {
+    int32_t *ids;
+    size_t len;
+} sl_tokens;
+
 typedef struct sl_data {
-    sl_dataset train, test; /* test.rows is 0 without a held-out share */
+    sl_dataset train, test; /* test.rows is 0 without a held-out share; a text has no rows */
     int batch, microbatches;
     bool shuffle;
     uint64_t seed;
+    /* What a micro-batch holds: x is int32 token ids [rows, T] when tokens is set (else float
+     * features [rows, inputs]); labels are int32 [rows, label_width] (0: targets instead). */
+    bool tokens;
+    int label_width;
+    int block_size;  /* T for token data, else 0 */
+    sl_tokens text;  /* data.text: the training share of the tokens, else empty */
+    sl_tokens val;   /* data.text: the held-out share (sl_data_val_batch), else empty */
+    uint32_t *vocab; /* data.text: the code point of each token id, sorted */
+    int nvocab;
     /* Shuffle cache: the permutation of one epoch. */
     int64_t perm_epoch;
     size_t *perm;
 } sl_data;
 
 /* Loads cfg->data for a model with cfg->model.inputs inputs and `outputs` outputs whose loss is
- * cfg->model.loss, checks every value, and splits it. */
+ * cfg->model.loss, checks every value, and splits it. With cfg->model.has_gpt the data is token
+ * data (above) checked against cfg->model.gpt, and `outputs` is not used. */
 int sl_data_load(const sl_config *cfg, int outputs, sl_data *out);
 void sl_data_free(sl_data *d);
 
-/* Loads a file into one dataset without splitting (same checks). */
+/* Loads a file into one dataset without splitting (same checks; a GPT's token safetensors too,
+ * not a text: SL_EINVAL). */
 int sl_dataset_load(const sl_config *cfg, int outputs, sl_dataset *out);
 void sl_dataset_free(sl_dataset *ds);
 
-/* The training-row indices of step `step` (counted from 0): rows[0 .. batch-1]. */
+/* The training-row indices of step `step` (counted from 0): rows[0 .. batch-1]. A text has no
+ * rows (SL_EINVAL): see sl_data_windows. */
 int sl_data_batch_rows(sl_data *d, int64_t step, size_t *rows);
 
-/* Copies rows[0..n-1] of `ds` into x [n, inputs] and labels [n] or targets [n, outputs] (either
- * may be NULL when not wanted). */
-void sl_dataset_gather(const sl_dataset *ds, const size_t *rows, size_t n, float *x,
-                       int32_t *labels, float *targets);
+/* Copies rows[0..n-1] of `ds` into x [n, inputs] (float features, or int32 ids for tokens) and
+ * labels [n, label_width] or targets [n, outputs] (any may be NULL when not wanted). */
+void sl_dataset_gather(const sl_dataset *ds, const size_t *rows, size_t n, void *x, int32_t *labels,
+                       float *targets);
 
-/* Micro-batch `mb` of step `step` from the training rows: x [batch/M, inputs], and labels or
- * targets as above (NULL when not wanted). */
-int sl_data_microbatch(sl_data *d, int64_t step, int mb, float *x, int32_t *labels, float *targets);
+/* Micro-batch `mb` of step `step` from the training data: x [batch/M, inputs] of 4-byte elements
+ * (float features, or int32 token ids [batch/M, T] when d->tokens), and labels
+ * [batch/M, label_width] or targets as above (NULL when not wanted). */
+int sl_data_microbatch(sl_data *d, int64_t step, int mb, void *x, int32_t *labels, float *targets);
+
+/* A text's window offsets of step `k` (val: evaluation batch k of the validation share):
+ * offsets[0 .. batch-1], by the rule above. SL_EINVAL without a text (or a share too short). */
+int sl_data_windows(const sl_data *d, bool val, int64_t k, size_t *offsets);
+
+/* Micro-batch `mb` of evaluation batch `k` of the validation share: x int32 [batch/M, T] and
+ * labels int32 [batch/M, T] (either may be NULL). SL_EINVAL without a validation share. */
+int sl_data_val_batch(const sl_data *d, int64_t k, int mb, int32_t *x, int32_t *labels);
+
+/* The number of tokens of a text's vocabulary (0 when the data is not a text). */
+int sl_data_vocab_size(const sl_data *d);
+
+/* Writes the vocabulary as vocab.json at `path`: a JSON array of one-character strings in token
+ * order (nanoGPT's meta.pkl itos). SL_EINVAL without a text, SL_EIO when it cannot be written. */
+int sl_data_write_vocab(const sl_data *d, const char *path);
 
 /* The split's permutation helper, exposed for tests: fills perm[0..n-1] with a permutation of
  * 0..n-1 drawn from `seed` as described above. */
