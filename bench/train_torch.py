@@ -72,6 +72,8 @@ def main():
             mods.append(nn.Linear(width, int(spec[7:])))
             width = int(spec[7:])
         elif spec == "gelu":
+            mods.append(nn.GELU())
+        elif spec == "gelu_tanh":
             mods.append(nn.GELU(approximate="tanh"))
         else:
             mods.append(acts[spec]())

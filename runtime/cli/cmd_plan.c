@@ -49,6 +49,16 @@ static void print_text(const sl_plan *plan)
     size_t rows = plan->rows;
     printf("model: %d inputs -> %d outputs, %d layers, %zu parameters, loss %s\n", m->inputs,
            m->outputs, m->nlayers, m->nparams, sl_loss_get(m->loss)->name);
+    if (cfg->model.has_gpt) {
+        /* nanoGPT's get_num_params: the position embeddings left out, the tied matrix once */
+        int wpe = sl_model_find_param(m, "transformer.wpe.weight");
+        size_t n = m->nparams - (wpe >= 0 ? m->params[wpe].numel : 0);
+        printf("GPT: %d layers of %d heads, n_embd %d, block_size %d, vocab %d%s; %.2fM "
+               "parameters as nanoGPT counts them (without position embeddings)\n",
+               cfg->model.gpt.n_layer, cfg->model.gpt.n_head, cfg->model.gpt.n_embd,
+               cfg->model.gpt.block_size, cfg->model.gpt.vocab_size,
+               cfg->model.gpt.tie_embeddings ? ", lm_head tied to wte" : "", (double)n / 1e6);
+    }
     printf("\n%5s  %-12s %7s %7s %10s\n", "LAYER", "KIND", "IN", "OUT", "PARAMS");
     for (int i = 0; i < m->nlayers; i++)
         printf("%5d  %-12s %7d %7d %10zu\n", i, cfg->model.layers[i], m->layers[i].in,

@@ -8,6 +8,7 @@
 #include "runtime/exec/exec.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,7 @@ typedef struct exec {
     trace_event *trace;
     int ntrace, max_trace;
     double busy;
+    double lr, grad_norm; /* of the last optimizer step (the norm: NaN unless it is global) */
     /* CURVE: this rank's key pair and every rank's public key */
     char secret[41], (*pubs)[41];
     const char **allowed;
@@ -187,19 +189,21 @@ static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_o
     if (stage == e->part->nstages - 1) {
         /* The loss and its gradient start the backward pass. */
         const sl_model *m = e->model;
+        size_t pos = (size_t)m->positions; /* a GPT's loss is over every position */
         bool labels = sl_loss_get(m->loss)->int_targets;
         size_t tbytes =
-            e->rows * sl_loss_target_width(sl_loss_get(m->loss), (size_t)m->outputs) * 4;
+            e->rows * sl_loss_target_width(sl_loss_get(m->loss), (size_t)m->outputs, pos) * 4;
         sl_buffer *target;
         SL_TRY(sl_data_microbatch(&e->data, step, mb, NULL, e->host_labels, e->host_targets));
         SL_TRY(pool_get(&e->pool, tbytes, &target));
         int rc = sl_buffer_upload(
             target, 0, labels ? (void *)e->host_labels : (void *)e->host_targets, tbytes);
-        if (rc == SL_OK) rc = pool_get(&e->pool, e->rows * sizeof(float), &s->loss);
+        if (rc == SL_OK) rc = pool_get(&e->pool, e->rows * pos * sizeof(float), &s->loss);
         if (rc == SL_OK) rc = pool_get(&e->pool, act_bytes(e, r->last), &s->dout);
         if (rc == SL_OK)
             rc = sl_loss_forward_backward(e->dev, m, e->rows, out, target,
-                                          1.0f / (float)e->cfg->train.batch, s->loss, s->dout);
+                                          1.0f / (float)((size_t)e->cfg->train.batch * pos),
+                                          s->loss, s->dout);
         pool_put(&e->pool, target);
         SL_TRY(rc);
     } else if (sl_partition_rank(e->part, stage + 1) == e->rank) {
@@ -319,6 +323,18 @@ static int do_recv(exec *e, int64_t step, const sl_action *a)
     return rc ? rc : unmapped;
 }
 
+/* The step's end on this rank's stages. Clipping needs the norm of the whole model, which one
+ * rank has only when it holds every stage (the plan refuses train.grad_clip otherwise). */
+static int optimizer_step(exec *e, int64_t step)
+{
+    sl_stage *stages[64];
+    if (e->nls > (int)SL_ARRAY_LEN(stages))
+        return sl_fail(SL_ELIMIT, "%d chunks on one rank (at most %zu)", e->nls,
+                       SL_ARRAY_LEN(stages));
+    for (int i = 0; i < e->nls; i++) stages[i] = e->ls[i].st;
+    return sl_stages_step(stages, e->nls, e->cfg, step, e->world == 1, &e->grad_norm, &e->lr);
+}
+
 static void trace_add(exec *e, const sl_action *a, double t0, double t1)
 {
     if (e->ntrace >= e->max_trace) return;
@@ -357,8 +373,7 @@ static int run_action(exec *e, int64_t step, const sl_action *a)
         rc = do_recv(e, step, a);
         break;
     case SL_ACTION_OPT:
-        for (int i = 0; i < e->nls && rc == SL_OK; i++)
-            rc = sl_stage_optimizer_step(e->ls[i].st, &e->cfg->train.optimizer);
+        rc = optimizer_step(e, step);
         break;
     }
     if (rc == SL_OK && compute) rc = sl_device_finish(e->dev);
@@ -378,20 +393,22 @@ static int run_action(exec *e, int64_t step, const sl_action *a)
     return SL_OK;
 }
 
-/* The mean loss of the step: the sum of every row's loss over the mini-batch. */
+/* The mean loss of the step: the sum of every row's (every position's) loss over the
+ * mini-batch. */
 static int step_loss(exec *e, double *loss)
 {
     local_stage *l = local_of(e, e->part->nstages - 1);
+    size_t n = e->rows * (size_t)e->model->positions;
     double sum = 0.0;
     for (int m = 0; m < e->cfg->train.microbatches; m++) {
         mb_state *s = &l->mb[m];
         if (!s->loss) return sl_fail(SL_EINTERNAL, "micro-batch %d has no loss", m);
-        SL_TRY(sl_buffer_download(s->loss, 0, e->host_loss, e->rows * sizeof(float)));
-        for (size_t i = 0; i < e->rows; i++) sum += e->host_loss[i];
+        SL_TRY(sl_buffer_download(s->loss, 0, e->host_loss, n * sizeof(float)));
+        for (size_t i = 0; i < n; i++) sum += e->host_loss[i];
         pool_put(&e->pool, s->loss);
         s->loss = NULL;
     }
-    *loss = sum / (double)e->cfg->train.batch;
+    *loss = sum / ((double)e->cfg->train.batch * (double)e->model->positions);
     return SL_OK;
 }
 
@@ -502,10 +519,11 @@ static int setup(exec *e)
     SL_TRY(rc);
 
     size_t widest = (size_t)SL_MAX(e->model->max_width, e->model->outputs);
+    size_t pos = (size_t)e->model->positions;
     if (!(e->host_x = sl_alloc(e->rows * (size_t)e->model->inputs * sizeof(float))) ||
-        !(e->host_labels = sl_alloc(e->rows * sizeof(int32_t))) ||
+        !(e->host_labels = sl_alloc(e->rows * pos * sizeof(int32_t))) ||
         !(e->host_targets = sl_alloc(e->rows * (size_t)e->model->outputs * sizeof(float))) ||
-        !(e->host_loss = sl_alloc(e->rows * sizeof(float))))
+        !(e->host_loss = sl_alloc(e->rows * pos * sizeof(float))))
         return SL_ENOMEM;
     e->max_trace = e->opt->max_trace_events > 0 ? e->opt->max_trace_events : 5000;
     if (!(e->trace = sl_alloc((size_t)e->max_trace * sizeof *e->trace))) return SL_ENOMEM;
@@ -631,6 +649,8 @@ static int train_loop(exec *e)
             cJSON_AddStringToObject(o, "type", "step");
             cJSON_AddNumberToObject(o, "step", (double)step);
             cJSON_AddNumberToObject(o, "loss", loss);
+            cJSON_AddNumberToObject(o, "lr", e->lr);
+            if (!isnan(e->grad_norm)) cJSON_AddNumberToObject(o, "grad_norm", e->grad_norm);
             cJSON_AddNumberToObject(o, "t", sl_now() - t_start);
             SL_TRY(report(e, o));
         }

@@ -40,8 +40,9 @@ typedef struct sl_layer {
     int in, out;            /* widths of the layer's input and output, per sample */
     int arg;                /* the kind's parsed argument: linear's width */
     enum sl_activation act; /* the activation kinds */
-    char prefix[64];        /* parameter names start with it: "3." for model.layers[3] */
-    int index;              /* of the GPT's layers: the block's number (transformer.h.{index}) */
+    char prefix[64];        /* parameter names start with it: "3." for model.layers[3] (the
+                               GPT's kinds set their own in shape(): "transformer.h.0.") */
+    int index;              /* how many layers of its kind come before it (a block's number) */
     sl_gpt_config gpt;      /* the GPT's layers: the model's shape */
 } sl_layer;
 
@@ -61,9 +62,12 @@ typedef struct sl_param_spec {
     enum sl_init init;
     float scale; /* the init rule's bound or standard deviation */
     bool decay;  /* weight decay applies (every parameter of linear, as one PyTorch param group) */
+    const char *tied_to; /* the full name of the parameter this one shares (lm_head.weight is
+                            transformer.wte.weight when a GPT ties them), or NULL */
 } sl_param_spec;
 
 #define SL_LAYER_MAX_PARAMS 16
+#define SL_LAYER_MAX_KEEP   24
 
 /* What one pass of one layer reads and writes, for rows samples. Buffers are fp32 device buffers
  * of the stage's device; the kind's entry points only enqueue kernels. */
@@ -73,7 +77,8 @@ typedef struct sl_layer_pass {
     size_t rows;
     sl_buffer *x;      /* the layer's input [rows, in] */
     sl_buffer *y;      /* its output [rows, out] (forward writes it; backward may read it) */
-    sl_buffer *keep;   /* [rows, keep_width]: what the forward keeps for the backward, or NULL */
+    sl_buffer **keep;  /* [nkeep] what the forward keeps for the backward (and the backward's
+                          work space), keep[j] of [rows, widths[j]] as keep() lists them */
     sl_buffer *dy;     /* the output gradient [rows, out] (backward; read only) */
     sl_buffer *dx;     /* the input gradient [rows, in] to write (backward_input), NULL when no
                           one needs it (the model's first layer) */
@@ -95,13 +100,17 @@ typedef struct sl_layer_kind {
     /* The layer's parameters, written to out[SL_LAYER_MAX_PARAMS]; returns how many. NULL: none.
      * A kind with parameters is a unit of the partition: layers without follow the one before. */
     int (*params)(const sl_layer *l, sl_param_spec *out);
-    /* Floats per sample the forward keeps for the backward beyond its output; NULL: none. */
-    size_t (*keep_width)(const sl_layer *l);
+    /* The buffers the forward keeps for the backward beyond its output (and the backward's work
+     * space), as floats per sample, written to widths[SL_LAYER_MAX_KEEP]; returns how many.
+     * NULL: none. */
+    int (*keep)(const sl_layer *l, size_t *widths);
     int (*forward)(const sl_layer_pass *p);
-    /* dx from dy (and x, y, keep, param). Never touches grad. */
+    /* dx from dy (and x, y, keep, param); dx may be NULL (nothing needs it). It may leave in
+     * keep what backward_weight needs, and it may accumulate the gradient of small parameters
+     * whose kernel makes it with dx (a layer norm's gain and bias). */
     int (*backward_input)(const sl_layer_pass *p);
-    /* grad += from dy and x (and keep). NULL for a kind without parameters. A full backward is
-     * backward_weight then backward_input, on the same dy. */
+    /* grad += from dy, x and what backward_input kept. NULL for a kind without parameters. A
+     * full backward is backward_input then backward_weight, on the same dy. */
     int (*backward_weight)(const sl_layer_pass *p);
     /* Floating-point operations per sample of each pass. */
     double (*flops)(const sl_layer *l, enum sl_layer_phase phase);
@@ -141,10 +150,11 @@ typedef struct sl_loss {
 /* The loss table entry of a kind, and the kind of a name (SL_EINVAL for an unknown one). */
 const sl_loss *sl_loss_get(enum sl_loss_kind kind);
 int sl_loss_parse(const char *name, enum sl_loss_kind *out);
-/* Elements per row of a loss's targets. */
-static inline size_t sl_loss_target_width(const sl_loss *loss, size_t outputs)
+/* 4-byte elements per sample of a loss's targets: one class id per position (a GPT's block_size
+ * of them, else 1), or the outputs for f32 targets. */
+static inline size_t sl_loss_target_width(const sl_loss *loss, size_t outputs, size_t positions)
 {
-    return loss->int_targets ? 1 : outputs;
+    return loss->int_targets ? positions : outputs;
 }
 
 #ifdef __cplusplus

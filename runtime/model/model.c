@@ -19,9 +19,11 @@ static int build_layers(const sl_config *cfg, sl_model *m, int *ntensors)
         if (sl_layer_parse(cfg->model.layers[i], l) != SL_OK)
             return sl_fail_context(SL_ECONFIG, "config: model.layers[%d]", i);
         l->in = width;
+        l->gpt = cfg->model.gpt;
+        for (int j = 0; j < i; j++) l->index += m->layers[j].kind == l->kind;
+        snprintf(l->prefix, sizeof l->prefix, "%d.", i);
         if (l->kind->shape(l) != SL_OK)
             return sl_fail_context(SL_ECONFIG, "config: model.layers[%d]", i);
-        snprintf(l->prefix, sizeof l->prefix, "%d.", i);
         if (l->kind->params) {
             sl_param_spec spec[SL_LAYER_MAX_PARAMS];
             *ntensors += l->kind->params(l, spec);
@@ -53,7 +55,7 @@ static int build_params(sl_model *m)
             q->spec = spec[j];
             q->numel = 1;
             for (int d = 0; d < spec[j].ndim; d++) q->numel *= (size_t)spec[j].shape[d];
-            m->nparams += q->numel;
+            if (!spec[j].tied_to) m->nparams += q->numel;
         }
     }
     m->first_param[m->nlayers] = p;
@@ -75,11 +77,12 @@ int sl_model_init(const sl_config *cfg, sl_model *out)
     if (st == SL_OK && !(out->params = sl_alloc(sizeof(sl_param) * (size_t)out->ntensors)))
         st = SL_ENOMEM;
     if (st == SL_OK) st = build_params(out);
-    if (st == SL_OK && out->outputs < loss->min_outputs)
+    out->positions = cfg->model.has_gpt ? cfg->model.gpt.block_size : 1;
+    out->classes = out->outputs / out->positions;
+    if (st == SL_OK && out->classes < loss->min_outputs)
         st = sl_fail(SL_ECONFIG,
-                     "config: model.loss %s needs at least %d outputs (the last linear layer has "
-                     "%d)",
-                     loss->name, loss->min_outputs, out->outputs);
+                     "config: model.loss %s needs at least %d classes (the last layer gives %d)",
+                     loss->name, loss->min_outputs, out->classes);
     if (st != SL_OK) sl_model_free(out);
     return st;
 }

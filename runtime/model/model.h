@@ -45,7 +45,9 @@ typedef struct sl_model {
     int ntensors;
     sl_param *params; /* [ntensors] */
     enum sl_loss_kind loss;
-    size_t nparams; /* total parameter count */
+    int positions;  /* targets per sample: a GPT's block_size, else 1 */
+    int classes;    /* the loss's classes per target: outputs / positions */
+    size_t nparams; /* total parameter count, a tied parameter counted once */
     int max_width;  /* the widest activation (inputs included) */
 } sl_model;
 
@@ -144,11 +146,15 @@ typedef struct sl_stage {
      * parameter, its gradient, and optimizer state made on first use (m: SGD's momentum, Adam's
      * first moment; v: Adam's second moment). */
     sl_buffer **param, **grad, **m, **v;
+    int *alias;   /* [nparams]: -1, or the index whose buffers a tied parameter shares (it is then
+                     neither zeroed, updated nor freed on its own) */
     int64_t step; /* optimizer steps taken (Adam's t) */
 } sl_stage;
 
 /* Creates the stage's buffers on `dev` and uploads its layers' weights from `init` (a whole
- * model's host weights); gradients start at zero. The stage keeps a pointer to `model`. */
+ * model's host weights); gradients start at zero. A tied parameter shares the buffers of the one
+ * it is tied to, which must be in the same stage (SL_EUNSUPPORTED otherwise, for now). The stage
+ * keeps a pointer to `model`. */
 int sl_stage_create(sl_device *dev, const sl_model *model, int first, int last,
                     const sl_weights *init, sl_stage **out);
 void sl_stage_free(sl_stage *s);
@@ -159,19 +165,42 @@ int sl_stage_download(sl_stage *s, sl_weights *w);
 /* Sets every gradient to zero (the start of a step). */
 int sl_stage_zero_grad(sl_stage *s);
 
-/* One optimizer step over every parameter of the stage (increments s->step first); weight decay
- * applies to the parameters whose spec says so. */
-int sl_stage_optimizer_step(sl_stage *s, const sl_optimizer_config *opt);
+/* One optimizer step over every parameter of the stage at learning rate `lr` (increments s->step
+ * first); weight decay applies to the parameters whose spec says so. */
+int sl_stage_optimizer_step(sl_stage *s, const sl_optimizer_config *opt, double lr);
+
+/* The sum of the squares of every gradient of the stage (a tied parameter once), for the global
+ * gradient norm; computed on the device, summed on the host in double. */
+int sl_stage_grad_sumsq(sl_stage *s, double *sumsq);
+
+/* Multiplies every gradient of the stage by `scale` (clip_grad_norm_'s clip coefficient). */
+int sl_stage_scale_grad(sl_stage *s, float scale);
+
+/* The learning rate of step `step` (from 0): train.optimizer.lr, or nanoGPT's get_lr with
+ * train.lr_schedule (linear warm-up to lr over warmup_steps as lr * (step + 1) /
+ * (warmup_steps + 1), cosine decay to min_lr at decay_steps, min_lr after). */
+double sl_lr_at(const sl_config *cfg, int64_t step);
+
+/* clip_grad_norm_'s coefficient for a global gradient norm: max_norm / (norm + 1e-6) when that
+ * is below 1, else 1 (also when clipping is off: max_norm 0). */
+double sl_clip_coef(double max_norm, double norm);
+
+/* The end of a step over the stages one process holds, as PyTorch's loop does it: the gradient
+ * norm over all of them (when `want_norm` or train.grad_clip is set, else NaN), clipping to
+ * train.grad_clip, then each stage's optimizer step at sl_lr_at(step), given back in `lr`. The
+ * norm covers the whole model only when `stages` hold all of it. */
+int sl_stages_step(sl_stage *const *stages, int n, const sl_config *cfg, int64_t step,
+                   bool want_norm, double *norm, double *lr);
 
 /* What a stage keeps between a micro-batch's forward and backward: act[k] is the output of layer
- * first + k [rows, width], keep[k] what its kind keeps (NULL for most). The stage input is not
- * part of the stash: the caller keeps it until the backward. Two scratch buffers of
- * [rows, widest] carry gradients through the backward. */
+ * first + k [rows, width], keep[k] the buffers its kind keeps (NULL for most). The stage input is
+ * not part of the stash: the caller keeps it until the backward. Two scratch buffers of [rows,
+ * widest] carry gradients through the backward. */
 typedef struct sl_stash {
     size_t rows;
     int n; /* last - first */
     sl_buffer **act;
-    sl_buffer **keep;
+    sl_buffer ***keep;
     sl_buffer *scratch[2];
     /* Zero-bubble: the output gradient of each layer with parameters, kept from I to W (made by
      * the first input-only pass; NULL for a stash that only ever ran full backwards). */
@@ -221,6 +250,8 @@ struct sl_data;
 typedef struct sl_train_result {
     int steps;
     double *losses;       /* [steps]: mean loss over each step's mini-batch */
+    double *lrs;          /* [steps]: the learning rate each step used */
+    double *grad_norms;   /* [steps]: the gradient norm before clipping */
     sl_weights weights;   /* final weights */
     size_t test_rows;     /* 0 when there is no held-out share */
     double test_loss;     /* mean loss on the test rows */

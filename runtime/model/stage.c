@@ -24,10 +24,33 @@ void sl_stage_free(sl_stage *s)
     for (size_t a = 0; a < SL_ARRAY_LEN(arrays); a++) {
         sl_buffer **arr = *arrays[a];
         if (!arr) continue;
-        for (int k = 0; k < s->nparams; k++) sl_buffer_free(arr[k]);
+        for (int k = 0; k < s->nparams; k++)
+            if (!s->alias || s->alias[k] < 0) sl_buffer_free(arr[k]);
         free(arr);
     }
+    free(s->alias);
     free(s);
+}
+
+/* Where parameter k's tied twin is in the stage: -1 when it is not tied. */
+static int find_alias(const sl_stage *s, int k, int *alias)
+{
+    const sl_model *m = s->model;
+    const sl_param *q = &m->params[s->first_param + k];
+    *alias = -1;
+    if (!q->spec.tied_to) return SL_OK;
+    int t = sl_model_find_param(m, q->spec.tied_to) - s->first_param;
+    if (t < 0 || t >= s->nparams)
+        return sl_fail(SL_EUNSUPPORTED,
+                       "%s is tied to %s, which another pipeline stage holds: tied weights "
+                       "across stages are not supported yet (keep the embedding and the head on "
+                       "one stage, or set model.gpt.tie_embeddings to false)",
+                       q->name, q->spec.tied_to);
+    if (t >= k)
+        return sl_fail(SL_EINTERNAL, "%s is tied to %s, which comes after it", q->name,
+                       q->spec.tied_to);
+    *alias = t;
+    return SL_OK;
 }
 
 int sl_stage_create(sl_device *dev, const sl_model *model, int first, int last,
@@ -52,10 +75,22 @@ int sl_stage_create(sl_device *dev, const sl_model *model, int first, int last,
             return SL_ENOMEM;
         }
     }
+    if (!(s->alias = sl_alloc(sizeof(int) * (size_t)s->nparams))) {
+        sl_stage_free(s);
+        return SL_ENOMEM;
+    }
+    for (int k = 0; k < s->nparams; k++) s->alias[k] = -1;
     int st = SL_OK;
     for (int k = 0; st == SL_OK && k < s->nparams; k++) {
-        int p = s->first_param + k;
+        int p = s->first_param + k, t;
         size_t n = model->params[p].numel;
+        if ((st = find_alias(s, k, &t)) != SL_OK) break;
+        if (t >= 0) { /* shares its twin's parameter and gradient */
+            s->param[k] = s->param[t];
+            s->grad[k] = s->grad[t];
+            s->alias[k] = t;
+            continue;
+        }
         st = sl_buffer_alloc(dev, n * sizeof(float), &s->param[k]);
         if (st == SL_OK) st = sl_buffer_upload(s->param[k], 0, init->data[p], n * sizeof(float));
         if (st == SL_OK) st = alloc_zero(dev, n, &s->grad[k]);
@@ -81,33 +116,62 @@ int sl_stage_download(sl_stage *s, sl_weights *w)
 int sl_stage_zero_grad(sl_stage *s)
 {
     for (int k = 0; k < s->nparams; k++)
-        SL_TRY(sl_fill(s->dev, s->model->params[s->first_param + k].numel, 0.0f, s->grad[k]));
+        if (s->alias[k] < 0)
+            SL_TRY(sl_fill(s->dev, s->model->params[s->first_param + k].numel, 0.0f, s->grad[k]));
+    return SL_OK;
+}
+
+int sl_stage_grad_sumsq(sl_stage *s, double *sumsq)
+{
+    *sumsq = 0;
+    sl_buffer *out = NULL;
+    SL_TRY(sl_buffer_alloc(s->dev, sizeof(float), &out));
+    int rc = SL_OK;
+    for (int k = 0; rc == SL_OK && k < s->nparams; k++) {
+        if (s->alias[k] >= 0) continue;
+        float part = 0;
+        rc = sl_sum_squares(s->dev, s->model->params[s->first_param + k].numel, s->grad[k], out);
+        if (rc == SL_OK) rc = sl_buffer_download(out, 0, &part, sizeof part);
+        *sumsq += part;
+    }
+    sl_buffer_free(out);
+    return rc;
+}
+
+int sl_stage_scale_grad(sl_stage *s, float scale)
+{
+    for (int k = 0; k < s->nparams; k++)
+        if (s->alias[k] < 0)
+            SL_TRY(sl_scale(s->dev, s->model->params[s->first_param + k].numel, scale, s->grad[k]));
     return SL_OK;
 }
 
 /* One parameter tensor's update; state buffers are created (zeroed) on first use. */
-static int update(sl_stage *s, const sl_optimizer_config *o, int k, float weight_decay)
+static int update(sl_stage *s, const sl_optimizer_config *o, int k, float lr, float weight_decay)
 {
     size_t n = s->model->params[s->first_param + k].numel;
     if (o->kind == SL_OPT_SGD) {
         if (o->momentum != 0 && !s->m[k]) SL_TRY(alloc_zero(s->dev, n, &s->m[k]));
-        return sl_sgd(s->dev, n, s->param[k], s->grad[k], o->momentum != 0 ? s->m[k] : NULL,
-                      (float)o->lr, (float)o->momentum, weight_decay);
+        return sl_sgd(s->dev, n, s->param[k], s->grad[k], o->momentum != 0 ? s->m[k] : NULL, lr,
+                      (float)o->momentum, weight_decay);
     }
     if (!s->m[k]) SL_TRY(alloc_zero(s->dev, n, &s->m[k]));
     if (!s->v[k]) SL_TRY(alloc_zero(s->dev, n, &s->v[k]));
-    return sl_adam(s->dev, n, s->param[k], s->grad[k], s->m[k], s->v[k], (float)o->lr,
-                   (float)o->beta1, (float)o->beta2, (float)o->eps, weight_decay, s->step);
+    int (*adam)(sl_device *, size_t, sl_buffer *, sl_buffer *, sl_buffer *, sl_buffer *, float,
+                float, float, float, float, int64_t) = o->kind == SL_OPT_ADAMW ? sl_adamw : sl_adam;
+    return adam(s->dev, n, s->param[k], s->grad[k], s->m[k], s->v[k], lr, (float)o->beta1,
+                (float)o->beta2, (float)o->eps, weight_decay, s->step);
 }
 
-int sl_stage_optimizer_step(sl_stage *s, const sl_optimizer_config *opt)
+int sl_stage_optimizer_step(sl_stage *s, const sl_optimizer_config *opt, double lr)
 {
     s->step++;
     for (int k = 0; k < s->nparams; k++) {
+        if (s->alias[k] >= 0) continue; /* its twin's update is its own */
         /* As PyTorch's parameter groups: the kinds say which tensors decay (a layer norm's gain
          * and every bias of a GPT, say, must not be pulled towards zero). */
         bool decay = s->model->params[s->first_param + k].spec.decay;
-        SL_TRY(update(s, opt, k, decay ? (float)opt->weight_decay : 0.0f));
+        SL_TRY(update(s, opt, k, (float)lr, decay ? (float)opt->weight_decay : 0.0f));
     }
     return SL_OK;
 }
@@ -121,7 +185,7 @@ int sl_stash_alloc(const sl_stage *s, size_t rows, sl_stash *out)
     out->rows = rows;
     out->n = s->last - s->first;
     out->act = sl_alloc(sizeof(sl_buffer *) * (size_t)out->n);
-    out->keep = sl_alloc(sizeof(sl_buffer *) * (size_t)out->n);
+    out->keep = sl_alloc(sizeof(sl_buffer **) * (size_t)out->n);
     if (!out->act || !out->keep) {
         sl_stash_free(out);
         return SL_ENOMEM;
@@ -131,9 +195,14 @@ int sl_stash_alloc(const sl_stage *s, size_t rows, sl_stash *out)
     for (int k = 0; st == SL_OK && k < out->n; k++) {
         const sl_layer *l = &s->model->layers[s->first + k];
         st = sl_buffer_alloc(s->dev, rows * (size_t)l->out * sizeof(float), &out->act[k]);
-        size_t keep = l->kind->keep_width ? l->kind->keep_width(l) : 0;
-        if (st == SL_OK && keep)
-            st = sl_buffer_alloc(s->dev, rows * keep * sizeof(float), &out->keep[k]);
+        size_t widths[SL_LAYER_MAX_KEEP];
+        int nkeep = l->kind->keep ? l->kind->keep(l, widths) : 0;
+        /* NULL-terminated, so that freeing needs no count */
+        if (st == SL_OK && nkeep &&
+            !(out->keep[k] = sl_alloc(sizeof(sl_buffer *) * (size_t)(nkeep + 1))))
+            st = SL_ENOMEM;
+        for (int j = 0; st == SL_OK && j < nkeep; j++)
+            st = sl_buffer_alloc(s->dev, rows * widths[j] * sizeof(float), &out->keep[k][j]);
     }
     for (int j = 0; st == SL_OK && j < 2; j++)
         st = sl_buffer_alloc(s->dev, rows * (size_t)widest * sizeof(float), &out->scratch[j]);
@@ -144,7 +213,12 @@ int sl_stash_alloc(const sl_stage *s, size_t rows, sl_stash *out)
 void sl_stash_free(sl_stash *st)
 {
     if (!st) return;
-    sl_buffer **arrays[] = {st->act, st->keep, st->grad};
+    for (int k = 0; st->keep && k < st->n; k++) {
+        for (int j = 0; st->keep[k] && st->keep[k][j]; j++) sl_buffer_free(st->keep[k][j]);
+        free(st->keep[k]);
+    }
+    free(st->keep);
+    sl_buffer **arrays[] = {st->act, st->grad};
     for (size_t a = 0; a < SL_ARRAY_LEN(arrays); a++) {
         for (int k = 0; arrays[a] && k < st->n; k++) sl_buffer_free(arrays[a][k]);
         free(arrays[a]);
@@ -188,7 +262,9 @@ int sl_stage_forward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash
  * output gradient the input-only pass kept for it. */
 static int stage_backward_weight(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash)
 {
-    for (int i = s->first; i < s->last; i++) {
+    /* From the last layer, as the full backward: tied parameters (a GPT's head and embedding)
+     * then sum their two gradients in the same order. */
+    for (int i = s->last - 1; i >= s->first; i--) {
         const sl_layer *l = &s->model->layers[i];
         int k = i - s->first;
         if (!sl_layer_has_params(l)) continue;
@@ -203,7 +279,7 @@ static int stage_backward_weight(sl_stage *s, size_t rows, sl_buffer *input, sl_
 
 /* The backward of one micro-batch through layers [first, last), from the last, carrying the
  * gradient down to `din` through the two scratch buffers. With `weights` (the full backward)
- * a layer with parameters runs backward_weight then backward_input on the same gradient; without
+ * a layer with parameters runs backward_input then backward_weight on the same gradient; without
  * (zero-bubble's I), it keeps a copy of its output gradient in stash->grad for the W pass
  * instead, so that W later makes exactly the kernel calls the full backward would have made. */
 static int stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash,
@@ -222,16 +298,13 @@ static int stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *
         sl_layer_pass p = layer_pass(s, i, rows, input, stash);
         p.dy = g;
         p.dx = k == 0 ? din : stash->scratch[next];
-        if (sl_layer_has_params(l)) {
-            if (weights) {
-                SL_TRY(l->kind->backward_weight(&p));
-            } else {
-                size_t bytes = rows * (size_t)l->out * sizeof(float);
-                if (!stash->grad[k]) SL_TRY(sl_buffer_alloc(s->dev, bytes, &stash->grad[k]));
-                SL_TRY(sl_buffer_copy(stash->grad[k], 0, g, 0, bytes));
-            }
+        if (sl_layer_has_params(l) && !weights) {
+            size_t bytes = rows * (size_t)l->out * sizeof(float);
+            if (!stash->grad[k]) SL_TRY(sl_buffer_alloc(s->dev, bytes, &stash->grad[k]));
+            SL_TRY(sl_buffer_copy(stash->grad[k], 0, g, 0, bytes));
         }
         SL_TRY(l->kind->backward_input(&p));
+        if (sl_layer_has_params(l) && weights) SL_TRY(l->kind->backward_weight(&p));
         g = p.dx;
         cur = next;
     }
@@ -270,5 +343,6 @@ int sl_loss_forward_backward(sl_device *dev, const sl_model *m, size_t rows, sl_
 {
     const sl_loss *l = sl_loss_get(m->loss);
     if (!l) return sl_fail(SL_EINVAL, "loss: the model's loss kind %d is not a loss", (int)m->loss);
-    return l->forward_backward(dev, rows, (size_t)m->outputs, out, target, scale, loss, dout);
+    return l->forward_backward(dev, rows * (size_t)m->positions, (size_t)m->classes, out, target,
+                               scale, loss, dout);
 }

@@ -80,25 +80,30 @@ int sl_reference_train(sl_device *dev, const sl_config *cfg, const sl_model *m,
     memset(out, 0, sizeof *out);
     int steps = cfg->train.steps, M = cfg->train.microbatches, batch = cfg->train.batch;
     size_t per = (size_t)(batch / M), in = (size_t)m->inputs, outw = (size_t)m->outputs;
+    size_t pos = (size_t)m->positions; /* loss rows per sample */
     const sl_loss *loss = sl_loss_get(m->loss);
     if (!loss)
         return sl_fail(SL_EINVAL, "reference: the model's loss kind %d is not a loss",
                        (int)m->loss);
     bool labels = loss->int_targets;
-    size_t ywidth = sl_loss_target_width(loss, outw);
+    size_t ywidth = sl_loss_target_width(loss, outw, pos);
     sl_stage *stage = NULL;
     sl_stash stash = {0};
     sl_buffer *bx = NULL, *by = NULL, *bloss = NULL, *bd = NULL;
     float *hx = sl_alloc(per * in * 4), *hy = sl_alloc(per * ywidth * 4),
-          *hloss = sl_alloc(per * 4);
+          *hloss = sl_alloc(per * pos * 4);
     out->steps = steps;
-    out->losses = sl_alloc(sizeof(double) * (size_t)steps);
+    out->losses = sl_alloc(sizeof(double) * (size_t)steps * 3);
     int st = hx && hy && hloss && out->losses ? SL_OK : SL_ENOMEM;
+    if (st == SL_OK) {
+        out->lrs = out->losses + steps;
+        out->grad_norms = out->lrs + steps;
+    }
     if (st == SL_OK) st = sl_stage_create(dev, m, 0, m->nlayers, init, &stage);
     if (st == SL_OK) st = sl_stash_alloc(stage, per, &stash);
     if (st == SL_OK) st = sl_buffer_alloc(dev, per * in * 4, &bx);
     if (st == SL_OK) st = sl_buffer_alloc(dev, per * ywidth * 4, &by);
-    if (st == SL_OK) st = sl_buffer_alloc(dev, per * 4, &bloss);
+    if (st == SL_OK) st = sl_buffer_alloc(dev, per * pos * 4, &bloss);
     if (st == SL_OK) st = sl_buffer_alloc(dev, per * outw * 4, &bd);
     double t0 = sl_now();
     for (int step = 0; st == SL_OK && step < steps; step++) {
@@ -107,18 +112,22 @@ int sl_reference_train(sl_device *dev, const sl_config *cfg, const sl_model *m,
         for (int mb = 0; st == SL_OK && mb < M; mb++) {
             st = sl_data_microbatch(data, step, mb, hx, labels ? (int32_t *)hy : NULL,
                                     labels ? NULL : hy);
+            /* A GPT's loss is the mean over every position of the mini-batch. */
+            float scale = 1.0f / (float)((size_t)batch * pos);
             if (st == SL_OK) st = sl_buffer_upload(bx, 0, hx, per * in * 4);
             if (st == SL_OK) st = sl_buffer_upload(by, 0, hy, per * ywidth * 4);
             if (st == SL_OK) st = sl_stage_forward(stage, per, bx, &stash);
             if (st == SL_OK)
-                st = sl_loss_forward_backward(dev, m, per, sl_stash_output(&stash), by,
-                                              1.0f / (float)batch, bloss, bd);
+                st = sl_loss_forward_backward(dev, m, per, sl_stash_output(&stash), by, scale,
+                                              bloss, bd);
             if (st == SL_OK) st = sl_stage_backward(stage, per, bx, &stash, bd, NULL);
-            if (st == SL_OK) st = sl_buffer_download(bloss, 0, hloss, per * 4);
-            for (size_t r = 0; st == SL_OK && r < per; r++) sum += hloss[r];
+            if (st == SL_OK) st = sl_buffer_download(bloss, 0, hloss, per * pos * 4);
+            for (size_t r = 0; st == SL_OK && r < per * pos; r++) sum += hloss[r];
         }
-        if (st == SL_OK) st = sl_stage_optimizer_step(stage, &cfg->train.optimizer);
-        if (st == SL_OK) out->losses[step] = sum / (double)batch;
+        if (st == SL_OK)
+            st =
+                sl_stages_step(&stage, 1, cfg, step, true, &out->grad_norms[step], &out->lrs[step]);
+        if (st == SL_OK) out->losses[step] = sum / ((double)batch * (double)pos);
         if (st == SL_OK && !isfinite(out->losses[step]))
             st = sl_fail(SL_EINTERNAL,
                          "reference: the loss of step %d is not finite (lower "

@@ -66,6 +66,11 @@ int sl_weights_init(const sl_model *m, uint64_t seed, sl_weights *out)
         const sl_param_spec *spec = &m->params[p].spec;
         float *x = out->data[p], scale = spec->scale;
         size_t n = m->params[p].numel;
+        int twin = spec->tied_to ? sl_model_find_param(m, spec->tied_to) : -1;
+        if (twin >= 0) { /* one tensor under two names: it takes no numbers of its own */
+            memcpy(x, out->data[twin], n * sizeof(float));
+            continue;
+        }
         switch (spec->init) {
         case SL_INIT_UNIFORM:
             for (size_t k = 0; k < n; k++) {
@@ -123,6 +128,33 @@ static int check_tensor(const sl_tensor *t, const char *source, const char *name
     return SL_OK;
 }
 
+/* The tensor of parameter p in the file, or NULL. */
+static const sl_tensor *find(const sl_model *m, const sl_safetensors *st, const char *prefix, int p)
+{
+    char name[sizeof m->params[0].name + 64];
+    snprintf(name, sizeof name, "%s%s", prefix, m->params[p].name);
+    return sl_safetensors_find(st, name);
+}
+
+/* A tensor PyTorch keeps in a state dict that is not a parameter: the causal-mask buffer
+ * (attn.bias, attn.masked_bias) nanoGPT registers under PyTorch before 2.0. */
+static bool is_buffer(const char *name)
+{
+    size_t n = strlen(name);
+    return (n >= 10 && !strcmp(name + n - 10, ".attn.bias")) ||
+           (n >= 17 && !strcmp(name + n - 17, ".attn.masked_bias"));
+}
+
+/* The other name of a tied parameter (lm_head.weight <-> transformer.wte.weight), or -1. */
+static int twin_of(const sl_model *m, int p)
+{
+    if (m->params[p].spec.tied_to) return sl_model_find_param(m, m->params[p].spec.tied_to);
+    for (int q = 0; q < m->ntensors; q++)
+        if (m->params[q].spec.tied_to && !strcmp(m->params[q].spec.tied_to, m->params[p].name))
+            return q;
+    return -1;
+}
+
 int sl_weights_from_safetensors(const sl_model *m, const sl_safetensors *st, const char *prefix,
                                 const char *source, sl_weights *out)
 {
@@ -130,18 +162,27 @@ int sl_weights_from_safetensors(const sl_model *m, const sl_safetensors *st, con
     size_t plen = strlen(prefix);
     int rc = SL_OK;
     char name[sizeof m->params[0].name + 64];
+    /* Tied parameters are one tensor: a file may hold it under either name (safetensors keeps
+     * one name of a shared tensor), and the missing name takes the other's values. */
     for (int p = 0; rc == SL_OK && p < m->ntensors; p++) {
         snprintf(name, sizeof name, "%s%s", prefix, m->params[p].name);
-        const sl_tensor *t = sl_safetensors_find(st, name);
+        const sl_tensor *t = find(m, st, prefix, p);
+        int twin = twin_of(m, p);
+        if (!t && twin >= 0 && find(m, st, prefix, twin)) continue;
         rc = check_tensor(t, source, name, &m->params[p].spec);
         if (rc == SL_OK) rc = sl_tensor_to_f32(t, out->data[p]);
+    }
+    for (int p = 0; rc == SL_OK && p < m->ntensors; p++) {
+        int twin = twin_of(m, p);
+        if (twin >= 0 && !find(m, st, prefix, p))
+            memcpy(out->data[p], out->data[twin], sizeof(float) * m->params[p].numel);
     }
     /* Any other tensor under the prefix is one the model does not have: most likely weights of
      * another model, which must not half-load. */
     for (size_t k = 0; rc == SL_OK && k < st->count; k++) {
         const char *n = st->tensors[k].name;
         if (strncmp(n, prefix, plen) != 0) continue;
-        if (sl_model_find_param(m, n + plen) >= 0) continue;
+        if (sl_model_find_param(m, n + plen) >= 0 || is_buffer(n + plen)) continue;
         if (m->ntensors == 0)
             rc = sl_fail(SL_EFORMAT,
                          "weights %s: tensor '%s' does not belong to the model (it has no "

@@ -44,6 +44,11 @@ int sl_plan_build(const sl_config *cfg, sl_plan *out)
         else if ((rc = sl_schedule_validate(out->sched, 0)) != SL_OK)
             rc = sl_fail_context(rc, "the %s schedule", c->pipeline.schedule);
     }
+    if (rc == SL_OK && c->train.grad_clip > 0 && out->ranks > 1)
+        rc = sl_fail(SL_ECONFIG,
+                     "config: train.grad_clip needs the gradient norm of the whole model, and "
+                     "combining it across ranks is not supported yet: clip with "
+                     "pipeline.stages 1, or set train.grad_clip to 0");
     if (rc == SL_OK && !(out->rank = sl_alloc(sizeof *out->rank * (size_t)out->ranks)))
         rc = SL_ENOMEM;
     for (int r = 0; rc == SL_OK && r < out->ranks; r++)

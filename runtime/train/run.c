@@ -189,9 +189,13 @@ static void on_step(sl__run *r, int step, const cJSON *o)
     r->last_t = t;
     r->last_loss = loss;
     r->steps_seen = step + 1;
-    fprintf(r->metrics,
-            "{\"step\": %d, \"loss\": %.9g, \"samples_per_s\": %.6g, \"time_s\": %.6g}\n", step,
-            loss, sps, t);
+    /* lr and grad_norm follow the original four keys, which readers take in that order. */
+    fprintf(r->metrics, "{\"step\": %d, \"loss\": %.9g, \"samples_per_s\": %.6g, \"time_s\": %.6g",
+            step, loss, sps, t);
+    const cJSON *lr = cJSON_GetObjectItem(o, "lr"), *norm = cJSON_GetObjectItem(o, "grad_norm");
+    if (cJSON_IsNumber(lr)) fprintf(r->metrics, ", \"lr\": %.9g", lr->valuedouble);
+    if (cJSON_IsNumber(norm)) fprintf(r->metrics, ", \"grad_norm\": %.9g", norm->valuedouble);
+    fputs("}\n", r->metrics);
     progress(r, step, loss, sps);
 }
 

@@ -43,7 +43,7 @@ static double act_flops(const sl_layer *l, enum sl_layer_phase phase)
 #define ACTIVATION_ROW(NAME)                                                                       \
     {                                                                                              \
         .name = NAME, .syntax = NAME, .parse = act_parse, .shape = act_shape, .params = NULL,      \
-        .keep_width = NULL, .forward = act_forward, .backward_input = act_backward_input,          \
+        .keep = NULL, .forward = act_forward, .backward_input = act_backward_input,                \
         .backward_weight = NULL, .flops = act_flops,                                               \
     }
 
@@ -51,3 +51,4 @@ const sl_layer_kind sl__layer_relu = ACTIVATION_ROW("relu");
 const sl_layer_kind sl__layer_tanh = ACTIVATION_ROW("tanh");
 const sl_layer_kind sl__layer_sigmoid = ACTIVATION_ROW("sigmoid");
 const sl_layer_kind sl__layer_gelu = ACTIVATION_ROW("gelu");
+const sl_layer_kind sl__layer_gelu_tanh = ACTIVATION_ROW("gelu_tanh");

@@ -10,7 +10,9 @@
 
 /* Every layer kind, in the order messages list them. */
 static const sl_layer_kind *const layer_kinds[] = {
-    &sl__layer_linear, &sl__layer_relu, &sl__layer_tanh, &sl__layer_sigmoid, &sl__layer_gelu,
+    &sl__layer_linear,    &sl__layer_relu,  &sl__layer_tanh,
+    &sl__layer_sigmoid,   &sl__layer_gelu,  &sl__layer_gelu_tanh,
+    &sl__layer_embedding, &sl__layer_block, &sl__layer_head,
 };
 
 /* Every loss, indexed by its kind. */
@@ -66,7 +68,9 @@ int sl_layer_parse(const char *text, sl_layer *out)
 
 size_t sl_layer_stash_bytes(const sl_layer *l)
 {
-    size_t keep = l->kind->keep_width ? l->kind->keep_width(l) : 0;
+    size_t widths[SL_LAYER_MAX_KEEP], keep = 0;
+    int n = l->kind->keep ? l->kind->keep(l, widths) : 0;
+    for (int j = 0; j < n; j++) keep += widths[j];
     return ((size_t)l->out + keep) * sizeof(float);
 }
 

@@ -57,28 +57,23 @@ static int linear_params(const sl_layer *l, sl_param_spec *out)
 static int linear_forward(const sl_layer_pass *p)
 {
     const sl_layer *l = p->layer;
-    /* y[rows,out] = x[rows,in] W[out,in]^T + b[out] */
-    SL_TRY(sl_gemm(p->dev, false, true, p->rows, (size_t)l->out, (size_t)l->in, 1.0f, p->x,
-                   p->param[0], 0.0f, p->y));
-    return sl_bias_add(p->dev, p->rows, (size_t)l->out, p->y, p->param[1]);
+    return sl__linear_forward(p->dev, p->rows, (size_t)l->in, (size_t)l->out, p->x, p->param[0],
+                              p->param[1], p->y);
 }
 
 static int linear_backward_input(const sl_layer_pass *p)
 {
     const sl_layer *l = p->layer;
     if (!p->dx) return SL_OK;
-    /* dx[rows,in] = dy[rows,out] W[out,in] */
-    return sl_gemm(p->dev, false, false, p->rows, (size_t)l->in, (size_t)l->out, 1.0f, p->dy,
-                   p->param[0], 0.0f, p->dx);
+    return sl__linear_backward_input(p->dev, p->rows, (size_t)l->in, (size_t)l->out, p->dy,
+                                     p->param[0], p->dx);
 }
 
 static int linear_backward_weight(const sl_layer_pass *p)
 {
     const sl_layer *l = p->layer;
-    /* dW[out,in] += dy[rows,out]^T x[rows,in];  db[out] += colsum(dy) */
-    SL_TRY(sl_gemm(p->dev, true, false, (size_t)l->out, (size_t)l->in, p->rows, 1.0f, p->dy, p->x,
-                   1.0f, p->grad[0]));
-    return sl_bias_grad(p->dev, p->rows, (size_t)l->out, p->dy, 1.0f, p->grad[1]);
+    return sl__linear_backward_weight(p->dev, p->rows, (size_t)l->in, (size_t)l->out, p->dy, p->x,
+                                      p->grad[0], p->grad[1]);
 }
 
 static double linear_flops(const sl_layer *l, enum sl_layer_phase phase)
@@ -95,7 +90,7 @@ const sl_layer_kind sl__layer_linear = {
     .parse = linear_parse,
     .shape = linear_shape,
     .params = linear_params,
-    .keep_width = NULL, /* the backward needs only the input and the weights */
+    .keep = NULL, /* the backward needs only the input and the weights */
     .forward = linear_forward,
     .backward_input = linear_backward_input,
     .backward_weight = linear_backward_weight,

@@ -1,0 +1,61 @@
+/* Pieces the GPT's layer kinds share: a linear map over [rows, in] activations with its weight
+ * gradient, the moves of attention heads between [B, T, H, hs] and [B, H, T, hs], and the
+ * parameter specs nanoGPT initialises the same way. */
+#include <math.h>
+
+#include "core/core.h"
+#include "runtime/model/layers/layers_impl.h"
+
+int sl__linear_forward(sl_device *dev, size_t rows, size_t in, size_t out, sl_buffer *x,
+                       sl_buffer *w, sl_buffer *b, sl_buffer *y)
+{
+    /* y[rows,out] = x[rows,in] W[out,in]^T (+ b[out]) */
+    SL_TRY(sl_gemm(dev, false, true, rows, out, in, 1.0f, x, w, 0.0f, y));
+    return b ? sl_bias_add(dev, rows, out, y, b) : SL_OK;
+}
+
+int sl__linear_backward_input(sl_device *dev, size_t rows, size_t in, size_t out, sl_buffer *dy,
+                              sl_buffer *w, sl_buffer *dx)
+{
+    /* dx[rows,in] = dy[rows,out] W[out,in] */
+    return sl_gemm(dev, false, false, rows, in, out, 1.0f, dy, w, 0.0f, dx);
+}
+
+int sl__linear_backward_weight(sl_device *dev, size_t rows, size_t in, size_t out, sl_buffer *dy,
+                               sl_buffer *x, sl_buffer *dw, sl_buffer *db)
+{
+    /* dW[out,in] += dy[rows,out]^T x[rows,in];  db[out] += colsum(dy) */
+    SL_TRY(sl_gemm(dev, true, false, out, in, rows, 1.0f, dy, x, 1.0f, dw));
+    return db ? sl_bias_grad(dev, rows, out, dy, 1.0f, db) : SL_OK;
+}
+
+int sl__heads_split(sl_device *dev, size_t B, size_t T, size_t H, size_t hs, size_t row,
+                    sl_buffer *src, size_t offset, sl_buffer *dst)
+{
+    /* src[b, t, offset + h*hs + d] with rows of `row` elements -> dst[b, h, t, d] packed */
+    size_t shape[4] = {B, H, T, hs};
+    size_t from[4] = {T * row, hs, row, 1}, to[4] = {H * T * hs, T * hs, hs, 1};
+    return sl_copy_strided(dev, shape, src, offset, from, dst, 0, to);
+}
+
+int sl__heads_merge(sl_device *dev, size_t B, size_t T, size_t H, size_t hs, size_t row,
+                    sl_buffer *src, sl_buffer *dst, size_t offset)
+{
+    /* src[b, h, t, d] packed -> dst[b, t, offset + h*hs + d] with rows of `row` elements */
+    size_t shape[4] = {B, H, T, hs};
+    size_t from[4] = {H * T * hs, T * hs, hs, 1}, to[4] = {T * row, hs, row, 1};
+    return sl_copy_strided(dev, shape, src, 0, from, dst, offset, to);
+}
+
+sl_param_spec sl__gpt_param(const char *name, int64_t d0, int64_t d1, enum sl_init init,
+                            float scale)
+{
+    /* nanoGPT's configure_optimizers: every tensor of two or more dimensions decays, biases and
+     * layer norms do not. */
+    return (sl_param_spec){.name = name,
+                           .ndim = d1 ? 2 : 1,
+                           .shape = {d0, d1},
+                           .init = init,
+                           .scale = scale,
+                           .decay = d1 != 0};
+}

@@ -1,0 +1,115 @@
+/* The GPT against PyTorch: fixtures written by tests/fixtures/make_torch_gpt_fixture.py (nanoGPT's
+ * model and training loop: AdamW with nanoGPT's parameter groups, warm-up and cosine decay,
+ * clip_grad_norm_, micro-batches), trained here by the one-device trainer on cpu, on PoCL's
+ * OpenCL device and on lavapipe's Vulkan device. */
+#include <criterion/criterion.h>
+#include <math.h>
+
+#include "helpers.h"
+#include "runtime/data/data.h"
+#include "runtime/model/model.h"
+#include "runtime/safetensors/safetensors.h"
+#include "tests/backends/require_devices.h"
+
+/* Every step's loss within 1e-4 relative; the final weights allclose(rtol 1e-3, atol 1e-4). */
+#define LOSS_RTOL 1e-4
+#define W_ATOL    1e-4
+#define W_RTOL    1e-3
+
+static const char *first_device(const char *backend)
+{
+    const sl_device_info *infos;
+    size_t count;
+    cr_assert_eq(sl_device_list(&infos, &count), SL_OK);
+    for (size_t i = 0; i < count; i++)
+        if (!strcmp(infos[i].backend, backend)) return infos[i].id;
+    return NULL;
+}
+
+static void check_fixture(const char *name, const char *backend)
+{
+    const char *id = backend ? first_device(backend) : "cpu";
+    if (!id) sl_test_no_device(backend, sl_device_list_problems());
+    char dir[512], path[640];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures", source_dir());
+    snprintf(path, sizeof path, "%s/%s.safetensors", dir, name);
+    sl_safetensors st;
+    cr_assert_eq(sl_safetensors_load(path, &st), SL_OK, "%s", sl_last_error());
+    const char *json = sl_safetensors_meta(&st, "config");
+    cr_assert_not_null(json, "%s has no config metadata", name);
+    sl_config cfg;
+    sl_model m;
+    sl_weights init, final;
+    sl_data d;
+    sl_device *dev;
+    cr_assert_eq(sl_config_parse(json, dir, NULL, 0, &cfg), SL_OK, "%s", sl_last_error());
+    cr_assert(cfg.model.has_gpt);
+    cr_assert_eq(sl_model_init(&cfg, &m), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_weights_from_safetensors(&m, &st, "init.", path, &init), SL_OK, "%s",
+                 sl_last_error());
+    cr_assert_eq(sl_weights_from_safetensors(&m, &st, "final.", path, &final), SL_OK, "%s",
+                 sl_last_error());
+    cr_assert_eq(sl_data_load(&cfg, m.outputs, &d), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_device_open(id, &dev), SL_OK, "%s", sl_last_error());
+    sl_train_result r;
+    cr_assert_eq(sl_reference_train(dev, &cfg, &m, &init, &d, &r), SL_OK, "%s", sl_last_error());
+
+    const sl_tensor *losses = sl_safetensors_find(&st, "losses");
+    cr_assert(losses && losses->dtype == SL_DTYPE_F64 && losses->elems == (size_t)r.steps);
+    for (int s = 0; s < r.steps; s++) {
+        double want;
+        memcpy(&want, (const char *)losses->data + 8 * s, 8);
+        cr_assert(fabs(r.losses[s] - want) <= LOSS_RTOL * fabs(want),
+                  "%s on %s, step %d: loss %.8f, PyTorch %.8f", name, id, s, r.losses[s], want);
+    }
+    cr_assert(r.losses[r.steps - 1] < r.losses[0] - 0.3, "training must lower the loss");
+    double worst = 0;
+    for (int p = 0; p < m.ntensors; p++) {
+        for (size_t k = 0; k < m.params[p].numel; k++) {
+            float got = r.weights.data[p][k], want = final.data[p][k];
+            double err = fabs((double)got - want), tol = W_ATOL + W_RTOL * fabs(want);
+            worst = fmax(worst, err / tol);
+            cr_assert(err <= tol, "%s on %s: %s[%zu] %.8f, PyTorch %.8f", name, id,
+                      m.params[p].name, k, (double)got, (double)want);
+        }
+    }
+    cr_log_info("%s on %s: worst weight error %.3f of the tolerance", name, id, worst);
+    sl_train_result_free(&r);
+    sl_device_close(dev);
+    sl_data_free(&d);
+    sl_weights_free(&init);
+    sl_weights_free(&final);
+    sl_model_free(&m);
+    sl_config_free(&cfg);
+    sl_safetensors_free(&st);
+}
+
+Test(torch_gpt, tied_on_cpu)
+{
+    check_fixture("torch_gpt_tied", NULL);
+}
+
+Test(torch_gpt, untied_on_cpu)
+{
+    check_fixture("torch_gpt_untied", NULL);
+}
+
+Test(torch_gpt, tied_on_opencl)
+{
+    check_fixture("torch_gpt_tied", "opencl");
+}
+
+Test(torch_gpt, untied_on_opencl)
+{
+    check_fixture("torch_gpt_untied", "opencl");
+}
+
+Test(torch_gpt, tied_on_vulkan)
+{
+    check_fixture("torch_gpt_tied", "vulkan");
+}
+
+Test(torch_gpt, untied_on_vulkan)
+{
+    check_fixture("torch_gpt_untied", "vulkan");
+}
