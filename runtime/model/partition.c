@@ -44,6 +44,33 @@ int sl_partition_make(const sl_model *m, int nstages, const int *counts, sl_stag
     return SL_OK;
 }
 
+/* The model stage that holds layer i. */
+static int stage_of(const sl_stage_range *stages, int nstages, int layer)
+{
+    for (int s = 0; s < nstages; s++)
+        if (layer >= stages[s].first && layer < stages[s].last) return s;
+    return -1;
+}
+
+/* Tied parameters share one buffer on one stage (sl_stage_create): refused here, before any rank
+ * starts, when the partition puts the two on different stages. */
+static int check_tied(const sl_model *m, const sl_stage_range *stages, int nstages)
+{
+    for (int p = 0; p < m->ntensors; p++) {
+        const char *tied = m->params[p].spec.tied_to;
+        int twin = tied ? sl_model_find_param(m, tied) : -1;
+        if (twin < 0 || stage_of(stages, nstages, m->params[p].layer) ==
+                            stage_of(stages, nstages, m->params[twin].layer))
+            continue;
+        return sl_fail(SL_ECONFIG,
+                       "config: %s is tied to %s, and the partition puts them on different "
+                       "stages: tied weights across stages are not supported yet (one stage, or "
+                       "model.gpt.tie_embeddings false)",
+                       m->params[p].name, tied);
+    }
+    return SL_OK;
+}
+
 int sl_partition_from_config(const sl_config *cfg, const sl_model *m, sl_partition *out)
 {
     memset(out, 0, sizeof *out);
@@ -55,6 +82,7 @@ int sl_partition_from_config(const sl_config *cfg, const sl_model *m, sl_partiti
     int st = sl_partition_make(m, out->nstages,
                                cfg->pipeline.npartition ? cfg->pipeline.partition_counts : NULL,
                                out->stages);
+    if (st == SL_OK) st = check_tied(m, out->stages, out->nstages);
     if (st != SL_OK) sl_partition_free(out);
     return st;
 }

@@ -91,6 +91,7 @@ enum sl_run_file {
     SL_RUN_SUMMARY,         /* summary.json */
     SL_RUN_TRACE,           /* trace.json */
     SL_RUN_FINAL,           /* final.safetensors */
+    SL_RUN_VOCAB,           /* vocab.json: a text's characters in token order */
     SL_RUN_CHECKPOINT,      /* checkpoint-<step>.safetensors */
     SL_RUN_RANK_WEIGHTS,    /* .weights-r<rank>.safetensors: a rank's final weights, merged */
     SL_RUN_RANK_CHECKPOINT, /* .weights-r<rank>-step<step>.safetensors: the same at a checkpoint */

@@ -65,6 +65,10 @@ int sl__run_open(sl__run *r, const sl_plan *plan, const sl_train_options *opt)
     SL_TRY(check_keys(plan));
     SL_TRY(sl_mkdir_p(cfg->output.dir));
     char path[4096];
+    if (sl_data_vocab_size(&r->data) > 0) {
+        sl_run_path(path, sizeof path, cfg->output.dir, SL_RUN_VOCAB, 0, 0);
+        SL_TRY(sl_data_write_vocab(&r->data, path));
+    }
     sl_run_path(path, sizeof path, cfg->output.dir, SL_RUN_METRICS, 0, 0);
     if (!(r->metrics = fopen(path, "w")))
         return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));

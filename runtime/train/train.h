@@ -15,6 +15,7 @@
  *                      samples_per_s, schedule, stages, chunks, bubble ratio measured and
  *                      predicted, and per rank its device and peak device memory
  *   trace.json         Chrome trace format, one track per rank (opens in Perfetto)
+ *   vocab.json         a text's vocabulary: its characters in token order (data.text)
  * Nothing is left behind on failure: every rank is stopped and the run directory removed. */
 #ifndef SL_TRAIN_H
 #define SL_TRAIN_H

@@ -60,8 +60,8 @@ static void teardown(void)
 
 TestSuite(pipeline, .init = setup, .fini = teardown, .timeout = 0);
 
-/* Trains base_config with the given overrides; returns SL_OK or the failure. */
-static int train(const char **sets, int nsets, result *out)
+/* Trains `base` with the given overrides; returns SL_OK or the failure. */
+static int train_config(const char *base, const char **sets, int nsets, result *out)
 {
     static int run_no;
     char dir[128], dirset[160];
@@ -72,7 +72,7 @@ static int train(const char **sets, int nsets, result *out)
     for (int i = 0; i < nsets; i++) all[n++] = sets[i];
     all[n++] = dirset;
     sl_config cfg;
-    int st = sl_config_parse(base_config, ".", all, n, &cfg);
+    int st = sl_config_parse(base, ".", all, n, &cfg);
     if (st != SL_OK) return st;
     sl_train_options opt = {.exe = getenv("SLUICE_EXE"), .progress = 0};
     sl_train_summary sum;
@@ -103,6 +103,11 @@ static int train(const char **sets, int nsets, result *out)
     }
     sl_config_free(&cfg);
     return st;
+}
+
+static int train(const char **sets, int nsets, result *out)
+{
+    return train_config(base_config, sets, nsets, out);
 }
 
 static void result_free(result *r)
@@ -363,4 +368,56 @@ Test(pipeline, under_a_launcher_equals_local)
     assert_same(&got, &ref, 1e-5, "launched by Open MPI's environment");
     result_free(&got);
     result_free(&ref);
+}
+
+/* A GPT (untied: tied weights stay on one stage for now) on a text: every schedule on 2 ranks
+ * (and 2 chunks for interleaved) equals the 1-rank run; vocab.json is written; tied embeddings
+ * split across stages are refused before any rank starts. */
+static const char *gpt_config =
+    "{\"model\": {\"gpt\": {\"vocab_size\": 40, \"block_size\": 8, \"n_layer\": 2, "
+    "\"n_head\": 2, \"n_embd\": 16, \"tie_embeddings\": false}, \"seed\": 1},"
+    " \"data\": {\"text\": \"%s\", \"val_fraction\": 0.1},"
+    " \"train\": {\"steps\": 4, \"batch\": 8, \"microbatches\": 4, \"threads\": 1,"
+    "  \"optimizer\": {\"name\": \"adamw\", \"lr\": 0.003}, \"lr_schedule\": {\"warmup_steps\": "
+    "2}},"
+    " \"pipeline\": {\"stages\": 1}, \"devices\": \"cpu\"}";
+
+Test(pipeline, gpt_every_schedule_equals_one_rank)
+{
+    char text[256], json[1024];
+    snprintf(text, sizeof text, "%s/text.txt", outdir);
+    FILE *f = fopen(text, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 40; i++) fputs("To be, or not to be: that is the question. ", f);
+    fclose(f);
+    snprintf(json, sizeof json, gpt_config, text);
+    result ref;
+    cr_assert_eq(train_config(json, NULL, 0, &ref), SL_OK, "%s", sl_last_error());
+    cr_assert(ref.losses[STEPS - 1] < ref.losses[0], "training must lower the loss");
+    static const char *const runs[][3] = {
+        {"pipeline.schedule=\"gpipe\"", "pipeline.chunks=1", "pipeline.recompute=false"},
+        {"pipeline.schedule=\"1f1b\"", "pipeline.chunks=1", "pipeline.recompute=true"},
+        {"pipeline.schedule=\"interleaved\"", "pipeline.chunks=2", "pipeline.recompute=false"},
+        {"pipeline.schedule=\"zb-h1\"", "pipeline.chunks=1", "pipeline.recompute=false"},
+    };
+    for (size_t i = 0; i < SL_ARRAY_LEN(runs); i++) {
+        const char *sets[] = {"pipeline.stages=2", runs[i][0], runs[i][1], runs[i][2]};
+        result got;
+        cr_assert_eq(train_config(json, sets, 4, &got), SL_OK, "%s: %s", runs[i][0],
+                     sl_last_error());
+        assert_same(&got, &ref, 1e-5, runs[i][0]);
+        result_free(&got);
+    }
+    result_free(&ref);
+    /* the vocabulary the run trained on: the text's characters in token order */
+    char path[300], *vocab;
+    size_t len;
+    snprintf(path, sizeof path, "%s/run0/vocab.json", outdir);
+    cr_assert_eq(sl_read_file(path, &vocab, &len), SL_OK, "%s", sl_last_error());
+    cr_assert(strstr(vocab, "\" \"") && strstr(vocab, "\"q\""), "%s", vocab);
+    free(vocab);
+    const char *tied[] = {"pipeline.stages=2", "model.gpt.tie_embeddings=true"};
+    result r;
+    cr_assert_eq(train_config(json, tied, 2, &r), SL_ECONFIG);
+    cr_assert(strstr(sl_last_error(), "tied"), "%s", sl_last_error());
 }
