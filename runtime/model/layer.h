@@ -67,7 +67,7 @@ typedef struct sl_param_spec {
 } sl_param_spec;
 
 #define SL_LAYER_MAX_PARAMS 16
-#define SL_LAYER_MAX_KEEP   24
+#define SL_LAYER_MAX_KEEP   32
 
 /* What one pass of one layer reads and writes, for rows samples. Buffers are fp32 device buffers
  * of the stage's device; the kind's entry points only enqueue kernels. */

@@ -99,7 +99,8 @@ void sl_model_free(sl_model *m)
 size_t sl_model_params(const sl_model *m, int first, int last)
 {
     size_t n = 0;
-    for (int p = m->first_param[first]; p < m->first_param[last]; p++) n += m->params[p].numel;
+    for (int p = m->first_param[first]; p < m->first_param[last]; p++)
+        if (!m->params[p].spec.tied_to) n += m->params[p].numel;
     return n;
 }
 

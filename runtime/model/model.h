@@ -55,7 +55,7 @@ typedef struct sl_model {
 int sl_model_init(const sl_config *cfg, sl_model *out);
 void sl_model_free(sl_model *m);
 
-/* Parameters (elements) of layers [first, last). */
+/* Parameters (elements) of layers [first, last), a tied parameter counted where its twin is. */
 size_t sl_model_params(const sl_model *m, int first, int last);
 /* Width of the input of layer i (i == nlayers: the model's output width). */
 int sl_model_width(const sl_model *m, int i);

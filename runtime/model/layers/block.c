@@ -42,6 +42,7 @@ enum {
     K_DV,
     K_COUNT
 };
+_Static_assert(K_COUNT <= SL_LAYER_MAX_KEEP, "the block keeps more buffers than a layer may");
 
 typedef struct dims {
     size_t B, T, C, H, hs, N; /* N = B*T rows of C */

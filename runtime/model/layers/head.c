@@ -8,6 +8,7 @@
 
 enum { LNF_W, LNF_B, LM_W };
 enum { K_LNF, K_MEAN, K_RSTD, K_DLNF, K_COUNT };
+_Static_assert(K_COUNT <= SL_LAYER_MAX_KEEP, "the head keeps more buffers than a layer may");
 
 static int head_parse(const sl_layer_kind *kind, const char *arg, sl_layer *l)
 {
