@@ -1,12 +1,20 @@
-/* `sluice bench kernels`: GEMM GFLOP/s per device against the device's own FMA peak and against a
- * direct OpenBLAS call on this CPU in the same run; elementwise kernels in GB/s against a
- * device-to-device copy of the same size. */
+/* `sluice bench kernels`: GEMM GFLOP/s per device against the device's own FMA peak and against
+ * OpenBLAS on this CPU under the best OpenBLAS core for it, measured in the same run; elementwise
+ * kernels in GB/s against a device-to-device copy of the same size. */
+#define _GNU_SOURCE
 #include <cblas.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "backends/backend.h"
+#include "backends/cpu/cpu.h"
 #include "bench/bench.h"
 #include "runtime/cli/cli.h"
 
@@ -30,8 +38,11 @@ static void usage(FILE *out)
             "usage: sluice bench kernels [--device ID]... [--sizes N,N,...] [--elems N]\n"
             "                            [--min-time S] [--json] [--tune]\n\n"
             "GEMM GFLOP/s per device at each size, as a fraction of the device's FMA peak\n"
-            "(measured with a chain-of-FMA kernel) and of OpenBLAS cblas_sgemm on this CPU,\n"
-            "measured in the same run; elementwise kernels in GB/s against a device copy.\n\n"
+            "(measured with a chain-of-FMA kernel) and of OpenBLAS cblas_sgemm on this CPU\n"
+            "under the best OpenBLAS core for it, measured in the same run by a child process\n"
+            "with OPENBLAS_CORETYPE set to that core (a value you set is kept); elementwise\n"
+            "kernels in GB/s against a device copy. Where this process's OpenBLAS fell back to\n"
+            "a generic core, the command first starts itself again with the best core.\n\n"
             "  --device ID    a device from `sluice devices` (repeatable; default: all)\n"
             "  --sizes LIST   square GEMM sizes (default 256,512,1024,2048)\n"
             "  --elems N      elementwise length in floats (default 8388608)\n"
@@ -175,22 +186,147 @@ static int host_batch_run(void *p, int reps, double *seconds)
     return SL_OK;
 }
 
+/* The baseline runs in a child process, `sluice bench kernels --blas-only`, because OpenBLAS
+ * picks its core once, when it loads: the child starts with OPENBLAS_CORETYPE=<the best core for
+ * this CPU> (backends/cpu/cpu.h) unless OPENBLAS_CORETYPE is set, which it inherits. It prints
+ * "core NAME", then answers each line "N MIN_TIME" on its stdin with the seconds per n x n GEMM
+ * (best_batch's rule) until its stdin closes. Where the child cannot start, the baseline is this
+ * process's OpenBLAS, and the output says so. */
+static struct blas_ref {
+    pid_t pid; /* 0: no child, the baseline runs in this process */
+    FILE *to, *from;
+    char core[32]; /* the baseline's openblas_get_corename() */
+    char how[160]; /* how its core was chosen, for the output */
+} blas_ref;
+
+/* OpenBLAS's threads spin for a while after a call (THREAD_TIMEOUT, about 0.1 s) before they
+ * sleep; with the baseline in another process they would take cores from the next measurement.
+ * So each side pauses before the other measures: 0.15 s, or twice the round's time if less (the
+ * smoke test's tiny --min-time). */
+static void blas_settle(double min_time)
+{
+    usleep((useconds_t)(1e6 * SL_MIN(0.15, 2.0 * min_time)));
+}
+
+static int blas_only(void)
+{
+    printf("core %s\n", openblas_get_corename());
+    fflush(stdout);
+    struct host_gemm h = {0};
+    size_t n;
+    double min_time;
+    int st = SL_OK;
+    while (st == SL_OK && scanf("%zu %lf", &n, &min_time) == 2) {
+        if (n != (size_t)h.n) {
+            host_gemm_free(&h);
+            st = host_gemm_init(&h, n);
+            if (st != SL_OK) break;
+            host_gemm_run(&h); /* warm-up: threads, page faults */
+        }
+        double sec = 0.0;
+        st = best_batch(host_batch_run, &h, min_time, &sec);
+        blas_settle(min_time);
+        printf("%.9g\n", sec);
+        fflush(stdout);
+    }
+    host_gemm_free(&h);
+    return st == SL_OK ? 0 : sl_cli_error("bench kernels --blas-only", st);
+}
+
+static void blas_ref_start(void)
+{
+    sl_cpu_blas b;
+    sl_cpu_blas_detect(&b);
+    const char *set = getenv("OPENBLAS_CORETYPE");
+    if (set && b.set_by_sluice)
+        snprintf(blas_ref.how, sizeof blas_ref.how,
+                 "OPENBLAS_CORETYPE=%s, set by sluice: the library chose %s", set, b.fallback_of);
+    else if (set)
+        snprintf(blas_ref.how, sizeof blas_ref.how, "OPENBLAS_CORETYPE=%s as set", set);
+    else if (b.best[0])
+        snprintf(blas_ref.how, sizeof blas_ref.how,
+                 "OPENBLAS_CORETYPE=%s, the best core for this CPU", b.best);
+    else
+        snprintf(blas_ref.how, sizeof blas_ref.how, "OpenBLAS's own choice");
+    int to[2], from[2];
+    if (pipe(to) != 0) goto in_process;
+    if (pipe(from) != 0) {
+        close(to[0]), close(to[1]);
+        goto in_process;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(to[0], 0);
+        dup2(from[1], 1);
+        close(to[0]), close(to[1]), close(from[0]), close(from[1]);
+        if (!set && b.best[0]) setenv("OPENBLAS_CORETYPE", b.best, 0);
+        execl("/proc/self/exe", "sluice", "bench", "kernels", "--blas-only", (char *)NULL);
+        _exit(127);
+    }
+    close(to[0]), close(from[1]);
+    if (pid < 0) {
+        close(to[1]), close(from[0]);
+        goto in_process;
+    }
+    blas_ref.pid = pid;
+    blas_ref.to = fdopen(to[1], "w");
+    blas_ref.from = fdopen(from[0], "r");
+    if (blas_ref.to && blas_ref.from && fscanf(blas_ref.from, "core %31s", blas_ref.core) == 1) {
+        snprintf(blas_ref.how + strlen(blas_ref.how), sizeof blas_ref.how - strlen(blas_ref.how),
+                 ", in a child process");
+        return;
+    }
+    sl_log(SL_LOG_WARN, "the OpenBLAS baseline's child process did not start: measuring "
+                        "OpenBLAS in this process");
+    if (blas_ref.to) fclose(blas_ref.to);
+    if (blas_ref.from) fclose(blas_ref.from);
+    waitpid(pid, NULL, 0);
+    blas_ref.pid = 0;
+in_process:
+    snprintf(blas_ref.core, sizeof blas_ref.core, "%s", b.core);
+    snprintf(blas_ref.how, sizeof blas_ref.how, "this process's own OpenBLAS");
+}
+
+static void blas_ref_stop(void)
+{
+    if (!blas_ref.pid) return;
+    fclose(blas_ref.to);
+    fclose(blas_ref.from);
+    waitpid(blas_ref.pid, NULL, 0);
+    blas_ref.pid = 0;
+}
+
+/* Seconds per n x n OpenBLAS GEMM in the child, by best_batch over min_time. */
+static int blas_ref_time(size_t n, double min_time, double *seconds)
+{
+    blas_settle(min_time); /* this process's own OpenBLAS threads, after a cpu device GEMM */
+    if (fprintf(blas_ref.to, "%zu %.9g\n", n, min_time) < 0 || fflush(blas_ref.to) != 0 ||
+        fscanf(blas_ref.from, "%lf", seconds) != 1 || !(*seconds > 0))
+        return sl_fail(SL_EIO, "the OpenBLAS baseline's child process stopped answering");
+    return SL_OK;
+}
+
 /* The device's GEMM and OpenBLAS's in alternating rounds, so that both see the same moments of a
  * shared machine; the best time of each. */
 #define GEMM_ROUNDS 3
 static int time_gemm_pair(sl_device *dev, struct gemm_ctx *g, double min_time, double *dev_s,
                           double *host_s)
 {
-    struct host_gemm h;
-    int st = host_gemm_init(&h, g->n);
-    if (st == SL_OK) host_gemm_run(&h); /* warm-up: threads, page faults */
+    struct host_gemm h = {0};
+    int st = blas_ref.pid ? SL_OK : host_gemm_init(&h, g->n);
+    if (st == SL_OK && !blas_ref.pid) host_gemm_run(&h); /* warm-up: threads, page faults */
     *dev_s = *host_s = 1e30;
     for (int r = 0; r < GEMM_ROUNDS && st == SL_OK; r++) {
         double d = 0.0;
         st = time_op(dev, run_gemm, g, min_time / GEMM_ROUNDS, &d);
         if (st != SL_OK) break;
         *dev_s = SL_MIN(*dev_s, d);
-        st = best_batch(host_batch_run, &h, min_time / GEMM_ROUNDS, &d);
+        if (blas_ref.pid)
+            st = blas_ref_time(g->n, min_time / GEMM_ROUNDS, &d);
+        else
+            st = best_batch(host_batch_run, &h, min_time / GEMM_ROUNDS, &d);
         *host_s = SL_MIN(*host_s, d);
     }
     host_gemm_free(&h);
@@ -292,8 +428,10 @@ static int bench_gemm(sl_device *dev, const struct options *o, cJSON *out)
     cJSON_AddNumberToObject(out, "peak_gflops", peak);
     cJSON *gemms = cJSON_AddArrayToObject(out, "gemm");
     if (!o->json)
-        printf("\n%s  %s\nFMA peak %.1f GFLOP/s\n  %6s %10s %9s %11s %9s\n", info->id, info->name,
-               peak, "size", "GFLOP/s", "of peak", "OpenBLAS", "ratio");
+        printf("\n%s  %s\nFMA peak %.1f GFLOP/s; OpenBLAS: core %s (%s)\n  %6s %10s %9s %11s "
+               "%9s\n",
+               info->id, info->name, peak, blas_ref.core, blas_ref.how, "size", "GFLOP/s",
+               "of peak", "OpenBLAS", "ratio");
     for (int s = 0; s < o->nsizes; s++) {
         cJSON *e = cJSON_CreateObject();
         cJSON_AddNumberToObject(e, "size", (double)o->sizes[s]);
@@ -352,6 +490,7 @@ int sl_bench_kernels(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--tune")) return sl_bench_kernels_tune(argc, argv);
+    if (argc == 2 && !strcmp(argv[1], "--blas-only")) return blas_only();
     if (sl_cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
@@ -359,6 +498,7 @@ int sl_bench_kernels(int argc, char **argv)
     struct options o;
     int rc = parse_options(argc, argv, &o);
     if (rc) return rc;
+    sl_cpu_blas_reexec(); /* this process's cpu device on the best core (backends/cpu/cpu.h) */
     const sl_device_info *infos;
     size_t count;
     int st = sl_device_list(&infos, &count);
@@ -368,11 +508,17 @@ int sl_bench_kernels(int argc, char **argv)
 
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "name", "kernels");
+    blas_ref_start();
     cJSON_AddStringToObject(
         root, "baseline",
-        "GEMM: OpenBLAS cblas_sgemm on this CPU at the same size, in rounds alternating with "
-        "the device's GEMM and timed by the same rule; elementwise: a device-to-device copy of "
-        "the same length");
+        "GEMM: OpenBLAS cblas_sgemm on this CPU at the same size under the best OpenBLAS core "
+        "for it (a child process with OPENBLAS_CORETYPE set to that core unless it was set), in "
+        "rounds alternating with the device's GEMM and timed by the same rule; elementwise: a "
+        "device-to-device copy of the same length");
+    cJSON_AddStringToObject(root, "openblas_core", blas_ref.core);
+    cJSON_AddStringToObject(root, "openblas_core_how", blas_ref.how);
+    cJSON_AddStringToObject(root, "openblas_core_here", openblas_get_corename());
+    cJSON_AddNumberToObject(root, "ratio_target", 0.8);
     cJSON_AddStringToObject(root, "ratio_is",
                             "first device's GEMM GFLOP/s at 1024 (or the "
                             "largest size) over OpenBLAS's");
@@ -388,6 +534,7 @@ int sl_bench_kernels(int argc, char **argv)
         st = sl_device_open(o.devices[d], &dev);
         if (st != SL_OK) {
             cJSON_Delete(root);
+            blas_ref_stop();
             return sl_cli_error("bench kernels", st);
         }
         cJSON *obj = cJSON_CreateObject();
@@ -396,6 +543,7 @@ int sl_bench_kernels(int argc, char **argv)
         sl_device_close(dev);
         if (st != SL_OK) {
             cJSON_Delete(root);
+            blas_ref_stop();
             return sl_cli_error("bench kernels", st);
         }
         if (d == 0) {
@@ -403,6 +551,7 @@ int sl_bench_kernels(int argc, char **argv)
             headline = cJSON_GetNumberValue(cJSON_GetObjectItem(g, "ratio_to_openblas"));
         }
     }
+    blas_ref_stop();
     cJSON_AddNumberToObject(root, "ratio", headline);
     if (o.json)
         sl_bench_print_json(root);

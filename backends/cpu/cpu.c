@@ -7,14 +7,180 @@
 
 #include <cblas.h>
 #include <immintrin.h>
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
+#include "backends/cpu/cpu.h"
 #include "backends/cpu/cpu_impl.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * OpenBLAS's core (backends/cpu/cpu.h) */
+
+void sl_cpu_features_read(sl_cpu_features *f)
+{
+    memset(f, 0, sizeof *f);
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d, max = __get_cpuid_max(0, NULL);
+    if (max < 1 || !__get_cpuid(1, &a, &b, &c, &d)) return;
+    unsigned long long xcr0 = 0;
+    if (c & bit_OSXSAVE) {
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        xcr0 = ((unsigned long long)hi << 32) | lo;
+    }
+    bool ymm = (xcr0 & 0x6) == 0x6;           /* SSE and AVX state */
+    bool zmm = (xcr0 & 0xe6) == 0xe6;         /* ... and opmask, ZMM0-15 upper, ZMM16-31 */
+    bool tiles = (xcr0 & 0x60000) == 0x60000; /* XTILECFG, XTILEDATA */
+    f->avx = ymm && (c & bit_AVX);
+    f->fma = f->avx && (c & bit_FMA);
+    if (max < 7) return;
+    __cpuid_count(7, 0, a, b, c, d);
+    unsigned subleaves = a;
+    f->avx2 = f->avx && (b & bit_AVX2);
+    f->avx512f = zmm && (b & bit_AVX512F);
+    f->avx512dq = f->avx512f && (b & bit_AVX512DQ);
+    f->avx512bw = f->avx512f && (b & bit_AVX512BW);
+    f->avx512vl = f->avx512f && (b & bit_AVX512VL);
+    f->amx = tiles && (d & (1u << 24)) && (d & (1u << 22)); /* AMX-TILE, AMX-BF16 */
+    if (subleaves >= 1) {
+        __cpuid_count(7, 1, a, b, c, d);
+        f->avx512_bf16 = f->avx512f && (a & (1u << 5));
+    }
+#endif
+}
+
+bool sl_cpu_features_avx512(const sl_cpu_features *f)
+{
+    return f->avx512f && f->avx512bw && f->avx512dq && f->avx512vl;
+}
+
+void sl_cpu_features_describe(const sl_cpu_features *f, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s%s%s%s%s%s", f->avx ? "AVX " : "", f->avx2 ? "AVX2 " : "",
+             f->fma ? "FMA " : "",
+             sl_cpu_features_avx512(f) ? "AVX-512 "
+             : f->avx512f              ? "AVX-512F "
+                                       : "",
+             f->avx512_bf16 ? "AVX512-BF16 " : "", f->amx ? "AMX " : "");
+    size_t n = strlen(out);
+    if (n) out[n - 1] = '\0';
+}
+
+/* OpenBLAS 0.3.21's DYNAMIC_ARCH core names (driver/others/dynamic.c) by vector class. */
+static const struct {
+    const char *name;
+    int vector_class;
+} blas_cores[] = {
+    {"Katmai", 0},  {"Coppermine", 0},  {"Northwood", 0},    {"Prescott", 0},   {"Banias", 0},
+    {"Atom", 0},    {"Core2", 0},       {"Penryn", 0},       {"Dunnington", 0}, {"Nehalem", 0},
+    {"Athlon", 0},  {"Opteron", 0},     {"Opteron_SSE3", 0}, {"Barcelona", 0},  {"Nano", 0},
+    {"Bobcat", 0},  {"Sandybridge", 1}, {"Bulldozer", 1},    {"Piledriver", 1}, {"Steamroller", 1},
+    {"Haswell", 2}, {"Excavator", 2},   {"Zen", 2},          {"SkylakeX", 3},   {"Cooperlake", 3},
+};
+
+int sl_cpu_blas_core_class(const char *core)
+{
+    for (size_t i = 0; core && i < SL_ARRAY_LEN(blas_cores); i++)
+        if (!strcasecmp(core, blas_cores[i].name)) return blas_cores[i].vector_class;
+    return -1;
+}
+
+const char *sl_cpu_blas_best_core(const sl_cpu_features *f)
+{
+    if (sl_cpu_features_avx512(f)) return f->avx512_bf16 ? "Cooperlake" : "SkylakeX";
+    if (f->avx2 && f->fma) return "Haswell";
+    if (f->avx) return "Sandybridge";
+    return NULL;
+}
+
+void sl_cpu_blas_decide(const sl_cpu_features *f, const char *core, const char *coretype_env,
+                        const char *fallback_env, sl_cpu_blas *out)
+{
+    memset(out, 0, sizeof *out);
+    out->features = *f;
+    snprintf(out->core, sizeof out->core, "%s", core ? core : "");
+    const char *best = sl_cpu_blas_best_core(f);
+    snprintf(out->best, sizeof out->best, "%s", best ? best : "");
+    int have = sl_cpu_blas_core_class(core);
+    out->fallback = best && have >= 0 && have < sl_cpu_blas_core_class(best);
+    out->coretype_set = coretype_env != NULL;
+    snprintf(out->coretype, sizeof out->coretype, "%s", coretype_env ? coretype_env : "");
+    out->set_by_sluice = coretype_env && fallback_env && *fallback_env;
+    if (out->set_by_sluice) snprintf(out->fallback_of, sizeof out->fallback_of, "%s", fallback_env);
+    if (out->fallback && !out->coretype_set)
+        snprintf(out->rank_coretype, sizeof out->rank_coretype, "%s", best);
+}
+
+void sl_cpu_blas_detect(sl_cpu_blas *out)
+{
+    sl_cpu_features f;
+    sl_cpu_features_read(&f);
+    sl_cpu_blas_decide(&f, openblas_get_corename(), getenv("OPENBLAS_CORETYPE"),
+                       getenv("SLUICE_OPENBLAS_FALLBACK"), out);
+}
+
+void sl_cpu_blas_describe(const sl_cpu_blas *b, char *out, size_t cap)
+{
+    if (b->rank_coretype[0])
+        snprintf(out, cap, "%s (fallback; ranks use %s)", b->core, b->rank_coretype);
+    else if (b->set_by_sluice)
+        snprintf(out, cap, "%s (set by sluice; the library chose %s)", b->core, b->fallback_of);
+    else if (b->coretype_set && b->fallback)
+        snprintf(out, cap, "%s (OPENBLAS_CORETYPE=%s, set by the user; best for this CPU: %s)",
+                 b->core, b->coretype, b->best);
+    else if (b->coretype_set)
+        snprintf(out, cap, "%s (OPENBLAS_CORETYPE=%s, set by the user)", b->core, b->coretype);
+    else
+        snprintf(out, cap, "%s", b->core);
+}
+
+void sl_cpu_blas_reexec(void)
+{
+    sl_cpu_blas b;
+    sl_cpu_blas_detect(&b);
+    if (!b.rank_coretype[0] || getenv("SLUICE_OPENBLAS_FALLBACK")) return;
+    /* The arguments as this process got them: /proc/self/cmdline, NUL-separated. */
+    static char args[65536];
+    char *argv[256];
+    int argc = 0;
+    FILE *f = fopen("/proc/self/cmdline", "r");
+    size_t n = f ? fread(args, 1, sizeof args - 1, f) : 0;
+    bool whole = f && feof(f);
+    if (f) fclose(f);
+    for (size_t i = 0; whole && i < n && argc < (int)SL_ARRAY_LEN(argv) - 1;
+         i += strlen(args + i) + 1)
+        argv[argc++] = args + i;
+    argv[argc] = NULL;
+    if (!whole || argc == 0 || argc == (int)SL_ARRAY_LEN(argv) - 1) {
+        sl_log(SL_LOG_WARN,
+               "OpenBLAS runs its %s core on this CPU (best: %s), and this process "
+               "cannot read its arguments to start again with OPENBLAS_CORETYPE=%s",
+               b.core, b.best, b.best);
+        return;
+    }
+    sl_log(SL_LOG_INFO,
+           "OpenBLAS fell back to its %s core on this CPU: starting again with "
+           "OPENBLAS_CORETYPE=%s",
+           b.core, b.rank_coretype);
+    fflush(NULL);
+    setenv("OPENBLAS_CORETYPE", b.rank_coretype, 0);
+    setenv("SLUICE_OPENBLAS_FALLBACK", b.core, 0);
+    execv("/proc/self/exe", argv);
+    int e = errno;
+    unsetenv("OPENBLAS_CORETYPE");
+    unsetenv("SLUICE_OPENBLAS_FALLBACK");
+    sl_log(SL_LOG_WARN, "cannot start again with OPENBLAS_CORETYPE=%s: %s; going on with %s",
+           b.rank_coretype, strerror(e), b.core);
+}
 
 /* ------------------------------------------------------------------------------------------------
  * Device */
@@ -91,7 +257,9 @@ static int cpu_finish(sl_device *dev)
 
 /* ------------------------------------------------------------------------------------------------
  * FMA peak: every core runs independent FMA chains (enough of them to cover the FMA latency on
- * two FMA ports), as clpeak does on GPUs. AVX2+FMA where the processor has it, else scalar fmaf. */
+ * two FMA ports), as clpeak does on GPUs, with the widest vectors the processor has: AVX-512
+ * where it and the kernel support it (the vectors OpenBLAS's SkylakeX core uses, so that SGEMM
+ * never reads above "peak"), else AVX2+FMA, else scalar fmaf. */
 
 #define PEAK_CHAINS 10
 
@@ -122,6 +290,31 @@ __attribute__((target("avx2,fma"))) static float fma_chains_avx2(long iters)
     return out[0] + out[1] + out[2] + out[3] + out[4] + out[5] + out[6] + out[7];
 }
 
+__attribute__((target("avx512f"))) static float fma_chains_avx512(long iters)
+{
+    const __m512 mul = _mm512_set1_ps(0.999999f), add = _mm512_set1_ps(1e-7f);
+    __m512 a0 = _mm512_set1_ps(0), a1 = _mm512_set1_ps(1), a2 = _mm512_set1_ps(2);
+    __m512 a3 = _mm512_set1_ps(3), a4 = _mm512_set1_ps(4), a5 = _mm512_set1_ps(5);
+    __m512 a6 = _mm512_set1_ps(6), a7 = _mm512_set1_ps(7), a8 = _mm512_set1_ps(8);
+    __m512 a9 = _mm512_set1_ps(9);
+    for (long i = 0; i < iters; i++) {
+        a0 = _mm512_fmadd_ps(a0, mul, add);
+        a1 = _mm512_fmadd_ps(a1, mul, add);
+        a2 = _mm512_fmadd_ps(a2, mul, add);
+        a3 = _mm512_fmadd_ps(a3, mul, add);
+        a4 = _mm512_fmadd_ps(a4, mul, add);
+        a5 = _mm512_fmadd_ps(a5, mul, add);
+        a6 = _mm512_fmadd_ps(a6, mul, add);
+        a7 = _mm512_fmadd_ps(a7, mul, add);
+        a8 = _mm512_fmadd_ps(a8, mul, add);
+        a9 = _mm512_fmadd_ps(a9, mul, add);
+    }
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                             _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+    s = _mm512_add_ps(s, _mm512_add_ps(a8, a9));
+    return _mm512_reduce_add_ps(s);
+}
+
 static float fma_chains_scalar(long iters)
 {
     float acc[PEAK_CHAINS];
@@ -135,22 +328,25 @@ static float fma_chains_scalar(long iters)
 
 struct peak_job {
     long iters;
-    int avx2;
+    int lanes; /* 16: AVX-512, 8: AVX2+FMA, 1: scalar */
     volatile float sink;
 };
 
 static void *peak_thread(void *arg)
 {
     struct peak_job *job = arg;
-    job->sink = job->avx2 ? fma_chains_avx2(job->iters) : fma_chains_scalar(job->iters);
+    job->sink = job->lanes == 16  ? fma_chains_avx512(job->iters)
+                : job->lanes == 8 ? fma_chains_avx2(job->iters)
+                                  : fma_chains_scalar(job->iters);
     return NULL;
 }
 
 static int cpu_peak_gflops(sl_device *dev, double *gflops)
 {
     int threads = (int)SL_MAX(1u, dev->info.compute_units);
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    int lanes = avx2 ? 8 : 1;
+    sl_cpu_features f;
+    sl_cpu_features_read(&f);
+    int lanes = f.avx512f ? 16 : f.avx2 && f.fma ? 8 : 1;
     struct peak_job *jobs = sl_alloc((size_t)threads * sizeof *jobs);
     pthread_t *tids = sl_alloc((size_t)threads * sizeof *tids);
     if (!jobs || !tids) {
@@ -164,7 +360,7 @@ static int cpu_peak_gflops(sl_device *dev, double *gflops)
         double t0 = sl_now();
         int started = 0;
         for (int t = 0; t < threads; t++) {
-            jobs[t] = (struct peak_job){.iters = iters, .avx2 = avx2};
+            jobs[t] = (struct peak_job){.iters = iters, .lanes = lanes};
             if (pthread_create(&tids[t], NULL, peak_thread, &jobs[t]) != 0) break;
             started++;
         }

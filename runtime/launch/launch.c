@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "backends/cpu/cpu.h"
 #include "core/core.h"
 #include "runtime/plan/plan.h"
 
@@ -93,6 +94,9 @@ struct sl_launch {
     pid_t pids[MAX_RANKS];
     int status[MAX_RANKS]; /* -1 running, else the wait status */
     int nranks;
+    /* OpenBLAS fell back to a generic core here and OPENBLAS_CORETYPE is unset: what the ranks
+     * get (backends/cpu/cpu.h); "" for nothing. */
+    char blas_coretype[32], blas_fallback[32];
 };
 
 static volatile sig_atomic_t interrupted;
@@ -115,6 +119,16 @@ int sl_launch_create(bool keep, sl_launch **out)
                        tmp ? tmp : "/tmp", strerror(e));
     }
     l->keep = keep;
+    sl_cpu_blas blas;
+    sl_cpu_blas_detect(&blas);
+    if (blas.rank_coretype[0]) {
+        snprintf(l->blas_coretype, sizeof l->blas_coretype, "%s", blas.rank_coretype);
+        snprintf(l->blas_fallback, sizeof l->blas_fallback, "%s", blas.core);
+        sl_log(SL_LOG_INFO,
+               "OpenBLAS fell back to its %s core on this CPU; the ranks run with "
+               "OPENBLAS_CORETYPE=%s",
+               blas.core, blas.rank_coretype);
+    }
     char path[4096];
     snprintf(l->endpoint, sizeof l->endpoint, "ipc://%s",
              sl_run_path(path, sizeof path, l->dir, SL_RUN_REPORT_SOCKET, 0, 0));
@@ -160,6 +174,10 @@ int sl_launch_spawn(sl_launch *l, int rank, char *const argv[])
         setenv("SLUICE_RANK", env_rank, 1);
         setenv("SLUICE_RUN_DIR", l->dir, 1);
         setenv("SLUICE_REPORT", l->endpoint, 1);
+        if (l->blas_coretype[0]) { /* never over a value that is set */
+            setenv("OPENBLAS_CORETYPE", l->blas_coretype, 0);
+            setenv("SLUICE_OPENBLAS_FALLBACK", l->blas_fallback, 0);
+        }
         signal(SIGINT, SIG_IGN); /* the coordinator decides; it stops ranks with SIGTERM */
         execv(argv[0], argv);
         fprintf(stderr, "sluice: cannot run %s for rank %d: %s\n", argv[0], rank, strerror(errno));
