@@ -14,8 +14,10 @@
  *
  * Environment variables the backends read, all of them (when devices are listed or opened, and
  * the cache path also when tuning saves; never per kernel call):
- * - cpu: none. OpenBLAS reads its own (OPENBLAS_NUM_THREADS); sl_device_options.threads > 0
- *   overrides that.
+ * - cpu (backends/cpu/cpu.h): OPENBLAS_CORETYPE and SLUICE_OPENBLAS_FALLBACK, to tell a core
+ *   the user chose from one sluice chose for the processes it starts when OpenBLAS fell back to a
+ *   generic core. OpenBLAS reads its own (OPENBLAS_NUM_THREADS, OPENBLAS_CORETYPE);
+ *   sl_device_options.threads > 0 overrides the thread count.
  * - opencl (backends/opencl/opencl.h):
  *   SLUICE_CLBLAST_PARAMS=default  open devices with CLBlast's own GEMM parameters instead of the
  *                                  cached or built-in ones; any other value is ignored.

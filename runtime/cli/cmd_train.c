@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/cpu/cpu.h"
 #include "runtime/cli/cli.h"
 #include "runtime/config/config.h"
 #include "core/core.h"
@@ -93,6 +94,9 @@ int sl_cmd_train(int argc, char **argv)
         sl_config_free(&cfg);
         return sl_cli_error("train", st);
     }
+    /* A rank that sluice did not start (mpirun, srun, torchrun) fixes OpenBLAS's fallback core
+     * (backends/cpu/cpu.h) by starting itself again, before it prints or runs anything. */
+    if (launch.launcher != SL_LAUNCHER_NONE) sl_cpu_blas_reexec();
     if (!quiet && launch.rank == 0)
         fprintf(stderr, "sluice train: %s, %d stage%s (%s%s), %d steps of %d in %d micro-batches\n",
                 config, cfg.pipeline.stages, cfg.pipeline.stages == 1 ? "" : "s",
