@@ -14,9 +14,10 @@ static const struct {
 } benches[] = {
     {"kernels", sl_bench_kernels,
      "GEMM GFLOP/s against the device's FMA peak and OpenBLAS; "
-     "elementwise GB/s against a device copy"},
+     "elementwise, layer norm, softmax, embedding GB/s against a device copy; batched GEMM"},
     {"transport", sl_bench_transport, "link throughput and latency against raw libzmq"},
-    {"train", sl_bench_train, "training samples/s against PyTorch and 1-rank pipelines"},
+    {"train", sl_bench_train,
+     "training samples/s against PyTorch and 1-rank pipelines; GPT tokens/s"},
 };
 
 void sl_bench_print_json(cJSON *obj)

@@ -10,6 +10,8 @@
 int sl_bench_kernels(int argc, char **argv);
 int sl_bench_transport(int argc, char **argv);
 int sl_bench_train(int argc, char **argv);
+/* `sluice bench train --model gpt` (bench/train_gpt.c): nanoGPT's GPT, tokens/s against PyTorch. */
+int sl_bench_train_gpt(int argc, char **argv);
 /* `sluice bench kernels --tune`: tunes every OpenCL device, prints the best GFLOP/s found against
  * CLBlast's defaults, and saves the cache. Returns an exit status (0, 1 failed, 2 usage). */
 int sl_bench_kernels_tune(int argc, char **argv);

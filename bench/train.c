@@ -60,7 +60,8 @@ static void usage(FILE *out)
         out,
         "usage: sluice bench train [--steps N] [--pipe-steps N] [--ranks LIST] [--width N]\n"
         "                          [--rounds N] [--device ID] [--python PATH] [--no-torch]\n"
-        "                          [--quick] [--json]\n\n"
+        "                          [--quick] [--json]\n"
+        "       sluice bench train --model gpt [options]   (see --model gpt --help)\n\n"
         "Training samples/s with sluice train's machinery (one process per rank, one OpenBLAS\n"
         "thread per rank, step 0 left out of the timing), baselines measured in the same run:\n"
         "  digits    the digits model (64-128-128-64-10, batch 64 in 8 micro-batches, SGD\n"
@@ -68,6 +69,8 @@ static void usage(FILE *out)
         "            on 1 thread (when the Python interpreter has torch; else said so)\n"
         "  pipeline  8 x linear:1024 with relu, batch 256 in 16 micro-batches, 1F1B, on each\n"
         "            rank count against the same model on 1 rank\n\n"
+        "  --model NAME    digits (default: the two above) or gpt (tokens/s of nanoGPT's GPT\n"
+        "                  against PyTorch; `sluice bench train --model gpt --help`)\n"
         "  --steps N       digits steps (default 400)\n"
         "  --pipe-steps N  pipeline steps per rank count (default 16)\n"
         "  --ranks LIST    pipeline rank counts besides 1 (default 2,4; each divides 8)\n"
@@ -276,6 +279,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(a, "--model") && v && !strcmp(v, "digits")) {
+            i++;
         } else if (!strcmp(a, "--json")) {
             o->json = 1;
         } else if (!strcmp(a, "--quick")) {
@@ -546,6 +551,9 @@ static void print_tables(const struct options *o, const struct pipe_model *m,
 
 int sl_bench_train(int argc, char **argv)
 {
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--model") && !strcmp(argv[i + 1], "gpt"))
+            return sl_bench_train_gpt(argc, argv);
     struct options o;
     int status = parse_options(argc, argv, &o);
     if (status >= 0) return status;
