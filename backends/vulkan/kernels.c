@@ -243,7 +243,8 @@ static int vk_softmax_xent(sl_device *dev, size_t rows, size_t classes, sl_buffe
 {
     sl_buffer *bufs[4] = {logits, labels, loss, dlogits};
     uint32_t push[4] = {0, (uint32_t)rows, (uint32_t)classes, f2u(scale)};
-    return sl__vk_run_1d(dev, K_XENT, bufs, push, rows);
+    /* one work-group per row (see the shader) */
+    return sl__vk_record_kernel(D(dev), K_XENT, bufs, push, (uint32_t)rows, 1);
 }
 
 static int vk_mse(sl_device *dev, size_t rows, size_t cols, sl_buffer *pred, sl_buffer *target,
