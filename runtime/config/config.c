@@ -1,4 +1,6 @@
-/* The config loader: JSON text -> cJSON tree -> --set overrides -> validation -> sl_config. */
+/* The config loader: JSON text -> cJSON tree -> --set overrides -> validation -> sl_config. This
+ * file gives the sections their meaning; the JSON helpers it reads them with are in config_get.c.
+ */
 #include "runtime/config/config.h"
 
 #include <cjson/cJSON.h>
@@ -6,317 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "core/core.h"
 #include "runtime/config/config_impl.h"
-
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = sl_alloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
-/* ------------------------------------------------------------------------------------------------
- * --set overrides */
-
-static int apply_set(cJSON *root, const char *set)
-{
-    const char *eq = strchr(set, '=');
-    if (!eq || eq == set)
-        return sl_fail(SL_ECONFIG, "config: --set '%s' must have the form key.path=value", set);
-    size_t klen = (size_t)(eq - set);
-    char *key = sl_alloc(klen + 1);
-    if (!key) return SL_ENOMEM;
-    memcpy(key, set, klen);
-    const char *text = eq + 1;
-    cJSON *value = cJSON_Parse(text);
-    if (!value) value = cJSON_CreateString(text);
-    if (!value) {
-        free(key);
-        return sl_fail(SL_ENOMEM, "config: out of memory applying --set");
-    }
-    cJSON *obj = root;
-    int st = SL_OK;
-    char *save = NULL;
-    char *part = strtok_r(key, ".", &save);
-    while (part) {
-        char *next = strtok_r(NULL, ".", &save);
-        if (!next) {
-            if (cJSON_GetObjectItemCaseSensitive(obj, part))
-                cJSON_ReplaceItemInObjectCaseSensitive(obj, part, value);
-            else
-                cJSON_AddItemToObject(obj, part, value);
-            value = NULL;
-            break;
-        }
-        cJSON *child = cJSON_GetObjectItemCaseSensitive(obj, part);
-        if (!child) {
-            child = cJSON_AddObjectToObject(obj, part);
-        } else if (!cJSON_IsObject(child)) {
-            st = sl_fail(SL_ECONFIG, "config: --set %.*s: '%s' is not an object", (int)klen, set,
-                         part);
-            break;
-        }
-        obj = child;
-        part = next;
-    }
-    if (value && st == SL_OK) st = sl_fail(SL_ECONFIG, "config: --set '%s' names no key", set);
-    cJSON_Delete(value);
-    free(key);
-    return st;
-}
-
-/* ------------------------------------------------------------------------------------------------
- * Typed getters. Each names the full key path in its message. */
-
-typedef struct ctx {
-    const char *section; /* "model", "train.optimizer", ... */
-    cJSON *obj;
-} ctx;
-
-static cJSON *get(ctx c, const char *key)
-{
-    return c.obj ? cJSON_GetObjectItemCaseSensitive(c.obj, key) : NULL;
-}
-
-static int missing(ctx c, const char *key)
-{
-    return sl_fail(SL_ECONFIG, "config: %s.%s is required", c.section, key);
-}
-
-static const char *type_name(const cJSON *v)
-{
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    return "null";
-}
-
-static int get_int(ctx c, const char *key, bool required, int def, int lo, int hi, int *out)
-{
-    cJSON *v = get(c, key);
-    if (!v) {
-        if (required) return missing(c, key);
-        *out = def;
-        return SL_OK;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || !isfinite(v->valuedouble))
-        return sl_fail(SL_ECONFIG, "config: %s.%s must be an integer (got %s)", c.section, key,
-                       cJSON_IsNumber(v) ? "a fraction" : type_name(v));
-    if (v->valuedouble < lo || v->valuedouble > hi)
-        return sl_fail(SL_ECONFIG, "config: %s.%s (%.0f) must be in [%d, %d]", c.section, key,
-                       v->valuedouble, lo, hi);
-    *out = (int)v->valuedouble;
-    return SL_OK;
-}
-
-static int get_u64(ctx c, const char *key, uint64_t *out)
-{
-    cJSON *v = get(c, key);
-    if (!v) {
-        *out = 0;
-        return SL_OK;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
-        v->valuedouble > 9007199254740992.0)
-        return sl_fail(SL_ECONFIG, "config: %s.%s must be a non-negative integer (got %s)",
-                       c.section, key, type_name(v));
-    *out = (uint64_t)v->valuedouble;
-    return SL_OK;
-}
-
-/* A number in [lo, hi] (hi_open: [lo, hi)). */
-static int get_num(ctx c, const char *key, bool required, double def, double lo, double hi,
-                   bool hi_open, double *out)
-{
-    cJSON *v = get(c, key);
-    if (!v) {
-        if (required) return missing(c, key);
-        *out = def;
-        return SL_OK;
-    }
-    if (!cJSON_IsNumber(v))
-        return sl_fail(SL_ECONFIG, "config: %s.%s must be a number (got %s)", c.section, key,
-                       type_name(v));
-    double d = v->valuedouble;
-    if (!(d >= lo) || (hi_open ? !(d < hi) : !(d <= hi)))
-        return sl_fail(SL_ECONFIG, "config: %s.%s (%g) must be in [%g, %g%c", c.section, key, d, lo,
-                       hi, hi_open ? ')' : ']');
-    *out = d;
-    return SL_OK;
-}
-
-static int get_bool(ctx c, const char *key, bool def, bool *out)
-{
-    cJSON *v = get(c, key);
-    if (!v) {
-        *out = def;
-        return SL_OK;
-    }
-    if (!cJSON_IsBool(v))
-        return sl_fail(SL_ECONFIG, "config: %s.%s must be true or false (got %s)", c.section, key,
-                       type_name(v));
-    *out = cJSON_IsTrue(v);
-    return SL_OK;
-}
-
-/* A string copy into *out (NULL when absent and def is NULL). */
-static int get_str(ctx c, const char *key, bool required, const char *def, char **out)
-{
-    cJSON *v = get(c, key);
-    *out = NULL;
-    if (!v) {
-        if (required) return missing(c, key);
-        if (!def) return SL_OK;
-        return (*out = dup_str(def)) ? SL_OK : SL_ENOMEM;
-    }
-    if (!cJSON_IsString(v))
-        return sl_fail(SL_ECONFIG, "config: %s.%s must be a string (got %s)", c.section, key,
-                       type_name(v));
-    if (!v->valuestring[0])
-        return sl_fail(SL_ECONFIG, "config: %s.%s must not be empty", c.section, key);
-    return (*out = dup_str(v->valuestring)) ? SL_OK : SL_ENOMEM;
-}
-
-/* One of `names`; *out is its index. */
-static int get_enum(ctx c, const char *key, const char *def, const char *const *names, int n,
-                    int *out)
-{
-    char *s = NULL;
-    SL_TRY(get_str(c, key, def == NULL, def, &s));
-    for (int i = 0; i < n; i++) {
-        if (!strcmp(s, names[i])) {
-            *out = i;
-            free(s);
-            return SL_OK;
-        }
-    }
-    char list[256] = "";
-    for (int i = 0; i < n; i++)
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", names[i]);
-    int st = sl_fail(SL_ECONFIG, "config: %s.%s '%s' is not one of: %s", c.section, key, s, list);
-    free(s);
-    return st;
-}
-
-/* Rejects keys outside `allowed` (a NULL-terminated list). */
-static int check_keys(const char *section, cJSON *obj, const char *const *allowed)
-{
-    if (!obj) return SL_OK;
-    for (cJSON *it = obj->child; it; it = it->next) {
-        bool ok = false;
-        for (const char *const *a = allowed; *a; a++) ok = ok || !strcmp(it->string, *a);
-        if (!ok) {
-            if (section[0])
-                return sl_fail(SL_ECONFIG, "config: unknown key '%s.%s'", section, it->string);
-            return sl_fail(SL_ECONFIG, "config: unknown key '%s'", it->string);
-        }
-        for (cJSON *d = it->next; d; d = d->next)
-            if (!strcmp(d->string, it->string))
-                return sl_fail(SL_ECONFIG, "config: key '%s%s%s' appears twice", section,
-                               section[0] ? "." : "", it->string);
-    }
-    return SL_OK;
-}
-
-/* A section that must be an object when present. */
-static int section(cJSON *parent, const char *name, const char *path, bool required, ctx *out)
-{
-    out->section = path;
-    out->obj = cJSON_GetObjectItemCaseSensitive(parent, name);
-    if (!out->obj) {
-        if (required) return sl_fail(SL_ECONFIG, "config: section '%s' is required", path);
-        return SL_OK;
-    }
-    if (!cJSON_IsObject(out->obj))
-        return sl_fail(SL_ECONFIG, "config: %s must be an object (got %s)", path,
-                       type_name(out->obj));
-    return SL_OK;
-}
-
-/* An array of non-empty strings into a fresh char*[]; a single string gives one element when
- * `allow_one` is set. */
-static int get_str_list(ctx c, const char *key, bool allow_one, char ***out, int *n)
-{
-    cJSON *v = get(c, key);
-    *out = NULL;
-    *n = 0;
-    if (!v) return SL_OK;
-    if (allow_one && cJSON_IsString(v)) {
-        if (!v->valuestring[0])
-            return sl_fail(SL_ECONFIG, "config: %s%s%s must not be empty", c.section,
-                           c.section[0] ? "." : "", key);
-        if (!(*out = sl_alloc(sizeof(char *))) || !((*out)[0] = dup_str(v->valuestring)))
-            return SL_ENOMEM;
-        *n = 1;
-        return SL_OK;
-    }
-    if (!cJSON_IsArray(v))
-        return sl_fail(SL_ECONFIG, "config: %s%s%s must be %san array of strings (got %s)",
-                       c.section, c.section[0] ? "." : "", key, allow_one ? "a string or " : "",
-                       type_name(v));
-    int count = cJSON_GetArraySize(v);
-    if (!(*out = sl_alloc(sizeof(char *) * (size_t)(count + 1)))) return SL_ENOMEM;
-    int i = 0;
-    for (cJSON *it = v->child; it; it = it->next, i++) {
-        if (!cJSON_IsString(it) || !it->valuestring[0])
-            return sl_fail(SL_ECONFIG, "config: %s%s%s[%d] must be a non-empty string (got %s)",
-                           c.section, c.section[0] ? "." : "", key, i, type_name(it));
-        if (!((*out)[i] = dup_str(it->valuestring))) return SL_ENOMEM;
-        *n = i + 1;
-    }
-    return SL_OK;
-}
-
-static bool file_exists(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0;
-}
-
-/* The path rule in config.h: as given if it exists from the working directory (or is absolute),
- * else relative to the config's directory, else relative to each of that directory's ancestors in
- * turn (so a sample's repository-relative path works from a build directory); the file must exist.
- */
-static int resolve_path(const char *key, const char *dir, char **path)
-{
-    if ((*path)[0] == '/' || file_exists(*path) || !dir || !strcmp(dir, ".")) {
-        if (!file_exists(*path))
-            return sl_fail(SL_ECONFIG, "config: %s: file '%s' does not exist", key, *path);
-        return SL_OK;
-    }
-    size_t n = strlen(dir) + strlen(*path) + 2;
-    char *base = dup_str(dir), *joined = sl_alloc(n);
-    if (!base || !joined) {
-        free(base);
-        free(joined);
-        return SL_ENOMEM;
-    }
-    for (;;) {
-        snprintf(joined, n, "%s/%s", base, *path);
-        if (file_exists(joined)) {
-            free(base);
-            free(*path);
-            *path = joined;
-            return SL_OK;
-        }
-        char *slash = strrchr(base, '/');
-        if (!slash || slash == base) break;
-        *slash = '\0';
-    }
-    int st = sl_fail(SL_ECONFIG,
-                     "config: %s: file '%s' does not exist (looked in the working directory, in "
-                     "'%s' and its parents)",
-                     key, *path, dir);
-    free(base);
-    free(joined);
-    return st;
-}
 
 /* ------------------------------------------------------------------------------------------------
  * Validation */
@@ -344,24 +38,24 @@ static const char *const schedule_names[] = {"gpipe", "1f1b", "interleaved", "zb
 /* model.gpt: nanoGPT's GPTConfig, expanded into the layer list "embedding", n_layer x "block",
  * "head". The layer strings are not checked through sl_layer_parse: the GPT's layer kinds read
  * their shape from the sl_gpt_config, not from the text. */
-static int parse_gpt(ctx m, sl_config *cfg)
+static int parse_gpt(sl__config_ctx m, sl_config *cfg)
 {
-    ctx c;
-    SL_TRY(section(m.obj, "gpt", "model.gpt", true, &c));
-    SL_TRY(check_keys("model.gpt", c.obj, gpt_keys));
-    if (get(m, "inputs") || get(m, "layers"))
+    sl__config_ctx c;
+    SL_TRY(sl__config_section(m.obj, "gpt", "model.gpt", true, &c));
+    SL_TRY(sl__config_check_keys("model.gpt", c.obj, gpt_keys));
+    if (sl__config_get(m, "inputs") || sl__config_get(m, "layers"))
         return sl_fail(SL_ECONFIG,
                        "config: model.gpt and model.%s are mutually exclusive (a GPT's layers and "
                        "inputs come from model.gpt)",
-                       get(m, "layers") ? "layers" : "inputs");
+                       sl__config_get(m, "layers") ? "layers" : "inputs");
     sl_gpt_config *g = &cfg->model.gpt;
-    SL_TRY(get_int(c, "vocab_size", true, 0, 1, 1 << 24, &g->vocab_size));
-    SL_TRY(get_int(c, "block_size", true, 0, 1, 1 << 20, &g->block_size));
-    SL_TRY(get_int(c, "n_layer", true, 0, 1, 1024, &g->n_layer));
-    SL_TRY(get_int(c, "n_head", true, 0, 1, 1024, &g->n_head));
-    SL_TRY(get_int(c, "n_embd", true, 0, 1, 1 << 16, &g->n_embd));
-    SL_TRY(get_bool(c, "bias", true, &g->bias));
-    SL_TRY(get_bool(c, "tie_embeddings", true, &g->tie_embeddings));
+    SL_TRY(sl__config_get_int(c, "vocab_size", true, 0, 1, 1 << 24, &g->vocab_size));
+    SL_TRY(sl__config_get_int(c, "block_size", true, 0, 1, 1 << 20, &g->block_size));
+    SL_TRY(sl__config_get_int(c, "n_layer", true, 0, 1, 1024, &g->n_layer));
+    SL_TRY(sl__config_get_int(c, "n_head", true, 0, 1, 1024, &g->n_head));
+    SL_TRY(sl__config_get_int(c, "n_embd", true, 0, 1, 1 << 16, &g->n_embd));
+    SL_TRY(sl__config_get_bool(c, "bias", true, &g->bias));
+    SL_TRY(sl__config_get_bool(c, "tie_embeddings", true, &g->tie_embeddings));
     if (g->n_embd % g->n_head != 0)
         return sl_fail(SL_ECONFIG,
                        "config: model.gpt.n_embd (%d) must be a multiple of model.gpt.n_head (%d)",
@@ -372,20 +66,20 @@ static int parse_gpt(ctx m, sl_config *cfg)
     if (!(cfg->model.layers = sl_alloc(sizeof(char *) * (size_t)n))) return SL_ENOMEM;
     for (int i = 0; i < n; i++) {
         const char *name = i == 0 ? "embedding" : i == n - 1 ? "head" : "block";
-        if (!(cfg->model.layers[i] = dup_str(name))) return SL_ENOMEM;
+        if (!(cfg->model.layers[i] = sl__config_dup_str(name))) return SL_ENOMEM;
         cfg->model.nlayers = i + 1;
     }
     return SL_OK;
 }
 
-static int parse_layers(ctx c, sl_config *cfg)
+static int parse_layers(sl__config_ctx c, sl_config *cfg)
 {
-    SL_TRY(get_int(c, "inputs", true, 0, 1, 1 << 24, &cfg->model.inputs));
-    cJSON *layers = get(c, "layers");
-    if (!layers) return missing(c, "layers");
+    SL_TRY(sl__config_get_int(c, "inputs", true, 0, 1, 1 << 24, &cfg->model.inputs));
+    cJSON *layers = sl__config_get(c, "layers");
+    if (!layers) return sl__config_missing(c, "layers");
     if (!cJSON_IsArray(layers) || cJSON_GetArraySize(layers) == 0)
         return sl_fail(SL_ECONFIG, "config: model.layers must be a non-empty array of strings");
-    SL_TRY(get_str_list(c, "layers", false, &cfg->model.layers, &cfg->model.nlayers));
+    SL_TRY(sl__config_get_str_list(c, "layers", false, &cfg->model.layers, &cfg->model.nlayers));
     for (int i = 0; i < cfg->model.nlayers; i++) {
         sl_layer l;
         if (sl_layer_parse(cfg->model.layers[i], &l) != SL_OK)
@@ -400,45 +94,45 @@ static int parse_layers(ctx c, sl_config *cfg)
 
 static int parse_model(cJSON *root, sl_config *cfg)
 {
-    ctx c;
-    SL_TRY(section(root, "model", "model", true, &c));
-    SL_TRY(check_keys("model", c.obj, model_keys));
-    if (get(c, "gpt"))
+    sl__config_ctx c;
+    SL_TRY(sl__config_section(root, "model", "model", true, &c));
+    SL_TRY(sl__config_check_keys("model", c.obj, model_keys));
+    if (sl__config_get(c, "gpt"))
         SL_TRY(parse_gpt(c, cfg));
     else
         SL_TRY(parse_layers(c, cfg));
     const char *loss_names[SL_LOSS_COUNT];
     for (int k = 0; k < SL_LOSS_COUNT; k++) loss_names[k] = sl_loss_get((enum sl_loss_kind)k)->name;
     int loss;
-    SL_TRY(get_enum(c, "loss", "cross_entropy", loss_names, SL_LOSS_COUNT, &loss));
+    SL_TRY(sl__config_get_enum(c, "loss", "cross_entropy", loss_names, SL_LOSS_COUNT, &loss));
     cfg->model.loss = (enum sl_loss_kind)loss;
     if (cfg->model.has_gpt && cfg->model.loss != SL_LOSS_CROSS_ENTROPY)
         return sl_fail(SL_ECONFIG,
                        "config: model.loss '%s' does not apply to model.gpt (a GPT predicts the "
                        "next token with cross_entropy)",
                        loss_names[loss]);
-    SL_TRY(get_str(c, "init", false, NULL, &cfg->model.init));
-    if (cfg->model.init) SL_TRY(resolve_path("model.init", cfg->dir, &cfg->model.init));
-    SL_TRY(get_u64(c, "seed", &cfg->model.seed));
+    SL_TRY(sl__config_get_str(c, "init", false, NULL, &cfg->model.init));
+    if (cfg->model.init) SL_TRY(sl__config_resolve_path("model.init", cfg->dir, &cfg->model.init));
+    SL_TRY(sl__config_get_u64(c, "seed", &cfg->model.seed));
     return SL_OK;
 }
 
 static int parse_data(cJSON *root, sl_config *cfg)
 {
-    ctx c;
-    SL_TRY(section(root, "data", "data", true, &c));
-    SL_TRY(check_keys("data", c.obj, data_keys));
-    if (get(c, "path") && get(c, "text"))
+    sl__config_ctx c;
+    SL_TRY(sl__config_section(root, "data", "data", true, &c));
+    SL_TRY(sl__config_check_keys("data", c.obj, data_keys));
+    if (sl__config_get(c, "path") && sl__config_get(c, "text"))
         return sl_fail(SL_ECONFIG, "config: data.path and data.text are mutually exclusive (a "
                                    "text is data.text, a safetensors or CSV file data.path)");
-    if (!get(c, "path") && !get(c, "text"))
+    if (!sl__config_get(c, "path") && !sl__config_get(c, "text"))
         return sl_fail(SL_ECONFIG, "config: data.path (or data.text for model.gpt) is required");
-    if (get(c, "text") && !cfg->model.has_gpt)
+    if (sl__config_get(c, "text") && !cfg->model.has_gpt)
         return sl_fail(SL_ECONFIG, "config: data.text needs model.gpt (a text is tokenised for "
                                    "a GPT; other models read data.path)");
-    if (get(c, "path")) {
-        SL_TRY(get_str(c, "path", true, NULL, &cfg->data.path));
-        SL_TRY(resolve_path("data.path", cfg->dir, &cfg->data.path));
+    if (sl__config_get(c, "path")) {
+        SL_TRY(sl__config_get_str(c, "path", true, NULL, &cfg->data.path));
+        SL_TRY(sl__config_resolve_path("data.path", cfg->dir, &cfg->data.path));
         size_t n = strlen(cfg->data.path), m = strlen(".safetensors");
         if (cfg->model.has_gpt && (n < m || strcmp(cfg->data.path + n - m, ".safetensors") != 0))
             return sl_fail(SL_ECONFIG,
@@ -446,73 +140,75 @@ static int parse_data(cJSON *root, sl_config *cfg)
                            "token windows (or give a text as data.text)",
                            cfg->data.path);
     } else {
-        SL_TRY(get_str(c, "text", true, NULL, &cfg->data.text));
-        SL_TRY(resolve_path("data.text", cfg->dir, &cfg->data.text));
+        SL_TRY(sl__config_get_str(c, "text", true, NULL, &cfg->data.text));
+        SL_TRY(sl__config_resolve_path("data.text", cfg->dir, &cfg->data.text));
     }
-    SL_TRY(get_num(c, "val_fraction", false, 0.1, 0.0, 1.0, true, &cfg->data.val_fraction));
+    SL_TRY(
+        sl__config_get_num(c, "val_fraction", false, 0.1, 0.0, 1.0, true, &cfg->data.val_fraction));
     if (cfg->model.has_gpt) {
         /* A GPT's windows are taken in order (fixture) or at random offsets (text): the row
          * options of feature data do not apply. */
         static const char *const row_keys[] = {"test_fraction", "scale", "shuffle"};
         for (size_t i = 0; i < SL_ARRAY_LEN(row_keys); i++)
-            if (get(c, row_keys[i]))
+            if (sl__config_get(c, row_keys[i]))
                 return sl_fail(SL_ECONFIG,
                                "config: data.%s does not apply to model.gpt's token data (a "
                                "text holds out data.val_fraction)",
                                row_keys[i]);
     }
-    SL_TRY(get_num(c, "test_fraction", false, 0.0, 0.0, 1.0, true, &cfg->data.test_fraction));
-    SL_TRY(get_num(c, "scale", false, 1.0, -1e30, 1e30, false, &cfg->data.scale));
-    SL_TRY(get_bool(c, "shuffle", false, &cfg->data.shuffle));
-    SL_TRY(get_u64(c, "seed", &cfg->data.seed));
-    SL_TRY(get_str(c, "inputs", false, "x", &cfg->data.inputs));
-    SL_TRY(get_str(c, "labels", false, "y", &cfg->data.labels));
+    SL_TRY(sl__config_get_num(c, "test_fraction", false, 0.0, 0.0, 1.0, true,
+                              &cfg->data.test_fraction));
+    SL_TRY(sl__config_get_num(c, "scale", false, 1.0, -1e30, 1e30, false, &cfg->data.scale));
+    SL_TRY(sl__config_get_bool(c, "shuffle", false, &cfg->data.shuffle));
+    SL_TRY(sl__config_get_u64(c, "seed", &cfg->data.seed));
+    SL_TRY(sl__config_get_str(c, "inputs", false, "x", &cfg->data.inputs));
+    SL_TRY(sl__config_get_str(c, "labels", false, "y", &cfg->data.labels));
     return SL_OK;
 }
 
 static int parse_train(cJSON *root, sl_config *cfg)
 {
-    ctx c, o;
-    SL_TRY(section(root, "train", "train", true, &c));
-    SL_TRY(check_keys("train", c.obj, train_keys));
-    SL_TRY(get_int(c, "steps", true, 0, 1, 1 << 30, &cfg->train.steps));
-    SL_TRY(get_int(c, "batch", true, 0, 1, 1 << 24, &cfg->train.batch));
-    SL_TRY(get_int(c, "microbatches", false, 1, 1, 1 << 20, &cfg->train.microbatches));
-    SL_TRY(get_int(c, "threads", false, 0, 0, 4096, &cfg->train.threads));
+    sl__config_ctx c, o;
+    SL_TRY(sl__config_section(root, "train", "train", true, &c));
+    SL_TRY(sl__config_check_keys("train", c.obj, train_keys));
+    SL_TRY(sl__config_get_int(c, "steps", true, 0, 1, 1 << 30, &cfg->train.steps));
+    SL_TRY(sl__config_get_int(c, "batch", true, 0, 1, 1 << 24, &cfg->train.batch));
+    SL_TRY(sl__config_get_int(c, "microbatches", false, 1, 1, 1 << 20, &cfg->train.microbatches));
+    SL_TRY(sl__config_get_int(c, "threads", false, 0, 0, 4096, &cfg->train.threads));
     if (cfg->train.batch % cfg->train.microbatches != 0)
         return sl_fail(SL_ECONFIG,
                        "config: train.batch (%d) must be a multiple of "
                        "train.microbatches (%d)",
                        cfg->train.batch, cfg->train.microbatches);
 
-    SL_TRY(section(c.obj, "optimizer", "train.optimizer", true, &o));
-    SL_TRY(check_keys("train.optimizer", o.obj, opt_keys));
+    SL_TRY(sl__config_section(c.obj, "optimizer", "train.optimizer", true, &o));
+    SL_TRY(sl__config_check_keys("train.optimizer", o.obj, opt_keys));
     sl_optimizer_config *opt = &cfg->train.optimizer;
     int kind = 0;
-    SL_TRY(get_enum(o, "name", NULL, sl__config_opt_names, 3, &kind));
+    SL_TRY(sl__config_get_enum(o, "name", NULL, sl__config_opt_names, 3, &kind));
     opt->kind = (enum sl_optimizer_kind)kind;
-    SL_TRY(get_num(o, "lr", true, 0, 0, 1e6, false, &opt->lr));
+    SL_TRY(sl__config_get_num(o, "lr", true, 0, 0, 1e6, false, &opt->lr));
     if (!(opt->lr > 0)) return sl_fail(SL_ECONFIG, "config: train.optimizer.lr must be > 0");
-    SL_TRY(get_num(o, "weight_decay", false, opt->kind == SL_OPT_ADAMW ? 0.01 : 0, 0, 1e6, false,
-                   &opt->weight_decay));
+    SL_TRY(sl__config_get_num(o, "weight_decay", false, opt->kind == SL_OPT_ADAMW ? 0.01 : 0, 0,
+                              1e6, false, &opt->weight_decay));
     opt->beta1 = 0.9;
     opt->beta2 = 0.999;
     opt->eps = 1e-8;
     opt->momentum = 0;
     if (opt->kind == SL_OPT_SGD) {
-        if (get(o, "betas") || get(o, "eps"))
+        if (sl__config_get(o, "betas") || sl__config_get(o, "eps"))
             return sl_fail(SL_ECONFIG,
                            "config: train.optimizer.%s is an adam setting; sgd takes "
                            "lr, momentum, weight_decay",
-                           get(o, "betas") ? "betas" : "eps");
-        SL_TRY(get_num(o, "momentum", false, 0, 0, 1, true, &opt->momentum));
+                           sl__config_get(o, "betas") ? "betas" : "eps");
+        SL_TRY(sl__config_get_num(o, "momentum", false, 0, 0, 1, true, &opt->momentum));
     } else {
-        if (get(o, "momentum"))
+        if (sl__config_get(o, "momentum"))
             return sl_fail(SL_ECONFIG,
                            "config: train.optimizer.momentum is an sgd setting; %s takes lr, "
                            "betas, eps, weight_decay",
                            sl__config_opt_names[opt->kind]);
-        cJSON *b = get(o, "betas");
+        cJSON *b = sl__config_get(o, "betas");
         if (b) {
             if (!cJSON_IsArray(b) || cJSON_GetArraySize(b) != 2 ||
                 !cJSON_IsNumber(cJSON_GetArrayItem(b, 0)) ||
@@ -524,47 +220,48 @@ static int parse_train(cJSON *root, sl_config *cfg)
             if (!(opt->beta1 >= 0 && opt->beta1 < 1 && opt->beta2 >= 0 && opt->beta2 < 1))
                 return sl_fail(SL_ECONFIG, "config: train.optimizer.betas must be in [0, 1)");
         }
-        SL_TRY(get_num(o, "eps", false, 1e-8, 0, 1, false, &opt->eps));
+        SL_TRY(sl__config_get_num(o, "eps", false, 1e-8, 0, 1, false, &opt->eps));
     }
 
-    SL_TRY(get_num(c, "grad_clip", false, 0, 0, 1e30, false, &cfg->train.grad_clip));
-    ctx l;
-    SL_TRY(section(c.obj, "lr_schedule", "train.lr_schedule", false, &l));
-    SL_TRY(check_keys("train.lr_schedule", l.obj, lr_keys));
+    SL_TRY(sl__config_get_num(c, "grad_clip", false, 0, 0, 1e30, false, &cfg->train.grad_clip));
+    sl__config_ctx l;
+    SL_TRY(sl__config_section(c.obj, "lr_schedule", "train.lr_schedule", false, &l));
+    SL_TRY(sl__config_check_keys("train.lr_schedule", l.obj, lr_keys));
     sl_lr_schedule *lr = &cfg->train.lr_schedule;
     if (!l.obj) return SL_OK;
     lr->on = true;
-    SL_TRY(get_int(l, "warmup_steps", false, 0, 0, 1 << 30, &lr->warmup_steps));
-    SL_TRY(get_int(l, "decay_steps", false, cfg->train.steps, 1, 1 << 30, &lr->decay_steps));
+    SL_TRY(sl__config_get_int(l, "warmup_steps", false, 0, 0, 1 << 30, &lr->warmup_steps));
+    SL_TRY(sl__config_get_int(l, "decay_steps", false, cfg->train.steps, 1, 1 << 30,
+                              &lr->decay_steps));
     if (lr->decay_steps <= lr->warmup_steps)
         return sl_fail(SL_ECONFIG,
                        "config: train.lr_schedule.decay_steps (%d%s) must be more than "
                        "train.lr_schedule.warmup_steps (%d)",
-                       lr->decay_steps, get(l, "decay_steps") ? "" : ", train.steps",
+                       lr->decay_steps, sl__config_get(l, "decay_steps") ? "" : ", train.steps",
                        lr->warmup_steps);
-    SL_TRY(get_num(l, "min_lr", false, opt->lr / 10, 0, opt->lr, false, &lr->min_lr));
+    SL_TRY(sl__config_get_num(l, "min_lr", false, opt->lr / 10, 0, opt->lr, false, &lr->min_lr));
     return SL_OK;
 }
 
 static int parse_pipeline(cJSON *root, sl_config *cfg)
 {
-    ctx c;
-    SL_TRY(section(root, "pipeline", "pipeline", false, &c));
-    SL_TRY(check_keys("pipeline", c.obj, pipe_keys));
-    SL_TRY(get_int(c, "stages", false, 1, 1, 1024, &cfg->pipeline.stages));
+    sl__config_ctx c;
+    SL_TRY(sl__config_section(root, "pipeline", "pipeline", false, &c));
+    SL_TRY(sl__config_check_keys("pipeline", c.obj, pipe_keys));
+    SL_TRY(sl__config_get_int(c, "stages", false, 1, 1, 1024, &cfg->pipeline.stages));
     int sched;
-    SL_TRY(
-        get_enum(c, "schedule", "1f1b", schedule_names, (int)SL_ARRAY_LEN(schedule_names), &sched));
-    if (!(cfg->pipeline.schedule = dup_str(schedule_names[sched]))) return SL_ENOMEM;
-    SL_TRY(get_int(c, "chunks", false, 1, 1, 1024, &cfg->pipeline.chunks));
-    SL_TRY(get_bool(c, "recompute", false, &cfg->pipeline.recompute));
+    SL_TRY(sl__config_get_enum(c, "schedule", "1f1b", schedule_names,
+                               (int)SL_ARRAY_LEN(schedule_names), &sched));
+    if (!(cfg->pipeline.schedule = sl__config_dup_str(schedule_names[sched]))) return SL_ENOMEM;
+    SL_TRY(sl__config_get_int(c, "chunks", false, 1, 1, 1024, &cfg->pipeline.chunks));
+    SL_TRY(sl__config_get_bool(c, "recompute", false, &cfg->pipeline.recompute));
     int nstages = cfg->pipeline.stages * cfg->pipeline.chunks;
     int units = sl_config_param_layers(cfg); /* layers with parameters */
     /* What the units are, for messages. */
     const char *unit_text =
         cfg->model.has_gpt ? "the GPT's embedding, blocks and head" : "linear:N";
     const char *model_text = cfg->model.has_gpt ? "model.gpt" : "model.layers";
-    cJSON *p = get(c, "partition");
+    cJSON *p = sl__config_get(c, "partition");
     if (p && cJSON_IsArray(p)) {
         int n = cJSON_GetArraySize(p);
         if (n != nstages)
@@ -590,7 +287,7 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
                            "config: pipeline.partition counts %d layers with parameters but "
                            "%s has %d",
                            sum, model_text, units);
-        if (!(cfg->pipeline.partition = dup_str("explicit"))) return SL_ENOMEM;
+        if (!(cfg->pipeline.partition = sl__config_dup_str("explicit"))) return SL_ENOMEM;
     } else {
         static const char *const part_names[] = {"uniform"};
         int part;
@@ -598,9 +295,9 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
             return sl_fail(SL_ECONFIG,
                            "config: pipeline.partition must be \"uniform\" or an array of counts "
                            "of layers with parameters per stage (got %s)",
-                           type_name(p));
-        SL_TRY(get_enum(c, "partition", "uniform", part_names, 1, &part));
-        if (!(cfg->pipeline.partition = dup_str("uniform"))) return SL_ENOMEM;
+                           sl__config_type_name(p));
+        SL_TRY(sl__config_get_enum(c, "partition", "uniform", part_names, 1, &part));
+        if (!(cfg->pipeline.partition = sl__config_dup_str("uniform"))) return SL_ENOMEM;
     }
     if (nstages > units)
         return sl_fail(SL_ECONFIG,
@@ -619,26 +316,28 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
 
 static int parse_rest(cJSON *root, sl_config *cfg)
 {
-    ctx top = {"", root};
-    cJSON *d = get(top, "devices");
+    sl__config_ctx top = {"", root};
+    cJSON *d = sl__config_get(top, "devices");
     if (d) {
-        SL_TRY(get_str_list(top, "devices", true, &cfg->devices, &cfg->ndevices));
+        SL_TRY(sl__config_get_str_list(top, "devices", true, &cfg->devices, &cfg->ndevices));
         if (cfg->ndevices != 1 && cfg->ndevices != cfg->pipeline.stages)
             return sl_fail(SL_ECONFIG,
                            "config: devices lists %d ids but pipeline.stages is %d (give one id "
                            "for all ranks or one per rank)",
                            cfg->ndevices, cfg->pipeline.stages);
     } else {
-        if (!(cfg->devices = sl_alloc(sizeof(char *))) || !(cfg->devices[0] = dup_str("cpu")))
+        if (!(cfg->devices = sl_alloc(sizeof(char *))) ||
+            !(cfg->devices[0] = sl__config_dup_str("cpu")))
             return SL_ENOMEM;
         cfg->ndevices = 1;
     }
 
-    ctx c;
-    SL_TRY(section(root, "launch", "launch", false, &c));
-    SL_TRY(check_keys("launch", c.obj, launch_keys));
-    SL_TRY(get_str_list(c, "endpoints", false, &cfg->launch.endpoints, &cfg->launch.nendpoints));
-    if (get(c, "endpoints") && cfg->launch.nendpoints != cfg->pipeline.stages)
+    sl__config_ctx c;
+    SL_TRY(sl__config_section(root, "launch", "launch", false, &c));
+    SL_TRY(sl__config_check_keys("launch", c.obj, launch_keys));
+    SL_TRY(sl__config_get_str_list(c, "endpoints", false, &cfg->launch.endpoints,
+                                   &cfg->launch.nendpoints));
+    if (sl__config_get(c, "endpoints") && cfg->launch.nendpoints != cfg->pipeline.stages)
         return sl_fail(SL_ECONFIG,
                        "config: launch.endpoints lists %d endpoints but pipeline.stages is %d",
                        cfg->launch.nendpoints, cfg->pipeline.stages);
@@ -648,16 +347,18 @@ static int parse_rest(cJSON *root, sl_config *cfg)
                            "config: launch.endpoints[%d] '%s' is not an endpoint such as "
                            "tcp://host:5555",
                            i, cfg->launch.endpoints[i]);
-    SL_TRY(get_bool(c, "curve", false, &cfg->launch.curve));
-    SL_TRY(get_str(c, "keys", false, NULL, &cfg->launch.keys));
-    if (cfg->launch.keys) SL_TRY(resolve_path("launch.keys", cfg->dir, &cfg->launch.keys));
+    SL_TRY(sl__config_get_bool(c, "curve", false, &cfg->launch.curve));
+    SL_TRY(sl__config_get_str(c, "keys", false, NULL, &cfg->launch.keys));
+    if (cfg->launch.keys)
+        SL_TRY(sl__config_resolve_path("launch.keys", cfg->dir, &cfg->launch.keys));
     if (cfg->launch.keys && !cfg->launch.curve)
         return sl_fail(SL_ECONFIG, "config: launch.keys is set but launch.curve is false; set "
                                    "launch.curve to true to encrypt the links");
-    SL_TRY(get_int(c, "heartbeat_ms", false, 1000, 1, 3600000, &cfg->launch.heartbeat_ms));
+    SL_TRY(
+        sl__config_get_int(c, "heartbeat_ms", false, 1000, 1, 3600000, &cfg->launch.heartbeat_ms));
 
-    SL_TRY(section(root, "output", "output", false, &c));
-    SL_TRY(check_keys("output", c.obj, output_keys));
+    SL_TRY(sl__config_section(root, "output", "output", false, &c));
+    SL_TRY(sl__config_check_keys("output", c.obj, output_keys));
     char def[256] = "runs/run";
     if (cfg->file[0]) {
         const char *base = strrchr(cfg->file, '/');
@@ -665,9 +366,9 @@ static int parse_rest(cJSON *root, sl_config *cfg)
         size_t n = strcspn(base, ".");
         if (n > 0 && n < 200) snprintf(def, sizeof def, "runs/%.*s", (int)n, base);
     }
-    SL_TRY(get_str(c, "dir", false, def, &cfg->output.dir));
-    SL_TRY(
-        get_int(c, "checkpoint_interval", false, 0, 0, 1 << 30, &cfg->output.checkpoint_interval));
+    SL_TRY(sl__config_get_str(c, "dir", false, def, &cfg->output.dir));
+    SL_TRY(sl__config_get_int(c, "checkpoint_interval", false, 0, 0, 1 << 30,
+                              &cfg->output.checkpoint_interval));
     return SL_OK;
 }
 
@@ -675,7 +376,7 @@ static int parse_tree(cJSON *root, sl_config *cfg)
 {
     if (!cJSON_IsObject(root))
         return sl_fail(SL_ECONFIG, "config: the top level must be a JSON object");
-    SL_TRY(check_keys("", root, top_keys));
+    SL_TRY(sl__config_check_keys("", root, top_keys));
     SL_TRY(parse_model(root, cfg));
     SL_TRY(parse_data(root, cfg));
     SL_TRY(parse_train(root, cfg));
@@ -698,9 +399,9 @@ static int config_parse(const char *json, const char *dir, const char *file,
                        at ? at : "");
     }
     int st = SL_OK;
-    if (!(out->file = dup_str(file))) st = SL_ENOMEM;
-    if (st == SL_OK && !(out->dir = dup_str(dir ? dir : "."))) st = SL_ENOMEM;
-    for (int i = 0; st == SL_OK && i < nsets; i++) st = apply_set(root, sets[i]);
+    if (!(out->file = sl__config_dup_str(file))) st = SL_ENOMEM;
+    if (st == SL_OK && !(out->dir = sl__config_dup_str(dir ? dir : "."))) st = SL_ENOMEM;
+    for (int i = 0; st == SL_OK && i < nsets; i++) st = sl__config_apply_set(root, sets[i]);
     if (st == SL_OK) st = parse_tree(root, out);
     cJSON_Delete(root);
     if (st != SL_OK) sl_config_free(out);
@@ -720,7 +421,7 @@ int sl_config_load(const char *path, const char *const *sets, int nsets, sl_conf
     size_t size = 0;
     int st = sl_read_file(path, &text, &size);
     if (st != SL_OK) return sl_fail_context(st, "config %s", path);
-    char *dir = dup_str(path);
+    char *dir = sl__config_dup_str(path);
     if (!dir) {
         free(text);
         return SL_ENOMEM;
