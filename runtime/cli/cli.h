@@ -11,6 +11,7 @@ int sl_cmd_train(int argc, char **argv);
 int sl_cmd_trace(int argc, char **argv);
 int sl_cmd_keys(int argc, char **argv);
 int sl_cmd_bench(int argc, char **argv);
+int sl_cmd_sample(int argc, char **argv);
 
 /* True when argv[1..] holds -h or --help. */
 int sl_cli_wants_help(int argc, char **argv);

@@ -140,6 +140,20 @@ int sl_data_vocab_size(const sl_data *d);
  * order (nanoGPT's meta.pkl itos). SL_EINVAL without a text, SL_EIO when it cannot be written. */
 int sl_data_write_vocab(const sl_data *d, const char *path);
 
+/* Reads a vocab.json that sl_data_write_vocab wrote: the code point of each token id, in order,
+ * into *vocab (free() it) and their number into *nvocab. SL_EIO when it cannot be read;
+ * SL_EFORMAT naming the file and the entry when it is not a non-empty JSON array of distinct
+ * one-character strings. */
+int sl_data_read_vocab(const char *path, uint32_t **vocab, int *nvocab);
+
+/* UTF-8 (RFC 3629), as data.text is read. sl_utf8_next decodes the sequence at b[i] of b[0..n-1]
+ * into *cp and its length into *used; on a byte that cannot be there (overlong forms, surrogates,
+ * above U+10FFFF, a truncated sequence) it returns false with *bad = that byte's offset.
+ * sl_utf8_put writes code point cp (at most U+10FFFF) into out[0..3] and returns its length. */
+bool sl_utf8_next(const unsigned char *b, size_t n, size_t i, uint32_t *cp, size_t *used,
+                  size_t *bad);
+size_t sl_utf8_put(uint32_t cp, char *out);
+
 /* The split's permutation helper, exposed for tests: fills perm[0..n-1] with a permutation of
  * 0..n-1 drawn from `seed` as described above. */
 void sl_data_permutation(uint64_t seed, size_t n, size_t *perm);

@@ -2,6 +2,7 @@
  * vocab.json), the windows at seeded offsets, the validation batches, and token safetensors
  * fixtures. The feature data, the split and the rows of a step are in data.c. See data.h for the
  * exact rules. */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,10 +118,8 @@ static int read_text(const char *path, unsigned char **out, size_t *len)
     return SL_OK;
 }
 
-/* Decodes the UTF-8 sequence at b[i] (RFC 3629) into *cp and its length into *used; on a byte that
- * cannot be there, returns false with *bad = its offset. */
-static bool utf8_next(const unsigned char *b, size_t n, size_t i, uint32_t *cp, size_t *used,
-                      size_t *bad)
+bool sl_utf8_next(const unsigned char *b, size_t n, size_t i, uint32_t *cp, size_t *used,
+                  size_t *bad)
 {
     unsigned c = b[i];
     size_t len;
@@ -176,7 +175,7 @@ static int tokenise(const char *path, const unsigned char *b, size_t n, int voca
     for (size_t i = 0; st == SL_OK && i < n;) {
         uint32_t cp;
         size_t used, bad;
-        if (!utf8_next(b, n, i, &cp, &used, &bad)) {
+        if (!sl_utf8_next(b, n, i, &cp, &used, &bad)) {
             if (bad >= n)
                 st = sl_fail(SL_ECONFIG,
                              "data %s: the text ends inside the UTF-8 sequence that starts at "
@@ -323,6 +322,28 @@ int sl_data_vocab_size(const sl_data *d)
     return d->text.ids ? d->nvocab : 0;
 }
 
+size_t sl_utf8_put(uint32_t cp, char *out)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    } else if (cp < 0x800) {
+        out[0] = (char)(0xc0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    } else if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | cp >> 12);
+        out[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | cp >> 18);
+    out[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+    out[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+    out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
 /* Appends code point cp as the body of a JSON string (escaped where JSON requires). */
 static size_t json_char(uint32_t cp, char *out)
 {
@@ -339,20 +360,8 @@ static size_t json_char(uint32_t cp, char *out)
         n = 4;
         out[n++] = hex[cp >> 4];
         out[n++] = hex[cp & 15];
-    } else if (cp < 0x80) {
-        out[n++] = (char)cp;
-    } else if (cp < 0x800) {
-        out[n++] = (char)(0xc0 | cp >> 6);
-        out[n++] = (char)(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-        out[n++] = (char)(0xe0 | cp >> 12);
-        out[n++] = (char)(0x80 | (cp >> 6 & 0x3f));
-        out[n++] = (char)(0x80 | (cp & 0x3f));
     } else {
-        out[n++] = (char)(0xf0 | cp >> 18);
-        out[n++] = (char)(0x80 | (cp >> 12 & 0x3f));
-        out[n++] = (char)(0x80 | (cp >> 6 & 0x3f));
-        out[n++] = (char)(0x80 | (cp & 0x3f));
+        n = sl_utf8_put(cp, out);
     }
     return n;
 }
@@ -374,4 +383,47 @@ int sl_data_write_vocab(const sl_data *d, const char *path)
     bool ok = !ferror(f);
     if (fclose(f) != 0) ok = false;
     return ok ? SL_OK : sl_fail(SL_EIO, "data: cannot write '%s'", path);
+}
+
+int sl_data_read_vocab(const char *path, uint32_t **vocab, int *nvocab)
+{
+    *vocab = NULL;
+    *nvocab = 0;
+    char *text;
+    size_t len;
+    SL_TRY(sl_read_file(path, &text, &len));
+    cJSON *doc = cJSON_ParseWithLength(text, len);
+    free(text);
+    int n = cJSON_IsArray(doc) ? cJSON_GetArraySize(doc) : 0;
+    int st = n > 0 ? SL_OK
+                   : sl_fail(SL_EFORMAT,
+                             "%s: not a vocabulary (a JSON array of one-character "
+                             "strings, as sluice train writes it)",
+                             path);
+    uint32_t *cps = st == SL_OK ? sl_alloc(sizeof(uint32_t) * (size_t)n) : NULL;
+    if (st == SL_OK && !cps) st = SL_ENOMEM;
+    for (int i = 0; st == SL_OK && i < n; i++) {
+        const char *s = cJSON_GetStringValue(cJSON_GetArrayItem(doc, i));
+        size_t used = 0, bad = 0, slen = s ? strlen(s) : 0;
+        if (!s || slen == 0 ||
+            !sl_utf8_next((const unsigned char *)s, slen, 0, &cps[i], &used, &bad) ||
+            used != slen) {
+            st = sl_fail(SL_EFORMAT, "%s: entry %d is not a string of one character", path, i);
+            break;
+        }
+        for (int j = 0; j < i; j++)
+            if (cps[j] == cps[i]) {
+                st = sl_fail(SL_EFORMAT, "%s: entries %d and %d are the same character (U+%04X)",
+                             path, j, i, (unsigned)cps[i]);
+                break;
+            }
+    }
+    cJSON_Delete(doc);
+    if (st != SL_OK) {
+        free(cps);
+        return st;
+    }
+    *vocab = cps;
+    *nvocab = n;
+    return SL_OK;
 }

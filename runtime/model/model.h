@@ -273,6 +273,63 @@ struct sl_dataset;
 int sl_evaluate(sl_stage *const *stages, int nstages, const struct sl_dataset *ds,
                 size_t chunk_rows, double *loss, double *accuracy);
 
+/* ------------------------------------------------------------------------------------------------
+ * Sampling text from a GPT, as nanoGPT's sample.py does (sample.c)
+ *
+ * The model runs as one stage holding every layer, on one row: the context is cropped to its last
+ * block_size tokens T, put at positions 0..n-1 of the window and padded with token 0 after them
+ * (causal attention makes the logits of position n-1 depend on positions 0..n-1 alone), and the
+ * logits of position n-1 give the next token. That token is drawn as sample.py draws it: logits /
+ * temperature, top-k (the k largest kept, ties with the k-th kept too, the rest -inf), softmax,
+ * one draw. The draws come from the PRNG below, not torch's: a seed gives the same text on every
+ * machine (for the same logits), not the text torch.multinomial would give. */
+
+/* xoshiro256** (Blackman and Vigna), its state filled by four outputs of splitmix64 started at
+ * the seed. */
+typedef struct sl_rng {
+    uint64_t s[4];
+} sl_rng;
+
+void sl_rng_seed(sl_rng *r, uint64_t seed);
+uint64_t sl_rng_next(sl_rng *r);
+/* Uniform in [0, 1): (next() >> 11) * 2^-53. */
+double sl_rng_uniform(sl_rng *r);
+
+/* Picks the next token from logits[0..n-1]: each logit divided by `temperature` (> 0) in float,
+ * top_k (0: off; k >= n is off too) keeps the logits not below the k-th largest, softmax in
+ * double over what is kept, and one draw u = sl_rng_uniform: the first token whose cumulative
+ * probability exceeds u. top_k 1 is the argmax (the lowest id among equal maxima) and takes no
+ * draw. `work` holds n floats. A NaN logit is SL_EFORMAT; the token id goes to *token. */
+int sl_sample_pick(const float *logits, int n, float temperature, int top_k, sl_rng *rng,
+                   float *work, int *token);
+
+/* A GPT on one device for generation: the stage, its stash of one row, the input window. */
+typedef struct sl_generator sl_generator;
+
+/* Puts every layer of `m` (a GPT: embedding first) on `dev` with weights `w` (a whole model's;
+ * copied to the device, so `w` may be freed after). SL_EINVAL when `m` is not a GPT. */
+int sl_generator_create(sl_device *dev, const sl_model *m, const sl_weights *w, sl_generator **out);
+void sl_generator_free(sl_generator *g);
+
+/* The logits of the token after context ids[0..n-1] (n >= 1; only the last block_size tokens
+ * count) into logits[0 .. vocab_size-1]. */
+int sl_generator_logits(sl_generator *g, const int32_t *ids, size_t n, float *logits);
+
+typedef struct sl_sample_options {
+    float temperature; /* > 0 */
+    int top_k;         /* 0: off */
+    uint64_t seed;     /* the PRNG's seed */
+    int classes;       /* draw among token ids [0, classes) only (the vocabulary's size when it is
+                          smaller than the model's vocab_size); 0: all of vocab_size */
+} sl_sample_options;
+
+/* Generates `count` tokens after the context ids[0..n-1] (n >= 1), appending them to ids (which
+ * has room for n + count), one sl_generator_logits and one sl_sample_pick each from one PRNG
+ * seeded with opt->seed. `emit`, when not NULL, gets each token as it is drawn (and may stop
+ * generation by returning non-zero; its status is then returned). */
+int sl_generate(sl_generator *g, int32_t *ids, size_t n, size_t count, const sl_sample_options *opt,
+                int (*emit)(int32_t token, void *ctx), void *ctx);
+
 #ifdef __cplusplus
 }
 #endif
