@@ -16,7 +16,8 @@ static const char *const one_chunk[] = {"gpipe", "1f1b", "zb-h1"};
 
 static sl_schedule *gen(const char *name, int d, int m, int v, bool recompute)
 {
-    sl_schedule_params p = {name, d, m, v, recompute};
+    sl_schedule_params p = {
+        .name = name, .ranks = d, .microbatches = m, .chunks = v, .recompute = recompute};
     sl_schedule *s = NULL;
     int st = sl_schedule_generate(&p, &s);
     cr_assert_eq(st, SL_OK, "%s D=%d M=%d v=%d: %s", name, d, m, v, sl_last_error());
@@ -119,16 +120,24 @@ Test(schedule, generators_reject_bad_input_with_one_line)
         sl_schedule_params p;
         const char *says;
     } cases[] = {
-        {{"chimera", 4, 8, 1, false},
+        {{.name = "chimera", .ranks = 4, .microbatches = 8, .chunks = 1, .recompute = false},
          "unknown schedule 'chimera': choose gpipe, 1f1b, interleaved"},
-        {{"1f1b", 0, 8, 1, false}, "stages must be at least 1"},
-        {{"1f1b", 4, 0, 1, false}, "micro-batches must be at least 1"},
-        {{"gpipe", 4, 8, 2, false}, "gpipe runs one chunk per rank"},
-        {{"zb-h1", 4, 8, 3, false}, "zb-h1 runs one chunk per rank"},
-        {{"interleaved", 4, 8, 1, false}, "interleaved needs chunks >= 2"},
-        {{"interleaved", 4, 6, 2, false}, "multiple of stages"},
-        {{"1f1b", 4, 8, -1, false}, "chunks must be at least 1"},
-        {{"1f1b", 5000, 8, 1, false}, "too large"},
+        {{.name = "1f1b", .ranks = 0, .microbatches = 8, .chunks = 1, .recompute = false},
+         "stages must be at least 1"},
+        {{.name = "1f1b", .ranks = 4, .microbatches = 0, .chunks = 1, .recompute = false},
+         "micro-batches must be at least 1"},
+        {{.name = "gpipe", .ranks = 4, .microbatches = 8, .chunks = 2, .recompute = false},
+         "gpipe runs one chunk per rank"},
+        {{.name = "zb-h1", .ranks = 4, .microbatches = 8, .chunks = 3, .recompute = false},
+         "zb-h1 runs one chunk per rank"},
+        {{.name = "interleaved", .ranks = 4, .microbatches = 8, .chunks = 1, .recompute = false},
+         "interleaved needs chunks >= 2"},
+        {{.name = "interleaved", .ranks = 4, .microbatches = 6, .chunks = 2, .recompute = false},
+         "multiple of stages"},
+        {{.name = "1f1b", .ranks = 4, .microbatches = 8, .chunks = -1, .recompute = false},
+         "chunks must be at least 1"},
+        {{.name = "1f1b", .ranks = 5000, .microbatches = 8, .chunks = 1, .recompute = false},
+         "too large"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         sl_schedule *s = (sl_schedule *)1;
@@ -324,7 +333,7 @@ Test(schedule, recompute_puts_r_before_each_backward)
 
 static sl_schedule *from_text(const char *name, int d, int m, bool split, const char *const *ranks)
 {
-    sl_schedule_params p = {name, d, m, 1, false};
+    sl_schedule_params p = {.name = name, .ranks = d, .microbatches = m, .chunks = 1};
     sl_schedule *s;
     cr_assert_eq(sl_schedule_create(&p, split, &s), SL_OK);
     for (int r = 0; r < d; r++)
@@ -447,7 +456,7 @@ Test(schedule, rejects_a_deadlock_naming_who_waits_for_what)
     for (int m = 0; m < 4; m++) ADD(r1, l1, "RECV_B 1B%d<-r0 1B%d SEND_B 1B%d->r0 ", m, m, m);
     ADD(r1, l1, "OPT");
 #undef ADD
-    sl_schedule_params p = {"custom", 2, 4, 2, false};
+    sl_schedule_params p = {.name = "custom", .ranks = 2, .microbatches = 4, .chunks = 2};
     cr_assert_eq(sl_schedule_create(&p, false, &s), SL_OK);
     cr_assert_eq(sl_schedule_parse_rank(s, 0, r0), SL_OK, "%s", sl_last_error());
     cr_assert_eq(sl_schedule_parse_rank(s, 1, r1), SL_OK, "%s", sl_last_error());
