@@ -57,9 +57,16 @@ enum sl_msg_type {
     SL_MSG_DONE = 6, /* a rank finished its actions */
     /* A rank failed; the payload is its reason as U8 text of shape [length], without a NUL. */
     SL_MSG_ABORT = 7,
+    /* The schedule's TIED: the gradient of one copy of a tied parameter (F32 of the parameter's
+     * shape, one or two dimensions), sent to the rank holding the other copy; stage is the
+     * receiver's tied stage, mb 0. */
+    SL_MSG_TIED = 8,
+    /* The schedule's NORM: one F64 of shape [1], a partial sum of squared gradients (mb 0) or the
+     * total (mb 1), passed around the ring; stage 0. */
+    SL_MSG_NORM = 9,
 };
 
-/* Whether `type` is one of enum sl_msg_type (1, 2, 3, 6 or 7). */
+/* Whether `type` is one of enum sl_msg_type (1, 2, 3, 6, 7, 8 or 9). */
 int sl_msg_type_known(int type);
 
 /* The decoded header. Field order is the wire order; offsets are in wire.c. Bytes 52..55 (after
@@ -90,7 +97,8 @@ void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE]);
 /* Decodes and checks the structure of a header of `len` bytes before anything trusts it: size,
  * magic, version, type (sl_msg_type_known), dtype, ndim, every dimension below ndim > 0 and every
  * one from ndim on 0, no overflow of the element count or the byte count, and payload_len equal to
- * the shape's bytes. The link's checks (run id, ranks, sequence, CRC) are the receiver's. Returns
+ * the shape's bytes; a TIED must carry F32 of one or two dimensions and a NORM one F64 of shape
+ * [1]. The link's checks (run id, ranks, sequence, CRC) are the receiver's. Returns
  * SL_OK, SL_EPROTOCOL for another wire version, or SL_EFORMAT, with a message saying which field
  * was wrong. Never reads past buf[len-1]. */
 int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h);

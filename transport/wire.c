@@ -19,6 +19,8 @@ int sl_msg_type_known(int type)
     case SL_MSG_GRADIENT:
     case SL_MSG_DONE:
     case SL_MSG_ABORT:
+    case SL_MSG_TIED:
+    case SL_MSG_NORM:
         return 1;
     default:
         return 0;
@@ -27,11 +29,11 @@ int sl_msg_type_known(int type)
 
 const char *sl_msg_type_name(int type)
 {
-    static const char *const names[SL_MSG_ABORT + 1] = {[SL_MSG_HELLO] = "HELLO",
-                                                        [SL_MSG_ACTIVATION] = "ACTIVATION",
-                                                        [SL_MSG_GRADIENT] = "GRADIENT",
-                                                        [SL_MSG_DONE] = "DONE",
-                                                        [SL_MSG_ABORT] = "ABORT"};
+    static const char *const names[SL_MSG_NORM + 1] = {
+        [SL_MSG_HELLO] = "HELLO",       [SL_MSG_ACTIVATION] = "ACTIVATION",
+        [SL_MSG_GRADIENT] = "GRADIENT", [SL_MSG_DONE] = "DONE",
+        [SL_MSG_ABORT] = "ABORT",       [SL_MSG_TIED] = "TIED",
+        [SL_MSG_NORM] = "NORM"};
     return sl_msg_type_known(type) ? names[type] : "unknown";
 }
 
@@ -173,5 +175,17 @@ int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h)
                        "bytes)",
                        (unsigned long long)h->payload_len, (unsigned long long)count,
                        sl_dtype_name(h->dtype), (unsigned long long)(count * esize));
+    /* The reductions' messages have one shape each: anything else is not what the peer's
+     * schedule sends, whatever a receiver would expect. */
+    if (h->type == SL_MSG_TIED && (h->dtype != SL_DTYPE_F32 || h->ndim < 1 || h->ndim > 2))
+        return sl_fail(SL_EFORMAT,
+                       "TIED message of %s with %u dimensions: it carries a gradient matrix, F32 "
+                       "of one or two dimensions",
+                       sl_dtype_name(h->dtype), h->ndim);
+    if (h->type == SL_MSG_NORM && (h->dtype != SL_DTYPE_F64 || h->ndim != 1 || h->shape[0] != 1))
+        return sl_fail(SL_EFORMAT,
+                       "NORM message of %s with %u dimensions (first %lld): it carries one F64 "
+                       "of shape [1]",
+                       sl_dtype_name(h->dtype), h->ndim, (long long)h->shape[0]);
     return SL_OK;
 }

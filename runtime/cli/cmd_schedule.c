@@ -10,26 +10,31 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: sluice schedule --schedule NAME --stages D --microbatches M [--chunks V]\n"
-            "                       [--recompute] [--costs F,B[,W]] [--latency L]\n"
-            "                       [--queue-depth Q] [--format text|json|svg] [--json]\n\n"
-            "Generates the action list of every rank, checks it (every dependency, and a run of\n"
-            "all ranks over links that hold Q messages), simulates it in time and prints it.\n\n"
-            "  --schedule NAME     gpipe, 1f1b, interleaved or zb-h1\n"
-            "  --stages D          number of ranks (pipeline.stages); D >= 1\n"
-            "  --microbatches M    micro-batches per step; M >= 1 (interleaved: a multiple of D)\n"
-            "  --chunks V          model chunks per rank: 1, or >= 2 for interleaved (default 1;\n"
-            "                      there are D*V model stages, stage s runs on rank s mod D)\n"
-            "  --recompute         stash only each stage's input; recompute (R) before backward\n"
-            "  --costs F,B[,W]     time of one forward, one backward per stage and micro-batch\n"
-            "                      (default 1,2); W is the weight-gradient part of B, used by\n"
-            "                      zb-h1 (default B/2; its I costs B-W); R costs F\n"
-            "  --latency L         time a transfer takes between ranks (default 0)\n"
-            "  --queue-depth Q     messages a link holds before a send blocks (default %d)\n"
-            "  --format FMT        text (a timeline table), json, or svg (default text)\n"
-            "  --json              same as --format json\n",
-            SL_SCHEDULE_QUEUE_DEPTH);
+    fprintf(
+        out,
+        "usage: sluice schedule --schedule NAME --stages D --microbatches M [--chunks V]\n"
+        "                       [--recompute] [--tied] [--clip] [--costs F,B[,W]] [--latency L]\n"
+        "                       [--queue-depth Q] [--format text|json|svg] [--json]\n\n"
+        "Generates the action list of every rank, checks it (every dependency, and a run of\n"
+        "all ranks over links that hold Q messages), simulates it in time and prints it.\n\n"
+        "  --schedule NAME     gpipe, 1f1b, interleaved or zb-h1\n"
+        "  --stages D          number of ranks (pipeline.stages); D >= 1\n"
+        "  --microbatches M    micro-batches per step; M >= 1 (interleaved: a multiple of D)\n"
+        "  --chunks V          model chunks per rank: 1, or >= 2 for interleaved (default 1;\n"
+        "                      there are D*V model stages, stage s runs on rank s mod D)\n"
+        "  --recompute         stash only each stage's input; recompute (R) before backward\n"
+        "  --tied              the first and last stage hold copies of a tied parameter (a\n"
+        "                      GPT's wte and lm_head): TIED sums their gradients before OPT\n"
+        "  --clip              gradient clipping: NORM combines the gradient norm of every\n"
+        "                      rank before OPT (with D >= 2)\n"
+        "  --costs F,B[,W]     time of one forward, one backward per stage and micro-batch\n"
+        "                      (default 1,2); W is the weight-gradient part of B, used by\n"
+        "                      zb-h1 (default B/2; its I costs B-W); R costs F\n"
+        "  --latency L         time a transfer takes between ranks (default 0)\n"
+        "  --queue-depth Q     messages a link holds before a send blocks (default %d)\n"
+        "  --format FMT        text (a timeline table), json, or svg (default text)\n"
+        "  --json              same as --format json\n",
+        SL_SCHEDULE_QUEUE_DEPTH);
 }
 
 static int bad(const char *fmt, const char *a, const char *b)
@@ -95,7 +100,7 @@ int sl_cmd_schedule(int argc, char **argv)
     sl_schedule_params p = {.name = NULL, .ranks = 0, .microbatches = 0, .chunks = 1};
     sl_schedule_costs costs = {0};
     const char *format = "text";
-    bool have_d = false, have_m = false;
+    bool have_d = false, have_m = false, tied = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -104,6 +109,14 @@ int sl_cmd_schedule(int argc, char **argv)
         }
         if (!strcmp(a, "--recompute")) {
             p.recompute = true;
+            continue;
+        }
+        if (!strcmp(a, "--tied")) {
+            tied = true;
+            continue;
+        }
+        if (!strcmp(a, "--clip")) {
+            p.norm = true;
             continue;
         }
         if (!strcmp(a, "--json")) {
@@ -154,6 +167,10 @@ int sl_cmd_schedule(int argc, char **argv)
         return 2;
     }
 
+    if (tied && p.ranks * p.chunks > 1) {
+        p.tied_stages[0] = 0;
+        p.tied_stages[1] = p.ranks * p.chunks - 1;
+    }
     sl_schedule *s = NULL;
     int st = sl_schedule_generate(&p, &s);
     if (st == SL_EINVAL) {

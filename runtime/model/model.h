@@ -126,6 +126,11 @@ typedef struct sl_partition {
  * stage 0. More stages than layers with parameters is SL_ECONFIG. */
 int sl_partition_make(const sl_model *m, int nstages, const int *counts, sl_stage_range *out);
 
+/* The two model stages that hold the copies of a tied parameter (a GPT's wte and lm_head), first <
+ * last, in out[0..1]; equal (both 0) when no tied parameter spans two stages. SL_ECONFIG when
+ * tied parameters span more than one pair of stages (one pair is supported). */
+int sl_partition_tied_stages(const sl_model *m, const sl_partition *p, int out[2]);
+
 /* The partition the config asks for (pipeline.stages x pipeline.chunks, uniform or explicit). */
 int sl_partition_from_config(const sl_config *cfg, const sl_model *m, sl_partition *out);
 void sl_partition_free(sl_partition *p);
@@ -153,8 +158,10 @@ typedef struct sl_stage {
 
 /* Creates the stage's buffers on `dev` and uploads its layers' weights from `init` (a whole
  * model's host weights); gradients start at zero. A tied parameter shares the buffers of the one
- * it is tied to, which must be in the same stage (SL_EUNSUPPORTED otherwise, for now). The stage
- * keeps a pointer to `model`. */
+ * it is tied to when that is in the same stage; when another stage holds the twin, each stage
+ * keeps its own copy (equal at the start, since `init` has the same values under both names) and
+ * the pipeline sums the two gradients before every optimizer step (the schedule's TIED), so the
+ * copies stay bit-identical. The stage keeps a pointer to `model`. */
 int sl_stage_create(sl_device *dev, const sl_model *model, int first, int last,
                     const sl_weights *init, sl_stage **out);
 void sl_stage_free(sl_stage *s);
@@ -169,7 +176,12 @@ int sl_stage_zero_grad(sl_stage *s);
  * first); weight decay applies to the parameters whose spec says so. */
 int sl_stage_optimizer_step(sl_stage *s, const sl_optimizer_config *opt, double lr);
 
-/* The sum of the squares of every gradient of the stage (a tied parameter once), for the global
+/* The index (parameter - first_param) of the stage's copy of a tied parameter whose twin another
+ * stage holds, or -1 when it has none. */
+int sl_stage_tied_param(const sl_stage *s);
+
+/* The sum of the squares of every gradient of the stage (a tied parameter once: the one that names
+ * its twin in tied_to is left out, also when the twin is on another stage), for the global
  * gradient norm; computed on the device, summed on the host in double. */
 int sl_stage_grad_sumsq(sl_stage *s, double *sumsq);
 
@@ -186,11 +198,12 @@ double sl_lr_at(const sl_config *cfg, int64_t step);
 double sl_clip_coef(double max_norm, double norm);
 
 /* The end of a step over the stages one process holds, as PyTorch's loop does it: the gradient
- * norm over all of them (when `want_norm` or train.grad_clip is set, else NaN), clipping to
- * train.grad_clip, then each stage's optimizer step at sl_lr_at(step), given back in `lr`. The
- * norm covers the whole model only when `stages` hold all of it. */
+ * norm (when `want_norm` or train.grad_clip is set, else NaN), clipping to train.grad_clip, then
+ * each stage's optimizer step at sl_lr_at(step), given back in `lr`. The norm is the square root
+ * of `*sumsq` when that is given (the whole model's sum of squares, combined across ranks), else
+ * of the sum over `stages`, which covers the whole model only when they hold all of it. */
 int sl_stages_step(sl_stage *const *stages, int n, const sl_config *cfg, int64_t step,
-                   bool want_norm, double *norm, double *lr);
+                   bool want_norm, const double *sumsq, double *norm, double *lr);
 
 /* What a stage keeps between a micro-batch's forward and backward: act[k] is the output of layer
  * first + k [rows, width], keep[k] the buffers its kind keeps (NULL for most). The stage input is

@@ -25,14 +25,14 @@ double sl_clip_coef(double max_norm, double norm)
 }
 
 int sl_stages_step(sl_stage *const *stages, int n, const sl_config *cfg, int64_t step,
-                   bool want_norm, double *norm, double *lr)
+                   bool want_norm, const double *sumsq_in, double *norm, double *lr)
 {
     *norm = NAN;
     *lr = sl_lr_at(cfg, step);
     double max_norm = cfg->train.grad_clip;
     if (want_norm || max_norm > 0) {
-        double sumsq = 0;
-        for (int i = 0; i < n; i++) {
+        double sumsq = sumsq_in ? *sumsq_in : 0;
+        for (int i = 0; !sumsq_in && i < n; i++) {
             double part;
             SL_TRY(sl_stage_grad_sumsq(stages[i], &part));
             sumsq += part;

@@ -52,21 +52,24 @@ static int stage_of(const sl_stage_range *stages, int nstages, int layer)
     return -1;
 }
 
-/* Tied parameters share one buffer on one stage (sl_stage_create): refused here, before any rank
- * starts, when the partition puts the two on different stages. */
-static int check_tied(const sl_model *m, const sl_stage_range *stages, int nstages)
+int sl_partition_tied_stages(const sl_model *m, const sl_partition *part, int out[2])
 {
+    out[0] = out[1] = 0;
     for (int p = 0; p < m->ntensors; p++) {
         const char *tied = m->params[p].spec.tied_to;
         int twin = tied ? sl_model_find_param(m, tied) : -1;
-        if (twin < 0 || stage_of(stages, nstages, m->params[p].layer) ==
-                            stage_of(stages, nstages, m->params[twin].layer))
-            continue;
-        return sl_fail(SL_ECONFIG,
-                       "config: %s is tied to %s, and the partition puts them on different "
-                       "stages: tied weights across stages are not supported yet (one stage, or "
-                       "model.gpt.tie_embeddings false)",
-                       m->params[p].name, tied);
+        if (twin < 0) continue;
+        int a = stage_of(part->stages, part->nstages, m->params[twin].layer);
+        int b = stage_of(part->stages, part->nstages, m->params[p].layer);
+        if (a == b) continue; /* one stage: the two names share one buffer there */
+        int lo = SL_MIN(a, b), hi = SL_MAX(a, b);
+        if (out[0] != out[1] && (out[0] != lo || out[1] != hi))
+            return sl_fail(SL_ECONFIG,
+                           "config: tied parameters span stages %d and %d and also %d and %d: "
+                           "one pair of stages is supported",
+                           out[0], out[1], lo, hi);
+        out[0] = lo;
+        out[1] = hi;
     }
     return SL_OK;
 }
@@ -82,7 +85,6 @@ int sl_partition_from_config(const sl_config *cfg, const sl_model *m, sl_partiti
     int st = sl_partition_make(m, out->nstages,
                                cfg->pipeline.npartition ? cfg->pipeline.partition_counts : NULL,
                                out->stages);
-    if (st == SL_OK) st = check_tied(m, out->stages, out->nstages);
     if (st != SL_OK) sl_partition_free(out);
     return st;
 }

@@ -32,7 +32,9 @@ void sl_stage_free(sl_stage *s)
     free(s);
 }
 
-/* Where parameter k's tied twin is in the stage: -1 when it is not tied. */
+/* Where parameter k's tied twin is in the stage: -1 when it is not tied, or when another stage
+ * holds the twin (then this stage keeps a copy of its own, and the schedule's TIED action sums the
+ * two copies' gradients before the optimizer step, so they stay equal). */
 static int find_alias(const sl_stage *s, int k, int *alias)
 {
     const sl_model *m = s->model;
@@ -40,12 +42,10 @@ static int find_alias(const sl_stage *s, int k, int *alias)
     *alias = -1;
     if (!q->spec.tied_to) return SL_OK;
     int t = sl_model_find_param(m, q->spec.tied_to) - s->first_param;
-    if (t < 0 || t >= s->nparams)
-        return sl_fail(SL_EUNSUPPORTED,
-                       "%s is tied to %s, which another pipeline stage holds: tied weights "
-                       "across stages are not supported yet (keep the embedding and the head on "
-                       "one stage, or set model.gpt.tie_embeddings to false)",
-                       q->name, q->spec.tied_to);
+    if (t < -s->first_param)
+        return sl_fail(SL_EINTERNAL, "%s is tied to %s, which the model lacks", q->name,
+                       q->spec.tied_to);
+    if (t < 0 || t >= s->nparams) return SL_OK;
     if (t >= k)
         return sl_fail(SL_EINTERNAL, "%s is tied to %s, which comes after it", q->name,
                        q->spec.tied_to);
@@ -121,6 +121,22 @@ int sl_stage_zero_grad(sl_stage *s)
     return SL_OK;
 }
 
+int sl_stage_tied_param(const sl_stage *s)
+{
+    const sl_model *m = s->model;
+    for (int k = 0; k < s->nparams; k++) {
+        int p = s->first_param + k;
+        if (s->alias[k] >= 0) continue;
+        int twin =
+            m->params[p].spec.tied_to ? sl_model_find_param(m, m->params[p].spec.tied_to) : -1;
+        for (int q = 0; twin < 0 && q < m->ntensors; q++)
+            if (m->params[q].spec.tied_to && !strcmp(m->params[q].spec.tied_to, m->params[p].name))
+                twin = q;
+        if (twin >= 0 && (twin < s->first_param || twin >= s->first_param + s->nparams)) return k;
+    }
+    return -1;
+}
+
 int sl_stage_grad_sumsq(sl_stage *s, double *sumsq)
 {
     *sumsq = 0;
@@ -128,7 +144,9 @@ int sl_stage_grad_sumsq(sl_stage *s, double *sumsq)
     SL_TRY(sl_buffer_alloc(s->dev, sizeof(float), &out));
     int rc = SL_OK;
     for (int k = 0; rc == SL_OK && k < s->nparams; k++) {
-        if (s->alias[k] >= 0) continue;
+        /* A tied parameter counts once: the one that names its twin is left out, whether it
+         * shares the twin's buffers here or is the copy on another stage (equal after TIED). */
+        if (s->alias[k] >= 0 || s->model->params[s->first_param + k].spec.tied_to) continue;
         float part = 0;
         rc = sl_sum_squares(s->dev, s->model->params[s->first_param + k].numel, s->grad[k], out);
         if (rc == SL_OK) rc = sl_buffer_download(out, 0, &part, sizeof part);

@@ -125,8 +125,8 @@ int sl_reference_train(sl_device *dev, const sl_config *cfg, const sl_model *m,
             for (size_t r = 0; st == SL_OK && r < per * pos; r++) sum += hloss[r];
         }
         if (st == SL_OK)
-            st =
-                sl_stages_step(&stage, 1, cfg, step, true, &out->grad_norms[step], &out->lrs[step]);
+            st = sl_stages_step(&stage, 1, cfg, step, true, NULL, &out->grad_norms[step],
+                                &out->lrs[step]);
         if (st == SL_OK) out->losses[step] = sum / ((double)batch * (double)pos);
         if (st == SL_OK && !isfinite(out->losses[step]))
             st = sl_fail(SL_EINTERNAL,

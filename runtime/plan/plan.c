@@ -32,23 +32,24 @@ int sl_plan_build(const sl_config *cfg, sl_plan *out)
     out->rows = (size_t)(c->train.batch / c->train.microbatches);
     int rc = sl_model_init(c, &out->model);
     if (rc == SL_OK) rc = sl_partition_from_config(c, &out->model, &out->part);
+    int tied[2] = {0, 0};
+    if (rc == SL_OK) rc = sl_partition_tied_stages(&out->model, &out->part, tied);
     if (rc == SL_OK) {
+        /* Tied parameters on two stages sum their gradients (TIED); clipping over several ranks
+         * combines the norm (NORM): both are actions of the schedule. */
         sl_schedule_params sp = {.name = c->pipeline.schedule,
                                  .ranks = c->pipeline.stages,
                                  .microbatches = c->train.microbatches,
                                  .chunks = c->pipeline.chunks,
-                                 .recompute = c->pipeline.recompute};
+                                 .recompute = c->pipeline.recompute,
+                                 .tied_stages = {tied[0], tied[1]},
+                                 .norm = c->train.grad_clip > 0};
         rc = sl_schedule_generate(&sp, &out->sched);
         if (rc != SL_OK)
             rc = sl_fail_context(SL_ECONFIG, "config: pipeline");
         else if ((rc = sl_schedule_validate(out->sched, 0)) != SL_OK)
             rc = sl_fail_context(rc, "the %s schedule", c->pipeline.schedule);
     }
-    if (rc == SL_OK && c->train.grad_clip > 0 && out->ranks > 1)
-        rc = sl_fail(SL_ECONFIG,
-                     "config: train.grad_clip needs the gradient norm of the whole model, and "
-                     "combining it across ranks is not supported yet: clip with "
-                     "pipeline.stages 1, or set train.grad_clip to 0");
     if (rc == SL_OK && !(out->rank = sl_alloc(sizeof *out->rank * (size_t)out->ranks)))
         rc = SL_ENOMEM;
     for (int r = 0; rc == SL_OK && r < out->ranks; r++)

@@ -31,6 +31,20 @@ int sl_schedule_create(const sl_schedule_params *p, bool split_backward, sl_sche
                        "schedule too large: stages x chunks x micro-batches = %ld, at "
                        "most %d",
                        (long)p->ranks * v * p->microbatches, SL_SCHEDULE_MAX_WORK);
+    const int *tied = p->tied_stages;
+    if (tied[0] != tied[1] && (tied[0] < 0 || tied[0] >= tied[1] || tied[1] >= p->ranks * v))
+        return sl_fail(SL_EINVAL,
+                       "tied stages %d and %d: they must be two stages of the %d, the first "
+                       "before the last",
+                       tied[0], tied[1], p->ranks * v);
+    if (tied[0] != tied[1]) {
+        int a = tied[0] % p->ranks, b = tied[1] % p->ranks;
+        if (a != b && (a - b + p->ranks) % p->ranks != 1 && (b - a + p->ranks) % p->ranks != 1)
+            return sl_fail(SL_EINVAL,
+                           "tied stages %d and %d run on ranks %d and %d, which are not "
+                           "neighbours on the ring: their gradients cannot be summed over a link",
+                           tied[0], tied[1], a, b);
+    }
     sl_schedule *s = sl_alloc(sizeof *s);
     if (!s) return SL_ENOMEM;
     snprintf(s->name, sizeof s->name, "%s", p->name ? p->name : "custom");
@@ -40,6 +54,9 @@ int sl_schedule_create(const sl_schedule_params *p, bool split_backward, sl_sche
     s->stages = p->ranks * v;
     s->recompute = p->recompute;
     s->split_backward = split_backward;
+    s->tied_stages[0] = tied[0];
+    s->tied_stages[1] = tied[0] != tied[1] ? tied[1] : tied[0];
+    s->norm = p->norm && p->ranks > 1;
     s->count = sl_alloc(sizeof *s->count * (size_t)s->ranks);
     s->cap = sl_alloc(sizeof *s->cap * (size_t)s->ranks);
     s->actions = sl_alloc(sizeof *s->actions * (size_t)s->ranks);
@@ -117,7 +134,7 @@ static const char *const type_names[] = {
     [SL_ACTION_F] = "F",           [SL_ACTION_B] = "B",           [SL_ACTION_I] = "I",
     [SL_ACTION_W] = "W",           [SL_ACTION_R] = "R",           [SL_ACTION_SEND_F] = "SEND_F",
     [SL_ACTION_RECV_F] = "RECV_F", [SL_ACTION_SEND_B] = "SEND_B", [SL_ACTION_RECV_B] = "RECV_B",
-    [SL_ACTION_OPT] = "OPT",
+    [SL_ACTION_OPT] = "OPT",       [SL_ACTION_TIED] = "TIED",     [SL_ACTION_NORM] = "NORM",
 };
 
 const char *sl_action_type_name(enum sl_action_type t)
@@ -146,6 +163,10 @@ int sl_action_format(const sl_action *a, char *buf, size_t cap)
         return snprintf(buf, cap, "RECV_B %dB%d<-r%d", a->stage, a->mb, a->peer);
     case SL_ACTION_OPT:
         return snprintf(buf, cap, "OPT");
+    case SL_ACTION_TIED:
+        return snprintf(buf, cap, "TIED %d<->r%d", a->stage, a->peer);
+    case SL_ACTION_NORM:
+        return snprintf(buf, cap, "NORM");
     }
     return snprintf(buf, cap, "?");
 }
@@ -195,6 +216,22 @@ int sl_action_parse(const char *text, sl_action *out, size_t *used)
     };
     if (!strncmp(p, "OPT", 3) && (p[3] == 0 || isspace((unsigned char)p[3]))) {
         p += 3;
+        goto done;
+    }
+    if (!strncmp(p, "NORM", 4) && (p[4] == 0 || isspace((unsigned char)p[4]))) {
+        a.type = SL_ACTION_NORM;
+        p += 4;
+        goto done;
+    }
+    if (!strncmp(p, "TIED", 4)) {
+        p += 4;
+        while (*p == ' ' || *p == '\t') p++;
+        size_t n = read_int(p, &a.stage);
+        if (!n || strncmp(p + n, "<->r", 4)) goto bad;
+        p += n + 4;
+        if (!(n = read_int(p, &a.peer))) goto bad;
+        p += n;
+        a.type = SL_ACTION_TIED;
         goto done;
     }
     for (size_t i = 0; i < SL_ARRAY_LEN(comms); i++) {
@@ -250,7 +287,7 @@ bad:
     return sl_fail(SL_EFORMAT,
                    "bad action '%s': write compute actions as <stage><F|B|I|W|R><mb> (5F2), "
                    "transfers as SEND_F 5F2->r1, RECV_F 5F2<-r0, SEND_B 5B2->r0, RECV_B 5B2<-r2, "
-                   "and OPT",
+                   "reductions as TIED 0<->r3 and NORM, and OPT",
                    token(start, tok, sizeof tok));
 }
 
@@ -397,6 +434,15 @@ int sl_schedule_insert_comms(sl_schedule *s)
                 snd.type = SL_ACTION_SEND_B, snd.peer = (a.stage - 1) % D;
             if (snd.type != SL_ACTION_OPT && (st = sl_schedule_append(s, r, &snd))) goto out;
         }
+        for (int k = 0; k < 2 && s->tied_stages[0] != s->tied_stages[1]; k++) {
+            int mine = s->tied_stages[k], other = s->tied_stages[1 - k];
+            if (mine % D != r) continue;
+            sl_action tied = {SL_ACTION_TIED, mine, -1, other % D};
+            if ((st = sl_schedule_append(s, r, &tied))) goto out;
+            if (other % D == r) break; /* one local sum for both copies */
+        }
+        sl_action norm = {SL_ACTION_NORM, -1, -1, -1};
+        if (s->norm && (st = sl_schedule_append(s, r, &norm))) goto out;
         sl_action opt = {SL_ACTION_OPT, -1, -1, -1};
         if ((st = sl_schedule_append(s, r, &opt))) goto out;
     }
@@ -411,4 +457,52 @@ out:
     free(compute);
     free(ncompute);
     return st;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The messages of the reductions */
+
+int sl_action_exchanges(const sl_schedule *s, int r, const sl_action *a, sl_exchange out[4])
+{
+    if (!s || !a || r < 0 || r >= s->ranks) return -1;
+    const int D = s->ranks;
+    const int next = (r + 1) % D, prev = (r - 1 + D) % D;
+    if (a->type == SL_ACTION_TIED) {
+        const int *t = s->tied_stages;
+        if (t[0] == t[1]) return -1;
+        int k = t[0] % D == r && a->stage == t[0] ? 0 : t[1] % D == r && a->stage == t[1] ? 1 : -1;
+        if (k < 0) return -1;
+        int peer = t[1 - k] % D;
+        if (a->peer != peer) return -1;
+        if (peer == r) return 0;
+        /* The first stage's rank reaches the last stage's over its previous link when that is the
+         * twin's rank (so with two ranks, where both links lead to the twin, too). */
+        int dir;
+        if (peer == prev && (k == 0 || next != prev))
+            dir = 1;
+        else if (peer == next)
+            dir = 0;
+        else
+            return -1;
+        out[0] = (sl_exchange){true, peer, dir, 0};
+        out[1] = (sl_exchange){false, peer, dir, 0};
+        return 2;
+    }
+    if (a->type != SL_ACTION_NORM) return 0;
+    if (D == 1) return 0;
+    int n = 0;
+    if (r == 0) {
+        out[n++] = (sl_exchange){true, next, 0, 0};
+        out[n++] = (sl_exchange){false, prev, 1, 1};
+        if (D > 2) out[n++] = (sl_exchange){true, next, 0, 1};
+    } else if (r < D - 1) {
+        out[n++] = (sl_exchange){false, prev, 1, 0};
+        out[n++] = (sl_exchange){true, next, 0, 0};
+        out[n++] = (sl_exchange){false, prev, 1, 1};
+        if (r + 1 < D - 1) out[n++] = (sl_exchange){true, next, 0, 1};
+    } else {
+        out[n++] = (sl_exchange){false, prev, 1, 0};
+        out[n++] = (sl_exchange){true, next, 0, 1};
+    }
+    return n;
 }

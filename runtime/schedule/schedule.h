@@ -49,7 +49,25 @@ enum sl_action_type {
     SL_ACTION_SEND_B, /* send stage's input gradient of mb to the rank of stage-1 */
     SL_ACTION_RECV_B, /* receive stage's output gradient of mb from the rank of stage+1 */
     SL_ACTION_OPT,    /* optimizer step: exactly one, last on every rank */
+    SL_ACTION_TIED,   /* sum a tied parameter's gradient with its twin on another stage */
+    SL_ACTION_NORM,   /* all-reduce the squared gradient norm around the ring */
 };
+
+/* Reductions before the optimizer step. Both come after every compute action of their rank and
+ * right before OPT, TIED before NORM (the norm counts the tied matrix once, after its sum).
+ *
+ * TIED: the first and the last stage hold copies of one matrix (a GPT's token embedding and its
+ * head). Each rank holding one of them sends its copy's gradient to the rank holding the other and
+ * receives that one's, and both compute g_first + g_last, in that order, so the copies take the
+ * same update and stay bit-identical. The two ranks must be ring neighbours (they are: stage 0 is
+ * on rank 0, the last stage on rank D-1). In the action, `stage` is this rank's tied stage and
+ * `peer` the twin's rank; peer == this rank (one rank holding both stages, as interleaved chunks on
+ * one rank) is a local sum with no message, and `stage` is then the first tied stage.
+ *
+ * NORM: a ring all-reduce of one double (the sum of squared gradients). Rank 0 sends its partial to
+ * rank 1, rank r adds its own to what it received from r-1 and sends that on, and rank D-1, which
+ * then has the total, sends it to rank 0; the total goes round once more to ranks 1..D-2, so every
+ * rank ends with the same bits. Only in schedules of more than one rank. stage, mb, peer are -1. */
 
 /* One action. For compute actions (F, B, I, W, R) `stage` is the model stage 0..D·v-1 and `peer`
  * is -1. For SEND_* and RECV_* `stage` is the stage that runs on THIS rank (the sender's stage for
@@ -73,6 +91,10 @@ typedef struct sl_schedule_params {
     int microbatches;
     int chunks;
     bool recompute;
+    /* The two stages holding the copies of a tied parameter, first < last; equal (as when the
+     * struct is zeroed) when no tied parameter spans two stages: no TIED action then. */
+    int tied_stages[2];
+    bool norm; /* a NORM action on every rank (only with ranks > 1): clipping needs the norm */
 } sl_schedule_params;
 
 /* A schedule. Read it; build or change it only through the functions below. */
@@ -84,6 +106,8 @@ typedef struct sl_schedule {
     int stages;          /* D·v */
     bool recompute;      /* R before each B (or I) */
     bool split_backward; /* I and W instead of B (zb-h1) */
+    int tied_stages[2];  /* as in sl_schedule_params; equal when there is no TIED */
+    bool norm;           /* every rank runs NORM (ranks > 1) */
     size_t *count;       /* [ranks]: number of actions of each rank */
     size_t *cap;         /* [ranks]: allocated room */
     sl_action **actions; /* [ranks][count[r]] */
@@ -110,11 +134,12 @@ int sl_schedule_append(sl_schedule *s, int rank, const sl_action *action);
  * with them. Returns SL_EFORMAT naming the bad token. */
 int sl_schedule_parse_rank(sl_schedule *s, int rank, const char *text);
 
-/* The communication pass: removes every SEND/RECV/OPT from the lists, then puts a SEND right after
- * each compute action whose result goes to another rank, and the matching RECVs before each
- * compute action that needs one, in the order the sender sends on that link (so both ends agree),
- * and appends OPT to every rank. sl_schedule_generate runs it; hand-built compute orders may too.
- */
+/* The communication pass: removes every SEND/RECV/TIED/NORM/OPT from the lists, then puts a SEND
+ * right after each compute action whose result goes to another rank, and the matching RECVs before
+ * each compute action that needs one, in the order the sender sends on that link (so both ends
+ * agree), and appends TIED (on the ranks of the schedule's tied stages), NORM (every rank, when the
+ * schedule has it) and OPT to every rank. sl_schedule_generate runs it; hand-built compute orders
+ * may too. */
 int sl_schedule_insert_comms(sl_schedule *s);
 
 void sl_schedule_free(sl_schedule *s);
@@ -124,6 +149,23 @@ const sl_action *sl_schedule_actions(const sl_schedule *s, int rank, size_t *cou
 
 /* The rank that runs model stage `stage`: stage mod D. */
 int sl_schedule_rank_of_stage(const sl_schedule *s, int stage);
+
+/* One message of a TIED or NORM action: sent or received, to or from `peer`, over the ring link
+ * toward the next rank ((r+1)%D, dir 0) or the previous one (dir 1): the transport's
+ * SL_LINK_NEXT and SL_LINK_PREV. `round` tells NORM's two rounds apart (0: partial sums, 1: the
+ * total); TIED's is 0. */
+typedef struct sl_exchange {
+    bool send;
+    int peer;
+    int dir;
+    int round;
+} sl_exchange;
+
+/* The messages rank `rank` sends and receives, in order, to run TIED or NORM action `a` of
+ * schedule `s` (at most 4; none for a local TIED, any other action, or NORM on one rank). Returns
+ * their number, or -1 when the action is not one the schedule can run on that rank (a TIED whose
+ * stages are not this rank's or whose ranks are not ring neighbours). */
+int sl_action_exchanges(const sl_schedule *s, int rank, const sl_action *a, sl_exchange out[4]);
 
 /* Checks every dependency and simulates all ranks with links of `queue_depth` messages (0 for
  * SL_SCHEDULE_QUEUE_DEPTH):
@@ -135,6 +177,10 @@ int sl_schedule_rank_of_stage(const sl_schedule *s, int stage);
  *     that comes before it and a SEND on the other rank that comes after the producer;
  *   - one SEND and one RECV for every transfer between ranks, with the right peers; none between
  *     stages on the same rank; exactly one OPT, last on every rank;
+ *   - TIED exactly once on each rank of the tied stages (naming the other) when the schedule has
+ *     tied stages, NORM exactly once on every rank when it has the norm, after every compute
+ *     action of the rank (TIED before NORM), none otherwise; in the run each is the send and the
+ *     receive of sl_action_exchanges on the ring links;
  *   - the simulation completes: every RECV gets the message it names.
  * Returns SL_OK, SL_EINVAL (a broken dependency; the message names the rank, the position, the
  * action and what it needed) or SL_EDEADLOCK (the message names each blocked rank, the action it
@@ -150,15 +196,17 @@ int sl_schedule_min_queue_depth(const sl_schedule *s);
 
 /* Costs of one action of one stage for one micro-batch. Defaults: F = 1, B = 2 and, when the
  * backward is split, W = B/2 and I = B - W. R costs as F. SEND/RECV take no rank time; a message
- * arrives `latency` after it is sent. Per-stage arrays (length stages, or NULL) override the
- * scalars. */
+ * arrives `latency` after it is sent. TIED and NORM take `tied` and `norm` once their messages
+ * are in (defaults 0.25 and 0.05: a sum of one matrix, a norm over the gradients). Per-stage arrays
+ * (length stages, or NULL) override the scalars. */
 typedef struct sl_schedule_costs {
     double f, b, w;        /* 0 means the default; w is the weight-gradient part of b */
     const double *stage_f; /* [stages] or NULL */
     const double *stage_b;
     const double *stage_w;
-    double latency;  /* per transfer, >= 0 */
-    int queue_depth; /* link depth for the simulation, 0 for SL_SCHEDULE_QUEUE_DEPTH */
+    double tied, norm; /* 0 means the default */
+    double latency;    /* per transfer, >= 0 */
+    int queue_depth;   /* link depth for the simulation, 0 for SL_SCHEDULE_QUEUE_DEPTH */
 } sl_schedule_costs;
 
 /* What the timed simulator predicts. Arrays are per rank; start/end are per action, parallel to
@@ -186,8 +234,8 @@ void sl_schedule_sim_free(sl_schedule_sim *sim);
 
 /* Text form: compute actions "5F2" (stage, type letter F/B/I/W/R, mb); communication
  * "SEND_F 5F2->r1", "RECV_F 5F2<-r0", "SEND_B 5B2->r0", "RECV_B 5B2<-r2" (the stage on this
- * rank, the peer rank); "OPT". Writes at most cap bytes including the NUL and returns the length
- * it wanted, like snprintf. */
+ * rank, the peer rank); "TIED 0<->r3" (this rank's tied stage, the twin's rank); "NORM"; "OPT".
+ * Writes at most cap bytes including the NUL and returns the length it wanted, like snprintf. */
 int sl_action_format(const sl_action *a, char *buf, size_t cap);
 
 /* Parses one action in text form from `text`; stores in *used how many characters it took

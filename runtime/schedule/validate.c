@@ -50,8 +50,31 @@ static int check_entries(checker *c)
     char t[40];
     for (int r = 0; r < D; r++) {
         size_t nopt = 0;
+        long tied = -1, norm = -1, last_compute = -1;
         for (size_t i = 0; i < s->count[r]; i++) {
             sl_action a = s->actions[r][i];
+            if (a.type == SL_ACTION_TIED || a.type == SL_ACTION_NORM) {
+                sl_exchange ex[4];
+                bool is_tied = a.type == SL_ACTION_TIED;
+                long *seen = is_tied ? &tied : &norm;
+                if (*seen >= 0)
+                    return sl_fail(SL_EINVAL, "rank %d: %s appears twice (actions %ld and %zu)", r,
+                                   fmt(&a, t, sizeof t), *seen, i);
+                if (!is_tied && !s->norm)
+                    return sl_fail(SL_EINVAL,
+                                   "rank %d: action %zu (NORM): this schedule has no norm to "
+                                   "combine (one rank, or no clipping)",
+                                   r, i);
+                if (is_tied && sl_action_exchanges(s, r, &a, ex) < 0)
+                    return sl_fail(SL_EINVAL,
+                                   "rank %d: action %zu (%s) does not match the schedule's tied "
+                                   "stages %d and %d (on ranks %d and %d)",
+                                   r, i, fmt(&a, t, sizeof t), s->tied_stages[0], s->tied_stages[1],
+                                   s->tied_stages[0] % D, s->tied_stages[1] % D);
+                *seen = (long)i;
+                continue;
+            }
+            if (sl__is_compute(a.type)) last_compute = (long)i;
             if (a.type == SL_ACTION_OPT) {
                 if (++nopt > 1 || i + 1 != s->count[r])
                     return sl_fail(SL_EINVAL,
@@ -128,6 +151,33 @@ static int check_entries(checker *c)
         if (nopt != 1)
             return sl_fail(SL_EINVAL, "rank %d has no OPT: every rank ends with one optimizer step",
                            r);
+        const int *ts = s->tied_stages;
+        bool want_tied = ts[0] != ts[1] && (ts[0] % D == r || ts[1] % D == r);
+        if (want_tied && tied < 0)
+            return sl_fail(SL_EINVAL,
+                           "rank %d has no TIED: it holds stage %d, one of the two copies of a "
+                           "tied parameter (stages %d and %d), whose gradients are summed before "
+                           "the optimizer step",
+                           r, ts[0] % D == r ? ts[0] : ts[1], ts[0], ts[1]);
+        if (!want_tied && tied >= 0)
+            return sl_fail(SL_EINVAL, "rank %d: action %ld (TIED): this rank holds no tied stage",
+                           r, tied);
+        if (s->norm && norm < 0)
+            return sl_fail(SL_EINVAL,
+                           "rank %d has no NORM: every rank combines the gradient norm before "
+                           "the optimizer step",
+                           r);
+        if ((tied >= 0 && tied < last_compute) || (norm >= 0 && norm < last_compute))
+            return sl_fail(SL_EINVAL,
+                           "rank %d: %s (action %ld) runs before compute action %ld: the "
+                           "reductions need every gradient of the step",
+                           r, tied >= 0 && tied < last_compute ? "TIED" : "NORM",
+                           tied >= 0 && tied < last_compute ? tied : norm, last_compute);
+        if (tied >= 0 && norm >= 0 && norm < tied)
+            return sl_fail(SL_EINVAL,
+                           "rank %d: NORM (action %ld) runs before TIED (action %ld): the norm "
+                           "counts the tied matrix after its sum",
+                           r, norm, tied);
     }
     return SL_OK;
 }
@@ -272,9 +322,13 @@ int sl_schedule_min_queue_depth(const sl_schedule *s)
 /* ------------------------------------------------------------------------------------------ */
 /* Running all ranks */
 
+/* kind 0: activation, 1: gradient (as in the communication pass), WIRE_TIED (stage: the
+ * receiver's tied stage), WIRE_NORM (mb: the round). */
 typedef struct wire {
     int kind, stage, mb; /* named by the receiver, as in the communication pass */
 } wire;
+
+enum { WIRE_TIED = 2, WIRE_NORM = 3 };
 
 typedef struct link {
     wire *m;
@@ -284,6 +338,8 @@ typedef struct link {
 
 static double cost_of(const sl_schedule *s, const sl_schedule_costs *c, const sl_action *a)
 {
+    if (a->type == SL_ACTION_TIED) return c->tied;
+    if (a->type == SL_ACTION_NORM) return s->ranks > 1 ? c->norm : 0;
     if (!sl__is_compute(a->type)) return 0; /* OPT has no stage to index */
     double f = c->stage_f ? c->stage_f[a->stage] : c->f;
     double b = c->stage_b ? c->stage_b[a->stage] : c->b;
@@ -306,6 +362,14 @@ static double cost_of(const sl_schedule *s, const sl_schedule_costs *c, const sl
 /* What the sender's action looked like, for messages. */
 static const char *wire_text(const wire *w, char *buf, size_t cap)
 {
+    if (w->kind == WIRE_TIED) {
+        snprintf(buf, cap, "the tied gradient for stage %d", w->stage);
+        return buf;
+    }
+    if (w->kind == WIRE_NORM) {
+        snprintf(buf, cap, "NORM's %s", w->mb ? "total" : "partial sum");
+        return buf;
+    }
     sl_action a = {w->kind ? SL_ACTION_B : SL_ACTION_F, w->kind ? w->stage + 1 : w->stage - 1,
                    w->mb, -1};
     return fmt(&a, buf, cap);
@@ -318,8 +382,10 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
     int st = SL_OK;
     link *links = sl_alloc(sizeof *links * (size_t)D * (size_t)D); /* [src * D + dst] */
     size_t *pc = sl_alloc(sizeof *pc * (size_t)D);
+    int *sub = sl_alloc(sizeof *sub * (size_t)D); /* messages of a TIED/NORM already done */
     double *clock = sl_alloc(sizeof *clock * (size_t)D);
-    if (!links || !pc || !clock) {
+    double *began = sl_alloc(sizeof *began * (size_t)D); /* when the TIED/NORM in progress began */
+    if (!links || !pc || !sub || !clock || !began) {
         st = SL_ENOMEM;
         goto out;
     }
@@ -329,6 +395,10 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
             if ((a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_SEND_B) && a->peer >= 0 &&
                 a->peer < D)
                 links[r * D + a->peer].cap++;
+            sl_exchange ex[4];
+            int n = sl_action_exchanges(s, r, a, ex);
+            for (int k = 0; k < n; k++)
+                if (ex[k].send) links[r * D + ex[k].peer].cap++;
         }
     for (int l = 0; l < D * D; l++) {
         size_t n = links[l].cap ? links[l].cap : 1;
@@ -349,14 +419,69 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
             while (pc[r] < s->count[r]) {
                 const sl_action *a = &s->actions[r][pc[r]];
                 double start = clock[r], end;
-                if (a->peer < -1 || a->peer >= D) {
+                if (a->type == SL_ACTION_TIED || a->type == SL_ACTION_NORM) {
+                    /* The action's messages one by one; it ends once they are all done. */
+                    sl_exchange ex[4];
+                    int n = sl_action_exchanges(s, r, a, ex);
+                    if (n < 0) {
+                        st = sl_fail(SL_EINVAL, "rank %d: action %zu (%s) cannot run on this rank",
+                                     r, pc[r], fmt(a, t1, sizeof t1));
+                        goto out;
+                    }
+                    if (sub[r] == 0) began[r] = clock[r];
+                    bool blocked = false;
+                    while (sub[r] < n && !blocked) {
+                        const sl_exchange *x = &ex[sub[r]];
+                        wire w = {a->type == SL_ACTION_TIED ? WIRE_TIED : WIRE_NORM, -1, x->round};
+                        if (a->type == SL_ACTION_TIED)
+                            w.stage = x->send ? s->tied_stages[0] + s->tied_stages[1] - a->stage
+                                              : a->stage;
+                        double t = clock[r];
+                        if (x->send) {
+                            link *L = &links[r * D + x->peer];
+                            if (L->sent - L->recvd >= (size_t)depth) {
+                                blocked = true;
+                                break;
+                            }
+                            if (L->sent >= (size_t)depth)
+                                t = SL_MAX(t, L->recv_at[L->sent - depth]);
+                            L->m[L->sent] = w;
+                            L->sent_at[L->sent++] = t;
+                        } else {
+                            link *L = &links[x->peer * D + r];
+                            if (L->recvd == L->sent) {
+                                blocked = true;
+                                break;
+                            }
+                            const wire *got = &L->m[L->recvd];
+                            if (got->kind != w.kind || got->stage != w.stage || got->mb != w.mb) {
+                                st = sl_fail(SL_EINVAL,
+                                             "rank %d: action %zu (%s) expects %s from rank %d, "
+                                             "but the next message on link r%d->r%d is %s: the "
+                                             "two ends send and receive in different orders",
+                                             r, pc[r], fmt(a, t1, sizeof t1),
+                                             wire_text(&w, t2, sizeof t2), x->peer, x->peer, r,
+                                             wire_text(got, t3, sizeof t3));
+                                goto out;
+                            }
+                            t = SL_MAX(t, L->sent_at[L->recvd] + latency);
+                            L->recv_at[L->recvd++] = t;
+                        }
+                        clock[r] = t;
+                        sub[r]++;
+                        progress = true;
+                    }
+                    if (blocked) break;
+                    start = began[r];
+                    end = clock[r] + (costs ? cost_of(s, costs, a) : 0);
+                    sub[r] = 0;
+                } else if (a->peer < -1 || a->peer >= D) {
                     st = sl_fail(SL_EINVAL,
                                  "rank %d: action %zu (%s) names rank %d, outside "
                                  "0..%d",
                                  r, pc[r], fmt(a, t1, sizeof t1), a->peer, D - 1);
                     goto out;
-                }
-                if (a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_SEND_B) {
+                } else if (a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_SEND_B) {
                     link *L = &links[r * D + a->peer];
                     if (L->sent - L->recvd >= (size_t)depth) break;
                     if (L->sent >= (size_t)depth)
@@ -403,7 +528,23 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
         if (pc[r] == s->count[r]) continue;
         const sl_action *a = &s->actions[r][pc[r]];
         int n;
-        if (a->type == SL_ACTION_RECV_F || a->type == SL_ACTION_RECV_B) {
+        sl_exchange ex[4];
+        int nex = sl_action_exchanges(s, r, a, ex);
+        if ((a->type == SL_ACTION_TIED || a->type == SL_ACTION_NORM) && sub[r] < nex) {
+            const sl_exchange *x = &ex[sub[r]];
+            wire w = {a->type == SL_ACTION_TIED ? WIRE_TIED : WIRE_NORM, a->stage, x->round};
+            if (x->send)
+                n = snprintf(why + len, sizeof why - len,
+                             "%srank %d is blocked on action %zu (%s), waiting for rank %d to "
+                             "receive (the link holds %d messages)",
+                             len ? "; " : "", r, pc[r], fmt(a, t1, sizeof t1), x->peer, depth);
+            else
+                n = snprintf(why + len, sizeof why - len,
+                             "%srank %d is blocked on action %zu (%s), waiting for rank %d to "
+                             "send %s",
+                             len ? "; " : "", r, pc[r], fmt(a, t1, sizeof t1), x->peer,
+                             wire_text(&w, t2, sizeof t2));
+        } else if (a->type == SL_ACTION_RECV_F || a->type == SL_ACTION_RECV_B) {
             wire want = {a->type == SL_ACTION_RECV_F ? 0 : 1, a->stage, a->mb};
             n = snprintf(why + len, sizeof why - len,
                          "%srank %d is blocked on action %zu (%s), "
@@ -439,7 +580,9 @@ out:
         }
     free(links);
     free(pc);
+    free(sub);
     free(clock);
+    free(began);
     return st;
 }
 
@@ -479,6 +622,10 @@ int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs, s
     if (!c.f) c.f = 1;
     if (!c.b) c.b = 2;
     if (!c.w) c.w = c.b / 2;
+    if (!c.tied) c.tied = 0.25;
+    if (!c.norm) c.norm = 0.05;
+    SL_TRY(check_cost("TIED", c.tied, -1));
+    SL_TRY(check_cost("NORM", c.norm, -1));
     SL_TRY(check_cost("F", c.f, -1));
     SL_TRY(check_cost("B", c.b, -1));
     if (c.latency < 0 || c.latency > 1e12)
@@ -527,6 +674,8 @@ int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs, s
         for (size_t i = 0; i < s->count[r]; i++) {
             const sl_action *a = &s->actions[r][i];
             if (sl__is_compute(a->type)) out->busy[r] += out->end[r][i] - out->start[r][i];
+            if (a->type == SL_ACTION_TIED || a->type == SL_ACTION_NORM)
+                out->busy[r] += cost_of(s, &c, a);
             if (a->type == SL_ACTION_F) held++;
             if (a->type == frees) held--;
             if (a->type == SL_ACTION_I) pending++;

@@ -170,6 +170,17 @@ HEADER_CASE(unexpected_done,
             (h->type = SL_MSG_DONE, h->ndim = 0, h->dtype = SL_DTYPE_U8,
              h->shape[0] = h->shape[1] = 0, h->payload_len = 1),
             SL_EPROTOCOL, "got DONE, expected ACTIVATION")
+/* The reductions' messages, malformed on a live link: a TIED of doubles, a NORM of two numbers. */
+HEADER_CASE(tied_not_f32, (h->type = SL_MSG_TIED, h->dtype = SL_DTYPE_F64, h->payload_len = 48),
+            SL_EFORMAT, "TIED message of")
+HEADER_CASE(norm_wrong_shape,
+            (h->type = SL_MSG_NORM, h->dtype = SL_DTYPE_F64, h->ndim = 1, h->shape[0] = 2,
+             h->shape[1] = 0, h->payload_len = 16),
+            SL_EFORMAT, "one F64 of shape [1]")
+HEADER_CASE(unexpected_norm,
+            (h->type = SL_MSG_NORM, h->dtype = SL_DTYPE_F64, h->ndim = 1, h->shape[0] = 1,
+             h->shape[1] = 0, h->payload_len = 8),
+            SL_EPROTOCOL, "got NORM, expected ACTIVATION")
 HEADER_CASE(abort_length_not_text,
             (h->type = SL_MSG_ABORT, h->ndim = 1, h->dtype = SL_DTYPE_U8, h->shape[0] = 20,
              h->shape[1] = 0, h->payload_len = 19),

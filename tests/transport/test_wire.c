@@ -202,3 +202,48 @@ Test(wire, crc32c_table)
 {
     check_crc_path("table"); /* the portable fallback, which every processor has */
 }
+
+/* The reductions' messages have one shape each: TIED a gradient matrix in F32 (one or two
+ * dimensions), NORM one F64 of shape [1]; any other is refused before anything trusts it. */
+Test(wire, malformed_reductions)
+{
+    sl_wire_header h, out;
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    raw_header(&h, SL_MSG_TIED, 0, 1, 1); /* F32 [2, 3] */
+    sl_wire_encode(&h, raw);
+    cr_assert_eq(sl_wire_decode(raw, sizeof raw, &out), SL_OK, "%s", sl_last_error());
+    cr_assert_str_eq(sl_msg_type_name(SL_MSG_TIED), "TIED");
+    h.dtype = SL_DTYPE_F64;
+    h.payload_len = 48;
+    decode_fails(&h, SL_EFORMAT, "TIED message of");
+    raw_header(&h, SL_MSG_TIED, 0, 1, 1);
+    h.ndim = 3;
+    h.shape[2] = 1;
+    decode_fails(&h, SL_EFORMAT, "one or two dimensions");
+    raw_header(&h, SL_MSG_TIED, 0, 1, 1);
+    h.ndim = 0;
+    h.shape[0] = h.shape[1] = 0;
+    h.payload_len = 4;
+    decode_fails(&h, SL_EFORMAT, "TIED message of");
+
+    raw_header(&h, SL_MSG_NORM, 0, 1, 1);
+    h.dtype = SL_DTYPE_F64;
+    h.ndim = 1;
+    h.shape[0] = 1;
+    h.shape[1] = 0;
+    h.payload_len = 8;
+    sl_wire_encode(&h, raw);
+    cr_assert_eq(sl_wire_decode(raw, sizeof raw, &out), SL_OK, "%s", sl_last_error());
+    cr_assert_str_eq(sl_msg_type_name(SL_MSG_NORM), "NORM");
+    h.dtype = SL_DTYPE_F32; /* a float, not a double */
+    h.payload_len = 4;
+    decode_fails(&h, SL_EFORMAT, "one F64 of shape [1]");
+    h.dtype = SL_DTYPE_F64;
+    h.shape[0] = 2; /* two numbers */
+    h.payload_len = 16;
+    decode_fails(&h, SL_EFORMAT, "NORM message of");
+    h.ndim = 0; /* a scalar: not the shape NORM has */
+    h.shape[0] = 0;
+    h.payload_len = 8;
+    decode_fails(&h, SL_EFORMAT, "NORM message of");
+}
