@@ -151,8 +151,9 @@ typedef struct sl_stage {
      * parameter, its gradient, and optimizer state made on first use (m: SGD's momentum, Adam's
      * first moment; v: Adam's second moment). */
     sl_buffer **param, **grad, **m, **v;
-    int *alias;   /* [nparams]: -1, or the index whose buffers a tied parameter shares (it is then
-                     neither zeroed, updated nor freed on its own) */
+    int *alias;   /* [nparams]: -1, or the index whose parameter buffer a tied parameter shares
+                     (it keeps a gradient of its own, summed into the twin's before the step, and
+                     takes no update of its own) */
     int64_t step; /* optimizer steps taken (Adam's t) */
 } sl_stage;
 
@@ -171,6 +172,11 @@ int sl_stage_download(sl_stage *s, sl_weights *w);
 
 /* Sets every gradient to zero (the start of a step). */
 int sl_stage_zero_grad(sl_stage *s);
+
+/* Adds the gradient of each tied parameter whose twin is on the same stage to the twin's and
+ * zeroes its own (so a second call adds nothing); sl_stage_grad_sumsq and sl_stages_step call
+ * it before they read the gradients. */
+int sl_stage_sum_tied(sl_stage *s);
 
 /* One optimizer step over every parameter of the stage at learning rate `lr` (increments s->step
  * first); weight decay applies to the parameters whose spec says so. */

@@ -29,6 +29,7 @@ int sl_stages_step(sl_stage *const *stages, int n, const sl_config *cfg, int64_t
 {
     *norm = NAN;
     *lr = sl_lr_at(cfg, step);
+    for (int i = 0; i < n; i++) SL_TRY(sl_stage_sum_tied(stages[i]));
     double max_norm = cfg->train.grad_clip;
     if (want_norm || max_norm > 0) {
         double sumsq = sumsq_in ? *sumsq_in : 0;

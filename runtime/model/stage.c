@@ -25,7 +25,7 @@ void sl_stage_free(sl_stage *s)
         sl_buffer **arr = *arrays[a];
         if (!arr) continue;
         for (int k = 0; k < s->nparams; k++)
-            if (!s->alias || s->alias[k] < 0) sl_buffer_free(arr[k]);
+            if (arr != s->param || !s->alias || s->alias[k] < 0) sl_buffer_free(arr[k]);
         free(arr);
     }
     free(s->alias);
@@ -85,10 +85,13 @@ int sl_stage_create(sl_device *dev, const sl_model *model, int first, int last,
         int p = s->first_param + k, t;
         size_t n = model->params[p].numel;
         if ((st = find_alias(s, k, &t)) != SL_OK) break;
-        if (t >= 0) { /* shares its twin's parameter and gradient */
+        if (t >= 0) {
+            /* One tensor under two names: its twin's parameter, but a gradient of its own, added
+             * to the twin's before the step (sl_stage_sum_tied) as a pipeline's TIED action adds
+             * the copies on two ranks, so that both give the same bits. */
             s->param[k] = s->param[t];
-            s->grad[k] = s->grad[t];
             s->alias[k] = t;
+            st = alloc_zero(dev, n, &s->grad[k]);
             continue;
         }
         st = sl_buffer_alloc(dev, n * sizeof(float), &s->param[k]);
@@ -116,8 +119,20 @@ int sl_stage_download(sl_stage *s, sl_weights *w)
 int sl_stage_zero_grad(sl_stage *s)
 {
     for (int k = 0; k < s->nparams; k++)
-        if (s->alias[k] < 0)
-            SL_TRY(sl_fill(s->dev, s->model->params[s->first_param + k].numel, 0.0f, s->grad[k]));
+        SL_TRY(sl_fill(s->dev, s->model->params[s->first_param + k].numel, 0.0f, s->grad[k]));
+    return SL_OK;
+}
+
+int sl_stage_sum_tied(sl_stage *s)
+{
+    /* twin += own: the first stage's gradient plus the last's, as TIED adds them; the own part
+     * is then zero, so that a second call adds nothing */
+    for (int k = 0; k < s->nparams; k++) {
+        if (s->alias[k] < 0) continue;
+        size_t n = s->model->params[s->first_param + k].numel;
+        SL_TRY(sl_axpy(s->dev, n, 1.0f, s->grad[k], s->grad[s->alias[k]]));
+        SL_TRY(sl_fill(s->dev, n, 0.0f, s->grad[k]));
+    }
     return SL_OK;
 }
 
@@ -140,6 +155,7 @@ int sl_stage_tied_param(const sl_stage *s)
 int sl_stage_grad_sumsq(sl_stage *s, double *sumsq)
 {
     *sumsq = 0;
+    SL_TRY(sl_stage_sum_tied(s)); /* the tied gradient whole, counted once below */
     sl_buffer *out = NULL;
     SL_TRY(sl_buffer_alloc(s->dev, sizeof(float), &out));
     int rc = SL_OK;
