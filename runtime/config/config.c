@@ -15,7 +15,7 @@
 /* ------------------------------------------------------------------------------------------------
  * Validation */
 
-static const char *const top_keys[] = {"model",   "data",   "train",  "pipeline",
+static const char *const top_keys[] = {"model",   "data",   "train",  "eval", "pipeline",
                                        "devices", "launch", "output", NULL};
 static const char *const model_keys[] = {"inputs", "layers", "gpt", "loss", "init", "seed", NULL};
 static const char *const gpt_keys[] = {"vocab_size", "block_size", "n_layer",        "n_head",
@@ -31,6 +31,7 @@ static const char *const pipe_keys[] = {"stages",    "schedule",  "chunks",
                                         "recompute", "partition", NULL};
 static const char *const launch_keys[] = {"endpoints", "curve", "keys", "heartbeat_ms", NULL};
 static const char *const output_keys[] = {"dir", "checkpoint_interval", NULL};
+static const char *const eval_keys[] = {"interval", "iters", NULL};
 
 const char *const sl__config_opt_names[] = {"sgd", "adam", "adamw"};
 static const char *const schedule_names[] = {"gpipe", "1f1b", "interleaved", "zb-h1"};
@@ -314,6 +315,23 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
     return SL_OK;
 }
 
+/* eval: the periodic evaluation of a text's held-out and training loss (after train, which it
+ * checks against, and data). */
+static int parse_eval(cJSON *root, sl_config *cfg)
+{
+    sl__config_ctx c;
+    SL_TRY(sl__config_section(root, "eval", "eval", false, &c));
+    SL_TRY(sl__config_check_keys("eval", c.obj, eval_keys));
+    SL_TRY(sl__config_get_int(c, "interval", false, 0, 0, 1 << 30, &cfg->eval.interval));
+    SL_TRY(sl__config_get_int(c, "iters", false, 20, 1, 1 << 20, &cfg->eval.iters));
+    if (cfg->eval.interval > 0 && !cfg->data.text)
+        return sl_fail(SL_ECONFIG,
+                       "config: eval.interval (%d) needs a text (data.text with model.gpt): other "
+                       "data is evaluated once, on its test rows (data.test_fraction), at the end",
+                       cfg->eval.interval);
+    return SL_OK;
+}
+
 static int parse_rest(cJSON *root, sl_config *cfg)
 {
     sl__config_ctx top = {"", root};
@@ -380,6 +398,7 @@ static int parse_tree(cJSON *root, sl_config *cfg)
     SL_TRY(parse_model(root, cfg));
     SL_TRY(parse_data(root, cfg));
     SL_TRY(parse_train(root, cfg));
+    SL_TRY(parse_eval(root, cfg));
     SL_TRY(parse_pipeline(root, cfg));
     SL_TRY(parse_rest(root, cfg));
     return SL_OK;

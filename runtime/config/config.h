@@ -87,6 +87,12 @@ typedef struct sl_config {
     } train;
 
     struct {
+        int interval; /* steps between evaluations of a text's loss, 0 (default) = only at the end;
+                         needs data.text (other data is evaluated on its test rows at the end) */
+        int iters;    /* batches (of train.batch windows) per evaluation and share, default 20 */
+    } eval;
+
+    struct {
         int stages;            /* ranks in the pipeline, default 1 */
         char *schedule;        /* "gpipe", "1f1b" (default), "interleaved", "zb-h1" */
         int chunks;            /* model stages (virtual stages) per rank, default 1 */

@@ -86,6 +86,10 @@ char *sl_config_to_json(const sl_config *cfg, bool pretty)
     }
     cJSON_AddNumberToObject(o, "grad_clip", cfg->train.grad_clip);
 
+    o = cJSON_AddObjectToObject(root, "eval");
+    cJSON_AddNumberToObject(o, "interval", cfg->eval.interval);
+    cJSON_AddNumberToObject(o, "iters", cfg->eval.iters);
+
     o = cJSON_AddObjectToObject(root, "pipeline");
     cJSON_AddNumberToObject(o, "stages", cfg->pipeline.stages);
     cJSON_AddStringToObject(o, "schedule", cfg->pipeline.schedule);

@@ -418,7 +418,7 @@ int sl_data_microbatch(sl_data *d, int64_t step, int mb, void *x, int32_t *label
 {
     if (mb < 0 || mb >= d->microbatches)
         return sl_fail(SL_EINVAL, "data: micro-batch %d of %d", mb, d->microbatches);
-    if (d->text.ids) return sl__data_text_microbatch(d, false, step, mb, x, labels);
+    if (d->text.ids) return sl__data_text_microbatch(d, false, false, step, mb, x, labels);
     size_t *rows = sl_alloc(sizeof(size_t) * (size_t)d->batch);
     if (!rows) return SL_ENOMEM;
     int st = sl_data_batch_rows(d, step, rows);

@@ -44,7 +44,11 @@
  *   the i-th draw: o_i = floor(u_i * (L - T)) with u_i = (next() >> 11) * 2^-53 and L = len(S),
  *   so o_i is in [0, L - T - 1] (torch.randint(L - T)). Evaluation batch k of the validation
  *   share uses the same rule from state data.seed ^ mix(2k + 1). So every rank can compute any
- *   window of any step on its own.
+ *   window of any step on its own. Evaluation batch k of the training share (the training loss
+ *   that eval.interval reports) uses the same odd stream, data.seed ^ mix(2k + 1), over the
+ *   training share: training steps only ever draw from the even streams mix(2k), so evaluating
+ *   never takes or moves a training window. Evaluation number e (counted from 0 over the run)
+ *   uses batches k = e * eval.iters + i, i = 0..eval.iters-1, of both shares.
  * - data.path: a safetensors file whose tensors data.inputs ("x") and data.labels ("y") are
  *   I32/I64 [N, T] token ids in [0, V) (an id outside is SL_ECONFIG naming the tensor, row and
  *   column). Row i of step k is row (k*batch + i) mod N, never shuffled; no held-out share.
@@ -132,6 +136,12 @@ int sl_data_windows(const sl_data *d, bool val, int64_t k, size_t *offsets);
 /* Micro-batch `mb` of evaluation batch `k` of the validation share: x int32 [batch/M, T] and
  * labels int32 [batch/M, T] (either may be NULL). SL_EINVAL without a validation share. */
 int sl_data_val_batch(const sl_data *d, int64_t k, int mb, int32_t *x, int32_t *labels);
+
+/* Evaluation batches of either share of a text (val: the validation share, as sl_data_val_batch;
+ * else the training share's own evaluation stream, see above): the window offsets of batch k, and
+ * micro-batch mb of it. SL_EINVAL without a text (or without a validation share for val). */
+int sl_data_eval_windows(const sl_data *d, bool val, int64_t k, size_t *offsets);
+int sl_data_eval_batch(const sl_data *d, bool val, int64_t k, int mb, int32_t *x, int32_t *labels);
 
 /* The number of tokens of a text's vocabulary (0 when the data is not a text). */
 int sl_data_vocab_size(const sl_data *d);

@@ -268,7 +268,9 @@ int sl__data_load_text(const sl_config *cfg, sl_data *d)
     return SL_OK;
 }
 
-int sl_data_windows(const sl_data *d, bool val, int64_t k, size_t *offsets)
+/* Windows of batch k of share `val` (the validation share, else the training share) from the
+ * stream data.seed ^ mix(2k + odd). */
+static int windows(const sl_data *d, bool val, bool odd, int64_t k, size_t *offsets)
 {
     const sl_tokens *s = val ? &d->val : &d->text;
     size_t T = (size_t)d->block_size;
@@ -277,8 +279,8 @@ int sl_data_windows(const sl_data *d, bool val, int64_t k, size_t *offsets)
     if (s->len < T + 1)
         return sl_fail(SL_EINVAL, "data: the %s share has %zu tokens, fewer than block_size + 1",
                        val ? "validation" : "training", s->len);
-    /* The step's own stream: data.seed ^ mix(2k) (mix(2k + 1) for the validation share). */
-    uint64_t v = 2 * (uint64_t)k + (val ? 1 : 0);
+    /* The step's own stream: data.seed ^ mix(2k) (mix(2k + 1) for evaluation batches). */
+    uint64_t v = 2 * (uint64_t)k + (odd ? 1 : 0);
     uint64_t state = d->seed ^ sl__data_splitmix64(&v);
     size_t span = s->len - T; /* offsets 0 .. len - T - 1 */
     for (int i = 0; i < d->batch; i++) {
@@ -289,15 +291,26 @@ int sl_data_windows(const sl_data *d, bool val, int64_t k, size_t *offsets)
     return SL_OK;
 }
 
-/* Micro-batch mb of batch k of a text's share: x = S[o .. o+T-1], y = S[o+1 .. o+T]. */
-int sl__data_text_microbatch(const sl_data *d, bool val, int64_t k, int mb, int32_t *x,
+int sl_data_windows(const sl_data *d, bool val, int64_t k, size_t *offsets)
+{
+    return windows(d, val, val, k, offsets);
+}
+
+int sl_data_eval_windows(const sl_data *d, bool val, int64_t k, size_t *offsets)
+{
+    return windows(d, val, true, k, offsets);
+}
+
+/* Micro-batch mb of batch k of a text's share: x = S[o .. o+T-1], y = S[o+1 .. o+T]; the windows
+ * of an evaluation batch (`eval`) or of a training step. */
+int sl__data_text_microbatch(const sl_data *d, bool val, bool eval, int64_t k, int mb, int32_t *x,
                              int32_t *labels)
 {
     if (mb < 0 || mb >= d->microbatches)
         return sl_fail(SL_EINVAL, "data: micro-batch %d of %d", mb, d->microbatches);
     size_t *off = sl_alloc(sizeof(size_t) * (size_t)d->batch);
     if (!off) return SL_ENOMEM;
-    int st = sl_data_windows(d, val, k, off);
+    int st = windows(d, val, val || eval, k, off);
     const sl_tokens *s = val ? &d->val : &d->text;
     size_t per = (size_t)(d->batch / d->microbatches), T = (size_t)d->block_size;
     for (size_t i = 0; st == SL_OK && i < per; i++) {
@@ -314,7 +327,14 @@ int sl_data_val_batch(const sl_data *d, int64_t k, int mb, int32_t *x, int32_t *
     if (!d->val.ids)
         return sl_fail(SL_EINVAL, "data: no validation share (data.text with "
                                   "data.val_fraction > 0 has one)");
-    return sl__data_text_microbatch(d, true, k, mb, x, labels);
+    return sl__data_text_microbatch(d, true, true, k, mb, x, labels);
+}
+
+int sl_data_eval_batch(const sl_data *d, bool val, int64_t k, int mb, int32_t *x, int32_t *labels)
+{
+    if (val) return sl_data_val_batch(d, k, mb, x, labels);
+    if (!d->text.ids) return sl_fail(SL_EINVAL, "data: no text, so no evaluation batches");
+    return sl__data_text_microbatch(d, false, true, k, mb, x, labels);
 }
 
 int sl_data_vocab_size(const sl_data *d)

@@ -56,7 +56,9 @@ int sl_schedule_create(const sl_schedule_params *p, bool split_backward, sl_sche
     s->split_backward = split_backward;
     s->tied_stages[0] = tied[0];
     s->tied_stages[1] = tied[0] != tied[1] ? tied[1] : tied[0];
-    s->norm = p->norm && p->ranks > 1;
+    s->forward_only = p->forward_only;
+    s->norm = p->norm && p->ranks > 1 && !s->forward_only;
+    if (s->forward_only) s->tied_stages[1] = s->tied_stages[0];
     s->count = sl_alloc(sizeof *s->count * (size_t)s->ranks);
     s->cap = sl_alloc(sizeof *s->cap * (size_t)s->ranks);
     s->actions = sl_alloc(sizeof *s->actions * (size_t)s->ranks);
@@ -434,6 +436,7 @@ int sl_schedule_insert_comms(sl_schedule *s)
                 snd.type = SL_ACTION_SEND_B, snd.peer = (a.stage - 1) % D;
             if (snd.type != SL_ACTION_OPT && (st = sl_schedule_append(s, r, &snd))) goto out;
         }
+        if (s->forward_only) continue; /* an evaluation: no reductions, no optimizer step */
         for (int k = 0; k < 2 && s->tied_stages[0] != s->tied_stages[1]; k++) {
             int mine = s->tied_stages[k], other = s->tied_stages[1 - k];
             if (mine % D != r) continue;

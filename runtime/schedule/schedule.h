@@ -81,7 +81,19 @@ typedef struct sl_action {
     int peer;
 } sl_action;
 
-/* What to generate. `name` is one of "gpipe", "1f1b", "interleaved", "zb-h1". `ranks` is D (the
+/* Evaluation. A forward-only schedule (`forward_only`) runs F of every (stage, mb) and the
+ * SEND_F/RECV_F that carry the activations, and nothing else: no B, I, W, R, SEND_B/RECV_B,
+ * TIED, NORM or OPT; the last stage computes the loss of each micro-batch and no gradient. The
+ * generator "eval" makes one: GPipe's forward order (rank r runs its chunks c = 0..v-1 in order,
+ * each for micro-batches 0..M-1), with any chunks v >= 1, then the communication pass. The
+ * validator checks it like a training schedule minus everything backward, and proves it completes
+ * under the same blocking semantics: with links of depth 1 for one chunk per rank; with v > 1
+ * chunks a link may need up to M·v messages (every forward one batch sends on it), which the
+ * executor's links hold. The executor runs it between training steps to evaluate
+ * the model (eval.interval, eval.iters), once per evaluation batch. */
+
+/* What to generate. `name` is one of "gpipe", "1f1b", "interleaved", "zb-h1", or "eval" (the
+ * forward-only schedule above; recompute, tied_stages and norm are then ignored). `ranks` is D (the
  * config's pipeline.stages), `chunks` is v (0 means 1; interleaved needs v >= 2, the others v = 1).
  * With `recompute` only each stage's input is stashed, and R(stage, mb) runs before that stage's B
  * (or I) of mb. */
@@ -95,6 +107,7 @@ typedef struct sl_schedule_params {
      * struct is zeroed) when no tied parameter spans two stages: no TIED action then. */
     int tied_stages[2];
     bool norm; /* a NORM action on every rank (only with ranks > 1): clipping needs the norm */
+    bool forward_only; /* forwards only (see Evaluation above); "eval" sets it */
 } sl_schedule_params;
 
 /* A schedule. Read it; build or change it only through the functions below. */
@@ -108,6 +121,7 @@ typedef struct sl_schedule {
     bool split_backward; /* I and W instead of B (zb-h1) */
     int tied_stages[2];  /* as in sl_schedule_params; equal when there is no TIED */
     bool norm;           /* every rank runs NORM (ranks > 1) */
+    bool forward_only;   /* F and SEND_F/RECV_F only: an evaluation (no backward, no OPT) */
     size_t *count;       /* [ranks]: number of actions of each rank */
     size_t *cap;         /* [ranks]: allocated room */
     sl_action **actions; /* [ranks][count[r]] */
@@ -138,8 +152,8 @@ int sl_schedule_parse_rank(sl_schedule *s, int rank, const char *text);
  * right after each compute action whose result goes to another rank, and the matching RECVs before
  * each compute action that needs one, in the order the sender sends on that link (so both ends
  * agree), and appends TIED (on the ranks of the schedule's tied stages), NORM (every rank, when the
- * schedule has it) and OPT to every rank. sl_schedule_generate runs it; hand-built compute orders
- * may too. */
+ * schedule has it) and OPT to every rank (none of the three in a forward-only schedule).
+ * sl_schedule_generate runs it; hand-built compute orders may too. */
 int sl_schedule_insert_comms(sl_schedule *s);
 
 void sl_schedule_free(sl_schedule *s);
@@ -181,6 +195,8 @@ int sl_action_exchanges(const sl_schedule *s, int rank, const sl_action *a, sl_e
  *     tied stages, NORM exactly once on every rank when it has the norm, after every compute
  *     action of the rank (TIED before NORM), none otherwise; in the run each is the send and the
  *     receive of sl_action_exchanges on the ring links;
+ *   - a forward-only schedule: F and SEND_F/RECV_F only (any other action is refused), every
+ *     (stage, mb) forward once with its input brought as above, and no OPT;
  *   - the simulation completes: every RECV gets the message it names.
  * Returns SL_OK, SL_EINVAL (a broken dependency; the message names the rank, the position, the
  * action and what it needed) or SL_EDEADLOCK (the message names each blocked rank, the action it

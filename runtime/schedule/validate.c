@@ -53,6 +53,12 @@ static int check_entries(checker *c)
         long tied = -1, norm = -1, last_compute = -1;
         for (size_t i = 0; i < s->count[r]; i++) {
             sl_action a = s->actions[r][i];
+            if (s->forward_only && a.type != SL_ACTION_F && a.type != SL_ACTION_SEND_F &&
+                a.type != SL_ACTION_RECV_F)
+                return sl_fail(SL_EINVAL,
+                               "rank %d: action %zu (%s): a forward-only schedule runs only F, "
+                               "SEND_F and RECV_F",
+                               r, i, fmt(&a, t, sizeof t));
             if (a.type == SL_ACTION_TIED || a.type == SL_ACTION_NORM) {
                 sl_exchange ex[4];
                 bool is_tied = a.type == SL_ACTION_TIED;
@@ -148,6 +154,7 @@ static int check_entries(checker *c)
                                r, fmt(&a, t, sizeof t), *p, i);
             *p = (long)i;
         }
+        if (s->forward_only) continue; /* no reductions and no OPT to check */
         if (nopt != 1)
             return sl_fail(SL_EINVAL, "rank %d has no OPT: every rank ends with one optimizer step",
                            r);
@@ -206,11 +213,12 @@ static int check_order(checker *c)
                 return missing(s, SL_ACTION_F, st, m, -1,
                                "every stage (so every layer) runs "
                                "forward for every micro-batch");
-            if (b < 0)
+            if (b < 0 && !s->forward_only)
                 return missing(s, BWD, st, m, -1,
                                "every stage (so every layer) runs backward "
                                "for every micro-batch");
-            SL_TRY(before(s, r, f, F, b, Bk, "stashes the activations it needs"));
+            if (!s->forward_only)
+                SL_TRY(before(s, r, f, F, b, Bk, "stashes the activations it needs"));
             if (s->split_backward) {
                 long w = get(c, SL_ACTION_W, st, m);
                 if (w < 0) return missing(s, SL_ACTION_W, st, m, -1, "every I has its W");
@@ -248,7 +256,7 @@ static int check_order(checker *c)
                 }
             }
             /* The output gradient of this backward. */
-            if (st + 1 < S) {
+            if (st + 1 < S && !s->forward_only) {
                 const int nr = (st + 1) % D;
                 sl_action Bn = {BWD, st + 1, m, -1};
                 if (nr == r) {

@@ -467,3 +467,46 @@ Test(config, lr_schedule_bad_inputs)
     bad_gpt("train.optimizer.weight_decay=-0.1", "train.optimizer.weight_decay (-0.1) must be in");
     bad_gpt("train.optimizer.betas=[0.9, 1]", "train.optimizer.betas must be in [0, 1)");
 }
+
+Test(config, eval_section)
+{
+    sl_config cfg;
+    cr_assert_eq(parse(GPT, NULL, 0, &cfg), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(cfg.eval.interval, 0, "interval defaults to 0: only at the end");
+    cr_assert_eq(cfg.eval.iters, 20);
+    char *json = sl_config_to_json(&cfg, false);
+    cr_assert(strstr(json, "\"eval\":{\"interval\":0,\"iters\":20}"), "%s", json);
+    free(json);
+    sl_config_free(&cfg);
+
+    const char *sets[] = {"eval.interval=5", "eval.iters=3"};
+    cr_assert_eq(parse(GPT, sets, 2, &cfg), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(cfg.eval.interval, 5);
+    cr_assert_eq(cfg.eval.iters, 3);
+    json = sl_config_to_json(&cfg, false);
+    cr_assert(strstr(json, "\"eval\":{\"interval\":5,\"iters\":3}"), "%s", json);
+    free(json);
+    assert_round_trip(&cfg);
+    sl_config a;
+    cr_assert_eq(parse(GPT, NULL, 0, &a), SL_OK);
+    cr_assert_neq(sl_config_hash(&a), sl_config_hash(&cfg), "the eval settings are in the hash");
+    sl_config_free(&a);
+    sl_config_free(&cfg);
+
+    /* Feature data: iters is allowed (and unused), interval is not. */
+    const char *iters[] = {"eval.iters=4"};
+    cr_assert_eq(parse(BASE, iters, 1, &cfg), SL_OK, "%s", sl_last_error());
+    assert_round_trip(&cfg);
+    sl_config_free(&cfg);
+}
+
+Test(config, eval_bad_inputs)
+{
+    bad_gpt("eval=3", "eval must be an object");
+    bad_gpt("eval.every=3", "unknown key 'eval.every'");
+    bad_gpt("eval.interval=-1", "eval.interval (-1) must be in");
+    bad_gpt("eval.interval=1.5", "eval.interval must be an integer");
+    bad_gpt("eval.iters=0", "eval.iters (0) must be in");
+    bad_gpt("eval.iters=\"many\"", "eval.iters must be an integer");
+    bad("eval.interval=2", "eval.interval (2) needs a text (data.text with model.gpt)");
+}
