@@ -127,6 +127,7 @@ int sl_cmd_train(int argc, char **argv)
         printf(", test accuracy %.2f%%", 100.0 * sum.eval_accuracy);
     else if (!isnan(sum.eval_loss))
         printf(", test loss %.4f", sum.eval_loss);
+    if (!isnan(sum.val_loss)) printf(", val loss %.4f", sum.val_loss);
     printf(", %.0f samples/s; outputs in %s\n", sum.samples_per_s, cfg.output.dir);
     sl_config_free(&cfg);
     return 0;

@@ -108,7 +108,10 @@ typedef struct exec {
     double lr, grad_norm; /* of the last optimizer step (the norm: NaN unless it is global) */
     double sumsq;         /* the whole model's sum of squared gradients, after NORM */
     bool have_sumsq;      /* NORM ran this step */
-    float *tied_host[2];  /* TIED: this copy's gradient and the twin's, on the host */
+    int eval_share; /* 0: training; 1: evaluating the validation share, 2: the training share */
+    int64_t eval_k; /* the evaluation batch the forwards read (sl_data_eval_batch) */
+    double eval_s;  /* wall seconds spent evaluating (left out of wall_s and busy_s) */
+    float *tied_host[2]; /* TIED: this copy's gradient and the twin's, on the host */
     /* CURVE: this rank's key pair and every rank's public key */
     char secret[41], (*pubs)[41];
     const char **allowed;
@@ -171,6 +174,16 @@ static sl_tensor_meta meta_for(const exec *e, int type, int64_t step, int stage,
     return m;
 }
 
+static void release_mb(exec *e, local_stage *l, mb_state *s)
+{
+    stash_put(l, s->stash);
+    s->stash = NULL;
+    pool_put(&e->pool, s->input);
+    s->input = NULL;
+    pool_put(&e->pool, s->dout);
+    s->dout = NULL;
+}
+
 static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_only)
 {
     local_stage *l = local_of(e, stage);
@@ -180,7 +193,11 @@ static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_o
         if (stage != 0)
             return sl_fail(SL_EINTERNAL, "stage %d has no input for micro-batch %d", stage, mb);
         /* The first stage reads its micro-batch from the data. */
-        SL_TRY(sl_data_microbatch(&e->data, step, mb, e->host_x, NULL, NULL));
+        if (e->eval_share)
+            SL_TRY(sl_data_eval_batch(&e->data, e->eval_share == 1, e->eval_k, mb,
+                                      (int32_t *)e->host_x, NULL));
+        else
+            SL_TRY(sl_data_microbatch(&e->data, step, mb, e->host_x, NULL, NULL));
         SL_TRY(pool_get(&e->pool, act_bytes(e, 0), &s->input));
         SL_TRY(sl_buffer_upload(s->input, 0, e->host_x, act_bytes(e, 0)));
     }
@@ -197,12 +214,18 @@ static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_o
         size_t tbytes =
             e->rows * sl_loss_target_width(sl_loss_get(m->loss), (size_t)m->outputs, pos) * 4;
         sl_buffer *target;
-        SL_TRY(sl_data_microbatch(&e->data, step, mb, NULL, e->host_labels, e->host_targets));
+        if (e->eval_share)
+            SL_TRY(sl_data_eval_batch(&e->data, e->eval_share == 1, e->eval_k, mb, NULL,
+                                      e->host_labels));
+        else
+            SL_TRY(sl_data_microbatch(&e->data, step, mb, NULL, e->host_labels, e->host_targets));
         SL_TRY(pool_get(&e->pool, tbytes, &target));
         int rc = sl_buffer_upload(
             target, 0, labels ? (void *)e->host_labels : (void *)e->host_targets, tbytes);
         if (rc == SL_OK) rc = pool_get(&e->pool, e->rows * pos * sizeof(float), &s->loss);
         if (rc == SL_OK) rc = pool_get(&e->pool, act_bytes(e, r->last), &s->dout);
+        /* An evaluation keeps only the per-row losses: the output gradient the loss kernel
+         * writes as well goes back to the pool unused, and no backward follows. */
         if (rc == SL_OK)
             rc = sl_loss_forward_backward(e->dev, m, e->rows, out, target,
                                           1.0f / (float)((size_t)e->cfg->train.batch * pos),
@@ -219,7 +242,10 @@ static int do_forward(exec *e, int64_t step, int stage, int mb, bool recompute_o
             return SL_ENOMEM;
         SL_TRY(sl_buffer_download(out, 0, s->send_f, act_bytes(e, r->last)));
     }
-    if (e->cfg->pipeline.recompute) {
+    if (e->eval_share) {
+        /* Forward only: nothing of this micro-batch is needed once its output is passed on. */
+        release_mb(e, l, s);
+    } else if (e->cfg->pipeline.recompute) {
         /* Keep only the stage input; R rebuilds the rest before the backward. */
         stash_put(l, s->stash);
         s->stash = NULL;
@@ -241,16 +267,6 @@ static int route_input_grad(exec *e, int stage, int mb, sl_buffer *din)
     if (rc == SL_OK) rc = sl_buffer_download(din, 0, s->send_b, bytes);
     pool_put(&e->pool, din);
     return rc;
-}
-
-static void release_mb(exec *e, local_stage *l, mb_state *s)
-{
-    stash_put(l, s->stash);
-    s->stash = NULL;
-    pool_put(&e->pool, s->input);
-    s->input = NULL;
-    pool_put(&e->pool, s->dout);
-    s->dout = NULL;
 }
 
 static int do_backward(exec *e, int stage, int mb, enum sl_action_type type)
@@ -489,9 +505,13 @@ static int run_action(exec *e, int64_t step, const sl_action *a)
     if (rc != SL_OK) {
         char name[32];
         sl_action_format(a, name, sizeof name);
+        if (e->eval_share)
+            return sl_fail_context(rc, "rank %d, evaluation batch %lld of the %s share, action %s",
+                                   e->rank, (long long)e->eval_k,
+                                   e->eval_share == 1 ? "validation" : "training", name);
         return sl_fail_context(rc, "rank %d, step %lld, action %s", e->rank, (long long)step, name);
     }
-    if (compute) {
+    if (compute && !e->eval_share) {
         e->busy += t1 - t0;
         if (l && a->type == SL_ACTION_F) l->f_s += t1 - t0, l->nf++;
         if (l && (a->type == SL_ACTION_B || a->type == SL_ACTION_I)) l->b_s += t1 - t0, l->nb++;
@@ -501,9 +521,8 @@ static int run_action(exec *e, int64_t step, const sl_action *a)
     return SL_OK;
 }
 
-/* The mean loss of the step: the sum of every row's (every position's) loss over the
- * mini-batch. */
-static int step_loss(exec *e, double *loss)
+/* The sum of every row's (every position's) loss over the mini-batch's micro-batches, in order. */
+static int loss_sum(exec *e, double *sum_out)
 {
     local_stage *l = local_of(e, e->part->nstages - 1);
     size_t n = e->rows * (size_t)e->model->positions;
@@ -516,6 +535,15 @@ static int step_loss(exec *e, double *loss)
         pool_put(&e->pool, s->loss);
         s->loss = NULL;
     }
+    *sum_out = sum;
+    return SL_OK;
+}
+
+/* The mean loss of the step over the mini-batch. */
+static int step_loss(exec *e, double *loss)
+{
+    double sum;
+    SL_TRY(loss_sum(e, &sum));
     *loss = sum / ((double)e->cfg->train.batch * (double)e->model->positions);
     return SL_OK;
 }
@@ -742,6 +770,51 @@ static int farewell(exec *e)
     return SL_OK;
 }
 
+/* Evaluation messages carry this bit in their step, so they can never be taken for a training
+ * step's (or the other way round); the rest is the evaluation batch's number in the run. */
+#define EVAL_STEP_TAG (UINT64_C(1) << 62)
+
+/* Evaluation number `number`, after step `step`: eval.iters batches of the validation share (when
+ * the text has one) and then of the training share's evaluation stream (see data.h), each run
+ * through every stage by the plan's forward-only schedule. The last stage sums the losses and
+ * reports their means. Nothing here touches a gradient, an optimizer state or the training data
+ * position, so training goes on exactly as without it. */
+static int evaluate(exec *e, int64_t step, int number)
+{
+    size_t count;
+    const sl_action *acts = sl_schedule_actions(e->plan->eval_sched, e->rank, &count);
+    bool last = sl_partition_rank(e->part, e->part->nstages - 1) == e->rank;
+    const int iters = e->cfg->eval.iters;
+    double t0 = sl_now(), mean[2] = {NAN, NAN};
+    int rc = SL_OK;
+    for (int share = 0; share < 2 && rc == SL_OK; share++) {
+        if (share == 0 && !e->data.val.ids) continue; /* data.val_fraction = 0: no held-out share */
+        double sum = 0;
+        for (int i = 0; i < iters && rc == SL_OK; i++) {
+            e->eval_share = share + 1;
+            e->eval_k = (int64_t)number * iters + i;
+            uint64_t tag =
+                EVAL_STEP_TAG | ((uint64_t)(2 * number + share) * (uint64_t)iters + (uint64_t)i);
+            for (size_t a = 0; a < count && rc == SL_OK; a++)
+                rc = run_action(e, (int64_t)tag, &acts[a]);
+            double part = 0;
+            if (rc == SL_OK && last) rc = loss_sum(e, &part);
+            sum += part;
+        }
+        mean[share] = sum / ((double)iters * e->cfg->train.batch * (double)e->model->positions);
+    }
+    e->eval_share = 0;
+    e->eval_s += sl_now() - t0;
+    SL_TRY(rc);
+    if (!last) return SL_OK;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "eval");
+    cJSON_AddNumberToObject(o, "step", (double)step);
+    if (!isnan(mean[0])) cJSON_AddNumberToObject(o, "val_loss", mean[0]);
+    cJSON_AddNumberToObject(o, "train_loss", mean[1]);
+    return report(e, o);
+}
+
 static int train_loop(exec *e)
 {
     size_t count;
@@ -749,10 +822,14 @@ static int train_loop(exec *e)
     bool last = sl_partition_rank(e->part, e->part->nstages - 1) == e->rank;
     double t_start = sl_now();
     /* A test hook: SLUICE_FAIL_AT=RANK:STEP makes that rank fail at that step, so tests can
-     * check that one failing rank stops the whole run cleanly. */
-    int fail_rank = -1, fail_step = -1;
+     * check that one failing rank stops the whole run cleanly; SLUICE_FAIL_AT=RANK:eval:STEP
+     * makes it fail in the evaluation after that step. */
+    int fail_rank = -1, fail_step = -1, fail_eval = -1, nevals = 0;
     const char *fail_at = getenv("SLUICE_FAIL_AT");
-    if (fail_at && sscanf(fail_at, "%d:%d", &fail_rank, &fail_step) != 2) fail_rank = -1;
+    if (fail_at && sscanf(fail_at, "%d:eval:%d", &fail_rank, &fail_eval) == 2)
+        fail_step = -1;
+    else if (fail_at && sscanf(fail_at, "%d:%d", &fail_rank, &fail_step) != 2)
+        fail_rank = -1;
     for (int64_t step = 0; step < e->cfg->train.steps; step++) {
         if (e->rank == fail_rank && step == fail_step)
             return sl_fail(SL_EDEVICE, "rank %d, step %lld: failure injected by SLUICE_FAIL_AT",
@@ -771,7 +848,18 @@ static int train_loop(exec *e)
             cJSON_AddNumberToObject(o, "t", sl_now() - t_start);
             SL_TRY(report(e, o));
         }
-        int every = e->cfg->output.checkpoint_interval, done = (int)step + 1;
+        /* A text is evaluated every eval.interval steps and after the last one. */
+        int done = (int)step + 1, ival = e->cfg->eval.interval;
+        if (e->plan->eval_sched &&
+            ((ival > 0 && done % ival == 0) || done == e->cfg->train.steps)) {
+            if (e->rank == fail_rank && fail_eval == step)
+                return sl_fail(SL_EDEVICE,
+                               "rank %d, evaluation after step %lld: failure injected by "
+                               "SLUICE_FAIL_AT",
+                               e->rank, (long long)step);
+            SL_TRY(evaluate(e, step, nevals++));
+        }
+        int every = e->cfg->output.checkpoint_interval;
         if (every > 0 && done % every == 0 && done < e->cfg->train.steps) {
             SL_TRY(save_weights(e, done));
             cJSON *o = cJSON_CreateObject();
@@ -780,7 +868,7 @@ static int train_loop(exec *e)
             SL_TRY(report(e, o));
         }
     }
-    double wall = sl_now() - t_start;
+    double wall = sl_now() - t_start - e->eval_s;
     SL_TRY(farewell(e));
     SL_TRY(save_weights(e, -1));
     return report_done(e, wall);

@@ -50,6 +50,22 @@ int sl_plan_build(const sl_config *cfg, sl_plan *out)
         else if ((rc = sl_schedule_validate(out->sched, 0)) != SL_OK)
             rc = sl_fail_context(rc, "the %s schedule", c->pipeline.schedule);
     }
+    if (rc == SL_OK && c->data.text) {
+        /* A text's losses are evaluated between steps (eval.interval) and at the end, by
+         * forwards through the same stages: GPipe's forward order, no backward, no OPT. */
+        sl_schedule_params ep = {.name = "eval",
+                                 .ranks = c->pipeline.stages,
+                                 .microbatches = c->train.microbatches,
+                                 .chunks = c->pipeline.chunks,
+                                 .forward_only = true};
+        rc = sl_schedule_generate(&ep, &out->eval_sched);
+        /* Validated with the links the executor opens (SL_MAX(M·v, 2) messages per link, all
+         * that one evaluation batch sends on one): with interleaved chunks the order needs more
+         * than the training schedule's depth. */
+        int depth = SL_MAX(c->train.microbatches * c->pipeline.chunks, 2);
+        if (rc == SL_OK && (rc = sl_schedule_validate(out->eval_sched, depth)) != SL_OK)
+            rc = sl_fail_context(rc, "the evaluation schedule");
+    }
     if (rc == SL_OK && !(out->rank = sl_alloc(sizeof *out->rank * (size_t)out->ranks)))
         rc = SL_ENOMEM;
     for (int r = 0; rc == SL_OK && r < out->ranks; r++)
@@ -65,6 +81,7 @@ void sl_plan_free(sl_plan *p)
     if (!p) return;
     free(p->rank);
     sl_schedule_free(p->sched);
+    sl_schedule_free(p->eval_sched);
     sl_partition_free(&p->part);
     sl_model_free(&p->model);
     sl_config_free(&p->cfg);
@@ -184,6 +201,7 @@ static cJSON *plan_json(const sl_plan *p)
         add_endpoint(o, "bind", p->rank[r].bind);
         add_endpoint(o, "next", p->rank[r].next);
         cJSON_AddItemToObject(o, "actions", actions_text(p->sched, r));
+        if (p->eval_sched) cJSON_AddItemToObject(o, "eval_actions", actions_text(p->eval_sched, r));
         cJSON_AddItemToArray(ranks, o);
     }
     char hash[32];

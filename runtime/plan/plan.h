@@ -18,7 +18,8 @@
  *                 "params", "input_width", "output_width", "input_bytes", "output_bytes",
  *                 "stash_bytes"} (bytes of one micro-batch)
  *   "ranks"       per rank: {"rank", "device", "stages", "params", "bind", "next" (null until
- *                 known), "actions" (the rank's action list in text form, "0F0 0SEND_F0 ...")}
+ *                 known), "actions" (the rank's action list in text form, "0F0 0SEND_F0 ..."),
+ *                 and with a text "eval_actions" (its list of the evaluation schedule)}
  *   "config_hash" sl_config_hash, hex
  *   "config"      the effective config (sl_config_to_json): every default filled in */
 #ifndef SL_PLAN_H
@@ -48,10 +49,12 @@ typedef struct sl_plan {
     sl_config cfg; /* the plan's own copy of the config */
     sl_model model;
     sl_partition part;
-    sl_schedule *sched; /* validated */
-    int ranks;          /* pipeline.stages */
-    size_t rows;        /* samples per micro-batch */
-    sl_plan_rank *rank; /* [ranks] */
+    sl_schedule *sched;      /* validated */
+    sl_schedule *eval_sched; /* data.text: the forward-only evaluation schedule ("eval"),
+                                validated; NULL for other data */
+    int ranks;               /* pipeline.stages */
+    size_t rows;             /* samples per micro-batch */
+    sl_plan_rank *rank;      /* [ranks] */
 } sl_plan;
 
 /* Builds the plan from a validated config (the plan takes a copy): model, partition and the

@@ -55,8 +55,13 @@ int sl__run_open(sl__run *r, const sl_plan *plan, const sl_train_options *opt)
 {
     const sl_config *cfg = &plan->cfg;
     int nstages = plan->part.nstages;
-    *r = (sl__run){
-        .plan = plan, .cfg = cfg, .opt = opt, .t_start = sl_now(), .tty = isatty(STDERR_FILENO)};
+    *r = (sl__run){.plan = plan,
+                   .cfg = cfg,
+                   .opt = opt,
+                   .t_start = sl_now(),
+                   .val_loss = NAN,
+                   .train_loss = NAN,
+                   .tty = isatty(STDERR_FILENO)};
     SL_TRY(sl_data_load(cfg, plan->model.outputs, &r->data));
     sl_weights w;
     SL_TRY(sl_weights_from_config(cfg, &plan->model, &w));
@@ -161,15 +166,19 @@ static void progress(sl__run *r, int step, double loss, double sps)
         bar[width] = '\0';
         double elapsed = sl_now() - r->t_start;
         double eta = elapsed / (step + 1) * (steps - step - 1);
-        fprintf(stderr, "\r  step %*d/%d [%s] loss %.4f  %.0f samples/s  ETA %.0fs ",
-                (int)snprintf(NULL, 0, "%d", steps), step + 1, steps, bar, loss, sps, eta);
+        char val[32] = "";
+        if (!isnan(r->val_loss)) snprintf(val, sizeof val, " val %.4f", r->val_loss);
+        fprintf(stderr, "\r  step %*d/%d [%s] loss %.4f%s  %.0f samples/s  ETA %.0fs ",
+                (int)snprintf(NULL, 0, "%d", steps), step + 1, steps, bar, loss, val, sps, eta);
         if (step + 1 == steps) fputc('\n', stderr);
         fflush(stderr);
     } else {
         int every = steps >= 20 ? steps / 10 : 1;
+        char val[32] = "";
+        if (!isnan(r->val_loss)) snprintf(val, sizeof val, "  val %.4f", r->val_loss);
         if ((step + 1) % every == 0 || step == 0 || step + 1 == steps)
-            fprintf(stderr, "  step %d/%d  loss %.4f  %.0f samples/s\n", step + 1, steps, loss,
-                    sps);
+            fprintf(stderr, "  step %d/%d  loss %.4f%s  %.0f samples/s\n", step + 1, steps, loss,
+                    val, sps);
     }
 }
 
@@ -201,6 +210,24 @@ static void on_step(sl__run *r, int step, const cJSON *o)
     if (cJSON_IsNumber(norm)) fprintf(r->metrics, ", \"grad_norm\": %.9g", norm->valuedouble);
     fputs("}\n", r->metrics);
     progress(r, step, loss, sps);
+}
+
+/* An evaluation after `step` (the last rank's): its own metrics line. The progress line shows the
+ * latest val loss from the next step on (and the last one's at the end of the run). */
+static void on_eval(sl__run *r, int step, const cJSON *o)
+{
+    const cJSON *val = cJSON_GetObjectItem(o, "val_loss"),
+                *tr = cJSON_GetObjectItem(o, "train_loss");
+    r->val_loss = cJSON_IsNumber(val) ? val->valuedouble : NAN;
+    r->train_loss = cJSON_IsNumber(tr) ? tr->valuedouble : NAN;
+    r->evals_seen++;
+    fprintf(r->metrics, "{\"step\": %d", step);
+    if (!isnan(r->val_loss)) fprintf(r->metrics, ", \"val_loss\": %.9g", r->val_loss);
+    if (!isnan(r->train_loss)) fprintf(r->metrics, ", \"train_loss\": %.9g", r->train_loss);
+    fputs("}\n", r->metrics);
+    if (r->opt->progress && !isnan(r->val_loss) && step + 1 == r->cfg->train.steps)
+        fprintf(stderr, "  eval after step %d  val %.4f  train %.4f\n", step + 1, r->val_loss,
+                r->train_loss);
 }
 
 static void on_done(sl__run *r, int rank, const cJSON *o)
@@ -237,6 +264,11 @@ int sl__run_on_report(void *ctx, const char *json, size_t len)
         rc = sl_fail(SL_EPROTOCOL, "rank %d reported a step outside 0..%d", rank, steps - 1);
     } else if (!strcmp(type, "step")) {
         on_step(r, step, o);
+    } else if (!strcmp(type, "eval") && (step < 0 || step >= steps)) {
+        rc = sl_fail(SL_EPROTOCOL, "rank %d reported an evaluation after a step outside 0..%d",
+                     rank, steps - 1);
+    } else if (!strcmp(type, "eval")) {
+        on_eval(r, step, o);
     } else if (!strcmp(type, "done")) {
         on_done(r, rank, o);
     } else if (!strcmp(type, "checkpoint")) {
@@ -302,6 +334,8 @@ static int write_summary(const sl__run *r, sl_train_summary *s)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "steps", s->steps);
     cJSON_AddNumberToObject(o, "final_loss", s->final_loss);
+    if (!isnan(s->val_loss)) cJSON_AddNumberToObject(o, "val_loss", s->val_loss);
+    if (!isnan(s->train_loss)) cJSON_AddNumberToObject(o, "train_loss", s->train_loss);
     if (!isnan(s->eval_loss)) {
         cJSON_AddNumberToObject(o, "eval_loss", s->eval_loss);
         if (cfg->model.loss == SL_LOSS_CROSS_ENTROPY)
@@ -344,6 +378,8 @@ int sl__run_finish(sl__run *r, sl_train_summary *out)
     }
     out->steps = r->steps_seen;
     out->final_loss = r->last_loss;
+    out->val_loss = r->val_loss;
+    out->train_loss = r->train_loss;
     double span = r->last_t - r->first_t;
     /* The first step includes kernel builds and connections: time the rest when there is any. */
     out->samples_per_s = r->steps_seen > 1 && span > 0

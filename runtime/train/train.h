@@ -7,11 +7,15 @@
  * outputs into output.dir:
  *   plan.json          the plan the ranks ran (runtime/plan/plan.h describes it)
  *   metrics.jsonl      one object per step: step, loss (mean over the mini-batch, before that
- *                      step's update), samples_per_s, time_s
+ *                      step's update), samples_per_s, time_s (lr, grad_norm); with a text also
+ *                      one line per evaluation (every eval.interval steps and after the last):
+ *                      {"step", "val_loss" (with a held-out share), "train_loss"}, the mean loss
+ *                      over eval.iters batches of each share after that step's update
  *   final.safetensors  the trained weights by parameter name (nn.Sequential names for a
  *                      layer list)
  *   checkpoint-<step>.safetensors  the same every output.checkpoint_interval steps
  *   summary.json       steps, final_loss, eval_loss/eval_accuracy (with a test share),
+ *                      val_loss/train_loss (a text: the last evaluation's),
  *                      samples_per_s, schedule, stages, chunks, bubble ratio measured and
  *                      predicted, and per rank its device and peak device memory
  *   trace.json         Chrome trace format, one track per rank (opens in Perfetto)
@@ -37,6 +41,8 @@ typedef struct sl_train_summary {
     double final_loss;
     double samples_per_s;
     double eval_loss, eval_accuracy; /* NaN without a test share */
+    double val_loss, train_loss;     /* a text's last evaluation; NaN without one (or no
+                                        held-out share, for val_loss) */
     double bubble_measured, bubble_predicted;
 } sl_train_summary;
 

@@ -33,6 +33,8 @@ typedef struct sl__run {
     FILE *metrics;
     int steps_seen;
     double last_t, first_t, last_loss, t_start;
+    double val_loss, train_loss; /* the last evaluation's (NaN before one) */
+    int evals_seen;
     bool tty;
     sl__rank_info ranks[SL__MAX_RANKS];
     double *stage_f, *stage_b, *stage_w; /* measured ms per model stage */
