@@ -1,0 +1,117 @@
+/* Internals of the stage executor (runtime/exec), shared by its files: exec.c (set-up, teardown,
+ * the step loop and the reports), actions.c (buffer pools, stashes and the micro-batch actions),
+ * reduce.c (TIED, NORM and the optimizer step) and eval.c (evaluation between steps). */
+#ifndef SL_EXEC_IMPL_H
+#define SL_EXEC_IMPL_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backends/backend.h"
+#include "runtime/data/data.h"
+#include "runtime/exec/exec.h"
+#include "runtime/launch/launch.h"
+#include "runtime/plan/plan.h"
+#include "transport/transport.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * Buffer pools: free buffers by exact size */
+
+#define SL__EXEC_POOL_MAX 512
+
+typedef struct sl__exec_pool {
+    sl_device *dev;
+    sl_buffer *free[SL__EXEC_POOL_MAX];
+    int nfree;
+} sl__exec_pool;
+
+/* ------------------------------------------------------------------------------------------------
+ * Per micro-batch state */
+
+typedef struct sl__exec_mb {
+    sl_buffer *input; /* the stage's input [rows, width(first)] */
+    sl_stash *stash;  /* activations between F (or R) and B (or W) */
+    sl_buffer *dout;  /* the gradient of the stage's output */
+    sl_buffer *loss;  /* last stage: per-row losses [rows] */
+    float *send_f;    /* host copy of the output, waiting for SEND_F */
+    float *send_b;    /* host copy of the input gradient, waiting for SEND_B */
+} sl__exec_mb;
+
+typedef struct sl__exec_stage {
+    int stage; /* model stage index */
+    sl_stage *st;
+    sl_stash *stash_free[64]; /* stashes kept for reuse */
+    int nstash_free;
+    sl__exec_mb *mb;      /* [M] */
+    double f_s, b_s, w_s; /* compute seconds this run, for the timed simulation */
+    long nf, nb, nw;
+} sl__exec_stage;
+
+typedef struct sl__exec_trace_event {
+    char name[24];
+    double t0, t1;
+} sl__exec_trace_event;
+
+typedef struct sl__exec {
+    const sl_plan *plan;
+    const sl_config *cfg; /* the plan's */
+    const sl_model *model;
+    const sl_partition *part;
+    const sl_exec_options *opt;
+    int rank, world;
+    sl_data data;
+    sl_device *dev;
+    sl_transport *tr;
+    sl_reporter *rep;
+    sl__exec_pool pool;
+    sl__exec_stage *ls; /* [chunks] */
+    int nls;
+    size_t rows; /* per micro-batch */
+    float *host_x;
+    int32_t *host_labels;
+    float *host_targets;
+    float *host_loss; /* one micro-batch's per-row losses */
+    sl__exec_trace_event *trace;
+    int ntrace, max_trace;
+    double busy;
+    double lr, grad_norm; /* of the last optimizer step (the norm: NaN unless it is global) */
+    double sumsq;         /* the whole model's sum of squared gradients, after NORM */
+    bool have_sumsq;      /* NORM ran this step */
+    int eval_share; /* 0: training; 1: evaluating the validation share, 2: the training share */
+    int64_t eval_k; /* the evaluation batch the forwards read (sl_data_eval_batch) */
+    double eval_s;  /* wall seconds spent evaluating (left out of wall_s and busy_s) */
+    float *tied_host[2]; /* TIED: this copy's gradient and the twin's, on the host */
+    /* CURVE: this rank's key pair and every rank's public key */
+    char secret[41], (*pubs)[41];
+    const char **allowed;
+    sl_transport_curve curve;
+} sl__exec;
+
+/* actions.c: the pools (a freed buffer goes back for reuse; sl__exec_pool_free frees them all),
+ * this rank's copy of a model stage (NULL when another rank holds it), and a micro-batch's
+ * buffers and stash given back. */
+void sl__exec_pool_put(sl__exec_pool *p, sl_buffer *b);
+void sl__exec_pool_free(sl__exec_pool *p);
+sl__exec_stage *sl__exec_local_of(sl__exec *e, int stage);
+void sl__exec_release_mb(sl__exec *e, sl__exec_stage *l, sl__exec_mb *s);
+
+/* actions.c: runs one action of a schedule, timed and traced; a failure's message names it. */
+int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a);
+
+/* actions.c: the last stage's losses of every micro-batch, summed in order, and the step's mean. */
+int sl__exec_loss_sum(sl__exec *e, double *sum_out);
+int sl__exec_step_loss(sl__exec *e, double *loss);
+
+/* reduce.c: the TIED and NORM actions, and the optimizer step (OPT). */
+int sl__exec_tied(sl__exec *e, int64_t step, const sl_action *a);
+int sl__exec_norm(sl__exec *e, int64_t step, const sl_action *a);
+int sl__exec_optimizer_step(sl__exec *e, int64_t step);
+
+/* exec.c: sends one report (and frees it), with this rank's number added. */
+int sl__exec_report(sl__exec *e, cJSON *obj);
+
+/* eval.c: evaluation number `number`, after step `step`. */
+int sl__exec_evaluate(sl__exec *e, int64_t step, int number);
+
+#endif

@@ -1,0 +1,116 @@
+/* The stage executor's reductions across stages and ranks (see exec_impl.h): TIED, NORM and the
+ * optimizer step. */
+#include <math.h>
+
+#include "runtime/exec/exec_impl.h"
+
+/* The stage on this rank that holds a copy of the tied parameter, and which parameter it is. */
+static int tied_copy(sl__exec *e, int stage, sl_stage **st, int *k)
+{
+    sl__exec_stage *l = sl__exec_local_of(e, stage);
+    *st = l ? l->st : NULL;
+    *k = l ? sl_stage_tied_param(l->st) : -1;
+    if (*k < 0) return sl_fail(SL_EINTERNAL, "stage %d holds no copy of a tied parameter", stage);
+    return SL_OK;
+}
+
+/* TIED: the two copies of a tied parameter take g_first + g_last, computed the same way (on the
+ * host, in that order) on both ranks, so they stay bit-identical. */
+int sl__exec_tied(sl__exec *e, int64_t step, const sl_action *a)
+{
+    const sl_schedule *sc = e->plan->sched;
+    const int first = sc->tied_stages[0], last = sc->tied_stages[1];
+    sl_stage *st;
+    int k;
+    SL_TRY(tied_copy(e, a->stage, &st, &k));
+    const sl_param *prm = &e->model->params[st->first_param + k];
+    size_t n = prm->numel, bytes = n * sizeof(float);
+    for (int i = 0; i < 2; i++)
+        if (!e->tied_host[i] && !(e->tied_host[i] = sl_alloc(bytes))) return SL_ENOMEM;
+    float *mine = e->tied_host[0], *theirs = e->tied_host[1];
+    SL_TRY(sl_buffer_download(st->grad[k], 0, mine, bytes));
+    sl_stage *twin_st = NULL;
+    int twin_k = -1;
+    sl_exchange ex[4];
+    int nex = sl_action_exchanges(sc, e->rank, a, ex);
+    if (nex < 0) return sl_fail(SL_EINTERNAL, "TIED does not belong to rank %d", e->rank);
+    if (nex == 0) { /* both copies are ours */
+        SL_TRY(tied_copy(e, first + last - a->stage, &twin_st, &twin_k));
+        SL_TRY(sl_buffer_download(twin_st->grad[twin_k], 0, theirs, bytes));
+    }
+    sl_tensor_meta meta = {.type = SL_MSG_TIED,
+                           .step = (uint64_t)step,
+                           .dtype = SL_DTYPE_F32,
+                           .ndim = (uint32_t)prm->spec.ndim};
+    for (int d = 0; d < prm->spec.ndim; d++) meta.shape[d] = prm->spec.shape[d];
+    for (int i = 0; i < nex; i++) {
+        int dir = ex[i].dir ? SL_LINK_PREV : SL_LINK_NEXT;
+        meta.stage = (uint32_t)(ex[i].send ? first + last - a->stage : a->stage);
+        if (ex[i].send)
+            SL_TRY(sl_transport_send(e->tr, dir, &meta, mine, bytes));
+        else
+            SL_TRY(sl_transport_recv(e->tr, dir, &meta, theirs, bytes, NULL, NULL));
+    }
+    const float *gf = a->stage == first ? mine : theirs, *gl = a->stage == first ? theirs : mine;
+    float *sum = a->stage == first ? theirs : mine; /* overwrites the last copy's slot */
+    for (size_t i = 0; i < n; i++) sum[i] = gf[i] + gl[i];
+    SL_TRY(sl_buffer_upload(st->grad[k], 0, sum, bytes));
+    if (twin_st) SL_TRY(sl_buffer_upload(twin_st->grad[twin_k], 0, sum, bytes));
+    return SL_OK;
+}
+
+/* NORM: this rank's sum of squared gradients, then the ring all-reduce of sl_action_exchanges:
+ * each partial sum is what came from the previous rank plus this rank's own, and the total that
+ * the last rank makes is passed on as it is, so every rank ends with the same double. */
+int sl__exec_norm(sl__exec *e, int64_t step, const sl_action *a)
+{
+    double own = 0;
+    for (int i = 0; i < e->nls; i++) {
+        double part;
+        SL_TRY(sl_stage_grad_sumsq(e->ls[i].st, &part));
+        own += part;
+    }
+    double v = own;
+    sl_exchange ex[4];
+    int nex = sl_action_exchanges(e->plan->sched, e->rank, a, ex);
+    if (nex < 0) return sl_fail(SL_EINTERNAL, "NORM does not belong to rank %d", e->rank);
+    for (int i = 0; i < nex; i++) {
+        sl_tensor_meta meta = {.type = SL_MSG_NORM,
+                               .step = (uint64_t)step,
+                               .mb = (uint32_t)ex[i].round,
+                               .dtype = SL_DTYPE_F64,
+                               .ndim = 1,
+                               .shape = {1}};
+        int dir = ex[i].dir ? SL_LINK_PREV : SL_LINK_NEXT;
+        if (ex[i].send) {
+            SL_TRY(sl_transport_send(e->tr, dir, &meta, &v, sizeof v));
+        } else {
+            double got;
+            SL_TRY(sl_transport_recv(e->tr, dir, &meta, &got, sizeof got, NULL, NULL));
+            if (!isfinite(got) || got < 0)
+                return sl_fail(SL_EPROTOCOL, "NORM from rank %d: %g is not a sum of squares",
+                               ex[i].peer, got);
+            v = ex[i].round == 0 ? got + own : got;
+        }
+    }
+    e->sumsq = v;
+    e->have_sumsq = true;
+    return SL_OK;
+}
+
+/* The step's end on this rank's stages. Clipping needs the norm of the whole model: one rank
+ * has it when it holds every stage, otherwise the schedule's NORM brought it. */
+int sl__exec_optimizer_step(sl__exec *e, int64_t step)
+{
+    sl_stage *stages[64];
+    if (e->nls > (int)SL_ARRAY_LEN(stages))
+        return sl_fail(SL_ELIMIT, "%d chunks on one rank (at most %zu)", e->nls,
+                       SL_ARRAY_LEN(stages));
+    for (int i = 0; i < e->nls; i++) stages[i] = e->ls[i].st;
+    if (e->world > 1 && e->cfg->train.grad_clip > 0 && !e->have_sumsq)
+        return sl_fail(SL_EINTERNAL, "clipping on %d ranks without the schedule's NORM", e->world);
+    int rc = sl_stages_step(stages, e->nls, e->cfg, step, e->world == 1 || e->have_sumsq,
+                            e->have_sumsq ? &e->sumsq : NULL, &e->grad_norm, &e->lr);
+    e->have_sumsq = false;
+    return rc;
+}
