@@ -77,6 +77,7 @@ static void stash_put(sl__exec_stage *l, sl_stash *st)
 /* ------------------------------------------------------------------------------------------------
  * Actions */
 
+/* The header of a tensor of `width` elements per row between stages: [rows, width]. */
 static sl_tensor_meta meta_for(const sl__exec *e, int type, int64_t step, int stage, int mb,
                                int width)
 {
@@ -88,6 +89,14 @@ static sl_tensor_meta meta_for(const sl__exec *e, int type, int64_t step, int st
                         .ndim = 2};
     m.shape[0] = (int64_t)e->rows;
     m.shape[1] = width;
+    /* A GPT's activations and their gradients travel as [micro-batch, T, C], the shape every
+     * header is checked against. */
+    int T = e->model->positions;
+    if (T > 1 && width % T == 0) {
+        m.ndim = 3;
+        m.shape[1] = T;
+        m.shape[2] = width / T;
+    }
     return m;
 }
 
