@@ -46,6 +46,18 @@ static inline float sl_cpu_sum(const float *x, size_t n)
     return sl_cpu_lanes_sum(acc);
 }
 
+/* The sum of a[i] b[i] over [0, n) in lanes. (One accumulator per lane loop: with two, GCC
+ * vectorizes the outer loop instead, through shuffles.) */
+static inline float sl_cpu_dot(const float *a, const float *b, size_t n)
+{
+    float acc[SL_CPU_LANES] = {0};
+    size_t i = 0;
+    for (; i + SL_CPU_LANES <= n; i += SL_CPU_LANES)
+        for (size_t l = 0; l < SL_CPU_LANES; l++) acc[l] += a[i + l] * b[i + l];
+    for (size_t l = 0; i + l < n; l++) acc[l] += a[i + l] * b[i + l];
+    return sl_cpu_lanes_sum(acc);
+}
+
 /* The largest of x[0..n), n > 0, in lanes (a NaN in a lane may be lost, as in the scalar loop
  * `m = x[i] > m ? x[i] : m`). */
 static inline float sl_cpu_max(const float *x, size_t n)
@@ -63,27 +75,32 @@ static inline float sl_cpu_max(const float *x, size_t n)
 
 /* e^x without libm, branch-free so that loops of it vectorize: x = n ln2 + r with |r| <= ln2/2
  * (Cody-Waite, ln2 in two parts), e^r = 1 + r + r^2 P(r) (P a degree-4 minimax fit, relative error
- * 3e-9), times 2^n built in the exponent bits. Within 2 ulp of e^x on [-87.33, 88]; 0 below (where
- * expf goes subnormal), inf above 88 (a little early: e^88.72 is still finite), NaN for NaN. The
- * callers pass x <= 0. */
-static inline float sl_cpu_exp(float x)
+ * 3e-9), times 2^n built in the exponent bits. Within 2 ulp of e^x. The core takes |x| <= 87 only
+ * (no checks); sl_cpu_exp takes any x: 0 below -87.33 (where expf goes subnormal), inf above 88 (a
+ * little early: e^88.72 is still finite), NaN for NaN. The callers pass x <= 0. */
+static inline float sl_cpu_exp_core(float x)
 {
     const float magic = 12582912.0f; /* 1.5 * 2^23: x + magic - magic rounds x to an integer */
-    float xc = x < -87.5f ? -87.5f : x;
-    xc = xc > 88.0f ? 88.0f : xc;
     union {
         float f;
         uint32_t u;
-    } t = {.f = xc * 1.44269504f + magic}, sc;
+    } t = {.f = x * 1.44269504f + magic}, sc;
     float n = t.f - magic;
-    float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+    float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
     float p = 1.381461043e-03f;
     p = p * r + 8.368710056e-03f;
     p = p * r + 4.166838899e-02f;
     p = p * r + 1.666652113e-01f;
     p = p * r + 4.999999404e-01f;
     sc.u = (t.u - 0x4b400000u + 127u) << 23; /* the low bits of t.u hold n + 2^22 */
-    float e = (1.0f + (r + r * r * p)) * sc.f;
+    return (1.0f + (r + r * r * p)) * sc.f;
+}
+
+static inline float sl_cpu_exp(float x)
+{
+    float xc = x < -87.5f ? -87.5f : x;
+    xc = xc > 88.0f ? 88.0f : xc;
+    float e = sl_cpu_exp_core(xc);
     e = x > 88.0f ? INFINITY : e;
     return x < -87.33f ? 0.0f : e;
 }
@@ -105,15 +122,14 @@ static inline float sl_cpu_erf(float x)
     p = p * s + -3.761262596e-01f;
     p = p * s + 1.283791661e-01f;
     float t = a > 3.9375f ? 3.9375f : a;
-    float q = -2.168685023e-05f;
-    q = q * t + 4.413363931e-04f;
-    q = q * t + -4.204561934e-03f;
-    q = q * t + 2.520825714e-02f;
-    q = q * t + -1.084185764e-01f;
-    q = q * t + -6.332198977e-01f;
-    q = q * t + -1.129578471e+00f;
-    q = q * t + 1.880403433e-04f;
-    float big = 1.0f - sl_cpu_exp(q);
+    float q = 1.855748560e-04f; /* Q(t) is in [-17.6, -1.8] */
+    q = q * t + -2.939615399e-03f;
+    q = q * t + 2.180534974e-02f;
+    q = q * t + -1.030374318e-01f;
+    q = q * t + -6.382256150e-01f;
+    q = q * t + -1.127040029e+00f;
+    q = q * t + -3.537094162e-04f;
+    float big = 1.0f - sl_cpu_exp_core(q);
     big = x < 0.0f ? -big : big;
     return a < 1.0f ? x + x * p : big;
 }

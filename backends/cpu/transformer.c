@@ -81,21 +81,15 @@ SL_CPU_CLONES int sl__cpu_layernorm_backward(sl_device *dev, size_t rows, size_t
     /* dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)), dnorm = weight * dy. */
     for (size_t r = 0; r < rows; r++) {
         const float *xr = px + r * cols, *gr = pdy + r * cols;
-        float m = mu[r], s = rs[r], acc_a[SL_CPU_LANES] = {0}, acc_b[SL_CPU_LANES] = {0};
+        float m = mu[r], s = rs[r], acc[SL_CPU_LANES] = {0};
+        float a = sl_cpu_dot(w, gr, cols) / (float)cols; /* mean(dnorm) */
         size_t c = 0;
         for (; c + SL_CPU_LANES <= cols; c += SL_CPU_LANES)
-            for (size_t l = 0; l < SL_CPU_LANES; l++) {
-                float dn = w[c + l] * gr[c + l];
-                acc_a[l] += dn;
-                acc_b[l] += dn * ((xr[c + l] - m) * s);
-            }
-        for (size_t l = 0; c + l < cols; l++) {
-            float dn = w[c + l] * gr[c + l];
-            acc_a[l] += dn;
-            acc_b[l] += dn * ((xr[c + l] - m) * s);
-        }
-        float a = sl_cpu_lanes_sum(acc_a) / (float)cols,
-              bsum = sl_cpu_lanes_sum(acc_b) / (float)cols;
+            for (size_t l = 0; l < SL_CPU_LANES; l++)
+                acc[l] += (w[c + l] * gr[c + l]) * ((xr[c + l] - m) * s);
+        for (size_t l = 0; c + l < cols; l++)
+            acc[l] += (w[c + l] * gr[c + l]) * ((xr[c + l] - m) * s);
+        float bsum = sl_cpu_lanes_sum(acc) / (float)cols; /* mean(dnorm * norm) */
         float *dr = pdx + r * cols;
         for (c = 0; c < cols; c++) {
             float norm = (xr[c] - m) * s;
@@ -152,12 +146,13 @@ SL_CPU_CLONES int sl__cpu_causal_softmax_forward(sl_device *dev, size_t heads, s
         size_t t = row % seq;
         const float *sr = F(s) + row * seq;
         float *pr = F(p) + row * seq;
-        for (size_t j = 0; j <= t; j++) pr[j] = scale * sr[j]; /* p may be s */
-        float mx = sl_cpu_max(pr, t + 1);
-        for (size_t j = 0; j <= t; j++) pr[j] = sl_cpu_exp(pr[j] - mx);
-        float inv = 1.0f / sl_cpu_sum(pr, t + 1);
-        for (size_t j = 0; j <= t; j++) pr[j] *= inv;
-        for (size_t j = t + 1; j < seq; j++) pr[j] = 0.0f;
+        /* The whole row, the masked columns as -inf: their exp is 0, which changes no sum (and
+         * the loops have no ragged ends). p may be s. */
+        for (size_t j = 0; j < seq; j++) pr[j] = j <= t ? scale * sr[j] : -INFINITY;
+        float mx = sl_cpu_max(pr, seq);
+        for (size_t j = 0; j < seq; j++) pr[j] = sl_cpu_exp(pr[j] - mx);
+        float inv = 1.0f / sl_cpu_sum(pr, seq);
+        for (size_t j = 0; j < seq; j++) pr[j] *= inv;
     }
     return SL_OK;
 }
@@ -171,14 +166,9 @@ SL_CPU_CLONES int sl__cpu_causal_softmax_backward(sl_device *dev, size_t heads, 
         size_t t = row % seq;
         const float *pr = F(p) + row * seq, *gr = F(dp) + row * seq;
         float *dr = F(ds) + row * seq;
-        float acc[SL_CPU_LANES] = {0};
-        size_t j = 0;
-        for (; j + SL_CPU_LANES <= t + 1; j += SL_CPU_LANES)
-            for (size_t l = 0; l < SL_CPU_LANES; l++) acc[l] += pr[j + l] * gr[j + l];
-        for (size_t l = 0; j + l <= t; l++) acc[l] += pr[j + l] * gr[j + l];
-        float dot = sl_cpu_lanes_sum(acc);
-        for (j = 0; j <= t; j++) dr[j] = scale * pr[j] * (gr[j] - dot);
-        for (j = t + 1; j < seq; j++) dr[j] = 0.0f;
+        float dot = sl_cpu_dot(pr, gr, t + 1);
+        for (size_t j = 0; j <= t; j++) dr[j] = scale * pr[j] * (gr[j] - dot);
+        for (size_t j = t + 1; j < seq; j++) dr[j] = 0.0f;
     }
     return SL_OK;
 }
