@@ -18,8 +18,9 @@
  *
  * Sums that vectorize keep SL_CPU_LANES partial sums: element i goes to lane i % SL_CPU_LANES, in
  * index order, and sl_cpu_lanes_sum() adds the lanes pairwise; that order is fixed, whatever the
- * vector width. */
-#if defined(__x86_64__) && defined(__GNUC__)
+ * vector width. Build with -DSL_CPU_NO_CLONES to get the baseline loops only (to test them on a
+ * machine that would pick a wider clone). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SL_CPU_NO_CLONES)
 #define SL_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define SL_CPU_CLONES
@@ -29,8 +30,9 @@
  * lets GCC contract a * b + c into one FMA where the clone has FMA (x86-64-v3 and v4), which halves
  * its time. Those clones agree with each other bit for bit, and with the default one (no FMA) to
  * within an ulp or two; an FMA rounds once where the two operations round twice, so it is the
- * more accurate. cpu_reference checks every clone this machine runs against double erf. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+ * more accurate. cpu_reference checks the clone this machine runs against double erf (and the
+ * baseline one in a -DSL_CPU_NO_CLONES build). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(SL_CPU_NO_CLONES)
 #define SL_CPU_FMA_CLONES                                                                          \
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),                   \
                    optimize("fp-contract=fast")))
