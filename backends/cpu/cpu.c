@@ -443,7 +443,8 @@ static int cpu_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t
 }
 
 /* y[rows,cols] += bias[cols] */
-static int cpu_bias_add(sl_device *dev, size_t rows, size_t cols, sl_buffer *y, sl_buffer *bias)
+SL_CPU_CLONES static int cpu_bias_add(sl_device *dev, size_t rows, size_t cols, sl_buffer *y,
+                                      sl_buffer *bias)
 {
     (void)dev;
     float *py = F(y);
@@ -453,17 +454,23 @@ static int cpu_bias_add(sl_device *dev, size_t rows, size_t cols, sl_buffer *y, 
     return SL_OK;
 }
 
-/* dbias[cols] = beta * dbias + sum_r dy[r, cols] */
-static int cpu_bias_grad(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy, float beta,
-                         sl_buffer *dbias)
+/* dbias[cols] = beta * dbias + sum_r dy[r, cols]: each column's sum runs over the rows in order,
+ * a block of columns at a time, so that the rows stream through memory and the columns vectorize.
+ */
+#define COL_BLOCK 256
+
+SL_CPU_CLONES static int cpu_bias_grad(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy,
+                                       float beta, sl_buffer *dbias)
 {
     (void)dev;
     const float *pdy = F(dy);
     float *pdb = F(dbias);
-    for (size_t c = 0; c < cols; c++) {
-        float s = 0.0f;
-        for (size_t r = 0; r < rows; r++) s += pdy[r * cols + c];
-        pdb[c] = (beta == 0.0f ? 0.0f : pdb[c]) + s;
+    for (size_t c0 = 0; c0 < cols; c0 += COL_BLOCK) {
+        size_t w = SL_MIN(COL_BLOCK, cols - c0);
+        float s[COL_BLOCK] = {0};
+        for (size_t r = 0; r < rows; r++)
+            for (size_t c = 0; c < w; c++) s[c] += pdy[r * cols + c0 + c];
+        for (size_t c = 0; c < w; c++) pdb[c0 + c] = (beta == 0.0f ? 0.0f : pdb[c0 + c]) + s[c];
     }
     return SL_OK;
 }
@@ -483,7 +490,7 @@ static float act_f(enum sl_activation act, float x)
     case SL_ACT_SIGMOID:
         return 1.0f / (1.0f + expf(-x));
     case SL_ACT_GELU:
-        return 0.5f * x * (1.0f + erff(x * SQRT1_2));
+        return 0.5f * x * (1.0f + sl_cpu_erf(x * SQRT1_2));
     case SL_ACT_GELU_TANH:
         return 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
     default:
@@ -506,7 +513,8 @@ static float act_df(enum sl_activation act, float x)
         return s * (1.0f - s);
     }
     case SL_ACT_GELU:
-        return 0.5f * (1.0f + erff(x * SQRT1_2)) + x * expf(-0.5f * x * x) * INV_SQRT2PI;
+        return 0.5f * (1.0f + sl_cpu_erf(x * SQRT1_2)) +
+               x * sl_cpu_exp(-0.5f * x * x) * INV_SQRT2PI;
     case SL_ACT_GELU_TANH: {
         float t = tanhf(GELU_K * (x + GELU_C * x * x * x));
         return 0.5f * (1.0f + t) +
@@ -529,8 +537,19 @@ __attribute__((target("avx"))) static void relu_stream_avx(const float *x, float
     for (; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-static int cpu_act_forward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x,
-                           sl_buffer *y)
+/* The exact GELU and its gradient, in loops of their own (see SL_CPU_FMA_CLONES). */
+SL_CPU_FMA_CLONES static void gelu_forward(const float *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = act_f(SL_ACT_GELU, x[i]);
+}
+
+SL_CPU_FMA_CLONES static void gelu_backward(const float *x, const float *dy, float *dx, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * act_df(SL_ACT_GELU, x[i]);
+}
+
+SL_CPU_CLONES static int cpu_act_forward(sl_device *dev, enum sl_activation act, size_t n,
+                                         sl_buffer *x, sl_buffer *y)
 {
     (void)dev;
     const float *px = F(x);
@@ -539,26 +558,38 @@ static int cpu_act_forward(sl_device *dev, enum sl_activation act, size_t n, sl_
         relu_stream_avx(px, py, n);
         return SL_OK;
     }
-    if (act == SL_ACT_RELU) { /* its own loop, so that it vectorizes */
+    /* relu and gelu get their own loops, so that they vectorize */
+    if (act == SL_ACT_RELU) {
         for (size_t i = 0; i < n; i++) py[i] = px[i] > 0.0f ? px[i] : 0.0f;
+        return SL_OK;
+    }
+    if (act == SL_ACT_GELU) {
+        gelu_forward(px, py, n);
         return SL_OK;
     }
     for (size_t i = 0; i < n; i++) py[i] = act_f(act, px[i]);
     return SL_OK;
 }
 
-static int cpu_act_backward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x,
-                            sl_buffer *dy, sl_buffer *dx)
+SL_CPU_CLONES static int cpu_act_backward(sl_device *dev, enum sl_activation act, size_t n,
+                                          sl_buffer *x, sl_buffer *dy, sl_buffer *dx)
 {
     (void)dev;
     const float *px = F(x), *pdy = F(dy);
     float *pdx = F(dx);
+    if (act == SL_ACT_GELU) {
+        gelu_backward(px, pdy, pdx, n);
+        return SL_OK;
+    }
     for (size_t i = 0; i < n; i++) pdx[i] = pdy[i] * act_df(act, px[i]);
     return SL_OK;
 }
 
-static int cpu_softmax_xent(sl_device *dev, size_t rows, size_t classes, sl_buffer *logits,
-                            sl_buffer *labels, float scale, sl_buffer *loss, sl_buffer *dlogits)
+/* Per row: the max, e = exp(logit - max) into dlogits, their sum in lanes (SL_CPU_LANES), then
+ * dlogits = scale (e / sum - onehot). dlogits may be logits. */
+SL_CPU_CLONES static int cpu_softmax_xent(sl_device *dev, size_t rows, size_t classes,
+                                          sl_buffer *logits, sl_buffer *labels, float scale,
+                                          sl_buffer *loss, sl_buffer *dlogits)
 {
     (void)dev;
     const float *pl = F(logits);
@@ -566,15 +597,14 @@ static int cpu_softmax_xent(sl_device *dev, size_t rows, size_t classes, sl_buff
     float *ploss = F(loss), *pd = F(dlogits);
     for (size_t r = 0; r < rows; r++) {
         const float *row = pl + r * classes;
-        float mx = row[0];
-        for (size_t c = 1; c < classes; c++) mx = row[c] > mx ? row[c] : mx;
-        float sum = 0.0f;
-        for (size_t c = 0; c < classes; c++) sum += expf(row[c] - mx);
-        float lse = mx + logf(sum);
-        int32_t y = py[r];
-        ploss[r] = lse - row[y];
-        for (size_t c = 0; c < classes; c++)
-            pd[r * classes + c] = scale * (expf(row[c] - lse) - ((int32_t)c == y ? 1.0f : 0.0f));
+        float *d = pd + r * classes;
+        size_t y = (size_t)py[r];
+        float ly = row[y]; /* before d overwrites it */
+        float mx = sl_cpu_max(row, classes);
+        for (size_t c = 0; c < classes; c++) d[c] = sl_cpu_exp(row[c] - mx);
+        float sum = sl_cpu_sum(d, classes), inv = 1.0f / sum;
+        ploss[r] = mx + logf(sum) - ly;
+        for (size_t c = 0; c < classes; c++) d[c] = scale * (d[c] * inv - (c == y ? 1.0f : 0.0f));
     }
     return SL_OK;
 }
@@ -616,9 +646,9 @@ static int cpu_sgd(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad,
 }
 
 /* Adam, or with `decoupled` AdamW (p *= 1 - lr wd instead of wd p added to the gradient). */
-static void adam_update(size_t n, float *p, const float *g, float *pm, float *pv, float lr,
-                        float beta1, float beta2, float eps, float weight_decay, float bc1,
-                        float bc2, bool decoupled)
+SL_CPU_CLONES static void adam_update(size_t n, float *p, const float *g, float *pm, float *pv,
+                                      float lr, float beta1, float beta2, float eps,
+                                      float weight_decay, float bc1, float bc2, bool decoupled)
 {
     float step = lr / bc1, sqrt_bc2 = sqrtf(bc2), decay = 1.0f - lr * weight_decay;
     for (size_t i = 0; i < n; i++) {
@@ -653,7 +683,7 @@ static int cpu_adamw(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad
     return SL_OK;
 }
 
-static int cpu_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y)
+SL_CPU_CLONES static int cpu_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y)
 {
     (void)dev;
     const float *px = F(x);
@@ -662,7 +692,7 @@ static int cpu_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buff
     return SL_OK;
 }
 
-static int cpu_scale(sl_device *dev, size_t n, float alpha, sl_buffer *x)
+SL_CPU_CLONES static int cpu_scale(sl_device *dev, size_t n, float alpha, sl_buffer *x)
 {
     (void)dev;
     float *px = F(x);

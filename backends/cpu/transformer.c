@@ -1,9 +1,9 @@
 /* The CPU backend's transformer kernels (the oracle for the other backends): sum of squares,
  * layer norm, embedding, causal softmax, the strided 4-D copy and batched GEMM. The sums run in
- * fp32 in the order the device kernels use (one row or one column at a time, in index order), so a
- * device that follows the same order matches to rounding, and the deterministic ones (embedding
- * backward, the copy) bit for bit. The sum of squares is the exception: it accumulates in double,
- * as the reference the devices' tree reductions are measured against. */
+ * fp32 in a fixed order: along a row in SL_CPU_LANES lanes (cpu_impl.h), down a column over the
+ * rows in index order; the deterministic kernels (embedding backward, the copy) match the other
+ * devices bit for bit, the rest to rounding. The sum of squares accumulates in double, as the
+ * reference the devices' tree reductions are measured against. */
 #include "backends/cpu/cpu_impl.h"
 
 #include <cblas.h>
@@ -12,12 +12,17 @@
 
 #define LN_EPS 1e-5f
 
-int sl__cpu_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out)
+/* In 8 double lanes (element i in lane i % 8), added pairwise. */
+SL_CPU_CLONES int sl__cpu_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out)
 {
     (void)dev;
     const float *px = F(x);
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++) s += (double)px[i] * px[i];
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (size_t l = 0; l < 8; l++) acc[l] += (double)px[i + l] * px[i + l];
+    for (size_t l = 0; i + l < n; l++) acc[l] += (double)px[i + l] * px[i + l];
+    double s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
     F(out)[0] = (float)s;
     return SL_OK;
 }
@@ -25,62 +30,70 @@ int sl__cpu_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out)
 /* ------------------------------------------------------------------------------------------------
  * Layer norm: one row at a time, mean then the biased variance about it (two passes). */
 
-int sl__cpu_layernorm_forward(sl_device *dev, size_t rows, size_t cols, sl_buffer *x,
-                              sl_buffer *weight, sl_buffer *bias, sl_buffer *y, sl_buffer *mean,
-                              sl_buffer *rstd)
+SL_CPU_CLONES int sl__cpu_layernorm_forward(sl_device *dev, size_t rows, size_t cols, sl_buffer *x,
+                                            sl_buffer *weight, sl_buffer *bias, sl_buffer *y,
+                                            sl_buffer *mean, sl_buffer *rstd)
 {
     (void)dev;
     const float *w = F(weight), *b = F(bias);
     for (size_t r = 0; r < rows; r++) {
         const float *xr = F(x) + r * cols;
         float *yr = F(y) + r * cols;
-        float s = 0.0f;
-        for (size_t c = 0; c < cols; c++) s += xr[c];
-        float mu = s / (float)cols, v = 0.0f;
-        for (size_t c = 0; c < cols; c++) {
-            float d = xr[c] - mu;
-            v += d * d;
-        }
+        float mu = sl_cpu_sum(xr, cols) / (float)cols;
+        float acc[SL_CPU_LANES] = {0};
+        size_t c = 0;
+        for (; c + SL_CPU_LANES <= cols; c += SL_CPU_LANES)
+            for (size_t l = 0; l < SL_CPU_LANES; l++) acc[l] += (xr[c + l] - mu) * (xr[c + l] - mu);
+        for (size_t l = 0; c + l < cols; l++) acc[l] += (xr[c + l] - mu) * (xr[c + l] - mu);
+        float v = sl_cpu_lanes_sum(acc);
         float rs = 1.0f / sqrtf(v / (float)cols + LN_EPS);
-        for (size_t c = 0; c < cols; c++) yr[c] = (xr[c] - mu) * rs * w[c] + b[c];
+        for (c = 0; c < cols; c++) yr[c] = (xr[c] - mu) * rs * w[c] + b[c];
         F(mean)[r] = mu;
         F(rstd)[r] = rs;
     }
     return SL_OK;
 }
 
-int sl__cpu_layernorm_backward(sl_device *dev, size_t rows, size_t cols, sl_buffer *dy,
-                               sl_buffer *x, sl_buffer *mean, sl_buffer *rstd, sl_buffer *weight,
-                               sl_buffer *dx, sl_buffer *dweight, sl_buffer *dbias)
+#define COL_BLOCK 256
+
+SL_CPU_CLONES int sl__cpu_layernorm_backward(sl_device *dev, size_t rows, size_t cols,
+                                             sl_buffer *dy, sl_buffer *x, sl_buffer *mean,
+                                             sl_buffer *rstd, sl_buffer *weight, sl_buffer *dx,
+                                             sl_buffer *dweight, sl_buffer *dbias)
 {
     (void)dev;
     const float *px = F(x), *pdy = F(dy), *mu = F(mean), *rs = F(rstd), *w = F(weight);
     float *pdx = F(dx), *dw = F(dweight), *db = F(dbias);
-    /* The parameter gradients first: dx may be dy. Per column, rows in order. */
-    for (size_t c = 0; c < cols; c++) {
-        float sw = 0.0f, sb = 0.0f;
+    /* The parameter gradients first: dx may be dy. Per column, rows in order (a block of columns
+     * at a time, so that the rows stream and the columns vectorize). */
+    for (size_t c0 = 0; c0 < cols; c0 += COL_BLOCK) {
+        size_t nc = SL_MIN(COL_BLOCK, cols - c0);
+        float sw[COL_BLOCK] = {0}, sb[COL_BLOCK] = {0};
         for (size_t r = 0; r < rows; r++) {
-            float g = pdy[r * cols + c];
-            sw += g * ((px[r * cols + c] - mu[r]) * rs[r]);
-            sb += g;
+            const float *g = pdy + r * cols + c0, *xr = px + r * cols + c0;
+            for (size_t c = 0; c < nc; c++) {
+                sw[c] += g[c] * ((xr[c] - mu[r]) * rs[r]);
+                sb[c] += g[c];
+            }
         }
-        dw[c] += sw;
-        db[c] += sb;
+        for (size_t c = 0; c < nc; c++) dw[c0 + c] += sw[c], db[c0 + c] += sb[c];
     }
     /* dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)), dnorm = weight * dy. */
     for (size_t r = 0; r < rows; r++) {
         const float *xr = px + r * cols, *gr = pdy + r * cols;
-        float a = 0.0f, bsum = 0.0f;
-        for (size_t c = 0; c < cols; c++) {
-            float dn = w[c] * gr[c];
-            a += dn;
-            bsum += dn * ((xr[c] - mu[r]) * rs[r]);
-        }
-        a /= (float)cols;
-        bsum /= (float)cols;
-        for (size_t c = 0; c < cols; c++) {
-            float norm = (xr[c] - mu[r]) * rs[r];
-            pdx[r * cols + c] = (w[c] * gr[c] - a - norm * bsum) * rs[r];
+        float m = mu[r], s = rs[r], acc[SL_CPU_LANES] = {0};
+        float a = sl_cpu_dot(w, gr, cols) / (float)cols; /* mean(dnorm) */
+        size_t c = 0;
+        for (; c + SL_CPU_LANES <= cols; c += SL_CPU_LANES)
+            for (size_t l = 0; l < SL_CPU_LANES; l++)
+                acc[l] += (w[c + l] * gr[c + l]) * ((xr[c + l] - m) * s);
+        for (size_t l = 0; c + l < cols; l++)
+            acc[l] += (w[c + l] * gr[c + l]) * ((xr[c + l] - m) * s);
+        float bsum = sl_cpu_lanes_sum(acc) / (float)cols; /* mean(dnorm * norm) */
+        float *dr = pdx + r * cols;
+        for (c = 0; c < cols; c++) {
+            float norm = (xr[c] - m) * s;
+            dr[c] = (w[c] * gr[c] - a - norm * bsum) * s;
         }
     }
     return SL_OK;
@@ -125,39 +138,35 @@ int sl__cpu_embedding_backward(sl_device *dev, size_t batch, size_t seq, size_t 
 /* ------------------------------------------------------------------------------------------------
  * Causal softmax: row t of each [seq, seq] block keeps columns 0..t. */
 
-int sl__cpu_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq, float scale,
-                                   sl_buffer *s, sl_buffer *p)
+SL_CPU_CLONES int sl__cpu_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq,
+                                                 float scale, sl_buffer *s, sl_buffer *p)
 {
     (void)dev;
     for (size_t row = 0; row < heads * seq; row++) {
         size_t t = row % seq;
         const float *sr = F(s) + row * seq;
         float *pr = F(p) + row * seq;
-        float mx = scale * sr[0];
-        for (size_t j = 1; j <= t; j++) mx = fmaxf(mx, scale * sr[j]);
-        float sum = 0.0f;
-        for (size_t j = 0; j <= t; j++) {
-            float e = expf(scale * sr[j] - mx);
-            pr[j] = e;
-            sum += e;
-        }
-        float inv = 1.0f / sum;
-        for (size_t j = 0; j <= t; j++) pr[j] *= inv;
-        for (size_t j = t + 1; j < seq; j++) pr[j] = 0.0f;
+        /* The whole row, the masked columns as -inf: their exp is 0, which changes no sum (and
+         * the loops have no ragged ends). p may be s. */
+        for (size_t j = 0; j < seq; j++) pr[j] = j <= t ? scale * sr[j] : -INFINITY;
+        float mx = sl_cpu_max(pr, seq);
+        for (size_t j = 0; j < seq; j++) pr[j] = sl_cpu_exp(pr[j] - mx);
+        float inv = 1.0f / sl_cpu_sum(pr, seq);
+        for (size_t j = 0; j < seq; j++) pr[j] *= inv;
     }
     return SL_OK;
 }
 
-int sl__cpu_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float scale,
-                                    sl_buffer *p, sl_buffer *dp, sl_buffer *ds)
+SL_CPU_CLONES int sl__cpu_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq,
+                                                  float scale, sl_buffer *p, sl_buffer *dp,
+                                                  sl_buffer *ds)
 {
     (void)dev;
     for (size_t row = 0; row < heads * seq; row++) {
         size_t t = row % seq;
         const float *pr = F(p) + row * seq, *gr = F(dp) + row * seq;
         float *dr = F(ds) + row * seq;
-        float dot = 0.0f;
-        for (size_t j = 0; j <= t; j++) dot += pr[j] * gr[j];
+        float dot = sl_cpu_dot(pr, gr, t + 1);
         for (size_t j = 0; j <= t; j++) dr[j] = scale * pr[j] * (gr[j] - dot);
         for (size_t j = t + 1; j < seq; j++) dr[j] = 0.0f;
     }
@@ -167,9 +176,10 @@ int sl__cpu_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, fl
 /* ------------------------------------------------------------------------------------------------
  * Strided 4-D copy: nested loops, innermost i3. */
 
-int sl__cpu_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
-                         const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
-                         const size_t dst_strides[4])
+SL_CPU_CLONES int sl__cpu_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src,
+                                       size_t src_offset, const size_t src_strides[4],
+                                       sl_buffer *dst, size_t dst_offset,
+                                       const size_t dst_strides[4])
 {
     (void)dev;
     const float *ps = F(src) + src_offset;
@@ -180,8 +190,11 @@ int sl__cpu_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, 
                 const float *s =
                     ps + i0 * src_strides[0] + i1 * src_strides[1] + i2 * src_strides[2];
                 float *d = pd + i0 * dst_strides[0] + i1 * dst_strides[1] + i2 * dst_strides[2];
-                for (size_t i3 = 0; i3 < shape[3]; i3++)
-                    d[i3 * dst_strides[3]] = s[i3 * src_strides[3]];
+                if (src_strides[3] == 1 && dst_strides[3] == 1) /* the usual case: a vector copy */
+                    for (size_t i3 = 0; i3 < shape[3]; i3++) d[i3] = s[i3];
+                else
+                    for (size_t i3 = 0; i3 < shape[3]; i3++)
+                        d[i3 * dst_strides[3]] = s[i3 * src_strides[3]];
             }
     return SL_OK;
 }

@@ -137,6 +137,43 @@ Test(reference, activations_match_their_formulas)
  * Backward kernels against central finite differences of the forward kernels (in float, so the
  * step is large and the tolerance loose enough for single precision). */
 
+/* The exact GELU and its derivative on a dense grid (an odd count, so the vector loops have a
+ * tail) against double erf and exp: the cpu backend's own erf and exp (backends/cpu/cpu_impl.h)
+ * must stay within a few ulp, as glibc's erff and expf do. */
+Test(reference, exact_gelu_matches_double_erf_closely)
+{
+    size_t n = (1u << 20) + 3;
+    float *x = malloc(n * sizeof *x), *ones = malloc(n * sizeof *ones);
+    cr_assert(x && ones);
+    for (size_t i = 0; i < n; i++) x[i] = -12.0f + 24.0f * (float)i / (float)(n - 1), ones[i] = 1;
+    float *y = run_act_forward(cpu, SL_ACT_GELU, n, x);
+    float *d = run_act_backward(cpu, SL_ACT_GELU, n, x, ones);
+    double worst_y = 0, worst_d = 0;
+    for (size_t i = 0; i < n; i++) {
+        double v = x[i], cdf = 0.5 * (1.0 + erf(v / sqrt(2.0)));
+        double ey = fabs(y[i] - v * cdf) / fmax(1.0, fabs(v));
+        double ed = fabs(d[i] - (cdf + v * exp(-0.5 * v * v) * 0.39894228040143268));
+        worst_y = fmax(worst_y, ey), worst_d = fmax(worst_d, ed);
+    }
+    /* Measured: 1.05e-7 and 1.40e-7 without FMA, 1.07e-7 and 1.31e-7 with it (glibc's erff and
+     * expf: 1.02e-7 and 1.36e-7). */
+    cr_expect_lt(worst_y, 1.5e-7, "gelu: largest error %g (relative above |x| = 1)", worst_y);
+    cr_expect_lt(worst_d, 2e-7, "gelu': largest error %g", worst_d);
+    free(y);
+    free(d);
+    const float odd[] = {NAN, INFINITY, -30.0f, 30.0f, 0.0f, -1e-30f};
+    y = run_act_forward(cpu, SL_ACT_GELU, 6, odd);
+    d = run_act_backward(cpu, SL_ACT_GELU, 6, odd, ones);
+    cr_expect(isnan(y[0]) && isnan(d[0]), "NaN in, NaN out");
+    cr_expect(y[1] == INFINITY); /* gelu'(inf) is inf * 0 = NaN, as with erff and expf */
+    cr_expect(y[2] == 0.0f && d[2] == 0.0f && y[3] == 30.0f && d[3] == 1.0f);
+    cr_expect(y[4] == 0.0f && d[4] == 0.5f && y[5] == -0.5e-30f);
+    free(y);
+    free(d);
+    free(x);
+    free(ones);
+}
+
 Test(reference, activation_backward_matches_finite_differences)
 {
     size_t n = 33;
