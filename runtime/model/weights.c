@@ -225,10 +225,30 @@ int sl_weights_save(const sl_model *m, const sl_weights *w, const char *path)
     return rc;
 }
 
+/* Initial weights must hold one value per tied matrix: the two copies a pipeline keeps would
+ * otherwise start apart and stay apart. (The ranks' own files, merged at the end, hold other
+ * ranks' layers as they were: they are not checked.) */
+static int check_tied_equal(const sl_model *m, const sl_weights *w, const char *source)
+{
+    for (int p = 0; p < m->ntensors; p++) {
+        int twin = twin_of(m, p);
+        if (twin > p && memcmp(w->data[p], w->data[twin], sizeof(float) * m->params[p].numel) != 0)
+            return sl_fail(SL_EFORMAT,
+                           "weights %s: '%s' and '%s' are one tied matrix, but the file holds "
+                           "different values under the two names (set model.gpt.tie_embeddings "
+                           "false to train them apart)",
+                           source, m->params[p].name, m->params[twin].name);
+    }
+    return SL_OK;
+}
+
 int sl_weights_from_config(const sl_config *cfg, const sl_model *m, sl_weights *out)
 {
-    if (cfg->model.init) return sl_weights_load(m, cfg->model.init, out);
-    return sl_weights_init(m, cfg->model.seed, out);
+    if (!cfg->model.init) return sl_weights_init(m, cfg->model.seed, out);
+    SL_TRY(sl_weights_load(m, cfg->model.init, out));
+    int rc = check_tied_equal(m, out, cfg->model.init);
+    if (rc != SL_OK) sl_weights_free(out);
+    return rc;
 }
 
 void sl_weights_copy_layers(const sl_model *m, int first, int last, const sl_weights *src,

@@ -244,3 +244,34 @@ Test(gpt, split_backward_equals_full)
     sl_config_free(&cfg);
     sl_safetensors_free(&st);
 }
+
+/* Initial weights (model.init) with both names of the tied matrix holding different values: one
+ * message before any rank starts, not a silent choice. */
+Test(gpt, refuses_init_weights_whose_tied_names_differ)
+{
+    sl_config cfg;
+    sl_model m;
+    sl_weights w, back;
+    load(GPT_SMALL, NULL, 0, &cfg, &m);
+    cr_assert_eq(sl_weights_init(&m, 3, &w), SL_OK);
+    int lm = sl_model_find_param(&m, "lm_head.weight");
+    float was = w.data[lm][5];
+    w.data[lm][5] += 1.0f;
+    char path[256], set[300];
+    tmppath(path, sizeof path, "gpt-differ.safetensors");
+    cr_assert_eq(sl_weights_save(&m, &w, path), SL_OK, "%s", sl_last_error());
+    snprintf(set, sizeof set, "model.init=\"%s\"", path);
+    sl_model_free(&m);
+    sl_config_free(&cfg);
+    const char *sets[] = {set};
+    load(GPT_SMALL, sets, 1, &cfg, &m);
+    assert_fails_with(sl_weights_from_config(&cfg, &m, &back), "different values");
+    cr_assert(strstr(sl_last_error(), "lm_head.weight"), "%s", sl_last_error());
+    w.data[lm][5] = was;
+    cr_assert_eq(sl_weights_save(&m, &w, path), SL_OK);
+    cr_assert_eq(sl_weights_from_config(&cfg, &m, &back), SL_OK, "%s", sl_last_error());
+    sl_weights_free(&back);
+    sl_weights_free(&w);
+    sl_model_free(&m);
+    sl_config_free(&cfg);
+}
