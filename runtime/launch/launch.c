@@ -283,9 +283,9 @@ static void describe_exit(char *buf, size_t cap, int ws)
 int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
 {
     struct failure f = {.rank = -1};
-    int failed_rank = -1, failed_ws = 0, st = SL_OK;
+    int failed_rank = -1, failed_ws = 0, st = SL_OK, done = 0;
     for (;;) {
-        st = drain(l, 100, fn, ctx, &f, NULL);
+        st = drain(l, 100, fn, ctx, &f, &done);
         if (st != SL_OK) break;
         int running = 0;
         for (int i = 0; i < l->nranks; i++) {
@@ -310,11 +310,22 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
         stop_all(l);
         drain(l, 0, fn, ctx, &f, NULL);
     }
-    drain(l, 0, fn, ctx, &f, NULL);
+    /* Every rank has exited, but its last reports may still be on their way through the socket
+     * (a rank's context hands them to the kernel before it exits; this side's I/O thread may not
+     * have read them yet): wait for every rank's "done", the last thing a rank sends. */
+    double until = sl_now() + 10.0;
+    while (st == SL_OK && failed_rank < 0 && !interrupted && done < l->nranks && sl_now() < until)
+        st = drain(l, 100, fn, ctx, &f, &done);
+    if (st == SL_OK) st = drain(l, 0, fn, ctx, &f, &done);
     if (st != SL_OK) return st;
     if (interrupted)
         return sl_fail(SL_EPEER, "interrupted by signal %d; every rank was stopped",
                        (int)interrupted);
+    if (failed_rank < 0 && done < l->nranks)
+        return sl_fail(SL_EPEER,
+                       "every rank exited cleanly, but %d of their %d final reports did not "
+                       "arrive within 10 s",
+                       l->nranks - done, l->nranks);
     if (failed_rank < 0) return SL_OK;
     if (f.rank >= 0) return sl_fail(SL_EPEER, "rank %d failed: %s", f.rank, f.message);
     char how[128];

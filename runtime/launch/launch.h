@@ -55,8 +55,9 @@ const char *sl_launch_report_endpoint(const sl_launch *l);
 int sl_launch_spawn(sl_launch *l, int rank, char *const argv[]);
 
 /* Waits for every spawned rank to exit, passing reports to `fn`. Returns SL_OK when all exited
- * with status 0; otherwise stops the rest and returns SL_EPEER with a message naming the first
- * rank that failed (its last "error" report, or how it exited). */
+ * with status 0 and every rank's "done" report (its last) arrived; otherwise stops the rest and
+ * returns SL_EPEER with a message naming the first rank that failed (its last "error" report, or
+ * how it exited), or saying how many final reports never came. */
 int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx);
 
 /* Stops any rank still running and removes the run directory (unless kept). */
