@@ -36,6 +36,17 @@ static inline const char *sl_test_device_package(const char *backend)
     return "the backend's driver";
 }
 
+/* The id of the first device of `backend` ("opencl:0"), or NULL when it has none. */
+static inline const char *sl_test_first_device(const char *backend)
+{
+    const sl_device_info *infos;
+    size_t count;
+    if (sl_device_list(&infos, &count) != SL_OK) return NULL;
+    for (size_t i = 0; i < count; i++)
+        if (!strcmp(infos[i].backend, backend)) return infos[i].id;
+    return NULL;
+}
+
 /* Ends the current test (or suite set-up) because `backend` has no device: a failure when
  * SLUICE_REQUIRE_DEVICES names the backend, else a skip. `problems` says why there is none
  * (sl_device_list_problems(), or NULL). */

@@ -236,26 +236,16 @@ Test(pipeline, every_schedule_equals_one_rank_on_cpu)
     check_schedules("cpu");
 }
 
-static const char *first_device(const char *backend)
-{
-    const sl_device_info *infos;
-    size_t count;
-    cr_assert_eq(sl_device_list(&infos, &count), SL_OK);
-    for (size_t i = 0; i < count; i++)
-        if (!strcmp(infos[i].backend, backend)) return infos[i].id;
-    return NULL;
-}
-
 Test(pipeline, every_schedule_equals_one_rank_on_opencl)
 {
-    const char *dev = first_device("opencl");
+    const char *dev = sl_test_first_device("opencl");
     if (!dev) sl_test_no_device("opencl", sl_device_list_problems());
     check_schedules(dev);
 }
 
 Test(pipeline, mixed_devices_equal_one_device)
 {
-    const char *ocl = first_device("opencl"), *vk = first_device("vulkan");
+    const char *ocl = sl_test_first_device("opencl"), *vk = sl_test_first_device("vulkan");
     if (!ocl) sl_test_no_device("opencl", sl_device_list_problems());
     if (!vk) sl_test_no_device("vulkan", sl_device_list_problems());
     char mixed[160];
@@ -440,15 +430,22 @@ static const char *gpt_config =
     "2}},"
     " \"pipeline\": {\"stages\": 1}, \"devices\": \"cpu\"}";
 
-Test(pipeline, gpt_every_schedule_equals_one_rank)
+/* gpt_config on a short text written into the test's directory. */
+static void gpt_json(char *json, size_t cap)
 {
-    char text[256], json[1024];
+    char text[256];
     snprintf(text, sizeof text, "%s/text.txt", outdir);
     FILE *f = fopen(text, "w");
     cr_assert_not_null(f);
     for (int i = 0; i < 40; i++) fputs("To be, or not to be: that is the question. ", f);
     fclose(f);
-    snprintf(json, sizeof json, gpt_config, text);
+    snprintf(json, cap, gpt_config, text);
+}
+
+Test(pipeline, gpt_every_schedule_equals_one_rank)
+{
+    char json[1024];
+    gpt_json(json, sizeof json);
     result ref;
     cr_assert_eq(train_config(json, NULL, 0, &ref), SL_OK, "%s", sl_last_error());
     cr_assert(ref.losses[STEPS - 1] < ref.losses[0], "training must lower the loss");
@@ -486,13 +483,8 @@ Test(pipeline, gpt_every_schedule_equals_one_rank)
  * otherwise differ in the noise.) */
 Test(pipeline, gpt_tied_with_clipping_equals_one_rank)
 {
-    char text[256], json[1024];
-    snprintf(text, sizeof text, "%s/text.txt", outdir);
-    FILE *f = fopen(text, "w");
-    cr_assert_not_null(f);
-    for (int i = 0; i < 40; i++) fputs("To be, or not to be: that is the question. ", f);
-    fclose(f);
-    snprintf(json, sizeof json, gpt_config, text);
+    char json[1024];
+    gpt_json(json, sizeof json);
     const char *tied[] = {"model.gpt.tie_embeddings=true", "train.grad_clip=0.5"};
     result ref;
     cr_assert_eq(train_config(json, tied, 2, &ref), SL_OK, "%s", sl_last_error());
@@ -539,16 +531,11 @@ Test(pipeline, gpt_tied_with_clipping_equals_one_rank)
  * there, and only in the mixed pipeline, 1e-6 absolute is allowed beside 1e-5 relative. */
 Test(pipeline, gpt_on_opencl_and_mixed_devices)
 {
-    const char *ocl = first_device("opencl"), *vk = first_device("vulkan");
+    const char *ocl = sl_test_first_device("opencl"), *vk = sl_test_first_device("vulkan");
     if (!ocl) sl_test_no_device("opencl", sl_device_list_problems());
     if (!vk) sl_test_no_device("vulkan", sl_device_list_problems());
-    char text[256], json[1024], dev[64], mixed[160];
-    snprintf(text, sizeof text, "%s/text.txt", outdir);
-    FILE *f = fopen(text, "w");
-    cr_assert_not_null(f);
-    for (int i = 0; i < 40; i++) fputs("To be, or not to be: that is the question. ", f);
-    fclose(f);
-    snprintf(json, sizeof json, gpt_config, text);
+    char json[1024], dev[64], mixed[160];
+    gpt_json(json, sizeof json);
     snprintf(dev, sizeof dev, "devices=\"%s\"", ocl);
     result ref, got, again;
     const char *one[] = {"model.gpt.tie_embeddings=true", "train.grad_clip=0.5", dev};
@@ -662,13 +649,8 @@ static void assert_same_evals(const result *got, const result *want, double tol,
  * evaluation. */
 Test(pipeline, gpt_eval_through_the_pipeline_equals_one_rank)
 {
-    char text[256], json[1024];
-    snprintf(text, sizeof text, "%s/text.txt", outdir);
-    FILE *f = fopen(text, "w");
-    cr_assert_not_null(f);
-    for (int i = 0; i < 40; i++) fputs("To be, or not to be: that is the question. ", f);
-    fclose(f);
-    snprintf(json, sizeof json, gpt_config, text);
+    char json[1024];
+    gpt_json(json, sizeof json);
     for (int tied = 0; tied <= 1; tied++) {
         const char *base[] = {tied ? "model.gpt.tie_embeddings=true" : "model.gpt.bias=true",
                               tied ? "train.grad_clip=0.5" : "train.grad_clip=0", "eval.iters=3",
@@ -735,13 +717,8 @@ Test(pipeline, gpt_eval_through_the_pipeline_equals_one_rank)
 /* A rank that fails in an evaluation stops the run as a failure in training does. */
 Test(pipeline, a_rank_failing_in_evaluation_stops_the_run)
 {
-    char text[256], json[1024];
-    snprintf(text, sizeof text, "%s/text.txt", outdir);
-    FILE *f = fopen(text, "w");
-    cr_assert_not_null(f);
-    for (int i = 0; i < 40; i++) fputs("To be, or not to be: that is the question. ", f);
-    fclose(f);
-    snprintf(json, sizeof json, gpt_config, text);
+    char json[1024];
+    gpt_json(json, sizeof json);
     setenv("SLUICE_FAIL_AT", "1:eval:1", 1); /* rank 1, in the evaluation after step 1 */
     const char *sets[] = {"pipeline.stages=4", "eval.interval=2", "eval.iters=2"};
     result r;

@@ -16,19 +16,9 @@
 #define W_ATOL    1e-4
 #define W_RTOL    1e-3
 
-static const char *first_device(const char *backend)
-{
-    const sl_device_info *infos;
-    size_t count;
-    cr_assert_eq(sl_device_list(&infos, &count), SL_OK);
-    for (size_t i = 0; i < count; i++)
-        if (!strcmp(infos[i].backend, backend)) return infos[i].id;
-    return NULL;
-}
-
 static void check_fixture(const char *name, const char *backend)
 {
-    const char *id = backend ? first_device(backend) : "cpu";
+    const char *id = backend ? sl_test_first_device(backend) : "cpu";
     if (!id) sl_test_no_device(backend, sl_device_list_problems());
     char dir[512], path[640];
     snprintf(dir, sizeof dir, "%s/tests/fixtures", source_dir());
