@@ -13,7 +13,18 @@
  * private temporary directory that is removed afterwards; step k takes rows (k*12 + i) mod rows.
  * Every run is repeated `rounds` times, sluice and PyTorch interleaved, and the best of each
  * counts. The figure is tokens/s = samples/s x block_size; the target is sluice at 1.5x
- * PyTorch's tokens/s or more. */
+ * PyTorch's tokens/s or more.
+ *
+ * The pipeline row: a compute-bound GPT (8 blocks, n_embd 512, block_size 128, n_head 8, vocab 65,
+ * bias, tied; batch 8 in 8 micro-batches, the same AdamW and clipping) trained by sluice with 1F1B
+ * on 2 ranks against the same on 1 rank, 1 thread per rank, in the same rounds (1 rank, then 2),
+ * step 0 left out; target: 2 ranks at 1.6x the tokens/s of 1 or more (the bubble, (S-1)/(M+S-1) =
+ * 1/9, allows 1.88x).
+ *
+ * --shakespeare (not run by default): samples/shakespeare/shakespeare.json trained by sluice as
+ * configured (4 stage processes, 1F1B, an evaluation every 500 steps over 200 batches), then
+ * PyTorch training the same recipe on one process with its default threads; the wall time until the
+ * first evaluation at or below the target validation loss on each side, and their ratio. */
 #define _GNU_SOURCE
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -42,6 +53,19 @@ extern const size_t sl_bench_train_torch_gpt_py_size;
 #define GPT_ROWS   240 /* token windows in the data file: 20 steps before they repeat */
 #define MAX_ROUNDS 16
 #define TARGET     1.5 /* sluice's tokens/s over PyTorch's */
+/* The pipeline row's GPT. */
+#define PIPE_BLOCK        128
+#define PIPE_LAYERS       8
+#define PIPE_HEADS        8
+#define PIPE_EMBD         512
+#define PIPE_BATCH        8
+#define PIPE_MICRO        8
+#define PIPE_RANKS        2
+#define PIPE_TARGET       1.6
+#define SHAKESPEARE_LOSS  1.90 /* the target validation loss of --shakespeare */
+#define SHAKESPEARE_EVALS 64
+
+static const char pipe_target_text[] = "at least 1.6x (the bubble allows 1.88x)";
 
 static const char target_text[] = "at least 1.5x PyTorch's tokens per second";
 
@@ -53,29 +77,46 @@ struct options {
     const char *python;
     int no_torch;
     int json;
+    int pipe_steps;  /* the pipeline row's timed steps (0: no pipeline row) */
+    int pipe_embd;   /* its n_embd (512; --quick 128) */
+    int shakespeare; /* run the Shakespeare comparison instead of the rows */
+    const char *shakespeare_config;
 };
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: sluice bench train --model gpt [--steps N] [--warmup N] [--rounds N]\n"
-            "                          [--device ID] [--python PATH] [--no-torch] [--quick]\n"
-            "                          [--json]\n\n"
-            "Tokens/s of nanoGPT's GPT (vocab 65, block 64, 4 layers, 4 heads, 128 wide, bias,\n"
-            "tied embeddings; batch 12 in 1 micro-batch; AdamW lr 1e-3 betas 0.9/0.95 weight\n"
-            "decay 0.1; clipping at 1.0) trained by sluice on 1 rank with 1 OpenBLAS thread\n"
-            "through sluice train's machinery (step 0 left out of the timing), against PyTorch\n"
-            "training the same model the same way on 1 thread, measured in the same run.\n"
-            "Target: sluice at 1.5x PyTorch's tokens/s or more.\n\n"
-            "  --steps N       timed steps on each side (default 40)\n"
-            "  --warmup N      PyTorch's untimed steps first (default 3)\n"
-            "  --rounds N      run both N times, interleaved, and keep each one's best\n"
-            "                  (default 2)\n"
-            "  --device ID     device of the rank (default cpu; PyTorch always runs on the CPU)\n"
-            "  --python PATH   interpreter for the PyTorch baseline (default /usr/bin/python3)\n"
-            "  --no-torch      skip the PyTorch baseline\n"
-            "  --quick         --steps 3 --warmup 1 --rounds 1, for a smoke test\n"
-            "  --json          one JSON object instead of the table\n");
+    fprintf(
+        out,
+        "usage: sluice bench train --model gpt [--steps N] [--warmup N] [--rounds N]\n"
+        "                          [--device ID] [--python PATH] [--no-torch] [--quick]\n"
+        "                          [--json]\n\n"
+        "Tokens/s of nanoGPT's GPT (vocab 65, block 64, 4 layers, 4 heads, 128 wide, bias,\n"
+        "tied embeddings; batch 12 in 1 micro-batch; AdamW lr 1e-3 betas 0.9/0.95 weight\n"
+        "decay 0.1; clipping at 1.0) trained by sluice on 1 rank with 1 OpenBLAS thread\n"
+        "through sluice train's machinery (step 0 left out of the timing), against PyTorch\n"
+        "training the same model the same way on 1 thread, measured in the same run.\n"
+        "Target: sluice at 1.5x PyTorch's tokens/s or more.\n\n"
+        "  --steps N       timed steps on each side (default 40)\n"
+        "  --warmup N      PyTorch's untimed steps first (default 3)\n"
+        "  --rounds N      run both N times, interleaved, and keep each one's best\n"
+        "                  (default 2)\n"
+        "  --device ID     device of the rank (default cpu; PyTorch always runs on the CPU)\n"
+        "  --python PATH   interpreter for the PyTorch baseline (default /usr/bin/python3)\n"
+        "  --no-torch      skip the PyTorch baseline\n"
+        "  --pipe-steps N  timed steps of the pipeline row (GPT of 8 blocks, 512 wide, block\n"
+        "                  128, 8 heads; batch 8 in 8 micro-batches, 1F1B, 1 thread per rank)\n"
+        "                  on 2 ranks and on 1, in every round (default 3; 0: no pipeline row).\n"
+        "                  Target: 2 ranks at least 1.6x 1 rank (the bubble allows 1.88x)\n"
+        "  --pipe-embd N   the pipeline row's n_embd (default 512, a multiple of 8)\n"
+        "  --shakespeare   instead of the rows: train samples/shakespeare/shakespeare.json with\n"
+        "                  sluice (4 stage processes) and the same recipe with PyTorch on one\n"
+        "                  process (its default threads), and compare the wall time to a\n"
+        "                  validation loss of 1.90 (takes minutes)\n"
+        "  --shakespeare-config PATH   the config it trains (default\n"
+        "                  samples/shakespeare/shakespeare.json)\n"
+        "  --quick         --steps 3 --warmup 1 --rounds 1 --pipe-steps 1 --pipe-embd 128,\n"
+        "                  for a smoke test\n"
+        "  --json          one JSON object instead of the table\n");
 }
 
 static int parse_count(const char *s, int min)
@@ -88,9 +129,16 @@ static int parse_count(const char *s, int min)
 /* Returns -1 to go on, else the exit status (0 after --help, 2 on a usage error). */
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    *o = (struct options){
-        .steps = 40, .warmup = 3, .rounds = 2, .device = "cpu", .python = "/usr/bin/python3"};
-    int steps_set = 0, warmup_set = 0, rounds_set = 0, quick = 0;
+    *o = (struct options){.steps = 40,
+                          .warmup = 3,
+                          .rounds = 2,
+                          .device = "cpu",
+                          .python = "/usr/bin/python3",
+                          .pipe_steps = 3,
+                          .pipe_embd = PIPE_EMBD,
+                          .shakespeare_config = "samples/shakespeare/shakespeare.json"};
+    int steps_set = 0, warmup_set = 0, rounds_set = 0, quick = 0, pipe_steps_set = 0,
+        pipe_embd_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -116,6 +164,20 @@ static int parse_options(int argc, char **argv, struct options *o)
             if ((o->rounds = parse_count(v, 1)) < 0 || o->rounds > MAX_ROUNDS) goto bad;
             rounds_set = 1;
             i++;
+        } else if (!strcmp(a, "--pipe-steps") && v) {
+            if ((o->pipe_steps = parse_count(v, 0)) < 0) goto bad;
+            pipe_steps_set = 1;
+            i++;
+        } else if (!strcmp(a, "--pipe-embd") && v) {
+            if ((o->pipe_embd = parse_count(v, PIPE_HEADS)) < 0 || o->pipe_embd % PIPE_HEADS)
+                goto bad;
+            pipe_embd_set = 1;
+            i++;
+        } else if (!strcmp(a, "--shakespeare")) {
+            o->shakespeare = 1;
+        } else if (!strcmp(a, "--shakespeare-config") && v) {
+            o->shakespeare_config = v;
+            i++;
         } else if (!strcmp(a, "--device") && v) {
             o->device = v;
             i++;
@@ -131,7 +193,7 @@ static int parse_options(int argc, char **argv, struct options *o)
     bad:
         fprintf(stderr,
                 "sluice bench train --model gpt: bad value '%s' for %s (steps >= 1, warmup >= 0, "
-                "rounds 1 to %d)\n",
+                "rounds 1 to %d, pipe-steps >= 0, pipe-embd a multiple of 8)\n",
                 v, a, MAX_ROUNDS);
         return 2;
     }
@@ -139,15 +201,17 @@ static int parse_options(int argc, char **argv, struct options *o)
         if (!steps_set) o->steps = 3;
         if (!warmup_set) o->warmup = 1;
         if (!rounds_set) o->rounds = 1;
+        if (!pipe_steps_set) o->pipe_steps = 1;
+        if (!pipe_embd_set) o->pipe_embd = 128;
     }
     return -1;
 }
 
-/* Random token windows: a stream s of GPT_ROWS * T + 1 ids (an LCG's high bits, mod the vocab),
- * x row i = s[i*T .. i*T + T-1] and y row i = s[i*T + 1 .. i*T + T]. */
-static int write_tokens(const char *path)
+/* Random token windows of T tokens: a stream s of GPT_ROWS * T + 1 ids (an LCG's high bits, mod
+ * the vocab), x row i = s[i*T .. i*T + T-1] and y row i = s[i*T + 1 .. i*T + T]. */
+static int write_tokens(const char *path, int T)
 {
-    size_t n = (size_t)GPT_ROWS * GPT_BLOCK;
+    size_t n = (size_t)GPT_ROWS * T;
     int32_t *s = sl_alloc((n + 1) * sizeof *s);
     int32_t *x = sl_alloc(n * sizeof *x), *y = sl_alloc(n * sizeof *y);
     int rc = s && x && y ? SL_OK : SL_ENOMEM;
@@ -160,16 +224,8 @@ static int write_tokens(const char *path)
         memcpy(x, s, n * sizeof *x);
         memcpy(y, s + 1, n * sizeof *y);
         sl_tensor t[2] = {
-            {.name = "x",
-             .dtype = SL_DTYPE_I32,
-             .ndim = 2,
-             .shape = {GPT_ROWS, GPT_BLOCK},
-             .data = x},
-            {.name = "y",
-             .dtype = SL_DTYPE_I32,
-             .ndim = 2,
-             .shape = {GPT_ROWS, GPT_BLOCK},
-             .data = y},
+            {.name = "x", .dtype = SL_DTYPE_I32, .ndim = 2, .shape = {GPT_ROWS, T}, .data = x},
+            {.name = "y", .dtype = SL_DTYPE_I32, .ndim = 2, .shape = {GPT_ROWS, T}, .data = y},
         };
         rc = sl_safetensors_save(path, t, 2, NULL, NULL, 0);
     }
@@ -179,26 +235,35 @@ static int write_tokens(const char *path)
     return rc;
 }
 
+/* A GPT, its batch and its pipeline. */
+struct gpt_shape {
+    int block, layers, heads, embd, batch, micro, ranks;
+};
+
+static const struct gpt_shape gpt_bench = {GPT_BLOCK, GPT_LAYERS, GPT_HEADS, GPT_EMBD,
+                                           GPT_BATCH, 1,          1};
+
 /* One sl_train run of the GPT, steps + 1 steps (step 0 untimed); fills *sum. */
-static int gpt_train_run(const char *tmp, const char *tag, const char *data, int steps,
-                         const char *device, sl_train_summary *sum)
+static int gpt_train_run(const char *tmp, const char *tag, const char *data,
+                         const struct gpt_shape *sh, int steps, const char *device,
+                         sl_train_summary *sum)
 {
     char out_dir[1200];
     snprintf(out_dir, sizeof out_dir, "%s/run-%s", tmp, tag);
     cJSON *root = cJSON_CreateObject();
     cJSON *g = cJSON_AddObjectToObject(cJSON_AddObjectToObject(root, "model"), "gpt");
     cJSON_AddNumberToObject(g, "vocab_size", GPT_VOCAB);
-    cJSON_AddNumberToObject(g, "block_size", GPT_BLOCK);
-    cJSON_AddNumberToObject(g, "n_layer", GPT_LAYERS);
-    cJSON_AddNumberToObject(g, "n_head", GPT_HEADS);
-    cJSON_AddNumberToObject(g, "n_embd", GPT_EMBD);
+    cJSON_AddNumberToObject(g, "block_size", sh->block);
+    cJSON_AddNumberToObject(g, "n_layer", sh->layers);
+    cJSON_AddNumberToObject(g, "n_head", sh->heads);
+    cJSON_AddNumberToObject(g, "n_embd", sh->embd);
     cJSON_AddBoolToObject(g, "bias", 1);
     cJSON_AddBoolToObject(g, "tie_embeddings", 1);
     cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "data"), "path", data);
     cJSON *t = cJSON_AddObjectToObject(root, "train");
     cJSON_AddNumberToObject(t, "steps", steps + 1);
-    cJSON_AddNumberToObject(t, "batch", GPT_BATCH);
-    cJSON_AddNumberToObject(t, "microbatches", 1);
+    cJSON_AddNumberToObject(t, "batch", sh->batch);
+    cJSON_AddNumberToObject(t, "microbatches", sh->micro);
     cJSON_AddNumberToObject(t, "threads", 1);
     cJSON *o = cJSON_AddObjectToObject(t, "optimizer");
     cJSON_AddStringToObject(o, "name", "adamw");
@@ -209,7 +274,9 @@ static int gpt_train_run(const char *tmp, const char *tag, const char *data, int
     cJSON_AddNumberToObject(o, "eps", 1e-8);
     cJSON_AddNumberToObject(o, "weight_decay", 0.1);
     cJSON_AddNumberToObject(t, "grad_clip", 1.0);
-    cJSON_AddNumberToObject(cJSON_AddObjectToObject(root, "pipeline"), "stages", 1);
+    cJSON *pl = cJSON_AddObjectToObject(root, "pipeline");
+    cJSON_AddNumberToObject(pl, "stages", sh->ranks);
+    cJSON_AddStringToObject(pl, "schedule", "1f1b");
     cJSON_AddStringToObject(root, "devices", device);
     cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "output"), "dir", out_dir);
     char *text = cJSON_PrintUnformatted(root);
@@ -222,7 +289,9 @@ static int gpt_train_run(const char *tmp, const char *tag, const char *data, int
     sl_train_options opt = {.progress = 0};
     rc = sl_train(&cfg, &opt, sum);
     sl_config_free(&cfg);
-    if (rc != SL_OK) return sl_fail_context(rc, "bench train: the GPT on 1 rank");
+    if (rc != SL_OK)
+        return sl_fail_context(rc, "bench train: the GPT (%s) on %d rank%s", tag, sh->ranks,
+                               sh->ranks == 1 ? "" : "s");
     if (!(sum->samples_per_s > 0))
         return sl_fail(SL_EINTERNAL, "bench train: the GPT run measured no samples/s");
     return SL_OK;
@@ -311,18 +380,42 @@ struct results {
     double runs[MAX_ROUNDS];       /* sluice's tokens/s per round */
     double torch_runs[MAX_ROUNDS]; /* PyTorch's, 0 where none */
     struct torch_result torch;     /* PyTorch's best round (or its note) */
+    sl_train_summary pipe[2];      /* the pipeline row's best rounds: 1 rank, PIPE_RANKS ranks */
+    double pipe_runs[2][MAX_ROUNDS];
 };
 
-static int measure(const struct options *o, const char *tmp, const char *data, struct results *res)
+/* Round `round` of the pipeline row: 1 rank, then PIPE_RANKS. */
+static int pipe_round(const struct options *o, const char *tmp, const char *data, int round,
+                      struct results *res)
 {
-    int rc = write_tokens(data);
+    for (int k = 0; k < 2; k++) {
+        struct gpt_shape sh = {PIPE_BLOCK, PIPE_LAYERS, PIPE_HEADS,        o->pipe_embd,
+                               PIPE_BATCH, PIPE_MICRO,  k ? PIPE_RANKS : 1};
+        char tag[32];
+        sl_train_summary sum;
+        fprintf(stderr, "bench train: round %d/%d: pipeline GPT on %d rank%s, 1 + %d steps...\n",
+                round + 1, o->rounds, sh.ranks, sh.ranks == 1 ? "" : "s", o->pipe_steps);
+        snprintf(tag, sizeof tag, "pipe%d-%d", sh.ranks, round);
+        int rc = gpt_train_run(tmp, tag, data, &sh, o->pipe_steps, o->device, &sum);
+        if (rc != SL_OK) return rc;
+        res->pipe_runs[k][round] = sum.samples_per_s * PIPE_BLOCK;
+        if (sum.samples_per_s > res->pipe[k].samples_per_s) res->pipe[k] = sum;
+    }
+    return SL_OK;
+}
+
+static int measure(const struct options *o, const char *tmp, const char *data,
+                   const char *pipe_data, struct results *res)
+{
+    int rc = write_tokens(data, GPT_BLOCK);
+    if (rc == SL_OK && o->pipe_steps > 0) rc = write_tokens(pipe_data, PIPE_BLOCK);
     for (int round = 0; round < o->rounds && rc == SL_OK; round++) {
         char tag[32];
         sl_train_summary sum;
         fprintf(stderr, "bench train: round %d/%d: GPT, sluice on 1 rank, 1 + %d steps...\n",
                 round + 1, o->rounds, o->steps);
         snprintf(tag, sizeof tag, "gpt-%d", round);
-        rc = gpt_train_run(tmp, tag, data, o->steps, o->device, &sum);
+        rc = gpt_train_run(tmp, tag, data, &gpt_bench, o->steps, o->device, &sum);
         if (rc != SL_OK) break;
         res->runs[round] = sum.samples_per_s * GPT_BLOCK;
         if (sum.samples_per_s > res->best.samples_per_s) res->best = sum;
@@ -341,8 +434,81 @@ static int measure(const struct options *o, const char *tmp, const char *data, s
                 cJSON_Delete(t.obj);
             }
         }
+        if (o->pipe_steps > 0) rc = pipe_round(o, tmp, pipe_data, round, res);
     }
     return rc;
+}
+
+static double pipe_speedup(const struct results *res)
+{
+    return res->pipe[0].samples_per_s > 0 ? res->pipe[1].samples_per_s / res->pipe[0].samples_per_s
+                                          : NAN;
+}
+
+static cJSON *bubble_or_null(double v)
+{
+    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+}
+
+/* The JSON object of the pipeline row. */
+static void add_pipe_json(cJSON *pj, const struct options *o, const struct results *res)
+{
+    cJSON *m = cJSON_AddObjectToObject(pj, "model");
+    cJSON_AddNumberToObject(m, "vocab_size", GPT_VOCAB);
+    cJSON_AddNumberToObject(m, "block_size", PIPE_BLOCK);
+    cJSON_AddNumberToObject(m, "n_layer", PIPE_LAYERS);
+    cJSON_AddNumberToObject(m, "n_head", PIPE_HEADS);
+    cJSON_AddNumberToObject(m, "n_embd", o->pipe_embd);
+    cJSON_AddBoolToObject(m, "bias", 1);
+    cJSON_AddBoolToObject(m, "tie_embeddings", 1);
+    cJSON_AddStringToObject(pj, "baseline", "the same GPT on 1 rank, 1 thread");
+    cJSON_AddNumberToObject(pj, "batch", PIPE_BATCH);
+    cJSON_AddNumberToObject(pj, "microbatches", PIPE_MICRO);
+    cJSON_AddNumberToObject(pj, "tokens_per_step", PIPE_BATCH * PIPE_BLOCK);
+    cJSON_AddStringToObject(pj, "schedule", "1f1b");
+    cJSON_AddNumberToObject(pj, "threads_per_rank", 1);
+    cJSON_AddNumberToObject(pj, "steps", o->pipe_steps);
+    cJSON *runs = cJSON_AddArrayToObject(pj, "runs");
+    for (int k = 0; k < 2; k++) {
+        const sl_train_summary *s = &res->pipe[k];
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddNumberToObject(r, "ranks", k ? PIPE_RANKS : 1);
+        cJSON_AddNumberToObject(r, "tokens_per_s", s->samples_per_s * PIPE_BLOCK);
+        cJSON_AddItemToObject(r, "tokens_per_s_rounds", rounds_array(res->pipe_runs[k], o->rounds));
+        cJSON_AddNumberToObject(r, "samples_per_s", s->samples_per_s);
+        cJSON_AddNumberToObject(r, "final_loss", s->final_loss);
+        cJSON_AddItemToObject(r, "bubble_measured", bubble_or_null(s->bubble_measured));
+        cJSON_AddItemToObject(r, "bubble_predicted", bubble_or_null(s->bubble_predicted));
+        cJSON_AddItemToArray(runs, r);
+    }
+    double ratio = pipe_speedup(res);
+    cJSON_AddItemToObject(pj, "ratio", number_or_null(ratio));
+    cJSON_AddStringToObject(pj, "ratio_is", "tokens/s on 2 ranks over tokens/s on 1 rank");
+    cJSON_AddStringToObject(pj, "target", pipe_target_text);
+    cJSON_AddNumberToObject(pj, "target_ratio", PIPE_TARGET);
+    cJSON_AddNumberToObject(pj, "bubble_bound_ratio", 2.0 * (PIPE_MICRO) / (PIPE_MICRO + 1));
+    cJSON_AddItemToObject(pj, "target_met",
+                          isfinite(ratio) ? cJSON_CreateBool(ratio >= PIPE_TARGET)
+                                          : cJSON_CreateNull());
+}
+
+static void print_pipe_table(const struct options *o, const struct results *res)
+{
+    printf("\npipeline: GPT vocab %d, block %d, %d layers, %d heads, %d wide, bias, tied; batch "
+           "%d\n(%d tokens) in %d micro-batches, 1F1B, 1 thread per rank, same AdamW; %d timed "
+           "steps\n",
+           GPT_VOCAB, PIPE_BLOCK, PIPE_LAYERS, PIPE_HEADS, o->pipe_embd, PIPE_BATCH,
+           PIPE_BATCH * PIPE_BLOCK, PIPE_MICRO, o->pipe_steps);
+    printf("  %-6s %12s %9s %9s %9s\n", "ranks", "tokens/s", "speed-up", "bubble", "(model)");
+    for (int k = 0; k < 2; k++) {
+        const sl_train_summary *s = &res->pipe[k];
+        printf("  %-6d %12.0f %8.2fx %9.3f %9.3f%s\n", k ? PIPE_RANKS : 1,
+               s->samples_per_s * PIPE_BLOCK, k ? pipe_speedup(res) : 1.0, s->bubble_measured,
+               s->bubble_predicted, k ? "" : "  (baseline)");
+    }
+    double r = pipe_speedup(res);
+    printf("  target: %s: %s\n", pipe_target_text,
+           isfinite(r) ? (r >= PIPE_TARGET ? "met" : "not met") : "not measured");
 }
 
 static void print_json(const struct options *o, const struct results *res, double ratio,
@@ -401,6 +567,7 @@ static void print_json(const struct options *o, const struct results *res, doubl
                           torch_version ? cJSON_CreateString(torch_version) : cJSON_CreateNull());
     if (torch->note[0]) cJSON_AddStringToObject(root, "torch_note", torch->note);
     cJSON_AddNumberToObject(root, "torch_warmup_steps", o->warmup);
+    if (o->pipe_steps > 0) add_pipe_json(cJSON_AddObjectToObject(root, "pipeline"), o, res);
     sl_bench_print_json(root);
 }
 
@@ -430,6 +597,263 @@ static void print_table(const struct options *o, const struct results *res, doub
     } else {
         printf("  PyTorch: %s; no ratio\n  target: %s: not measured\n", torch->note, target_text);
     }
+    if (o->pipe_steps > 0) print_pipe_table(o, res);
+}
+
+/* One side of --shakespeare: its evaluations and the wall time of each. */
+struct shakespeare_side {
+    int nevals;
+    int step[SHAKESPEARE_EVALS];
+    double val[SHAKESPEARE_EVALS], train[SHAKESPEARE_EVALS], time_s[SHAKESPEARE_EVALS];
+    double total_s;
+    char note[512]; /* why there are no figures */
+};
+
+/* The wall time of the first evaluation at or below the target, or NAN; *at its index. */
+static double time_to_target(const struct shakespeare_side *s, int *at)
+{
+    for (int i = 0; i < s->nevals; i++)
+        if (s->val[i] <= SHAKESPEARE_LOSS) {
+            *at = i;
+            return s->time_s[i];
+        }
+    *at = -1;
+    return NAN;
+}
+
+/* Reads sluice's metrics.jsonl: step lines give each step's time_s, evaluation lines (val_loss)
+ * are timed by the step line of the same step. */
+static int read_metrics(const char *path, int steps, struct shakespeare_side *s)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return sl_fail(SL_EIO, "bench train: cannot open %s", path);
+    double *times = calloc((size_t)steps + 1, sizeof *times);
+    if (!times) {
+        fclose(f);
+        return sl_fail(SL_ENOMEM, "bench train: no memory for %d step times", steps);
+    }
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *st = cJSON_GetObjectItem(o, "step"), *t = cJSON_GetObjectItem(o, "time_s"),
+                    *val = cJSON_GetObjectItem(o, "val_loss"),
+                    *tr = cJSON_GetObjectItem(o, "train_loss");
+        int k = cJSON_IsNumber(st) ? st->valueint : -1;
+        if (k >= 0 && k < steps && cJSON_IsNumber(t)) {
+            times[k] = t->valuedouble;
+            if (t->valuedouble > s->total_s) s->total_s = t->valuedouble;
+        }
+        if (k >= 0 && cJSON_IsNumber(val) && s->nevals < SHAKESPEARE_EVALS) {
+            s->step[s->nevals] = k;
+            s->val[s->nevals] = val->valuedouble;
+            s->train[s->nevals] = cJSON_IsNumber(tr) ? tr->valuedouble : NAN;
+            s->nevals++;
+        }
+        cJSON_Delete(o);
+    }
+    fclose(f);
+    for (int i = 0; i < s->nevals; i++) s->time_s[i] = s->step[i] < steps ? times[s->step[i]] : NAN;
+    free(times);
+    return SL_OK;
+}
+
+/* PyTorch's side: the embedded script with --text; a missing interpreter or torch is a note. */
+static void shakespeare_torch(const struct options *o, const char *tmp, const sl_config *cfg,
+                              struct shakespeare_side *s, char *version, size_t version_size,
+                              int *threads)
+{
+    if (o->no_torch) {
+        snprintf(s->note, sizeof s->note, "skipped (--no-torch)");
+        return;
+    }
+    if (access(o->python, X_OK) != 0) {
+        snprintf(s->note, sizeof s->note, "%s not found: no PyTorch baseline", o->python);
+        return;
+    }
+    char script[1200], cmd[8192];
+    snprintf(script, sizeof script, "%s/train_torch_gpt.py", tmp);
+    FILE *f = fopen(script, "w");
+    if (!f || fwrite(sl_bench_train_torch_gpt_py, 1, sl_bench_train_torch_gpt_py_size, f) !=
+                  sl_bench_train_torch_gpt_py_size) {
+        if (f) fclose(f);
+        snprintf(s->note, sizeof s->note, "cannot write the PyTorch script into %.400s", tmp);
+        return;
+    }
+    fclose(f);
+    const sl_gpt_config *g = &cfg->model.gpt;
+    const sl_optimizer_config *opt = &cfg->train.optimizer;
+    const sl_lr_schedule *ls = &cfg->train.lr_schedule;
+    /* Threads: PyTorch's default (torch.get_num_threads()); nothing is set. */
+    snprintf(cmd, sizeof cmd,
+             "'%s' '%s' --text '%s' --vocab-size %d --block-size %d --n-layer %d --n-head %d "
+             "--n-embd %d%s%s --batch %d --steps %d --lr %.9g --beta1 %.9g --beta2 %.9g "
+             "--eps %.9g --weight-decay %.9g --grad-clip %.9g --threads 0 --val-fraction %.9g "
+             "--warmup-steps %d --decay-steps %d --min-lr %.9g --eval-interval %d "
+             "--eval-iters %d",
+             o->python, script, cfg->data.text, g->vocab_size, g->block_size, g->n_layer, g->n_head,
+             g->n_embd, g->bias ? "" : " --no-bias", g->tie_embeddings ? "" : " --untied",
+             cfg->train.batch, cfg->train.steps, opt->lr, opt->beta1, opt->beta2, opt->eps,
+             opt->weight_decay, cfg->train.grad_clip, cfg->data.val_fraction,
+             ls->on ? ls->warmup_steps : 0, ls->on ? ls->decay_steps : cfg->train.steps,
+             ls->on ? ls->min_lr : opt->lr,
+             cfg->eval.interval > 0 ? cfg->eval.interval : cfg->train.steps, cfg->eval.iters);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        snprintf(s->note, sizeof s->note, "cannot start %s", o->python);
+        return;
+    }
+    char line[16384], last[16384] = "";
+    while (fgets(line, sizeof line, p))
+        if (line[0] == '{') snprintf(last, sizeof last, "%s", line);
+    int status = pclose(p);
+    cJSON *obj = last[0] ? cJSON_Parse(last) : NULL;
+    const char *err = cJSON_GetStringValue(cJSON_GetObjectItem(obj, "error"));
+    if (!obj || err || cJSON_IsNull(cJSON_GetObjectItem(obj, "torch"))) {
+        snprintf(s->note, sizeof s->note, "%s: %s (status %d)", o->python, err ? err : "no result",
+                 status);
+        cJSON_Delete(obj);
+        return;
+    }
+    snprintf(version, version_size, "%s",
+             cJSON_GetStringValue(cJSON_GetObjectItem(obj, "torch"))
+                 ? cJSON_GetStringValue(cJSON_GetObjectItem(obj, "torch"))
+                 : "?");
+    *threads = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(obj, "threads"));
+    s->total_s = cJSON_GetNumberValue(cJSON_GetObjectItem(obj, "total_s"));
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(obj, "evals"))
+    {
+        if (s->nevals == SHAKESPEARE_EVALS) break;
+        s->step[s->nevals] = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(e, "step"));
+        s->val[s->nevals] = cJSON_GetNumberValue(cJSON_GetObjectItem(e, "val_loss"));
+        s->train[s->nevals] = cJSON_GetNumberValue(cJSON_GetObjectItem(e, "train_loss"));
+        s->time_s[s->nevals] = cJSON_GetNumberValue(cJSON_GetObjectItem(e, "time_s"));
+        s->nevals++;
+    }
+    cJSON_Delete(obj);
+    if (!s->nevals) snprintf(s->note, sizeof s->note, "the PyTorch script evaluated nothing");
+}
+
+static cJSON *side_json(const struct shakespeare_side *s, double to_target, int at)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON *ev = cJSON_AddArrayToObject(j, "evals");
+    for (int i = 0; i < s->nevals; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "step", s->step[i]);
+        cJSON_AddItemToObject(e, "val_loss", number_or_null(s->val[i]));
+        cJSON_AddItemToObject(e, "train_loss", number_or_null(s->train[i]));
+        cJSON_AddItemToObject(e, "time_s", number_or_null(s->time_s[i]));
+        cJSON_AddItemToArray(ev, e);
+    }
+    cJSON_AddItemToObject(j, "time_to_target_s", number_or_null(to_target));
+    cJSON_AddItemToObject(j, "target_step",
+                          at >= 0 ? cJSON_CreateNumber(s->step[at]) : cJSON_CreateNull());
+    cJSON_AddItemToObject(j, "final_val_loss",
+                          number_or_null(s->nevals ? s->val[s->nevals - 1] : NAN));
+    cJSON_AddItemToObject(j, "total_s", number_or_null(s->total_s));
+    if (s->note[0]) cJSON_AddStringToObject(j, "note", s->note);
+    return j;
+}
+
+static void side_row(const char *who, const struct shakespeare_side *s, double to_target, int at)
+{
+    char tt[64] = "not reached";
+    if (at >= 0) snprintf(tt, sizeof tt, "%.1f s (step %d)", to_target, s->step[at] + 1);
+    printf("  %-34s %22s %10.4f %9.1f s\n", who, tt, s->nevals ? s->val[s->nevals - 1] : NAN,
+           s->total_s);
+}
+
+/* --shakespeare: the sample config trained by sluice, then the same recipe by PyTorch. */
+static int shakespeare(const struct options *o, const char *tmp)
+{
+    char set[1200], metrics[1300];
+    snprintf(set, sizeof set, "output.dir=%s/shakespeare", tmp);
+    snprintf(metrics, sizeof metrics, "%s/shakespeare/metrics.jsonl", tmp);
+    const char *sets[] = {set};
+    sl_config cfg;
+    int rc = sl_config_load(o->shakespeare_config, sets, 1, &cfg);
+    if (rc != SL_OK) {
+        fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
+        return 1;
+    }
+    if (!cfg.model.has_gpt || !cfg.data.text) {
+        fprintf(stderr, "sluice bench train: %s is not a GPT trained on a text\n",
+                o->shakespeare_config);
+        sl_config_free(&cfg);
+        return 1;
+    }
+    static struct shakespeare_side sl, th;
+    memset(&sl, 0, sizeof sl);
+    memset(&th, 0, sizeof th);
+    fprintf(stderr, "bench train: Shakespeare: sluice, %d stage processes, %d steps (minutes)...\n",
+            cfg.pipeline.stages, cfg.train.steps);
+    sl_train_options topt = {.progress = 1};
+    sl_train_summary sum;
+    rc = sl_train(&cfg, &topt, &sum);
+    if (rc == SL_OK) rc = read_metrics(metrics, cfg.train.steps, &sl);
+    if (rc != SL_OK) {
+        fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
+        sl_config_free(&cfg);
+        return 1;
+    }
+    fprintf(stderr, "bench train: Shakespeare: PyTorch, 1 process, %d steps (minutes)...\n",
+            cfg.train.steps);
+    char version[64] = "";
+    int threads = 0;
+    shakespeare_torch(o, tmp, &cfg, &th, version, sizeof version, &threads);
+    int at_sl, at_th;
+    double t_sl = time_to_target(&sl, &at_sl), t_th = time_to_target(&th, &at_th);
+    double ratio = t_sl > 0 && t_th > 0 ? t_th / t_sl : NAN;
+    if (o->json) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "name", "train-gpt-shakespeare");
+        cJSON_AddStringToObject(root, "baseline",
+                                th.nevals ? "PyTorch, the same recipe, 1 process, its default "
+                                            "threads"
+                                          : "none: no PyTorch figure (see torch.note)");
+        cJSON_AddItemToObject(root, "ratio", number_or_null(ratio));
+        cJSON_AddStringToObject(root, "ratio_is",
+                                "PyTorch's wall time to the target over sluice's");
+        cJSON_AddNumberToObject(root, "target_val_loss", SHAKESPEARE_LOSS);
+        cJSON_AddStringToObject(root, "config", o->shakespeare_config);
+        cJSON_AddNumberToObject(root, "stages", cfg.pipeline.stages);
+        cJSON_AddStringToObject(root, "schedule", cfg.pipeline.schedule);
+        cJSON_AddNumberToObject(root, "steps", cfg.train.steps);
+        cJSON_AddNumberToObject(root, "cores", (double)sysconf(_SC_NPROCESSORS_ONLN));
+        cJSON_AddItemToObject(root, "sluice", side_json(&sl, t_sl, at_sl));
+        cJSON *tj = side_json(&th, t_th, at_th);
+        cJSON_AddItemToObject(tj, "version",
+                              version[0] ? cJSON_CreateString(version) : cJSON_CreateNull());
+        cJSON_AddNumberToObject(tj, "threads", threads);
+        cJSON_AddItemToObject(root, "torch", tj);
+        sl_bench_print_json(root);
+    } else {
+        printf("sluice bench train --model gpt --shakespeare  (%s, %ld cores)\n\n",
+               o->shakespeare_config, sysconf(_SC_NPROCESSORS_ONLN));
+        printf("GPT: vocab %d, block %d, %d layers, %d heads, %d wide; batch %d, %d steps, "
+               "evaluation every %d steps over %d batches\n",
+               cfg.model.gpt.vocab_size, cfg.model.gpt.block_size, cfg.model.gpt.n_layer,
+               cfg.model.gpt.n_head, cfg.model.gpt.n_embd, cfg.train.batch, cfg.train.steps,
+               cfg.eval.interval, cfg.eval.iters);
+        printf("  %-34s %22s %10s %11s\n", "", "to val loss 1.90", "final val", "wall time");
+        char who[96];
+        snprintf(who, sizeof who, "sluice (%d stages, %s)", cfg.pipeline.stages,
+                 cfg.pipeline.schedule);
+        side_row(who, &sl, t_sl, at_sl);
+        if (th.nevals) {
+            snprintf(who, sizeof who, "PyTorch %s (1 process, %d thr.)", version, threads);
+            side_row(who, &th, t_th, at_th);
+            if (isfinite(ratio))
+                printf("  PyTorch's time to the target over sluice's: %.2fx\n", ratio);
+            else
+                printf("  no ratio: the target was not reached on both sides\n");
+        } else {
+            printf("  PyTorch: %s; no ratio\n", th.note);
+        }
+    }
+    sl_config_free(&cfg);
+    return 0;
 }
 
 int sl_bench_train_gpt(int argc, char **argv)
@@ -445,9 +869,17 @@ int sl_bench_train_gpt(int argc, char **argv)
         fprintf(stderr, "sluice bench train: cannot create a temporary directory %s\n", tmp);
         return 1;
     }
+    char pipe_data[1200];
     snprintf(data, sizeof data, "%s/tokens.safetensors", tmp);
+    snprintf(pipe_data, sizeof pipe_data, "%s/tokens-pipe.safetensors", tmp);
+    if (o.shakespeare) {
+        int rc = shakespeare(&o, tmp);
+        if (sl_remove_tree(tmp) != SL_OK)
+            fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
+        return rc;
+    }
     struct results res = {0};
-    int rc = measure(&o, tmp, data, &res);
+    int rc = measure(&o, tmp, data, pipe_data, &res);
     if (rc != SL_OK) fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
     if (sl_remove_tree(tmp) != SL_OK) fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
     if (rc != SL_OK) {

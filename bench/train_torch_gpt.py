@@ -18,6 +18,17 @@ every position, clip_grad_norm_, opt.step(), loss.item(). Step k takes rows (k*b
 the data file (a safetensors with x and y I32 [N, T], y the next tokens), as sluice does for a token
 safetensors. If PyTorch cannot be imported the script prints {"torch": null, "error": "..."} and
 exits 0, so the bench can say so instead of failing.
+
+With --text PATH (`sluice bench train --model gpt --shakespeare`) it trains on a text instead, as
+nanoGPT's shakespeare_char recipe does: the text (gzip when it ends in .gz) tokenised by character
+(the sorted set of its characters), the first 90% (--val-fraction 0.1) for training and the rest
+for validation, every batch --batch random windows of block_size + 1 tokens (torch.randint, as
+nanoGPT's get_batch), nanoGPT's get_lr (linear warm-up over --warmup-steps, cosine to --min-lr at
+--decay-steps), and an evaluation (the mean loss over --eval-iters random batches of each share, in
+eval mode without gradients) after every --eval-interval steps and after the last. Threads: the
+library's default (--threads 0). It prints {"torch": version, "evals": [{"step", "val_loss",
+"train_loss", "time_s"}...], ...}; time_s is the wall time from the first step to the end of the
+step an evaluation follows (earlier evaluations included), as sluice's metrics.jsonl times it.
 """
 import argparse
 import json
@@ -140,9 +151,100 @@ def build(c):
     return GPT(c)
 
 
+def train_text(a):
+    """nanoGPT's shakespeare_char-style training on a text; prints one JSON line."""
+    import gzip
+
+    try:
+        import torch
+    except Exception as e:
+        print(json.dumps({"torch": None, "error": "cannot import torch: %s" % e}))
+        return 0
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    opener = gzip.open if a.text.endswith(".gz") else open
+    with opener(a.text, "rb") as f:
+        text = f.read().decode("utf-8")
+    chars = sorted(set(text))
+    if len(chars) > a.vocab_size:
+        print(json.dumps({"torch": torch.__version__, "error": "%d characters, vocab_size %d" %
+                          (len(chars), a.vocab_size)}))
+        return 0
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    data = torch.tensor([stoi[ch] for ch in text], dtype=torch.long)
+    n = int(len(data) * (1.0 - a.val_fraction))
+    splits = {"train": data[:n], "val": data[n:]}
+    T, B = a.block_size, a.batch
+
+    def get_batch(split):
+        d = splits[split]
+        ix = torch.randint(len(d) - T, (B,))
+        x = torch.stack([d[i:i + T] for i in ix])
+        y = torch.stack([d[i + 1:i + 1 + T] for i in ix])
+        return x, y
+
+    c = dict(vocab_size=a.vocab_size, block_size=T, n_layer=a.n_layer, n_head=a.n_head,
+             n_embd=a.n_embd, bias=not a.no_bias, tie_embeddings=not a.untied)
+    model = build(c)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    groups = [{"params": [p for p in params.values() if p.dim() >= 2], "weight_decay": a.weight_decay},
+              {"params": [p for p in params.values() if p.dim() < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=a.lr, betas=(a.beta1, a.beta2), eps=a.eps)
+    decay = a.decay_steps if a.decay_steps > 0 else a.steps
+
+    def get_lr(it):  # nanoGPT's train.py
+        if it < a.warmup_steps:
+            return a.lr * (it + 1) / (a.warmup_steps + 1)
+        if it > decay:
+            return a.min_lr
+        ratio = (it - a.warmup_steps) / (decay - a.warmup_steps)
+        return a.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (a.lr - a.min_lr)
+
+    @torch.no_grad()
+    def estimate_loss():
+        model.eval()
+        out = {}
+        for split in ("train", "val"):
+            losses = torch.zeros(a.eval_iters)
+            for k in range(a.eval_iters):
+                x, y = get_batch(split)
+                losses[k] = model(x, y).item()
+            out[split] = losses.mean().item()
+        model.train()
+        return out
+
+    model.train()
+    evals = []
+    t0 = time.perf_counter()
+    for it in range(a.steps):
+        for g in opt.param_groups:
+            g["lr"] = get_lr(it)
+        x, y = get_batch("train")
+        loss = model(x, y)
+        loss.backward()
+        if a.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss = loss.item()
+        if (it + 1) % a.eval_interval == 0 or it + 1 == a.steps:
+            t = time.perf_counter() - t0
+            e = estimate_loss()
+            evals.append({"step": it, "val_loss": e["val"], "train_loss": e["train"], "time_s": t})
+            print("torch: eval after step %d: val %.4f train %.4f at %.1f s" %
+                  (it + 1, e["val"], e["train"], t), file=sys.stderr, flush=True)
+    total = time.perf_counter() - t0
+    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "steps": a.steps, "params": sum(p.numel() for p in params.values()),
+                      "chars": len(chars), "evals": evals, "total_s": total,
+                      "final_loss": loss}))
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--data", required=True, help="safetensors with x, y I32 [N, T]")
+    p.add_argument("--data", help="safetensors with x, y I32 [N, T]")
     p.add_argument("--vocab-size", type=int, required=True)
     p.add_argument("--block-size", type=int, required=True)
     p.add_argument("--n-layer", type=int, required=True)
@@ -160,8 +262,20 @@ def main():
     p.add_argument("--eps", type=float, default=1e-8)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="0: the library's default")
+    p.add_argument("--text", help="train on this text (see the docstring) instead of --data")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--decay-steps", type=int, default=0)
+    p.add_argument("--min-lr", type=float, default=0.0)
+    p.add_argument("--eval-interval", type=int, default=500)
+    p.add_argument("--eval-iters", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    if a.text is not None:
+        return train_text(a)
+    if a.data is None:
+        p.error("--data or --text is required")
 
     try:
         import torch

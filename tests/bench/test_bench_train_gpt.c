@@ -1,7 +1,8 @@
 /* `sluice bench train --model gpt --quick --json` run as a subprocess of the sluice tool: the
  * fields bench.h promises (name, baseline, ratio), the target and whether it is met, positive raw
- * figures, a missing PyTorch reported as null rather than a number, and usage errors. No timing is
- * asserted: the machines are shared and noisy. */
+ * figures, the pipeline row (2 ranks against 1: runs, bubbles, speed-up and its target), a missing
+ * PyTorch reported as null rather than a number, and usage errors. No timing is asserted: the
+ * machines are shared and noisy. */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -55,6 +56,43 @@ static cJSON *check_common(const char *out, int steps)
     return root;
 }
 
+/* The pipeline row (--quick: 1 timed step, n_embd 128): 1 rank and 2 ranks, their tokens/s,
+ * bubbles and the speed-up with its target; no timing is asserted. */
+static void check_pipeline(const cJSON *root)
+{
+    const cJSON *p = cJSON_GetObjectItem(root, "pipeline");
+    cr_assert(cJSON_IsObject(p), "no pipeline object");
+    const cJSON *m = cJSON_GetObjectItem(p, "model");
+    cr_assert_eq((int)positive(m, "n_layer"), 8);
+    cr_assert_eq((int)positive(m, "block_size"), 128);
+    cr_assert_eq((int)positive(m, "n_head"), 8);
+    cr_assert_eq((int)positive(m, "n_embd"), 128);
+    cr_assert_eq((int)positive(m, "vocab_size"), 65);
+    cr_assert_eq((int)positive(p, "batch"), 8);
+    cr_assert_eq((int)positive(p, "microbatches"), 8);
+    cr_assert_eq((int)positive(p, "steps"), 1);
+    cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(p, "schedule")), "1f1b");
+    cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(p, "target")),
+                     "at least 1.6x (the bubble allows 1.88x)");
+    cr_assert_float_eq(positive(p, "target_ratio"), 1.6, 1e-12);
+    const cJSON *runs = cJSON_GetObjectItem(p, "runs");
+    cr_assert_eq(cJSON_GetArraySize(runs), 2);
+    double tps[2];
+    for (int k = 0; k < 2; k++) {
+        const cJSON *r = cJSON_GetArrayItem(runs, k);
+        cr_assert_eq((int)positive(r, "ranks"), k + 1);
+        tps[k] = positive(r, "tokens_per_s");
+        cr_assert_float_eq(tps[k], 128 * positive(r, "samples_per_s"), 1e-9 * tps[k]);
+        cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(r, "tokens_per_s_rounds")), 1);
+        cr_assert(cJSON_IsNumber(cJSON_GetObjectItem(r, "bubble_measured")));
+        cr_assert(cJSON_IsNumber(cJSON_GetObjectItem(r, "bubble_predicted")));
+    }
+    double ratio = positive(p, "ratio");
+    cr_assert_float_eq(ratio, tps[1] / tps[0], 1e-9 * ratio);
+    cr_assert(cJSON_IsBool(cJSON_GetObjectItem(p, "target_met")));
+    cr_assert_eq(cJSON_IsTrue(cJSON_GetObjectItem(p, "target_met")), ratio >= 1.6);
+}
+
 /* No PyTorch figure: no ratio, no verdict on the target, and a note that says why. */
 static void check_no_torch(const cJSON *root, const char *why)
 {
@@ -71,6 +109,7 @@ Test(bench_train_gpt, quick_json)
     char *out = run_sluice(&status, "bench train --model gpt --quick --json");
     cr_assert_eq(status, 0, "exit %d:\n%s", status, out);
     cJSON *root = check_common(out, 3);
+    check_pipeline(root);
     if (cJSON_IsNull(cJSON_GetObjectItem(root, "torch"))) {
         check_no_torch(root, NULL); /* no PyTorch for /usr/bin/python3 here */
     } else {
@@ -98,6 +137,7 @@ Test(bench_train_gpt, no_torch)
     cr_assert_eq(status, 0, "exit %d:\n%s", status, out);
     cJSON *root = check_common(out, 2);
     check_no_torch(root, "--no-torch");
+    check_pipeline(root);
     cJSON_Delete(root);
     free(out);
 }
@@ -122,7 +162,22 @@ Test(bench_train_gpt, table_and_usage)
     cr_assert_eq(status, 0, "exit %d:\n%s", status, out);
     cr_assert(strstr(out, "tokens/s") && strstr(out, "at least 1.5x PyTorch's tokens per second"),
               "%s", out);
+    cr_assert(strstr(out, "pipeline:") && strstr(out, "at least 1.6x (the bubble allows 1.88x)"),
+              "%s", out);
     free(out);
+    out = run_sluice(&status, "bench train --model gpt --quick --steps 2 --no-torch --pipe-steps 0 "
+                              "--json");
+    cr_assert_eq(status, 0, "exit %d:\n%s", status, out);
+    cJSON *root = cJSON_Parse(out);
+    cr_assert_not_null(root, "%s", out);
+    cr_assert_null(cJSON_GetObjectItem(root, "pipeline"), "--pipe-steps 0 has no pipeline row");
+    cJSON_Delete(root);
+    free(out);
+    free(run_sluice(&status, "bench train --model gpt --pipe-embd 100 2>/dev/null"));
+    cr_assert_eq(status, 2);
+    free(run_sluice(&status, "bench train --model gpt --shakespeare-config /nonexistent.json "
+                             "--shakespeare --no-torch 2>/dev/null"));
+    cr_assert_eq(status, 1);
     free(run_sluice(&status, "bench train --model gpt --steps 0 2>/dev/null"));
     cr_assert_eq(status, 2);
     free(run_sluice(&status, "bench train --model gpt --rounds 17 2>/dev/null"));
@@ -131,7 +186,9 @@ Test(bench_train_gpt, table_and_usage)
     cr_assert_eq(status, 2);
     out = run_sluice(&status, "bench train --model gpt --help");
     cr_assert_eq(status, 0);
-    cr_assert(strstr(out, "--quick") && strstr(out, "--json") && strstr(out, "1.5x"), "%s", out);
+    cr_assert(strstr(out, "--quick") && strstr(out, "--json") && strstr(out, "1.5x") &&
+                  strstr(out, "--pipe-steps") && strstr(out, "--shakespeare"),
+              "%s", out);
     free(out);
     out = run_sluice(&status, "bench train --help");
     cr_assert_eq(status, 0);
