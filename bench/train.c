@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "bench/train_impl.h"
 #include "runtime/config/config.h"
 #include "core/core.h"
 #include "runtime/safetensors/safetensors.h"
@@ -192,24 +193,11 @@ static void torch_run(const char *tmp, const char *data, const struct options *o
                       struct torch_result *r)
 {
     memset(r, 0, sizeof *r);
-    if (o->no_torch) {
-        snprintf(r->note, sizeof r->note, "skipped (--no-torch)");
-        return;
-    }
-    if (access(o->python, X_OK) != 0) {
-        snprintf(r->note, sizeof r->note, "%s not found: no PyTorch baseline", o->python);
-        return;
-    }
     char script[1200], cmd[4096], layers[256] = "";
-    snprintf(script, sizeof script, "%s/train_torch.py", tmp);
-    FILE *f = fopen(script, "w");
-    if (!f || fwrite(sl_bench_train_torch_py, 1, sl_bench_train_torch_py_size, f) !=
-                  sl_bench_train_torch_py_size) {
-        if (f) fclose(f);
-        snprintf(r->note, sizeof r->note, "cannot write the PyTorch script into %.400s", tmp);
+    if (!sl__bench_train_torch_prepare(o->python, o->no_torch, tmp, "train_torch.py",
+                                       sl_bench_train_torch_py, sl_bench_train_torch_py_size,
+                                       script, sizeof script, r->note, sizeof r->note))
         return;
-    }
-    fclose(f);
     for (size_t i = 0; i < SL_ARRAY_LEN(digits_layers); i++)
         snprintf(layers + strlen(layers), sizeof layers - strlen(layers), "%s%s", i ? "," : "",
                  digits_layers[i]);
@@ -220,44 +208,8 @@ static void torch_run(const char *tmp, const char *data, const struct options *o
              "--layers %s --batch 64 --microbatches 8 --steps %d --warmup %d --lr 0.05 "
              "--momentum 0.9 --threads 1",
              o->python, script, data, layers, o->steps, o->warmup);
-    FILE *p = popen(cmd, "r");
-    if (!p) {
-        snprintf(r->note, sizeof r->note, "cannot start %s", o->python);
-        return;
-    }
-    char line[4096], last[4096] = "";
-    while (fgets(line, sizeof line, p))
-        if (line[0] == '{') snprintf(last, sizeof last, "%s", line);
-    int status = pclose(p);
-    cJSON *obj = last[0] ? cJSON_Parse(last) : NULL;
-    if (!obj) {
-        snprintf(r->note, sizeof r->note, "%s exited with status %d and no result", o->python,
-                 status);
-        return;
-    }
-    r->obj = obj;
-    const char *err = cJSON_GetStringValue(cJSON_GetObjectItem(obj, "error"));
-    if (cJSON_IsNull(cJSON_GetObjectItem(obj, "torch")) || err) {
-        snprintf(r->note, sizeof r->note, "%s has no PyTorch (%s)", o->python, err ? err : "?");
-        return;
-    }
-    r->samples_per_s = cJSON_GetNumberValue(cJSON_GetObjectItem(obj, "samples_per_s"));
-    if (!(r->samples_per_s > 0)) {
-        r->samples_per_s = 0;
-        snprintf(r->note, sizeof r->note, "the PyTorch script measured nothing");
-    }
-}
-
-static cJSON *number_or_null(double v)
-{
-    return v > 0 && isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
-}
-
-static cJSON *rounds_array(const double *v, int n)
-{
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, number_or_null(v[i]));
-    return a;
+    r->samples_per_s = sl__bench_train_torch_figure(cmd, o->python, "samples_per_s", &r->obj,
+                                                    r->note, sizeof r->note);
 }
 
 /* Reads the command line; returns -1 to go on, else the exit status (0 after --help, 2 on a usage
@@ -433,11 +385,6 @@ struct context {
     long cores;
 };
 
-static cJSON *bubble_or_null(double v)
-{
-    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
-}
-
 /* The JSON object of the digits comparison. */
 static void add_digits_json(cJSON *dj, const struct options *o, const struct results *res,
                             const struct context *c)
@@ -448,17 +395,19 @@ static void add_digits_json(cJSON *dj, const struct options *o, const struct res
     cJSON_AddStringToObject(dj, "optimizer", "sgd lr 0.05 momentum 0.9");
     cJSON_AddNumberToObject(dj, "steps", o->steps);
     cJSON_AddNumberToObject(dj, "samples_per_s", res->digits.samples_per_s);
-    cJSON_AddItemToObject(dj, "samples_per_s_rounds", rounds_array(res->digits_runs, o->rounds));
+    cJSON_AddItemToObject(dj, "samples_per_s_rounds",
+                          sl__bench_train_rounds_array(res->digits_runs, o->rounds));
     cJSON_AddNumberToObject(dj, "final_loss", res->digits.final_loss);
-    cJSON_AddItemToObject(dj, "torch_samples_per_s", number_or_null(res->torch.samples_per_s));
+    cJSON_AddItemToObject(dj, "torch_samples_per_s",
+                          sl__bench_train_number_or_null(res->torch.samples_per_s));
     if (res->torch.samples_per_s > 0)
         cJSON_AddItemToObject(dj, "torch_samples_per_s_rounds",
-                              rounds_array(res->torch_runs, o->rounds));
+                              sl__bench_train_rounds_array(res->torch_runs, o->rounds));
     cJSON_AddItemToObject(
         dj, "torch", c->torch_version ? cJSON_CreateString(c->torch_version) : cJSON_CreateNull());
     if (res->torch.note[0]) cJSON_AddStringToObject(dj, "torch_note", res->torch.note);
     cJSON_AddNumberToObject(dj, "torch_warmup_steps", o->warmup);
-    cJSON_AddItemToObject(dj, "ratio", number_or_null(c->ratio));
+    cJSON_AddItemToObject(dj, "ratio", sl__bench_train_number_or_null(c->ratio));
 }
 
 /* The JSON object of the pipeline speed-ups. */
@@ -480,10 +429,12 @@ static void add_pipe_json(cJSON *pj, const struct options *o, const struct pipe_
         cJSON_AddNumberToObject(r, "ranks", k < 0 ? 1 : o->ranks[k]);
         cJSON_AddNumberToObject(r, "samples_per_s", s->samples_per_s);
         cJSON_AddItemToObject(r, "samples_per_s_rounds",
-                              rounds_array(res->pipe_runs[k + 1], o->rounds));
+                              sl__bench_train_rounds_array(res->pipe_runs[k + 1], o->rounds));
         cJSON_AddNumberToObject(r, "speedup", s->samples_per_s / res->pipe[0].samples_per_s);
-        cJSON_AddItemToObject(r, "bubble_measured", bubble_or_null(s->bubble_measured));
-        cJSON_AddItemToObject(r, "bubble_predicted", bubble_or_null(s->bubble_predicted));
+        cJSON_AddItemToObject(r, "bubble_measured",
+                              sl__bench_train_bubble_or_null(s->bubble_measured));
+        cJSON_AddItemToObject(r, "bubble_predicted",
+                              sl__bench_train_bubble_or_null(s->bubble_predicted));
         cJSON_AddItemToArray(runs, r);
     }
 }
@@ -497,7 +448,7 @@ static void print_json(const struct options *o, const struct pipe_model *m,
                             res->torch.samples_per_s > 0
                                 ? "PyTorch, same model/batch/micro-batches/optimizer, 1 thread"
                                 : "none: no PyTorch figure (see torch_note)");
-    cJSON_AddItemToObject(root, "ratio", number_or_null(c->ratio));
+    cJSON_AddItemToObject(root, "ratio", sl__bench_train_number_or_null(c->ratio));
     cJSON_AddStringToObject(root, "device", o->device);
     cJSON_AddNumberToObject(root, "threads_per_rank", 1);
     cJSON_AddStringToObject(root, "openblas", c->blas ? c->blas : "?");

@@ -21,10 +21,11 @@
  * step 0 left out; target: 2 ranks at 1.6x the tokens/s of 1 or more (the bubble, (S-1)/(M+S-1) =
  * 1/9, allows 1.88x).
  *
- * --shakespeare (not run by default): samples/shakespeare/shakespeare.json trained by sluice as
- * configured (4 stage processes, 1F1B, an evaluation every 500 steps over 200 batches), then
- * PyTorch training the same recipe on one process with its default threads; the wall time until the
- * first evaluation at or below the target validation loss on each side, and their ratio. */
+ * --shakespeare (not run by default; bench/train_gpt_shakespeare.c):
+ * samples/shakespeare/shakespeare.json trained by sluice as configured (4 stage processes, 1F1B, an
+ * evaluation every 500 steps over 200 batches), then PyTorch training the same recipe on one
+ * process with its default threads; the wall time until the first evaluation at or below the target
+ * validation loss on each side, and their ratio. */
 #define _GNU_SOURCE
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -36,6 +37,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "bench/train_impl.h"
 #include "core/core.h"
 #include "runtime/config/config.h"
 #include "runtime/safetensors/safetensors.h"
@@ -54,16 +56,14 @@ extern const size_t sl_bench_train_torch_gpt_py_size;
 #define MAX_ROUNDS 16
 #define TARGET     1.5 /* sluice's tokens/s over PyTorch's */
 /* The pipeline row's GPT. */
-#define PIPE_BLOCK        128
-#define PIPE_LAYERS       8
-#define PIPE_HEADS        8
-#define PIPE_EMBD         512
-#define PIPE_BATCH        8
-#define PIPE_MICRO        8
-#define PIPE_RANKS        2
-#define PIPE_TARGET       1.6
-#define SHAKESPEARE_LOSS  1.90 /* the target validation loss of --shakespeare */
-#define SHAKESPEARE_EVALS 64
+#define PIPE_BLOCK  128
+#define PIPE_LAYERS 8
+#define PIPE_HEADS  8
+#define PIPE_EMBD   512
+#define PIPE_BATCH  8
+#define PIPE_MICRO  8
+#define PIPE_RANKS  2
+#define PIPE_TARGET 1.6
 
 static const char pipe_target_text[] = "at least 1.6x (the bubble allows 1.88x)";
 
@@ -309,24 +309,11 @@ static void torch_run(const char *tmp, const char *data, const struct options *o
                       struct torch_result *r)
 {
     memset(r, 0, sizeof *r);
-    if (o->no_torch) {
-        snprintf(r->note, sizeof r->note, "skipped (--no-torch)");
-        return;
-    }
-    if (access(o->python, X_OK) != 0) {
-        snprintf(r->note, sizeof r->note, "%s not found: no PyTorch baseline", o->python);
-        return;
-    }
     char script[1200], cmd[4096];
-    snprintf(script, sizeof script, "%s/train_torch_gpt.py", tmp);
-    FILE *f = fopen(script, "w");
-    if (!f || fwrite(sl_bench_train_torch_gpt_py, 1, sl_bench_train_torch_gpt_py_size, f) !=
-                  sl_bench_train_torch_gpt_py_size) {
-        if (f) fclose(f);
-        snprintf(r->note, sizeof r->note, "cannot write the PyTorch script into %.400s", tmp);
+    if (!sl__bench_train_torch_prepare(
+            o->python, o->no_torch, tmp, "train_torch_gpt.py", sl_bench_train_torch_gpt_py,
+            sl_bench_train_torch_gpt_py_size, script, sizeof script, r->note, sizeof r->note))
         return;
-    }
-    fclose(f);
     /* One thread everywhere, as in the digits row. Paths come from mkdtemp and options. */
     snprintf(cmd, sizeof cmd,
              "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 '%s' '%s' --data '%s' "
@@ -335,44 +322,8 @@ static void torch_run(const char *tmp, const char *data, const struct options *o
              "--eps 1e-8 --weight-decay 0.1 --grad-clip 1.0 --threads 1",
              o->python, script, data, GPT_VOCAB, GPT_BLOCK, GPT_LAYERS, GPT_HEADS, GPT_EMBD,
              GPT_BATCH, o->steps, o->warmup);
-    FILE *p = popen(cmd, "r");
-    if (!p) {
-        snprintf(r->note, sizeof r->note, "cannot start %s", o->python);
-        return;
-    }
-    char line[4096], last[4096] = "";
-    while (fgets(line, sizeof line, p))
-        if (line[0] == '{') snprintf(last, sizeof last, "%s", line);
-    int status = pclose(p);
-    cJSON *obj = last[0] ? cJSON_Parse(last) : NULL;
-    if (!obj) {
-        snprintf(r->note, sizeof r->note, "%s exited with status %d and no result", o->python,
-                 status);
-        return;
-    }
-    r->obj = obj;
-    const char *err = cJSON_GetStringValue(cJSON_GetObjectItem(obj, "error"));
-    if (cJSON_IsNull(cJSON_GetObjectItem(obj, "torch")) || err) {
-        snprintf(r->note, sizeof r->note, "%s has no PyTorch (%s)", o->python, err ? err : "?");
-        return;
-    }
-    r->tokens_per_s = cJSON_GetNumberValue(cJSON_GetObjectItem(obj, "tokens_per_s"));
-    if (!(r->tokens_per_s > 0)) {
-        r->tokens_per_s = 0;
-        snprintf(r->note, sizeof r->note, "the PyTorch script measured nothing");
-    }
-}
-
-static cJSON *number_or_null(double v)
-{
-    return v > 0 && isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
-}
-
-static cJSON *rounds_array(const double *v, int n)
-{
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, number_or_null(v[i]));
-    return a;
+    r->tokens_per_s = sl__bench_train_torch_figure(cmd, o->python, "tokens_per_s", &r->obj, r->note,
+                                                   sizeof r->note);
 }
 
 struct results {
@@ -445,11 +396,6 @@ static double pipe_speedup(const struct results *res)
                                           : NAN;
 }
 
-static cJSON *bubble_or_null(double v)
-{
-    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
-}
-
 /* The JSON object of the pipeline row. */
 static void add_pipe_json(cJSON *pj, const struct options *o, const struct results *res)
 {
@@ -474,15 +420,18 @@ static void add_pipe_json(cJSON *pj, const struct options *o, const struct resul
         cJSON *r = cJSON_CreateObject();
         cJSON_AddNumberToObject(r, "ranks", k ? PIPE_RANKS : 1);
         cJSON_AddNumberToObject(r, "tokens_per_s", s->samples_per_s * PIPE_BLOCK);
-        cJSON_AddItemToObject(r, "tokens_per_s_rounds", rounds_array(res->pipe_runs[k], o->rounds));
+        cJSON_AddItemToObject(r, "tokens_per_s_rounds",
+                              sl__bench_train_rounds_array(res->pipe_runs[k], o->rounds));
         cJSON_AddNumberToObject(r, "samples_per_s", s->samples_per_s);
         cJSON_AddNumberToObject(r, "final_loss", s->final_loss);
-        cJSON_AddItemToObject(r, "bubble_measured", bubble_or_null(s->bubble_measured));
-        cJSON_AddItemToObject(r, "bubble_predicted", bubble_or_null(s->bubble_predicted));
+        cJSON_AddItemToObject(r, "bubble_measured",
+                              sl__bench_train_bubble_or_null(s->bubble_measured));
+        cJSON_AddItemToObject(r, "bubble_predicted",
+                              sl__bench_train_bubble_or_null(s->bubble_predicted));
         cJSON_AddItemToArray(runs, r);
     }
     double ratio = pipe_speedup(res);
-    cJSON_AddItemToObject(pj, "ratio", number_or_null(ratio));
+    cJSON_AddItemToObject(pj, "ratio", sl__bench_train_number_or_null(ratio));
     cJSON_AddStringToObject(pj, "ratio_is", "tokens/s on 2 ranks over tokens/s on 1 rank");
     cJSON_AddStringToObject(pj, "target", pipe_target_text);
     cJSON_AddNumberToObject(pj, "target_ratio", PIPE_TARGET);
@@ -523,7 +472,7 @@ static void print_json(const struct options *o, const struct results *res, doubl
                                 ? "PyTorch, nanoGPT's GPT with torch.nn modules, same "
                                   "batch/optimizer/param groups/clipping, 1 thread"
                                 : "none: no PyTorch figure (see torch_note)");
-    cJSON_AddItemToObject(root, "ratio", number_or_null(ratio));
+    cJSON_AddItemToObject(root, "ratio", sl__bench_train_number_or_null(ratio));
     cJSON_AddStringToObject(root, "ratio_is", "sluice's tokens/s over PyTorch's");
     cJSON_AddStringToObject(root, "target", target_text);
     cJSON_AddNumberToObject(root, "target_ratio", TARGET);
@@ -550,13 +499,15 @@ static void print_json(const struct options *o, const struct results *res, doubl
     cJSON_AddNumberToObject(root, "grad_clip", 1.0);
     cJSON_AddNumberToObject(root, "steps", o->steps);
     cJSON_AddNumberToObject(root, "tokens_per_s", res->best.samples_per_s * GPT_BLOCK);
-    cJSON_AddItemToObject(root, "tokens_per_s_rounds", rounds_array(res->runs, o->rounds));
+    cJSON_AddItemToObject(root, "tokens_per_s_rounds",
+                          sl__bench_train_rounds_array(res->runs, o->rounds));
     cJSON_AddNumberToObject(root, "samples_per_s", res->best.samples_per_s);
     cJSON_AddNumberToObject(root, "final_loss", res->best.final_loss);
-    cJSON_AddItemToObject(root, "torch_tokens_per_s", number_or_null(torch->tokens_per_s));
+    cJSON_AddItemToObject(root, "torch_tokens_per_s",
+                          sl__bench_train_number_or_null(torch->tokens_per_s));
     if (torch->tokens_per_s > 0) {
         cJSON_AddItemToObject(root, "torch_tokens_per_s_rounds",
-                              rounds_array(res->torch_runs, o->rounds));
+                              sl__bench_train_rounds_array(res->torch_runs, o->rounds));
         cJSON *loss = cJSON_GetObjectItem(torch->obj, "final_loss");
         if (cJSON_IsNumber(loss))
             cJSON_AddNumberToObject(root, "torch_final_loss", loss->valuedouble);
@@ -600,262 +551,6 @@ static void print_table(const struct options *o, const struct results *res, doub
     if (o->pipe_steps > 0) print_pipe_table(o, res);
 }
 
-/* One side of --shakespeare: its evaluations and the wall time of each. */
-struct shakespeare_side {
-    int nevals;
-    int step[SHAKESPEARE_EVALS];
-    double val[SHAKESPEARE_EVALS], train[SHAKESPEARE_EVALS], time_s[SHAKESPEARE_EVALS];
-    double total_s;
-    char note[512]; /* why there are no figures */
-};
-
-/* The wall time of the first evaluation at or below the target, or NAN; *at its index. */
-static double time_to_target(const struct shakespeare_side *s, int *at)
-{
-    for (int i = 0; i < s->nevals; i++)
-        if (s->val[i] <= SHAKESPEARE_LOSS) {
-            *at = i;
-            return s->time_s[i];
-        }
-    *at = -1;
-    return NAN;
-}
-
-/* Reads sluice's metrics.jsonl: step lines give each step's time_s, evaluation lines (val_loss)
- * are timed by the step line of the same step. */
-static int read_metrics(const char *path, int steps, struct shakespeare_side *s)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return sl_fail(SL_EIO, "bench train: cannot open %s", path);
-    double *times = calloc((size_t)steps + 1, sizeof *times);
-    if (!times) {
-        fclose(f);
-        return sl_fail(SL_ENOMEM, "bench train: no memory for %d step times", steps);
-    }
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        cJSON *o = cJSON_Parse(line);
-        const cJSON *st = cJSON_GetObjectItem(o, "step"), *t = cJSON_GetObjectItem(o, "time_s"),
-                    *val = cJSON_GetObjectItem(o, "val_loss"),
-                    *tr = cJSON_GetObjectItem(o, "train_loss");
-        int k = cJSON_IsNumber(st) ? st->valueint : -1;
-        if (k >= 0 && k < steps && cJSON_IsNumber(t)) {
-            times[k] = t->valuedouble;
-            if (t->valuedouble > s->total_s) s->total_s = t->valuedouble;
-        }
-        if (k >= 0 && cJSON_IsNumber(val) && s->nevals < SHAKESPEARE_EVALS) {
-            s->step[s->nevals] = k;
-            s->val[s->nevals] = val->valuedouble;
-            s->train[s->nevals] = cJSON_IsNumber(tr) ? tr->valuedouble : NAN;
-            s->nevals++;
-        }
-        cJSON_Delete(o);
-    }
-    fclose(f);
-    for (int i = 0; i < s->nevals; i++) s->time_s[i] = s->step[i] < steps ? times[s->step[i]] : NAN;
-    free(times);
-    return SL_OK;
-}
-
-/* PyTorch's side: the embedded script with --text; a missing interpreter or torch is a note. */
-static void shakespeare_torch(const struct options *o, const char *tmp, const sl_config *cfg,
-                              struct shakespeare_side *s, char *version, size_t version_size,
-                              int *threads)
-{
-    if (o->no_torch) {
-        snprintf(s->note, sizeof s->note, "skipped (--no-torch)");
-        return;
-    }
-    if (access(o->python, X_OK) != 0) {
-        snprintf(s->note, sizeof s->note, "%s not found: no PyTorch baseline", o->python);
-        return;
-    }
-    char script[1200], cmd[8192];
-    snprintf(script, sizeof script, "%s/train_torch_gpt.py", tmp);
-    FILE *f = fopen(script, "w");
-    if (!f || fwrite(sl_bench_train_torch_gpt_py, 1, sl_bench_train_torch_gpt_py_size, f) !=
-                  sl_bench_train_torch_gpt_py_size) {
-        if (f) fclose(f);
-        snprintf(s->note, sizeof s->note, "cannot write the PyTorch script into %.400s", tmp);
-        return;
-    }
-    fclose(f);
-    const sl_gpt_config *g = &cfg->model.gpt;
-    const sl_optimizer_config *opt = &cfg->train.optimizer;
-    const sl_lr_schedule *ls = &cfg->train.lr_schedule;
-    /* Threads: PyTorch's default (torch.get_num_threads()); nothing is set. */
-    snprintf(cmd, sizeof cmd,
-             "'%s' '%s' --text '%s' --vocab-size %d --block-size %d --n-layer %d --n-head %d "
-             "--n-embd %d%s%s --batch %d --steps %d --lr %.9g --beta1 %.9g --beta2 %.9g "
-             "--eps %.9g --weight-decay %.9g --grad-clip %.9g --threads 0 --val-fraction %.9g "
-             "--warmup-steps %d --decay-steps %d --min-lr %.9g --eval-interval %d "
-             "--eval-iters %d",
-             o->python, script, cfg->data.text, g->vocab_size, g->block_size, g->n_layer, g->n_head,
-             g->n_embd, g->bias ? "" : " --no-bias", g->tie_embeddings ? "" : " --untied",
-             cfg->train.batch, cfg->train.steps, opt->lr, opt->beta1, opt->beta2, opt->eps,
-             opt->weight_decay, cfg->train.grad_clip, cfg->data.val_fraction,
-             ls->on ? ls->warmup_steps : 0, ls->on ? ls->decay_steps : cfg->train.steps,
-             ls->on ? ls->min_lr : opt->lr,
-             cfg->eval.interval > 0 ? cfg->eval.interval : cfg->train.steps, cfg->eval.iters);
-    FILE *p = popen(cmd, "r");
-    if (!p) {
-        snprintf(s->note, sizeof s->note, "cannot start %s", o->python);
-        return;
-    }
-    char line[16384], last[16384] = "";
-    while (fgets(line, sizeof line, p))
-        if (line[0] == '{') snprintf(last, sizeof last, "%s", line);
-    int status = pclose(p);
-    cJSON *obj = last[0] ? cJSON_Parse(last) : NULL;
-    const char *err = cJSON_GetStringValue(cJSON_GetObjectItem(obj, "error"));
-    if (!obj || err || cJSON_IsNull(cJSON_GetObjectItem(obj, "torch"))) {
-        snprintf(s->note, sizeof s->note, "%s: %s (status %d)", o->python, err ? err : "no result",
-                 status);
-        cJSON_Delete(obj);
-        return;
-    }
-    snprintf(version, version_size, "%s",
-             cJSON_GetStringValue(cJSON_GetObjectItem(obj, "torch"))
-                 ? cJSON_GetStringValue(cJSON_GetObjectItem(obj, "torch"))
-                 : "?");
-    *threads = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(obj, "threads"));
-    s->total_s = cJSON_GetNumberValue(cJSON_GetObjectItem(obj, "total_s"));
-    const cJSON *e;
-    cJSON_ArrayForEach(e, cJSON_GetObjectItem(obj, "evals"))
-    {
-        if (s->nevals == SHAKESPEARE_EVALS) break;
-        s->step[s->nevals] = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(e, "step"));
-        s->val[s->nevals] = cJSON_GetNumberValue(cJSON_GetObjectItem(e, "val_loss"));
-        s->train[s->nevals] = cJSON_GetNumberValue(cJSON_GetObjectItem(e, "train_loss"));
-        s->time_s[s->nevals] = cJSON_GetNumberValue(cJSON_GetObjectItem(e, "time_s"));
-        s->nevals++;
-    }
-    cJSON_Delete(obj);
-    if (!s->nevals) snprintf(s->note, sizeof s->note, "the PyTorch script evaluated nothing");
-}
-
-static cJSON *side_json(const struct shakespeare_side *s, double to_target, int at)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON *ev = cJSON_AddArrayToObject(j, "evals");
-    for (int i = 0; i < s->nevals; i++) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddNumberToObject(e, "step", s->step[i]);
-        cJSON_AddItemToObject(e, "val_loss", number_or_null(s->val[i]));
-        cJSON_AddItemToObject(e, "train_loss", number_or_null(s->train[i]));
-        cJSON_AddItemToObject(e, "time_s", number_or_null(s->time_s[i]));
-        cJSON_AddItemToArray(ev, e);
-    }
-    cJSON_AddItemToObject(j, "time_to_target_s", number_or_null(to_target));
-    cJSON_AddItemToObject(j, "target_step",
-                          at >= 0 ? cJSON_CreateNumber(s->step[at]) : cJSON_CreateNull());
-    cJSON_AddItemToObject(j, "final_val_loss",
-                          number_or_null(s->nevals ? s->val[s->nevals - 1] : NAN));
-    cJSON_AddItemToObject(j, "total_s", number_or_null(s->total_s));
-    if (s->note[0]) cJSON_AddStringToObject(j, "note", s->note);
-    return j;
-}
-
-static void side_row(const char *who, const struct shakespeare_side *s, double to_target, int at)
-{
-    char tt[64] = "not reached";
-    if (at >= 0) snprintf(tt, sizeof tt, "%.1f s (step %d)", to_target, s->step[at] + 1);
-    printf("  %-34s %22s %10.4f %9.1f s\n", who, tt, s->nevals ? s->val[s->nevals - 1] : NAN,
-           s->total_s);
-}
-
-/* --shakespeare: the sample config trained by sluice, then the same recipe by PyTorch. */
-static int shakespeare(const struct options *o, const char *tmp)
-{
-    char set[1200], metrics[1300];
-    snprintf(set, sizeof set, "output.dir=%s/shakespeare", tmp);
-    snprintf(metrics, sizeof metrics, "%s/shakespeare/metrics.jsonl", tmp);
-    const char *sets[] = {set};
-    sl_config cfg;
-    int rc = sl_config_load(o->shakespeare_config, sets, 1, &cfg);
-    if (rc != SL_OK) {
-        fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
-        return 1;
-    }
-    if (!cfg.model.has_gpt || !cfg.data.text) {
-        fprintf(stderr, "sluice bench train: %s is not a GPT trained on a text\n",
-                o->shakespeare_config);
-        sl_config_free(&cfg);
-        return 1;
-    }
-    static struct shakespeare_side sl, th;
-    memset(&sl, 0, sizeof sl);
-    memset(&th, 0, sizeof th);
-    fprintf(stderr, "bench train: Shakespeare: sluice, %d stage processes, %d steps (minutes)...\n",
-            cfg.pipeline.stages, cfg.train.steps);
-    sl_train_options topt = {.progress = 1};
-    sl_train_summary sum;
-    rc = sl_train(&cfg, &topt, &sum);
-    if (rc == SL_OK) rc = read_metrics(metrics, cfg.train.steps, &sl);
-    if (rc != SL_OK) {
-        fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
-        sl_config_free(&cfg);
-        return 1;
-    }
-    fprintf(stderr, "bench train: Shakespeare: PyTorch, 1 process, %d steps (minutes)...\n",
-            cfg.train.steps);
-    char version[64] = "";
-    int threads = 0;
-    shakespeare_torch(o, tmp, &cfg, &th, version, sizeof version, &threads);
-    int at_sl, at_th;
-    double t_sl = time_to_target(&sl, &at_sl), t_th = time_to_target(&th, &at_th);
-    double ratio = t_sl > 0 && t_th > 0 ? t_th / t_sl : NAN;
-    if (o->json) {
-        cJSON *root = cJSON_CreateObject();
-        cJSON_AddStringToObject(root, "name", "train-gpt-shakespeare");
-        cJSON_AddStringToObject(root, "baseline",
-                                th.nevals ? "PyTorch, the same recipe, 1 process, its default "
-                                            "threads"
-                                          : "none: no PyTorch figure (see torch.note)");
-        cJSON_AddItemToObject(root, "ratio", number_or_null(ratio));
-        cJSON_AddStringToObject(root, "ratio_is",
-                                "PyTorch's wall time to the target over sluice's");
-        cJSON_AddNumberToObject(root, "target_val_loss", SHAKESPEARE_LOSS);
-        cJSON_AddStringToObject(root, "config", o->shakespeare_config);
-        cJSON_AddNumberToObject(root, "stages", cfg.pipeline.stages);
-        cJSON_AddStringToObject(root, "schedule", cfg.pipeline.schedule);
-        cJSON_AddNumberToObject(root, "steps", cfg.train.steps);
-        cJSON_AddNumberToObject(root, "cores", (double)sysconf(_SC_NPROCESSORS_ONLN));
-        cJSON_AddItemToObject(root, "sluice", side_json(&sl, t_sl, at_sl));
-        cJSON *tj = side_json(&th, t_th, at_th);
-        cJSON_AddItemToObject(tj, "version",
-                              version[0] ? cJSON_CreateString(version) : cJSON_CreateNull());
-        cJSON_AddNumberToObject(tj, "threads", threads);
-        cJSON_AddItemToObject(root, "torch", tj);
-        sl_bench_print_json(root);
-    } else {
-        printf("sluice bench train --model gpt --shakespeare  (%s, %ld cores)\n\n",
-               o->shakespeare_config, sysconf(_SC_NPROCESSORS_ONLN));
-        printf("GPT: vocab %d, block %d, %d layers, %d heads, %d wide; batch %d, %d steps, "
-               "evaluation every %d steps over %d batches\n",
-               cfg.model.gpt.vocab_size, cfg.model.gpt.block_size, cfg.model.gpt.n_layer,
-               cfg.model.gpt.n_head, cfg.model.gpt.n_embd, cfg.train.batch, cfg.train.steps,
-               cfg.eval.interval, cfg.eval.iters);
-        printf("  %-34s %22s %10s %11s\n", "", "to val loss 1.90", "final val", "wall time");
-        char who[96];
-        snprintf(who, sizeof who, "sluice (%d stages, %s)", cfg.pipeline.stages,
-                 cfg.pipeline.schedule);
-        side_row(who, &sl, t_sl, at_sl);
-        if (th.nevals) {
-            snprintf(who, sizeof who, "PyTorch %s (1 process, %d thr.)", version, threads);
-            side_row(who, &th, t_th, at_th);
-            if (isfinite(ratio))
-                printf("  PyTorch's time to the target over sluice's: %.2fx\n", ratio);
-            else
-                printf("  no ratio: the target was not reached on both sides\n");
-        } else {
-            printf("  PyTorch: %s; no ratio\n", th.note);
-        }
-    }
-    sl_config_free(&cfg);
-    return 0;
-}
-
 int sl_bench_train_gpt(int argc, char **argv)
 {
     struct options o;
@@ -873,7 +568,8 @@ int sl_bench_train_gpt(int argc, char **argv)
     snprintf(data, sizeof data, "%s/tokens.safetensors", tmp);
     snprintf(pipe_data, sizeof pipe_data, "%s/tokens-pipe.safetensors", tmp);
     if (o.shakespeare) {
-        int rc = shakespeare(&o, tmp);
+        int rc = sl__bench_train_gpt_shakespeare(o.shakespeare_config, o.python, o.no_torch, o.json,
+                                                 tmp);
         if (sl_remove_tree(tmp) != SL_OK)
             fprintf(stderr, "sluice bench train: %s\n", sl_last_error());
         return rc;
