@@ -5,10 +5,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 
-#include "helpers.h"
-#include "runtime/data/data.h"
-#include "runtime/model/model.h"
-#include "runtime/safetensors/safetensors.h"
+#include "fixture.h"
 #include "tests/backends/require_devices.h"
 
 /* Every step's loss within 1e-4 relative; the final weights allclose(rtol 1e-3, atol 1e-4). */
@@ -20,58 +17,35 @@ static void check_fixture(const char *name, const char *backend)
 {
     const char *id = backend ? sl_test_first_device(backend) : "cpu";
     if (!id) sl_test_no_device(backend, sl_device_list_problems());
-    char dir[512], path[640];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures", source_dir());
-    snprintf(path, sizeof path, "%s/%s.safetensors", dir, name);
-    sl_safetensors st;
-    cr_assert_eq(sl_safetensors_load(path, &st), SL_OK, "%s", sl_last_error());
-    const char *json = sl_safetensors_meta(&st, "config");
-    cr_assert_not_null(json, "%s has no config metadata", name);
-    sl_config cfg;
-    sl_model m;
-    sl_weights init, final;
-    sl_data d;
+    torch_fixture f;
+    fixture_load(name, &f);
+    cr_assert(f.cfg.model.has_gpt);
     sl_device *dev;
-    cr_assert_eq(sl_config_parse(json, dir, NULL, 0, &cfg), SL_OK, "%s", sl_last_error());
-    cr_assert(cfg.model.has_gpt);
-    cr_assert_eq(sl_model_init(&cfg, &m), SL_OK, "%s", sl_last_error());
-    cr_assert_eq(sl_weights_from_safetensors(&m, &st, "init.", path, &init), SL_OK, "%s",
-                 sl_last_error());
-    cr_assert_eq(sl_weights_from_safetensors(&m, &st, "final.", path, &final), SL_OK, "%s",
-                 sl_last_error());
-    cr_assert_eq(sl_data_load(&cfg, m.outputs, &d), SL_OK, "%s", sl_last_error());
     cr_assert_eq(sl_device_open(id, &dev), SL_OK, "%s", sl_last_error());
     sl_train_result r;
-    cr_assert_eq(sl_reference_train(dev, &cfg, &m, &init, &d, &r), SL_OK, "%s", sl_last_error());
-
-    const sl_tensor *losses = sl_safetensors_find(&st, "losses");
-    cr_assert(losses && losses->dtype == SL_DTYPE_F64 && losses->elems == (size_t)r.steps);
+    cr_assert_eq(sl_reference_train(dev, &f.cfg, &f.m, &f.init, &f.data, &r), SL_OK, "%s",
+                 sl_last_error());
+    cr_assert_eq(f.losses->elems, (size_t)r.steps);
     for (int s = 0; s < r.steps; s++) {
-        double want;
-        memcpy(&want, (const char *)losses->data + 8 * s, 8);
+        double want = fixture_loss(&f, s);
         cr_assert(fabs(r.losses[s] - want) <= LOSS_RTOL * fabs(want),
                   "%s on %s, step %d: loss %.8f, PyTorch %.8f", name, id, s, r.losses[s], want);
     }
     cr_assert(r.losses[r.steps - 1] < r.losses[0] - 0.3, "training must lower the loss");
     double worst = 0;
-    for (int p = 0; p < m.ntensors; p++) {
-        for (size_t k = 0; k < m.params[p].numel; k++) {
-            float got = r.weights.data[p][k], want = final.data[p][k];
+    for (int p = 0; p < f.m.ntensors; p++) {
+        for (size_t k = 0; k < f.m.params[p].numel; k++) {
+            float got = r.weights.data[p][k], want = f.final.data[p][k];
             double err = fabs((double)got - want), tol = W_ATOL + W_RTOL * fabs(want);
             worst = fmax(worst, err / tol);
             cr_assert(err <= tol, "%s on %s: %s[%zu] %.8f, PyTorch %.8f", name, id,
-                      m.params[p].name, k, (double)got, (double)want);
+                      f.m.params[p].name, k, (double)got, (double)want);
         }
     }
     cr_log_info("%s on %s: worst weight error %.3f of the tolerance", name, id, worst);
     sl_train_result_free(&r);
     sl_device_close(dev);
-    sl_data_free(&d);
-    sl_weights_free(&init);
-    sl_weights_free(&final);
-    sl_model_free(&m);
-    sl_config_free(&cfg);
-    sl_safetensors_free(&st);
+    fixture_free(&f);
 }
 
 Test(torch_gpt, tied_on_cpu)
