@@ -96,7 +96,7 @@ typedef struct sl_data {
     int label_width;
     int block_size;  /* T for token data, else 0 */
     sl_tokens text;  /* data.text: the training share of the tokens, else empty */
-    sl_tokens val;   /* data.text: the held-out share (sl_data_val_batch), else empty */
+    sl_tokens val;   /* data.text: the held-out share (sl_data_eval_batch), else empty */
     uint32_t *vocab; /* data.text: the code point of each token id, sorted */
     int nvocab;
     /* Shuffle cache: the permutation of one epoch. */
@@ -129,17 +129,14 @@ void sl_dataset_gather(const sl_dataset *ds, const size_t *rows, size_t n, void 
  * [batch/M, label_width] or targets as above (NULL when not wanted). */
 int sl_data_microbatch(sl_data *d, int64_t step, int mb, void *x, int32_t *labels, float *targets);
 
-/* A text's window offsets of step `k` (val: evaluation batch k of the validation share):
- * offsets[0 .. batch-1], by the rule above. SL_EINVAL without a text (or a share too short). */
-int sl_data_windows(const sl_data *d, bool val, int64_t k, size_t *offsets);
+/* A text's window offsets of training step `k`: offsets[0 .. batch-1], by the rule above.
+ * SL_EINVAL without a text. */
+int sl_data_windows(const sl_data *d, int64_t k, size_t *offsets);
 
-/* Micro-batch `mb` of evaluation batch `k` of the validation share: x int32 [batch/M, T] and
- * labels int32 [batch/M, T] (either may be NULL). SL_EINVAL without a validation share. */
-int sl_data_val_batch(const sl_data *d, int64_t k, int mb, int32_t *x, int32_t *labels);
-
-/* Evaluation batches of either share of a text (val: the validation share, as sl_data_val_batch;
- * else the training share's own evaluation stream, see above): the window offsets of batch k, and
- * micro-batch mb of it. SL_EINVAL without a text (or without a validation share for val). */
+/* Evaluation batches of either share of a text (val: the validation share; else the training
+ * share's own evaluation stream, see above): the window offsets of batch k, and micro-batch mb of
+ * it, x int32 [batch/M, T] and labels int32 [batch/M, T] (either may be NULL). SL_EINVAL without a
+ * text (or without a validation share for val). */
 int sl_data_eval_windows(const sl_data *d, bool val, int64_t k, size_t *offsets);
 int sl_data_eval_batch(const sl_data *d, bool val, int64_t k, int mb, int32_t *x, int32_t *labels);
 

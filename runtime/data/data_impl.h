@@ -21,7 +21,7 @@ int sl__data_load_token_fixture(const sl_config *cfg, sl_dataset *ds);
 int sl__data_load_text(const sl_config *cfg, sl_data *d);
 
 /* tokens.c: micro-batch mb of batch k of a text's share (val: the validation share), for
- * sl_data_microbatch and sl_data_val_batch. */
+ * sl_data_microbatch and sl_data_eval_batch. */
 int sl__data_text_microbatch(const sl_data *d, bool val, bool eval, int64_t k, int mb, int32_t *x,
                              int32_t *labels);
 

@@ -291,9 +291,9 @@ static int windows(const sl_data *d, bool val, bool odd, int64_t k, size_t *offs
     return SL_OK;
 }
 
-int sl_data_windows(const sl_data *d, bool val, int64_t k, size_t *offsets)
+int sl_data_windows(const sl_data *d, int64_t k, size_t *offsets)
 {
-    return windows(d, val, val, k, offsets);
+    return windows(d, false, false, k, offsets);
 }
 
 int sl_data_eval_windows(const sl_data *d, bool val, int64_t k, size_t *offsets)
@@ -322,19 +322,13 @@ int sl__data_text_microbatch(const sl_data *d, bool val, bool eval, int64_t k, i
     return st;
 }
 
-int sl_data_val_batch(const sl_data *d, int64_t k, int mb, int32_t *x, int32_t *labels)
-{
-    if (!d->val.ids)
-        return sl_fail(SL_EINVAL, "data: no validation share (data.text with "
-                                  "data.val_fraction > 0 has one)");
-    return sl__data_text_microbatch(d, true, true, k, mb, x, labels);
-}
-
 int sl_data_eval_batch(const sl_data *d, bool val, int64_t k, int mb, int32_t *x, int32_t *labels)
 {
-    if (val) return sl_data_val_batch(d, k, mb, x, labels);
+    if (val && !d->val.ids)
+        return sl_fail(SL_EINVAL, "data: no validation share (data.text with "
+                                  "data.val_fraction > 0 has one)");
     if (!d->text.ids) return sl_fail(SL_EINVAL, "data: no text, so no evaluation batches");
-    return sl__data_text_microbatch(d, false, true, k, mb, x, labels);
+    return sl__data_text_microbatch(d, val, true, k, mb, x, labels);
 }
 
 int sl_data_vocab_size(const sl_data *d)

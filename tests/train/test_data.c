@@ -374,16 +374,16 @@ Test(data, text_windows)
     cr_assert_eq(d.text.len, 180);
     /* The documented rule, computed independently (Python): seed 0, steps 0 and 1. */
     size_t off[B];
-    cr_assert_eq(sl_data_windows(&d, false, 0, off), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_data_windows(&d, 0, off), SL_OK, "%s", sl_last_error());
     size_t step0[B] = {112, 120, 66, 112, 135, 25};
     cr_assert_arr_eq(off, step0, sizeof off);
-    cr_assert_eq(sl_data_windows(&d, false, 1, off), SL_OK);
+    cr_assert_eq(sl_data_windows(&d, 1, off), SL_OK);
     size_t step1[B] = {67, 14, 144, 95, 163, 140};
     cr_assert_arr_eq(off, step1, sizeof off);
 
     size_t lo = SIZE_MAX, hi = 0;
     for (int64_t step = 0; step < 500; step++) {
-        cr_assert_eq(sl_data_windows(&d, false, step, off), SL_OK);
+        cr_assert_eq(sl_data_windows(&d, step, off), SL_OK);
         for (int mb = 0; mb < M; mb++) {
             int32_t x[PER * T], y[PER * T], x2[PER * T], y2[PER * T];
             cr_assert_eq(sl_data_microbatch(&d, step, mb, x, y, NULL), SL_OK, "%s",
@@ -408,25 +408,26 @@ Test(data, text_windows)
 
     /* Different steps differ; another seed draws other windows. */
     size_t a[B], b[B];
-    cr_assert_eq(sl_data_windows(&d, false, 5, a), SL_OK);
-    cr_assert_eq(sl_data_windows(&d, false, 6, b), SL_OK);
+    cr_assert_eq(sl_data_windows(&d, 5, a), SL_OK);
+    cr_assert_eq(sl_data_windows(&d, 6, b), SL_OK);
     cr_assert(memcmp(a, b, sizeof a) != 0);
     sl_data seeded;
     cr_assert_eq(load_text_bytes("letters.txt", text, 200, 26, T, B, M, "data.seed=7", &seeded),
                  SL_OK);
-    cr_assert_eq(sl_data_windows(&seeded, false, 5, b), SL_OK);
+    cr_assert_eq(sl_data_windows(&seeded, 5, b), SL_OK);
     cr_assert(memcmp(a, b, sizeof a) != 0);
 
     /* The validation share: its own stream, windows inside it. */
     cr_assert_eq(seeded.val.len, 20);
-    cr_assert_eq(sl_data_windows(&seeded, true, 3, off), SL_OK);
+    cr_assert_eq(sl_data_eval_windows(&seeded, true, 3, off), SL_OK);
     size_t val3[B] = {2, 6, 9, 7, 10, 6};
     cr_assert_arr_eq(off, val3, sizeof off);
     int32_t vx[PER * T], vy[PER * T];
-    cr_assert_eq(sl_data_val_batch(&seeded, 3, 1, vx, vy), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_data_eval_batch(&seeded, true, 3, 1, vx, vy), SL_OK, "%s", sl_last_error());
     cr_assert_arr_eq(vx, seeded.val.ids + 9, T * sizeof(int32_t), "windows 2 and 3");
     cr_assert_arr_eq(vy + T, seeded.val.ids + 7 + 1, T * sizeof(int32_t));
-    cr_assert_neq(sl_data_val_batch(&seeded, 3, M, vx, vy), SL_OK, "micro-batch out of range");
+    cr_assert_neq(sl_data_eval_batch(&seeded, true, 3, M, vx, vy), SL_OK,
+                  "micro-batch out of range");
     int32_t x[PER * T];
     cr_assert_neq(sl_data_microbatch(&d, 0, M, x, NULL, NULL), SL_OK);
     size_t rows[B];
@@ -438,7 +439,7 @@ Test(data, text_windows)
     /* Without a held-out share there is no validation batch. */
     cr_assert_eq(load_text_bytes("letters.txt", text, 200, 26, T, B, M, "data.val_fraction=0", &d),
                  SL_OK);
-    assert_fails_with(sl_data_val_batch(&d, 0, 0, vx, vy), "no validation share");
+    assert_fails_with(sl_data_eval_batch(&d, true, 0, 0, vx, vy), "no validation share");
     sl_data_free(&d);
 }
 
