@@ -9,6 +9,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define LN_EPS 1e-5f
 
@@ -146,13 +147,14 @@ SL_CPU_CLONES int sl__cpu_causal_softmax_forward(sl_device *dev, size_t heads, s
         size_t t = row % seq;
         const float *sr = F(s) + row * seq;
         float *pr = F(p) + row * seq;
-        /* The whole row, the masked columns as -inf: their exp is 0, which changes no sum (and
-         * the loops have no ragged ends). p may be s. */
-        for (size_t j = 0; j < seq; j++) pr[j] = j <= t ? scale * sr[j] : -INFINITY;
-        float mx = sl_cpu_max(pr, seq);
-        for (size_t j = 0; j < seq; j++) pr[j] = sl_cpu_exp(pr[j] - mx);
-        float inv = 1.0f / sl_cpu_sum(pr, seq);
-        for (size_t j = 0; j < seq; j++) pr[j] *= inv;
+        /* Columns 0..t; the masked ones are 0. p may be s. */
+        size_t n = t + 1;
+        for (size_t j = 0; j < n; j++) pr[j] = scale * sr[j];
+        float mx = sl_cpu_max(pr, n);
+        for (size_t j = 0; j < n; j++) pr[j] = sl_cpu_exp(pr[j] - mx);
+        float inv = 1.0f / sl_cpu_sum(pr, n);
+        for (size_t j = 0; j < n; j++) pr[j] *= inv;
+        for (size_t j = n; j < seq; j++) pr[j] = 0.0f;
     }
     return SL_OK;
 }
@@ -190,8 +192,8 @@ SL_CPU_CLONES int sl__cpu_copy_strided(sl_device *dev, const size_t shape[4], sl
                 const float *s =
                     ps + i0 * src_strides[0] + i1 * src_strides[1] + i2 * src_strides[2];
                 float *d = pd + i0 * dst_strides[0] + i1 * dst_strides[1] + i2 * dst_strides[2];
-                if (src_strides[3] == 1 && dst_strides[3] == 1) /* the usual case: a vector copy */
-                    for (size_t i3 = 0; i3 < shape[3]; i3++) d[i3] = s[i3];
+                if (src_strides[3] == 1 && dst_strides[3] == 1) /* the usual case: a row */
+                    memcpy(d, s, shape[3] * sizeof *d);
                 else
                     for (size_t i3 = 0; i3 < shape[3]; i3++)
                         d[i3 * dst_strides[3]] = s[i3 * src_strides[3]];
