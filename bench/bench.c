@@ -18,6 +18,8 @@ static const struct {
     {"transport", sl_bench_transport, "link throughput and latency against raw libzmq"},
     {"train", sl_bench_train,
      "training samples/s against PyTorch and 1-rank pipelines; GPT tokens/s"},
+    {"pipeline", sl_bench_pipeline,
+     "each schedule's step time on delay layers against the simulator's ideal makespan"},
 };
 
 void sl_bench_print_json(cJSON *obj)

@@ -10,9 +10,9 @@
 
 /* Every layer kind, in the order messages list them. */
 static const sl_layer_kind *const layer_kinds[] = {
-    &sl__layer_linear,    &sl__layer_relu,  &sl__layer_tanh,
-    &sl__layer_sigmoid,   &sl__layer_gelu,  &sl__layer_gelu_tanh,
-    &sl__layer_embedding, &sl__layer_block, &sl__layer_head,
+    &sl__layer_linear, &sl__layer_relu,      &sl__layer_tanh,      &sl__layer_sigmoid,
+    &sl__layer_gelu,   &sl__layer_gelu_tanh, &sl__layer_embedding, &sl__layer_block,
+    &sl__layer_head,   &sl__layer_delay,
 };
 
 /* Every loss, indexed by its kind. */

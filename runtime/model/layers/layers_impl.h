@@ -21,6 +21,9 @@ extern const sl_layer_kind sl__layer_embedding;
 extern const sl_layer_kind sl__layer_block;
 extern const sl_layer_kind sl__layer_head;
 
+/* delay.c: a synthetic layer that sleeps, for benchmarks */
+extern const sl_layer_kind sl__layer_delay;
+
 /* gpt_ops.c: what they share. A linear map y = x W^T (+ b) over [rows, in] with its input and
  * weight gradients (b and db may be NULL: no bias); attention heads moved between a row layout
  * [B, T, row] (the heads at `offset`, h*hs apart) and packed [B, H, T, hs]; and a parameter
