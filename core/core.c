@@ -54,6 +54,8 @@ const char *sl_strerror(int status)
         return "schedule cannot complete";
     case SL_EINTERNAL:
         return "internal error";
+    case SL_ENONFINITE:
+        return "not a finite number";
     default:
         return "unknown status";
     }

@@ -33,6 +33,7 @@ enum sl_status {
     SL_EUNSUPPORTED = -14, /* the operation is not supported here */
     SL_EDEADLOCK = -15,    /* a schedule cannot complete */
     SL_EINTERNAL = -16,    /* a bug in sluice: please report it */
+    SL_ENONFINITE = -17,   /* a value is NaN or infinite (a loss or gradient: training diverged) */
 };
 
 /* Element types. The values are stable: the wire format carries them. */

@@ -261,6 +261,13 @@ static int train_loop(sl__exec *e)
         if (last) {
             double loss = 0.0;
             SL_TRY(sl__exec_step_loss(e, &loss));
+            int out = e->model->nlayers - 1; /* the layer whose output the loss reads */
+            if (!isfinite(loss))
+                return sl_fail(SL_ENONFINITE,
+                               "rank %d, step %lld: the loss is %s (of layer %d, %s): training "
+                               "diverged; lower train.optimizer.lr or set train.grad_clip",
+                               e->rank, (long long)step, isnan(loss) ? "NaN" : "infinite", out,
+                               e->model->layers[out].kind->name);
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "type", "step");
             cJSON_AddNumberToObject(o, "step", (double)step);

@@ -188,7 +188,8 @@ int sl_stage_tied_param(const sl_stage *s);
 
 /* The sum of the squares of every gradient of the stage (a tied parameter once: the one that names
  * its twin in tied_to is left out, also when the twin is on another stage), for the global
- * gradient norm; computed on the device, summed on the host in double. */
+ * gradient norm; computed on the device, summed on the host in double. A parameter whose sum is
+ * NaN or infinite is SL_ENONFINITE naming it and its layer. */
 int sl_stage_grad_sumsq(sl_stage *s, double *sumsq);
 
 /* Multiplies every gradient of the stage by `scale` (clip_grad_norm_'s clip coefficient). */
@@ -207,7 +208,9 @@ double sl_clip_coef(double max_norm, double norm);
  * norm (when `want_norm` or train.grad_clip is set, else NaN), clipping to train.grad_clip, then
  * each stage's optimizer step at sl_lr_at(step), given back in `lr`. The norm is the square root
  * of `*sumsq` when that is given (the whole model's sum of squares, combined across ranks), else
- * of the sum over `stages`, which covers the whole model only when they hold all of it. */
+ * of the sum over `stages`, which covers the whole model only when they hold all of it. That sum
+ * is taken in every case, so a gradient that is not finite is SL_ENONFINITE naming its parameter
+ * (sl_stage_grad_sumsq), before any update. */
 int sl_stages_step(sl_stage *const *stages, int n, const sl_config *cfg, int64_t step,
                    bool want_norm, const double *sumsq, double *norm, double *lr);
 

@@ -31,13 +31,19 @@ int sl_stages_step(sl_stage *const *stages, int n, const sl_config *cfg, int64_t
     *lr = sl_lr_at(cfg, step);
     for (int i = 0; i < n; i++) SL_TRY(sl_stage_sum_tied(stages[i]));
     double max_norm = cfg->train.grad_clip;
+    /* The sum of squares is taken even when no norm is wanted: it is where a gradient that is
+     * not finite stops the run (sl_stage_grad_sumsq names it) before an update spreads it. */
+    double sumsq = sumsq_in ? *sumsq_in : 0;
+    for (int i = 0; !sumsq_in && i < n; i++) {
+        double part;
+        SL_TRY(sl_stage_grad_sumsq(stages[i], &part));
+        sumsq += part;
+    }
+    if (!isfinite(sumsq))
+        return sl_fail(SL_ENONFINITE,
+                       "the global gradient norm is not finite: training diverged; lower "
+                       "train.optimizer.lr or set train.grad_clip");
     if (want_norm || max_norm > 0) {
-        double sumsq = sumsq_in ? *sumsq_in : 0;
-        for (int i = 0; !sumsq_in && i < n; i++) {
-            double part;
-            SL_TRY(sl_stage_grad_sumsq(stages[i], &part));
-            sumsq += part;
-        }
         *norm = sqrt(sumsq);
         double coef = sl_clip_coef(max_norm, *norm);
         /* clip_grad_norm_ multiplies only when the coefficient is below 1 */

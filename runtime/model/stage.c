@@ -2,6 +2,7 @@
  * and backward passes of a micro-batch through its layers, each layer run by its kind's entry
  * in the layer table. The pipeline and the one-device trainer both run these, which is what
  * makes their results bit-identical. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -163,9 +164,17 @@ int sl_stage_grad_sumsq(sl_stage *s, double *sumsq)
         /* A tied parameter counts once: the one that names its twin is left out, whether it
          * shares the twin's buffers here or is the copy on another stage (equal after TIED). */
         if (s->alias[k] >= 0 || s->model->params[s->first_param + k].spec.tied_to) continue;
+        const sl_param *p = &s->model->params[s->first_param + k];
         float part = 0;
-        rc = sl_sum_squares(s->dev, s->model->params[s->first_param + k].numel, s->grad[k], out);
+        rc = sl_sum_squares(s->dev, p->numel, s->grad[k], out);
         if (rc == SL_OK) rc = sl_buffer_download(out, 0, &part, sizeof part);
+        if (rc == SL_OK && !isfinite(part))
+            rc = sl_fail(SL_ENONFINITE,
+                         "the gradient of '%s' (layer %d, %s) is not finite (its sum of squares "
+                         "is %s): training diverged; lower train.optimizer.lr or set "
+                         "train.grad_clip",
+                         p->name, p->layer, s->model->layers[p->layer].kind->name,
+                         isnan(part) ? "NaN" : "infinite");
         *sumsq += part;
     }
     sl_buffer_free(out);

@@ -124,14 +124,16 @@ int sl_reference_train(sl_device *dev, const sl_config *cfg, const sl_model *m,
             if (st == SL_OK) st = sl_buffer_download(bloss, 0, hloss, per * pos * 4);
             for (size_t r = 0; st == SL_OK && r < per * pos; r++) sum += hloss[r];
         }
-        if (st == SL_OK)
+        if (st == SL_OK) {
             st = sl_stages_step(&stage, 1, cfg, step, true, NULL, &out->grad_norms[step],
                                 &out->lrs[step]);
+            if (st != SL_OK) sl_fail_context(st, "reference, step %d", step);
+        }
         if (st == SL_OK) out->losses[step] = sum / ((double)batch * (double)pos);
         if (st == SL_OK && !isfinite(out->losses[step]))
-            st = sl_fail(SL_EINTERNAL,
-                         "reference: the loss of step %d is not finite (lower "
-                         "train.optimizer.lr?)",
+            st = sl_fail(SL_ENONFINITE,
+                         "reference, step %d: the loss is not finite: training diverged; lower "
+                         "train.optimizer.lr or set train.grad_clip",
                          step);
     }
     if (st == SL_OK) st = sl_device_finish(dev);
