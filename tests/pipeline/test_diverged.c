@@ -16,6 +16,7 @@
 #include "runtime/data/data.h"
 #include "runtime/model/model.h"
 #include "runtime/train/train.h"
+#include "tests/pipeline/outdir.h"
 
 static const char *config =
     "{\"model\": {\"inputs\": 64, \"layers\": [\"linear:32\", \"relu\", \"linear:16\", \"relu\","
@@ -24,23 +25,6 @@ static const char *config =
     " \"train\": {\"steps\": 20, \"batch\": 16, \"microbatches\": 2, \"threads\": 1,"
     "  \"optimizer\": {\"name\": \"sgd\", \"lr\": 1000000}},"
     " \"pipeline\": {\"stages\": 1}, \"devices\": \"cpu\"}";
-
-static char outdir_template[] = "/tmp/sluice-diverged-XXXXXX";
-static char *outdir;
-
-static void setup(void)
-{
-    outdir = mkdtemp(outdir_template);
-    cr_assert_not_null(outdir);
-    const char *src = getenv("SLUICE_SOURCE_DIR");
-    cr_assert(src && chdir(src) == 0, "run through ctest (SLUICE_SOURCE_DIR)");
-    cr_assert(getenv("SLUICE_EXE"), "run through ctest (SLUICE_EXE)");
-}
-
-static void teardown(void)
-{
-    cr_assert_eq(sl_remove_tree(outdir), SL_OK, "%s", sl_last_error());
-}
 
 TestSuite(diverged, .init = setup, .fini = teardown, .timeout = 0);
 

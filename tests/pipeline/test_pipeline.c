@@ -21,6 +21,7 @@
 #include "runtime/plan/plan.h"
 #include "runtime/train/train.h"
 #include "tests/backends/require_devices.h"
+#include "tests/pipeline/outdir.h"
 
 #define STEPS     4
 #define MAX_EVALS 8
@@ -49,23 +50,6 @@ typedef struct result {
     sl_weights weights;
     sl_model model;
 } result;
-
-static char outdir_template[] = "/tmp/sluice-test-XXXXXX";
-static char *outdir;
-
-static void setup(void)
-{
-    outdir = mkdtemp(outdir_template);
-    cr_assert_not_null(outdir);
-    const char *src = getenv("SLUICE_SOURCE_DIR");
-    cr_assert(src && chdir(src) == 0, "run through ctest (SLUICE_SOURCE_DIR)");
-    cr_assert(getenv("SLUICE_EXE"), "run through ctest (SLUICE_EXE)");
-}
-
-static void teardown(void)
-{
-    cr_assert_eq(sl_remove_tree(outdir), SL_OK, "%s", sl_last_error());
-}
 
 TestSuite(pipeline, .init = setup, .fini = teardown, .timeout = 0);
 
