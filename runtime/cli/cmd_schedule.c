@@ -14,14 +14,25 @@ static void usage(FILE *out)
         out,
         "usage: sluice schedule --schedule NAME --stages D --microbatches M [--chunks V]\n"
         "                       [--recompute] [--tied] [--clip] [--costs F,B[,W]] [--latency L]\n"
-        "                       [--queue-depth Q] [--format text|json|svg] [--json]\n\n"
+        "                       [--queue-depth Q] [--format FMT] [--json]\n"
+        "       sluice schedule --check FILE.csv [--costs F,B[,W]] [--latency L]\n"
+        "                       [--queue-depth Q] [--format FMT] [--json]\n\n"
         "Generates the action list of every rank, checks it (every dependency, and a run of\n"
-        "all ranks over links that hold Q messages), simulates it in time and prints it.\n\n"
-        "  --schedule NAME     gpipe, 1f1b, interleaved or zb-h1\n"
+        "all ranks over links that hold Q messages), simulates it in time and prints it.\n"
+        "With --check it reads a schedule in PyTorch pipelining's action CSV instead (one row\n"
+        "per rank: 0F0,0I0,0W0 or with transfers 0SEND_F0,1RECV_B0; the form _dump_csv writes),\n"
+        "proves it completes or names the rank and action that waits forever, and simulates it.\n\n"
+        "  --check FILE.csv    a PyTorch schedule CSV, compute-only or with communication; its\n"
+        "                      links are unbounded (PyTorch's sends do not block) unless\n"
+        "                      --queue-depth is given\n"
+        "  --schedule NAME     gpipe, 1f1b, interleaved, looped-bfs, zb-h1, zb-v or dualpipev\n"
         "  --stages D          number of ranks (pipeline.stages); D >= 1\n"
-        "  --microbatches M    micro-batches per step; M >= 1 (interleaved: a multiple of D)\n"
-        "  --chunks V          model chunks per rank: 1, or >= 2 for interleaved (default 1;\n"
-        "                      there are D*V model stages, stage s runs on rank s mod D)\n"
+        "  --microbatches M    micro-batches per step; M >= 1 (interleaved: a multiple of D;\n"
+        "                      zb-v: >= 2D-1; dualpipev: >= 2D)\n"
+        "  --chunks V          model chunks per rank: 1, >= 2 for interleaved, any for\n"
+        "                      looped-bfs, 2 for zb-v and dualpipev (their default); there are\n"
+        "                      D*V model stages, stage s on rank s mod D, or in a V for zb-v and\n"
+        "                      dualpipev (rank r holds stages r and 2D-1-r)\n"
         "  --recompute         stash only each stage's input; recompute (R) before backward\n"
         "  --tied              the first and last stage hold copies of a tied parameter (a\n"
         "                      GPT's wte and lm_head): TIED sums their gradients before OPT\n"
@@ -29,10 +40,12 @@ static void usage(FILE *out)
         "                      rank before OPT (with D >= 2)\n"
         "  --costs F,B[,W]     time of one forward, one backward per stage and micro-batch\n"
         "                      (default 1,2); W is the weight-gradient part of B, used by\n"
-        "                      zb-h1 (default B/2; its I costs B-W); R costs F\n"
+        "                      zb-h1, zb-v and dualpipev (default B/2; I costs B-W); R costs F\n"
         "  --latency L         time a transfer takes between ranks (default 0)\n"
         "  --queue-depth Q     messages a link holds before a send blocks (default %d)\n"
-        "  --format FMT        text (a timeline table), json, or svg (default text)\n"
+        "  --format FMT        text (a timeline table), json, svg, pytorch (PyTorch's\n"
+        "                      compute-only CSV) or pytorch-comms (its CSV with SEND/RECV)\n"
+        "                      (default text)\n"
         "  --json              same as --format json\n",
         SL_SCHEDULE_QUEUE_DEPTH);
 }
@@ -95,12 +108,61 @@ static int parse_costs(const char *text, sl_schedule_costs *c)
     return 0;
 }
 
+static int show(const sl_schedule *s, const sl_schedule_sim *sim, const char *format)
+{
+    if (!strcmp(format, "json")) return sl_schedule_write_json(stdout, s, sim);
+    if (!strcmp(format, "svg")) return sl_schedule_write_svg(stdout, s, sim);
+    if (!strcmp(format, "pytorch")) return sl_schedule_write_pytorch(stdout, s, false);
+    if (!strcmp(format, "pytorch-comms")) return sl_schedule_write_pytorch(stdout, s, true);
+    return sl_schedule_write_text(stdout, s, sim);
+}
+
+/* --check FILE.csv: read, prove, simulate, show. A file that does not describe a schedule that
+ * completes is a user error (exit 2) with the message that names the rank and action. */
+static int check_file(const char *path, sl_schedule_costs *costs, const char *format)
+{
+    char *text;
+    size_t len;
+    int st = sl_read_file(path, &text, &len);
+    if (st) {
+        fprintf(stderr, "sluice schedule: %s\n", sl_last_error());
+        return 2;
+    }
+    sl_schedule *s = NULL;
+    st = sl_schedule_read_pytorch(text, &s);
+    free(text);
+    if (!st && !costs->queue_depth) {
+        /* PyTorch's isend never blocks: links as deep as the schedule's transfers. */
+        size_t n = 1;
+        for (int r = 0; r < s->ranks; r++) n += s->count[r];
+        costs->queue_depth = (int)SL_MIN(n, (size_t)1 << 30);
+    }
+    sl_schedule_sim sim;
+    if (!st) st = sl_schedule_simulate(s, costs, &sim);
+    if (st == SL_EINVAL || st == SL_EFORMAT || st == SL_EDEADLOCK) {
+        fprintf(stderr, "sluice schedule: %s: %s\n", path, sl_last_error());
+        sl_schedule_free(s);
+        return 2;
+    }
+    if (st) {
+        sl_schedule_free(s);
+        return sl_cli_error("schedule", st);
+    }
+    if (!strcmp(format, "text"))
+        printf("%s: completes (%d ranks, %d stages, %d micro-batches)\n", path, s->ranks, s->stages,
+               s->microbatches);
+    st = show(s, &sim, format);
+    sl_schedule_sim_free(&sim);
+    sl_schedule_free(s);
+    return st ? sl_cli_error("schedule", st) : 0;
+}
+
 int sl_cmd_schedule(int argc, char **argv)
 {
-    sl_schedule_params p = {.name = NULL, .ranks = 0, .microbatches = 0, .chunks = 1};
+    sl_schedule_params p = {.name = NULL, .ranks = 0, .microbatches = 0, .chunks = 0};
     sl_schedule_costs costs = {0};
-    const char *format = "text";
-    bool have_d = false, have_m = false, tied = false;
+    const char *format = "text", *check = NULL;
+    bool have_d = false, have_m = false, have_v = false, tied = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -123,9 +185,9 @@ int sl_cmd_schedule(int argc, char **argv)
             format = "json";
             continue;
         }
-        static const char *const with_value[] = {"--schedule", "--stages",     "--microbatches",
-                                                 "--chunks",   "--costs",      "--format",
-                                                 "--latency",  "--queue-depth"};
+        static const char *const with_value[] = {"--schedule", "--stages",      "--microbatches",
+                                                 "--chunks",   "--costs",       "--format",
+                                                 "--latency",  "--queue-depth", "--check"};
         bool known = false;
         for (size_t k = 0; k < SL_ARRAY_LEN(with_value); k++) known |= !strcmp(a, with_value[k]);
         if (!known) {
@@ -142,7 +204,7 @@ int sl_cmd_schedule(int argc, char **argv)
         else if (!strcmp(a, "--microbatches"))
             rc = parse_int(a, v, &p.microbatches), have_m = true;
         else if (!strcmp(a, "--chunks"))
-            rc = parse_int(a, v, &p.chunks);
+            rc = parse_int(a, v, &p.chunks), have_v = true;
         else if (!strcmp(a, "--costs"))
             rc = parse_costs(v, &costs);
         else if (!strcmp(a, "--latency"))
@@ -152,24 +214,38 @@ int sl_cmd_schedule(int argc, char **argv)
             if (!rc && costs.queue_depth < 1)
                 rc = bad("--queue-depth must be at least 1 (got %s)%s", v, "");
         } else if (!strcmp(a, "--format")) {
-            if (strcmp(v, "text") && strcmp(v, "json") && strcmp(v, "svg"))
-                rc = bad("--format must be text, json or svg (got '%s')%s", v, "");
+            if (strcmp(v, "text") && strcmp(v, "json") && strcmp(v, "svg") &&
+                strcmp(v, "pytorch") && strcmp(v, "pytorch-comms"))
+                rc = bad("--format must be text, json, svg, pytorch or pytorch-comms (got "
+                         "'%s')%s",
+                         v, "");
             format = v;
+        } else if (!strcmp(a, "--check")) {
+            check = v;
         }
         if (rc) return rc;
+    }
+    if (check) {
+        if (p.name || have_d || have_m || have_v || p.recompute || tied || p.norm)
+            return bad("--check reads the whole schedule from %s: leave out --schedule, "
+                       "--stages, --microbatches, --chunks, --recompute, --tied and --clip%s",
+                       check, "");
+        return check_file(check, &costs, format);
     }
     if (!p.name || !have_d || !have_m)
         return bad("needs --schedule NAME, --stages D and --microbatches M%s%s; see sluice "
                    "schedule --help",
                    "", "");
-    if (p.chunks < 1) {
+    if (have_v && p.chunks < 1) {
         fprintf(stderr, "sluice schedule: --chunks must be at least 1 (got %d)\n", p.chunks);
         return 2;
     }
 
-    if (tied && p.ranks * p.chunks > 1) {
+    int nstages = p.ranks * (p.chunks ? p.chunks : 1);
+    if (p.name && (!strcmp(p.name, "zb-v") || !strcmp(p.name, "dualpipev"))) nstages = 2 * p.ranks;
+    if (tied && nstages > 1) {
         p.tied_stages[0] = 0;
-        p.tied_stages[1] = p.ranks * p.chunks - 1;
+        p.tied_stages[1] = nstages - 1;
     }
     sl_schedule *s = NULL;
     int st = sl_schedule_generate(&p, &s);
@@ -190,12 +266,13 @@ int sl_cmd_schedule(int argc, char **argv)
         sl_schedule_free(s);
         return sl_cli_error("schedule", st);
     }
-    if (!strcmp(format, "json"))
-        st = sl_schedule_write_json(stdout, s, &sim);
-    else if (!strcmp(format, "svg"))
-        st = sl_schedule_write_svg(stdout, s, &sim);
-    else
-        st = sl_schedule_write_text(stdout, s, &sim);
+    st = show(s, &sim, format);
+    if (st == SL_EINVAL) {
+        fprintf(stderr, "sluice schedule: %s\n", sl_last_error());
+        sl_schedule_sim_free(&sim);
+        sl_schedule_free(s);
+        return 2;
+    }
     sl_schedule_sim_free(&sim);
     sl_schedule_free(s);
     return st ? sl_cli_error("schedule", st) : 0;

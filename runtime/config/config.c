@@ -34,7 +34,8 @@ static const char *const output_keys[] = {"dir", "checkpoint_interval", NULL};
 static const char *const eval_keys[] = {"interval", "iters", NULL};
 
 const char *const sl__config_opt_names[] = {"sgd", "adam", "adamw"};
-static const char *const schedule_names[] = {"gpipe", "1f1b", "interleaved", "zb-h1"};
+static const char *const schedule_names[] = {"gpipe", "1f1b", "interleaved", "looped-bfs",
+                                             "zb-h1", "zb-v", "dualpipev"};
 
 /* model.gpt: nanoGPT's GPTConfig, expanded into the layer list "embedding", n_layer x "block",
  * "head". The layer strings are not checked through sl_layer_parse: the GPT's layer kinds read
@@ -255,6 +256,15 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
                                (int)SL_ARRAY_LEN(schedule_names), &sched));
     if (!(cfg->pipeline.schedule = sl__config_dup_str(schedule_names[sched]))) return SL_ENOMEM;
     SL_TRY(sl__config_get_int(c, "chunks", false, 1, 1, 1024, &cfg->pipeline.chunks));
+    /* The V schedules hold two stages per rank (r and 2D-1-r): two chunks unless told. */
+    bool v_shape =
+        !strcmp(cfg->pipeline.schedule, "zb-v") || !strcmp(cfg->pipeline.schedule, "dualpipev");
+    if (v_shape && !sl__config_get(c, "chunks")) cfg->pipeline.chunks = 2;
+    if (v_shape && cfg->pipeline.chunks != 2)
+        return sl_fail(SL_ECONFIG,
+                       "config: pipeline.schedule \"%s\" places two model stages per rank in a "
+                       "V (rank r holds stages r and 2D-1-r): pipeline.chunks must be 2 (got %d)",
+                       cfg->pipeline.schedule, cfg->pipeline.chunks);
     SL_TRY(sl__config_get_bool(c, "recompute", false, &cfg->pipeline.recompute));
     int nstages = cfg->pipeline.stages * cfg->pipeline.chunks;
     int units = sl_config_param_layers(cfg); /* layers with parameters */
@@ -307,10 +317,11 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
                        "least one",
                        cfg->pipeline.stages, cfg->pipeline.chunks, nstages, units, unit_text,
                        model_text);
-    if (cfg->pipeline.chunks > 1 && strcmp(cfg->pipeline.schedule, "interleaved") != 0)
+    if (cfg->pipeline.chunks > 1 && !v_shape && strcmp(cfg->pipeline.schedule, "interleaved") &&
+        strcmp(cfg->pipeline.schedule, "looped-bfs"))
         return sl_fail(SL_ECONFIG,
                        "config: pipeline.chunks (%d) > 1 needs pipeline.schedule \"interleaved\" "
-                       "(got \"%s\")",
+                       "or \"looped-bfs\" (got \"%s\")",
                        cfg->pipeline.chunks, cfg->pipeline.schedule);
     return SL_OK;
 }

@@ -240,8 +240,8 @@ static int do_send(sl__exec *e, int64_t step, const sl_action *a)
     sl_tensor_meta meta = meta_for(e, fwd ? SL_MSG_ACTIVATION : SL_MSG_GRADIENT, step,
                                    fwd ? a->stage + 1 : a->stage - 1, a->mb, width);
     size_t bytes = e->rows * (size_t)width * sizeof(float);
-    int rc = sl_transport_send_owned(e->tr, fwd ? SL_LINK_NEXT : SL_LINK_PREV, &meta, *host, bytes,
-                                     sl_transport_free, NULL);
+    int dir = sl_schedule_link_dir(e->plan->sched, e->rank, a) ? SL_LINK_PREV : SL_LINK_NEXT;
+    int rc = sl_transport_send_owned(e->tr, dir, &meta, *host, bytes, sl_transport_free, NULL);
     *host = NULL; /* the transport owns it now, whatever happened */
     return rc;
 }
@@ -258,7 +258,7 @@ static int do_recv(sl__exec *e, int64_t step, const sl_action *a)
     /* Received straight into the buffer's mapping: the transport checks the CRC while it copies
      * the message there, one pass over the data (where the device's memory is the host's, the
      * mapping is the buffer itself). */
-    int dir = fwd ? SL_LINK_PREV : SL_LINK_NEXT;
+    int dir = sl_schedule_link_dir(e->plan->sched, e->rank, a) ? SL_LINK_PREV : SL_LINK_NEXT;
     sl_buffer **dst = fwd ? &s->input : &s->dout;
     SL_TRY(pool_get(&e->pool, bytes, dst));
     void *host = NULL;

@@ -117,7 +117,8 @@ typedef struct sl_partition {
     int nstages;            /* model stages S = ranks * chunks */
     int ranks;              /* pipeline.stages */
     int chunks;             /* pipeline.chunks */
-    sl_stage_range *stages; /* [nstages]; model stage s runs on rank s mod ranks */
+    sl_stage_range *stages; /* [nstages]; model stage s runs on rank s mod ranks, or in a V */
+    bool v_shape;           /* zb-v, dualpipev: rank r holds stages r and 2·ranks-1-r */
 } sl_partition;
 
 /* Cuts the model into `nstages` model stages holding `counts[s]` layers with parameters each (NULL:
@@ -136,6 +137,7 @@ int sl_partition_from_config(const sl_config *cfg, const sl_model *m, sl_partiti
 void sl_partition_free(sl_partition *p);
 static inline int sl_partition_rank(const sl_partition *p, int stage)
 {
+    if (p->v_shape) return stage < p->ranks ? stage : 2 * p->ranks - 1 - stage;
     return stage % p->ranks;
 }
 

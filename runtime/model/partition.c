@@ -79,6 +79,8 @@ int sl_partition_from_config(const sl_config *cfg, const sl_model *m, sl_partiti
     memset(out, 0, sizeof *out);
     out->ranks = cfg->pipeline.stages;
     out->chunks = cfg->pipeline.chunks;
+    out->v_shape =
+        !strcmp(cfg->pipeline.schedule, "zb-v") || !strcmp(cfg->pipeline.schedule, "dualpipev");
     out->nstages = out->ranks * out->chunks;
     out->stages = sl_alloc(sizeof(sl_stage_range) * (size_t)out->nstages);
     if (!out->stages) return SL_ENOMEM;

@@ -45,9 +45,11 @@ int sl_plan_build(const sl_config *cfg, sl_plan *out)
                                  .tied_stages = {tied[0], tied[1]},
                                  .norm = c->train.grad_clip > 0};
         rc = sl_schedule_generate(&sp, &out->sched);
-        if (rc != SL_OK)
-            rc = sl_fail_context(SL_ECONFIG, "config: pipeline");
-        else if ((rc = sl_schedule_validate(out->sched, 0)) != SL_OK)
+        if (rc != SL_OK) rc = sl_fail_context(SL_ECONFIG, "config: pipeline");
+        /* Validated with the links the executor opens (SL_MAX(M·v, 2) messages each): looped
+         * BFS sends a whole chunk's forwards before it receives any. */
+        else if ((rc = sl_schedule_validate(
+                      out->sched, SL_MAX(c->train.microbatches * out->sched->chunks, 2))) != SL_OK)
             rc = sl_fail_context(rc, "the %s schedule", c->pipeline.schedule);
     }
     if (rc == SL_OK && c->data.text) {
@@ -57,7 +59,8 @@ int sl_plan_build(const sl_config *cfg, sl_plan *out)
                                  .ranks = c->pipeline.stages,
                                  .microbatches = c->train.microbatches,
                                  .chunks = c->pipeline.chunks,
-                                 .forward_only = true};
+                                 .forward_only = true,
+                                 .placement = out->part.v_shape ? SL_PLACE_V : SL_PLACE_LOOP};
         rc = sl_schedule_generate(&ep, &out->eval_sched);
         /* Validated with the links the executor opens (SL_MAX(M·v, 2) messages per link, all
          * that one evaluation batch sends on one): with interleaved chunks the order needs more

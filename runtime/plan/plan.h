@@ -79,9 +79,11 @@ uint64_t sl_plan_hash(const sl_plan *p);
 int sl_plan_write(const sl_plan *p, const char *dir);
 int sl_plan_load(const char *dir, sl_plan *out);
 
-/* The model stages rank r runs, in order: r, r + ranks, r + 2·ranks, ... (pipeline.chunks). */
+/* The model stages rank r runs, in order: r, r + ranks, r + 2·ranks, ... (pipeline.chunks), or
+ * r and 2·ranks-1-r in the V of zb-v and dualpipev. */
 static inline int sl_plan_stage_of(const sl_plan *p, int rank, int chunk)
 {
+    if (p->part.v_shape && chunk == 1) return 2 * p->ranks - 1 - rank;
     return rank + chunk * p->ranks;
 }
 

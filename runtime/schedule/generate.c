@@ -8,7 +8,7 @@
 #include "core/core.h"
 #include "runtime/schedule/schedule_internal.h"
 
-static int add(sl_schedule *s, int rank, enum sl_action_type t, int stage, int mb)
+int sl__add(sl_schedule *s, int rank, enum sl_action_type t, int stage, int mb)
 {
     sl_action a = {t, stage, mb, -1};
     return sl_schedule_append(s, rank, &a);
@@ -19,8 +19,8 @@ static int add(sl_schedule *s, int rank, enum sl_action_type t, int stage, int m
 static int gen_gpipe(sl_schedule *s)
 {
     for (int r = 0; r < s->ranks; r++) {
-        for (int m = 0; m < s->microbatches; m++) SL_TRY(add(s, r, SL_ACTION_F, r, m));
-        for (int m = 0; m < s->microbatches; m++) SL_TRY(add(s, r, SL_ACTION_B, r, m));
+        for (int m = 0; m < s->microbatches; m++) SL_TRY(sl__add(s, r, SL_ACTION_F, r, m));
+        for (int m = 0; m < s->microbatches; m++) SL_TRY(sl__add(s, r, SL_ACTION_B, r, m));
     }
     return SL_OK;
 }
@@ -32,12 +32,12 @@ static int gen_1f1b(sl_schedule *s)
     const int D = s->ranks, M = s->microbatches;
     for (int r = 0; r < D; r++) {
         int warm = SL_MIN(D - 1 - r, M);
-        for (int m = 0; m < warm; m++) SL_TRY(add(s, r, SL_ACTION_F, r, m));
+        for (int m = 0; m < warm; m++) SL_TRY(sl__add(s, r, SL_ACTION_F, r, m));
         for (int i = 0; i < M - warm; i++) {
-            SL_TRY(add(s, r, SL_ACTION_F, r, warm + i));
-            SL_TRY(add(s, r, SL_ACTION_B, r, i));
+            SL_TRY(sl__add(s, r, SL_ACTION_F, r, warm + i));
+            SL_TRY(sl__add(s, r, SL_ACTION_B, r, i));
         }
-        for (int m = M - warm; m < M; m++) SL_TRY(add(s, r, SL_ACTION_B, r, m));
+        for (int m = M - warm; m < M; m++) SL_TRY(sl__add(s, r, SL_ACTION_B, r, m));
     }
     return SL_OK;
 }
@@ -53,9 +53,9 @@ static int gen_interleaved(sl_schedule *s)
     const int total = M * v, group = D * v;
     for (int r = 0; r < D; r++) {
         int warm = SL_MIN(2 * (D - 1 - r) + (v - 1) * D, total);
-#define FWD(k) add(s, r, SL_ACTION_F, (((k) % group) / D) * D + r, ((k) / group) * D + (k) % D)
+#define FWD(k) sl__add(s, r, SL_ACTION_F, (((k) % group) / D) * D + r, ((k) / group) * D + (k) % D)
 #define BWD(k)                                                                                     \
-    add(s, r, SL_ACTION_B, (v - 1 - ((k) % group) / D) * D + r, ((k) / group) * D + (k) % D)
+    sl__add(s, r, SL_ACTION_B, (v - 1 - ((k) % group) / D) * D + r, ((k) / group) * D + (k) % D)
         for (int k = 0; k < warm; k++) SL_TRY(FWD(k));
         for (int i = 0; i < total - warm; i++) {
             SL_TRY(FWD(warm + i));
@@ -69,80 +69,38 @@ static int gen_interleaved(sl_schedule *s)
 }
 
 /* Zero-bubble H1 (Qi et al. 2024): the backward is split into I (input gradient, on the critical
- * path, sent upstream) and W (weight gradient, needed only by the optimizer step). The order is
- * built by list-scheduling every rank in unit time (F = I = W = 1): at each free moment a rank
- * runs, in this priority, an I whose gradient has arrived, a forward whose input has arrived if it
- * holds fewer than D-r activation stashes (1F1B's peak), or else a deferred W; but a W goes
- * before the forward once D of them are pending, which bounds what deferred Ws hold (searched
- * over D in {2,3,4,8}, M in D..32: a smaller bound loses the one-third idle time, a larger one
- * only holds more memory). As in the paper's
- * accounting, a stash is the activations I needs, held from F to I; what W still needs after I
- * (each layer's input and output gradient) is counted apart, as pending Ws. The deferred Ws fill
- * what would be 1F1B's bubbles, so with F = I = W the idle time is a third of 1F1B's. */
+ * path, sent upstream) and W (weight gradient, needed only by the optimizer step). Rank r runs
+ * 1F1B's order with I for B (D-1-r warm-up forwards, then F and I alternating, then the remaining
+ * Is), and each W_m right after I_{m+r}: rank r defers r weight gradients, and the deferred ones
+ * fill 1F1B's cool-down bubbles. A micro-batch holds memory from F to W (W still needs each
+ * layer's input), at most (D-r) + r = D on every rank: 1F1B's peak, rank 0's. Each rank then idles
+ * (D-1)(F+I-W) = (D-1)(F+B-2W) when M >= D, a third of 1F1B's (D-1)(F+B) when F = I = W. */
 static int gen_zbh1(sl_schedule *s)
 {
     const int D = s->ranks, M = s->microbatches;
-    int st = SL_OK;
-    /* Finish times of F and I per (rank, mb); -1 = not yet run. */
-    long *fdone = malloc(sizeof *fdone * (size_t)D * (size_t)M);
-    long *idone = malloc(sizeof *idone * (size_t)D * (size_t)M);
-    int *nf = calloc((size_t)D, sizeof *nf), *ni = calloc((size_t)D, sizeof *ni);
-    int *nw = calloc((size_t)D, sizeof *nw);
-    if (!fdone || !idone || !nf || !ni || !nw) {
-        st = sl_fail(SL_ENOMEM, "out of memory generating zb-h1");
-        goto out;
-    }
-    for (size_t i = 0; i < (size_t)D * (size_t)M; i++) fdone[i] = idone[i] = -1;
-    int left = D;
-    for (long t = 0; left > 0; t++) {
-        if (t > 4L * (M + D) + 16) {
-            st = sl_fail(SL_EINTERNAL, "zb-h1 generation did not finish for D=%d M=%d", D, M);
-            goto out;
+    for (int r = 0; r < D; r++) {
+        int warm = SL_MIN(D - 1 - r, M), nw = 0;
+        for (int m = 0; m < warm; m++) SL_TRY(sl__add(s, r, SL_ACTION_F, r, m));
+        for (int i = 0; i < M; i++) {
+            if (warm + i < M) SL_TRY(sl__add(s, r, SL_ACTION_F, r, warm + i));
+            SL_TRY(sl__add(s, r, SL_ACTION_I, r, i));
+            if (i - nw >= r) SL_TRY(sl__add(s, r, SL_ACTION_W, r, nw++));
         }
-        for (int r = 0; r < D; r++) {
-            if (nw[r] == M) continue; /* every action takes one unit: a rank is free at each t */
-            int m;
-            if (ni[r] < nf[r] && fdone[r * M + ni[r]] <= t &&
-                (r == D - 1 ||
-                 (idone[(r + 1) * M + ni[r]] >= 0 && idone[(r + 1) * M + ni[r]] <= t))) {
-                m = ni[r]++;
-                idone[r * M + m] = t + 1;
-                if ((st = add(s, r, SL_ACTION_I, r, m))) goto out;
-            } else if (nw[r] < ni[r] && ni[r] - nw[r] >= D) {
-                m = nw[r]++;
-                if ((st = add(s, r, SL_ACTION_W, r, m))) goto out;
-                if (nw[r] == M) left--;
-            } else if (nf[r] < M && nf[r] - ni[r] < D - r &&
-                       (r == 0 ||
-                        (fdone[(r - 1) * M + nf[r]] >= 0 && fdone[(r - 1) * M + nf[r]] <= t))) {
-                m = nf[r]++;
-                fdone[r * M + m] = t + 1;
-                if ((st = add(s, r, SL_ACTION_F, r, m))) goto out;
-            } else if (nw[r] < ni[r] && idone[r * M + nw[r]] <= t) {
-                m = nw[r]++;
-                if ((st = add(s, r, SL_ACTION_W, r, m))) goto out;
-                if (nw[r] == M) left--;
-            }
-        }
+        while (nw < M) SL_TRY(sl__add(s, r, SL_ACTION_W, r, nw++));
     }
-out:
-    free(fdone);
-    free(idone);
-    free(nf);
-    free(ni);
-    free(nw);
-    return st;
+    return SL_OK;
 }
 
-/* Evaluation (forward only): GPipe's forwards, chunk by chunk. Rank r runs stage c·D + r for
- * micro-batches 0..M-1, for c = 0..v-1; a stage's inputs arrive in the order its predecessor
+/* Evaluation (forward only): GPipe's forwards, chunk by chunk. Rank r runs each of its stages in
+ * ascending order (c·D + r for c = 0..v-1 in the loop placement; r, then 2D-1-r in the V) for
+ * micro-batches 0..M-1; a stage's inputs arrive in the order its predecessor
  * produced them, so every link is read in order and nothing waits on a later chunk. */
 static int gen_eval(sl_schedule *s)
 {
     for (int r = 0; r < s->ranks; r++)
-        for (int c = 0; c < s->chunks; c++)
-            for (int m = 0; m < s->microbatches; m++)
-                SL_TRY(add(s, r, SL_ACTION_F, c * s->ranks + r, m));
+        for (int st = 0; st < s->stages; st++)
+            if (s->stage_rank[st] == r)
+                for (int m = 0; m < s->microbatches; m++) SL_TRY(sl__add(s, r, SL_ACTION_F, st, m));
     return SL_OK;
 }
 
@@ -150,9 +108,16 @@ static const struct {
     const char *name;
     int (*gen)(sl_schedule *);
     bool split;
+    enum sl_placement placement;
 } generators[] = {
-    {"gpipe", gen_gpipe, false}, {"1f1b", gen_1f1b, false}, {"interleaved", gen_interleaved, false},
-    {"zb-h1", gen_zbh1, true},   {"eval", gen_eval, false},
+    {"gpipe", gen_gpipe, false, SL_PLACE_LOOP},
+    {"1f1b", gen_1f1b, false, SL_PLACE_LOOP},
+    {"interleaved", gen_interleaved, false, SL_PLACE_LOOP},
+    {"looped-bfs", sl__gen_looped_bfs, false, SL_PLACE_LOOP},
+    {"zb-h1", gen_zbh1, true, SL_PLACE_LOOP},
+    {"zb-v", sl__gen_zbv, true, SL_PLACE_V},
+    {"dualpipev", sl__gen_dualpipev, true, SL_PLACE_V},
+    {"eval", gen_eval, false, SL_PLACE_LOOP},
 };
 
 /* Checks the parameters and says what is allowed. */
@@ -164,8 +129,8 @@ static int check_params(const sl_schedule_params *p, int *which)
         if (!strcmp(name, generators[i].name)) *which = (int)i;
     if (*which < 0)
         return sl_fail(SL_EINVAL,
-                       "unknown schedule '%s': choose gpipe, 1f1b, interleaved or zb-h1 (or eval, "
-                       "forwards only)",
+                       "unknown schedule '%s': choose gpipe, 1f1b, interleaved, looped-bfs, "
+                       "zb-h1, zb-v or dualpipev (or eval, forwards only)",
                        name);
     if (p->ranks < 1)
         return sl_fail(SL_EINVAL,
@@ -191,9 +156,29 @@ static int check_params(const sl_schedule_params *p, int *which)
                            "(got M=%d, D=%d): Megatron's interleaved 1F1B moves micro-batches "
                            "through the chunks in groups of D; try M=%d",
                            p->microbatches, p->ranks, (p->microbatches / p->ranks + 1) * p->ranks);
+    } else if (!strcmp(name, "looped-bfs")) {
+        /* any chunks: with one it is GPipe with the backwards in reverse */
+    } else if (generators[*which].placement == SL_PLACE_V) {
+        if (v != 2 && p->chunks != 0)
+            return sl_fail(SL_EINVAL,
+                           "%s places two model stages per rank in a V (rank r holds stages r and "
+                           "2D-1-r): it needs chunks = 2 (got %d)",
+                           name, v);
+        if (!strcmp(name, "zb-v") && p->microbatches < 2 * p->ranks - 1)
+            return sl_fail(SL_EINVAL,
+                           "zb-v needs at least 2 x stages - 1 = %d micro-batches (got M=%d, "
+                           "D=%d): rank 0 warms up with that many forwards of its first stage "
+                           "before its first backward",
+                           2 * p->ranks - 1, p->microbatches, p->ranks);
+        if (!strcmp(name, "dualpipev") && p->microbatches < 2 * p->ranks)
+            return sl_fail(SL_EINVAL,
+                           "dualpipev needs at least as many micro-batches as model stages, 2 x "
+                           "stages = %d (got M=%d, D=%d): its main phase pairs every forward "
+                           "with a backward only once both ends of the V are full",
+                           2 * p->ranks, p->microbatches, p->ranks);
     } else if (v != 1) {
         return sl_fail(SL_EINVAL,
-                       "%s runs one chunk per rank (got chunks=%d); use interleaved "
+                       "%s runs one chunk per rank (got chunks=%d); use interleaved or looped-bfs "
                        "for several chunks per rank",
                        name, v);
     }
@@ -213,7 +198,7 @@ static int insert_recompute(sl_schedule *s)
         int st = SL_OK;
         for (size_t i = 0; i < n && !st; i++) {
             if (old[i].type == SL_ACTION_B || old[i].type == SL_ACTION_I)
-                st = add(s, r, SL_ACTION_R, old[i].stage, old[i].mb);
+                st = sl__add(s, r, SL_ACTION_R, old[i].stage, old[i].mb);
             if (!st) st = sl_schedule_append(s, r, &old[i]);
         }
         free(old);
@@ -231,6 +216,9 @@ int sl_schedule_generate(const sl_schedule_params *p, sl_schedule **out)
     sl_schedule *s;
     sl_schedule_params q = *p;
     if (!strcmp(generators[which].name, "eval")) q.forward_only = true, q.recompute = false;
+    /* The evaluation runs on the training schedule's placement. */
+    if (strcmp(generators[which].name, "eval")) q.placement = generators[which].placement;
+    if (q.placement == SL_PLACE_V) q.chunks = 2;
     if (q.forward_only && strcmp(generators[which].name, "eval"))
         return sl_fail(SL_EINVAL, "a forward-only schedule is generated by \"eval\", not \"%s\"",
                        generators[which].name);

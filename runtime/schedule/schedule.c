@@ -31,6 +31,11 @@ int sl_schedule_create(const sl_schedule_params *p, bool split_backward, sl_sche
                        "schedule too large: stages x chunks x micro-batches = %ld, at "
                        "most %d",
                        (long)p->ranks * v * p->microbatches, SL_SCHEDULE_MAX_WORK);
+    if (p->placement == SL_PLACE_V && v != 2)
+        return sl_fail(SL_EINVAL,
+                       "the V placement holds two stages per rank (rank r: stages r and 2D-1-r); "
+                       "got chunks=%d",
+                       v);
     const int *tied = p->tied_stages;
     if (tied[0] != tied[1] && (tied[0] < 0 || tied[0] >= tied[1] || tied[1] >= p->ranks * v))
         return sl_fail(SL_EINVAL,
@@ -38,7 +43,8 @@ int sl_schedule_create(const sl_schedule_params *p, bool split_backward, sl_sche
                        "before the last",
                        tied[0], tied[1], p->ranks * v);
     if (tied[0] != tied[1]) {
-        int a = tied[0] % p->ranks, b = tied[1] % p->ranks;
+        int a = sl_placement_rank(p->placement, p->ranks, tied[0]);
+        int b = sl_placement_rank(p->placement, p->ranks, tied[1]);
         if (a != b && (a - b + p->ranks) % p->ranks != 1 && (b - a + p->ranks) % p->ranks != 1)
             return sl_fail(SL_EINVAL,
                            "tied stages %d and %d run on ranks %d and %d, which are not "
@@ -59,13 +65,17 @@ int sl_schedule_create(const sl_schedule_params *p, bool split_backward, sl_sche
     s->forward_only = p->forward_only;
     s->norm = p->norm && p->ranks > 1 && !s->forward_only;
     if (s->forward_only) s->tied_stages[1] = s->tied_stages[0];
+    s->placement = p->placement;
     s->count = sl_alloc(sizeof *s->count * (size_t)s->ranks);
     s->cap = sl_alloc(sizeof *s->cap * (size_t)s->ranks);
     s->actions = sl_alloc(sizeof *s->actions * (size_t)s->ranks);
-    if (!s->count || !s->cap || !s->actions) {
+    s->stage_rank = sl_alloc(sizeof *s->stage_rank * (size_t)s->stages);
+    if (!s->count || !s->cap || !s->actions || !s->stage_rank) {
         sl_schedule_free(s);
         return SL_ENOMEM;
     }
+    for (int st = 0; st < s->stages; st++)
+        s->stage_rank[st] = sl_placement_rank(s->placement, s->ranks, st);
     *out = s;
     return SL_OK;
 }
@@ -78,6 +88,7 @@ void sl_schedule_free(sl_schedule *s)
     free(s->actions);
     free(s->count);
     free(s->cap);
+    free(s->stage_rank);
     free(s);
 }
 
@@ -123,10 +134,37 @@ const sl_action *sl_schedule_actions(const sl_schedule *s, int rank, size_t *cou
     return s->actions[rank];
 }
 
+int sl_placement_rank(enum sl_placement placement, int ranks, int stage)
+{
+    if (placement == SL_PLACE_V) return stage < ranks ? stage : 2 * ranks - 1 - stage;
+    return stage % ranks;
+}
+
 int sl_schedule_rank_of_stage(const sl_schedule *s, int stage)
 {
     if (!s || stage < 0 || stage >= s->stages) return -1;
-    return stage % s->ranks;
+    return s->stage_rank[stage];
+}
+
+int sl_schedule_set_stage_rank(sl_schedule *s, int stage, int rank)
+{
+    if (!s || stage < 0 || stage >= s->stages || rank < 0 || rank >= s->ranks)
+        return sl_fail(SL_EINVAL, "sl_schedule_set_stage_rank: stage %d or rank %d out of range",
+                       stage, rank);
+    s->stage_rank[stage] = rank;
+    s->placement = SL_PLACE_CUSTOM;
+    return SL_OK;
+}
+
+int sl_schedule_link_dir(const sl_schedule *s, int rank, const sl_action *a)
+{
+    if (!s || !a || rank < 0 || rank >= s->ranks || s->ranks < 2) return -1;
+    bool send = a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_SEND_B;
+    bool act = a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_RECV_F;
+    if (!send && !act && a->type != SL_ACTION_RECV_B) return -1;
+    const int D = s->ranks, next = (rank + 1) % D, prev = (rank - 1 + D) % D;
+    if (next == prev) return a->peer == next ? (act == send ? 0 : 1) : -1;
+    return a->peer == next ? 0 : a->peer == prev ? 1 : -1;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -345,6 +383,8 @@ static int push_msg(link_queue *q, msg m)
     return SL_OK;
 }
 
+#define RANK(stage) (s->stage_rank[stage])
+
 int sl_schedule_insert_comms(sl_schedule *s)
 {
     if (!s) return sl_fail(SL_EINVAL, "sl_schedule_insert_comms: null schedule");
@@ -386,11 +426,11 @@ int sl_schedule_insert_comms(sl_schedule *s)
     for (int r = 0; r < D; r++) {
         for (size_t i = 0; i < ncompute[r]; i++) {
             sl_action a = compute[r][i];
-            if (a.type == SL_ACTION_F && a.stage + 1 < S && (a.stage + 1) % D != r)
-                st = push_msg(&links[r * D + (a.stage + 1) % D], (msg){0, a.stage + 1, a.mb});
+            if (a.type == SL_ACTION_F && a.stage + 1 < S && RANK(a.stage + 1) != r)
+                st = push_msg(&links[r * D + RANK(a.stage + 1)], (msg){0, a.stage + 1, a.mb});
             else if ((a.type == SL_ACTION_B || a.type == SL_ACTION_I) && a.stage > 0 &&
-                     (a.stage - 1) % D != r)
-                st = push_msg(&links[r * D + (a.stage - 1) % D], (msg){1, a.stage - 1, a.mb});
+                     RANK(a.stage - 1) != r)
+                st = push_msg(&links[r * D + RANK(a.stage - 1)], (msg){1, a.stage - 1, a.mb});
             if (st) goto out;
         }
     }
@@ -400,11 +440,11 @@ int sl_schedule_insert_comms(sl_schedule *s)
             sl_action a = compute[r][i];
             /* Receive what this action needs, and everything queued ahead of it on that link. */
             int kind = -1, src = -1;
-            if (a.type == SL_ACTION_F && a.stage > 0 && (a.stage - 1) % D != r)
-                kind = 0, src = (a.stage - 1) % D;
+            if (a.type == SL_ACTION_F && a.stage > 0 && RANK(a.stage - 1) != r)
+                kind = 0, src = RANK(a.stage - 1);
             else if ((a.type == SL_ACTION_B || a.type == SL_ACTION_I) && a.stage + 1 < S &&
-                     (a.stage + 1) % D != r)
-                kind = 1, src = (a.stage + 1) % D;
+                     RANK(a.stage + 1) != r)
+                kind = 1, src = RANK(a.stage + 1);
             if (kind >= 0 && !received[((size_t)kind * S + a.stage) * M + a.mb]) {
                 link_queue *q = &links[src * D + r];
                 size_t *cur = &next[src * D + r];
@@ -429,20 +469,20 @@ int sl_schedule_insert_comms(sl_schedule *s)
             }
             if ((st = sl_schedule_append(s, r, &a))) goto out;
             sl_action snd = {SL_ACTION_OPT, a.stage, a.mb, -1};
-            if (a.type == SL_ACTION_F && a.stage + 1 < S && (a.stage + 1) % D != r)
-                snd.type = SL_ACTION_SEND_F, snd.peer = (a.stage + 1) % D;
+            if (a.type == SL_ACTION_F && a.stage + 1 < S && RANK(a.stage + 1) != r)
+                snd.type = SL_ACTION_SEND_F, snd.peer = RANK(a.stage + 1);
             else if ((a.type == SL_ACTION_B || a.type == SL_ACTION_I) && a.stage > 0 &&
-                     (a.stage - 1) % D != r)
-                snd.type = SL_ACTION_SEND_B, snd.peer = (a.stage - 1) % D;
+                     RANK(a.stage - 1) != r)
+                snd.type = SL_ACTION_SEND_B, snd.peer = RANK(a.stage - 1);
             if (snd.type != SL_ACTION_OPT && (st = sl_schedule_append(s, r, &snd))) goto out;
         }
         if (s->forward_only) continue; /* an evaluation: no reductions, no optimizer step */
         for (int k = 0; k < 2 && s->tied_stages[0] != s->tied_stages[1]; k++) {
             int mine = s->tied_stages[k], other = s->tied_stages[1 - k];
-            if (mine % D != r) continue;
-            sl_action tied = {SL_ACTION_TIED, mine, -1, other % D};
+            if (RANK(mine) != r) continue;
+            sl_action tied = {SL_ACTION_TIED, mine, -1, RANK(other)};
             if ((st = sl_schedule_append(s, r, &tied))) goto out;
-            if (other % D == r) break; /* one local sum for both copies */
+            if (RANK(other) == r) break; /* one local sum for both copies */
         }
         sl_action norm = {SL_ACTION_NORM, -1, -1, -1};
         if (s->norm && (st = sl_schedule_append(s, r, &norm))) goto out;
@@ -473,9 +513,10 @@ int sl_action_exchanges(const sl_schedule *s, int r, const sl_action *a, sl_exch
     if (a->type == SL_ACTION_TIED) {
         const int *t = s->tied_stages;
         if (t[0] == t[1]) return -1;
-        int k = t[0] % D == r && a->stage == t[0] ? 0 : t[1] % D == r && a->stage == t[1] ? 1 : -1;
+        const int *sr = s->stage_rank;
+        int k = sr[t[0]] == r && a->stage == t[0] ? 0 : sr[t[1]] == r && a->stage == t[1] ? 1 : -1;
         if (k < 0) return -1;
-        int peer = t[1 - k] % D;
+        int peer = sr[t[1 - k]];
         if (a->peer != peer) return -1;
         if (peer == r) return 0;
         /* The first stage's rank reaches the last stage's over its previous link when that is the

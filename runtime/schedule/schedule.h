@@ -1,15 +1,18 @@
 /* sluice schedules: for each rank, the ordered list of actions it runs in one training step.
  *
- * A schedule is plain data. Generators (gpipe, 1f1b, interleaved, zb-h1) produce the compute order
+ * A schedule is plain data. Generators (gpipe, 1f1b, interleaved, looped-bfs, zb-h1, zb-v,
+ * dualpipev) produce the compute order
  * of every rank; a communication pass inserts the SEND/RECV actions; the validator checks every
  * dependency and simulates all ranks with the transport's blocking semantics; the timed simulator
  * predicts makespan, bubble ratio and peak stashed activations. The executor runs these lists
  * exactly, so what `sluice schedule` prints is what runs.
  *
- * Stages and ranks. With D ranks and v chunks per rank there are D·v model stages; stage s runs on
- * rank s mod D (so rank r holds stages r, r+D, r+2D, ...). Without interleaving v = 1 and stage =
- * rank. Text form of a compute action: `<stage><type><micro-batch>`, e.g. `5F2`, as PyTorch's
- * pipelining writes it.
+ * Stages and ranks. With D ranks and v chunks per rank there are D·v model stages. The placement
+ * says which rank runs each: the loop (stage s on rank s mod D, so rank r holds r, r+D, r+2D, ...;
+ * without interleaving v = 1 and stage = rank), or the V of zb-v and dualpipev (v = 2: rank r holds
+ * stages r and 2D-1-r, so the last rank runs stages D-1 and D back to back and the first rank holds
+ * both ends of the model). Either way every transfer is between ring neighbours. Text form of a
+ * compute action: `<stage><type><micro-batch>`, e.g. `5F2`, as PyTorch's pipelining writes it.
  *
  * Blocking semantics (what the validator proves the schedule completes under, and what the
  * executor and transport must provide):
@@ -92,7 +95,19 @@ typedef struct sl_action {
  * executor's links hold. The executor runs it between training steps to evaluate
  * the model (eval.interval, eval.iters), once per evaluation batch. */
 
-/* What to generate. `name` is one of "gpipe", "1f1b", "interleaved", "zb-h1", or "eval" (the
+/* Which rank runs each model stage (see the top of this file). A schedule read from a file may
+ * place stages any way (SL_PLACE_CUSTOM, set stage by stage). */
+enum sl_placement {
+    SL_PLACE_LOOP = 0, /* stage s on rank s mod D */
+    SL_PLACE_V = 1,    /* v = 2: rank r holds stages r and 2D-1-r */
+    SL_PLACE_CUSTOM = 2,
+};
+
+/* The rank of `stage` under a placement of `ranks` ranks (LOOP or V). */
+int sl_placement_rank(enum sl_placement placement, int ranks, int stage);
+
+/* What to generate. `name` is one of "gpipe", "1f1b", "interleaved", "looped-bfs", "zb-h1",
+ * "zb-v", "dualpipev", or "eval" (the
  * forward-only schedule above; recompute, tied_stages and norm are then ignored). `ranks` is D (the
  * config's pipeline.stages), `chunks` is v (0 means 1; interleaved needs v >= 2, the others v = 1).
  * With `recompute` only each stage's input is stashed, and R(stage, mb) runs before that stage's B
@@ -108,6 +123,9 @@ typedef struct sl_schedule_params {
     int tied_stages[2];
     bool norm; /* a NORM action on every rank (only with ranks > 1): clipping needs the norm */
     bool forward_only; /* forwards only (see Evaluation above); "eval" sets it */
+    /* Which rank runs each stage: generators set it from the name (zb-v and dualpipev: V), so
+     * it matters only to sl_schedule_create. */
+    enum sl_placement placement;
 } sl_schedule_params;
 
 /* A schedule. Read it; build or change it only through the functions below. */
@@ -118,10 +136,12 @@ typedef struct sl_schedule {
     int chunks;          /* v */
     int stages;          /* D·v */
     bool recompute;      /* R before each B (or I) */
-    bool split_backward; /* I and W instead of B (zb-h1) */
+    bool split_backward; /* I and W instead of B (zb-h1, zb-v; dualpipev splits some) */
     int tied_stages[2];  /* as in sl_schedule_params; equal when there is no TIED */
     bool norm;           /* every rank runs NORM (ranks > 1) */
     bool forward_only;   /* F and SEND_F/RECV_F only: an evaluation (no backward, no OPT) */
+    enum sl_placement placement;
+    int *stage_rank;     /* [stages]: the rank that runs each model stage */
     size_t *count;       /* [ranks]: number of actions of each rank */
     size_t *cap;         /* [ranks]: allocated room */
     sl_action **actions; /* [ranks][count[r]] */
@@ -161,8 +181,18 @@ void sl_schedule_free(sl_schedule *s);
 /* Rank s's list: returns the actions and stores their number in *count. NULL for a bad rank. */
 const sl_action *sl_schedule_actions(const sl_schedule *s, int rank, size_t *count);
 
-/* The rank that runs model stage `stage`: stage mod D. */
+/* The rank that runs model stage `stage` (stage mod D in the loop placement); -1 outside. */
 int sl_schedule_rank_of_stage(const sl_schedule *s, int stage);
+
+/* Places `stage` on `rank` (the placement becomes SL_PLACE_CUSTOM), for schedules read from a
+ * file. */
+int sl_schedule_set_stage_rank(sl_schedule *s, int stage, int rank);
+
+/* The ring link a SEND_* or RECV_* action of `rank` uses: 0 toward (rank+1)%D (SL_LINK_NEXT), 1
+ * toward (rank-1+D)%D (SL_LINK_PREV); -1 when its peer is not a ring neighbour. With two ranks both
+ * links lead to the peer: activations go out on NEXT and come in on PREV, gradients the other way,
+ * so both ends of a transfer pick the two ends of one link. */
+int sl_schedule_link_dir(const sl_schedule *s, int rank, const sl_action *a);
 
 /* One message of a TIED or NORM action: sent or received, to or from `peer`, over the ring link
  * toward the next rank ((r+1)%D, dir 0) or the previous one (dir 1): the transport's
@@ -233,9 +263,10 @@ typedef struct sl_schedule_sim {
     double bubble_ratio;   /* sum of idle / (ranks × makespan) */
     double *busy;          /* [ranks]: compute time */
     double *idle;          /* [ranks]: makespan - busy */
-    int *peak_activations; /* [ranks]: most micro-batch stashes held at once: F to B, or F to I
-                              when the backward is split; with recompute each stash is only the
-                              stage input (and R's activations live from R to B, or to W) */
+    int *peak_activations; /* [ranks]: most micro-batch stashes held at once: F to B, or F to W
+                              when the backward is split (W still needs each layer's input); with
+                              recompute each stash is only the stage input (and R's activations
+                              live from R to B, or to W) */
     int *peak_pending_w;   /* [ranks]: split backward only: most micro-batches between I and W,
                               each holding what W needs (layer inputs, output gradients) */
     double **start, **end; /* [ranks][count[r]] */
@@ -272,6 +303,26 @@ int sl_schedule_write_json(FILE *f, const sl_schedule *s, const sl_schedule_sim 
 /* An SVG timeline: one row per rank, a colour per micro-batch, F light, B/I darker, W darkest,
  * R outlined dashed. */
 int sl_schedule_write_svg(FILE *f, const sl_schedule *s, const sl_schedule_sim *sim);
+
+/* PyTorch pipelining's action CSV (torch/distributed/pipelining/schedules.py, _dump_csv and
+ * _load_csv): one row per rank, one cell per action, "<stage><type><mb>" (`0F0`, `1I2`, `2W1`,
+ * `3B0`). The compute-only form (`with_comms` false) lists F, I, W and B; the with-communication
+ * form also `3SEND_F1`, `1RECV_F0`, `2SEND_B0`, `1RECV_B0`, where they run. Neither has a peer: it
+ * follows from where the stages run. TIED, NORM and OPT have no PyTorch action and are left out;
+ * a schedule with recompute (R) is refused. */
+int sl_schedule_write_pytorch(FILE *f, const sl_schedule *s, bool with_comms);
+
+/* Reads such a CSV (either form: with any SEND/RECV in it, the file's own transfers are used as
+ * written; without, the communication pass inserts them). The ranks are the rows, the stages,
+ * micro-batches and each stage's rank come from the compute actions; empty cells (PyTorch's None)
+ * and PyTorch's UNSHARD, RESHARD and REDUCE_GRAD (FSDP and data-parallel actions, no pipeline
+ * dependency) are skipped; an OVERLAP_F_B pair "(0F1;3B0)OVERLAP_F_B" runs as its two actions in
+ * order. OPT is appended to every rank. The result is not yet validated: run
+ * sl_schedule_validate or sl_schedule_simulate, which name the rank and action that is missing,
+ * duplicated, out of order or waits forever. SL_EFORMAT names the rank (row) and action (column,
+ * from 0) of a cell that is not an action; SL_EINVAL a stage on two ranks or ranks holding
+ * different numbers of stages. */
+int sl_schedule_read_pytorch(const char *text, sl_schedule **out);
 
 #ifdef __cplusplus
 }

@@ -12,10 +12,21 @@
 
 bool sl__is_compute(enum sl_action_type t);
 
+/* Appends the compute action (t, stage, mb) to rank's list. */
+int sl__add(sl_schedule *s, int rank, enum sl_action_type t, int stage, int mb);
+
+/* Generators of generate_v.c (see there). */
+int sl__gen_looped_bfs(sl_schedule *s);
+int sl__gen_zbv(sl_schedule *s);
+int sl__gen_dualpipev(sl_schedule *s);
+
 /* Runs every rank's list with links of `depth` messages, in causal order. With `costs` non-NULL
  * it also times every action into `sim` (allocated by the caller's helper). Fails with
  * SL_EINVAL on a mismatched receive and SL_EDEADLOCK when no rank can move. */
 int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *costs,
                      sl_schedule_sim *sim);
+
+/* The time action `a` takes under `c` (whose zeros are already replaced by the defaults). */
+double sl__cost_of(const sl_schedule *s, const sl_schedule_costs *c, const sl_action *a);
 
 #endif

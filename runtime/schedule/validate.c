@@ -1,12 +1,12 @@
-/* The validator (dependencies, then a run of all ranks with bounded links) and the timed
- * simulator, which is the same run with a clock per rank. */
+/* The validator: every dependency, then a run of all ranks with bounded links (run.c). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
 #include "runtime/schedule/schedule_internal.h"
 
-#define NTYPES 9 /* every action type but OPT has a position table */
+#define NTYPES      9 /* every action type but OPT has a position table */
+#define RANK(stage) (s->stage_rank[stage])
 
 static const char *fmt(const sl_action *a, char *buf, size_t cap)
 {
@@ -76,7 +76,7 @@ static int check_entries(checker *c)
                                    "rank %d: action %zu (%s) does not match the schedule's tied "
                                    "stages %d and %d (on ranks %d and %d)",
                                    r, i, fmt(&a, t, sizeof t), s->tied_stages[0], s->tied_stages[1],
-                                   s->tied_stages[0] % D, s->tied_stages[1] % D);
+                                   RANK(s->tied_stages[0]), RANK(s->tied_stages[1]));
                 *seen = (long)i;
                 continue;
             }
@@ -97,19 +97,11 @@ static int check_entries(checker *c)
                                "rank %d: action %zu (%s) is outside the schedule's %d "
                                "stages and %d micro-batches",
                                r, i, fmt(&a, t, sizeof t), S, M);
-            if (a.stage % D != r)
+            if (RANK(a.stage) != r)
                 return sl_fail(SL_EINVAL,
-                               "rank %d: action %zu (%s) belongs to rank %d (stage s "
-                               "runs on rank s mod %d)",
-                               r, i, fmt(&a, t, sizeof t), a.stage % D, D);
+                               "rank %d: action %zu (%s) belongs to rank %d, which runs stage %d",
+                               r, i, fmt(&a, t, sizeof t), RANK(a.stage), a.stage);
             switch (a.type) {
-            case SL_ACTION_B:
-                if (s->split_backward)
-                    return sl_fail(SL_EINVAL,
-                                   "rank %d: action %zu (%s): %s splits the backward "
-                                   "into I and W, so it has no B",
-                                   r, i, fmt(&a, t, sizeof t), s->name);
-                break;
             case SL_ACTION_I:
             case SL_ACTION_W:
                 if (!s->split_backward)
@@ -130,9 +122,9 @@ static int check_entries(checker *c)
             }
             int want_peer = -1;
             if (a.type == SL_ACTION_SEND_F || a.type == SL_ACTION_RECV_B)
-                want_peer = a.stage + 1 < S ? (a.stage + 1) % D : -2;
+                want_peer = a.stage + 1 < S ? RANK(a.stage + 1) : -2;
             if (a.type == SL_ACTION_RECV_F || a.type == SL_ACTION_SEND_B)
-                want_peer = a.stage > 0 ? (a.stage - 1) % D : -2;
+                want_peer = a.stage > 0 ? RANK(a.stage - 1) : -2;
             if (want_peer == -2 || want_peer == r)
                 return sl_fail(SL_EINVAL,
                                "rank %d: action %zu (%s) transfers to or from a stage "
@@ -159,13 +151,13 @@ static int check_entries(checker *c)
             return sl_fail(SL_EINVAL, "rank %d has no OPT: every rank ends with one optimizer step",
                            r);
         const int *ts = s->tied_stages;
-        bool want_tied = ts[0] != ts[1] && (ts[0] % D == r || ts[1] % D == r);
+        bool want_tied = ts[0] != ts[1] && (RANK(ts[0]) == r || RANK(ts[1]) == r);
         if (want_tied && tied < 0)
             return sl_fail(SL_EINVAL,
                            "rank %d has no TIED: it holds stage %d, one of the two copies of a "
                            "tied parameter (stages %d and %d), whose gradients are summed before "
                            "the optimizer step",
-                           r, ts[0] % D == r ? ts[0] : ts[1], ts[0], ts[1]);
+                           r, RANK(ts[0]) == r ? ts[0] : ts[1], ts[0], ts[1]);
         if (!want_tied && tied >= 0)
             return sl_fail(SL_EINVAL, "rank %d: action %ld (TIED): this rank holds no tied stage",
                            r, tied);
@@ -194,18 +186,35 @@ static int missing(const sl_schedule *s, enum sl_action_type t, int stage, int m
 {
     sl_action a = {t, stage, mb, peer};
     char b[40];
-    return sl_fail(SL_EINVAL, "rank %d is missing %s: %s", stage % s->ranks, fmt(&a, b, sizeof b),
-                   why);
+    return sl_fail(SL_EINVAL, "rank %d is missing %s: %s", RANK(stage), fmt(&a, b, sizeof b), why);
+}
+
+/* The action that runs the input-gradient part of (stage, mb)'s backward: B, or I where the
+ * schedule splits it (a split schedule may still run a whole B for some micro-batches, as
+ * DualPipeV does, since B is I then W at once). */
+static enum sl_action_type bwd_type(checker *c, int stage, int mb)
+{
+    if (!c->s->split_backward) return SL_ACTION_B;
+    return get(c, SL_ACTION_B, stage, mb) >= 0 ? SL_ACTION_B : SL_ACTION_I;
 }
 
 static int check_order(checker *c)
 {
     const sl_schedule *s = c->s;
-    const int D = s->ranks, S = s->stages, M = s->microbatches;
-    const enum sl_action_type BWD = s->split_backward ? SL_ACTION_I : SL_ACTION_B;
+    const int S = s->stages, M = s->microbatches;
     for (int st = 0; st < S; st++) {
-        const int r = st % D;
+        const int r = RANK(st);
         for (int m = 0; m < M; m++) {
+            const enum sl_action_type BWD = bwd_type(c, st, m);
+            if (BWD == SL_ACTION_B &&
+                (get(c, SL_ACTION_I, st, m) >= 0 || get(c, SL_ACTION_W, st, m) >= 0)) {
+                sl_action b = {SL_ACTION_B, st, m, -1};
+                char t[40];
+                return sl_fail(SL_EINVAL,
+                               "rank %d runs %s and also I or W of it: a backward runs whole (B) "
+                               "or split (I, then W), not both",
+                               r, fmt(&b, t, sizeof t));
+            }
             sl_action F = {SL_ACTION_F, st, m, -1}, Bk = {BWD, st, m, -1};
             sl_action R = {SL_ACTION_R, st, m, -1}, W = {SL_ACTION_W, st, m, -1};
             long f = get(c, SL_ACTION_F, st, m), b = get(c, BWD, st, m);
@@ -219,7 +228,7 @@ static int check_order(checker *c)
                                "for every micro-batch");
             if (!s->forward_only)
                 SL_TRY(before(s, r, f, F, b, Bk, "stashes the activations it needs"));
-            if (s->split_backward) {
+            if (BWD == SL_ACTION_I) {
                 long w = get(c, SL_ACTION_W, st, m);
                 if (w < 0) return missing(s, SL_ACTION_W, st, m, -1, "every I has its W");
                 SL_TRY(before(s, r, b, Bk, w, W, "computes the gradient it needs"));
@@ -235,7 +244,7 @@ static int check_order(checker *c)
             }
             /* The input of this forward. */
             if (st > 0) {
-                const int pr = (st - 1) % D;
+                const int pr = RANK(st - 1);
                 sl_action Fp = {SL_ACTION_F, st - 1, m, -1};
                 if (pr == r) {
                     SL_TRY(before(s, r, get(c, SL_ACTION_F, st - 1, m), Fp, f, F,
@@ -257,10 +266,11 @@ static int check_order(checker *c)
             }
             /* The output gradient of this backward. */
             if (st + 1 < S && !s->forward_only) {
-                const int nr = (st + 1) % D;
-                sl_action Bn = {BWD, st + 1, m, -1};
+                const int nr = RANK(st + 1);
+                const enum sl_action_type BWDn = bwd_type(c, st + 1, m);
+                sl_action Bn = {BWDn, st + 1, m, -1};
                 if (nr == r) {
-                    SL_TRY(before(s, r, get(c, BWD, st + 1, m), Bn, b, Bk,
+                    SL_TRY(before(s, r, get(c, BWDn, st + 1, m), Bn, b, Bk,
                                   "produces its output gradient"));
                 } else {
                     sl_action rv = {SL_ACTION_RECV_B, st, m, nr},
@@ -274,8 +284,8 @@ static int check_order(checker *c)
                                        "the previous stage needs this "
                                        "gradient");
                     SL_TRY(before(s, r, i, rv, b, Bk, "brings its output gradient"));
-                    SL_TRY(
-                        before(s, nr, get(c, BWD, st + 1, m), Bn, j, sd, "computes what it sends"));
+                    SL_TRY(before(s, nr, get(c, BWDn, st + 1, m), Bn, j, sd,
+                                  "computes what it sends"));
                 }
             }
         }
@@ -325,379 +335,4 @@ int sl_schedule_min_queue_depth(const sl_schedule *s)
         }
     sl_clear_error();
     return most;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Running all ranks */
-
-/* kind 0: activation, 1: gradient (as in the communication pass), WIRE_TIED (stage: the
- * receiver's tied stage), WIRE_NORM (mb: the round). */
-typedef struct wire {
-    int kind, stage, mb; /* named by the receiver, as in the communication pass */
-} wire;
-
-enum { WIRE_TIED = 2, WIRE_NORM = 3 };
-
-typedef struct link {
-    wire *m;
-    double *sent_at, *recv_at;
-    size_t cap, sent, recvd;
-} link;
-
-static double cost_of(const sl_schedule *s, const sl_schedule_costs *c, const sl_action *a)
-{
-    if (a->type == SL_ACTION_TIED) return c->tied;
-    if (a->type == SL_ACTION_NORM) return s->ranks > 1 ? c->norm : 0;
-    if (!sl__is_compute(a->type)) return 0; /* OPT has no stage to index */
-    double f = c->stage_f ? c->stage_f[a->stage] : c->f;
-    double b = c->stage_b ? c->stage_b[a->stage] : c->b;
-    double w = c->stage_w ? c->stage_w[a->stage] : c->w;
-    switch (a->type) {
-    case SL_ACTION_F:
-    case SL_ACTION_R:
-        return f;
-    case SL_ACTION_B:
-        return b;
-    case SL_ACTION_I:
-        return b - w;
-    case SL_ACTION_W:
-        return w;
-    default:
-        return 0;
-    }
-}
-
-/* What the sender's action looked like, for messages. */
-static const char *wire_text(const wire *w, char *buf, size_t cap)
-{
-    if (w->kind == WIRE_TIED) {
-        snprintf(buf, cap, "the tied gradient for stage %d", w->stage);
-        return buf;
-    }
-    if (w->kind == WIRE_NORM) {
-        snprintf(buf, cap, "NORM's %s", w->mb ? "total" : "partial sum");
-        return buf;
-    }
-    sl_action a = {w->kind ? SL_ACTION_B : SL_ACTION_F, w->kind ? w->stage + 1 : w->stage - 1,
-                   w->mb, -1};
-    return fmt(&a, buf, cap);
-}
-
-int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *costs,
-                     sl_schedule_sim *sim)
-{
-    const int D = s->ranks;
-    int st = SL_OK;
-    link *links = sl_alloc(sizeof *links * (size_t)D * (size_t)D); /* [src * D + dst] */
-    size_t *pc = sl_alloc(sizeof *pc * (size_t)D);
-    int *sub = sl_alloc(sizeof *sub * (size_t)D); /* messages of a TIED/NORM already done */
-    double *clock = sl_alloc(sizeof *clock * (size_t)D);
-    double *began = sl_alloc(sizeof *began * (size_t)D); /* when the TIED/NORM in progress began */
-    if (!links || !pc || !sub || !clock || !began) {
-        st = SL_ENOMEM;
-        goto out;
-    }
-    for (int r = 0; r < D; r++)
-        for (size_t i = 0; i < s->count[r]; i++) {
-            const sl_action *a = &s->actions[r][i];
-            if ((a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_SEND_B) && a->peer >= 0 &&
-                a->peer < D)
-                links[r * D + a->peer].cap++;
-            sl_exchange ex[4];
-            int n = sl_action_exchanges(s, r, a, ex);
-            for (int k = 0; k < n; k++)
-                if (ex[k].send) links[r * D + ex[k].peer].cap++;
-        }
-    for (int l = 0; l < D * D; l++) {
-        size_t n = links[l].cap ? links[l].cap : 1;
-        links[l].m = malloc(sizeof(wire) * n);
-        links[l].sent_at = malloc(sizeof(double) * n);
-        links[l].recv_at = malloc(sizeof(double) * n);
-        if (!links[l].m || !links[l].sent_at || !links[l].recv_at) {
-            st = sl_fail(SL_ENOMEM, "out of memory simulating the schedule");
-            goto out;
-        }
-    }
-    const double latency = costs ? costs->latency : 0;
-    char t1[40], t2[40], t3[40];
-    bool progress = true;
-    while (progress) {
-        progress = false;
-        for (int r = 0; r < D; r++) {
-            while (pc[r] < s->count[r]) {
-                const sl_action *a = &s->actions[r][pc[r]];
-                double start = clock[r], end;
-                if (a->type == SL_ACTION_TIED || a->type == SL_ACTION_NORM) {
-                    /* The action's messages one by one; it ends once they are all done. */
-                    sl_exchange ex[4];
-                    int n = sl_action_exchanges(s, r, a, ex);
-                    if (n < 0) {
-                        st = sl_fail(SL_EINVAL, "rank %d: action %zu (%s) cannot run on this rank",
-                                     r, pc[r], fmt(a, t1, sizeof t1));
-                        goto out;
-                    }
-                    if (sub[r] == 0) began[r] = clock[r];
-                    bool blocked = false;
-                    while (sub[r] < n && !blocked) {
-                        const sl_exchange *x = &ex[sub[r]];
-                        wire w = {a->type == SL_ACTION_TIED ? WIRE_TIED : WIRE_NORM, -1, x->round};
-                        if (a->type == SL_ACTION_TIED)
-                            w.stage = x->send ? s->tied_stages[0] + s->tied_stages[1] - a->stage
-                                              : a->stage;
-                        double t = clock[r];
-                        if (x->send) {
-                            link *L = &links[r * D + x->peer];
-                            if (L->sent - L->recvd >= (size_t)depth) {
-                                blocked = true;
-                                break;
-                            }
-                            if (L->sent >= (size_t)depth)
-                                t = SL_MAX(t, L->recv_at[L->sent - depth]);
-                            L->m[L->sent] = w;
-                            L->sent_at[L->sent++] = t;
-                        } else {
-                            link *L = &links[x->peer * D + r];
-                            if (L->recvd == L->sent) {
-                                blocked = true;
-                                break;
-                            }
-                            const wire *got = &L->m[L->recvd];
-                            if (got->kind != w.kind || got->stage != w.stage || got->mb != w.mb) {
-                                st = sl_fail(SL_EINVAL,
-                                             "rank %d: action %zu (%s) expects %s from rank %d, "
-                                             "but the next message on link r%d->r%d is %s: the "
-                                             "two ends send and receive in different orders",
-                                             r, pc[r], fmt(a, t1, sizeof t1),
-                                             wire_text(&w, t2, sizeof t2), x->peer, x->peer, r,
-                                             wire_text(got, t3, sizeof t3));
-                                goto out;
-                            }
-                            t = SL_MAX(t, L->sent_at[L->recvd] + latency);
-                            L->recv_at[L->recvd++] = t;
-                        }
-                        clock[r] = t;
-                        sub[r]++;
-                        progress = true;
-                    }
-                    if (blocked) break;
-                    start = began[r];
-                    end = clock[r] + (costs ? cost_of(s, costs, a) : 0);
-                    sub[r] = 0;
-                } else if (a->peer < -1 || a->peer >= D) {
-                    st = sl_fail(SL_EINVAL,
-                                 "rank %d: action %zu (%s) names rank %d, outside "
-                                 "0..%d",
-                                 r, pc[r], fmt(a, t1, sizeof t1), a->peer, D - 1);
-                    goto out;
-                } else if (a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_SEND_B) {
-                    link *L = &links[r * D + a->peer];
-                    if (L->sent - L->recvd >= (size_t)depth) break;
-                    if (L->sent >= (size_t)depth)
-                        start = SL_MAX(start, L->recv_at[L->sent - depth]);
-                    bool fw = a->type == SL_ACTION_SEND_F;
-                    L->m[L->sent] = (wire){fw ? 0 : 1, fw ? a->stage + 1 : a->stage - 1, a->mb};
-                    L->sent_at[L->sent++] = start;
-                    end = start;
-                } else if (a->type == SL_ACTION_RECV_F || a->type == SL_ACTION_RECV_B) {
-                    link *L = &links[a->peer * D + r];
-                    if (L->recvd == L->sent) break;
-                    wire want = {a->type == SL_ACTION_RECV_F ? 0 : 1, a->stage, a->mb};
-                    const wire *got = &L->m[L->recvd];
-                    if (got->kind != want.kind || got->stage != want.stage || got->mb != want.mb) {
-                        st = sl_fail(SL_EINVAL,
-                                     "rank %d: action %zu (%s) expects %s from rank "
-                                     "%d, but the next message on link r%d->r%d is %s: the two "
-                                     "ends send and receive in different orders",
-                                     r, pc[r], fmt(a, t1, sizeof t1),
-                                     wire_text(&want, t2, sizeof t2), a->peer, a->peer, r,
-                                     wire_text(got, t3, sizeof t3));
-                        goto out;
-                    }
-                    start = SL_MAX(start, L->sent_at[L->recvd] + latency);
-                    L->recv_at[L->recvd++] = start;
-                    end = start;
-                } else {
-                    end = start + (costs ? cost_of(s, costs, a) : 0);
-                }
-                if (sim) {
-                    sim->start[r][pc[r]] = start;
-                    sim->end[r][pc[r]] = end;
-                }
-                clock[r] = end;
-                pc[r]++;
-                progress = true;
-            }
-        }
-    }
-    /* Anything left is blocked for good: say who waits for what. */
-    char why[2048];
-    size_t len = 0;
-    for (int r = 0; r < D && len < sizeof why - 1; r++) {
-        if (pc[r] == s->count[r]) continue;
-        const sl_action *a = &s->actions[r][pc[r]];
-        int n;
-        sl_exchange ex[4];
-        int nex = sl_action_exchanges(s, r, a, ex);
-        if ((a->type == SL_ACTION_TIED || a->type == SL_ACTION_NORM) && sub[r] < nex) {
-            const sl_exchange *x = &ex[sub[r]];
-            wire w = {a->type == SL_ACTION_TIED ? WIRE_TIED : WIRE_NORM, a->stage, x->round};
-            if (x->send)
-                n = snprintf(why + len, sizeof why - len,
-                             "%srank %d is blocked on action %zu (%s), waiting for rank %d to "
-                             "receive (the link holds %d messages)",
-                             len ? "; " : "", r, pc[r], fmt(a, t1, sizeof t1), x->peer, depth);
-            else
-                n = snprintf(why + len, sizeof why - len,
-                             "%srank %d is blocked on action %zu (%s), waiting for rank %d to "
-                             "send %s",
-                             len ? "; " : "", r, pc[r], fmt(a, t1, sizeof t1), x->peer,
-                             wire_text(&w, t2, sizeof t2));
-        } else if (a->type == SL_ACTION_RECV_F || a->type == SL_ACTION_RECV_B) {
-            wire want = {a->type == SL_ACTION_RECV_F ? 0 : 1, a->stage, a->mb};
-            n = snprintf(why + len, sizeof why - len,
-                         "%srank %d is blocked on action %zu (%s), "
-                         "waiting for rank %d to send %s",
-                         len ? "; " : "", r, pc[r], fmt(a, t1, sizeof t1), a->peer,
-                         wire_text(&want, t2, sizeof t2));
-        } else {
-            n = snprintf(why + len, sizeof why - len,
-                         "%srank %d is blocked on action %zu (%s), "
-                         "waiting for rank %d to receive (the link holds %d messages)",
-                         len ? "; " : "", r, pc[r], fmt(a, t1, sizeof t1), a->peer, depth);
-        }
-        len = n > 0 ? SL_MIN(len + (size_t)n, sizeof why - 1) : len;
-    }
-    if (len) {
-        st = sl_fail(SL_EDEADLOCK, "the schedule cannot complete with queue depth %d: %s", depth,
-                     why);
-        goto out;
-    }
-    for (int l = 0; l < D * D; l++)
-        if (links[l].recvd != links[l].sent) {
-            wire *w = &links[l].m[links[l].recvd];
-            st = sl_fail(SL_EINVAL, "rank %d sends %s to rank %d, which never receives it", l / D,
-                         wire_text(w, t1, sizeof t1), l % D);
-            goto out;
-        }
-out:
-    if (links)
-        for (int l = 0; l < D * D; l++) {
-            free(links[l].m);
-            free(links[l].sent_at);
-            free(links[l].recv_at);
-        }
-    free(links);
-    free(pc);
-    free(sub);
-    free(clock);
-    free(began);
-    return st;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Timed simulation */
-
-void sl_schedule_sim_free(sl_schedule_sim *sim)
-{
-    if (!sim) return;
-    if (sim->start)
-        for (int r = 0; r < sim->ranks; r++) free(sim->start[r]);
-    if (sim->end)
-        for (int r = 0; r < sim->ranks; r++) free(sim->end[r]);
-    free(sim->start);
-    free(sim->end);
-    free(sim->busy);
-    free(sim->idle);
-    free(sim->peak_activations);
-    free(sim->peak_pending_w);
-    memset(sim, 0, sizeof *sim);
-}
-
-static int check_cost(const char *what, double v, int stage)
-{
-    if (v > 0 && v < 1e12) return SL_OK;
-    if (stage >= 0)
-        return sl_fail(SL_EINVAL, "cost %s of stage %d must be a positive number (got %g)", what,
-                       stage, v);
-    return sl_fail(SL_EINVAL, "cost %s must be a positive number (got %g)", what, v);
-}
-
-int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs, sl_schedule_sim *out)
-{
-    if (!s || !out) return sl_fail(SL_EINVAL, "sl_schedule_simulate: null argument");
-    memset(out, 0, sizeof *out);
-    sl_schedule_costs c = costs ? *costs : (sl_schedule_costs){0};
-    if (!c.f) c.f = 1;
-    if (!c.b) c.b = 2;
-    if (!c.w) c.w = c.b / 2;
-    if (!c.tied) c.tied = 0.25;
-    if (!c.norm) c.norm = 0.05;
-    SL_TRY(check_cost("TIED", c.tied, -1));
-    SL_TRY(check_cost("NORM", c.norm, -1));
-    SL_TRY(check_cost("F", c.f, -1));
-    SL_TRY(check_cost("B", c.b, -1));
-    if (c.latency < 0 || c.latency > 1e12)
-        return sl_fail(SL_EINVAL, "link latency must be >= 0 (got %g)", c.latency);
-    for (int st = 0; st < s->stages; st++) {
-        if (c.stage_f) SL_TRY(check_cost("F", c.stage_f[st], st));
-        if (c.stage_b) SL_TRY(check_cost("B", c.stage_b[st], st));
-        if (s->split_backward) {
-            double b = c.stage_b ? c.stage_b[st] : c.b, w = c.stage_w ? c.stage_w[st] : c.w;
-            if (!(w > 0 && w < b))
-                return sl_fail(SL_EINVAL,
-                               "with a split backward the weight-gradient cost W must "
-                               "be above 0 and below B, since I = B - W (got B=%g, W=%g%s)",
-                               b, w, c.stage_w ? " for a stage" : "");
-        }
-    }
-    int depth = c.queue_depth ? c.queue_depth : SL_SCHEDULE_QUEUE_DEPTH;
-    SL_TRY(sl_schedule_validate(s, depth));
-
-    const int D = s->ranks;
-    out->ranks = D;
-    out->busy = sl_alloc(sizeof(double) * (size_t)D);
-    out->idle = sl_alloc(sizeof(double) * (size_t)D);
-    out->peak_activations = sl_alloc(sizeof(int) * (size_t)D);
-    out->peak_pending_w = sl_alloc(sizeof(int) * (size_t)D);
-    out->start = sl_alloc(sizeof(double *) * (size_t)D);
-    out->end = sl_alloc(sizeof(double *) * (size_t)D);
-    int st = (!out->busy || !out->idle || !out->peak_activations || !out->peak_pending_w ||
-              !out->start || !out->end)
-                 ? SL_ENOMEM
-                 : SL_OK;
-    for (int r = 0; r < D && !st; r++) {
-        size_t n = s->count[r] ? s->count[r] : 1;
-        out->start[r] = sl_alloc(sizeof(double) * n);
-        out->end[r] = sl_alloc(sizeof(double) * n);
-        if (!out->start[r] || !out->end[r]) st = SL_ENOMEM;
-    }
-    if (!st) st = sl__schedule_run(s, depth, &c, out);
-    if (st) {
-        sl_schedule_sim_free(out);
-        return st;
-    }
-    const enum sl_action_type frees = s->split_backward ? SL_ACTION_I : SL_ACTION_B;
-    for (int r = 0; r < D; r++) {
-        int held = 0, pending = 0;
-        for (size_t i = 0; i < s->count[r]; i++) {
-            const sl_action *a = &s->actions[r][i];
-            if (sl__is_compute(a->type)) out->busy[r] += out->end[r][i] - out->start[r][i];
-            if (a->type == SL_ACTION_TIED || a->type == SL_ACTION_NORM)
-                out->busy[r] += cost_of(s, &c, a);
-            if (a->type == SL_ACTION_F) held++;
-            if (a->type == frees) held--;
-            if (a->type == SL_ACTION_I) pending++;
-            if (a->type == SL_ACTION_W) pending--;
-            out->peak_activations[r] = SL_MAX(out->peak_activations[r], held);
-            out->peak_pending_w[r] = SL_MAX(out->peak_pending_w[r], pending);
-            out->makespan = SL_MAX(out->makespan, out->end[r][i]);
-        }
-    }
-    double idle = 0;
-    for (int r = 0; r < D; r++) {
-        out->idle[r] = out->makespan - out->busy[r];
-        idle += out->idle[r];
-    }
-    out->bubble_ratio = out->makespan > 0 ? idle / (D * out->makespan) : 0;
-    return SL_OK;
 }

@@ -129,9 +129,10 @@ static int merge_weights(const sl__run *r, int step, sl_weights *out)
         sl_weights w;
         rc = sl_weights_load(&p->model, path, &w);
         unlink(path);
-        for (int s = rank; rc == SL_OK && s < p->part.nstages; s += p->ranks)
-            sl_weights_copy_layers(&p->model, p->part.stages[s].first, p->part.stages[s].last, &w,
-                                   out);
+        for (int s = 0; rc == SL_OK && s < p->part.nstages; s++)
+            if (sl_partition_rank(&p->part, s) == rank)
+                sl_weights_copy_layers(&p->model, p->part.stages[s].first, p->part.stages[s].last,
+                                       &w, out);
         if (rc == SL_OK) sl_weights_free(&w);
     }
     if (rc != SL_OK) sl_weights_free(out);

@@ -180,32 +180,42 @@ Test(schedule, bubble_ratio_matches_the_formulas_with_equal_costs)
     }
 }
 
-/* With F = I = W = 1 (so B = 2 for 1f1b), zb-h1 idles at most a third as long as 1f1b. This needs
- * M >= D: with fewer micro-batches than ranks the chain F..F I..I of one micro-batch through all
- * ranks already costs more than a third of 1f1b's idle time, whatever the order. */
-Test(schedule, zb_h1_idles_at_most_a_third_of_1f1b)
+/* ZB-H1 as the paper defines it: with M >= D every rank idles (D-1)(F+B-2W), a third of 1f1b's
+ * (D-1)(F+B) when F = I = W, and no rank ever holds more than D micro-batches between F and W
+ * (1F1B's peak, rank 0's), for every M. */
+Test(schedule, zb_h1_idles_d_minus_1_times_f_plus_b_minus_2w_within_1f1b_memory)
 {
+    const double costs[][3] = {{1, 2, 1}, {1, 3, 1}, {2, 3, 1}};
     for (size_t di = 1; di < sizeof grid_d / sizeof *grid_d; di++) {
         const int d = grid_d[di];
-        for (int m = d; m <= 32; m++) {
+        for (int m = 1; m <= 32; m++) {
             sl_schedule *z = gen("zb-h1", d, m, 1, false), *o = gen("1f1b", d, m, 1, false);
-            sl_schedule_sim zs = sim_of(z, 1, 2, 1), os = sim_of(o, 1, 2, 0);
-            double zi = 0, oi = 0;
-            for (int r = 0; r < d; r++) zi += zs.idle[r], oi += os.idle[r];
-            cr_assert_leq(zi, oi / 3 + 1e-9, "D=%d M=%d: zb-h1 idle %g, 1f1b idle %g", d, m, zi,
-                          oi);
-            cr_assert_float_eq(zi, d * (d - 1.0), 1e-9, "D=%d M=%d: (D-1)(F+I-W) per rank", d, m);
-            for (int r = 0; r < d; r++) {
-                /* The same activation stashes as 1F1B; deferred Ws bounded by D. */
-                cr_assert_leq(zs.peak_activations[r], os.peak_activations[r]);
-                cr_assert_leq(zs.peak_pending_w[r], d);
+            for (size_t k = 0; k < sizeof costs / sizeof *costs; k++) {
+                const double f = costs[k][0], b = costs[k][1], w = costs[k][2];
+                sl_schedule_sim zs = sim_of(z, f, b, w), os = sim_of(o, f, b, 0);
+                for (int r = 0; r < d; r++) {
+                    cr_assert_leq(zs.peak_activations[r], d, "D=%d M=%d r=%d: %d between F and W",
+                                  d, m, r, zs.peak_activations[r]);
+                    if (m < d) continue;
+                    cr_assert_float_eq(zs.idle[r], (d - 1) * (f + b - 2 * w), 1e-9,
+                                       "D=%d M=%d r=%d costs %g,%g,%g: idle %g", d, m, r, f, b, w,
+                                       zs.idle[r]);
+                    if (w == 1 && b == 2 && f == 1)
+                        cr_assert_float_eq(zs.idle[r] * 3, os.idle[r], 1e-9);
+                }
+                sl_schedule_sim_free(&zs);
+                sl_schedule_sim_free(&os);
             }
-            sl_schedule_sim_free(&zs);
-            sl_schedule_sim_free(&os);
             sl_schedule_free(z);
             sl_schedule_free(o);
         }
     }
+    /* The example: W0 right after I0 on rank 0, not after F6 (ZB-H2's memory). */
+    sl_schedule *z = gen("zb-h1", 4, 8, 1, false);
+    char buf[512];
+    compute_text(z, 0, buf, sizeof buf);
+    cr_assert(strstr(buf, "0F3 0I0 0W0 0F4 0I1 0W1"), "%s", buf);
+    sl_schedule_free(z);
 }
 
 Test(schedule, peak_stash_is_m_for_gpipe_and_at_most_d_minus_r_for_1f1b)
@@ -493,9 +503,9 @@ Test(schedule, rejects_duplicates_wrong_peers_and_misplaced_opt)
     expect_rejected(s, SL_EINVAL, "belongs to rank 1");
     sl_schedule_free(s);
 
-    const char *split[] = {"0F0 0B0 OPT"};
+    const char *split[] = {"0F0 0I0 0B0 0W0 OPT"};
     s = from_text("zb-h1", 1, 1, true, split);
-    expect_rejected(s, SL_EINVAL, "splits the backward into I and W");
+    expect_rejected(s, SL_EINVAL, "runs 0B0 and also I or W of it");
     sl_schedule_free(s);
 }
 
