@@ -245,7 +245,6 @@ int sl_transport_open(const sl_transport_options *o, sl_transport **out)
     sl_transport *t = sl_alloc(sizeof *t);
     if (!t) return SL_ENOMEM;
     t->o = *o;
-    atomic_init(&t->zap_stop, 0);
     /* Idle buffers kept: what may be in flight on both links. */
     if (!(t->pool = sl__pool_create(2 * o->in_flight))) {
         free(t);

@@ -125,55 +125,73 @@ uint32_t sl_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
  *
  * Under an existing launcher rank 0 hosts a small directory on which the other ranks register the
  * endpoint each binds for its link (runtime/launch moves the messages; this is their format).
- * Both messages are JSON text in one ZeroMQ frame:
- *
- *   registration, rank r -> rank 0, written exactly as
- *     {"rank": R, "world": W, "endpoint": "EP"}
- *   directory, rank 0 -> every other rank, once all have registered (cJSON, unformatted)
- *     {"endpoints":["EP0",...,"EPW-1"],"report":"EP","run_id":"DECIMAL"}
- *
- * An endpoint is 1 to SL_RDV_ENDPOINT_BYTES-1 bytes without quotes, backslashes or control
- * characters (so the registration needs no escaping); the run id is a decimal string because JSON
- * numbers do not hold 64 bits. Neither message carries the config hash: each link's HELLO checks
- * it once the ranks connect. */
+ * Every message is one JSON object in one ZeroMQ frame (cJSON, unformatted) with
+ *   "magic": "sluice-rendezvous", "version": 2, "kind": ...
+ * and, by kind:
+ *   "register"  (rank r -> rank 0): "rank", "world", "config_hash", "job", "endpoint"
+ *   "directory" (rank 0 -> every rank, once all registered): "world", "config_hash", "job",
+ *               "run_id", "endpoints": [EP0, ..., EPW-1], "report"
+ *   "refused"   (rank 0 -> a rank it will not admit): "message"
+ * config_hash (the plan's, sl_plan_hash) and run_id are decimal strings because JSON numbers do
+ * not hold 64 bits; "job" is the launcher's own id of the run (TORCHELASTIC_RUN_ID,
+ * SLURM_JOB_ID.SLURM_STEP_ID, Open MPI's job id; "" without one). Rank 0 checks every field of a
+ * registration against its own: a sender of another job is a stranger (refused and ignored), a
+ * sender of the same job with another config, world, rank out of range or a rank registered twice
+ * is a rank of this run that cannot join (refused, and the rendezvous fails at once). An
+ * endpoint is 1 to SL_RDV_ENDPOINT_BYTES-1 bytes without quotes, backslashes or control
+ * characters. */
 
+#define SL_RDV_MAGIC          "sluice-rendezvous"
+#define SL_RDV_VERSION        2
 #define SL_RDV_ENDPOINT_BYTES 256  /* an endpoint with its NUL */
+#define SL_RDV_JOB_BYTES      128  /* a launcher job id with its NUL */
 #define SL_RDV_REGISTER_MAX   1022 /* the longest registration rank 0 reads, in bytes */
+/* The longest directory (or refusal) a rank of a world of w reads, in bytes. */
+#define SL_RDV_DIRECTORY_MAX(w) ((size_t)(w) * (SL_RDV_ENDPOINT_BYTES + 4) + 2048)
 
-/* The directory: every rank's endpoint, rank 0's report endpoint and the run id. */
+/* The directory: every rank's endpoint, rank 0's report endpoint and the run id, with what every
+ * message is checked against (world, config hash, launcher job). */
 typedef struct sl_rdv_directory {
     int world;
+    uint64_t config_hash;
+    char job[SL_RDV_JOB_BYTES];
     char (*endpoints)[SL_RDV_ENDPOINT_BYTES]; /* [world]; "" where no rank registered yet */
     char report[SL_RDV_ENDPOINT_BYTES];
     uint64_t run_id;
 } sl_rdv_directory;
 
-/* An empty directory for `world` ranks (SL_ENOMEM, SL_EINVAL for world < 1); free it with
+/* An empty directory for `world` ranks of this config and launcher job (NULL or "": none).
+ * SL_ENOMEM, SL_EINVAL for world < 1 or a job id the format cannot carry; free it with
  * sl_rdv_directory_free, which also takes a zeroed or already freed one. */
-int sl_rdv_directory_init(sl_rdv_directory *d, int world);
+int sl_rdv_directory_init(sl_rdv_directory *d, int world, uint64_t config_hash, const char *job);
 void sl_rdv_directory_free(sl_rdv_directory *d);
 
-/* Writes rank's registration into out[0..cap) (NUL-terminated; *len, may be NULL, its length).
- * SL_EINVAL for a rank outside 1..world-1 or an endpoint the format cannot carry; SL_ERANGE when
- * cap is too small (SL_RDV_REGISTER_MAX + 1 always suffices). */
-int sl_rdv_register_encode(int rank, int world, const char *endpoint, char *out, size_t cap,
-                           size_t *len);
+/* Writes rank's registration (d's world, config hash and job) into out[0..cap), NUL-terminated;
+ * *len (may be NULL) its length. SL_EINVAL for a rank outside 1..world-1 or an endpoint the format
+ * cannot carry; SL_ERANGE when it does not fit (SL_RDV_REGISTER_MAX + 1 bytes always suffice). */
+int sl_rdv_register_encode(const sl_rdv_directory *d, int rank, const char *endpoint, char *out,
+                           size_t cap, size_t *len);
 
 /* Reads a registration of `len` bytes (not NUL-terminated) against the directory so far: at most
- * SL_RDV_REGISTER_MAX bytes of JSON, world equal to d->world, rank in 1..world-1 and not yet
- * registered, and an endpoint the format carries. On SL_OK *rank and endpoint hold it (the caller
- * enters it into d); otherwise SL_EPROTOCOL saying what was wrong, and *rank is -1. */
+ * SL_RDV_REGISTER_MAX bytes, magic, version, kind, job, config hash and world equal to d's, rank
+ * in 1..world-1 and not yet registered, an endpoint the format carries. On SL_OK *rank and
+ * endpoint hold it (the caller enters it into d); otherwise SL_EPROTOCOL saying what was wrong,
+ * *rank -1, and *of_this_run 1 when the sender is a sluice rank of this job (see above). */
 int sl_rdv_register_decode(const void *buf, size_t len, const sl_rdv_directory *d, int *rank,
-                           char endpoint[SL_RDV_ENDPOINT_BYTES]);
+                           char endpoint[SL_RDV_ENDPOINT_BYTES], int *of_this_run);
 
 /* The directory as text in *out (free it with free()). SL_EINVAL when an endpoint is one the
  * other ranks would refuse (so rank 0 reports it), SL_ENOMEM. */
 int sl_rdv_directory_encode(const sl_rdv_directory *d, char **out);
 
-/* Reads a directory of `len` bytes into d, made by sl_rdv_directory_init with the world this rank
- * expects: exactly d->world endpoints, each one the format carries, a report endpoint, and a run
- * id of decimal digits within 64 bits. SL_EPROTOCOL saying what was wrong; d's entries are then
- * not to be used. */
+/* A refusal carrying `message` (cut to 1023 bytes) in *out (free it with free()). */
+int sl_rdv_refusal_encode(const char *message, char **out);
+
+/* Reads rank 0's answer of `len` bytes into d, made by sl_rdv_directory_init with what this rank
+ * expects: at most SL_RDV_DIRECTORY_MAX(d->world) bytes, magic, version, job, config hash and
+ * world equal to d's, exactly d->world endpoints, each one the format carries, a report endpoint,
+ * and a run id of decimal digits within 64 bits. SL_EPROTOCOL saying what was wrong (d's entries
+ * are then not to be used); SL_EPEER with rank 0's message when it is a refusal. */
 int sl_rdv_directory_decode(const void *buf, size_t len, sl_rdv_directory *d);
 
 /* ------------------------------------------------------------------------------------------------
@@ -295,6 +313,24 @@ void sl_transport_close(sl_transport *t);
 /* A new CURVE key pair as Z85 text (40 characters + NUL each). SL_EUNAVAILABLE if libzmq was
  * built without CURVE. */
 int sl_transport_keypair(char public_key[41], char secret_key[41]);
+
+/* The CURVE key check (a ZAP handler) for every CURVE server socket of one libzmq context: it
+ * admits only `allowed_keys` (Z85) and logs each refusal as "<where> refused a connection from
+ * ADDRESS: CURVE public key KEY ...". SL_EUNAVAILABLE without CURVE in libzmq, SL_ECONFIG for a
+ * malformed key, SL_EIO. Stop it (sl_zap_stop, which takes NULL) before terminating the
+ * context. */
+typedef struct sl_zap sl_zap;
+int sl_zap_start(void *zmq_context, const char *const *allowed_keys, size_t count,
+                 const char *where, sl_zap **out);
+void sl_zap_stop(sl_zap *z);
+
+/* SL_ECONFIG naming `what` unless key is 40 characters of valid Z85. */
+int sl_curve_check_key(const char *key, const char *what);
+/* Sets a socket up, before bind or connect, as a CURVE server with its secret key (its clients
+ * checked by the context's sl_zap) or as a client with its key pair and the server's public key. */
+void sl_curve_server(void *sock, const char *secret_key);
+void sl_curve_client(void *sock, const char *public_key, const char *secret_key,
+                     const char *server_key);
 
 /* Key files, as `sluice keys --out DIR` writes them and launch.keys names them: 40 Z85
  * characters and a newline. sl_transport_write_keypair makes a new pair (its public key also in

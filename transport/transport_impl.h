@@ -61,12 +61,9 @@ struct sl_transport {
     /* CURVE */
     int curve;
     char pub[41], sec[41], next_pub[41];
-    uint8_t (*allowed)[32];
+    const char *const *allowed_keys; /* the options', until the key check copies them */
     size_t allowed_count;
-    void *zap_sock;
-    pthread_t zap_thread;
-    int zap_running;
-    atomic_int zap_stop;
+    sl_zap *zap;
 };
 
 static inline const char *sl__dir_name(int dir)
@@ -141,7 +138,7 @@ int sl__maybe_drain(sl_transport *t);
 /* Checks the keys of c and keeps them in t (t->curve set), before any socket exists. */
 int sl__curve_load(sl_transport *t, const sl_transport_curve *c);
 
-/* Starts the ZAP handler on t->ctx, which admits only t->allowed. */
+/* Starts the key check on t->ctx, which admits only the allowed keys sl__curve_load kept. */
 int sl__curve_start(sl_transport *t);
 
 /* Sets l's socket up as a CURVE server (bound) or client (connecting). */

@@ -23,7 +23,11 @@ static void usage(FILE *out)
         "  --set KEY=VALUE  override a config key (the value is JSON when it parses as JSON,\n"
         "                   else a string): --set pipeline.schedule=gpipe --set train.steps=50\n"
         "  --quiet          no progress output\n"
-        "  --keep-run-dir   keep the private run directory (sockets, per-rank files)\n\n"
+        "  --keep-run-dir   keep the private run directory (sockets, per-rank files)\n"
+        "  --rank R         be rank R of launch.endpoints (start one such process per rank,\n"
+        "                   on any host; rank 0 gathers the outputs)\n\n"
+        "Under mpirun, srun or torchrun the command is one rank, read from the launcher's\n"
+        "environment; rank 0 hosts the rendezvous at MASTER_ADDR:MASTER_PORT.\n\n"
         "Example: sluice train samples/digits/digits.json --set pipeline.stages=2\n");
 }
 
@@ -49,7 +53,7 @@ int sl_cmd_train(int argc, char **argv)
             quiet = 1;
         } else if (!strcmp(a, "--keep-run-dir")) {
             keep = 1;
-        } else if (!strcmp(a, "--rank") && v) { /* internal: a rank started by the coordinator */
+        } else if (!strcmp(a, "--rank") && v) { /* static, or with --run-dir internal */
             rank = atoi(v);
             i++;
         } else if (!strcmp(a, "--run-dir") && v) {
@@ -66,9 +70,9 @@ int sl_cmd_train(int argc, char **argv)
             config = a;
         }
     }
-    if (rank >= 0 || run_dir) {
+    if (run_dir) {
         free(sets);
-        if (rank < 0 || !run_dir) {
+        if (rank < 0) {
             fprintf(stderr, "sluice train: --rank and --run-dir go together\n");
             return 2;
         }
@@ -90,6 +94,15 @@ int sl_cmd_train(int argc, char **argv)
     if (st != SL_OK) return sl_cli_error("train", st);
     sl_launch_info launch;
     st = sl_launch_detect(&launch);
+    if (st == SL_OK && rank >= 0) { /* static: launch.endpoints, each process given its rank */
+        if (!cfg.launch.nendpoints || rank >= cfg.pipeline.stages)
+            st = sl_fail(SL_ECONFIG,
+                         "--rank %d needs launch.endpoints, one per rank of the %d in "
+                         "pipeline.stages (or leave --rank out to start every rank here)",
+                         rank, cfg.pipeline.stages);
+        launch = (sl_launch_info){
+            .launcher = SL_LAUNCHER_STATIC, .rank = rank, .world = cfg.pipeline.stages};
+    }
     if (st != SL_OK) {
         sl_config_free(&cfg);
         return sl_cli_error("train", st);
@@ -114,8 +127,7 @@ int sl_cmd_train(int argc, char **argv)
     }
     if (st != SL_OK) {
         sl_config_free(&cfg);
-        if (launch.launcher != SL_LAUNCHER_NONE)
-            fprintf(stderr, "sluice train: rank %d: ", launch.rank);
+        if (launch.launcher != SL_LAUNCHER_NONE) st = sl_fail_context(st, "rank %d", launch.rank);
         return sl_cli_error("train", st);
     }
     if (launch.rank != 0) {

@@ -29,8 +29,9 @@ static const char *const opt_keys[] = {"name",  "lr",  "momentum", "weight_decay
                                        "betas", "eps", NULL};
 static const char *const pipe_keys[] = {"stages",    "schedule",  "chunks",
                                         "recompute", "partition", NULL};
-static const char *const launch_keys[] = {"endpoints", "curve", "keys", "heartbeat_ms", NULL};
-static const char *const output_keys[] = {"dir", "checkpoint_interval", NULL};
+static const char *const launch_keys[] = {"endpoints",    "curve",     "keys",
+                                          "heartbeat_ms", "timeout_s", NULL};
+static const char *const output_keys[] = {"dir", "checkpoint_interval", "every_rank", NULL};
 static const char *const eval_keys[] = {"interval", "iters", NULL};
 
 const char *const sl__config_opt_names[] = {"sgd", "adam", "adamw"};
@@ -385,6 +386,7 @@ static int parse_rest(cJSON *root, sl_config *cfg)
                                    "launch.curve to true to encrypt the links");
     SL_TRY(
         sl__config_get_int(c, "heartbeat_ms", false, 1000, 1, 3600000, &cfg->launch.heartbeat_ms));
+    SL_TRY(sl__config_get_int(c, "timeout_s", false, 120, 1, 86400, &cfg->launch.timeout_s));
 
     SL_TRY(sl__config_section(root, "output", "output", false, &c));
     SL_TRY(sl__config_check_keys("output", c.obj, output_keys));
@@ -398,6 +400,7 @@ static int parse_rest(cJSON *root, sl_config *cfg)
     SL_TRY(sl__config_get_str(c, "dir", false, def, &cfg->output.dir));
     SL_TRY(sl__config_get_int(c, "checkpoint_interval", false, 0, 0, 1 << 30,
                               &cfg->output.checkpoint_interval));
+    SL_TRY(sl__config_get_bool(c, "every_rank", false, &cfg->output.every_rank));
     return SL_OK;
 }
 

@@ -113,11 +113,16 @@ typedef struct sl_config {
         char *keys;       /* resolved directory of rank<i>.key / rank<i>.pub made by `sluice keys
                              -n <stages> --out DIR`; NULL: a local run makes its own */
         int heartbeat_ms; /* default 1000, >= 1 */
+        int timeout_s;    /* under a launcher: how long the rendezvous waits for every rank;
+                             default 120 */
     } launch;
 
     struct {
         char *dir;               /* default "runs/<config file name without .json>" or "runs/run" */
         int checkpoint_interval; /* steps between checkpoints, 0 (default) = off */
+        bool every_rank; /* under a launcher, every rank also leaves its own weight files in dir
+                            (a filesystem every host shares); default false: rank 0 gathers
+                            them over the network and the others write nothing there */
     } output;
 } sl_config;
 

@@ -114,10 +114,12 @@ char *sl_config_to_json(const sl_config *cfg, bool pretty)
     cJSON_AddBoolToObject(o, "curve", cfg->launch.curve);
     if (cfg->launch.keys) cJSON_AddStringToObject(o, "keys", cfg->launch.keys);
     cJSON_AddNumberToObject(o, "heartbeat_ms", cfg->launch.heartbeat_ms);
+    cJSON_AddNumberToObject(o, "timeout_s", cfg->launch.timeout_s);
 
     o = cJSON_AddObjectToObject(root, "output");
     cJSON_AddStringToObject(o, "dir", cfg->output.dir);
     cJSON_AddNumberToObject(o, "checkpoint_interval", cfg->output.checkpoint_interval);
+    cJSON_AddBoolToObject(o, "every_rank", cfg->output.every_rank);
 
     char *text = pretty ? cJSON_Print(root) : cJSON_PrintUnformatted(root);
     cJSON_Delete(root);

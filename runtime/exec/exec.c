@@ -18,15 +18,24 @@
 /* ------------------------------------------------------------------------------------------------
  * Reports */
 
-int sl__exec_report(sl__exec *e, cJSON *obj)
+/* Sends obj (taken) with this rank and the run id; with `path`, as the header of that file. */
+static int report(sl__exec *e, cJSON *obj, const char *path)
 {
+    char id[32];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)e->opt->run_id);
     cJSON_AddNumberToObject(obj, "rank", e->rank);
+    cJSON_AddStringToObject(obj, "run_id", id);
     char *text = cJSON_PrintUnformatted(obj);
     cJSON_Delete(obj);
     if (!text) return sl_fail(SL_ENOMEM, "out of memory formatting a report");
-    int rc = sl_reporter_send(e->rep, text);
+    int rc = path ? sl_reporter_send_file(e->rep, text, path) : sl_reporter_send(e->rep, text);
     free(text);
     return rc;
+}
+
+int sl__exec_report(sl__exec *e, cJSON *obj)
+{
+    return report(e, obj, NULL);
 }
 
 static int report_done(sl__exec *e, double wall)
@@ -206,7 +215,12 @@ static int save_weights(sl__exec *e, int step)
     /* The whole model's names; layers of other ranks hold zeros and are ignored by the merge. */
     if (rc == SL_OK) rc = sl_weights_save(e->model, &w, path);
     sl_weights_free(&w);
-    return rc;
+    if (rc != SL_OK || !e->opt->send_weights) return rc;
+    cJSON *o = cJSON_CreateObject();
+    const char *base = strrchr(path, '/');
+    cJSON_AddStringToObject(o, "type", "file");
+    cJSON_AddStringToObject(o, "name", base ? base + 1 : path);
+    return report(e, o, path);
 }
 
 /* Ends the run on the links in two rounds, so that no message a neighbour still needs is lost
@@ -312,7 +326,7 @@ int sl_exec_rank(const sl_plan *plan, const sl_exec_options *opt)
                   .opt = opt,
                   .rank = opt->rank,
                   .world = plan->ranks};
-    int rc = sl_reporter_open(opt->report_endpoint, &e.rep);
+    int rc = sl_reporter_open(opt->report_endpoint, opt->report_curve, &e.rep);
     if (rc != SL_OK) return rc;
     rc = setup(&e);
     if (rc == SL_OK) rc = train_loop(&e);

@@ -12,10 +12,15 @@
  * The trace comes before "done": "done" tells a coordinator under a launcher that the rank has
  * nothing more to say. Every rank writes its stages' weights (safetensors, by parameter name)
  * into `weights_dir` at the end and at every output.checkpoint_interval steps, under the names
- * sl_run_path gives (SL_RUN_RANK_WEIGHTS, SL_RUN_RANK_CHECKPOINT); the coordinator merges them. */
+ * sl_run_path gives (SL_RUN_RANK_WEIGHTS, SL_RUN_RANK_CHECKPOINT); the coordinator merges them.
+ * With send_weights (under a launcher, no shared filesystem) each such file goes to the
+ * coordinator over the report channel right after it is written, before the report that
+ * announces it, and is removed here. Every report carries "run_id" (decimal text), by which the
+ * coordinator tells the run's reports from a stranger's. */
 #ifndef SL_EXEC_H
 #define SL_EXEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +33,10 @@ typedef struct sl_exec_options {
     const char *keys_dir;        /* CURVE keys when launch.keys is not set: a local run's own */
     uint64_t run_id;
     int max_trace_events; /* per rank; 0 for the default (5000) */
+    bool send_weights;    /* send weight files to the coordinator (see above) */
+    /* CURVE on the report channel: this rank's key pair, the coordinator's public key as
+     * next_public_key; NULL for none. */
+    const struct sl_transport_curve *report_curve;
 } sl_exec_options;
 
 /* Runs rank opt->rank of `plan` to the end. On failure the rank tells its neighbours and the

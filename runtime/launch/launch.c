@@ -35,6 +35,8 @@ const char *sl_launcher_name(enum sl_launcher launcher)
         return "Slurm";
     case SL_LAUNCHER_TORCHRUN:
         return "torchrun";
+    case SL_LAUNCHER_STATIC:
+        return "launch.endpoints with --rank";
     default:
         return "none";
     }
@@ -49,6 +51,31 @@ static int env_int(const char *name, int *out)
     if (!*v || *end || x < 0 || x > 1000000) return -1;
     *out = (int)x;
     return 1;
+}
+
+/* The launcher's id of this run, the same on every rank of it. */
+static void launcher_job(sl_launch_info *info)
+{
+    const char *a = NULL, *b = NULL;
+    switch (info->launcher) {
+    case SL_LAUNCHER_TORCHRUN:
+        a = getenv("TORCHELASTIC_RUN_ID");
+        break;
+    case SL_LAUNCHER_SLURM:
+        a = getenv("SLURM_JOB_ID"), b = getenv("SLURM_STEP_ID");
+        break;
+    case SL_LAUNCHER_OPENMPI:
+        a = getenv("OMPI_MCA_ess_base_jobid");
+        if (!a) a = getenv("PMIX_NAMESPACE");
+        break;
+    default:
+        a = getenv("PMIX_NAMESPACE");
+        if (!a) a = getenv("PMI_KVSNAME");
+    }
+    snprintf(info->job, sizeof info->job, "%s%s%s", a ? a : "", b ? "." : "", b ? b : "");
+    /* Only text the rendezvous carries as it is; anything else is no id. */
+    for (char *p = info->job; *p; p++)
+        if (*p < 0x20 || *p == '"' || *p == '\\' || *p == 0x7f) *p = '_';
 }
 
 int sl_launch_detect(sl_launch_info *out)
@@ -76,6 +103,7 @@ int sl_launch_detect(sl_launch_info *out)
          * launcher that asked for ranks. */
         if (envs[i].launcher == SL_LAUNCHER_SLURM && world == 1) continue;
         *out = (sl_launch_info){.launcher = envs[i].launcher, .rank = rank, .world = world};
+        launcher_job(out);
         return SL_OK;
     }
     return SL_OK;
@@ -91,6 +119,10 @@ struct sl_launch {
     char endpoint[300];
     bool keep;
     void *zctx, *pull;
+    sl_zap *zap;
+    const char *files_dir; /* where files the ranks send are written: dir, or the listener's */
+    uint64_t run_id;       /* 0: any report is taken (a local run before its id is known) */
+    int dropped;           /* reports refused so far */
     pid_t pids[MAX_RANKS];
     int status[MAX_RANKS]; /* -1 running, else the wait status */
     int nranks;
@@ -119,6 +151,7 @@ int sl_launch_create(bool keep, sl_launch **out)
                        tmp ? tmp : "/tmp", strerror(e));
     }
     l->keep = keep;
+    l->files_dir = l->dir;
     sl_cpu_blas blas;
     sl_cpu_blas_detect(&blas);
     if (blas.rank_coretype[0]) {
@@ -159,6 +192,11 @@ const char *sl_launch_dir(const sl_launch *l)
 const char *sl_launch_report_endpoint(const sl_launch *l)
 {
     return l->endpoint;
+}
+
+void sl_launch_expect_run(sl_launch *l, uint64_t run_id)
+{
+    l->run_id = run_id;
 }
 
 int sl_launch_spawn(sl_launch *l, int rank, char *const argv[])
@@ -232,24 +270,85 @@ static void note_error(struct failure *f, int rank, int status, const char *mess
     snprintf(f->message, sizeof f->message, "%s", message);
 }
 
+/* A report's sender may be anyone who reached the socket: one that does not carry this run's id is
+ * dropped (the first few with a warning naming its address). */
+static bool report_of_run(sl_launch *l, const cJSON *j, zmq_msg_t *msg)
+{
+    if (!l->run_id) return true;
+    char want[32];
+    snprintf(want, sizeof want, "%llu", (unsigned long long)l->run_id);
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(j, "run_id"));
+    if (id && !strcmp(id, want)) return true;
+    if (l->dropped++ < 5) {
+        const char *peer = zmq_msg_gets(msg, "Peer-Address");
+        sl_log(SL_LOG_WARN,
+               "the coordinator dropped a report from %s: it does not carry this run's id (a "
+               "stray process, or a rank of another run, on the report port)",
+               peer ? peer : "an unknown address");
+    }
+    return false;
+}
+
+/* A file a rank sent (sl_reporter_send_file): its header `j`, its bytes the message's next
+ * frame. Written into files_dir under its base name, which must be one a rank writes. */
+static int take_file(sl_launch *l, const cJSON *j, const void *data, size_t len)
+{
+    const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(j, "name"));
+    if (!name || strncmp(name, ".weights-r", 10))
+        return sl_fail(SL_EPROTOCOL, "a rank sent a file named '%.60s', not one ranks write",
+                       name ? name : "(none)");
+    for (const char *p = name; *p; p++)
+        if (*p == '/' || *p == '\\' || (unsigned char)*p < 0x20)
+            return sl_fail(SL_EPROTOCOL, "a rank sent a file named '%.60s', not one ranks write",
+                           name);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", l->files_dir, name);
+    return sl_write_file(path, data, len, 0644);
+}
+
 static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx, struct failure *f,
                  int *done)
 {
     zmq_pollitem_t item = {.socket = l->pull, .events = ZMQ_POLLIN};
     while (zmq_poll(&item, 1, timeout_ms) > 0) {
-        zmq_msg_t msg;
+        timeout_ms = 0;
+        zmq_msg_t msg, data;
         zmq_msg_init(&msg);
+        zmq_msg_init(&data);
         if (zmq_msg_recv(&msg, l->pull, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&msg);
             break;
         }
+        /* A report is one frame, a file two: anything longer is read whole and dropped. */
+        int frames = 1;
+        for (bool more = zmq_msg_more(&msg); more; frames++) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, l->pull, 0) < 0) {
+                zmq_msg_close(&m);
+                break;
+            }
+            more = zmq_msg_more(&m);
+            if (frames == 1) zmq_msg_move(&data, &m);
+            zmq_msg_close(&m);
+        }
         size_t len = zmq_msg_size(&msg);
         char *text = malloc(len + 1);
+        cJSON *j = NULL;
+        int st = SL_OK;
         if (text) {
             memcpy(text, zmq_msg_data(&msg), len);
             text[len] = '\0';
-            cJSON *j = cJSON_ParseWithLength(text, len);
-            const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(j, "type"));
+            j = cJSON_ParseWithLength(text, len);
+        }
+        const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(j, "type"));
+        if (!j || frames > 2 || !report_of_run(l, j, &msg)) {
+            if (!j && l->dropped++ < 5)
+                sl_log(SL_LOG_WARN, "the coordinator dropped a report that is not JSON");
+        } else if (type && !strcmp(type, "file")) {
+            st = frames == 2 ? take_file(l, j, zmq_msg_data(&data), zmq_msg_size(&data))
+                             : sl_fail(SL_EPROTOCOL, "a rank sent a file without its bytes");
+        } else if (frames == 1) {
             if (type && !strcmp(type, "done") && done) (*done)++;
             if (type && !strcmp(type, "error")) {
                 const char *m = cJSON_GetStringValue(cJSON_GetObjectItem(j, "message"));
@@ -258,16 +357,13 @@ static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx
                     sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "status")), SL_EPEER),
                     m ? m : "failed");
             }
-            cJSON_Delete(j);
-            int st = fn ? fn(ctx, text, len) : SL_OK;
-            free(text);
-            if (st != SL_OK) {
-                zmq_msg_close(&msg);
-                return st;
-            }
+            st = fn ? fn(ctx, text, len) : SL_OK;
         }
+        cJSON_Delete(j);
+        free(text);
+        zmq_msg_close(&data);
         zmq_msg_close(&msg);
-        timeout_ms = 0;
+        if (st != SL_OK) return st;
     }
     return SL_OK;
 }
@@ -333,21 +429,33 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
     return sl_fail(SL_EPEER, "rank %d %s; every other rank was stopped", failed_rank, how);
 }
 
-int sl_launch_listen(const char *bind_endpoint, sl_launch **out)
+int sl_launch_listen(const sl_launch_listen_options *o, sl_launch **out)
 {
     sl_launch *l = sl_alloc(sizeof *l);
     if (!l) return SL_ENOMEM;
     l->keep = true; /* no run directory */
-    snprintf(l->endpoint, sizeof l->endpoint, "%s", bind_endpoint);
+    l->files_dir = o->files_dir;
+    l->run_id = o->run_id;
+    snprintf(l->endpoint, sizeof l->endpoint, "%s", o->bind_endpoint);
     l->zctx = zmq_ctx_new();
-    l->pull = l->zctx ? zmq_socket(l->zctx, ZMQ_PULL) : NULL;
+    int rc = l->zctx ? SL_OK : sl_fail(SL_EIO, "cannot create a ZeroMQ context");
+    char where[400];
+    snprintf(where, sizeof where, "the coordinator's report socket %s", o->bind_endpoint);
+    if (rc == SL_OK && o->curve)
+        rc = sl_zap_start(l->zctx, o->curve->allowed_keys, o->curve->allowed_count, where, &l->zap);
+    l->pull = rc == SL_OK ? zmq_socket(l->zctx, ZMQ_PULL) : NULL;
     int linger = 0;
-    if (!l->pull || zmq_setsockopt(l->pull, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
-        zmq_bind(l->pull, bind_endpoint) != 0) {
-        int st = sl_fail(SL_EIO, "cannot bind the report socket %s: %s", bind_endpoint,
-                         zmq_strerror(zmq_errno()));
+    int64_t max = o->max_msg;
+    if (rc == SL_OK && l->pull && o->curve) sl_curve_server(l->pull, o->curve->secret_key);
+    if (rc == SL_OK &&
+        (!l->pull || zmq_setsockopt(l->pull, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+         zmq_setsockopt(l->pull, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0 ||
+         zmq_bind(l->pull, o->bind_endpoint) != 0))
+        rc = sl_fail(SL_EIO, "cannot bind the report socket %s: %s", o->bind_endpoint,
+                     zmq_strerror(zmq_errno()));
+    if (rc != SL_OK) {
         sl_launch_destroy(l);
-        return st;
+        return rc;
     }
     *out = l;
     return SL_OK;
@@ -371,6 +479,7 @@ void sl_launch_destroy(sl_launch *l)
     if (!l) return;
     stop_all(l);
     if (l->pull) zmq_close(l->pull);
+    sl_zap_stop(l->zap);
     if (l->zctx) zmq_ctx_term(l->zctx);
     if (!l->keep && l->dir[0] && sl_remove_tree(l->dir) != SL_OK) {
         sl_log(SL_LOG_WARN, "%s", sl_last_error());
@@ -388,7 +497,7 @@ struct sl_reporter {
     void *zctx, *push;
 };
 
-int sl_reporter_open(const char *endpoint, sl_reporter **out)
+int sl_reporter_open(const char *endpoint, const sl_transport_curve *curve, sl_reporter **out)
 {
     sl_reporter *r = sl_alloc(sizeof *r);
     if (!r) return SL_ENOMEM;
@@ -396,6 +505,8 @@ int sl_reporter_open(const char *endpoint, sl_reporter **out)
         int linger = 5000;
         r->zctx = zmq_ctx_new();
         r->push = r->zctx ? zmq_socket(r->zctx, ZMQ_PUSH) : NULL;
+        if (r->push && curve)
+            sl_curve_client(r->push, curve->public_key, curve->secret_key, curve->next_public_key);
         if (!r->push || zmq_setsockopt(r->push, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
             zmq_connect(r->push, endpoint) != 0) {
             int st = sl_fail(SL_EIO, "cannot connect to the coordinator at %s: %s", endpoint,
@@ -416,157 +527,28 @@ int sl_reporter_send(sl_reporter *r, const char *json)
     return SL_OK;
 }
 
+int sl_reporter_send_file(sl_reporter *r, const char *json, const char *path)
+{
+    if (!r || !r->push) return SL_OK;
+    char *data;
+    size_t len;
+    SL_TRY(sl_read_file(path, &data, &len));
+    int rc = SL_OK;
+    if (zmq_send(r->push, json, strlen(json), ZMQ_SNDMORE) < 0 ||
+        zmq_send(r->push, data, len, 0) < 0)
+        rc = sl_fail(SL_EIO, "cannot send %s to the coordinator: %s", path,
+                     zmq_strerror(zmq_errno()));
+    free(data);
+    if (rc == SL_OK) unlink(path);
+    return rc;
+}
+
 void sl_reporter_close(sl_reporter *r)
 {
     if (!r) return;
     if (r->push) zmq_close(r->push);
     if (r->zctx) zmq_ctx_term(r->zctx);
     free(r);
-}
-
-/* ------------------------------------------------------------------------------------------------
- * Rendezvous under an existing launcher */
-
-int sl_rendezvous_master(char *out, size_t cap)
-{
-    const char *addr = getenv("MASTER_ADDR"), *port = getenv("MASTER_PORT");
-    if (!addr || !*addr || !port || !*port)
-        return sl_fail(SL_ECONFIG,
-                       "under a launcher, rank 0 hosts the rendezvous at MASTER_ADDR:MASTER_PORT; "
-                       "export both (torchrun sets them; for mpirun or srun e.g. "
-                       "MASTER_ADDR=<first host> MASTER_PORT=29500), or list one endpoint per rank "
-                       "in launch.endpoints");
-    snprintf(out, cap, "%s:%s", addr, port);
-    return SL_OK;
-}
-
-int sl_rendezvous_local(char *host, size_t cap, int *port)
-{
-    const char *h = getenv("SLUICE_HOST");
-    if (h && *h)
-        snprintf(host, cap, "%s", h);
-    else if (gethostname(host, cap) != 0)
-        return sl_fail(SL_EIO, "cannot read the host name: %s (set SLUICE_HOST)", strerror(errno));
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
-    socklen_t len = sizeof sa;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return sl_fail(SL_EIO, "cannot find a free TCP port: %s", strerror(e));
-    }
-    *port = ntohs(sa.sin_port);
-    close(fd);
-    return SL_OK;
-}
-
-void sl_rendezvous_free(sl_rendezvous *r)
-{
-    sl_rdv_directory_free(r);
-}
-
-static int send_frame(void *sock, const void *data, size_t len, int more)
-{
-    return zmq_send(sock, data, len, more ? ZMQ_SNDMORE : 0) < 0 ? -1 : 0;
-}
-
-int sl_rendezvous_serve(const char *master, int world, const char *endpoint, const char *report,
-                        uint64_t run_id, int timeout_ms, sl_rendezvous *out)
-{
-    SL_TRY(sl_rdv_directory_init(out, world));
-    out->run_id = run_id;
-    snprintf(out->report, sizeof out->report, "%s", report);
-    snprintf(out->endpoints[0], sizeof out->endpoints[0], "%s", endpoint);
-    const char *colon = strrchr(master, ':');
-    char bind[300];
-    snprintf(bind, sizeof bind, "tcp://*:%s", colon ? colon + 1 : master);
-    void *ctx = zmq_ctx_new(), *sock = ctx ? zmq_socket(ctx, ZMQ_ROUTER) : NULL;
-    int st = SL_OK;
-    if (!sock || zmq_setsockopt(sock, ZMQ_LINGER, &timeout_ms, sizeof timeout_ms) != 0 ||
-        zmq_bind(sock, bind) != 0)
-        st = sl_fail(SL_EIO, "rank 0 cannot host the rendezvous at %s: %s", bind,
-                     zmq_strerror(zmq_errno()));
-    /* identities of the ranks waiting for the answer */
-    char(*ids)[256] = sl_alloc((size_t)world * 256);
-    size_t *idlen = sl_alloc((size_t)world * sizeof *idlen);
-    if (st == SL_OK && (!ids || !idlen)) st = SL_ENOMEM;
-    int joined = 1;
-    double deadline = sl_now() + timeout_ms / 1e3;
-    while (st == SL_OK && joined < world) {
-        zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLIN};
-        if (zmq_poll(&it, 1, 100) <= 0) {
-            if (sl_now() > deadline || interrupted)
-                st = sl_fail(SL_ETIMEOUT, "rendezvous at %s: %d of %d ranks joined in %d ms",
-                             master, joined, world, timeout_ms);
-            continue;
-        }
-        char id[256], empty[8], body[SL_RDV_REGISTER_MAX + 2], ep[SL_RDV_ENDPOINT_BYTES];
-        int n_id = zmq_recv(sock, id, sizeof id, 0);
-        int n_e = zmq_recv(sock, empty, sizeof empty, 0);
-        int n_b = zmq_recv(sock, body, sizeof body - 1, 0);
-        /* zmq_recv returns a message's full length, which may exceed what it copied */
-        if (n_id < 0 || n_id > (int)sizeof id || n_e != 0 || n_b < 0 || n_b >= (int)sizeof body - 1)
-            continue;
-        int rank;
-        if (sl_rdv_register_decode(body, (size_t)n_b, out, &rank, ep) != SL_OK) {
-            st = sl_fail_context(SL_EPROTOCOL, "rendezvous at %s", master);
-        } else {
-            memcpy(out->endpoints[rank], ep, sizeof ep);
-            memcpy(ids[rank], id, (size_t)n_id);
-            idlen[rank] = (size_t)n_id;
-            joined++;
-        }
-    }
-    char *answer = NULL;
-    if (st == SL_OK) st = sl_rdv_directory_encode(out, &answer);
-    for (int r = 1; st == SL_OK && r < world; r++)
-        if (send_frame(sock, ids[r], idlen[r], 1) || send_frame(sock, "", 0, 1) ||
-            send_frame(sock, answer, strlen(answer), 0))
-            st = sl_fail(SL_EIO, "rendezvous: cannot answer rank %d: %s", r,
-                         zmq_strerror(zmq_errno()));
-    free(answer);
-    free(ids);
-    free(idlen);
-    if (sock) zmq_close(sock); /* lingers until the answers are out */
-    if (ctx) zmq_ctx_term(ctx);
-    if (st != SL_OK) sl_rendezvous_free(out);
-    return st;
-}
-
-int sl_rendezvous_join(const char *master, int rank, int world, const char *endpoint,
-                       int timeout_ms, sl_rendezvous *out)
-{
-    SL_TRY(sl_rdv_directory_init(out, world));
-    char connect[300];
-    snprintf(connect, sizeof connect, "tcp://%s", master);
-    void *ctx = zmq_ctx_new(), *sock = ctx ? zmq_socket(ctx, ZMQ_REQ) : NULL;
-    int zero = 0, st = SL_OK;
-    if (!sock || zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
-        zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms) != 0 ||
-        zmq_connect(sock, connect) != 0)
-        st = sl_fail(SL_EIO, "cannot reach the rendezvous at %s: %s", connect,
-                     zmq_strerror(zmq_errno()));
-    char body[SL_RDV_REGISTER_MAX + 1];
-    size_t n_body = 0;
-    if (st == SL_OK) st = sl_rdv_register_encode(rank, world, endpoint, body, sizeof body, &n_body);
-    if (st == SL_OK && zmq_send(sock, body, n_body, 0) < 0)
-        st = sl_fail(SL_EIO, "rendezvous at %s: %s", connect, zmq_strerror(zmq_errno()));
-    zmq_msg_t msg;
-    zmq_msg_init(&msg);
-    if (st == SL_OK && zmq_msg_recv(&msg, sock, 0) < 0)
-        st = sl_fail(SL_ETIMEOUT,
-                     "rank %d: no answer from the rendezvous at %s within %d ms (is "
-                     "rank 0 running, and MASTER_ADDR its host?)",
-                     rank, connect, timeout_ms);
-    if (st == SL_OK &&
-        sl_rdv_directory_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), out) != SL_OK)
-        st = sl_fail_context(SL_EPROTOCOL, "rendezvous at %s sent a malformed answer", connect);
-    zmq_msg_close(&msg);
-    if (sock) zmq_close(sock);
-    if (ctx) zmq_ctx_term(ctx);
-    if (st != SL_OK) sl_rendezvous_free(out);
-    return st;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -579,12 +561,15 @@ void sl_launch_local_endpoint(const sl_launch *l, int rank, char *buf, size_t ca
              sl_run_path(path, sizeof path, l->dir, SL_RUN_LINK_SOCKET, rank, 0));
 }
 
-int sl_launch_tcp_endpoint(char *bind, char *advertise, size_t cap)
+int sl_launch_tcp_endpoint(const char *at, const char *bind_host, char *bind, char *advertise,
+                           size_t cap)
 {
-    char host[256];
+    char host[256], addr[256];
     int port;
     SL_TRY(sl_rendezvous_local(host, sizeof host, &port));
-    snprintf(bind, cap, "tcp://*:%d", port);
+    if (at) snprintf(host, sizeof host, "%s", at);
+    SL_TRY(sl_launch_bind_address(bind_host, host, addr, sizeof addr));
+    snprintf(bind, cap, "tcp://%s:%d", addr, port);
     snprintf(advertise, cap, "tcp://%s:%d", host, port);
     return SL_OK;
 }

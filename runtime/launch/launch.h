@@ -23,12 +23,17 @@ enum sl_launcher {
     SL_LAUNCHER_PMI,      /* PMI_RANK / PMI_SIZE (MPICH, Intel MPI, PMIx) */
     SL_LAUNCHER_SLURM,    /* SLURM_PROCID / SLURM_NTASKS */
     SL_LAUNCHER_TORCHRUN, /* RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT */
+    SL_LAUNCHER_STATIC,   /* started by hand with --rank R, endpoints in launch.endpoints */
 };
 
 typedef struct sl_launch_info {
     enum sl_launcher launcher;
     int rank;
     int world;
+    /* The launcher's own id of this run, which every rank of it shares and the rendezvous checks:
+     * TORCHELASTIC_RUN_ID, SLURM_JOB_ID.SLURM_STEP_ID, Open MPI's OMPI_MCA_ess_base_jobid, or
+     * PMIX_NAMESPACE; "" when the launcher gives none. */
+    char job[128];
 } sl_launch_info;
 
 /* Reads the launcher's environment. Inconsistent values (rank >= world, non-numbers) are
@@ -44,11 +49,15 @@ typedef struct sl_launch sl_launch;
 typedef int (*sl_launch_report_fn)(void *ctx, const char *json, size_t len);
 
 /* Makes the private run directory (under $TMPDIR or /tmp) and binds the report socket.
- * `keep` leaves the directory behind for debugging. */
+ * `keep` leaves the directory behind for debugging. Files the ranks send (sl_reporter_send_file)
+ * land in the run directory. */
 int sl_launch_create(bool keep, sl_launch **out);
 const char *sl_launch_dir(const sl_launch *l);
 /* The endpoint ranks connect to for reports, e.g. ipc:///tmp/sluice-ab12/report */
 const char *sl_launch_report_endpoint(const sl_launch *l);
+/* From now on only reports that carry this run id ("run_id": "DECIMAL") are taken; others are
+ * dropped with a warning naming the sender's address. */
+void sl_launch_expect_run(sl_launch *l, uint64_t run_id);
 
 /* Starts rank r as `argv` (argv[0] a path; NULL-terminated) with SLUICE_RANK, SLUICE_RUN_DIR and
  * SLUICE_REPORT set in its environment. */
@@ -65,56 +74,107 @@ void sl_launch_destroy(sl_launch *l);
 
 /* ------------------------------------------------------------------------------------------------
  * Endpoints of the ranks' links. In a local run rank r's link is an ipc socket in the run
- * directory; under a launcher each rank takes a free tcp port on its host, binds it on every
- * interface (`bind`) and the others connect to `advertise` (the host as sl_rendezvous_local
- * names it). */
+ * directory; under a launcher each rank takes a free tcp port on its host, binds it where
+ * sl_launch_bind_address says (`bind`) and the others connect to `advertise` (the host as
+ * sl_rendezvous_local names it, or `at` when not NULL). `bind_host` is SLUICE_BIND (NULL: from
+ * the host name, see sl_launch_bind_address). */
 void sl_launch_local_endpoint(const sl_launch *l, int rank, char *buf, size_t cap);
-int sl_launch_tcp_endpoint(char *bind, char *advertise, size_t cap);
+int sl_launch_tcp_endpoint(const char *at, const char *bind_host, char *bind, char *advertise,
+                           size_t cap);
+
+/* The address to bind for sockets others reach at `host`: `bind` (SLUICE_BIND) when set ("*":
+ * every interface), else the IPv4 address `host` resolves to here; a host name (not "localhost"
+ * nor an address) that resolves to a loopback address, as Debian maps a host's own name, binds
+ * every interface instead, because other hosts reach it by another address. SL_ECONFIG when the
+ * name does not resolve. */
+int sl_launch_bind_address(const char *bind, const char *host, char *out, size_t cap);
 
 /* ------------------------------------------------------------------------------------------------
  * Under an existing launcher: rank 0 hosts a small directory at the master address (MASTER_ADDR
  * and MASTER_PORT, as torchrun sets them and users export them for mpirun or srun). Every rank
  * registers the endpoint it binds for its link; when all have, each learns every endpoint, the
- * coordinator's report endpoint and the run id. */
+ * coordinator's report endpoint and the run id. Only the run's ranks are admitted (see the
+ * rendezvous messages in transport.h): a stranger is refused and ignored, a rank of this launch
+ * that cannot join (another config or world, registered twice) is refused and ends the
+ * rendezvous at once on every rank that registered, and a rank that never comes ends it after
+ * the timeout with a message naming it. */
 
 /* The directory every rank ends with (its messages' format and checks are transport's, see
  * transport.h): endpoints[world] (the endpoint each rank binds, as others connect to it), report
  * (rank 0's report socket) and run_id. */
 typedef sl_rdv_directory sl_rendezvous;
 
-/* The master address from MASTER_ADDR and MASTER_PORT ("host:port"); SL_ECONFIG naming the
- * variables when they are missing. */
-int sl_rendezvous_master(char *out, size_t cap);
+typedef struct sl_rendezvous_options {
+    const char *master;   /* "host:port" of rank 0's rendezvous (sl_rendezvous_master) */
+    const char *bind;     /* SLUICE_BIND for rank 0's socket; NULL: where the master host is */
+    int rank, world;      /* this rank and the run's ranks */
+    uint64_t config_hash; /* sl_plan_hash */
+    const char *job;      /* sl_launch_info.job */
+    int timeout_ms;       /* launch.timeout_s */
+    /* NULL: no encryption; else this rank's key pair, rank 0's public key as next_public_key,
+     * and (on rank 0) every rank's public key as the keys admitted. */
+    const sl_transport_curve *curve;
+} sl_rendezvous_options;
+
+/* The master address ("host:port") from MASTER_ADDR and MASTER_PORT; under Slurm (info, may be
+ * NULL) they default to the first host of SLURM_STEP_NODELIST (or SLURM_JOB_NODELIST) and port
+ * 20000 + SLURM_JOB_ID % 40000. SL_ECONFIG naming the variables when they are missing or the port
+ * is not a number. */
+int sl_rendezvous_master(const sl_launch_info *info, char *out, size_t cap);
+
+/* A Slurm node list in its compressed form ("node[01-04,07],gpu[1-2]-a") expanded into hosts
+ * (node01 node02 node03 node04 node07 gpu1-a gpu2-a, zero padding kept): up to max written, *n
+ * all of them. SL_ECONFIG naming the list when it is malformed. */
+#define SL_LAUNCH_HOST_BYTES 256
+int sl_launch_slurm_hosts(const char *list, char (*hosts)[SL_LAUNCH_HOST_BYTES], int max, int *n);
 
 /* A free TCP port on this host and this host's name as others reach it (SLUICE_HOST, else the
  * host name). */
 int sl_rendezvous_local(char *host, size_t cap, int *port);
 
-/* Rank 0: serves the directory for `world` ranks at `master`, registering its own `endpoint` and
- * `report` endpoint, and returns when every rank has its answer (or after timeout_ms). */
-int sl_rendezvous_serve(const char *master, int world, const char *endpoint, const char *report,
-                        uint64_t run_id, int timeout_ms, sl_rendezvous *out);
+/* Rank 0: serves the directory at o->master, registering its own `endpoint` and `report`
+ * endpoint, and returns when every rank has its answer; SL_ETIMEOUT naming the ranks that never
+ * came, SL_EPROTOCOL naming a rank of this launch that was refused. */
+int sl_rendezvous_serve(const sl_rendezvous_options *o, const char *endpoint, const char *report,
+                        uint64_t run_id, sl_rendezvous *out);
 
-/* Ranks 1..world-1: register `endpoint` with rank 0 and wait for the directory. */
-int sl_rendezvous_join(const char *master, int rank, int world, const char *endpoint,
-                       int timeout_ms, sl_rendezvous *out);
+/* Ranks 1..world-1: register `endpoint` with rank 0 and wait for the directory, retrying the
+ * connection with backoff until o->timeout_ms: SL_ETIMEOUT naming the address tried, SL_EPEER
+ * with rank 0's reason when it refused this rank or a CURVE handshake failed. */
+int sl_rendezvous_join(const sl_rendezvous_options *o, const char *endpoint, sl_rendezvous *out);
 
 void sl_rendezvous_free(sl_rendezvous *r);
 
 /* A coordinator without child processes (under a launcher): binds the report socket at
- * `bind_endpoint` and, with sl_launch_wait_reports, follows `world` ranks it did not start. */
-int sl_launch_listen(const char *bind_endpoint, sl_launch **out);
+ * `bind_endpoint` and, with sl_launch_wait_reports, follows `world` ranks it did not start.
+ * Reports of at most max_msg bytes are read (ZMQ_MAXMSGSIZE); files the ranks send land in
+ * files_dir; with `curve` (this rank's key pair, every rank's public key admitted) the socket is
+ * a CURVE server. */
+typedef struct sl_launch_listen_options {
+    const char *bind_endpoint;
+    const char *files_dir;
+    int64_t max_msg;
+    uint64_t run_id;
+    const sl_transport_curve *curve;
+} sl_launch_listen_options;
+int sl_launch_listen(const sl_launch_listen_options *o, sl_launch **out);
 
 /* Passes reports to `fn` until every one of `world` ranks sent a "done" report (SL_OK) or one
  * sent an "error" report (SL_EPEER with that rank's message). */
 int sl_launch_wait_reports(sl_launch *l, int world, sl_launch_report_fn fn, void *ctx);
 
 /* Rank side: a connection to the coordinator's report socket (NULL endpoint: reports are
- * dropped, for ranks run without a coordinator). */
+ * dropped, for ranks run without a coordinator); with `curve` a CURVE client (this rank's key
+ * pair, the coordinator's public key as next_public_key). */
 typedef struct sl_reporter sl_reporter;
-int sl_reporter_open(const char *endpoint, sl_reporter **out);
+int sl_reporter_open(const char *endpoint, const sl_transport_curve *curve, sl_reporter **out);
 /* Sends one JSON text; blocks only while the coordinator's queue is full. */
 int sl_reporter_send(sl_reporter *r, const char *json);
+/* Sends the file at `path` to the coordinator, which writes it under the same base name into its
+ * files directory (rank's run id and rank in the header `json`, which must have "type":"file"),
+ * then removes it here. The report channel keeps order: a report sent after the file arrives
+ * after it. */
+int sl_reporter_send_file(sl_reporter *r, const char *json, const char *path);
 void sl_reporter_close(sl_reporter *r);
 
 #endif

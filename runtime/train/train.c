@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +16,7 @@
 #include "runtime/train/train_impl.h"
 #include "transport/transport.h"
 
-static uint64_t new_run_id(void)
+uint64_t sl__new_run_id(void)
 {
     uint64_t id = 0;
     if (getrandom(&id, sizeof id, 0) != sizeof id) id = (uint64_t)(sl_now() * 1e9);
@@ -85,8 +84,10 @@ int sl_train(const sl_config *cfg, const sl_train_options *opt, sl_train_summary
     sl_launch *l = NULL;
     int rc = sl__run_open(&r, &plan, opt);
     if (rc == SL_OK) rc = sl_launch_create(opt->keep_run_dir, &l);
+    uint64_t run_id = sl__new_run_id();
     if (rc == SL_OK) r.weights_dir = sl_launch_dir(l);
-    if (rc == SL_OK) rc = start_ranks(&plan, opt, l, new_run_id());
+    if (rc == SL_OK) sl_launch_expect_run(l, run_id);
+    if (rc == SL_OK) rc = start_ranks(&plan, opt, l, run_id);
     if (rc == SL_OK) rc = sl_plan_write(&plan, cfg->output.dir);
     if (rc == SL_OK) rc = sl_launch_wait(l, sl__run_on_report, &r);
     if (rc == SL_OK) rc = sl__run_finish(&r, out);
@@ -112,111 +113,6 @@ int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id)
         opt.bind_endpoint = plan.rank[rank].bind;
         opt.next_endpoint = plan.rank[rank].next;
         rc = sl_exec_rank(&plan, &opt);
-    }
-    sl_plan_free(&plan);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------------------------------
- * Under an existing launcher: this process is one rank; rank 0 also coordinates. */
-
-typedef struct coordinator {
-    sl_launch *launch;
-    sl__run *run;
-    int world;
-    int status;
-    char message[2048];
-} coordinator;
-
-static void *coordinate(void *arg)
-{
-    coordinator *c = arg;
-    c->status = sl_launch_wait_reports(c->launch, c->world, sl__run_on_report, c->run);
-    snprintf(c->message, sizeof c->message, "%s", sl_last_error());
-    return NULL;
-}
-
-/* Rank 0: the report socket, the rendezvous, then its own stage beside the coordinator thread. */
-static int run_rank0(const sl_plan *plan, const char *master, const char *bind,
-                     const char *advertise, const sl_train_options *opt, sl_train_summary *out)
-{
-    const int join_ms = 120000;
-    int world = plan->ranks;
-    char report_bind[300], report[300];
-    SL_TRY(sl_launch_tcp_endpoint(report_bind, report, sizeof report));
-    sl__run r;
-    sl_rendezvous rdv = {0};
-    coordinator c = {.run = &r, .world = world};
-    int rc = sl__run_open(&r, plan, opt);
-    /* Under a launcher the ranks leave their weights in output.dir, which every host shares. */
-    r.weights_dir = plan->cfg.output.dir;
-    if (rc == SL_OK) rc = sl_plan_write(plan, plan->cfg.output.dir);
-    if (rc == SL_OK) rc = sl_launch_listen(report_bind, &c.launch);
-    if (rc == SL_OK)
-        rc = sl_rendezvous_serve(master, world, advertise, report, new_run_id(), join_ms, &rdv);
-    pthread_t thread;
-    bool started = false;
-    if (rc == SL_OK) {
-        started = pthread_create(&thread, NULL, coordinate, &c) == 0;
-        if (!started) rc = sl_fail(SL_ENOMEM, "cannot start the coordinator thread");
-    }
-    if (rc == SL_OK) {
-        sl_exec_options eo = {.rank = 0,
-                              .bind_endpoint = bind,
-                              .next_endpoint = rdv.endpoints[1 % world],
-                              .report_endpoint = report,
-                              .weights_dir = plan->cfg.output.dir,
-                              .run_id = rdv.run_id};
-        rc = sl_exec_rank(plan, &eo);
-    }
-    if (started) {
-        pthread_join(thread, NULL);
-        /* The first failure anywhere is the one to report. */
-        if (c.status != SL_OK) rc = sl_fail(c.status, "%s", c.message);
-    }
-    if (rc == SL_OK) rc = sl__run_finish(&r, out);
-    sl_rendezvous_free(&rdv);
-    sl_launch_destroy(c.launch);
-    sl__run_close(&r);
-    return rc;
-}
-
-int sl_train_launched(const sl_config *cfg, const sl_launch_info *info, const sl_train_options *opt,
-                      sl_train_summary *out)
-{
-    int world = cfg->pipeline.stages, rank = info->rank;
-    if (info->world != world)
-        return sl_fail(SL_ECONFIG,
-                       "%s started %d ranks but pipeline.stages is %d: start one rank "
-                       "per pipeline stage",
-                       sl_launcher_name(info->launcher), info->world, world);
-    char master[300], bind[SL_PLAN_ENDPOINT_MAX], advertise[SL_PLAN_ENDPOINT_MAX];
-    SL_TRY(sl_rendezvous_master(master, sizeof master));
-    sl_plan plan;
-    SL_TRY(sl_plan_build(cfg, &plan));
-    int rc = SL_OK;
-    if (plan.rank[rank].bind[0]) { /* static endpoints (launch.endpoints) */
-        snprintf(bind, sizeof bind, "%s", plan.rank[rank].bind);
-        snprintf(advertise, sizeof advertise, "%s", plan.rank[rank].bind);
-    } else {
-        rc = sl_launch_tcp_endpoint(bind, advertise, sizeof bind);
-    }
-    if (rc == SL_OK && rank == 0) {
-        rc = run_rank0(&plan, master, bind, advertise, opt, out);
-    } else if (rc == SL_OK) {
-        sl_rendezvous rdv = {0};
-        rc = sl_mkdir_p(plan.cfg.output.dir);
-        if (rc == SL_OK) rc = sl_rendezvous_join(master, rank, world, advertise, 120000, &rdv);
-        if (rc == SL_OK) {
-            sl_exec_options eo = {.rank = rank,
-                                  .bind_endpoint = bind,
-                                  .next_endpoint = rdv.endpoints[(rank + 1) % world],
-                                  .report_endpoint = rdv.report,
-                                  .weights_dir = plan.cfg.output.dir,
-                                  .run_id = rdv.run_id};
-            rc = sl_exec_rank(&plan, &eo);
-        }
-        sl_rendezvous_free(&rdv);
     }
     sl_plan_free(&plan);
     return rc;

@@ -52,6 +52,9 @@ int sl__run_on_report(void *ctx, const char *json, size_t len);
  * summary.json and trace.json. */
 int sl__run_finish(sl__run *r, sl_train_summary *out);
 
+/* A run id: 64 random bits. */
+uint64_t sl__new_run_id(void);
+
 /* Writes `obj` as output.dir/NAME of `file`. */
 int sl__write_json(const sl__run *r, enum sl_run_file file, const cJSON *obj);
 
