@@ -1,8 +1,11 @@
 /* `sluice plan`: how a config's model is cut into pipeline stages and placed on ranks and devices,
  * with parameter counts and activation sizes, without running anything. */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/core.h"
 
 #include "runtime/cli/cli.h"
 #include "runtime/plan/plan.h"
@@ -11,15 +14,23 @@ static void usage(FILE *out)
 {
     fprintf(
         out,
-        "usage: sluice plan CONFIG [--set KEY=VALUE]... [--json]\n\n"
+        "usage: sluice plan CONFIG [--set KEY=VALUE]... [--profile | --no-profile] [--json]\n\n"
         "Shows how the config's model is cut into pipeline stages: the layers, the model\n"
         "stages (pipeline.stages x pipeline.chunks) with their layer ranges, the rank each\n"
         "runs on (stage s on rank s mod pipeline.stages) and that rank's device, parameter\n"
-        "counts, and the activation sizes of one micro-batch. Nothing is run.\n\n"
+        "counts, and the activation sizes of one micro-batch. With the layers' profile on\n"
+        "each rank's device (measured once at the run's micro-batch size and cached per\n"
+        "device and model shape), also each stage's predicted forward (F), input-gradient\n"
+        "(I) and weight-gradient (W) time, each rank's predicted peak memory, and the\n"
+        "schedule's predicted step time and bubble ratio beside the uniform cut's.\n"
+        "pipeline.partition \"time\" balances those profiles. No training is run.\n\n"
         "  --set KEY=VALUE  override a config key (value parsed as JSON, else a string),\n"
         "                   e.g. --set pipeline.stages=2 --set pipeline.schedule=gpipe\n"
-        "  --json           the plan as the run directory's plan.json holds it: layers, stages,\n"
-        "                   ranks with their action lists, and the effective config)\n");
+        "  --profile        measure the layers again (refresh the cache)\n"
+        "  --no-profile     no predictions (nothing runs on a device; not with \"time\")\n"
+        "  --json           the plan as the run directory's plan.json holds it (layers, stages,\n"
+        "                   ranks with their action lists, the effective config), with\n"
+        "                   \"prediction\" beside it\n");
 }
 
 static void layer_names(const sl_plan *p, int first, int last, char *buf, size_t cap)
@@ -101,6 +112,144 @@ static void print_text(const sl_plan *plan)
     }
 }
 
+/* The prediction for the plan's cut and for the uniform one, from the ranks' profiles. */
+typedef struct predictions {
+    sl_plan_prediction plan, uniform;
+    int *uniform_counts;
+} predictions;
+
+static int predict_both(const sl_plan *plan, const sl_profile *profiles, predictions *out)
+{
+    memset(out, 0, sizeof *out);
+    int S = plan->part.nstages;
+    sl_stage_range *st = sl_alloc(sizeof *st * (size_t)S);
+    out->uniform_counts = sl_alloc(sizeof(int) * (size_t)S);
+    int rc = st && out->uniform_counts ? SL_OK : SL_ENOMEM;
+    if (rc == SL_OK) rc = sl_plan_predict(plan, profiles, NULL, &out->plan);
+    if (rc == SL_OK) rc = sl_partition_make(&plan->model, S, NULL, st);
+    if (rc == SL_OK) rc = sl_plan_predict(plan, profiles, st, &out->uniform);
+    for (int s = 0; rc == SL_OK && s < S; s++) {
+        out->uniform_counts[s] = 0;
+        for (int i = st[s].first; i < st[s].last; i++)
+            out->uniform_counts[s] += sl_layer_has_params(&plan->model.layers[i]);
+    }
+    free(st);
+    return rc;
+}
+
+static void predictions_free(predictions *p)
+{
+    sl_plan_prediction_free(&p->plan);
+    sl_plan_prediction_free(&p->uniform);
+    free(p->uniform_counts);
+}
+
+static void print_prediction(const sl_plan *plan, const sl_profile *profiles, const predictions *pr)
+{
+    const sl_plan_prediction *p = &pr->plan;
+    printf("\npredicted per micro-batch of %zu rows, from the layers' profile on each device:\n",
+           plan->rows);
+    for (int r = 0; r < plan->ranks; r++) {
+        bool seen = false;
+        for (int q = 0; q < r && !seen; q++)
+            seen = !strcmp(plan->rank[q].device, plan->rank[r].device);
+        if (!seen)
+            printf("  %s: %s\n", plan->rank[r].device,
+                   profiles[r].cached ? "from the cache" : "measured now (cached)");
+    }
+    printf("\n%5s %4s  %-10s %9s %9s %9s %10s\n", "STAGE", "RANK", "DEVICE", "F", "I", "W",
+           "SENDS");
+    for (int s = 0; s < p->nstages; s++) {
+        char sends[32];
+        human(p->send_bytes[s], sends, sizeof sends);
+        int rank = sl_partition_rank(&plan->part, s);
+        printf("%5d %4d  %-10s %7.3fms %7.3fms %7.3fms %10s\n", s, rank, plan->rank[rank].device,
+               p->f[s], p->i[s], p->w[s], s + 1 < p->nstages ? sends : "-");
+    }
+    printf("\n%4s  %-10s %12s %12s\n", "RANK", "DEVICE", "PEAK MEMORY", "DEVICE HAS");
+    for (int r = 0; r < plan->ranks; r++) {
+        char peak[32], has[32];
+        human(p->peak_bytes[r], peak, sizeof peak);
+        human(p->memory_bytes[r], has, sizeof has);
+        printf("%4d  %-10s %12s %12s%s\n", r, plan->rank[r].device, peak,
+               p->memory_bytes[r] > 0 ? has : "?",
+               p->memory_bytes[r] > 0 && p->peak_bytes[r] > p->memory_bytes[r] ? "  DOES NOT FIT"
+                                                                               : "");
+    }
+    printf("\npredicted step: %.2f ms, bubble ratio %.4f (%s partition)\n", p->step_ms, p->bubble,
+           plan->cfg.pipeline.partition);
+    printf("uniform cut [");
+    for (int s = 0; s < p->nstages; s++) printf("%s%d", s ? "," : "", pr->uniform_counts[s]);
+    printf("]: %.2f ms, bubble ratio %.4f (this plan: %.3fx its step)\n", pr->uniform.step_ms,
+           pr->uniform.bubble, p->step_ms / pr->uniform.step_ms);
+}
+
+static cJSON *prediction_json(const sl_plan *plan, const sl_profile *profiles,
+                              const predictions *pr)
+{
+    const sl_plan_prediction *p = &pr->plan;
+    cJSON *o = cJSON_CreateObject();
+    cJSON *devs = cJSON_AddArrayToObject(o, "profiles");
+    for (int r = 0; r < plan->ranks; r++) {
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddNumberToObject(d, "rank", r);
+        cJSON_AddStringToObject(d, "device", plan->rank[r].device);
+        cJSON_AddBoolToObject(d, "cached", profiles[r].cached);
+        cJSON_AddItemToArray(devs, d);
+    }
+    cJSON *stages = cJSON_AddArrayToObject(o, "stages");
+    for (int s = 0; s < p->nstages; s++) {
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddNumberToObject(x, "stage", s);
+        cJSON_AddNumberToObject(x, "rank", sl_partition_rank(&plan->part, s));
+        cJSON_AddNumberToObject(x, "params", p->params[s]);
+        cJSON_AddNumberToObject(x, "f_ms", p->f[s]);
+        cJSON_AddNumberToObject(x, "i_ms", p->i[s]);
+        cJSON_AddNumberToObject(x, "w_ms", p->w[s]);
+        cJSON_AddNumberToObject(x, "send_bytes", p->send_bytes[s]);
+        cJSON_AddItemToArray(stages, x);
+    }
+    cJSON *ranks = cJSON_AddArrayToObject(o, "ranks");
+    for (int r = 0; r < plan->ranks; r++) {
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddNumberToObject(x, "rank", r);
+        cJSON_AddNumberToObject(x, "peak_bytes", p->peak_bytes[r]);
+        cJSON_AddNumberToObject(x, "memory_bytes", p->memory_bytes[r]);
+        cJSON_AddItemToArray(ranks, x);
+    }
+    cJSON_AddNumberToObject(o, "step_ms", p->step_ms);
+    cJSON_AddNumberToObject(o, "bubble_ratio", p->bubble);
+    cJSON *u = cJSON_AddObjectToObject(o, "uniform");
+    cJSON_AddItemToObject(u, "counts", cJSON_CreateIntArray(pr->uniform_counts, p->nstages));
+    cJSON_AddNumberToObject(u, "step_ms", pr->uniform.step_ms);
+    cJSON_AddNumberToObject(u, "bubble_ratio", pr->uniform.bubble);
+    return o;
+}
+
+/* Prints the plan (text or JSON) with its predictions when there are profiles. */
+static int print_plan(const sl_plan *plan, const sl_profile *profiles, bool json)
+{
+    predictions pr = {0};
+    int rc = profiles ? predict_both(plan, profiles, &pr) : SL_OK;
+    if (rc == SL_OK && json) {
+        char *text = sl_plan_to_json(plan, false);
+        cJSON *root = text ? cJSON_Parse(text) : NULL;
+        free(text);
+        if (root && profiles)
+            cJSON_AddItemToObject(root, "prediction", prediction_json(plan, profiles, &pr));
+        char *out = root ? cJSON_Print(root) : NULL;
+        cJSON_Delete(root);
+        if (out) printf("%s\n", out);
+        rc = out ? SL_OK : sl_fail(SL_ENOMEM, "out of memory");
+        free(out);
+    } else if (rc == SL_OK) {
+        print_text(plan);
+        if (profiles) print_prediction(plan, profiles, &pr);
+    }
+    predictions_free(&pr);
+    return rc;
+}
+
 int sl_cmd_plan(int argc, char **argv)
 {
     if (sl_cli_wants_help(argc, argv)) {
@@ -108,13 +257,17 @@ int sl_cmd_plan(int argc, char **argv)
         return 0;
     }
     const char *path = NULL;
-    bool json = false;
+    bool json = false, refresh = false, no_profile = false;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
     int nsets = 0;
     if (!sets) return 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) {
             json = true;
+        } else if (!strcmp(argv[i], "--profile")) {
+            refresh = true;
+        } else if (!strcmp(argv[i], "--no-profile")) {
+            no_profile = true;
         } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
             sets[nsets++] = argv[++i];
         } else if (!strncmp(argv[i], "--set=", 6)) {
@@ -137,17 +290,28 @@ int sl_cmd_plan(int argc, char **argv)
     int st = sl_config_load(path, sets, nsets, &cfg);
     free(sets);
     if (st != SL_OK) return sl_cli_error("plan", st);
-    st = sl_plan_build(&cfg, &plan);
+    if (refresh && no_profile) {
+        sl_config_free(&cfg);
+        fprintf(stderr, "sluice plan: --profile and --no-profile exclude each other\n");
+        return 2;
+    }
+    if (no_profile && !strcmp(cfg.pipeline.partition, "time") && !cfg.pipeline.npartition) {
+        sl_config_free(&cfg);
+        sl_fail(SL_ECONFIG, "pipeline.partition \"time\" needs the profile: drop --no-profile");
+        return sl_cli_error("plan", SL_ECONFIG);
+    }
+    /* --profile measures while the plan is built, so that a "time" cut uses the new figures. */
+    bool timed = !strcmp(cfg.pipeline.partition, "time") && !cfg.pipeline.npartition;
+    st = sl_plan_build_with(&cfg, refresh, &plan);
     sl_config_free(&cfg);
     if (st != SL_OK) return sl_cli_error("plan", st);
-    if (json) {
-        char *text = sl_plan_to_json(&plan, true);
-        if (text) printf("%s\n", text);
-        st = text ? SL_OK : sl_fail(SL_ENOMEM, "out of memory");
-        free(text);
-    } else {
-        print_text(&plan);
-    }
+    if (plan.note[0]) fprintf(stderr, "sluice plan: %s\n", plan.note);
+    sl_profile *profiles = NULL;
+    char note[1024] = "";
+    if (!no_profile) st = sl_plan_profiles(&plan, refresh && !timed, &profiles, note, sizeof note);
+    if (note[0]) fprintf(stderr, "sluice plan: %s\n", note);
+    if (st == SL_OK) st = print_plan(&plan, profiles, json);
+    sl_plan_profiles_free(&plan, profiles);
     sl_plan_free(&plan);
     return st == SL_OK ? 0 : sl_cli_error("plan", st);
 }

@@ -6,8 +6,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "runtime/cli/cli.h"
+#include <math.h>
+
 #include "core/core.h"
+#include "runtime/cli/cli.h"
+#include "runtime/schedule/schedule.h"
 
 #define MAX_RANKS 256
 
@@ -46,26 +49,189 @@ typedef struct rank_stats {
     bool seen;
 } rank_stats;
 
+/* ------------------------------------------------------------------------------------------------
+ * --svg: one step's measured timeline drawn as `sluice schedule --format svg` draws the planned
+ * one. The step's compute actions become a schedule (in the order each rank ran them) and their
+ * measured start and end times its simulation, in units of the step's mean forward time. */
+
+/* The schedule's name in the run directory's plan.json, if there is one. */
+static void schedule_name(const char *path, char *name, size_t cap)
+{
+    char file[1200], *text;
+    size_t len;
+    snprintf(name, cap, "measured");
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) return;
+    snprintf(file, sizeof file, "%s/plan.json", path);
+    if (sl_read_file(file, &text, &len) != SL_OK) {
+        sl_clear_error();
+        return;
+    }
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    const char *n = cJSON_GetStringValue(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(root, "pipeline"), "schedule"));
+    if (n) snprintf(name, cap, "%s", n);
+    cJSON_Delete(root);
+}
+
+typedef struct timed {
+    sl_action a;
+    double t0, t1; /* microseconds */
+} timed;
+
+/* Rank r's compute actions of step `step` (the actions after its step-th OPT up to and including
+ * the next one), from the trace's events in time order. */
+static int step_events(const cJSON *events, int rank, int step, timed **out, size_t *n)
+{
+    size_t cap = 64;
+    *n = 0;
+    *out = malloc(cap * sizeof **out);
+    if (!*out) return SL_ENOMEM;
+    int seen_opt = 0;
+    const cJSON *ev;
+    cJSON_ArrayForEach(ev, events)
+    {
+        const char *ph = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "ph"));
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "name"));
+        int tid = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "tid")), -1);
+        if (!ph || strcmp(ph, "X") || !name || tid != rank) continue;
+        bool opt = !strcmp(name, "OPT");
+        if (seen_opt == step) {
+            int k = kind_of(name);
+            sl_action a;
+            size_t used;
+            if (k >= K_F && k <= K_R && sl_action_parse(name, &a, &used) == SL_OK) {
+                if (*n == cap) {
+                    timed *grown = realloc(*out, 2 * cap * sizeof **out);
+                    if (!grown) return SL_ENOMEM;
+                    *out = grown;
+                    cap *= 2;
+                }
+                double ts = cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "ts"));
+                double dur = cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "dur"));
+                (*out)[(*n)++] = (timed){a, ts, ts + dur};
+            }
+            sl_clear_error();
+        }
+        if (opt && ++seen_opt > step) break;
+    }
+    if (seen_opt <= step)
+        return sl_fail(SL_EINVAL, "the trace of rank %d has no step %d (it holds %d)", rank, step,
+                       seen_opt);
+    return SL_OK;
+}
+
+static int write_svg(const char *run, const cJSON *events, int nranks, int step, const char *out)
+{
+    timed **ev = calloc((size_t)nranks, sizeof *ev);
+    size_t *n = calloc((size_t)nranks, sizeof *n);
+    int rc = ev && n ? SL_OK : SL_ENOMEM;
+    for (int r = 0; r < nranks && rc == SL_OK; r++)
+        rc = step_events(events, r, step, &ev[r], &n[r]);
+    /* The shape and the time unit (the mean forward) from the events. */
+    int mbs = 0, stages = 0;
+    bool split = false;
+    double t0 = INFINITY, t1 = -INFINITY, fsum = 0, busy = 0;
+    long nf = 0;
+    for (int r = 0; r < nranks && rc == SL_OK; r++)
+        for (size_t i = 0; i < n[r]; i++) {
+            const timed *t = &ev[r][i];
+            mbs = SL_MAX(mbs, t->a.mb + 1);
+            stages = SL_MAX(stages, t->a.stage + 1);
+            split |= t->a.type == SL_ACTION_I || t->a.type == SL_ACTION_W;
+            t0 = SL_MIN(t0, t->t0);
+            t1 = SL_MAX(t1, t->t1);
+            busy += t->t1 - t->t0;
+            if (t->a.type == SL_ACTION_F) fsum += t->t1 - t->t0, nf++;
+        }
+    double unit = nf && fsum > 0 ? fsum / (double)nf : 1;
+    char name[16];
+    schedule_name(run, name, sizeof name);
+    sl_schedule *s = NULL;
+    sl_schedule_sim sim = {0};
+    if (rc == SL_OK) {
+        sl_schedule_params sp = {.name = name,
+                                 .ranks = nranks,
+                                 .microbatches = SL_MAX(mbs, 1),
+                                 .chunks = SL_MAX((stages + nranks - 1) / nranks, 1)};
+        rc = sl_schedule_create(&sp, split, &s);
+    }
+    sim.ranks = nranks;
+    if (rc == SL_OK) {
+        sim.start = calloc((size_t)nranks, sizeof *sim.start);
+        sim.end = calloc((size_t)nranks, sizeof *sim.end);
+        sim.peak_activations = calloc((size_t)nranks, sizeof *sim.peak_activations);
+        if (!sim.start || !sim.end || !sim.peak_activations) rc = SL_ENOMEM;
+    }
+    for (int r = 0; r < nranks && rc == SL_OK; r++) {
+        sim.start[r] = malloc((n[r] + 1) * sizeof **sim.start);
+        sim.end[r] = malloc((n[r] + 1) * sizeof **sim.end);
+        if (!sim.start[r] || !sim.end[r]) rc = SL_ENOMEM;
+        int held = 0;
+        for (size_t i = 0; i < n[r] && rc == SL_OK; i++) {
+            const timed *t = &ev[r][i];
+            rc = sl_schedule_append(s, r, &t->a);
+            sim.start[r][i] = (t->t0 - t0) / unit;
+            sim.end[r][i] = (t->t1 - t0) / unit;
+            held += t->a.type == SL_ACTION_F                               ? 1
+                    : t->a.type == SL_ACTION_B || t->a.type == SL_ACTION_I ? -1
+                                                                           : 0;
+            sim.peak_activations[r] = SL_MAX(sim.peak_activations[r], held);
+        }
+    }
+    sim.makespan = t1 > t0 ? (t1 - t0) / unit : 0;
+    sim.bubble_ratio = t1 > t0 ? 1.0 - busy / (nranks * (t1 - t0)) : 0;
+    FILE *f = rc == SL_OK ? fopen(out, "w") : NULL;
+    if (rc == SL_OK && !f) rc = sl_fail(SL_EIO, "cannot write '%s'", out);
+    if (rc == SL_OK) rc = sl_schedule_write_svg(f, s, &sim);
+    if (f && fclose(f) != 0 && rc == SL_OK) rc = sl_fail(SL_EIO, "cannot write '%s'", out);
+    if (rc == SL_OK)
+        printf("wrote %s: step %d as measured, 1 unit = %.3f ms (the step's mean forward), "
+               "step %.2f ms, bubble %.4f\n",
+               out, step, unit / 1e3, (t1 - t0) / 1e3, sim.bubble_ratio);
+    sl_schedule_sim_free(&sim);
+    sl_schedule_free(s);
+    for (int r = 0; ev && r < nranks; r++) free(ev[r]);
+    free(ev);
+    free(n);
+    return rc;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: sluice trace RUN_DIR|TRACE_JSON [--json]\n\n"
+            "usage: sluice trace RUN_DIR|TRACE_JSON [--json] [--svg OUT.svg [--step N]]\n\n"
             "Summarises a run's trace.json (written by `sluice train` into output.dir): per\n"
             "rank, the time spent in forward (F), backward (B, or I and W), recompute (R),\n"
             "sends, receives (waiting for a neighbour) and the optimizer, and the idle share.\n"
-            "The trace itself opens in Perfetto (ui.perfetto.dev) or chrome://tracing.\n");
+            "The trace itself opens in Perfetto (ui.perfetto.dev) or chrome://tracing.\n\n"
+            "  --svg OUT.svg  draw step N's measured timeline as `sluice schedule --format svg`\n"
+            "                 draws the planned one (time in units of the step's mean forward)\n"
+            "  --step N       the step to draw (default 1: step 0 opens devices and links; an\n"
+            "                 evaluation between steps is drawn with the step after it)\n");
 }
 
 int sl_cmd_trace(int argc, char **argv)
 {
-    const char *path = NULL;
-    int json = 0;
+    const char *path = NULL, *svg = NULL;
+    int json = 0, step = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(argv[i], "--json")) {
             json = 1;
+        } else if (!strcmp(argv[i], "--svg") && i + 1 < argc) {
+            svg = argv[++i];
+        } else if (!strcmp(argv[i], "--step") && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 0 || v > 1 << 30) {
+                fprintf(stderr, "sluice trace: --step needs a step number >= 0\n");
+                return 2;
+            }
+            step = (int)v;
         } else if (argv[i][0] == '-' || path) {
             fprintf(stderr, "sluice trace: unexpected argument '%s' (try --help)\n", argv[i]);
             return 2;
@@ -89,11 +255,23 @@ int sl_cmd_trace(int argc, char **argv)
     if (st != SL_OK) return sl_cli_error("trace", st);
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
-    const cJSON *events = cJSON_GetObjectItem(root, "traceEvents");
+    const cJSON *events = cJSON_GetObjectItem(root, "traceEvents"), *ev0;
     if (!cJSON_IsArray(events)) {
         cJSON_Delete(root);
         sl_fail(SL_EFORMAT, "%s is not a Chrome trace (no traceEvents array)", file);
         return sl_cli_error("trace", SL_EFORMAT);
+    }
+    if (svg) {
+        int n = 0;
+        cJSON_ArrayForEach(ev0, events)
+        {
+            int tid = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(ev0, "tid")), -1);
+            if (tid >= 0 && tid < MAX_RANKS) n = SL_MAX(n, tid + 1);
+        }
+        st = n ? write_svg(path, events, n, step, svg)
+               : sl_fail(SL_EFORMAT, "%s holds no rank's events", file);
+        cJSON_Delete(root);
+        return st == SL_OK ? 0 : sl_cli_error("trace", st);
     }
     rank_stats *ranks = calloc(MAX_RANKS, sizeof *ranks);
     if (!ranks) return sl_cli_error("trace", SL_ENOMEM);

@@ -27,8 +27,8 @@ static const char *const train_keys[] = {"steps",   "batch",       "microbatches
 static const char *const lr_keys[] = {"warmup_steps", "decay_steps", "min_lr", NULL};
 static const char *const opt_keys[] = {"name",  "lr",  "momentum", "weight_decay",
                                        "betas", "eps", NULL};
-static const char *const pipe_keys[] = {"stages",    "schedule",  "chunks",
-                                        "recompute", "partition", NULL};
+static const char *const pipe_keys[] = {"stages",    "schedule",         "chunks", "recompute",
+                                        "partition", "partition_counts", NULL};
 static const char *const launch_keys[] = {"endpoints",    "curve",     "keys",
                                           "heartbeat_ms", "timeout_s", NULL};
 static const char *const output_keys[] = {"dir", "checkpoint_interval", "every_rank", NULL};
@@ -246,6 +246,34 @@ static int parse_train(cJSON *root, sl_config *cfg)
     return SL_OK;
 }
 
+/* A list of counts of layers with parameters per model stage (pipeline.partition, or the counts
+ * a time partition recorded in pipeline.partition_counts). */
+static int parse_counts(const cJSON *p, const char *key, int nstages, int units,
+                        const char *unit_text, const char *model_text, sl_config *cfg)
+{
+    int n = cJSON_GetArraySize(p);
+    if (n != nstages)
+        return sl_fail(SL_ECONFIG,
+                       "config: %s lists %d stages but pipeline.stages x pipeline.chunks is %d",
+                       key, n, nstages);
+    if (!(cfg->pipeline.partition_counts = sl_alloc(sizeof(int) * (size_t)n))) return SL_ENOMEM;
+    int sum = 0, i = 0;
+    for (cJSON *it = p->child; it; it = it->next, i++) {
+        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
+            it->valuedouble < 1 || it->valuedouble > units)
+            return sl_fail(SL_ECONFIG,
+                           "config: %s[%d] must be a count of layers with parameters (%s) >= 1",
+                           key, i, unit_text);
+        cfg->pipeline.partition_counts[i] = (int)it->valuedouble;
+        sum += cfg->pipeline.partition_counts[i];
+    }
+    cfg->pipeline.npartition = n;
+    if (sum != units)
+        return sl_fail(SL_ECONFIG, "config: %s counts %d layers with parameters but %s has %d", key,
+                       sum, model_text, units);
+    return SL_OK;
+}
+
 static int parse_pipeline(cJSON *root, sl_config *cfg)
 {
     sl__config_ctx c;
@@ -273,43 +301,38 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
     const char *unit_text =
         cfg->model.has_gpt ? "the GPT's embedding, blocks and head" : "linear:N";
     const char *model_text = cfg->model.has_gpt ? "model.gpt" : "model.layers";
-    cJSON *p = sl__config_get(c, "partition");
+    cJSON *p = sl__config_get(c, "partition"), *pc = sl__config_get(c, "partition_counts");
     if (p && cJSON_IsArray(p)) {
-        int n = cJSON_GetArraySize(p);
-        if (n != nstages)
-            return sl_fail(SL_ECONFIG,
-                           "config: pipeline.partition lists %d stages but pipeline.stages x "
-                           "pipeline.chunks is %d",
-                           n, nstages);
-        if (!(cfg->pipeline.partition_counts = sl_alloc(sizeof(int) * (size_t)n))) return SL_ENOMEM;
-        int sum = 0, i = 0;
-        for (cJSON *it = p->child; it; it = it->next, i++) {
-            if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
-                it->valuedouble < 1 || it->valuedouble > units)
-                return sl_fail(SL_ECONFIG,
-                               "config: pipeline.partition[%d] must be a count of layers with "
-                               "parameters (%s) >= 1",
-                               i, unit_text);
-            cfg->pipeline.partition_counts[i] = (int)it->valuedouble;
-            sum += cfg->pipeline.partition_counts[i];
-        }
-        cfg->pipeline.npartition = n;
-        if (sum != units)
-            return sl_fail(SL_ECONFIG,
-                           "config: pipeline.partition counts %d layers with parameters but "
-                           "%s has %d",
-                           sum, model_text, units);
+        if (pc)
+            return sl_fail(SL_ECONFIG, "config: pipeline.partition_counts goes with "
+                                       "pipeline.partition \"time\" (a list of counts is "
+                                       "pipeline.partition itself)");
+        SL_TRY(parse_counts(p, "pipeline.partition", nstages, units, unit_text, model_text, cfg));
         if (!(cfg->pipeline.partition = sl__config_dup_str("explicit"))) return SL_ENOMEM;
     } else {
-        static const char *const part_names[] = {"uniform"};
+        static const char *const part_names[] = {"uniform", "parameters", "time"};
         int part;
         if (p && !cJSON_IsString(p))
             return sl_fail(SL_ECONFIG,
-                           "config: pipeline.partition must be \"uniform\" or an array of counts "
-                           "of layers with parameters per stage (got %s)",
+                           "config: pipeline.partition must be \"uniform\", \"parameters\", "
+                           "\"time\" or an array of counts of layers with parameters per stage "
+                           "(got %s)",
                            sl__config_type_name(p));
-        SL_TRY(sl__config_get_enum(c, "partition", "uniform", part_names, 1, &part));
-        if (!(cfg->pipeline.partition = sl__config_dup_str("uniform"))) return SL_ENOMEM;
+        SL_TRY(sl__config_get_enum(c, "partition", "uniform", part_names,
+                                   (int)SL_ARRAY_LEN(part_names), &part));
+        if (!(cfg->pipeline.partition = sl__config_dup_str(part_names[part]))) return SL_ENOMEM;
+        /* What a time partition gave, as plan.json's config records it so that every rank
+         * runs the same cut without profiling again. */
+        if (pc && part != 2)
+            return sl_fail(SL_ECONFIG,
+                           "config: pipeline.partition_counts goes with pipeline.partition "
+                           "\"time\" (it records the counts the profile gave), not \"%s\"",
+                           part_names[part]);
+        if (pc && !cJSON_IsArray(pc))
+            return sl_fail(SL_ECONFIG, "config: pipeline.partition_counts must be an array");
+        if (pc)
+            SL_TRY(parse_counts(pc, "pipeline.partition_counts", nstages, units, unit_text,
+                                model_text, cfg));
     }
     if (nstages > units)
         return sl_fail(SL_ECONFIG,

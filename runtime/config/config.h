@@ -97,10 +97,13 @@ typedef struct sl_config {
         char *schedule;        /* "gpipe", "1f1b" (default), "interleaved", "zb-h1" */
         int chunks;            /* model stages (virtual stages) per rank, default 1 */
         bool recompute;        /* default false */
-        char *partition;       /* "uniform" (default) or "explicit" when partition_counts is set */
-        int npartition;        /* 0, or stages*chunks when the config gives a list */
+        char *partition;       /* "uniform" (default), "parameters" (balance parameter counts),
+                                  "time" (balance measured cost, runtime/plan), or "explicit"
+                                  when the config gives a list */
+        int npartition;        /* 0, or stages*chunks when counts are known */
         int *partition_counts; /* layers with parameters per model stage, from "partition": [2, 1,
-                                  1] */
+                                  1], or for "time" the counts the profile gave
+                                  ("partition_counts", which plan.json's config records) */
     } pipeline;
 
     int ndevices;   /* 1 (one id for every rank) or pipeline.stages */

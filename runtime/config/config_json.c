@@ -95,12 +95,17 @@ char *sl_config_to_json(const sl_config *cfg, bool pretty)
     cJSON_AddStringToObject(o, "schedule", cfg->pipeline.schedule);
     cJSON_AddNumberToObject(o, "chunks", cfg->pipeline.chunks);
     cJSON_AddBoolToObject(o, "recompute", cfg->pipeline.recompute);
-    if (cfg->pipeline.npartition)
+    bool listed = cfg->pipeline.npartition && !strcmp(cfg->pipeline.partition, "explicit");
+    if (listed)
         cJSON_AddItemToObject(
             o, "partition",
             cJSON_CreateIntArray(cfg->pipeline.partition_counts, cfg->pipeline.npartition));
     else
         cJSON_AddStringToObject(o, "partition", cfg->pipeline.partition);
+    if (cfg->pipeline.npartition && !listed) /* what a time partition gave */
+        cJSON_AddItemToObject(
+            o, "partition_counts",
+            cJSON_CreateIntArray(cfg->pipeline.partition_counts, cfg->pipeline.npartition));
 
     if (cfg->ndevices == 1)
         cJSON_AddStringToObject(root, "devices", cfg->devices[0]);

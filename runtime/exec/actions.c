@@ -326,6 +326,7 @@ int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a)
                                    e->eval_share == 1 ? "validation" : "training", name);
         return sl_fail_context(rc, "rank %d, step %lld, action %s", e->rank, (long long)step, name);
     }
+    if (!compute && !e->eval_share) e->transfer += t1 - t0;
     if (compute && !e->eval_share) {
         e->busy += t1 - t0;
         if (l && a->type == SL_ACTION_F) l->f_s += t1 - t0, l->nf++;

@@ -60,6 +60,7 @@ static int report_done(sl__exec *e, double wall)
     cJSON_AddStringToObject(o, "device_name", info->name);
     cJSON_AddNumberToObject(o, "peak_bytes", (double)sl_device_peak_allocated(e->dev));
     cJSON_AddNumberToObject(o, "busy_s", e->busy);
+    cJSON_AddNumberToObject(o, "transfer_s", e->transfer);
     cJSON_AddNumberToObject(o, "wall_s", wall);
     cJSON *stages = cJSON_AddArrayToObject(o, "stages");
     for (int i = 0; i < e->nls; i++) {

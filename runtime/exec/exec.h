@@ -7,6 +7,7 @@
  *   {"type":"checkpoint","step":k}     every rank, after writing its weights after k steps
  *   {"type":"trace","events":[[name, start_us, duration_us], ...]}    every rank, at the end
  *   {"type":"done","device":id,"device_name":name,"peak_bytes":B,"busy_s":s,"wall_s":s,
+ *    "transfer_s":s (time in SEND/RECV actions),
  *    "stages":[{"stage":s,"f_ms":..,"b_ms":..,"w_ms":..}, ...]}   every rank, last
  *   {"type":"error","status":st,"message":"..."}                       a rank that failed
  * The trace comes before "done": "done" tells a coordinator under a launcher that the rank has

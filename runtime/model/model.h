@@ -127,12 +127,27 @@ typedef struct sl_partition {
  * stage 0. More stages than layers with parameters is SL_ECONFIG. */
 int sl_partition_make(const sl_model *m, int nstages, const int *counts, sl_stage_range *out);
 
+/* The units of the partition: unit u is layers [first[u], first[u+1]), a layer with parameters
+ * with the layers without that follow it (unit 0 also takes those before it). Returns the number
+ * of units; `first` (NULL: only count) gets units + 1 entries. */
+int sl_partition_units(const sl_model *m, int *first);
+
+/* The contiguous cut of `units` units into `nstages` stages (each at least one unit, in order)
+ * whose costliest stage costs least, cost[s * units + u] being unit u's cost on model stage s
+ * (stages may run on devices of different speeds); among the cuts as good as that, the one with
+ * the most even stages (least sum of squared stage costs). Writes layers-with-parameters counts
+ * per stage to counts[nstages]. SL_ECONFIG when nstages is not in 1..units, SL_EINVAL for a
+ * negative or non-finite cost. */
+int sl_partition_balance(int units, int nstages, const double *cost, int *counts);
+
 /* The two model stages that hold the copies of a tied parameter (a GPT's wte and lm_head), first <
  * last, in out[0..1]; equal (both 0) when no tied parameter spans two stages. SL_ECONFIG when
  * tied parameters span more than one pair of stages (one pair is supported). */
 int sl_partition_tied_stages(const sl_model *m, const sl_partition *p, int out[2]);
 
-/* The partition the config asks for (pipeline.stages x pipeline.chunks, uniform or explicit). */
+/* The partition the config asks for (pipeline.stages x pipeline.chunks): "uniform", an explicit
+ * list, "parameters" (sl_partition_balance on each unit's parameters + 1), or "time" once the
+ * plan has resolved its counts (pipeline.partition_counts); an unresolved "time" is SL_EINVAL. */
 int sl_partition_from_config(const sl_config *cfg, const sl_model *m, sl_partition *out);
 void sl_partition_free(sl_partition *p);
 static inline int sl_partition_rank(const sl_partition *p, int stage)

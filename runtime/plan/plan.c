@@ -23,15 +23,11 @@ static int copy_config(const sl_config *cfg, sl_config *out)
     return rc;
 }
 
-int sl_plan_build(const sl_config *cfg, sl_plan *out)
+/* The partition and the schedules from the plan's config and model. */
+static int build_parts(sl_plan *out)
 {
-    memset(out, 0, sizeof *out);
-    SL_TRY(copy_config(cfg, &out->cfg));
     const sl_config *c = &out->cfg;
-    out->ranks = c->pipeline.stages;
-    out->rows = (size_t)(c->train.batch / c->train.microbatches);
-    int rc = sl_model_init(c, &out->model);
-    if (rc == SL_OK) rc = sl_partition_from_config(c, &out->model, &out->part);
+    int rc = sl_partition_from_config(c, &out->model, &out->part);
     int tied[2] = {0, 0};
     if (rc == SL_OK) rc = sl_partition_tied_stages(&out->model, &out->part, tied);
     if (rc == SL_OK) {
@@ -69,10 +65,65 @@ int sl_plan_build(const sl_config *cfg, sl_plan *out)
         if (rc == SL_OK && (rc = sl_schedule_validate(out->eval_sched, depth)) != SL_OK)
             rc = sl_fail_context(rc, "the evaluation schedule");
     }
+    return rc;
+}
+
+static void free_parts(sl_plan *p)
+{
+    sl_schedule_free(p->sched);
+    sl_schedule_free(p->eval_sched);
+    p->sched = p->eval_sched = NULL;
+    sl_partition_free(&p->part);
+}
+
+/* A "time" partition without recorded counts: start from the uniform cut (so the plan can be
+ * simulated), profile the ranks' devices, balance, and record the counts in the plan's config. */
+static int resolve_time(sl_plan *out, bool refresh)
+{
+    sl_config *c = &out->cfg;
+    int S = c->pipeline.stages * c->pipeline.chunks;
+    sl_profile *profiles = NULL;
+    int *counts = sl_alloc(sizeof(int) * (size_t)S);
+    if (!counts) return SL_ENOMEM;
+    int rc = sl_plan_profiles(out, refresh, &profiles, out->note, sizeof out->note);
+    if (rc == SL_OK) rc = sl_plan_balance_time(out, profiles, counts);
+    sl_plan_profiles_free(out, profiles);
+    if (rc == SL_OK) {
+        free(c->pipeline.partition_counts);
+        c->pipeline.partition_counts = counts;
+        c->pipeline.npartition = S;
+        counts = NULL;
+        free_parts(out);
+        rc = build_parts(out);
+    }
+    free(counts);
+    return rc;
+}
+
+int sl_plan_build(const sl_config *cfg, sl_plan *out)
+{
+    return sl_plan_build_with(cfg, false, out);
+}
+
+int sl_plan_build_with(const sl_config *cfg, bool refresh_profile, sl_plan *out)
+{
+    memset(out, 0, sizeof *out);
+    SL_TRY(copy_config(cfg, &out->cfg));
+    sl_config *c = &out->cfg;
+    out->ranks = c->pipeline.stages;
+    out->rows = (size_t)(c->train.batch / c->train.microbatches);
+    int rc = sl_model_init(c, &out->model);
+    bool time = !strcmp(c->pipeline.partition, "time") && !c->pipeline.npartition;
+    /* The uniform cut first: the time partition simulates the plan's schedule on it. */
+    char *method = c->pipeline.partition;
+    if (time) c->pipeline.partition = (char *)"uniform";
+    if (rc == SL_OK) rc = build_parts(out);
+    if (time) c->pipeline.partition = method;
     if (rc == SL_OK && !(out->rank = sl_alloc(sizeof *out->rank * (size_t)out->ranks)))
         rc = SL_ENOMEM;
     for (int r = 0; rc == SL_OK && r < out->ranks; r++)
         out->rank[r].device = sl_config_device(c, r);
+    if (rc == SL_OK && time) rc = resolve_time(out, refresh_profile);
     if (rc == SL_OK && c->launch.nendpoints > 0)
         sl_plan_set_endpoints(out, (const char *const *)c->launch.endpoints);
     if (rc != SL_OK) sl_plan_free(out);
@@ -83,9 +134,7 @@ void sl_plan_free(sl_plan *p)
 {
     if (!p) return;
     free(p->rank);
-    sl_schedule_free(p->sched);
-    sl_schedule_free(p->eval_sched);
-    sl_partition_free(&p->part);
+    free_parts(p);
     sl_model_free(&p->model);
     sl_config_free(&p->cfg);
     memset(p, 0, sizeof *p);

@@ -46,7 +46,7 @@ typedef struct sl_plan_rank {
 } sl_plan_rank;
 
 typedef struct sl_plan {
-    sl_config cfg; /* the plan's own copy of the config */
+    sl_config cfg; /* the plan's own copy of the config (a "time" partition's counts filled in) */
     sl_model model;
     sl_partition part;
     sl_schedule *sched;      /* validated */
@@ -55,13 +55,18 @@ typedef struct sl_plan {
     int ranks;               /* pipeline.stages */
     size_t rows;             /* samples per micro-batch */
     sl_plan_rank *rank;      /* [ranks] */
+    char note[1024];         /* for the user: how a "time" partition was profiled ("" if not) */
 } sl_plan;
 
-/* Builds the plan from a validated config (the plan takes a copy): model, partition and the
- * schedule, which is validated (SL_ECONFIG or SL_EDEADLOCK naming the schedule otherwise). With
- * static endpoints (launch.endpoints) the ranks' endpoints are set; otherwise they stay "" until
+/* Builds the plan from a validated config (the plan takes a copy): model, partition (a "time"
+ * partition without recorded counts profiles the ranks' devices, sl_plan_balance_time, and records
+ * the counts in the plan's config as pipeline.partition_counts) and the schedule, which is
+ * validated (SL_ECONFIG or SL_EDEADLOCK naming the schedule otherwise). With static endpoints
+ * (launch.endpoints) the ranks' endpoints are set; otherwise they stay "" until
  * sl_plan_set_endpoints. */
 int sl_plan_build(const sl_config *cfg, sl_plan *out);
+/* The same, measuring a "time" partition's profiles again instead of reading the cache. */
+int sl_plan_build_with(const sl_config *cfg, bool refresh_profile, sl_plan *out);
 void sl_plan_free(sl_plan *p);
 
 /* Sets rank r's bind endpoint and the endpoint of the rank after it, for every rank. */
@@ -86,6 +91,64 @@ static inline int sl_plan_stage_of(const sl_plan *p, int rank, int chunk)
     if (p->part.v_shape && chunk == 1) return 2 * p->ranks - 1 - rank;
     return rank + chunk * p->ranks;
 }
+
+/* ------------------------------------------------------------------------------------------------
+ * Profiles and predictions (profile.c, predict.c)
+ *
+ * A profile is what each unit of the partition (sl_partition_units: a layer with parameters and
+ * the layers without that follow it) costs on one device at the run's micro-batch size: forward,
+ * input gradient and weight gradient, each timed after a warm-up (the median of 3), the loss on
+ * the model's output, and the link's cost for the unit's output (estimated from this host's copy
+ * time: a transfer touches its bytes about three times). Profiles are cached per device in
+ * SLUICE_CACHE_DIR, else $XDG_CACHE_HOME/sluice, else ~/.cache/sluice, as profile-<device>.json
+ * keyed by the model's shape (layers, widths, GPT config, loss, rows) and the device's name; a
+ * file for another shape is profiled again, and the note says so. */
+
+typedef struct sl_profile {
+    char device[32];
+    size_t rows;
+    int units;
+    double *f, *i, *w; /* [units] milliseconds per micro-batch */
+    double *link;      /* [units] milliseconds to send the unit's output to the next rank */
+    double loss_ms;    /* the loss and its gradient, on the last stage */
+    bool cached;       /* read from the cache, not measured */
+} sl_profile;
+
+/* The profile of `m` (with cfg's weights and threads) on `device` at `rows` rows per micro-batch,
+ * from the cache unless `refresh`; measured (and cached) otherwise. `note` gets a line for the
+ * user when the cache was stale or refreshed ("" otherwise). */
+int sl_profile_get(const sl_model *m, const sl_config *cfg, size_t rows, const char *device,
+                   bool refresh, sl_profile *out, char *note, size_t note_cap);
+void sl_profile_free(sl_profile *p);
+
+/* What a cut of the model into the plan's model stages should cost, from the ranks' profiles. */
+typedef struct sl_plan_prediction {
+    int nstages, ranks;
+    double *f, *i, *w;      /* [nstages] ms per micro-batch; the full backward is i + w */
+    double *send_bytes;     /* [nstages] bytes one micro-batch's output sends on (0: last) */
+    double *params;         /* [nstages] parameters */
+    double *peak_bytes;     /* [ranks] predicted peak device memory */
+    double *memory_bytes;   /* [ranks] the device's memory (0: unknown) */
+    double step_ms, bubble; /* the simulator's makespan and bubble ratio for these costs */
+} sl_plan_prediction;
+
+/* Predicts the plan's schedule with the stages `stages` (NULL: the plan's own) on the ranks'
+ * devices, whose profiles are profiles[rank]. Peak memory per rank: parameters, gradients and
+ * optimizer state, plus the most micro-batches the simulator has stashed at once times each
+ * one's stage input and stash, plus the backward's scratch. */
+int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage_range *stages,
+                    sl_plan_prediction *out);
+void sl_plan_prediction_free(sl_plan_prediction *pr);
+
+/* The profiles of every rank's device (one measurement per distinct device), notes joined. */
+int sl_plan_profiles(const sl_plan *p, bool refresh, sl_profile **out, char *note, size_t cap);
+void sl_plan_profiles_free(const sl_plan *p, sl_profile *profiles);
+
+/* The "time" cut: sl_partition_balance on the units' F+I+W (+ the loss on the last stage) on each
+ * stage's device, then single-unit moves across stage boundaries while the simulated step time of
+ * the plan's schedule (with the link cost) falls. SL_ECONFIG when its predicted memory does not
+ * fit a device. counts[nstages] gets layers-with-parameters counts. */
+int sl_plan_balance_time(const sl_plan *p, const sl_profile *profiles, int *counts);
 
 /* ------------------------------------------------------------------------------------------------
  * The run directory: every file name in one place. */

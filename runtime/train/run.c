@@ -239,6 +239,7 @@ static void on_done(sl__run *r, int rank, const cJSON *o)
     ri->peak_bytes = num(o, "peak_bytes");
     ri->busy_s = num(o, "busy_s");
     ri->wall_s = num(o, "wall_s");
+    ri->transfer_s = num(o, "transfer_s");
     const cJSON *s;
     cJSON_ArrayForEach(s, cJSON_GetObjectItem(o, "stages"))
     {
@@ -303,11 +304,12 @@ static int evaluate(const sl__run *r, const sl_weights *w, sl_train_summary *out
     return rc;
 }
 
-/* The simulator's bubble ratio for the per-stage costs the ranks measured (NaN when a stage has
- * none). */
-static double predicted_bubble(const sl__run *r)
+/* The simulator's bubble ratio and step time (ms) for the per-stage costs the ranks measured
+ * (NaN when a stage has none). */
+static double predicted_bubble(const sl__run *r, double *step_ms)
 {
     const sl_schedule *sched = r->plan->sched;
+    *step_ms = NAN;
     for (int i = 0; i < sched->stages; i++)
         if (!(r->stage_f[i] > 0 && r->stage_b[i] > 0)) return NAN;
     sl_schedule_costs costs = {.stage_f = r->stage_f,
@@ -316,6 +318,7 @@ static double predicted_bubble(const sl__run *r)
     sl_schedule_sim sim;
     if (sl_schedule_simulate(sched, &costs, &sim) != SL_OK) return NAN;
     double bubble = sim.bubble_ratio;
+    *step_ms = sim.makespan;
     sl_schedule_sim_free(&sim);
     return bubble;
 }
@@ -330,7 +333,8 @@ static int write_summary(const sl__run *r, sl_train_summary *s)
         wall = SL_MAX(wall, r->ranks[i].wall_s);
     }
     s->bubble_measured = wall > 0 ? 1.0 - busy / (ranks * wall) : NAN;
-    s->bubble_predicted = predicted_bubble(r);
+    double step_ms;
+    s->bubble_predicted = predicted_bubble(r, &step_ms);
 
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "steps", s->steps);
@@ -352,6 +356,12 @@ static int write_summary(const sl__run *r, sl_train_summary *s)
         cJSON_AddNumberToObject(o, "bubble_ratio_measured", s->bubble_measured);
     if (!isnan(s->bubble_predicted))
         cJSON_AddNumberToObject(o, "bubble_ratio_predicted", s->bubble_predicted);
+    /* The step time measured (after the first step) beside the simulator's for the measured
+     * costs: what the schedule alone would take; the difference is transfers and the runtime. */
+    if (r->steps_seen > 1 && r->last_t > r->first_t)
+        cJSON_AddNumberToObject(o, "step_time_measured_s",
+                                (r->last_t - r->first_t) / (r->steps_seen - 1));
+    if (!isnan(step_ms)) cJSON_AddNumberToObject(o, "step_time_predicted_s", step_ms / 1e3);
     cJSON *arr = cJSON_AddArrayToObject(o, "ranks");
     for (int i = 0; i < ranks; i++) {
         cJSON *ri = cJSON_CreateObject();
@@ -359,7 +369,14 @@ static int write_summary(const sl__run *r, sl_train_summary *s)
         cJSON_AddStringToObject(ri, "device", r->ranks[i].device);
         cJSON_AddStringToObject(ri, "device_name", r->ranks[i].device_name);
         cJSON_AddNumberToObject(ri, "peak_memory_bytes", r->ranks[i].peak_bytes);
-        cJSON_AddNumberToObject(ri, "busy_s", r->ranks[i].busy_s);
+        /* busy: compute actions; transfer: SEND/RECV actions (a wait for a neighbour included);
+         * runtime: the executor between actions; idle = wall - busy, the bubble's share. */
+        const sl__rank_info *k = &r->ranks[i];
+        cJSON_AddNumberToObject(ri, "busy_s", k->busy_s);
+        cJSON_AddNumberToObject(ri, "idle_s", k->wall_s - k->busy_s);
+        cJSON_AddNumberToObject(ri, "transfer_s", k->transfer_s);
+        cJSON_AddNumberToObject(ri, "runtime_s", k->wall_s - k->busy_s - k->transfer_s);
+        cJSON_AddNumberToObject(ri, "wall_s", k->wall_s);
         cJSON_AddItemToArray(arr, ri);
     }
     int rc = sl__write_json(r, SL_RUN_SUMMARY, o);

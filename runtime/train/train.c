@@ -80,6 +80,7 @@ int sl_train(const sl_config *cfg, const sl_train_options *opt, sl_train_summary
 {
     sl_plan plan;
     SL_TRY(sl_plan_build(cfg, &plan));
+    if (plan.note[0] && opt->progress) fprintf(stderr, "sluice train: %s\n", plan.note);
     sl__run r;
     sl_launch *l = NULL;
     int rc = sl__run_open(&r, &plan, opt);

@@ -17,7 +17,11 @@
  *   summary.json       steps, final_loss, eval_loss/eval_accuracy (with a test share),
  *                      val_loss/train_loss (a text: the last evaluation's),
  *                      samples_per_s, schedule, stages, chunks, bubble ratio measured and
- *                      predicted, and per rank its device and peak device memory
+ *                      predicted, step_time_measured_s (the mean after step 0) beside
+ *                      step_time_predicted_s (the simulator's for the measured costs), and per
+ *                      rank its device, peak device memory, busy_s (compute), transfer_s
+ *                      (SEND/RECV, waits included), runtime_s (between actions), idle_s
+ *                      (wall - busy) and wall_s
  *   trace.json         Chrome trace format, one track per rank (opens in Perfetto)
  *   vocab.json         a text's vocabulary: its characters in token order (data.text)
  * Nothing is left behind on failure: every rank is stopped and the run directory removed. */

@@ -15,7 +15,7 @@
 
 typedef struct sl__rank_info {
     char device[32], device_name[256];
-    double peak_bytes, busy_s, wall_s;
+    double peak_bytes, busy_s, wall_s, transfer_s;
 } sl__rank_info;
 
 /* The Chrome trace of a run: every rank's events on its own track. */

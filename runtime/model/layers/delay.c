@@ -102,34 +102,32 @@ static int pass_through(const sl_layer_pass *p, sl_buffer *src, sl_buffer *dst, 
     return sl_fill(p->dev, n, 0.0f, dst);
 }
 
-static int delay_forward(const sl_layer_pass *p)
+/* One pass: dst from src (when there is a dst), then the rest of the layer's MS asleep. */
+static int timed_pass(const sl_layer_pass *p, sl_buffer *src, sl_buffer *dst, int dst_width)
 {
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    SL_TRY(pass_through(p, p->x, p->y, p->layer->out));
-    SL_TRY(sl_device_finish(p->dev));
-    sleep_until(&start, p->layer->arg);
-    return SL_OK;
-}
-
-static int delay_backward_input(const sl_layer_pass *p)
-{
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    if (p->dx) {
-        SL_TRY(pass_through(p, p->dy, p->dx, p->layer->in));
+    if (dst) {
+        SL_TRY(pass_through(p, src, dst, dst_width));
         SL_TRY(sl_device_finish(p->dev));
     }
     sleep_until(&start, p->layer->arg);
     return SL_OK;
 }
 
+static int delay_forward(const sl_layer_pass *p)
+{
+    return timed_pass(p, p->x, p->y, p->layer->out);
+}
+
+static int delay_backward_input(const sl_layer_pass *p)
+{
+    return timed_pass(p, p->dy, p->dx, p->layer->in);
+}
+
 static int delay_backward_weight(const sl_layer_pass *p)
 {
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    sleep_until(&start, p->layer->arg);
-    return SL_OK;
+    return timed_pass(p, NULL, NULL, 0);
 }
 
 static double delay_flops(const sl_layer *l, enum sl_layer_phase phase)

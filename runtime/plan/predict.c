@@ -1,0 +1,267 @@
+/* Predictions from profiles, and the "time" partition's balancer (see plan.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "runtime/plan/plan.h"
+
+int sl_plan_profiles(const sl_plan *p, bool refresh, sl_profile **out, char *note, size_t cap)
+{
+    sl_profile *pr = sl_alloc(sizeof *pr * (size_t)p->ranks);
+    if (!pr) return SL_ENOMEM;
+    if (cap) note[0] = '\0';
+    int rc = SL_OK;
+    for (int r = 0; r < p->ranks && rc == SL_OK; r++) {
+        /* One measurement per device: a rank on a device already profiled shares it. */
+        int same = -1;
+        for (int q = 0; q < r && same < 0; q++)
+            if (!strcmp(p->rank[q].device, p->rank[r].device)) same = q;
+        if (same >= 0) {
+            pr[r] = pr[same];
+            continue;
+        }
+        char line[512];
+        rc = sl_profile_get(&p->model, &p->cfg, p->rows, p->rank[r].device, refresh, &pr[r], line,
+                            sizeof line);
+        size_t used = strlen(note);
+        if (rc == SL_OK && line[0] && cap > used)
+            snprintf(note + used, cap - used, "%s%s", used ? "\n" : "", line);
+    }
+    if (rc != SL_OK) {
+        sl_plan_profiles_free(p, pr);
+        return rc;
+    }
+    *out = pr;
+    return SL_OK;
+}
+
+void sl_plan_profiles_free(const sl_plan *p, sl_profile *profiles)
+{
+    if (!profiles) return;
+    /* From the last: a rank that shares an earlier rank's profile is seen before that one is
+     * freed (and zeroed). */
+    for (int r = p->ranks - 1; r >= 0; r--) {
+        bool shared = false;
+        for (int q = 0; q < r && !shared; q++) shared = profiles[q].f == profiles[r].f;
+        if (!shared) sl_profile_free(&profiles[r]);
+    }
+    free(profiles);
+}
+
+void sl_plan_prediction_free(sl_plan_prediction *pr)
+{
+    if (!pr) return;
+    free(pr->f);
+    memset(pr, 0, sizeof *pr);
+}
+
+/* Optimizer state tensors per parameter: SGD's momentum, Adam's two moments. */
+static int optimizer_states(const sl_config *cfg)
+{
+    const sl_optimizer_config *o = &cfg->train.optimizer;
+    if (o->kind == SL_OPT_SGD) return o->momentum > 0 ? 1 : 0;
+    return 2;
+}
+
+/* Per stage F/I/W from the profile of its rank's device (the loss with the last stage's F). */
+static void stage_costs(const sl_plan *p, const sl_profile *profiles, const sl_stage_range *st,
+                        const int *first, int units, double *f, double *i, double *w)
+{
+    int S = p->part.nstages;
+    for (int s = 0; s < S; s++) {
+        const sl_profile *pf = &profiles[sl_partition_rank(&p->part, s)];
+        f[s] = i[s] = w[s] = 0;
+        for (int u = 0; u < units; u++)
+            if (first[u] >= st[s].first && first[u] < st[s].last) {
+                f[s] += pf->f[u];
+                i[s] += pf->i[u];
+                w[s] += pf->w[u];
+            }
+        if (s == S - 1) f[s] += pf->loss_ms;
+    }
+}
+
+/* The simulator's makespan and bubble for per-stage costs; latency: the costliest link. */
+static int simulate(const sl_plan *p, const double *f, const double *i, const double *w,
+                    double latency, double *makespan, double *bubble, int **peak)
+{
+    int S = p->part.nstages;
+    double *ff = sl_alloc(sizeof(double) * 3 * (size_t)S);
+    if (!ff) return SL_ENOMEM;
+    double *b = ff + S, *ww = b + S;
+    bool split = p->sched->split_backward;
+    /* The simulator wants positive costs and W inside (0, B): a stage that costs nothing (no
+     * weight gradient, say) still gets a sliver. */
+    for (int s = 0; s < S; s++) {
+        ff[s] = fmax(f[s], 1e-6);
+        b[s] = fmax(i[s] + w[s], 1e-6);
+        ww[s] = fmin(fmax(w[s], b[s] * 1e-3), b[s] * (1 - 1e-3));
+    }
+    sl_schedule_costs costs = {
+        .stage_f = ff, .stage_b = b, .stage_w = split ? ww : NULL, .latency = latency};
+    sl_schedule_sim sim;
+    int rc = sl_schedule_simulate(p->sched, &costs, &sim);
+    if (rc == SL_OK) {
+        *makespan = sim.makespan;
+        *bubble = sim.bubble_ratio;
+        if (peak) {
+            *peak = sl_alloc(sizeof(int) * (size_t)p->ranks);
+            if (!*peak) rc = SL_ENOMEM;
+            for (int r = 0; rc == SL_OK && r < p->ranks; r++)
+                (*peak)[r] = sim.peak_activations[r] +
+                             (split && sim.peak_pending_w ? sim.peak_pending_w[r] : 0);
+        }
+        sl_schedule_sim_free(&sim);
+    }
+    free(ff);
+    return rc;
+}
+
+static double device_memory(const char *id)
+{
+    const sl_device_info *infos;
+    size_t count;
+    if (sl_device_list(&infos, &count) != SL_OK) {
+        sl_clear_error();
+        return 0;
+    }
+    for (size_t k = 0; k < count; k++)
+        if (!strcmp(infos[k].id, id)) return (double)infos[k].memory_bytes;
+    return 0;
+}
+
+int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage_range *stages,
+                    sl_plan_prediction *out)
+{
+    memset(out, 0, sizeof *out);
+    const sl_model *m = &p->model;
+    const sl_stage_range *st = stages ? stages : p->part.stages;
+    int S = p->part.nstages, R = p->ranks;
+    out->nstages = S;
+    out->ranks = R;
+    int units = sl_partition_units(m, NULL);
+    int *first = sl_alloc(sizeof(int) * (size_t)(units + 1));
+    out->f = sl_alloc(sizeof(double) * (5 * (size_t)S + 2 * (size_t)R));
+    if (!first || !out->f) {
+        free(first);
+        sl_plan_prediction_free(out);
+        return SL_ENOMEM;
+    }
+    out->i = out->f + S;
+    out->w = out->i + S;
+    out->send_bytes = out->w + S;
+    out->params = out->send_bytes + S;
+    out->peak_bytes = out->params + S;
+    out->memory_bytes = out->peak_bytes + R;
+    sl_partition_units(m, first);
+    stage_costs(p, profiles, st, first, units, out->f, out->i, out->w);
+    double latency = 0;
+    for (int s = 0; s < S; s++) {
+        out->send_bytes[s] =
+            s + 1 < S ? (double)(p->rows * (size_t)sl_model_width(m, st[s].last) * 4) : 0;
+        out->params[s] = (double)sl_model_params(m, st[s].first, st[s].last);
+        if (s + 1 < S && sl_partition_rank(&p->part, s) != sl_partition_rank(&p->part, s + 1))
+            for (int u = 0; u < units; u++)
+                if (first[u + 1] == st[s].last)
+                    latency = fmax(latency, profiles[sl_partition_rank(&p->part, s)].link[u]);
+    }
+    int *peak = NULL;
+    int rc = simulate(p, out->f, out->i, out->w, latency, &out->step_ms, &out->bubble, &peak);
+    int states = optimizer_states(&p->cfg);
+    for (int r = 0; rc == SL_OK && r < R; r++) {
+        double weights = 0, stash = 0, widest = 0;
+        for (int s = r; s < S; s += R) {
+            weights += out->params[s] * 4.0 * (2 + states);
+            /* The stage input, and the output gradient that comes back for it. */
+            stash += (double)(p->rows * (size_t)sl_model_width(m, st[s].first) * 4);
+            stash += (double)(p->rows * (size_t)sl_model_width(m, st[s].last) * 4);
+            for (int l = st[s].first; l < st[s].last; l++) {
+                stash += (double)(p->rows * sl_layer_stash_bytes(&m->layers[l]));
+                widest = fmax(widest, (double)m->layers[l].out);
+            }
+        }
+        out->peak_bytes[r] = weights + peak[r] * stash + 2.0 * (double)p->rows * widest * 4;
+        out->memory_bytes[r] = device_memory(p->rank[r].device);
+    }
+    free(peak);
+    free(first);
+    if (rc != SL_OK) sl_plan_prediction_free(out);
+    return rc;
+}
+
+/* The stages of `counts` units per stage. */
+static int ranges_of(const sl_plan *p, const int *counts, sl_stage_range *st)
+{
+    return sl_partition_make(&p->model, p->part.nstages, counts, st);
+}
+
+static int predict_counts(const sl_plan *p, const sl_profile *profiles, const int *counts,
+                          sl_stage_range *st, sl_plan_prediction *pr)
+{
+    SL_TRY(ranges_of(p, counts, st));
+    return sl_plan_predict(p, profiles, st, pr);
+}
+
+int sl_plan_balance_time(const sl_plan *p, const sl_profile *profiles, int *counts)
+{
+    const sl_model *m = &p->model;
+    int S = p->part.nstages;
+    int units = sl_partition_units(m, NULL);
+    int *first = sl_alloc(sizeof(int) * (size_t)(units + 1));
+    double *cost = sl_alloc(sizeof(double) * (size_t)units * (size_t)S);
+    sl_stage_range *st = sl_alloc(sizeof *st * (size_t)S);
+    int rc = first && cost && st ? SL_OK : SL_ENOMEM;
+    if (rc == SL_OK) {
+        sl_partition_units(m, first);
+        for (int s = 0; s < S; s++) {
+            const sl_profile *pf = &profiles[sl_partition_rank(&p->part, s)];
+            for (int u = 0; u < units; u++)
+                cost[(size_t)s * (size_t)units + (size_t)u] =
+                    pf->f[u] + pf->i[u] + pf->w[u] + (u == units - 1 ? pf->loss_ms : 0);
+        }
+        rc = sl_partition_balance(units, S, cost, counts);
+    }
+    /* Then single units across one boundary at a time, while the simulated step falls: the
+     * schedule's own order decides what a stage's extra time costs (the first and last stages
+     * of 1F1B wait differently), which the largest stage alone does not say. */
+    sl_plan_prediction pr = {0};
+    if (rc == SL_OK) rc = predict_counts(p, profiles, counts, st, &pr);
+    double best = pr.step_ms;
+    sl_plan_prediction_free(&pr);
+    for (int round = 0; rc == SL_OK && round < 4 * units; round++) {
+        bool moved = false;
+        for (int b = 0; b + 1 < S && rc == SL_OK; b++)
+            for (int d = -1; d <= 1; d += 2) {
+                if (counts[b] + d < 1 || counts[b + 1] - d < 1) continue;
+                counts[b] += d;
+                counts[b + 1] -= d;
+                rc = predict_counts(p, profiles, counts, st, &pr);
+                double t = pr.step_ms;
+                sl_plan_prediction_free(&pr);
+                if (rc == SL_OK && t < best * (1 - 1e-9)) {
+                    best = t;
+                    moved = true;
+                } else {
+                    counts[b] -= d;
+                    counts[b + 1] += d;
+                }
+            }
+        if (!moved) break;
+    }
+    /* A plan whose predicted memory does not fit a device is refused. */
+    if (rc == SL_OK) rc = predict_counts(p, profiles, counts, st, &pr);
+    for (int r = 0; rc == SL_OK && r < p->ranks; r++)
+        if (pr.memory_bytes[r] > 0 && pr.peak_bytes[r] > pr.memory_bytes[r])
+            rc = sl_fail(SL_ECONFIG,
+                         "partition \"time\": rank %d's stages need about %.0f MiB on %s, which "
+                         "has %.0f MiB: use more stages or a device with more memory",
+                         r, pr.peak_bytes[r] / 1048576.0, p->rank[r].device,
+                         pr.memory_bytes[r] / 1048576.0);
+    sl_plan_prediction_free(&pr);
+    free(first);
+    free(cost);
+    free(st);
+    return rc;
+}

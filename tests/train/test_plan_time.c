@@ -1,0 +1,207 @@
+/* "time" partitions and `sluice plan`'s predictions. The balancer is checked on profiles made up
+ * here (no device, no timing): a stage on a slower device gets fewer units, a plan that cannot
+ * fit a device's memory is refused. Then through the real executable with a private profile
+ * cache: the cache is written, read back, refused when it is for another model shape (profiled
+ * again, and said so), and the costs it holds decide the cut. */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <stdlib.h>
+
+#include "../bench/run.h"
+#include "helpers.h"
+#include "runtime/plan/plan.h"
+
+static void load(const char *const *sets, int n, sl_config *cfg)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/samples/digits/digits.json", source_dir());
+    cr_assert_eq(sl_config_load(path, sets, n, cfg), SL_OK, "%s", sl_last_error());
+}
+
+/* Profiles whose every unit costs `unit_ms[r]` (F = I = W) on rank r. */
+static void fake_profiles(const sl_plan *p, const double *unit_ms, sl_profile *pr)
+{
+    int units = sl_partition_units(&p->model, NULL);
+    for (int r = 0; r < p->ranks; r++) {
+        pr[r] = (sl_profile){.rows = p->rows, .units = units};
+        pr[r].f = calloc(4 * (size_t)units, sizeof(double));
+        pr[r].i = pr[r].f + units;
+        pr[r].w = pr[r].i + units;
+        pr[r].link = pr[r].w + units;
+        for (int u = 0; u < units; u++) pr[r].f[u] = pr[r].i[u] = pr[r].w[u] = unit_ms[r];
+    }
+}
+
+Test(plan_time, slower_device_gets_fewer_units)
+{
+    const char *sets[] = {"model.layers=[\"linear:16\",\"relu\",\"linear:16\",\"linear:16\","
+                          "\"linear:16\",\"linear:16\",\"linear:16\",\"linear:16\",\"linear:10\"]",
+                          "pipeline.stages=2", "pipeline.schedule=gpipe"};
+    sl_config cfg;
+    load(sets, 3, &cfg);
+    sl_plan plan;
+    cr_assert_eq(sl_plan_build(&cfg, &plan), SL_OK, "%s", sl_last_error());
+    sl_profile pr[2];
+    int counts[2];
+    fake_profiles(&plan, (double[]){1.0, 1.0}, pr);
+    cr_assert_eq(sl_plan_balance_time(&plan, pr, counts), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(counts[0] + counts[1], 8);
+    cr_assert(counts[0] == 4 || counts[0] == 5, "equal devices: %d + %d", counts[0], counts[1]);
+    for (int r = 0; r < 2; r++) sl_profile_free(&pr[r]);
+    /* Rank 1's device three times slower: rank 0 takes 6 of the 8. */
+    fake_profiles(&plan, (double[]){1.0, 3.0}, pr);
+    cr_assert_eq(sl_plan_balance_time(&plan, pr, counts), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(counts[0], 6, "the faster device took %d of 8", counts[0]);
+    /* The predicted step beats the uniform cut's. */
+    sl_stage_range st[2];
+    sl_plan_prediction timed, uniform;
+    cr_assert_eq(sl_partition_make(&plan.model, 2, counts, st), SL_OK);
+    cr_assert_eq(sl_plan_predict(&plan, pr, st, &timed), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_plan_predict(&plan, pr, NULL, &uniform), SL_OK);
+    cr_assert_lt(timed.step_ms, uniform.step_ms);
+    cr_assert_gt(timed.params[0], timed.params[1]);
+    cr_assert_eq(timed.send_bytes[0], plan.rows * 16 * 4);
+    cr_assert_eq(timed.send_bytes[1], 0);
+    sl_plan_prediction_free(&timed);
+    sl_plan_prediction_free(&uniform);
+    for (int r = 0; r < 2; r++) sl_profile_free(&pr[r]);
+    sl_plan_free(&plan);
+    sl_config_free(&cfg);
+}
+
+Test(plan_time, refuses_what_does_not_fit)
+{
+    /* Two layers of 10^10 parameters with Adam: 160 GB each, on no machine's CPU. */
+    const char *sets[] = {"model.layers=[\"linear:100000\",\"linear:100000\",\"linear:10\"]",
+                          "model.inputs=100000", "pipeline.stages=2",
+                          "train.optimizer={\"name\":\"adam\",\"lr\":0.001}"};
+    sl_config cfg;
+    char path[512];
+    snprintf(path, sizeof path, "%s/samples/digits/digits.json", source_dir());
+    /* The digits data has 64 features: the model's inputs are only checked when data loads. */
+    cr_assert_eq(sl_config_load(path, sets, 4, &cfg), SL_OK, "%s", sl_last_error());
+    sl_plan plan;
+    cr_assert_eq(sl_plan_build(&cfg, &plan), SL_OK, "%s", sl_last_error());
+    sl_profile pr[2];
+    int counts[2];
+    fake_profiles(&plan, (double[]){1.0, 1.0}, pr);
+    assert_fails_with(sl_plan_balance_time(&plan, pr, counts), "which has");
+    cr_assert(strstr(sl_last_error(), "use more stages or a device with more memory"), "%s",
+              sl_last_error());
+    for (int r = 0; r < 2; r++) sl_profile_free(&pr[r]);
+    sl_plan_free(&plan);
+    sl_config_free(&cfg);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Through `sluice plan`, with a private cache */
+
+static char cache[300];
+
+static void setup_cache(void)
+{
+    snprintf(cache, sizeof cache, "%s/cache", tmpdir());
+}
+
+static cJSON *plan_json(const char *args, char **err_out)
+{
+    char config[512];
+    snprintf(config, sizeof config, "%s/samples/digits/digits.json", source_dir());
+    int status;
+    char errf[400];
+    snprintf(errf, sizeof errf, "%s/stderr.txt", tmpdir());
+    char *out = run_sluice(&status,
+                           "plan '%s' --set 'model.layers=[\"delay:0.2:8\",\"delay:0.2\","
+                           "\"delay:0.2\",\"delay:0.2\",\"delay:0.2:10\"]' --set "
+                           "pipeline.stages=2 %s --json 2>'%s'",
+                           config, args, errf);
+    char *err;
+    size_t len;
+    cr_assert_eq(sl_read_file(errf, &err, &len), SL_OK);
+    cr_assert_eq(status, 0, "exit %d: %s", status, err);
+    cJSON *root = cJSON_Parse(out);
+    cr_assert_not_null(root, "%s", out);
+    free(out);
+    if (err_out)
+        *err_out = err;
+    else
+        free(err);
+    return root;
+}
+
+static int first_count(const cJSON *root)
+{
+    const cJSON *pc = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(root, "config"), "pipeline"), "partition_counts");
+    cr_assert(cJSON_IsArray(pc), "no partition_counts");
+    return (int)cJSON_GetNumberValue(cJSON_GetArrayItem(pc, 0));
+}
+
+Test(plan_time, sluice_plan_and_its_cache, .init = setup_cache)
+{
+    setenv("SLUICE_CACHE_DIR", cache, 1);
+    char *err;
+    cJSON *root = plan_json("", &err);
+    const cJSON *pred = cJSON_GetObjectItem(root, "prediction");
+    cr_assert_not_null(pred, "no prediction");
+    cr_assert_gt(cJSON_GetNumberValue(cJSON_GetObjectItem(pred, "step_ms")), 0.0);
+    const cJSON *uni = cJSON_GetObjectItem(pred, "uniform");
+    cr_assert_gt(cJSON_GetNumberValue(cJSON_GetObjectItem(uni, "step_ms")), 0.0);
+    const cJSON *st0 = cJSON_GetArrayItem(cJSON_GetObjectItem(pred, "stages"), 0);
+    cr_assert_geq(cJSON_GetNumberValue(cJSON_GetObjectItem(st0, "f_ms")), 0.2, "a delay:0.2");
+    cr_assert_gt(cJSON_GetNumberValue(cJSON_GetObjectItem(
+                     cJSON_GetArrayItem(cJSON_GetObjectItem(pred, "ranks"), 0), "peak_bytes")),
+                 0.0);
+    cr_assert_not(cJSON_IsTrue(cJSON_GetObjectItem(
+        cJSON_GetArrayItem(cJSON_GetObjectItem(pred, "profiles"), 0), "cached")));
+    cJSON_Delete(root);
+    free(err);
+
+    /* The cache as written: make the first unit cost 100 ms, so "time" puts it alone. */
+    char path[400], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/profile-cpu.json", cache);
+    cr_assert_eq(sl_read_file(path, &text, &len), SL_OK, "%s", sl_last_error());
+    cJSON *c = cJSON_Parse(text);
+    free(text);
+    cr_assert_not_null(c);
+    const char *keys[] = {"f_ms", "i_ms", "w_ms"};
+    for (int k = 0; k < 3; k++) {
+        cJSON *arr = cJSON_GetObjectItem(c, keys[k]);
+        for (int u = 0; u < 5; u++) cJSON_SetNumberValue(cJSON_GetArrayItem(arr, u), u ? 1 : 100);
+    }
+    text = cJSON_Print(c);
+    cr_assert_eq(sl_write_file(path, text, strlen(text), 0644), SL_OK);
+    free(text);
+    root = plan_json("--set pipeline.partition=time", &err);
+    cr_assert_eq(first_count(root), 1, "the costly unit alone");
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(
+        cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "prediction"), "profiles"),
+                           0),
+        "cached")));
+    cr_assert_eq(err[0], '\0', "nothing to say: %s", err);
+    cJSON_Delete(root);
+    free(err);
+
+    /* A cache for another shape: profiled again, and said so. */
+    cJSON_ReplaceItemInObject(c, "shape", cJSON_CreateString("0000000000000000"));
+    text = cJSON_Print(c);
+    cr_assert_eq(sl_write_file(path, text, strlen(text), 0644), SL_OK);
+    free(text);
+    cJSON_Delete(c);
+    root = plan_json("--set pipeline.partition=time", &err);
+    cr_assert(strstr(err, "is for another model shape or device: profiled again"), "%s", err);
+    cJSON_Delete(root);
+    free(err);
+    /* --profile refreshes; --no-profile gives no prediction. */
+    root = plan_json("--profile", &err);
+    cr_assert_not(cJSON_IsTrue(cJSON_GetObjectItem(
+        cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "prediction"), "profiles"),
+                           0),
+        "cached")));
+    cJSON_Delete(root);
+    free(err);
+    root = plan_json("--no-profile", NULL);
+    cr_assert_null(cJSON_GetObjectItem(root, "prediction"));
+    cJSON_Delete(root);
+}
