@@ -221,37 +221,91 @@ int sl_remove_tree(const char *dir)
     return SL_OK;
 }
 
-int sl_read_file(const char *path, char **data, size_t *size)
+static const char *file_kind(mode_t mode)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return sl_fail(SL_EIO, "cannot open '%s': %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 65536 + 1 > cap) {
-            cap = cap ? cap * 2 : 65536 * 2;
-            char *nb = realloc(buf, cap);
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a regular file";
+}
+
+int sl_open_regular(const char *path, size_t max, int *fd, size_t *size)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. */
+    int f = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (f < 0) return sl_fail(SL_EIO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(f, &sb) != 0) {
+        int err = errno;
+        close(f);
+        return sl_fail(SL_EIO, "cannot read '%s': %s", path, strerror(err));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(f);
+        return sl_fail(SL_EIO,
+                       "'%s' is %s, not a regular file (sluice reads configs, data and "
+                       "weights only from regular files)",
+                       path, file_kind(sb.st_mode));
+    }
+    if ((uint64_t)sb.st_size > max) {
+        close(f);
+        return sl_fail(SL_ELIMIT,
+                       "'%s' is %llu bytes, more than the %zu bytes such a file may have", path,
+                       (unsigned long long)sb.st_size, max);
+    }
+    fcntl(f, F_SETFL, fcntl(f, F_GETFL) & ~O_NONBLOCK);
+    *fd = f;
+    if (size) *size = (size_t)sb.st_size;
+    return SL_OK;
+}
+
+int sl_read_file_max(const char *path, size_t max, char **data, size_t *size)
+{
+    int fd;
+    size_t expect;
+    SL_TRY(sl_open_regular(path, max, &fd, &expect));
+    /* The file may change while it is read: never more than max bytes, whatever its size was. */
+    size_t cap = expect + 1, len = 0;
+    char *buf = malloc(cap + 1);
+    int st =
+        buf ? SL_OK : sl_fail(SL_ENOMEM, "out of memory reading '%s' (%zu bytes)", path, expect);
+    while (st == SL_OK) {
+        if (len == cap) {
+            size_t more = cap < max / 2 ? cap * 2 : max + 1;
+            char *nb = more > cap ? realloc(buf, more + 1) : NULL;
             if (!nb) {
-                free(buf);
-                fclose(f);
-                return sl_fail(SL_ENOMEM, "out of memory reading '%s'", path);
+                st = more > cap
+                         ? sl_fail(SL_ENOMEM, "out of memory reading '%s'", path)
+                         : sl_fail(SL_ELIMIT, "'%s' grew past %zu bytes while read", path, max);
+                break;
             }
             buf = nb;
+            cap = more;
         }
-        size_t n = fread(buf + len, 1, cap - len - 1, f);
-        len += n;
-        if (n == 0) break;
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) st = sl_fail(SL_EIO, "error reading '%s': %s", path, strerror(errno));
+        if (n <= 0) break;
+        len += (size_t)n;
     }
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
+    close(fd);
+    if (st == SL_OK && len > max)
+        st = sl_fail(SL_ELIMIT, "'%s' grew past %zu bytes while read", path, max);
+    if (st != SL_OK) {
         free(buf);
-        return sl_fail(SL_EIO, "error reading '%s'", path);
+        return st;
     }
     buf[len] = '\0';
     *data = buf;
     if (size) *size = len;
     return SL_OK;
+}
+
+int sl_read_file(const char *path, char **data, size_t *size)
+{
+    return sl_read_file_max(path, SL_READ_FILE_MAX, data, size);
 }
 
 int sl_write_file(const char *path, const void *data, size_t len, unsigned mode)

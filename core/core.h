@@ -96,7 +96,18 @@ size_t sl_mul_size(size_t n, size_t size);
  * be undefined. */
 int sl_to_int(double v, int fallback);
 
-/* Reads a whole file into memory (NUL-terminated for convenience). */
+/* Opens `path` for reading when it is a regular file of at most `max` bytes: anything else (a
+ * FIFO, which would block; a device such as /dev/zero, which never ends; a directory, a socket)
+ * is SL_EIO naming it and what it is, and a larger file SL_ELIMIT naming both sizes. *fd is a
+ * blocking, close-on-exec descriptor; *size the file's size. */
+int sl_open_regular(const char *path, size_t max, int *fd, size_t *size);
+
+/* Reads a whole regular file of at most `max` bytes into memory (sl_open_regular's checks; the
+ * copy is NUL-terminated for convenience). */
+int sl_read_file_max(const char *path, size_t max, char **data, size_t *size);
+
+/* sl_read_file_max with the limit SL_READ_FILE_MAX. */
+#define SL_READ_FILE_MAX ((size_t)1 << 30)
 int sl_read_file(const char *path, char **data, size_t *size);
 
 /* Writes `len` bytes to `path` with permission bits `mode` (0644, or 0600 for secrets): to a

@@ -115,7 +115,8 @@ static int parse_model(cJSON *root, sl_config *cfg)
                        "next token with cross_entropy)",
                        loss_names[loss]);
     SL_TRY(sl__config_get_str(c, "init", false, NULL, &cfg->model.init));
-    if (cfg->model.init) SL_TRY(sl__config_resolve_path("model.init", cfg->dir, &cfg->model.init));
+    if (cfg->model.init)
+        SL_TRY(sl__config_resolve_path("model.init", cfg->dir, false, &cfg->model.init));
     SL_TRY(sl__config_get_u64(c, "seed", &cfg->model.seed));
     return SL_OK;
 }
@@ -135,7 +136,7 @@ static int parse_data(cJSON *root, sl_config *cfg)
                                    "a GPT; other models read data.path)");
     if (sl__config_get(c, "path")) {
         SL_TRY(sl__config_get_str(c, "path", true, NULL, &cfg->data.path));
-        SL_TRY(sl__config_resolve_path("data.path", cfg->dir, &cfg->data.path));
+        SL_TRY(sl__config_resolve_path("data.path", cfg->dir, false, &cfg->data.path));
         size_t n = strlen(cfg->data.path), m = strlen(".safetensors");
         if (cfg->model.has_gpt && (n < m || strcmp(cfg->data.path + n - m, ".safetensors") != 0))
             return sl_fail(SL_ECONFIG,
@@ -144,7 +145,7 @@ static int parse_data(cJSON *root, sl_config *cfg)
                            cfg->data.path);
     } else {
         SL_TRY(sl__config_get_str(c, "text", true, NULL, &cfg->data.text));
-        SL_TRY(sl__config_resolve_path("data.text", cfg->dir, &cfg->data.text));
+        SL_TRY(sl__config_resolve_path("data.text", cfg->dir, false, &cfg->data.text));
     }
     SL_TRY(
         sl__config_get_num(c, "val_fraction", false, 0.1, 0.0, 1.0, true, &cfg->data.val_fraction));
@@ -403,7 +404,7 @@ static int parse_rest(cJSON *root, sl_config *cfg)
     SL_TRY(sl__config_get_bool(c, "curve", false, &cfg->launch.curve));
     SL_TRY(sl__config_get_str(c, "keys", false, NULL, &cfg->launch.keys));
     if (cfg->launch.keys)
-        SL_TRY(sl__config_resolve_path("launch.keys", cfg->dir, &cfg->launch.keys));
+        SL_TRY(sl__config_resolve_path("launch.keys", cfg->dir, true, &cfg->launch.keys));
     if (cfg->launch.keys && !cfg->launch.curve)
         return sl_fail(SL_ECONFIG, "config: launch.keys is set but launch.curve is false; set "
                                    "launch.curve to true to encrypt the links");
@@ -441,18 +442,39 @@ static int parse_tree(cJSON *root, sl_config *cfg)
     return SL_OK;
 }
 
-static int config_parse(const char *json, const char *dir, const char *file,
+/* The line of json[0..at) that `at` is on, for messages. */
+static int line_of(const char *json, const char *at)
+{
+    int line = 1;
+    for (const char *p = json; p < at; p++) line += *p == '\n';
+    return line;
+}
+
+static int config_parse(const char *json, size_t len, const char *dir, const char *file,
                         const char *const *sets, int nsets, sl_config *out)
 {
     memset(out, 0, sizeof *out);
     if (!json) return sl_fail(SL_EINVAL, "config: no text");
-    cJSON *root = cJSON_Parse(json);
+    const char *nul = memchr(json, '\0', len);
+    if (nul)
+        return sl_fail(SL_ECONFIG, "config: a NUL byte at line %d (byte %zu): not a JSON text",
+                       line_of(json, nul), (size_t)(nul - json));
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
-        int line = 1;
-        for (const char *p = json; at && p < at && *p; p++) line += *p == '\n';
-        return sl_fail(SL_ECONFIG, "config: not valid JSON (near line %d: \"%.20s\")", line,
-                       at ? at : "");
+        if (!at || at < json || at > json + len) at = json + len;
+        return sl_fail(SL_ECONFIG, "config: not valid JSON (near line %d: \"%.*s\")",
+                       line_of(json, at), (int)SL_MIN((size_t)20, (size_t)(json + len - at)), at);
+    }
+    while (end < json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+    if (end < json + len) {
+        cJSON_Delete(root);
+        return sl_fail(SL_ECONFIG,
+                       "config: text after the JSON object at line %d (\"%.*s\"): one object "
+                       "is the whole config",
+                       line_of(json, end), (int)SL_MIN((size_t)20, (size_t)(json + len - end)),
+                       end);
     }
     int st = SL_OK;
     if (!(out->file = sl__config_dup_str(file))) st = SL_ENOMEM;
@@ -467,7 +489,7 @@ static int config_parse(const char *json, const char *dir, const char *file,
 int sl_config_parse(const char *json, const char *dir, const char *const *sets, int nsets,
                     sl_config *out)
 {
-    return config_parse(json, dir, "", sets, nsets, out);
+    return config_parse(json, json ? strlen(json) : 0, dir, "", sets, nsets, out);
 }
 
 int sl_config_load(const char *path, const char *const *sets, int nsets, sl_config *out)
@@ -475,7 +497,7 @@ int sl_config_load(const char *path, const char *const *sets, int nsets, sl_conf
     memset(out, 0, sizeof *out);
     char *text = NULL;
     size_t size = 0;
-    int st = sl_read_file(path, &text, &size);
+    int st = sl_read_file_max(path, SL_CONFIG_MAX_BYTES, &text, &size);
     if (st != SL_OK) return sl_fail_context(st, "config %s", path);
     char *dir = sl__config_dup_str(path);
     if (!dir) {
@@ -487,7 +509,7 @@ int sl_config_load(const char *path, const char *const *sets, int nsets, sl_conf
         slash[slash == dir ? 1 : 0] = '\0';
     else
         strcpy(dir, ".");
-    st = config_parse(text, dir, path, sets, nsets, out);
+    st = config_parse(text, size, dir, path, sets, nsets, out);
     free(text);
     free(dir);
     if (st != SL_OK && strncmp(sl_last_error(), "config: ", 8) == 0) {

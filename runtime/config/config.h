@@ -11,7 +11,8 @@
  * relative to the directory of the config file, or failing that to the nearest of that directory's
  * ancestors where it exists (so the repository-relative paths in samples/ work from the repository
  * root, from a build directory and from the sample's own directory). A file found nowhere is an
- * error naming the key. output.dir is relative to the working directory. */
+ * error naming the key, and so is one that is not a regular file (a FIFO or a device such as
+ * /dev/zero would block or never end). output.dir is relative to the working directory. */
 #ifndef SL_CONFIG_H
 #define SL_CONFIG_H
 
@@ -129,8 +130,13 @@ typedef struct sl_config {
     } output;
 } sl_config;
 
-/* Reads the JSON file at `path`, applies each `sets[i]` ("key.path=value"; the value is parsed as
- * JSON when it is valid JSON, else taken as a string; missing intermediate objects are created),
+/* The largest config file sl_config_load reads. */
+#define SL_CONFIG_MAX_BYTES ((size_t)16 << 20)
+
+/* Reads the JSON file at `path` (a regular file of at most SL_CONFIG_MAX_BYTES: one JSON object
+ * and nothing after it but white space, no NUL byte), applies each `sets[i]` ("key.path=value";
+ * the value is parsed as JSON when the whole of it is valid JSON, else taken as a string; every
+ * part of the key must be non-empty; missing intermediate objects are created),
  * validates everything and fills `out`. On failure `out` holds nothing to free. */
 int sl_config_load(const char *path, const char *const *sets, int nsets, sl_config *out);
 

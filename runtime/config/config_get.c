@@ -28,11 +28,16 @@ int sl__config_apply_set(cJSON *root, const char *set)
     if (!eq || eq == set)
         return sl_fail(SL_ECONFIG, "config: --set '%s' must have the form key.path=value", set);
     size_t klen = (size_t)(eq - set);
+    for (size_t i = 0; i < klen; i++)
+        if (set[i] == '.' && (i == 0 || i + 1 == klen || set[i + 1] == '.'))
+            return sl_fail(SL_ECONFIG, "config: --set '%s': the key %.*s has an empty part", set,
+                           (int)klen, set);
     char *key = sl_alloc(klen + 1);
     if (!key) return SL_ENOMEM;
     memcpy(key, set, klen);
     const char *text = eq + 1;
-    cJSON *value = cJSON_Parse(text);
+    /* JSON only when all of it is ("10abc" is the string, not 10). */
+    cJSON *value = cJSON_ParseWithOpts(text, NULL, 1);
     if (!value) value = cJSON_CreateString(text);
     if (!value) {
         free(key);
@@ -281,12 +286,23 @@ static bool file_exists(const char *path)
  * else relative to the config's directory, else relative to each of that directory's ancestors in
  * turn (so a sample's repository-relative path works from a build directory); the file must exist.
  */
-int sl__config_resolve_path(const char *key, const char *dir, char **path)
+/* A file the config names must be a regular file: a FIFO or a device would block or never end
+ * when read. */
+static int check_kind(const char *key, const char *path, bool want_dir)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) return SL_OK; /* reported by the caller */
+    if (want_dir ? S_ISDIR(sb.st_mode) : S_ISREG(sb.st_mode)) return SL_OK;
+    return sl_fail(SL_ECONFIG, "config: %s: '%s' is not a %s", key, path,
+                   want_dir ? "directory" : "regular file (a FIFO, a device or a directory?)");
+}
+
+int sl__config_resolve_path(const char *key, const char *dir, bool want_dir, char **path)
 {
     if ((*path)[0] == '/' || file_exists(*path) || !dir || !strcmp(dir, ".")) {
         if (!file_exists(*path))
             return sl_fail(SL_ECONFIG, "config: %s: file '%s' does not exist", key, *path);
-        return SL_OK;
+        return check_kind(key, *path, want_dir);
     }
     size_t n = strlen(dir) + strlen(*path) + 2;
     char *base = sl__config_dup_str(dir), *joined = sl_alloc(n);
@@ -301,7 +317,7 @@ int sl__config_resolve_path(const char *key, const char *dir, char **path)
             free(base);
             free(*path);
             *path = joined;
-            return SL_OK;
+            return check_kind(key, *path, want_dir);
         }
         char *slash = strrchr(base, '/');
         if (!slash || slash == base) break;

@@ -45,7 +45,8 @@ int sl__config_check_keys(const char *section, cJSON *obj, const char *const *al
 int sl__config_section(cJSON *parent, const char *name, const char *path, bool required,
                        sl__config_ctx *out);
 
-/* config_get.c: the path rule in config.h, applied to *path in place. */
-int sl__config_resolve_path(const char *key, const char *dir, char **path);
+/* config_get.c: the path rule in config.h, applied to *path in place; what it names must be a
+ * regular file (or a directory when want_dir). */
+int sl__config_resolve_path(const char *key, const char *dir, bool want_dir, char **path);
 
 #endif

@@ -3,10 +3,13 @@
  */
 #include "runtime/data/data.h"
 
+#include <ctype.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "core/core.h"
@@ -39,7 +42,58 @@ void sl_data_permutation(uint64_t seed, size_t n, size_t *perm)
 }
 
 /* ------------------------------------------------------------------------------------------------
- * Readers */
+ * Reading a (gzip'd) file whole */
+
+int sl__data_read_file(const char *path, unsigned char **out, size_t *len)
+{
+    int fd;
+    SL_TRY(sl_open_regular(path, SL_DATA_MAX_BYTES, &fd, NULL));
+    gzFile gz = gzdopen(fd, "rb");
+    if (!gz) {
+        close(fd);
+        return sl_fail(SL_ENOMEM, "data %s: cannot start reading it (zlib)", path);
+    }
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *buf = malloc(cap + 1);
+    int st = buf ? SL_OK : sl_fail(SL_ENOMEM, "data: out of memory reading '%s'", path);
+    while (st == SL_OK) {
+        if (n == cap) {
+            /* One byte past the limit tells a file that is too large from one that fits. */
+            size_t more = cap <= SL_DATA_MAX_BYTES / 2 ? cap * 2 : SL_DATA_MAX_BYTES + 1;
+            unsigned char *bigger = more > cap ? realloc(buf, more + 1) : NULL;
+            if (!bigger) {
+                st = more > cap ? sl_fail(SL_ENOMEM, "data: out of memory reading '%s'", path)
+                                : sl_fail(SL_ELIMIT,
+                                          "data %s: more than %zu bytes (once decompressed): "
+                                          "too large for sluice to read whole",
+                                          path, (size_t)SL_DATA_MAX_BYTES);
+                break;
+            }
+            buf = bigger;
+            cap = more;
+        }
+        int got = gzread(gz, buf + n, (unsigned)SL_MIN(cap - n, (size_t)1 << 30));
+        if (got <= 0) break;
+        n += (size_t)got;
+    }
+    /* A gzip stream cut short reads as its first part: zlib reports it after the last read. */
+    int err = Z_OK;
+    const char *msg = gzerror(gz, &err);
+    if (st == SL_OK && err != Z_OK && err != Z_STREAM_END)
+        st = sl_fail(SL_EIO, "data %s: %s (a truncated or corrupt gzip file?)", path, msg);
+    gzclose(gz);
+    if (st != SL_OK) {
+        free(buf);
+        return st;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * CSV */
 
 /* Growing arrays of floats for CSV parsing. */
 typedef struct fvec {
@@ -60,90 +114,84 @@ static int fvec_push(fvec *f, float x)
     return SL_OK;
 }
 
-/* Reads every numeric row; *cols is the column count (all rows must agree). */
-static int read_csv(const char *path, fvec *vals, size_t *rows, size_t *cols)
+/* One line b[0..n-1] (without its newline) of numbers into vals; *ncol is their count. */
+static int csv_line(const char *path, size_t lineno, const char *b, size_t n, fvec *vals,
+                    size_t *ncol)
 {
-    gzFile gz = gzopen(path, "rb");
-    if (!gz) return sl_fail(SL_EIO, "data: cannot open '%s'", path);
-    size_t cap = 1 << 16, lineno = 0;
-    char *line = malloc(cap);
-    int st = line ? SL_OK : SL_ENOMEM;
-    *rows = *cols = 0;
-    while (st == SL_OK) {
-        size_t len = 0;
-        line[0] = '\0';
-        /* Read one whole line, growing the buffer for long ones. */
-        for (;;) {
-            if (!gzgets(gz, line + len, (int)(cap - len))) break;
-            len += strlen(line + len);
-            if (len && line[len - 1] == '\n') break;
-            if (len + 1 < cap) break; /* end of file without a newline */
-            char *bigger = realloc(line, cap * 2);
-            if (!bigger) {
-                st = sl_fail(SL_ENOMEM, "data: out of memory reading '%s'", path);
-                break;
-            }
-            line = bigger;
-            cap *= 2;
-        }
-        if (st != SL_OK || len == 0) break;
-        lineno++;
-        char *p = line;
-        while (*p == ' ' || *p == '\t') p++;
-        if (*p == '\n' || *p == '\r' || *p == '\0' || *p == '#') continue;
-        size_t ncol = 0;
-        for (;;) {
-            char *end;
-            double d = strtod(p, &end);
-            if (end == p) {
-                st = sl_fail(SL_ECONFIG, "data %s: line %zu, column %zu is not a number", path,
-                             lineno, ncol + 1);
-                break;
-            }
-            if (!isfinite(d)) {
-                st = sl_fail(SL_ECONFIG, "data %s: line %zu, column %zu is %s", path, lineno,
-                             ncol + 1, isnan(d) ? "NaN" : "infinite");
-                break;
-            }
-            if ((st = fvec_push(vals, (float)d)) != SL_OK) break;
-            ncol++;
-            p = end;
-            while (*p == ' ' || *p == '\t' || *p == '\r') p++;
-            if (*p == ',') {
-                p++;
-                continue;
-            }
-            if (*p == '\n' || *p == '\0') break;
-            st = sl_fail(SL_ECONFIG, "data %s: line %zu: unexpected '%c' after column %zu", path,
-                         lineno, *p, ncol);
-            break;
-        }
-        if (st != SL_OK) break;
-        if (*rows == 0) {
-            *cols = ncol;
-        } else if (ncol != *cols) {
-            st = sl_fail(SL_ECONFIG, "data %s: line %zu has %zu columns, earlier lines %zu", path,
-                         lineno, ncol, *cols);
-            break;
-        }
-        (*rows)++;
+    const char *p = b, *end = b + n;
+    *ncol = 0;
+    const char *nul = memchr(b, '\0', n);
+    if (nul)
+        return sl_fail(SL_ECONFIG,
+                       "data %s: line %zu has a NUL byte at byte %zu of the line (a binary or "
+                       "corrupt file?)",
+                       path, lineno, (size_t)(nul - b) + 1);
+    for (;;) {
+        while (p < end && (*p == ' ' || *p == '\t')) p++;
+        size_t col = *ncol + 1;
+        /* strtod would skip a line break as white space and read the next line's number. */
+        if (p == end || *p == '\r' || *p == ',')
+            return sl_fail(SL_ECONFIG, "data %s: line %zu, column %zu is empty", path, lineno, col);
+        char *stop;
+        double d = strtod(p, &stop);
+        if (stop == p || stop > end)
+            return sl_fail(SL_ECONFIG, "data %s: line %zu, column %zu is not a number", path,
+                           lineno, col);
+        if (!isfinite(d))
+            return sl_fail(SL_ECONFIG, "data %s: line %zu, column %zu is %s", path, lineno, col,
+                           isnan(d) ? "NaN" : "infinite");
+        if (fabs(d) > FLT_MAX)
+            return sl_fail(SL_ECONFIG,
+                           "data %s: line %zu, column %zu: %g is too large for a 32-bit float (at "
+                           "most %g)",
+                           path, lineno, col, d, (double)FLT_MAX);
+        SL_TRY(fvec_push(vals, (float)d));
+        *ncol = col;
+        p = stop;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\r')) p++;
+        if (p == end) return SL_OK;
+        if (*p != ',')
+            return sl_fail(SL_ECONFIG, "data %s: line %zu: unexpected '%c' after column %zu", path,
+                           lineno, isprint((unsigned char)*p) ? *p : '?', col);
+        p++;
     }
-    int err;
-    const char *msg = gzerror(gz, &err);
-    if (st == SL_OK && err != Z_OK && err != Z_STREAM_END)
-        st = sl_fail(SL_EIO, "data %s: %s", path, msg);
-    gzclose(gz);
-    free(line);
-    if (st == SL_OK && *rows == 0) st = sl_fail(SL_ECONFIG, "data %s: no rows", path);
-    return st;
 }
 
-static int load_csv(const sl_config *cfg, int outputs, sl_dataset *ds)
+/* Every numeric row of b[0..n-1] (b[n] must be '\0'); *cols is the column count (all rows must
+ * agree). */
+static int parse_csv(const char *path, const char *b, size_t n, fvec *vals, size_t *rows,
+                     size_t *cols)
 {
-    const char *path = cfg->data.path;
+    *rows = *cols = 0;
+    size_t lineno = 0;
+    for (size_t at = 0; at < n;) {
+        const char *line = b + at, *nl = memchr(line, '\n', n - at);
+        size_t len = nl ? (size_t)(nl - line) : n - at;
+        at += len + 1;
+        lineno++;
+        size_t skip = 0;
+        while (skip < len && (line[skip] == ' ' || line[skip] == '\t' || line[skip] == '\r'))
+            skip++;
+        if (skip == len || line[skip] == '#') continue;
+        size_t ncol;
+        SL_TRY(csv_line(path, lineno, line + skip, len - skip, vals, &ncol));
+        if (*rows == 0)
+            *cols = ncol;
+        else if (ncol != *cols)
+            return sl_fail(SL_ECONFIG, "data %s: line %zu has %zu columns, earlier lines %zu", path,
+                           lineno, ncol, *cols);
+        (*rows)++;
+    }
+    if (*rows == 0) return sl_fail(SL_ECONFIG, "data %s: no rows", path);
+    return SL_OK;
+}
+
+int sl__data_csv_dataset(const sl_config *cfg, int outputs, const char *path, const char *bytes,
+                         size_t n, sl_dataset *ds)
+{
     fvec vals = {0};
     size_t rows = 0, cols = 0;
-    int st = read_csv(path, &vals, &rows, &cols);
+    int st = parse_csv(path, bytes, n, &vals, &rows, &cols);
     bool classes = cfg->model.loss == SL_LOSS_CROSS_ENTROPY;
     size_t ny = classes ? 1 : (size_t)outputs;
     if (st == SL_OK && cols != (size_t)cfg->model.inputs + ny)
@@ -182,16 +230,26 @@ static int load_csv(const sl_config *cfg, int outputs, sl_dataset *ds)
     return st;
 }
 
-static int load_safetensors(const sl_config *cfg, int outputs, sl_dataset *ds)
+static int load_csv(const sl_config *cfg, int outputs, sl_dataset *ds)
 {
-    const char *path = cfg->data.path;
-    sl_safetensors st;
-    int rc = sl_safetensors_load(path, &st);
-    if (rc != SL_OK) return sl_fail_context(SL_ECONFIG, "data");
-    const sl_tensor *x = sl_safetensors_find(&st, cfg->data.inputs);
-    const sl_tensor *y = sl_safetensors_find(&st, cfg->data.labels);
+    unsigned char *bytes;
+    size_t n;
+    SL_TRY(sl__data_read_file(cfg->data.path, &bytes, &n));
+    int st = sl__data_csv_dataset(cfg, outputs, cfg->data.path, (const char *)bytes, n, ds);
+    free(bytes);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Safetensors features */
+
+int sl__data_safetensors_dataset(const sl_config *cfg, int outputs, const char *path,
+                                 const sl_safetensors *st, sl_dataset *ds)
+{
+    const sl_tensor *x = sl_safetensors_find(st, cfg->data.inputs);
+    const sl_tensor *y = sl_safetensors_find(st, cfg->data.labels);
     bool classes = cfg->model.loss == SL_LOSS_CROSS_ENTROPY;
-    int in = cfg->model.inputs;
+    int in = cfg->model.inputs, rc = SL_OK;
     if (!x || !y) {
         rc = sl_fail(SL_ECONFIG, "data %s: no tensor '%s' (set data.%s to the tensor's name)", path,
                      !x ? cfg->data.inputs : cfg->data.labels, !x ? "inputs" : "labels");
@@ -223,24 +281,28 @@ static int load_safetensors(const sl_config *cfg, int outputs, sl_dataset *ds)
             ds->targets = sl_alloc(y->elems * sizeof(float));
         if (!ds->x || (!ds->labels && !ds->targets)) rc = SL_ENOMEM;
     }
-    if (rc == SL_OK) rc = sl_tensor_to_f32(x, ds->x);
-    if (rc == SL_OK)
-        rc = classes ? sl_tensor_to_i32(y, ds->labels) : sl_tensor_to_f32(y, ds->targets);
-    for (size_t i = 0; rc == SL_OK && i < x->elems; i++)
-        if (!isfinite(ds->x[i]))
-            rc = sl_fail(SL_ECONFIG, "data %s: tensor '%s' row %zu column %zu is %s", path, x->name,
-                         i / (size_t)in, i % (size_t)in, isnan(ds->x[i]) ? "NaN" : "infinite");
-    for (size_t i = 0; rc == SL_OK && i < ds->rows; i++) {
-        if (classes && (ds->labels[i] < 0 || ds->labels[i] >= outputs))
+    if (rc == SL_OK) {
+        /* The conversions refuse NaN, infinities and values beyond float's range. */
+        rc = sl_tensor_to_f32(x, ds->x);
+        if (rc == SL_OK)
+            rc = classes ? sl_tensor_to_i32(y, ds->labels) : sl_tensor_to_f32(y, ds->targets);
+        if (rc != SL_OK) return sl_fail_context(SL_ECONFIG, "data %s", path);
+    }
+    for (size_t i = 0; rc == SL_OK && classes && i < ds->rows; i++)
+        if (ds->labels[i] < 0 || ds->labels[i] >= outputs)
             rc = sl_fail(SL_ECONFIG,
                          "data %s: tensor '%s' row %zu: label %d is out of range [0, %d) (the "
                          "model's last linear layer has %d outputs)",
                          path, y->name, i, ds->labels[i], outputs, outputs);
-        for (int c = 0; !classes && rc == SL_OK && c < outputs; c++)
-            if (!isfinite(ds->targets[i * (size_t)outputs + (size_t)c]))
-                rc = sl_fail(SL_ECONFIG, "data %s: tensor '%s' row %zu is NaN or infinite", path,
-                             y->name, i);
-    }
+    return rc;
+}
+
+static int load_safetensors(const sl_config *cfg, int outputs, sl_dataset *ds)
+{
+    sl_safetensors st;
+    if (sl_safetensors_load(cfg->data.path, &st) != SL_OK)
+        return sl_fail_context(SL_ECONFIG, "data");
+    int rc = sl__data_safetensors_dataset(cfg, outputs, cfg->data.path, &st, ds);
     sl_safetensors_free(&st);
     return rc;
 }
@@ -274,7 +336,15 @@ int sl_dataset_load(const sl_config *cfg, int outputs, sl_dataset *ds)
                      path);
     if (st == SL_OK && cfg->data.scale != 1.0) {
         float s = (float)cfg->data.scale;
-        for (size_t i = 0; i < ds->rows * (size_t)ds->inputs; i++) ds->x[i] *= s;
+        for (size_t i = 0; st == SL_OK && i < ds->rows * (size_t)ds->inputs; i++) {
+            ds->x[i] *= s;
+            if (!isfinite(ds->x[i]))
+                st = sl_fail(SL_ECONFIG,
+                             "data %s: row %zu, column %zu times data.scale (%g) is too large for "
+                             "a 32-bit float",
+                             path, i / (size_t)ds->inputs + 1, i % (size_t)ds->inputs + 1,
+                             cfg->data.scale);
+        }
     }
     if (st != SL_OK) sl_dataset_free(ds);
     return st;

@@ -8,9 +8,10 @@
  * - CSV or gzip'd CSV (.csv, .csv.gz; read through zlib, which also reads plain files): one row a
  *   line, comma-separated numbers; the last column is the class id (cross_entropy) or the last
  *   `outputs` columns are the targets (mse). Blank lines and lines starting with '#' are skipped.
- * data.scale multiplies every feature (both sources). NaN or infinite values, class ids outside
- * [0, outputs) or non-integer ones, and a feature count other than model.inputs are SL_ECONFIG
- * naming the file, row and column (or tensor).
+ * data.scale multiplies every feature (both sources). NaN or infinite values, values beyond
+ * float's range (a CSV's 1e39, an F64 tensor's), class ids outside [0, outputs) or non-integer
+ * ones, a feature count other than model.inputs, an empty column and a NUL byte are SL_ECONFIG
+ * naming the file, row and column (or tensor); a truncated gzip stream is SL_EIO.
  *
  * Train/test split (data.test_fraction = f > 0), as scikit-learn's train_test_split(shuffle=True):
  * n_test = ceil(f * N); a permutation P of 0..N-1 is drawn with the PRNG below seeded with
@@ -65,6 +66,10 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The largest CSV or text sluice reads (once decompressed): it holds the whole file in memory.
+ * Data files must be regular files (a FIFO or a device is refused, not waited on). */
+#define SL_DATA_MAX_BYTES ((size_t)256 << 20)
 
 /* Rows held on the host. Exactly one of labels and targets is set. */
 typedef struct sl_dataset {

@@ -41,15 +41,12 @@ static int read_token_ids(const char *path, const sl_tensor *t, int vocab, int32
 }
 
 /* A GPT's token windows: x and y I32/I64 [N, T]. */
-int sl__data_load_token_fixture(const sl_config *cfg, sl_dataset *ds)
+int sl__data_token_dataset(const sl_config *cfg, const char *path, const sl_safetensors *st,
+                           sl_dataset *ds)
 {
-    const char *path = cfg->data.path;
-    int T = cfg->model.gpt.block_size, V = cfg->model.gpt.vocab_size;
-    sl_safetensors st;
-    int rc = sl_safetensors_load(path, &st);
-    if (rc != SL_OK) return sl_fail_context(SL_ECONFIG, "data");
-    const sl_tensor *t[2] = {sl_safetensors_find(&st, cfg->data.inputs),
-                             sl_safetensors_find(&st, cfg->data.labels)};
+    int T = cfg->model.gpt.block_size, V = cfg->model.gpt.vocab_size, rc = SL_OK;
+    const sl_tensor *t[2] = {sl_safetensors_find(st, cfg->data.inputs),
+                             sl_safetensors_find(st, cfg->data.labels)};
     const char *keys[2] = {"inputs", "labels"}, *names[2] = {cfg->data.inputs, cfg->data.labels};
     for (int k = 0; rc == SL_OK && k < 2; k++) {
         if (!t[k])
@@ -73,50 +70,21 @@ int sl__data_load_token_fixture(const sl_config *cfg, sl_dataset *ds)
     }
     if (rc == SL_OK) rc = read_token_ids(path, t[0], V, ds->ids);
     if (rc == SL_OK) rc = read_token_ids(path, t[1], V, ds->labels);
+    return rc;
+}
+
+int sl__data_load_token_fixture(const sl_config *cfg, sl_dataset *ds)
+{
+    sl_safetensors st;
+    if (sl_safetensors_load(cfg->data.path, &st) != SL_OK)
+        return sl_fail_context(SL_ECONFIG, "data");
+    int rc = sl__data_token_dataset(cfg, cfg->data.path, &st, ds);
     sl_safetensors_free(&st);
     return rc;
 }
 
 /* ------------------------------------------------------------------------------------------------
  * Text: reading, UTF-8, the character vocabulary, the split and the windows */
-
-/* The whole file (plain or gzip'd) into *out. */
-static int read_text(const char *path, unsigned char **out, size_t *len)
-{
-    gzFile gz = gzopen(path, "rb");
-    if (!gz) return sl_fail(SL_EIO, "data: cannot open '%s'", path);
-    size_t cap = 1 << 16, n = 0;
-    unsigned char *buf = malloc(cap);
-    int st = buf ? SL_OK : sl_fail(SL_ENOMEM, "data: out of memory reading '%s'", path);
-    while (st == SL_OK) {
-        if (n == cap) {
-            unsigned char *bigger = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-            if (!bigger) {
-                st = sl_fail(SL_ENOMEM, "data: out of memory reading '%s'", path);
-                break;
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-        size_t want = SL_MIN(cap - n, (size_t)1 << 30);
-        int got = gzread(gz, buf + n, (unsigned)want);
-        if (got < 0) {
-            int err;
-            st = sl_fail(SL_EIO, "data %s: %s", path, gzerror(gz, &err));
-            break;
-        }
-        if (got == 0) break;
-        n += (size_t)got;
-    }
-    gzclose(gz);
-    if (st != SL_OK) {
-        free(buf);
-        return st;
-    }
-    *out = buf;
-    *len = n;
-    return SL_OK;
-}
 
 bool sl_utf8_next(const unsigned char *b, size_t n, size_t i, uint32_t *cp, size_t *used,
                   size_t *bad)
@@ -232,7 +200,17 @@ static int tokenise(const char *path, const unsigned char *b, size_t n, int voca
 
 int sl__data_load_text(const sl_config *cfg, sl_data *d)
 {
-    const char *path = cfg->data.text;
+    unsigned char *bytes = NULL;
+    size_t n = 0;
+    SL_TRY(sl__data_read_file(cfg->data.text, &bytes, &n));
+    int st = sl__data_text_from_bytes(cfg, cfg->data.text, bytes, n, d);
+    free(bytes);
+    return st;
+}
+
+int sl__data_text_from_bytes(const sl_config *cfg, const char *path, const unsigned char *bytes,
+                             size_t nbytes, sl_data *d)
+{
     const sl_gpt_config *g = &cfg->model.gpt;
     if (!cfg->model.has_gpt)
         return sl_fail(SL_ECONFIG, "config: data.text needs model.gpt (got no GPT)");
@@ -241,13 +219,9 @@ int sl__data_load_text(const sl_config *cfg, sl_data *d)
     d->train.outputs = d->test.outputs = g->vocab_size;
     d->train.tokens = d->test.tokens = true;
     d->train.label_width = d->test.label_width = g->block_size;
-    unsigned char *bytes = NULL;
-    size_t nbytes = 0, n = 0;
+    size_t n = 0;
     int32_t *ids = NULL;
-    SL_TRY(read_text(path, &bytes, &nbytes));
-    int st = tokenise(path, bytes, nbytes, g->vocab_size, d, &ids, &n);
-    free(bytes);
-    SL_TRY(st);
+    SL_TRY(tokenise(path, bytes, nbytes, g->vocab_size, d, &ids, &n));
     /* nanoGPT: train_data = data[:int(n*(1 - f))], val_data = data[int(n*(1 - f)):]. */
     size_t ntrain = (size_t)((double)n * (1.0 - cfg->data.val_fraction));
     if (ntrain > n) ntrain = n;
@@ -405,9 +379,26 @@ int sl_data_read_vocab(const char *path, uint32_t **vocab, int *nvocab)
     *nvocab = 0;
     char *text;
     size_t len;
-    SL_TRY(sl_read_file(path, &text, &len));
-    cJSON *doc = cJSON_ParseWithLength(text, len);
+    /* A vocabulary of the largest model.gpt.vocab_size, every entry escaped: far below this. */
+    SL_TRY(sl_read_file_max(path, (size_t)256 << 20, &text, &len));
+    int st = sl__data_parse_vocab(path, text, len, vocab, nvocab);
     free(text);
+    return st;
+}
+
+int sl__data_parse_vocab(const char *path, const char *text, size_t len, uint32_t **vocab,
+                         int *nvocab)
+{
+    *vocab = NULL;
+    *nvocab = 0;
+    const char *end = NULL;
+    cJSON *doc = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    while (doc && end < text + len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
+        end++;
+    if (doc && end != text + len) { /* bytes after the array */
+        cJSON_Delete(doc);
+        doc = NULL;
+    }
     int n = cJSON_IsArray(doc) ? cJSON_GetArraySize(doc) : 0;
     int st = n > 0 ? SL_OK
                    : sl_fail(SL_EFORMAT,

@@ -170,7 +170,9 @@ int sl_weights_from_safetensors(const sl_model *m, const sl_safetensors *st, con
         int twin = twin_of(m, p);
         if (!t && twin >= 0 && find(m, st, prefix, twin)) continue;
         rc = check_tensor(t, source, name, &m->params[p].spec);
-        if (rc == SL_OK) rc = sl_tensor_to_f32(t, out->data[p]);
+        /* A NaN, an infinity or an F64 value beyond float's range is refused, naming it. */
+        if (rc == SL_OK && (rc = sl_tensor_to_f32(t, out->data[p])) != SL_OK)
+            sl_fail_context(rc, "weights %s", source);
     }
     for (int p = 0; rc == SL_OK && p < m->ntensors; p++) {
         int twin = twin_of(m, p);

@@ -2,6 +2,7 @@
 #include "runtime/safetensors/safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,11 +40,13 @@ static int cmp_tensor(const void *a, const void *b)
     return strcmp(((const sl_tensor *)a)->name, ((const sl_tensor *)b)->name);
 }
 
+/* By start offset, an empty tensor before a non-empty one at the same offset. */
 static int cmp_by_offset(const void *a, const void *b)
 {
     const sl_tensor *x = *(const sl_tensor *const *)a, *y = *(const sl_tensor *const *)b;
     const char *px = x->data, *py = y->data;
-    return px < py ? -1 : px > py;
+    if (px != py) return px < py ? -1 : 1;
+    return x->nbytes < y->nbytes ? -1 : x->nbytes > y->nbytes;
 }
 
 static int parse_tensor(const cJSON *item, const char *data, uint64_t data_size, sl_tensor *t)
@@ -92,10 +95,15 @@ static int parse_tensor(const cJSON *item, const char *data, uint64_t data_size,
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 ||
         !get_index(cJSON_GetArrayItem(offs, 0), &b) || !get_index(cJSON_GetArrayItem(offs, 1), &e))
         return sl_fail(SL_EFORMAT, "tensor '%s': data_offsets must be [begin, end]", name);
-    if (b > e || e > data_size)
-        return sl_fail(
-            SL_EFORMAT, "tensor '%s': data_offsets [%llu, %llu] fall outside the %llu data bytes",
-            name, (unsigned long long)b, (unsigned long long)e, (unsigned long long)data_size);
+    if (b > e)
+        return sl_fail(SL_EFORMAT, "tensor '%s': data_offsets [%llu, %llu] end before they begin",
+                       name, (unsigned long long)b, (unsigned long long)e);
+    if (e > data_size)
+        return sl_fail(SL_EFORMAT,
+                       "tensor '%s': data_offsets [%llu, %llu] end past the %llu data bytes after "
+                       "the header (a truncated file?)",
+                       name, (unsigned long long)b, (unsigned long long)e,
+                       (unsigned long long)data_size);
     if (e - b != nbytes)
         return sl_fail(SL_EFORMAT,
                        "tensor '%s': %s shape needs %zu bytes but data_offsets span %llu", name,
@@ -130,15 +138,35 @@ static int parse(sl_safetensors *out)
     if (size < 8) return sl_fail(SL_EFORMAT, "%zu bytes is too short for a header length", size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | p[i];
-    if (hlen > MAX_HEADER || hlen > size - 8)
-        return sl_fail(SL_EFORMAT, "header length %llu exceeds the file (%zu bytes) or 100 MB",
-                       (unsigned long long)hlen, size);
+    if (hlen > MAX_HEADER)
+        return sl_fail(SL_EFORMAT,
+                       "header length %llu is more than 100 MB (not a safetensors file?)",
+                       (unsigned long long)hlen);
+    if (hlen > size - 8)
+        return sl_fail(SL_EFORMAT,
+                       "header length %llu is more than the %zu bytes after it (a truncated file, "
+                       "or not a safetensors file)",
+                       (unsigned long long)hlen, size - 8);
     const char *header = (const char *)p + 8;
     if (hlen < 2 || header[0] != '{') return sl_fail(SL_EFORMAT, "the header is not a JSON object");
-    cJSON *root = cJSON_ParseWithLength(header, (size_t)hlen);
+    const char *nul = memchr(header, '\0', (size_t)hlen);
+    if (nul)
+        return sl_fail(SL_EFORMAT, "the header holds a NUL byte at byte %zu of the file",
+                       (size_t)(nul - (const char *)p));
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(header, (size_t)hlen, &end, 0);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return sl_fail(SL_EFORMAT, "the header is not valid JSON");
+    }
+    /* What follows the JSON in the header may only be the writer's padding. */
+    for (const char *q = end; q < header + hlen; q++) {
+        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r') {
+            cJSON_Delete(root);
+            return sl_fail(SL_EFORMAT,
+                           "the header has bytes after its JSON object (at byte %zu of the file)",
+                           (size_t)(q - (const char *)p));
+        }
     }
     const char *data = header + hlen;
     uint64_t data_size = size - 8 - hlen;
@@ -172,19 +200,32 @@ static int parse(sl_safetensors *out)
     for (size_t i = 1; i < out->count; i++)
         if (!strcmp(out->tensors[i].name, out->tensors[i - 1].name))
             return sl_fail(SL_EFORMAT, "tensor '%s' appears twice", out->tensors[i].name);
-    /* Overlap: sort by start offset and compare neighbours; empty tensors overlap nothing. */
+    /* As the reference implementation: the tensors tile the data exactly, in offset order, with
+     * no overlap, no hole and nothing after the last one (a file with more is corrupt or has
+     * something appended). */
     const sl_tensor **by = sl_alloc(sizeof(sl_tensor *) * (out->count + 1));
     if (!by) return SL_ENOMEM;
-    size_t m = 0;
-    for (size_t i = 0; i < out->count; i++)
-        if (out->tensors[i].nbytes) by[m++] = &out->tensors[i];
-    qsort(by, m, sizeof *by, cmp_by_offset);
-    for (size_t i = 1; i < m; i++) {
-        if ((const char *)by[i - 1]->data + by[i - 1]->nbytes > (const char *)by[i]->data) {
-            st = sl_fail(SL_EFORMAT, "tensors '%s' and '%s' overlap", by[i - 1]->name, by[i]->name);
-            break;
-        }
+    for (size_t i = 0; i < out->count; i++) by[i] = &out->tensors[i];
+    qsort(by, out->count, sizeof *by, cmp_by_offset);
+    uint64_t at = 0;
+    const sl_tensor *prev = NULL;
+    for (size_t i = 0; st == SL_OK && i < out->count; i++) {
+        uint64_t b = (uint64_t)((const char *)by[i]->data - data);
+        if (b < at)
+            st = sl_fail(SL_EFORMAT, "tensors '%s' and '%s' overlap", prev->name, by[i]->name);
+        else if (b > at)
+            st = sl_fail(SL_EFORMAT,
+                         "data bytes [%llu, %llu) belong to no tensor (a hole before "
+                         "tensor '%s')",
+                         (unsigned long long)at, (unsigned long long)b, by[i]->name);
+        at = b + by[i]->nbytes;
+        prev = by[i];
     }
+    if (st == SL_OK && at != data_size)
+        st = sl_fail(SL_EFORMAT,
+                     "the file has %llu bytes after the last tensor's data (the header describes "
+                     "%llu data bytes): a corrupt file, or one with something appended",
+                     (unsigned long long)(data_size - at), (unsigned long long)at);
     free(by);
     return st;
 }
@@ -207,7 +248,7 @@ int sl_safetensors_load(const char *path, sl_safetensors *out)
     memset(out, 0, sizeof *out);
     char *data = NULL;
     size_t size = 0;
-    int st = sl_read_file(path, &data, &size);
+    int st = sl_read_file_max(path, SL_SAFETENSORS_MAX_BYTES, &data, &size);
     if (st != SL_OK) return st;
     out->blob = data;
     out->blob_size = size;
@@ -248,15 +289,41 @@ const char *sl_safetensors_meta(const sl_safetensors *st, const char *key)
     return NULL;
 }
 
+/* "element [i, j, k]" of a refused value, by the tensor's shape. */
+static int bad_value(const sl_tensor *t, size_t flat, const char *what)
+{
+    char idx[SL_TENSOR_MAX_DIMS * 22 + 4] = "";
+    size_t used = 0;
+    for (int d = t->ndim - 1, first = 1; d >= 0; d--, first = 0) {
+        size_t dim = t->shape[d] > 0 ? (size_t)t->shape[d] : 1;
+        char part[24];
+        snprintf(part, sizeof part, "%zu%s", flat % dim, first ? "" : ", ");
+        size_t n = strlen(part);
+        memmove(idx + n, idx, used + 1);
+        memcpy(idx, part, n);
+        used += n;
+        flat /= dim;
+    }
+    return sl_fail(SL_EFORMAT, "tensor '%s' element [%s] is %s", t->name, idx, what);
+}
+
 int sl_tensor_to_f32(const sl_tensor *t, float *dst)
 {
     const char *p = t->data;
     if (t->dtype == SL_DTYPE_F32) {
         memcpy(dst, p, t->elems * 4);
+        for (size_t i = 0; i < t->elems; i++)
+            if (!isfinite(dst[i])) return bad_value(t, i, isnan(dst[i]) ? "NaN" : "infinite");
     } else if (t->dtype == SL_DTYPE_F64) {
         for (size_t i = 0; i < t->elems; i++) {
             double d;
             memcpy(&d, p + 8 * i, 8);
+            if (!isfinite(d)) return bad_value(t, i, isnan(d) ? "NaN" : "infinite");
+            if (fabs(d) > FLT_MAX) {
+                char what[64];
+                snprintf(what, sizeof what, "%g, too large for a 32-bit float", d);
+                return bad_value(t, i, what);
+            }
             dst[i] = (float)d;
         }
     } else {

@@ -111,7 +111,7 @@ Test(data, safetensors_source)
     assert_fails_with(load_st(p3, NULL, &d), "tensor 'y' row 2: label 3 is out of range [0, 3)");
     x[4] = NAN;
     save_xy(tmppath(p4, sizeof p4, "nan.safetensors"), x, 4, y64, SL_DTYPE_I64, "x");
-    assert_fails_with(load_st(p4, NULL, &d), "tensor 'x' row 1 column 1 is NaN");
+    assert_fails_with(load_st(p4, NULL, &d), "nan.safetensors: tensor 'x' element [1, 1] is NaN");
     float fy[4] = {0};
     x[4] = 5;
     save_xy(p4, x, 4, fy, SL_DTYPE_F32, "x");
