@@ -46,6 +46,27 @@ static size_t act_bytes(const sl__exec *e, int layer)
     return e->rows * (size_t)sl_model_width(e->model, layer) * sizeof(float);
 }
 
+/* Counts bytes of micro-batch state taken (+) or given back (-) while training. */
+static void hold(sl__exec *e, double bytes)
+{
+    if (e->eval_share) return;
+    e->held_bytes += bytes;
+    e->peak_held_bytes = SL_MAX(e->peak_held_bytes, e->held_bytes);
+}
+
+/* The bytes a stash holds for the backward: its layers' outputs and what they keep (not its
+ * scratch, which is working memory). */
+static double stash_bytes(const sl_stash *st)
+{
+    double n = 0;
+    for (int k = 0; k < st->n; k++) {
+        n += (double)sl_buffer_size(st->act[k]);
+        for (int j = 0; st->keep[k] && st->keep[k][j]; j++)
+            n += (double)sl_buffer_size(st->keep[k][j]);
+    }
+    return n;
+}
+
 static int stash_get(sl__exec *e, sl__exec_stage *l, sl_stash **out)
 {
     if (l->nstash_free > 0) {
@@ -102,6 +123,8 @@ static sl_tensor_meta meta_for(const sl__exec *e, int type, int64_t step, int st
 
 void sl__exec_release_mb(sl__exec *e, sl__exec_stage *l, sl__exec_mb *s)
 {
+    if (s->stash) hold(e, -stash_bytes(s->stash));
+    if (s->input) hold(e, -(double)sl_buffer_size(s->input));
     stash_put(l, s->stash);
     s->stash = NULL;
     sl__exec_pool_put(&e->pool, s->input);
@@ -125,9 +148,11 @@ static int do_forward(sl__exec *e, int64_t step, int stage, int mb, bool recompu
         else
             SL_TRY(sl_data_microbatch(&e->data, step, mb, e->host_x, NULL, NULL));
         SL_TRY(pool_get(&e->pool, act_bytes(e, 0), &s->input));
+        hold(e, (double)act_bytes(e, 0));
         SL_TRY(sl_buffer_upload(s->input, 0, e->host_x, act_bytes(e, 0)));
     }
     SL_TRY(stash_get(e, l, &s->stash));
+    hold(e, stash_bytes(s->stash));
     SL_TRY(sl_stage_forward(l->st, e->rows, s->input, s->stash));
     if (recompute_only) return SL_OK;
 
@@ -162,6 +187,7 @@ static int do_forward(sl__exec *e, int64_t step, int stage, int mb, bool recompu
         /* The next stage is ours too: hand the output over on the device. */
         sl__exec_mb *next = &sl__exec_local_of(e, stage + 1)->mb[mb];
         SL_TRY(pool_get(&e->pool, act_bytes(e, r->last), &next->input));
+        hold(e, (double)act_bytes(e, r->last));
         SL_TRY(sl_buffer_copy(next->input, 0, out, 0, act_bytes(e, r->last)));
     } else {
         if (!s->send_f && !(s->send_f = sl_transport_alloc(e->tr, act_bytes(e, r->last))))
@@ -173,6 +199,7 @@ static int do_forward(sl__exec *e, int64_t step, int stage, int mb, bool recompu
         sl__exec_release_mb(e, l, s);
     } else if (e->cfg->pipeline.recompute) {
         /* Keep only the stage input; R rebuilds the rest before the backward. */
+        hold(e, -stash_bytes(s->stash));
         stash_put(l, s->stash);
         s->stash = NULL;
     }
@@ -261,6 +288,7 @@ static int do_recv(sl__exec *e, int64_t step, const sl_action *a)
     int dir = sl_schedule_link_dir(e->plan->sched, e->rank, a) ? SL_LINK_PREV : SL_LINK_NEXT;
     sl_buffer **dst = fwd ? &s->input : &s->dout;
     SL_TRY(pool_get(&e->pool, bytes, dst));
+    if (fwd) hold(e, (double)bytes);
     void *host = NULL;
     SL_TRY(sl_buffer_map_write(*dst, 0, bytes, &host));
     int rc = sl_transport_recv(e->tr, dir, &want, host, bytes, NULL, NULL);

@@ -59,6 +59,7 @@ static int report_done(sl__exec *e, double wall)
     cJSON_AddStringToObject(o, "device", info->id);
     cJSON_AddStringToObject(o, "device_name", info->name);
     cJSON_AddNumberToObject(o, "peak_bytes", (double)sl_device_peak_allocated(e->dev));
+    cJSON_AddNumberToObject(o, "peak_stash_bytes", e->peak_held_bytes);
     cJSON_AddNumberToObject(o, "busy_s", e->busy);
     cJSON_AddNumberToObject(o, "transfer_s", e->transfer);
     cJSON_AddNumberToObject(o, "wall_s", wall);

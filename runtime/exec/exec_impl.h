@@ -75,7 +75,10 @@ typedef struct sl__exec {
     sl__exec_trace_event *trace;
     int ntrace, max_trace;
     double busy;
-    double transfer;      /* seconds in SEND and RECV actions (waiting for a neighbour included) */
+    double transfer; /* seconds in SEND and RECV actions (waiting for a neighbour included) */
+    /* Bytes of micro-batch stashes and stage inputs held now and at most (training steps only;
+     * what the simulator predicts from the layer table as peak_bytes) */
+    double held_bytes, peak_held_bytes;
     double lr, grad_norm; /* of the last optimizer step (the norm: NaN unless it is global) */
     double sumsq;         /* the whole model's sum of squared gradients, after NORM */
     bool have_sumsq;      /* NORM ran this step */

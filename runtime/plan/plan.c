@@ -200,13 +200,25 @@ static cJSON *model_json(const sl_plan *p)
     return mo;
 }
 
+size_t sl_plan_stash_bytes(const sl_plan *p, int stage)
+{
+    size_t stash = 0;
+    for (int i = p->part.stages[stage].first; i < p->part.stages[stage].last; i++)
+        stash += p->rows * sl_layer_stash_bytes(&p->model.layers[i]);
+    return stash;
+}
+
+size_t sl_plan_input_bytes(const sl_plan *p, int stage)
+{
+    return p->rows * 4 * (size_t)sl_model_width(&p->model, p->part.stages[stage].first);
+}
+
 static cJSON *stage_json(const sl_plan *p, int s)
 {
     const sl_model *m = &p->model;
     int first = p->part.stages[s].first, last = p->part.stages[s].last;
     int rank = sl_partition_rank(&p->part, s);
-    size_t stash = 0;
-    for (int i = first; i < last; i++) stash += p->rows * sl_layer_stash_bytes(&m->layers[i]);
+    size_t stash = sl_plan_stash_bytes(p, s);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "stage", s);
     cJSON_AddNumberToObject(o, "rank", rank);
@@ -216,7 +228,7 @@ static cJSON *stage_json(const sl_plan *p, int s)
     cJSON_AddNumberToObject(o, "params", (double)sl_model_params(m, first, last));
     cJSON_AddNumberToObject(o, "input_width", sl_model_width(m, first));
     cJSON_AddNumberToObject(o, "output_width", sl_model_width(m, last));
-    cJSON_AddNumberToObject(o, "input_bytes", (double)(p->rows * 4 * sl_model_width(m, first)));
+    cJSON_AddNumberToObject(o, "input_bytes", (double)sl_plan_input_bytes(p, s));
     cJSON_AddNumberToObject(o, "output_bytes", (double)(p->rows * 4 * sl_model_width(m, last)));
     cJSON_AddNumberToObject(o, "stash_bytes", (double)stash);
     return o;

@@ -92,6 +92,11 @@ static inline int sl_plan_stage_of(const sl_plan *p, int rank, int chunk)
     return rank + chunk * p->ranks;
 }
 
+/* Bytes one micro-batch holds on model stage `stage` between its forward and its backward (or
+ * W), from the layer table: the activations its layers stash, and the stage's input. */
+size_t sl_plan_stash_bytes(const sl_plan *p, int stage);
+size_t sl_plan_input_bytes(const sl_plan *p, int stage);
+
 /* ------------------------------------------------------------------------------------------------
  * Profiles and predictions (profile.c, predict.c)
  *

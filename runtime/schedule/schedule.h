@@ -253,6 +253,11 @@ typedef struct sl_schedule_costs {
     double tied, norm; /* 0 means the default */
     double latency;    /* per transfer, >= 0 */
     int queue_depth;   /* link depth for the simulation, 0 for SL_SCHEDULE_QUEUE_DEPTH */
+    /* Memory (optional, both or neither): per stage, the bytes one micro-batch's stash of
+     * activations holds and the bytes of the stage's input (the layer table's figures,
+     * sl_plan_stash_bytes and sl_plan_input_bytes). */
+    const double *stage_stash_bytes; /* [stages] or NULL */
+    const double *stage_input_bytes; /* [stages] or NULL */
 } sl_schedule_costs;
 
 /* What the timed simulator predicts. Arrays are per rank; start/end are per action, parallel to
@@ -269,6 +274,11 @@ typedef struct sl_schedule_sim {
                               live from R to B, or to W) */
     int *peak_pending_w;   /* [ranks]: split backward only: most micro-batches between I and W,
                               each holding what W needs (layer inputs, output gradients) */
+    double *peak_bytes;    /* [ranks]: with the costs' stage bytes, the most bytes of stashes and
+                              stage inputs held at once, as the executor holds them: an input from
+                              its RECV_F (stage 0: its F; a stage whose predecessor is local: that
+                              F) and the stash from F to B or W (with recompute from F's start to
+                              its end, and from R to B or W); 0 without them */
     double **start, **end; /* [ranks][count[r]] */
 } sl_schedule_sim;
 

@@ -22,6 +22,7 @@ void sl_schedule_sim_free(sl_schedule_sim *sim)
     free(sim->idle);
     free(sim->peak_activations);
     free(sim->peak_pending_w);
+    free(sim->peak_bytes);
     memset(sim, 0, sizeof *sim);
 }
 
@@ -32,6 +33,40 @@ static int check_cost(const char *what, double v, int stage)
         return sl_fail(SL_EINVAL, "cost %s of stage %d must be a positive number (got %g)", what,
                        stage, v);
     return sl_fail(SL_EINVAL, "cost %s must be a positive number (got %g)", what, v);
+}
+
+/* The most bytes rank r holds at once, replaying its list as the executor runs it. */
+static double peak_bytes(const sl_schedule *s, const sl_schedule_costs *c, int r)
+{
+    const double *stash = c->stage_stash_bytes, *in = c->stage_input_bytes;
+    double held = 0, peak = 0;
+    for (size_t i = 0; i < s->count[r]; i++) {
+        const sl_action *a = &s->actions[r][i];
+        const int st = a->stage;
+        switch (a->type) {
+        case SL_ACTION_RECV_F:
+            held += in[st];
+            break;
+        case SL_ACTION_F:
+            if (st == 0) held += in[0];
+            held += stash[st];
+            if (st + 1 < s->stages && s->stage_rank[st + 1] == r) held += in[st + 1];
+            peak = SL_MAX(peak, held);
+            if (s->recompute && !s->forward_only) held -= stash[st];
+            break;
+        case SL_ACTION_R:
+            held += stash[st];
+            break;
+        case SL_ACTION_B:
+        case SL_ACTION_W:
+            held -= stash[st] + in[st];
+            break;
+        default:
+            break;
+        }
+        peak = SL_MAX(peak, held);
+    }
+    return peak;
 }
 
 int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs, sl_schedule_sim *out)
@@ -71,10 +106,11 @@ int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs, s
     out->idle = sl_alloc(sizeof(double) * (size_t)D);
     out->peak_activations = sl_alloc(sizeof(int) * (size_t)D);
     out->peak_pending_w = sl_alloc(sizeof(int) * (size_t)D);
+    out->peak_bytes = sl_alloc(sizeof(double) * (size_t)D);
     out->start = sl_alloc(sizeof(double *) * (size_t)D);
     out->end = sl_alloc(sizeof(double *) * (size_t)D);
     int st = (!out->busy || !out->idle || !out->peak_activations || !out->peak_pending_w ||
-              !out->start || !out->end)
+              !out->peak_bytes || !out->start || !out->end)
                  ? SL_ENOMEM
                  : SL_OK;
     for (int r = 0; r < D && !st; r++) {
@@ -104,6 +140,8 @@ int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs, s
             out->makespan = SL_MAX(out->makespan, out->end[r][i]);
         }
     }
+    if (c.stage_stash_bytes && c.stage_input_bytes)
+        for (int r = 0; r < D; r++) out->peak_bytes[r] = peak_bytes(s, &c, r);
     double idle = 0;
     for (int r = 0; r < D; r++) {
         out->idle[r] = out->makespan - out->busy[r];

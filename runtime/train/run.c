@@ -237,6 +237,7 @@ static void on_done(sl__run *r, int rank, const cJSON *o)
     snprintf(ri->device, sizeof ri->device, "%s", str(o, "device"));
     snprintf(ri->device_name, sizeof ri->device_name, "%s", str(o, "device_name"));
     ri->peak_bytes = num(o, "peak_bytes");
+    ri->peak_stash_bytes = num(o, "peak_stash_bytes");
     ri->busy_s = num(o, "busy_s");
     ri->wall_s = num(o, "wall_s");
     ri->transfer_s = num(o, "transfer_s");
@@ -323,6 +324,30 @@ static double predicted_bubble(const sl__run *r, double *step_ms)
     return bubble;
 }
 
+/* Each rank's most bytes of stashes and stage inputs held at once, as the simulator predicts them
+ * from the layer table (NULL when it cannot: the caller leaves the field out). */
+static double *predicted_stash_bytes(const sl__run *r)
+{
+    const sl_plan *p = r->plan;
+    const int S = p->sched->stages;
+    double *bytes = sl_alloc(sizeof(double) * (size_t)(2 * S));
+    double *out = sl_alloc(sizeof(double) * (size_t)p->ranks);
+    sl_schedule_sim sim = {0};
+    int rc = bytes && out ? SL_OK : SL_ENOMEM;
+    for (int i = 0; rc == SL_OK && i < S; i++) {
+        bytes[i] = (double)sl_plan_stash_bytes(p, i);
+        bytes[S + i] = (double)sl_plan_input_bytes(p, i);
+    }
+    sl_schedule_costs costs = {.stage_stash_bytes = bytes, .stage_input_bytes = bytes + S};
+    if (rc == SL_OK) rc = sl_schedule_simulate(p->sched, &costs, &sim);
+    for (int i = 0; rc == SL_OK && i < p->ranks; i++) out[i] = sim.peak_bytes[i];
+    sl_schedule_sim_free(&sim);
+    free(bytes);
+    if (rc == SL_OK) return out;
+    free(out);
+    return NULL;
+}
+
 static int write_summary(const sl__run *r, sl_train_summary *s)
 {
     const sl_config *cfg = r->cfg;
@@ -362,6 +387,7 @@ static int write_summary(const sl__run *r, sl_train_summary *s)
         cJSON_AddNumberToObject(o, "step_time_measured_s",
                                 (r->last_t - r->first_t) / (r->steps_seen - 1));
     if (!isnan(step_ms)) cJSON_AddNumberToObject(o, "step_time_predicted_s", step_ms / 1e3);
+    double *stash = predicted_stash_bytes(r);
     cJSON *arr = cJSON_AddArrayToObject(o, "ranks");
     for (int i = 0; i < ranks; i++) {
         cJSON *ri = cJSON_CreateObject();
@@ -369,6 +395,8 @@ static int write_summary(const sl__run *r, sl_train_summary *s)
         cJSON_AddStringToObject(ri, "device", r->ranks[i].device);
         cJSON_AddStringToObject(ri, "device_name", r->ranks[i].device_name);
         cJSON_AddNumberToObject(ri, "peak_memory_bytes", r->ranks[i].peak_bytes);
+        cJSON_AddNumberToObject(ri, "stash_bytes_measured", r->ranks[i].peak_stash_bytes);
+        if (stash) cJSON_AddNumberToObject(ri, "stash_bytes_predicted", stash[i]);
         /* busy: compute actions; transfer: SEND/RECV actions (a wait for a neighbour included);
          * runtime: the executor between actions; idle = wall - busy, the bubble's share. */
         const sl__rank_info *k = &r->ranks[i];
@@ -379,6 +407,7 @@ static int write_summary(const sl__run *r, sl_train_summary *s)
         cJSON_AddNumberToObject(ri, "wall_s", k->wall_s);
         cJSON_AddItemToArray(arr, ri);
     }
+    free(stash);
     int rc = sl__write_json(r, SL_RUN_SUMMARY, o);
     cJSON_Delete(o);
     return rc;

@@ -16,6 +16,7 @@
 typedef struct sl__rank_info {
     char device[32], device_name[256];
     double peak_bytes, busy_s, wall_s, transfer_s;
+    double peak_stash_bytes; /* the executor's most bytes of stashes and stage inputs held */
 } sl__rank_info;
 
 /* The Chrome trace of a run: every rank's events on its own track. */

@@ -116,6 +116,20 @@ static int train_config(const char *base, const char **sets, int nsets, result *
         const char *v = strstr(summary, "\"val_loss\":"), *t = strstr(summary, "\"train_loss\":");
         out->summary_val = v ? strtod(v + 11, NULL) : NAN;
         out->summary_train = t ? strtod(t + 13, NULL) : NAN;
+        /* Every rank's measured peak of stashed activations and stage inputs is within 10% of
+         * what the simulator predicts from the layer table (on the CPU they are equal). */
+        int nranks = 0;
+        for (const char *m = strstr(summary, "\"stash_bytes_measured\":"); m;
+             m = strstr(m + 1, "\"stash_bytes_measured\":"), nranks++) {
+            const char *pr = strstr(m, "\"stash_bytes_predicted\":");
+            cr_assert_not_null(pr, "%s", summary);
+            double measured = strtod(m + 23, NULL), predicted = strtod(pr + 24, NULL);
+            cr_assert_gt(predicted, 0, "%s", summary);
+            cr_assert_leq(fabs(measured - predicted), 0.1 * predicted,
+                          "rank %d: %.0f bytes stashed, %.0f predicted", nranks, measured,
+                          predicted);
+        }
+        cr_assert_eq(nranks, cfg.pipeline.stages, "%s", summary);
         free(summary);
         /* The plan the ranks ran is in the output too, and loads back. */
         sl_plan plan;
