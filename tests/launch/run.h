@@ -3,7 +3,9 @@
 #ifndef SL_TESTS_LAUNCH_RUN_H
 #define SL_TESTS_LAUNCH_RUN_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -23,7 +25,7 @@
 static char outdir_template[] = "/tmp/sluice-launchers-XXXXXX";
 static char *outdir;
 
-static void launchers_setup(void)
+static __attribute__((unused)) void launchers_setup(void)
 {
     outdir = mkdtemp(outdir_template);
     cr_assert_not_null(outdir);
@@ -32,14 +34,15 @@ static void launchers_setup(void)
     cr_assert(getenv("SLUICE_EXE"), "run through ctest (SLUICE_EXE)");
 }
 
-static void launchers_teardown(void)
+static __attribute__((unused)) void launchers_teardown(void)
 {
     cr_assert_eq(sl_remove_tree(outdir), SL_OK, "%s", sl_last_error());
 }
 
 /* Starts argv (argv[0] looked up in PATH, or SLUICE_EXE for "sluice") with `env` ("K=V", NULL
  * ended) added, its output appended to `log`. */
-static pid_t spawn(char *const argv[], const char *const env[], const char *log)
+static __attribute__((unused)) pid_t spawn(char *const argv[], const char *const env[],
+                                           const char *log)
 {
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
@@ -55,14 +58,14 @@ static pid_t spawn(char *const argv[], const char *const env[], const char *log)
 }
 
 /* Waits for pid; its exit status, or 128 + signal. */
-static int wait_for(pid_t pid)
+static __attribute__((unused)) int wait_for(pid_t pid)
 {
     int ws;
     cr_assert_eq(waitpid(pid, &ws, 0), pid);
     return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
 }
 
-static char *read_text(const char *path)
+static __attribute__((unused)) char *read_text(const char *path)
 {
     char *data = NULL;
     size_t len;
@@ -72,7 +75,8 @@ static char *read_text(const char *path)
 
 /* "train SAMPLE --quiet" with the suite's overrides and output.dir = outdir/name, as argv from
  * argv[at] on; returns the number of entries written. */
-static int train_args(char **argv, int at, const char *name, char *dir_set, size_t cap)
+static __attribute__((unused)) int train_args(char **argv, int at, const char *name, char *dir_set,
+                                              size_t cap)
 {
     snprintf(dir_set, cap, "output.dir=\"%s/%s\"", outdir, name);
     const char *a[] = {
@@ -85,7 +89,7 @@ static int train_args(char **argv, int at, const char *name, char *dir_set, size
 }
 
 /* The local run every launcher's run is compared with, trained once per suite process. */
-static void local_run(void)
+static __attribute__((unused)) void local_run(void)
 {
     static int done;
     if (done) return;
@@ -99,9 +103,9 @@ static void local_run(void)
 }
 
 /* The losses of a run's metrics.jsonl, as text, one per line. */
-static void losses(const char *dir, char *out, size_t cap)
+static __attribute__((unused)) void losses(const char *dir, char *out, size_t cap)
 {
-    char path[600];
+    char path[700];
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
     char *text = read_text(path);
     size_t n = 0;
@@ -115,7 +119,7 @@ static void losses(const char *dir, char *out, size_t cap)
 
 /* outdir/name holds what the local run wrote, nothing else, with the same losses and the same
  * final weights, byte for byte. */
-static void assert_equals_local(const char *name, const char *log)
+static __attribute__((unused)) void assert_equals_local(const char *name, const char *log)
 {
     char dir[600], ref[600], got_l[4096], ref_l[4096];
     snprintf(dir, sizeof dir, "%s/%s", outdir, name);
@@ -151,7 +155,7 @@ static void assert_equals_local(const char *name, const char *log)
 }
 
 /* A free TCP port on this host. */
-static int free_port(void)
+static __attribute__((unused)) int free_port(void)
 {
     char host[256];
     int port;
@@ -160,7 +164,7 @@ static int free_port(void)
 }
 
 /* Whether `prog` is on the PATH. */
-static int have(const char *prog)
+static __attribute__((unused)) int have(const char *prog)
 {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", prog);

@@ -1,9 +1,9 @@
-/* `sluice train` under the launchers users have: Open MPI's mpirun, torchrun's variables (Debian
- * 12's torchrun itself fails before starting a worker, see the README), and static endpoints with
- * --rank, each on 4 ranks over tcp on this host, each run's losses and final weights equal to the
- * local run's and nothing but the outputs in output.dir (rank 0 gathers the other ranks' weights
- * over the network). A launcher that is not installed is a skipped test, said so. Bad launcher
- * input is refused with a message naming it. */
+/* `sluice train` under torchrun's variables (Debian 12's torchrun itself fails before starting a
+ * worker, see the README) and static endpoints with --rank, each on 4 ranks over tcp on this host,
+ * each run's losses and final weights equal to the local run's and nothing but the outputs in
+ * output.dir (rank 0 gathers the other ranks' weights over the network). mpirun, srun and network
+ * namespaces have suites of their own (test_mpirun.c, test_slurm.c, test_netns.c), which skip when
+ * what they need is missing. Bad launcher input is refused with a message naming it. */
 #include "tests/launch/run.h"
 
 TestSuite(launchers, .init = launchers_setup, .fini = launchers_teardown, .timeout = 0);
@@ -87,34 +87,6 @@ Test(launchers, static_endpoints)
     for (int r = 0; r < RANKS; r++)
         cr_assert_eq(wait_for(pids[r]), 0, "static: rank %d failed:\n%s", r, read_text(log));
     assert_equals_local("static", log);
-}
-
-/* Open MPI's mpirun on 4 ranks of this host. */
-Test(launchers, mpirun)
-{
-    if (!have("mpirun")) cr_skip_test("mpirun is not installed (Debian: openmpi-bin)");
-    local_run();
-    char *argv[48], set[512], port[64], log[600];
-    snprintf(port, sizeof port, "MASTER_PORT=%d", free_port());
-    char *head[] = {"mpirun",
-                    "--allow-run-as-root",
-                    "--oversubscribe",
-                    "-np",
-                    "4",
-                    "-x",
-                    "MASTER_ADDR=127.0.0.1",
-                    "-x",
-                    port,
-                    "-x",
-                    "SLUICE_HOST=127.0.0.1",
-                    "sluice"};
-    int n = (int)(sizeof head / sizeof *head);
-    for (int i = 0; i < n; i++) argv[i] = head[i];
-    argv[n - 1] = getenv("SLUICE_EXE");
-    train_args(argv, n, "mpirun", set, sizeof set);
-    snprintf(log, sizeof log, "%s/mpirun.log", outdir);
-    cr_assert_eq(wait_for(spawn(argv, NULL, log)), 0, "mpirun failed:\n%s", read_text(log));
-    assert_equals_local("mpirun", log);
 }
 
 /* ------------------------------------------------------------------------------------------------
