@@ -51,6 +51,19 @@ Test(launchers, torchrun_variables)
     ranks_equal_local("torchrun", argv, torchrun_env);
 }
 
+/* output.every_rank: every rank leaves its weight files in the shared output.dir instead of
+ * sending them; rank 0 merges and removes them, so the outputs are the same. */
+Test(launchers, every_rank_on_a_shared_dir)
+{
+    char *argv[40], set[512];
+    argv[0] = "sluice";
+    int n = 1 + train_args(argv, 1, "every_rank", set, sizeof set);
+    argv[n++] = "--set";
+    argv[n++] = "output.every_rank=true";
+    argv[n] = NULL;
+    ranks_equal_local("every_rank", argv, torchrun_env);
+}
+
 /* Static endpoints: launch.endpoints lists one tcp endpoint per rank and each process is started
  * by hand with --rank R; rank 0 hosts the rendezvous one port above its endpoint. */
 static char endpoints_set[512];
