@@ -8,14 +8,12 @@
 
 TestSuite(launchers, .init = launchers_setup, .fini = launchers_teardown, .timeout = 0);
 
-/* Runs RANKS processes of `argv` with each one's environment from env_of(rank), and checks that
- * all succeed and the run equals the local one. */
-static void ranks_equal_local(const char *name, char **argv,
-                              void (*env_of)(int rank, int port, char env[][128]))
+/* Runs RANKS processes of `argv` with each one's environment from env_of(rank) and checks that
+ * all succeed; their output goes to `log`. */
+static void run_ranks(const char *name, char **argv,
+                      void (*env_of)(int rank, int port, char env[][128]), char *log, size_t cap)
 {
-    local_run();
-    char log[600];
-    snprintf(log, sizeof log, "%s/%s.log", outdir, name);
+    snprintf(log, cap, "%s/%s.log", outdir, name);
     int port = free_port();
     pid_t pids[RANKS];
     for (int r = 0; r < RANKS; r++) {
@@ -27,6 +25,15 @@ static void ranks_equal_local(const char *name, char **argv,
     }
     for (int r = 0; r < RANKS; r++)
         cr_assert_eq(wait_for(pids[r]), 0, "%s: rank %d failed:\n%s", name, r, read_text(log));
+}
+
+/* The same, and the run equals the local one. */
+static void ranks_equal_local(const char *name, char **argv,
+                              void (*env_of)(int rank, int port, char env[][128]))
+{
+    local_run();
+    char log[600];
+    run_ranks(name, argv, env_of, log, sizeof log);
     assert_equals_local(name, log);
 }
 
@@ -62,6 +69,30 @@ Test(launchers, every_rank_on_a_shared_dir)
     argv[n++] = "output.every_rank=true";
     argv[n] = NULL;
     ranks_equal_local("every_rank", argv, torchrun_env);
+}
+
+/* Checkpoints too reach rank 0 over the network: each is in output.dir, and no rank's own file
+ * is left anywhere in it. */
+Test(launchers, checkpoints_gathered)
+{
+    char *argv[40], set[512], log[600];
+    argv[0] = "sluice";
+    int n = 1 + train_args(argv, 1, "checkpoints", set, sizeof set);
+    argv[n++] = "--set";
+    argv[n++] = "output.checkpoint_interval=2";
+    argv[n] = NULL;
+    run_ranks("checkpoints", argv, torchrun_env, log, sizeof log);
+    char dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s/checkpoints", outdir);
+    for (int step = 2; step < 6; step += 2) {
+        snprintf(path, sizeof path, "%s/checkpoint-%d.safetensors", dir, step);
+        cr_assert_eq(access(path, F_OK), 0, "%s is missing:\n%s", path, read_text(log));
+    }
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d);
+    for (struct dirent *e; (e = readdir(d));)
+        cr_assert_neq(strncmp(e->d_name, ".weights", 8), 0, "%s left in output.dir", e->d_name);
+    closedir(d);
 }
 
 /* Static endpoints: launch.endpoints lists one tcp endpoint per rank and each process is started
