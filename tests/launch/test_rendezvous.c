@@ -312,6 +312,32 @@ Test(rendezvous_sockets, curve_refuses_plain_text)
 /* ------------------------------------------------------------------------------------------------
  * Where rank 0 binds */
 
+/* Whether a plain TCP connection to addr:port is accepted. */
+static int accepts(const char *addr, int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, addr, &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Rank 0 binds the rendezvous on MASTER_ADDR's address, not on every interface: 127.0.0.2 (also
+ * this host's loopback) is refused while 127.0.0.1 is served. */
+static void only_on_master_addr(const char *master)
+{
+    int port = atoi(strchr(master, ':') + 1);
+    for (int tries = 0; tries < 600 && !accepts("127.0.0.1", port); tries++) usleep(50000);
+    cr_assert(accepts("127.0.0.1", port));
+    cr_assert_not(accepts("127.0.0.2", port), "the rendezvous listens beyond 127.0.0.1");
+}
+
+Test(rendezvous_sockets, binds_only_where_master_addr_says)
+{
+    three_ranks(only_on_master_addr);
+}
+
 Test(rendezvous_sockets, bind_address)
 {
     char out[64];
@@ -321,6 +347,12 @@ Test(rendezvous_sockets, bind_address)
     cr_assert_str_eq(out, "127.0.0.1");
     cr_assert_eq(sl_launch_bind_address("10.1.2.3", "localhost", out, sizeof out), SL_OK);
     cr_assert_str_eq(out, "10.1.2.3");
+    /* A rank's link and report sockets bind where SLUICE_HOST says. */
+    char bind[128], adv[128];
+    setenv("SLUICE_HOST", "127.0.0.1", 1);
+    cr_assert_eq(sl_launch_tcp_endpoint(NULL, NULL, bind, adv, sizeof bind), SL_OK);
+    cr_assert_eq(strncmp(bind, "tcp://127.0.0.1:", 16), 0, "%s", bind);
+    cr_assert_str_eq(strchr(bind + 6, ':'), strchr(adv + 6, ':'));
     cr_assert_eq(sl_launch_bind_address(NULL, "no-such-host.invalid", out, sizeof out), SL_ECONFIG);
     cr_assert(strstr(sl_last_error(), "cannot resolve host 'no-such-host.invalid'"), "%s",
               sl_last_error());
