@@ -137,7 +137,7 @@ static int tokenise(const char *path, const unsigned char *b, size_t n, int voca
                     int32_t **ids, size_t *len)
 {
     int32_t *t = sl_alloc(sl_mul_size(n ? n : 1, sizeof(int32_t)));
-    uint8_t *seen = calloc(SL__CODE_POINTS / 8, 1);
+    uint64_t *seen = calloc(SL__CODE_POINTS / 64, sizeof(uint64_t));
     int st = t && seen ? SL_OK : sl_fail(SL_ENOMEM, "data: out of memory tokenising '%s'", path);
     size_t count = 0;
     for (size_t i = 0; st == SL_OK && i < n;) {
@@ -156,13 +156,14 @@ static int tokenise(const char *path, const unsigned char *b, size_t n, int voca
                              path, b[bad], bad);
             break;
         }
-        seen[cp >> 3] |= (uint8_t)(1u << (cp & 7));
+        seen[cp >> 6] |= (uint64_t)1 << (cp & 63);
         t[count++] = (int32_t)cp;
         i += used;
     }
     int nv = 0;
-    for (uint32_t cp = 0; st == SL_OK && cp < SL__CODE_POINTS; cp++)
-        nv += seen[cp >> 3] >> (cp & 7) & 1;
+    /* The bitmap word by word: most of the code points are absent. */
+    for (uint32_t w = 0; st == SL_OK && w < SL__CODE_POINTS / 64; w++)
+        for (uint64_t bits = seen[w]; bits; bits &= bits - 1) nv++;
     if (st == SL_OK && nv > vocab_max)
         st = sl_fail(SL_ECONFIG,
                      "data %s: the text has %d distinct characters, more than model.gpt.vocab_size "
@@ -172,8 +173,9 @@ static int tokenise(const char *path, const unsigned char *b, size_t n, int voca
         st = SL_ENOMEM;
     if (st == SL_OK) {
         d->nvocab = 0;
-        for (uint32_t cp = 0; cp < SL__CODE_POINTS; cp++)
-            if (seen[cp >> 3] >> (cp & 7) & 1) d->vocab[d->nvocab++] = cp;
+        for (uint32_t w = 0; w < SL__CODE_POINTS / 64; w++)
+            for (uint32_t k = 0; seen[w] && k < 64; k++)
+                if (seen[w] >> k & 1) d->vocab[d->nvocab++] = w * 64 + k;
         /* Code point -> index in the sorted vocabulary, by binary search. */
         for (size_t i = 0; i < count; i++) {
             uint32_t cp = (uint32_t)t[i];
