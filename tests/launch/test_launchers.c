@@ -1,9 +1,10 @@
 /* `sluice train` under torchrun's variables (Debian 12's torchrun itself fails before starting a
  * worker, see the README) and static endpoints with --rank, each on 4 ranks over tcp on this host,
  * each run's losses and final weights equal to the local run's and nothing but the outputs in
- * output.dir (rank 0 gathers the other ranks' weights over the network). mpirun, srun and network
- * namespaces have suites of their own (test_mpirun.c, test_slurm.c, test_netns.c), which skip when
- * what they need is missing. Bad launcher input is refused with a message naming it. */
+ * output.dir (rank 0 gathers the other ranks' weights over the network); PMI's variables too.
+ * mpirun, srun and network namespaces have suites of their own (test_mpirun.c, test_slurm.c,
+ * test_netns.c), which skip when what they need is missing. Bad launcher input is refused with a
+ * message naming it. */
 #include "tests/launch/run.h"
 
 TestSuite(launchers, .init = launchers_setup, .fini = launchers_teardown, .timeout = 0);
@@ -56,6 +57,25 @@ Test(launchers, torchrun_variables)
     argv[0] = "sluice";
     train_args(argv, 1, "torchrun", set, sizeof set);
     ranks_equal_local("torchrun", argv, torchrun_env);
+}
+
+static void pmi_env(int rank, int port, char env[][128])
+{
+    snprintf(env[0], 128, "PMI_RANK=%d", rank);
+    snprintf(env[1], 128, "PMI_SIZE=%d", RANKS);
+    snprintf(env[2], 128, "PMIX_NAMESPACE=pmi-test");
+    snprintf(env[3], 128, "MASTER_ADDR=127.0.0.1");
+    snprintf(env[4], 128, "MASTER_PORT=%d", port);
+    snprintf(env[5], 128, "SLUICE_HOST=127.0.0.1");
+}
+
+/* PMI's variables, as MPICH's and Intel MPI's launchers set them. */
+Test(launchers, pmi_variables)
+{
+    char *argv[32], set[512];
+    argv[0] = "sluice";
+    train_args(argv, 1, "pmi", set, sizeof set);
+    ranks_equal_local("pmi", argv, pmi_env);
 }
 
 /* output.every_rank: every rank leaves its weight files in the shared output.dir instead of
