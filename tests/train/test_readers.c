@@ -205,6 +205,13 @@ Test(readers, truncated_and_corrupt_gzip)
     bytes[n / 2] ^= 0x55;
     assert_fails_with(load_csv_bytes("bad.csv.gz", bytes, n, &d), "bad.csv.gz: ");
     free(bytes);
+    /* A NUL at the start of a line inside the gzip stream is refused as in a plain file. */
+    tmppath(path, sizeof path, "nul.csv.gz");
+    gz = gzopen(path, "wb");
+    cr_assert_not_null(gz);
+    gzwrite(gz, "1,2,3,0\n\0,5,6,1\n", 16);
+    gzclose(gz);
+    assert_fails_with(load_data_at(path, &d), "nul.csv.gz: line 2 has a NUL byte");
 }
 
 /* ------------------------------------------------------------------------------------------------
