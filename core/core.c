@@ -308,30 +308,91 @@ int sl_read_file(const char *path, char **data, size_t *size)
     return sl_read_file_max(path, SL_READ_FILE_MAX, data, size);
 }
 
+/* The test hook of sl_write_all: how many more bytes `fd` (named `name`) may take, or -1 for
+ * no limit. */
+static long long enospc_room(int fd, const char *name)
+{
+    const char *hook = getenv("SLUICE_ENOSPC");
+    const char *colon = hook ? strrchr(hook, ':') : NULL;
+    if (!colon || colon == hook) return -1;
+    char want[256];
+    snprintf(want, sizeof want, "%.*s", (int)SL_MIN((size_t)(colon - hook), sizeof want - 1), hook);
+    if (!strstr(name, want)) return -1;
+    struct stat st;
+    long long limit = atoll(colon + 1), size = fstat(fd, &st) == 0 ? (long long)st.st_size : 0;
+    off_t pos = lseek(fd, 0, SEEK_CUR);
+    if (pos > size) size = (long long)pos;
+    return size < limit ? limit - size : 0;
+}
+
+int sl_write_all(int fd, const char *name, const void *data, size_t len)
+{
+    const char *p = data;
+    long long room = enospc_room(fd, name);
+    while (len > 0) {
+        size_t chunk = room >= 0 ? (size_t)SL_MIN((long long)len, room) : len;
+        if (chunk == 0) return ENOSPC;
+        ssize_t n = write(fd, p, chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return errno ? errno : EIO;
+        if (n == 0) return ENOSPC;
+        p += n;
+        len -= (size_t)n;
+        if (room >= 0) room -= n;
+    }
+    return 0;
+}
+
+int sl_out_open(sl_out_file *f, const char *path, unsigned mode)
+{
+    f->fd = -1;
+    if (snprintf(f->path, sizeof f->path, "%s", path) >= (int)sizeof f->path)
+        return sl_fail(SL_EINVAL, "path too long: '%s'", path);
+    snprintf(f->tmp, sizeof f->tmp, "%s.tmp%ld", path, (long)getpid());
+    f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
+    if (f->fd < 0) return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));
+    return SL_OK;
+}
+
+int sl_out_write(sl_out_file *f, const void *data, size_t len)
+{
+    if (f->fd < 0) return sl_fail(SL_EIO, "cannot write '%s': not open", f->path);
+    int err = sl_write_all(f->fd, f->path, data, len);
+    if (err) return sl_fail(SL_EIO, "cannot write '%s': %s", f->path, strerror(err));
+    return SL_OK;
+}
+
+int sl_out_commit(sl_out_file *f)
+{
+    if (f->fd < 0) return sl_fail(SL_EIO, "cannot write '%s': not open", f->path);
+    int err = fsync(f->fd) != 0 && errno != EINVAL ? errno : 0;
+    if (close(f->fd) != 0 && !err) err = errno;
+    f->fd = -1;
+    if (!err && rename(f->tmp, f->path) != 0) err = errno;
+    if (err) {
+        unlink(f->tmp);
+        return sl_fail(SL_EIO, "cannot write '%s': %s", f->path, strerror(err));
+    }
+    f->tmp[0] = '\0';
+    return SL_OK;
+}
+
+void sl_out_abort(sl_out_file *f)
+{
+    if (f->fd >= 0) close(f->fd);
+    f->fd = -1;
+    if (f->tmp[0]) unlink(f->tmp);
+    f->tmp[0] = '\0';
+}
+
 int sl_write_file(const char *path, const void *data, size_t len, unsigned mode)
 {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return sl_fail(SL_EINVAL, "path too long: '%s'", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, (mode_t)mode);
-    if (fd < 0) return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t n = write(fd, p, left);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        p += n;
-        left -= (size_t)n;
-    }
-    int err = left ? (errno ? errno : EIO) : 0;
-    if (close(fd) != 0 && !err) err = errno;
-    if (!err && rename(tmp, path) != 0) err = errno;
-    if (err) {
-        unlink(tmp);
-        return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(err));
-    }
-    return SL_OK;
+    sl_out_file f;
+    SL_TRY(sl_out_open(&f, path, mode));
+    int rc = sl_out_write(&f, data, len);
+    if (rc == SL_OK) rc = sl_out_commit(&f);
+    sl_out_abort(&f);
+    return rc;
 }
 
 int sl_mkdir_p(const char *path)

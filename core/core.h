@@ -115,6 +115,24 @@ int sl_read_file(const char *path, char **data, size_t *size);
  * file and a failure leaves the old file as it was. */
 int sl_write_file(const char *path, const void *data, size_t len, unsigned mode);
 
+/* A file written in pieces the same way: sl_out_open creates `path`.tmp<pid> beside `path`,
+ * sl_out_write appends, sl_out_commit flushes it to the disk and renames it over `path`, and
+ * sl_out_abort (also after a failed write or commit; harmless after a commit) removes the
+ * temporary. Every failure is SL_EIO naming `path` and the system's reason (errno). */
+typedef struct sl_out_file {
+    int fd;
+    char path[4096], tmp[4160];
+} sl_out_file;
+int sl_out_open(sl_out_file *f, const char *path, unsigned mode);
+int sl_out_write(sl_out_file *f, const void *data, size_t len);
+int sl_out_commit(sl_out_file *f);
+void sl_out_abort(sl_out_file *f);
+
+/* write(2) of all `len` bytes to `fd` (retrying short writes and EINTR): 0, or the errno. With
+ * SLUICE_ENOSPC=NAME:BYTES set (a test hook), a file whose name contains NAME takes at most BYTES
+ * bytes before it fails with ENOSPC, as on a full disk. `name` is the file's path. */
+int sl_write_all(int fd, const char *name, const void *data, size_t len);
+
 /* Creates a directory and its missing parents (as `mkdir -p`); one that exists is fine. */
 int sl_mkdir_p(const char *path);
 

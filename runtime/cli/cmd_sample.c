@@ -34,7 +34,7 @@ static void usage(FILE *out)
         "                       the same text on every machine but not the text PyTorch would\n"
         "  --device ID          the device to run on, as `sluice devices` lists (default cpu)\n"
         "  --weights FILE       the weights (default RUN_DIR/final.safetensors; a\n"
-        "                       RUN_DIR/checkpoint-<step>.safetensors works too)\n");
+        "                       RUN_DIR/checkpoint-<step>/model.safetensors works too)\n");
 }
 
 static int bad_value(const char *opt, const char *value, const char *want)

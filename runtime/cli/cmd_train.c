@@ -1,4 +1,5 @@
 /* `sluice train CONFIG [--set KEY=VALUE]...`: train a model on a pipeline of stage processes. */
+#define _GNU_SOURCE /* strsignal */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,14 +15,19 @@ static void usage(FILE *out)
 {
     fprintf(
         out,
-        "usage: sluice train CONFIG [--set KEY=VALUE]... [--quiet] [--keep-run-dir]\n\n"
+        "usage: sluice train CONFIG [--set KEY=VALUE]... [--resume] [--quiet] [--keep-run-dir]\n\n"
         "Trains the model that CONFIG (JSON) describes, cut into pipeline.stages ranks, one\n"
         "process per rank on this host, linked over ipc://, running the pipeline.schedule for\n"
         "every step. Writes metrics.jsonl, final.safetensors, summary.json and trace.json\n"
         "into output.dir. If any rank fails, every rank stops and the command exits 1 with\n"
-        "that rank's message.\n\n"
+        "that rank's message. SIGINT or SIGTERM stops every rank after the current step\n"
+        "(writing a checkpoint when output.checkpoint_interval is set); a second one stops\n"
+        "them at once.\n\n"
         "  --set KEY=VALUE  override a config key (the value is JSON when it parses as JSON,\n"
         "                   else a string): --set pipeline.schedule=gpipe --set train.steps=50\n"
+        "  --resume         go on from the newest complete checkpoint in output.dir\n"
+        "                   (output.checkpoint_interval makes them), with its weights,\n"
+        "                   optimizer state and data position\n"
         "  --quiet          no progress output\n"
         "  --keep-run-dir   keep the private run directory (sockets, per-rank files)\n"
         "  --rank R         be rank R of launch.endpoints (start one such process per rank,\n"
@@ -33,9 +39,9 @@ static void usage(FILE *out)
 
 int sl_cmd_train(int argc, char **argv)
 {
-    const char *config = NULL, *run_dir = NULL;
+    const char *config = NULL, *run_dir = NULL, *resume_from = NULL;
     const char **sets = calloc((size_t)argc, sizeof *sets);
-    int nsets = 0, rank = -1, quiet = 0, keep = 0;
+    int nsets = 0, rank = -1, quiet = 0, keep = 0, resume = 0;
     unsigned long long run_id = 0;
     if (!sets) return sl_cli_error("train", SL_ENOMEM);
     for (int i = 1; i < argc; i++) {
@@ -53,6 +59,11 @@ int sl_cmd_train(int argc, char **argv)
             quiet = 1;
         } else if (!strcmp(a, "--keep-run-dir")) {
             keep = 1;
+        } else if (!strcmp(a, "--resume")) {
+            resume = 1;
+        } else if (!strcmp(a, "--resume-from") && v) { /* internal: the rank side of --resume */
+            resume_from = v;
+            i++;
         } else if (!strcmp(a, "--rank") && v) { /* static, or with --run-dir internal */
             rank = atoi(v);
             i++;
@@ -76,7 +87,7 @@ int sl_cmd_train(int argc, char **argv)
             fprintf(stderr, "sluice train: --rank and --run-dir go together\n");
             return 2;
         }
-        int st = sl_train_rank(run_dir, rank, run_id);
+        int st = sl_train_rank(run_dir, rank, run_id, resume_from);
         if (st != SL_OK) {
             fprintf(stderr, "sluice train: rank %d: %s\n", rank, sl_last_error());
             return 1;
@@ -115,7 +126,8 @@ int sl_cmd_train(int argc, char **argv)
                 config, cfg.pipeline.stages, cfg.pipeline.stages == 1 ? "" : "s",
                 cfg.pipeline.schedule, cfg.pipeline.recompute ? ", recompute" : "", cfg.train.steps,
                 cfg.train.batch, cfg.train.microbatches);
-    sl_train_options opt = {.progress = !quiet && launch.rank == 0, .keep_run_dir = keep};
+    sl_train_options opt = {
+        .progress = !quiet && launch.rank == 0, .keep_run_dir = keep, .resume = resume};
     sl_train_summary sum;
     if (launch.launcher == SL_LAUNCHER_NONE) {
         st = sl_train(&cfg, &opt, &sum);
@@ -133,6 +145,15 @@ int sl_cmd_train(int argc, char **argv)
     if (launch.rank != 0) {
         sl_config_free(&cfg);
         return 0;
+    }
+    if (sum.interrupted) {
+        printf("stopped by %s after %d steps", strsignal(sum.interrupted), sum.steps);
+        if (sum.checkpoint == sum.steps)
+            printf(": checkpoint-%d in %s; go on with --resume\n", sum.checkpoint, cfg.output.dir);
+        else
+            printf(" (no checkpoint: output.checkpoint_interval is not set)\n");
+        sl_config_free(&cfg);
+        return 128 + sum.interrupted;
     }
     printf("trained %d steps: final loss %.4f", sum.steps, sum.final_loss);
     if (!isnan(sum.eval_accuracy) && cfg.model.loss == SL_LOSS_CROSS_ENTROPY)

@@ -31,7 +31,8 @@ static const char *const pipe_keys[] = {"stages",    "schedule",         "chunks
                                         "partition", "partition_counts", NULL};
 static const char *const launch_keys[] = {"endpoints",    "curve",     "keys",
                                           "heartbeat_ms", "timeout_s", NULL};
-static const char *const output_keys[] = {"dir", "checkpoint_interval", "every_rank", NULL};
+static const char *const output_keys[] = {"dir", "checkpoint_interval", "every_rank",
+                                          "keep_checkpoints", NULL};
 static const char *const eval_keys[] = {"interval", "iters", NULL};
 
 const char *const sl__config_opt_names[] = {"sgd", "adam", "adamw"};
@@ -425,6 +426,8 @@ static int parse_rest(cJSON *root, sl_config *cfg)
     SL_TRY(sl__config_get_int(c, "checkpoint_interval", false, 0, 0, 1 << 30,
                               &cfg->output.checkpoint_interval));
     SL_TRY(sl__config_get_bool(c, "every_rank", false, &cfg->output.every_rank));
+    SL_TRY(sl__config_get_int(c, "keep_checkpoints", false, 0, 0, 1 << 30,
+                              &cfg->output.keep_checkpoints));
     return SL_OK;
 }
 

@@ -127,6 +127,8 @@ typedef struct sl_config {
         bool every_rank; /* under a launcher, every rank also leaves its own weight files in dir
                             (a filesystem every host shares); default false: rank 0 gathers
                             them over the network and the others write nothing there */
+        int keep_checkpoints; /* the newest checkpoints kept, older ones removed; 0 (default)
+                                 keeps all */
     } output;
 } sl_config;
 

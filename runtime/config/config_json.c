@@ -125,6 +125,7 @@ char *sl_config_to_json(const sl_config *cfg, bool pretty)
     cJSON_AddStringToObject(o, "dir", cfg->output.dir);
     cJSON_AddNumberToObject(o, "checkpoint_interval", cfg->output.checkpoint_interval);
     cJSON_AddBoolToObject(o, "every_rank", cfg->output.every_rank);
+    cJSON_AddNumberToObject(o, "keep_checkpoints", cfg->output.keep_checkpoints);
 
     char *text = pretty ? cJSON_Print(root) : cJSON_PrintUnformatted(root);
     cJSON_Delete(root);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "runtime/exec/exec_impl.h"
+#include "runtime/safetensors/safetensors.h"
 
 /* ------------------------------------------------------------------------------------------------
  * Reports */
@@ -116,8 +117,26 @@ static int setup(sl__exec *e)
     e->pool.dev = e->dev;
     e->rows = (size_t)(cfg->train.batch / cfg->train.microbatches);
 
+    /* A resumed run starts from the checkpoint's weights and optimizer state. */
+    sl_checkpoint ck = {0};
+    char path[4200];
+    sl_safetensors optim = {0};
     sl_weights init;
-    SL_TRY(sl_weights_from_config(cfg, e->model, &init));
+    if (e->opt->resume) {
+        SL_TRY(sl_checkpoint_read(e->opt->resume, &ck));
+        snprintf(path, sizeof path, "%s/model.safetensors", ck.dir);
+        SL_TRY(sl_weights_load(e->model, path, &init));
+        snprintf(path, sizeof path, "%s/optimizer.safetensors", ck.dir);
+        int rc = sl_safetensors_load(path, &optim);
+        if (rc != SL_OK) {
+            sl_weights_free(&init);
+            return rc;
+        }
+        e->start_step = ck.step;
+        e->start_evals = ck.evaluations;
+    } else {
+        SL_TRY(sl_weights_from_config(cfg, e->model, &init));
+    }
     e->nls = cfg->pipeline.chunks;
     e->ls = sl_alloc((size_t)e->nls * sizeof *e->ls);
     int rc = e->ls ? SL_OK : SL_ENOMEM;
@@ -126,10 +145,13 @@ static int setup(sl__exec *e)
         l->stage = sl_plan_stage_of(e->plan, e->rank, i);
         const sl_stage_range *r = &e->part->stages[l->stage];
         rc = sl_stage_create(e->dev, e->model, r->first, r->last, &init, &l->st);
+        if (rc == SL_OK && e->opt->resume)
+            rc = sl_stage_state_load(l->st, &cfg->train.optimizer, &optim, path, ck.step);
         if (rc == SL_OK && !(l->mb = sl_alloc((size_t)cfg->train.microbatches * sizeof *l->mb)))
             rc = SL_ENOMEM;
     }
     sl_weights_free(&init);
+    if (e->opt->resume) sl_safetensors_free(&optim);
     SL_TRY(rc);
 
     size_t widest = (size_t)SL_MAX(e->model->max_width, e->model->outputs);
@@ -205,24 +227,51 @@ static void teardown(sl__exec *e)
     memset(e->secret, 0, sizeof e->secret);
 }
 
-static int save_weights(sl__exec *e, int step)
+/* With send_weights, a file this rank wrote goes to the coordinator (and is removed here). */
+static int send_file(sl__exec *e, const char *path)
 {
-    char path[4096];
-    sl_run_path(path, sizeof path, e->opt->weights_dir,
-                step < 0 ? SL_RUN_RANK_WEIGHTS : SL_RUN_RANK_CHECKPOINT, e->rank, step);
-    sl_weights w;
-    SL_TRY(sl_weights_alloc(e->model, &w));
-    int rc = SL_OK;
-    for (int i = 0; i < e->nls && rc == SL_OK; i++) rc = sl_stage_download(e->ls[i].st, &w);
-    /* The whole model's names; layers of other ranks hold zeros and are ignored by the merge. */
-    if (rc == SL_OK) rc = sl_weights_save(e->model, &w, path);
-    sl_weights_free(&w);
-    if (rc != SL_OK || !e->opt->send_weights) return rc;
+    if (!e->opt->send_weights) return SL_OK;
     cJSON *o = cJSON_CreateObject();
     const char *base = strrchr(path, '/');
     cJSON_AddStringToObject(o, "type", "file");
     cJSON_AddStringToObject(o, "name", base ? base + 1 : path);
     return report(e, o, path);
+}
+
+/* The final weights: the whole model's names, other ranks' layers zero (ignored by the merge). */
+static int save_weights(sl__exec *e)
+{
+    char path[4096];
+    sl_run_path(path, sizeof path, e->opt->weights_dir, SL_RUN_RANK_WEIGHTS, e->rank, -1);
+    sl_weights w;
+    SL_TRY(sl_weights_alloc(e->model, &w));
+    int rc = SL_OK;
+    for (int i = 0; i < e->nls && rc == SL_OK; i++) rc = sl_stage_download(e->ls[i].st, &w);
+    if (rc == SL_OK) rc = sl_weights_save(e->model, &w, path);
+    sl_weights_free(&w);
+    return rc == SL_OK ? send_file(e, path) : rc;
+}
+
+/* A checkpoint's part of this rank: its stages' weights and optimizer state after `step` steps,
+ * then the report that says so. */
+static int save_checkpoint(sl__exec *e, int step)
+{
+    char path[4096], t[32];
+    sl_run_path(path, sizeof path, e->opt->weights_dir, SL_RUN_RANK_CHECKPOINT, e->rank, step);
+    sl_state_tensors st = {0};
+    int rc = SL_OK;
+    for (int i = 0; i < e->nls && rc == SL_OK; i++)
+        rc = sl_stage_state_save(e->ls[i].st, &e->cfg->train.optimizer, &st);
+    snprintf(t, sizeof t, "%d", step);
+    const char *k[] = {"step"}, *v[] = {t};
+    if (rc == SL_OK) rc = sl_safetensors_save(path, st.t, st.n, k, v, 1);
+    sl_state_tensors_free(&st);
+    if (rc == SL_OK) rc = send_file(e, path);
+    if (rc != SL_OK) return sl_fail_context(rc, "rank %d, checkpoint after step %d", e->rank, step);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "checkpoint");
+    cJSON_AddNumberToObject(o, "step", step);
+    return sl__exec_report(e, o);
 }
 
 /* Ends the run on the links in two rounds, so that no message a neighbour still needs is lost
@@ -262,13 +311,13 @@ static int train_loop(sl__exec *e)
     /* A test hook: SLUICE_FAIL_AT=RANK:STEP makes that rank fail at that step, so tests can
      * check that one failing rank stops the whole run cleanly; SLUICE_FAIL_AT=RANK:eval:STEP
      * makes it fail in the evaluation after that step. */
-    int fail_rank = -1, fail_step = -1, fail_eval = -1, nevals = 0;
+    int fail_rank = -1, fail_step = -1, fail_eval = -1, nevals = e->start_evals;
     const char *fail_at = getenv("SLUICE_FAIL_AT");
     if (fail_at && sscanf(fail_at, "%d:eval:%d", &fail_rank, &fail_eval) == 2)
         fail_step = -1;
     else if (fail_at && sscanf(fail_at, "%d:%d", &fail_rank, &fail_step) != 2)
         fail_rank = -1;
-    for (int64_t step = 0; step < e->cfg->train.steps; step++) {
+    for (int64_t step = e->start_step; step < e->cfg->train.steps; step++) {
         if (e->rank == fail_rank && step == fail_step)
             return sl_fail(SL_EDEVICE, "rank %d, step %lld: failure injected by SLUICE_FAIL_AT",
                            e->rank, (long long)step);
@@ -305,17 +354,12 @@ static int train_loop(sl__exec *e)
             SL_TRY(sl__exec_evaluate(e, step, nevals++));
         }
         int every = e->cfg->output.checkpoint_interval;
-        if (every > 0 && done % every == 0 && done < e->cfg->train.steps) {
-            SL_TRY(save_weights(e, done));
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "type", "checkpoint");
-            cJSON_AddNumberToObject(o, "step", done);
-            SL_TRY(sl__exec_report(e, o));
-        }
+        if (every > 0 && done % every == 0 && done < e->cfg->train.steps)
+            SL_TRY(save_checkpoint(e, done));
     }
     double wall = sl_now() - t_start - e->eval_s;
     SL_TRY(farewell(e));
-    SL_TRY(save_weights(e, -1));
+    SL_TRY(save_weights(e));
     return report_done(e, wall);
 }
 

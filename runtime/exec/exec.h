@@ -12,8 +12,10 @@
  *   {"type":"error","status":st,"message":"..."}                       a rank that failed
  * The trace comes before "done": "done" tells a coordinator under a launcher that the rank has
  * nothing more to say. Every rank writes its stages' weights (safetensors, by parameter name)
- * into `weights_dir` at the end and at every output.checkpoint_interval steps, under the names
- * sl_run_path gives (SL_RUN_RANK_WEIGHTS, SL_RUN_RANK_CHECKPOINT); the coordinator merges them.
+ * into `weights_dir` at the end (SL_RUN_RANK_WEIGHTS, the whole model's names, other ranks'
+ * layers zero), and every output.checkpoint_interval steps its stages' weights and optimizer
+ * state (SL_RUN_RANK_CHECKPOINT: sl_stage_state_save's tensors, its own parameters only); the
+ * coordinator merges them (a checkpoint: runtime/train/checkpoint.c).
  * With send_weights (under a launcher, no shared filesystem) each such file goes to the
  * coordinator over the report channel right after it is written, before the report that
  * announces it, and is removed here. Every report carries "run_id" (decimal text), by which the
@@ -38,11 +40,53 @@ typedef struct sl_exec_options {
     /* CURVE on the report channel: this rank's key pair, the coordinator's public key as
      * next_public_key; NULL for none. */
     const struct sl_transport_curve *report_curve;
+    const char *resume; /* a complete checkpoint directory to start from, or NULL */
 } sl_exec_options;
 
 /* Runs rank opt->rank of `plan` to the end. On failure the rank tells its neighbours and the
  * coordinator, and returns the status (the message names the action). */
 struct sl_plan;
 int sl_exec_rank(const struct sl_plan *plan, const sl_exec_options *opt);
+
+/* ------------------------------------------------------------------------------------------------
+ * Checkpoints: output.dir/checkpoint-<step>/ (step: the steps done) holds
+ *   model.safetensors      the weights by parameter name (loads as model.init, and in PyTorch)
+ *   optimizer.safetensors  the optimizer state by parameter name (sl_stage_state_save's names)
+ *   manifest.json          written last: {"step", "optimizer": {"name", "step"}, "data": {"seed",
+ *                          "shuffle", "batch", "next_sample"}, "evaluations", "files": [{"name",
+ *                          "bytes"}, ...]}
+ * The data's order and the evaluation batches are functions of data.seed and the step alone
+ * (runtime/data/data.h), so the step and the seed are the whole random state and data position.
+ * A checkpoint is complete when its manifest reads and every file it lists has its size. */
+
+typedef struct sl_checkpoint {
+    char dir[4096];
+    int step;        /* steps done: training goes on at this step */
+    int evaluations; /* evaluations done (a text's eval.interval) */
+    int batch;       /* train.batch it was made with */
+    uint64_t data_seed;
+    char optimizer[16]; /* train.optimizer.name */
+} sl_checkpoint;
+
+/* The checkpoint in `dir` when it is complete; SL_EFORMAT saying what is missing or wrong. */
+int sl_checkpoint_read(const char *dir, sl_checkpoint *out);
+
+/* The complete checkpoint of `output_dir` with the largest step (*found false when there is
+ * none); incomplete ones are skipped, each with a warning naming it and why. */
+int sl_checkpoint_newest(const char *output_dir, sl_checkpoint *out, bool *found);
+
+/* Every checkpoint-<step> directory of `output_dir` (complete or not), steps[0..*n-1] ascending
+ * (at most `cap`). */
+int sl_checkpoint_list(const char *output_dir, int *steps, int cap, int *n);
+
+/* Writes manifest.json into `dir` (holding model.safetensors and optimizer.safetensors already)
+ * for a checkpoint after `step` steps of `cfg`'s run with `evaluations` evaluations done. */
+struct sl_config;
+int sl_checkpoint_write_manifest(const char *dir, const struct sl_config *cfg, int step,
+                                 int evaluations);
+
+/* Whether `cfg` may go on from `ck`: the same optimizer, batch and data seed (SL_ECONFIG naming
+ * the difference otherwise), and a step below train.steps. */
+int sl_checkpoint_check(const sl_checkpoint *ck, const struct sl_config *cfg);
 
 #endif

@@ -60,6 +60,7 @@ typedef struct sl__exec {
     const sl_partition *part;
     const sl_exec_options *opt;
     int rank, world;
+    int start_step, start_evals; /* 0, or a resumed checkpoint's */
     sl_data data;
     sl_device *dev;
     sl_transport *tr;

@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,6 +124,8 @@ struct sl_launch {
     const char *files_dir; /* where files the ranks send are written: dir, or the listener's */
     uint64_t run_id;       /* 0: any report is taken (a local run before its id is known) */
     int dropped;           /* reports refused so far */
+    pid_t janitor;         /* removes the run directory if this process dies without doing it */
+    int janitor_fd;
     pid_t pids[MAX_RANKS];
     int status[MAX_RANKS]; /* -1 running, else the wait status */
     int nranks;
@@ -132,6 +135,42 @@ struct sl_launch {
 };
 
 static volatile sig_atomic_t interrupted;
+
+/* A coordinator killed with SIGKILL cannot remove its run directory (sockets, the plan, keys);
+ * its ranks die with it (PR_SET_PDEATHSIG). A small child process waits on a pipe whose other
+ * end only the coordinator holds: when the pipe reads end-of-file the coordinator is gone (or
+ * done), and the child removes the directory if it is still there. */
+static int start_janitor(sl_launch *l)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return sl_fail(SL_EIO, "cannot make a pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(fds[0]);
+        close(fds[1]);
+        return sl_fail(SL_EIO, "cannot start a process: %s", strerror(e));
+    }
+    if (pid == 0) {
+        /* Nothing of the coordinator's (an output directory's lock, sockets) stays open here. */
+        for (int fd = 3; fd < 1024; fd++)
+            if (fd != fds[0]) close(fd);
+        signal(SIGINT, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
+        char c;
+        while (read(fds[0], &c, 1) != 0 && errno == EINTR) {
+        }
+        if (access(l->dir, F_OK) != 0) _exit(0); /* the coordinator removed it */
+        usleep(100000); /* the ranks' SIGKILL at their parent's death, then their files */
+        sl_remove_tree(l->dir);
+        _exit(0);
+    }
+    close(fds[0]);
+    l->janitor = pid;
+    l->janitor_fd = fds[1];
+    return SL_OK;
+}
 
 static void on_signal(int sig)
 {
@@ -152,6 +191,12 @@ int sl_launch_create(bool keep, sl_launch **out)
     }
     l->keep = keep;
     l->files_dir = l->dir;
+    l->janitor_fd = -1;
+    if (!keep && start_janitor(l) != SL_OK) {
+        sl_log(SL_LOG_WARN, "%s: %s stays behind if this process is killed", sl_last_error(),
+               l->dir);
+        sl_clear_error();
+    }
     sl_cpu_blas blas;
     sl_cpu_blas_detect(&blas);
     if (blas.rank_coretype[0]) {
@@ -484,6 +529,10 @@ void sl_launch_destroy(sl_launch *l)
     if (!l->keep && l->dir[0] && sl_remove_tree(l->dir) != SL_OK) {
         sl_log(SL_LOG_WARN, "%s", sl_last_error());
         sl_clear_error();
+    }
+    if (l->janitor > 0) {
+        close(l->janitor_fd);
+        waitpid(l->janitor, NULL, 0);
     }
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);

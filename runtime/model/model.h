@@ -61,6 +61,8 @@ size_t sl_model_params(const sl_model *m, int first, int last);
 int sl_model_width(const sl_model *m, int i);
 /* The index of the parameter called `name`, or -1. */
 int sl_model_find_param(const sl_model *m, const char *name);
+/* The other name of tied parameter p (lm_head.weight <-> transformer.wte.weight), or -1. */
+int sl_model_twin(const sl_model *m, int p);
 
 /* ------------------------------------------------------------------------------------------------
  * Host weights */
@@ -211,6 +213,29 @@ int sl_stage_grad_sumsq(sl_stage *s, double *sumsq);
 
 /* Multiplies every gradient of the stage by `scale` (clip_grad_norm_'s clip coefficient). */
 int sl_stage_scale_grad(sl_stage *s, float scale);
+
+/* Optimizer state by parameter name, as PyTorch's optimizer state_dict names it: tensors
+ * "<param>.exp_avg" and "<param>.exp_avg_sq" for Adam and AdamW, "<param>.momentum_buffer" for
+ * SGD with momentum (plain SGD has none), fp32 of the parameter's shape; a parameter that shares
+ * its tied twin's buffers has none of its own. (sl_stage.step, Adam's t, is the checkpoint's
+ * step, kept by the caller.) */
+typedef struct sl_state_tensors {
+    size_t n, cap;
+    struct sl_tensor *t; /* names and data owned */
+} sl_state_tensors;
+
+/* Appends the stage's weights (under the parameters' names, a tied twin's too) and its optimizer
+ * state (as above) to `out`, downloaded from the device. */
+int sl_stage_state_save(sl_stage *s, const sl_optimizer_config *opt, sl_state_tensors *out);
+void sl_state_tensors_free(sl_state_tensors *t);
+
+/* Loads the stage's optimizer state from `st` (an optimizer.safetensors, `source` its path for
+ * messages), a tied parameter's from its twin's name when its own is absent (a checkpoint of
+ * another partition), and sets s->step = step. A missing tensor or a wrong shape is SL_EFORMAT
+ * naming it. */
+struct sl_safetensors;
+int sl_stage_state_load(sl_stage *s, const sl_optimizer_config *opt,
+                        const struct sl_safetensors *st, const char *source, int64_t step);
 
 /* The learning rate of step `step` (from 0): train.optimizer.lr, or nanoGPT's get_lr with
  * train.lr_schedule (linear warm-up to lr over warmup_steps as lr * (step + 1) /

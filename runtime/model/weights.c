@@ -145,8 +145,7 @@ static bool is_buffer(const char *name)
            (n >= 17 && !strcmp(name + n - 17, ".attn.masked_bias"));
 }
 
-/* The other name of a tied parameter (lm_head.weight <-> transformer.wte.weight), or -1. */
-static int twin_of(const sl_model *m, int p)
+int sl_model_twin(const sl_model *m, int p)
 {
     if (m->params[p].spec.tied_to) return sl_model_find_param(m, m->params[p].spec.tied_to);
     for (int q = 0; q < m->ntensors; q++)
@@ -167,7 +166,7 @@ int sl_weights_from_safetensors(const sl_model *m, const sl_safetensors *st, con
     for (int p = 0; rc == SL_OK && p < m->ntensors; p++) {
         snprintf(name, sizeof name, "%s%s", prefix, m->params[p].name);
         const sl_tensor *t = find(m, st, prefix, p);
-        int twin = twin_of(m, p);
+        int twin = sl_model_twin(m, p);
         if (!t && twin >= 0 && find(m, st, prefix, twin)) continue;
         rc = check_tensor(t, source, name, &m->params[p].spec);
         /* A NaN, an infinity or an F64 value beyond float's range is refused, naming it. */
@@ -175,7 +174,7 @@ int sl_weights_from_safetensors(const sl_model *m, const sl_safetensors *st, con
             sl_fail_context(rc, "weights %s", source);
     }
     for (int p = 0; rc == SL_OK && p < m->ntensors; p++) {
-        int twin = twin_of(m, p);
+        int twin = sl_model_twin(m, p);
         if (twin >= 0 && !find(m, st, prefix, p))
             memcpy(out->data[p], out->data[twin], sizeof(float) * m->params[p].numel);
     }
@@ -233,7 +232,7 @@ int sl_weights_save(const sl_model *m, const sl_weights *w, const char *path)
 static int check_tied_equal(const sl_model *m, const sl_weights *w, const char *source)
 {
     for (int p = 0; p < m->ntensors; p++) {
-        int twin = twin_of(m, p);
+        int twin = sl_model_twin(m, p);
         if (twin > p && memcmp(w->data[p], w->data[twin], sizeof(float) * m->params[p].numel) != 0)
             return sl_fail(SL_EFORMAT,
                            "weights %s: '%s' and '%s' are one tied matrix, but the file holds "

@@ -375,7 +375,7 @@ static const struct {
     [SL_RUN_TRACE] = {"trace.json", ""},
     [SL_RUN_FINAL] = {"final.safetensors", ""},
     [SL_RUN_VOCAB] = {"vocab.json", ""},
-    [SL_RUN_CHECKPOINT] = {"checkpoint-%d.safetensors", "s"},
+    [SL_RUN_CHECKPOINT] = {"checkpoint-%d", "s"},
     [SL_RUN_RANK_WEIGHTS] = {".weights-r%d.safetensors", "r"},
     [SL_RUN_RANK_CHECKPOINT] = {".weights-r%d-step%d.safetensors", "rs"},
     [SL_RUN_SECRET_KEY] = {"rank%d.key", "r"},

@@ -165,9 +165,9 @@ enum sl_run_file {
     SL_RUN_TRACE,           /* trace.json */
     SL_RUN_FINAL,           /* final.safetensors */
     SL_RUN_VOCAB,           /* vocab.json: a text's characters in token order */
-    SL_RUN_CHECKPOINT,      /* checkpoint-<step>.safetensors */
+    SL_RUN_CHECKPOINT,      /* checkpoint-<step>: a checkpoint directory (runtime/exec/exec.h) */
     SL_RUN_RANK_WEIGHTS,    /* .weights-r<rank>.safetensors: a rank's final weights, merged */
-    SL_RUN_RANK_CHECKPOINT, /* .weights-r<rank>-step<step>.safetensors: the same at a checkpoint */
+    SL_RUN_RANK_CHECKPOINT, /* .weights-r<rank>-step<step>.safetensors: its part of a checkpoint */
     SL_RUN_SECRET_KEY,      /* rank<rank>.key: a rank's CURVE secret key (mode 0600) */
     SL_RUN_PUBLIC_KEY,      /* rank<rank>.pub */
     SL_RUN_LINK_SOCKET,     /* r<rank>: a local run's ipc socket of a rank's link */

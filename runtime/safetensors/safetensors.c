@@ -409,20 +409,22 @@ int sl_safetensors_save(const char *path, const sl_tensor *tensors, size_t n,
     char *header = st == SL_OK ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
     if (st == SL_OK && !header) st = sl_fail(SL_ENOMEM, "safetensors %s: header", path);
-    FILE *f = NULL;
-    if (st == SL_OK && !(f = fopen(path, "wb")))
-        st = sl_fail(SL_EIO, "safetensors: cannot create '%s'", path);
+    /* Under a temporary name, renamed over `path` once whole: a failed write (a full disk)
+     * leaves the file that was there as it was, and says why (sl_out_*). */
+    sl_out_file f;
+    if (st == SL_OK) st = sl_out_open(&f, path, 0644);
     if (st == SL_OK) {
         size_t hlen = strlen(header);
         size_t padded = (hlen + 7) & ~(size_t)7;
         unsigned char len[8];
         for (int i = 0; i < 8; i++) len[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-        int ok = fwrite(len, 1, 8, f) == 8 && fwrite(header, 1, hlen, f) == hlen;
-        for (size_t i = hlen; ok && i < padded; i++) ok = fputc(' ', f) != EOF;
-        for (size_t i = 0; ok && i < n; i++)
-            ok = sizes[i] == 0 || fwrite(order[i]->data, 1, sizes[i], f) == sizes[i];
-        if (fclose(f) != 0) ok = 0;
-        if (!ok) st = sl_fail(SL_EIO, "safetensors: could not write '%s'", path);
+        st = sl_out_write(&f, len, 8);
+        if (st == SL_OK) st = sl_out_write(&f, header, hlen);
+        if (st == SL_OK) st = sl_out_write(&f, "        ", padded - hlen);
+        for (size_t i = 0; st == SL_OK && i < n; i++)
+            if (sizes[i]) st = sl_out_write(&f, order[i]->data, sizes[i]);
+        if (st == SL_OK) st = sl_out_commit(&f);
+        sl_out_abort(&f);
     }
     free(header);
     free(order);

@@ -58,11 +58,12 @@ static void free_keys(run_keys *k)
     memset(k, 0, sizeof *k);
 }
 
-/* The largest file a rank sends: its weights under the whole model's names (others' zeros). */
+/* The largest file a rank sends: its weights under the whole model's names (others' zeros), or
+ * its part of a checkpoint (its parameters with up to two optimizer states each). */
 static int64_t max_report_bytes(const sl_model *m)
 {
     int64_t bytes = 1 << 20;
-    for (int p = 0; p < m->ntensors; p++) bytes += (int64_t)m->params[p].numel * 4 + 512;
+    for (int p = 0; p < m->ntensors; p++) bytes += 3 * ((int64_t)m->params[p].numel * 4 + 512);
     return bytes;
 }
 
@@ -154,7 +155,8 @@ static int run_rank0(launched *L, const sl_train_options *opt, sl_train_summary 
                               .report_endpoint = report,
                               .weights_dir = L->dir,
                               .run_id = rdv.run_id,
-                              .report_curve = lo.curve};
+                              .report_curve = lo.curve,
+                              .resume = r.resume[0] ? r.resume : NULL};
         rc = sl_exec_rank(plan, &eo);
     }
     if (started) {
@@ -171,11 +173,15 @@ static int run_rank0(launched *L, const sl_train_options *opt, sl_train_summary 
 }
 
 /* Ranks 1..world-1: register, then run the stage, sending weight files to rank 0. */
-static int run_rank(launched *L, int rank)
+static int run_rank(launched *L, int rank, bool resume)
 {
     const sl_config *cfg = &L->plan->cfg;
     sl_rendezvous rdv = {0};
+    /* The checkpoint rank 0 goes on from, read from output.dir, which the ranks must share. */
+    sl_checkpoint ck;
+    bool found = false;
     int rc = weights_dir(cfg, L->dir, sizeof L->dir);
+    if (rc == SL_OK && resume) rc = sl_checkpoint_newest(cfg->output.dir, &ck, &found);
     if (rc == SL_OK) rc = sl_rendezvous_join(&L->ro, L->advertise, &rdv);
     if (rc == SL_OK) {
         sl_exec_options eo = {.rank = rank,
@@ -185,7 +191,8 @@ static int run_rank(launched *L, int rank)
                               .weights_dir = L->dir,
                               .run_id = rdv.run_id,
                               .send_weights = !cfg->output.every_rank,
-                              .report_curve = cfg->launch.curve ? &L->keys.curve : NULL};
+                              .report_curve = cfg->launch.curve ? &L->keys.curve : NULL,
+                              .resume = found ? ck.dir : NULL};
         rc = sl_exec_rank(L->plan, &eo);
     }
     sl_rendezvous_free(&rdv);
@@ -260,7 +267,7 @@ int sl_train_launched(const sl_config *cfg, const sl_launch_info *info, const sl
                                    .job = info->job,
                                    .timeout_ms = plan.cfg.launch.timeout_s * 1000,
                                    .curve = plan.cfg.launch.curve ? &L.keys.curve : NULL};
-    if (rc == SL_OK) rc = rank == 0 ? run_rank0(&L, opt, out) : run_rank(&L, rank);
+    if (rc == SL_OK) rc = rank == 0 ? run_rank0(&L, opt, out) : run_rank(&L, rank, opt->resume);
     free_keys(&L.keys);
     sl_plan_free(&plan);
     return rc;

@@ -1,5 +1,6 @@
 /* Following a run: the ranks' reports, progress, metrics, checkpoints and the outputs at the end.
  * See train.h for what lands in output.dir. */
+#define _GNU_SOURCE /* strsignal */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -61,6 +62,8 @@ int sl__run_open(sl__run *r, const sl_plan *plan, const sl_train_options *opt)
                    .t_start = sl_now(),
                    .val_loss = NAN,
                    .train_loss = NAN,
+                   .lock_fd = -1,
+                   .metrics_fd = -1,
                    .tty = isatty(STDERR_FILENO)};
     SL_TRY(sl_data_load(cfg, plan->model.outputs, &r->data));
     sl_weights w;
@@ -68,15 +71,12 @@ int sl__run_open(sl__run *r, const sl_plan *plan, const sl_train_options *opt)
     sl_weights_free(&w);
     SL_TRY(check_devices(plan));
     SL_TRY(check_keys(plan));
-    SL_TRY(sl_mkdir_p(cfg->output.dir));
+    SL_TRY(sl__output_open(r));
     char path[4096];
     if (sl_data_vocab_size(&r->data) > 0) {
         sl_run_path(path, sizeof path, cfg->output.dir, SL_RUN_VOCAB, 0, 0);
         SL_TRY(sl_data_write_vocab(&r->data, path));
     }
-    sl_run_path(path, sizeof path, cfg->output.dir, SL_RUN_METRICS, 0, 0);
-    if (!(r->metrics = fopen(path, "w")))
-        return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));
     if (!(r->stage_f = sl_alloc(3 * sizeof(double) * (size_t)nstages))) return SL_ENOMEM;
     r->stage_b = r->stage_f + nstages;
     r->stage_w = r->stage_b + nstages;
@@ -92,7 +92,7 @@ void sl__run_close(sl__run *r)
     if (r->tty && r->opt && r->opt->progress && r->steps_seen &&
         r->steps_seen < r->cfg->train.steps)
         fputc('\n', stderr);
-    if (r->metrics) fclose(r->metrics);
+    sl__output_close(r);
     sl__trace_free(&r->trace);
     sl_data_free(&r->data);
     free(r->stage_f);
@@ -117,15 +117,14 @@ int sl__write_json(const sl__run *r, enum sl_run_file file, const cJSON *obj)
  * Weights from the ranks */
 
 /* Takes each model stage's weights from the file its rank left in the weights directory. */
-static int merge_weights(const sl__run *r, int step, sl_weights *out)
+static int merge_weights(const sl__run *r, sl_weights *out)
 {
     const sl_plan *p = r->plan;
     SL_TRY(sl_weights_alloc(&p->model, out));
     int rc = SL_OK;
     for (int rank = 0; rank < p->ranks && rc == SL_OK; rank++) {
         char path[4096];
-        sl_run_path(path, sizeof path, r->weights_dir,
-                    step < 0 ? SL_RUN_RANK_WEIGHTS : SL_RUN_RANK_CHECKPOINT, rank, step);
+        sl_run_path(path, sizeof path, r->weights_dir, SL_RUN_RANK_WEIGHTS, rank, -1);
         sl_weights w;
         rc = sl_weights_load(&p->model, path, &w);
         unlink(path);
@@ -137,20 +136,6 @@ static int merge_weights(const sl__run *r, int step, sl_weights *out)
     }
     if (rc != SL_OK) sl_weights_free(out);
     return rc;
-}
-
-/* Merges the ranks' weights after `step` steps into output.dir/checkpoint-<step>.safetensors. */
-static int write_checkpoint(const sl__run *r, int step)
-{
-    sl_weights w;
-    char path[4096];
-    sl_run_path(path, sizeof path, r->cfg->output.dir, SL_RUN_CHECKPOINT, 0, step);
-    int rc = merge_weights(r, step, &w);
-    if (rc == SL_OK) {
-        rc = sl_weights_save(&r->plan->model, &w, path);
-        sl_weights_free(&w);
-    }
-    return rc == SL_OK ? SL_OK : sl_fail_context(rc, "writing checkpoint %s", path);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -194,41 +179,76 @@ static double num(const cJSON *o, const char *key)
     return cJSON_GetNumberValue(cJSON_GetObjectItem(o, key));
 }
 
-static void on_step(sl__run *r, int step, const cJSON *o)
+static int on_step(sl__run *r, int step, const cJSON *o)
 {
     double loss = num(o, "loss"), t = num(o, "t");
-    double dt = step == 0 ? t : t - r->last_t;
+    bool first = step == r->start_step;
+    double dt = first ? t : t - r->last_t;
     double sps = dt > 0 ? r->cfg->train.batch / dt : 0.0;
-    if (step == 0) r->first_t = t;
+    if (first) r->first_t = t;
     r->last_t = t;
     r->last_loss = loss;
     r->steps_seen = step + 1;
     /* lr and grad_norm follow the original four keys, which readers take in that order. */
-    fprintf(r->metrics, "{\"step\": %d, \"loss\": %.9g, \"samples_per_s\": %.6g, \"time_s\": %.6g",
-            step, loss, sps, t);
+    char extra[96] = "";
     const cJSON *lr = cJSON_GetObjectItem(o, "lr"), *norm = cJSON_GetObjectItem(o, "grad_norm");
-    if (cJSON_IsNumber(lr)) fprintf(r->metrics, ", \"lr\": %.9g", lr->valuedouble);
-    if (cJSON_IsNumber(norm)) fprintf(r->metrics, ", \"grad_norm\": %.9g", norm->valuedouble);
-    fputs("}\n", r->metrics);
+    int n =
+        cJSON_IsNumber(lr) ? snprintf(extra, sizeof extra, ", \"lr\": %.9g", lr->valuedouble) : 0;
+    if (cJSON_IsNumber(norm))
+        snprintf(extra + n, sizeof extra - (size_t)n, ", \"grad_norm\": %.9g", norm->valuedouble);
+    SL_TRY(sl__metrics_line(
+        r, "{\"step\": %d, \"loss\": %.9g, \"samples_per_s\": %.6g, \"time_s\": %.6g%s}", step,
+        loss, sps, t, extra));
     progress(r, step, loss, sps);
+    return SL_OK;
 }
 
 /* An evaluation after `step` (the last rank's): its own metrics line. The progress line shows the
  * latest val loss from the next step on (and the last one's at the end of the run). */
-static void on_eval(sl__run *r, int step, const cJSON *o)
+static int on_eval(sl__run *r, int step, const cJSON *o)
 {
     const cJSON *val = cJSON_GetObjectItem(o, "val_loss"),
                 *tr = cJSON_GetObjectItem(o, "train_loss");
     r->val_loss = cJSON_IsNumber(val) ? val->valuedouble : NAN;
     r->train_loss = cJSON_IsNumber(tr) ? tr->valuedouble : NAN;
     r->evals_seen++;
-    fprintf(r->metrics, "{\"step\": %d", step);
-    if (!isnan(r->val_loss)) fprintf(r->metrics, ", \"val_loss\": %.9g", r->val_loss);
-    if (!isnan(r->train_loss)) fprintf(r->metrics, ", \"train_loss\": %.9g", r->train_loss);
-    fputs("}\n", r->metrics);
+    char vl[40] = "", tl[40] = "";
+    if (!isnan(r->val_loss)) snprintf(vl, sizeof vl, ", \"val_loss\": %.9g", r->val_loss);
+    if (!isnan(r->train_loss)) snprintf(tl, sizeof tl, ", \"train_loss\": %.9g", r->train_loss);
+    SL_TRY(sl__metrics_line(r, "{\"step\": %d%s%s}", step, vl, tl));
     if (r->opt->progress && !isnan(r->val_loss) && step + 1 == r->cfg->train.steps)
         fprintf(stderr, "  eval after step %d  val %.4f  train %.4f\n", step + 1, r->val_loss,
                 r->train_loss);
+    return SL_OK;
+}
+
+/* A rank stops after `step` steps because a signal asked the run to (exec.h): every rank says so
+ * before its part of that step's checkpoint. */
+static void on_stop(sl__run *r, int step, const cJSON *o)
+{
+    if (r->stopped_at) return;
+    r->stopped_at = step;
+    r->stop_signal = sl_to_int(num(o, "signal"), 0);
+    if (!r->opt->progress) return;
+    if (r->tty && r->steps_seen) fputc('\n', stderr);
+    fprintf(stderr, "  %s: the ranks stop after step %d%s\n",
+            r->stop_signal > 0 ? strsignal(r->stop_signal) : "interrupted", step,
+            r->cfg->output.checkpoint_interval > 0 ? ", writing its checkpoint" : "");
+}
+
+/* The ranks' parts of the checkpoint after `step` steps: the last one to arrive completes it. */
+static int on_checkpoint(sl__run *r, int step)
+{
+    int every = r->cfg->output.checkpoint_interval, steps = r->cfg->train.steps;
+    if (every <= 0 || step <= 0 || step >= steps) return SL_OK;
+    int *count = step % every == 0       ? &r->checkpoints[step / every]
+                 : step == r->stopped_at ? &r->stop_parts
+                                         : NULL;
+    if (!count || ++*count != r->plan->ranks) return SL_OK;
+    SL_TRY(sl__checkpoint_write(r, step));
+    if (r->opt->progress && step == r->stopped_at)
+        fprintf(stderr, "  checkpoint-%d written: go on with --resume\n", step);
+    return SL_OK;
 }
 
 static void on_done(sl__run *r, int rank, const cJSON *o)
@@ -259,25 +279,25 @@ int sl__run_on_report(void *ctx, const char *json, size_t len)
     if (!o) return sl_fail(SL_EPROTOCOL, "a rank sent a report that is not JSON");
     const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(o, "type"));
     int rank = sl_to_int(num(o, "rank"), -1), step = sl_to_int(num(o, "step"), -1);
-    int steps = r->cfg->train.steps, every = r->cfg->output.checkpoint_interval;
+    int steps = r->cfg->train.steps;
     int rc = SL_OK;
     if (!type || rank < 0 || rank >= r->plan->ranks) {
         rc = sl_fail(SL_EPROTOCOL, "a rank sent a report without type or rank");
     } else if (!strcmp(type, "step") && (step < 0 || step >= steps)) {
         rc = sl_fail(SL_EPROTOCOL, "rank %d reported a step outside 0..%d", rank, steps - 1);
     } else if (!strcmp(type, "step")) {
-        on_step(r, step, o);
+        rc = on_step(r, step, o);
     } else if (!strcmp(type, "eval") && (step < 0 || step >= steps)) {
         rc = sl_fail(SL_EPROTOCOL, "rank %d reported an evaluation after a step outside 0..%d",
                      rank, steps - 1);
     } else if (!strcmp(type, "eval")) {
-        on_eval(r, step, o);
+        rc = on_eval(r, step, o);
     } else if (!strcmp(type, "done")) {
         on_done(r, rank, o);
+    } else if (!strcmp(type, "stop")) {
+        on_stop(r, step, o);
     } else if (!strcmp(type, "checkpoint")) {
-        if (every > 0 && step > 0 && step % every == 0 && step < steps &&
-            ++r->checkpoints[step / every] == r->plan->ranks)
-            rc = write_checkpoint(r, step);
+        rc = on_checkpoint(r, step);
     } else if (!strcmp(type, "trace")) {
         sl__trace_add(&r->trace, rank, cJSON_GetObjectItem(o, "events"));
     }
@@ -416,22 +436,27 @@ static int write_summary(const sl__run *r, sl_train_summary *s)
 int sl__run_finish(sl__run *r, sl_train_summary *out)
 {
     const sl_config *cfg = r->cfg;
+    out->interrupted = r->stopped_at ? SL_MAX(r->stop_signal, 1) : 0;
+    out->checkpoint = r->last_checkpoint;
+    out->steps = r->steps_seen;
+    out->final_loss = r->last_loss;
+    out->val_loss = r->val_loss;
+    out->train_loss = r->train_loss;
+    out->eval_loss = out->eval_accuracy = NAN;
+    /* A stopped run leaves its checkpoint: the final weights and summary are a whole run's. */
+    if (r->stopped_at) return SL_OK;
     sl_weights w = {0};
-    int rc = merge_weights(r, -1, &w);
+    int rc = merge_weights(r, &w);
     if (rc == SL_OK) {
         char path[4096];
         sl_run_path(path, sizeof path, cfg->output.dir, SL_RUN_FINAL, 0, 0);
         rc = sl_weights_save(&r->plan->model, &w, path);
     }
-    out->steps = r->steps_seen;
-    out->final_loss = r->last_loss;
-    out->val_loss = r->val_loss;
-    out->train_loss = r->train_loss;
     double span = r->last_t - r->first_t;
     /* The first step includes kernel builds and connections: time the rest when there is any. */
-    out->samples_per_s = r->steps_seen > 1 && span > 0
-                             ? (double)(r->steps_seen - 1) * cfg->train.batch / span
-                             : (r->last_t > 0 ? cfg->train.batch / r->last_t : 0);
+    int timed = r->steps_seen - r->start_step;
+    out->samples_per_s = timed > 1 && span > 0 ? (double)(timed - 1) * cfg->train.batch / span
+                                               : (r->last_t > 0 ? cfg->train.batch / r->last_t : 0);
     if (rc == SL_OK) rc = evaluate(r, &w, out);
     if (rc == SL_OK) rc = write_summary(r, out);
     if (rc == SL_OK) rc = sl__trace_write(&r->trace, r);

@@ -40,7 +40,8 @@ static int make_keys(const sl_plan *p, const char *dir)
 }
 
 /* Writes the plan (with the ranks' endpoints) into the run directory and starts the ranks. */
-static int start_ranks(sl_plan *p, const sl_train_options *opt, sl_launch *l, uint64_t run_id)
+static int start_ranks(sl_plan *p, const sl_train_options *opt, sl_launch *l, uint64_t run_id,
+                       const char *resume)
 {
     const char *dir = sl_launch_dir(l);
     if (p->cfg.launch.curve && !p->cfg.launch.keys) SL_TRY(make_keys(p, dir));
@@ -69,8 +70,10 @@ static int start_ranks(sl_plan *p, const sl_train_options *opt, sl_launch *l, ui
     for (int r = 0; r < p->ranks; r++) {
         char rank[16];
         snprintf(rank, sizeof rank, "%d", r);
-        char *argv[] = {exe,         "train",    "--rank", rank, "--run-dir",
-                        (char *)dir, "--run-id", id,       NULL};
+        char *argv[] = {
+            exe,        "train", "--rank",        rank,           "--run-dir", (char *)dir,
+            "--run-id", id,      "--resume-from", (char *)resume, NULL};
+        if (!resume[0]) argv[8] = NULL;
         SL_TRY(sl_launch_spawn(l, r, argv));
     }
     return SL_OK;
@@ -88,7 +91,7 @@ int sl_train(const sl_config *cfg, const sl_train_options *opt, sl_train_summary
     uint64_t run_id = sl__new_run_id();
     if (rc == SL_OK) r.weights_dir = sl_launch_dir(l);
     if (rc == SL_OK) sl_launch_expect_run(l, run_id);
-    if (rc == SL_OK) rc = start_ranks(&plan, opt, l, run_id);
+    if (rc == SL_OK) rc = start_ranks(&plan, opt, l, run_id, r.resume);
     if (rc == SL_OK) rc = sl_plan_write(&plan, cfg->output.dir);
     if (rc == SL_OK) rc = sl_launch_wait(l, sl__run_on_report, &r);
     if (rc == SL_OK) rc = sl__run_finish(&r, out);
@@ -98,7 +101,7 @@ int sl_train(const sl_config *cfg, const sl_train_options *opt, sl_train_summary
     return rc;
 }
 
-int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id)
+int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id, const char *resume)
 {
     sl_plan plan;
     SL_TRY(sl_plan_load(run_dir, &plan));
@@ -109,7 +112,8 @@ int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id)
                            .report_endpoint = getenv("SLUICE_REPORT"),
                            .weights_dir = run_dir,
                            .keys_dir = run_dir,
-                           .run_id = run_id};
+                           .run_id = run_id,
+                           .resume = resume};
     if (rc == SL_OK) {
         opt.bind_endpoint = plan.rank[rank].bind;
         opt.next_endpoint = plan.rank[rank].next;

@@ -13,7 +13,11 @@
  *                      over eval.iters batches of each share after that step's update
  *   final.safetensors  the trained weights by parameter name (nn.Sequential names for a
  *                      layer list)
- *   checkpoint-<step>.safetensors  the same every output.checkpoint_interval steps
+ *   checkpoint-<step>/ every output.checkpoint_interval steps: model.safetensors (the weights),
+ *                      optimizer.safetensors and manifest.json (runtime/exec/exec.h); the newest
+ *                      output.keep_checkpoints kept; --resume goes on from the newest complete
+ *                      one
+ *   .lock              held while a run writes here: a second run on output.dir is refused
  *   summary.json       steps, final_loss, eval_loss/eval_accuracy (with a test share),
  *                      val_loss/train_loss (a text: the last evaluation's),
  *                      samples_per_s, schedule, stages, chunks, bubble ratio measured and
@@ -24,7 +28,9 @@
  *                      (wall - busy) and wall_s
  *   trace.json         Chrome trace format, one track per rank (opens in Perfetto)
  *   vocab.json         a text's vocabulary: its characters in token order (data.text)
- * Nothing is left behind on failure: every rank is stopped and the run directory removed. */
+ * Every file is written under a temporary name and renamed, so a failure never leaves half a file
+ * nor replaces a good one (metrics.jsonl is appended whole lines at a time). Nothing is left
+ * behind on failure: every rank is stopped and the run directory removed. */
 #ifndef SL_TRAIN_H
 #define SL_TRAIN_H
 
@@ -38,6 +44,7 @@ typedef struct sl_train_options {
                           NULL: this process's own executable */
     int progress;      /* 1 bar on a terminal / lines otherwise, 0 quiet */
     bool keep_run_dir; /* leave the private run directory behind, for debugging */
+    bool resume;       /* go on from the newest complete checkpoint in output.dir */
 } sl_train_options;
 
 typedef struct sl_train_summary {
@@ -48,6 +55,10 @@ typedef struct sl_train_summary {
     double val_loss, train_loss;     /* a text's last evaluation; NaN without one (or no
                                         held-out share, for val_loss) */
     double bubble_measured, bubble_predicted;
+    int interrupted; /* the signal (SIGINT, SIGTERM) that stopped the run after `steps` steps
+                        (its checkpoint written when output.checkpoint_interval is set), else 0;
+                        nothing else is written then */
+    int checkpoint;  /* the step of the last checkpoint written, 0 for none */
 } sl_train_summary;
 
 /* Runs the whole training described by cfg. */
@@ -60,7 +71,8 @@ int sl_train(const sl_config *cfg, const sl_train_options *opt, sl_train_summary
 int sl_train_launched(const sl_config *cfg, const sl_launch_info *info, const sl_train_options *opt,
                       sl_train_summary *out);
 
-/* The rank side of a local run: `sluice train --rank R --run-dir DIR --run-id ID`. */
-int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id);
+/* The rank side of a local run: `sluice train --rank R --run-dir DIR --run-id ID [--resume-from
+ * CHECKPOINT]`. */
+int sl_train_rank(const char *run_dir, int rank, unsigned long long run_id, const char *resume);
 
 #endif

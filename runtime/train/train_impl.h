@@ -31,7 +31,13 @@ typedef struct sl__run {
     const sl_train_options *opt;
     sl_data data;            /* loaded once, checked before any rank starts, used for evaluation */
     const char *weights_dir; /* where ranks leave their weights */
-    FILE *metrics;
+    int lock_fd;             /* output.dir/.lock, held (flock) while the run lives */
+    int metrics_fd;          /* output.dir/metrics.jsonl, appended a whole line at a time */
+    char resume[4096];       /* the checkpoint the run goes on from ("" for none) */
+    int start_step;          /* its step, else 0 */
+    int last_checkpoint;     /* the step of the last checkpoint written (0: none) */
+    int stopped_at;          /* a signal stopped the ranks after this many steps (0: not) */
+    int stop_signal, stop_parts;
     int steps_seen;
     double last_t, first_t, last_loss, t_start;
     double val_loss, train_loss; /* the last evaluation's (NaN before one) */
@@ -55,6 +61,20 @@ int sl__run_finish(sl__run *r, sl_train_summary *out);
 
 /* A run id: 64 random bits. */
 uint64_t sl__new_run_id(void);
+
+/* checkpoint.c: merges the ranks' parts after `step` steps into output.dir/checkpoint-<step>/
+ * and prunes to output.keep_checkpoints; removes what a killed run left half written. */
+int sl__checkpoint_write(sl__run *r, int step);
+int sl__checkpoint_clean(const sl__run *r);
+
+/* output.c: locks output.dir (a second run on it is refused, naming the first one's pid), finds
+ * the checkpoint to resume from (opt->resume), and opens metrics.jsonl (on resume: keeping the
+ * lines of the steps before the checkpoint). */
+int sl__output_open(sl__run *r);
+void sl__output_close(sl__run *r);
+/* Appends one line to metrics.jsonl in one write; a failure (a full disk) takes back what part
+ * of the line was written and is SL_EIO naming the file. */
+int sl__metrics_line(sl__run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Writes `obj` as output.dir/NAME of `file`. */
 int sl__write_json(const sl__run *r, enum sl_run_file file, const cJSON *obj);

@@ -151,7 +151,7 @@ Test(plan, run_directory_names)
     char buf[128];
     cr_assert_str_eq(sl_run_path(buf, sizeof buf, "d", SL_RUN_PLAN, 0, 0), "d/plan.json");
     cr_assert_str_eq(sl_run_path(buf, sizeof buf, "d", SL_RUN_CHECKPOINT, 0, 20),
-                     "d/checkpoint-20.safetensors");
+                     "d/checkpoint-20");
     cr_assert_str_eq(sl_run_path(buf, sizeof buf, "d", SL_RUN_RANK_CHECKPOINT, 3, 20),
                      "d/.weights-r3-step20.safetensors");
     cr_assert_str_eq(sl_run_path(buf, sizeof buf, NULL, SL_RUN_SECRET_KEY, 1, 0), "rank1.key");
