@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "runtime/exec/exec.h"
@@ -15,35 +16,42 @@
 #include "runtime/train/train_impl.h"
 
 /* One run at a time writes into a directory: an flock on output.dir/.lock, which the kernel
- * releases however the run ends (kill -9 included), holding the pid of the run that has it. */
+ * releases however the run ends (kill -9 included), holding the pid of the run that has it. The
+ * file is removed at the end of the run, so a run that locked a file just removed tries again on
+ * the new one (the usual lock-file dance: the lock counts only on the file the path names). */
 static int lock_dir(sl__run *r)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/.lock", r->cfg->output.dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return sl_fail(SL_EIO, "cannot open '%s': %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
-        char holder[64] = "";
-        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
-        holder[n > 0 ? n : 0] = '\0';
-        holder[strcspn(holder, "\n")] = '\0';
-        close(fd);
-        if (e == EWOULDBLOCK)
-            return sl_fail(SL_EIO,
-                           "output.dir %s is in use by another run (pid %s): wait for it to "
-                           "end, or give this run another output.dir",
-                           r->cfg->output.dir, holder[0] ? holder : "unknown");
-        return sl_fail(SL_EIO, "cannot lock '%s': %s", path, strerror(e));
+    for (;;) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) return sl_fail(SL_EIO, "cannot open '%s': %s", path, strerror(errno));
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            int e = errno;
+            char holder[64] = "";
+            ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+            holder[n > 0 ? n : 0] = '\0';
+            holder[strcspn(holder, "\n")] = '\0';
+            close(fd);
+            if (e == EWOULDBLOCK)
+                return sl_fail(SL_EIO,
+                               "output.dir %s is in use by another run (pid %s): wait for it to "
+                               "end, or give this run another output.dir",
+                               r->cfg->output.dir, holder[0] ? holder : "unknown");
+            return sl_fail(SL_EIO, "cannot lock '%s': %s", path, strerror(e));
+        }
+        struct stat held, named;
+        if (fstat(fd, &held) == 0 && stat(path, &named) == 0 && held.st_ino == named.st_ino &&
+            held.st_dev == named.st_dev) {
+            r->lock_fd = fd;
+            break;
+        }
+        close(fd); /* removed by the run that held it: lock the new one */
     }
     char pid[32];
     int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
-        int e = errno;
-        close(fd);
-        return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(e));
-    }
-    r->lock_fd = fd;
+    if (ftruncate(r->lock_fd, 0) != 0 || pwrite(r->lock_fd, pid, (size_t)len, 0) != len)
+        return sl_fail(SL_EIO, "cannot write '%s': %s", path, strerror(errno));
     return SL_OK;
 }
 
@@ -156,7 +164,12 @@ int sl__output_open(sl__run *r)
 void sl__output_close(sl__run *r)
 {
     if (r->metrics_fd >= 0) close(r->metrics_fd);
-    if (r->lock_fd >= 0) close(r->lock_fd);
+    if (r->lock_fd >= 0) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/.lock", r->cfg->output.dir);
+        unlink(path); /* while still held: see lock_dir */
+        close(r->lock_fd);
+    }
     r->metrics_fd = r->lock_fd = -1;
 }
 

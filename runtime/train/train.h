@@ -17,7 +17,7 @@
  *                      optimizer.safetensors and manifest.json (runtime/exec/exec.h); the newest
  *                      output.keep_checkpoints kept; --resume goes on from the newest complete
  *                      one
- *   .lock              held while a run writes here: a second run on output.dir is refused
+ *   .lock              while a run writes here: a second run on output.dir is refused
  *   summary.json       steps, final_loss, eval_loss/eval_accuracy (with a test share),
  *                      val_loss/train_loss (a text: the last evaluation's),
  *                      samples_per_s, schedule, stages, chunks, bubble ratio measured and
