@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,6 +313,7 @@ static int train_loop(sl__exec *e)
      * check that one failing rank stops the whole run cleanly; SLUICE_FAIL_AT=RANK:eval:STEP
      * makes it fail in the evaluation after that step. */
     int fail_rank = -1, fail_step = -1, fail_eval = -1, nevals = e->start_evals;
+    bool stopped = false;
     const char *fail_at = getenv("SLUICE_FAIL_AT");
     if (fail_at && sscanf(fail_at, "%d:eval:%d", &fail_rank, &fail_eval) == 2)
         fail_step = -1;
@@ -356,10 +358,21 @@ static int train_loop(sl__exec *e)
         int every = e->cfg->output.checkpoint_interval;
         if (every > 0 && done % every == 0 && done < e->cfg->train.steps)
             SL_TRY(save_checkpoint(e, done));
+        SL_TRY(sl__exec_stop_after(e, step, &stopped));
+        if (stopped) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "stop");
+            cJSON_AddNumberToObject(o, "step", done);
+            cJSON_AddNumberToObject(o, "signal", sl_exec_stop_requested());
+            SL_TRY(sl__exec_report(e, o));
+            if (every > 0 && done % every != 0) SL_TRY(save_checkpoint(e, done));
+            break;
+        }
     }
     double wall = sl_now() - t_start - e->eval_s;
     SL_TRY(farewell(e));
-    SL_TRY(save_weights(e));
+    /* A stopped run leaves its checkpoint; final weights are a whole run's. */
+    if (!stopped) SL_TRY(save_weights(e));
     return report_done(e, wall);
 }
 
@@ -375,6 +388,12 @@ int sl_exec_rank(const sl_plan *plan, const sl_exec_options *opt)
     int rc = sl_reporter_open(opt->report_endpoint, opt->report_curve, &e.rep);
     if (rc != SL_OK) return rc;
     rc = setup(&e);
+    /* The coordinator's relay of a signal (a local run: the spawn ignores SIGUSR1 until here),
+     * set after the device is open, as a driver may set handlers of its own. */
+    struct sigaction sa = {.sa_handler = sl_exec_request_stop}, old;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (rc == SL_OK) sigaction(SIGUSR1, &sa, &old);
     if (rc == SL_OK) rc = train_loop(&e);
     if (rc != SL_OK) {
         char message[2048];

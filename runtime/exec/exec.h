@@ -43,6 +43,15 @@ typedef struct sl_exec_options {
     const char *resume; /* a complete checkpoint directory to start from, or NULL */
 } sl_exec_options;
 
+/* Asks the rank to stop after the current step (every rank stops after the same step; with
+ * output.checkpoint_interval each writes its part of a checkpoint of that step first, and each
+ * reports {"type":"stop","step":done,"signal":sig} before it); callable from a signal handler.
+ * A local run's coordinator relays SIGINT and SIGTERM to its ranks as SIGUSR1, on which
+ * sl_exec_rank calls this; under a launcher each rank gets the launcher's signal itself. */
+void sl_exec_request_stop(int sig);
+/* The signal that asked, or 0. */
+int sl_exec_stop_requested(void);
+
 /* Runs rank opt->rank of `plan` to the end. On failure the rank tells its neighbours and the
  * coordinator, and returns the status (the message names the action). */
 struct sl_plan;

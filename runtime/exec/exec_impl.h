@@ -61,6 +61,7 @@ typedef struct sl__exec {
     const sl_exec_options *opt;
     int rank, world;
     int start_step, start_evals; /* 0, or a resumed checkpoint's */
+    double vote;                 /* the last rank: the stop vote gathered last (stop.c) */
     sl_data data;
     sl_device *dev;
     sl_transport *tr;
@@ -115,6 +116,10 @@ int sl__exec_optimizer_step(sl__exec *e, int64_t step);
 
 /* exec.c: sends one report (and frees it), with this rank's number added. */
 int sl__exec_report(sl__exec *e, cJSON *obj);
+
+/* stop.c: whether every rank stops after step `step` (a signal asked one of them to); all ranks
+ * call it at the end of every step and get the same answer. */
+int sl__exec_stop_after(sl__exec *e, int64_t step, bool *stop);
 
 /* eval.c: evaluation number `number`, after step `step`. */
 int sl__exec_evaluate(sl__exec *e, int64_t step, int number);

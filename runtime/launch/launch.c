@@ -134,7 +134,7 @@ struct sl_launch {
     char blas_coretype[32], blas_fallback[32];
 };
 
-static volatile sig_atomic_t interrupted;
+static volatile sig_atomic_t interrupted, signals;
 
 /* A coordinator killed with SIGKILL cannot remove its run directory (sockets, the plan, keys);
  * its ranks die with it (PR_SET_PDEATHSIG). A small child process waits on a pipe whose other
@@ -172,9 +172,12 @@ static int start_janitor(sl_launch *l)
     return SL_OK;
 }
 
+/* The first SIGINT or SIGTERM asks the ranks to stop after the current step (sl_launch_wait
+ * relays it as SIGUSR1); a second one stops them at once. */
 static void on_signal(int sig)
 {
     interrupted = sig;
+    signals = signals + 1;
 }
 
 int sl_launch_create(bool keep, sl_launch **out)
@@ -224,7 +227,7 @@ int sl_launch_create(bool keep, sl_launch **out)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    interrupted = 0;
+    interrupted = signals = 0;
     *out = l;
     return SL_OK;
 }
@@ -261,7 +264,8 @@ int sl_launch_spawn(sl_launch *l, int rank, char *const argv[])
             setenv("OPENBLAS_CORETYPE", l->blas_coretype, 0);
             setenv("SLUICE_OPENBLAS_FALLBACK", l->blas_fallback, 0);
         }
-        signal(SIGINT, SIG_IGN); /* the coordinator decides; it stops ranks with SIGTERM */
+        signal(SIGINT, SIG_IGN);  /* the coordinator decides; it stops ranks with SIGTERM */
+        signal(SIGUSR1, SIG_IGN); /* until the rank's handler is in place (sl_exec_rank) */
         execv(argv[0], argv);
         fprintf(stderr, "sluice: cannot run %s for rank %d: %s\n", argv[0], rank, strerror(errno));
         _exit(127);
@@ -421,13 +425,26 @@ static void describe_exit(char *buf, size_t cap, int ws)
         snprintf(buf, cap, "exited with status %d", WEXITSTATUS(ws));
 }
 
+int sl_launch_signal(void)
+{
+    return interrupted;
+}
+
 int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
 {
     struct failure f = {.rank = -1};
     int failed_rank = -1, failed_ws = 0, st = SL_OK, done = 0;
+    bool relayed = false;
     for (;;) {
         st = drain(l, 100, fn, ctx, &f, &done);
         if (st != SL_OK) break;
+        if (interrupted && !relayed) {
+            relayed = true;
+            sl_log(SL_LOG_INFO, "%s: every rank stops after the current step (again to stop now)",
+                   strsignal(interrupted));
+            for (int i = 0; i < l->nranks; i++)
+                if (l->status[i] == -1) kill(l->pids[i], SIGUSR1);
+        }
         int running = 0;
         for (int i = 0; i < l->nranks; i++) {
             if (l->status[i] != -1) continue;
@@ -443,9 +460,10 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
                 running++;
             }
         }
-        if (failed_rank >= 0 || interrupted || !running) break;
+        if (failed_rank >= 0 || signals > 1 || !running) break;
     }
-    if (failed_rank >= 0 || interrupted || st != SL_OK) {
+    bool forced = signals > 1; /* else the ranks stopped by themselves (or were not asked) */
+    if (failed_rank >= 0 || forced || st != SL_OK) {
         /* Give the failing rank's report a moment to arrive, then stop everyone. */
         drain(l, 300, fn, ctx, &f, NULL);
         stop_all(l);
@@ -455,11 +473,11 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
      * (a rank's context hands them to the kernel before it exits; this side's I/O thread may not
      * have read them yet): wait for every rank's "done", the last thing a rank sends. */
     double until = sl_now() + 10.0;
-    while (st == SL_OK && failed_rank < 0 && !interrupted && done < l->nranks && sl_now() < until)
+    while (st == SL_OK && failed_rank < 0 && !forced && done < l->nranks && sl_now() < until)
         st = drain(l, 100, fn, ctx, &f, &done);
     if (st == SL_OK) st = drain(l, 0, fn, ctx, &f, &done);
     if (st != SL_OK) return st;
-    if (interrupted)
+    if (forced)
         return sl_fail(SL_EPEER, "interrupted by signal %d; every rank was stopped",
                        (int)interrupted);
     if (failed_rank < 0 && done < l->nranks)

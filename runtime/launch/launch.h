@@ -66,8 +66,12 @@ int sl_launch_spawn(sl_launch *l, int rank, char *const argv[]);
 /* Waits for every spawned rank to exit, passing reports to `fn`. Returns SL_OK when all exited
  * with status 0 and every rank's "done" report (its last) arrived; otherwise stops the rest and
  * returns SL_EPEER with a message naming the first rank that failed (its last "error" report, or
- * how it exited), or saying how many final reports never came. */
+ * how it exited), or saying how many final reports never came. A first SIGINT or SIGTERM is
+ * relayed to every rank as SIGUSR1 (they stop after the current step, see sl_exec_request_stop,
+ * and the wait goes on to their clean exit); a second one stops them at once (SL_EPEER). */
 int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx);
+/* The SIGINT or SIGTERM that sl_launch_wait relayed, or 0. */
+int sl_launch_signal(void);
 
 /* Stops any rank still running and removes the run directory (unless kept). */
 void sl_launch_destroy(sl_launch *l);

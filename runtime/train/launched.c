@@ -4,6 +4,7 @@
  * report channel, so no filesystem needs to be shared. See train.h. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,6 +245,15 @@ static int endpoints(launched *L, const sl_launch_info *info, char *master, size
     return SL_OK;
 }
 
+/* Under a launcher every rank gets the job's SIGINT or SIGTERM itself (srun and mpirun pass them
+ * on): the first stops the ranks after the current step, together (sl_exec_request_stop); a
+ * second ends this rank at once. */
+static void on_signal(int sig)
+{
+    if (sl_exec_stop_requested()) _exit(128 + sig);
+    sl_exec_request_stop(sig);
+}
+
 int sl_train_launched(const sl_config *cfg, const sl_launch_info *info, const sl_train_options *opt,
                       sl_train_summary *out)
 {
@@ -253,6 +263,11 @@ int sl_train_launched(const sl_config *cfg, const sl_launch_info *info, const sl
                        "%s started %d ranks but pipeline.stages is %d: start one rank "
                        "per pipeline stage",
                        sl_launcher_name(info->launcher), info->world, world);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     sl_plan plan;
     SL_TRY(sl_plan_build(cfg, &plan));
     launched L = {.plan = &plan};

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE /* strsignal */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -226,9 +227,11 @@ static int on_eval(sl__run *r, int step, const cJSON *o)
  * before its part of that step's checkpoint. */
 static void on_stop(sl__run *r, int step, const cJSON *o)
 {
+    int sig = sl_to_int(num(o, "signal"), 0);
+    if (sig == SIGUSR1 || sig <= 0) sig = sl_launch_signal(); /* a local run's relay */
+    r->stop_signal = SL_MAX(r->stop_signal, sig);
     if (r->stopped_at) return;
     r->stopped_at = step;
-    r->stop_signal = sl_to_int(num(o, "signal"), 0);
     if (!r->opt->progress) return;
     if (r->tty && r->steps_seen) fputc('\n', stderr);
     fprintf(stderr, "  %s: the ranks stop after step %d%s\n",
