@@ -105,7 +105,7 @@ Test(launchers, checkpoints_gathered)
     char dir[600], path[700];
     snprintf(dir, sizeof dir, "%s/checkpoints", outdir);
     for (int step = 2; step < 6; step += 2) {
-        snprintf(path, sizeof path, "%s/checkpoint-%d.safetensors", dir, step);
+        snprintf(path, sizeof path, "%s/checkpoint-%d/manifest.json", dir, step);
         cr_assert_eq(access(path, F_OK), 0, "%s is missing:\n%s", path, read_text(log));
     }
     DIR *d = opendir(dir);
