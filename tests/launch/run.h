@@ -36,8 +36,16 @@ static __attribute__((unused)) void launchers_setup(void)
 
 static __attribute__((unused)) void launchers_teardown(void)
 {
-    cr_assert_eq(sl_remove_tree(outdir), SL_OK, "%s", sl_last_error());
+    if (outdir) cr_assert_eq(sl_remove_tree(outdir), SL_OK, "%s", sl_last_error());
 }
+
+/* Skips the test, saying why; its directory goes first (a skipped test's .fini does not run). */
+#define launchers_skip(...)                                                                        \
+    do {                                                                                           \
+        sl_remove_tree(outdir);                                                                    \
+        outdir = NULL;                                                                             \
+        cr_skip_test(__VA_ARGS__);                                                                 \
+    } while (0)
 
 /* Starts argv (argv[0] looked up in PATH, or SLUICE_EXE for "sluice") with `env` ("K=V", NULL
  * ended) added, its output appended to `log`. */

@@ -8,7 +8,7 @@ TestSuite(mpirun, .init = launchers_setup, .fini = launchers_teardown, .timeout 
 /* Open MPI's mpirun on 4 ranks of this host. */
 Test(mpirun, four_ranks_equal_local)
 {
-    if (!have("mpirun")) cr_skip_test("mpirun is not installed (Debian: openmpi-bin)");
+    if (!have("mpirun")) launchers_skip("mpirun is not installed (Debian: openmpi-bin)");
     local_run();
     char *argv[48], set[512], port[64], log[600];
     snprintf(port, sizeof port, "MASTER_PORT=%d", free_port());

@@ -23,13 +23,13 @@ static int sh(const char *fmt, ...)
  * br0 of the switch namespace. */
 static void make_hosts(int n)
 {
-    if (geteuid() != 0) cr_skip_test("network namespaces need root (CI runs as root)");
-    if (!have("ip")) cr_skip_test("ip is not installed (Debian: iproute2)");
+    if (geteuid() != 0) launchers_skip("network namespaces need root (CI runs as root)");
+    if (!have("ip")) launchers_skip("ip is not installed (Debian: iproute2)");
     int pid = (int)getpid();
     for (int r = 0; r <= n; r++)
         snprintf(ns[r], sizeof ns[r], "sluice-%d-%s%d", pid, r == n ? "sw" : "h", r);
     if (sh("ip netns add %s 2>/dev/null", ns[n]) != 0)
-        cr_skip_test("cannot make a network namespace here (ip netns add failed)");
+        launchers_skip("cannot make a network namespace here (ip netns add failed)");
     cr_assert_eq(sh("ip -n %s link add br0 type bridge && ip -n %s link set br0 up && "
                     "ip -n %s link set lo up",
                     ns[n], ns[n], ns[n]),

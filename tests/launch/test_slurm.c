@@ -92,8 +92,9 @@ Test(slurm, srun_4_ranks_equal_local, .fini = stop_cluster)
     for (int i = 0; progs[i] && !missing; i++)
         if (!have(progs[i])) missing = progs[i];
     if (missing)
-        cr_skip_test("%s is not installed (Debian: slurmctld slurmd slurm-client munge)", missing);
-    if (geteuid() != 0) cr_skip_test("the test's Slurm cluster runs its daemons as root");
+        launchers_skip("%s is not installed (Debian: slurmctld slurmd slurm-client munge)",
+                       missing);
+    if (geteuid() != 0) launchers_skip("the test's Slurm cluster runs its daemons as root");
     local_run();
     char dir[600];
     snprintf(dir, sizeof dir, "%s/cluster", outdir);
