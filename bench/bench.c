@@ -20,6 +20,8 @@ static const struct {
      "training samples/s against PyTorch and 1-rank pipelines; GPT tokens/s"},
     {"pipeline", sl_bench_pipeline,
      "each schedule's step time on delay layers against the simulator's ideal makespan"},
+    {"partition", sl_bench_partition,
+     "partition \"time\" against \"uniform\": step time, predicted beside measured"},
 };
 
 void sl_bench_print_json(cJSON *obj)

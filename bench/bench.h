@@ -15,6 +15,9 @@ int sl_bench_train_gpt(int argc, char **argv);
 /* `sluice bench pipeline` (bench/pipeline.c): each schedule's step time on delay layers against
  * the simulator's ideal makespan, and its bubble ratio against the formula. */
 int sl_bench_pipeline(int argc, char **argv);
+/* `sluice bench partition` (bench/partition.c): pipeline.partition "time" against "uniform", the
+ * plan's predicted step beside the measured one. */
+int sl_bench_partition(int argc, char **argv);
 /* `sluice bench kernels --tune`: tunes every OpenCL device, prints the best GFLOP/s found against
  * CLBlast's defaults, and saves the cache. Returns an exit status (0, 1 failed, 2 usage). */
 int sl_bench_kernels_tune(int argc, char **argv);

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,8 +59,9 @@ static void usage(FILE *out)
             "  --microbatches M   micro-batches per step (default 16)\n"
             "  --mib S            activation size per micro-batch in MiB (default 1)\n"
             "  --steps N          steps per schedule; the first is not timed (default 8)\n"
-            "  --schedules LIST   comma-separated (default gpipe,1f1b,interleaved,zb-h1;\n"
-            "                     interleaved runs 2 chunks per rank)\n"
+            "  --schedules LIST   comma-separated (default gpipe,1f1b,interleaved,looped-bfs,\n"
+            "                     zb-h1,zb-v,dualpipev; interleaved, looped-bfs, zb-v and\n"
+            "                     dualpipev run 2 chunks per rank)\n"
             "  --device ID        every rank's device (default cpu)\n"
             "  --json             one JSON object\n");
 }
@@ -68,7 +70,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 {
     *o = (struct options){
         .ms = 2, .ranks = 4, .microbatches = 16, .mib = 1, .steps = 8, .device = "cpu"};
-    snprintf(o->schedules, sizeof o->schedules, "gpipe,1f1b,interleaved,zb-h1");
+    snprintf(o->schedules, sizeof o->schedules,
+             "gpipe,1f1b,interleaved,looped-bfs,zb-h1,zb-v,dualpipev");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
@@ -265,7 +268,8 @@ static int simulate(const sl_plan *plan, double ms, const double *f, const doubl
                                .w = ms,
                                .stage_f = f,
                                .stage_b = b,
-                               .stage_w = plan->sched->split_backward ? w : NULL};
+                               .stage_w = plan->sched->split_backward ? w : NULL,
+                               .queue_depth = sl_plan_link_depth(plan)};
     sl_schedule_sim sim;
     SL_TRY(sl_schedule_simulate(plan->sched, &costs, &sim));
     *makespan = sim.makespan;
@@ -274,12 +278,19 @@ static int simulate(const sl_plan *plan, double ms, const double *f, const doubl
     return SL_OK;
 }
 
+/* The schedules that run 2 chunks per rank here (the others run 1). */
+static bool two_chunks(const char *name)
+{
+    return !strcmp(name, "interleaved") || !strcmp(name, "looped-bfs") || !strcmp(name, "zb-v") ||
+           !strcmp(name, "dualpipev");
+}
+
 static int run_schedule(const struct options *o, const char *tmp, const char *data,
                         const char *name, struct row *row)
 {
     memset(row, 0, sizeof *row);
     snprintf(row->name, sizeof row->name, "%s", name);
-    row->chunks = !strcmp(name, "interleaved") ? 2 : 1;
+    row->chunks = two_chunks(name) ? 2 : 1;
     char out_dir[1200];
     snprintf(out_dir, sizeof out_dir, "%s/run-%s", tmp, name);
     char *text = config_text(o, name, row->chunks, data, out_dir);

@@ -17,13 +17,14 @@ static void usage(FILE *out)
         "usage: sluice plan CONFIG [--set KEY=VALUE]... [--profile | --no-profile] [--json]\n\n"
         "Shows how the config's model is cut into pipeline stages: the layers, the model\n"
         "stages (pipeline.stages x pipeline.chunks) with their layer ranges, the rank each\n"
-        "runs on (stage s on rank s mod pipeline.stages) and that rank's device, parameter\n"
-        "counts, and the activation sizes of one micro-batch. With the layers' profile on\n"
-        "each rank's device (measured once at the run's micro-batch size and cached per\n"
-        "device and model shape), also each stage's predicted forward (F), input-gradient\n"
-        "(I) and weight-gradient (W) time, each rank's predicted peak memory, and the\n"
-        "schedule's predicted step time and bubble ratio beside the uniform cut's.\n"
-        "pipeline.partition \"time\" balances those profiles. No training is run.\n\n"
+        "runs on (stage s on rank s mod pipeline.stages; zb-v and dualpipev fold a V) and\n"
+        "that rank's device, parameter counts, and the activation sizes of one micro-batch.\n"
+        "With the layers' profile on each rank's device (measured once at the run's\n"
+        "micro-batch size and cached per device and model shape), also each stage's\n"
+        "predicted forward (F), input-gradient (I) and weight-gradient (W) time, each rank's\n"
+        "predicted peak memory, and the schedule's predicted step time and bubble ratio\n"
+        "beside the uniform cut's. pipeline.partition \"time\" balances those profiles.\n"
+        "No training is run.\n\n"
         "  --set KEY=VALUE  override a config key (value parsed as JSON, else a string),\n"
         "                   e.g. --set pipeline.stages=2 --set pipeline.schedule=gpipe\n"
         "  --profile        measure the layers again (refresh the cache)\n"
@@ -103,7 +104,8 @@ static void print_text(const sl_plan *plan)
     for (int r = 0; r < p->ranks; r++) {
         size_t params = 0;
         char list[256] = "";
-        for (int s = r; s < p->nstages; s += p->ranks) {
+        for (int s = 0; s < p->nstages; s++) {
+            if (sl_partition_rank(p, s) != r) continue; /* loop or V placement */
             params += sl_model_params(m, p->stages[s].first, p->stages[s].last);
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", list[0] ? " " : "",
                      s);

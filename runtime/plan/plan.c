@@ -257,7 +257,8 @@ static cJSON *plan_json(const sl_plan *p)
         cJSON_AddStringToObject(o, "device", p->rank[r].device);
         cJSON *ss = cJSON_AddArrayToObject(o, "stages");
         size_t params = 0;
-        for (int s = r; s < p->part.nstages; s += p->ranks) {
+        for (int s = 0; s < p->part.nstages; s++) {
+            if (sl_partition_rank(&p->part, s) != r) continue; /* loop or V placement */
             cJSON_AddItemToArray(ss, cJSON_CreateNumber(s));
             params += sl_model_params(&p->model, p->part.stages[s].first, p->part.stages[s].last);
         }

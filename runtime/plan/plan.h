@@ -84,6 +84,14 @@ uint64_t sl_plan_hash(const sl_plan *p);
 int sl_plan_write(const sl_plan *p, const char *dir);
 int sl_plan_load(const char *dir, sl_plan *out);
 
+/* The messages each link of the executor holds (M·v, at least 2): the depth the plan's schedule is
+ * validated with, and the one to simulate it with (looped BFS needs more than the default). */
+static inline int sl_plan_link_depth(const sl_plan *p)
+{
+    int d = p->cfg.train.microbatches * p->sched->chunks;
+    return d > 2 ? d : 2;
+}
+
 /* The model stages rank r runs, in order: r, r + ranks, r + 2·ranks, ... (pipeline.chunks), or
  * r and 2·ranks-1-r in the V of zb-v and dualpipev. */
 static inline int sl_plan_stage_of(const sl_plan *p, int rank, int chunk)
@@ -102,7 +110,7 @@ size_t sl_plan_input_bytes(const sl_plan *p, int stage);
  *
  * A profile is what each unit of the partition (sl_partition_units: a layer with parameters and
  * the layers without that follow it) costs on one device at the run's micro-batch size: forward,
- * input gradient and weight gradient, each timed after a warm-up (the median of 3), the loss on
+ * input gradient and weight gradient, each timed after a warm-up (the fastest of 5), the loss on
  * the model's output, and the link's cost for the unit's output (estimated from this host's copy
  * time: a transfer touches its bytes about three times). Profiles are cached per device in
  * SLUICE_CACHE_DIR, else $XDG_CACHE_HOME/sluice, else ~/.cache/sluice, as profile-<device>.json

@@ -99,8 +99,11 @@ static int simulate(const sl_plan *p, const double *f, const double *i, const do
         b[s] = fmax(i[s] + w[s], 1e-6);
         ww[s] = fmin(fmax(w[s], b[s] * 1e-3), b[s] * (1 - 1e-3));
     }
-    sl_schedule_costs costs = {
-        .stage_f = ff, .stage_b = b, .stage_w = split ? ww : NULL, .latency = latency};
+    sl_schedule_costs costs = {.stage_f = ff,
+                               .stage_b = b,
+                               .stage_w = split ? ww : NULL,
+                               .latency = latency,
+                               .queue_depth = sl_plan_link_depth(p)};
     sl_schedule_sim sim;
     int rc = sl_schedule_simulate(p->sched, &costs, &sim);
     if (rc == SL_OK) {
@@ -172,7 +175,8 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
     int states = optimizer_states(&p->cfg);
     for (int r = 0; rc == SL_OK && r < R; r++) {
         double weights = 0, stash = 0, widest = 0;
-        for (int s = r; s < S; s += R) {
+        for (int s = 0; s < S; s++) {
+            if (sl_partition_rank(&p->part, s) != r) continue;
             weights += out->params[s] * 4.0 * (2 + states);
             /* The stage input, and the output gradient that comes back for it. */
             stash += (double)(p->rows * (size_t)sl_model_width(m, st[s].first) * 4);

@@ -336,11 +336,23 @@ static double predicted_bubble(const sl__run *r, double *step_ms)
     *step_ms = NAN;
     for (int i = 0; i < sched->stages; i++)
         if (!(r->stage_f[i] > 0 && r->stage_b[i] > 0)) return NAN;
+    /* With a split backward the ranks time I (b_ms) and W apart; the simulator's B is the whole
+     * backward, W its part. */
+    double *b = sl_alloc(sizeof(double) * (size_t)sched->stages);
+    if (!b) return NAN;
+    for (int i = 0; i < sched->stages; i++)
+        b[i] = r->stage_b[i] + (sched->split_backward ? r->stage_w[i] : 0);
     sl_schedule_costs costs = {.stage_f = r->stage_f,
-                               .stage_b = r->stage_b,
-                               .stage_w = sched->split_backward ? r->stage_w : NULL};
+                               .stage_b = b,
+                               .stage_w = sched->split_backward ? r->stage_w : NULL,
+                               .queue_depth = sl_plan_link_depth(r->plan)};
     sl_schedule_sim sim;
-    if (sl_schedule_simulate(sched, &costs, &sim) != SL_OK) return NAN;
+    int rc = sl_schedule_simulate(sched, &costs, &sim);
+    free(b);
+    if (rc != SL_OK) {
+        sl_clear_error();
+        return NAN;
+    }
     double bubble = sim.bubble_ratio;
     *step_ms = sim.makespan;
     sl_schedule_sim_free(&sim);

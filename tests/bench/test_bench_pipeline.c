@@ -29,15 +29,17 @@ Test(bench_pipeline, json_rows)
     cr_assert_gt(number(root, "ratio"), 0.0);
     cr_assert(cJSON_IsBool(cJSON_GetObjectItem(root, "met")));
     const cJSON *rows = cJSON_GetObjectItem(root, "schedules");
-    cr_assert_eq(cJSON_GetArraySize(rows), 4);
-    const char *names[] = {"gpipe", "1f1b", "interleaved", "zb-h1"};
+    const char *names[] = {"gpipe", "1f1b", "interleaved", "looped-bfs",
+                           "zb-h1", "zb-v", "dualpipev"};
+    const int chunks[] = {1, 1, 2, 2, 1, 2, 2};
+    cr_assert_eq(cJSON_GetArraySize(rows), 7);
     /* D = 2, M = 4, F = 0.2, B = 0.4: (M + D - 1)(F + B) for gpipe and 1f1b; interleaved runs
      * 2 chunks of a stage each. */
     const double ideal_1f1b = 5 * 0.6;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 7; i++) {
         const cJSON *r = cJSON_GetArrayItem(rows, i);
         cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(r, "schedule")), names[i]);
-        cr_assert_eq((int)number(r, "chunks"), i == 2 ? 2 : 1);
+        cr_assert_eq((int)number(r, "chunks"), chunks[i]);
         cr_assert_gt(number(r, "step_ms"), 0.0);
         cr_assert_gt(number(r, "f_ms"), 0.0);
         cr_assert_gt(number(r, "b_ms"), 0.0);
@@ -47,7 +49,7 @@ Test(bench_pipeline, json_rows)
             cr_assert_float_eq(number(r, "ideal_ms"), ideal_1f1b, 1e-9);
             cr_assert_float_eq(number(r, "bubble_predicted"), 1.0 / 5.0, 1e-12);
         }
-        if (i == 3) cr_assert_gt(number(r, "w_ms"), 0.0, "zb-h1 runs W");
+        if (i == 4) cr_assert_gt(number(r, "w_ms"), 0.0, "zb-h1 runs W");
     }
     cJSON_Delete(root);
     free(out);

@@ -1,0 +1,127 @@
+/* Measured beside predicted, end to end through the built executable: a run of delay layers on 2
+ * ranks (zb-h1, so F, I and W all run) with pipeline.partition "time" (profiled into a private
+ * cache; plan.json records the counts and the ranks load that plan), its summary.json (per rank
+ * busy, idle, transfer, runtime and wall time that add up; the measured step beside the
+ * simulator's) and `sluice trace --svg` of a step. No timing is asserted beyond what sleeping
+ * guarantees: the machines are shared. */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../bench/run.h"
+#include "core/core.h"
+#include "runtime/safetensors/safetensors.h"
+
+static char dir[64];
+
+static void cleanup(void)
+{
+    sl_remove_tree(dir);
+}
+
+static void make_dir(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/sluice-measured-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    atexit(cleanup);
+}
+
+static double num(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, key);
+    cr_assert(cJSON_IsNumber(v), "'%s' is missing", key);
+    return v->valuedouble;
+}
+
+static cJSON *read_json(const char *path)
+{
+    char *text;
+    size_t len;
+    cr_assert_eq(sl_read_file(path, &text, &len), SL_OK, "%s", sl_last_error());
+    cJSON *o = cJSON_ParseWithLength(text, len);
+    free(text);
+    cr_assert_not_null(o, "%s is not JSON", path);
+    return o;
+}
+
+Test(measured, summary_and_trace_svg, .init = make_dir)
+{
+    float zeros[16] = {0};
+    sl_tensor t[2] = {
+        {.name = "x", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {16, 1}, .data = zeros},
+        {.name = "y", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {16, 1}, .data = zeros},
+    };
+    char data[256], config[256], out[256], cache[256], svg[256];
+    snprintf(data, sizeof data, "%s/data.safetensors", dir);
+    snprintf(config, sizeof config, "%s/config.json", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    snprintf(svg, sizeof svg, "%s/step.svg", dir);
+    cr_assert_eq(sl_safetensors_save(data, t, 2, NULL, NULL, 0), SL_OK);
+    FILE *f = fopen(config, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "{\"model\": {\"inputs\": 1, \"layers\": [\"delay:0.3:64\", \"delay:0.3\", "
+            "\"delay:0.3\", \"delay:0.3:1\"], \"loss\": \"mse\"},"
+            " \"data\": {\"path\": \"%s\"},"
+            " \"train\": {\"steps\": 3, \"batch\": 4, \"microbatches\": 4,"
+            "  \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1}},"
+            " \"pipeline\": {\"stages\": 2, \"schedule\": \"zb-h1\", \"partition\": \"time\"},"
+            " \"output\": {\"dir\": \"%s\"}}",
+            data, out);
+    fclose(f);
+    setenv("SLUICE_CACHE_DIR", cache, 1);
+    int status;
+    char *text = run_sluice(&status, "train '%s' 2>&1", config);
+    cr_assert_eq(status, 0, "%s", text);
+    free(text);
+
+    char path[400];
+    snprintf(path, sizeof path, "%s/plan.json", out);
+    cJSON *plan = read_json(path);
+    const cJSON *pc = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(plan, "config"), "pipeline"), "partition_counts");
+    cr_assert_eq(cJSON_GetArraySize(pc), 2, "the time partition's counts are recorded");
+    cr_assert_eq(cJSON_GetNumberValue(cJSON_GetArrayItem(pc, 0)) +
+                     cJSON_GetNumberValue(cJSON_GetArrayItem(pc, 1)),
+                 4);
+    cJSON_Delete(plan);
+
+    snprintf(path, sizeof path, "%s/summary.json", out);
+    cJSON *s = read_json(path);
+    cr_assert_gt(num(s, "step_time_measured_s"), 0.0);
+    cr_assert_gt(num(s, "step_time_predicted_s"), 0.0);
+    double bm = num(s, "bubble_ratio_measured"), bp = num(s, "bubble_ratio_predicted");
+    cr_assert(bm >= 0 && bm < 1 && bp >= 0 && bp < 1, "bubbles %g %g", bm, bp);
+    const cJSON *ranks = cJSON_GetObjectItem(s, "ranks");
+    cr_assert_eq(cJSON_GetArraySize(ranks), 2);
+    for (int r = 0; r < 2; r++) {
+        const cJSON *o = cJSON_GetArrayItem(ranks, r);
+        double busy = num(o, "busy_s"), idle = num(o, "idle_s"), tr = num(o, "transfer_s"),
+               rt = num(o, "runtime_s"), wall = num(o, "wall_s");
+        /* Every rank runs 2 delay layers of 0.3 ms F, I and W for 4 micro-batches, 3 steps. */
+        cr_assert_geq(busy, 3 * 4 * 3 * 0.3e-3, "rank %d busy %g", r, busy);
+        cr_assert_gt(tr, 0.0);
+        cr_assert_geq(rt, 0.0);
+        cr_assert_float_eq(busy + tr + rt, wall, 1e-9);
+        cr_assert_float_eq(idle, wall - busy, 1e-9);
+    }
+    cJSON_Delete(s);
+
+    text = run_sluice(&status, "trace '%s' --svg '%s' --step 1", out, svg);
+    cr_assert_eq(status, 0, "%s", text);
+    cr_assert(strstr(text, "step 1 as measured"), "%s", text);
+    free(text);
+    char *pic;
+    size_t len;
+    cr_assert_eq(sl_read_file(svg, &pic, &len), SL_OK);
+    cr_assert(strstr(pic, "<svg") && strstr(pic, "zb-h1 D=2 M=4"), "%.300s", pic);
+    cr_assert(strstr(pic, "<title>0F0 [") && strstr(pic, "<title>1W3 ["), "every action drawn");
+    free(pic);
+    text = run_sluice(&status, "trace '%s' --svg '%s' --step 9 2>&1", out, svg);
+    cr_assert_eq(status, 1);
+    cr_assert(strstr(text, "has no step 9"), "%s", text);
+    free(text);
+}
