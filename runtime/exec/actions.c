@@ -2,6 +2,7 @@
  * forward and backward passes, sending and receiving activations and gradients, and running one
  * action of a schedule. */
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "runtime/exec/exec_impl.h"
 
@@ -305,9 +306,44 @@ static void trace_add(sl__exec *e, const sl_action *a, double t0, double t1)
     ev->t1 = t1;
 }
 
+void sl__exec_doing(const sl__exec *e, char *buf, size_t cap)
+{
+    const sl_action *a = e->cur;
+    buf[0] = '\0';
+    if (!a && e->vote_peer >= 0)
+        snprintf(buf, cap, "waiting for rank %d to end step %lld", e->vote_peer,
+                 (long long)e->cur_step);
+    if (!a) return;
+    bool recv = a->type == SL_ACTION_RECV_F || a->type == SL_ACTION_RECV_B;
+    bool send = a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_SEND_B;
+    char when[64], peer[32] = "";
+    if (e->eval_share)
+        snprintf(when, sizeof when, "evaluation batch %lld", (long long)e->eval_k);
+    else
+        snprintf(when, sizeof when, "step %lld", (long long)e->cur_step);
+    if ((recv || send) && a->peer >= 0)
+        snprintf(peer, sizeof peer, " %s rank %d", recv ? "from" : "to", a->peer);
+    snprintf(buf, cap, "%s %s(stage %d, micro-batch %d)%s in %s",
+             recv   ? "waiting for"
+             : send ? "sending"
+                    : "running",
+             sl_action_type_name(a->type), a->stage, a->mb, peer, when);
+}
+
 int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a)
 {
     double t0 = sl_now();
+    e->cur_step = step;
+    e->cur_t0 = t0;
+    e->cur = a;
+    /* A test hook: SLUICE_HANG_AT=RANK:STEP hangs that rank's first forward of that step, as a
+     * hung device would (its links still answer heartbeats), for the watchdog's tests. */
+    const char *hang = getenv("SLUICE_HANG_AT");
+    int hang_rank, hang_step;
+    if (hang && a->type == SL_ACTION_F && a->mb == 0 &&
+        sscanf(hang, "%d:%d", &hang_rank, &hang_step) == 2 && hang_rank == e->rank &&
+        hang_step == step)
+        for (;;) sleep(1);
     int rc = SL_OK;
     bool compute = true;
     sl__exec_stage *l = a->stage >= 0 ? sl__exec_local_of(e, a->stage) : NULL;
@@ -362,6 +398,11 @@ int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a)
         if (l && a->type == SL_ACTION_W) l->w_s += t1 - t0, l->nw++;
     }
     trace_add(e, a, t0, t1);
+    e->cur = NULL;
+    if ((unsigned)a->type < SL__EXEC_ACTION_TYPES && !e->eval_share) {
+        long n = ++e->n_done[a->type];
+        e->avg_s[a->type] += (t1 - t0 - e->avg_s[a->type]) / (double)n;
+    }
     return SL_OK;
 }
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime/exec/exec_impl.h"
 #include "runtime/safetensors/safetensors.h"
@@ -384,7 +385,8 @@ int sl_exec_rank(const sl_plan *plan, const sl_exec_options *opt)
                   .part = &plan->part,
                   .opt = opt,
                   .rank = opt->rank,
-                  .world = plan->ranks};
+                  .world = plan->ranks,
+                  .vote_peer = -1};
     int rc = sl_reporter_open(opt->report_endpoint, opt->report_curve, &e.rep);
     if (rc != SL_OK) return rc;
     rc = setup(&e);
@@ -394,7 +396,9 @@ int sl_exec_rank(const sl_plan *plan, const sl_exec_options *opt)
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
     if (rc == SL_OK) sigaction(SIGUSR1, &sa, &old);
+    if (rc == SL_OK) rc = sl__watchdog_start(&e);
     if (rc == SL_OK) rc = train_loop(&e);
+    sl__watchdog_stop(&e);
     if (rc != SL_OK) {
         char message[2048];
         snprintf(message, sizeof message, "%s",
@@ -404,6 +408,10 @@ int sl_exec_rank(const sl_plan *plan, const sl_exec_options *opt)
         cJSON_AddStringToObject(o, "type", "error");
         cJSON_AddNumberToObject(o, "status", rc);
         cJSON_AddStringToObject(o, "message", message);
+        char doing[256], host[256] = "";
+        sl__exec_doing(&e, doing, sizeof doing);
+        if (doing[0]) cJSON_AddStringToObject(o, "action", doing);
+        if (gethostname(host, sizeof host) == 0) cJSON_AddStringToObject(o, "host", host);
         sl__exec_report(&e, o);
         sl_fail(rc, "%s", message);
     }

@@ -9,7 +9,8 @@
  *   {"type":"done","device":id,"device_name":name,"peak_bytes":B,"busy_s":s,"wall_s":s,
  *    "transfer_s":s (time in SEND/RECV actions),
  *    "stages":[{"stage":s,"f_ms":..,"b_ms":..,"w_ms":..}, ...]}   every rank, last
- *   {"type":"error","status":st,"message":"..."}                       a rank that failed
+ *   {"type":"error","status":st,"message":"...","host":h,"action":"waiting for RECV_B(stage 3,
+ *    micro-batch 5) from rank 3 in step 7"}           a rank that failed (action: when in one)
  * The trace comes before "done": "done" tells a coordinator under a launcher that the rank has
  * nothing more to say. Every rank writes its stages' weights (safetensors, by parameter name)
  * into `weights_dir` at the end (SL_RUN_RANK_WEIGHTS, the whole model's names, other ranks'

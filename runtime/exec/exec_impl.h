@@ -48,6 +48,8 @@ typedef struct sl__exec_stage {
     long nf, nb, nw;
 } sl__exec_stage;
 
+#define SL__EXEC_ACTION_TYPES 32 /* above every enum sl_action_type */
+
 typedef struct sl__exec_trace_event {
     char name[24];
     double t0, t1;
@@ -62,6 +64,16 @@ typedef struct sl__exec {
     int rank, world;
     int start_step, start_evals; /* 0, or a resumed checkpoint's */
     double vote;                 /* the last rank: the stop vote gathered last (stop.c) */
+    /* The action running (NULL between actions), its step and start; read by the watchdog
+     * thread, hence atomic. avg_s/n_done: each action type's mean duration so far. */
+    const sl_action *_Atomic cur;
+    _Atomic int64_t cur_step;
+    _Atomic double cur_t0;
+    double avg_s[SL__EXEC_ACTION_TYPES];
+    long n_done[SL__EXEC_ACTION_TYPES];
+    struct sl__watchdog *watchdog;
+    int vote_peer; /* between steps: the rank whose stop vote this one awaits, or
+                      -1 (stop.c) */
     sl_data data;
     sl_device *dev;
     sl_transport *tr;
@@ -104,6 +116,10 @@ void sl__exec_release_mb(sl__exec *e, sl__exec_stage *l, sl__exec_mb *s);
 
 /* actions.c: runs one action of a schedule, timed and traced; a failure's message names it. */
 int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a);
+/* actions.c: what the rank is doing, for a failure's report: "waiting for RECV_B(stage 3,
+ * micro-batch 5) from rank 3 in step 7", "running F(stage 1, micro-batch 0) in step 2" ("" when
+ * between actions). */
+void sl__exec_doing(const sl__exec *e, char *buf, size_t cap);
 
 /* actions.c: the last stage's losses of every micro-batch, summed in order, and the step's mean. */
 int sl__exec_loss_sum(sl__exec *e, double *sum_out);
@@ -120,6 +136,12 @@ int sl__exec_report(sl__exec *e, cJSON *obj);
 /* stop.c: whether every rank stops after step `step` (a signal asked one of them to); all ranks
  * call it at the end of every step and get the same answer. */
 int sl__exec_stop_after(sl__exec *e, int64_t step, bool *stop);
+
+/* watchdog.c: a thread that warns (on stderr, naming the rank, its host and the action) when the
+ * action running has run over 20 times its type's mean and at least 2 s: a hung device or a
+ * neighbour that answers heartbeats but sends nothing. */
+int sl__watchdog_start(sl__exec *e);
+void sl__watchdog_stop(sl__exec *e);
 
 /* eval.c: evaluation number `number`, after step `step`. */
 int sl__exec_evaluate(sl__exec *e, int64_t step, int number);

@@ -38,7 +38,11 @@ static int vote(sl__exec *e, int dir, bool send, int64_t step, int round, double
                            .ndim = 1,
                            .shape = {1}};
     if (send) return sl_transport_send(e->tr, dir, &meta, v, sizeof *v);
-    return sl_transport_recv(e->tr, dir, &meta, v, sizeof *v, NULL, NULL);
+    e->vote_peer = (e->rank + (dir == SL_LINK_NEXT ? 1 : e->world - 1)) % e->world;
+    e->cur_step = step;
+    int rc = sl_transport_recv(e->tr, dir, &meta, v, sizeof *v, NULL, NULL);
+    if (rc == SL_OK) e->vote_peer = -1;
+    return rc;
 }
 
 int sl__exec_stop_after(sl__exec *e, int64_t step, bool *stop)

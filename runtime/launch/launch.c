@@ -20,6 +20,7 @@
 
 #include "backends/cpu/cpu.h"
 #include "core/core.h"
+#include "runtime/launch/launch_impl.h"
 #include "runtime/plan/plan.h"
 
 /* ------------------------------------------------------------------------------------------------
@@ -112,8 +113,6 @@ int sl_launch_detect(sl_launch_info *out)
 
 /* ------------------------------------------------------------------------------------------------
  * The coordinator's side */
-
-#define MAX_RANKS 256
 
 struct sl_launch {
     char dir[256];
@@ -279,7 +278,10 @@ int sl_launch_spawn(sl_launch *l, int rank, char *const argv[])
 static void stop_all(sl_launch *l)
 {
     for (int i = 0; i < l->nranks; i++)
-        if (l->status[i] == -1) kill(l->pids[i], SIGTERM);
+        if (l->status[i] == -1) {
+            kill(l->pids[i], SIGTERM);
+            kill(l->pids[i], SIGCONT); /* a stopped rank takes its SIGTERM now */
+        }
     double deadline = sl_now() + 3.0;
     for (;;) {
         int running = 0;
@@ -299,24 +301,6 @@ static void stop_all(sl_launch *l)
         }
         usleep(10000);
     }
-}
-
-/* The first failure is what the user needs to see; a peer's "my neighbour died" is a
- * consequence, so an error of another kind replaces it. */
-struct failure {
-    int rank;
-    int status;
-    char message[1024];
-};
-
-static void note_error(struct failure *f, int rank, int status, const char *message)
-{
-    bool have = f->rank >= 0;
-    bool consequence = f->status == SL_EPEER || f->status == SL_ETIMEOUT;
-    if (have && !(consequence && status != SL_EPEER && status != SL_ETIMEOUT)) return;
-    f->rank = rank;
-    f->status = status;
-    snprintf(f->message, sizeof f->message, "%s", message);
 }
 
 /* A report's sender may be anyone who reached the socket: one that does not carry this run's id is
@@ -401,10 +385,12 @@ static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx
             if (type && !strcmp(type, "done") && done) (*done)++;
             if (type && !strcmp(type, "error")) {
                 const char *m = cJSON_GetStringValue(cJSON_GetObjectItem(j, "message"));
-                note_error(
-                    f, sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank")), 0),
+                int rank = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank")), 0);
+                sl__failure_note_error(
+                    f, rank,
                     sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "status")), SL_EPEER),
                     m ? m : "failed");
+                sl__failure_note_report(f, j, rank, m ? m : "");
             }
             st = fn ? fn(ctx, text, len) : SL_OK;
         }
@@ -417,12 +403,17 @@ static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx
     return SL_OK;
 }
 
-static void describe_exit(char *buf, size_t cap, int ws)
+/* Ranks still running that have sent no error report (reaping those that exited). */
+static int reap(sl_launch *l, const struct failure *f)
 {
-    if (WIFSIGNALED(ws))
-        snprintf(buf, cap, "was killed by signal %d (%s)", WTERMSIG(ws), strsignal(WTERMSIG(ws)));
-    else
-        snprintf(buf, cap, "exited with status %d", WEXITSTATUS(ws));
+    int pending = 0;
+    for (int i = 0; i < l->nranks; i++) {
+        int ws;
+        if (l->status[i] == -1 && waitpid(l->pids[i], &ws, WNOHANG) == l->pids[i])
+            l->status[i] = ws;
+        if (l->status[i] == -1 && !f->reported[i]) pending++;
+    }
+    return pending;
 }
 
 int sl_launch_signal(void)
@@ -463,9 +454,18 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
         if (failed_rank >= 0 || signals > 1 || !running) break;
     }
     bool forced = signals > 1; /* else the ranks stopped by themselves (or were not asked) */
+    if (failed_rank >= 0 && st == SL_OK && !forced) {
+        /* The others fail in turn (a neighbour's departure, then the abort it passes on, or the
+         * heartbeat's silence): their reports say what each was waiting on. */
+        double until = sl_now() + 6.0;
+        while (sl_now() < until && reap(l, &f) > 0) drain(l, 100, fn, ctx, &f, NULL);
+    }
+    int before[MAX_RANKS]; /* how the ranks stood before they were stopped */
     if (failed_rank >= 0 || forced || st != SL_OK) {
         /* Give the failing rank's report a moment to arrive, then stop everyone. */
         drain(l, 300, fn, ctx, &f, NULL);
+        reap(l, &f);
+        memcpy(before, l->status, sizeof(int) * (size_t)l->nranks);
         stop_all(l);
         drain(l, 0, fn, ctx, &f, NULL);
     }
@@ -486,10 +486,7 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
                        "arrive within 10 s",
                        l->nranks - done, l->nranks);
     if (failed_rank < 0) return SL_OK;
-    if (f.rank >= 0) return sl_fail(SL_EPEER, "rank %d failed: %s", f.rank, f.message);
-    char how[128];
-    describe_exit(how, sizeof how, failed_ws);
-    return sl_fail(SL_EPEER, "rank %d %s; every other rank was stopped", failed_rank, how);
+    return sl__failure_explain(l->nranks, true, before, &f, failed_rank, failed_ws);
 }
 
 int sl_launch_listen(const sl_launch_listen_options *o, sl_launch **out)
@@ -530,8 +527,17 @@ int sl_launch_wait_reports(sl_launch *l, int world, sl_launch_report_fn fn, void
     int done = 0;
     while (done < world && f.rank < 0 && !interrupted) SL_TRY(drain(l, 100, fn, ctx, &f, &done));
     if (f.rank >= 0) {
-        drain(l, 300, fn, ctx, &f, &done); /* the first failure may still be on its way */
-        return sl_fail(SL_EPEER, "rank %d failed: %s", f.rank, f.message);
+        /* The others fail in turn; their reports say what each was waiting on. */
+        double until = sl_now() + 6.0;
+        for (;;) {
+            int silent = 0;
+            for (int i = 0; i < world && i < MAX_RANKS; i++) silent += !f.reported[i];
+            if (silent <= 1 || sl_now() > until) break;
+            drain(l, 100, fn, ctx, &f, &done);
+        }
+        int status[MAX_RANKS];
+        for (int i = 0; i < MAX_RANKS; i++) status[i] = -1; /* not ours to see */
+        return sl__failure_explain(world, false, status, &f, f.rank, 0);
     }
     if (interrupted) return sl_fail(SL_EPEER, "interrupted by signal %d", (int)interrupted);
     return SL_OK;
