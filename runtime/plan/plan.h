@@ -146,9 +146,9 @@ typedef struct sl_plan_prediction {
 } sl_plan_prediction;
 
 /* Predicts the plan's schedule with the stages `stages` (NULL: the plan's own) on the ranks'
- * devices, whose profiles are profiles[rank]. Peak memory per rank: parameters, gradients and
- * optimizer state, plus the most micro-batches the simulator has stashed at once times each
- * one's stage input and stash, plus the backward's scratch. */
+ * devices, whose profiles are profiles[rank]. Peak memory per rank: the simulator's replay of the
+ * stashes and stage inputs it holds (as the executor holds them), plus parameters, gradients and
+ * optimizer state, an output gradient per stage and the backward's two scratch buffers. */
 int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage_range *stages,
                     sl_plan_prediction *out);
 void sl_plan_prediction_free(sl_plan_prediction *pr);

@@ -84,13 +84,21 @@ static void stage_costs(const sl_plan *p, const sl_profile *profiles, const sl_s
 }
 
 /* The simulator's makespan and bubble for per-stage costs; latency: the costliest link. */
-static int simulate(const sl_plan *p, const double *f, const double *i, const double *w,
-                    double latency, double *makespan, double *bubble, int **peak)
+/* The simulator's makespan and bubble for per-stage costs, and with the stages' stash and input
+ * bytes its replay of the bytes each rank holds (peak[ranks], NULL: not wanted). */
+static int simulate(const sl_plan *p, const sl_stage_range *st, const double *f, const double *i,
+                    const double *w, double latency, double *makespan, double *bubble, double *peak)
 {
     int S = p->part.nstages;
-    double *ff = sl_alloc(sizeof(double) * 3 * (size_t)S);
+    double *ff = sl_alloc(sizeof(double) * 5 * (size_t)S);
     if (!ff) return SL_ENOMEM;
-    double *b = ff + S, *ww = b + S;
+    double *b = ff + S, *ww = b + S, *stash = ww + S, *input = stash + S;
+    for (int s = 0; s < S; s++) {
+        stash[s] = input[s] = 0;
+        for (int l = st[s].first; l < st[s].last; l++)
+            stash[s] += (double)(p->rows * sl_layer_stash_bytes(&p->model.layers[l]));
+        input[s] = (double)(p->rows * 4 * (size_t)sl_model_width(&p->model, st[s].first));
+    }
     bool split = p->sched->split_backward;
     /* The simulator wants positive costs and W inside (0, B): a stage that costs nothing (no
      * weight gradient, say) still gets a sliver. */
@@ -103,19 +111,15 @@ static int simulate(const sl_plan *p, const double *f, const double *i, const do
                                .stage_b = b,
                                .stage_w = split ? ww : NULL,
                                .latency = latency,
-                               .queue_depth = sl_plan_link_depth(p)};
+                               .queue_depth = sl_plan_link_depth(p),
+                               .stage_stash_bytes = stash,
+                               .stage_input_bytes = input};
     sl_schedule_sim sim;
     int rc = sl_schedule_simulate(p->sched, &costs, &sim);
     if (rc == SL_OK) {
         *makespan = sim.makespan;
         *bubble = sim.bubble_ratio;
-        if (peak) {
-            *peak = sl_alloc(sizeof(int) * (size_t)p->ranks);
-            if (!*peak) rc = SL_ENOMEM;
-            for (int r = 0; rc == SL_OK && r < p->ranks; r++)
-                (*peak)[r] = sim.peak_activations[r] +
-                             (split && sim.peak_pending_w ? sim.peak_pending_w[r] : 0);
-        }
+        for (int r = 0; peak && r < p->ranks; r++) peak[r] = sim.peak_bytes[r];
         sl_schedule_sim_free(&sim);
     }
     free(ff);
@@ -170,26 +174,24 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
                 if (first[u + 1] == st[s].last)
                     latency = fmax(latency, profiles[sl_partition_rank(&p->part, s)].link[u]);
     }
-    int *peak = NULL;
-    int rc = simulate(p, out->f, out->i, out->w, latency, &out->step_ms, &out->bubble, &peak);
+    /* The simulator's replay of the stashes and stage inputs each rank holds, written into
+     * peak_bytes, then the rest added: parameters, gradients, optimizer state, an output
+     * gradient per stage and the backward's two scratch buffers. */
+    int rc = simulate(p, st, out->f, out->i, out->w, latency, &out->step_ms, &out->bubble,
+                      out->peak_bytes);
     int states = optimizer_states(&p->cfg);
     for (int r = 0; rc == SL_OK && r < R; r++) {
-        double weights = 0, stash = 0, widest = 0;
+        double weights = 0, widest = 0, douts = 0;
         for (int s = 0; s < S; s++) {
             if (sl_partition_rank(&p->part, s) != r) continue;
             weights += out->params[s] * 4.0 * (2 + states);
-            /* The stage input, and the output gradient that comes back for it. */
-            stash += (double)(p->rows * (size_t)sl_model_width(m, st[s].first) * 4);
-            stash += (double)(p->rows * (size_t)sl_model_width(m, st[s].last) * 4);
-            for (int l = st[s].first; l < st[s].last; l++) {
-                stash += (double)(p->rows * sl_layer_stash_bytes(&m->layers[l]));
+            douts += (double)(p->rows * (size_t)sl_model_width(m, st[s].last) * 4);
+            for (int l = st[s].first; l < st[s].last; l++)
                 widest = fmax(widest, (double)m->layers[l].out);
-            }
         }
-        out->peak_bytes[r] = weights + peak[r] * stash + 2.0 * (double)p->rows * widest * 4;
+        out->peak_bytes[r] += weights + douts + 2.0 * (double)p->rows * widest * 4;
         out->memory_bytes[r] = device_memory(p->rank[r].device);
     }
-    free(peak);
     free(first);
     if (rc != SL_OK) sl_plan_prediction_free(out);
     return rc;
