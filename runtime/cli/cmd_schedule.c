@@ -25,7 +25,8 @@ static void usage(FILE *out)
         "  --check FILE.csv    a PyTorch schedule CSV, compute-only or with communication; its\n"
         "                      links are unbounded (PyTorch's sends do not block) unless\n"
         "                      --queue-depth is given\n"
-        "  --schedule NAME     gpipe, 1f1b, interleaved, looped-bfs, zb-h1, zb-v or dualpipev\n"
+        "  --schedule NAME     gpipe, 1f1b, interleaved, looped-bfs, zb-h1, zb-v, dualpipev or\n"
+        "                      chimera (D and M even; sluice train does not run it yet)\n"
         "  --stages D          number of ranks (pipeline.stages); D >= 1\n"
         "  --microbatches M    micro-batches per step; M >= 1 (interleaved: a multiple of D;\n"
         "                      zb-v: >= 2D-1; dualpipev: >= 2D)\n"
@@ -242,7 +243,9 @@ int sl_cmd_schedule(int argc, char **argv)
     }
 
     int nstages = p.ranks * (p.chunks ? p.chunks : 1);
-    if (p.name && (!strcmp(p.name, "zb-v") || !strcmp(p.name, "dualpipev"))) nstages = 2 * p.ranks;
+    if (p.name &&
+        (!strcmp(p.name, "zb-v") || !strcmp(p.name, "dualpipev") || !strcmp(p.name, "chimera")))
+        nstages = 2 * p.ranks;
     if (tied && nstages > 1) {
         p.tied_stages[0] = 0;
         p.tied_stages[1] = nstages - 1;

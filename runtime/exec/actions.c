@@ -372,6 +372,9 @@ int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a)
     case SL_ACTION_TIED:
         rc = sl__exec_tied(e, step, a);
         break;
+    case SL_ACTION_SYNC:
+        rc = sl_fail(SL_EINVAL, "the executor does not run chimera's SYNC");
+        break;
     case SL_ACTION_NORM:
         rc = sl__exec_norm(e, step, a);
         break;

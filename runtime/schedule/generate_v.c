@@ -161,3 +161,83 @@ out:
     free(wq);
     return st;
 }
+
+/* Chimera (Li and Hoefler 2021): two replicas of the D-stage model in opposite directions over the
+ * same ranks, rank r holding model stage r of the down replica (stage r) and model stage D-1-r of
+ * the up one (stage 2D-1-r); micro-batches 0..M/2-1 go down, the rest up. Every rank's order is
+ * list-scheduled in unit time (F = B = 1, the costs the paper's bubble assumes): whenever a rank
+ * is free it runs a ready backward, else the ready forward furthest along its pipeline, so the two
+ * pipelines fill each other's bubbles. With D even and M a multiple of D (whole basic units of D
+ * micro-batches) every rank idles D-2 units, bubble (D-2)/(D-2+2M), and holds at most D stashes
+ * over its two stages; SYNC then sums each stage's two replicas' gradients. */
+int sl__gen_chimera(sl_schedule *s)
+{
+    const int D = s->ranks, M = s->microbatches, S = s->stages;
+    long *fdone = malloc(sizeof *fdone * (size_t)S * (size_t)M);
+    long *bdone = malloc(sizeof *bdone * (size_t)S * (size_t)M);
+    long *free_at = calloc((size_t)D, sizeof *free_at);
+    int st = fdone && bdone && free_at ? SL_OK : sl_fail(SL_ENOMEM, "out of memory (chimera)");
+    for (size_t i = 0; !st && i < (size_t)S * (size_t)M; i++) fdone[i] = bdone[i] = -1;
+    long left = (long)S * M / 2; /* backwards still to run (one per stage of its chain) */
+    for (long t = 0; !st && left > 0; t++) {
+        if (t > 6L * (S + M) + 16) {
+            st = sl_fail(SL_EINTERNAL, "chimera generation did not finish for D=%d M=%d", D, M);
+            break;
+        }
+        for (int r = 0; r < D && !st; r++) {
+            if (free_at[r] > t) continue;
+            /* Of the rank's two stages' ready actions: a backward before any forward, and among
+             * forwards the one further along its pipeline (as 1F1B drains before it fills); the
+             * earliest ready, then the older micro-batch, on ties. */
+            const int P = S / 2;
+            long best = -1, bprio = -1;
+            int bst = -1, bm = -1;
+            enum sl_action_type bt = SL_ACTION_F;
+            for (int pass = 0; pass < 2; pass++)
+                for (int k = 0; k < 2; k++) {
+                    const int stg = k == 0 ? r : 2 * D - 1 - r, pos = stg % P;
+                    for (int m = 0; m < M; m++) {
+                        if (!sl__chain_has(s, stg, m)) continue;
+                        const size_t i = (size_t)stg * M + m;
+                        long ready, prio;
+                        if (pass == 0) { /* backward */
+                            if (bdone[i] >= 0 || fdone[i] < 0 || fdone[i] > t) continue;
+                            ready = fdone[i];
+                            if (!sl__chain_last(s, stg)) {
+                                long nb = bdone[i + (size_t)M];
+                                if (nb < 0 || nb > t) continue;
+                                ready = SL_MAX(ready, nb);
+                            }
+                            prio = P; /* above any forward */
+                        } else {      /* forward */
+                            if (fdone[i] >= 0) continue;
+                            ready = 0;
+                            if (!sl__chain_first(s, stg)) {
+                                long pf = fdone[i - (size_t)M];
+                                if (pf < 0 || pf > t) continue;
+                                ready = pf;
+                            }
+                            prio = pos;
+                        }
+                        if (bst < 0 || prio > bprio || (prio == bprio && ready < best) ||
+                            (prio == bprio && ready == best && m < bm)) {
+                            best = ready, bprio = prio, bst = stg, bm = m;
+                            bt = pass == 0 ? SL_ACTION_B : SL_ACTION_F;
+                        }
+                    }
+                }
+            if (bst < 0) continue;
+            const size_t i = (size_t)bst * M + bm;
+            if (bt == SL_ACTION_B) {
+                bdone[i] = t + 1, free_at[r] = t + 1, left--;
+            } else {
+                fdone[i] = t + 1, free_at[r] = t + 1;
+            }
+            st = sl__add(s, r, bt, bst, bm);
+        }
+    }
+    free(fdone);
+    free(bdone);
+    free(free_at);
+    return st;
+}

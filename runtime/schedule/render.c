@@ -74,12 +74,11 @@ int sl_schedule_write_text(FILE *f, const sl_schedule *s, const sl_schedule_sim 
     for (int r = 0; r < s->ranks; r++)
         for (size_t i = 0; i < s->count[r]; i++) {
             const sl_action *a = &s->actions[r][i];
-            if (a->type != SL_ACTION_TIED && a->type != SL_ACTION_NORM) continue;
+            if (!sl__is_reduction(a->type)) continue;
             char label[LABEL];
             sl_action_format(a, label, sizeof label);
             if (!any) fprintf(f, "\nbefore OPT:");
-            bool first_of_rank = i == 0 || (s->actions[r][i - 1].type != SL_ACTION_TIED &&
-                                            s->actions[r][i - 1].type != SL_ACTION_NORM);
+            bool first_of_rank = i == 0 || !sl__is_reduction(s->actions[r][i - 1].type);
             if (first_of_rank) fprintf(f, "\n  rank %d:", r);
             fprintf(f, " %s (%g to %g)", label, sim->start[r][i], sim->end[r][i]);
             any = true;
@@ -110,14 +109,14 @@ int sl_schedule_write_json(FILE *f, const sl_schedule *s, const sl_schedule_sim 
         }
         cJSON_AddItemToArray(ranks, list);
     }
-    if (s->norm || s->tied_stages[0] != s->tied_stages[1]) {
+    if (s->norm || s->tied_stages[0] != s->tied_stages[1] || s->chains == 2) {
         /* per rank the TIED and NORM actions, in order */
         cJSON *red = cJSON_AddArrayToObject(root, "reductions");
         for (int r = 0; r < s->ranks; r++) {
             cJSON *list = cJSON_CreateArray();
             for (size_t i = 0; i < s->count[r]; i++) {
                 enum sl_action_type t = s->actions[r][i].type;
-                if (t != SL_ACTION_TIED && t != SL_ACTION_NORM) continue;
+                if (!sl__is_reduction(t)) continue;
                 char txt[LABEL];
                 sl_action_format(&s->actions[r][i], txt, sizeof txt);
                 cJSON_AddItemToArray(list, cJSON_CreateString(txt));

@@ -21,7 +21,7 @@ typedef struct wire {
     int kind, stage, mb; /* named by the receiver, as in the communication pass */
 } wire;
 
-enum { WIRE_TIED = 2, WIRE_NORM = 3 };
+enum { WIRE_TIED = 2, WIRE_NORM = 3, WIRE_SYNC = 4 };
 
 typedef struct link {
     wire *m;
@@ -33,6 +33,7 @@ double sl__cost_of(const sl_schedule *s, const sl_schedule_costs *c, const sl_ac
 {
     if (a->type == SL_ACTION_TIED) return c->tied;
     if (a->type == SL_ACTION_NORM) return s->ranks > 1 ? c->norm : 0;
+    if (a->type == SL_ACTION_SYNC) return c->tied;
     if (!sl__is_compute(a->type)) return 0; /* OPT has no stage to index */
     double f = c->stage_f ? c->stage_f[a->stage] : c->f;
     double b = c->stage_b ? c->stage_b[a->stage] : c->b;
@@ -52,11 +53,20 @@ double sl__cost_of(const sl_schedule *s, const sl_schedule_costs *c, const sl_ac
     }
 }
 
+static int wire_kind(enum sl_action_type t)
+{
+    return t == SL_ACTION_TIED ? WIRE_TIED : t == SL_ACTION_SYNC ? WIRE_SYNC : WIRE_NORM;
+}
+
 /* What the sender's action looked like, for messages. */
 static const char *wire_text(const wire *w, char *buf, size_t cap)
 {
     if (w->kind == WIRE_TIED) {
         snprintf(buf, cap, "the tied gradient for stage %d", w->stage);
+        return buf;
+    }
+    if (w->kind == WIRE_SYNC) {
+        snprintf(buf, cap, "the replica gradients");
         return buf;
     }
     if (w->kind == WIRE_NORM) {
@@ -112,7 +122,7 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
             while (pc[r] < s->count[r]) {
                 const sl_action *a = &s->actions[r][pc[r]];
                 double start = clock[r], end;
-                if (a->type == SL_ACTION_TIED || a->type == SL_ACTION_NORM) {
+                if (sl__is_reduction(a->type)) {
                     /* The action's messages one by one; it ends once they are all done. */
                     sl_exchange ex[4];
                     int n = sl_action_exchanges(s, r, a, ex);
@@ -125,7 +135,7 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
                     bool blocked = false;
                     while (sub[r] < n && !blocked) {
                         const sl_exchange *x = &ex[sub[r]];
-                        wire w = {a->type == SL_ACTION_TIED ? WIRE_TIED : WIRE_NORM, -1, x->round};
+                        wire w = {wire_kind(a->type), -1, x->round};
                         if (a->type == SL_ACTION_TIED)
                             w.stage = x->send ? s->tied_stages[0] + s->tied_stages[1] - a->stage
                                               : a->stage;
@@ -223,9 +233,9 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
         int n;
         sl_exchange ex[4];
         int nex = sl_action_exchanges(s, r, a, ex);
-        if ((a->type == SL_ACTION_TIED || a->type == SL_ACTION_NORM) && sub[r] < nex) {
+        if (sl__is_reduction(a->type) && sub[r] < nex) {
             const sl_exchange *x = &ex[sub[r]];
-            wire w = {a->type == SL_ACTION_TIED ? WIRE_TIED : WIRE_NORM, a->stage, x->round};
+            wire w = {wire_kind(a->type), a->stage, x->round};
             if (x->send)
                 n = snprintf(why + len, sizeof why - len,
                              "%srank %d is blocked on action %zu (%s), waiting for rank %d to "

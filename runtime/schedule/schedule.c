@@ -66,6 +66,7 @@ int sl_schedule_create(const sl_schedule_params *p, bool split_backward, sl_sche
     s->norm = p->norm && p->ranks > 1 && !s->forward_only;
     if (s->forward_only) s->tied_stages[1] = s->tied_stages[0];
     s->placement = p->placement;
+    s->chains = 1;
     s->count = sl_alloc(sizeof *s->count * (size_t)s->ranks);
     s->cap = sl_alloc(sizeof *s->cap * (size_t)s->ranks);
     s->actions = sl_alloc(sizeof *s->actions * (size_t)s->ranks);
@@ -175,6 +176,7 @@ static const char *const type_names[] = {
     [SL_ACTION_W] = "W",           [SL_ACTION_R] = "R",           [SL_ACTION_SEND_F] = "SEND_F",
     [SL_ACTION_RECV_F] = "RECV_F", [SL_ACTION_SEND_B] = "SEND_B", [SL_ACTION_RECV_B] = "RECV_B",
     [SL_ACTION_OPT] = "OPT",       [SL_ACTION_TIED] = "TIED",     [SL_ACTION_NORM] = "NORM",
+    [SL_ACTION_SYNC] = "SYNC",
 };
 
 const char *sl_action_type_name(enum sl_action_type t)
@@ -207,6 +209,8 @@ int sl_action_format(const sl_action *a, char *buf, size_t cap)
         return snprintf(buf, cap, "TIED %d<->r%d", a->stage, a->peer);
     case SL_ACTION_NORM:
         return snprintf(buf, cap, "NORM");
+    case SL_ACTION_SYNC:
+        return snprintf(buf, cap, "SYNC<->r%d", a->peer);
     }
     return snprintf(buf, cap, "?");
 }
@@ -261,6 +265,13 @@ int sl_action_parse(const char *text, sl_action *out, size_t *used)
     if (!strncmp(p, "NORM", 4) && (p[4] == 0 || isspace((unsigned char)p[4]))) {
         a.type = SL_ACTION_NORM;
         p += 4;
+        goto done;
+    }
+    if (!strncmp(p, "SYNC<->r", 8)) {
+        size_t n = read_int(p + 8, &a.peer);
+        if (!n) goto bad;
+        p += 8 + n;
+        a.type = SL_ACTION_SYNC;
         goto done;
     }
     if (!strncmp(p, "TIED", 4)) {
@@ -353,6 +364,27 @@ int sl_schedule_parse_rank(sl_schedule *s, int rank, const char *text)
 /* ------------------------------------------------------------------------------------------ */
 /* The communication pass */
 
+bool sl__is_reduction(enum sl_action_type t)
+{
+    return t == SL_ACTION_TIED || t == SL_ACTION_NORM || t == SL_ACTION_SYNC;
+}
+
+bool sl__chain_first(const sl_schedule *s, int stage)
+{
+    return stage % (s->stages / s->chains) == 0;
+}
+
+bool sl__chain_last(const sl_schedule *s, int stage)
+{
+    return (stage + 1) % (s->stages / s->chains) == 0;
+}
+
+bool sl__chain_has(const sl_schedule *s, int stage, int mb)
+{
+    if (s->chains == 1) return true;
+    return (stage < s->stages / 2) == (mb < s->microbatches / 2);
+}
+
 bool sl__is_compute(enum sl_action_type t)
 {
     return t == SL_ACTION_F || t == SL_ACTION_B || t == SL_ACTION_I || t == SL_ACTION_W ||
@@ -419,6 +451,14 @@ int sl_schedule_insert_comms(sl_schedule *s)
                              r, t, S, M);
                 goto out;
             }
+            if (!sl__chain_has(s, a.stage, a.mb)) {
+                char t[32];
+                sl_action_format(&a, t, sizeof t);
+                st = sl_fail(SL_EINVAL,
+                             "rank %d: action %s: micro-batch %d goes through the other replica", r,
+                             t, a.mb);
+                goto out;
+            }
             compute[r][ncompute[r]++] = a;
         }
     }
@@ -426,10 +466,10 @@ int sl_schedule_insert_comms(sl_schedule *s)
     for (int r = 0; r < D; r++) {
         for (size_t i = 0; i < ncompute[r]; i++) {
             sl_action a = compute[r][i];
-            if (a.type == SL_ACTION_F && a.stage + 1 < S && RANK(a.stage + 1) != r)
+            if (a.type == SL_ACTION_F && !sl__chain_last(s, a.stage) && RANK(a.stage + 1) != r)
                 st = push_msg(&links[r * D + RANK(a.stage + 1)], (msg){0, a.stage + 1, a.mb});
-            else if ((a.type == SL_ACTION_B || a.type == SL_ACTION_I) && a.stage > 0 &&
-                     RANK(a.stage - 1) != r)
+            else if ((a.type == SL_ACTION_B || a.type == SL_ACTION_I) &&
+                     !sl__chain_first(s, a.stage) && RANK(a.stage - 1) != r)
                 st = push_msg(&links[r * D + RANK(a.stage - 1)], (msg){1, a.stage - 1, a.mb});
             if (st) goto out;
         }
@@ -440,10 +480,10 @@ int sl_schedule_insert_comms(sl_schedule *s)
             sl_action a = compute[r][i];
             /* Receive what this action needs, and everything queued ahead of it on that link. */
             int kind = -1, src = -1;
-            if (a.type == SL_ACTION_F && a.stage > 0 && RANK(a.stage - 1) != r)
+            if (a.type == SL_ACTION_F && !sl__chain_first(s, a.stage) && RANK(a.stage - 1) != r)
                 kind = 0, src = RANK(a.stage - 1);
-            else if ((a.type == SL_ACTION_B || a.type == SL_ACTION_I) && a.stage + 1 < S &&
-                     RANK(a.stage + 1) != r)
+            else if ((a.type == SL_ACTION_B || a.type == SL_ACTION_I) &&
+                     !sl__chain_last(s, a.stage) && RANK(a.stage + 1) != r)
                 kind = 1, src = RANK(a.stage + 1);
             if (kind >= 0 && !received[((size_t)kind * S + a.stage) * M + a.mb]) {
                 link_queue *q = &links[src * D + r];
@@ -469,10 +509,10 @@ int sl_schedule_insert_comms(sl_schedule *s)
             }
             if ((st = sl_schedule_append(s, r, &a))) goto out;
             sl_action snd = {SL_ACTION_OPT, a.stage, a.mb, -1};
-            if (a.type == SL_ACTION_F && a.stage + 1 < S && RANK(a.stage + 1) != r)
+            if (a.type == SL_ACTION_F && !sl__chain_last(s, a.stage) && RANK(a.stage + 1) != r)
                 snd.type = SL_ACTION_SEND_F, snd.peer = RANK(a.stage + 1);
-            else if ((a.type == SL_ACTION_B || a.type == SL_ACTION_I) && a.stage > 0 &&
-                     RANK(a.stage - 1) != r)
+            else if ((a.type == SL_ACTION_B || a.type == SL_ACTION_I) &&
+                     !sl__chain_first(s, a.stage) && RANK(a.stage - 1) != r)
                 snd.type = SL_ACTION_SEND_B, snd.peer = RANK(a.stage - 1);
             if (snd.type != SL_ACTION_OPT && (st = sl_schedule_append(s, r, &snd))) goto out;
         }
@@ -484,6 +524,8 @@ int sl_schedule_insert_comms(sl_schedule *s)
             if ((st = sl_schedule_append(s, r, &tied))) goto out;
             if (RANK(other) == r) break; /* one local sum for both copies */
         }
+        sl_action sync = {SL_ACTION_SYNC, -1, -1, D - 1 - r};
+        if (s->chains == 2 && (st = sl_schedule_append(s, r, &sync))) goto out;
         sl_action norm = {SL_ACTION_NORM, -1, -1, -1};
         if (s->norm && (st = sl_schedule_append(s, r, &norm))) goto out;
         sl_action opt = {SL_ACTION_OPT, -1, -1, -1};
@@ -530,6 +572,16 @@ int sl_action_exchanges(const sl_schedule *s, int r, const sl_action *a, sl_exch
             return -1;
         out[0] = (sl_exchange){true, peer, dir, 0};
         out[1] = (sl_exchange){false, peer, dir, 0};
+        return 2;
+    }
+    if (a->type == SL_ACTION_SYNC) {
+        if (s->chains != 2 || a->peer != D - 1 - r) return -1;
+        if (a->peer == r) return 0;
+        /* Rank r and D-1-r are ring neighbours only for the outer pairs and D <= 4; the links
+         * of a chimera run between any two ranks (dir -1: not a ring link). */
+        int dir = a->peer == next ? 0 : a->peer == prev ? 1 : -1;
+        out[0] = (sl_exchange){true, a->peer, dir, 0};
+        out[1] = (sl_exchange){false, a->peer, dir, 0};
         return 2;
     }
     if (a->type != SL_ACTION_NORM) return 0;

@@ -54,6 +54,7 @@ enum sl_action_type {
     SL_ACTION_OPT,    /* optimizer step: exactly one, last on every rank */
     SL_ACTION_TIED,   /* sum a tied parameter's gradient with its twin on another stage */
     SL_ACTION_NORM,   /* all-reduce the squared gradient norm around the ring */
+    SL_ACTION_SYNC,   /* chimera: sum the gradients of the two replicas of this rank's stages */
 };
 
 /* Reductions before the optimizer step. Both come after every compute action of their rank and
@@ -71,6 +72,12 @@ enum sl_action_type {
  * rank 1, rank r adds its own to what it received from r-1 and sends that on, and rank D-1, which
  * then has the total, sends it to rank 0; the total goes round once more to ranks 1..D-2, so every
  * rank ends with the same bits. Only in schedules of more than one rank. stage, mb, peer are -1. */
+
+/* SYNC (chimera only): rank r holds model stage r of the down replica and model stage D-1-r of the
+ * up replica; rank D-1-r holds their twins. The two exchange the gradients of both stages and each
+ * sums them (down's copy first), so the replicas take the same update. `peer` is D-1-r (this rank
+ * itself, a local sum, for the middle rank of an odd D); stage and mb are -1. It comes after the
+ * rank's compute actions, before NORM and OPT. */
 
 /* One action. For compute actions (F, B, I, W, R) `stage` is the model stage 0..D·v-1 and `peer`
  * is -1. For SEND_* and RECV_* `stage` is the stage that runs on THIS rank (the sender's stage for
@@ -107,7 +114,8 @@ enum sl_placement {
 int sl_placement_rank(enum sl_placement placement, int ranks, int stage);
 
 /* What to generate. `name` is one of "gpipe", "1f1b", "interleaved", "looped-bfs", "zb-h1",
- * "zb-v", "dualpipev", or "eval" (the
+ * "zb-v", "dualpipev", "chimera" (schedule, validator and simulator only: the executor does not
+ * run it), or "eval" (the
  * forward-only schedule above; recompute, tied_stages and norm are then ignored). `ranks` is D (the
  * config's pipeline.stages), `chunks` is v (0 means 1; interleaved needs v >= 2, the others v = 1).
  * With `recompute` only each stage's input is stashed, and R(stage, mb) runs before that stage's B
@@ -140,6 +148,11 @@ typedef struct sl_schedule {
     int tied_stages[2];  /* as in sl_schedule_params; equal when there is no TIED */
     bool norm;           /* every rank runs NORM (ranks > 1) */
     bool forward_only;   /* F and SEND_F/RECV_F only: an evaluation (no backward, no OPT) */
+    /* Independent pipelines through the stages: 1, or 2 for chimera, whose stages 0..D-1 are the
+     * down replica (micro-batches 0..M/2-1) and D..2D-1 the up replica (M/2..M-1), model stage k
+     * of the up replica being stage D+k, on rank D-1-k (the V placement): no transfer between
+     * stage D-1 and stage D. */
+    int chains;
     enum sl_placement placement;
     int *stage_rank;     /* [stages]: the rank that runs each model stage */
     size_t *count;       /* [ranks]: number of actions of each rank */

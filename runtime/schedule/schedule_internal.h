@@ -12,6 +12,18 @@
 
 bool sl__is_compute(enum sl_action_type t);
 
+/* TIED, NORM or SYNC: the reductions before OPT, each a few messages (sl_action_exchanges). */
+bool sl__is_reduction(enum sl_action_type t);
+
+/* Chains (see sl_schedule.chains): whether `stage` starts or ends its pipeline, and whether
+ * micro-batch mb goes through the chain of `stage`. */
+bool sl__chain_first(const sl_schedule *s, int stage);
+bool sl__chain_last(const sl_schedule *s, int stage);
+bool sl__chain_has(const sl_schedule *s, int stage, int mb);
+
+/* The chimera generator (generate_v.c). */
+int sl__gen_chimera(sl_schedule *s);
+
 /* Appends the compute action (t, stage, mb) to rank's list. */
 int sl__add(sl_schedule *s, int rank, enum sl_action_type t, int stage, int mb);
 

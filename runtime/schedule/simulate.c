@@ -48,9 +48,9 @@ static double peak_bytes(const sl_schedule *s, const sl_schedule_costs *c, int r
             held += in[st];
             break;
         case SL_ACTION_F:
-            if (st == 0) held += in[0];
+            if (sl__chain_first(s, st)) held += in[st];
             held += stash[st];
-            if (st + 1 < s->stages && s->stage_rank[st + 1] == r) held += in[st + 1];
+            if (!sl__chain_last(s, st) && s->stage_rank[st + 1] == r) held += in[st + 1];
             peak = SL_MAX(peak, held);
             if (s->recompute && !s->forward_only) held -= stash[st];
             break;
@@ -129,8 +129,7 @@ int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs, s
         for (size_t i = 0; i < s->count[r]; i++) {
             const sl_action *a = &s->actions[r][i];
             if (sl__is_compute(a->type)) out->busy[r] += out->end[r][i] - out->start[r][i];
-            if (a->type == SL_ACTION_TIED || a->type == SL_ACTION_NORM)
-                out->busy[r] += sl__cost_of(s, &c, a);
+            if (sl__is_reduction(a->type)) out->busy[r] += sl__cost_of(s, &c, a);
             if (a->type == SL_ACTION_F) held++;
             if (a->type == SL_ACTION_B || a->type == SL_ACTION_W) held--; /* W: not I */
             if (a->type == SL_ACTION_I) pending++;

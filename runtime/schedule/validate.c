@@ -50,7 +50,7 @@ static int check_entries(checker *c)
     char t[40];
     for (int r = 0; r < D; r++) {
         size_t nopt = 0;
-        long tied = -1, norm = -1, last_compute = -1;
+        long tied = -1, norm = -1, sync = -1, last_compute = -1;
         for (size_t i = 0; i < s->count[r]; i++) {
             sl_action a = s->actions[r][i];
             if (s->forward_only && a.type != SL_ACTION_F && a.type != SL_ACTION_SEND_F &&
@@ -59,6 +59,19 @@ static int check_entries(checker *c)
                                "rank %d: action %zu (%s): a forward-only schedule runs only F, "
                                "SEND_F and RECV_F",
                                r, i, fmt(&a, t, sizeof t));
+            if (a.type == SL_ACTION_SYNC) {
+                sl_exchange ex[4];
+                if (sync >= 0)
+                    return sl_fail(SL_EINVAL, "rank %d: SYNC appears twice (actions %ld and %zu)",
+                                   r, sync, i);
+                if (sl_action_exchanges(s, r, &a, ex) < 0)
+                    return sl_fail(SL_EINVAL,
+                                   "rank %d: action %zu (%s): only chimera sums replicas, each "
+                                   "rank r with rank D-1-r = %d",
+                                   r, i, fmt(&a, t, sizeof t), D - 1 - r);
+                sync = (long)i;
+                continue;
+            }
             if (a.type == SL_ACTION_TIED || a.type == SL_ACTION_NORM) {
                 sl_exchange ex[4];
                 bool is_tied = a.type == SL_ACTION_TIED;
@@ -97,6 +110,13 @@ static int check_entries(checker *c)
                                "rank %d: action %zu (%s) is outside the schedule's %d "
                                "stages and %d micro-batches",
                                r, i, fmt(&a, t, sizeof t), S, M);
+            if (!sl__chain_has(s, a.stage, a.mb))
+                return sl_fail(SL_EINVAL,
+                               "rank %d: action %zu (%s): micro-batch %d goes through the other "
+                               "replica (chimera: micro-batches 0..%d down stages 0..%d, the rest "
+                               "up stages %d..%d)",
+                               r, i, fmt(&a, t, sizeof t), a.mb, M / 2 - 1, S / 2 - 1, S / 2,
+                               S - 1);
             if (RANK(a.stage) != r)
                 return sl_fail(SL_EINVAL,
                                "rank %d: action %zu (%s) belongs to rank %d, which runs stage %d",
@@ -122,9 +142,9 @@ static int check_entries(checker *c)
             }
             int want_peer = -1;
             if (a.type == SL_ACTION_SEND_F || a.type == SL_ACTION_RECV_B)
-                want_peer = a.stage + 1 < S ? RANK(a.stage + 1) : -2;
+                want_peer = !sl__chain_last(s, a.stage) ? RANK(a.stage + 1) : -2;
             if (a.type == SL_ACTION_RECV_F || a.type == SL_ACTION_SEND_B)
-                want_peer = a.stage > 0 ? RANK(a.stage - 1) : -2;
+                want_peer = !sl__chain_first(s, a.stage) ? RANK(a.stage - 1) : -2;
             if (want_peer == -2 || want_peer == r)
                 return sl_fail(SL_EINVAL,
                                "rank %d: action %zu (%s) transfers to or from a stage "
@@ -161,6 +181,17 @@ static int check_entries(checker *c)
         if (!want_tied && tied >= 0)
             return sl_fail(SL_EINVAL, "rank %d: action %ld (TIED): this rank holds no tied stage",
                            r, tied);
+        if (s->chains == 2 && sync < 0)
+            return sl_fail(SL_EINVAL,
+                           "rank %d has no SYNC: chimera sums the gradients of its two replicas "
+                           "(with rank %d) before the optimizer step",
+                           r, D - 1 - r);
+        if (sync >= 0 &&
+            (sync < last_compute || (tied >= 0 && tied < sync) || (norm >= 0 && norm < sync)))
+            return sl_fail(SL_EINVAL,
+                           "rank %d: SYNC (action %ld) must come after every compute action and "
+                           "before TIED and NORM",
+                           r, sync);
         if (s->norm && norm < 0)
             return sl_fail(SL_EINVAL,
                            "rank %d has no NORM: every rank combines the gradient norm before "
@@ -205,6 +236,7 @@ static int check_order(checker *c)
     for (int st = 0; st < S; st++) {
         const int r = RANK(st);
         for (int m = 0; m < M; m++) {
+            if (!sl__chain_has(s, st, m)) continue;
             const enum sl_action_type BWD = bwd_type(c, st, m);
             if (BWD == SL_ACTION_B &&
                 (get(c, SL_ACTION_I, st, m) >= 0 || get(c, SL_ACTION_W, st, m) >= 0)) {
@@ -243,7 +275,7 @@ static int check_order(checker *c)
                 SL_TRY(before(s, r, rr, R, b, Bk, "rebuilds the activations it needs"));
             }
             /* The input of this forward. */
-            if (st > 0) {
+            if (!sl__chain_first(s, st)) {
                 const int pr = RANK(st - 1);
                 sl_action Fp = {SL_ACTION_F, st - 1, m, -1};
                 if (pr == r) {
@@ -265,7 +297,7 @@ static int check_order(checker *c)
                 }
             }
             /* The output gradient of this backward. */
-            if (st + 1 < S && !s->forward_only) {
+            if (!sl__chain_last(s, st) && !s->forward_only) {
                 const int nr = RANK(st + 1);
                 const enum sl_action_type BWDn = bwd_type(c, st + 1, m);
                 sl_action Bn = {BWDn, st + 1, m, -1};

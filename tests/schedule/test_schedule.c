@@ -120,8 +120,8 @@ Test(schedule, generators_reject_bad_input_with_one_line)
         sl_schedule_params p;
         const char *says;
     } cases[] = {
-        {{.name = "chimera", .ranks = 4, .microbatches = 8, .chunks = 1, .recompute = false},
-         "unknown schedule 'chimera': choose gpipe, 1f1b, interleaved"},
+        {{.name = "chimaera", .ranks = 4, .microbatches = 8, .chunks = 1, .recompute = false},
+         "unknown schedule 'chimaera': choose gpipe, 1f1b, interleaved"},
         {{.name = "1f1b", .ranks = 0, .microbatches = 8, .chunks = 1, .recompute = false},
          "stages must be at least 1"},
         {{.name = "1f1b", .ranks = 4, .microbatches = 0, .chunks = 1, .recompute = false},

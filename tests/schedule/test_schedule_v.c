@@ -212,3 +212,68 @@ Test(schedule_v, orders_match_pytorch)
     cr_assert(!strncmp(buf, "0F0 0F1 0F2 3F0 3I0 3W0 3F1 3I1 3W1 0F3 0I0 0W0 3F2", 51), "%s", buf);
     sl_schedule_free(s);
 }
+
+/* Chimera: two replicas in opposite directions (rank r holds model stage r going down, stage 2D-1-r
+ * being model stage D-1-r going up), micro-batches split evenly. Over D in {2,4,8} and every even
+ * M up to 32, with and without recompute, it passes the validator; every rank ends with one SYNC
+ * with rank D-1-r and holds at most D stashes; with F = B = 1 and M a multiple of D every rank
+ * idles D-2 units, the paper's bubble (D-2)/(D-2+2M) of its compute. */
+Test(schedule_v, chimera_bubble_memory_and_sync)
+{
+    const int ds[] = {2, 4, 8};
+    for (size_t di = 0; di < 3; di++)
+        for (int m = 2; m <= 32; m += 2)
+            for (int rc = 0; rc < 2; rc++) {
+                const int d = ds[di];
+                sl_schedule *s = gen("chimera", d, m, 0, rc);
+                cr_assert_eq(s->chains, 2);
+                cr_assert_eq(sl_schedule_validate(s, 0), SL_OK, "D=%d M=%d: %s", d, m,
+                             sl_last_error());
+                for (int r = 0; r < d; r++) {
+                    size_t n;
+                    const sl_action *a = sl_schedule_actions(s, r, &n);
+                    cr_assert(n >= 2 && a[n - 2].type == SL_ACTION_SYNC &&
+                              a[n - 2].peer == d - 1 - r);
+                }
+                if (rc) {
+                    sl_schedule_free(s);
+                    continue;
+                }
+                sl_schedule_sim sim = sim_of(s, 1, 1, 0, 0);
+                for (int r = 0; r < d; r++) {
+                    cr_assert_leq(sim.peak_activations[r], d, "D=%d M=%d r=%d", d, m, r);
+                    if (m % d) continue;
+                    cr_assert_float_eq(sim.idle[r], d - 2.0, 1e-9, "D=%d M=%d r=%d: %g", d, m, r,
+                                       sim.idle[r]);
+                    cr_assert_float_eq(sim.idle[r] / (sim.idle[r] + 2.0 * m),
+                                       (d - 2.0) / (d - 2.0 + 2.0 * m), 1e-12);
+                }
+                sl_schedule_sim_free(&sim);
+                sl_schedule_free(s);
+            }
+    struct {
+        int d, m;
+        const char *says;
+    } bad[] = {{3, 6, "chimera needs an even number of stages (got D=3)"},
+               {4, 6 + 1, "M must be even (got M=7, D=4)"}};
+    for (size_t i = 0; i < 2; i++) {
+        sl_schedule *s;
+        cr_assert_eq(gen_st("chimera", bad[i].d, bad[i].m, 0, false, &s), SL_EINVAL);
+        cr_assert(strstr(sl_last_error(), bad[i].says), "%s", sl_last_error());
+    }
+    /* SYNC in text form, and a chimera without it refused */
+    sl_action a;
+    cr_assert_eq(sl_action_parse("SYNC<->r3", &a, NULL), SL_OK);
+    cr_assert(a.type == SL_ACTION_SYNC && a.peer == 3);
+    sl_schedule *s = gen("chimera", 2, 2, 0, false);
+    size_t n;
+    const sl_action *acts = sl_schedule_actions(s, 1, &n);
+    sl_action copy[64];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (acts[i].type != SL_ACTION_SYNC) copy[k++] = acts[i];
+    cr_assert_eq(sl_schedule_set_actions(s, 1, copy, k), SL_OK);
+    cr_assert_eq(sl_schedule_validate(s, 0), SL_EINVAL);
+    cr_assert(strstr(sl_last_error(), "rank 1 has no SYNC"), "%s", sl_last_error());
+    sl_schedule_free(s);
+}
