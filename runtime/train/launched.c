@@ -263,6 +263,14 @@ int sl_train_launched(const sl_config *cfg, const sl_launch_info *info, const sl
                        "%s started %d ranks but pipeline.stages is %d: start one rank "
                        "per pipeline stage",
                        sl_launcher_name(info->launcher), info->world, world);
+    /* Every rank builds its own plan here: a "time" cut profiled on each host could differ from
+     * rank to rank, so it has to come resolved. */
+    if (!strcmp(cfg->pipeline.partition, "time") && !cfg->pipeline.npartition)
+        return sl_fail(SL_ECONFIG,
+                       "pipeline.partition \"time\" under %s: profile once with `sluice plan "
+                       "CONFIG --json` and give every rank its counts as "
+                       "pipeline.partition_counts",
+                       sl_launcher_name(info->launcher));
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;

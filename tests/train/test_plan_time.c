@@ -205,3 +205,27 @@ Test(plan_time, sluice_plan_and_its_cache, .init = setup_cache)
     cr_assert_null(cJSON_GetObjectItem(root, "prediction"));
     cJSON_Delete(root);
 }
+
+/* Under a launcher every rank builds its own plan: a "time" cut must come resolved. */
+Test(plan_time, launcher_needs_counts)
+{
+    char config[512];
+    snprintf(config, sizeof config, "%s/samples/digits/digits.json", source_dir());
+    int status;
+    char *out;
+    setenv("RANK", "0", 1);
+    setenv("WORLD_SIZE", "2", 1);
+    setenv("MASTER_ADDR", "127.0.0.1", 1);
+    setenv("MASTER_PORT", "1", 1);
+    out = run_sluice(&status,
+                     "train '%s' --set pipeline.stages=2 --set pipeline.partition=time "
+                     "--set 'output.dir=\"%s/launched2\"' 2>&1",
+                     config, tmpdir());
+    unsetenv("RANK");
+    unsetenv("WORLD_SIZE");
+    unsetenv("MASTER_ADDR");
+    unsetenv("MASTER_PORT");
+    cr_assert_neq(status, 0, "%s", out);
+    cr_assert(strstr(out, "give every rank its counts as pipeline.partition_counts"), "%s", out);
+    free(out);
+}
