@@ -359,20 +359,23 @@ static size_t json_char(uint32_t cp, char *out)
 int sl_data_write_vocab(const sl_data *d, const char *path)
 {
     if (!d->text.ids) return sl_fail(SL_EINVAL, "data: no text, so no vocabulary to write");
-    FILE *f = fopen(path, "w");
-    if (!f) return sl_fail(SL_EIO, "data: cannot write '%s'", path);
-    fputc('[', f);
+    /* Built whole, then written under a temporary name and renamed (sl_write_file): a failure
+     * leaves the vocab.json that was there. */
+    char *text = sl_alloc((size_t)d->nvocab * 12 + 4);
+    if (!text) return SL_ENOMEM;
+    size_t len = 0;
+    text[len++] = '[';
     for (int i = 0; i < d->nvocab; i++) {
-        char buf[8];
-        size_t n = json_char(d->vocab[i], buf);
-        fputs(i ? ", \"" : "\"", f);
-        fwrite(buf, 1, n, f);
-        fputc('"', f);
+        if (i) text[len++] = ',', text[len++] = ' ';
+        text[len++] = '"';
+        len += json_char(d->vocab[i], text + len);
+        text[len++] = '"';
     }
-    fputs("]\n", f);
-    bool ok = !ferror(f);
-    if (fclose(f) != 0) ok = false;
-    return ok ? SL_OK : sl_fail(SL_EIO, "data: cannot write '%s'", path);
+    text[len++] = ']';
+    text[len++] = '\n';
+    int rc = sl_write_file(path, text, len, 0644);
+    free(text);
+    return rc;
 }
 
 int sl_data_read_vocab(const char *path, uint32_t **vocab, int *nvocab)
