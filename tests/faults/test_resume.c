@@ -7,6 +7,8 @@
 #include <math.h>
 #include <sys/stat.h>
 
+#include "backends/backend.h"
+#include "tests/backends/require_devices.h"
 #include "tests/faults/faults.h"
 
 TestSuite(resume, .init = faults_setup, .fini = faults_teardown, .timeout = 0);
@@ -205,4 +207,18 @@ Test(resume, keeps_the_newest_checkpoints)
     cr_assert(!exists("keep", "checkpoint-2") && !exists("keep", "checkpoint-4"));
     cr_assert(exists("keep", "checkpoint-6/manifest.json") &&
               exists("keep", "checkpoint-8/manifest.json"));
+}
+
+/* Another device assignment: the checkpoint of a cpu run goes on with one rank on OpenCL. */
+Test(resume, under_another_device_assignment)
+{
+    const char *ocl = sl_test_first_device("opencl");
+    if (!ocl) sl_test_no_device("opencl", sl_device_list_problems());
+    cr_assert_eq(run_train(mlp, NULL, 0, "dev_a", false, NULL), SL_OK, "%s", sl_last_error());
+    run_failing(mlp, NULL, 0, "dev_b", "1:4");
+    char devices[160];
+    snprintf(devices, sizeof devices, "devices=[\"%s\", \"cpu\"]", ocl);
+    const char *sets[] = {devices};
+    cr_assert_eq(run_train(mlp, sets, 1, "dev_b", true, NULL), SL_OK, "%s", sl_last_error());
+    assert_close_run("dev_b", "dev_a", 1e-5);
 }
