@@ -6,6 +6,8 @@
 
 #include "runtime/cli/cli.h"
 #include "core/core.h"
+#include "runtime/config/config.h"
+#include "runtime/plan/plan.h"
 #include "runtime/schedule/schedule.h"
 
 static void usage(FILE *out)
@@ -16,15 +18,22 @@ static void usage(FILE *out)
         "                       [--recompute] [--tied] [--clip] [--costs F,B[,W]] [--latency L]\n"
         "                       [--queue-depth Q] [--format FMT] [--json]\n"
         "       sluice schedule --check FILE.csv [--costs F,B[,W]] [--latency L]\n"
+        "                       [--queue-depth Q] [--format FMT] [--json]\n"
+        "       sluice schedule --config FILE [--costs F,B[,W]] [--latency L]\n"
         "                       [--queue-depth Q] [--format FMT] [--json]\n\n"
         "Generates the action list of every rank, checks it (every dependency, and a run of\n"
         "all ranks over links that hold Q messages), simulates it in time and prints it.\n"
         "With --check it reads a schedule in PyTorch pipelining's action CSV instead (one row\n"
         "per rank: 0F0,0I0,0W0 or with transfers 0SEND_F0,1RECV_B0; the form _dump_csv writes),\n"
-        "proves it completes or names the rank and action that waits forever, and simulates it.\n\n"
+        "proves it completes or names the rank and action that waits forever, and simulates it.\n"
+        "With --config it shows the schedule sluice train FILE runs (model, partition and\n"
+        "pipeline from the config) and each rank's peak stash bytes from the layer table.\n\n"
         "  --check FILE.csv    a PyTorch schedule CSV, compute-only or with communication; its\n"
         "                      links are unbounded (PyTorch's sends do not block) unless\n"
         "                      --queue-depth is given\n"
+        "  --config FILE       a training config: its pipeline's schedule, and beside the\n"
+        "                      peak counts each rank's most bytes of stashed activations and\n"
+        "                      stage inputs held at once (summary.json's stash_bytes_predicted)\n"
         "  --schedule NAME     gpipe, 1f1b, interleaved, looped-bfs, zb-h1, zb-v, dualpipev or\n"
         "                      chimera (D and M even; sluice train does not run it yet)\n"
         "  --stages D          number of ranks (pipeline.stages); D >= 1\n"
@@ -158,11 +167,58 @@ static int check_file(const char *path, sl_schedule_costs *costs, const char *fo
     return st ? sl_cli_error("schedule", st) : 0;
 }
 
+/* Simulates a valid schedule with `costs` and shows it; the exit status. */
+static int simulate_and_show(const sl_schedule *s, const sl_schedule_costs *costs,
+                             const char *format)
+{
+    sl_schedule_sim sim;
+    int st = sl_schedule_simulate(s, costs, &sim);
+    if (st == SL_EINVAL && (costs->f || costs->latency)) {
+        /* A valid schedule, so EINVAL here is about the costs the user gave. */
+        fprintf(stderr, "sluice schedule: %s\n", sl_last_error());
+        return 2;
+    }
+    if (st) return sl_cli_error("schedule", st);
+    st = show(s, &sim, format);
+    sl_schedule_sim_free(&sim);
+    if (st == SL_EINVAL) {
+        fprintf(stderr, "sluice schedule: %s\n", sl_last_error());
+        return 2;
+    }
+    return st ? sl_cli_error("schedule", st) : 0;
+}
+
+/* --config FILE: the plan's schedule (as sluice train FILE builds it), simulated with the layer
+ * table's bytes per stage, so that each rank's peak stash bytes show beside the counts. */
+static int from_config(const char *path, sl_schedule_costs *costs, const char *format)
+{
+    sl_config cfg;
+    int st = sl_config_load(path, NULL, 0, &cfg);
+    if (st) return sl_cli_error("schedule", st);
+    sl_plan plan;
+    st = sl_plan_build(&cfg, &plan);
+    sl_config_free(&cfg);
+    if (st) return sl_cli_error("schedule", st);
+    if (plan.note[0]) fprintf(stderr, "sluice schedule: %s\n", plan.note);
+    const int S = plan.sched->stages;
+    double *bytes = sl_alloc(sizeof(double) * (size_t)(2 * S));
+    int rc = bytes ? 0 : sl_cli_error("schedule", SL_ENOMEM);
+    if (bytes) {
+        sl_plan_stage_bytes(&plan, bytes, bytes + S);
+        costs->stage_stash_bytes = bytes;
+        costs->stage_input_bytes = bytes + S;
+        rc = simulate_and_show(plan.sched, costs, format);
+    }
+    free(bytes);
+    sl_plan_free(&plan);
+    return rc;
+}
+
 int sl_cmd_schedule(int argc, char **argv)
 {
     sl_schedule_params p = {.name = NULL, .ranks = 0, .microbatches = 0, .chunks = 0};
     sl_schedule_costs costs = {0};
-    const char *format = "text", *check = NULL;
+    const char *format = "text", *check = NULL, *config = NULL;
     bool have_d = false, have_m = false, have_v = false, tied = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -186,9 +242,9 @@ int sl_cmd_schedule(int argc, char **argv)
             format = "json";
             continue;
         }
-        static const char *const with_value[] = {"--schedule", "--stages",      "--microbatches",
-                                                 "--chunks",   "--costs",       "--format",
-                                                 "--latency",  "--queue-depth", "--check"};
+        static const char *const with_value[] = {
+            "--schedule", "--stages",  "--microbatches", "--chunks", "--costs",
+            "--format",   "--latency", "--queue-depth",  "--check",  "--config"};
         bool known = false;
         for (size_t k = 0; k < SL_ARRAY_LEN(with_value); k++) known |= !strcmp(a, with_value[k]);
         if (!known) {
@@ -223,8 +279,19 @@ int sl_cmd_schedule(int argc, char **argv)
             format = v;
         } else if (!strcmp(a, "--check")) {
             check = v;
+        } else if (!strcmp(a, "--config")) {
+            config = v;
         }
         if (rc) return rc;
+    }
+    if (check && config) return bad("--check and --config exclude each other%s%s", "", "");
+    if (config) {
+        if (p.name || have_d || have_m || have_v || p.recompute || tied || p.norm)
+            return bad("--config takes the schedule from %s: leave out --schedule, --stages, "
+                       "--microbatches, --chunks, --recompute, --tied and --clip (set them in "
+                       "the config's pipeline, train.microbatches, model and train.grad_clip)%s",
+                       config, "");
+        return from_config(config, &costs, format);
     }
     if (check) {
         if (p.name || have_d || have_m || have_v || p.recompute || tied || p.norm)
@@ -257,26 +324,7 @@ int sl_cmd_schedule(int argc, char **argv)
         return 2;
     }
     if (st) return sl_cli_error("schedule", st);
-    sl_schedule_sim sim;
-    st = sl_schedule_simulate(s, &costs, &sim);
-    if (st == SL_EINVAL && (costs.f || costs.latency)) {
-        /* Generated schedules are valid, so EINVAL here is about the costs the user gave. */
-        fprintf(stderr, "sluice schedule: %s\n", sl_last_error());
-        sl_schedule_free(s);
-        return 2;
-    }
-    if (st) {
-        sl_schedule_free(s);
-        return sl_cli_error("schedule", st);
-    }
-    st = show(s, &sim, format);
-    if (st == SL_EINVAL) {
-        fprintf(stderr, "sluice schedule: %s\n", sl_last_error());
-        sl_schedule_sim_free(&sim);
-        sl_schedule_free(s);
-        return 2;
-    }
-    sl_schedule_sim_free(&sim);
+    st = simulate_and_show(s, &costs, format);
     sl_schedule_free(s);
-    return st ? sl_cli_error("schedule", st) : 0;
+    return st;
 }

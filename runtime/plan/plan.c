@@ -213,6 +213,14 @@ size_t sl_plan_input_bytes(const sl_plan *p, int stage)
     return p->rows * 4 * (size_t)sl_model_width(&p->model, p->part.stages[stage].first);
 }
 
+void sl_plan_stage_bytes(const sl_plan *p, double *stash, double *input)
+{
+    for (int i = 0; i < p->sched->stages; i++) {
+        stash[i] = (double)sl_plan_stash_bytes(p, i);
+        input[i] = (double)sl_plan_input_bytes(p, i);
+    }
+}
+
 static cJSON *stage_json(const sl_plan *p, int s)
 {
     const sl_model *m = &p->model;

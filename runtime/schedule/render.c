@@ -26,6 +26,10 @@ static void write_summary(FILE *f, const sl_schedule *s, const sl_schedule_sim *
         fprintf(f, "\npeak pending W (micro-batches between I and W) per rank:");
         for (int r = 0; r < s->ranks; r++) fprintf(f, " %d", sim->peak_pending_w[r]);
     }
+    if (sim->has_bytes) {
+        fprintf(f, "\npeak stash bytes (stashes and stage inputs held at once) per rank:");
+        for (int r = 0; r < s->ranks; r++) fprintf(f, " %.0f", sim->peak_bytes[r]);
+    }
     fprintf(f, "\nidle per rank:");
     for (int r = 0; r < s->ranks; r++) fprintf(f, " %g", sim->idle[r]);
     fprintf(f, "\n");
@@ -136,6 +140,11 @@ int sl_schedule_write_json(FILE *f, const sl_schedule *s, const sl_schedule_sim 
         cJSON *pw = cJSON_AddArrayToObject(root, "peak_pending_w");
         for (int r = 0; r < s->ranks; r++)
             cJSON_AddItemToArray(pw, cJSON_CreateNumber(sim->peak_pending_w[r]));
+    }
+    if (sim->has_bytes) {
+        cJSON *pb = cJSON_AddArrayToObject(root, "peak_stash_bytes");
+        for (int r = 0; r < s->ranks; r++)
+            cJSON_AddItemToArray(pb, cJSON_CreateNumber(sim->peak_bytes[r]));
     }
     char *text = cJSON_Print(root);
     cJSON_Delete(root);

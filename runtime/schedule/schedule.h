@@ -292,6 +292,7 @@ typedef struct sl_schedule_sim {
                               its RECV_F (stage 0: its F; a stage whose predecessor is local: that
                               F) and the stash from F to B or W (with recompute from F's start to
                               its end, and from R to B or W); 0 without them */
+    bool has_bytes;        /* the costs carried the stage bytes: peak_bytes holds the replay */
     double **start, **end; /* [ranks][count[r]] */
 } sl_schedule_sim;
 

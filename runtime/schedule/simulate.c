@@ -139,8 +139,8 @@ int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs, s
             out->makespan = SL_MAX(out->makespan, out->end[r][i]);
         }
     }
-    if (c.stage_stash_bytes && c.stage_input_bytes)
-        for (int r = 0; r < D; r++) out->peak_bytes[r] = peak_bytes(s, &c, r);
+    out->has_bytes = c.stage_stash_bytes && c.stage_input_bytes;
+    for (int r = 0; out->has_bytes && r < D; r++) out->peak_bytes[r] = peak_bytes(s, &c, r);
     double idle = 0;
     for (int r = 0; r < D; r++) {
         out->idle[r] = out->makespan - out->busy[r];

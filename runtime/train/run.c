@@ -369,10 +369,7 @@ static double *predicted_stash_bytes(const sl__run *r)
     double *out = sl_alloc(sizeof(double) * (size_t)p->ranks);
     sl_schedule_sim sim = {0};
     int rc = bytes && out ? SL_OK : SL_ENOMEM;
-    for (int i = 0; rc == SL_OK && i < S; i++) {
-        bytes[i] = (double)sl_plan_stash_bytes(p, i);
-        bytes[S + i] = (double)sl_plan_input_bytes(p, i);
-    }
+    if (rc == SL_OK) sl_plan_stage_bytes(p, bytes, bytes + S);
     sl_schedule_costs costs = {.stage_stash_bytes = bytes, .stage_input_bytes = bytes + S};
     if (rc == SL_OK) rc = sl_schedule_simulate(p->sched, &costs, &sim);
     for (int i = 0; rc == SL_OK && i < p->ranks; i++) out[i] = sim.peak_bytes[i];

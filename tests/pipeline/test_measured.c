@@ -125,3 +125,79 @@ Test(measured, summary_and_trace_svg, .init = make_dir)
     cr_assert(strstr(text, "has no step 9"), "%s", text);
     free(text);
 }
+
+/* `sluice schedule --config FILE` prints each rank's peak stash bytes (text and JSON) as
+ * summary.json's stash_bytes_predicted has them after `sluice train FILE`: layers of different
+ * widths on 2 ranks, interleaved (2 chunks per rank) and 1f1b with recompute. */
+Test(measured, schedule_bytes_equal_summary, .init = make_dir)
+{
+    float zeros[16 * 8] = {0};
+    sl_tensor t[2] = {
+        {.name = "x", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {16, 8}, .data = zeros},
+        {.name = "y", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {16, 1}, .data = zeros},
+    };
+    char data[256];
+    snprintf(data, sizeof data, "%s/data.safetensors", dir);
+    cr_assert_eq(sl_safetensors_save(data, t, 2, NULL, NULL, 0), SL_OK);
+    static const char *const pipelines[] = {
+        "\"schedule\": \"interleaved\", \"chunks\": 2",
+        "\"schedule\": \"1f1b\", \"recompute\": true",
+    };
+    for (int k = 0; k < 2; k++) {
+        char config[256], out[256], path[400];
+        snprintf(config, sizeof config, "%s/config%d.json", dir, k);
+        snprintf(out, sizeof out, "%s/run%d", dir, k);
+        FILE *f = fopen(config, "w");
+        cr_assert_not_null(f);
+        fprintf(f,
+                "{\"model\": {\"inputs\": 8, \"layers\": [\"linear:32\", \"relu\", \"linear:16\","
+                " \"tanh\", \"linear:24\", \"gelu\", \"linear:1\"], \"loss\": \"mse\"},"
+                " \"data\": {\"path\": \"%s\"},"
+                " \"train\": {\"steps\": 1, \"batch\": 8, \"microbatches\": 4,"
+                "  \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1}},"
+                " \"pipeline\": {\"stages\": 2, %s}, \"output\": {\"dir\": \"%s\"}}",
+                data, pipelines[k], out);
+        fclose(f);
+        int status;
+        char *text = run_sluice(&status, "train '%s' 2>&1", config);
+        cr_assert_eq(status, 0, "%s", text);
+        free(text);
+        snprintf(path, sizeof path, "%s/summary.json", out);
+        cJSON *s = read_json(path);
+        const cJSON *ranks = cJSON_GetObjectItem(s, "ranks");
+        cr_assert_eq(cJSON_GetArraySize(ranks), 2);
+
+        char *json = run_sluice(&status, "schedule --config '%s' --json 2>&1", config);
+        cr_assert_eq(status, 0, "%s", json);
+        cJSON *o = cJSON_Parse(json);
+        cr_assert_not_null(o, "not JSON: %.300s", json);
+        const cJSON *bytes = cJSON_GetObjectItem(o, "peak_stash_bytes");
+        cr_assert_eq(cJSON_GetArraySize(bytes), 2, "%.300s", json);
+        cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(o, "peak_activations")), 2);
+        char *txt = run_sluice(&status, "schedule --config '%s' 2>&1", config);
+        cr_assert_eq(status, 0, "%s", txt);
+        const char *line = strstr(txt, "peak stash bytes (stashes and stage inputs held at once) "
+                                       "per rank:");
+        cr_assert_not_null(line, "%s", txt);
+        cr_assert(strstr(txt, "peak stash (micro-batches"), "the counts stay: %s", txt);
+        char *p = strchr(line, ':') + 1;
+        for (int r = 0; r < 2; r++) {
+            double want = num(cJSON_GetArrayItem(ranks, r), "stash_bytes_predicted");
+            cr_assert_gt(want, 0.0);
+            cr_assert_eq(cJSON_GetNumberValue(cJSON_GetArrayItem(bytes, r)), want,
+                         "%s rank %d: --json %g, summary.json %g", pipelines[k], r,
+                         cJSON_GetNumberValue(cJSON_GetArrayItem(bytes, r)), want);
+            char *end;
+            double got = strtod(p, &end);
+            cr_assert(end != p, "rank %d's bytes missing: %s", r, line);
+            cr_assert_eq(got, want, "%s rank %d: text %g, summary.json %g", pipelines[k], r, got,
+                         want);
+            p = end;
+        }
+        cr_assert(*p == '\n', "one figure per rank: %s", line);
+        free(txt);
+        cJSON_Delete(o);
+        free(json);
+        cJSON_Delete(s);
+    }
+}
