@@ -78,6 +78,41 @@ static const char *wire_text(const wire *w, char *buf, size_t cap)
     return fmt(&a, buf, cap);
 }
 
+/* A send on L at time *t: false while L holds `depth` messages not yet received; else the message
+ * is queued and *t is when it goes (not before the message `depth` places back was received). */
+static bool link_send(link *L, int depth, wire w, double *t)
+{
+    if (L->sent - L->recvd >= (size_t)depth) return false;
+    if (L->sent >= (size_t)depth) *t = SL_MAX(*t, L->recv_at[L->sent - depth]);
+    L->m[L->sent] = w;
+    L->sent_at[L->sent++] = *t;
+    return true;
+}
+
+/* The receive of `want` from L at time *t: 0 while L is empty, 1 when it came (*t is then when it
+ * arrived), -1 when the next message on L is another one. */
+static int link_recv(link *L, wire want, double latency, double *t)
+{
+    if (L->recvd == L->sent) return 0;
+    const wire *got = &L->m[L->recvd];
+    if (got->kind != want.kind || got->stage != want.stage || got->mb != want.mb) return -1;
+    *t = SL_MAX(*t, L->sent_at[L->recvd] + latency);
+    L->recv_at[L->recvd++] = *t;
+    return 1;
+}
+
+/* Rank r's action `pc` expected `want` from `peer`, but the link held another message first. */
+static int wrong_order(int r, size_t pc, const sl_action *a, const wire *want, int peer,
+                       const link *L)
+{
+    char t1[40], t2[40], t3[40];
+    return sl_fail(SL_EINVAL,
+                   "rank %d: action %zu (%s) expects %s from rank %d, but the next message on "
+                   "link r%d->r%d is %s: the two ends send and receive in different orders",
+                   r, pc, fmt(a, t1, sizeof t1), wire_text(want, t2, sizeof t2), peer, peer, r,
+                   wire_text(&L->m[L->recvd], t3, sizeof t3));
+}
+
 int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *costs,
                      sl_schedule_sim *sim)
 {
@@ -114,7 +149,7 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
         }
     }
     const double latency = costs ? costs->latency : 0;
-    char t1[40], t2[40], t3[40];
+    char t1[40], t2[40];
     bool progress = true;
     while (progress) {
         progress = false;
@@ -140,35 +175,15 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
                             w.stage = x->send ? s->tied_stages[0] + s->tied_stages[1] - a->stage
                                               : a->stage;
                         double t = clock[r];
-                        if (x->send) {
-                            link *L = &links[r * D + x->peer];
-                            if (L->sent - L->recvd >= (size_t)depth) {
-                                blocked = true;
-                                break;
-                            }
-                            if (L->sent >= (size_t)depth)
-                                t = SL_MAX(t, L->recv_at[L->sent - depth]);
-                            L->m[L->sent] = w;
-                            L->sent_at[L->sent++] = t;
-                        } else {
-                            link *L = &links[x->peer * D + r];
-                            if (L->recvd == L->sent) {
-                                blocked = true;
-                                break;
-                            }
-                            const wire *got = &L->m[L->recvd];
-                            if (got->kind != w.kind || got->stage != w.stage || got->mb != w.mb) {
-                                st = sl_fail(SL_EINVAL,
-                                             "rank %d: action %zu (%s) expects %s from rank %d, "
-                                             "but the next message on link r%d->r%d is %s: the "
-                                             "two ends send and receive in different orders",
-                                             r, pc[r], fmt(a, t1, sizeof t1),
-                                             wire_text(&w, t2, sizeof t2), x->peer, x->peer, r,
-                                             wire_text(got, t3, sizeof t3));
-                                goto out;
-                            }
-                            t = SL_MAX(t, L->sent_at[L->recvd] + latency);
-                            L->recv_at[L->recvd++] = t;
+                        int got = x->send ? link_send(&links[r * D + x->peer], depth, w, &t)
+                                          : link_recv(&links[x->peer * D + r], w, latency, &t);
+                        if (got < 0) {
+                            st = wrong_order(r, pc[r], a, &w, x->peer, &links[x->peer * D + r]);
+                            goto out;
+                        }
+                        if (!got) {
+                            blocked = true;
+                            break;
                         }
                         clock[r] = t;
                         sub[r]++;
@@ -185,31 +200,18 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
                                  r, pc[r], fmt(a, t1, sizeof t1), a->peer, D - 1);
                     goto out;
                 } else if (a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_SEND_B) {
-                    link *L = &links[r * D + a->peer];
-                    if (L->sent - L->recvd >= (size_t)depth) break;
-                    if (L->sent >= (size_t)depth)
-                        start = SL_MAX(start, L->recv_at[L->sent - depth]);
                     bool fw = a->type == SL_ACTION_SEND_F;
-                    L->m[L->sent] = (wire){fw ? 0 : 1, fw ? a->stage + 1 : a->stage - 1, a->mb};
-                    L->sent_at[L->sent++] = start;
+                    wire w = {fw ? 0 : 1, fw ? a->stage + 1 : a->stage - 1, a->mb};
+                    if (!link_send(&links[r * D + a->peer], depth, w, &start)) break;
                     end = start;
                 } else if (a->type == SL_ACTION_RECV_F || a->type == SL_ACTION_RECV_B) {
-                    link *L = &links[a->peer * D + r];
-                    if (L->recvd == L->sent) break;
                     wire want = {a->type == SL_ACTION_RECV_F ? 0 : 1, a->stage, a->mb};
-                    const wire *got = &L->m[L->recvd];
-                    if (got->kind != want.kind || got->stage != want.stage || got->mb != want.mb) {
-                        st = sl_fail(SL_EINVAL,
-                                     "rank %d: action %zu (%s) expects %s from rank "
-                                     "%d, but the next message on link r%d->r%d is %s: the two "
-                                     "ends send and receive in different orders",
-                                     r, pc[r], fmt(a, t1, sizeof t1),
-                                     wire_text(&want, t2, sizeof t2), a->peer, a->peer, r,
-                                     wire_text(got, t3, sizeof t3));
+                    int got = link_recv(&links[a->peer * D + r], want, latency, &start);
+                    if (got < 0) {
+                        st = wrong_order(r, pc[r], a, &want, a->peer, &links[a->peer * D + r]);
                         goto out;
                     }
-                    start = SL_MAX(start, L->sent_at[L->recvd] + latency);
-                    L->recv_at[L->recvd++] = start;
+                    if (!got) break;
                     end = start;
                 } else {
                     end = start + (costs ? sl__cost_of(s, costs, a) : 0);
