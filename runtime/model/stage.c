@@ -29,6 +29,7 @@ void sl_stage_free(sl_stage *s)
             if (arr != s->param || !s->alias || s->alias[k] < 0) sl_buffer_free(arr[k]);
         free(arr);
     }
+    sl_buffer_free(s->sumsq);
     free(s->alias);
     free(s);
 }
@@ -157,8 +158,8 @@ int sl_stage_grad_sumsq(sl_stage *s, double *sumsq)
 {
     *sumsq = 0;
     SL_TRY(sl_stage_sum_tied(s)); /* the tied gradient whole, counted once below */
-    sl_buffer *out = NULL;
-    SL_TRY(sl_buffer_alloc(s->dev, sizeof(float), &out));
+    if (!s->sumsq) SL_TRY(sl_buffer_alloc(s->dev, sizeof(float), &s->sumsq));
+    sl_buffer *out = s->sumsq;
     int rc = SL_OK;
     for (int k = 0; rc == SL_OK && k < s->nparams; k++) {
         /* A tied parameter counts once: the one that names its twin is left out, whether it
@@ -177,7 +178,6 @@ int sl_stage_grad_sumsq(sl_stage *s, double *sumsq)
                          isnan(part) ? "NaN" : "infinite");
         *sumsq += part;
     }
-    sl_buffer_free(out);
     return rc;
 }
 
