@@ -64,9 +64,14 @@ enum sl_msg_type {
     /* The schedule's NORM: one F64 of shape [1], a partial sum of squared gradients (mb 0) or the
      * total (mb 1), passed around the ring; stage 0. */
     SL_MSG_NORM = 9,
+    /* The schedule's SYNC (chimera): mb 0 carries the sender's gradients of its two model stages
+     * (F32 of shape [n]: its down replica's stage first, then its up replica's, each parameter in
+     * order); mb 1, between the two ranks that hold the replicas' last stages, one F64 of shape
+     * [1], the sender's sum of its last stage's losses; stage 0. */
+    SL_MSG_SYNC = 10,
 };
 
-/* Whether `type` is one of enum sl_msg_type (1, 2, 3, 6, 7, 8 or 9). */
+/* Whether `type` is one of enum sl_msg_type (1, 2, 3, 6, 7, 8, 9 or 10). */
 int sl_msg_type_known(int type);
 
 /* The decoded header. Field order is the wire order; offsets are in wire.c. Bytes 52..55 (after

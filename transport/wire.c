@@ -21,6 +21,7 @@ int sl_msg_type_known(int type)
     case SL_MSG_ABORT:
     case SL_MSG_TIED:
     case SL_MSG_NORM:
+    case SL_MSG_SYNC:
         return 1;
     default:
         return 0;
@@ -29,11 +30,11 @@ int sl_msg_type_known(int type)
 
 const char *sl_msg_type_name(int type)
 {
-    static const char *const names[SL_MSG_NORM + 1] = {
+    static const char *const names[SL_MSG_SYNC + 1] = {
         [SL_MSG_HELLO] = "HELLO",       [SL_MSG_ACTIVATION] = "ACTIVATION",
         [SL_MSG_GRADIENT] = "GRADIENT", [SL_MSG_DONE] = "DONE",
         [SL_MSG_ABORT] = "ABORT",       [SL_MSG_TIED] = "TIED",
-        [SL_MSG_NORM] = "NORM"};
+        [SL_MSG_NORM] = "NORM",         [SL_MSG_SYNC] = "SYNC"};
     return sl_msg_type_known(type) ? names[type] : "unknown";
 }
 
@@ -187,5 +188,12 @@ int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h)
                        "NORM message of %s with %u dimensions (first %lld): it carries one F64 "
                        "of shape [1]",
                        sl_dtype_name(h->dtype), h->ndim, (long long)h->shape[0]);
+    if (h->type == SL_MSG_SYNC &&
+        (h->ndim != 1 || h->dtype != (h->mb ? SL_DTYPE_F64 : SL_DTYPE_F32) ||
+         (h->mb && h->shape[0] != 1) || h->mb > 1))
+        return sl_fail(SL_EFORMAT,
+                       "SYNC message %u of %s with %u dimensions (first %lld): it carries F32 "
+                       "gradients of shape [n] (mb 0) or one F64 loss sum of shape [1] (mb 1)",
+                       h->mb, sl_dtype_name(h->dtype), h->ndim, (long long)h->shape[0]);
     return SL_OK;
 }

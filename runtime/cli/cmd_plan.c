@@ -79,6 +79,11 @@ static void print_text(const sl_plan *plan)
            "          %d micro-batches of %zu rows per step\n",
            p->ranks, p->ranks == 1 ? "" : "s", p->chunks, p->chunks == 1 ? "" : "s", p->nstages,
            cfg->pipeline.partition, cfg->pipeline.schedule, cfg->train.microbatches, rows);
+    if (p->chains > 1)
+        printf("          two replicas of the model cut into %d stages (stages %d-%d run the\n"
+               "          same layers as 0-%d, in the other direction), their gradients summed\n"
+               "          before each optimizer step\n",
+               p->ranks, p->ranks, p->nstages - 1, p->ranks - 1);
     printf("\n%5s %4s  %-10s %-8s %10s %9s  %-10s %-10s %-10s  %s\n", "STAGE", "RANK", "DEVICE",
            "LAYERS", "PARAMS", "IN->OUT", "SENDS", "RECEIVES", "STASH", "LAYERS");
     for (int s = 0; s < p->nstages; s++) {
@@ -95,7 +100,8 @@ static void print_text(const sl_plan *plan)
         layer_names(plan, first, last, names, sizeof names);
         printf("%5d %4d  %-10s %-8s %10zu %9s  %-10s %-10s %-10s  %s\n", s, rank,
                plan->rank[rank].device, range, sl_model_params(m, first, last), w,
-               s + 1 < p->nstages ? out : "-", s > 0 ? in : "-", stash, names);
+               sl_partition_is_last(p, s) ? "-" : out, sl_partition_is_first(p, s) ? "-" : in,
+               stash, names);
     }
     printf("\n(SENDS: activations sent forward per micro-batch (the same size comes back as\n"
            "gradients); RECEIVES: the stage input it keeps until backward; STASH: what the\n"
@@ -128,7 +134,7 @@ static int predict_both(const sl_plan *plan, const sl_profile *profiles, predict
     out->uniform_counts = sl_alloc(sizeof(int) * (size_t)S);
     int rc = st && out->uniform_counts ? SL_OK : SL_ENOMEM;
     if (rc == SL_OK) rc = sl_plan_predict(plan, profiles, NULL, &out->plan);
-    if (rc == SL_OK) rc = sl_partition_make(&plan->model, S, NULL, st);
+    if (rc == SL_OK) rc = sl_partition_cut(&plan->model, &plan->part, NULL, st);
     if (rc == SL_OK) rc = sl_plan_predict(plan, profiles, st, &out->uniform);
     for (int s = 0; rc == SL_OK && s < S; s++) {
         out->uniform_counts[s] = 0;

@@ -37,7 +37,7 @@ static const char *const eval_keys[] = {"interval", "iters", NULL};
 
 const char *const sl__config_opt_names[] = {"sgd", "adam", "adamw"};
 static const char *const schedule_names[] = {"gpipe", "1f1b", "interleaved", "looped-bfs",
-                                             "zb-h1", "zb-v", "dualpipev"};
+                                             "zb-h1", "zb-v", "dualpipev", "chimera"};
 
 /* model.gpt: nanoGPT's GPTConfig, expanded into the layer list "embedding", n_layer x "block",
  * "head". The layer strings are not checked through sl_layer_parse: the GPT's layer kinds read
@@ -256,8 +256,11 @@ static int parse_counts(const cJSON *p, const char *key, int nstages, int units,
     int n = cJSON_GetArraySize(p);
     if (n != nstages)
         return sl_fail(SL_ECONFIG,
-                       "config: %s lists %d stages but pipeline.stages x pipeline.chunks is %d",
-                       key, n, nstages);
+                       "config: %s lists %d stages but the model is cut into %d (%s)", key, n,
+                       nstages,
+                       strcmp(cfg->pipeline.schedule, "chimera")
+                           ? "pipeline.stages x pipeline.chunks"
+                           : "pipeline.stages: chimera's two replicas share one cut");
     if (!(cfg->pipeline.partition_counts = sl_alloc(sizeof(int) * (size_t)n))) return SL_ENOMEM;
     int sum = 0, i = 0;
     for (cJSON *it = p->child; it; it = it->next, i++) {
@@ -287,9 +290,11 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
                                (int)SL_ARRAY_LEN(schedule_names), &sched));
     if (!(cfg->pipeline.schedule = sl__config_dup_str(schedule_names[sched]))) return SL_ENOMEM;
     SL_TRY(sl__config_get_int(c, "chunks", false, 1, 1, 1024, &cfg->pipeline.chunks));
-    /* The V schedules hold two stages per rank (r and 2D-1-r): two chunks unless told. */
-    bool v_shape =
-        !strcmp(cfg->pipeline.schedule, "zb-v") || !strcmp(cfg->pipeline.schedule, "dualpipev");
+    /* The V schedules hold two stages per rank (r and 2D-1-r): two chunks unless told. Chimera
+     * holds two too, one of each replica, which share the model's cut into D stages. */
+    bool chimera = !strcmp(cfg->pipeline.schedule, "chimera");
+    bool v_shape = !strcmp(cfg->pipeline.schedule, "zb-v") ||
+                   !strcmp(cfg->pipeline.schedule, "dualpipev") || chimera;
     if (v_shape && !sl__config_get(c, "chunks")) cfg->pipeline.chunks = 2;
     if (v_shape && cfg->pipeline.chunks != 2)
         return sl_fail(SL_ECONFIG,
@@ -297,7 +302,15 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
                        "V (rank r holds stages r and 2D-1-r): pipeline.chunks must be 2 (got %d)",
                        cfg->pipeline.schedule, cfg->pipeline.chunks);
     SL_TRY(sl__config_get_bool(c, "recompute", false, &cfg->pipeline.recompute));
-    int nstages = cfg->pipeline.stages * cfg->pipeline.chunks;
+    int nstages = cfg->pipeline.stages * (chimera ? 1 : cfg->pipeline.chunks);
+    /* Chimera sums each stage's two replicas between ranks r and D-1-r, which are ring
+     * neighbours (the links a rank has) only for D <= 4. */
+    if (chimera && cfg->pipeline.stages > 4)
+        return sl_fail(SL_ECONFIG,
+                       "config: pipeline.schedule \"chimera\" trains on 2 or 4 stages (got %d): "
+                       "it sums the replicas' gradients between ranks r and D-1-r, and links "
+                       "join only neighbouring ranks",
+                       cfg->pipeline.stages);
     int units = sl_config_param_layers(cfg); /* layers with parameters */
     /* What the units are, for messages. */
     const char *unit_text =
@@ -325,6 +338,10 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
         if (!(cfg->pipeline.partition = sl__config_dup_str(part_names[part]))) return SL_ENOMEM;
         /* What a time partition gave, as plan.json's config records it so that every rank
          * runs the same cut without profiling again. */
+        if (chimera && part == 2)
+            return sl_fail(SL_ECONFIG,
+                           "config: pipeline.partition \"time\" does not cut for chimera yet: "
+                           "use \"uniform\", \"parameters\" or a list of counts");
         if (pc && part != 2)
             return sl_fail(SL_ECONFIG,
                            "config: pipeline.partition_counts goes with pipeline.partition "
@@ -341,7 +358,8 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
                        "config: pipeline.stages x pipeline.chunks (%d x %d = %d stages) is more "
                        "than the %d layers with parameters (%s) in %s; every stage needs at "
                        "least one",
-                       cfg->pipeline.stages, cfg->pipeline.chunks, nstages, units, unit_text,
+                       cfg->pipeline.stages, chimera ? 1 : cfg->pipeline.chunks, nstages, units,
+                       unit_text,
                        model_text);
     if (cfg->pipeline.chunks > 1 && !v_shape && strcmp(cfg->pipeline.schedule, "interleaved") &&
         strcmp(cfg->pipeline.schedule, "looped-bfs"))

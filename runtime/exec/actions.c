@@ -140,9 +140,9 @@ static int do_forward(sl__exec *e, int64_t step, int stage, int mb, bool recompu
     sl__exec_mb *s = &l->mb[mb];
     const sl_stage_range *r = &e->part->stages[stage];
     if (!s->input) {
-        if (stage != 0)
+        if (!sl_partition_is_first(e->part, stage))
             return sl_fail(SL_EINTERNAL, "stage %d has no input for micro-batch %d", stage, mb);
-        /* The first stage reads its micro-batch from the data. */
+        /* The first stage (of either chimera replica) reads its micro-batch from the data. */
         if (e->eval_share)
             SL_TRY(sl_data_eval_batch(&e->data, e->eval_share == 1, e->eval_k, mb,
                                       (int32_t *)e->host_x, NULL));
@@ -158,7 +158,7 @@ static int do_forward(sl__exec *e, int64_t step, int stage, int mb, bool recompu
     if (recompute_only) return SL_OK;
 
     sl_buffer *out = sl_stash_output(s->stash);
-    if (stage == e->part->nstages - 1) {
+    if (sl_partition_is_last(e->part, stage)) {
         /* The loss and its gradient start the backward pass. */
         const sl_model *m = e->model;
         size_t pos = (size_t)m->positions; /* a GPT's loss is over every position */
@@ -231,7 +231,7 @@ static int do_backward(sl__exec *e, int stage, int mb, enum sl_action_type type)
         return sl_fail(SL_EINTERNAL, "stage %d micro-batch %d: backward before its forward", stage,
                        mb);
     sl_buffer *din = NULL;
-    if (stage > 0 && type != SL_ACTION_W)
+    if (!sl_partition_is_first(e->part, stage) && type != SL_ACTION_W)
         SL_TRY(pool_get(&e->pool, act_bytes(e, e->part->stages[stage].first), &din));
     int rc;
     if (type == SL_ACTION_B)
@@ -373,7 +373,7 @@ int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a)
         rc = sl__exec_tied(e, step, a);
         break;
     case SL_ACTION_SYNC:
-        rc = sl_fail(SL_EINVAL, "the executor does not run chimera's SYNC");
+        rc = sl__exec_sync(e, step, a);
         break;
     case SL_ACTION_NORM:
         rc = sl__exec_norm(e, step, a);
@@ -409,13 +409,13 @@ int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a)
     return SL_OK;
 }
 
-/* The sum of every row's (every position's) loss over the mini-batch's micro-batches, in order. */
-int sl__exec_loss_sum(sl__exec *e, double *sum_out)
+int sl__exec_loss_sum(sl__exec *e, int stage, int mb0, int mb1, double *sum_out)
 {
-    sl__exec_stage *l = sl__exec_local_of(e, e->part->nstages - 1);
+    sl__exec_stage *l = sl__exec_local_of(e, stage);
+    if (!l) return sl_fail(SL_EINTERNAL, "rank %d holds no stage %d", e->rank, stage);
     size_t n = e->rows * (size_t)e->model->positions;
     double sum = 0.0;
-    for (int m = 0; m < e->cfg->train.microbatches; m++) {
+    for (int m = mb0; m < mb1; m++) {
         sl__exec_mb *s = &l->mb[m];
         if (!s->loss) return sl_fail(SL_EINTERNAL, "micro-batch %d has no loss", m);
         SL_TRY(sl_buffer_download(s->loss, 0, e->host_loss, n * sizeof(float)));
@@ -427,11 +427,14 @@ int sl__exec_loss_sum(sl__exec *e, double *sum_out)
     return SL_OK;
 }
 
-/* The mean loss of the step over the mini-batch. */
+/* The mean loss of the step over the mini-batch. Under chimera the down replica's last stage has
+ * the first half of the micro-batches, and SYNC brought the other half's sum. */
 int sl__exec_step_loss(sl__exec *e, double *loss)
 {
     double sum;
-    SL_TRY(sl__exec_loss_sum(e, &sum));
+    int M = e->cfg->train.microbatches, chains = e->part->chains > 1 ? 2 : 1;
+    SL_TRY(sl__exec_loss_sum(e, sl_partition_chain_stages(e->part) - 1, 0, M / chains, &sum));
+    if (chains > 1) sum += e->sync_loss;
     *loss = sum / ((double)e->cfg->train.batch * (double)e->model->positions);
     return SL_OK;
 }

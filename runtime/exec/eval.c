@@ -16,7 +16,7 @@ int sl__exec_evaluate(sl__exec *e, int64_t step, int number)
 {
     size_t count;
     const sl_action *acts = sl_schedule_actions(e->plan->eval_sched, e->rank, &count);
-    bool last = sl_partition_rank(e->part, e->part->nstages - 1) == e->rank;
+    bool last = sl__exec_has_loss(e);
     const int iters = e->cfg->eval.iters;
     double t0 = sl_now(), mean[2] = {NAN, NAN};
     int rc = SL_OK;
@@ -31,7 +31,9 @@ int sl__exec_evaluate(sl__exec *e, int64_t step, int number)
             for (size_t a = 0; a < count && rc == SL_OK; a++)
                 rc = sl__exec_run_action(e, (int64_t)tag, &acts[a]);
             double part = 0;
-            if (rc == SL_OK && last) rc = sl__exec_loss_sum(e, &part);
+            if (rc == SL_OK && last)
+                rc = sl__exec_loss_sum(e, sl_partition_chain_stages(e->part) - 1, 0,
+                                       e->cfg->train.microbatches, &part);
             sum += part;
         }
         mean[share] = sum / ((double)iters * e->cfg->train.batch * (double)e->model->positions);

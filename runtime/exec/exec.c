@@ -179,6 +179,12 @@ static int setup(sl__exec *e)
         to.heartbeat_ivl_ms = SL_MAX(cfg->launch.heartbeat_ms / 2, 100);
         to.in_flight = SL_MAX(cfg->train.microbatches * cfg->pipeline.chunks, 2);
         to.max_tensor_bytes = e->rows * widest * sizeof(float) + 4096;
+        /* SYNC sends all the gradients of the rank's two stages in one message. */
+        size_t sync_bytes = 0;
+        for (int i = 0; e->part->chains > 1 && i < e->nls; i++)
+            for (int k = 0; k < e->ls[i].st->nparams; k++)
+                sync_bytes += e->model->params[e->ls[i].st->first_param + k].numel * sizeof(float);
+        to.max_tensor_bytes = SL_MAX(to.max_tensor_bytes, sync_bytes);
         for (int i = 0; i < e->nls; i++) { /* TIED sends a whole parameter's gradient */
             int k = sl_stage_tied_param(e->ls[i].st);
             if (k >= 0)
@@ -224,6 +230,8 @@ static void teardown(sl__exec *e)
     free(e->trace);
     free(e->tied_host[0]);
     free(e->tied_host[1]);
+    free(e->sync_host[0]);
+    free(e->sync_host[1]);
     free(e->pubs);
     free(e->allowed);
     memset(e->secret, 0, sizeof e->secret);
@@ -262,8 +270,10 @@ static int save_checkpoint(sl__exec *e, int step)
     sl_run_path(path, sizeof path, e->opt->weights_dir, SL_RUN_RANK_CHECKPOINT, e->rank, step);
     sl_state_tensors st = {0};
     int rc = SL_OK;
+    /* Chimera's up replica is a copy of stages that the down one saves. */
     for (int i = 0; i < e->nls && rc == SL_OK; i++)
-        rc = sl_stage_state_save(e->ls[i].st, &e->cfg->train.optimizer, &st);
+        if (e->ls[i].stage < sl_partition_chain_stages(e->part))
+            rc = sl_stage_state_save(e->ls[i].st, &e->cfg->train.optimizer, &st);
     snprintf(t, sizeof t, "%d", step);
     const char *k[] = {"step"}, *v[] = {t};
     if (rc == SL_OK) rc = sl_safetensors_save(path, st.t, st.n, k, v, 1);
@@ -308,7 +318,7 @@ static int train_loop(sl__exec *e)
 {
     size_t count;
     const sl_action *acts = sl_schedule_actions(e->plan->sched, e->rank, &count);
-    bool last = sl_partition_rank(e->part, e->part->nstages - 1) == e->rank;
+    bool last = sl__exec_has_loss(e);
     double t_start = sl_now();
     /* A test hook: SLUICE_FAIL_AT=RANK:STEP makes that rank fail at that step, so tests can
      * check that one failing rank stops the whole run cleanly; SLUICE_FAIL_AT=RANK:eval:STEP

@@ -100,6 +100,8 @@ typedef struct sl__exec {
     int64_t eval_k; /* the evaluation batch the forwards read (sl_data_eval_batch) */
     double eval_s;  /* wall seconds spent evaluating (left out of wall_s and busy_s) */
     float *tied_host[2]; /* TIED: this copy's gradient and the twin's, on the host */
+    float *sync_host[2]; /* SYNC: this rank's gradients of both replicas, and its peer's */
+    double sync_loss;    /* SYNC: the up replica's loss sum of the step, from rank 0 */
     /* CURVE: this rank's key pair and every rank's public key */
     char secret[41], (*pubs)[41];
     const char **allowed;
@@ -121,12 +123,20 @@ int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a);
  * between actions). */
 void sl__exec_doing(const sl__exec *e, char *buf, size_t cap);
 
-/* actions.c: the last stage's losses of every micro-batch, summed in order, and the step's mean. */
-int sl__exec_loss_sum(sl__exec *e, double *sum_out);
+/* actions.c: the losses of last stage `stage` (its buffers given back) for micro-batches
+ * [mb0, mb1), summed in order; and the step's mean over the mini-batch (on the rank that holds the
+ * last stage of the model, or of chimera's down replica). */
+int sl__exec_loss_sum(sl__exec *e, int stage, int mb0, int mb1, double *sum_out);
 int sl__exec_step_loss(sl__exec *e, double *loss);
+/* Whether this rank reports the losses: it holds the last stage of the (first) chain. */
+static inline bool sl__exec_has_loss(const sl__exec *e)
+{
+    return sl_partition_rank(e->part, sl_partition_chain_stages(e->part) - 1) == e->rank;
+}
 
-/* reduce.c: the TIED and NORM actions, and the optimizer step (OPT). */
+/* reduce.c: the TIED, SYNC and NORM actions, and the optimizer step (OPT). */
 int sl__exec_tied(sl__exec *e, int64_t step, const sl_action *a);
+int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a);
 int sl__exec_norm(sl__exec *e, int64_t step, const sl_action *a);
 int sl__exec_optimizer_step(sl__exec *e, int64_t step);
 

@@ -1,6 +1,7 @@
-/* The stage executor's reductions across stages and ranks (see exec_impl.h): TIED, NORM and the
- * optimizer step. */
+/* The stage executor's reductions across stages and ranks (see exec_impl.h): TIED, SYNC, NORM and
+ * the optimizer step. */
 #include <math.h>
+#include <string.h>
 
 #include "runtime/exec/exec_impl.h"
 
@@ -57,6 +58,89 @@ int sl__exec_tied(sl__exec *e, int64_t step, const sl_action *a)
     SL_TRY(sl_buffer_upload(st->grad[k], 0, sum, bytes));
     if (twin_st) SL_TRY(sl_buffer_upload(twin_st->grad[twin_k], 0, sum, bytes));
     return SL_OK;
+}
+
+/* The floats of all of a stage's gradients, and their copy between the device and `host` (each
+ * parameter's in order). */
+static size_t grad_floats(const sl__exec *e, const sl_stage *st)
+{
+    size_t n = 0;
+    for (int k = 0; k < st->nparams; k++) n += e->model->params[st->first_param + k].numel;
+    return n;
+}
+
+static int grads_copy(const sl__exec *e, sl_stage *st, float *host, bool upload)
+{
+    for (int k = 0; k < st->nparams; k++) {
+        size_t bytes = e->model->params[st->first_param + k].numel * sizeof(float);
+        SL_TRY(upload ? sl_buffer_upload(st->grad[k], 0, host, bytes)
+                      : sl_buffer_download(st->grad[k], 0, host, bytes));
+        host += bytes / sizeof(float);
+    }
+    return SL_OK;
+}
+
+/* SYNC (chimera, see schedule.h): this rank holds model stage r of the down replica and model stage
+ * D-1-r of the up replica, its peer D-1-r the twins. Each sends the other all its gradients, its
+ * down stage's first, in one message, and both sum every pair of copies down's first, so the
+ * twins take the same bits. Rank 0, which holds the up replica's last stage, also sends its loss
+ * sum to rank D-1, which reports the step's loss. */
+int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
+{
+    int n = sl_partition_chain_stages(e->part), M = e->cfg->train.microbatches;
+    sl_stage *down = NULL, *up = NULL;
+    for (int i = 0; i < e->nls; i++) *(e->ls[i].stage < n ? &down : &up) = e->ls[i].st;
+    if (!down || !up || a->peer != e->world - 1 - e->rank)
+        return sl_fail(SL_EINTERNAL, "SYNC on rank %d without a stage of each replica", e->rank);
+    size_t nd = grad_floats(e, down), nu = grad_floats(e, up), bytes = (nd + nu) * sizeof(float);
+    for (int i = 0; i < 2; i++)
+        if (!e->sync_host[i] && !(e->sync_host[i] = sl_alloc(bytes))) return SL_ENOMEM;
+    float *mine = e->sync_host[0], *theirs = e->sync_host[1];
+    SL_TRY(grads_copy(e, down, mine, false));
+    SL_TRY(grads_copy(e, up, mine + nd, false));
+    sl_exchange ex[4];
+    int nex = sl_action_exchanges(e->plan->sched, e->rank, a, ex);
+    if (nex < 0 || (nex > 0 && ex[0].dir < 0))
+        return sl_fail(SL_EINTERNAL, "SYNC between ranks %d and %d, which no link joins", e->rank,
+                       a->peer);
+    if (nex == 0) memcpy(theirs, mine, bytes); /* the middle rank of an odd D: both copies */
+    sl_tensor_meta meta = {.type = SL_MSG_SYNC,
+                           .step = (uint64_t)step,
+                           .dtype = SL_DTYPE_F32,
+                           .ndim = 1,
+                           .shape = {(int64_t)(nd + nu)}};
+    for (int i = 0; i < nex; i++) {
+        int dir = ex[i].dir ? SL_LINK_PREV : SL_LINK_NEXT;
+        if (ex[i].send)
+            SL_TRY(sl_transport_send(e->tr, dir, &meta, mine, bytes));
+        else
+            SL_TRY(sl_transport_recv(e->tr, dir, &meta, theirs, bytes, NULL, NULL));
+    }
+    /* The up replica's loss: its last stage is on rank 0, the step's loss reported by rank D-1. */
+    int last_down = sl_partition_rank(e->part, n - 1);
+    int last_up = sl_partition_rank(e->part, 2 * n - 1);
+    e->sync_loss = 0;
+    if (e->rank == last_up) SL_TRY(sl__exec_loss_sum(e, 2 * n - 1, M / 2, M, &e->sync_loss));
+    if (nex > 0 && (e->rank == last_up || e->rank == last_down)) {
+        sl_tensor_meta lm = {.type = SL_MSG_SYNC,
+                             .step = (uint64_t)step,
+                             .mb = 1,
+                             .dtype = SL_DTYPE_F64,
+                             .ndim = 1,
+                             .shape = {1}};
+        int dir = ex[0].dir ? SL_LINK_PREV : SL_LINK_NEXT;
+        if (e->rank == last_up)
+            SL_TRY(sl_transport_send(e->tr, dir, &lm, &e->sync_loss, sizeof e->sync_loss));
+        else
+            SL_TRY(sl_transport_recv(e->tr, dir, &lm, &e->sync_loss, sizeof e->sync_loss, NULL,
+                                     NULL));
+    }
+    /* Model stage r: my down copy + the peer's up copy (its second part); model stage D-1-r: the
+     * peer's down copy + my up copy. */
+    for (size_t i = 0; i < nd; i++) mine[i] = mine[i] + theirs[nu + i];
+    for (size_t i = 0; i < nu; i++) mine[nd + i] = theirs[i] + mine[nd + i];
+    SL_TRY(grads_copy(e, down, mine, true));
+    return grads_copy(e, up, mine + nd, true);
 }
 
 /* NORM: this rank's sum of squared gradients, then the ring all-reduce of sl_action_exchanges:

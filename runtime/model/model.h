@@ -120,14 +120,39 @@ typedef struct sl_partition {
     int ranks;              /* pipeline.stages */
     int chunks;             /* pipeline.chunks */
     sl_stage_range *stages; /* [nstages]; model stage s runs on rank s mod ranks, or in a V */
-    bool v_shape;           /* zb-v, dualpipev: rank r holds stages r and 2·ranks-1-r */
+    bool v_shape;           /* zb-v, dualpipev, chimera: rank r holds stages r and 2·ranks-1-r */
+    /* Pipelines through the stages: 1, or 2 for chimera, whose stages 0..ranks-1 are the model cut
+     * into `ranks` stages (the down replica) and stages ranks..2·ranks-1 the same cut again (the
+     * up replica: stage ranks+k holds stage k's layers, on rank ranks-1-k). */
+    int chains;
 } sl_partition;
+
+/* The stages of one chain (a whole model): nstages, or ranks for chimera's two replicas. */
+static inline int sl_partition_chain_stages(const sl_partition *p)
+{
+    return p->chains > 1 ? p->nstages / p->chains : p->nstages;
+}
+/* Whether `stage` is the first of its chain (it reads the data) or the last (it has the loss). */
+static inline bool sl_partition_is_first(const sl_partition *p, int stage)
+{
+    return stage % sl_partition_chain_stages(p) == 0;
+}
+static inline bool sl_partition_is_last(const sl_partition *p, int stage)
+{
+    return (stage + 1) % sl_partition_chain_stages(p) == 0;
+}
 
 /* Cuts the model into `nstages` model stages holding `counts[s]` layers with parameters each (NULL:
  * uniform, i.e. L/S each with the first L mod S stages taking one more). A layer without
  * parameters goes with the layer before it; those before the first layer with parameters go to
  * stage 0. More stages than layers with parameters is SL_ECONFIG. */
 int sl_partition_make(const sl_model *m, int nstages, const int *counts, sl_stage_range *out);
+
+/* The stages of a partition shaped like `p` (its nstages and chains) with `counts` layers with
+ * parameters in each stage of one chain (sl_partition_chain_stages of them; NULL: uniform):
+ * sl_partition_make, and for chimera the cut again for the up replica. */
+int sl_partition_cut(const sl_model *m, const sl_partition *p, const int *counts,
+                     sl_stage_range *out);
 
 /* The units of the partition: unit u is layers [first[u], first[u+1]), a layer with parameters
  * with the layers without that follow it (unit 0 also takes those before it). Returns the number

@@ -186,28 +186,39 @@ static int balance_parameters(const sl_model *m, int nstages, int *counts)
     return rc;
 }
 
+int sl_partition_cut(const sl_model *m, const sl_partition *p, const int *counts,
+                     sl_stage_range *out)
+{
+    int n = sl_partition_chain_stages(p);
+    SL_TRY(sl_partition_make(m, n, counts, out));
+    for (int s = n; s < p->nstages; s++) out[s] = out[s % n];
+    return SL_OK;
+}
+
 int sl_partition_from_config(const sl_config *cfg, const sl_model *m, sl_partition *out)
 {
     memset(out, 0, sizeof *out);
+    const char *sched = cfg->pipeline.schedule;
     out->ranks = cfg->pipeline.stages;
     out->chunks = cfg->pipeline.chunks;
-    out->v_shape =
-        !strcmp(cfg->pipeline.schedule, "zb-v") || !strcmp(cfg->pipeline.schedule, "dualpipev");
+    out->chains = !strcmp(sched, "chimera") ? 2 : 1;
+    out->v_shape = !strcmp(sched, "zb-v") || !strcmp(sched, "dualpipev") || out->chains == 2;
     out->nstages = out->ranks * out->chunks;
+    int n = sl_partition_chain_stages(out);
     out->stages = sl_alloc(sizeof(sl_stage_range) * (size_t)out->nstages);
-    int *counts = sl_alloc(sizeof(int) * (size_t)out->nstages);
+    int *counts = sl_alloc(sizeof(int) * (size_t)n);
     int st = out->stages && counts ? SL_OK : SL_ENOMEM;
     const char *method = cfg->pipeline.partition ? cfg->pipeline.partition : "uniform";
     bool given = cfg->pipeline.npartition > 0;
     if (st == SL_OK && given)
-        memcpy(counts, cfg->pipeline.partition_counts, sizeof(int) * (size_t)out->nstages);
+        memcpy(counts, cfg->pipeline.partition_counts, sizeof(int) * (size_t)n);
     else if (st == SL_OK && !strcmp(method, "parameters"))
-        st = balance_parameters(m, out->nstages, counts);
+        st = balance_parameters(m, n, counts);
     else if (st == SL_OK && !strcmp(method, "time"))
         st = sl_fail(SL_EINVAL, "partition: a \"time\" partition comes from the plan, which "
                                 "profiles the layers (sl_plan_build)");
     bool uniform = !given && !strcmp(method, "uniform");
-    if (st == SL_OK) st = sl_partition_make(m, out->nstages, uniform ? NULL : counts, out->stages);
+    if (st == SL_OK) st = sl_partition_cut(m, out, uniform ? NULL : counts, out->stages);
     free(counts);
     if (st != SL_OK) sl_partition_free(out);
     return st;

@@ -51,12 +51,15 @@ static int build_parts(sl_plan *out)
     if (rc == SL_OK && c->data.text) {
         /* A text's losses are evaluated between steps (eval.interval) and at the end, by
          * forwards through the same stages: GPipe's forward order, no backward, no OPT. */
+        /* Chimera evaluates through its down replica alone (stages 0..D-1, one per rank). */
+        bool one = out->part.chains > 1;
         sl_schedule_params ep = {.name = "eval",
                                  .ranks = c->pipeline.stages,
                                  .microbatches = c->train.microbatches,
-                                 .chunks = c->pipeline.chunks,
+                                 .chunks = one ? 1 : c->pipeline.chunks,
                                  .forward_only = true,
-                                 .placement = out->part.v_shape ? SL_PLACE_V : SL_PLACE_LOOP};
+                                 .placement = out->part.v_shape && !one ? SL_PLACE_V
+                                                                        : SL_PLACE_LOOP};
         rc = sl_schedule_generate(&ep, &out->eval_sched);
         /* Validated with the links the executor opens (SL_MAX(M·v, 2) messages per link, all
          * that one evaluation batch sends on one): with interleaved chunks the order needs more

@@ -200,7 +200,7 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
 /* The stages of `counts` units per stage. */
 static int ranges_of(const sl_plan *p, const int *counts, sl_stage_range *st)
 {
-    return sl_partition_make(&p->model, p->part.nstages, counts, st);
+    return sl_partition_cut(&p->model, &p->part, counts, st);
 }
 
 static int predict_counts(const sl_plan *p, const sl_profile *profiles, const int *counts,

@@ -577,9 +577,10 @@ int sl_action_exchanges(const sl_schedule *s, int r, const sl_action *a, sl_exch
     if (a->type == SL_ACTION_SYNC) {
         if (s->chains != 2 || a->peer != D - 1 - r) return -1;
         if (a->peer == r) return 0;
-        /* Rank r and D-1-r are ring neighbours only for the outer pairs and D <= 4; the links
-         * of a chimera run between any two ranks (dir -1: not a ring link). */
-        int dir = a->peer == next ? 0 : a->peer == prev ? 1 : -1;
+        /* Rank r and D-1-r are ring neighbours only for the outer pairs and D <= 4 (dir -1: not
+         * a ring link, which the executor refuses). With two ranks, both links leading to the
+         * peer, rank 0 uses its next link and rank 1 its previous one: the two ends of one link. */
+        int dir = a->peer == next && (next != prev || r == 0) ? 0 : a->peer == prev ? 1 : -1;
         out[0] = (sl_exchange){true, a->peer, dir, 0};
         out[1] = (sl_exchange){false, a->peer, dir, 0};
         return 2;

@@ -1,5 +1,5 @@
 /* End-to-end equivalence: every schedule, with and without recomputation, on 1, 2 and 4 ranks
- * (and 2 chunks for interleaved, looped-bfs, zb-v and dualpipev) gives the per-step losses and
+ * (and 2 chunks for interleaved, looped-bfs, zb-v and dualpipev, two replicas for chimera) gives the per-step losses and
  * final weights of the 1-rank run within 1e-5 relative, on the CPU backend and on an OpenCL device;
  * a mixed-device pipeline gives the same; two runs of one config are bit-identical; a failing rank
  * stops the run cleanly. Each run starts real rank processes through the sluice executable
@@ -35,15 +35,17 @@ static void check_schedules(const char *device)
     const char *base[] = {devset, "pipeline.stages=1", "pipeline.schedule=\"1f1b\""};
     cr_assert_eq(train(base, 3, &ref), SL_OK, "1-rank run on %s: %s", device, sl_last_error());
     cr_assert(ref.losses[STEPS - 1] < ref.losses[0], "training must lower the loss");
-    /* The V schedules (zb-v, dualpipev: rank r holds stages r and 2D-1-r) and looped BFS run on 2
-     * and 4 ranks; on 4 the V ones take 8 micro-batches, their minimum being 2D-1 and 2D. */
+    /* The V schedules (zb-v, dualpipev: rank r holds stages r and 2D-1-r), chimera (rank r holds
+     * stage r of one replica and D-1-r of the other, which sums their gradients with rank D-1-r)
+     * and looped BFS run on 2 and 4 ranks; on 4 zb-v and dualpipev take 8 micro-batches, their
+     * minimum being 2D-1 and 2D. */
     static const struct {
         const char *schedule;
         int chunks;
         bool one_rank;
     } scheds[] = {{"gpipe", 1, true},     {"1f1b", 1, true},        {"interleaved", 2, true},
                   {"zb-h1", 1, true},     {"looped-bfs", 2, false}, {"zb-v", 2, false},
-                  {"dualpipev", 2, false}};
+                  {"dualpipev", 2, false},  {"chimera", 2, false}};
     static const int ranks[] = {1, 2, 4};
     for (size_t s = 0; s < sizeof scheds / sizeof scheds[0]; s++)
         for (size_t r = 0; r < sizeof ranks / sizeof ranks[0]; r++)
