@@ -37,7 +37,7 @@ static const char *const eval_keys[] = {"interval", "iters", NULL};
 
 const char *const sl__config_opt_names[] = {"sgd", "adam", "adamw"};
 static const char *const schedule_names[] = {"gpipe", "1f1b", "interleaved", "looped-bfs",
-                                             "zb-h1", "zb-v", "dualpipev", "chimera"};
+                                             "zb-h1", "zb-v", "dualpipev",   "chimera"};
 
 /* model.gpt: nanoGPT's GPTConfig, expanded into the layer list "embedding", n_layer x "block",
  * "head". The layer strings are not checked through sl_layer_parse: the GPT's layer kinds read
@@ -255,9 +255,8 @@ static int parse_counts(const cJSON *p, const char *key, int nstages, int units,
 {
     int n = cJSON_GetArraySize(p);
     if (n != nstages)
-        return sl_fail(SL_ECONFIG,
-                       "config: %s lists %d stages but the model is cut into %d (%s)", key, n,
-                       nstages,
+        return sl_fail(SL_ECONFIG, "config: %s lists %d stages but the model is cut into %d (%s)",
+                       key, n, nstages,
                        strcmp(cfg->pipeline.schedule, "chimera")
                            ? "pipeline.stages x pipeline.chunks"
                            : "pipeline.stages: chimera's two replicas share one cut");
@@ -359,8 +358,7 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
                        "than the %d layers with parameters (%s) in %s; every stage needs at "
                        "least one",
                        cfg->pipeline.stages, chimera ? 1 : cfg->pipeline.chunks, nstages, units,
-                       unit_text,
-                       model_text);
+                       unit_text, model_text);
     if (cfg->pipeline.chunks > 1 && !v_shape && strcmp(cfg->pipeline.schedule, "interleaved") &&
         strcmp(cfg->pipeline.schedule, "looped-bfs"))
         return sl_fail(SL_ECONFIG,

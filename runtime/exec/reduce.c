@@ -132,8 +132,8 @@ int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
         if (e->rank == last_up)
             SL_TRY(sl_transport_send(e->tr, dir, &lm, &e->sync_loss, sizeof e->sync_loss));
         else
-            SL_TRY(sl_transport_recv(e->tr, dir, &lm, &e->sync_loss, sizeof e->sync_loss, NULL,
-                                     NULL));
+            SL_TRY(
+                sl_transport_recv(e->tr, dir, &lm, &e->sync_loss, sizeof e->sync_loss, NULL, NULL));
     }
     /* Model stage r: my down copy + the peer's up copy (its second part); model stage D-1-r: the
      * peer's down copy + my up copy. */

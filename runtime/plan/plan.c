@@ -58,8 +58,8 @@ static int build_parts(sl_plan *out)
                                  .microbatches = c->train.microbatches,
                                  .chunks = one ? 1 : c->pipeline.chunks,
                                  .forward_only = true,
-                                 .placement = out->part.v_shape && !one ? SL_PLACE_V
-                                                                        : SL_PLACE_LOOP};
+                                 .placement =
+                                     out->part.v_shape && !one ? SL_PLACE_V : SL_PLACE_LOOP};
         rc = sl_schedule_generate(&ep, &out->eval_sched);
         /* Validated with the links the executor opens (SL_MAX(M·v, 2) messages per link, all
          * that one evaluation batch sends on one): with interleaved chunks the order needs more

@@ -114,8 +114,8 @@ enum sl_placement {
 int sl_placement_rank(enum sl_placement placement, int ranks, int stage);
 
 /* What to generate. `name` is one of "gpipe", "1f1b", "interleaved", "looped-bfs", "zb-h1",
- * "zb-v", "dualpipev", "chimera" (schedule, validator and simulator only: the executor does not
- * run it), or "eval" (the
+ * "zb-v", "dualpipev", "chimera" (the executor runs it where its SYNC pairs are ring neighbours,
+ * D = 2 or 4), or "eval" (the
  * forward-only schedule above; recompute, tied_stages and norm are then ignored). `ranks` is D (the
  * config's pipeline.stages), `chunks` is v (0 means 1; interleaved needs v >= 2, the others v = 1).
  * With `recompute` only each stage's input is stashed, and R(stage, mb) runs before that stage's B

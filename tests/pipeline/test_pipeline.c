@@ -1,9 +1,9 @@
 /* End-to-end equivalence: every schedule, with and without recomputation, on 1, 2 and 4 ranks
- * (and 2 chunks for interleaved, looped-bfs, zb-v and dualpipev, two replicas for chimera) gives the per-step losses and
- * final weights of the 1-rank run within 1e-5 relative, on the CPU backend and on an OpenCL device;
- * a mixed-device pipeline gives the same; two runs of one config are bit-identical; a failing rank
- * stops the run cleanly. Each run starts real rank processes through the sluice executable
- * (SLUICE_EXE). */
+ * (and 2 chunks for interleaved, looped-bfs, zb-v and dualpipev, two replicas for chimera) gives
+ * the per-step losses and final weights of the 1-rank run within 1e-5 relative, on the CPU backend
+ * and on an OpenCL device; a mixed-device pipeline gives the same; two runs of one config are
+ * bit-identical; a failing rank stops the run cleanly. Each run starts real rank processes through
+ * the sluice executable (SLUICE_EXE). */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <sys/wait.h>
@@ -43,9 +43,9 @@ static void check_schedules(const char *device)
         const char *schedule;
         int chunks;
         bool one_rank;
-    } scheds[] = {{"gpipe", 1, true},     {"1f1b", 1, true},        {"interleaved", 2, true},
-                  {"zb-h1", 1, true},     {"looped-bfs", 2, false}, {"zb-v", 2, false},
-                  {"dualpipev", 2, false},  {"chimera", 2, false}};
+    } scheds[] = {{"gpipe", 1, true},      {"1f1b", 1, true},        {"interleaved", 2, true},
+                  {"zb-h1", 1, true},      {"looped-bfs", 2, false}, {"zb-v", 2, false},
+                  {"dualpipev", 2, false}, {"chimera", 2, false}};
     static const int ranks[] = {1, 2, 4};
     for (size_t s = 0; s < sizeof scheds / sizeof scheds[0]; s++)
         for (size_t r = 0; r < sizeof ranks / sizeof ranks[0]; r++)

@@ -149,8 +149,14 @@ Test(pipeline, gpt_eval_through_the_pipeline_equals_one_rank)
         static const struct {
             const char *schedule;
             int chunks, ranks;
-        } runs[] = {{"gpipe", 1, 2}, {"interleaved", 2, 2}, {"1f1b", 1, 4}, {"zb-h1", 1, 4}};
+        } runs[] = {{"gpipe", 1, 2},
+                    {"interleaved", 2, 2},
+                    {"1f1b", 1, 4},
+                    {"zb-h1", 1, 4},
+                    {"chimera", 2, 4}};
         for (size_t i = 0; i < SL_ARRAY_LEN(runs); i++) {
+            /* Chimera's replicas cannot hold tied copies (it evaluates through its first). */
+            if (tied && !strcmp(runs[i].schedule, "chimera")) continue;
             char a[64], b[64], c[64], what[128];
             snprintf(a, sizeof a, "pipeline.schedule=\"%s\"", runs[i].schedule);
             snprintf(b, sizeof b, "pipeline.chunks=%d", runs[i].chunks);
@@ -160,7 +166,9 @@ Test(pipeline, gpt_eval_through_the_pipeline_equals_one_rank)
             const char *sets[] = {base[0], base[1], base[2], base[3], a, b, c};
             result got;
             cr_assert_eq(train_config(json, sets, 7, &got), SL_OK, "%s: %s", what, sl_last_error());
-            assert_same(&got, &ref, 1e-5, what);
+            /* Chimera sums its replicas' halves: the attention's key biases, whose gradient is
+             * only rounding noise, agree within 1e-6 absolute (as in test_pipeline_gpt.c). */
+            assert_close(&got, &ref, 1e-5, strcmp(runs[i].schedule, "chimera") ? 0.0 : 1e-6, what);
             assert_same_evals(&got, &ref, 1e-5, what);
             result_free(&got);
         }

@@ -165,6 +165,30 @@ Test(config, bad_inputs)
     bad("=3", "must have the form key.path=value");
 }
 
+/* Chimera: two stages per rank like the V schedules, one cut of D stages shared by its two
+ * replicas, and the limits of its gradient sums, each named with its numbers. */
+Test(config, chimera)
+{
+    sl_config cfg;
+    const char *ok[] = {"pipeline.schedule=chimera", "pipeline.stages=2",
+                        "pipeline.partition=[2,1]"};
+    cr_assert_eq(parse(BASE, ok, 3, &cfg), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(cfg.pipeline.chunks, 2);
+    cr_assert_eq(cfg.pipeline.npartition, 2);
+    sl_config_free(&cfg);
+    const char *four[] = {"pipeline.schedule=chimera", "pipeline.stages=2",
+                          "pipeline.partition=[1,1,1,0]"};
+    assert_fails_with(parse(BASE, four, 3, &cfg),
+                      "lists 4 stages but the model is cut into 2 (pipeline.stages: chimera's");
+    const char *six[] = {"pipeline.schedule=chimera", "pipeline.stages=6"};
+    assert_fails_with(parse(BASE, six, 2, &cfg), "trains on 2 or 4 stages (got 6)");
+    const char *timed[] = {"pipeline.schedule=chimera", "pipeline.stages=2",
+                           "pipeline.partition=time"};
+    assert_fails_with(parse(BASE, timed, 3, &cfg), "\"time\" does not cut for chimera");
+    const char *chunks[] = {"pipeline.schedule=chimera", "pipeline.stages=2", "pipeline.chunks=3"};
+    assert_fails_with(parse(BASE, chunks, 3, &cfg), "pipeline.chunks must be 2 (got 3)");
+}
+
 Test(config, missing_sections_and_bad_json)
 {
     sl_config cfg;

@@ -227,7 +227,8 @@ Test(partition, bad_input)
         const char *set, *message;
     } bad[] = {
         {"pipeline.stages=5", "is more than the 4 layers with parameters"},
-        {"pipeline.partition=[2,1]", "lists 2 stages but pipeline.stages x pipeline.chunks is 4"},
+        {"pipeline.partition=[2,1]",
+         "lists 2 stages but the model is cut into 4 (pipeline.stages x pipeline.chunks)"},
         {"pipeline.partition=\"even\"", "partition"},
         {"pipeline.partition=7", "must be \"uniform\", \"parameters\", \"time\" or an array"},
         {"pipeline.partition_counts=[4]", "goes with pipeline.partition \"time\""},

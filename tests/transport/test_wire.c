@@ -246,4 +246,27 @@ Test(wire, malformed_reductions)
     h.shape[0] = 0;
     h.payload_len = 8;
     decode_fails(&h, SL_EFORMAT, "NORM message of");
+
+    /* SYNC: F32 gradients of shape [n] (mb 0), or one F64 loss sum (mb 1). */
+    raw_header(&h, SL_MSG_SYNC, 0, 1, 1);
+    h.mb = 0;
+    h.dtype = SL_DTYPE_F32;
+    h.ndim = 1;
+    h.shape[0] = 3;
+    h.shape[1] = 0;
+    h.payload_len = 12;
+    sl_wire_encode(&h, raw);
+    cr_assert_eq(sl_wire_decode(raw, sizeof raw, &out), SL_OK, "%s", sl_last_error());
+    cr_assert_str_eq(sl_msg_type_name(SL_MSG_SYNC), "SYNC");
+    h.mb = 1; /* the loss sum is one double */
+    decode_fails(&h, SL_EFORMAT, "SYNC message 1 of F32");
+    h.dtype = SL_DTYPE_F64;
+    h.shape[0] = 1;
+    h.payload_len = 8;
+    sl_wire_encode(&h, raw);
+    cr_assert_eq(sl_wire_decode(raw, sizeof raw, &out), SL_OK, "%s", sl_last_error());
+    h.mb = 2;
+    decode_fails(&h, SL_EFORMAT, "SYNC message 2");
+    h.mb = 0; /* gradients are F32 */
+    decode_fails(&h, SL_EFORMAT, "SYNC message 0 of F64");
 }
