@@ -64,10 +64,11 @@ enum sl_msg_type {
     /* The schedule's NORM: one F64 of shape [1], a partial sum of squared gradients (mb 0) or the
      * total (mb 1), passed around the ring; stage 0. */
     SL_MSG_NORM = 9,
-    /* The schedule's SYNC (chimera): mb 0 carries the sender's gradients of its two model stages
-     * (F32 of shape [n]: its down replica's stage first, then its up replica's, each parameter in
-     * order); mb 1, between the two ranks that hold the replicas' last stages, one F64 of shape
-     * [1], the sender's sum of its last stage's losses; stage 0. */
+    /* The schedule's SYNC (chimera): mb 0 carries the gradients of the two model stages of pair p
+     * = stage (ranks p and D-1-p), from one of the two, passed on by the ranks between them (F32
+     * of shape [n]: the sender's down replica's stage first, then its up replica's, each
+     * parameter in order); mb 1, between the two ranks that hold the replicas' last stages, one
+     * F64 of shape [1], the sender's sum of its last stage's losses, stage 0. */
     SL_MSG_SYNC = 10,
 };
 

@@ -35,7 +35,7 @@ static void usage(FILE *out)
         "                      peak counts each rank's most bytes of stashed activations and\n"
         "                      stage inputs held at once (summary.json's stash_bytes_predicted)\n"
         "  --schedule NAME     gpipe, 1f1b, interleaved, looped-bfs, zb-h1, zb-v, dualpipev or\n"
-        "                      chimera (D and M even; sluice train runs D = 2 or 4)\n"
+        "                      chimera (D and M even)\n"
         "  --stages D          number of ranks (pipeline.stages); D >= 1\n"
         "  --microbatches M    micro-batches per step; M >= 1 (interleaved: a multiple of D;\n"
         "                      zb-v: >= 2D-1; dualpipev: >= 2D)\n"

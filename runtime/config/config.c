@@ -302,14 +302,6 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
                        cfg->pipeline.schedule, cfg->pipeline.chunks);
     SL_TRY(sl__config_get_bool(c, "recompute", false, &cfg->pipeline.recompute));
     int nstages = cfg->pipeline.stages * (chimera ? 1 : cfg->pipeline.chunks);
-    /* Chimera sums each stage's two replicas between ranks r and D-1-r, which are ring
-     * neighbours (the links a rank has) only for D <= 4. */
-    if (chimera && cfg->pipeline.stages > 4)
-        return sl_fail(SL_ECONFIG,
-                       "config: pipeline.schedule \"chimera\" trains on 2 or 4 stages (got %d): "
-                       "it sums the replicas' gradients between ranks r and D-1-r, and links "
-                       "join only neighbouring ranks",
-                       cfg->pipeline.stages);
     int units = sl_config_param_layers(cfg); /* layers with parameters */
     /* What the units are, for messages. */
     const char *unit_text =

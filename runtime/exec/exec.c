@@ -179,12 +179,8 @@ static int setup(sl__exec *e)
         to.heartbeat_ivl_ms = SL_MAX(cfg->launch.heartbeat_ms / 2, 100);
         to.in_flight = SL_MAX(cfg->train.microbatches * cfg->pipeline.chunks, 2);
         to.max_tensor_bytes = e->rows * widest * sizeof(float) + 4096;
-        /* SYNC sends all the gradients of the rank's two stages in one message. */
-        size_t sync_bytes = 0;
-        for (int i = 0; e->part->chains > 1 && i < e->nls; i++)
-            for (int k = 0; k < e->ls[i].st->nparams; k++)
-                sync_bytes += e->model->params[e->ls[i].st->first_param + k].numel * sizeof(float);
-        to.max_tensor_bytes = SL_MAX(to.max_tensor_bytes, sync_bytes);
+        /* SYNC sends all the gradients of two stages in one message. */
+        to.max_tensor_bytes = SL_MAX(to.max_tensor_bytes, sl__exec_sync_bytes(e));
         for (int i = 0; i < e->nls; i++) { /* TIED sends a whole parameter's gradient */
             int k = sl_stage_tied_param(e->ls[i].st);
             if (k >= 0)
@@ -230,8 +226,7 @@ static void teardown(sl__exec *e)
     free(e->trace);
     free(e->tied_host[0]);
     free(e->tied_host[1]);
-    free(e->sync_host[0]);
-    free(e->sync_host[1]);
+    for (int i = 0; i < 3; i++) free(e->sync_host[i]);
     free(e->pubs);
     free(e->allowed);
     memset(e->secret, 0, sizeof e->secret);

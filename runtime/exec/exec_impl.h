@@ -100,7 +100,8 @@ typedef struct sl__exec {
     int64_t eval_k; /* the evaluation batch the forwards read (sl_data_eval_batch) */
     double eval_s;  /* wall seconds spent evaluating (left out of wall_s and busy_s) */
     float *tied_host[2]; /* TIED: this copy's gradient and the twin's, on the host */
-    float *sync_host[2]; /* SYNC: this rank's gradients of both replicas, and its peer's */
+    float *sync_host[3]; /* SYNC: this rank's gradients of both replicas, its peer's, and another
+                            pair's message passing through */
     double sync_loss;    /* SYNC: the up replica's loss sum of the step, from rank 0 */
     /* CURVE: this rank's key pair and every rank's public key */
     char secret[41], (*pubs)[41];
@@ -137,6 +138,8 @@ static inline bool sl__exec_has_loss(const sl__exec *e)
 /* reduce.c: the TIED, SYNC and NORM actions, and the optimizer step (OPT). */
 int sl__exec_tied(sl__exec *e, int64_t step, const sl_action *a);
 int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a);
+/* reduce.c: the largest SYNC message (0 without chimera). */
+size_t sl__exec_sync_bytes(const sl__exec *e);
 int sl__exec_norm(sl__exec *e, int64_t step, const sl_action *a);
 int sl__exec_optimizer_step(sl__exec *e, int64_t step);
 

@@ -32,7 +32,7 @@ int sl__exec_tied(sl__exec *e, int64_t step, const sl_action *a)
     SL_TRY(sl_buffer_download(st->grad[k], 0, mine, bytes));
     sl_stage *twin_st = NULL;
     int twin_k = -1;
-    sl_exchange ex[4];
+    sl_exchange ex[SL_EXCHANGES_MAX];
     int nex = sl_action_exchanges(sc, e->rank, a, ex);
     if (nex < 0) return sl_fail(SL_EINTERNAL, "TIED does not belong to rank %d", e->rank);
     if (nex == 0) { /* both copies are ours */
@@ -80,11 +80,29 @@ static int grads_copy(const sl__exec *e, sl_stage *st, float *host, bool upload)
     return SL_OK;
 }
 
+/* The floats of SYNC's message of pair p (ranks p and D-1-p): the gradients of model stages p and
+ * D-1-p, which each of the two holds one copy of. */
+static size_t pair_floats(const sl__exec *e, int p)
+{
+    const sl_stage_range *a = &e->part->stages[p], *b = &e->part->stages[e->world - 1 - p];
+    return sl_model_params(e->model, a->first, a->last) +
+           sl_model_params(e->model, b->first, b->last);
+}
+
+size_t sl__exec_sync_bytes(const sl__exec *e)
+{
+    size_t most = 0;
+    for (int p = 0; e->part->chains > 1 && p < e->world / 2; p++)
+        most = SL_MAX(most, pair_floats(e, p));
+    return most * sizeof(float);
+}
+
 /* SYNC (chimera, see schedule.h): this rank holds model stage r of the down replica and model stage
  * D-1-r of the up replica, its peer D-1-r the twins. Each sends the other all its gradients, its
- * down stage's first, in one message, and both sum every pair of copies down's first, so the
- * twins take the same bits. Rank 0, which holds the up replica's last stage, also sends its loss
- * sum to rank D-1, which reports the step's loss. */
+ * down stage's first, in one message (through the ranks between them, which pass it on), and
+ * both sum every pair of copies down's first, so the twins take the same bits. Rank 0, which
+ * holds the up replica's last stage, also sends its loss sum to rank D-1, which reports the
+ * step's loss. */
 int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
 {
     int n = sl_partition_chain_stages(e->part), M = e->cfg->train.microbatches;
@@ -93,30 +111,34 @@ int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
     if (!down || !up || a->peer != e->world - 1 - e->rank)
         return sl_fail(SL_EINTERNAL, "SYNC on rank %d without a stage of each replica", e->rank);
     size_t nd = grad_floats(e, down), nu = grad_floats(e, up), bytes = (nd + nu) * sizeof(float);
-    for (int i = 0; i < 2; i++)
-        if (!e->sync_host[i] && !(e->sync_host[i] = sl_alloc(bytes))) return SL_ENOMEM;
-    float *mine = e->sync_host[0], *theirs = e->sync_host[1];
+    size_t most = sl__exec_sync_bytes(e);
+    for (int i = 0; i < 3; i++)
+        if (!e->sync_host[i] && !(e->sync_host[i] = sl_alloc(most))) return SL_ENOMEM;
+    float *mine = e->sync_host[0], *theirs = e->sync_host[1], *relay = e->sync_host[2];
     SL_TRY(grads_copy(e, down, mine, false));
     SL_TRY(grads_copy(e, up, mine + nd, false));
-    sl_exchange ex[4];
+    sl_exchange ex[SL_EXCHANGES_MAX];
     int nex = sl_action_exchanges(e->plan->sched, e->rank, a, ex);
-    if (nex < 0 || (nex > 0 && ex[0].dir < 0))
-        return sl_fail(SL_EINTERNAL, "SYNC between ranks %d and %d, which no link joins", e->rank,
-                       a->peer);
+    if (nex < 0) return sl_fail(SL_EINTERNAL, "SYNC does not belong to rank %d", e->rank);
     if (nex == 0) memcpy(theirs, mine, bytes); /* the middle rank of an odd D: both copies */
-    sl_tensor_meta meta = {.type = SL_MSG_SYNC,
-                           .step = (uint64_t)step,
-                           .dtype = SL_DTYPE_F32,
-                           .ndim = 1,
-                           .shape = {(int64_t)(nd + nu)}};
     for (int i = 0; i < nex; i++) {
-        int dir = ex[i].dir ? SL_LINK_PREV : SL_LINK_NEXT;
-        if (ex[i].send)
-            SL_TRY(sl_transport_send(e->tr, dir, &meta, mine, bytes));
+        const sl_exchange *x = &ex[i];
+        size_t pb = pair_floats(e, x->round) * sizeof(float);
+        sl_tensor_meta meta = {.type = SL_MSG_SYNC,
+                               .step = (uint64_t)step,
+                               .stage = (uint32_t)x->round,
+                               .dtype = SL_DTYPE_F32,
+                               .ndim = 1,
+                               .shape = {(int64_t)(pb / sizeof(float))}};
+        int dir = x->dir ? SL_LINK_PREV : SL_LINK_NEXT;
+        float *buf = x->relay ? relay : x->send ? mine : theirs;
+        if (x->send)
+            SL_TRY(sl_transport_send(e->tr, dir, &meta, buf, pb));
         else
-            SL_TRY(sl_transport_recv(e->tr, dir, &meta, theirs, bytes, NULL, NULL));
+            SL_TRY(sl_transport_recv(e->tr, dir, &meta, buf, pb, NULL, NULL));
     }
-    /* The up replica's loss: its last stage is on rank 0, the step's loss reported by rank D-1. */
+    /* The up replica's loss: its last stage is on rank 0, the step's loss reported by rank D-1;
+     * the two are pair 0, whose messages go straight between them (ex[0]'s link). */
     int last_down = sl_partition_rank(e->part, n - 1);
     int last_up = sl_partition_rank(e->part, 2 * n - 1);
     e->sync_loss = 0;
@@ -155,7 +177,7 @@ int sl__exec_norm(sl__exec *e, int64_t step, const sl_action *a)
         own += part;
     }
     double v = own;
-    sl_exchange ex[4];
+    sl_exchange ex[SL_EXCHANGES_MAX];
     int nex = sl_action_exchanges(e->plan->sched, e->rank, a, ex);
     if (nex < 0) return sl_fail(SL_EINTERNAL, "NORM does not belong to rank %d", e->rank);
     for (int i = 0; i < nex; i++) {

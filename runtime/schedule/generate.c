@@ -170,6 +170,11 @@ static int check_params(const sl_schedule_params *p, int *which)
                            "chimera needs an even number of stages (got D=%d): its two "
                            "pipelines cross in the middle, each rank r paired with rank D-1-r",
                            p->ranks);
+        if (!strcmp(name, "chimera") && p->ranks > SL_CHIMERA_MAX_RANKS)
+            return sl_fail(SL_EINVAL,
+                           "chimera runs on at most %d stages (got D=%d): each rank relays the "
+                           "gradient sums of the pairs outside it",
+                           SL_CHIMERA_MAX_RANKS, p->ranks);
         if (!strcmp(name, "chimera") && p->microbatches % 2)
             return sl_fail(SL_EINVAL,
                            "chimera splits the micro-batches evenly between its two replicas: "

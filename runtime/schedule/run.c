@@ -133,7 +133,7 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
             if ((a->type == SL_ACTION_SEND_F || a->type == SL_ACTION_SEND_B) && a->peer >= 0 &&
                 a->peer < D)
                 links[r * D + a->peer].cap++;
-            sl_exchange ex[4];
+            sl_exchange ex[SL_EXCHANGES_MAX];
             int n = sl_action_exchanges(s, r, a, ex);
             for (int k = 0; k < n; k++)
                 if (ex[k].send) links[r * D + ex[k].peer].cap++;
@@ -159,7 +159,7 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
                 double start = clock[r], end;
                 if (sl__is_reduction(a->type)) {
                     /* The action's messages one by one; it ends once they are all done. */
-                    sl_exchange ex[4];
+                    sl_exchange ex[SL_EXCHANGES_MAX];
                     int n = sl_action_exchanges(s, r, a, ex);
                     if (n < 0) {
                         st = sl_fail(SL_EINVAL, "rank %d: action %zu (%s) cannot run on this rank",
@@ -233,7 +233,7 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
         if (pc[r] == s->count[r]) continue;
         const sl_action *a = &s->actions[r][pc[r]];
         int n;
-        sl_exchange ex[4];
+        sl_exchange ex[SL_EXCHANGES_MAX];
         int nex = sl_action_exchanges(s, r, a, ex);
         if (sl__is_reduction(a->type) && sub[r] < nex) {
             const sl_exchange *x = &ex[sub[r]];

@@ -547,7 +547,31 @@ out:
 /* ------------------------------------------------------------------------------------------ */
 /* The messages of the reductions */
 
-int sl_action_exchanges(const sl_schedule *s, int r, const sl_action *a, sl_exchange out[4])
+/* SYNC's messages on rank r (see schedule.h): its own pair's, then the outer pairs' it relays. */
+static int sync_exchanges(int D, int r, sl_exchange *out)
+{
+    const int next = (r + 1) % D, prev = (r - 1 + D) % D;
+    const bool left = r < D / 2;
+    const int q = left ? r : D - 1 - r; /* this rank's pair */
+    int n = 0;
+    /* Pair 0 goes over the ring's wrap (rank 0's previous link; with two ranks, both links
+     * leading to the peer, rank 0 uses its next one and rank 1 its previous one); the others
+     * inwards, through the middle. */
+    int dir = q == 0 ? (D == 2 ? (r == 0 ? 0 : 1) : (r == 0 ? 1 : 0)) : (left ? 0 : 1);
+    int peer = dir ? prev : next;
+    out[n++] = (sl_exchange){true, false, peer, dir, q};
+    out[n++] = (sl_exchange){false, false, peer, dir, q};
+    for (int p = q - 1; p >= 1; p--) {
+        out[n++] = (sl_exchange){false, true, prev, 1, p}; /* rightwards: from rank p */
+        out[n++] = (sl_exchange){true, true, next, 0, p};
+        out[n++] = (sl_exchange){false, true, next, 0, p}; /* leftwards: from rank D-1-p */
+        out[n++] = (sl_exchange){true, true, prev, 1, p};
+    }
+    return n;
+}
+
+int sl_action_exchanges(const sl_schedule *s, int r, const sl_action *a,
+                        sl_exchange out[SL_EXCHANGES_MAX])
 {
     if (!s || !a || r < 0 || r >= s->ranks) return -1;
     const int D = s->ranks;
@@ -570,36 +594,30 @@ int sl_action_exchanges(const sl_schedule *s, int r, const sl_action *a, sl_exch
             dir = 0;
         else
             return -1;
-        out[0] = (sl_exchange){true, peer, dir, 0};
-        out[1] = (sl_exchange){false, peer, dir, 0};
+        out[0] = (sl_exchange){true, false, peer, dir, 0};
+        out[1] = (sl_exchange){false, false, peer, dir, 0};
         return 2;
     }
     if (a->type == SL_ACTION_SYNC) {
-        if (s->chains != 2 || a->peer != D - 1 - r) return -1;
+        if (s->chains != 2 || a->peer != D - 1 - r || D > SL_CHIMERA_MAX_RANKS) return -1;
         if (a->peer == r) return 0;
-        /* Rank r and D-1-r are ring neighbours only for the outer pairs and D <= 4 (dir -1: not
-         * a ring link, which the executor refuses). With two ranks, both links leading to the
-         * peer, rank 0 uses its next link and rank 1 its previous one: the two ends of one link. */
-        int dir = a->peer == next && (next != prev || r == 0) ? 0 : a->peer == prev ? 1 : -1;
-        out[0] = (sl_exchange){true, a->peer, dir, 0};
-        out[1] = (sl_exchange){false, a->peer, dir, 0};
-        return 2;
+        return sync_exchanges(D, r, out);
     }
     if (a->type != SL_ACTION_NORM) return 0;
     if (D == 1) return 0;
     int n = 0;
     if (r == 0) {
-        out[n++] = (sl_exchange){true, next, 0, 0};
-        out[n++] = (sl_exchange){false, prev, 1, 1};
-        if (D > 2) out[n++] = (sl_exchange){true, next, 0, 1};
+        out[n++] = (sl_exchange){true, false, next, 0, 0};
+        out[n++] = (sl_exchange){false, false, prev, 1, 1};
+        if (D > 2) out[n++] = (sl_exchange){true, false, next, 0, 1};
     } else if (r < D - 1) {
-        out[n++] = (sl_exchange){false, prev, 1, 0};
-        out[n++] = (sl_exchange){true, next, 0, 0};
-        out[n++] = (sl_exchange){false, prev, 1, 1};
-        if (r + 1 < D - 1) out[n++] = (sl_exchange){true, next, 0, 1};
+        out[n++] = (sl_exchange){false, false, prev, 1, 0};
+        out[n++] = (sl_exchange){true, false, next, 0, 0};
+        out[n++] = (sl_exchange){false, false, prev, 1, 1};
+        if (r + 1 < D - 1) out[n++] = (sl_exchange){true, false, next, 0, 1};
     } else {
-        out[n++] = (sl_exchange){false, prev, 1, 0};
-        out[n++] = (sl_exchange){true, next, 0, 1};
+        out[n++] = (sl_exchange){false, false, prev, 1, 0};
+        out[n++] = (sl_exchange){true, false, next, 0, 1};
     }
     return n;
 }

@@ -77,7 +77,14 @@ enum sl_action_type {
  * up replica; rank D-1-r holds their twins. The two exchange the gradients of both stages and each
  * sums them (down's copy first), so the replicas take the same update. `peer` is D-1-r (this rank
  * itself, a local sum, for the middle rank of an odd D); stage and mb are -1. It comes after the
- * rank's compute actions, before NORM and OPT. */
+ * rank's compute actions, before NORM and OPT.
+ *
+ * Its messages travel on the ring links: pair p (ranks p and D-1-p, p < D/2) directly when the two
+ * are neighbours (p = 0 over the ring's wrap, and the middle pair), otherwise through the ranks
+ * between them, p+1 .. D-2-p, which relay both directions. Every rank handles the pairs whose
+ * messages cross it innermost first: its own (send, then receive), then each outer pair it
+ * relays (receive from one side and send on, both directions), so both ends of every link agree
+ * on the order. */
 
 /* One action. For compute actions (F, B, I, W, R) `stage` is the model stage 0..D·v-1 and `peer`
  * is -1. For SEND_* and RECV_* `stage` is the stage that runs on THIS rank (the sender's stage for
@@ -114,8 +121,7 @@ enum sl_placement {
 int sl_placement_rank(enum sl_placement placement, int ranks, int stage);
 
 /* What to generate. `name` is one of "gpipe", "1f1b", "interleaved", "looped-bfs", "zb-h1",
- * "zb-v", "dualpipev", "chimera" (the executor runs it where its SYNC pairs are ring neighbours,
- * D = 2 or 4), or "eval" (the
+ * "zb-v", "dualpipev", "chimera" (D even, at most SL_CHIMERA_MAX_RANKS), or "eval" (the
  * forward-only schedule above; recompute, tied_stages and norm are then ignored). `ranks` is D (the
  * config's pipeline.stages), `chunks` is v (0 means 1; interleaved needs v >= 2, the others v = 1).
  * With `recompute` only each stage's input is stashed, and R(stage, mb) runs before that stage's B
@@ -207,22 +213,31 @@ int sl_schedule_set_stage_rank(sl_schedule *s, int stage, int rank);
  * so both ends of a transfer pick the two ends of one link. */
 int sl_schedule_link_dir(const sl_schedule *s, int rank, const sl_action *a);
 
-/* One message of a TIED or NORM action: sent or received, to or from `peer`, over the ring link
- * toward the next rank ((r+1)%D, dir 0) or the previous one (dir 1): the transport's
+/* One message of a TIED, NORM or SYNC action: sent or received, to or from `peer`, over the ring
+ * link toward the next rank ((r+1)%D, dir 0) or the previous one (dir 1): the transport's
  * SL_LINK_NEXT and SL_LINK_PREV. `round` tells NORM's two rounds apart (0: partial sums, 1: the
- * total); TIED's is 0. */
+ * total) and names SYNC's pair p; TIED's is 0. A `relay` message (SYNC) is another pair's, passed
+ * on: received, then sent on by the next exchange. */
 typedef struct sl_exchange {
     bool send;
+    bool relay;
     int peer;
     int dir;
     int round;
 } sl_exchange;
 
-/* The messages rank `rank` sends and receives, in order, to run TIED or NORM action `a` of
- * schedule `s` (at most 4; none for a local TIED, any other action, or NORM on one rank). Returns
- * their number, or -1 when the action is not one the schedule can run on that rank (a TIED whose
- * stages are not this rank's or whose ranks are not ring neighbours). */
-int sl_action_exchanges(const sl_schedule *s, int rank, const sl_action *a, sl_exchange out[4]);
+/* Chimera's most ranks, and the most messages of one reduction on one rank (SYNC's own two and
+ * four for each outer pair it relays). */
+#define SL_CHIMERA_MAX_RANKS 64
+#define SL_EXCHANGES_MAX     (2 + 4 * (SL_CHIMERA_MAX_RANKS / 2 - 1))
+
+/* The messages rank `rank` sends and receives, in order, to run TIED, NORM or SYNC action `a` of
+ * schedule `s` (at most SL_EXCHANGES_MAX; none for a local TIED or SYNC, any other action, or NORM
+ * on one rank). Returns their number, or -1 when the action is not one the schedule can run on
+ * that rank (a TIED whose stages are not this rank's or whose ranks are not ring neighbours, a
+ * SYNC whose peer is not D-1-rank). */
+int sl_action_exchanges(const sl_schedule *s, int rank, const sl_action *a,
+                        sl_exchange out[SL_EXCHANGES_MAX]);
 
 /* Checks every dependency and simulates all ranks with links of `queue_depth` messages (0 for
  * SL_SCHEDULE_QUEUE_DEPTH):

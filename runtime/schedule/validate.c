@@ -60,7 +60,7 @@ static int check_entries(checker *c)
                                "SEND_F and RECV_F",
                                r, i, fmt(&a, t, sizeof t));
             if (a.type == SL_ACTION_SYNC) {
-                sl_exchange ex[4];
+                sl_exchange ex[SL_EXCHANGES_MAX];
                 if (sync >= 0)
                     return sl_fail(SL_EINVAL, "rank %d: SYNC appears twice (actions %ld and %zu)",
                                    r, sync, i);
@@ -73,7 +73,7 @@ static int check_entries(checker *c)
                 continue;
             }
             if (a.type == SL_ACTION_TIED || a.type == SL_ACTION_NORM) {
-                sl_exchange ex[4];
+                sl_exchange ex[SL_EXCHANGES_MAX];
                 bool is_tied = a.type == SL_ACTION_TIED;
                 long *seen = is_tied ? &tied : &norm;
                 if (*seen >= 0)

@@ -69,6 +69,12 @@ static void check_schedules(const char *device)
                 assert_same(&got, &ref, 1e-5, what);
                 result_free(&got);
             }
+    /* Chimera on 6 ranks: pair 1's gradients (ranks 1 and 4) pass through ranks 2 and 3. */
+    const char *six[] = {devset, "pipeline.schedule=\"chimera\"", "pipeline.stages=6"};
+    result got;
+    cr_assert_eq(train(six, 3, &got), SL_OK, "chimera on 6 ranks: %s", sl_last_error());
+    assert_same(&got, &ref, 1e-5, "chimera on 6 ranks");
+    result_free(&got);
     result_free(&ref);
 }
 

@@ -90,7 +90,7 @@ Test(schedule, reductions_before_opt_on_the_right_ranks)
     const sl_action *a = sl_schedule_actions(s, 0, &n);
     cr_assert_eq(a[n - 2].type, SL_ACTION_TIED);
     cr_assert_eq(a[n - 2].peer, 0);
-    sl_exchange ex[4];
+    sl_exchange ex[SL_EXCHANGES_MAX];
     cr_assert_eq(sl_action_exchanges(s, 0, &a[n - 2], ex), 0, "a local sum sends nothing");
     sl_schedule_free(s);
 }
@@ -105,7 +105,7 @@ Test(schedule, norm_is_a_ring_all_reduce)
                      &s),
                  SL_OK);
     sl_action norm = {SL_ACTION_NORM, -1, -1, -1};
-    sl_exchange ex[4];
+    sl_exchange ex[SL_EXCHANGES_MAX];
     /* rank 0: partial to 1, total from 3, total to 1; rank 3: partial from 2, total to 0 */
     cr_assert_eq(sl_action_exchanges(s, 0, &norm, ex), 3);
     cr_assert(ex[0].send && ex[0].peer == 1 && ex[0].dir == 0 && ex[0].round == 0);

@@ -214,14 +214,14 @@ Test(schedule_v, orders_match_pytorch)
 }
 
 /* Chimera: two replicas in opposite directions (rank r holds model stage r going down, stage 2D-1-r
- * being model stage D-1-r going up), micro-batches split evenly. Over D in {2,4,8} and every even
+ * being model stage D-1-r going up), micro-batches split evenly. Over D in {2,4,6,8} and every even
  * M up to 32, with and without recompute, it passes the validator; every rank ends with one SYNC
  * with rank D-1-r and holds at most D stashes; with F = B = 1 and M a multiple of D every rank
  * idles D-2 units, the paper's bubble (D-2)/(D-2+2M) of its compute. */
 Test(schedule_v, chimera_bubble_memory_and_sync)
 {
-    const int ds[] = {2, 4, 8};
-    for (size_t di = 0; di < 3; di++)
+    const int ds[] = {2, 4, 6, 8};
+    for (size_t di = 0; di < 4; di++)
         for (int m = 2; m <= 32; m += 2)
             for (int rc = 0; rc < 2; rc++) {
                 const int d = ds[di];
@@ -261,6 +261,9 @@ Test(schedule_v, chimera_bubble_memory_and_sync)
         cr_assert_eq(gen_st("chimera", bad[i].d, bad[i].m, 0, false, &s), SL_EINVAL);
         cr_assert(strstr(sl_last_error(), bad[i].says), "%s", sl_last_error());
     }
+    sl_schedule *big;
+    cr_assert_eq(gen_st("chimera", SL_CHIMERA_MAX_RANKS + 2, 4, 0, false, &big), SL_EINVAL);
+    cr_assert(strstr(sl_last_error(), "at most 64 stages (got D=66)"), "%s", sl_last_error());
     /* SYNC in text form, and a chimera without it refused */
     sl_action a;
     cr_assert_eq(sl_action_parse("SYNC<->r3", &a, NULL), SL_OK);
@@ -275,5 +278,44 @@ Test(schedule_v, chimera_bubble_memory_and_sync)
     cr_assert_eq(sl_schedule_set_actions(s, 1, copy, k), SL_OK);
     cr_assert_eq(sl_schedule_validate(s, 0), SL_EINVAL);
     cr_assert(strstr(sl_last_error(), "rank 1 has no SYNC"), "%s", sl_last_error());
+    sl_schedule_free(s);
+}
+
+/* Chimera's SYNC messages on the ring: pair 0 (ranks 0 and D-1) over the wrap, the middle pair
+ * directly, every other pair through the ranks between them, each rank taking its own pair first
+ * and then the outer pairs it relays, innermost first; the widest schedule completes. */
+Test(schedule_v, chimera_sync_relays_through_the_middle)
+{
+    sl_schedule *s = gen("chimera", 8, 4, 0, false);
+    sl_action sync = {SL_ACTION_SYNC, -1, -1, 7};
+    sl_exchange ex[SL_EXCHANGES_MAX];
+    cr_assert_eq(sl_action_exchanges(s, 0, &sync, ex), 2);
+    cr_assert(ex[0].send && !ex[0].relay && ex[0].peer == 7 && ex[0].dir == 1 && ex[0].round == 0);
+    cr_assert(!ex[1].send && ex[1].peer == 7 && ex[1].dir == 1);
+    sync.peer = 0;
+    cr_assert_eq(sl_action_exchanges(s, 7, &sync, ex), 2);
+    cr_assert(ex[0].send && ex[0].peer == 0 && ex[0].dir == 0);
+    sync.peer = 4; /* rank 3: its own pair with 4, then relays of pairs 2 and 1 */
+    cr_assert_eq(sl_action_exchanges(s, 3, &sync, ex), 10);
+    cr_assert(ex[0].send && !ex[0].relay && ex[0].peer == 4 && ex[0].round == 3);
+    cr_assert(!ex[1].send && !ex[1].relay && ex[1].peer == 4 && ex[1].round == 3);
+    const struct {
+        bool send;
+        int peer, round;
+    } want[] = {{false, 2, 2}, {true, 4, 2}, {false, 4, 2}, {true, 2, 2},
+                {false, 2, 1}, {true, 4, 1}, {false, 4, 1}, {true, 2, 1}};
+    for (int i = 0; i < 8; i++)
+        cr_assert(ex[2 + i].relay && ex[2 + i].send == want[i].send &&
+                      ex[2 + i].peer == want[i].peer && ex[2 + i].round == want[i].round,
+                  "exchange %d", 2 + i);
+    sync.peer = 3; /* rank 4: the same order, rightwards (from its previous rank) first */
+    cr_assert_eq(sl_action_exchanges(s, 4, &sync, ex), 10);
+    cr_assert(ex[2].relay && !ex[2].send && ex[2].peer == 3 && ex[2].round == 2);
+    cr_assert(ex[4].relay && !ex[4].send && ex[4].peer == 5 && ex[4].round == 2);
+    sync.peer = 5; /* not rank 1's twin */
+    cr_assert_eq(sl_action_exchanges(s, 1, &sync, ex), -1);
+    sl_schedule_free(s);
+    s = gen("chimera", SL_CHIMERA_MAX_RANKS, 2, 0, false);
+    cr_assert_eq(sl_schedule_validate(s, 0), SL_OK, "%s", sl_last_error());
     sl_schedule_free(s);
 }
