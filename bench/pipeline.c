@@ -60,8 +60,8 @@ static void usage(FILE *out)
             "  --mib S            activation size per micro-batch in MiB (default 1)\n"
             "  --steps N          steps per schedule; the first is not timed (default 8)\n"
             "  --schedules LIST   comma-separated (default gpipe,1f1b,interleaved,looped-bfs,\n"
-            "                     zb-h1,zb-v,dualpipev; interleaved, looped-bfs, zb-v and\n"
-            "                     dualpipev run 2 chunks per rank)\n"
+            "                     zb-h1,zb-v,dualpipev,chimera; interleaved, looped-bfs, zb-v\n"
+            "                     and dualpipev run 2 chunks per rank, chimera 2 replicas)\n"
             "  --device ID        every rank's device (default cpu)\n"
             "  --json             one JSON object\n");
 }
@@ -71,7 +71,7 @@ static int parse_options(int argc, char **argv, struct options *o)
     *o = (struct options){
         .ms = 2, .ranks = 4, .microbatches = 16, .mib = 1, .steps = 8, .device = "cpu"};
     snprintf(o->schedules, sizeof o->schedules,
-             "gpipe,1f1b,interleaved,looped-bfs,zb-h1,zb-v,dualpipev");
+             "gpipe,1f1b,interleaved,looped-bfs,zb-h1,zb-v,dualpipev,chimera");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
@@ -278,11 +278,11 @@ static int simulate(const sl_plan *plan, double ms, const double *f, const doubl
     return SL_OK;
 }
 
-/* The schedules that run 2 chunks per rank here (the others run 1). */
+/* The schedules that run 2 chunks (chimera: 2 replicas) per rank here (the others run 1). */
 static bool two_chunks(const char *name)
 {
     return !strcmp(name, "interleaved") || !strcmp(name, "looped-bfs") || !strcmp(name, "zb-v") ||
-           !strcmp(name, "dualpipev");
+           !strcmp(name, "dualpipev") || !strcmp(name, "chimera");
 }
 
 static int run_schedule(const struct options *o, const char *tmp, const char *data,

@@ -323,6 +323,12 @@ void sl__exec_doing(const sl__exec *e, char *buf, size_t cap)
         snprintf(when, sizeof when, "step %lld", (long long)e->cur_step);
     if ((recv || send) && a->peer >= 0)
         snprintf(peer, sizeof peer, " %s rank %d", recv ? "from" : "to", a->peer);
+    if (a->stage < 0) { /* a reduction or OPT: the action's text names its peer */
+        char name[32];
+        sl_action_format(a, name, sizeof name);
+        snprintf(buf, cap, "running %s in %s", name, when);
+        return;
+    }
     snprintf(buf, cap, "%s %s(stage %d, micro-batch %d)%s in %s",
              recv   ? "waiting for"
              : send ? "sending"

@@ -124,6 +124,7 @@ int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
     for (int i = 0; i < nex; i++) {
         const sl_exchange *x = &ex[i];
         size_t pb = pair_floats(e, x->round) * sizeof(float);
+        if (pb == 0) continue; /* stages without parameters: nothing to sum (on every rank) */
         sl_tensor_meta meta = {.type = SL_MSG_SYNC,
                                .step = (uint64_t)step,
                                .stage = (uint32_t)x->round,

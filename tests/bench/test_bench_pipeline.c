@@ -30,13 +30,13 @@ Test(bench_pipeline, json_rows)
     cr_assert(cJSON_IsBool(cJSON_GetObjectItem(root, "met")));
     const cJSON *rows = cJSON_GetObjectItem(root, "schedules");
     const char *names[] = {"gpipe", "1f1b", "interleaved", "looped-bfs",
-                           "zb-h1", "zb-v", "dualpipev"};
-    const int chunks[] = {1, 1, 2, 2, 1, 2, 2};
-    cr_assert_eq(cJSON_GetArraySize(rows), 7);
+                           "zb-h1", "zb-v", "dualpipev",   "chimera"};
+    const int chunks[] = {1, 1, 2, 2, 1, 2, 2, 2};
+    cr_assert_eq(cJSON_GetArraySize(rows), 8);
     /* D = 2, M = 4, F = 0.2, B = 0.4: (M + D - 1)(F + B) for gpipe and 1f1b; interleaved runs
      * 2 chunks of a stage each. */
     const double ideal_1f1b = 5 * 0.6;
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 8; i++) {
         const cJSON *r = cJSON_GetArrayItem(rows, i);
         cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(r, "schedule")), names[i]);
         cr_assert_eq((int)number(r, "chunks"), chunks[i]);
