@@ -123,7 +123,8 @@ static void print_text(const sl_plan *plan)
 /* The prediction for the plan's cut and for the uniform one, from the ranks' profiles. */
 typedef struct predictions {
     sl_plan_prediction plan, uniform;
-    int *uniform_counts;
+    int *uniform_counts; /* [ncounts]: per stage of one chain (chimera's replicas share a cut) */
+    int ncounts;
 } predictions;
 
 static int predict_both(const sl_plan *plan, const sl_profile *profiles, predictions *out)
@@ -136,7 +137,8 @@ static int predict_both(const sl_plan *plan, const sl_profile *profiles, predict
     if (rc == SL_OK) rc = sl_plan_predict(plan, profiles, NULL, &out->plan);
     if (rc == SL_OK) rc = sl_partition_cut(&plan->model, &plan->part, NULL, st);
     if (rc == SL_OK) rc = sl_plan_predict(plan, profiles, st, &out->uniform);
-    for (int s = 0; rc == SL_OK && s < S; s++) {
+    out->ncounts = sl_partition_chain_stages(&plan->part);
+    for (int s = 0; rc == SL_OK && s < out->ncounts; s++) {
         out->uniform_counts[s] = 0;
         for (int i = st[s].first; i < st[s].last; i++)
             out->uniform_counts[s] += sl_layer_has_params(&plan->model.layers[i]);
@@ -172,7 +174,7 @@ static void print_prediction(const sl_plan *plan, const sl_profile *profiles, co
         human(p->send_bytes[s], sends, sizeof sends);
         int rank = sl_partition_rank(&plan->part, s);
         printf("%5d %4d  %-10s %7.3fms %7.3fms %7.3fms %10s\n", s, rank, plan->rank[rank].device,
-               p->f[s], p->i[s], p->w[s], s + 1 < p->nstages ? sends : "-");
+               p->f[s], p->i[s], p->w[s], p->send_bytes[s] > 0 ? sends : "-");
     }
     printf("\n%4s  %-10s %12s %12s\n", "RANK", "DEVICE", "PEAK MEMORY", "DEVICE HAS");
     for (int r = 0; r < plan->ranks; r++) {
@@ -187,7 +189,7 @@ static void print_prediction(const sl_plan *plan, const sl_profile *profiles, co
     printf("\npredicted step: %.2f ms, bubble ratio %.4f (%s partition)\n", p->step_ms, p->bubble,
            plan->cfg.pipeline.partition);
     printf("uniform cut [");
-    for (int s = 0; s < p->nstages; s++) printf("%s%d", s ? "," : "", pr->uniform_counts[s]);
+    for (int s = 0; s < pr->ncounts; s++) printf("%s%d", s ? "," : "", pr->uniform_counts[s]);
     printf("]: %.2f ms, bubble ratio %.4f (this plan: %.3fx its step)\n", pr->uniform.step_ms,
            pr->uniform.bubble, p->step_ms / pr->uniform.step_ms);
 }
@@ -228,7 +230,7 @@ static cJSON *prediction_json(const sl_plan *plan, const sl_profile *profiles,
     cJSON_AddNumberToObject(o, "step_ms", p->step_ms);
     cJSON_AddNumberToObject(o, "bubble_ratio", p->bubble);
     cJSON *u = cJSON_AddObjectToObject(o, "uniform");
-    cJSON_AddItemToObject(u, "counts", cJSON_CreateIntArray(pr->uniform_counts, p->nstages));
+    cJSON_AddItemToObject(u, "counts", cJSON_CreateIntArray(pr->uniform_counts, pr->ncounts));
     cJSON_AddNumberToObject(u, "step_ms", pr->uniform.step_ms);
     cJSON_AddNumberToObject(u, "bubble_ratio", pr->uniform.bubble);
     return o;

@@ -79,7 +79,7 @@ static void stage_costs(const sl_plan *p, const sl_profile *profiles, const sl_s
                 i[s] += pf->i[u];
                 w[s] += pf->w[u];
             }
-        if (s == S - 1) f[s] += pf->loss_ms;
+        if (sl_partition_is_last(&p->part, s)) f[s] += pf->loss_ms;
     }
 }
 
@@ -166,10 +166,11 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
     stage_costs(p, profiles, st, first, units, out->f, out->i, out->w);
     double latency = 0;
     for (int s = 0; s < S; s++) {
+        bool last = sl_partition_is_last(&p->part, s);
         out->send_bytes[s] =
-            s + 1 < S ? (double)(p->rows * (size_t)sl_model_width(m, st[s].last) * 4) : 0;
+            last ? 0 : (double)(p->rows * (size_t)sl_model_width(m, st[s].last) * 4);
         out->params[s] = (double)sl_model_params(m, st[s].first, st[s].last);
-        if (s + 1 < S && sl_partition_rank(&p->part, s) != sl_partition_rank(&p->part, s + 1))
+        if (!last && sl_partition_rank(&p->part, s) != sl_partition_rank(&p->part, s + 1))
             for (int u = 0; u < units; u++)
                 if (first[u + 1] == st[s].last)
                     latency = fmax(latency, profiles[sl_partition_rank(&p->part, s)].link[u]);
