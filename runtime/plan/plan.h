@@ -56,6 +56,10 @@ typedef struct sl_plan {
     size_t rows;             /* samples per micro-batch */
     sl_plan_rank *rank;      /* [ranks] */
     char note[1024];         /* for the user: how a "time" partition was profiled ("" if not) */
+    /* The cores that predictions let the ranks on this host's CPU devices share: 0 (as built)
+     * counts the host's in a local run (sl_plan_predict), -1 shares none (every rank its own
+     * processor), N > 0 shares N. */
+    int host_cores;
 } sl_plan;
 
 /* Builds the plan from a validated config (the plan takes a copy): model, partition (a "time"

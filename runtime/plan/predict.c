@@ -3,8 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/core.h"
+#include "runtime/launch/launch.h"
 #include "runtime/plan/plan.h"
 
 int sl_plan_profiles(const sl_plan *p, bool refresh, sl_profile **out, char *note, size_t cap)
@@ -83,9 +85,44 @@ static void stage_costs(const sl_plan *p, const sl_profile *profiles, const sl_s
     }
 }
 
-/* The simulator's makespan and bubble for per-stage costs; latency: the costliest link. */
-/* The simulator's makespan and bubble for per-stage costs, and with the stages' stash and input
- * bytes its replay of the bytes each rank holds (peak[ranks], NULL: not wanted). */
+/* How many ranks of this host can compute at once, when fewer than those that would (0 when every
+ * rank has its own processor); shares[r] marks the ranks that share. In a local run (no launcher,
+ * no launch.endpoints) the ranks on CPU devices share the host's cores (p->host_cores when set),
+ * each computing rank taking train.threads of them (all, for the library's default). A model of
+ * delay layers sleeps instead of computing: its ranks share nothing. */
+static int shared_cores(const sl_plan *p, bool *shares)
+{
+    sl_launch_info li;
+    if (p->host_cores < 0 || p->cfg.launch.nendpoints > 0 || sl_launch_detect(&li) != SL_OK ||
+        li.launcher != SL_LAUNCHER_NONE) {
+        sl_clear_error();
+        return 0;
+    }
+    bool computes = false;
+    for (int l = 0; l < p->model.nlayers; l++)
+        computes |= strcmp(p->model.layers[l].kind->name, "delay") != 0;
+    const sl_device_info *infos;
+    size_t count;
+    if (!computes || sl_device_list(&infos, &count) != SL_OK) {
+        sl_clear_error();
+        return 0;
+    }
+    int sharing = 0;
+    for (int r = 0; r < p->ranks; r++) {
+        shares[r] = false;
+        for (size_t k = 0; k < count; k++)
+            if (!strcmp(infos[k].id, p->rank[r].device)) shares[r] = infos[k].kind == SL_DEVICE_CPU;
+        sharing += shares[r];
+    }
+    long online = p->host_cores > 0 ? p->host_cores : sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = p->cfg.train.threads > 0 ? p->cfg.train.threads : (int)SL_MAX(online, 1);
+    int cores = (int)SL_MAX(online / threads, 1);
+    return cores < sharing ? cores : 0;
+}
+
+/* The simulator's makespan and bubble for per-stage costs (latency: the costliest link; the host's
+ * cores shared as shared_cores says), and with the stages' stash and input bytes its replay of the
+ * bytes each rank holds (peak[ranks], NULL: not wanted). */
 static int simulate(const sl_plan *p, const sl_stage_range *st, const double *f, const double *i,
                     const double *w, double latency, double *makespan, double *bubble, double *peak)
 {
@@ -107,7 +144,14 @@ static int simulate(const sl_plan *p, const sl_stage_range *st, const double *f,
         b[s] = fmax(i[s] + w[s], 1e-6);
         ww[s] = fmin(fmax(w[s], b[s] * 1e-3), b[s] * (1 - 1e-3));
     }
-    sl_schedule_costs costs = {.stage_f = ff,
+    bool *shares = sl_alloc(sizeof(bool) * (size_t)p->ranks);
+    if (!shares) {
+        free(ff);
+        return SL_ENOMEM;
+    }
+    sl_schedule_costs costs = {.cores = shared_cores(p, shares),
+                               .shares_cores = shares,
+                               .stage_f = ff,
                                .stage_b = b,
                                .stage_w = split ? ww : NULL,
                                .latency = latency,
@@ -123,6 +167,7 @@ static int simulate(const sl_plan *p, const sl_stage_range *st, const double *f,
         sl_schedule_sim_free(&sim);
     }
     free(ff);
+    free(shares);
     return rc;
 }
 

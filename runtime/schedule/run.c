@@ -123,7 +123,11 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
     int *sub = sl_alloc(sizeof *sub * (size_t)D); /* messages of a TIED/NORM already done */
     double *clock = sl_alloc(sizeof *clock * (size_t)D);
     double *began = sl_alloc(sizeof *began * (size_t)D); /* when the TIED/NORM in progress began */
-    if (!links || !pc || !sub || !clock || !began) {
+    /* Shared cores: when each frees, and the ranks in order of their clocks. */
+    const int ncores = costs && costs->cores > 0 ? costs->cores : 0;
+    double *core_free = sl_alloc(sizeof *core_free * (size_t)(ncores + 1));
+    int *order = sl_alloc(sizeof *order * (size_t)D);
+    if (!links || !pc || !sub || !clock || !began || !core_free || !order) {
         st = SL_ENOMEM;
         goto out;
     }
@@ -153,8 +157,16 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
     bool progress = true;
     while (progress) {
         progress = false;
-        for (int r = 0; r < D; r++) {
-            while (pc[r] < s->count[r]) {
+        /* With shared cores one action at a time, from the rank furthest behind, so that the
+         * cores go to compute actions roughly in the order they become ready. */
+        for (int i = 0; i < D; i++) {
+            int r = i, k = i;
+            for (; ncores && k > 0 && clock[order[k - 1]] > clock[r]; k--) order[k] = order[k - 1];
+            order[k] = r;
+        }
+        for (int oi = 0; oi < D && !(ncores && progress); oi++) {
+            const int r = order[oi];
+            while (pc[r] < s->count[r] && !(ncores && progress)) {
                 const sl_action *a = &s->actions[r][pc[r]];
                 double start = clock[r], end;
                 if (sl__is_reduction(a->type)) {
@@ -214,7 +226,16 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
                     if (!got) break;
                     end = start;
                 } else {
-                    end = start + (costs ? sl__cost_of(s, costs, a) : 0);
+                    double d = costs ? sl__cost_of(s, costs, a) : 0;
+                    if (ncores && sl__is_compute(a->type) &&
+                        (!costs->shares_cores || costs->shares_cores[r])) {
+                        int k = 0; /* the core that frees first */
+                        for (int j = 1; j < ncores; j++)
+                            if (core_free[j] < core_free[k]) k = j;
+                        start = SL_MAX(start, core_free[k]);
+                        core_free[k] = start + d;
+                    }
+                    end = start + d;
                 }
                 if (sim) {
                     sim->start[r][pc[r]] = start;
@@ -288,5 +309,7 @@ out:
     free(sub);
     free(clock);
     free(began);
+    free(core_free);
+    free(order);
     return st;
 }

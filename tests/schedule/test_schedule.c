@@ -384,3 +384,31 @@ Test(schedule, json_and_svg_outputs)
     sl_schedule_sim_free(&sim);
     sl_schedule_free(s);
 }
+
+/* Ranks sharing cores: 1F1B on 4 ranks, 8 micro-batches, F = 1, B = 2 has (M+D-1)(F+B) = 33 units
+ * of makespan with a processor per rank; on one shared core every compute runs in turn (96 units,
+ * no core ever idle); on two at least half that; with 4 cores, as without the limit; a rank left
+ * out of the sharing computes on its own. */
+Test(schedule, shared_cores_serialise_the_ranks)
+{
+    sl_schedule *s = gen("1f1b", 4, 8, 1, false);
+    const double want[] = {96, 48, 33};
+    const int cores[] = {1, 2, 4};
+    for (int k = 0; k < 3; k++) {
+        sl_schedule_costs c = {.f = 1, .b = 2, .cores = cores[k]};
+        sl_schedule_sim sim;
+        cr_assert_eq(sl_schedule_simulate(s, &c, &sim), SL_OK, "%s", sl_last_error());
+        if (k == 1)
+            cr_assert_geq(sim.makespan, want[k], "2 cores: %g", sim.makespan);
+        else
+            cr_assert_float_eq(sim.makespan, want[k], 1e-9, "%d cores: %g", cores[k], sim.makespan);
+        sl_schedule_sim_free(&sim);
+    }
+    bool shares[4] = {false, true, true, true};
+    sl_schedule_costs c = {.f = 1, .b = 2, .cores = 1, .shares_cores = shares};
+    sl_schedule_sim sim;
+    cr_assert_eq(sl_schedule_simulate(s, &c, &sim), SL_OK, "%s", sl_last_error());
+    cr_assert(sim.makespan >= 72 && sim.makespan < 96, "rank 0 on its own: %g", sim.makespan);
+    sl_schedule_sim_free(&sim);
+    sl_schedule_free(s);
+}

@@ -41,6 +41,7 @@ Test(plan_time, slower_device_gets_fewer_units)
     load(sets, 3, &cfg);
     sl_plan plan;
     cr_assert_eq(sl_plan_build(&cfg, &plan), SL_OK, "%s", sl_last_error());
+    plan.host_cores = -1; /* each rank its own processor, whatever this host has */
     sl_profile pr[2];
     int counts[2];
     fake_profiles(&plan, (double[]){1.0, 1.0}, pr);
@@ -62,6 +63,16 @@ Test(plan_time, slower_device_gets_fewer_units)
     cr_assert_gt(timed.params[0], timed.params[1]);
     cr_assert_eq(timed.send_bytes[0], plan.rows * 16 * 4);
     cr_assert_eq(timed.send_bytes[1], 0);
+    sl_plan_prediction_free(&timed);
+    /* Both ranks' cpu devices on one core (each rank computing with its one thread): their
+     * computes cannot overlap, so the step is at least all of them, whatever the cut. */
+    plan.host_cores = 1;
+    cr_assert_eq(sl_plan_predict(&plan, pr, st, &timed), SL_OK, "%s", sl_last_error());
+    double total = 0;
+    for (int s = 0; s < 2; s++)
+        total += cfg.train.microbatches * (timed.f[s] + timed.i[s] + timed.w[s]);
+    cr_assert_geq(timed.step_ms, total - 1e-9, "%g ms for %g ms of compute on one core",
+                  timed.step_ms, total);
     sl_plan_prediction_free(&timed);
     sl_plan_prediction_free(&uniform);
     for (int r = 0; r < 2; r++) sl_profile_free(&pr[r]);
