@@ -150,6 +150,17 @@ const char *sl_config_device(const sl_config *cfg, int rank)
     return cfg->devices[rank % cfg->ndevices];
 }
 
+int sl_config_diverged(const sl_config *cfg, int rc)
+{
+    if (rc != SL_ENONFINITE || strstr(sl_last_error(), "lower train.optimizer.lr")) return rc;
+    char what[1024];
+    snprintf(what, sizeof what, "%s", sl_last_error());
+    if (cfg->train.grad_clip > 0)
+        return sl_fail(rc, "%s; lower train.optimizer.lr or train.grad_clip (now %g)", what,
+                       cfg->train.grad_clip);
+    return sl_fail(rc, "%s; lower train.optimizer.lr or set train.grad_clip", what);
+}
+
 int sl_config_param_layers(const sl_config *cfg)
 {
     /* A GPT's embedding, blocks and head all own parameters; their kinds are not parsed here. */

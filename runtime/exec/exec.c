@@ -330,17 +330,19 @@ static int train_loop(sl__exec *e)
             return sl_fail(SL_EDEVICE, "rank %d, step %lld: failure injected by SLUICE_FAIL_AT",
                            e->rank, (long long)step);
         for (int i = 0; i < e->nls; i++) SL_TRY(sl_stage_zero_grad(e->ls[i].st));
-        for (size_t i = 0; i < count; i++) SL_TRY(sl__exec_run_action(e, step, &acts[i]));
+        for (size_t i = 0; i < count; i++)
+            SL_TRY(sl_config_diverged(e->cfg, sl__exec_run_action(e, step, &acts[i])));
         if (last) {
             double loss = 0.0;
             SL_TRY(sl__exec_step_loss(e, &loss));
             int out = e->model->nlayers - 1; /* the layer whose output the loss reads */
             if (!isfinite(loss))
-                return sl_fail(SL_ENONFINITE,
-                               "rank %d, step %lld: the loss is %s (of layer %d, %s): training "
-                               "diverged; lower train.optimizer.lr or set train.grad_clip",
-                               e->rank, (long long)step, isnan(loss) ? "NaN" : "infinite", out,
-                               e->model->layers[out].kind->name);
+                return sl_config_diverged(
+                    e->cfg, sl_fail(SL_ENONFINITE,
+                                    "rank %d, step %lld: the loss is %s (of layer %d, %s): "
+                                    "training diverged",
+                                    e->rank, (long long)step, isnan(loss) ? "NaN" : "infinite", out,
+                                    e->model->layers[out].kind->name));
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "type", "step");
             cJSON_AddNumberToObject(o, "step", (double)step);

@@ -45,9 +45,9 @@ int sl_stages_step(sl_stage *const *stages, int n, const sl_config *cfg, int64_t
         sumsq += part;
     }
     if (!isfinite(sumsq))
-        return sl_fail(SL_ENONFINITE,
-                       "the global gradient norm is not finite: training diverged; lower "
-                       "train.optimizer.lr or set train.grad_clip");
+        return sl_config_diverged(
+            cfg,
+            sl_fail(SL_ENONFINITE, "the global gradient norm is not finite: training diverged"));
     if (want_norm || max_norm > 0) {
         *norm = sqrt(sumsq);
         double coef = sl_clip_coef(max_norm, *norm);

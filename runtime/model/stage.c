@@ -172,8 +172,7 @@ int sl_stage_grad_sumsq(sl_stage *s, double *sumsq)
         if (rc == SL_OK && !isfinite(part))
             rc = sl_fail(SL_ENONFINITE,
                          "the gradient of '%s' (layer %d, %s) is not finite (its sum of squares "
-                         "is %s): training diverged; lower train.optimizer.lr or set "
-                         "train.grad_clip",
+                         "is %s): training diverged",
                          p->name, p->layer, s->model->layers[p->layer].kind->name,
                          isnan(part) ? "NaN" : "infinite");
         *sumsq += part;

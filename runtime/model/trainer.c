@@ -132,9 +132,8 @@ int sl_reference_train(sl_device *dev, const sl_config *cfg, const sl_model *m,
         if (st == SL_OK) out->losses[step] = sum / ((double)batch * (double)pos);
         if (st == SL_OK && !isfinite(out->losses[step]))
             st = sl_fail(SL_ENONFINITE,
-                         "reference, step %d: the loss is not finite: training diverged; lower "
-                         "train.optimizer.lr or set train.grad_clip",
-                         step);
+                         "reference, step %d: the loss is not finite: training diverged", step);
+        st = sl_config_diverged(cfg, st);
     }
     if (st == SL_OK) st = sl_device_finish(dev);
     out->train_seconds = sl_now() - t0;

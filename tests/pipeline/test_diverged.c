@@ -28,14 +28,15 @@ static const char *config =
 
 TestSuite(diverged, .init = setup, .fini = teardown, .timeout = 0);
 
-static int train_with(const char *stages)
+static int train_with(const char *stages, const char *clip)
 {
     static int run_no;
     char dirset[160];
     snprintf(dirset, sizeof dirset, "output.dir=\"%s/run%d\"", outdir, run_no++);
-    const char *sets[] = {stages, dirset};
+    const char *sets[] = {stages, dirset, clip};
     sl_config cfg;
-    cr_assert_eq(sl_config_parse(config, ".", sets, 2, &cfg), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_config_parse(config, ".", sets, clip ? 3 : 2, &cfg), SL_OK, "%s",
+                 sl_last_error());
     sl_train_options opt = {.exe = getenv("SLUICE_EXE")};
     sl_train_summary sum;
     int st = sl_train(&cfg, &opt, &sum);
@@ -43,10 +44,11 @@ static int train_with(const char *stages)
     return st;
 }
 
-static void assert_names_divergence(const char *what)
+static void assert_names_divergence(const char *what, const char *hint)
 {
     const char *m = sl_last_error();
     cr_assert(strstr(m, "not finite") && strstr(m, "diverged"), "%s: %s", what, m);
+    cr_assert(strstr(m, hint), "%s: the hint is '%s': %s", what, hint, m);
     cr_assert(strstr(m, ", step "), "%s: the step is named: %s", what, m);
     cr_assert(strstr(m, "rank "), "%s: the rank is named: %s", what, m);
     cr_assert(strstr(m, "(layer "), "%s: the layer is named: %s", what, m);
@@ -54,17 +56,28 @@ static void assert_names_divergence(const char *what)
 
 Test(diverged, one_rank_stops_naming_step_rank_and_layer)
 {
-    cr_assert_neq(train_with("pipeline.stages=1"), SL_OK, "a diverged run must fail");
-    assert_names_divergence("1 rank");
+    cr_assert_neq(train_with("pipeline.stages=1", NULL), SL_OK, "a diverged run must fail");
+    assert_names_divergence("1 rank", "lower train.optimizer.lr or set train.grad_clip");
 }
 
 Test(diverged, a_pipeline_stops_naming_step_rank_and_layer)
 {
-    cr_assert_neq(train_with("pipeline.stages=3"), SL_OK, "a diverged run must fail");
-    assert_names_divergence("3 ranks");
+    cr_assert_neq(train_with("pipeline.stages=3", NULL), SL_OK, "a diverged run must fail");
+    assert_names_divergence("3 ranks", "lower train.optimizer.lr or set train.grad_clip");
     int ws;
     cr_assert_eq(waitpid(-1, &ws, WNOHANG), -1, "no rank process is left behind");
     cr_assert_eq(errno, ECHILD);
+}
+
+/* With clipping already on, the hint says to lower it instead of setting it. */
+Test(diverged, with_clipping_the_hint_names_its_value)
+{
+    cr_assert_neq(train_with("pipeline.stages=2", "train.grad_clip=1e20"), SL_OK,
+                  "a diverged run must fail");
+    const char *m = sl_last_error();
+    cr_assert(strstr(m, "diverged") &&
+                  strstr(m, "lower train.optimizer.lr or train.grad_clip (now 1e+20)"),
+              "%s", m);
 }
 
 /* The command itself exits non-zero (it used to print "final loss -nan" and exit 0). */
