@@ -51,13 +51,14 @@ static int matches(const sl_wire_header *h, const sl_tensor_meta *e, char *why, 
     if (h->type != e->type)
         snprintf(why, n, "got %s, expected %s", sl_msg_type_name(h->type),
                  sl_msg_type_name(e->type));
-    else if (h->step != e->step || h->stage != e->stage || h->mb != e->mb)
+    else if (h->step != e->step || h->stage != e->stage || h->mb != e->mb) {
+        char got[64], want[64];
         snprintf(why, n,
-                 "got step %llu chunk %u micro-batch %u, expected step %llu chunk %u "
-                 "micro-batch %u (the ranks' schedules disagree)",
-                 (unsigned long long)h->step, h->stage, h->mb, (unsigned long long)e->step,
-                 e->stage, e->mb);
-    else if (h->dtype != e->dtype)
+                 "got %s chunk %u micro-batch %u, expected %s chunk %u micro-batch %u (the "
+                 "ranks' schedules disagree)",
+                 sl_step_text(h->step, got, sizeof got), h->stage, h->mb,
+                 sl_step_text(e->step, want, sizeof want), e->stage, e->mb);
+    } else if (h->dtype != e->dtype)
         snprintf(why, n, "got dtype %s, expected %s", sl_dtype_name(h->dtype),
                  sl_dtype_name(e->dtype));
     else {
@@ -200,9 +201,10 @@ int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h, zmq
 
 static const char *waiting_text(const sl_tensor_meta *expected, char *buf, size_t n)
 {
+    char step[64];
     if (expected)
-        snprintf(buf, n, "waiting for %s step %llu chunk %u micro-batch %u",
-                 sl_msg_type_name(expected->type), (unsigned long long)expected->step,
+        snprintf(buf, n, "waiting for %s %s chunk %u micro-batch %u",
+                 sl_msg_type_name(expected->type), sl_step_text(expected->step, step, sizeof step),
                  expected->stage, expected->mb);
     else
         snprintf(buf, n, "waiting for a message");

@@ -75,6 +75,15 @@ enum sl_msg_type {
 /* Whether `type` is one of enum sl_msg_type (1, 2, 3, 6, 7, 8, 9 or 10). */
 int sl_msg_type_known(int type);
 
+/* The high bits of a header's step say what it counts: SL_STEP_EVAL, the run's evaluation batches
+ * (the executor's forward-only passes between steps); SL_STEP_VOTE, the stop vote after that
+ * training step (runtime/exec/stop.c). Neither is ever a training step. */
+#define SL_STEP_EVAL (UINT64_C(1) << 62)
+#define SL_STEP_VOTE (UINT64_C(1) << 61)
+
+/* A step for messages: "step 7", "evaluation batch 3" or "the stop vote after step 7". */
+const char *sl_step_text(uint64_t step, char *buf, size_t cap);
+
 /* The decoded header. Field order is the wire order; offsets are in wire.c. Bytes 52..55 (after
  * ndim) and 140..143 (after crc) are reserved: written as zero, not read. */
 typedef struct sl_wire_header {

@@ -3,6 +3,7 @@
  * libzmq so the fuzzer can build it alone (with crc32c.c). */
 #include "transport/transport.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,18 @@ int sl_msg_type_known(int type)
     default:
         return 0;
     }
+}
+
+const char *sl_step_text(uint64_t step, char *buf, size_t cap)
+{
+    if (step & SL_STEP_EVAL)
+        snprintf(buf, cap, "evaluation batch %llu", (unsigned long long)(step & ~SL_STEP_EVAL));
+    else if (step & SL_STEP_VOTE)
+        snprintf(buf, cap, "the stop vote after step %llu",
+                 (unsigned long long)(step & ~SL_STEP_VOTE));
+    else
+        snprintf(buf, cap, "step %llu", (unsigned long long)step);
+    return buf;
 }
 
 const char *sl_msg_type_name(int type)

@@ -3,10 +3,6 @@
 
 #include "runtime/exec/exec_impl.h"
 
-/* Evaluation messages carry this bit in their step, so they can never be taken for a training
- * step's (or the other way round); the rest is the evaluation batch's number in the run. */
-#define EVAL_STEP_TAG (UINT64_C(1) << 62)
-
 /* Evaluation number `number`, after step `step`: eval.iters batches of the validation share (when
  * the text has one) and then of the training share's evaluation stream (see data.h), each run
  * through every stage by the plan's forward-only schedule. The last stage sums the losses and
@@ -26,8 +22,10 @@ int sl__exec_evaluate(sl__exec *e, int64_t step, int number)
         for (int i = 0; i < iters && rc == SL_OK; i++) {
             e->eval_share = share + 1;
             e->eval_k = (int64_t)number * iters + i;
+            /* Evaluation messages' steps carry SL_STEP_EVAL, so they can never be taken for a
+             * training step's (or the other way round), and count the run's evaluation batches. */
             uint64_t tag =
-                EVAL_STEP_TAG | ((uint64_t)(2 * number + share) * (uint64_t)iters + (uint64_t)i);
+                SL_STEP_EVAL | ((uint64_t)(2 * number + share) * (uint64_t)iters + (uint64_t)i);
             for (size_t a = 0; a < count && rc == SL_OK; a++)
                 rc = sl__exec_run_action(e, (int64_t)tag, &acts[a]);
             double part = 0;

@@ -9,13 +9,11 @@
  * Each rank reads these messages after everything its neighbour sent it for the same step and
  * before anything of the next, so they fall in the links' order with the schedule's messages,
  * and they cost no wait: a rank reads a vote when its neighbour's next step's data would be
- * due anyway. The messages are NORM-typed F64 scalars whose step carries VOTE_TAG (mb 0: gather,
- * mb 1: broadcast). */
+ * due anyway. The messages are NORM-typed F64 scalars whose step carries SL_STEP_VOTE (mb 0:
+ * gather, mb 1: broadcast). */
 #include <signal.h>
 
 #include "runtime/exec/exec_impl.h"
-
-#define VOTE_TAG (UINT64_C(1) << 61)
 
 static volatile sig_atomic_t requested;
 
@@ -32,7 +30,7 @@ int sl_exec_stop_requested(void)
 static int vote(sl__exec *e, int dir, bool send, int64_t step, int round, double *v)
 {
     sl_tensor_meta meta = {.type = SL_MSG_NORM,
-                           .step = VOTE_TAG | (uint64_t)step,
+                           .step = SL_STEP_VOTE | (uint64_t)step,
                            .mb = (uint32_t)round,
                            .dtype = SL_DTYPE_F64,
                            .ndim = 1,

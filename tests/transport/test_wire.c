@@ -270,3 +270,12 @@ Test(wire, malformed_reductions)
     h.mb = 0; /* gradients are F32 */
     decode_fails(&h, SL_EFORMAT, "SYNC message 0 of F64");
 }
+
+/* Steps in messages: a training step, an evaluation batch, a stop vote. */
+Test(wire, step_text)
+{
+    char buf[64];
+    cr_assert_str_eq(sl_step_text(7, buf, sizeof buf), "step 7");
+    cr_assert_str_eq(sl_step_text(SL_STEP_EVAL | 3, buf, sizeof buf), "evaluation batch 3");
+    cr_assert_str_eq(sl_step_text(SL_STEP_VOTE | 2, buf, sizeof buf), "the stop vote after step 2");
+}
