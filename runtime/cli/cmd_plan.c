@@ -316,11 +316,18 @@ int sl_cmd_plan(int argc, char **argv)
     sl_config_free(&cfg);
     if (st != SL_OK) return sl_cli_error("plan", st);
     if (plan.note[0]) fprintf(stderr, "sluice plan: %s\n", plan.note);
+    /* A plan that cannot fit is printed without profiling its layers (they may not fit either),
+     * then refused. */
+    char unfit[1024] = "";
+    int fits = sl_plan_check_memory(&plan);
+    if (fits != SL_OK) snprintf(unfit, sizeof unfit, "%s", sl_last_error());
     sl_profile *profiles = NULL;
     char note[1024] = "";
-    if (!no_profile) st = sl_plan_profiles(&plan, refresh && !timed, &profiles, note, sizeof note);
+    if (!no_profile && fits == SL_OK)
+        st = sl_plan_profiles(&plan, refresh && !timed, &profiles, note, sizeof note);
     if (note[0]) fprintf(stderr, "sluice plan: %s\n", note);
     if (st == SL_OK) st = print_plan(&plan, profiles, json);
+    if (st == SL_OK && fits != SL_OK) st = sl_fail(fits, "%s", unfit);
     sl_plan_profiles_free(&plan, profiles);
     sl_plan_free(&plan);
     return st == SL_OK ? 0 : sl_cli_error("plan", st);

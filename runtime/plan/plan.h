@@ -160,6 +160,10 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
                     sl_plan_prediction *out);
 void sl_plan_prediction_free(sl_plan_prediction *pr);
 
+/* SL_ECONFIG when a rank's predicted peak memory (as sl_plan_predict counts it, without profiles)
+ * does not fit its device, naming the rank, the bytes and what to change. */
+int sl_plan_check_memory(const sl_plan *p);
+
 /* The profiles of every rank's device (one measurement per distinct device), notes joined. */
 int sl_plan_profiles(const sl_plan *p, bool refresh, sl_profile **out, char *note, size_t cap);
 void sl_plan_profiles_free(const sl_plan *p, sl_profile *profiles);

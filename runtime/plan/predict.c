@@ -184,6 +184,80 @@ static double device_memory(const char *id)
     return 0;
 }
 
+/* Bytes of parameters, gradients and optimizer state that rank r holds with stages `st`. */
+static double state_bytes(const sl_plan *p, const sl_stage_range *st, int r)
+{
+    double params = 0;
+    for (int s = 0; s < p->part.nstages; s++)
+        if (sl_partition_rank(&p->part, s) == r)
+            params += (double)sl_model_params(&p->model, st[s].first, st[s].last);
+    return params * 4.0 * (2 + optimizer_states(&p->cfg));
+}
+
+/* Adds to each rank's replay of stashes and stage inputs in peak[r] the rest of what it holds:
+ * parameters, gradients and optimizer state, an output gradient per stage and the backward's two
+ * scratch buffers. */
+static void add_state_bytes(const sl_plan *p, const sl_stage_range *st, double *peak)
+{
+    const sl_model *m = &p->model;
+    for (int r = 0; r < p->ranks; r++) {
+        double widest = 0, douts = 0;
+        for (int s = 0; s < p->part.nstages; s++) {
+            if (sl_partition_rank(&p->part, s) != r) continue;
+            douts += (double)(p->rows * (size_t)sl_model_width(m, st[s].last) * 4);
+            for (int l = st[s].first; l < st[s].last; l++)
+                widest = fmax(widest, (double)m->layers[l].out);
+        }
+        peak[r] += state_bytes(p, st, r) + douts + 2.0 * (double)p->rows * widest * 4;
+    }
+}
+
+/* "about 1.5 GiB" */
+static const char *bytes_text(double b, char *buf, size_t cap)
+{
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int k = 0;
+    while (b >= 1024 && k < 4) b /= 1024, k++;
+    snprintf(buf, cap, "%.1f %s", b, unit[k]);
+    return buf;
+}
+
+/* SL_ECONFIG when a rank's predicted peak (with stages `st`) does not fit its device's memory
+ * (`what` names the plan), saying what it holds. */
+static int check_fits(const sl_plan *p, const sl_stage_range *st, const char *what,
+                      const double *peak)
+{
+    for (int r = 0; r < p->ranks; r++) {
+        double has = device_memory(p->rank[r].device);
+        if (!(has > 0 && peak[r] > has)) continue;
+        char a[32], b[32], c[32];
+        return sl_fail(SL_ECONFIG,
+                       "%s: rank %d would hold about %s on %s (%s of it parameters, gradients and "
+                       "optimizer state), which has %s: use more stages, fewer rows per "
+                       "micro-batch or a device with more memory",
+                       what, r, bytes_text(peak[r], a, sizeof a), p->rank[r].device,
+                       bytes_text(state_bytes(p, st, r), b, sizeof b),
+                       bytes_text(has, c, sizeof c));
+    }
+    return SL_OK;
+}
+
+int sl_plan_check_memory(const sl_plan *p)
+{
+    int S = p->part.nstages, R = p->ranks;
+    double *ones = sl_alloc(sizeof(double) * (size_t)(S + R));
+    if (!ones) return SL_ENOMEM;
+    double *peak = ones + S, makespan, bubble;
+    for (int s = 0; s < S; s++) ones[s] = 1;
+    int rc = simulate(p, p->part.stages, ones, ones, ones, 0, &makespan, &bubble, peak);
+    if (rc == SL_OK) {
+        add_state_bytes(p, p->part.stages, peak);
+        rc = check_fits(p, p->part.stages, "the plan's predicted memory", peak);
+    }
+    free(ones);
+    return rc;
+}
+
 int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage_range *stages,
                     sl_plan_prediction *out)
 {
@@ -221,23 +295,12 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
                     latency = fmax(latency, profiles[sl_partition_rank(&p->part, s)].link[u]);
     }
     /* The simulator's replay of the stashes and stage inputs each rank holds, written into
-     * peak_bytes, then the rest added: parameters, gradients, optimizer state, an output
-     * gradient per stage and the backward's two scratch buffers. */
+     * peak_bytes, then the rest added. */
     int rc = simulate(p, st, out->f, out->i, out->w, latency, &out->step_ms, &out->bubble,
                       out->peak_bytes);
-    int states = optimizer_states(&p->cfg);
-    for (int r = 0; rc == SL_OK && r < R; r++) {
-        double weights = 0, widest = 0, douts = 0;
-        for (int s = 0; s < S; s++) {
-            if (sl_partition_rank(&p->part, s) != r) continue;
-            weights += out->params[s] * 4.0 * (2 + states);
-            douts += (double)(p->rows * (size_t)sl_model_width(m, st[s].last) * 4);
-            for (int l = st[s].first; l < st[s].last; l++)
-                widest = fmax(widest, (double)m->layers[l].out);
-        }
-        out->peak_bytes[r] += weights + douts + 2.0 * (double)p->rows * widest * 4;
+    if (rc == SL_OK) add_state_bytes(p, st, out->peak_bytes);
+    for (int r = 0; rc == SL_OK && r < R; r++)
         out->memory_bytes[r] = device_memory(p->rank[r].device);
-    }
     free(first);
     if (rc != SL_OK) sl_plan_prediction_free(out);
     return rc;
@@ -304,13 +367,7 @@ int sl_plan_balance_time(const sl_plan *p, const sl_profile *profiles, int *coun
     }
     /* A plan whose predicted memory does not fit a device is refused. */
     if (rc == SL_OK) rc = predict_counts(p, profiles, counts, st, &pr);
-    for (int r = 0; rc == SL_OK && r < p->ranks; r++)
-        if (pr.memory_bytes[r] > 0 && pr.peak_bytes[r] > pr.memory_bytes[r])
-            rc = sl_fail(SL_ECONFIG,
-                         "partition \"time\": rank %d's stages need about %.0f MiB on %s, which "
-                         "has %.0f MiB: use more stages or a device with more memory",
-                         r, pr.peak_bytes[r] / 1048576.0, p->rank[r].device,
-                         pr.memory_bytes[r] / 1048576.0);
+    if (rc == SL_OK) rc = check_fits(p, st, "partition \"time\"", pr.peak_bytes);
     sl_plan_prediction_free(&pr);
     free(first);
     free(cost);

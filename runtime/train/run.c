@@ -66,11 +66,12 @@ int sl__run_open(sl__run *r, const sl_plan *plan, const sl_train_options *opt)
                    .lock_fd = -1,
                    .metrics_fd = -1,
                    .tty = isatty(STDERR_FILENO)};
+    SL_TRY(check_devices(plan));
+    SL_TRY(sl_plan_check_memory(plan));
     SL_TRY(sl_data_load(cfg, plan->model.outputs, &r->data));
     sl_weights w;
     SL_TRY(sl_weights_from_config(cfg, &plan->model, &w));
     sl_weights_free(&w);
-    SL_TRY(check_devices(plan));
     SL_TRY(check_keys(plan));
     SL_TRY(sl__output_open(r));
     char path[4096];

@@ -97,11 +97,54 @@ Test(plan_time, refuses_what_does_not_fit)
     int counts[2];
     fake_profiles(&plan, (double[]){1.0, 1.0}, pr);
     assert_fails_with(sl_plan_balance_time(&plan, pr, counts), "which has");
-    cr_assert(strstr(sl_last_error(), "use more stages or a device with more memory"), "%s",
+    cr_assert(strstr(sl_last_error(), "or a device with more memory"), "%s",
               sl_last_error());
     for (int r = 0; r < 2; r++) sl_profile_free(&pr[r]);
     sl_plan_free(&plan);
     sl_config_free(&cfg);
+}
+
+/* Any partition: a plan whose rank cannot hold its stages is refused before anything is
+ * allocated, by `sluice train` (through sl__run_open) and `sluice plan` (which prints the plan,
+ * without profiling, and exits 1). */
+Test(plan_time, memory_checked_for_every_partition)
+{
+    const char *sets[] = {"model.layers=[\"linear:100000\",\"linear:100000\",\"linear:10\"]",
+                          "model.inputs=100000", "pipeline.stages=2"};
+    sl_config cfg;
+    char path[512];
+    snprintf(path, sizeof path, "%s/samples/digits/digits.json", source_dir());
+    cr_assert_eq(sl_config_load(path, sets, 3, &cfg), SL_OK, "%s", sl_last_error());
+    sl_plan plan;
+    cr_assert_eq(sl_plan_build(&cfg, &plan), SL_OK, "%s", sl_last_error());
+    /* rank 0: two layers of 10^10 parameters, SGD with momentum: 3 x 80 GB */
+    assert_fails_with(sl_plan_check_memory(&plan), "rank 0 would hold about 223.5 GiB on cpu");
+    cr_assert(strstr(sl_last_error(), "use more stages"), "%s", sl_last_error());
+    sl_plan_free(&plan);
+    sl_config_free(&cfg);
+    /* The digits sample fits. */
+    cr_assert_eq(sl_config_load(path, NULL, 0, &cfg), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_plan_build(&cfg, &plan), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_plan_check_memory(&plan), SL_OK, "%s", sl_last_error());
+    sl_plan_free(&plan);
+    sl_config_free(&cfg);
+
+    int status;
+    char *out = run_sluice(&status,
+                           "plan '%s' --set 'model.layers=[\"linear:100000\",\"linear:100000\","
+                           "\"linear:10\"]' --set model.inputs=100000 --set pipeline.stages=2 2>&1",
+                           path);
+    cr_assert_eq(status, 1, "%s", out);
+    cr_assert(strstr(out, "MODEL STAGES") && strstr(out, "would hold about 223.5 GiB"), "%s", out);
+    free(out);
+    out = run_sluice(&status,
+                     "train '%s' --quiet --set 'model.layers=[\"linear:100000\",\"linear:100000\","
+                     "\"linear:10\"]' --set model.inputs=100000 --set pipeline.stages=2 --set "
+                     "output.dir='\"%s/huge\"' 2>&1",
+                     path, tmpdir());
+    cr_assert_eq(status, 1, "%s", out);
+    cr_assert(strstr(out, "would hold about 223.5 GiB"), "%s", out);
+    free(out);
 }
 
 /* ------------------------------------------------------------------------------------------------
