@@ -313,9 +313,9 @@ int sl_cmd_schedule(int argc, char **argv)
     if (p.name &&
         (!strcmp(p.name, "zb-v") || !strcmp(p.name, "dualpipev") || !strcmp(p.name, "chimera")))
         nstages = 2 * p.ranks;
-    if (tied && nstages > 1) {
+    if (tied && nstages > 1) { /* the model's first and last stage (chimera: of one replica) */
         p.tied_stages[0] = 0;
-        p.tied_stages[1] = nstages - 1;
+        p.tied_stages[1] = p.name && !strcmp(p.name, "chimera") ? p.ranks - 1 : nstages - 1;
     }
     sl_schedule *s = NULL;
     int st = sl_schedule_generate(&p, &s);

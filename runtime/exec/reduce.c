@@ -35,8 +35,10 @@ int sl__exec_tied(sl__exec *e, int64_t step, const sl_action *a)
     sl_exchange ex[SL_EXCHANGES_MAX];
     int nex = sl_action_exchanges(sc, e->rank, a, ex);
     if (nex < 0) return sl_fail(SL_EINTERNAL, "TIED does not belong to rank %d", e->rank);
-    if (nex == 0) { /* both copies are ours */
-        SL_TRY(tied_copy(e, first + last - a->stage, &twin_st, &twin_k));
+    if (nex == 0) { /* both copies are ours: the other tied stage, or chimera's other replica's */
+        int chain = sl_partition_chain_stages(e->part);
+        int twin = e->part->chains > 1 ? 2 * chain - 1 - a->stage : first + last - a->stage;
+        SL_TRY(tied_copy(e, twin, &twin_st, &twin_k));
         SL_TRY(sl_buffer_download(twin_st->grad[twin_k], 0, theirs, bytes));
     }
     sl_tensor_meta meta = {.type = SL_MSG_TIED,
@@ -60,12 +62,15 @@ int sl__exec_tied(sl__exec *e, int64_t step, const sl_action *a)
     return SL_OK;
 }
 
-/* The floats of all of a stage's gradients, and their copy between the device and `host` (each
- * parameter's in order). */
-static size_t grad_floats(const sl__exec *e, const sl_stage *st)
+/* The floats of all the gradients of model stage `stage` (a tied copy's too), and their copy
+ * between a stage's device buffers and `host` (each parameter's in order). */
+static size_t stage_floats(const sl__exec *e, int stage)
 {
+    const sl_model *m = e->model;
+    const sl_stage_range *r = &e->part->stages[stage];
     size_t n = 0;
-    for (int k = 0; k < st->nparams; k++) n += e->model->params[st->first_param + k].numel;
+    for (int p = m->first_param[r->first]; p < m->first_param[r->last]; p++)
+        n += m->params[p].numel;
     return n;
 }
 
@@ -84,9 +89,7 @@ static int grads_copy(const sl__exec *e, sl_stage *st, float *host, bool upload)
  * D-1-p, which each of the two holds one copy of. */
 static size_t pair_floats(const sl__exec *e, int p)
 {
-    const sl_stage_range *a = &e->part->stages[p], *b = &e->part->stages[e->world - 1 - p];
-    return sl_model_params(e->model, a->first, a->last) +
-           sl_model_params(e->model, b->first, b->last);
+    return stage_floats(e, p) + stage_floats(e, e->world - 1 - p);
 }
 
 size_t sl__exec_sync_bytes(const sl__exec *e)
@@ -110,7 +113,8 @@ int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
     for (int i = 0; i < e->nls; i++) *(e->ls[i].stage < n ? &down : &up) = e->ls[i].st;
     if (!down || !up || a->peer != e->world - 1 - e->rank)
         return sl_fail(SL_EINTERNAL, "SYNC on rank %d without a stage of each replica", e->rank);
-    size_t nd = grad_floats(e, down), nu = grad_floats(e, up), bytes = (nd + nu) * sizeof(float);
+    size_t nd = stage_floats(e, e->rank), nu = stage_floats(e, 2 * n - 1 - e->rank);
+    size_t bytes = (nd + nu) * sizeof(float);
     size_t most = sl__exec_sync_bytes(e);
     for (int i = 0; i < 3; i++)
         if (!e->sync_host[i] && !(e->sync_host[i] = sl_alloc(most))) return SL_ENOMEM;
@@ -171,9 +175,11 @@ int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
  * the last rank makes is passed on as it is, so every rank ends with the same double. */
 int sl__exec_norm(sl__exec *e, int64_t step, const sl_action *a)
 {
+    /* Chimera's up replica repeats the down one's stages (equal after SYNC): counted once. */
     double own = 0;
     for (int i = 0; i < e->nls; i++) {
         double part;
+        if (e->ls[i].stage >= sl_partition_chain_stages(e->part)) continue;
         SL_TRY(sl_stage_grad_sumsq(e->ls[i].st, &part));
         own += part;
     }

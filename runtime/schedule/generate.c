@@ -180,11 +180,6 @@ static int check_params(const sl_schedule_params *p, int *which)
                            "chimera splits the micro-batches evenly between its two replicas: "
                            "M must be even (got M=%d, D=%d)",
                            p->microbatches, p->ranks);
-        if (!strcmp(name, "chimera") &&
-            (p->tied_stages[0] != p->tied_stages[1] || (p->norm && p->ranks > 1)))
-            return sl_fail(SL_EINVAL,
-                           "chimera with tied parameters or gradient clipping is not supported "
-                           "(its replicas would count them twice)");
         if (!strcmp(name, "zb-v") && p->microbatches < 2 * p->ranks - 1)
             return sl_fail(SL_EINVAL,
                            "zb-v needs at least 2 x stages - 1 = %d micro-batches (got M=%d, "

@@ -517,15 +517,17 @@ int sl_schedule_insert_comms(sl_schedule *s)
             if (snd.type != SL_ACTION_OPT && (st = sl_schedule_append(s, r, &snd))) goto out;
         }
         if (s->forward_only) continue; /* an evaluation: no reductions, no optimizer step */
+        /* Chimera sums the replicas first: the ranks of the tied stages then hold both (one of
+         * each replica), summed locally. */
+        sl_action sync = {SL_ACTION_SYNC, -1, -1, D - 1 - r};
+        if (s->chains == 2 && (st = sl_schedule_append(s, r, &sync))) goto out;
         for (int k = 0; k < 2 && s->tied_stages[0] != s->tied_stages[1]; k++) {
             int mine = s->tied_stages[k], other = s->tied_stages[1 - k];
             if (RANK(mine) != r) continue;
-            sl_action tied = {SL_ACTION_TIED, mine, -1, RANK(other)};
+            sl_action tied = {SL_ACTION_TIED, mine, -1, s->chains == 2 ? r : RANK(other)};
             if ((st = sl_schedule_append(s, r, &tied))) goto out;
-            if (RANK(other) == r) break; /* one local sum for both copies */
+            if (tied.peer == r) break; /* one local sum for both copies */
         }
-        sl_action sync = {SL_ACTION_SYNC, -1, -1, D - 1 - r};
-        if (s->chains == 2 && (st = sl_schedule_append(s, r, &sync))) goto out;
         sl_action norm = {SL_ACTION_NORM, -1, -1, -1};
         if (s->norm && (st = sl_schedule_append(s, r, &norm))) goto out;
         sl_action opt = {SL_ACTION_OPT, -1, -1, -1};
@@ -582,7 +584,8 @@ int sl_action_exchanges(const sl_schedule *s, int r, const sl_action *a,
         const int *sr = s->stage_rank;
         int k = sr[t[0]] == r && a->stage == t[0] ? 0 : sr[t[1]] == r && a->stage == t[1] ? 1 : -1;
         if (k < 0) return -1;
-        int peer = sr[t[1 - k]];
+        /* Chimera: after SYNC the rank holds both copies, one in each replica's stage. */
+        int peer = s->chains == 2 ? r : sr[t[1 - k]];
         if (a->peer != peer) return -1;
         if (peer == r) return 0;
         /* The first stage's rank reaches the last stage's over its previous link when that is the

@@ -68,6 +68,11 @@ enum sl_action_type {
  * `peer` the twin's rank; peer == this rank (one rank holding both stages, as interleaved chunks on
  * one rank) is a local sum with no message, and `stage` is then the first tied stage.
  *
+ * Under chimera TIED is a local sum, after SYNC: the ranks of the tied stages (0 and D-1) each hold
+ * one tied copy of either replica (rank 0: stage 0 and the up replica's last, 2D-1; rank D-1:
+ * stage D-1 and the up replica's first, D), whose gradients SYNC has made the model's; `peer` is
+ * the rank itself and `stage` its stage of the down replica.
+ *
  * NORM: a ring all-reduce of one double (the sum of squared gradients). Rank 0 sends its partial to
  * rank 1, rank r adds its own to what it received from r-1 and sends that on, and rank D-1, which
  * then has the total, sends it to rank 0; the total goes round once more to ranks 1..D-2, so every

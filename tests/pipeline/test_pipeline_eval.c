@@ -155,8 +155,6 @@ Test(pipeline, gpt_eval_through_the_pipeline_equals_one_rank)
                     {"zb-h1", 1, 4},
                     {"chimera", 2, 4}};
         for (size_t i = 0; i < SL_ARRAY_LEN(runs); i++) {
-            /* Chimera's replicas cannot hold tied copies (it evaluates through its first). */
-            if (tied && !strcmp(runs[i].schedule, "chimera")) continue;
             char a[64], b[64], c[64], what[128];
             snprintf(a, sizeof a, "pipeline.schedule=\"%s\"", runs[i].schedule);
             snprintf(b, sizeof b, "pipeline.chunks=%d", runs[i].chunks);

@@ -63,7 +63,8 @@ Test(pipeline, gpt_every_schedule_equals_one_rank)
 /* A GPT with tied embeddings and clipping: the first stage's wte and the last stage's lm_head
  * are two copies that the schedule's TIED keeps equal, and NORM combines the gradient norm of
  * every rank for train.grad_clip. Every schedule on 2 and 4 ranks (interleaved: 2 chunks on 2
- * ranks), with and without recomputation, equals the 1-rank run (where the two names share one
+ * ranks; chimera, whose ranks 0 and D-1 hold a copy of each replica's, summed locally after
+ * SYNC), with and without recomputation, equals the 1-rank run (where the two names share one
  * parameter buffer), the reported gradient norms included, within 1e-5 relative; the two copies end
  * bit-identical. (The 1-rank run keeps the two names' gradients apart and adds them before the
  * step, as TIED does: the attention's key biases, whose gradient is only rounding noise, would
@@ -85,8 +86,9 @@ Test(pipeline, gpt_tied_with_clipping_equals_one_rank)
     static const struct {
         const char *schedule;
         int chunks, ranks;
-    } runs[] = {{"gpipe", 1, 2}, {"1f1b", 1, 2}, {"interleaved", 2, 2}, {"zb-h1", 1, 2},
-                {"gpipe", 1, 4}, {"1f1b", 1, 4}, {"zb-h1", 1, 4}};
+    } runs[] = {{"gpipe", 1, 2}, {"1f1b", 1, 2},    {"interleaved", 2, 2},
+                {"zb-h1", 1, 2}, {"gpipe", 1, 4},   {"1f1b", 1, 4},
+                {"zb-h1", 1, 4}, {"chimera", 2, 2}, {"chimera", 2, 4}};
     for (size_t i = 0; i < SL_ARRAY_LEN(runs); i++)
         for (int recompute = 0; recompute <= 1; recompute++) {
             char a[64], b[64], c[64], d[64], what[128];
@@ -101,7 +103,9 @@ Test(pipeline, gpt_tied_with_clipping_equals_one_rank)
             cr_assert_eq(train_config(json, sets, 6, &got), SL_OK, "%s: %s", what, sl_last_error());
             for (int k = 0; k < STEPS; k++)
                 cr_assert(!isnan(got.grad_norms[k]), "%s: step %d reports no grad_norm", what, k);
-            assert_same(&got, &ref, 1e-5, what);
+            /* Chimera sums its replicas' halves: the attention's key biases, whose gradient is
+             * only rounding noise, agree within 1e-6 absolute (as in the untied runs). */
+            assert_close(&got, &ref, 1e-5, strcmp(runs[i].schedule, "chimera") ? 0.0 : 1e-6, what);
             cr_assert_eq(memcmp(got.weights.data[wte], got.weights.data[head],
                                 got.model.params[wte].numel * sizeof(float)),
                          0, "%s: the two copies of the tied matrix differ", what);

@@ -319,3 +319,38 @@ Test(schedule_v, chimera_sync_relays_through_the_middle)
     cr_assert_eq(sl_schedule_validate(s, 0), SL_OK, "%s", sl_last_error());
     sl_schedule_free(s);
 }
+
+/* Chimera with a tied parameter (a GPT's wte on model stage 0, lm_head on D-1) and clipping: ranks
+ * 0 and D-1 hold a copy of each replica's, so after SYNC each sums its two locally (TIED with
+ * itself), then NORM; the other ranks have no TIED. */
+Test(schedule_v, chimera_with_tied_stages_and_norm)
+{
+    for (int d = 2; d <= 8; d += 2)
+        for (int rc = 0; rc < 2; rc++) {
+            sl_schedule_params p = {.name = "chimera",
+                                    .ranks = d,
+                                    .microbatches = 4,
+                                    .recompute = rc,
+                                    .tied_stages = {0, d - 1},
+                                    .norm = true};
+            sl_schedule *s;
+            cr_assert_eq(sl_schedule_generate(&p, &s), SL_OK, "D=%d: %s", d, sl_last_error());
+            cr_assert_eq(sl_schedule_validate(s, 0), SL_OK, "D=%d: %s", d, sl_last_error());
+            for (int r = 0; r < d; r++) {
+                size_t n;
+                const sl_action *a = sl_schedule_actions(s, r, &n);
+                bool ends = r == 0 || r == d - 1;
+                size_t k = n - (ends ? 4 : 3);
+                cr_assert_eq(a[k].type, SL_ACTION_SYNC, "D=%d rank %d", d, r);
+                if (ends) {
+                    cr_assert(a[k + 1].type == SL_ACTION_TIED && a[k + 1].peer == r &&
+                                  a[k + 1].stage == (r ? d - 1 : 0),
+                              "D=%d rank %d: a local TIED of its down replica's stage", d, r);
+                    sl_exchange ex[SL_EXCHANGES_MAX];
+                    cr_assert_eq(sl_action_exchanges(s, r, &a[k + 1], ex), 0);
+                }
+                cr_assert_eq(a[n - 2].type, SL_ACTION_NORM);
+            }
+            sl_schedule_free(s);
+        }
+}
