@@ -97,8 +97,7 @@ Test(plan_time, refuses_what_does_not_fit)
     int counts[2];
     fake_profiles(&plan, (double[]){1.0, 1.0}, pr);
     assert_fails_with(sl_plan_balance_time(&plan, pr, counts), "which has");
-    cr_assert(strstr(sl_last_error(), "or a device with more memory"), "%s",
-              sl_last_error());
+    cr_assert(strstr(sl_last_error(), "or a device with more memory"), "%s", sl_last_error());
     for (int r = 0; r < 2; r++) sl_profile_free(&pr[r]);
     sl_plan_free(&plan);
     sl_config_free(&cfg);
