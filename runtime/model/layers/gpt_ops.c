@@ -10,8 +10,13 @@ int sl__linear_forward(sl_device *dev, size_t rows, size_t in, size_t out, sl_bu
                        sl_buffer *w, sl_buffer *b, sl_buffer *y)
 {
     /* y[rows,out] = x[rows,in] W[out,in]^T (+ b[out]) */
-    SL_TRY(sl_gemm(dev, false, true, rows, out, in, 1.0f, x, w, 0.0f, y));
-    return b ? sl_bias_add(dev, rows, out, y, b) : SL_OK;
+    if (!b) return sl_gemm(dev, false, true, rows, out, in, 1.0f, x, w, 0.0f, y);
+    /* With a bias, y starts as b on every row and the product is added to it (beta 1), as
+     * PyTorch's addmm does: one pass over y before the GEMM, where beta 0 costs OpenBLAS a pass
+     * clearing y (a memset that leaves y out of the cache on this host) and the bias another. */
+    size_t shape[4] = {1, 1, rows, out}, from[4] = {0, 0, 0, 1}, to[4] = {0, 0, out, 1};
+    SL_TRY(sl_copy_strided(dev, shape, b, 0, from, y, 0, to));
+    return sl_gemm(dev, false, true, rows, out, in, 1.0f, x, w, 1.0f, y);
 }
 
 int sl__linear_backward_input(sl_device *dev, size_t rows, size_t in, size_t out, sl_buffer *dy,
