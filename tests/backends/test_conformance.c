@@ -474,6 +474,23 @@ Test(conformance, copy_strided)
             }
             free(qkv), free(p0), free(r0);
         }
+    /* Broadcast: a row (stride 0 down the rows) into every row of a matrix, as the linear layers
+     * start their output from the bias. */
+    static const size_t bshapes[][2] = {{1, 1}, {7, 5}, {768, 384}};
+    for (size_t d = 0; d < ndevs; d++)
+        for (size_t s = 0; s < SL_ARRAY_LEN(bshapes); s++) {
+            size_t rows = bshapes[s][0], cols = bshapes[s][1], n = rows * cols + 3;
+            const size_t shape[4] = {1, 1, rows, cols}, from[4] = {0, 0, 0, 1};
+            const size_t to[4] = {0, 0, cols, 1};
+            float *row = vec_rand(cols + 2, 75, -1, 1), *y0 = vec_rand(n, 76, -1, 1);
+            float *ref = run_copy_strided(cpu, shape, row, cols + 2, 2, from, y0, n, 3, to);
+            for (size_t r = 0; r < rows; r++)
+                cr_assert(!memcmp(ref + 3 + r * cols, row + 2, cols * 4),
+                          "cpu: broadcast %zux%zu row %zu", rows, cols, r);
+            check(ref, run_copy_strided(devs[d], shape, row, cols + 2, 2, from, y0, n, 3, to), n,
+                  0.0f, 0.0f, devs[d], "copy strided broadcast %zux%zu", rows, cols);
+            free(row), free(y0);
+        }
 }
 
 Test(conformance, gemm_strided_batched)
