@@ -454,6 +454,21 @@ int sl_act_backward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer 
     return dev->ops->act_backward(dev, act, n, x, dy, dx);
 }
 
+int sl_gelu_backward(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *y, sl_buffer *dy,
+                     sl_buffer *dx)
+{
+    static const char *K = "sl_gelu_backward";
+    SL_TRY(sl__check_dev(K, dev));
+    SL_TRY(sl__check_arg(K, "x", dev, x, n));
+    SL_TRY(sl__check_arg(K, "y", dev, y, n));
+    SL_TRY(sl__check_arg(K, "dy", dev, dy, n));
+    SL_TRY(sl__check_arg(K, "dx", dev, dx, n));
+    if (y == dx) return sl_fail(SL_EINVAL, "%s: y and dx are the same buffer", K);
+    if (n == 0) return SL_OK;
+    if (!dev->ops->gelu_backward) return dev->ops->act_backward(dev, SL_ACT_GELU, n, x, dy, dx);
+    return dev->ops->gelu_backward(dev, n, x, y, dy, dx);
+}
+
 int sl_softmax_xent(sl_device *dev, size_t rows, size_t classes, sl_buffer *logits,
                     sl_buffer *labels, float scale, sl_buffer *loss, sl_buffer *dlogits)
 {

@@ -184,6 +184,13 @@ int sl_act_forward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *
 int sl_act_backward(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x, sl_buffer *dy,
                     sl_buffer *dx);
 
+/* The exact GELU's backward given its output too: dx[n] = dy[n] * gelu'(x[n]) where y = gelu(x)
+ * as sl_act_forward(SL_ACT_GELU) made it on this device. gelu'(x) = Phi(x) + x phi(x) takes Phi
+ * from y / x (0.5 where |x| < 2^-60), so erf is not computed again; it agrees with
+ * sl_act_backward to a few ulp of Phi. dx may be dy; y is another buffer. */
+int sl_gelu_backward(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *y, sl_buffer *dy,
+                     sl_buffer *dx);
+
 /* Softmax cross-entropy over logits[rows,classes] with int32 labels[rows]:
  * loss[r] = logsumexp(logits[r,:]) - logits[r,labels[r]]   (per row, not scaled)
  * dlogits[r,c] = scale * (softmax(logits[r,:])[c] - (c == labels[r]))

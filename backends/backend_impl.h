@@ -80,6 +80,10 @@ struct sl_backend_ops {
                        sl_buffer *y);
     int (*act_backward)(sl_device *dev, enum sl_activation act, size_t n, sl_buffer *x,
                         sl_buffer *dy, sl_buffer *dx);
+    /* Optional: the exact GELU's backward from its output as well (n > 0). Default: act_backward
+     * with SL_ACT_GELU, which recomputes Phi from x. */
+    int (*gelu_backward)(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *y, sl_buffer *dy,
+                         sl_buffer *dx);
     int (*softmax_xent)(sl_device *dev, size_t rows, size_t classes, sl_buffer *logits,
                         sl_buffer *labels, float scale, sl_buffer *loss, sl_buffer *dlogits);
     int (*mse)(sl_device *dev, size_t rows, size_t cols, sl_buffer *pred, sl_buffer *target,

@@ -383,6 +383,27 @@ SL_CPU_FMA_CLONES static void gelu_backward(const float *x, const float *dy, flo
     for (size_t i = 0; i < n; i++) dx[i] = dy[i] * act_df(SL_ACT_GELU, x[i]);
 }
 
+/* From the output: Phi(x) = y / x, where the division is safe (|x| >= 2^-60, far from
+ * subnormal); below, Phi(x) rounds to 0.5. Only e^(-x^2/2) is left to compute. */
+SL_CPU_FMA_CLONES static void gelu_backward_y(const float *x, const float *y, const float *dy,
+                                              float *dx, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        bool tiny = (v < 0.0f ? -v : v) < 0x1p-60f;
+        float cdf = tiny ? 0.5f : y[i] / (tiny ? 1.0f : v);
+        dx[i] = dy[i] * (cdf + v * sl_cpu_exp(-0.5f * v * v) * INV_SQRT2PI);
+    }
+}
+
+static int cpu_gelu_backward(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *y, sl_buffer *dy,
+                             sl_buffer *dx)
+{
+    (void)dev;
+    gelu_backward_y(F(x), F(y), F(dy), F(dx), n);
+    return SL_OK;
+}
+
 SL_CPU_CLONES static int cpu_act_forward(sl_device *dev, enum sl_activation act, size_t n,
                                          sl_buffer *x, sl_buffer *y)
 {
@@ -580,6 +601,7 @@ const struct sl_backend_ops sl__cpu_backend = {
     .bias_grad = cpu_bias_grad,
     .act_forward = cpu_act_forward,
     .act_backward = cpu_act_backward,
+    .gelu_backward = cpu_gelu_backward,
     .softmax_xent = cpu_softmax_xent,
     .mse = cpu_mse,
     .sgd = cpu_sgd,

@@ -16,6 +16,7 @@ const char *const sl__cl_kernel_names[K_COUNT] = {
     [K_ACT_BWD_TANH] = "act_bwd_tanh",
     [K_ACT_BWD_SIGMOID] = "act_bwd_sigmoid",
     [K_ACT_BWD_GELU] = "act_bwd_gelu",
+    [K_GELU_BWD_Y] = "gelu_bwd_y",
     [K_ACT_BWD_GELU_TANH] = "act_bwd_gelu_tanh",
     [K_FILL] = "fill",
     [K_SCALE] = "scale",
@@ -193,6 +194,19 @@ static int cl_act_backward(sl_device *dev, enum sl_activation act, size_t n, sl_
     ARG(k, 2, dx->impl);
     ARG(k, 3, nn);
     return sl__cl_launch1(d, k, ew_items(n));
+}
+
+static int cl_gelu_backward(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *y, sl_buffer *dy,
+                            sl_buffer *dx)
+{
+    struct sl__cl_device *d = CLDEV(dev);
+    cl_ulong nn = n;
+    ARG(K_GELU_BWD_Y, 0, x->impl);
+    ARG(K_GELU_BWD_Y, 1, y->impl);
+    ARG(K_GELU_BWD_Y, 2, dy->impl);
+    ARG(K_GELU_BWD_Y, 3, dx->impl);
+    ARG(K_GELU_BWD_Y, 4, nn);
+    return sl__cl_launch1(d, K_GELU_BWD_Y, ew_items(n));
 }
 
 static int cl_softmax_xent(sl_device *dev, size_t rows, size_t classes, sl_buffer *logits,
@@ -397,6 +411,7 @@ const struct sl_backend_ops sl__opencl_backend = {
     .bias_grad = cl_bias_grad,
     .act_forward = cl_act_forward,
     .act_backward = cl_act_backward,
+    .gelu_backward = cl_gelu_backward,
     .softmax_xent = cl_softmax_xent,
     .mse = cl_mse,
     .sgd = cl_sgd,

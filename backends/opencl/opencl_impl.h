@@ -26,6 +26,7 @@ enum sl__cl_kernel {
     K_ACT_BWD_SIGMOID,
     K_ACT_BWD_GELU,
     K_ACT_BWD_GELU_TANH,
+    K_GELU_BWD_Y,
     K_FILL,
     K_SCALE,
     K_AXPY,

@@ -238,6 +238,14 @@ static int vk_act_backward(sl_device *dev, enum sl_activation act, size_t n, sl_
     return sl__vk_run_1d(dev, K_ACT_BWD, bufs, push, n);
 }
 
+static int vk_gelu_backward(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *y, sl_buffer *dy,
+                            sl_buffer *dx)
+{
+    sl_buffer *bufs[4] = {x, y, dy, dx};
+    uint32_t push[2] = {0, (uint32_t)n};
+    return sl__vk_run_1d(dev, K_GELU_BWD_Y, bufs, push, n);
+}
+
 static int vk_softmax_xent(sl_device *dev, size_t rows, size_t classes, sl_buffer *logits,
                            sl_buffer *labels, float scale, sl_buffer *loss, sl_buffer *dlogits)
 {
@@ -343,6 +351,7 @@ const struct sl_backend_ops sl__vulkan_backend = {
     .bias_grad = vk_bias_grad,
     .act_forward = vk_act_forward,
     .act_backward = vk_act_backward,
+    .gelu_backward = vk_gelu_backward,
     .softmax_xent = vk_softmax_xent,
     .mse = vk_mse,
     .sgd = vk_sgd,

@@ -123,6 +123,7 @@ int sl__vk_fail(VkResult r, const char *what);
     X(BIAS_GRAD, bias_grad, 2, 16, 0)                                                              \
     X(ACT_FWD, act_forward, 2, 12, 0)                                                              \
     X(ACT_BWD, act_backward, 3, 12, 0)                                                             \
+    X(GELU_BWD_Y, gelu_backward, 4, 8, 0)                                                          \
     X(XENT, softmax_xent, 4, 16, 0)                                                                \
     X(MSE, mse, 4, 16, 0)                                                                          \
     X(SGD, sgd, 3, 24, 0)                                                                          \

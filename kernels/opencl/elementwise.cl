@@ -82,6 +82,26 @@ ACT_KERNELS(sigmoid)
 ACT_KERNELS(gelu)
 ACT_KERNELS(gelu_tanh)
 
+/* The exact GELU's backward from its output as well: Phi(x) = y / x (0.5 where |x| < 2^-60). */
+#define GELU_D_Y(T, S)                                                                             \
+    inline T gelu_d_y##S(T x, T y)                                                                 \
+    {                                                                                              \
+        T cdf = select(y / select(x, (T)1.0f, fabs(x) < 0x1p-60f), (T)0.5f, fabs(x) < 0x1p-60f);   \
+        return cdf + x * exp(-0.5f * x * x) * INV_SQRT2PI;                                         \
+    }
+GELU_D_Y(float, 1)
+GELU_D_Y(float4, 4)
+
+__kernel void gelu_bwd_y(__global const float *x, __global const float *y,
+                         __global const float *dy, __global float *dx, ulong n)
+{
+    VEC_INDEX;
+    if (VEC)
+        vstore4(vload4(i, dy) * gelu_d_y4(vload4(i, x), vload4(i, y)), i, dx);
+    else if (TAIL)
+        dx[s] = dy[s] * gelu_d_y1(x[s], y[s]);
+}
+
 /* x[n] = value */
 __kernel void fill(__global float *x, ulong n, float value)
 {

@@ -137,6 +137,18 @@ static inline float *run_act_backward(sl_device *dev, enum sl_activation act, si
     return buf_take(bdx, n);
 }
 
+static inline float *run_gelu_backward(sl_device *dev, size_t n, const float *x, const float *y,
+                                       const float *dy)
+{
+    sl_buffer *bx = buf_f(dev, x, n), *by = buf_f(dev, y, n), *bdy = buf_f(dev, dy, n);
+    sl_buffer *bdx = buf_f(dev, NULL, n);
+    OK(sl_gelu_backward(dev, n, bx, by, bdy, bdx));
+    sl_buffer_free(bx);
+    sl_buffer_free(by);
+    sl_buffer_free(bdy);
+    return buf_take(bdx, n);
+}
+
 /* Returns dlogits; *loss_out gets the per-row losses (caller frees). */
 static inline float *run_softmax_xent(sl_device *dev, size_t rows, size_t classes,
                                       const float *logits, const int32_t *labels, float scale,

@@ -138,6 +138,11 @@ Test(conformance, activations)
                       run_act_backward(devs[d], act, n, x, dy), n, 1e-5f, 1e-5f, devs[d],
                       "%s backward n=%zu", sl_activation_name(act), n);
             }
+            /* The GELU's backward from its output too, both sides given the oracle's output. */
+            float *y = run_act_forward(cpu, SL_ACT_GELU, n, x);
+            check(run_gelu_backward(cpu, n, x, y, dy), run_gelu_backward(devs[d], n, x, y, dy), n,
+                  1e-5f, 1e-5f, devs[d], "gelu backward from y n=%zu", n);
+            free(y);
             free(x);
             free(dy);
         }

@@ -148,19 +148,24 @@ Test(reference, exact_gelu_matches_double_erf_closely)
     for (size_t i = 0; i < n; i++) x[i] = -12.0f + 24.0f * (float)i / (float)(n - 1), ones[i] = 1;
     float *y = run_act_forward(cpu, SL_ACT_GELU, n, x);
     float *d = run_act_backward(cpu, SL_ACT_GELU, n, x, ones);
-    double worst_y = 0, worst_d = 0;
+    float *dfy = run_gelu_backward(cpu, n, x, y, ones); /* Phi from y / x */
+    double worst_y = 0, worst_d = 0, worst_dfy = 0;
     for (size_t i = 0; i < n; i++) {
         double v = x[i], cdf = 0.5 * (1.0 + erf(v / sqrt(2.0)));
         double ey = fabs(y[i] - v * cdf) / fmax(1.0, fabs(v));
-        double ed = fabs(d[i] - (cdf + v * exp(-0.5 * v * v) * 0.39894228040143268));
-        worst_y = fmax(worst_y, ey), worst_d = fmax(worst_d, ed);
+        double dd = cdf + v * exp(-0.5 * v * v) * 0.39894228040143268;
+        double ed = fabs(d[i] - dd), edfy = fabs(dfy[i] - dd);
+        worst_y = fmax(worst_y, ey), worst_d = fmax(worst_d, ed), worst_dfy = fmax(worst_dfy, edfy);
     }
     /* Measured: 1.05e-7 and 1.40e-7 without FMA, 1.07e-7 and 1.31e-7 with it (glibc's erff and
      * expf: 1.02e-7 and 1.36e-7). */
     cr_expect_lt(worst_y, 1.5e-7, "gelu: largest error %g (relative above |x| = 1)", worst_y);
     cr_expect_lt(worst_d, 2e-7, "gelu': largest error %g", worst_d);
+    /* From y / x: 1.91e-7 with FMA (y's rounding passes into Phi). */
+    cr_expect_lt(worst_dfy, 2.5e-7, "gelu' from y: largest error %g", worst_dfy);
     free(y);
     free(d);
+    free(dfy);
     const float odd[] = {NAN, INFINITY, -30.0f, 30.0f, 0.0f, -1e-30f};
     y = run_act_forward(cpu, SL_ACT_GELU, 6, odd);
     d = run_act_backward(cpu, SL_ACT_GELU, 6, odd, ones);
@@ -168,6 +173,10 @@ Test(reference, exact_gelu_matches_double_erf_closely)
     cr_expect(y[1] == INFINITY); /* gelu'(inf) is inf * 0 = NaN, as with erff and expf */
     cr_expect(y[2] == 0.0f && d[2] == 0.0f && y[3] == 30.0f && d[3] == 1.0f);
     cr_expect(y[4] == 0.0f && d[4] == 0.5f && y[5] == -0.5e-30f);
+    dfy = run_gelu_backward(cpu, 6, odd, y, ones);
+    cr_expect(isnan(dfy[0]) && dfy[2] == 0.0f && dfy[3] == 1.0f, "from y: NaN, -30, 30");
+    cr_expect(dfy[4] == 0.5f && dfy[5] == 0.5f, "from y: 0 and -1e-30 (Phi 0.5, not 0/0)");
+    free(dfy);
     free(y);
     free(d);
     free(x);

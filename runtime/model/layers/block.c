@@ -164,7 +164,7 @@ static int block_backward_input(const sl_layer_pass *p)
     size_t BH = d.B * d.H, Ths = d.T * d.hs, TT = d.T * d.T, NC = d.N * d.C;
     /* the MLP branch: dy -> dgelu -> dfc -> dln2 -> dx2 (plus dy, the residual) */
     SL_TRY(sl__linear_backward_input(dev, d.N, 4 * d.C, d.C, p->dy, w[MPROJ_W], k[K_DTMP]));
-    SL_TRY(sl_act_backward(dev, SL_ACT_GELU, d.N * 4 * d.C, k[K_FC], k[K_DTMP], k[K_DFC]));
+    SL_TRY(sl_gelu_backward(dev, d.N * 4 * d.C, k[K_FC], k[K_GELU], k[K_DTMP], k[K_DFC]));
     SL_TRY(sl__linear_backward_input(dev, d.N, d.C, 4 * d.C, k[K_DFC], w[FC_W], k[K_DTMP]));
     SL_TRY(sl_layernorm_backward(dev, d.N, d.C, k[K_DTMP], k[K_X2], k[K_MEAN2], k[K_RSTD2],
                                  w[LN2_W], k[K_DX2], g[LN2_W], g[LN2_B]));
