@@ -298,6 +298,24 @@ int sl_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m
                             size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
                             size_t batch);
 
+/* One operand of sl_gemm_batched: matrix i of the batch starts at element offset + i * stride of
+ * buf, and its stored rows (row-major) lie ld elements apart; ld is at least a stored row's length
+ * (A: k, or m if transposed; B: n, or k if transposed; C: n). */
+typedef struct sl_gemm_view {
+    sl_buffer *buf;
+    size_t offset, ld, stride;
+} sl_gemm_view;
+
+/* Batched GEMM over views: for i < batch, C_i = alpha * op(A_i) * op(B_i) + beta * C_i as in
+ * sl_gemm_strided_batched, with matrices that may lie inside wider rows: attention heads read and
+ * written in place in [T, H*hs] rows are offset h*hs, ld H*hs, stride hs. The C matrices must not
+ * overlap: one after another (c.stride >= (m-1)*c.ld + n) or side by side within the rows
+ * (c.stride >= n and (batch-1)*c.stride + n <= c.ld). beta = 0 overwrites each C_i and nothing
+ * between them. k = 0 is refused (SL_EUNSUPPORTED) unless beta is 1; m, n or batch 0 do nothing. */
+int sl_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                    float alpha, sl_gemm_view a, sl_gemm_view b, float beta, sl_gemm_view c,
+                    size_t batch);
+
 /* y[n] += alpha * x[n]  (gradient accumulation) */
 int sl_axpy(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y);
 

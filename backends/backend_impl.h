@@ -124,11 +124,12 @@ struct sl_backend_ops {
     int (*copy_strided)(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
                         const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
                         const size_t dst_strides[4]);
-    /* m, n, k, batch > 0; the C matrices do not overlap. */
-    int (*gemm_strided_batched)(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
-                                size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
-                                size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
-                                size_t batch);
+    /* sl_gemm_batched and sl_gemm_strided_batched (packed views): m, n, k, batch > 0; every
+     * view within its buffer, each ld at least its stored row's length; the C matrices do not
+     * overlap. */
+    int (*gemm_batched)(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                        float alpha, const sl_gemm_view *a, const sl_gemm_view *b, float beta,
+                        const sl_gemm_view *c, size_t batch);
     int (*axpy)(sl_device *dev, size_t n, float alpha, sl_buffer *x, sl_buffer *y);
     int (*scale)(sl_device *dev, size_t n, float alpha, sl_buffer *x);
     int (*fill)(sl_device *dev, size_t n, float value, sl_buffer *x);

@@ -244,6 +244,54 @@ int sl_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m
                            (double)beta);
         return beta == 0.0f ? dev->ops->fill(dev, nc, 0.0f, c) : dev->ops->scale(dev, nc, beta, c);
     }
-    return dev->ops->gemm_strided_batched(dev, trans_a, trans_b, m, n, k, alpha, a, stride_a, b,
-                                          stride_b, beta, c, stride_c, batch);
+    const sl_gemm_view va = {a, 0, trans_a ? m : k, stride_a},
+                       vb = {b, 0, trans_b ? k : n, stride_b};
+    const sl_gemm_view vc = {c, 0, n, stride_c};
+    return dev->ops->gemm_batched(dev, trans_a, trans_b, m, n, k, alpha, &va, &vb, beta, &vc,
+                                  batch);
+}
+
+/* The elements up to the end of a batch of views of rows x cols matrices (rows, cols > 0), after
+ * checking ld >= cols; 0 on overflow. */
+static int view_span(const char *K, const char *name, const sl_gemm_view *v, size_t rows,
+                     size_t cols, size_t batch, size_t *end)
+{
+    if (v->ld < cols)
+        return sl_fail(SL_EINVAL, "%s: %s's ld %zu is less than its rows' %zu elements", K, name,
+                       v->ld, cols);
+    size_t a = sl_mul_size(batch - 1, v->stride), b = sl_mul_size(rows - 1, v->ld);
+    if ((batch > 1 && v->stride && !a) || (rows > 1 && !b) || a > SIZE_MAX / 4 - b ||
+        a + b > SIZE_MAX / 4 - cols || a + b + cols > SIZE_MAX / 4 - v->offset)
+        return overflow(K, name);
+    *end = v->offset + a + b + cols;
+    return SL_OK;
+}
+
+int sl_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                    float alpha, sl_gemm_view a, sl_gemm_view b, float beta, sl_gemm_view c,
+                    size_t batch)
+{
+    static const char *K = "sl_gemm_batched";
+    SL_TRY(sl__check_dev(K, dev));
+    if (!m || !n || !k || !batch) {
+        SL_TRY(sl__check_arg(K, "a", dev, a.buf, 0));
+        SL_TRY(sl__check_arg(K, "b", dev, b.buf, 0));
+        SL_TRY(sl__check_arg(K, "c", dev, c.buf, 0));
+        if (k || !m || !n || !batch || beta == 1.0f) return SL_OK;
+        return sl_fail(SL_EUNSUPPORTED, "%s: k = 0 with beta %g (use sl_gemm_strided_batched)", K,
+                       (double)beta);
+    }
+    size_t ea, eb, ec;
+    SL_TRY(view_span(K, "a", &a, trans_a ? k : m, trans_a ? m : k, batch, &ea));
+    SL_TRY(view_span(K, "b", &b, trans_b ? n : k, trans_b ? k : n, batch, &eb));
+    SL_TRY(view_span(K, "c", &c, m, n, batch, &ec));
+    SL_TRY(sl__check_arg(K, "a", dev, a.buf, ea));
+    SL_TRY(sl__check_arg(K, "b", dev, b.buf, eb));
+    SL_TRY(sl__check_arg(K, "c", dev, c.buf, ec));
+    bool after = c.stride >= (m - 1) * c.ld + n; /* no overflow: within the span checked */
+    bool beside = c.stride >= n && (batch - 1) * c.stride + n <= c.ld;
+    if (batch > 1 && !after && !beside)
+        return sl_fail(SL_EINVAL, "%s: the C matrices overlap (stride %zu, ld %zu, %zu x %zu each)",
+                       K, c.stride, c.ld, m, n);
+    return dev->ops->gemm_batched(dev, trans_a, trans_b, m, n, k, alpha, &a, &b, beta, &c, batch);
 }

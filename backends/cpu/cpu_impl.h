@@ -168,9 +168,8 @@ int sl__cpu_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, fl
 int sl__cpu_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
                          const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
                          const size_t dst_strides[4]);
-int sl__cpu_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
-                                 size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
-                                 size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
-                                 size_t batch);
+int sl__cpu_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                         float alpha, const sl_gemm_view *a, const sl_gemm_view *b, float beta,
+                         const sl_gemm_view *c, size_t batch);
 
 #endif

@@ -204,16 +204,16 @@ SL_CPU_CLONES int sl__cpu_copy_strided(sl_device *dev, const size_t shape[4], sl
 /* ------------------------------------------------------------------------------------------------
  * Batched GEMM: one cblas_sgemm per matrix (OpenBLAS zeroes C when beta is 0). */
 
-int sl__cpu_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
-                                 size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
-                                 size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
-                                 size_t batch)
+int sl__cpu_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                         float alpha, const sl_gemm_view *a, const sl_gemm_view *b, float beta,
+                         const sl_gemm_view *c, size_t batch)
 {
     (void)dev;
     for (size_t i = 0; i < batch; i++)
         cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                     trans_b ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, alpha,
-                    F(a) + i * stride_a, trans_a ? (blasint)m : (blasint)k, F(b) + i * stride_b,
-                    trans_b ? (blasint)k : (blasint)n, beta, F(c) + i * stride_c, (blasint)n);
+                    F(a->buf) + a->offset + i * a->stride, (blasint)a->ld,
+                    F(b->buf) + b->offset + i * b->stride, (blasint)b->ld, beta,
+                    F(c->buf) + c->offset + i * c->stride, (blasint)c->ld);
     return SL_OK;
 }

@@ -315,6 +315,7 @@ void sl__cl_close(sl_device *dev)
     if (d->program) clReleaseProgram(d->program);
     if (d->temp) clReleaseMemObject(d->temp);
     if (d->partials) clReleaseMemObject(d->partials);
+    if (d->zero) clReleaseMemObject(d->zero);
     if (d->queue) clReleaseCommandQueue(d->queue);
     if (d->ctx) clReleaseContext(d->ctx);
     free(d);

@@ -62,6 +62,7 @@ struct sl__cl_device {
     cl_mem temp;      /* CLBlast's GEMM scratch, grown on demand and kept */
     size_t temp_size; /* bytes in temp */
     cl_mem partials;  /* the sum of squares' per-work-group sums, made on first use */
+    cl_mem zero;      /* one float 0, which batched GEMM copies over C views (first use) */
     /* The Xgemm parameters sluice gave CLBlast for this device ("GEMMK=0 KREG=1 ...
      * XGEMM_MIN_INDIRECT_SIZE=64", from the cache, the built-in CPU set or the search), or "" while
      * CLBlast's own are in use. */
@@ -139,9 +140,8 @@ int sl__cl_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, flo
 int sl__cl_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
                         const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
                         const size_t dst_strides[4]);
-int sl__cl_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
-                                size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
-                                size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
-                                size_t batch);
+int sl__cl_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                        float alpha, const sl_gemm_view *a, const sl_gemm_view *b, float beta,
+                        const sl_gemm_view *c, size_t batch);
 
 #endif

@@ -179,40 +179,68 @@ int sl__cl_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, s
     return sl__cl_launch1(d, K_COPY_STRIDED, total);
 }
 
-/* As cl_gemm (kernels.c): the column-major product C^T = B^T A^T over the same memory, for every
- * matrix of the batch in one CLBlast call. */
-int sl__cl_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
-                                size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
-                                size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
-                                size_t batch)
+/* beta = 0 must overwrite C even where it holds NaN (CLBlast computes beta * C), and only the
+ * matrices, not what lies between them: packed matrices take fills, others a strided copy of one
+ * zero over the view. */
+static int clear_c(struct sl__cl_device *d, size_t m, size_t n, const sl_gemm_view *c, size_t batch)
 {
-    struct sl__cl_device *d = CLDEV(dev);
-    /* beta = 0 must overwrite C even where it holds NaN; only the matrices, not the gaps. */
-    if (beta == 0.0f) {
-        const float zero = 0.0f;
-        size_t parts = stride_c == m * n ? 1 : batch, bytes = m * n * sizeof(float);
+    const float zero = 0.0f;
+    if (c->ld == n) {
+        size_t parts = c->stride == m * n ? 1 : batch, bytes = m * n * sizeof(float);
         if (parts == 1) bytes *= batch;
         for (size_t i = 0; i < parts; i++)
-            CL_TRY(clEnqueueFillBuffer(d->queue, MEM(c), &zero, sizeof zero,
-                                       i * stride_c * sizeof(float), bytes, 0, NULL, NULL),
+            CL_TRY(clEnqueueFillBuffer(d->queue, MEM(c->buf), &zero, sizeof zero,
+                                       (c->offset + i * c->stride) * sizeof(float), bytes, 0, NULL,
+                                       NULL),
                    "clEnqueueFillBuffer (batched GEMM with beta 0)");
+        return SL_OK;
     }
+    cl_int err = CL_SUCCESS;
+    if (!d->zero)
+        d->zero = clCreateBuffer(d->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof zero,
+                                 (void *)&zero, &err);
+    CL_TRY(err, "clCreateBuffer (batched GEMM's zero)");
+    cl_ulong4 sh = {{1, batch, m, n}}, ss = {{0, 0, 0, 0}}, ds = {{0, c->stride, c->ld, 1}};
+    cl_ulong so = 0, dof = c->offset, total = batch * m * n;
+    ARG(K_COPY_STRIDED, 0, d->zero);
+    ARG(K_COPY_STRIDED, 1, c->buf->impl);
+    ARG(K_COPY_STRIDED, 2, total);
+    ARG(K_COPY_STRIDED, 3, sh);
+    ARG(K_COPY_STRIDED, 4, so);
+    ARG(K_COPY_STRIDED, 5, ss);
+    ARG(K_COPY_STRIDED, 6, dof);
+    ARG(K_COPY_STRIDED, 7, ds);
+    return sl__cl_launch1(d, K_COPY_STRIDED, total);
+}
+
+/* As cl_gemm (kernels.c): the column-major product C^T = B^T A^T over the same memory, for every
+ * matrix of the batch in one CLBlast call. */
+int sl__cl_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                        float alpha, const sl_gemm_view *a, const sl_gemm_view *b, float beta,
+                        const sl_gemm_view *c, size_t batch)
+{
+    struct sl__cl_device *d = CLDEV(dev);
+    if (beta == 0.0f) SL_TRY(clear_c(d, m, n, c, batch));
     const CLBlastTranspose ta = trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
     const CLBlastTranspose tb = trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
-    const size_t lda = trans_a ? m : k, ldb = trans_b ? k : n, ldc = n;
     /* CLBlast's batched kernels gave wrong results on PoCL where a stride was not a whole number
      * of float4s (A transposed, 64x64x64, strides 4099/4101/4097 floats: the conformance suite's
-     * padded case), so such batches go one matrix at a time. */
+     * padded case), so such batches (and views whose offsets or ld are not) go one matrix at a
+     * time. */
     CLBlastStatusCode s = CLBlastSuccess;
-    if (stride_a % 4 == 0 && stride_b % 4 == 0 && stride_c % 4 == 0) {
-        s = CLBlastSgemmStridedBatched(CLBlastLayoutColMajor, tb, ta, n, m, k, alpha, MEM(b), 0,
-                                       ldb, stride_b, MEM(a), 0, lda, stride_a, beta, MEM(c), 0,
-                                       ldc, stride_c, batch, &d->queue, NULL);
+    size_t all = a->stride | b->stride | c->stride | a->offset | b->offset | c->offset | a->ld |
+                 b->ld | c->ld;
+    if (all % 4 == 0) {
+        s = CLBlastSgemmStridedBatched(CLBlastLayoutColMajor, tb, ta, n, m, k, alpha, MEM(b->buf),
+                                       b->offset, b->ld, b->stride, MEM(a->buf), a->offset, a->ld,
+                                       a->stride, beta, MEM(c->buf), c->offset, c->ld, c->stride,
+                                       batch, &d->queue, NULL);
     } else {
         for (size_t i = 0; i < batch && s == CLBlastSuccess; i++)
-            s = CLBlastSgemm(CLBlastLayoutColMajor, tb, ta, n, m, k, alpha, MEM(b), i * stride_b,
-                             ldb, MEM(a), i * stride_a, lda, beta, MEM(c), i * stride_c, ldc,
-                             &d->queue, NULL);
+            s = CLBlastSgemm(CLBlastLayoutColMajor, tb, ta, n, m, k, alpha, MEM(b->buf),
+                             b->offset + i * b->stride, b->ld, MEM(a->buf),
+                             a->offset + i * a->stride, a->ld, beta, MEM(c->buf),
+                             c->offset + i * c->stride, c->ld, &d->queue, NULL);
     }
     if (s != CLBlastSuccess) {
         char what[160];

@@ -177,8 +177,25 @@ static int vk_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
     struct sl__vk_device *d = D(dev);
     sl_buffer *bufs[4] = {a, b, c, b};
     /* Strides and the z base 0: one matrix (gemm_tex takes only the first nine words). */
-    uint32_t push[13] = {0,       0,          (uint32_t)m, (uint32_t)n, (uint32_t)k, trans_a,
-                         trans_b, f2u(alpha), f2u(beta),   0,           0,           0,
+    /* gemm.comp's push constants (gemm_tex.comp reads the first nine) */
+    uint32_t push[19] = {0,
+                         0,
+                         (uint32_t)m,
+                         (uint32_t)n,
+                         (uint32_t)k,
+                         trans_a,
+                         trans_b,
+                         f2u(alpha),
+                         f2u(beta),
+                         0,
+                         0,
+                         0,
+                         0,
+                         (uint32_t)(trans_a ? m : k),
+                         (uint32_t)(trans_b ? k : n),
+                         (uint32_t)n,
+                         0,
+                         0,
                          0};
     uint32_t col_blocks = div_up(n, 4 * d->gemm_tn4), row_blocks = div_up(m, d->gemm_tm);
     uint32_t gx = div_up(col_blocks, d->gemm_wg);
@@ -365,7 +382,7 @@ const struct sl_backend_ops sl__vulkan_backend = {
     .causal_softmax_forward = sl__vk_causal_softmax_forward,
     .causal_softmax_backward = sl__vk_causal_softmax_backward,
     .copy_strided = sl__vk_copy_strided,
-    .gemm_strided_batched = sl__vk_gemm_strided_batched,
+    .gemm_batched = sl__vk_gemm_batched,
     .axpy = vk_axpy,
     .scale = vk_scale,
     .fill = vk_fill,

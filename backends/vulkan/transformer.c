@@ -145,22 +145,37 @@ int sl__vk_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, s
 /* gemm.comp with the batch in work-group z, split where it exceeds the device's z count (push[12]
  * carries the base). Always the storage-buffer shader: gemm_tex's texel views would have to span
  * the whole batch. */
-int sl__vk_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
-                                size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
-                                size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
-                                size_t batch)
+int sl__vk_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                        float alpha, const sl_gemm_view *a, const sl_gemm_view *b, float beta,
+                        const sl_gemm_view *c, size_t batch)
 {
     struct sl__vk_device *d = D(dev);
-    sl_buffer *bufs[4] = {a, b, c, b};
+    sl_buffer *bufs[4] = {a->buf, b->buf, c->buf, b->buf};
     /* A stride is only used for batch > 1, where it lies within the bound range. */
-    uint32_t sa = batch > 1 ? (uint32_t)stride_a : 0, sb = batch > 1 ? (uint32_t)stride_b : 0;
-    uint32_t sc = batch > 1 ? (uint32_t)stride_c : 0;
+    uint32_t sa = batch > 1 ? (uint32_t)a->stride : 0, sb = batch > 1 ? (uint32_t)b->stride : 0;
+    uint32_t sc = batch > 1 ? (uint32_t)c->stride : 0;
     uint32_t col_blocks = div_up(n, 4 * d->gemm_tn4), row_blocks = div_up(m, d->gemm_tm);
     uint32_t gx = div_up(col_blocks, d->gemm_wg);
     for (size_t z = 0; z < batch; z += d->max_groups[2]) {
-        uint32_t push[13] = {0,       0,       (uint32_t)m, (uint32_t)n, (uint32_t)k,
-                             trans_a, trans_b, f2u(alpha),  f2u(beta),   sa,
-                             sb,      sc,      (uint32_t)z};
+        uint32_t push[19] = {0,
+                             0,
+                             (uint32_t)m,
+                             (uint32_t)n,
+                             (uint32_t)k,
+                             trans_a,
+                             trans_b,
+                             f2u(alpha),
+                             f2u(beta),
+                             sa,
+                             sb,
+                             sc,
+                             (uint32_t)z,
+                             (uint32_t)a->ld,
+                             (uint32_t)b->ld,
+                             (uint32_t)c->ld,
+                             (uint32_t)a->offset,
+                             (uint32_t)b->offset,
+                             (uint32_t)c->offset};
         uint32_t gz = (uint32_t)SL_MIN((size_t)d->max_groups[2], batch - z);
         SL_TRY(sl__vk_record_kernel_views(d, K_GEMM, bufs, NULL, push, gx, row_blocks, gz));
     }

@@ -128,7 +128,7 @@ int sl__vk_fail(VkResult r, const char *what);
     X(MSE, mse, 4, 16, 0)                                                                          \
     X(SGD, sgd, 3, 24, 0)                                                                          \
     X(ADAM, adam, 4, 40, 0)                                                                        \
-    X(GEMM, gemm, 4, 52, 0)                                                                        \
+    X(GEMM, gemm, 4, 76, 0)                                                                        \
     X(GEMM_TEX, gemm_tex, 5, 36, 0x1B)                                                             \
     X(PEAK, peak, 1, 16, 0)                                                                        \
     X(AXPY_TEX, axpy_tex, 3, 12, 0x3)                                                              \
@@ -328,10 +328,9 @@ int sl__vk_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, flo
 int sl__vk_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
                         const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
                         const size_t dst_strides[4]);
-int sl__vk_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n,
-                                size_t k, float alpha, sl_buffer *a, size_t stride_a, sl_buffer *b,
-                                size_t stride_b, float beta, sl_buffer *c, size_t stride_c,
-                                size_t batch);
+int sl__vk_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                        float alpha, const sl_gemm_view *a, const sl_gemm_view *b, float beta,
+                        const sl_gemm_view *c, size_t batch);
 /* Frees the device's sum-of-squares scratch (at close). */
 void sl__vk_free_partials(sl_device *dev);
 

@@ -370,4 +370,27 @@ static inline float *run_gemm_batched(sl_device *dev, bool ta, bool tb, size_t m
     return buf_take(bc, nc);
 }
 
+/* sl_gemm_batched over host arrays: a, b and c0 hold na, nb and nc floats and the views' offset,
+ * ld and stride come from va, vb and vc (their buf is ignored); returns C (nc floats). */
+static inline float *run_gemm_views(sl_device *dev, bool ta, bool tb, size_t m, size_t n, size_t k,
+                                    float alpha, const float *a, size_t na, sl_gemm_view va,
+                                    const float *b, size_t nb, sl_gemm_view vb, float beta,
+                                    const float *c0, size_t nc, sl_gemm_view vc, size_t batch)
+{
+    va.buf = buf_f(dev, a, na), vb.buf = buf_f(dev, b, nb), vc.buf = buf_f(dev, c0, nc);
+    OK(sl_gemm_batched(dev, ta, tb, m, n, k, alpha, va, vb, beta, vc, batch));
+    sl_buffer_free(va.buf);
+    sl_buffer_free(vb.buf);
+    return buf_take(vc.buf, nc);
+}
+
+/* Matrix i of a view (rows x cols stored) copied out packed. */
+static inline float *view_take(const float *x, sl_gemm_view v, size_t i, size_t rows, size_t cols)
+{
+    float *p = vec_new(rows * cols);
+    for (size_t r = 0; r < rows; r++)
+        memcpy(p + r * cols, x + v.offset + i * v.stride + r * v.ld, cols * sizeof *p);
+    return p;
+}
+
 #endif

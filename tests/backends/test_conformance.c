@@ -532,3 +532,44 @@ Test(conformance, gemm_strided_batched)
             }
         }
 }
+
+/* Attention heads in place: H heads of hs side by side in rows of `row` (q at 0, k at C, v at 2C
+ * of [T, 3C]; the output at 0 of [T, C]), both products of the forward and the transposed ones of
+ * the backward, beta 0 over NaN and beta 1; and views whose offsets or ld are odd. */
+Test(conformance, gemm_batched_views)
+{
+    static const size_t shapes[][3] = {{64, 4, 32}, {7, 3, 5}, {33, 2, 6}}; /* T, H, hs */
+    for (size_t d = 0; d < ndevs; d++)
+        for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++) {
+            size_t T = shapes[s][0], H = shapes[s][1], hs = shapes[s][2], C = H * hs;
+            size_t nq = T * 3 * C + 1, ns = H * T * T, ny = T * C + 1;
+            float *qkv = vec_rand(nq, 77, -1, 1), *att = vec_rand(ns, 78, -1, 1);
+            float *y0 = vec_rand(ny, 79, -1, 1), *s0 = vec_rand(ns, 80, -1, 1);
+            sl_gemm_view q = {NULL, 1, 3 * C, hs}, kk = {NULL, 1 + C, 3 * C, hs};
+            sl_gemm_view v = {NULL, 1 + 2 * C, 3 * C, hs}, sc = {NULL, 0, T, T * T};
+            sl_gemm_view y = {NULL, 1, C, hs};
+            for (int beta = 0; beta <= 1; beta++) {
+                float *yin = vec_new(ny), *sin = vec_new(ns);
+                memcpy(yin, y0, ny * 4), memcpy(sin, s0, ns * 4);
+                if (!beta)
+                    for (size_t t = 0; t < T; t++)
+                        for (size_t c = 0; c < C; c++) yin[1 + t * C + c] = NAN;
+                /* scores = q k^T; y = att v; att^T y; scores^T q */
+                check(run_gemm_views(cpu, false, true, T, T, hs, 1.0f, qkv, nq, q, qkv, nq, kk,
+                                     (float)beta, sin, ns, sc, H),
+                      run_gemm_views(devs[d], false, true, T, T, hs, 1.0f, qkv, nq, q, qkv, nq, kk,
+                                     (float)beta, sin, ns, sc, H),
+                      ns, 1e-4f, 1e-4f, devs[d], "gemm views q k^T T=%zu H=%zu beta=%d", T, H,
+                      beta);
+                for (int ta = 0; ta <= 1; ta++)
+                    check(run_gemm_views(cpu, ta, false, T, hs, T, 0.5f, att, ns, sc, qkv, nq, v,
+                                         (float)beta, yin, ny, y, H),
+                          run_gemm_views(devs[d], ta, false, T, hs, T, 0.5f, att, ns, sc, qkv, nq,
+                                         v, (float)beta, yin, ny, y, H),
+                          ny, 1e-4f, 1e-4f, devs[d], "gemm views att%s v T=%zu H=%zu beta=%d",
+                          ta ? "^T" : "", T, H, beta);
+                free(yin), free(sin);
+            }
+            free(qkv), free(att), free(y0), free(s0);
+        }
+}

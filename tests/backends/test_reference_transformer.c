@@ -220,6 +220,52 @@ Test(reference, gemm_strided_batched_matches_naive_loops)
     }
 }
 
+/* Heads side by side in wider rows (offset, ld, stride hs), as the GPT block reads q, k, v in place
+ * and writes its outputs: against naive loops over the matrices copied out; beta 0 overwrites the
+ * NaN in C, and whatever lies outside the C views is left alone. */
+Test(reference, gemm_batched_views_match_naive_loops)
+{
+    size_t m = 5, n = 4, k = 3, batch = 3;
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1, tb = t & 2;
+        size_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+        /* A and B beside each other in rows of 3 * batch * cols + 1 (from the second third), C
+         * in rows with a gap after the batch */
+        sl_gemm_view va = {NULL, batch * ac + 2, 3 * batch * ac + 1, ac};
+        sl_gemm_view vb = {NULL, 1, batch * bc + 3, bc};
+        sl_gemm_view vc = {NULL, 2, batch * n + 2, n};
+        size_t na = va.offset + ar * va.ld, nb = vb.offset + br * vb.ld, nc = vc.offset + m * vc.ld;
+        float *a = vec_rand(na, 66, -1, 1), *b = vec_rand(nb, 67, -1, 1);
+        float *c0 = vec_rand(nc, 68, -1, 1), *cnan = vec_rand(nc, 68, -1, 1);
+        for (size_t i = 0; i < batch; i++)
+            for (size_t r = 0; r < m; r++)
+                for (size_t j = 0; j < n; j++)
+                    cnan[vc.offset + i * vc.stride + r * vc.ld + j] = NAN;
+        for (int beta = 0; beta <= 1; beta++) {
+            const float *cin = beta ? c0 : cnan;
+            float *got = run_gemm_views(cpu, ta, tb, m, n, k, 0.5f, a, na, va, b, nb, vb,
+                                        (float)beta, cin, nc, vc, batch);
+            float *outside = vec_new(nc), *want = vec_new(nc);
+            memcpy(outside, got, nc * 4), memcpy(want, cin, nc * 4);
+            for (size_t i = 0; i < batch; i++) {
+                float *pa = view_take(a, va, i, ar, ac), *pb = view_take(b, vb, i, br, bc);
+                float *pc = view_take(cin, vc, i, m, n);
+                float *ref = naive_gemm(ta, tb, m, n, k, 0.5f, pa, pb, (float)beta, pc);
+                assert_close(ref, view_take(got, vc, i, m, n), m * n, 1e-5f, 1e-5f,
+                             "gemm batched views");
+                free(ref), free(pa), free(pb), free(pc);
+                for (size_t r = 0; r < m; r++)
+                    for (size_t j = 0; j < n; j++)
+                        outside[vc.offset + i * vc.stride + r * vc.ld + j] =
+                            want[vc.offset + i * vc.stride + r * vc.ld + j] = 0.0f;
+            }
+            cr_assert(!memcmp(outside, want, nc * 4), "gemm batched views wrote outside C");
+            free(outside), free(want), free(got);
+        }
+        free(a), free(b), free(c0), free(cnan);
+    }
+}
+
 Test(reference, copy_strided_splits_and_merges_attention_heads)
 {
     /* q, k and v heads out of [B, T, 3C] rows (C = H * hs) into packed [B, H, T, hs], and back. */
@@ -292,6 +338,23 @@ Test(reference, transformer_arguments_are_checked)
     cr_assert_eq(sl_gemm_strided_batched(cpu, false, false, 2, 2, 2, 1.0f, b, SIZE_MAX / 2, b, 4,
                                          0.0f, c, 4, 3),
                  SL_ERANGE);
+    /* Views: C matrices that overlap (neither after nor beside each other), an ld shorter than
+     * a row, a view past the buffer's end, k = 0 with beta other than 1. */
+    sl_gemm_view va = {b, 0, 2, 4}, vc = {c, 0, 2, 4};
+    OK(sl_gemm_batched(cpu, false, false, 2, 2, 2, 1.0f, va, va, 0.0f, vc, 4));
+    sl_gemm_view beside = {c, 0, 8, 2}, clash = {c, 0, 3, 2}, shortld = {b, 0, 1, 4};
+    OK(sl_gemm_batched(cpu, false, false, 2, 2, 2, 1.0f, va, va, 0.0f, beside, 4));
+    cr_assert_eq(sl_gemm_batched(cpu, false, false, 2, 2, 2, 1.0f, va, va, 0.0f, clash, 2),
+                 SL_EINVAL);
+    cr_assert_eq(sl_gemm_batched(cpu, false, false, 2, 2, 2, 1.0f, shortld, va, 0.0f, vc, 1),
+                 SL_EINVAL);
+    cr_assert_eq(sl_gemm_batched(cpu, false, false, 2, 2, 2, 1.0f, va, va, 0.0f, vc, 5), SL_ERANGE);
+    sl_gemm_view far = {b, SIZE_MAX / 2, 2, 4};
+    cr_assert_eq(sl_gemm_batched(cpu, false, false, 2, 2, 2, 1.0f, far, va, 0.0f, vc, 1),
+                 SL_ERANGE);
+    cr_assert_eq(sl_gemm_batched(cpu, false, false, 2, 2, 0, 1.0f, va, va, 0.0f, vc, 1),
+                 SL_EUNSUPPORTED);
+    OK(sl_gemm_batched(cpu, false, false, 2, 2, 0, 1.0f, va, va, 1.0f, vc, 1));
     cr_assert_eq(sl_adamw(cpu, 4, b, b, b, c, 0.1f, 0.9f, 1.0f, 1e-8f, 0, 1), SL_EINVAL);
     cr_assert_eq(sl_sum_squares(cpu, 17, b, c), SL_ERANGE);
     sl_buffer_free(b);

@@ -17,13 +17,9 @@ enum {
     K_LN1,   /* ln_1(x) [T, C] */
     K_MEAN1, /* its mean and rstd [T] */
     K_RSTD1,
-    K_QKV, /* c_attn's output [T, 3C] */
-    K_Q,   /* q, k, v as [H, T, hs] */
-    K_K,
-    K_V,
+    K_QKV, /* c_attn's output [T, 3C]: q, k, v, each head read in place (hs of each C) */
     K_ATT, /* attention probabilities [H, T, T] */
-    K_YH,  /* att @ v [H, T, hs] */
-    K_Y,   /* the heads merged [T, C]: attn.c_proj's input */
+    K_Y,   /* att @ v, written head by head into [T, C]: attn.c_proj's input */
     K_X2,  /* the first residual [T, C] */
     K_LN2, /* ln_2(x2) [T, C], mean and rstd [T] */
     K_MEAN2,
@@ -36,10 +32,7 @@ enum {
     K_DFC,  /* mlp.c_fc's output gradient [T, 4C] */
     K_DTMP, /* work space [T, 4C] */
     K_DATT, /* the gradient of the attention probabilities, then of the scores [H, T, T] */
-    K_DYH,  /* the heads' gradient [H, T, hs] and q, k, v's */
-    K_DQ,
-    K_DK,
-    K_DV,
+    K_DLN1, /* ln_1's input gradient where the pass has no dx [T, C] */
     K_COUNT
 };
 _Static_assert(K_COUNT <= SL_LAYER_MAX_KEEP, "the block keeps more buffers than a layer may");
@@ -112,15 +105,26 @@ static int block_keep(const sl_layer *l, size_t *w)
     size_t TC = T * C;
     size_t widths[K_COUNT] = {
         [K_LN1] = TC,         [K_MEAN1] = T,     [K_RSTD1] = T,    [K_QKV] = 3 * TC,
-        [K_Q] = TC,           [K_K] = TC,        [K_V] = TC,       [K_ATT] = H * T * T,
-        [K_YH] = TC,          [K_Y] = TC,        [K_X2] = TC,      [K_LN2] = TC,
+        [K_ATT] = H * T * T,  [K_Y] = TC,        [K_X2] = TC,      [K_LN2] = TC,
         [K_MEAN2] = T,        [K_RSTD2] = T,     [K_FC] = 4 * TC,  [K_GELU] = 4 * TC,
         [K_DX2] = TC,         [K_DQKV] = 3 * TC, [K_DFC] = 4 * TC, [K_DTMP] = 4 * TC,
-        [K_DATT] = H * T * T, [K_DYH] = TC,      [K_DQ] = TC,      [K_DK] = TC,
-        [K_DV] = TC,
+        [K_DATT] = H * T * T, [K_DLN1] = TC,
     };
     for (int i = 0; i < K_COUNT; i++) w[i] = widths[i];
     return K_COUNT;
+}
+
+/* The heads of sample b in [B, T, row] activations, from column col0: head h is the T x hs matrix
+ * at b*T*row + col0 + h*hs with rows `row` apart (read and written in place, no copies). */
+static sl_gemm_view heads(sl_buffer *buf, const dims *d, size_t b, size_t row, size_t col0)
+{
+    return (sl_gemm_view){buf, b * d->T * row + col0, row, d->hs};
+}
+
+/* Sample b's [H, T, T] scores or probabilities. */
+static sl_gemm_view scores(sl_buffer *buf, const dims *d, size_t b)
+{
+    return (sl_gemm_view){buf, b * d->H * d->T * d->T, d->T, d->T * d->T};
 }
 
 static int block_forward(const sl_layer_pass *p)
@@ -128,19 +132,21 @@ static int block_forward(const sl_layer_pass *p)
     dims d = dims_of(p);
     sl_device *dev = p->dev;
     sl_buffer **k = p->keep, **w = p->param;
-    size_t BH = d.B * d.H, Ths = d.T * d.hs, TT = d.T * d.T;
-    /* attention: q, k, v from ln_1(x), causal softmax of q k^T / sqrt(hs), times v */
+    size_t BH = d.B * d.H, C3 = 3 * d.C;
+    /* attention: q, k, v from ln_1(x), causal softmax of q k^T / sqrt(hs), times v; one batch
+     * of the H heads per sample, read from and written into the rows in place */
     SL_TRY(sl_layernorm_forward(dev, d.N, d.C, p->x, w[LN1_W], w[LN1_B], k[K_LN1], k[K_MEAN1],
                                 k[K_RSTD1]));
-    SL_TRY(sl__linear_forward(dev, d.N, d.C, 3 * d.C, k[K_LN1], w[ATTN_W], w[ATTN_B], k[K_QKV]));
-    for (size_t j = 0; j < 3; j++)
-        SL_TRY(sl__heads_split(dev, d.B, d.T, d.H, d.hs, 3 * d.C, k[K_QKV], j * d.C, k[K_Q + j]));
-    SL_TRY(sl_gemm_strided_batched(dev, false, true, d.T, d.T, d.hs, 1.0f, k[K_Q], Ths, k[K_K], Ths,
-                                   0.0f, k[K_ATT], TT, BH));
+    SL_TRY(sl__linear_forward(dev, d.N, d.C, C3, k[K_LN1], w[ATTN_W], w[ATTN_B], k[K_QKV]));
+    for (size_t b = 0; b < d.B; b++)
+        SL_TRY(sl_gemm_batched(dev, false, true, d.T, d.T, d.hs, 1.0f,
+                               heads(k[K_QKV], &d, b, C3, 0), heads(k[K_QKV], &d, b, C3, d.C), 0.0f,
+                               scores(k[K_ATT], &d, b), d.H));
     SL_TRY(sl_causal_softmax_forward(dev, BH, d.T, d.scale, k[K_ATT], k[K_ATT]));
-    SL_TRY(sl_gemm_strided_batched(dev, false, false, d.T, d.hs, d.T, 1.0f, k[K_ATT], TT, k[K_V],
-                                   Ths, 0.0f, k[K_YH], Ths, BH));
-    SL_TRY(sl__heads_merge(dev, d.B, d.T, d.H, d.hs, d.C, k[K_YH], k[K_Y], 0));
+    for (size_t b = 0; b < d.B; b++)
+        SL_TRY(sl_gemm_batched(dev, false, false, d.T, d.hs, d.T, 1.0f, scores(k[K_ATT], &d, b),
+                               heads(k[K_QKV], &d, b, C3, 2 * d.C), 0.0f,
+                               heads(k[K_Y], &d, b, d.C, 0), d.H));
     /* x2 = x + c_proj(y) */
     SL_TRY(sl__linear_forward(dev, d.N, d.C, d.C, k[K_Y], w[APROJ_W], w[APROJ_B], k[K_X2]));
     SL_TRY(sl_axpy(dev, d.N * d.C, 1.0f, p->x, k[K_X2]));
@@ -161,7 +167,7 @@ static int block_backward_input(const sl_layer_pass *p)
     dims d = dims_of(p);
     sl_device *dev = p->dev;
     sl_buffer **k = p->keep, **w = p->param, **g = p->grad;
-    size_t BH = d.B * d.H, Ths = d.T * d.hs, TT = d.T * d.T, NC = d.N * d.C;
+    size_t BH = d.B * d.H, C3 = 3 * d.C, NC = d.N * d.C;
     /* the MLP branch: dy -> dgelu -> dfc -> dln2 -> dx2 (plus dy, the residual) */
     SL_TRY(sl__linear_backward_input(dev, d.N, 4 * d.C, d.C, p->dy, w[MPROJ_W], k[K_DTMP]));
     SL_TRY(sl_gelu_backward(dev, d.N * 4 * d.C, k[K_FC], k[K_GELU], k[K_DTMP], k[K_DFC]));
@@ -169,23 +175,29 @@ static int block_backward_input(const sl_layer_pass *p)
     SL_TRY(sl_layernorm_backward(dev, d.N, d.C, k[K_DTMP], k[K_X2], k[K_MEAN2], k[K_RSTD2],
                                  w[LN2_W], k[K_DX2], g[LN2_W], g[LN2_B]));
     SL_TRY(sl_axpy(dev, NC, 1.0f, p->dy, k[K_DX2]));
-    /* the attention branch: dx2 -> dy (merged heads) -> d(att), dv -> d(scores) -> dq, dk */
+    /* the attention branch: dx2 -> dy (merged heads, in K_DTMP) -> d(att), dv -> d(scores) ->
+     * dq, dk; dq, dk and dv are written into c_attn's output gradient in place */
     SL_TRY(sl__linear_backward_input(dev, d.N, d.C, d.C, k[K_DX2], w[APROJ_W], k[K_DTMP]));
-    SL_TRY(sl__heads_split(dev, d.B, d.T, d.H, d.hs, d.C, k[K_DTMP], 0, k[K_DYH]));
-    SL_TRY(sl_gemm_strided_batched(dev, false, true, d.T, d.T, d.hs, 1.0f, k[K_DYH], Ths, k[K_V],
-                                   Ths, 0.0f, k[K_DATT], TT, BH));
-    SL_TRY(sl_gemm_strided_batched(dev, true, false, d.T, d.hs, d.T, 1.0f, k[K_ATT], TT, k[K_DYH],
-                                   Ths, 0.0f, k[K_DV], Ths, BH));
+    for (size_t b = 0; b < d.B; b++) {
+        sl_gemm_view dyh = heads(k[K_DTMP], &d, b, d.C, 0);
+        SL_TRY(sl_gemm_batched(dev, false, true, d.T, d.T, d.hs, 1.0f, dyh,
+                               heads(k[K_QKV], &d, b, C3, 2 * d.C), 0.0f, scores(k[K_DATT], &d, b),
+                               d.H));
+        SL_TRY(sl_gemm_batched(dev, true, false, d.T, d.hs, d.T, 1.0f, scores(k[K_ATT], &d, b), dyh,
+                               0.0f, heads(k[K_DQKV], &d, b, C3, 2 * d.C), d.H));
+    }
     SL_TRY(sl_causal_softmax_backward(dev, BH, d.T, d.scale, k[K_ATT], k[K_DATT], k[K_DATT]));
-    SL_TRY(sl_gemm_strided_batched(dev, false, false, d.T, d.hs, d.T, 1.0f, k[K_DATT], TT, k[K_K],
-                                   Ths, 0.0f, k[K_DQ], Ths, BH));
-    SL_TRY(sl_gemm_strided_batched(dev, true, false, d.T, d.hs, d.T, 1.0f, k[K_DATT], TT, k[K_Q],
-                                   Ths, 0.0f, k[K_DK], Ths, BH));
-    for (size_t j = 0; j < 3; j++)
-        SL_TRY(sl__heads_merge(dev, d.B, d.T, d.H, d.hs, 3 * d.C, k[K_DQ + j], k[K_DQKV], j * d.C));
+    for (size_t b = 0; b < d.B; b++) {
+        SL_TRY(sl_gemm_batched(dev, false, false, d.T, d.hs, d.T, 1.0f, scores(k[K_DATT], &d, b),
+                               heads(k[K_QKV], &d, b, C3, d.C), 0.0f,
+                               heads(k[K_DQKV], &d, b, C3, 0), d.H));
+        SL_TRY(sl_gemm_batched(dev, true, false, d.T, d.hs, d.T, 1.0f, scores(k[K_DATT], &d, b),
+                               heads(k[K_QKV], &d, b, C3, 0), 0.0f,
+                               heads(k[K_DQKV], &d, b, C3, d.C), d.H));
+    }
     /* c_attn and ln_1 back to x, plus dx2 through the first residual */
     SL_TRY(sl__linear_backward_input(dev, d.N, d.C, 3 * d.C, k[K_DQKV], w[ATTN_W], k[K_DTMP]));
-    sl_buffer *dx = p->dx ? p->dx : k[K_DYH]; /* the layer norm's gradients are needed anyway */
+    sl_buffer *dx = p->dx ? p->dx : k[K_DLN1]; /* the layer norm's gradients are needed anyway */
     SL_TRY(sl_layernorm_backward(dev, d.N, d.C, k[K_DTMP], p->x, k[K_MEAN1], k[K_RSTD1], w[LN1_W],
                                  dx, g[LN1_W], g[LN1_B]));
     return p->dx ? sl_axpy(dev, NC, 1.0f, k[K_DX2], p->dx) : SL_OK;

@@ -1,6 +1,5 @@
 /* Pieces the GPT's layer kinds share: a linear map over [rows, in] activations with its weight
- * gradient, the moves of attention heads between [B, T, H, hs] and [B, H, T, hs], and the
- * parameter specs nanoGPT initialises the same way. */
+ * gradient, and the parameter specs nanoGPT initialises the same way. */
 #include <math.h>
 
 #include "core/core.h"
@@ -32,24 +31,6 @@ int sl__linear_backward_weight(sl_device *dev, size_t rows, size_t in, size_t ou
     /* dW[out,in] += dy[rows,out]^T x[rows,in];  db[out] += colsum(dy) */
     SL_TRY(sl_gemm(dev, true, false, out, in, rows, 1.0f, dy, x, 1.0f, dw));
     return db ? sl_bias_grad(dev, rows, out, dy, 1.0f, db) : SL_OK;
-}
-
-int sl__heads_split(sl_device *dev, size_t B, size_t T, size_t H, size_t hs, size_t row,
-                    sl_buffer *src, size_t offset, sl_buffer *dst)
-{
-    /* src[b, t, offset + h*hs + d] with rows of `row` elements -> dst[b, h, t, d] packed */
-    size_t shape[4] = {B, H, T, hs};
-    size_t from[4] = {T * row, hs, row, 1}, to[4] = {H * T * hs, T * hs, hs, 1};
-    return sl_copy_strided(dev, shape, src, offset, from, dst, 0, to);
-}
-
-int sl__heads_merge(sl_device *dev, size_t B, size_t T, size_t H, size_t hs, size_t row,
-                    sl_buffer *src, sl_buffer *dst, size_t offset)
-{
-    /* src[b, h, t, d] packed -> dst[b, t, offset + h*hs + d] with rows of `row` elements */
-    size_t shape[4] = {B, H, T, hs};
-    size_t from[4] = {H * T * hs, T * hs, hs, 1}, to[4] = {T * row, hs, row, 1};
-    return sl_copy_strided(dev, shape, src, 0, from, dst, offset, to);
 }
 
 sl_param_spec sl__gpt_param(const char *name, int64_t d0, int64_t d1, enum sl_init init,

@@ -25,19 +25,14 @@ extern const sl_layer_kind sl__layer_head;
 extern const sl_layer_kind sl__layer_delay;
 
 /* gpt_ops.c: what they share. A linear map y = x W^T (+ b) over [rows, in] with its input and
- * weight gradients (b and db may be NULL: no bias); attention heads moved between a row layout
- * [B, T, row] (the heads at `offset`, h*hs apart) and packed [B, H, T, hs]; and a parameter
- * spec that decays when it has two dimensions, as nanoGPT's optimizer groups do. */
+ * weight gradients (b and db may be NULL: no bias), and a parameter spec that decays when it has
+ * two dimensions, as nanoGPT's optimizer groups do. */
 int sl__linear_forward(sl_device *dev, size_t rows, size_t in, size_t out, sl_buffer *x,
                        sl_buffer *w, sl_buffer *b, sl_buffer *y);
 int sl__linear_backward_input(sl_device *dev, size_t rows, size_t in, size_t out, sl_buffer *dy,
                               sl_buffer *w, sl_buffer *dx);
 int sl__linear_backward_weight(sl_device *dev, size_t rows, size_t in, size_t out, sl_buffer *dy,
                                sl_buffer *x, sl_buffer *dw, sl_buffer *db);
-int sl__heads_split(sl_device *dev, size_t B, size_t T, size_t H, size_t hs, size_t row,
-                    sl_buffer *src, size_t offset, sl_buffer *dst);
-int sl__heads_merge(sl_device *dev, size_t B, size_t T, size_t H, size_t hs, size_t row,
-                    sl_buffer *src, sl_buffer *dst, size_t offset);
 sl_param_spec sl__gpt_param(const char *name, int64_t d0, int64_t d1, enum sl_init init,
                             float scale);
 
