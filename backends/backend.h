@@ -267,13 +267,13 @@ int sl_embedding_backward(sl_device *dev, size_t batch, size_t seq, size_t cols,
 
 /* Causal softmax of attention scores s[heads,seq,seq] (heads = batch * attention heads; rows of
  * length seq): row t keeps columns 0..t, p[h,t,j] = softmax_j(scale * s[h,t,j]) over j <= t and
- * 0 for j > t. p may be s. */
+ * 0 for j > t. s[h,t,j] for j > t is not read (the GPT block leaves it uncomputed). p may be s. */
 int sl_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq, float scale, sl_buffer *s,
                               sl_buffer *p);
 
 /* Its backward from p (the forward's output) and dp[heads,seq,seq]:
  * ds[h,t,j] = scale * p[h,t,j] * (dp[h,t,j] - sum_{k<=t} p[h,t,k] dp[h,t,k]) for j <= t, 0 beyond.
- * ds may be dp. */
+ * p and dp are not read beyond the diagonal (j > t). ds may be dp. */
 int sl_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float scale, sl_buffer *p,
                                sl_buffer *dp, sl_buffer *ds);
 
