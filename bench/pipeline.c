@@ -122,12 +122,13 @@ static int write_data(const char *path, int rows)
     return rc;
 }
 
-/* The config of one schedule's run: one delay layer per model stage, the first widening the one
- * input to the activation width and the last narrowing it to one output. */
+/* The config of one schedule's run: one delay layer per model stage (chimera's two replicas share
+ * one cut into D), the first widening the one input to the activation width and the last
+ * narrowing it to one output. */
 static char *config_text(const struct options *o, const char *schedule, int chunks,
                          const char *data, const char *out_dir)
 {
-    int stages = o->ranks * chunks;
+    int stages = o->ranks * (strcmp(schedule, "chimera") ? chunks : 1);
     int width = (int)(o->mib * 1024 * 1024 / sizeof(float));
     cJSON *root = cJSON_CreateObject();
     cJSON *model = cJSON_AddObjectToObject(root, "model");
