@@ -155,28 +155,34 @@ int sl__cl_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, flo
     return sl__cl_launch1(d, K_CAUSAL_SOFTMAX_BACKWARD, rows);
 }
 
+/* The strided copy kernel from src (at so, strides ss) to dst (at dof, strides ds) over shape sh.
+ */
+static int launch_copy_strided(struct sl__cl_device *d, cl_mem src, cl_mem dst, cl_ulong4 sh,
+                               cl_ulong so, cl_ulong4 ss, cl_ulong dof, cl_ulong4 ds)
+{
+    cl_ulong total = sh.s[0] * sh.s[1] * sh.s[2] * sh.s[3];
+    ARG(K_COPY_STRIDED, 0, src);
+    ARG(K_COPY_STRIDED, 1, dst);
+    ARG(K_COPY_STRIDED, 2, total);
+    ARG(K_COPY_STRIDED, 3, sh);
+    ARG(K_COPY_STRIDED, 4, so);
+    ARG(K_COPY_STRIDED, 5, ss);
+    ARG(K_COPY_STRIDED, 6, dof);
+    ARG(K_COPY_STRIDED, 7, ds);
+    return sl__cl_launch1(d, K_COPY_STRIDED, (size_t)total);
+}
+
 int sl__cl_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
                         const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
                         const size_t dst_strides[4])
 {
-    struct sl__cl_device *d = CLDEV(dev);
-    size_t total = shape[0] * shape[1] * shape[2] * shape[3];
     cl_ulong4 sh, ss, ds;
     for (int i = 0; i < 4; i++) {
         sh.s[i] = shape[i];
         ss.s[i] = src_strides[i];
         ds.s[i] = dst_strides[i];
     }
-    cl_ulong so = src_offset, dof = dst_offset, n = total;
-    ARG(K_COPY_STRIDED, 0, src->impl);
-    ARG(K_COPY_STRIDED, 1, dst->impl);
-    ARG(K_COPY_STRIDED, 2, n);
-    ARG(K_COPY_STRIDED, 3, sh);
-    ARG(K_COPY_STRIDED, 4, so);
-    ARG(K_COPY_STRIDED, 5, ss);
-    ARG(K_COPY_STRIDED, 6, dof);
-    ARG(K_COPY_STRIDED, 7, ds);
-    return sl__cl_launch1(d, K_COPY_STRIDED, total);
+    return launch_copy_strided(CLDEV(dev), MEM(src), MEM(dst), sh, src_offset, ss, dst_offset, ds);
 }
 
 /* beta = 0 must overwrite C even where it holds NaN (CLBlast computes beta * C), and only the
@@ -201,16 +207,7 @@ static int clear_c(struct sl__cl_device *d, size_t m, size_t n, const sl_gemm_vi
                                  (void *)&zero, &err);
     CL_TRY(err, "clCreateBuffer (batched GEMM's zero)");
     cl_ulong4 sh = {{1, batch, m, n}}, ss = {{0, 0, 0, 0}}, ds = {{0, c->stride, c->ld, 1}};
-    cl_ulong so = 0, dof = c->offset, total = batch * m * n;
-    ARG(K_COPY_STRIDED, 0, d->zero);
-    ARG(K_COPY_STRIDED, 1, c->buf->impl);
-    ARG(K_COPY_STRIDED, 2, total);
-    ARG(K_COPY_STRIDED, 3, sh);
-    ARG(K_COPY_STRIDED, 4, so);
-    ARG(K_COPY_STRIDED, 5, ss);
-    ARG(K_COPY_STRIDED, 6, dof);
-    ARG(K_COPY_STRIDED, 7, ds);
-    return sl__cl_launch1(d, K_COPY_STRIDED, total);
+    return launch_copy_strided(d, d->zero, MEM(c->buf), sh, 0, ss, c->offset, ds);
 }
 
 /* As cl_gemm (kernels.c): the column-major product C^T = B^T A^T over the same memory, for every
