@@ -251,9 +251,9 @@ Test(reference, gemm_batched_views_match_naive_loops)
                 float *pa = view_take(a, va, i, ar, ac), *pb = view_take(b, vb, i, br, bc);
                 float *pc = view_take(cin, vc, i, m, n);
                 float *ref = naive_gemm(ta, tb, m, n, k, 0.5f, pa, pb, (float)beta, pc);
-                assert_close(ref, view_take(got, vc, i, m, n), m * n, 1e-5f, 1e-5f,
-                             "gemm batched views");
-                free(ref), free(pa), free(pb), free(pc);
+                float *out = view_take(got, vc, i, m, n);
+                assert_close(ref, out, m * n, 1e-5f, 1e-5f, "gemm batched views");
+                free(ref), free(pa), free(pb), free(pc), free(out);
                 for (size_t r = 0; r < m; r++)
                     for (size_t j = 0; j < n; j++)
                         outside[vc.offset + i * vc.stride + r * vc.ld + j] =
