@@ -212,7 +212,7 @@ static void add_state_bytes(const sl_plan *p, const sl_stage_range *st, double *
     }
 }
 
-/* "about 1.5 GiB" */
+/* Bytes for a person: "1.5 GiB". */
 static const char *bytes_text(double b, char *buf, size_t cap)
 {
     const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
