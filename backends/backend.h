@@ -226,12 +226,13 @@ int sl_adamw(sl_device *dev, size_t n, sl_buffer *param, sl_buffer *grad, sl_buf
              sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
              int64_t t);
 
-/* out[0] = sum of x[n]^2, written (not accumulated), for the gradient norm. The sum is
+/* out[at] = sum of x[n]^2, written (not accumulated; the rest of out untouched), for the gradient
+ * norm: a stage writes each parameter's at its index and reads them all back at once. The sum is
  * deterministic: a fixed-order tree reduction whose shape depends only on n and the device, so
  * the same input gives the same bits on every run on a given device. Devices sum in fp32 and may
  * differ from the CPU's double-accumulated sum by rounding (about 1e-6 relative). n = 0 writes 0.
  */
-int sl_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out);
+int sl_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out, size_t at);
 
 /* ------------------------------------------------------------------------------------------------
  * Transformer kernels (GPT-2 as nanoGPT and llm.c have it). */

@@ -100,7 +100,7 @@ struct sl_backend_ops {
                  sl_buffer *v, float lr, float beta1, float beta2, float eps, float weight_decay,
                  float bc1, float bc2);
     /* n > 0. */
-    int (*sum_squares)(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out);
+    int (*sum_squares)(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out, size_t at);
     /* rows, cols > 0. */
     int (*layernorm_forward)(sl_device *dev, size_t rows, size_t cols, sl_buffer *x,
                              sl_buffer *weight, sl_buffer *bias, sl_buffer *y, sl_buffer *mean,

@@ -12,14 +12,18 @@ static int overflow(const char *kernel, const char *name)
     return sl_fail(SL_ERANGE, "%s: the size of '%s' overflows", kernel, name);
 }
 
-int sl_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out)
+int sl_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out, size_t at)
 {
     static const char *K = "sl_sum_squares";
     SL_TRY(sl__check_dev(K, dev));
     SL_TRY(sl__check_arg(K, "x", dev, x, n));
-    SL_TRY(sl__check_arg(K, "out", dev, out, 1));
-    if (n == 0) return dev->ops->fill(dev, 1, 0.0f, out);
-    return dev->ops->sum_squares(dev, n, x, out);
+    if (at == SIZE_MAX) return overflow(K, "at");
+    SL_TRY(sl__check_arg(K, "out", dev, out, at + 1));
+    if (n == 0) {
+        const float zero = 0.0f;
+        return sl_buffer_upload(out, at * sizeof zero, &zero, sizeof zero);
+    }
+    return dev->ops->sum_squares(dev, n, x, out, at);
 }
 
 /* ------------------------------------------------------------------------------------------------

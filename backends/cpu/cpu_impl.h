@@ -149,7 +149,7 @@ static inline float sl_cpu_erf(float x)
     return a < 1.0f ? x + x * p : big;
 }
 
-int sl__cpu_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out);
+int sl__cpu_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out, size_t at);
 int sl__cpu_layernorm_forward(sl_device *dev, size_t rows, size_t cols, sl_buffer *x,
                               sl_buffer *weight, sl_buffer *bias, sl_buffer *y, sl_buffer *mean,
                               sl_buffer *rstd);

@@ -14,7 +14,8 @@
 #define LN_EPS 1e-5f
 
 /* In 8 double lanes (element i in lane i % 8), added pairwise. */
-SL_CPU_CLONES int sl__cpu_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out)
+SL_CPU_CLONES int sl__cpu_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out,
+                                      size_t at)
 {
     (void)dev;
     const float *px = F(x);
@@ -24,7 +25,7 @@ SL_CPU_CLONES int sl__cpu_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl
         for (size_t l = 0; l < 8; l++) acc[l] += (double)px[i + l] * px[i + l];
     for (size_t l = 0; i + l < n; l++) acc[l] += (double)px[i + l] * px[i + l];
     double s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-    F(out)[0] = (float)s;
+    F(out)[at] = (float)s;
     return SL_OK;
 }
 

@@ -122,7 +122,7 @@ int sl__cl_event_elapsed_ms(sl_event *start, sl_event *end, double *ms);
 void sl__cl_event_free(sl_event *ev);
 
 /* The operations in transformer.c, for the table in kernels.c. */
-int sl__cl_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out);
+int sl__cl_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out, size_t at);
 int sl__cl_layernorm_forward(sl_device *dev, size_t rows, size_t cols, sl_buffer *x,
                              sl_buffer *weight, sl_buffer *bias, sl_buffer *y, sl_buffer *mean,
                              sl_buffer *rstd);

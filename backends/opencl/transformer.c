@@ -13,17 +13,19 @@ static size_t div_up(size_t n, size_t d)
     return (n + d - 1) / d;
 }
 
-/* One pass of sum_squares over n elements of `in` with `groups` work-groups of d->wg. */
+/* One pass of sum_squares over n elements of `in` with `groups` work-groups of d->wg, into out
+ * from element `at`. */
 static int sum_pass(struct sl__cl_device *d, cl_mem in, cl_mem out, size_t n, cl_int square,
-                    size_t groups)
+                    size_t groups, size_t at)
 {
-    cl_ulong nn = n;
+    cl_ulong nn = n, off = at;
     ARG(K_SUM_SQUARES, 0, in);
     ARG(K_SUM_SQUARES, 1, out);
     ARG(K_SUM_SQUARES, 2, nn);
     ARG(K_SUM_SQUARES, 3, square);
     CL_TRY(clSetKernelArg(d->kernels[K_SUM_SQUARES], 4, d->wg * sizeof(float), NULL),
            "clSetKernelArg K_SUM_SQUARES (local)");
+    ARG(K_SUM_SQUARES, 5, off);
     size_t local = d->wg, global = groups * d->wg;
     CL_TRY(clEnqueueNDRangeKernel(d->queue, d->kernels[K_SUM_SQUARES], 1, NULL, &global, &local, 0,
                                   NULL, NULL),
@@ -33,19 +35,19 @@ static int sum_pass(struct sl__cl_device *d, cl_mem in, cl_mem out, size_t n, cl
 
 /* Two passes: up to SUM_GROUPS work-groups write partial sums, then one work-group adds them. The
  * number of work-groups follows from n and d->wg alone, so the order of every addition is fixed. */
-int sl__cl_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out)
+int sl__cl_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out, size_t at)
 {
     struct sl__cl_device *d = CLDEV(dev);
     size_t groups = SL_MIN((size_t)SUM_GROUPS, div_up(n, d->wg));
-    if (groups == 1) return sum_pass(d, MEM(x), MEM(out), n, 1, 1);
+    if (groups == 1) return sum_pass(d, MEM(x), MEM(out), n, 1, 1, at);
     if (!d->partials) {
         cl_int err;
         d->partials =
             clCreateBuffer(d->ctx, CL_MEM_READ_WRITE, SUM_GROUPS * sizeof(float), NULL, &err);
         if (err != CL_SUCCESS) return sl__cl_fail(err, "clCreateBuffer (sum of squares)");
     }
-    SL_TRY(sum_pass(d, MEM(x), d->partials, n, 1, groups));
-    return sum_pass(d, d->partials, MEM(out), groups, 0, 1);
+    SL_TRY(sum_pass(d, MEM(x), d->partials, n, 1, groups, 0));
+    return sum_pass(d, d->partials, MEM(out), groups, 0, 1, at);
 }
 
 int sl__cl_layernorm_forward(sl_device *dev, size_t rows, size_t cols, sl_buffer *x,

@@ -20,12 +20,12 @@ void sl__vk_free_partials(sl_device *dev)
 /* Two passes: up to SUM_GROUPS work-groups write partial sums, then one work-group adds them. The
  * number of work-groups follows from n and the work-group size alone, so the order of every
  * addition is fixed. The scratch is the backend's own, outside the device's allocation count. */
-int sl__vk_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out)
+int sl__vk_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out, size_t at)
 {
     struct sl__vk_device *d = D(dev);
     uint32_t groups = SL_MIN(SUM_GROUPS, div_up(n, d->wg));
     if (groups == 1) {
-        uint32_t push[4] = {0, (uint32_t)n, 1, 1};
+        uint32_t push[5] = {0, (uint32_t)n, 1, 1, (uint32_t)at};
         sl_buffer *bufs[2] = {x, out};
         return sl__vk_record_kernel(d, K_SUM_SQUARES, bufs, push, 1, 1);
     }
@@ -41,10 +41,10 @@ int sl__vk_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out)
         }
         d->partials = b;
     }
-    uint32_t push1[4] = {0, (uint32_t)n, 1, groups};
+    uint32_t push1[5] = {0, (uint32_t)n, 1, groups, 0};
     sl_buffer *bufs1[2] = {x, d->partials};
     SL_TRY(sl__vk_record_kernel(d, K_SUM_SQUARES, bufs1, push1, groups, 1));
-    uint32_t push2[4] = {0, groups, 0, 1};
+    uint32_t push2[5] = {0, groups, 0, 1, (uint32_t)at};
     sl_buffer *bufs2[2] = {d->partials, out};
     return sl__vk_record_kernel(d, K_SUM_SQUARES, bufs2, push2, 1, 1);
 }

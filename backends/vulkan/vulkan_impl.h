@@ -154,7 +154,7 @@ int sl__vk_fail(VkResult r, const char *what);
     X(CSM_FWD, causal_softmax_forward, 2, 16, 0)                                                   \
     X(CSM_BWD, causal_softmax_backward, 3, 16, 0)                                                  \
     X(COPY_STRIDED, copy_strided, 2, 60, 0)                                                        \
-    X(SUM_SQUARES, sum_squares, 2, 16, 0)
+    X(SUM_SQUARES, sum_squares, 2, 20, 0)
 
 enum {
 #define KERNEL_ENUM(id, name, nbind, push, texel) K_##id,
@@ -310,7 +310,7 @@ void sl__vk_destroy_pipelines(struct sl__vk_device *d);
 /* ------------------------------------------------------------------------------------------------
  * transformer.c: the transformer kernels, for the table in kernels.c */
 
-int sl__vk_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out);
+int sl__vk_sum_squares(sl_device *dev, size_t n, sl_buffer *x, sl_buffer *out, size_t at);
 int sl__vk_layernorm_forward(sl_device *dev, size_t rows, size_t cols, sl_buffer *x,
                              sl_buffer *weight, sl_buffer *bias, sl_buffer *y, sl_buffer *mean,
                              sl_buffer *rstd);

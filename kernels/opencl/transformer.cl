@@ -167,12 +167,12 @@ __kernel void copy_strided(__global const float *src, __global float *dst, ulong
         src[src_off + i0 * ss.s0 + i1 * ss.s1 + i2 * ss.s2 + i3 * ss.s3];
 }
 
-/* One pass of the sum of squares: work-group g writes out[g] = the sum over its work-items of
+/* One pass of the sum of squares: work-group g writes out[at + g] = the sum over its work-items of
  * (square ? x^2 : x) for the elements i = gid, gid + global size, ..., then a tree over the
  * work-group in local memory, halving the active count each step (any work-group size). The
  * shape depends only on n, the global and the work-group size, never on scheduling. */
 __kernel void sum_squares(__global const float *x, __global float *out, ulong n, int square,
-                          __local float *acc)
+                          __local float *acc, ulong at)
 {
     const ulong gid = get_global_id(0), stride = get_global_size(0);
     const uint lid = get_local_id(0);
@@ -186,5 +186,5 @@ __kernel void sum_squares(__global const float *x, __global float *out, ulong n,
         barrier(CLK_LOCAL_MEM_FENCE);
         w = h;
     }
-    if (lid == 0) out[get_group_id(0)] = acc[0];
+    if (lid == 0) out[at + get_group_id(0)] = acc[0];
 }

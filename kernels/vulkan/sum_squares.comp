@@ -1,11 +1,11 @@
-// One pass of the sum of squares: work-group g of `groups` writes out[g] = the sum, over its
+// One pass of the sum of squares: work-group g of `groups` writes out[at + g] = the sum, over its
 // invocations, of (square ? x^2 : x) for the elements i = id, id + groups * size, ..., added up by
 // a tree in shared memory that halves the active count each step (any work-group size; no
 // subgroup operations, so no subgroup size is assumed). The shape depends only on n, groups and
 // the work-group size, never on scheduling: the same bits on every run.
 #version 450
 layout(local_size_x_id = 0) in;
-layout(push_constant) uniform P { uint base; uint n; uint square; uint groups; } p;
+layout(push_constant) uniform P { uint base; uint n; uint square; uint groups; uint at; } p;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) writeonly buffer O { float o[]; };
 shared float acc[gl_WorkGroupSize.x];
@@ -26,5 +26,5 @@ void main()
         barrier();
         w = h;
     }
-    if (lid == 0u) o[g] = acc[0];
+    if (lid == 0u) o[p.at + g] = acc[0];
 }

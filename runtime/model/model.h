@@ -195,11 +195,12 @@ typedef struct sl_stage {
      * parameter, its gradient, and optimizer state made on first use (m: SGD's momentum, Adam's
      * first moment; v: Adam's second moment). */
     sl_buffer **param, **grad, **m, **v;
-    int *alias;       /* [nparams]: -1, or the index whose parameter buffer a tied parameter shares
-                         (it keeps a gradient of its own, summed into the twin's before the step, and
-                         takes no update of its own) */
-    int64_t step;     /* optimizer steps taken (Adam's t) */
-    sl_buffer *sumsq; /* one float: sl_stage_grad_sumsq's result, made on first use */
+    int *alias;        /* [nparams]: -1, or the index whose parameter buffer a tied parameter shares
+                          (it keeps a gradient of its own, summed into the twin's before the step, and
+                          takes no update of its own) */
+    int64_t step;      /* optimizer steps taken (Adam's t) */
+    sl_buffer *sumsq;  /* [nparams] floats: sl_stage_grad_sumsq's sums, made on first use */
+    float *sumsq_host; /* [nparams]: the same, read back */
 } sl_stage;
 
 /* Creates the stage's buffers on `dev` and uploads its layers' weights from `init` (a whole

@@ -30,6 +30,7 @@ void sl_stage_free(sl_stage *s)
         free(arr);
     }
     sl_buffer_free(s->sumsq);
+    free(s->sumsq_host);
     free(s->alias);
     free(s);
 }
@@ -154,30 +155,41 @@ int sl_stage_tied_param(const sl_stage *s)
     return -1;
 }
 
+/* Whether parameter k's gradient counts in the norm: a tied parameter counts once, the one that
+ * names its twin left out, whether it shares the twin's buffers here or is the copy on another
+ * stage (equal after TIED). */
+static bool counted(const sl_stage *s, int k)
+{
+    return s->alias[k] < 0 && !s->model->params[s->first_param + k].spec.tied_to;
+}
+
 int sl_stage_grad_sumsq(sl_stage *s, double *sumsq)
 {
     *sumsq = 0;
+    if (s->nparams == 0) return SL_OK;
     SL_TRY(sl_stage_sum_tied(s)); /* the tied gradient whole, counted once below */
-    if (!s->sumsq) SL_TRY(sl_buffer_alloc(s->dev, sizeof(float), &s->sumsq));
-    sl_buffer *out = s->sumsq;
-    int rc = SL_OK;
-    for (int k = 0; rc == SL_OK && k < s->nparams; k++) {
-        /* A tied parameter counts once: the one that names its twin is left out, whether it
-         * shares the twin's buffers here or is the copy on another stage (equal after TIED). */
-        if (s->alias[k] >= 0 || s->model->params[s->first_param + k].spec.tied_to) continue;
+    size_t bytes = (size_t)s->nparams * sizeof(float);
+    if (!s->sumsq) SL_TRY(sl_buffer_alloc(s->dev, bytes, &s->sumsq));
+    if (!s->sumsq_host && !(s->sumsq_host = sl_alloc(bytes))) return SL_ENOMEM;
+    /* Each counted parameter's sum at its index, then one download for them all (one wait, not
+     * one per parameter). */
+    for (int k = 0; k < s->nparams; k++)
+        if (counted(s, k))
+            SL_TRY(sl_sum_squares(s->dev, s->model->params[s->first_param + k].numel, s->grad[k],
+                                  s->sumsq, (size_t)k));
+    SL_TRY(sl_buffer_download(s->sumsq, 0, s->sumsq_host, bytes));
+    for (int k = 0; k < s->nparams; k++) {
         const sl_param *p = &s->model->params[s->first_param + k];
-        float part = 0;
-        rc = sl_sum_squares(s->dev, p->numel, s->grad[k], out);
-        if (rc == SL_OK) rc = sl_buffer_download(out, 0, &part, sizeof part);
-        if (rc == SL_OK && !isfinite(part))
-            rc = sl_fail(SL_ENONFINITE,
-                         "the gradient of '%s' (layer %d, %s) is not finite (its sum of squares "
-                         "is %s): training diverged",
-                         p->name, p->layer, s->model->layers[p->layer].kind->name,
-                         isnan(part) ? "NaN" : "infinite");
+        float part = counted(s, k) ? s->sumsq_host[k] : 0.0f;
+        if (!isfinite(part))
+            return sl_fail(SL_ENONFINITE,
+                           "the gradient of '%s' (layer %d, %s) is not finite (its sum of squares "
+                           "is %s): training diverged",
+                           p->name, p->layer, s->model->layers[p->layer].kind->name,
+                           isnan(part) ? "NaN" : "infinite");
         *sumsq += part;
     }
-    return rc;
+    return SL_OK;
 }
 
 int sl_stage_scale_grad(sl_stage *s, float scale)

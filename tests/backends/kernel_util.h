@@ -248,15 +248,25 @@ static inline float *run_elementwise(sl_device *dev, int kind, size_t n, float a
     return buf_take(bx, n);
 }
 
-static inline float run_sum_squares(sl_device *dev, size_t n, const float *x)
+/* The sum written at out[at] of a buffer of at + 2 floats; the others must keep their 7. */
+static inline float run_sum_squares_at(sl_device *dev, size_t n, const float *x, size_t at)
 {
-    sl_buffer *bx = buf_f(dev, x, n), *bo = buf_f(dev, NULL, 1);
-    OK(sl_fill(dev, 1, NAN, bo)); /* written, not accumulated */
-    OK(sl_sum_squares(dev, n, bx, bo));
+    sl_buffer *bx = buf_f(dev, x, n), *bo = buf_f(dev, NULL, at + 2);
+    OK(sl_fill(dev, at + 2, 7.0f, bo));
+    OK(sl_fill(dev, 1, NAN, bo));                      /* written, not accumulated */
+    if (at > 0) OK(sl_sum_squares(dev, 1, bx, bo, 0)); /* out[0] is then the start's */
+    OK(sl_sum_squares(dev, n, bx, bo, at));
     sl_buffer_free(bx);
-    float *o = buf_take(bo, 1), r = o[0];
+    float *o = buf_take(bo, at + 2), r = o[at];
+    for (size_t i = 1; i < at + 2; i++)
+        if (i != at) cr_assert_eq(o[i], 7.0f, "sum_squares at %zu wrote element %zu", at, i);
     free(o);
     return r;
+}
+
+static inline float run_sum_squares(sl_device *dev, size_t n, const float *x)
+{
+    return run_sum_squares_at(dev, n, x, 0);
 }
 
 /* Returns y; *mean and *rstd get the saved statistics (caller frees). */

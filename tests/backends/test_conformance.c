@@ -350,6 +350,10 @@ Test(conformance, sum_squares)
             cr_assert(!memcmp(&got, &again, sizeof got),
                       "%s: sum_squares n=%zu gave %.9g then %.9g", id(devs[d]), n, (double)got,
                       (double)again);
+            /* Written at an index (a stage's sums, one per parameter), the same bits. */
+            float at = run_sum_squares_at(devs[d], n, x, 5);
+            cr_assert(!memcmp(&got, &at, sizeof got), "%s: sum_squares n=%zu at 5 gave %.9g",
+                      id(devs[d]), n, (double)at);
             free(x);
         }
 }

@@ -356,7 +356,7 @@ Test(reference, transformer_arguments_are_checked)
                  SL_EUNSUPPORTED);
     OK(sl_gemm_batched(cpu, false, false, 2, 2, 0, 1.0f, va, va, 1.0f, vc, 1));
     cr_assert_eq(sl_adamw(cpu, 4, b, b, b, c, 0.1f, 0.9f, 1.0f, 1e-8f, 0, 1), SL_EINVAL);
-    cr_assert_eq(sl_sum_squares(cpu, 17, b, c), SL_ERANGE);
+    cr_assert_eq(sl_sum_squares(cpu, 17, b, c, 0), SL_ERANGE);
     sl_buffer_free(b);
     sl_buffer_free(c);
 }
