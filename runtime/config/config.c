@@ -329,10 +329,6 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
         if (!(cfg->pipeline.partition = sl__config_dup_str(part_names[part]))) return SL_ENOMEM;
         /* What a time partition gave, as plan.json's config records it so that every rank
          * runs the same cut without profiling again. */
-        if (chimera && part == 2)
-            return sl_fail(SL_ECONFIG,
-                           "config: pipeline.partition \"time\" does not cut for chimera yet: "
-                           "use \"uniform\", \"parameters\" or a list of counts");
         if (pc && part != 2)
             return sl_fail(SL_ECONFIG,
                            "config: pipeline.partition_counts goes with pipeline.partition "

@@ -84,7 +84,7 @@ static void free_parts(sl_plan *p)
 static int resolve_time(sl_plan *out, bool refresh)
 {
     sl_config *c = &out->cfg;
-    int S = c->pipeline.stages * c->pipeline.chunks;
+    int S = sl_partition_chain_stages(&out->part); /* chimera's replicas share one cut */
     sl_profile *profiles = NULL;
     int *counts = sl_alloc(sizeof(int) * (size_t)S);
     if (!counts) return SL_ENOMEM;

@@ -171,7 +171,8 @@ void sl_plan_profiles_free(const sl_plan *p, sl_profile *profiles);
 /* The "time" cut: sl_partition_balance on the units' F+I+W (+ the loss on the last stage) on each
  * stage's device, then single-unit moves across stage boundaries while the simulated step time of
  * the plan's schedule (with the link cost) falls. SL_ECONFIG when its predicted memory does not
- * fit a device. counts[nstages] gets layers-with-parameters counts. */
+ * fit a device. counts gets layers-with-parameters counts, one per stage of a chain
+ * (sl_partition_chain_stages: chimera's replicas share one cut, costed on the slower device). */
 int sl_plan_balance_time(const sl_plan *p, const sl_profile *profiles, int *counts);
 
 /* ------------------------------------------------------------------------------------------------

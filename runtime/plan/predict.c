@@ -322,21 +322,25 @@ static int predict_counts(const sl_plan *p, const sl_profile *profiles, const in
 int sl_plan_balance_time(const sl_plan *p, const sl_profile *profiles, int *counts)
 {
     const sl_model *m = &p->model;
-    int S = p->part.nstages;
+    /* One cut of a chain's C stages (chimera's replicas share it: a stage costs what it costs on
+     * the slower of the two ranks that run it). */
+    int S = p->part.nstages, C = sl_partition_chain_stages(&p->part);
     int units = sl_partition_units(m, NULL);
     int *first = sl_alloc(sizeof(int) * (size_t)(units + 1));
-    double *cost = sl_alloc(sizeof(double) * (size_t)units * (size_t)S);
+    double *cost = sl_alloc(sizeof(double) * (size_t)units * (size_t)C);
     sl_stage_range *st = sl_alloc(sizeof *st * (size_t)S);
     int rc = first && cost && st ? SL_OK : SL_ENOMEM;
     if (rc == SL_OK) {
         sl_partition_units(m, first);
         for (int s = 0; s < S; s++) {
             const sl_profile *pf = &profiles[sl_partition_rank(&p->part, s)];
-            for (int u = 0; u < units; u++)
-                cost[(size_t)s * (size_t)units + (size_t)u] =
-                    pf->f[u] + pf->i[u] + pf->w[u] + (u == units - 1 ? pf->loss_ms : 0);
+            for (int u = 0; u < units; u++) {
+                double *c = &cost[(size_t)(s % C) * (size_t)units + (size_t)u];
+                *c = fmax(s < C ? 0 : *c,
+                          pf->f[u] + pf->i[u] + pf->w[u] + (u == units - 1 ? pf->loss_ms : 0));
+            }
         }
-        rc = sl_partition_balance(units, S, cost, counts);
+        rc = sl_partition_balance(units, C, cost, counts);
     }
     /* Then single units across one boundary at a time, while the simulated step falls: the
      * schedule's own order decides what a stage's extra time costs (the first and last stages
@@ -347,7 +351,7 @@ int sl_plan_balance_time(const sl_plan *p, const sl_profile *profiles, int *coun
     sl_plan_prediction_free(&pr);
     for (int round = 0; rc == SL_OK && round < 4 * units; round++) {
         bool moved = false;
-        for (int b = 0; b + 1 < S && rc == SL_OK; b++)
+        for (int b = 0; b + 1 < C && rc == SL_OK; b++)
             for (int d = -1; d <= 1; d += 2) {
                 if (counts[b] + d < 1 || counts[b + 1] - d < 1) continue;
                 counts[b] += d;

@@ -180,9 +180,6 @@ Test(config, chimera)
                           "pipeline.partition=[1,1,1,0]"};
     assert_fails_with(parse(BASE, four, 3, &cfg),
                       "lists 4 stages but the model is cut into 2 (pipeline.stages: chimera's");
-    const char *timed[] = {"pipeline.schedule=chimera", "pipeline.stages=2",
-                           "pipeline.partition=time"};
-    assert_fails_with(parse(BASE, timed, 3, &cfg), "\"time\" does not cut for chimera");
     const char *chunks[] = {"pipeline.schedule=chimera", "pipeline.stages=2", "pipeline.chunks=3"};
     assert_fails_with(parse(BASE, chunks, 3, &cfg), "pipeline.chunks must be 2 (got 3)");
 }

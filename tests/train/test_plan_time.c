@@ -190,6 +190,42 @@ static int first_count(const cJSON *root)
     return (int)cJSON_GetNumberValue(cJSON_GetArrayItem(pc, 0));
 }
 
+/* Chimera's replicas share one cut: "time" gives one count per stage of a replica, costed on the
+ * slower of the two ranks that run each stage (here both devices share it: rank 1 three times
+ * slower everywhere, so the cut stays even), and plan.json records them. */
+Test(plan_time, chimera_cuts_once_for_both_replicas, .init = setup_cache)
+{
+    const char *sets[] = {"model.layers=[\"linear:16\",\"relu\",\"linear:16\",\"linear:16\","
+                          "\"linear:16\",\"linear:16\",\"linear:16\",\"linear:16\",\"linear:10\"]",
+                          "pipeline.stages=2", "pipeline.schedule=chimera", "pipeline.chunks=2"};
+    sl_config cfg;
+    load(sets, 4, &cfg);
+    sl_plan plan;
+    cr_assert_eq(sl_plan_build(&cfg, &plan), SL_OK, "%s", sl_last_error());
+    plan.host_cores = -1;
+    sl_profile pr[2];
+    int counts[4] = {0, 0, -1, -1};
+    fake_profiles(&plan, (double[]){1.0, 3.0}, pr);
+    cr_assert_eq(sl_plan_balance_time(&plan, pr, counts), SL_OK, "%s", sl_last_error());
+    cr_assert(counts[0] + counts[1] == 8 && counts[0] >= 3 && counts[0] <= 5, "%d + %d", counts[0],
+              counts[1]);
+    cr_assert(counts[2] == -1 && counts[3] == -1, "one count per stage of a replica");
+    for (int r = 0; r < 2; r++) sl_profile_free(&pr[r]);
+    sl_plan_free(&plan);
+    sl_config_free(&cfg);
+
+    setenv("SLUICE_CACHE_DIR", cache, 1);
+    char *err;
+    cJSON *root = plan_json("--set pipeline.schedule=chimera --set pipeline.chunks=2 --set "
+                            "pipeline.partition=time",
+                            &err);
+    const cJSON *pc = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(root, "config"), "pipeline"), "partition_counts");
+    cr_assert_eq(cJSON_GetArraySize(pc), 2, "%s", err);
+    cJSON_Delete(root);
+    free(err);
+}
+
 Test(plan_time, sluice_plan_and_its_cache, .init = setup_cache)
 {
     setenv("SLUICE_CACHE_DIR", cache, 1);
