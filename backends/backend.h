@@ -305,14 +305,28 @@ int sl_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m
 typedef struct sl_gemm_view {
     sl_buffer *buf;
     size_t offset, ld, stride;
+    /* Matrices in groups of `group` (0: one group of the whole batch), `group_stride` apart: the
+     * heads of every sample of a [B, T, H*hs] tensor in one call (group H, stride hs, group stride
+     * T*H*hs). The three views of a call group alike. */
+    size_t group, group_stride;
 } sl_gemm_view;
+
+/* Where matrix z of a view's batch starts. */
+static inline size_t sl_gemm_view_at(const sl_gemm_view *v, size_t z)
+{
+    size_t g = v->group ? v->group : (size_t)-1;
+    return v->offset + (z / g) * v->group_stride + (z % g) * v->stride;
+}
 
 /* Batched GEMM over views: for i < batch, C_i = alpha * op(A_i) * op(B_i) + beta * C_i as in
  * sl_gemm_strided_batched, with matrices that may lie inside wider rows: attention heads read and
- * written in place in [T, H*hs] rows are offset h*hs, ld H*hs, stride hs. The C matrices must not
- * overlap: one after another (c.stride >= (m-1)*c.ld + n) or side by side within the rows
- * (c.stride >= n and (batch-1)*c.stride + n <= c.ld). beta = 0 overwrites each C_i and nothing
- * between them. k = 0 is refused (SL_EUNSUPPORTED) unless beta is 1; m, n or batch 0 do nothing. */
+ * written in place in [T, H*hs] rows are offset h*hs, ld H*hs, stride hs, and grouped by sample
+ * (group H, group stride T*H*hs), so one call covers every head of every sample. The batch is a
+ * whole number of groups, a group stride is at least the group's strides ((group-1)*stride), and
+ * the C matrices must not overlap: within a group one after another (c.stride >= (m-1)*c.ld + n)
+ * or side by side within the rows (c.stride >= n and (group-1)*c.stride + n <= c.ld), and each
+ * group after the last one's end. beta = 0 overwrites each C_i and nothing between them. k = 0 is
+ * refused (SL_EUNSUPPORTED) unless beta is 1; m, n or batch 0 do nothing. */
 int sl_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                     float alpha, sl_gemm_view a, sl_gemm_view b, float beta, sl_gemm_view c,
                     size_t batch);

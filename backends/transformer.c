@@ -248,26 +248,32 @@ int sl_gemm_strided_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m
                            (double)beta);
         return beta == 0.0f ? dev->ops->fill(dev, nc, 0.0f, c) : dev->ops->scale(dev, nc, beta, c);
     }
-    const sl_gemm_view va = {a, 0, trans_a ? m : k, stride_a},
-                       vb = {b, 0, trans_b ? k : n, stride_b};
-    const sl_gemm_view vc = {c, 0, n, stride_c};
+    const sl_gemm_view va = {a, 0, trans_a ? m : k, stride_a, 0, 0},
+                       vb = {b, 0, trans_b ? k : n, stride_b, 0, 0};
+    const sl_gemm_view vc = {c, 0, n, stride_c, 0, 0};
     return dev->ops->gemm_batched(dev, trans_a, trans_b, m, n, k, alpha, &va, &vb, beta, &vc,
                                   batch);
 }
 
-/* The elements up to the end of a batch of views of rows x cols matrices (rows, cols > 0), after
- * checking ld >= cols; 0 on overflow. */
+/* The elements up to the end of a batch of views of rows x cols matrices (rows, cols > 0) in
+ * groups of g, after checking ld >= cols and the grouping; 0 on overflow. */
 static int view_span(const char *K, const char *name, const sl_gemm_view *v, size_t rows,
-                     size_t cols, size_t batch, size_t *end)
+                     size_t cols, size_t batch, size_t g, size_t *end)
 {
     if (v->ld < cols)
         return sl_fail(SL_EINVAL, "%s: %s's ld %zu is less than its rows' %zu elements", K, name,
                        v->ld, cols);
-    size_t a = sl_mul_size(batch - 1, v->stride), b = sl_mul_size(rows - 1, v->ld);
-    if ((batch > 1 && v->stride && !a) || (rows > 1 && !b) || a > SIZE_MAX / 4 - b ||
-        a + b > SIZE_MAX / 4 - cols || a + b + cols > SIZE_MAX / 4 - v->offset)
+    size_t groups = batch / g;
+    size_t a = sl_mul_size(g - 1, v->stride), b = sl_mul_size(rows - 1, v->ld);
+    size_t c = sl_mul_size(groups - 1, v->group_stride);
+    if ((g > 1 && v->stride && !a) || (rows > 1 && !b) || (groups > 1 && v->group_stride && !c) ||
+        a > SIZE_MAX / 8 || b > SIZE_MAX / 8 || c > SIZE_MAX / 8 || cols > SIZE_MAX / 8 ||
+        v->offset > SIZE_MAX / 8)
         return overflow(K, name);
-    *end = v->offset + a + b + cols;
+    if (groups > 1 && v->group_stride < a)
+        return sl_fail(SL_EINVAL, "%s: %s's group stride %zu is less than its group's %zu", K, name,
+                       v->group_stride, a);
+    *end = v->offset + a + b + c + cols;
     return SL_OK;
 }
 
@@ -285,17 +291,27 @@ int sl_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t
         return sl_fail(SL_EUNSUPPORTED, "%s: k = 0 with beta %g (use sl_gemm_strided_batched)", K,
                        (double)beta);
     }
+    size_t g = c.group ? c.group : batch;
+    if (a.group != c.group || b.group != c.group || batch % g)
+        return sl_fail(SL_EINVAL,
+                       "%s: the views group their matrices by %zu, %zu and %zu, and the batch is "
+                       "%zu: they must group alike, the batch a whole number of groups",
+                       K, a.group, b.group, c.group, batch);
     size_t ea, eb, ec;
-    SL_TRY(view_span(K, "a", &a, trans_a ? k : m, trans_a ? m : k, batch, &ea));
-    SL_TRY(view_span(K, "b", &b, trans_b ? n : k, trans_b ? k : n, batch, &eb));
-    SL_TRY(view_span(K, "c", &c, m, n, batch, &ec));
+    SL_TRY(view_span(K, "a", &a, trans_a ? k : m, trans_a ? m : k, batch, g, &ea));
+    SL_TRY(view_span(K, "b", &b, trans_b ? n : k, trans_b ? k : n, batch, g, &eb));
+    SL_TRY(view_span(K, "c", &c, m, n, batch, g, &ec));
     SL_TRY(sl__check_arg(K, "a", dev, a.buf, ea));
     SL_TRY(sl__check_arg(K, "b", dev, b.buf, eb));
     SL_TRY(sl__check_arg(K, "c", dev, c.buf, ec));
-    bool after = c.stride >= (m - 1) * c.ld + n; /* no overflow: within the span checked */
-    bool beside = c.stride >= n && (batch - 1) * c.stride + n <= c.ld;
-    if (batch > 1 && !after && !beside)
-        return sl_fail(SL_EINVAL, "%s: the C matrices overlap (stride %zu, ld %zu, %zu x %zu each)",
-                       K, c.stride, c.ld, m, n);
+    /* No overflow below: within the spans checked. */
+    bool after = c.stride >= (m - 1) * c.ld + n;
+    bool beside = c.stride >= n && (g - 1) * c.stride + n <= c.ld;
+    bool groups_apart = c.group_stride >= (g - 1) * c.stride + (m - 1) * c.ld + n;
+    if ((g > 1 && !after && !beside) || (batch > g && !groups_apart))
+        return sl_fail(SL_EINVAL,
+                       "%s: the C matrices overlap (stride %zu, ld %zu, group stride %zu, %zu x "
+                       "%zu each)",
+                       K, c.stride, c.ld, c.group_stride, m, n);
     return dev->ops->gemm_batched(dev, trans_a, trans_b, m, n, k, alpha, &a, &b, beta, &c, batch);
 }

@@ -213,8 +213,8 @@ int sl__cpu_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, s
     for (size_t i = 0; i < batch; i++)
         cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                     trans_b ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, alpha,
-                    F(a->buf) + a->offset + i * a->stride, (blasint)a->ld,
-                    F(b->buf) + b->offset + i * b->stride, (blasint)b->ld, beta,
-                    F(c->buf) + c->offset + i * c->stride, (blasint)c->ld);
+                    F(a->buf) + sl_gemm_view_at(a, i), (blasint)a->ld,
+                    F(b->buf) + sl_gemm_view_at(b, i), (blasint)b->ld, beta,
+                    F(c->buf) + sl_gemm_view_at(c, i), (blasint)c->ld);
     return SL_OK;
 }

@@ -193,7 +193,8 @@ int sl__cl_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, s
 static int clear_c(struct sl__cl_device *d, size_t m, size_t n, const sl_gemm_view *c, size_t batch)
 {
     const float zero = 0.0f;
-    if (c->ld == n) {
+    size_t g = c->group ? c->group : batch;
+    if (c->ld == n && g == batch) {
         size_t parts = c->stride == m * n ? 1 : batch, bytes = m * n * sizeof(float);
         if (parts == 1) bytes *= batch;
         for (size_t i = 0; i < parts; i++)
@@ -208,7 +209,8 @@ static int clear_c(struct sl__cl_device *d, size_t m, size_t n, const sl_gemm_vi
         d->zero = clCreateBuffer(d->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof zero,
                                  (void *)&zero, &err);
     CL_TRY(err, "clCreateBuffer (batched GEMM's zero)");
-    cl_ulong4 sh = {{1, batch, m, n}}, ss = {{0, 0, 0, 0}}, ds = {{0, c->stride, c->ld, 1}};
+    cl_ulong4 sh = {{batch / g, g, m, n}}, ss = {{0, 0, 0, 0}};
+    cl_ulong4 ds = {{c->group_stride, c->stride, c->ld, 1}};
     return launch_copy_strided(d, d->zero, MEM(c->buf), sh, 0, ss, c->offset, ds);
 }
 
@@ -228,18 +230,22 @@ int sl__cl_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, si
      * time. */
     CLBlastStatusCode s = CLBlastSuccess;
     size_t all = a->stride | b->stride | c->stride | a->offset | b->offset | c->offset | a->ld |
-                 b->ld | c->ld;
+                 b->ld | c->ld | a->group_stride | b->group_stride | c->group_stride;
+    /* Groups go one strided batch each: CLBlast's batched call with offset arrays measured
+     * slower on PoCL than the per-group strided calls (bench/train.md). */
+    size_t g = c->group && c->group < batch ? c->group : batch;
     if (all % 4 == 0) {
-        s = CLBlastSgemmStridedBatched(CLBlastLayoutColMajor, tb, ta, n, m, k, alpha, MEM(b->buf),
-                                       b->offset, b->ld, b->stride, MEM(a->buf), a->offset, a->ld,
-                                       a->stride, beta, MEM(c->buf), c->offset, c->ld, c->stride,
-                                       batch, &d->queue, NULL);
+        for (size_t z = 0; z < batch && s == CLBlastSuccess; z += g)
+            s = CLBlastSgemmStridedBatched(
+                CLBlastLayoutColMajor, tb, ta, n, m, k, alpha, MEM(b->buf), sl_gemm_view_at(b, z),
+                b->ld, b->stride, MEM(a->buf), sl_gemm_view_at(a, z), a->ld, a->stride, beta,
+                MEM(c->buf), sl_gemm_view_at(c, z), c->ld, c->stride, g, &d->queue, NULL);
     } else {
         for (size_t i = 0; i < batch && s == CLBlastSuccess; i++)
             s = CLBlastSgemm(CLBlastLayoutColMajor, tb, ta, n, m, k, alpha, MEM(b->buf),
-                             b->offset + i * b->stride, b->ld, MEM(a->buf),
-                             a->offset + i * a->stride, a->ld, beta, MEM(c->buf),
-                             c->offset + i * c->stride, c->ld, &d->queue, NULL);
+                             sl_gemm_view_at(b, i), b->ld, MEM(a->buf), sl_gemm_view_at(a, i),
+                             a->ld, beta, MEM(c->buf), sl_gemm_view_at(c, i), c->ld, &d->queue,
+                             NULL);
     }
     if (s != CLBlastSuccess) {
         char what[160];

@@ -178,7 +178,7 @@ static int vk_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
     sl_buffer *bufs[4] = {a, b, c, b};
     /* Strides and the z base 0: one matrix (gemm_tex takes only the first nine words). */
     /* gemm.comp's push constants (gemm_tex.comp reads the first nine) */
-    uint32_t push[19] = {0,
+    uint32_t push[23] = {0,
                          0,
                          (uint32_t)m,
                          (uint32_t)n,

@@ -128,7 +128,7 @@ int sl__vk_fail(VkResult r, const char *what);
     X(MSE, mse, 4, 16, 0)                                                                          \
     X(SGD, sgd, 3, 24, 0)                                                                          \
     X(ADAM, adam, 4, 40, 0)                                                                        \
-    X(GEMM, gemm, 4, 76, 0)                                                                        \
+    X(GEMM, gemm, 4, 92, 0)                                                                        \
     X(GEMM_TEX, gemm_tex, 5, 36, 0x1B)                                                             \
     X(PEAK, peak, 1, 16, 0)                                                                        \
     X(AXPY_TEX, axpy_tex, 3, 12, 0x3)                                                              \

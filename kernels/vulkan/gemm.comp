@@ -19,6 +19,7 @@ layout(push_constant) uniform P {
     uint base_x; uint base_y; uint m; uint n; uint k; uint trans_a; uint trans_b;
     float alpha; float beta; uint stride_a; uint stride_b; uint stride_c; uint base_z;
     uint lda; uint ldb; uint ldc; uint off_a; uint off_b; uint off_c;
+    uint group; uint gstride_a; uint gstride_b; uint gstride_c; // matrices in groups (0: none)
 } p;
 layout(std430, binding = 0) readonly buffer A { float a[]; };
 layout(std430, binding = 1) readonly buffer B { float b[]; };
@@ -31,7 +32,10 @@ void main()
     uint row0 = (p.base_y + gl_WorkGroupID.y) * TM;
     uint col0 = cb * TN4 * 4u;
     uint z = p.base_z + gl_WorkGroupID.z;
-    uint oa = p.off_a + z * p.stride_a, ob = p.off_b + z * p.stride_b, oc = p.off_c + z * p.stride_c;
+    uint zg = p.group != 0u ? z / p.group : 0u, zi = p.group != 0u ? z % p.group : z;
+    uint oa = p.off_a + zg * p.gstride_a + zi * p.stride_a;
+    uint ob = p.off_b + zg * p.gstride_b + zi * p.stride_b;
+    uint oc = p.off_c + zg * p.gstride_c + zi * p.stride_c;
     // No early return for invocations past the edge: indices are clamped instead, so no branch
     // before the stores depends on the invocation and the A addresses stay provably uniform.
 

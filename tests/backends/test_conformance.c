@@ -553,6 +553,63 @@ Test(conformance, gemm_strided_batched)
         }
 }
 
+/* Every sample's heads in one call: views grouped by sample ([B, T, 3C] rows, group H, group
+ * stride T*3C; scores [B, H, T, T]). On the cpu the grouped call equals B calls of one sample
+ * each; every device equals the cpu. */
+static void grouped_views(size_t T, size_t base)
+{
+    const size_t B = 3, H = 2, hs = 4, C = H * hs;
+    size_t nq = B * T * 3 * C + 1, ns = B * H * T * T, ny = B * T * C + 1;
+    float *qkv = vec_rand(nq, 81, -1, 1), *att = vec_rand(ns, 82, -1, 1);
+    float *y0 = vec_rand(ny, 83, -1, 1), *s0 = vec_rand(ns, 84, -1, 1);
+    sl_gemm_view q = {NULL, base, 3 * C, hs, H, T * 3 * C};
+    sl_gemm_view kk = {NULL, base + C, 3 * C, hs, H, T * 3 * C};
+    sl_gemm_view v = {NULL, base + 2 * C, 3 * C, hs, H, T * 3 * C};
+    sl_gemm_view sc = {NULL, 0, T, T * T, H, H * T * T}, y = {NULL, base, C, hs, H, T * C};
+    float *ref_s = run_gemm_views(cpu, false, true, T, T, hs, 1.0f, qkv, nq, q, qkv, nq, kk, 1.0f,
+                                  s0, ns, sc, B * H);
+    float *ref_y = run_gemm_views(cpu, true, false, T, hs, T, 0.5f, att, ns, sc, qkv, nq, v, 0.0f,
+                                  y0, ny, y, B * H);
+    /* the same, one sample at a time */
+    float *one_s = vec_new(ns), *one_y = vec_new(ny);
+    memcpy(one_s, s0, ns * 4), memcpy(one_y, y0, ny * 4);
+    for (size_t b = 0; b < B; b++) {
+        sl_gemm_view qb = q, kb = kk, vb = v, sb = sc, yb = y;
+        qb.group = kb.group = vb.group = sb.group = yb.group = 0;
+        qb.offset += b * T * 3 * C, kb.offset += b * T * 3 * C, vb.offset += b * T * 3 * C;
+        sb.offset += b * H * T * T, yb.offset += b * T * C;
+        float *got_s = run_gemm_views(cpu, false, true, T, T, hs, 1.0f, qkv, nq, qb, qkv, nq, kb,
+                                      1.0f, one_s, ns, sb, H);
+        float *got_y = run_gemm_views(cpu, true, false, T, hs, T, 0.5f, att, ns, sb, qkv, nq, vb,
+                                      0.0f, one_y, ny, yb, H);
+        memcpy(one_s, got_s, ns * 4), memcpy(one_y, got_y, ny * 4);
+        free(got_s), free(got_y);
+    }
+    cr_assert(!memcmp(ref_s, one_s, ns * 4) && !memcmp(ref_y, one_y, ny * 4),
+              "cpu: the grouped call differs from one call per sample");
+    for (size_t d = 0; d < ndevs; d++) { /* check() frees what it is given: copies of the cpu's */
+        float *rs = vec_new(ns), *ry = vec_new(ny);
+        memcpy(rs, ref_s, ns * 4), memcpy(ry, ref_y, ny * 4);
+        check(rs,
+              run_gemm_views(devs[d], false, true, T, T, hs, 1.0f, qkv, nq, q, qkv, nq, kk, 1.0f,
+                             s0, ns, sc, B * H),
+              ns, 1e-4f, 1e-4f, devs[d], "grouped q k^T");
+        check(ry,
+              run_gemm_views(devs[d], true, false, T, hs, T, 0.5f, att, ns, sc, qkv, nq, v, 0.0f,
+                             y0, ny, y, B * H),
+              ny, 1e-4f, 1e-4f, devs[d], "grouped att^T v");
+    }
+    free(ref_s), free(ref_y), free(one_s), free(one_y), free(qkv), free(att), free(y0), free(s0);
+}
+
+/* Odd offsets and T (OpenCL then goes a matrix at a time) and aligned ones (a strided batch per
+ * group). */
+Test(conformance, gemm_batched_grouped_views)
+{
+    grouped_views(9, 1);
+    grouped_views(8, 0);
+}
+
 /* Attention heads in place: H heads of hs side by side in rows of `row` (q at 0, k at C, v at 2C
  * of [T, 3C]; the output at 0 of [T, C]), both products of the forward and the transposed ones of
  * the backward, beta 0 over NaN and beta 1; and views whose offsets or ld are odd. */
@@ -565,9 +622,9 @@ Test(conformance, gemm_batched_views)
             size_t nq = T * 3 * C + 1, ns = H * T * T, ny = T * C + 1;
             float *qkv = vec_rand(nq, 77, -1, 1), *att = vec_rand(ns, 78, -1, 1);
             float *y0 = vec_rand(ny, 79, -1, 1), *s0 = vec_rand(ns, 80, -1, 1);
-            sl_gemm_view q = {NULL, 1, 3 * C, hs}, kk = {NULL, 1 + C, 3 * C, hs};
-            sl_gemm_view v = {NULL, 1 + 2 * C, 3 * C, hs}, sc = {NULL, 0, T, T * T};
-            sl_gemm_view y = {NULL, 1, C, hs};
+            sl_gemm_view q = {NULL, 1, 3 * C, hs, 0, 0}, kk = {NULL, 1 + C, 3 * C, hs, 0, 0};
+            sl_gemm_view v = {NULL, 1 + 2 * C, 3 * C, hs, 0, 0}, sc = {NULL, 0, T, T * T, 0, 0};
+            sl_gemm_view y = {NULL, 1, C, hs, 0, 0};
             for (int beta = 0; beta <= 1; beta++) {
                 float *yin = vec_new(ny), *sin = vec_new(ns);
                 memcpy(yin, y0, ny * 4), memcpy(sin, s0, ns * 4);

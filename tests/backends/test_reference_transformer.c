@@ -231,9 +231,9 @@ Test(reference, gemm_batched_views_match_naive_loops)
         size_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
         /* A and B beside each other in rows of 3 * batch * cols + 1 (from the second third), C
          * in rows with a gap after the batch */
-        sl_gemm_view va = {NULL, batch * ac + 2, 3 * batch * ac + 1, ac};
-        sl_gemm_view vb = {NULL, 1, batch * bc + 3, bc};
-        sl_gemm_view vc = {NULL, 2, batch * n + 2, n};
+        sl_gemm_view va = {NULL, batch * ac + 2, 3 * batch * ac + 1, ac, 0, 0};
+        sl_gemm_view vb = {NULL, 1, batch * bc + 3, bc, 0, 0};
+        sl_gemm_view vc = {NULL, 2, batch * n + 2, n, 0, 0};
         size_t na = va.offset + ar * va.ld, nb = vb.offset + br * vb.ld, nc = vc.offset + m * vc.ld;
         float *a = vec_rand(na, 66, -1, 1), *b = vec_rand(nb, 67, -1, 1);
         float *c0 = vec_rand(nc, 68, -1, 1), *cnan = vec_rand(nc, 68, -1, 1);
@@ -340,16 +340,17 @@ Test(reference, transformer_arguments_are_checked)
                  SL_ERANGE);
     /* Views: C matrices that overlap (neither after nor beside each other), an ld shorter than
      * a row, a view past the buffer's end, k = 0 with beta other than 1. */
-    sl_gemm_view va = {b, 0, 2, 4}, vc = {c, 0, 2, 4};
+    sl_gemm_view va = {b, 0, 2, 4, 0, 0}, vc = {c, 0, 2, 4, 0, 0};
     OK(sl_gemm_batched(cpu, false, false, 2, 2, 2, 1.0f, va, va, 0.0f, vc, 4));
-    sl_gemm_view beside = {c, 0, 8, 2}, clash = {c, 0, 3, 2}, shortld = {b, 0, 1, 4};
+    sl_gemm_view beside = {c, 0, 8, 2, 0, 0}, clash = {c, 0, 3, 2, 0, 0},
+                 shortld = {b, 0, 1, 4, 0, 0};
     OK(sl_gemm_batched(cpu, false, false, 2, 2, 2, 1.0f, va, va, 0.0f, beside, 4));
     cr_assert_eq(sl_gemm_batched(cpu, false, false, 2, 2, 2, 1.0f, va, va, 0.0f, clash, 2),
                  SL_EINVAL);
     cr_assert_eq(sl_gemm_batched(cpu, false, false, 2, 2, 2, 1.0f, shortld, va, 0.0f, vc, 1),
                  SL_EINVAL);
     cr_assert_eq(sl_gemm_batched(cpu, false, false, 2, 2, 2, 1.0f, va, va, 0.0f, vc, 5), SL_ERANGE);
-    sl_gemm_view far = {b, SIZE_MAX / 2, 2, 4};
+    sl_gemm_view far = {b, SIZE_MAX / 2, 2, 4, 0, 0};
     cr_assert_eq(sl_gemm_batched(cpu, false, false, 2, 2, 2, 1.0f, far, va, 0.0f, vc, 1),
                  SL_ERANGE);
     cr_assert_eq(sl_gemm_batched(cpu, false, false, 2, 2, 0, 1.0f, va, va, 0.0f, vc, 1),
