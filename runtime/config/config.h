@@ -159,7 +159,8 @@ uint64_t sl_config_hash(const sl_config *cfg);
 /* The device id of rank `rank` (devices[0] when one id is given for all). */
 const char *sl_config_device(const sl_config *cfg, int rank);
 
-/* For a run that diverged (rc SL_ENONFINITE, whose message says where): appends to the message
+/* For a run that diverged (rc SL_ENONFINITE, whose message says where), once, where the run's
+ * loop sees the failure (the executor's step loop, the reference trainer): appends to the message
  * what to change, "lower train.optimizer.lr or set train.grad_clip", or with clipping on, "lower
  * train.optimizer.lr or train.grad_clip (now 1)". Returns rc, untouched when it is another. */
 int sl_config_diverged(const sl_config *cfg, int rc);

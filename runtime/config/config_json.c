@@ -152,7 +152,7 @@ const char *sl_config_device(const sl_config *cfg, int rank)
 
 int sl_config_diverged(const sl_config *cfg, int rc)
 {
-    if (rc != SL_ENONFINITE || strstr(sl_last_error(), "lower train.optimizer.lr")) return rc;
+    if (rc != SL_ENONFINITE) return rc;
     char what[1024];
     snprintf(what, sizeof what, "%s", sl_last_error());
     if (cfg->train.grad_clip > 0)

@@ -44,10 +44,8 @@ int sl_stages_step(sl_stage *const *stages, int n, const sl_config *cfg, int64_t
         SL_TRY(sl_stage_grad_sumsq(stages[i], &part));
         sumsq += part;
     }
-    if (!isfinite(sumsq))
-        return sl_config_diverged(
-            cfg,
-            sl_fail(SL_ENONFINITE, "the global gradient norm is not finite: training diverged"));
+    if (!isfinite(sumsq)) /* the callers add what to change (sl_config_diverged) */
+        return sl_fail(SL_ENONFINITE, "the global gradient norm is not finite: training diverged");
     if (want_norm || max_norm > 0) {
         *norm = sqrt(sumsq);
         double coef = sl_clip_coef(max_norm, *norm);
