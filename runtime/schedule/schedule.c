@@ -556,10 +556,10 @@ static int sync_exchanges(int D, int r, sl_exchange *out)
     const bool left = r < D / 2;
     const int q = left ? r : D - 1 - r; /* this rank's pair */
     int n = 0;
-    /* Pair 0 goes over the ring's wrap (rank 0's previous link; with two ranks, both links
-     * leading to the peer, rank 0 uses its next one and rank 1 its previous one); the others
-     * inwards, through the middle. */
-    int dir = q == 0 ? (D == 2 ? (r == 0 ? 0 : 1) : (r == 0 ? 1 : 0)) : (left ? 0 : 1);
+    /* Pair 0 goes over the ring's wrap, rank 0's previous link and rank D-1's next one, as TIED
+     * between the first and the last stage does (with two ranks, the two ends of one of their two
+     * links); the other pairs inwards, through the middle. */
+    int dir = q == 0 ? (r == 0 ? 1 : 0) : (left ? 0 : 1);
     int peer = dir ? prev : next;
     out[n++] = (sl_exchange){true, false, peer, dir, q};
     out[n++] = (sl_exchange){false, false, peer, dir, q};
