@@ -176,27 +176,11 @@ static int vk_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t 
 {
     struct sl__vk_device *d = D(dev);
     sl_buffer *bufs[4] = {a, b, c, b};
-    /* Strides and the z base 0: one matrix (gemm_tex takes only the first nine words). */
-    /* gemm.comp's push constants (gemm_tex.comp reads the first nine) */
-    uint32_t push[23] = {0,
-                         0,
-                         (uint32_t)m,
-                         (uint32_t)n,
-                         (uint32_t)k,
-                         trans_a,
-                         trans_b,
-                         f2u(alpha),
-                         f2u(beta),
-                         0,
-                         0,
-                         0,
-                         0,
-                         (uint32_t)(trans_a ? m : k),
-                         (uint32_t)(trans_b ? k : n),
-                         (uint32_t)n,
-                         0,
-                         0,
-                         0};
+    /* One matrix, packed (gemm_tex takes only the first nine words). */
+    const sl_gemm_view va = {a, 0, trans_a ? m : k, 0, 0, 0}, vb = {b, 0, trans_b ? k : n, 0, 0, 0};
+    const sl_gemm_view vc = {c, 0, n, 0, 0, 0};
+    uint32_t push[SL__VK_GEMM_PUSH];
+    sl__vk_gemm_push(push, m, n, k, trans_a, trans_b, alpha, beta, &va, &vb, &vc, 1);
     uint32_t col_blocks = div_up(n, 4 * d->gemm_tn4), row_blocks = div_up(m, d->gemm_tm);
     uint32_t gx = div_up(col_blocks, d->gemm_wg);
     uint64_t max_texels = d->props.limits.maxTexelBufferElements;

@@ -151,41 +151,12 @@ int sl__vk_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, si
 {
     struct sl__vk_device *d = D(dev);
     sl_buffer *bufs[4] = {a->buf, b->buf, c->buf, b->buf};
-    /* A stride is only used for batch > 1, where it lies within the bound range (a group stride
-     * where there are several groups). */
-    uint32_t sa = batch > 1 ? (uint32_t)a->stride : 0, sb = batch > 1 ? (uint32_t)b->stride : 0;
-    uint32_t sc = batch > 1 ? (uint32_t)c->stride : 0;
-    bool grouped = c->group && c->group < batch;
-    uint32_t group = grouped ? (uint32_t)c->group : 0;
-    uint32_t ga = grouped ? (uint32_t)a->group_stride : 0,
-             gb = grouped ? (uint32_t)b->group_stride : 0;
-    uint32_t gc = grouped ? (uint32_t)c->group_stride : 0;
+    uint32_t push[SL__VK_GEMM_PUSH];
+    sl__vk_gemm_push(push, m, n, k, trans_a, trans_b, alpha, beta, a, b, c, batch);
     uint32_t col_blocks = div_up(n, 4 * d->gemm_tn4), row_blocks = div_up(m, d->gemm_tm);
     uint32_t gx = div_up(col_blocks, d->gemm_wg);
     for (size_t z = 0; z < batch; z += d->max_groups[2]) {
-        uint32_t push[23] = {0,
-                             0,
-                             (uint32_t)m,
-                             (uint32_t)n,
-                             (uint32_t)k,
-                             trans_a,
-                             trans_b,
-                             f2u(alpha),
-                             f2u(beta),
-                             sa,
-                             sb,
-                             sc,
-                             (uint32_t)z,
-                             (uint32_t)a->ld,
-                             (uint32_t)b->ld,
-                             (uint32_t)c->ld,
-                             (uint32_t)a->offset,
-                             (uint32_t)b->offset,
-                             (uint32_t)c->offset,
-                             group,
-                             ga,
-                             gb,
-                             gc};
+        push[12] = (uint32_t)z; /* the z base of this part of the batch */
         uint32_t gz = (uint32_t)SL_MIN((size_t)d->max_groups[2], batch - z);
         SL_TRY(sl__vk_record_kernel_views(d, K_GEMM, bufs, NULL, push, gx, row_blocks, gz));
     }

@@ -246,6 +246,42 @@ static inline uint32_t f2u(float f)
     return u;
 }
 
+/* gemm.comp's push constants (gemm_tex.comp reads the first nine) for a batch of views, the z
+ * base 0 (push[12]). A stride is only set for batch > 1 and a group stride for several groups,
+ * where each lies within the bound range. */
+#define SL__VK_GEMM_PUSH 23
+static inline void sl__vk_gemm_push(uint32_t push[SL__VK_GEMM_PUSH], size_t m, size_t n, size_t k,
+                                    bool trans_a, bool trans_b, float alpha, float beta,
+                                    const sl_gemm_view *a, const sl_gemm_view *b,
+                                    const sl_gemm_view *c, size_t batch)
+{
+    bool many = batch > 1, grouped = c->group && c->group < batch;
+    const uint32_t words[SL__VK_GEMM_PUSH] = {0,
+                                              0,
+                                              (uint32_t)m,
+                                              (uint32_t)n,
+                                              (uint32_t)k,
+                                              trans_a,
+                                              trans_b,
+                                              f2u(alpha),
+                                              f2u(beta),
+                                              many ? (uint32_t)a->stride : 0,
+                                              many ? (uint32_t)b->stride : 0,
+                                              many ? (uint32_t)c->stride : 0,
+                                              0,
+                                              (uint32_t)a->ld,
+                                              (uint32_t)b->ld,
+                                              (uint32_t)c->ld,
+                                              (uint32_t)a->offset,
+                                              (uint32_t)b->offset,
+                                              (uint32_t)c->offset,
+                                              grouped ? (uint32_t)c->group : 0,
+                                              grouped ? (uint32_t)a->group_stride : 0,
+                                              grouped ? (uint32_t)b->group_stride : 0,
+                                              grouped ? (uint32_t)c->group_stride : 0};
+    memcpy(push, words, sizeof words);
+}
+
 /* ------------------------------------------------------------------------------------------------
  * device.c */
 
