@@ -215,7 +215,7 @@ static int clear_c(struct sl__cl_device *d, size_t m, size_t n, const sl_gemm_vi
 }
 
 /* As cl_gemm (kernels.c): the column-major product C^T = B^T A^T over the same memory, for every
- * matrix of the batch in one CLBlast call. */
+ * matrix of the batch (of each group) in one CLBlast call. */
 int sl__cl_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                         float alpha, const sl_gemm_view *a, const sl_gemm_view *b, float beta,
                         const sl_gemm_view *c, size_t batch)

@@ -301,7 +301,8 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
                        "V (rank r holds stages r and 2D-1-r): pipeline.chunks must be 2 (got %d)",
                        cfg->pipeline.schedule, cfg->pipeline.chunks);
     SL_TRY(sl__config_get_bool(c, "recompute", false, &cfg->pipeline.recompute));
-    int nstages = cfg->pipeline.stages * (chimera ? 1 : cfg->pipeline.chunks);
+    /* The model's cut: chimera's two replicas share one of D stages. */
+    int chunks = chimera ? 1 : cfg->pipeline.chunks, nstages = cfg->pipeline.stages * chunks;
     int units = sl_config_param_layers(cfg); /* layers with parameters */
     /* What the units are, for messages. */
     const char *unit_text =
@@ -345,8 +346,7 @@ static int parse_pipeline(cJSON *root, sl_config *cfg)
                        "config: pipeline.stages x pipeline.chunks (%d x %d = %d stages) is more "
                        "than the %d layers with parameters (%s) in %s; every stage needs at "
                        "least one",
-                       cfg->pipeline.stages, chimera ? 1 : cfg->pipeline.chunks, nstages, units,
-                       unit_text, model_text);
+                       cfg->pipeline.stages, chunks, nstages, units, unit_text, model_text);
     if (cfg->pipeline.chunks > 1 && !v_shape && strcmp(cfg->pipeline.schedule, "interleaved") &&
         strcmp(cfg->pipeline.schedule, "looped-bfs"))
         return sl_fail(SL_ECONFIG,
