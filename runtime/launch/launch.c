@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,7 +134,11 @@ struct sl_launch {
     char blas_coretype[32], blas_fallback[32];
 };
 
-static volatile sig_atomic_t interrupted, signals;
+/* Set from on_signal, which may run on any of this process's threads (OpenBLAS's too), two at
+ * once when two signals arrive together: the count is an atomic so neither is lost. */
+static volatile sig_atomic_t interrupted;
+static atomic_int signals;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a signal handler needs a lock-free atomic counter");
 
 /* A coordinator killed with SIGKILL cannot remove its run directory (sockets, the plan, keys);
  * its ranks die with it (PR_SET_PDEATHSIG). A small child process waits on a pipe whose other
@@ -176,7 +181,7 @@ static int start_janitor(sl_launch *l)
 static void on_signal(int sig)
 {
     interrupted = sig;
-    signals = signals + 1;
+    atomic_fetch_add(&signals, 1);
 }
 
 int sl_launch_create(bool keep, sl_launch **out)
@@ -226,7 +231,8 @@ int sl_launch_create(bool keep, sl_launch **out)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    interrupted = signals = 0;
+    interrupted = 0;
+    atomic_store(&signals, 0);
     *out = l;
     return SL_OK;
 }
