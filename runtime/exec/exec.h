@@ -50,6 +50,9 @@ typedef struct sl_exec_options {
  * A local run's coordinator relays SIGINT and SIGTERM to its ranks as SIGUSR1, on which
  * sl_exec_rank calls this; under a launcher each rank gets the launcher's signal itself. */
 void sl_exec_request_stop(int sig);
+/* The same, returning the signal that had asked before (0: none), in one atomic step: a handler
+ * that two signals run at once on two threads sees exactly one of them first. */
+int sl_exec_request_stop_again(int sig);
 /* The signal that asked, or 0. */
 int sl_exec_stop_requested(void);
 

@@ -12,19 +12,26 @@
  * due anyway. The messages are NORM-typed F64 scalars whose step carries SL_STEP_VOTE (mb 0:
  * gather, mb 1: broadcast). */
 #include <signal.h>
+#include <stdatomic.h>
 
 #include "runtime/exec/exec_impl.h"
 
-static volatile sig_atomic_t requested;
+static atomic_int requested;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a signal handler needs a lock-free atomic");
+
+int sl_exec_request_stop_again(int sig)
+{
+    return atomic_exchange(&requested, sig > 0 ? sig : SIGINT);
+}
 
 void sl_exec_request_stop(int sig)
 {
-    requested = sig > 0 ? sig : SIGINT;
+    (void)sl_exec_request_stop_again(sig);
 }
 
 int sl_exec_stop_requested(void)
 {
-    return requested;
+    return atomic_load(&requested);
 }
 
 static int vote(sl__exec *e, int dir, bool send, int64_t step, int round, double *v)

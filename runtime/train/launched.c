@@ -250,8 +250,7 @@ static int endpoints(launched *L, const sl_launch_info *info, char *master, size
  * second ends this rank at once. */
 static void on_signal(int sig)
 {
-    if (sl_exec_stop_requested()) _exit(128 + sig);
-    sl_exec_request_stop(sig);
+    if (sl_exec_request_stop_again(sig)) _exit(128 + sig);
 }
 
 int sl_train_launched(const sl_config *cfg, const sl_launch_info *info, const sl_train_options *opt,
