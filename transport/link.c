@@ -74,12 +74,13 @@ static uint32_t header_crc(struct sl__link *l, sl_wire_header *h)
 }
 
 int sl__send_frames(sl_transport *t, struct sl__link *l, sl_wire_header *h, zmq_msg_t *payload,
-                    int dontwait, uint32_t crc)
+                    int dontwait, const uint32_t *crc)
 {
     uint8_t raw[SL_WIRE_HEADER_SIZE];
-    if (!crc) crc = sl_crc32c(header_crc(l, h), zmq_msg_data(payload), zmq_msg_size(payload));
+    uint32_t c =
+        crc ? *crc : sl_crc32c(header_crc(l, h), zmq_msg_data(payload), zmq_msg_size(payload));
     h->seq = l->send_seq;
-    h->crc = crc;
+    h->crc = c;
     sl_wire_encode(h, raw);
 
     /* The first frame is the one that may meet a full queue; once it is taken, libzmq takes the
@@ -159,31 +160,71 @@ static int check_meta(sl_transport *t, const sl_tensor_meta *m, size_t bytes)
     return SL_OK;
 }
 
-/* Sends payload p; with src, p is uninitialized and src is copied into it while checksumming. */
-static int send_msg(sl_transport *t, struct sl__link *l, const sl_tensor_meta *m, zmq_msg_t *p,
-                    const void *src)
+/* Reads the monitors now and then; a failure or a lost peer breaks the transport before a send. */
+static int before_send(sl_transport *t, struct sl__link *l)
 {
     int s = sl__maybe_drain(t);
     if (!s && l->lost)
         s = sl__broke(t, l, SL_EPEER, "rank %d disconnected (process ended or network lost)",
                       l->peer);
+    return s;
+}
+
+/* The header of a tensor message of `bytes` described by m. */
+static void tensor_header(sl_transport *t, struct sl__link *l, sl_wire_header *h,
+                          const sl_tensor_meta *m, size_t bytes)
+{
+    sl__fill_header(t, l, h, m->type);
+    h->step = m->step;
+    h->stage = m->stage;
+    h->mb = m->mb;
+    h->dtype = (uint16_t)m->dtype;
+    h->ndim = (uint16_t)m->ndim;
+    for (uint32_t i = 0; i < m->ndim; i++) h->shape[i] = m->shape[i];
+    h->payload_len = bytes;
+}
+
+/* Sends payload p; with src, p is uninitialized and src is copied into it while checksumming. */
+static int send_msg(sl_transport *t, struct sl__link *l, const sl_tensor_meta *m, zmq_msg_t *p,
+                    const void *src)
+{
+    int s = before_send(t, l);
     if (s) {
         zmq_msg_close(p);
         return s;
     }
     sl_wire_header h;
-    sl__fill_header(t, l, &h, m->type);
-    h.step = m->step;
-    h.stage = m->stage;
-    h.mb = m->mb;
-    h.dtype = (uint16_t)m->dtype;
-    h.ndim = (uint16_t)m->ndim;
-    for (uint32_t i = 0; i < m->ndim; i++) h.shape[i] = m->shape[i];
-    h.payload_len = zmq_msg_size(p);
-    uint32_t crc = 0;
+    tensor_header(t, l, &h, m, zmq_msg_size(p));
+    uint32_t crc;
     if (src) crc = sl_crc32c_copy(header_crc(l, &h), zmq_msg_data(p), src, zmq_msg_size(p));
-    s = sl__send_frames(t, l, &h, p, 0, crc);
+    s = sl__send_frames(t, l, &h, p, 0, src ? &crc : NULL);
     return s < 0 ? s : SL_OK;
+}
+
+/* Sends src through l's ring when the link has one, the payload is large and there is room now
+ * (copied there while checksummed; the frame carries its place): 1 when sent, 0 when it has to go
+ * over the socket, or a failure. */
+static int send_ring(sl_transport *t, struct sl__link *l, const sl_tensor_meta *m, const void *src,
+                     size_t bytes)
+{
+    if (!l->out.map || !bytes || bytes < t->o.zero_copy_bytes) return 0;
+    uint64_t pos = 0;
+    void *dst;
+    int s = before_send(t, l);
+    if (!s) s = sl__ring_place(t, l, bytes, &pos, &dst);
+    if (!s && !dst) l->socket_sends++;
+    if (s || !dst) return s;
+    sl_wire_header h;
+    tensor_header(t, l, &h, m, bytes);
+    h.flags = SL_WIRE_FLAG_RING;
+    uint32_t crc = sl_crc32c_copy(header_crc(l, &h), dst, src, bytes);
+    zmq_msg_t p;
+    if (zmq_msg_init_size(&p, SL_RING_PLACE_BYTES) < 0)
+        return sl_fail(SL_ENOMEM, "cannot allocate a message");
+    sl__ring_encode_place(zmq_msg_data(&p), pos, bytes);
+    s = sl__send_frames(t, l, &h, &p, 0, &crc);
+    l->ring_sends++;
+    return s < 0 ? s : 1;
 }
 
 int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, const void *data,
@@ -192,6 +233,8 @@ int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, cons
     struct sl__link *l = NULL;
     SL_TRY(sl__get_link(t, dir, &l));
     SL_TRY(check_meta(t, meta, bytes));
+    int r = send_ring(t, l, meta, data, bytes);
+    if (r) return r < 0 ? r : SL_OK;
     zmq_msg_t p;
     if (bytes >= t->o.zero_copy_bytes && bytes > 0) {
         /* Large payloads are copied into a pooled buffer that libzmq sends without copying. */
@@ -228,6 +271,13 @@ int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta
     struct sl__link *l = NULL;
     int s = sl__get_link(t, dir, &l);
     if (!s) s = check_meta(t, meta, bytes);
+    if (!s) {
+        int r = send_ring(t, l, meta, data, bytes);
+        if (r) {
+            if (free_fn) free_fn(data, hint);
+            return r < 0 ? r : SL_OK;
+        }
+    }
     zmq_msg_t p;
     if (!s && bytes >= t->o.zero_copy_bytes && bytes > 0) {
         if (zmq_msg_init_data(&p, data, bytes, free_fn, hint) < 0) {
@@ -264,7 +314,7 @@ int sl_transport_abort(sl_transport *t, const char *reason)
         memcpy(zmq_msg_data(&p), reason, n);
         int was_broken = t->broken;
         t->broken = 1; /* keep a failing send from replacing the caller's message */
-        sl__send_frames(t, l, &h, &p, 1, 0);
+        sl__send_frames(t, l, &h, &p, 1, NULL);
         t->broken = was_broken;
     }
     return SL_OK;
@@ -276,6 +326,14 @@ void sl_transport_close(sl_transport *t)
     for (int i = 0; i < 2; i++) {
         struct sl__link *l = &t->links[i];
         sl__release_held(l);
+        if (l->out.map)
+            sl_log(SL_LOG_DEBUG,
+                   "rank %d, %s link: %llu large payloads through the shared-memory ring, %llu "
+                   "over the socket (no room in the ring)",
+                   t->o.rank, sl__dir_name(l->dir), (unsigned long long)l->ring_sends,
+                   (unsigned long long)l->socket_sends);
+        sl__ring_close(&l->out, true);
+        sl__ring_close(&l->in, false);
         if (l->sock) {
             sl__setopt_int(l->sock, ZMQ_LINGER, t->broken ? 0 : t->o.linger_ms);
             zmq_socket_monitor(l->sock, NULL, 0);

@@ -112,6 +112,9 @@ static int make_link(sl_transport *t, struct sl__link *l, int dir)
     }
     if (t->curve) sl__curve_socket(t, l);
     SL_TRY(sl__monitor_attach(t, l));
+    /* Both ends of an ipc link are on this host: large payloads may go through shared memory
+     * (not with CURVE, whose point is that nothing travels in the clear). */
+    if (o->ring_bytes && !t->curve && !strncmp(l->endpoint, "ipc://", 6)) sl__ring_create(t, l);
     if (l->bound) {
         SL_TRY(check_bind_endpoint(l->endpoint));
         if (zmq_bind(l->sock, l->endpoint) < 0)
@@ -132,12 +135,48 @@ static int send_hello(sl_transport *t, struct sl__link *l, int dontwait)
     sl_wire_header h;
     sl__fill_header(t, l, &h, SL_MSG_HELLO);
     h.aux = t->o.config_hash;
-    /* Dimensions must be positive, so the smallest message is a scalar: one u8 byte. */
-    h.payload_len = 1;
     zmq_msg_t p;
-    zmq_msg_init_size(&p, 1);
-    *(uint8_t *)zmq_msg_data(&p) = 0;
-    return sl__send_frames(t, l, &h, &p, dontwait, 0);
+    if (l->out.map) {
+        /* Our ring toward the peer, by name. */
+        size_t n = strlen(l->out.name);
+        h.flags = SL_WIRE_FLAG_RING;
+        h.ndim = 1;
+        h.shape[0] = (int64_t)n;
+        h.payload_len = n;
+        zmq_msg_init_size(&p, n);
+        memcpy(zmq_msg_data(&p), l->out.name, n);
+    } else {
+        /* Dimensions must be positive, so the smallest message is a scalar: one u8 byte. */
+        h.payload_len = 1;
+        zmq_msg_init_size(&p, 1);
+        *(uint8_t *)zmq_msg_data(&p) = 0;
+    }
+    return sl__send_frames(t, l, &h, &p, dontwait, NULL);
+}
+
+/* A HELLO received on l: checked, its sender admitted (bound side), its ring mapped. Returns 1, or
+ * a failure. */
+static int check_hello(sl_transport *t, struct sl__link *l, const sl_wire_header *h,
+                       const struct sl__received *p)
+{
+    if (h->type != SL_MSG_HELLO)
+        return sl__broke(t, l, SL_EPROTOCOL, "expected HELLO, got %s", sl_msg_type_name(h->type));
+    if (h->aux != t->o.config_hash)
+        return sl__broke(t, l, SL_ECONFIG,
+                         "config hash %016llx differs from ours (%016llx): the ranks were started "
+                         "with different configs",
+                         (unsigned long long)h->aux, (unsigned long long)t->o.config_hash);
+    if (l->bound) {
+        /* The sender of a valid HELLO is the admitted peer from now on. */
+        memcpy(l->peer_id, l->last_id, l->last_id_len);
+        l->peer_id_len = l->last_id_len;
+        char id[32];
+        int n = snprintf(id, sizeof id, "sluice-r%d", l->peer);
+        if (l->peer_id_len != (size_t)n || memcmp(l->peer_id, id, (size_t)n))
+            return sl__broke(t, l, SL_EPROTOCOL, "HELLO came from an unexpected connection");
+    }
+    if (h->flags & SL_WIRE_FLAG_RING) SL_TRY(sl__ring_open(t, l, p->data, p->len));
+    return 1;
 }
 
 /* One round of the HELLO exchange on one link. */
@@ -150,28 +189,13 @@ static int open_step(sl_transport *t, struct sl__link *l)
         if (s == 1) l->hello_sent = 1;
     }
     sl_wire_header h;
-    zmq_msg_t p;
-    zmq_msg_init(&p);
+    struct sl__received p = {0};
+    zmq_msg_init(&p.msg);
     int got = sl__read_message(t, l, &h, &p, NULL, 0);
-    zmq_msg_close(&p);
+    if (got > 0) got = check_hello(t, l, &h, &p);
+    sl__received_done(l, &p);
     if (got <= 0) return got;
-    if (h.type != SL_MSG_HELLO)
-        return sl__broke(t, l, SL_EPROTOCOL, "expected HELLO, got %s", sl_msg_type_name(h.type));
-    if (h.aux != t->o.config_hash)
-        return sl__broke(t, l, SL_ECONFIG,
-                         "config hash %016llx differs from ours (%016llx): the ranks were started "
-                         "with different configs",
-                         (unsigned long long)h.aux, (unsigned long long)t->o.config_hash);
-    if (l->bound) {
-        /* The sender of a valid HELLO is the admitted peer from now on. */
-        memcpy(l->peer_id, l->last_id, l->last_id_len);
-        l->peer_id_len = l->last_id_len;
-        char id[32];
-        int n = snprintf(id, sizeof id, "sluice-r%d", l->peer);
-        if (l->peer_id_len != (size_t)n || memcmp(l->peer_id, id, (size_t)n))
-            return sl__broke(t, l, SL_EPROTOCOL, "HELLO came from an unexpected connection");
-        SL_TRY(send_hello(t, l, 0) < 0 ? sl__repeat_broken(t) : SL_OK);
-    }
+    if (l->bound) SL_TRY(send_hello(t, l, 0) < 0 ? sl__repeat_broken(t) : SL_OK);
     l->hello_done = 1;
     return SL_OK;
 }

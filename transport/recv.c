@@ -1,8 +1,8 @@
 /* Receiving: one message's frames, its header checked against the link (run id, ranks, sequence
  * number, size limit), its CRC, and the tensor the caller expected. Every check but the CRC runs
  * before the payload is copied anywhere (the payload stays in libzmq's buffer, bounded by
- * ZMQ_MAXMSGSIZE); the CRC is checked while the payload is copied (one pass over it) or, for a
- * borrowed receive, over the message in place. */
+ * ZMQ_MAXMSGSIZE, or in the peer's shared-memory ring); the CRC is checked while the payload is
+ * copied (one pass over it) or, for a borrowed receive, over the payload in place. */
 #include "transport/transport_impl.h"
 
 #include <errno.h>
@@ -18,9 +18,16 @@ struct sl__dest {
     int copied; /* set when the payload was copied to data while checking its CRC */
 };
 
+void sl__received_done(struct sl__link *l, struct sl__received *got)
+{
+    zmq_msg_close(&got->msg);
+    sl__ring_done(l, got->ring_end);
+    got->ring_end = 0;
+}
+
 void sl__release_held(struct sl__link *l)
 {
-    if (l->holding) zmq_msg_close(&l->held);
+    if (l->holding) sl__received_done(l, &l->held);
     l->holding = 0;
 }
 
@@ -79,9 +86,10 @@ static int matches(const sl_wire_header *h, const sl_tensor_meta *e, char *why, 
 
 /* With `wait`, blocks up to the socket's receive timeout (a slice, see make_link in open.c) for
  * the first frame, as a plain zmq_recv would; otherwise does not block. */
-int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h, zmq_msg_t *payload,
-                     struct sl__dest *dst, int wait)
+int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h,
+                     struct sl__received *got, struct sl__dest *dst, int wait)
 {
+    zmq_msg_t *payload = &got->msg;
     zmq_msg_t hm;
     zmq_msg_init(&hm);
     int flags = wait ? 0 : ZMQ_DONTWAIT;
@@ -175,20 +183,41 @@ int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h, zmq
         return sl__broke(t, l, SL_EPROTOCOL, "wrong frame count: %d frames (expected 2); refused",
                          2 + extra);
     }
-    if (zmq_msg_size(payload) != h->payload_len)
-        return sl__broke(
-            t, l, SL_EPROTOCOL, "refused %s: payload frame of %zu bytes, header says %llu",
-            sl_msg_type_name(h->type), zmq_msg_size(payload), (unsigned long long)h->payload_len);
+    got->data = zmq_msg_data(payload);
+    got->len = zmq_msg_size(payload);
+    if (h->flags & SL_WIRE_FLAG_RING && h->type != SL_MSG_HELLO) {
+        /* The payload is in the peer's ring; the frame says where. */
+        uint64_t pos, len;
+        if (got->len != SL_RING_PLACE_BYTES)
+            return sl__broke(t, l, SL_EPROTOCOL,
+                             "refused %s: a payload in the ring has a %d-byte place, the frame "
+                             "has %zu bytes",
+                             sl_msg_type_name(h->type), SL_RING_PLACE_BYTES, got->len);
+        sl__ring_decode_place(got->data, &pos, &len);
+        if (len != h->payload_len)
+            return sl__broke(t, l, SL_EPROTOCOL,
+                             "refused %s: its place in the ring holds %llu bytes, the header says "
+                             "%llu",
+                             sl_msg_type_name(h->type), (unsigned long long)len,
+                             (unsigned long long)h->payload_len);
+        SL_TRY(sl__ring_take(t, l, pos, len, &got->data));
+        got->len = len;
+        got->ring_end = pos + len;
+    } else if (got->len != h->payload_len) {
+        return sl__broke(t, l, SL_EPROTOCOL,
+                         "refused %s: payload frame of %zu bytes, header says %llu",
+                         sl_msg_type_name(h->type), got->len, (unsigned long long)h->payload_len);
+    }
     memset(raw + 136, 0, 4); /* the crc field counts as zero */
     uint32_t crc = sl_crc32c(0, raw, sizeof raw);
     /* A payload the caller will take is checked while it is copied (one pass over it). */
     char why[8];
     if (dst && dst->data && h->type != SL_MSG_ABORT && h->type != SL_MSG_HELLO &&
         h->payload_len <= dst->capacity && (!dst->expected || matches(h, dst->expected, why, 0))) {
-        crc = sl_crc32c_copy(crc, dst->data, zmq_msg_data(payload), zmq_msg_size(payload));
+        crc = sl_crc32c_copy(crc, dst->data, got->data, got->len);
         dst->copied = 1;
     } else {
-        crc = sl_crc32c(crc, zmq_msg_data(payload), zmq_msg_size(payload));
+        crc = sl_crc32c(crc, got->data, got->len);
     }
     if (crc != h->crc)
         return sl__broke(t, l, SL_EPROTOCOL,
@@ -211,10 +240,11 @@ static const char *waiting_text(const sl_tensor_meta *expected, char *buf, size_
     return buf;
 }
 
-/* Receives and checks one message on link l; on SL_OK *p holds it (the caller closes it) and *got /
- * *got_bytes are filled. With dst->data the payload is copied there while its CRC is checked. */
-static int recv_checked(sl_transport *t, struct sl__link *l, struct sl__dest *dst, zmq_msg_t *p,
-                        sl_tensor_meta *got, size_t *got_bytes)
+/* Receives and checks one message on link l into *p (the caller gives it back with
+ * sl__received_done, on failure too); *got and *got_bytes are filled. With dst->data the payload
+ * is copied there while its CRC is checked. */
+static int recv_checked(sl_transport *t, struct sl__link *l, struct sl__dest *dst,
+                        struct sl__received *p, sl_tensor_meta *got, size_t *got_bytes)
 {
     const sl_tensor_meta *expected = dst->expected;
     /* What we waited for, for failure messages only: formatted when one is written. */
@@ -242,10 +272,10 @@ static int recv_checked(sl_transport *t, struct sl__link *l, struct sl__dest *ds
     }
     if (r < 0) return r;
     char why[512];
-    size_t n = zmq_msg_size(p);
+    size_t n = p->len;
     if (h.type == SL_MSG_ABORT)
         return sl__broke(t, l, SL_EPEER, "%s: rank %d aborted: %.*s", WAITING, l->peer,
-                         (int)SL_MIN(n, 400), (const char *)zmq_msg_data(p));
+                         (int)SL_MIN(n, 400), (const char *)p->data);
     if (h.type == SL_MSG_HELLO)
         return sl__broke(t, l, SL_EPROTOCOL, "%s: unexpected HELLO (did rank %d restart?)", WAITING,
                          l->peer);
@@ -275,16 +305,16 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
     struct sl__link *l = NULL;
     SL_TRY(sl__get_link(t, dir, &l));
     sl__release_held(l);
-    zmq_msg_t p;
-    zmq_msg_init(&p);
+    struct sl__received p = {0};
+    zmq_msg_init(&p.msg);
     struct sl__dest dst = {expected, data, capacity, 0};
     size_t n = 0;
     int s = recv_checked(t, l, &dst, &p, got, &n);
     if (!s) {
-        if (n && !dst.copied) memcpy(data, zmq_msg_data(&p), n);
+        if (n && !dst.copied) memcpy(data, p.data, n);
         if (got_bytes) *got_bytes = n;
     }
-    zmq_msg_close(&p);
+    sl__received_done(l, &p);
     return s;
 }
 
@@ -298,15 +328,16 @@ int sl_transport_recv_borrow(sl_transport *t, int dir, const sl_tensor_meta *exp
     if (!data || !bytes) return sl_fail(SL_EINVAL, "recv_borrow needs data and bytes");
     sl__release_held(l);
     struct sl__dest dst = {expected, NULL, SIZE_MAX, 0};
-    zmq_msg_init(&l->held);
+    l->held = (struct sl__received){0};
+    zmq_msg_init(&l->held.msg);
     int s = recv_checked(t, l, &dst, &l->held, got, bytes);
     if (s) {
-        zmq_msg_close(&l->held);
+        sl__received_done(l, &l->held);
         *bytes = 0;
         return s;
     }
     l->holding = 1;
-    *data = zmq_msg_data(&l->held);
+    *data = l->held.data;
     return SL_OK;
 }
 

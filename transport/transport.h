@@ -9,13 +9,14 @@
  *
  * Each message is two frames: a fixed 144-byte little-endian header (see sl_wire_header) and the
  * payload (on a bound endpoint libzmq's ROUTER adds a routing-id frame in front, which the
- * transport uses to tell its peer from a stranger and never passes on). The header carries a
- * CRC32C of itself and the payload. Every received header is checked before anything is copied:
- * structure, run id, ranks, per-link sequence number, size limit, frame count and payload length,
- * and the tensor the caller expected; the CRC is checked while the payload is copied. A refusal is
- * a status code with a message naming the peer and what was wrong; after any failure the
- * transport is broken (every later call fails with the same message) because a pipeline cannot
- * continue past a lost or foreign message.
+ * transport uses to tell its peer from a stranger and never passes on). Over an ipc:// link a
+ * large payload may instead lie in the sender's shared-memory ring, the frame saying where
+ * (SL_WIRE_FLAG_RING, ring_bytes). The header carries a CRC32C of itself and the payload. Every
+ * received header is checked before anything is copied: structure, run id, ranks, per-link sequence
+ * number, size limit, frame count and payload length, and the tensor the caller expected; the CRC
+ * is checked while the payload is copied. A refusal is a status code with a message naming the peer
+ * and what was wrong; after any failure the transport is broken (every later call fails with the
+ * same message) because a pipeline cannot continue past a lost or foreign message.
  *
  * The rendezvous messages (further down) are the other wire format: JSON text that rank 0's
  * directory exchanges with the other ranks under an existing launcher.
@@ -42,7 +43,7 @@ extern "C" {
  * The wire format */
 
 #define SL_WIRE_MAGIC       0x45434c53u /* "SLCE" as little-endian bytes */
-#define SL_WIRE_VERSION     1
+#define SL_WIRE_VERSION     2
 #define SL_WIRE_HEADER_SIZE 144
 #define SL_WIRE_MAX_NDIM    8
 
@@ -84,8 +85,16 @@ int sl_msg_type_known(int type);
 /* A step for messages: "step 7", "evaluation batch 3" or "the stop vote after step 7". */
 const char *sl_step_text(uint64_t step, char *buf, size_t cap);
 
-/* The decoded header. Field order is the wire order; offsets are in wire.c. Bytes 52..55 (after
- * ndim) and 140..143 (after crc) are reserved: written as zero, not read. */
+/* Header flags. SL_WIRE_FLAG_RING: on a HELLO, the sender has a shared-memory ring for its
+ * large payloads on this link and the payload is the ring's name (U8 of shape [n], "/sluice-"
+ * and then a-z, 0-9 and '-'); on an ACTIVATION, GRADIENT, TIED or SYNC, the payload lies in that
+ * ring and the payload frame holds its place, 16 bytes: the position and the length (payload_len)
+ * as little-endian u64 (see transport/ring.c). On any other type it is refused, as is any other
+ * bit. */
+#define SL_WIRE_FLAG_RING 1u
+
+/* The decoded header. Field order is the wire order; offsets are in wire.c. Bytes 140..143
+ * (after crc) are reserved: written as zero, not read. */
 typedef struct sl_wire_header {
     uint32_t magic;
     uint16_t version;
@@ -98,6 +107,7 @@ typedef struct sl_wire_header {
     uint64_t seq;                    /* per link and direction: HELLO is 0, then 1, 2, ... */
     uint16_t dtype;                  /* enum sl_dtype */
     uint16_t ndim;                   /* 0 (a scalar) .. SL_WIRE_MAX_NDIM */
+    uint32_t flags;                  /* SL_WIRE_FLAG_* */
     int64_t shape[SL_WIRE_MAX_NDIM]; /* unused entries are 0 */
     uint64_t payload_len;            /* bytes = product(shape) * dtype size */
     uint64_t aux;                    /* HELLO: config hash; otherwise 0 */
@@ -238,20 +248,24 @@ typedef struct sl_transport_curve {
 } sl_transport_curve;
 
 typedef struct sl_transport_options {
-    uint64_t run_id;                 /* any value unique to this run (e.g. random at launch) */
-    uint64_t config_hash;            /* both ends of a link must agree */
-    int rank, world;                 /* 0 <= rank < world */
-    const char *bind_endpoint;       /* ours: "ipc:///tmp/sluice-XXXX/r0", "tcp://10.0.0.1:5555" */
-    const char *next_endpoint;       /* the bind endpoint of rank (rank+1)%world */
-    int heartbeat_ivl_ms;            /* default 500 */
-    int heartbeat_timeout_ms;        /* a silent peer is declared dead after this; default 3000 */
-    int connect_timeout_ms;          /* sl_transport_open waits this long for both HELLOs; 60000 */
-    int recv_timeout_ms;             /* 0 (default): wait as long as the peer is alive */
-    int in_flight;                   /* messages a send may queue per link and direction before it
-                                        blocks; default 8 */
-    size_t max_tensor_bytes;         /* largest payload a link carries (ZMQ_MAXMSGSIZE); 256 MiB */
-    int linger_ms;                   /* how long close waits to flush queued messages; 2000 */
-    size_t zero_copy_bytes;          /* sl_transport_send_owned copies below this; 65536 */
+    uint64_t run_id;           /* any value unique to this run (e.g. random at launch) */
+    uint64_t config_hash;      /* both ends of a link must agree */
+    int rank, world;           /* 0 <= rank < world */
+    const char *bind_endpoint; /* ours: "ipc:///tmp/sluice-XXXX/r0", "tcp://10.0.0.1:5555" */
+    const char *next_endpoint; /* the bind endpoint of rank (rank+1)%world */
+    int heartbeat_ivl_ms;      /* default 500 */
+    int heartbeat_timeout_ms;  /* a silent peer is declared dead after this; default 3000 */
+    int connect_timeout_ms;    /* sl_transport_open waits this long for both HELLOs; 60000 */
+    int recv_timeout_ms;       /* 0 (default): wait as long as the peer is alive */
+    int in_flight;             /* messages a send may queue per link and direction before it
+                                  blocks; default 8 */
+    size_t max_tensor_bytes;   /* largest payload a link carries (ZMQ_MAXMSGSIZE); 256 MiB */
+    int linger_ms;             /* how long close waits to flush queued messages; 2000 */
+    size_t zero_copy_bytes;    /* sl_transport_send_owned copies below this; 65536 */
+    /* Over an ipc:// link without CURVE, payloads of zero_copy_bytes or more go through a ring of
+     * this many bytes of shared memory (/dev/shm) instead of the socket, where they fit
+     * (transport/ring.c); 0 (the default): every payload goes over the socket. */
+    size_t ring_bytes;
     const sl_transport_curve *curve; /* NULL: no encryption (ipc, inproc, trusted networks) */
     void *zmq_context;               /* NULL: the transport makes its own (needed for CURVE); share
                                         one for inproc:// */

@@ -9,12 +9,14 @@
  *   wire.c     the header format, and crc32c.c its checksum (both free of libzmq)
  *   rendezvous.c  the rendezvous directory's messages (free of libzmq)
  *   pool.c     payload buffers reused between sends (pool.h)
+ *   ring.c     shared-memory rings that carry large payloads between ranks on one host
  *
  * Functions shared between these files are named sl__*; the rest are static. */
 #ifndef SL_TRANSPORT_IMPL_H
 #define SL_TRANSPORT_IMPL_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +25,24 @@
 #include "core/core.h"
 #include "transport/pool.h"
 #include "transport/transport.h"
+
+/* A shared-memory ring (ring.c): ours toward the peer, or the peer's toward us, mapped. */
+struct sl__ring {
+    uint8_t *map; /* the control page, then `size` data bytes; NULL: no ring */
+    size_t size;
+    uint64_t head; /* ours: where the next payload may start */
+    uint64_t next; /* the peer's: the least position its next payload may have */
+    char name[64]; /* the shared-memory object's name ("" once unlinked, or none) */
+};
+
+/* What sl__read_message received: the payload frame and where the payload is (in the frame, or
+ * in the peer's ring). */
+struct sl__received {
+    zmq_msg_t msg;
+    const void *data;
+    size_t len;
+    uint64_t ring_end; /* a payload in the ring: where the ring's tail goes once it is used */
+};
 
 /* One link: the bound side is a ROUTER, the connecting side a DEALER (see open.c for why). */
 struct sl__link {
@@ -42,8 +62,10 @@ struct sl__link {
     int live;                    /* connections with a finished handshake */
     int lost;                    /* the peer disconnected after HELLO */
     int failed_handshakes;       /* connections closed mid-handshake */
-    zmq_msg_t held;              /* the message sl_transport_recv_borrow lent out */
+    struct sl__received held;    /* the message sl_transport_recv_borrow lent out */
     int holding;
+    struct sl__ring out, in;           /* shared-memory rings, where the link has them */
+    uint64_t ring_sends, socket_sends; /* large payloads sent each way (logged on close) */
 };
 
 struct sl_transport {
@@ -90,10 +112,11 @@ void sl__fill_header(sl_transport *t, struct sl__link *l, sl_wire_header *h, int
 
 /* Sends header h and *payload on l (taking ownership of *payload) at the link's next sequence
  * number. `crc`: the CRC of header and payload when the caller computed it while copying the
- * payload, or 0 to compute it here. With `dontwait`, gives up with 0 when the queue is full;
- * otherwise waits, watching the monitor. Returns 1 when sent, or a failure. */
+ * payload (or the payload is in the ring), or NULL to compute it here over the frame. With
+ * `dontwait`, gives up with 0 when the queue is full; otherwise waits, watching the monitor.
+ * Returns 1 when sent, or a failure. */
 int sl__send_frames(sl_transport *t, struct sl__link *l, sl_wire_header *h, zmq_msg_t *payload,
-                    int dontwait, uint32_t crc);
+                    int dontwait, const uint32_t *crc);
 
 /* ------------------------------------------------------------------------------------------------
  * open.c */
@@ -108,16 +131,51 @@ struct sl__dest;
 
 /* Reads one message from l and runs every check that needs no caller's expectation: frames,
  * header structure, run id, ranks, sequence number, size limit, payload length, CRC. Returns 1
- * with *h filled and *payload holding the payload (the caller closes it), 0 if nothing came, or
- * a failure. With `wait` it blocks for one receive slice (see open.c); dst may be NULL. */
-int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h, zmq_msg_t *payload,
-                     struct sl__dest *dst, int wait);
+ * with *h filled and *got holding the payload (the caller gives it back with sl__received_done),
+ * 0 if nothing came, or a failure. With `wait` it blocks for one receive slice (see open.c); dst
+ * may be NULL. *got must be initialised (zmq_msg_init on its msg). */
+int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h,
+                     struct sl__received *got, struct sl__dest *dst, int wait);
+
+/* Closes a received payload's frame and, for a payload in the peer's ring, frees its place. */
+void sl__received_done(struct sl__link *l, struct sl__received *got);
 
 /* Discards the rest of a multipart message; returns how many frames it had. */
 int sl__drain_frames(void *sock);
 
 /* Gives back the message sl_transport_recv_borrow lent on l, if any. */
 void sl__release_held(struct sl__link *l);
+
+/* ------------------------------------------------------------------------------------------------
+ * ring.c */
+
+/* Makes l's ring toward its peer (t->o.ring_bytes of data). Without shared memory (none, or
+ * /dev/shm full) the link has no ring, which is said at info level. */
+void sl__ring_create(sl_transport *t, struct sl__link *l);
+
+/* Maps the peer's ring named in its HELLO (`len` bytes, no NUL) as l->in and checks its control
+ * page; a failure breaks the transport. */
+int sl__ring_open(sl_transport *t, struct sl__link *l, const void *name, size_t len);
+
+/* Unmaps a ring; the owner also unlinks its name if the receiver has not. */
+void sl__ring_close(struct sl__ring *r, bool owner);
+
+/* A place for `len` bytes in l's ring: *dst (NULL when it does not fit now) at *pos. Fails
+ * (breaking the transport) only when the peer's tail is impossible. */
+int sl__ring_place(sl_transport *t, struct sl__link *l, size_t len, uint64_t *pos, void **dst);
+
+/* The payload of `len` bytes the peer placed at `pos` in its ring, checked to lie inside it and
+ * after the last one, in *src; a failure breaks the transport. */
+int sl__ring_take(sl_transport *t, struct sl__link *l, uint64_t pos, uint64_t len,
+                  const void **src);
+
+/* Tells the peer its ring is free up to `end` (0: nothing to free). */
+void sl__ring_done(struct sl__link *l, uint64_t end);
+
+/* A payload's place in a ring as its frame carries it: position and length, little-endian u64. */
+#define SL_RING_PLACE_BYTES 16
+void sl__ring_encode_place(uint8_t *out, uint64_t pos, uint64_t len);
+void sl__ring_decode_place(const uint8_t *in, uint64_t *pos, uint64_t *len);
 
 /* ------------------------------------------------------------------------------------------------
  * monitor.c */

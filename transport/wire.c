@@ -68,7 +68,7 @@ enum {
     OFF_SEQ = 40,
     OFF_DTYPE = 48,
     OFF_NDIM = 50,
-    /* 52..55 reserved, zero */
+    OFF_FLAGS = 52,
     OFF_SHAPE = 56,
     OFF_PAYLOAD = 120,
     OFF_AUX = 128,
@@ -123,6 +123,7 @@ void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE])
     put64(out + OFF_SEQ, h->seq);
     put16(out + OFF_DTYPE, h->dtype);
     put16(out + OFF_NDIM, h->ndim);
+    put32(out + OFF_FLAGS, h->flags);
     for (int i = 0; i < SL_WIRE_MAX_NDIM; i++)
         put64(out + OFF_SHAPE + 8 * i, (uint64_t)h->shape[i]);
     put64(out + OFF_PAYLOAD, h->payload_len);
@@ -156,9 +157,15 @@ int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h)
     h->seq = get64(p + OFF_SEQ);
     h->dtype = get16(p + OFF_DTYPE);
     h->ndim = get16(p + OFF_NDIM);
+    h->flags = get32(p + OFF_FLAGS);
     h->payload_len = get64(p + OFF_PAYLOAD);
     h->aux = get64(p + OFF_AUX);
     h->crc = get32(p + OFF_CRC);
+    if (h->flags & ~SL_WIRE_FLAG_RING) return sl_fail(SL_EFORMAT, "unknown flags 0x%08x", h->flags);
+    if (h->flags && h->type != SL_MSG_HELLO && h->type != SL_MSG_ACTIVATION &&
+        h->type != SL_MSG_GRADIENT && h->type != SL_MSG_TIED && h->type != SL_MSG_SYNC)
+        return sl_fail(SL_EFORMAT, "%s with the ring flag: only HELLO and tensors use rings",
+                       sl_msg_type_name(h->type));
     size_t esize = sl_dtype_size(h->dtype);
     if (!esize) return sl_fail(SL_EFORMAT, "unknown dtype %u", h->dtype);
     if (h->ndim > SL_WIRE_MAX_NDIM)

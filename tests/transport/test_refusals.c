@@ -1,6 +1,8 @@
 /* Every malformed, foreign or out-of-order message is refused with the right error, naming the
  * peer. A raw libzmq peer plays rank 0 against a real transport as rank 1 (inproc). */
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 
 #include "helpers.h"
 
@@ -10,17 +12,29 @@ struct raw {
     struct opener op; /* rank 1 */
 };
 
-static void send_hello(void *s, const void *id, size_t idn, uint64_t run, uint64_t hash)
+/* A HELLO; with `ring`, one offering a shared-memory ring of that name. */
+static void send_hello(void *s, const void *id, size_t idn, uint64_t run, uint64_t hash,
+                       const char *ring)
 {
     sl_wire_header h;
     raw_header(&h, SL_MSG_HELLO, 0, 1, 0);
     h.run_id = run;
     h.aux = hash;
     uint8_t raw[SL_WIRE_HEADER_SIZE], zero = 0;
-    seal(&h, raw, &zero, 1);
+    const void *p = &zero;
+    size_t n = 1;
+    if (ring) {
+        p = ring;
+        n = strlen(ring);
+        h.flags = SL_WIRE_FLAG_RING;
+        h.ndim = 1;
+        h.shape[0] = (int64_t)n;
+        h.payload_len = n;
+    }
+    seal(&h, raw, p, n);
     if (id) zmq_send(s, id, idn, ZMQ_SNDMORE);
     zmq_send(s, raw, sizeof raw, ZMQ_SNDMORE);
-    zmq_send(s, &zero, 1, 0);
+    zmq_send(s, p, n, 0);
 }
 
 static int wait_in(void *s, int ms)
@@ -41,8 +55,9 @@ static void drain(void *s)
     }
 }
 
-/* Links a raw rank 0 with a transport rank 1; the HELLO the raw side sends uses run and hash. */
-static void raw_open(struct raw *r, uint64_t run, uint64_t hash)
+/* Links a raw rank 0 with a transport rank 1; the HELLO the raw side sends uses run and hash and
+ * offers the ring named `ring` (NULL: none). */
+static void raw_open_ring(struct raw *r, uint64_t run, uint64_t hash, const char *ring)
 {
     memset(r, 0, sizeof *r);
     r->ctx = zmq_ctx_new();
@@ -60,18 +75,23 @@ static void raw_open(struct raw *r, uint64_t run, uint64_t hash)
     pthread_t th;
     pthread_create(&th, NULL, opener_main, &r->op);
     cr_assert_eq(zmq_connect(r->dealer, r->ep[1]), 0);
-    send_hello(r->dealer, NULL, 0, run, hash);
+    send_hello(r->dealer, NULL, 0, run, hash, ring);
     if (wait_in(r->router, 3000)) {
         char id[64];
         int n = zmq_recv(r->router, id, sizeof id, 0);
         drain(r->router);
-        send_hello(r->router, id, (size_t)n, RUN_ID, CFG_HASH);
+        send_hello(r->router, id, (size_t)n, RUN_ID, CFG_HASH, NULL);
     }
     pthread_join(th, NULL);
     if (r->op.status == SL_OK) {
         cr_assert(wait_in(r->dealer, 3000));
         drain(r->dealer); /* rank 1's HELLO reply */
     }
+}
+
+static void raw_open(struct raw *r, uint64_t run, uint64_t hash)
+{
+    raw_open_ring(r, run, hash, NULL);
 }
 
 static void raw_close(struct raw *r)
@@ -253,6 +273,72 @@ FRAMES_CASE(one_frame, 1, SL_WIRE_HEADER_SIZE, 0, SL_EPROTOCOL, "frame count")
 FRAMES_CASE(three_frames, 3, SL_WIRE_HEADER_SIZE, 24, SL_EPROTOCOL, "frame count: 3")
 FRAMES_CASE(payload_frame_shorter_than_header, 2, SL_WIRE_HEADER_SIZE, 20, SL_EPROTOCOL,
             "payload frame of 20 bytes")
+
+/* A payload said to lie in a shared-memory ring: its frame must be its 16-byte place, and the
+ * peer must have offered a ring in its HELLO (this one did not). */
+static void ring_case(size_t frame_len, const char *needle)
+{
+    struct raw r;
+    raw_open(&r, RUN_ID, CFG_HASH);
+    cr_assert_eq(r.op.status, SL_OK, "%s", r.op.msg);
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
+    h.flags = SL_WIRE_FLAG_RING;
+    uint8_t place[24] = {0};
+    place[8] = 24; /* position 0, length 24 */
+    inject(&r, &h, place, frame_len, 0);
+    expect_refusal(&r, SL_EPROTOCOL, needle);
+    raw_close(&r);
+}
+
+Test(refusals, ring_payload_never_offered)
+{
+    ring_case(16, "never offered");
+}
+
+Test(refusals, ring_place_of_wrong_size)
+{
+    ring_case(24, "16-byte place");
+}
+
+/* A HELLO offering a ring this rank cannot map, or that is no sluice ring: the open fails. */
+Test(refusals, hello_offering_a_missing_ring)
+{
+    struct raw r;
+    raw_open_ring(&r, RUN_ID, CFG_HASH, "/sluice-0-0-gone");
+    cr_assert_eq(r.op.status, SL_EIO, "%s", r.op.msg);
+    cr_assert(strstr(r.op.msg, "cannot map rank 0's shared-memory ring /sluice-0-0-gone"), "%s",
+              r.op.msg);
+    cr_assert(strstr(r.op.msg, "launch.shared_memory"), "%s", r.op.msg);
+    raw_close(&r);
+}
+
+/* A shared-memory object of the right name whose control page is not rank 0's ring of this run. */
+Test(refusals, hello_offering_another_runs_ring)
+{
+    char name[64];
+    snprintf(name, sizeof name, "/sluice-test-%d", (int)getpid());
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    cr_assert(fd >= 0);
+    cr_assert_eq(ftruncate(fd, 8192), 0);
+    cr_assert_eq(write(fd, "SLRING1\0\1\2\3\4\5\6\7\10", 16), 16); /* another run id */
+    close(fd);
+    struct raw r;
+    raw_open_ring(&r, RUN_ID, CFG_HASH, name);
+    shm_unlink(name); /* the transport has unlinked it already; this is for a failed test */
+    cr_assert_eq(r.op.status, SL_EPROTOCOL, "%s", r.op.msg);
+    cr_assert(strstr(r.op.msg, "is not rank 0's ring toward us in this run"), "%s", r.op.msg);
+    raw_close(&r);
+}
+
+Test(refusals, hello_offering_a_foreign_ring)
+{
+    struct raw r;
+    raw_open_ring(&r, RUN_ID, CFG_HASH, "/../etc/passwd");
+    cr_assert_eq(r.op.status, SL_EPROTOCOL, "%s", r.op.msg);
+    cr_assert(strstr(r.op.msg, "not a sluice ring"), "%s", r.op.msg);
+    raw_close(&r);
+}
 
 Test(refusals, duplicate_sequence)
 {

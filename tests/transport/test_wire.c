@@ -27,6 +27,11 @@ Test(wire, round_trip)
     cr_assert_eq(raw[3], 'E');
     cr_assert_eq(sl_wire_decode(raw, sizeof raw, &out), SL_OK, "%s", sl_last_error());
     cr_assert_eq(memcmp(&h, &out, sizeof h), 0);
+    h.flags = SL_WIRE_FLAG_RING; /* a tensor in the sender's ring: bytes 52..55 */
+    sl_wire_encode(&h, raw);
+    cr_assert_eq(raw[52], 1);
+    cr_assert_eq(sl_wire_decode(raw, sizeof raw, &out), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(out.flags, SL_WIRE_FLAG_RING);
 }
 
 Test(wire, malformed_headers)
@@ -36,7 +41,7 @@ Test(wire, malformed_headers)
     h.magic = 0x12345678;
     decode_fails(&h, SL_EFORMAT, "magic");
     raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
-    h.version = 2;
+    h.version = SL_WIRE_VERSION + 1;
     decode_fails(&h, SL_EPROTOCOL, "version");
     raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
     h.type = 0;
@@ -72,6 +77,18 @@ Test(wire, malformed_headers)
     raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
     h.payload_len = 20;
     decode_fails(&h, SL_EFORMAT, "does not match the shape");
+    /* The ring flag (bytes 52..55) is the only flag, and only HELLO and tensors carry it. */
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
+    h.flags = 2;
+    decode_fails(&h, SL_EFORMAT, "unknown flags");
+    h.flags = SL_WIRE_FLAG_RING | 0x80000000u;
+    decode_fails(&h, SL_EFORMAT, "unknown flags");
+    int no_ring[] = {SL_MSG_DONE, SL_MSG_ABORT, SL_MSG_NORM};
+    for (size_t i = 0; i < SL_ARRAY_LEN(no_ring); i++) {
+        raw_header(&h, no_ring[i], 0, 1, 1);
+        h.flags = SL_WIRE_FLAG_RING;
+        decode_fails(&h, SL_EFORMAT, "ring flag");
+    }
 
     uint8_t raw[SL_WIRE_HEADER_SIZE + 1] = {0};
     raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);

@@ -1,0 +1,158 @@
+/* Shared-memory rings on ipc links (transport/ring.c): payloads of every size arrive as sent
+ * whether the ring carries them or, when it is full, the socket does; through wrap-around, in
+ * both directions, copied or borrowed; the ring exists only where both ends are on this host
+ * (ipc) and asked for, and nothing of it is left in /dev/shm once the links are open or closed. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+
+#include "helpers.h"
+
+/* Whether this process maps a sluice ring, and whether /dev/shm still names one of its rings. */
+static int mapped_rings(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    cr_assert_not_null(f);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) n += strstr(line, "/dev/shm/sluice-") != NULL;
+    fclose(f);
+    return n;
+}
+
+static int named_rings(void)
+{
+    char prefix[32];
+    int len = snprintf(prefix, sizeof prefix, "sluice-%d-", (int)getpid());
+    DIR *d = opendir("/dev/shm");
+    cr_assert_not_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += !strncmp(e->d_name, prefix, (size_t)len);
+    closedir(d);
+    return n;
+}
+
+static void open_pair(enum kind k, size_t ring_bytes, struct opener ops[2])
+{
+    char ep[2][128];
+    make_endpoints(k, ep);
+    memset(ops, 0, 2 * sizeof *ops);
+    for (int r = 0; r < 2; r++) {
+        pair_options(&ops[r].o, r, 2, ep, NULL);
+        ops[r].o.ring_bytes = ring_bytes;
+        ops[r].o.in_flight = 16;
+        ops[r].o.max_tensor_bytes = 1 << 20;
+    }
+    open_all(ops, 2);
+    for (int r = 0; r < 2; r++) cr_assert_eq(ops[r].status, SL_OK, "%s", ops[r].msg);
+}
+
+static void pattern(float *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++) p[i] = (float)((i * 2654435761u + seed * 97u) % 10007u);
+}
+
+/* Sends message i of n floats from `from` on link dir; the meta names i in its micro-batch. */
+static void send_i(sl_transport *from, int dir, unsigned i, size_t n, float *buf)
+{
+    sl_tensor_meta m;
+    int64_t shape[1] = {(int64_t)n};
+    fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_F32, 1, shape);
+    m.mb = i;
+    pattern(buf, n, i);
+    cr_assert_eq(sl_transport_send(from, dir, &m, buf, n * 4), SL_OK, "%s", sl_last_error());
+}
+
+/* Receives message i of n floats on `to`'s link dir, copied or (odd i) borrowed, and checks it. */
+static void recv_i(sl_transport *to, int dir, unsigned i, size_t n, float *buf, float *want)
+{
+    sl_tensor_meta m;
+    int64_t shape[1] = {(int64_t)n};
+    fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_F32, 1, shape);
+    m.mb = i;
+    pattern(want, n, i);
+    if (i % 2) {
+        const void *p;
+        size_t bytes;
+        cr_assert_eq(sl_transport_recv_borrow(to, dir, &m, &p, &bytes, NULL), SL_OK, "%s",
+                     sl_last_error());
+        cr_assert_eq(bytes, n * 4);
+        cr_assert_eq(memcmp(p, want, n * 4), 0, "message %u differs", i);
+        sl_transport_release(to, dir);
+    } else {
+        cr_assert_eq(sl_transport_recv(to, dir, &m, buf, n * 4, NULL, NULL), SL_OK, "%s",
+                     sl_last_error());
+        cr_assert_eq(memcmp(buf, want, n * 4), 0, "message %u differs", i);
+    }
+}
+
+/* Sizes from 4 KiB (over the socket: below zero_copy_bytes) to 200 KiB, in an order that makes
+ * the payloads wrap around a 256 KiB ring at different places. */
+static size_t size_of(unsigned i)
+{
+    return (i % 5 == 0 ? 1024 : 16384 + (size_t)(i * 7919u % 35000u));
+}
+
+Test(ring, payloads_arrive_as_sent_both_ways)
+{
+    struct opener ops[2];
+    open_pair(K_IPC, 256 << 10, ops);
+    /* Both ranks live in this process: two links each, each with its ring out and the peer's in. */
+    cr_assert_eq(mapped_rings(), 8);
+    cr_assert_eq(named_rings(), 0, "a ring's name stays in /dev/shm after both ends mapped it");
+    float *buf = malloc(1 << 20), *want = malloc(1 << 20);
+    for (unsigned i = 0; i < 200; i++) {
+        /* Up to three in flight each way before they are taken, so the ring holds several. */
+        send_i(ops[0].t, SL_LINK_NEXT, i, size_of(i), buf);
+        send_i(ops[1].t, SL_LINK_PREV, i, size_of(i + 1), buf);
+        if (i >= 2) {
+            recv_i(ops[1].t, SL_LINK_PREV, i - 2, size_of(i - 2), buf, want);
+            recv_i(ops[0].t, SL_LINK_NEXT, i - 2, size_of(i - 1), buf, want);
+        }
+    }
+    for (unsigned i = 198; i < 200; i++) {
+        recv_i(ops[1].t, SL_LINK_PREV, i, size_of(i), buf, want);
+        recv_i(ops[0].t, SL_LINK_NEXT, i, size_of(i + 1), buf, want);
+    }
+    sl_transport_close(ops[0].t);
+    sl_transport_close(ops[1].t);
+    cr_assert_eq(mapped_rings(), 0);
+    free(buf);
+    free(want);
+}
+
+/* A ring with room for one payload: those sent while it is taken go over the socket, in order. */
+Test(ring, a_full_ring_hands_payloads_to_the_socket)
+{
+    struct opener ops[2];
+    open_pair(K_IPC, 160 << 10, ops);
+    float *buf = malloc(1 << 20), *want = malloc(1 << 20);
+    const size_t n = 25000; /* 100 KB */
+    for (unsigned round = 0; round < 3; round++) {
+        for (unsigned i = 0; i < 10; i++) send_i(ops[0].t, SL_LINK_NEXT, round * 10 + i, n, buf);
+        for (unsigned i = 0; i < 10; i++)
+            recv_i(ops[1].t, SL_LINK_PREV, round * 10 + i, n, buf, want);
+    }
+    sl_transport_close(ops[0].t);
+    sl_transport_close(ops[1].t);
+    free(buf);
+    free(want);
+}
+
+/* Only ipc links get rings, and only when asked for. */
+Test(ring, none_over_tcp_or_when_not_asked)
+{
+    struct opener ops[2];
+    open_pair(K_TCP, 256 << 10, ops);
+    cr_assert_eq(mapped_rings(), 0);
+    float *buf = malloc(1 << 20), *want = malloc(1 << 20);
+    send_i(ops[0].t, SL_LINK_NEXT, 0, 30000, buf);
+    recv_i(ops[1].t, SL_LINK_PREV, 0, 30000, buf, want);
+    sl_transport_close(ops[0].t);
+    sl_transport_close(ops[1].t);
+    open_pair(K_IPC, 0, ops);
+    cr_assert_eq(mapped_rings(), 0);
+    sl_transport_close(ops[0].t);
+    sl_transport_close(ops[1].t);
+    free(buf);
+    free(want);
+}
