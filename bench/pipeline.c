@@ -32,6 +32,7 @@ struct options {
     const char *device;
     char schedules[256];
     int json;
+    int socket; /* launch.shared_memory false: payloads over the ipc sockets */
 };
 
 /* What one schedule measured and what it should have. */
@@ -50,7 +51,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: sluice bench pipeline [--ms MS] [--ranks D] [--microbatches M] [--mib S]\n"
-            "                             [--steps N] [--schedules LIST] [--device ID] [--json]\n\n"
+            "                             [--steps N] [--schedules LIST] [--device ID] [--socket]\n"
+            "                             [--json]\n\n"
             "Trains a model of delay layers (a forward sleeps MS, a backward 2*MS) with each\n"
             "schedule and compares the measured step time with the simulator's ideal makespan\n"
             "and the measured bubble ratio with the formula, in the same run.\n\n"
@@ -63,6 +65,8 @@ static void usage(FILE *out)
             "                     zb-h1,zb-v,dualpipev,chimera; interleaved, looped-bfs, zb-v\n"
             "                     and dualpipev run 2 chunks per rank, chimera 2 replicas)\n"
             "  --device ID        every rank's device (default cpu)\n"
+            "  --socket           payloads over the ipc sockets, not shared memory\n"
+            "                     (launch.shared_memory false)\n"
             "  --json             one JSON object\n");
 }
 
@@ -75,8 +79,8 @@ static int parse_options(int argc, char **argv, struct options *o)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
-        if (!strcmp(a, "--json")) {
-            o->json = 1;
+        if (!strcmp(a, "--json") || !strcmp(a, "--socket")) {
+            *(a[2] == 'j' ? &o->json : &o->socket) = 1;
             continue;
         }
         if (!v) goto bad;
@@ -154,6 +158,7 @@ static char *config_text(const struct options *o, const char *schedule, int chun
     cJSON_AddStringToObject(p, "schedule", schedule);
     cJSON_AddNumberToObject(p, "chunks", chunks);
     cJSON_AddStringToObject(root, "devices", o->device);
+    cJSON_AddBoolToObject(cJSON_AddObjectToObject(root, "launch"), "shared_memory", !o->socket);
     cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "output"), "dir", out_dir);
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
@@ -329,9 +334,10 @@ static int run_schedule(const struct options *o, const char *tmp, const char *da
 
 static void print_table(const struct options *o, const struct row *rows, int n)
 {
-    printf("sluice bench pipeline: %d ranks, %d micro-batches, %g MiB activations, delay %g ms "
-           "forward / %g ms backward, %d timed steps, device %s\n\n",
-           o->ranks, o->microbatches, o->mib, o->ms, 2 * o->ms, o->steps - 1, o->device);
+    printf("sluice bench pipeline: %d ranks, %d micro-batches, %g MiB activations over %s, delay "
+           "%g ms forward / %g ms backward, %d timed steps, device %s\n\n",
+           o->ranks, o->microbatches, o->mib, o->socket ? "the ipc sockets" : "shared memory",
+           o->ms, 2 * o->ms, o->steps - 1, o->device);
     printf("%-12s %6s %9s %9s %7s %9s %9s %7s %8s %8s %8s %11s\n", "schedule", "chunks", "ideal",
            "step", "ratio", "bubble", "measured", "diff", "F", "B|I", "W", "sim(meas.)");
     for (int i = 0; i < n; i++) {
@@ -388,6 +394,7 @@ static cJSON *to_json(const struct options *o, const struct row *rows, int n)
     cJSON_AddNumberToObject(root, "ranks", o->ranks);
     cJSON_AddNumberToObject(root, "microbatches", o->microbatches);
     cJSON_AddNumberToObject(root, "mib", o->mib);
+    cJSON_AddBoolToObject(root, "shared_memory", !o->socket);
     cJSON_AddNumberToObject(root, "ms", o->ms);
     cJSON_AddNumberToObject(root, "timed_steps", o->steps - 1);
     cJSON_AddStringToObject(root, "device", o->device);

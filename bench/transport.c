@@ -270,7 +270,7 @@ struct run {
     const struct options *o;
     const struct sl__bench_setting *set;
     struct sl__bench_rounds *r;
-    cJSON *thr, *lat, *curve;
+    cJSON *thr, *lat, *curve, *shm;
     double t0;
     int rows, n_rows;
     struct tally tally;
@@ -295,6 +295,7 @@ static cJSON *json_head(struct run *run, const double crc[3])
     run->thr = cJSON_AddArrayToObject(root, "throughput");
     run->lat = cJSON_AddArrayToObject(root, "latency");
     run->curve = o->curve_on ? cJSON_AddArrayToObject(root, "curve") : NULL;
+    run->shm = cJSON_AddArrayToObject(root, "shared_memory");
     return root;
 }
 
@@ -426,6 +427,38 @@ static int curve_row(struct run *run, size_t bytes)
     return 0;
 }
 
+/* A shared-memory row: sluice over ipc with its payloads in a ring of shared memory against sluice
+ * over the socket, copy pairing, at `bytes`. */
+static int shm_row(struct run *run, size_t bytes)
+{
+    static const int two[] = {SL__BENCH_SLUICE, SL__BENCH_SLUICE_RING};
+    const int count = count_for(bytes, run->o->scale * 0.5);
+    struct sl__bench_rounds *r = run->r;
+    if (sl__bench_compare(run->set, two, 2, run->o->rounds, 0, 0, bytes, count, 0, r)) return -1;
+    double gm = gbps(bytes, count, sl__bench_median_time(r, SL__BENCH_SLUICE_RING));
+    double gs = gbps(bytes, count, sl__bench_median_time(r, SL__BENCH_SLUICE));
+    struct sl__bench_quartiles q = sl__bench_ratio_quartiles(
+        r->t[SL__BENCH_SLUICE], r->t[SL__BENCH_SLUICE_RING], run->o->rounds);
+    double cpu = sl__bench_ratio_quartiles(r->cpu[SL__BENCH_SLUICE], r->cpu[SL__BENCH_SLUICE_RING],
+                                           run->o->rounds)
+                     .median;
+    if (!run->o->json)
+        printf("ipc %10zu %9.2f GB/s through shared memory, %.2f GB/s over the socket: %.2fx "
+               "(q1..q3 %.2f..%.2f), cpu %.2fx\n",
+               bytes, gm, gs, q.median, q.q1, q.q3, cpu);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "bytes", (double)bytes);
+    cJSON_AddNumberToObject(o, "shared_memory_gbps", gm);
+    cJSON_AddNumberToObject(o, "socket_gbps", gs);
+    cJSON_AddNumberToObject(o, "speedup", q.median);
+    cJSON_AddNumberToObject(o, "speedup_q1", q.q1);
+    cJSON_AddNumberToObject(o, "speedup_q3", q.q3);
+    cJSON_AddNumberToObject(o, "cpu_ratio", cpu);
+    cJSON_AddItemToArray(run->shm, o);
+    if (run->o->json) progress(run->t0, &run->rows, run->n_rows, "ipc shared memory %zu", bytes);
+    return 0;
+}
+
 /* Every row, ipc first and then tcp: throughput in the copy and the zero-copy pairing at every
  * size, the round trip, and over tcp CURVE's cost at 64 KiB and 1 MiB. Stops at the first trial
  * that fails (it has said why). */
@@ -436,6 +469,8 @@ static int measure_rows(struct run *run)
             for (size_t k = 0; k < SL_ARRAY_LEN(sizes); k++)
                 if (throughput_row(run, tcp, zc, sizes[k])) return -1;
         if (round_trip_row(run, tcp)) return -1;
+        for (size_t k = 1; !tcp && k < SL_ARRAY_LEN(sizes); k++)
+            if (shm_row(run, sizes[k])) return -1;
         for (size_t k = 1; tcp && run->o->curve_on && k < 3; k++)
             if (curve_row(run, sizes[k])) return -1;
     }
@@ -521,7 +556,8 @@ static int run_bench(const struct options *o, const char *dir, uint8_t *sbuf, ui
         .o = o,
         .set = &set,
         .r = r,
-        .n_rows = 2 * (2 * (int)SL_ARRAY_LEN(sizes) + 1) + (o->curve_on ? 2 : 0),
+        .n_rows = 2 * (2 * (int)SL_ARRAY_LEN(sizes) + 1) + (o->curve_on ? 2 : 0) +
+                  (int)SL_ARRAY_LEN(sizes) - 1,
         .tally = {.worst = {1e9, 1e9},
                   .control_lo = 1e9,
                   .control_headline = 1e9,

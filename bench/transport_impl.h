@@ -24,6 +24,7 @@ enum sl__bench_contender {
     SL__BENCH_CONTROL,
     SL__BENCH_FRAMED,
     SL__BENCH_SLUICE_CURVE,
+    SL__BENCH_SLUICE_RING, /* over ipc, large payloads through a shared-memory ring */
     SL__BENCH_CONTENDERS
 };
 

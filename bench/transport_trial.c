@@ -209,7 +209,8 @@ static void close_end(struct side *s)
  * other end's HELLO. */
 static int open_end(struct sl__bench_trial *tr, int r, struct side *s)
 {
-    if (tr->who != SL__BENCH_SLUICE && tr->who != SL__BENCH_SLUICE_CURVE) {
+    if (tr->who != SL__BENCH_SLUICE && tr->who != SL__BENCH_SLUICE_CURVE &&
+        tr->who != SL__BENCH_SLUICE_RING) {
         int framed = tr->who == SL__BENCH_FRAMED;
         void *ctx = zmq_ctx_new();
         *s = (struct side){.raw = 1,
@@ -235,6 +236,7 @@ static int open_end(struct sl__bench_trial *tr, int r, struct side *s)
     o.max_tensor_bytes = SL__BENCH_MAX_BYTES;
     o.connect_timeout_ms = 10000;
     o.curve = tr->who == SL__BENCH_SLUICE_CURVE ? &tr->set->curve[r] : NULL;
+    if (tr->who == SL__BENCH_SLUICE_RING) o.ring_bytes = 4 * SL__BENCH_MAX_BYTES;
     int dir = r ? SL_LINK_PREV : SL_LINK_NEXT;
     *s = (struct side){.dir_out = dir, .dir_in = dir};
     if (!sl_transport_open(&o, &s->t)) return 0;
@@ -279,8 +281,12 @@ static int next_phase(struct sl__bench_trial *tr, int *phase, int ok)
     return failed && failed <= *phase;
 }
 
-static const char *const contender_name[SL__BENCH_CONTENDERS] = {
-    "sluice", "raw libzmq", "the raw control", "framed raw libzmq", "sluice with CURVE"};
+static const char *const contender_name[SL__BENCH_CONTENDERS] = {"sluice",
+                                                                 "raw libzmq",
+                                                                 "the raw control",
+                                                                 "framed raw libzmq",
+                                                                 "sluice with CURVE",
+                                                                 "sluice over shared memory"};
 
 /* One transfer phase of this end: the untimed part, then the timed one. The end that fails first
  * says why and releases the other end from a send or receive that would wait forever: a raw end's

@@ -29,8 +29,8 @@ static const char *const opt_keys[] = {"name",  "lr",  "momentum", "weight_decay
                                        "betas", "eps", NULL};
 static const char *const pipe_keys[] = {"stages",    "schedule",         "chunks", "recompute",
                                         "partition", "partition_counts", NULL};
-static const char *const launch_keys[] = {"endpoints",    "curve",     "keys",
-                                          "heartbeat_ms", "timeout_s", NULL};
+static const char *const launch_keys[] = {"endpoints", "curve",         "keys", "heartbeat_ms",
+                                          "timeout_s", "shared_memory", NULL};
 static const char *const output_keys[] = {"dir", "checkpoint_interval", "every_rank",
                                           "keep_checkpoints", NULL};
 static const char *const eval_keys[] = {"interval", "iters", NULL};
@@ -416,6 +416,7 @@ static int parse_rest(cJSON *root, sl_config *cfg)
     SL_TRY(
         sl__config_get_int(c, "heartbeat_ms", false, 1000, 1, 3600000, &cfg->launch.heartbeat_ms));
     SL_TRY(sl__config_get_int(c, "timeout_s", false, 120, 1, 86400, &cfg->launch.timeout_s));
+    SL_TRY(sl__config_get_bool(c, "shared_memory", true, &cfg->launch.shared_memory));
 
     SL_TRY(sl__config_section(root, "output", "output", false, &c));
     SL_TRY(sl__config_check_keys("output", c.obj, output_keys));

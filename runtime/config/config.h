@@ -111,14 +111,16 @@ typedef struct sl_config {
     char **devices; /* device ids as configs name them ("cpu", "opencl:0"); default "cpu" */
 
     struct {
-        int nendpoints;   /* 0, or pipeline.stages */
-        char **endpoints; /* static launch: one ZeroMQ endpoint per rank ("tcp://host:port") */
-        bool curve;       /* encrypt and authenticate links with CURVE, default false */
-        char *keys;       /* resolved directory of rank<i>.key / rank<i>.pub made by `sluice keys
-                             -n <stages> --out DIR`; NULL: a local run makes its own */
-        int heartbeat_ms; /* default 1000, >= 1 */
-        int timeout_s;    /* under a launcher: how long the rendezvous waits for every rank;
-                             default 120 */
+        int nendpoints;     /* 0, or pipeline.stages */
+        char **endpoints;   /* static launch: one ZeroMQ endpoint per rank ("tcp://host:port") */
+        bool curve;         /* encrypt and authenticate links with CURVE, default false */
+        char *keys;         /* resolved directory of rank<i>.key / rank<i>.pub made by `sluice keys
+                               -n <stages> --out DIR`; NULL: a local run makes its own */
+        int heartbeat_ms;   /* default 1000, >= 1 */
+        int timeout_s;      /* under a launcher: how long the rendezvous waits for every rank;
+                               default 120 */
+        bool shared_memory; /* links between ranks on one host (ipc://) carry large payloads
+                               through shared memory (transport/ring.c); default true */
     } launch;
 
     struct {

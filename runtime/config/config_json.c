@@ -120,6 +120,7 @@ char *sl_config_to_json(const sl_config *cfg, bool pretty)
     if (cfg->launch.keys) cJSON_AddStringToObject(o, "keys", cfg->launch.keys);
     cJSON_AddNumberToObject(o, "heartbeat_ms", cfg->launch.heartbeat_ms);
     cJSON_AddNumberToObject(o, "timeout_s", cfg->launch.timeout_s);
+    cJSON_AddBoolToObject(o, "shared_memory", cfg->launch.shared_memory);
 
     o = cJSON_AddObjectToObject(root, "output");
     cJSON_AddStringToObject(o, "dir", cfg->output.dir);

@@ -188,6 +188,11 @@ static int setup(sl__exec *e)
                     SL_MAX(to.max_tensor_bytes,
                            e->model->params[e->ls[i].st->first_param + k].numel * sizeof(float));
         }
+        /* A ring per link and direction for ipc links: room for eight micro-batches' activations,
+         * within 1..64 MiB (a payload that finds no room goes over the socket). */
+        if (cfg->launch.shared_memory)
+            to.ring_bytes = SL_MIN(SL_MAX(8 * e->rows * widest * sizeof(float), (size_t)1 << 20),
+                                   (size_t)64 << 20);
         if (cfg->launch.curve) {
             SL_TRY(load_keys(e));
             to.curve = &e->curve;
