@@ -10,7 +10,8 @@
  * The ring is a POSIX shared-memory object (/dev/shm): a control page, then `size` data bytes.
  * The sender names it in its HELLO (SL_WIRE_FLAG_RING, the name as the payload); the receiver
  * maps it while opening the link and unlinks the name, so nothing is left in /dev/shm once both
- * ranks hold it (the sender unlinks it too on close, for a receiver that never came). Positions
+ * ranks hold it (the sender unlinks it too on close, for a receiver that never came, and a local
+ * run's launcher sweeps the names of ranks that died before either could). Positions
  * are byte counts since the ring began: a payload at position p lies at p % size, whole (the
  * sender skips to the ring's start rather than wrap one), and the receiver publishes the end of
  * the last payload it is done with as `tail` in the control page; the sender never places bytes
@@ -18,6 +19,7 @@
 #define _GNU_SOURCE
 #include "transport/transport_impl.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -138,6 +140,21 @@ int sl__ring_open(sl_transport *t, struct sl__link *l, const void *name, size_t 
                          "the shared-memory ring %s is not rank %d's ring toward us in this run",
                          path, l->peer);
     return SL_OK;
+}
+
+void sl_transport_remove_rings(int pid)
+{
+    char prefix[32];
+    int n = snprintf(prefix, sizeof prefix, "sluice-%d-", pid);
+    DIR *d = opendir("/dev/shm");
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d));) {
+        char name[300];
+        if (strncmp(e->d_name, prefix, (size_t)n)) continue;
+        snprintf(name, sizeof name, "/%s", e->d_name);
+        shm_unlink(name);
+    }
+    closedir(d);
 }
 
 void sl__ring_close(struct sl__ring *r, bool owner)

@@ -339,6 +339,11 @@ int sl_transport_check(sl_transport *t);
 /* Flushes queued messages (up to linger_ms), closes the links and frees t. NULL is fine. */
 void sl_transport_close(sl_transport *t);
 
+/* Removes the names of the shared-memory rings process `pid` made (ring_bytes) that are still in
+ * /dev/shm: a process killed while its links were opening leaves them there. For launchers, once
+ * the process has exited. */
+void sl_transport_remove_rings(int pid);
+
 /* A new CURVE key pair as Z85 text (40 characters + NUL each). SL_EUNAVAILABLE if libzmq was
  * built without CURVE. */
 int sl_transport_keypair(char public_key[41], char secret_key[41]);

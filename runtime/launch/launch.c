@@ -553,6 +553,7 @@ void sl_launch_destroy(sl_launch *l)
 {
     if (!l) return;
     stop_all(l);
+    for (int i = 0; i < l->nranks; i++) sl_transport_remove_rings(l->pids[i]);
     if (l->pull) zmq_close(l->pull);
     sl_zap_stop(l->zap);
     if (l->zctx) zmq_ctx_term(l->zctx);

@@ -4,6 +4,8 @@
  * (ipc) and asked for, and nothing of it is left in /dev/shm once the links are open or closed. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 
 #include "helpers.h"
 
@@ -155,4 +157,25 @@ Test(ring, none_over_tcp_or_when_not_asked)
     sl_transport_close(ops[1].t);
     free(buf);
     free(want);
+}
+
+/* A launcher sweeps the ring names a dead rank left: those of that process only. */
+Test(ring, names_left_by_a_process_are_removed)
+{
+    char mine[64], other[64];
+    int pid = 999999999; /* above any pid_max, so no process of ours */
+    snprintf(mine, sizeof mine, "/sluice-%d-0-r0to1", pid);
+    snprintf(other, sizeof other, "/sluice-%d1-0-r0to1", pid);
+    for (int i = 0; i < 2; i++) {
+        int fd = shm_open(i ? other : mine, O_RDWR | O_CREAT, 0600);
+        cr_assert(fd >= 0);
+        close(fd);
+    }
+    sl_transport_remove_rings(pid);
+    int fd = shm_open(mine, O_RDONLY, 0);
+    cr_assert(fd < 0, "the dead process's ring is still named");
+    fd = shm_open(other, O_RDONLY, 0);
+    cr_assert(fd >= 0, "another process's ring was removed");
+    close(fd);
+    shm_unlink(other);
 }
