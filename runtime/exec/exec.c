@@ -270,9 +270,8 @@ static int save_checkpoint(sl__exec *e, int step)
     sl_run_path(path, sizeof path, e->opt->weights_dir, SL_RUN_RANK_CHECKPOINT, e->rank, step);
     sl_state_tensors st = {0};
     int rc = SL_OK;
-    /* Chimera's up replica is a copy of stages that the down one saves. */
     for (int i = 0; i < e->nls && rc == SL_OK; i++)
-        if (e->ls[i].stage < sl_partition_chain_stages(e->part))
+        if (!sl__exec_is_replica(e, &e->ls[i]))
             rc = sl_stage_state_save(e->ls[i].st, &e->cfg->train.optimizer, &st);
     snprintf(t, sizeof t, "%d", step);
     const char *k[] = {"step"}, *v[] = {t};

@@ -129,6 +129,13 @@ void sl__exec_doing(const sl__exec *e, char *buf, size_t cap);
  * last stage of the model, or of chimera's down replica). */
 int sl__exec_loss_sum(sl__exec *e, int stage, int mb0, int mb1, double *sum_out);
 int sl__exec_step_loss(sl__exec *e, double *loss);
+/* Whether local stage l is a copy of chimera's up replica: the same model stage as one of the down
+ * replica's, equal to it after SYNC, so saved and counted only once. */
+static inline bool sl__exec_is_replica(const sl__exec *e, const sl__exec_stage *l)
+{
+    return l->stage >= sl_partition_chain_stages(e->part);
+}
+
 /* Whether this rank reports the losses: it holds the last stage of the (first) chain. */
 static inline bool sl__exec_has_loss(const sl__exec *e)
 {

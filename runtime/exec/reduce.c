@@ -110,11 +110,11 @@ int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
 {
     int n = sl_partition_chain_stages(e->part), M = e->cfg->train.microbatches;
     sl_stage *down = NULL, *up = NULL;
-    for (int i = 0; i < e->nls; i++) *(e->ls[i].stage < n ? &down : &up) = e->ls[i].st;
+    for (int i = 0; i < e->nls; i++)
+        *(sl__exec_is_replica(e, &e->ls[i]) ? &up : &down) = e->ls[i].st;
     if (!down || !up || a->peer != e->world - 1 - e->rank)
         return sl_fail(SL_EINTERNAL, "SYNC on rank %d without a stage of each replica", e->rank);
     size_t nd = stage_floats(e, e->rank), nu = stage_floats(e, 2 * n - 1 - e->rank);
-    size_t bytes = (nd + nu) * sizeof(float);
     size_t most = sl__exec_sync_bytes(e);
     for (int i = 0; i < 3; i++)
         if (!e->sync_host[i] && !(e->sync_host[i] = sl_alloc(most))) return SL_ENOMEM;
@@ -123,8 +123,7 @@ int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
     SL_TRY(grads_copy(e, up, mine + nd, false));
     sl_exchange ex[SL_EXCHANGES_MAX];
     int nex = sl_action_exchanges(e->plan->sched, e->rank, a, ex);
-    if (nex < 0) return sl_fail(SL_EINTERNAL, "SYNC does not belong to rank %d", e->rank);
-    if (nex == 0) memcpy(theirs, mine, bytes); /* the middle rank of an odd D: both copies */
+    if (nex <= 0) return sl_fail(SL_EINTERNAL, "SYNC does not belong to rank %d", e->rank);
     for (int i = 0; i < nex; i++) {
         const sl_exchange *x = &ex[i];
         size_t pb = pair_floats(e, x->round) * sizeof(float);
@@ -148,7 +147,7 @@ int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
     int last_up = sl_partition_rank(e->part, 2 * n - 1);
     e->sync_loss = 0;
     if (e->rank == last_up) SL_TRY(sl__exec_loss_sum(e, 2 * n - 1, M / 2, M, &e->sync_loss));
-    if (nex > 0 && (e->rank == last_up || e->rank == last_down)) {
+    if (e->rank == last_up || e->rank == last_down) {
         sl_tensor_meta lm = {.type = SL_MSG_SYNC,
                              .step = (uint64_t)step,
                              .mb = 1,
@@ -175,11 +174,10 @@ int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
  * the last rank makes is passed on as it is, so every rank ends with the same double. */
 int sl__exec_norm(sl__exec *e, int64_t step, const sl_action *a)
 {
-    /* Chimera's up replica repeats the down one's stages (equal after SYNC): counted once. */
     double own = 0;
     for (int i = 0; i < e->nls; i++) {
         double part;
-        if (e->ls[i].stage >= sl_partition_chain_stages(e->part)) continue;
+        if (sl__exec_is_replica(e, &e->ls[i])) continue;
         SL_TRY(sl_stage_grad_sumsq(e->ls[i].st, &part));
         own += part;
     }
