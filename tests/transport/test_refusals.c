@@ -331,6 +331,72 @@ Test(refusals, hello_offering_another_runs_ring)
     raw_close(&r);
 }
 
+/* A ring of rank 0 toward rank 1 of this run, as ring.c lays it out: a 4096-byte control page
+ * (magic, run id, src, dst, data size) and 64 KiB of data. */
+static void make_ring(char *name, size_t cap)
+{
+    snprintf(name, cap, "/sluice-test-%d-ring", (int)getpid());
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    cr_assert(fd >= 0);
+    cr_assert_eq(ftruncate(fd, 4096 + 65536), 0);
+    uint8_t ctl[32] = "SLRING1";
+    uint64_t run = RUN_ID, size = 65536;
+    uint32_t src = 0, dst = 1;
+    memcpy(ctl + 8, &run, 8);
+    memcpy(ctl + 16, &src, 4);
+    memcpy(ctl + 20, &dst, 4);
+    memcpy(ctl + 24, &size, 8);
+    cr_assert_eq(write(fd, ctl, sizeof ctl), (ssize_t)sizeof ctl);
+    close(fd);
+}
+
+/* A payload placed outside the ring, or before one already taken, is refused before it is read. */
+static void ring_place_case(uint64_t pos0, uint64_t pos1, const char *needle)
+{
+    char name[64];
+    make_ring(name, sizeof name);
+    struct raw r;
+    raw_open_ring(&r, RUN_ID, CFG_HASH, name);
+    shm_unlink(name);
+    cr_assert_eq(r.op.status, SL_OK, "%s", r.op.msg);
+    uint64_t pos[2] = {pos0, pos1};
+    for (int i = 0; i < 2; i++) {
+        sl_wire_header h;
+        raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1 + (uint64_t)i);
+        h.flags = SL_WIRE_FLAG_RING;
+        uint8_t place[16] = {0};
+        memcpy(place, &pos[i], 8);
+        place[8] = 24; /* the length: 24 bytes */
+        h.crc = 0;
+        uint8_t raw[SL_WIRE_HEADER_SIZE];
+        sl_wire_encode(&h, raw);
+        h.crc = sl_crc32c(sl_crc32c(0, raw, sizeof raw), payload, 24); /* the ring holds zeros */
+        inject(&r, &h, place, sizeof place, 1);
+    }
+    sl_tensor_meta m;
+    int64_t shape[2] = {2, 3};
+    fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_F32, 2, shape);
+    float buf[6];
+    int s = sl_transport_recv(r.op.t, SL_LINK_PREV, &m, buf, sizeof buf, NULL, NULL);
+    if (pos1 != UINT64_MAX) { /* the first is fine, the second is refused */
+        cr_assert_eq(s, SL_OK, "%s", sl_last_error());
+        s = sl_transport_recv(r.op.t, SL_LINK_PREV, &m, buf, sizeof buf, NULL, NULL);
+    }
+    cr_assert_eq(s, SL_EPROTOCOL, "%d: %s", s, sl_last_error());
+    cr_assert(strstr(sl_last_error(), needle), "%s", sl_last_error());
+    raw_close(&r);
+}
+
+Test(refusals, ring_payload_past_the_end)
+{
+    ring_place_case(65536 - 8, UINT64_MAX, "ring position 65528 of 24 bytes");
+}
+
+Test(refusals, ring_payload_before_the_last)
+{
+    ring_place_case(100, 50, "the next may start at 124");
+}
+
 Test(refusals, hello_offering_a_foreign_ring)
 {
     struct raw r;
