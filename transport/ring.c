@@ -130,15 +130,14 @@ int sl__ring_open(sl_transport *t, struct sl__link *l, const void *name, size_t 
                          "cannot map rank %d's shared-memory ring %s: %s (set launch.shared_memory "
                          "false to carry payloads over the socket)",
                          l->peer, path, why);
-    shm_unlink(path); /* both ranks hold it now */
     r->size = (size_t)st.st_size - RING_CTL;
-    snprintf(r->name, sizeof r->name, "%s", path);
     const struct ring_ctl *c = ctl(r);
     if (memcmp(c->magic, RING_MAGIC, sizeof c->magic) || c->run_id != t->o.run_id ||
         c->src != (uint32_t)l->peer || c->dst != (uint32_t)t->o.rank || c->size != r->size)
         return sl__broke(t, l, SL_EPROTOCOL,
                          "the shared-memory ring %s is not rank %d's ring toward us in this run",
                          path, l->peer);
+    shm_unlink(path); /* ours and the peer's: both ranks hold it now */
     return SL_OK;
 }
 
