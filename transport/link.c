@@ -219,9 +219,9 @@ static int send_ring(sl_transport *t, struct sl__link *l, const sl_tensor_meta *
     h.flags = SL_WIRE_FLAG_RING;
     uint32_t crc = sl_crc32c_copy(header_crc(l, &h), dst, src, bytes);
     zmq_msg_t p;
-    if (zmq_msg_init_size(&p, SL_RING_PLACE_BYTES) < 0)
+    if (zmq_msg_init_size(&p, SL_WIRE_PLACE_SIZE) < 0)
         return sl_fail(SL_ENOMEM, "cannot allocate a message");
-    sl__ring_encode_place(zmq_msg_data(&p), pos, bytes);
+    sl_wire_encode_place(zmq_msg_data(&p), pos, bytes);
     s = sl__send_frames(t, l, &h, &p, 0, &crc);
     l->ring_sends++;
     return s < 0 ? s : 1;

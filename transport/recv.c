@@ -188,12 +188,12 @@ int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h,
     if (h->flags & SL_WIRE_FLAG_RING && h->type != SL_MSG_HELLO) {
         /* The payload is in the peer's ring; the frame says where. */
         uint64_t pos, len;
-        if (got->len != SL_RING_PLACE_BYTES)
+        if (got->len != SL_WIRE_PLACE_SIZE)
             return sl__broke(t, l, SL_EPROTOCOL,
                              "refused %s: a payload in the ring has a %d-byte place, the frame "
                              "has %zu bytes",
-                             sl_msg_type_name(h->type), SL_RING_PLACE_BYTES, got->len);
-        sl__ring_decode_place(got->data, &pos, &len);
+                             sl_msg_type_name(h->type), SL_WIRE_PLACE_SIZE, got->len);
+        sl_wire_decode_place(got->data, &pos, &len);
         if (len != h->payload_len)
             return sl__broke(t, l, SL_EPROTOCOL,
                              "refused %s: its place in the ring holds %llu bytes, the header says "

@@ -206,20 +206,3 @@ void sl__ring_done(struct sl__link *l, uint64_t end)
 {
     if (l->in.map && end) atomic_store_explicit(&ctl(&l->in)->tail, end, memory_order_release);
 }
-
-void sl__ring_encode_place(uint8_t *out, uint64_t pos, uint64_t len)
-{
-    for (int i = 0; i < 8; i++) {
-        out[i] = (uint8_t)(pos >> (8 * i));
-        out[8 + i] = (uint8_t)(len >> (8 * i));
-    }
-}
-
-void sl__ring_decode_place(const uint8_t *in, uint64_t *pos, uint64_t *len)
-{
-    *pos = *len = 0;
-    for (int i = 7; i >= 0; i--) {
-        *pos = (*pos << 8) | in[i];
-        *len = (*len << 8) | in[8 + i];
-    }
-}

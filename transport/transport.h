@@ -119,6 +119,12 @@ const char *sl_msg_type_name(int type);
 /* Writes h as SL_WIRE_HEADER_SIZE bytes (the crc field as given). */
 void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE]);
 
+/* A payload's place in the sender's ring (SL_WIRE_FLAG_RING) as its frame carries it: the
+ * position and the length, each a little-endian u64. */
+#define SL_WIRE_PLACE_SIZE 16
+void sl_wire_encode_place(uint8_t out[SL_WIRE_PLACE_SIZE], uint64_t pos, uint64_t len);
+void sl_wire_decode_place(const uint8_t in[SL_WIRE_PLACE_SIZE], uint64_t *pos, uint64_t *len);
+
 /* Decodes and checks the structure of a header of `len` bytes before anything trusts it: size,
  * magic, version, type (sl_msg_type_known), dtype, ndim, every dimension below ndim > 0 and every
  * one from ndim on 0, no overflow of the element count or the byte count, and payload_len equal to

@@ -172,11 +172,6 @@ int sl__ring_take(sl_transport *t, struct sl__link *l, uint64_t pos, uint64_t le
 /* Tells the peer its ring is free up to `end` (0: nothing to free). */
 void sl__ring_done(struct sl__link *l, uint64_t end);
 
-/* A payload's place in a ring as its frame carries it: position and length, little-endian u64. */
-#define SL_RING_PLACE_BYTES 16
-void sl__ring_encode_place(uint8_t *out, uint64_t pos, uint64_t len);
-void sl__ring_decode_place(const uint8_t *in, uint64_t *pos, uint64_t *len);
-
 /* ------------------------------------------------------------------------------------------------
  * monitor.c */
 

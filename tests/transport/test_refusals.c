@@ -284,8 +284,8 @@ static void ring_case(size_t frame_len, const char *needle)
     sl_wire_header h;
     raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
     h.flags = SL_WIRE_FLAG_RING;
-    uint8_t place[24] = {0};
-    place[8] = 24; /* position 0, length 24 */
+    uint8_t place[24] = {0}; /* room for a frame longer than a place */
+    sl_wire_encode_place(place, 0, 24);
     inject(&r, &h, place, frame_len, 0);
     expect_refusal(&r, SL_EPROTOCOL, needle);
     raw_close(&r);
@@ -368,9 +368,8 @@ static void ring_place_case(uint64_t pos0, uint64_t pos1, const char *needle)
         sl_wire_header h;
         raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1 + (uint64_t)i);
         h.flags = SL_WIRE_FLAG_RING;
-        uint8_t place[16] = {0};
-        memcpy(place, &pos[i], 8);
-        place[8] = 24; /* the length: 24 bytes */
+        uint8_t place[SL_WIRE_PLACE_SIZE];
+        sl_wire_encode_place(place, pos[i], 24);
         h.crc = 0;
         uint8_t raw[SL_WIRE_HEADER_SIZE];
         sl_wire_encode(&h, raw);
