@@ -160,7 +160,8 @@ static int check_meta(sl_transport *t, const sl_tensor_meta *m, size_t bytes)
     return SL_OK;
 }
 
-/* Reads the monitors now and then; a failure or a lost peer breaks the transport before a send. */
+/* Reads the monitors now and then; a failure or a lost peer breaks the transport before a send.
+ * The public sends call it once, before choosing the ring or the socket. */
 static int before_send(sl_transport *t, struct sl__link *l)
 {
     int s = sl__maybe_drain(t);
@@ -188,16 +189,11 @@ static void tensor_header(sl_transport *t, struct sl__link *l, sl_wire_header *h
 static int send_msg(sl_transport *t, struct sl__link *l, const sl_tensor_meta *m, zmq_msg_t *p,
                     const void *src)
 {
-    int s = before_send(t, l);
-    if (s) {
-        zmq_msg_close(p);
-        return s;
-    }
     sl_wire_header h;
     tensor_header(t, l, &h, m, zmq_msg_size(p));
     uint32_t crc;
     if (src) crc = sl_crc32c_copy(header_crc(l, &h), zmq_msg_data(p), src, zmq_msg_size(p));
-    s = sl__send_frames(t, l, &h, p, 0, src ? &crc : NULL);
+    int s = sl__send_frames(t, l, &h, p, 0, src ? &crc : NULL);
     return s < 0 ? s : SL_OK;
 }
 
@@ -210,8 +206,7 @@ static int send_ring(sl_transport *t, struct sl__link *l, const sl_tensor_meta *
     if (!l->out.map || !bytes || bytes < t->o.zero_copy_bytes) return 0;
     uint64_t pos = 0;
     void *dst;
-    int s = before_send(t, l);
-    if (!s) s = sl__ring_place(t, l, bytes, &pos, &dst);
+    int s = sl__ring_place(t, l, bytes, &pos, &dst);
     if (!s && !dst) l->socket_sends++;
     if (s || !dst) return s;
     sl_wire_header h;
@@ -233,6 +228,7 @@ int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, cons
     struct sl__link *l = NULL;
     SL_TRY(sl__get_link(t, dir, &l));
     SL_TRY(check_meta(t, meta, bytes));
+    SL_TRY(before_send(t, l));
     int r = send_ring(t, l, meta, data, bytes);
     if (r) return r < 0 ? r : SL_OK;
     zmq_msg_t p;
@@ -271,6 +267,7 @@ int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta
     struct sl__link *l = NULL;
     int s = sl__get_link(t, dir, &l);
     if (!s) s = check_meta(t, meta, bytes);
+    if (!s) s = before_send(t, l);
     if (!s) {
         int r = send_ring(t, l, meta, data, bytes);
         if (r) {
