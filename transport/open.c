@@ -189,8 +189,8 @@ static int open_step(sl_transport *t, struct sl__link *l)
         if (s == 1) l->hello_sent = 1;
     }
     sl_wire_header h;
-    struct sl__received p = {0};
-    zmq_msg_init(&p.msg);
+    struct sl__received p;
+    sl__received_init(&p);
     int got = sl__read_message(t, l, &h, &p, NULL, 0);
     if (got > 0) got = check_hello(t, l, &h, &p);
     sl__received_done(l, &p);

@@ -18,6 +18,12 @@ struct sl__dest {
     int copied; /* set when the payload was copied to data while checking its CRC */
 };
 
+void sl__received_init(struct sl__received *got)
+{
+    *got = (struct sl__received){0};
+    zmq_msg_init(&got->msg);
+}
+
 void sl__received_done(struct sl__link *l, struct sl__received *got)
 {
     zmq_msg_close(&got->msg);
@@ -305,8 +311,8 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
     struct sl__link *l = NULL;
     SL_TRY(sl__get_link(t, dir, &l));
     sl__release_held(l);
-    struct sl__received p = {0};
-    zmq_msg_init(&p.msg);
+    struct sl__received p;
+    sl__received_init(&p);
     struct sl__dest dst = {expected, data, capacity, 0};
     size_t n = 0;
     int s = recv_checked(t, l, &dst, &p, got, &n);
@@ -328,8 +334,7 @@ int sl_transport_recv_borrow(sl_transport *t, int dir, const sl_tensor_meta *exp
     if (!data || !bytes) return sl_fail(SL_EINVAL, "recv_borrow needs data and bytes");
     sl__release_held(l);
     struct sl__dest dst = {expected, NULL, SIZE_MAX, 0};
-    l->held = (struct sl__received){0};
-    zmq_msg_init(&l->held.msg);
+    sl__received_init(&l->held);
     int s = recv_checked(t, l, &dst, &l->held, got, bytes);
     if (s) {
         sl__received_done(l, &l->held);

@@ -133,11 +133,13 @@ struct sl__dest;
  * header structure, run id, ranks, sequence number, size limit, payload length, CRC. Returns 1
  * with *h filled and *got holding the payload (the caller gives it back with sl__received_done),
  * 0 if nothing came, or a failure. With `wait` it blocks for one receive slice (see open.c); dst
- * may be NULL. *got must be initialised (zmq_msg_init on its msg). */
+ * may be NULL. *got comes from sl__received_init. */
 int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h,
                      struct sl__received *got, struct sl__dest *dst, int wait);
 
-/* Closes a received payload's frame and, for a payload in the peer's ring, frees its place. */
+/* An empty received message, for sl__read_message; sl__received_done closes its frame and, for a
+ * payload in the peer's ring, frees its place. */
+void sl__received_init(struct sl__received *got);
 void sl__received_done(struct sl__link *l, struct sl__received *got);
 
 /* Discards the rest of a multipart message; returns how many frames it had. */
