@@ -178,7 +178,8 @@ static int setup(sl__exec *e)
         to.heartbeat_timeout_ms = SL_MAX(cfg->launch.heartbeat_ms * 3, 1000);
         to.heartbeat_ivl_ms = SL_MAX(cfg->launch.heartbeat_ms / 2, 100);
         to.in_flight = SL_MAX(cfg->train.microbatches * cfg->pipeline.chunks, 2);
-        to.max_tensor_bytes = e->rows * widest * sizeof(float) + 4096;
+        size_t act = e->rows * widest * sizeof(float); /* the widest activation */
+        to.max_tensor_bytes = act + 4096;
         /* SYNC sends all the gradients of two stages in one message. */
         to.max_tensor_bytes = SL_MAX(to.max_tensor_bytes, sl__exec_sync_bytes(e));
         for (int i = 0; i < e->nls; i++) { /* TIED sends a whole parameter's gradient */
@@ -191,8 +192,7 @@ static int setup(sl__exec *e)
         /* A ring per link and direction for ipc links: room for eight micro-batches' activations,
          * within 1..64 MiB (a payload that finds no room goes over the socket). */
         if (cfg->launch.shared_memory)
-            to.ring_bytes = SL_MIN(SL_MAX(8 * e->rows * widest * sizeof(float), (size_t)1 << 20),
-                                   (size_t)64 << 20);
+            to.ring_bytes = SL_MIN(SL_MAX(8 * act, (size_t)1 << 20), (size_t)64 << 20);
         if (cfg->launch.curve) {
             SL_TRY(load_keys(e));
             to.curve = &e->curve;
