@@ -79,8 +79,12 @@ static int parse_options(int argc, char **argv, struct options *o)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
-        if (!strcmp(a, "--json") || !strcmp(a, "--socket")) {
-            *(a[2] == 'j' ? &o->json : &o->socket) = 1;
+        if (!strcmp(a, "--json")) {
+            o->json = 1;
+            continue;
+        }
+        if (!strcmp(a, "--socket")) {
+            o->socket = 1;
             continue;
         }
         if (!v) goto bad;
