@@ -278,6 +278,22 @@ int sl_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq, float sc
 int sl_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float scale, sl_buffer *p,
                                sl_buffer *dp, sl_buffer *ds);
 
+/* Causal multi-head self-attention over nanoGPT's c_attn rows: qkv is [batch, seq, 3C] with
+ * C = heads * hs, q, k and v side by side in each row and head h at columns h*hs of each. Per
+ * sample b and head h:
+ *   att[b,h] = the causal softmax (above) of scale * q k^T   (att [batch*heads, seq, seq])
+ *   y[b, :, h*hs .. h*hs + hs) = att[b,h] v                  (y [batch, seq, C])
+ * The backend's fused kernel where it has one (cpu), else batched GEMMs and the softmax kernels;
+ * the causal mask's zeros are not multiplied either way. */
+int sl_attention_forward(sl_device *dev, size_t batch, size_t seq, size_t heads, size_t hs,
+                         float scale, sl_buffer *qkv, sl_buffer *att, sl_buffer *y);
+
+/* Its backward from dy [batch, seq, C]: dqkv [batch, seq, 3C] gets dq, dk and dv where qkv has q,
+ * k and v (overwritten); work [batch*heads, seq, seq] is scratch (the gradient of the scores). */
+int sl_attention_backward(sl_device *dev, size_t batch, size_t seq, size_t heads, size_t hs,
+                          float scale, sl_buffer *qkv, sl_buffer *att, sl_buffer *dy,
+                          sl_buffer *work, sl_buffer *dqkv);
+
 /* Copies a 4-D strided view, for moving attention heads between [B, T, H, hs] rows and packed
  * [B, H, T, hs]: for every index (i0, i1, i2, i3) < shape,
  *   dst[dst_offset + i0*dst_strides[0] + ... + i3*dst_strides[3]] =

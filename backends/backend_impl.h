@@ -118,6 +118,13 @@ struct sl_backend_ops {
                                   sl_buffer *s, sl_buffer *p);
     int (*causal_softmax_backward)(sl_device *dev, size_t heads, size_t seq, float scale,
                                    sl_buffer *p, sl_buffer *dp, sl_buffer *ds);
+    /* Optional (NULL: the wrapper composes gemm_batched and the causal softmax): a fused causal
+     * self-attention. batch, seq, heads, hs > 0. */
+    int (*attention_forward)(sl_device *dev, size_t batch, size_t seq, size_t heads, size_t hs,
+                             float scale, sl_buffer *qkv, sl_buffer *att, sl_buffer *y);
+    int (*attention_backward)(sl_device *dev, size_t batch, size_t seq, size_t heads, size_t hs,
+                              float scale, sl_buffer *qkv, sl_buffer *att, sl_buffer *dy,
+                              sl_buffer *work, sl_buffer *dqkv);
     /* Every shape[d] > 0, src != dst, both views within their buffers, and
      * shape[0]*...*shape[3] no more than the elements dst's view spans (so it fits wherever the
      * buffer's range does); strides of dimensions of size 1 are 0. */
@@ -143,6 +150,15 @@ int sl__check_arg(const char *kernel, const char *name, sl_device *dev, const sl
 int sl__check_dev(const char *kernel, sl_device *dev);
 /* *elems = rows * cols, refusing overflow. */
 int sl__check_shape(const char *kernel, size_t rows, size_t cols, size_t *elems);
+
+/* The attention composed of sl_gemm_batched and the causal softmax, as the wrappers run it on a
+ * backend without a fused kernel (checked arguments); tests run it on any backend. */
+int sl__attention_forward_composed(sl_device *dev, size_t batch, size_t seq, size_t heads,
+                                   size_t hs, float scale, sl_buffer *qkv, sl_buffer *att,
+                                   sl_buffer *y);
+int sl__attention_backward_composed(sl_device *dev, size_t batch, size_t seq, size_t heads,
+                                    size_t hs, float scale, sl_buffer *qkv, sl_buffer *att,
+                                    sl_buffer *dy, sl_buffer *work, sl_buffer *dqkv);
 
 extern const struct sl_backend_ops sl__cpu_backend;
 #ifdef SL_HAVE_OPENCL

@@ -165,6 +165,14 @@ int sl__cpu_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq, flo
                                    sl_buffer *s, sl_buffer *p);
 int sl__cpu_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq, float scale,
                                     sl_buffer *p, sl_buffer *dp, sl_buffer *ds);
+int sl__cpu_attention_forward(sl_device *dev, size_t batch, size_t seq, size_t heads, size_t hs,
+                              float scale, sl_buffer *qkv, sl_buffer *att, sl_buffer *y);
+int sl__cpu_attention_backward(sl_device *dev, size_t batch, size_t seq, size_t heads, size_t hs,
+                               float scale, sl_buffer *qkv, sl_buffer *att, sl_buffer *dy,
+                               sl_buffer *work, sl_buffer *dqkv);
+/* For tests: the fused attention's products as plain loops (true) or, where the CPU has AVX-512,
+ * in its registers (false, the default). */
+void sl__cpu_attention_use_loops(bool loops);
 int sl__cpu_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
                          const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
                          const size_t dst_strides[4]);

@@ -1,9 +1,9 @@
 /* The CPU backend's transformer kernels (the oracle for the other backends): sum of squares,
- * layer norm, embedding, causal softmax, the strided 4-D copy and batched GEMM. The sums run in
- * fp32 in a fixed order: along a row in SL_CPU_LANES lanes (cpu_impl.h), down a column over the
- * rows in index order; the deterministic kernels (embedding backward, the copy) match the other
- * devices bit for bit, the rest to rounding. The sum of squares accumulates in double, as the
- * reference the devices' tree reductions are measured against. */
+ * layer norm, embedding, the strided 4-D copy and batched GEMM (attention.c has the attention's).
+ * The sums run in fp32 in a fixed order: along a row in SL_CPU_LANES lanes (cpu_impl.h), down a
+ * column over the rows in index order; the deterministic kernels (embedding backward, the copy)
+ * match the other devices bit for bit, the rest to rounding. The sum of squares accumulates in
+ * double, as the reference the devices' tree reductions are measured against. */
 #include "backends/cpu/cpu_impl.h"
 
 #include <cblas.h>
@@ -133,45 +133,6 @@ int sl__cpu_embedding_backward(sl_device *dev, size_t batch, size_t seq, size_t 
         if (tok[n] < 0 || (size_t)tok[n] >= vocab) continue;
         float *tr = dte + tok[n] * cols;
         for (size_t c = 0; c < cols; c++) tr[c] += gr[c];
-    }
-    return SL_OK;
-}
-
-/* ------------------------------------------------------------------------------------------------
- * Causal softmax: row t of each [seq, seq] block keeps columns 0..t. */
-
-SL_CPU_CLONES int sl__cpu_causal_softmax_forward(sl_device *dev, size_t heads, size_t seq,
-                                                 float scale, sl_buffer *s, sl_buffer *p)
-{
-    (void)dev;
-    for (size_t row = 0; row < heads * seq; row++) {
-        size_t t = row % seq;
-        const float *sr = F(s) + row * seq;
-        float *pr = F(p) + row * seq;
-        /* Columns 0..t; the masked ones are 0. p may be s. */
-        size_t n = t + 1;
-        for (size_t j = 0; j < n; j++) pr[j] = scale * sr[j];
-        float mx = sl_cpu_max(pr, n);
-        for (size_t j = 0; j < n; j++) pr[j] = sl_cpu_exp(pr[j] - mx);
-        float inv = 1.0f / sl_cpu_sum(pr, n);
-        for (size_t j = 0; j < n; j++) pr[j] *= inv;
-        for (size_t j = n; j < seq; j++) pr[j] = 0.0f;
-    }
-    return SL_OK;
-}
-
-SL_CPU_CLONES int sl__cpu_causal_softmax_backward(sl_device *dev, size_t heads, size_t seq,
-                                                  float scale, sl_buffer *p, sl_buffer *dp,
-                                                  sl_buffer *ds)
-{
-    (void)dev;
-    for (size_t row = 0; row < heads * seq; row++) {
-        size_t t = row % seq;
-        const float *pr = F(p) + row * seq, *gr = F(dp) + row * seq;
-        float *dr = F(ds) + row * seq;
-        float dot = sl_cpu_dot(pr, gr, t + 1);
-        for (size_t j = 0; j <= t; j++) dr[j] = scale * pr[j] * (gr[j] - dot);
-        for (size_t j = t + 1; j < seq; j++) dr[j] = 0.0f;
     }
     return SL_OK;
 }

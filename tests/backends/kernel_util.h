@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "backends/backend.h"
+#include "backends/backend_impl.h"
 
 #define OK(expr) cr_assert_eq((expr), SL_OK, "%s failed: %s", #expr, sl_last_error())
 
@@ -353,6 +354,35 @@ static inline float *run_causal_softmax(sl_device *dev, size_t heads, size_t seq
     if (a != out) sl_buffer_free(a);
     if (g && g != out) sl_buffer_free(g);
     return buf_take(out, e);
+}
+
+/* Causal self-attention on [batch, seq, 3*heads*hs] rows qkv: forward (dy NULL) returns y and
+ * sets *att_out to the probabilities; backward (from att and dy) returns dqkv. Fused where the
+ * device has a kernel, or composed of batched GEMMs and the softmax kernels with `composed`. */
+static inline float *run_attention(sl_device *dev, bool composed, size_t batch, size_t seq,
+                                   size_t heads, size_t hs, float scale, const float *qkv,
+                                   const float *att, const float *dy, float **att_out)
+{
+    size_t e_qkv = batch * seq * 3 * heads * hs, e_att = batch * heads * seq * seq,
+           e_y = batch * seq * heads * hs;
+    sl_buffer *q = buf_f(dev, qkv, e_qkv), *a = buf_f(dev, att, e_att);
+    float *out;
+    if (!dy) {
+        sl_buffer *y = buf_f(dev, NULL, e_y);
+        OK((composed ? sl__attention_forward_composed
+                     : sl_attention_forward)(dev, batch, seq, heads, hs, scale, q, a, y));
+        out = buf_take(y, e_y);
+        *att_out = buf_take(a, e_att);
+    } else {
+        sl_buffer *g = buf_f(dev, dy, e_y), *w = buf_f(dev, NULL, e_att),
+                  *d = buf_f(dev, NULL, e_qkv);
+        OK((composed ? sl__attention_backward_composed
+                     : sl_attention_backward)(dev, batch, seq, heads, hs, scale, q, a, g, w, d));
+        out = buf_take(d, e_qkv);
+        sl_buffer_free(g), sl_buffer_free(w), sl_buffer_free(a);
+    }
+    sl_buffer_free(q);
+    return out;
 }
 
 /* The strided 4-D copy from src (nsrc floats) into a copy of dst0 (ndst floats); returns dst. */

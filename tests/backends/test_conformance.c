@@ -428,6 +428,30 @@ Test(conformance, embedding)
         }
 }
 
+/* Causal self-attention: the device's way (the composed batched GEMMs and softmax kernels, or its
+ * fused kernel) against the CPU's fused kernel, forward and backward. */
+Test(conformance, attention)
+{
+    static const size_t shapes[][4] = {{1, 1, 1, 1}, {2, 5, 3, 7}, {2, 64, 4, 32}, {1, 70, 1, 33}};
+    for (size_t d = 0; d < ndevs; d++)
+        for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++) {
+            size_t B = shapes[s][0], T = shapes[s][1], H = shapes[s][2], hs = shapes[s][3];
+            size_t e_qkv = B * T * 3 * H * hs, e_att = B * H * T * T, e_y = B * T * H * hs;
+            float scale = 1.0f / sqrtf((float)hs);
+            float *qkv = vec_rand(e_qkv, 45, -2, 2), *dy = vec_rand(e_y, 46, -1, 1), *ar, *ag;
+            float *yr = run_attention(cpu, false, B, T, H, hs, scale, qkv, NULL, NULL, &ar);
+            float *yg = run_attention(devs[d], false, B, T, H, hs, scale, qkv, NULL, NULL, &ag);
+            check(yr, yg, e_y, 1e-6f, 1e-4f, devs[d], "attention y B%zu T%zu H%zu hs%zu", B, T, H,
+                  hs);
+            check(run_attention(cpu, false, B, T, H, hs, scale, qkv, ar, dy, NULL),
+                  run_attention(devs[d], false, B, T, H, hs, scale, qkv, ar, dy, NULL), e_qkv,
+                  1e-5f, 1e-4f, devs[d], "attention dqkv B%zu T%zu H%zu hs%zu", B, T, H, hs);
+            check(ar, ag, e_att, 1e-7f, 1e-5f, devs[d], "attention att B%zu T%zu H%zu hs%zu", B, T,
+                  H, hs);
+            free(qkv), free(dy);
+        }
+}
+
 Test(conformance, causal_softmax)
 {
     static const size_t shapes[][2] = {{1, 1}, {3, 7}, {5, 33}, {2, 257}, {1, 300}};

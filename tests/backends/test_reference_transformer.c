@@ -1,9 +1,11 @@
-/* The CPU oracle's transformer kernels (layer norm, embedding, causal softmax, strided copy,
- * batched GEMM, sum of squares) and the wide cross-entropy rows, against plain loops in double and
- * finite differences, and their argument checks. test_reference.c holds the rest of the oracle's
- * checks.
+/* The CPU oracle's transformer kernels (layer norm, embedding, causal softmax, fused attention,
+ * strided copy, batched GEMM, sum of squares) and the wide cross-entropy rows, against plain loops
+ * in double and finite differences, and their argument checks. test_reference.c holds the rest of
+ * the oracle's checks.
  */
 #include "kernel_util.h"
+
+#include "backends/cpu/cpu_impl.h"
 
 static sl_device *cpu;
 
@@ -193,6 +195,144 @@ Test(reference, causal_softmax_matches_naive_loops_and_finite_differences)
 #undef CSM_LOSS
     (void)l0;
     free(s), free(g), free(p), free(ds);
+}
+
+/* Causal self-attention in double, head by head: att and y, and with dy the gradients dqkv. */
+static void naive_attention(size_t B, size_t T, size_t H, size_t hs, double scale, const float *qkv,
+                            const float *dy, double *att, double *y, double *dqkv)
+{
+    size_t C = H * hs, C3 = 3 * C;
+    double *dp = calloc(T * T, sizeof *dp);
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < H; h++) {
+            const float *q = qkv + b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
+            double *p = att + (b * H + h) * T * T;
+            for (size_t i = 0; i < T; i++) {
+                double mx = -1e300, z = 0;
+                for (size_t j = 0; j <= i; j++) {
+                    double sij = 0;
+                    for (size_t d = 0; d < hs; d++) sij += (double)q[i * C3 + d] * k[j * C3 + d];
+                    p[i * T + j] = scale * sij;
+                    mx = fmax(mx, p[i * T + j]);
+                }
+                for (size_t j = 0; j < T; j++) {
+                    p[i * T + j] = j <= i ? exp(p[i * T + j] - mx) : 0.0;
+                    z += p[i * T + j];
+                }
+                for (size_t j = 0; j < T; j++) p[i * T + j] /= z;
+                for (size_t d = 0; d < hs; d++) {
+                    double yd = 0;
+                    for (size_t j = 0; j <= i; j++) yd += p[i * T + j] * v[j * C3 + d];
+                    y[(b * T + i) * C + h * hs + d] = yd;
+                }
+            }
+            if (!dy) continue;
+            const float *g = dy + b * T * C + h * hs;
+            double *dq = dqkv + b * T * C3 + h * hs, *dk = dq + C, *dv = dq + 2 * C;
+            for (size_t i = 0; i < T; i++) {
+                double dot = 0;
+                for (size_t j = 0; j <= i; j++) {
+                    double s = 0;
+                    for (size_t d = 0; d < hs; d++) s += (double)g[i * C + d] * v[j * C3 + d];
+                    dp[i * T + j] = s;
+                    dot += p[i * T + j] * s;
+                }
+                for (size_t j = 0; j <= i; j++)
+                    dp[i * T + j] = scale * p[i * T + j] * (dp[i * T + j] - dot);
+            }
+            for (size_t i = 0; i < T; i++)
+                for (size_t d = 0; d < hs; d++) {
+                    double sq = 0, sk = 0, sv = 0;
+                    for (size_t j = 0; j <= i; j++) sq += dp[i * T + j] * k[j * C3 + d];
+                    for (size_t r = i; r < T; r++) {
+                        sk += dp[r * T + i] * q[r * C3 + d];
+                        sv += p[r * T + i] * g[r * C + d];
+                    }
+                    dq[i * C3 + d] = sq, dk[i * C3 + d] = sk, dv[i * C3 + d] = sv;
+                }
+        }
+    free(dp);
+}
+
+/* |got - want| <= atol + rtol |want| for n elements. */
+static void assert_close_d(const double *want, const float *got, size_t n, double atol, double rtol,
+                           const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        cr_assert(fabs(got[i] - want[i]) <= atol + rtol * fabs(want[i]),
+                  "%s: element %zu is %.9g, expected %.9g", what, i, (double)got[i], want[i]);
+}
+
+/* The fused kernel (its AVX-512 pieces where this CPU has them, and its loops) and the composed
+ * path, against the loops above, at shapes that cross every block edge: seq past one and two
+ * blocks of 64 columns and not a multiple of the 8-row blocks, head sizes of 1, odd, 16, 32. */
+Test(reference, attention_matches_naive_loops)
+{
+    static const size_t shapes[][4] = {{1, 1, 1, 1},   {2, 5, 3, 7},   {1, 17, 2, 32},
+                                       {2, 64, 4, 32}, {1, 70, 1, 33}, {1, 131, 2, 16}};
+    for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++) {
+        size_t B = shapes[s][0], T = shapes[s][1], H = shapes[s][2], hs = shapes[s][3];
+        size_t e_qkv = B * T * 3 * H * hs, e_att = B * H * T * T, e_y = B * T * H * hs;
+        float scale = 1.0f / sqrtf((float)hs);
+        float *qkv = vec_rand(e_qkv, 71, -2, 2), *dy = vec_rand(e_y, 72, -1, 1);
+        double *att = calloc(e_att, sizeof *att), *y = calloc(e_y, sizeof *y),
+               *dqkv = calloc(e_qkv, sizeof *dqkv);
+        naive_attention(B, T, H, hs, scale, qkv, dy, att, y, dqkv);
+        for (int way = 0; way < 3; way++) { /* fused, fused as loops, composed */
+            char what[96];
+            snprintf(what, sizeof what, "%s, B %zu T %zu H %zu hs %zu",
+                     way == 0   ? "fused"
+                     : way == 1 ? "fused loops"
+                                : "composed",
+                     B, T, H, hs);
+            sl__cpu_attention_use_loops(way == 1);
+            float *pa, *py = run_attention(cpu, way == 2, B, T, H, hs, scale, qkv, NULL, NULL, &pa);
+            assert_close_d(att, pa, e_att, 1e-6, 1e-5, what);
+            assert_close_d(y, py, e_y, 1e-6, 1e-5, what);
+            float *pd = run_attention(cpu, way == 2, B, T, H, hs, scale, qkv, pa, dy, NULL);
+            assert_close_d(dqkv, pd, e_qkv, 1e-5, 1e-4, what);
+            free(pa), free(py), free(pd);
+        }
+        sl__cpu_attention_use_loops(false);
+        free(qkv), free(dy), free(att), free(y), free(dqkv);
+    }
+}
+
+/* The gradients the fused kernel makes against finite differences of sum(y * g), in double. */
+Test(reference, attention_backward_matches_finite_differences)
+{
+    size_t B = 2, T = 4, H = 2, hs = 3, C = H * hs, e_qkv = B * T * 3 * C, e_y = B * T * C;
+    float scale = 0.6f, *qkv = vec_rand(e_qkv, 73, -1, 1), *g = vec_rand(e_y, 74, -1, 1), *pa;
+    double *att = calloc(B * H * T * T, sizeof *att), *y = calloc(e_y, sizeof *y);
+    float *py = run_attention(cpu, false, B, T, H, hs, scale, qkv, NULL, NULL, &pa);
+    float *pd = run_attention(cpu, false, B, T, H, hs, scale, qkv, pa, g, NULL);
+    const float h = 1e-2f;
+    for (size_t i = 0; i < e_qkv; i++) {
+        double l[2];
+        float keep = qkv[i];
+        for (int side = 0; side < 2; side++) {
+            qkv[i] = keep + (side ? -h : h);
+            naive_attention(B, T, H, hs, scale, qkv, NULL, att, y, NULL);
+            l[side] = 0;
+            for (size_t j = 0; j < e_y; j++) l[side] += y[j] * g[j];
+        }
+        qkv[i] = keep;
+        cr_assert_float_eq(pd[i], (l[0] - l[1]) / (2 * h), 1e-4, "dqkv[%zu]", i);
+    }
+    free(qkv), free(g), free(pa), free(py), free(pd), free(att), free(y);
+}
+
+Test(reference, attention_refuses_bad_shapes)
+{
+    sl_buffer *b = buf_f(cpu, NULL, 64);
+    cr_assert_eq(sl_attention_forward(cpu, 1, 2, 1, 0, 1.0f, b, b, b), SL_EINVAL);
+    cr_assert(strstr(sl_last_error(), "head size 0"), "%s", sl_last_error());
+    /* 64 floats: seq 4 fits (qkv 4 x 12, att 2 x 4 x 4), seq 6 does not (qkv 72) */
+    cr_assert_eq(sl_attention_forward(cpu, 1, 4, 2, 2, 1.0f, b, b, b), SL_OK);
+    cr_assert_eq(sl_attention_forward(cpu, 1, 6, 2, 2, 1.0f, b, b, b), SL_ERANGE);
+    cr_assert(strstr(sl_last_error(), "qkv"), "%s", sl_last_error());
+    cr_assert_eq(sl_attention_backward(cpu, SIZE_MAX / 2, 4, 2, 2, 1.0f, b, b, b, b, b), SL_ERANGE);
+    sl_buffer_free(b);
 }
 
 Test(reference, gemm_strided_batched_matches_naive_loops)

@@ -31,7 +31,7 @@ enum {
     K_DQKV, /* c_attn's output gradient [T, 3C] */
     K_DFC,  /* mlp.c_fc's output gradient [T, 4C] */
     K_DTMP, /* work space [T, 4C] */
-    K_DATT, /* the gradient of the attention probabilities, then of the scores [H, T, T] */
+    K_DATT, /* the attention's work space: the gradient of its scores [H, T, T] */
     K_DLN1, /* ln_1's input gradient where the pass has no dx [T, C] */
     K_COUNT
 };
@@ -114,75 +114,16 @@ static int block_keep(const sl_layer *l, size_t *w)
     return K_COUNT;
 }
 
-/* The heads of every sample in [B, T, row] activations, from column col0: head h of sample b is
- * the T x hs matrix at b*T*row + col0 + h*hs with rows `row` apart (read and written in place,
- * no copies), grouped by sample so that one call covers them all. */
-static sl_gemm_view heads(sl_buffer *buf, const dims *d, size_t row, size_t col0)
-{
-    return (sl_gemm_view){buf, col0, row, d->hs, d->H, d->T * row};
-}
-
-/* The [B, H, T, T] scores or probabilities, grouped alike. */
-static sl_gemm_view scores(sl_buffer *buf, const dims *d)
-{
-    return (sl_gemm_view){buf, 0, d->T, d->T * d->T, d->H, d->H * d->T * d->T};
-}
-
-/* v moved down `rows` rows and right `cols` columns. */
-static sl_gemm_view at(sl_gemm_view v, size_t rows, size_t cols)
-{
-    v.offset += rows * v.ld + cols;
-    return v;
-}
-
-/* The attention's products for the H heads of every sample, skipping the causal mask's zeros: the
- * rows split at h = T/2, and a [T, T] matrix's block of rows < h and columns >= h is neither
- * computed (the softmax kernels do not read it) nor multiplied (it is zero), a quarter of each
- * product. lower_of: the lower part of C[T, T] = A B^T (A, B [T, n]); lower_by: C[T, n] = L B;
- * lower_t_by: C[T, n] = L^T B, where L is [T, T] and zero above its diagonal. */
-static int lower_of(sl_device *dev, const dims *d, size_t n, sl_gemm_view a, sl_gemm_view b,
-                    sl_gemm_view c)
-{
-    size_t h = d->T / 2, T = d->T;
-    SL_TRY(sl_gemm_batched(dev, false, true, h, h, n, 1.0f, a, b, 0.0f, c, d->B * d->H));
-    return sl_gemm_batched(dev, false, true, T - h, T, n, 1.0f, at(a, h, 0), b, 0.0f, at(c, h, 0),
-                           d->B * d->H);
-}
-
-static int lower_by(sl_device *dev, const dims *d, size_t n, sl_gemm_view l, sl_gemm_view b,
-                    sl_gemm_view c)
-{
-    size_t h = d->T / 2, T = d->T;
-    SL_TRY(sl_gemm_batched(dev, false, false, h, n, h, 1.0f, l, b, 0.0f, c, d->B * d->H));
-    return sl_gemm_batched(dev, false, false, T - h, n, T, 1.0f, at(l, h, 0), b, 0.0f, at(c, h, 0),
-                           d->B * d->H);
-}
-
-static int lower_t_by(sl_device *dev, const dims *d, size_t n, sl_gemm_view l, sl_gemm_view b,
-                      sl_gemm_view c)
-{
-    size_t h = d->T / 2, T = d->T;
-    SL_TRY(sl_gemm_batched(dev, true, false, h, n, T, 1.0f, l, b, 0.0f, c, d->B * d->H));
-    return sl_gemm_batched(dev, true, false, T - h, n, T - h, 1.0f, at(l, h, h), at(b, h, 0), 0.0f,
-                           at(c, h, 0), d->B * d->H);
-}
-
 static int block_forward(const sl_layer_pass *p)
 {
     dims d = dims_of(p);
     sl_device *dev = p->dev;
     sl_buffer **k = p->keep, **w = p->param;
-    size_t BH = d.B * d.H, C3 = 3 * d.C;
-    /* attention: q, k, v from ln_1(x), causal softmax of q k^T / sqrt(hs), times v; one batch
-     * of the H heads per sample, read from and written into the rows in place */
+    /* attention: q, k, v from ln_1(x), causal softmax of q k^T / sqrt(hs), times v */
     SL_TRY(sl_layernorm_forward(dev, d.N, d.C, p->x, w[LN1_W], w[LN1_B], k[K_LN1], k[K_MEAN1],
                                 k[K_RSTD1]));
-    SL_TRY(sl__linear_forward(dev, d.N, d.C, C3, k[K_LN1], w[ATTN_W], w[ATTN_B], k[K_QKV]));
-    SL_TRY(lower_of(dev, &d, d.hs, heads(k[K_QKV], &d, C3, 0), heads(k[K_QKV], &d, C3, d.C),
-                    scores(k[K_ATT], &d)));
-    SL_TRY(sl_causal_softmax_forward(dev, BH, d.T, d.scale, k[K_ATT], k[K_ATT]));
-    SL_TRY(lower_by(dev, &d, d.hs, scores(k[K_ATT], &d), heads(k[K_QKV], &d, C3, 2 * d.C),
-                    heads(k[K_Y], &d, d.C, 0)));
+    SL_TRY(sl__linear_forward(dev, d.N, d.C, 3 * d.C, k[K_LN1], w[ATTN_W], w[ATTN_B], k[K_QKV]));
+    SL_TRY(sl_attention_forward(dev, d.B, d.T, d.H, d.hs, d.scale, k[K_QKV], k[K_ATT], k[K_Y]));
     /* x2 = x + c_proj(y) */
     SL_TRY(sl__linear_forward(dev, d.N, d.C, d.C, k[K_Y], w[APROJ_W], w[APROJ_B], k[K_X2]));
     SL_TRY(sl_axpy(dev, d.N * d.C, 1.0f, p->x, k[K_X2]));
@@ -203,7 +144,7 @@ static int block_backward_input(const sl_layer_pass *p)
     dims d = dims_of(p);
     sl_device *dev = p->dev;
     sl_buffer **k = p->keep, **w = p->param, **g = p->grad;
-    size_t BH = d.B * d.H, C3 = 3 * d.C, NC = d.N * d.C;
+    size_t NC = d.N * d.C;
     /* the MLP branch: dy -> dgelu -> dfc -> dln2 -> dx2 (plus dy, the residual) */
     SL_TRY(sl__linear_backward_input(dev, d.N, 4 * d.C, d.C, p->dy, w[MPROJ_W], k[K_DTMP]));
     SL_TRY(sl_gelu_backward(dev, d.N * 4 * d.C, k[K_FC], k[K_GELU], k[K_DTMP], k[K_DFC]));
@@ -211,17 +152,11 @@ static int block_backward_input(const sl_layer_pass *p)
     SL_TRY(sl_layernorm_backward(dev, d.N, d.C, k[K_DTMP], k[K_X2], k[K_MEAN2], k[K_RSTD2],
                                  w[LN2_W], k[K_DX2], g[LN2_W], g[LN2_B]));
     SL_TRY(sl_axpy(dev, NC, 1.0f, p->dy, k[K_DX2]));
-    /* the attention branch: dx2 -> dy (merged heads, in K_DTMP) -> d(att), dv -> d(scores) ->
-     * dq, dk; dq, dk and dv are written into c_attn's output gradient in place */
+    /* the attention branch: dx2 -> dy (merged heads, in K_DTMP) -> dq, dk, dv, written into
+     * c_attn's output gradient */
     SL_TRY(sl__linear_backward_input(dev, d.N, d.C, d.C, k[K_DX2], w[APROJ_W], k[K_DTMP]));
-    sl_gemm_view dyh = heads(k[K_DTMP], &d, d.C, 0);
-    SL_TRY(lower_of(dev, &d, d.hs, dyh, heads(k[K_QKV], &d, C3, 2 * d.C), scores(k[K_DATT], &d)));
-    SL_TRY(lower_t_by(dev, &d, d.hs, scores(k[K_ATT], &d), dyh, heads(k[K_DQKV], &d, C3, 2 * d.C)));
-    SL_TRY(sl_causal_softmax_backward(dev, BH, d.T, d.scale, k[K_ATT], k[K_DATT], k[K_DATT]));
-    SL_TRY(lower_by(dev, &d, d.hs, scores(k[K_DATT], &d), heads(k[K_QKV], &d, C3, d.C),
-                    heads(k[K_DQKV], &d, C3, 0)));
-    SL_TRY(lower_t_by(dev, &d, d.hs, scores(k[K_DATT], &d), heads(k[K_QKV], &d, C3, 0),
-                      heads(k[K_DQKV], &d, C3, d.C)));
+    SL_TRY(sl_attention_backward(dev, d.B, d.T, d.H, d.hs, d.scale, k[K_QKV], k[K_ATT], k[K_DTMP],
+                                 k[K_DATT], k[K_DQKV]));
     /* c_attn and ln_1 back to x, plus dx2 through the first residual */
     SL_TRY(sl__linear_backward_input(dev, d.N, d.C, 3 * d.C, k[K_DQKV], w[ATTN_W], k[K_DTMP]));
     sl_buffer *dx = p->dx ? p->dx : k[K_DLN1]; /* the layer norm's gradients are needed anyway */
