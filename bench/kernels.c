@@ -305,7 +305,8 @@ static int bench_device(sl_device *dev, const struct sl__bench_kernels_options *
     SL_TRY(bench_gemm(dev, o, out));
     SL_TRY(bench_elementwise(dev, o, out));
     SL_TRY(sl__bench_transformer(dev, o, out));
-    return sl__bench_batched_gemm(dev, o, out);
+    SL_TRY(sl__bench_batched_gemm(dev, o, out));
+    return sl__bench_attention(dev, o, out);
 }
 
 int sl_bench_kernels(int argc, char **argv)

@@ -85,5 +85,7 @@ int sl__bench_blas_ref_time(size_t n, double min_time, double *seconds);
 int sl__bench_transformer(sl_device *dev, const struct sl__bench_kernels_options *o, cJSON *out);
 /* The batched GEMM rows: the "batched_gemm" array into `out`, and the table. */
 int sl__bench_batched_gemm(sl_device *dev, const struct sl__bench_kernels_options *o, cJSON *out);
+/* The attention row (the device's way against the composed one): "attention" into `out`. */
+int sl__bench_attention(sl_device *dev, const struct sl__bench_kernels_options *o, cJSON *out);
 
 #endif

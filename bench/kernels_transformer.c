@@ -1,14 +1,18 @@
 /* `sluice bench kernels`' transformer rows (bench/kernels.c is the command). Transformer kernels:
  * layer norm, causal softmax and embedding forward in GB/s against a device-to-device copy that
- * moves the same bytes (half of them read, half written), and batched GEMM at attention's shapes
- * against OpenBLAS running the same batch as a loop of cblas_sgemm. */
+ * moves the same bytes (half of them read, half written), batched GEMM at attention's shapes
+ * against OpenBLAS running the same batch as a loop of cblas_sgemm, and causal self-attention as
+ * the device runs it (fused on cpu) against the same attention composed of batched GEMMs and the
+ * softmax kernels on the same device. */
 #include <cblas.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "backends/backend.h"
+#include "backends/backend_impl.h"
 #include "bench/kernels_impl.h"
 
 /* GPT-2 small's width; nanoGPT's shakespeare-char block size for the softmax; GPT-2's vocabulary
@@ -317,6 +321,78 @@ int sl__bench_batched_gemm(sl_device *dev, const struct sl__bench_kernels_option
         if (!o->json)
             printf("  %-15s %-30s %9.1f %10.1f %8.1f%%\n", s->name, shape, gf, blas,
                    100 * gf / blas);
+    }
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Attention at the GPT bench's shape (batch 12, block 64, 4 heads of 32): forward and backward. */
+
+#define ATT_B  12
+#define ATT_T  64
+#define ATT_H  4
+#define ATT_HS 32
+
+struct att_ctx {
+    bool composed;
+    sl_buffer *qkv, *att, *y, *dy, *work, *dqkv;
+};
+
+static int run_att(sl_device *dev, void *p)
+{
+    const struct att_ctx *a = p;
+    float scale = 1.0f / sqrtf((float)ATT_HS);
+    if (a->composed) {
+        SL_TRY(sl__attention_forward_composed(dev, ATT_B, ATT_T, ATT_H, ATT_HS, scale, a->qkv,
+                                              a->att, a->y));
+        return sl__attention_backward_composed(dev, ATT_B, ATT_T, ATT_H, ATT_HS, scale, a->qkv,
+                                               a->att, a->dy, a->work, a->dqkv);
+    }
+    SL_TRY(sl_attention_forward(dev, ATT_B, ATT_T, ATT_H, ATT_HS, scale, a->qkv, a->att, a->y));
+    return sl_attention_backward(dev, ATT_B, ATT_T, ATT_H, ATT_HS, scale, a->qkv, a->att, a->dy,
+                                 a->work, a->dqkv);
+}
+
+/* The attention row: the "attention" object into `out`, and the table. */
+int sl__bench_attention(sl_device *dev, const struct sl__bench_kernels_options *o, cJSON *out)
+{
+    size_t C = ATT_H * ATT_HS, n_qkv = ATT_B * ATT_T * 3 * C, n_y = ATT_B * ATT_T * C,
+           n_att = ATT_B * ATT_H * ATT_T * ATT_T;
+    struct att_ctx a = {0};
+    int st = tf_alloc(dev, n_qkv, 0.25f, &a.qkv);
+    if (st == SL_OK) st = tf_alloc(dev, n_att, 0.0f, &a.att);
+    if (st == SL_OK) st = tf_alloc(dev, n_y, 0.0f, &a.y);
+    if (st == SL_OK) st = tf_alloc(dev, n_y, 0.5f, &a.dy);
+    if (st == SL_OK) st = tf_alloc(dev, n_att, 0.0f, &a.work);
+    if (st == SL_OK) st = tf_alloc(dev, n_qkv, 0.0f, &a.dqkv);
+    double sec = 1e30, composed_sec = 1e30;
+    for (int r = 0; r < TF_ROUNDS && st == SL_OK; r++) {
+        double d = 0.0;
+        a.composed = false;
+        st = sl__bench_time_op(dev, run_att, &a, o->min_time / TF_ROUNDS, &d);
+        sec = SL_MIN(sec, d);
+        a.composed = true;
+        if (st == SL_OK) st = sl__bench_time_op(dev, run_att, &a, o->min_time / TF_ROUNDS, &d);
+        composed_sec = SL_MIN(composed_sec, d);
+    }
+    sl_buffer *bufs[] = {a.qkv, a.att, a.y, a.dy, a.work, a.dqkv};
+    for (size_t i = 0; i < SL_ARRAY_LEN(bufs); i++)
+        if (bufs[i]) sl_buffer_free(bufs[i]);
+    SL_TRY(st);
+    bool fused = dev->ops->attention_forward != NULL;
+    char shape[96];
+    snprintf(shape, sizeof shape, "%d x %d, %d heads of %d", ATT_B, ATT_T, ATT_H, ATT_HS);
+    cJSON *j = cJSON_AddObjectToObject(out, "attention");
+    cJSON_AddStringToObject(j, "shape", shape);
+    cJSON_AddBoolToObject(j, "fused", fused);
+    cJSON_AddNumberToObject(j, "ms", sec * 1e3);
+    cJSON_AddNumberToObject(j, "composed_ms", composed_sec * 1e3);
+    cJSON_AddNumberToObject(j, "speedup", composed_sec / sec);
+    if (!o->json) {
+        printf("  %-15s %-30s %9s %10s %9s\n", "attention", "forward + backward", "ms", "composed",
+               "speedup");
+        printf("  %-15s %-30s %9.3f %10.3f %8.2fx\n", fused ? "fused" : "composed", shape,
+               sec * 1e3, composed_sec * 1e3, composed_sec / sec);
     }
     return SL_OK;
 }
