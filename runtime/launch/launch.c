@@ -345,6 +345,8 @@ static int take_file(sl_launch *l, const cJSON *j, const void *data, size_t len)
     return sl_write_file(path, data, len, 0644);
 }
 
+/* Reads the ranks' reports for up to timeout_ms, passing each to fn: files are written, "done"
+ * counted in *done (when not NULL), errors noted in *f (when not NULL). */
 static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx, struct failure *f,
                  int *done)
 {
@@ -389,7 +391,7 @@ static int drain(sl_launch *l, int timeout_ms, sl_launch_report_fn fn, void *ctx
                              : sl_fail(SL_EPROTOCOL, "a rank sent a file without its bytes");
         } else if (frames == 1) {
             if (type && !strcmp(type, "done") && done) (*done)++;
-            if (type && !strcmp(type, "error")) {
+            if (type && !strcmp(type, "error") && f) {
                 const char *m = cJSON_GetStringValue(cJSON_GetObjectItem(j, "message"));
                 int rank = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "rank")), 0);
                 sl__failure_note_error(
@@ -431,7 +433,7 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
 {
     struct failure f = {.rank = -1};
     int failed_rank = -1, failed_ws = 0, st = SL_OK, done = 0;
-    bool relayed = false;
+    bool relayed = false, stopped = false;
     for (;;) {
         st = drain(l, 100, fn, ctx, &f, &done);
         if (st != SL_OK) break;
@@ -473,7 +475,11 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
         reap(l, &f);
         memcpy(before, l->status, sizeof(int) * (size_t)l->nranks);
         stop_all(l);
-        drain(l, 0, fn, ctx, &f, NULL);
+        /* What the ranks say once stopped is passed on but not weighed: a rank stopped by
+         * SIGSTOP, woken by stop_all, may report its own links broken before it exits, and would
+         * then no longer be the silent one the others blame. */
+        stopped = true;
+        drain(l, 0, fn, ctx, NULL, NULL);
     }
     /* Every rank has exited, but its last reports may still be on their way through the socket
      * (a rank's context hands them to the kernel before it exits; this side's I/O thread may not
@@ -481,7 +487,7 @@ int sl_launch_wait(sl_launch *l, sl_launch_report_fn fn, void *ctx)
     double until = sl_now() + 10.0;
     while (st == SL_OK && failed_rank < 0 && !forced && done < l->nranks && sl_now() < until)
         st = drain(l, 100, fn, ctx, &f, &done);
-    if (st == SL_OK) st = drain(l, 0, fn, ctx, &f, &done);
+    if (st == SL_OK) st = drain(l, 0, fn, ctx, stopped ? NULL : &f, &done);
     if (st != SL_OK) return st;
     if (forced)
         return sl_fail(SL_EPEER, "interrupted by signal %d; every rank was stopped",
