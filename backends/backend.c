@@ -240,8 +240,45 @@ int sl_buffer_map_write(sl_buffer *buf, size_t offset, size_t bytes, void **host
     buf->map_offset = offset;
     buf->map_bytes = bytes;
     buf->map_staged = staged;
+    buf->map_read = false;
     *host = p;
     return SL_OK;
+}
+
+int sl_buffer_map_read(sl_buffer *buf, size_t offset, size_t bytes, const void **host)
+{
+    if (!host) return sl_fail(SL_EINVAL, "sl_buffer_map_read: no pointer for the mapping");
+    *host = NULL;
+    SL_TRY(check_range("sl_buffer_map_read", buf, offset, bytes));
+    if (buf->mapped)
+        return sl_fail(SL_EINVAL, "sl_buffer_map_read: the buffer is already mapped (unmap it "
+                                  "first)");
+    const void *p = NULL;
+    bool staged = !buf->dev->ops->map_read || bytes == 0;
+    if (staged) {
+        void *copy = sl_alloc(bytes ? bytes : 1);
+        if (!copy) return SL_ENOMEM;
+        int st = bytes ? buf->dev->ops->download(buf, offset, copy, bytes) : SL_OK;
+        if (st != SL_OK) {
+            free(copy);
+            return st;
+        }
+        p = copy;
+    } else {
+        SL_TRY(buf->dev->ops->map_read(buf, offset, bytes, &p));
+    }
+    buf->mapped = (void *)p;
+    buf->map_offset = offset;
+    buf->map_bytes = bytes;
+    buf->map_staged = staged;
+    buf->map_read = true;
+    *host = p;
+    return SL_OK;
+}
+
+bool sl_device_host_memory(const sl_device *dev)
+{
+    return dev && dev->ops->map_read;
 }
 
 int sl_buffer_unmap(sl_buffer *buf, void *host)
@@ -250,8 +287,9 @@ int sl_buffer_unmap(sl_buffer *buf, void *host)
         return sl_fail(SL_EINVAL, "sl_buffer_unmap: not the buffer's current mapping");
     int st;
     if (buf->map_staged) {
-        st = buf->map_bytes ? buf->dev->ops->upload(buf, buf->map_offset, host, buf->map_bytes)
-                            : SL_OK;
+        st = buf->map_bytes && !buf->map_read
+                 ? buf->dev->ops->upload(buf, buf->map_offset, host, buf->map_bytes)
+                 : SL_OK;
         free(host);
     } else {
         st = buf->dev->ops->unmap(buf, host);

@@ -135,7 +135,16 @@ int sl_buffer_copy(sl_buffer *dst, size_t dst_offset, sl_buffer *src, size_t src
  * *host holds before it is written is undefined. One mapping per buffer at a time, and nothing
  * else may use the buffer until it is unmapped. */
 int sl_buffer_map_write(sl_buffer *buf, size_t offset, size_t bytes, void **host);
+
+/* Host memory to read [offset, offset + bytes) of a buffer from, until sl_buffer_unmap: the
+ * buffer's own memory where sl_device_host_memory() says so, else a downloaded copy. The same
+ * rules as sl_buffer_map_write: one mapping at a time, nothing else using the buffer meanwhile. */
+int sl_buffer_map_read(sl_buffer *buf, size_t offset, size_t bytes, const void **host);
 int sl_buffer_unmap(sl_buffer *buf, void *host);
+
+/* Whether the device's buffers are host memory that sl_buffer_map_read hands out as it is (the
+ * CPU backend), so that reading a buffer through a mapping copies nothing. */
+bool sl_device_host_memory(const sl_device *dev);
 
 /* ------------------------------------------------------------------------------------------------
  * Events: a point in the queue, for waiting and for timing. */

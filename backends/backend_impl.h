@@ -26,6 +26,7 @@ struct sl_buffer {
     void *mapped;
     size_t map_offset, map_bytes;
     bool map_staged; /* host staging memory of the wrapper's, uploaded at unmap */
+    bool map_read;   /* a mapping to read (sl_buffer_map_read): nothing to upload */
 };
 
 struct sl_event {
@@ -60,6 +61,9 @@ struct sl_backend_ops {
      * sl_buffer_map_write). Default: host staging memory, uploaded at unmap. */
     int (*map_write)(sl_buffer *buf, size_t offset, size_t bytes, void **host);
     int (*unmap)(sl_buffer *buf, void *host);
+    /* Optional, with the two above, where the device's memory is host memory: the buffer's own
+     * memory to read a range from (see sl_buffer_map_read). Default: a staged download. */
+    int (*map_read)(sl_buffer *buf, size_t offset, size_t bytes, const void **host);
 
     /* Optional, all four or none: device-timed events. Default: finish() then host time. */
     int (*event_record)(sl_device *dev, sl_event *ev);

@@ -249,6 +249,13 @@ static int cpu_map_write(sl_buffer *buf, size_t offset, size_t bytes, void **hos
     return SL_OK;
 }
 
+static int cpu_map_read(sl_buffer *buf, size_t offset, size_t bytes, const void **host)
+{
+    (void)bytes;
+    *host = (const char *)buf->impl + offset;
+    return SL_OK;
+}
+
 static int cpu_unmap(sl_buffer *buf, void *host)
 {
     (void)buf, (void)host;
@@ -594,6 +601,7 @@ const struct sl_backend_ops sl__cpu_backend = {
     .copy = cpu_copy,
     .map_write = cpu_map_write,
     .unmap = cpu_unmap,
+    .map_read = cpu_map_read,
     /* events: host time after finish (the default) */
     .peak_gflops = cpu_peak_gflops,
     .gemm = cpu_gemm,

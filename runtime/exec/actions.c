@@ -190,6 +190,8 @@ static int do_forward(sl__exec *e, int64_t step, int stage, int mb, bool recompu
         SL_TRY(pool_get(&e->pool, act_bytes(e, r->last), &next->input));
         hold(e, (double)act_bytes(e, r->last));
         SL_TRY(sl_buffer_copy(next->input, 0, out, 0, act_bytes(e, r->last)));
+    } else if (sl_device_host_memory(e->dev) && !e->eval_share && !e->cfg->pipeline.recompute) {
+        s->send_out = out; /* the stash keeps it until SEND_F, which copies it out once */
     } else {
         if (!s->send_f && !(s->send_f = sl_transport_alloc(e->tr, act_bytes(e, r->last))))
             return SL_ENOMEM;
@@ -216,6 +218,10 @@ static int route_input_grad(sl__exec *e, int stage, int mb, sl_buffer *din)
         return SL_OK;
     }
     sl__exec_mb *s = &sl__exec_local_of(e, stage)->mb[mb];
+    if (sl_device_host_memory(e->dev)) {
+        s->send_din = din; /* back to the pool once SEND_B has copied it out */
+        return SL_OK;
+    }
     int rc = SL_OK;
     if (!s->send_b && !(s->send_b = sl_transport_alloc(e->tr, bytes))) rc = SL_ENOMEM;
     if (rc == SL_OK) rc = sl_buffer_download(din, 0, s->send_b, bytes);
@@ -262,13 +268,27 @@ static int do_send(sl__exec *e, int64_t step, const sl_action *a)
     const sl_stage_range *r = &e->part->stages[a->stage];
     int width = sl_model_width(e->model, fwd ? r->last : r->first);
     float **host = fwd ? &s->send_f : &s->send_b;
-    if (!*host)
+    sl_buffer **kept = fwd ? &s->send_out : &s->send_din;
+    if (!*host && !*kept)
         return sl_fail(SL_EINTERNAL, "nothing to send for stage %d micro-batch %d", a->stage,
                        a->mb);
     sl_tensor_meta meta = meta_for(e, fwd ? SL_MSG_ACTIVATION : SL_MSG_GRADIENT, step,
                                    fwd ? a->stage + 1 : a->stage - 1, a->mb, width);
     size_t bytes = e->rows * (size_t)width * sizeof(float);
     int dir = sl_schedule_link_dir(e->plan->sched, e->rank, a) ? SL_LINK_PREV : SL_LINK_NEXT;
+    if (*kept) {
+        /* Straight from the device buffer (host memory): the transport's one copy. */
+        const void *data = NULL;
+        int rc = sl_buffer_map_read(*kept, 0, bytes, &data);
+        if (rc == SL_OK) rc = sl_transport_send(e->tr, dir, &meta, data, bytes);
+        if (data) {
+            int unmapped = sl_buffer_unmap(*kept, (void *)data);
+            rc = rc ? rc : unmapped;
+        }
+        if (!fwd) sl__exec_pool_put(&e->pool, *kept);
+        *kept = NULL;
+        return rc;
+    }
     int rc = sl_transport_send_owned(e->tr, dir, &meta, *host, bytes, sl_transport_free, NULL);
     *host = NULL; /* the transport owns it now, whatever happened */
     return rc;

@@ -212,6 +212,7 @@ static void teardown(sl__exec *e)
             sl__exec_pool_put(&e->pool, l->mb[m].loss);
             sl_transport_free(l->mb[m].send_f, NULL);
             sl_transport_free(l->mb[m].send_b, NULL);
+            sl__exec_pool_put(&e->pool, l->mb[m].send_din);
         }
         for (int k = 0; k < l->nstash_free; k++) {
             sl_stash_free(l->stash_free[k]);

@@ -36,6 +36,9 @@ typedef struct sl__exec_mb {
     sl_buffer *loss;  /* last stage: per-row losses [rows] */
     float *send_f;    /* host copy of the output, waiting for SEND_F */
     float *send_b;    /* host copy of the input gradient, waiting for SEND_B */
+    /* Where the device's memory is the host's, no host copies: SEND_F reads the output in the
+     * stash (send_out), SEND_B the input gradient kept from the pool until then (send_din). */
+    sl_buffer *send_out, *send_din;
 } sl__exec_mb;
 
 typedef struct sl__exec_stage {

@@ -309,6 +309,44 @@ Test(conformance, map_write)
     for (size_t d = 0; d < ndevs; d++) check_map_write(devs[d]);
 }
 
+/* Reading through a mapping: the range as the buffer holds it, the buffer itself where the device
+ * says its memory is the host's (cpu: writes to the buffer show through) and a copy elsewhere;
+ * unmapping changes nothing, and a read mapping is refused like a write one while it lasts. */
+static void check_map_read(sl_device *dev)
+{
+    float *x = vec_rand(1000, 22, -1, 1);
+    sl_buffer *a = buf_f(dev, x, 1000);
+    const void *host = NULL;
+    OK(sl_buffer_map_read(a, 400, 2000, &host)); /* floats 100..599 */
+    cr_assert_not_null(host);
+    cr_assert_eq(memcmp(host, x + 100, 2000), 0, "%s: the mapping is not the range", id(dev));
+    void *w = NULL;
+    cr_assert_eq(sl_buffer_map_write(a, 0, 4, &w), SL_EINVAL, "%s: mapped twice", id(dev));
+    const void *r = NULL;
+    cr_assert_eq(sl_buffer_map_read(a, 0, 4, &r), SL_EINVAL, "%s: mapped twice", id(dev));
+    if (sl_device_host_memory(dev)) {
+        float *direct = (float *)(uintptr_t)host;
+        direct[0] = 42.0f; /* the buffer's own memory */
+        x[100] = 42.0f;
+    }
+    OK(sl_buffer_unmap(a, (void *)(uintptr_t)host));
+    float *got = buf_take(a, 1000);
+    cr_assert_eq(memcmp(got, x, 4000), 0, "%s: unmapping a read mapping changed the buffer",
+                 id(dev));
+    free(got);
+    free(x);
+}
+
+Test(conformance, map_read)
+{
+    cr_assert(sl_device_host_memory(cpu));
+    check_map_read(cpu);
+    for (size_t d = 0; d < ndevs; d++) {
+        cr_assert(!sl_device_host_memory(devs[d]), "%s", id(devs[d]));
+        check_map_read(devs[d]);
+    }
+}
+
 Test(conformance, limits_are_checked)
 {
     for (size_t d = 0; d < ndevs; d++) {
