@@ -6,11 +6,12 @@
  * only the causal part of each product is computed: about half the work of the dense products,
  * no scores or score gradients written out and read back, and one call per head instead of a
  * BLAS call per product. Every product is one shape, mk(): rows of a (read one element at a time,
- * in any layout) times the rows of b (contiguous), summed over d in increasing order; AVX-512 runs
- * it with the block's accumulators in registers, and other CPUs run the same sums as loops. */
+ * in any layout) times the rows of b (contiguous), summed over d in increasing order. On a CPU
+ * with AVX-512 the products keep their accumulators in registers (FMA, so they round once where
+ * the loops round twice) and the softmax rows and transposes run as masked vectors (the same bits
+ * as the loops); elsewhere, and when a test asks, every piece runs as plain loops. */
 #include "backends/cpu/cpu_impl.h"
 
-#include <string.h>
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define SL_MK_AVX512 1
@@ -184,7 +185,9 @@ __attribute__((target("avx512f"))) static inline float lanes_sum(__m512 acc)
 __attribute__((target("avx512f"))) static inline __m512 exp_avx512(__m512 x)
 {
     const __m512 magic = _mm512_set1_ps(12582912.0f);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.5f)); /* x <= 0 here: -87.33 and below give 0 */
+    /* x <= 0 here: -87.33 and below give 0; MAXPS returns its second operand, x, when x is NaN,
+     * and the NaN goes through as in sl_cpu_exp */
+    x = _mm512_max_ps(_mm512_set1_ps(-87.5f), x);
     __m512 t = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), magic);
     __m512 n = _mm512_sub_ps(t, magic);
     __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f))),

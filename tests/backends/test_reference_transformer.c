@@ -322,6 +322,24 @@ Test(reference, attention_backward_matches_finite_differences)
     free(qkv), free(g), free(pa), free(py), free(pd), free(att), free(y);
 }
 
+/* A NaN in one key reaches the output of every row that sees it (rows 5 on), on every path:
+ * nothing turns it into a zero weight. */
+Test(reference, attention_passes_a_nan_on)
+{
+    size_t B = 1, T = 20, H = 1, hs = 16, e_qkv = B * T * 3 * H * hs;
+    float *qkv = vec_rand(e_qkv, 75, -1, 1), *att;
+    qkv[5 * 3 * hs + hs + 3] = NAN; /* k of row 5 */
+    for (int way = 0; way < 3; way++) {
+        sl__cpu_attention_use_loops(way == 1);
+        float *y = run_attention(cpu, way == 2, B, T, H, hs, 0.25f, qkv, NULL, NULL, &att);
+        for (size_t i = 0; i < T * hs; i++)
+            cr_assert_eq(isnan(y[i]), i / hs >= 5, "way %d: y[%zu] = %g", way, i, (double)y[i]);
+        free(y), free(att);
+    }
+    sl__cpu_attention_use_loops(false);
+    free(qkv);
+}
+
 Test(reference, attention_refuses_bad_shapes)
 {
     sl_buffer *b = buf_f(cpu, NULL, 64);
