@@ -1,7 +1,8 @@
 /* delay:MS and delay:MS:WIDTH, a synthetic layer for benchmarks: each forward takes MS
  * milliseconds, each backward twice that (zero-bubble's split: the input pass MS, the weight pass
  * MS), on any device, so that the runtime's own overhead can be measured against a schedule's
- * ideal makespan on a machine with fewer cores than ranks (the time is slept, not computed).
+ * ideal makespan on a machine with fewer cores than ranks (the time is slept, not computed, but
+ * for its last SPIN_US, waited out awake so that the pass ends on time).
  *
  * Its output has WIDTH elements per sample (default: its input's width), so a benchmark chooses
  * the size of the activations the pipeline moves. The layer is the identity when the widths are
@@ -74,8 +75,28 @@ static int delay_params(const sl_layer *l, sl_param_spec *out)
 }
 
 /* Sleeps until `us` microseconds after `start` (CLOCK_MONOTONIC), whatever signals interrupt.
- * Linux lets a sleep run 50 us late by default (the thread's timer slack), 2.5 % of a 2 ms
- * layer; the benchmark wants the time asked for, so the thread's slack is set to 1 us. */
+ * A sleeping thread wakes late: Linux lets a sleep run 50 us over by default (the thread's timer
+ * slack, here set to 1 us), and a VM's timer and the scheduler add tens of microseconds more,
+ * a few per cent of a 2 ms layer that the benchmark would count as the runtime's. So the pass
+ * sleeps until SPIN_US before its end and waits out the rest awake, as a computing layer would
+ * end: on time. */
+#define SPIN_US 150
+
+static void add_us(struct timespec *t, long us)
+{
+    t->tv_sec += us / 1000000;
+    t->tv_nsec += (us % 1000000) * 1000L;
+    if (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
+
+static bool before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
 static void sleep_until(const struct timespec *start, int us)
 {
     static _Thread_local bool slack_set;
@@ -83,15 +104,15 @@ static void sleep_until(const struct timespec *start, int us)
         prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
         slack_set = true;
     }
-    struct timespec end = *start;
-    end.tv_sec += us / 1000000;
-    end.tv_nsec += (long)(us % 1000000) * 1000L;
-    if (end.tv_nsec >= 1000000000L) {
-        end.tv_sec++;
-        end.tv_nsec -= 1000000000L;
+    struct timespec end = *start, wake = *start, now;
+    add_us(&end, us);
+    if (us > SPIN_US) {
+        add_us(&wake, us - SPIN_US);
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &wake, NULL) == EINTR) {
+        }
     }
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &end, NULL) == EINTR) {
-    }
+    do clock_gettime(CLOCK_MONOTONIC, &now);
+    while (before(&now, &end));
 }
 
 /* dst = src when the widths match, else zeros: the layer's map (and its transpose). */
