@@ -176,16 +176,17 @@ static void print_prediction(const sl_plan *plan, const sl_profile *profiles, co
         printf("%5d %4d  %-10s %7.3fms %7.3fms %7.3fms %10s\n", s, rank, plan->rank[rank].device,
                p->f[s], p->i[s], p->w[s], p->send_bytes[s] > 0 ? sends : "-");
     }
-    printf("\n%4s  %-10s %12s %12s\n", "RANK", "DEVICE", "PEAK MEMORY", "DEVICE HAS");
+    printf("\n%4s  %-10s %9s %12s %12s\n", "RANK", "DEVICE", "OPT", "PEAK MEMORY", "DEVICE HAS");
     for (int r = 0; r < plan->ranks; r++) {
         char peak[32], has[32];
         human(p->peak_bytes[r], peak, sizeof peak);
         human(p->memory_bytes[r], has, sizeof has);
-        printf("%4d  %-10s %12s %12s%s\n", r, plan->rank[r].device, peak,
+        printf("%4d  %-10s %7.3fms %12s %12s%s\n", r, plan->rank[r].device, p->opt[r], peak,
                p->memory_bytes[r] > 0 ? has : "?",
                p->memory_bytes[r] > 0 && p->peak_bytes[r] > p->memory_bytes[r] ? "  DOES NOT FIT"
                                                                                : "");
     }
+    printf("(OPT: the rank's update, gradient norm and gradient clearing, once a step.)\n");
     printf("\npredicted step: %.2f ms, bubble ratio %.4f (%s partition)\n", p->step_ms, p->bubble,
            plan->cfg.pipeline.partition);
     printf("uniform cut [");
@@ -223,6 +224,7 @@ static cJSON *prediction_json(const sl_plan *plan, const sl_profile *profiles,
     for (int r = 0; r < plan->ranks; r++) {
         cJSON *x = cJSON_CreateObject();
         cJSON_AddNumberToObject(x, "rank", r);
+        cJSON_AddNumberToObject(x, "opt_ms", p->opt[r]);
         cJSON_AddNumberToObject(x, "peak_bytes", p->peak_bytes[r]);
         cJSON_AddNumberToObject(x, "memory_bytes", p->memory_bytes[r]);
         cJSON_AddItemToArray(ranks, x);

@@ -65,6 +65,10 @@ static int report_done(sl__exec *e, double wall)
     cJSON_AddNumberToObject(o, "peak_stash_bytes", e->peak_held_bytes);
     cJSON_AddNumberToObject(o, "busy_s", e->busy);
     cJSON_AddNumberToObject(o, "transfer_s", e->transfer);
+    /* A step's OPT with the gradients' clearing at the next step's start (the plan's OPT) */
+    long steps = e->n_done[SL_ACTION_OPT];
+    cJSON_AddNumberToObject(
+        o, "opt_ms", steps ? 1e3 * (e->avg_s[SL_ACTION_OPT] + e->zero_s / (double)steps) : 0);
     cJSON_AddNumberToObject(o, "wall_s", wall);
     cJSON *stages = cJSON_AddArrayToObject(o, "stages");
     for (int i = 0; i < e->nls; i++) {
@@ -334,7 +338,10 @@ static int train_loop(sl__exec *e)
         if (e->rank == fail_rank && step == fail_step)
             return sl_fail(SL_EDEVICE, "rank %d, step %lld: failure injected by SLUICE_FAIL_AT",
                            e->rank, (long long)step);
+        double z0 = sl_now();
         for (int i = 0; i < e->nls; i++) SL_TRY(sl_stage_zero_grad(e->ls[i].st));
+        SL_TRY(sl_device_finish(e->dev));
+        e->zero_s += sl_now() - z0;
         for (size_t i = 0; i < count; i++)
             SL_TRY(sl_config_diverged(e->cfg, sl__exec_run_action(e, step, &acts[i])));
         if (last) {

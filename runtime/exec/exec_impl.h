@@ -92,6 +92,7 @@ typedef struct sl__exec {
     sl__exec_trace_event *trace;
     int ntrace, max_trace;
     double busy;
+    double zero_s;   /* clearing the gradients at each step's start, in all */
     double transfer; /* seconds in SEND and RECV actions (waiting for a neighbour included) */
     /* Bytes of micro-batch stashes and stage inputs held now and at most (training steps only;
      * what the simulator predicts from the layer table as peak_bytes) */

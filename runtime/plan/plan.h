@@ -130,6 +130,7 @@ typedef struct sl_profile {
     int units;
     double *f, *i, *w; /* [units] milliseconds per micro-batch */
     double *link;      /* [units] milliseconds to send the unit's output to the next rank */
+    double *opt;       /* [units] milliseconds of the step's per-parameter work (OPT) */
     double loss_ms;    /* the loss and its gradient, on the last stage */
     bool cached;       /* read from the cache, not measured */
 } sl_profile;
@@ -149,6 +150,7 @@ typedef struct sl_plan_prediction {
     double *params;         /* [nstages] parameters */
     double *peak_bytes;     /* [ranks] predicted peak device memory */
     double *memory_bytes;   /* [ranks] the device's memory (0: unknown) */
+    double *opt;            /* [ranks] ms of the step's OPT (update, norm, clearing) */
     double step_ms, bubble; /* the simulator's makespan and bubble ratio for these costs */
 } sl_plan_prediction;
 

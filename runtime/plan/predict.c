@@ -124,7 +124,8 @@ static int shared_cores(const sl_plan *p, bool *shares)
  * cores shared as shared_cores says), and with the stages' stash and input bytes its replay of the
  * bytes each rank holds (peak[ranks], NULL: not wanted). */
 static int simulate(const sl_plan *p, const sl_stage_range *st, const double *f, const double *i,
-                    const double *w, double latency, double *makespan, double *bubble, double *peak)
+                    const double *w, const double *rank_opt, double latency, double *makespan,
+                    double *bubble, double *peak)
 {
     int S = p->part.nstages;
     double *ff = sl_alloc(sizeof(double) * 5 * (size_t)S);
@@ -154,6 +155,7 @@ static int simulate(const sl_plan *p, const sl_stage_range *st, const double *f,
                                .stage_f = ff,
                                .stage_b = b,
                                .stage_w = split ? ww : NULL,
+                               .rank_opt = rank_opt,
                                .latency = latency,
                                .queue_depth = sl_plan_link_depth(p),
                                .stage_stash_bytes = stash,
@@ -249,7 +251,7 @@ int sl_plan_check_memory(const sl_plan *p)
     if (!ones) return SL_ENOMEM;
     double *peak = ones + S, makespan, bubble;
     for (int s = 0; s < S; s++) ones[s] = 1;
-    int rc = simulate(p, p->part.stages, ones, ones, ones, 0, &makespan, &bubble, peak);
+    int rc = simulate(p, p->part.stages, ones, ones, ones, NULL, 0, &makespan, &bubble, peak);
     if (rc == SL_OK) {
         add_state_bytes(p, p->part.stages, peak);
         rc = check_fits(p, p->part.stages, "the plan's predicted memory", peak);
@@ -269,7 +271,7 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
     out->ranks = R;
     int units = sl_partition_units(m, NULL);
     int *first = sl_alloc(sizeof(int) * (size_t)(units + 1));
-    out->f = sl_alloc(sizeof(double) * (5 * (size_t)S + 2 * (size_t)R));
+    out->f = sl_alloc(sizeof(double) * (5 * (size_t)S + 3 * (size_t)R));
     if (!first || !out->f) {
         free(first);
         sl_plan_prediction_free(out);
@@ -281,8 +283,15 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
     out->params = out->send_bytes + S;
     out->peak_bytes = out->params + S;
     out->memory_bytes = out->peak_bytes + R;
+    out->opt = out->memory_bytes + R;
     sl_partition_units(m, first);
     stage_costs(p, profiles, st, first, units, out->f, out->i, out->w);
+    for (int r = 0; r < R; r++) out->opt[r] = 0;
+    for (int s = 0; s < S; s++) {
+        int r = sl_partition_rank(&p->part, s);
+        for (int u = 0; u < units; u++)
+            if (first[u] >= st[s].first && first[u] < st[s].last) out->opt[r] += profiles[r].opt[u];
+    }
     double latency = 0;
     for (int s = 0; s < S; s++) {
         bool last = sl_partition_is_last(&p->part, s);
@@ -296,7 +305,7 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
     }
     /* The simulator's replay of the stashes and stage inputs each rank holds, written into
      * peak_bytes, then the rest added. */
-    int rc = simulate(p, st, out->f, out->i, out->w, latency, &out->step_ms, &out->bubble,
+    int rc = simulate(p, st, out->f, out->i, out->w, out->opt, latency, &out->step_ms, &out->bubble,
                       out->peak_bytes);
     if (rc == SL_OK) add_state_bytes(p, st, out->peak_bytes);
     for (int r = 0; rc == SL_OK && r < R; r++)

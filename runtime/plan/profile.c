@@ -15,6 +15,15 @@
  * runs measure the neighbours' load, which changes from one run to the next, not the layer. */
 #define PROFILE_REPS 5
 
+/* Before each timed pass the host's caches are given other data to hold: as many bytes as the
+ * model's parameters and gradients, at least EVICT_MIN and at most EVICT_MAX. In a run a unit's
+ * weights come back after the rank has been through its other units (and a stage of several
+ * large layers does not keep them all cached); timed alone, over and over, a unit would find its
+ * weights in the cache every time and look faster than it will be (a quarter to a third for
+ * layers of 16 MiB, measured against runs). */
+#define EVICT_MIN (8u << 20)
+#define EVICT_MAX (256u << 20)
+
 /* ------------------------------------------------------------------------------------------------
  * The cache */
 
@@ -49,7 +58,8 @@ static uint64_t shape_hash(const sl_model *m, const sl_config *cfg, size_t rows)
         snprintf(buf, sizeof buf, __VA_ARGS__);                                                    \
         for (const char *c = buf; *c; c++) h = (h ^ (uint8_t)*c) * 1099511628211ull;               \
     } while (0)
-    MIX("v1 rows %zu inputs %d loss %d", rows, m->inputs, (int)m->loss);
+    MIX("v2 rows %zu inputs %d loss %d optimizer %d", rows, m->inputs, (int)m->loss,
+        (int)cfg->train.optimizer.kind);
     for (int i = 0; i < m->nlayers; i++)
         MIX("|%s %d %d", cfg->model.layers[i], m->layers[i].in, m->layers[i].out);
     const sl_gpt_config *g = &cfg->model.gpt;
@@ -97,7 +107,8 @@ static int cache_read(const char *path, const char *hash, const char *name, sl_p
         read_numbers(cJSON_GetObjectItem(o, "f_ms"), p->f, n) &&
         read_numbers(cJSON_GetObjectItem(o, "i_ms"), p->i, n) &&
         read_numbers(cJSON_GetObjectItem(o, "w_ms"), p->w, n) &&
-        read_numbers(cJSON_GetObjectItem(o, "link_ms"), p->link, n)) {
+        read_numbers(cJSON_GetObjectItem(o, "link_ms"), p->link, n) &&
+        read_numbers(cJSON_GetObjectItem(o, "opt_ms"), p->opt, n)) {
         p->loss_ms = loss->valuedouble;
         rc = 1;
     }
@@ -121,6 +132,7 @@ static int cache_write(const char *path, const char *hash, const char *name, con
     cJSON_AddItemToObject(o, "i_ms", numbers(p->i, p->units));
     cJSON_AddItemToObject(o, "w_ms", numbers(p->w, p->units));
     cJSON_AddItemToObject(o, "link_ms", numbers(p->link, p->units));
+    cJSON_AddItemToObject(o, "opt_ms", numbers(p->opt, p->units));
     cJSON_AddNumberToObject(o, "loss_ms", p->loss_ms);
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
@@ -165,11 +177,19 @@ static double link_ms(size_t bytes)
     return 3e3 * fastest(t, PROFILE_REPS) + 0.02;
 }
 
-/* One unit on the device: F, I and W timed (each finished on the device), the fastest of
- * PROFILE_REPS after a warm-up (the fastest). The first unit computes no input gradient, as in a
- * run. */
-static int time_unit(sl_device *dev, const sl_model *m, const sl_weights *w, size_t rows, int first,
-                     int last, bool is_first, double out[3])
+/* Other data through the host's caches (see EVICT_MIN); the buffer is the caller's. */
+static void evict(unsigned char *junk, size_t bytes, int round)
+{
+    if (junk) memset(junk, round, bytes);
+}
+
+/* One unit on the device: F, I and W timed (each finished on the device), then the step's
+ * per-parameter work (clearing the gradients, their sum of squares, the optimizer's update), each
+ * after the caches held other data, the fastest of PROFILE_REPS after a warm-up. The first unit
+ * computes no input gradient, as in a run. */
+static int time_unit(sl_device *dev, const sl_model *m, const sl_config *cfg, const sl_weights *w,
+                     size_t rows, int first, int last, bool is_first, unsigned char *junk,
+                     size_t junk_bytes, double out[4])
 {
     sl_stage *st = NULL;
     sl_stash stash = {0};
@@ -181,29 +201,26 @@ static int time_unit(sl_device *dev, const sl_model *m, const sl_weights *w, siz
     if (rc == SL_OK) rc = sl_buffer_alloc(dev, in_bytes, &x);
     if (rc == SL_OK) rc = sl_buffer_alloc(dev, out_bytes, &dout);
     if (rc == SL_OK && !is_first) rc = sl_buffer_alloc(dev, in_bytes, &din);
-    /* Zeros: token 0 for an embedding, a zero gradient; the kernels' time does not depend on it. */
+    /* Zeros: token 0 for an embedding, a zero gradient; the kernels' time does not depend on it,
+     * and a zero gradient leaves the weights as they are through the optimizer's steps. */
     if (rc == SL_OK) rc = sl_fill(dev, in_bytes / sizeof(float), 0.0f, x);
     if (rc == SL_OK) rc = sl_fill(dev, out_bytes / sizeof(float), 0.0f, dout);
-    double t[3][PROFILE_REPS];
+    double t[4][PROFILE_REPS];
     for (int r = -1; r < PROFILE_REPS && rc == SL_OK; r++) {
-        double t0 = sl_now();
-        rc = sl_stage_forward(st, rows, x, &stash);
-        if (rc == SL_OK) rc = sl_device_finish(dev);
-        double t1 = sl_now();
-        if (rc == SL_OK) rc = sl_stage_backward_input(st, rows, x, &stash, dout, din);
-        if (rc == SL_OK) rc = sl_device_finish(dev);
-        double t2 = sl_now();
-        if (rc == SL_OK) rc = sl_stage_backward_weight(st, rows, x, &stash);
-        if (rc == SL_OK) rc = sl_device_finish(dev);
-        double t3 = sl_now();
-        if (r >= 0) {
-            t[0][r] = t1 - t0;
-            t[1][r] = t2 - t1;
-            t[2][r] = t3 - t2;
+        for (int k = 0; k < 4 && rc == SL_OK; k++) {
+            evict(junk, junk_bytes, r + k);
+            double t0 = sl_now(), norm, lr;
+            if (k == 0) rc = sl_stage_forward(st, rows, x, &stash);
+            if (k == 1) rc = sl_stage_backward_input(st, rows, x, &stash, dout, din);
+            if (k == 2) rc = sl_stage_backward_weight(st, rows, x, &stash);
+            if (k == 3) rc = sl_stage_zero_grad(st);
+            if (k == 3 && rc == SL_OK) rc = sl_stages_step(&st, 1, cfg, 0, true, NULL, &norm, &lr);
+            if (rc == SL_OK) rc = sl_device_finish(dev);
+            if (r >= 0) t[k][r] = sl_now() - t0;
         }
     }
     if (rc == SL_OK)
-        for (int k = 0; k < 3; k++) out[k] = 1e3 * fastest(t[k], PROFILE_REPS);
+        for (int k = 0; k < 4; k++) out[k] = 1e3 * fastest(t[k], PROFILE_REPS);
     sl_buffer_free(x);
     sl_buffer_free(dout);
     sl_buffer_free(din);
@@ -249,16 +266,22 @@ static int measure(const sl_model *m, const sl_config *cfg, const int *first, sl
     sl_weights w;
     int rc = sl_weights_from_config(cfg, m, &w);
     bool have_weights = rc == SL_OK;
+    double params = (double)m->nparams;
+    size_t junk_bytes = (size_t)SL_MIN(SL_MAX(8.0 * params, (double)EVICT_MIN), (double)EVICT_MAX);
+    unsigned char *junk = malloc(junk_bytes); /* without it the profile is only warmer */
     for (int u = 0; u < p->units && rc == SL_OK; u++) {
-        double t[3];
-        rc = time_unit(dev, m, &w, p->rows, first[u], first[u + 1], u == 0, t);
+        double t[4];
+        rc = time_unit(dev, m, cfg, &w, p->rows, first[u], first[u + 1], u == 0, junk, junk_bytes,
+                       t);
         p->f[u] = t[0];
         p->i[u] = t[1];
         p->w[u] = t[2];
+        p->opt[u] = t[3];
         p->link[u] = link_ms(p->rows * (size_t)sl_model_width(m, first[u + 1]) * sizeof(float));
     }
     if (rc == SL_OK) rc = time_loss(dev, m, p->rows, &p->loss_ms);
     if (have_weights) sl_weights_free(&w);
+    free(junk);
     sl_device_close(dev);
     return rc;
 }
@@ -282,7 +305,7 @@ int sl_profile_get(const sl_model *m, const sl_config *cfg, size_t rows, const c
     out->rows = rows;
     out->units = sl_partition_units(m, NULL);
     int *first = sl_alloc(sizeof(int) * (size_t)(out->units + 1));
-    out->f = sl_alloc(sizeof(double) * 4 * (size_t)out->units);
+    out->f = sl_alloc(sizeof(double) * 5 * (size_t)out->units);
     if (!first || !out->f) {
         free(first);
         sl_profile_free(out);
@@ -291,6 +314,7 @@ int sl_profile_get(const sl_model *m, const sl_config *cfg, size_t rows, const c
     out->i = out->f + out->units;
     out->w = out->i + out->units;
     out->link = out->w + out->units;
+    out->opt = out->link + out->units;
     sl_partition_units(m, first);
 
     const sl_device_info *infos;

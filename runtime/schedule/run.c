@@ -29,12 +29,13 @@ typedef struct link {
     size_t cap, sent, recvd;
 } link;
 
-double sl__cost_of(const sl_schedule *s, const sl_schedule_costs *c, const sl_action *a)
+double sl__cost_of(const sl_schedule *s, const sl_schedule_costs *c, int rank, const sl_action *a)
 {
+    if (a->type == SL_ACTION_OPT) return c->rank_opt ? c->rank_opt[rank] : 0;
     if (a->type == SL_ACTION_TIED) return c->tied;
     if (a->type == SL_ACTION_NORM) return s->ranks > 1 ? c->norm : 0;
     if (a->type == SL_ACTION_SYNC) return c->tied;
-    if (!sl__is_compute(a->type)) return 0; /* OPT has no stage to index */
+    if (!sl__is_compute(a->type)) return 0;
     double f = c->stage_f ? c->stage_f[a->stage] : c->f;
     double b = c->stage_b ? c->stage_b[a->stage] : c->b;
     double w = c->stage_w ? c->stage_w[a->stage] : c->w;
@@ -203,7 +204,7 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
                     }
                     if (blocked) break;
                     start = began[r];
-                    end = clock[r] + (costs ? sl__cost_of(s, costs, a) : 0);
+                    end = clock[r] + (costs ? sl__cost_of(s, costs, r, a) : 0);
                     sub[r] = 0;
                 } else if (a->peer < -1 || a->peer >= D) {
                     st = sl_fail(SL_EINVAL,
@@ -226,7 +227,7 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
                     if (!got) break;
                     end = start;
                 } else {
-                    double d = costs ? sl__cost_of(s, costs, a) : 0;
+                    double d = costs ? sl__cost_of(s, costs, r, a) : 0;
                     if (ncores && sl__is_compute(a->type) &&
                         (!costs->shares_cores || costs->shares_cores[r])) {
                         int k = 0; /* the core that frees first */

@@ -283,9 +283,11 @@ typedef struct sl_schedule_costs {
     const double *stage_f; /* [stages] or NULL */
     const double *stage_b;
     const double *stage_w;
-    double tied, norm; /* 0 means the default */
-    double latency;    /* per transfer, >= 0 */
-    int queue_depth;   /* link depth for the simulation, 0 for SL_SCHEDULE_QUEUE_DEPTH */
+    double tied, norm;      /* 0 means the default */
+    const double *rank_opt; /* [ranks] or NULL (0): OPT's cost on each rank (the optimizer step,
+                               its gradient norm and the gradients' clearing) */
+    double latency;         /* per transfer, >= 0 */
+    int queue_depth;        /* link depth for the simulation, 0 for SL_SCHEDULE_QUEUE_DEPTH */
     /* Memory (optional, both or neither): per stage, the bytes one micro-batch's stash of
      * activations holds and the bytes of the stage's input (the layer table's figures,
      * sl_plan_stash_bytes and sl_plan_input_bytes). */

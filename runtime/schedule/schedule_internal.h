@@ -39,6 +39,6 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
                      sl_schedule_sim *sim);
 
 /* The time action `a` takes under `c` (whose zeros are already replaced by the defaults). */
-double sl__cost_of(const sl_schedule *s, const sl_schedule_costs *c, const sl_action *a);
+double sl__cost_of(const sl_schedule *s, const sl_schedule_costs *c, int rank, const sl_action *a);
 
 #endif

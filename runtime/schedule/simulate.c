@@ -129,7 +129,8 @@ int sl_schedule_simulate(const sl_schedule *s, const sl_schedule_costs *costs, s
         for (size_t i = 0; i < s->count[r]; i++) {
             const sl_action *a = &s->actions[r][i];
             if (sl__is_compute(a->type)) out->busy[r] += out->end[r][i] - out->start[r][i];
-            if (sl__is_reduction(a->type)) out->busy[r] += sl__cost_of(s, &c, a);
+            if (sl__is_reduction(a->type) || a->type == SL_ACTION_OPT)
+                out->busy[r] += sl__cost_of(s, &c, r, a);
             if (a->type == SL_ACTION_F) held++;
             if (a->type == SL_ACTION_B || a->type == SL_ACTION_W) held--; /* W: not I */
             if (a->type == SL_ACTION_I) pending++;

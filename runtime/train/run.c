@@ -79,9 +79,11 @@ int sl__run_open(sl__run *r, const sl_plan *plan, const sl_train_options *opt)
         sl_run_path(path, sizeof path, cfg->output.dir, SL_RUN_VOCAB, 0, 0);
         SL_TRY(sl_data_write_vocab(&r->data, path));
     }
-    if (!(r->stage_f = sl_alloc(3 * sizeof(double) * (size_t)nstages))) return SL_ENOMEM;
+    size_t nranks = (size_t)r->plan->ranks;
+    if (!(r->stage_f = sl_alloc(sizeof(double) * (3 * (size_t)nstages + nranks)))) return SL_ENOMEM;
     r->stage_b = r->stage_f + nstages;
     r->stage_w = r->stage_b + nstages;
+    r->rank_opt = r->stage_w + nstages;
     int every = cfg->output.checkpoint_interval;
     if (every > 0 &&
         !(r->checkpoints = sl_alloc(sizeof(int) * (size_t)(cfg->train.steps / every + 1))))
@@ -265,6 +267,7 @@ static void on_done(sl__run *r, int rank, const cJSON *o)
     ri->busy_s = num(o, "busy_s");
     ri->wall_s = num(o, "wall_s");
     ri->transfer_s = num(o, "transfer_s");
+    r->rank_opt[rank] = num(o, "opt_ms");
     const cJSON *s;
     cJSON_ArrayForEach(s, cJSON_GetObjectItem(o, "stages"))
     {
@@ -346,6 +349,7 @@ static double predicted_bubble(const sl__run *r, double *step_ms)
     sl_schedule_costs costs = {.stage_f = r->stage_f,
                                .stage_b = b,
                                .stage_w = sched->split_backward ? r->stage_w : NULL,
+                               .rank_opt = r->rank_opt,
                                .queue_depth = sl_plan_link_depth(r->plan)};
     sl_schedule_sim sim;
     int rc = sl_schedule_simulate(sched, &costs, &sim);
@@ -438,6 +442,7 @@ static int write_summary(const sl__run *r, sl_train_summary *s)
         cJSON_AddNumberToObject(ri, "transfer_s", k->transfer_s);
         cJSON_AddNumberToObject(ri, "runtime_s", k->wall_s - k->busy_s - k->transfer_s);
         cJSON_AddNumberToObject(ri, "wall_s", k->wall_s);
+        cJSON_AddNumberToObject(ri, "opt_ms", r->rank_opt[i]);
         cJSON_AddItemToArray(arr, ri);
     }
     free(stash);

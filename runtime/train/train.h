@@ -25,7 +25,8 @@
  *                      step_time_predicted_s (the simulator's for the measured costs), and per
  *                      rank its device, peak device memory, busy_s (compute), transfer_s
  *                      (SEND/RECV, waits included), runtime_s (between actions), idle_s
- *                      (wall - busy) and wall_s
+ *                      (wall - busy), wall_s and opt_ms (a step's OPT with the gradients'
+ *                      clearing, which the prediction counts too)
  *   trace.json         Chrome trace format, one track per rank (opens in Perfetto)
  *   vocab.json         a text's vocabulary: its characters in token order (data.text)
  * Every file is written under a temporary name and renamed, so a failure never leaves half a file

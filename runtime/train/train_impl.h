@@ -45,6 +45,7 @@ typedef struct sl__run {
     bool tty;
     sl__rank_info ranks[SL__MAX_RANKS];
     double *stage_f, *stage_b, *stage_w; /* measured ms per model stage */
+    double *rank_opt;                    /* measured ms of OPT (and clearing) per rank and step */
     int *checkpoints; /* ranks that reported each checkpoint, by step / interval */
     sl__trace trace;
 } sl__run;

@@ -107,6 +107,10 @@ Test(measured, summary_and_trace_svg, .init = make_dir)
         cr_assert_geq(rt, 0.0);
         cr_assert_float_eq(busy + tr + rt, wall, 1e-9);
         cr_assert_float_eq(idle, wall - busy, 1e-9);
+        /* OPT and the gradients' clearing: some time each step, less than the step */
+        double opt = num(o, "opt_ms");
+        cr_assert(opt > 0 && opt < 1e3 * num(s, "step_time_measured_s"), "rank %d OPT %g ms", r,
+                  opt);
     }
     cJSON_Delete(s);
 

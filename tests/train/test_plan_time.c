@@ -24,10 +24,11 @@ static void fake_profiles(const sl_plan *p, const double *unit_ms, sl_profile *p
     int units = sl_partition_units(&p->model, NULL);
     for (int r = 0; r < p->ranks; r++) {
         pr[r] = (sl_profile){.rows = p->rows, .units = units};
-        pr[r].f = calloc(4 * (size_t)units, sizeof(double));
+        pr[r].f = calloc(5 * (size_t)units, sizeof(double));
         pr[r].i = pr[r].f + units;
         pr[r].w = pr[r].i + units;
         pr[r].link = pr[r].w + units;
+        pr[r].opt = pr[r].link + units;
         for (int u = 0; u < units; u++) pr[r].f[u] = pr[r].i[u] = pr[r].w[u] = unit_ms[r];
     }
 }
@@ -73,6 +74,17 @@ Test(plan_time, slower_device_gets_fewer_units)
         total += cfg.train.microbatches * (timed.f[s] + timed.i[s] + timed.w[s]);
     cr_assert_geq(timed.step_ms, total - 1e-9, "%g ms for %g ms of compute on one core",
                   timed.step_ms, total);
+    sl_plan_prediction_free(&timed);
+    /* The step's OPT (per unit, on its rank) ends each rank's step: under GPipe rank 0's last
+     * backward ends the pipeline, so its OPT adds to the step whole, and plan prints it. */
+    plan.host_cores = -1;
+    double before = uniform.step_ms;
+    int units = sl_partition_units(&plan.model, NULL);
+    for (int u = 0; u < units; u++) pr[0].opt[u] = 0.5, pr[1].opt[u] = 0.25;
+    cr_assert_eq(sl_plan_predict(&plan, pr, NULL, &timed), SL_OK, "%s", sl_last_error());
+    cr_assert_float_eq(timed.opt[0], 0.5 * 4, 1e-12, "rank 0 holds 4 units: %g", timed.opt[0]);
+    cr_assert_float_eq(timed.opt[1], 0.25 * 4, 1e-12);
+    cr_assert_float_eq(timed.step_ms, before + 2.0, 1e-9, "%g then %g", before, timed.step_ms);
     sl_plan_prediction_free(&timed);
     sl_plan_prediction_free(&uniform);
     for (int r = 0; r < 2; r++) sl_profile_free(&pr[r]);
