@@ -58,8 +58,8 @@ static uint64_t shape_hash(const sl_model *m, const sl_config *cfg, size_t rows)
         snprintf(buf, sizeof buf, __VA_ARGS__);                                                    \
         for (const char *c = buf; *c; c++) h = (h ^ (uint8_t)*c) * 1099511628211ull;               \
     } while (0)
-    MIX("v2 rows %zu inputs %d loss %d optimizer %d", rows, m->inputs, (int)m->loss,
-        (int)cfg->train.optimizer.kind);
+    MIX("v2 rows %zu inputs %d loss %d optimizer %d %d", rows, m->inputs, (int)m->loss,
+        (int)cfg->train.optimizer.kind, cfg->train.optimizer.momentum > 0);
     for (int i = 0; i < m->nlayers; i++)
         MIX("|%s %d %d", cfg->model.layers[i], m->layers[i].in, m->layers[i].out);
     const sl_gpt_config *g = &cfg->model.gpt;
@@ -152,9 +152,10 @@ static double fastest(const double *v, int n)
     return best;
 }
 
-/* Milliseconds a link takes to carry `bytes`, estimated from this host's copy time: a transfer
- * touches the payload about three times (the sender's download, the socket, the receiver's copy
- * with its checksum), plus a message's fixed cost. */
+/* Milliseconds a link takes to carry `bytes`, estimated from this host's copy time: a local link
+ * copies the payload twice, each copy checking or making its CRC (the sender's into the shared
+ * ring, the receiver's out; elsewhere the device's download and the socket's copies come in), about
+ * three plain copies' time, plus a message's fixed cost. */
 static double link_ms(size_t bytes)
 {
     double t[PROFILE_REPS];
