@@ -221,14 +221,30 @@ int sl_buffer_download(sl_buffer *src, size_t offset, void *dst, size_t bytes)
     return src->dev->ops->download(src, offset, dst, bytes);
 }
 
+/* What both mappings check (after the caller has cleared *host): the range, no mapping yet. */
+static int map_check(const char *K, sl_buffer *buf, size_t offset, size_t bytes)
+{
+    SL_TRY(check_range(K, buf, offset, bytes));
+    if (buf->mapped)
+        return sl_fail(SL_EINVAL, "%s: the buffer is already mapped (unmap it first)", K);
+    return SL_OK;
+}
+
+/* The wrapper's bookkeeping of a mapping made, for sl_buffer_unmap and sl_buffer_free. */
+static void map_record(sl_buffer *buf, void *p, size_t offset, size_t bytes, bool staged, bool read)
+{
+    buf->mapped = p;
+    buf->map_offset = offset;
+    buf->map_bytes = bytes;
+    buf->map_staged = staged;
+    buf->map_read = read;
+}
+
 int sl_buffer_map_write(sl_buffer *buf, size_t offset, size_t bytes, void **host)
 {
     if (!host) return sl_fail(SL_EINVAL, "sl_buffer_map_write: no pointer for the mapping");
     *host = NULL;
-    SL_TRY(check_range("sl_buffer_map_write", buf, offset, bytes));
-    if (buf->mapped)
-        return sl_fail(SL_EINVAL, "sl_buffer_map_write: the buffer is already mapped (unmap it "
-                                  "first)");
+    SL_TRY(map_check("sl_buffer_map_write", buf, offset, bytes));
     void *p = NULL;
     bool staged = !buf->dev->ops->map_write || bytes == 0;
     if (staged) {
@@ -236,11 +252,7 @@ int sl_buffer_map_write(sl_buffer *buf, size_t offset, size_t bytes, void **host
     } else {
         SL_TRY(buf->dev->ops->map_write(buf, offset, bytes, &p));
     }
-    buf->mapped = p;
-    buf->map_offset = offset;
-    buf->map_bytes = bytes;
-    buf->map_staged = staged;
-    buf->map_read = false;
+    map_record(buf, p, offset, bytes, staged, false);
     *host = p;
     return SL_OK;
 }
@@ -249,10 +261,7 @@ int sl_buffer_map_read(sl_buffer *buf, size_t offset, size_t bytes, const void *
 {
     if (!host) return sl_fail(SL_EINVAL, "sl_buffer_map_read: no pointer for the mapping");
     *host = NULL;
-    SL_TRY(check_range("sl_buffer_map_read", buf, offset, bytes));
-    if (buf->mapped)
-        return sl_fail(SL_EINVAL, "sl_buffer_map_read: the buffer is already mapped (unmap it "
-                                  "first)");
+    SL_TRY(map_check("sl_buffer_map_read", buf, offset, bytes));
     const void *p = NULL;
     bool staged = !buf->dev->ops->map_read || bytes == 0;
     if (staged) {
@@ -267,11 +276,7 @@ int sl_buffer_map_read(sl_buffer *buf, size_t offset, size_t bytes, const void *
     } else {
         SL_TRY(buf->dev->ops->map_read(buf, offset, bytes, &p));
     }
-    buf->mapped = (void *)p;
-    buf->map_offset = offset;
-    buf->map_bytes = bytes;
-    buf->map_staged = staged;
-    buf->map_read = true;
+    map_record(buf, (void *)p, offset, bytes, staged, true);
     *host = p;
     return SL_OK;
 }
