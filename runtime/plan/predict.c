@@ -67,19 +67,23 @@ static int optimizer_states(const sl_config *cfg)
     return 2;
 }
 
-/* Per stage F/I/W from the profile of its rank's device (the loss with the last stage's F). */
+/* Per stage F/I/W from the profile of its rank's device (the loss with the last stage's F), and
+ * per rank the OPT of the units it holds. */
 static void stage_costs(const sl_plan *p, const sl_profile *profiles, const sl_stage_range *st,
-                        const int *first, int units, double *f, double *i, double *w)
+                        const int *first, int units, double *f, double *i, double *w, double *opt)
 {
     int S = p->part.nstages;
+    for (int r = 0; r < p->ranks; r++) opt[r] = 0;
     for (int s = 0; s < S; s++) {
-        const sl_profile *pf = &profiles[sl_partition_rank(&p->part, s)];
+        int r = sl_partition_rank(&p->part, s);
+        const sl_profile *pf = &profiles[r];
         f[s] = i[s] = w[s] = 0;
         for (int u = 0; u < units; u++)
             if (first[u] >= st[s].first && first[u] < st[s].last) {
                 f[s] += pf->f[u];
                 i[s] += pf->i[u];
                 w[s] += pf->w[u];
+                opt[r] += pf->opt[u];
             }
         if (sl_partition_is_last(&p->part, s)) f[s] += pf->loss_ms;
     }
@@ -285,13 +289,7 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
     out->memory_bytes = out->peak_bytes + R;
     out->opt = out->memory_bytes + R;
     sl_partition_units(m, first);
-    stage_costs(p, profiles, st, first, units, out->f, out->i, out->w);
-    for (int r = 0; r < R; r++) out->opt[r] = 0;
-    for (int s = 0; s < S; s++) {
-        int r = sl_partition_rank(&p->part, s);
-        for (int u = 0; u < units; u++)
-            if (first[u] >= st[s].first && first[u] < st[s].last) out->opt[r] += profiles[r].opt[u];
-    }
+    stage_costs(p, profiles, st, first, units, out->f, out->i, out->w, out->opt);
     double latency = 0;
     for (int s = 0; s < S; s++) {
         bool last = sl_partition_is_last(&p->part, s);
