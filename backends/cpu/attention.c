@@ -336,11 +336,17 @@ typedef struct head {
     float *att;             /* its [T, T] probabilities */
 } head;
 
+/* Head h of sample b in [batch, T, ld] rows: its first element. */
+static float *head_in(float *rows, size_t b, size_t h, size_t T, size_t ld, size_t hs)
+{
+    return rows + b * T * ld + h * hs;
+}
+
 static head head_at(size_t b, size_t h, size_t T, size_t H, size_t hs, float scale, float *qkv,
                     float *att)
 {
     size_t C = H * hs;
-    const float *q = qkv + b * T * 3 * C + h * hs;
+    const float *q = head_in(qkv, b, h, T, 3 * C, hs);
     return (head){.T = T,
                   .hs = hs,
                   .ld3 = 3 * C,
@@ -456,7 +462,7 @@ int sl__cpu_attention_forward(sl_device *dev, size_t batch, size_t seq, size_t h
     for (size_t b = 0; b < batch; b++)
         for (size_t h = 0; h < heads; h++) {
             head hd = head_at(b, h, seq, heads, hs, scale, F(qkv), F(att));
-            head_forward(&ks, &hd, kt, F(y) + b * seq * heads * hs + h * hs);
+            head_forward(&ks, &hd, kt, head_in(F(y), b, h, seq, heads * hs, hs));
         }
     free(kt);
     return SL_OK;
@@ -475,9 +481,9 @@ int sl__cpu_attention_backward(sl_device *dev, size_t batch, size_t seq, size_t 
         for (size_t h = 0; h < heads; h++) {
             head hd = head_at(b, h, seq, heads, hs, scale, F(qkv), F(att));
             /* the head's score gradients in its own [T, T] of work */
-            head_backward(&ks, &hd, F(dy) + b * seq * C + h * hs, vt,
+            head_backward(&ks, &hd, head_in(F(dy), b, h, seq, C, hs), vt,
                           F(work) + (b * heads + h) * seq * seq,
-                          F(dqkv) + b * seq * 3 * C + h * hs);
+                          head_in(F(dqkv), b, h, seq, 3 * C, hs));
         }
     free(vt);
     return SL_OK;
