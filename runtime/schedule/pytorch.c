@@ -34,6 +34,12 @@ int sl_schedule_write_pytorch(FILE *f, const sl_schedule *s, bool with_comms)
         return sl_fail(SL_EINVAL,
                        "PyTorch's schedule format has no recompute action (R): write the "
                        "schedule without recompute");
+    if (s->chains > 1)
+        return sl_fail(SL_EINVAL,
+                       "PyTorch's schedule format has one pipeline per schedule: %s's %d replicas "
+                       "(each its own micro-batches) and their SYNC have no form in it; draw it "
+                       "with --format text, json or svg",
+                       s->name, s->chains);
     for (int r = 0; r < s->ranks; r++) {
         bool first = true;
         for (size_t i = 0; i < s->count[r]; i++) {

@@ -361,7 +361,8 @@ int sl_schedule_write_svg(FILE *f, const sl_schedule *s, const sl_schedule_sim *
  * `3B0`). The compute-only form (`with_comms` false) lists F, I, W and B; the with-communication
  * form also `3SEND_F1`, `1RECV_F0`, `2SEND_B0`, `1RECV_B0`, where they run. Neither has a peer: it
  * follows from where the stages run. TIED, NORM and OPT have no PyTorch action and are left out;
- * a schedule with recompute (R) is refused. */
+ * a schedule with recompute (R) or with two pipelines (chimera: two replicas and SYNC) is refused.
+ */
 int sl_schedule_write_pytorch(FILE *f, const sl_schedule *s, bool with_comms);
 
 /* Reads such a CSV (either form: with any SEND/RECV in it, the file's own transfers are used as

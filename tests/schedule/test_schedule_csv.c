@@ -111,6 +111,13 @@ Test(schedule_csv, writes_pytorch_action_names)
     FILE *f = fopen("/dev/null", "w");
     cr_assert_eq(sl_schedule_write_pytorch(f, s, false), SL_EINVAL);
     cr_assert(strstr(sl_last_error(), "no recompute action (R)"), "%s", sl_last_error());
+    sl_schedule_free(s);
+    /* nor for chimera's two replicas: written, the file would lack half of every stage's
+     * micro-batches and the replicas' SYNC, and its reader would refuse it */
+    p = (sl_schedule_params){.name = "chimera", .ranks = 4, .microbatches = 8};
+    cr_assert_eq(sl_schedule_generate(&p, &s), SL_OK, "%s", sl_last_error());
+    cr_assert_eq(sl_schedule_write_pytorch(f, s, true), SL_EINVAL);
+    cr_assert(strstr(sl_last_error(), "chimera's 2 replicas"), "%s", sl_last_error());
     fclose(f);
     sl_schedule_free(s);
 }
