@@ -170,11 +170,15 @@ int sl_plan_check_memory(const sl_plan *p);
 int sl_plan_profiles(const sl_plan *p, bool refresh, sl_profile **out, char *note, size_t cap);
 void sl_plan_profiles_free(const sl_plan *p, sl_profile *profiles);
 
-/* The "time" cut: sl_partition_balance on the units' F+I+W (+ the loss on the last stage) on each
- * stage's device, then single-unit moves across stage boundaries while the simulated step time of
- * the plan's schedule (with the link cost) falls. SL_ECONFIG when its predicted memory does not
- * fit a device. counts gets layers-with-parameters counts, one per stage of a chain
- * (sl_partition_chain_stages: chimera's replicas share one cut, costed on the slower device). */
+/* The "time" cut: the cut whose simulated step time (the plan's schedule with each stage's costs
+ * on its device and the link cost, as sl_plan_predict predicts it) is least among those whose
+ * predicted memory fits every device. Up to 4096 cuts it simulates them all (the cut whose
+ * costliest stage costs least, sl_partition_balance on the units' F+I+W and the loss, winning
+ * ties); beyond, it moves single units across stage boundaries while the step falls, once from
+ * that cut and once from the uniform cut, and keeps the better. SL_ECONFIG when no cut it tried
+ * fits, naming what the min-max cut's rank would hold. counts gets layers-with-parameters counts,
+ * one per stage of a chain (sl_partition_chain_stages: chimera's replicas share one cut, costed on
+ * the slower device). */
 int sl_plan_balance_time(const sl_plan *p, const sl_profile *profiles, int *counts);
 
 /* ------------------------------------------------------------------------------------------------

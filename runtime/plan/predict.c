@@ -326,48 +326,75 @@ static int predict_counts(const sl_plan *p, const sl_profile *profiles, const in
     return sl_plan_predict(p, profiles, st, pr);
 }
 
-int sl_plan_balance_time(const sl_plan *p, const sl_profile *profiles, int *counts)
+/* Whether `units` units have at most `cap` cuts into `stages` stages (C(units-1, stages-1)). */
+static bool cuts_at_most(int units, int stages, double cap)
 {
-    const sl_model *m = &p->model;
-    /* One cut of a chain's C stages (chimera's replicas share it: a stage costs what it costs on
-     * the slower of the two ranks that run it). */
-    int S = p->part.nstages, C = sl_partition_chain_stages(&p->part);
-    int units = sl_partition_units(m, NULL);
-    int *first = sl_alloc(sizeof(int) * (size_t)(units + 1));
-    double *cost = sl_alloc(sizeof(double) * (size_t)units * (size_t)C);
-    sl_stage_range *st = sl_alloc(sizeof *st * (size_t)S);
-    int rc = first && cost && st ? SL_OK : SL_ENOMEM;
-    if (rc == SL_OK) {
-        sl_partition_units(m, first);
-        for (int s = 0; s < S; s++) {
-            const sl_profile *pf = &profiles[sl_partition_rank(&p->part, s)];
-            for (int u = 0; u < units; u++) {
-                double *c = &cost[(size_t)(s % C) * (size_t)units + (size_t)u];
-                *c = fmax(s < C ? 0 : *c,
-                          pf->f[u] + pf->i[u] + pf->w[u] + (u == units - 1 ? pf->loss_ms : 0));
-            }
-        }
-        rc = sl_partition_balance(units, C, cost, counts);
+    double n = 1;
+    for (int k = 1; k < stages; k++) {
+        n = n * (units - k) / k;
+        if (n > cap) return false;
     }
-    /* Then single units across one boundary at a time, while the simulated step falls: the
-     * schedule's own order decides what a stage's extra time costs (the first and last stages
-     * of 1F1B wait differently), which the largest stage alone does not say. */
-    sl_plan_prediction pr = {0};
-    if (rc == SL_OK) rc = predict_counts(p, profiles, counts, st, &pr);
-    double best = pr.step_ms;
+    return true;
+}
+
+/* The search's state: the best cut so far that fits every device, and the prediction's scratch. */
+typedef struct cut_search {
+    const sl_plan *p;
+    const sl_profile *profiles;
+    int C;
+    sl_stage_range *st;
+    double best; /* its predicted step (ms), INFINITY before any fits */
+    int *best_counts;
+} cut_search;
+
+/* The predicted step of `counts` into *step; INFINITY when it does not fit a device's memory.
+ * The best so far is kept. */
+static int try_cut(cut_search *cs, const int *counts, double *step)
+{
+    sl_plan_prediction pr;
+    SL_TRY(predict_counts(cs->p, cs->profiles, counts, cs->st, &pr));
+    bool fits = check_fits(cs->p, cs->st, "", pr.peak_bytes) == SL_OK;
+    sl_clear_error();
+    *step = fits ? pr.step_ms : INFINITY;
     sl_plan_prediction_free(&pr);
-    for (int round = 0; rc == SL_OK && round < 4 * units; round++) {
+    if (*step < cs->best * (1 - 1e-9)) {
+        cs->best = *step;
+        memcpy(cs->best_counts, counts, sizeof(int) * (size_t)cs->C);
+    }
+    return SL_OK;
+}
+
+/* Every cut, the first stages taking from one unit up (counts[s..C) still to choose). */
+static int try_every_cut(cut_search *cs, int *counts, int s, int left)
+{
+    if (s == cs->C - 1) {
+        counts[s] = left;
+        double step;
+        return try_cut(cs, counts, &step);
+    }
+    for (counts[s] = 1; counts[s] <= left - (cs->C - 1 - s); counts[s]++)
+        SL_TRY(try_every_cut(cs, counts, s + 1, left - counts[s]));
+    return SL_OK;
+}
+
+/* From `counts`, single units across one boundary at a time while the simulated step falls: the
+ * schedule's own order decides what a stage's extra time costs (the first and last stages of
+ * 1F1B wait differently), which the largest stage alone does not say. */
+static int descend(cut_search *cs, int *counts, int units)
+{
+    double here;
+    SL_TRY(try_cut(cs, counts, &here));
+    for (int round = 0; round < 4 * units; round++) {
         bool moved = false;
-        for (int b = 0; b + 1 < C && rc == SL_OK; b++)
+        for (int b = 0; b + 1 < cs->C; b++)
             for (int d = -1; d <= 1; d += 2) {
                 if (counts[b] + d < 1 || counts[b + 1] - d < 1) continue;
                 counts[b] += d;
                 counts[b + 1] -= d;
-                rc = predict_counts(p, profiles, counts, st, &pr);
-                double t = pr.step_ms;
-                sl_plan_prediction_free(&pr);
-                if (rc == SL_OK && t < best * (1 - 1e-9)) {
-                    best = t;
+                double t;
+                SL_TRY(try_cut(cs, counts, &t));
+                if (t < here * (1 - 1e-9)) {
+                    here = t;
                     moved = true;
                 } else {
                     counts[b] -= d;
@@ -376,12 +403,66 @@ int sl_plan_balance_time(const sl_plan *p, const sl_profile *profiles, int *coun
             }
         if (!moved) break;
     }
-    /* A plan whose predicted memory does not fit a device is refused. */
-    if (rc == SL_OK) rc = predict_counts(p, profiles, counts, st, &pr);
-    if (rc == SL_OK) rc = check_fits(p, st, "partition \"time\"", pr.peak_bytes);
-    sl_plan_prediction_free(&pr);
-    free(first);
+    return SL_OK;
+}
+
+/* Up to this many cuts the balancer simulates them all (a 24-unit model on 4 stages has 1771). */
+#define SL__PLAN_EVERY_CUT 4096
+
+int sl_plan_balance_time(const sl_plan *p, const sl_profile *profiles, int *counts)
+{
+    const sl_model *m = &p->model;
+    /* One cut of a chain's C stages (chimera's replicas share it: a stage costs what it costs on
+     * the slower of the two ranks that run it). */
+    int S = p->part.nstages, C = sl_partition_chain_stages(&p->part);
+    int units = sl_partition_units(m, NULL);
+    double *cost = sl_alloc(sizeof(double) * (size_t)units * (size_t)C);
+    int *work = sl_alloc(sizeof(int) * 2 * (size_t)C);
+    cut_search cs = {.p = p,
+                     .profiles = profiles,
+                     .C = C,
+                     .st = sl_alloc(sizeof(sl_stage_range) * (size_t)S),
+                     .best = INFINITY,
+                     .best_counts = work ? work + C : NULL};
+    int rc = cost && work && cs.st ? SL_OK : SL_ENOMEM;
+    for (int s = 0; rc == SL_OK && s < S; s++) {
+        const sl_profile *pf = &profiles[sl_partition_rank(&p->part, s)];
+        for (int u = 0; u < units; u++) {
+            double *c = &cost[(size_t)(s % C) * (size_t)units + (size_t)u];
+            *c = fmax(s < C ? 0 : *c,
+                      pf->f[u] + pf->i[u] + pf->w[u] + (u == units - 1 ? pf->loss_ms : 0));
+        }
+    }
+    /* The cut whose costliest stage costs least (it refuses more stages than units). */
+    if (rc == SL_OK) rc = sl_partition_balance(units, C, cost, counts);
+    if (rc == SL_OK && cuts_at_most(units, C, SL__PLAN_EVERY_CUT)) {
+        /* Few enough cuts to simulate them all; the min-max cut first, so that it stays unless
+         * another is faster. */
+        double step;
+        rc = try_cut(&cs, counts, &step);
+        if (rc == SL_OK) rc = try_every_cut(&cs, work, 0, units);
+    } else if (rc == SL_OK) {
+        /* Else a descent from that cut and one from the uniform cut, keeping the better: a
+         * descent can stop short of a cut the other finds. */
+        memcpy(work, counts, sizeof(int) * (size_t)C);
+        rc = descend(&cs, work, units);
+        for (int s = 0; rc == SL_OK && s < C; s++) work[s] = units / C + (s < units % C);
+        if (rc == SL_OK) rc = descend(&cs, work, units);
+    }
+    if (rc == SL_OK && cs.best < INFINITY) {
+        memcpy(counts, cs.best_counts, sizeof(int) * (size_t)C);
+    } else if (rc == SL_OK) {
+        /* No cut fits a device: refused, saying what the min-max cut's ranks would hold. */
+        sl_plan_prediction pr;
+        rc = predict_counts(p, profiles, counts, cs.st, &pr);
+        if (rc == SL_OK) {
+            rc = check_fits(p, cs.st, "partition \"time\"", pr.peak_bytes);
+            sl_plan_prediction_free(&pr);
+        }
+        if (rc == SL_OK) rc = sl_fail(SL_EINTERNAL, "partition \"time\": no cut was tried");
+    }
     free(cost);
-    free(st);
+    free(work);
+    free(cs.st);
     return rc;
 }
