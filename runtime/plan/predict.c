@@ -89,13 +89,16 @@ static void stage_costs(const sl_plan *p, const sl_profile *profiles, const sl_s
     }
 }
 
-/* How many ranks of this host can compute at once, when fewer than those that would (0 when every
- * rank has its own processor); shares[r] marks the ranks that share. In a local run (no launcher,
- * no launch.endpoints) the ranks on CPU devices share the host's cores (p->host_cores when set),
- * each computing rank taking train.threads of them (all, for the library's default). A model of
- * delay layers sleeps instead of computing: its ranks share nothing. */
-static int shared_cores(const sl_plan *p, bool *shares)
+/* The host's cores when the ranks on its CPU devices would compute on more threads than it has
+ * (0 otherwise: each rank as fast as its profile), with threads[r] each rank's (0: not on the
+ * host's CPU). In a local run (no launcher, no launch.endpoints) the cpu backend computes with
+ * train.threads (all cores for the library's default), and an OpenCL or Vulkan CPU device (PoCL,
+ * lavapipe) with one thread per compute unit, as each was profiled alone; p->host_cores, when
+ * set, stands for the host's count. A model of delay layers sleeps instead of computing: its
+ * ranks share nothing. */
+static int shared_cores(const sl_plan *p, int *threads)
 {
+    for (int r = 0; r < p->ranks; r++) threads[r] = 0;
     sl_launch_info li;
     if (p->host_cores < 0 || p->cfg.launch.nendpoints > 0 || sl_launch_detect(&li) != SL_OK ||
         li.launcher != SL_LAUNCHER_NONE) {
@@ -111,17 +114,21 @@ static int shared_cores(const sl_plan *p, bool *shares)
         sl_clear_error();
         return 0;
     }
-    int sharing = 0;
-    for (int r = 0; r < p->ranks; r++) {
-        shares[r] = false;
-        for (size_t k = 0; k < count; k++)
-            if (!strcmp(infos[k].id, p->rank[r].device)) shares[r] = infos[k].kind == SL_DEVICE_CPU;
-        sharing += shares[r];
-    }
     long online = p->host_cores > 0 ? p->host_cores : sysconf(_SC_NPROCESSORS_ONLN);
-    int threads = p->cfg.train.threads > 0 ? p->cfg.train.threads : (int)SL_MAX(online, 1);
-    int cores = (int)SL_MAX(online / threads, 1);
-    return cores < sharing ? cores : 0;
+    online = SL_MAX(online, 1);
+    long demand = 0;
+    for (int r = 0; r < p->ranks; r++) {
+        for (size_t k = 0; k < count; k++) {
+            const sl_device_info *d = &infos[k];
+            if (strcmp(d->id, p->rank[r].device) || d->kind != SL_DEVICE_CPU) continue;
+            if (!strcmp(d->backend, "cpu"))
+                threads[r] = p->cfg.train.threads > 0 ? p->cfg.train.threads : (int)online;
+            else
+                threads[r] = d->compute_units > 0 ? (int)d->compute_units : (int)online;
+        }
+        demand += threads[r];
+    }
+    return demand > online ? (int)online : 0;
 }
 
 /* The simulator's makespan and bubble for per-stage costs (latency: the costliest link; the host's
@@ -149,13 +156,13 @@ static int simulate(const sl_plan *p, const sl_stage_range *st, const double *f,
         b[s] = fmax(i[s] + w[s], 1e-6);
         ww[s] = fmin(fmax(w[s], b[s] * 1e-3), b[s] * (1 - 1e-3));
     }
-    bool *shares = sl_alloc(sizeof(bool) * (size_t)p->ranks);
-    if (!shares) {
+    int *threads = sl_alloc(sizeof(int) * (size_t)p->ranks);
+    if (!threads) {
         free(ff);
         return SL_ENOMEM;
     }
-    sl_schedule_costs costs = {.cores = shared_cores(p, shares),
-                               .shares_cores = shares,
+    sl_schedule_costs costs = {.cores = shared_cores(p, threads),
+                               .rank_threads = threads,
                                .stage_f = ff,
                                .stage_b = b,
                                .stage_w = split ? ww : NULL,
@@ -173,7 +180,7 @@ static int simulate(const sl_plan *p, const sl_stage_range *st, const double *f,
         sl_schedule_sim_free(&sim);
     }
     free(ff);
-    free(shares);
+    free(threads);
     return rc;
 }
 

@@ -1,5 +1,7 @@
 /* Running every rank's list over links of a given depth, in causal order: what the validator
  * proves completes and what the timed simulator clocks. */
+#include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +116,48 @@ static int wrong_order(int r, size_t pc, const sl_action *a, const wire *want, i
                    wire_text(&L->m[L->recvd], t3, sizeof t3));
 }
 
+/* Processor sharing (costs->cores): the compute actions of the ranks that share the cores run
+ * together, as the kernel time-slices their threads: while ranks with T threads in all compute,
+ * each runs at min(1, cores / T) of its speed, and an action ends once it has had its cost's worth.
+ * A rank that reaches such an action leaves it running; `now` moves from one event to the next (an
+ * action ending, or one ready at a later time joining) once no rank can do anything else. */
+typedef struct ps_state {
+    double now;
+    bool *running, *finished; /* [ranks] */
+    double *left, *from, *to; /* [ranks]: the work still to do, when it joined, when it ended */
+} ps_state;
+
+/* Moves `now` to the next event; false when no action runs. */
+static bool ps_advance(ps_state *ps, const sl_schedule_costs *c, int D)
+{
+    double threads = 0, next = INFINITY;
+    bool any = false;
+    for (int r = 0; r < D; r++) {
+        if (!ps->running[r] || ps->finished[r]) continue;
+        any = true;
+        if (ps->from[r] <= ps->now)
+            threads += c->rank_threads ? c->rank_threads[r] : 1;
+        else
+            next = SL_MIN(next, ps->from[r]);
+    }
+    if (!any) return false;
+    const double rate = threads > c->cores ? c->cores / threads : 1.0;
+    for (int r = 0; r < D; r++)
+        if (ps->running[r] && !ps->finished[r] && ps->from[r] <= ps->now)
+            next = SL_MIN(next, ps->now + ps->left[r] / rate);
+    for (int r = 0; r < D; r++) {
+        if (!ps->running[r] || ps->finished[r] || ps->from[r] > ps->now) continue;
+        if (ps->now + ps->left[r] / rate <= next) {
+            ps->finished[r] = true;
+            ps->to[r] = next;
+        } else {
+            ps->left[r] -= rate * (next - ps->now);
+        }
+    }
+    ps->now = next;
+    return true;
+}
+
 int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *costs,
                      sl_schedule_sim *sim)
 {
@@ -124,11 +168,16 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
     int *sub = sl_alloc(sizeof *sub * (size_t)D); /* messages of a TIED/NORM already done */
     double *clock = sl_alloc(sizeof *clock * (size_t)D);
     double *began = sl_alloc(sizeof *began * (size_t)D); /* when the TIED/NORM in progress began */
-    /* Shared cores: when each frees, and the ranks in order of their clocks. */
-    const int ncores = costs && costs->cores > 0 ? costs->cores : 0;
-    double *core_free = sl_alloc(sizeof *core_free * (size_t)(ncores + 1));
-    int *order = sl_alloc(sizeof *order * (size_t)D);
-    if (!links || !pc || !sub || !clock || !began || !core_free || !order) {
+    const bool sharing = costs && costs->cores > 0;
+    ps_state ps = {0};
+    if (sharing) {
+        ps.running = sl_alloc(sizeof(bool) * 2 * (size_t)D);
+        ps.left = sl_alloc(sizeof(double) * 3 * (size_t)D);
+        ps.finished = ps.running ? ps.running + D : NULL;
+        ps.from = ps.left ? ps.left + D : NULL;
+        ps.to = ps.left ? ps.left + 2 * D : NULL;
+    }
+    if (!links || !pc || !sub || !clock || !began || (sharing && (!ps.running || !ps.left))) {
         st = SL_ENOMEM;
         goto out;
     }
@@ -158,16 +207,8 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
     bool progress = true;
     while (progress) {
         progress = false;
-        /* With shared cores one action at a time, from the rank furthest behind, so that the
-         * cores go to compute actions roughly in the order they become ready. */
-        for (int i = 0; i < D; i++) {
-            int r = i, k = i;
-            for (; ncores && k > 0 && clock[order[k - 1]] > clock[r]; k--) order[k] = order[k - 1];
-            order[k] = r;
-        }
-        for (int oi = 0; oi < D && !(ncores && progress); oi++) {
-            const int r = order[oi];
-            while (pc[r] < s->count[r] && !(ncores && progress)) {
+        for (int r = 0; r < D; r++) {
+            while (pc[r] < s->count[r]) {
                 const sl_action *a = &s->actions[r][pc[r]];
                 double start = clock[r], end;
                 if (sl__is_reduction(a->type)) {
@@ -228,15 +269,20 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
                     end = start;
                 } else {
                     double d = costs ? sl__cost_of(s, costs, r, a) : 0;
-                    if (ncores && sl__is_compute(a->type) &&
-                        (!costs->shares_cores || costs->shares_cores[r])) {
-                        int k = 0; /* the core that frees first */
-                        for (int j = 1; j < ncores; j++)
-                            if (core_free[j] < core_free[k]) k = j;
-                        start = SL_MAX(start, core_free[k]);
-                        core_free[k] = start + d;
-                    }
                     end = start + d;
+                    if (sharing && sl__is_compute(a->type) &&
+                        (!costs->rank_threads || costs->rank_threads[r] > 0)) {
+                        if (!ps.running[r]) {
+                            ps.running[r] = true;
+                            ps.finished[r] = false;
+                            ps.left[r] = d;
+                            ps.from[r] = SL_MAX(start, ps.now);
+                        }
+                        if (!ps.finished[r]) break; /* running: ps_advance clocks it */
+                        ps.running[r] = false;
+                        start = ps.from[r];
+                        end = ps.to[r];
+                    }
                 }
                 if (sim) {
                     sim->start[r][pc[r]] = start;
@@ -247,6 +293,7 @@ int sl__schedule_run(const sl_schedule *s, int depth, const sl_schedule_costs *c
                 progress = true;
             }
         }
+        if (!progress && sharing) progress = ps_advance(&ps, costs, D);
     }
     /* Anything left is blocked for good: say who waits for what. */
     char why[2048];
@@ -310,7 +357,7 @@ out:
     free(sub);
     free(clock);
     free(began);
-    free(core_free);
-    free(order);
+    free(ps.running);
+    free(ps.left);
     return st;
 }

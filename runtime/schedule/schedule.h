@@ -293,12 +293,13 @@ typedef struct sl_schedule_costs {
      * sl_plan_stash_bytes and sl_plan_input_bytes). */
     const double *stage_stash_bytes; /* [stages] or NULL */
     const double *stage_input_bytes; /* [stages] or NULL */
-    /* Processors that ranks share (0: every rank has its own): of the ranks marked in
-     * `shares_cores` (NULL: all), at most `cores` compute at once, each on a whole one; a compute
-     * action (F, B, I, W, R) that finds them all taken waits for the first to free. Ranks on the
-     * CPU devices of one host share its cores so. The ranks then run in order of their clocks. */
+    /* Processors that ranks share (0: every rank has its own). The compute actions (F, B, I, W,
+     * R) of the ranks with rank_threads[r] > 0 (NULL: 1 each) share `cores` processors as the
+     * kernel time-slices threads: while ranks with T threads in all compute, each runs at
+     * min(1, cores / T) of the speed its costs (measured alone) assume. Ranks on the CPU devices
+     * of one host share its cores so. */
     int cores;
-    const bool *shares_cores; /* [ranks] or NULL */
+    const int *rank_threads; /* [ranks] or NULL */
 } sl_schedule_costs;
 
 /* What the timed simulator predicts. Arrays are per rank; start/end are per action, parallel to

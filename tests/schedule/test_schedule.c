@@ -404,11 +404,32 @@ Test(schedule, shared_cores_serialise_the_ranks)
             cr_assert_float_eq(sim.makespan, want[k], 1e-9, "%d cores: %g", cores[k], sim.makespan);
         sl_schedule_sim_free(&sim);
     }
-    bool shares[4] = {false, true, true, true};
-    sl_schedule_costs c = {.f = 1, .b = 2, .cores = 1, .shares_cores = shares};
+    int threads[4] = {0, 1, 1, 1};
+    sl_schedule_costs c = {.f = 1, .b = 2, .cores = 1, .rank_threads = threads};
     sl_schedule_sim sim;
     cr_assert_eq(sl_schedule_simulate(s, &c, &sim), SL_OK, "%s", sl_last_error());
     cr_assert(sim.makespan >= 72 && sim.makespan < 96, "rank 0 on its own: %g", sim.makespan);
+    sl_schedule_sim_free(&sim);
+    sl_schedule_free(s);
+    /* Time-sliced: 1F1B on 2 ranks, 2 micro-batches, F = 1, B = 2, on 2 cores, rank 1 computing
+     * with 2 threads (as PoCL does beside a cpu rank). Alone each runs at full speed; together 3
+     * threads share 2 cores and each rank runs at 2/3: r0 F0 [0, 1]; F1 on r0 and F0 on r1 [1,
+     * 2.5]; r1 B0 alone [2.5, 4.5]; then r0 B0 beside r1 F1 (1.5) and B1 until r0 ends at 7.5; r1
+     * B1's last unit alone [7.5, 8.5]; r0 B1 alone [8.5, 10.5]. With a thread each, no sharing:
+     * (M + D - 1)(F + B) = 9. */
+    s = gen("1f1b", 2, 2, 1, false);
+    int two[2] = {1, 2}, one[2] = {1, 1};
+    c = (sl_schedule_costs){.f = 1, .b = 2, .cores = 2, .rank_threads = two};
+    cr_assert_eq(sl_schedule_simulate(s, &c, &sim), SL_OK, "%s", sl_last_error());
+    cr_assert_float_eq(sim.makespan, 10.5, 1e-9, "%g", sim.makespan);
+    size_t f0 = 0;
+    while (s->actions[1][f0].type != SL_ACTION_F) f0++;
+    cr_assert_float_eq(sim.start[1][f0], 1.0, 1e-9);
+    cr_assert_float_eq(sim.end[1][f0], 2.5, 1e-9, "r1's F0 at 2/3 speed: %g", sim.end[1][f0]);
+    sl_schedule_sim_free(&sim);
+    c.rank_threads = one;
+    cr_assert_eq(sl_schedule_simulate(s, &c, &sim), SL_OK, "%s", sl_last_error());
+    cr_assert_float_eq(sim.makespan, 9, 1e-9, "%g", sim.makespan);
     sl_schedule_sim_free(&sim);
     sl_schedule_free(s);
 }

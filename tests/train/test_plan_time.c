@@ -11,6 +11,7 @@
 
 #include "../bench/run.h"
 #include "helpers.h"
+#include "tests/backends/require_devices.h"
 #include "runtime/plan/plan.h"
 
 static void load(const char *const *sets, int n, sl_config *cfg)
@@ -175,6 +176,43 @@ Test(plan_time, the_cut_is_the_fastest_simulated)
             sl_plan_free(&plan);
             sl_config_free(&cfg);
         }
+}
+
+/* Ranks on the host's CPU share its cores, each with the threads it computes on: beside a cpu rank
+ * (one thread), an OpenCL CPU device (PoCL, a thread per compute unit) on as many cores as it has
+ * units slows both while both compute; with a core more, or a processor each, neither. */
+Test(plan_time, cpu_devices_share_the_host)
+{
+    const sl_device_info *infos;
+    size_t count;
+    cr_assert_eq(sl_device_list(&infos, &count), SL_OK, "%s", sl_last_error());
+    const sl_device_info *ocl = NULL;
+    for (size_t k = 0; k < count && !ocl; k++)
+        if (!strcmp(infos[k].backend, "opencl") && infos[k].kind == SL_DEVICE_CPU) ocl = &infos[k];
+    if (!ocl) sl_test_no_device("opencl", sl_device_list_problems());
+    char devices[96];
+    snprintf(devices, sizeof devices, "devices=[\"cpu\", \"%s\"]", ocl->id);
+    const char *sets[] = {"pipeline.stages=2", "train.threads=1", devices};
+    sl_config cfg;
+    load(sets, 3, &cfg);
+    sl_plan plan;
+    cr_assert_eq(sl_plan_build(&cfg, &plan), SL_OK, "%s", sl_last_error());
+    sl_profile pr[2];
+    fake_profiles(&plan, (double[]){1.0, 1.0}, pr);
+    double step[3];
+    const int cores[] = {-1, (int)ocl->compute_units, (int)ocl->compute_units + 1};
+    for (int k = 0; k < 3; k++) {
+        plan.host_cores = cores[k];
+        sl_plan_prediction p;
+        cr_assert_eq(sl_plan_predict(&plan, pr, NULL, &p), SL_OK, "%s", sl_last_error());
+        step[k] = p.step_ms;
+        sl_plan_prediction_free(&p);
+    }
+    cr_assert_gt(step[1], step[0] * 1.05, "shared: %g ms, alone: %g ms", step[1], step[0]);
+    cr_assert_float_eq(step[2], step[0], 1e-9, "room for both: %g ms against %g", step[2], step[0]);
+    for (int r = 0; r < 2; r++) sl_profile_free(&pr[r]);
+    sl_plan_free(&plan);
+    sl_config_free(&cfg);
 }
 
 Test(plan_time, refuses_what_does_not_fit)
