@@ -189,6 +189,12 @@ static void print_prediction(const sl_plan *plan, const sl_profile *profiles, co
                                                                                : "");
     }
     printf("(OPT: the rank's update, gradient norm and gradient clearing, once a step.)\n");
+    if (p->cores) {
+        printf("(the ranks on this host's CPU share its %d cores, threads per rank:", p->cores);
+        for (int r = 0; r < plan->ranks; r++) printf("%s %d", r ? "," : "", p->threads[r]);
+        printf(";\nwhile more threads than cores compute, each runs at cores / threads of its "
+               "profiled speed.)\n");
+    }
     printf("\npredicted step: %.2f ms, bubble ratio %.4f (%s partition)\n", p->step_ms, p->bubble,
            plan->cfg.pipeline.partition);
     printf("uniform cut [");
@@ -229,10 +235,12 @@ static cJSON *prediction_json(const sl_plan *plan, const sl_profile *profiles,
         cJSON_AddNumberToObject(x, "opt_ms", p->opt[r]);
         cJSON_AddNumberToObject(x, "peak_bytes", p->peak_bytes[r]);
         cJSON_AddNumberToObject(x, "memory_bytes", p->memory_bytes[r]);
+        cJSON_AddNumberToObject(x, "threads", p->threads[r]);
         cJSON_AddItemToArray(ranks, x);
     }
     cJSON_AddNumberToObject(o, "step_ms", p->step_ms);
     cJSON_AddNumberToObject(o, "bubble_ratio", p->bubble);
+    cJSON_AddNumberToObject(o, "shared_cores", p->cores);
     cJSON *u = cJSON_AddObjectToObject(o, "uniform");
     cJSON_AddItemToObject(u, "counts", cJSON_CreateIntArray(pr->uniform_counts, pr->ncounts));
     cJSON_AddNumberToObject(u, "step_ms", pr->uniform.step_ms);

@@ -152,6 +152,11 @@ typedef struct sl_plan_prediction {
     double *memory_bytes;   /* [ranks] the device's memory (0: unknown) */
     double *opt;            /* [ranks] ms of the step's OPT (update, norm, clearing) */
     double step_ms, bubble; /* the simulator's makespan and bubble ratio for these costs */
+    /* The host's cores that the ranks on its CPU devices share in this prediction, time-sliced
+     * (0: each rank computes at its profiled speed), and the threads each rank computes with
+     * there ([ranks]; 0: not on the host's CPU): see sl_schedule_costs.cores. */
+    int cores;
+    int *threads;
 } sl_plan_prediction;
 
 /* Predicts the plan's schedule with the stages `stages` (NULL: the plan's own) on the ranks'

@@ -56,6 +56,7 @@ void sl_plan_prediction_free(sl_plan_prediction *pr)
 {
     if (!pr) return;
     free(pr->f);
+    free(pr->threads);
     memset(pr, 0, sizeof *pr);
 }
 
@@ -283,7 +284,8 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
     int units = sl_partition_units(m, NULL);
     int *first = sl_alloc(sizeof(int) * (size_t)(units + 1));
     out->f = sl_alloc(sizeof(double) * (5 * (size_t)S + 3 * (size_t)R));
-    if (!first || !out->f) {
+    out->threads = sl_alloc(sizeof(int) * (size_t)R);
+    if (!first || !out->f || !out->threads) {
         free(first);
         sl_plan_prediction_free(out);
         return SL_ENOMEM;
@@ -297,6 +299,7 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
     out->opt = out->memory_bytes + R;
     sl_partition_units(m, first);
     stage_costs(p, profiles, st, first, units, out->f, out->i, out->w, out->opt);
+    out->cores = shared_cores(p, out->threads); /* what simulate() will assume, for the reader */
     double latency = 0;
     for (int s = 0; s < S; s++) {
         bool last = sl_partition_is_last(&p->part, s);

@@ -206,6 +206,12 @@ Test(plan_time, cpu_devices_share_the_host)
         sl_plan_prediction p;
         cr_assert_eq(sl_plan_predict(&plan, pr, NULL, &p), SL_OK, "%s", sl_last_error());
         step[k] = p.step_ms;
+        /* what the prediction assumed, as `sluice plan` prints it */
+        cr_assert_eq(p.cores, k == 1 ? cores[1] : 0, "case %d: %d cores", k, p.cores);
+        if (k == 1) {
+            cr_assert_eq(p.threads[0], 1);
+            cr_assert_eq(p.threads[1], (int)ocl->compute_units);
+        }
         sl_plan_prediction_free(&p);
     }
     cr_assert_gt(step[1], step[0] * 1.05, "shared: %g ms, alone: %g ms", step[1], step[0]);
