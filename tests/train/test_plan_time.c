@@ -21,6 +21,13 @@ static void load(const char *const *sets, int n, sl_config *cfg)
     cr_assert_eq(sl_config_load(path, sets, n, cfg), SL_OK, "%s", sl_last_error());
 }
 
+/* The digits sample's config with `sets`, and its plan. */
+static void plan_of(const char *const *sets, int n, sl_config *cfg, sl_plan *plan)
+{
+    load(sets, n, cfg);
+    cr_assert_eq(sl_plan_build(cfg, plan), SL_OK, "%s", sl_last_error());
+}
+
 /* Profiles whose unit u costs unit_ms[r] x scale[u] (F = I = W; scale NULL: 1) on rank r. */
 static void scaled_profiles(const sl_plan *p, const double *unit_ms, const double *scale,
                             sl_profile *pr)
@@ -50,9 +57,8 @@ Test(plan_time, slower_device_gets_fewer_units)
                           "\"linear:16\",\"linear:16\",\"linear:16\",\"linear:16\",\"linear:10\"]",
                           "pipeline.stages=2", "pipeline.schedule=gpipe"};
     sl_config cfg;
-    load(sets, 3, &cfg);
     sl_plan plan;
-    cr_assert_eq(sl_plan_build(&cfg, &plan), SL_OK, "%s", sl_last_error());
+    plan_of(sets, 3, &cfg, &plan);
     plan.host_cores = -1; /* each rank its own processor, whatever this host has */
     sl_profile pr[2];
     int counts[2];
@@ -152,9 +158,8 @@ Test(plan_time, the_cut_is_the_fastest_simulated)
             snprintf(stages, sizeof stages, "pipeline.stages=%d", S);
             const char *sets[] = {layers, sched, stages, "train.microbatches=4"};
             sl_config cfg;
-            load(sets, 4, &cfg);
             sl_plan plan;
-            cr_assert_eq(sl_plan_build(&cfg, &plan), SL_OK, "%s", sl_last_error());
+            plan_of(sets, 4, &cfg, &plan);
             plan.host_cores = -1;
             double scale[64];
             for (int u = 0; u < U; u++) scale[u] = u < U / 3 ? 8.0 : 1.0 + (u % 3);
@@ -194,9 +199,8 @@ Test(plan_time, cpu_devices_share_the_host)
     snprintf(devices, sizeof devices, "devices=[\"cpu\", \"%s\"]", ocl->id);
     const char *sets[] = {"pipeline.stages=2", "train.threads=1", devices};
     sl_config cfg;
-    load(sets, 3, &cfg);
     sl_plan plan;
-    cr_assert_eq(sl_plan_build(&cfg, &plan), SL_OK, "%s", sl_last_error());
+    plan_of(sets, 3, &cfg, &plan);
     sl_profile pr[2];
     fake_profiles(&plan, (double[]){1.0, 1.0}, pr);
     double step[3];
@@ -340,9 +344,8 @@ Test(plan_time, chimera_cuts_once_for_both_replicas, .init = setup_cache)
                           "\"linear:16\",\"linear:16\",\"linear:16\",\"linear:16\",\"linear:10\"]",
                           "pipeline.stages=2", "pipeline.schedule=chimera", "pipeline.chunks=2"};
     sl_config cfg;
-    load(sets, 4, &cfg);
     sl_plan plan;
-    cr_assert_eq(sl_plan_build(&cfg, &plan), SL_OK, "%s", sl_last_error());
+    plan_of(sets, 4, &cfg, &plan);
     plan.host_cores = -1;
     sl_profile pr[2];
     int counts[4] = {0, 0, -1, -1};
