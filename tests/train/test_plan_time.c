@@ -14,17 +14,12 @@
 #include "tests/backends/require_devices.h"
 #include "runtime/plan/plan.h"
 
-static void load(const char *const *sets, int n, sl_config *cfg)
+/* The digits sample's config with `sets`, and its plan. */
+static void plan_of(const char *const *sets, int n, sl_config *cfg, sl_plan *plan)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/samples/digits/digits.json", source_dir());
     cr_assert_eq(sl_config_load(path, sets, n, cfg), SL_OK, "%s", sl_last_error());
-}
-
-/* The digits sample's config with `sets`, and its plan. */
-static void plan_of(const char *const *sets, int n, sl_config *cfg, sl_plan *plan)
-{
-    load(sets, n, cfg);
     cr_assert_eq(sl_plan_build(cfg, plan), SL_OK, "%s", sl_last_error());
 }
 
