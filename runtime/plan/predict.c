@@ -336,13 +336,15 @@ static int predict_counts(const sl_plan *p, const sl_profile *profiles, const in
     return sl_plan_predict(p, profiles, st, pr);
 }
 
-/* Whether `units` units have at most `cap` cuts into `stages` stages (C(units-1, stages-1)). */
+/* Whether `units` units have at most `cap` cuts into `stages` stages: C(n, k) with n = units - 1,
+ * k = stages - 1, built up as C(n - k + j, j) for j = 1..min(k, n - k), which only grows. */
 static bool cuts_at_most(int units, int stages, double cap)
 {
-    double n = 1;
-    for (int k = 1; k < stages; k++) {
-        n = n * (units - k) / k;
-        if (n > cap) return false;
+    int n = units - 1, k = SL_MIN(stages - 1, units - stages);
+    double c = 1;
+    for (int j = 1; j <= k; j++) {
+        c = c * (n - k + j) / j;
+        if (c > cap) return false;
     }
     return true;
 }

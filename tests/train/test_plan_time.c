@@ -107,7 +107,7 @@ Test(plan_time, slower_device_gets_fewer_units)
 /* The predicted step of `counts` units per stage. */
 static double step_of(const sl_plan *plan, const sl_profile *pr, const int *counts)
 {
-    sl_stage_range st[8];
+    sl_stage_range st[16];
     sl_plan_prediction p;
     cr_assert_eq(sl_partition_make(&plan->model, plan->part.nstages, counts, st), SL_OK, "%s",
                  sl_last_error());
@@ -132,17 +132,19 @@ static double best_cut(const sl_plan *plan, const sl_profile *pr, int *counts, i
 }
 
 /* The "time" cut is the fastest the simulator knows. With few cuts it is the best of all of them
- * (as simulated here, every one); with many (40 units on 6 stages: 575757 cuts) it descends from
- * both the min-max cut and the uniform cut, so it is never slower than uniform. Unit costs vary
- * 8x with the dearest first (as in the skewed bench model), or are even but for a dearer first and
- * last unit (a GPT's embedding and head, the loss with it): there a descent from the min-max cut
- * alone, as the balancer did before, stopped at [2,1,1,2], slower than the uniform [2,2,1,1]. */
+ * (as simulated here, every one; 1365 for 16 units on 12 stages, a count that passes 4096 on the
+ * way if reckoned carelessly, and where the descents miss the best under zb-h1); with many (40
+ * units on 6 stages: 575757 cuts) it descends from both the min-max cut and the uniform cut, so
+ * it is never slower than uniform. Unit costs vary 8x with the dearest first (as in the skewed
+ * bench model), or are even but for a dearer first and last unit (a GPT's embedding and head,
+ * the loss with it): with 6 units a descent from the min-max cut alone stopped at [2,1,1,2],
+ * slower than the uniform [2,2,1,1]. */
 Test(plan_time, the_cut_is_the_fastest_simulated)
 {
     static const char *scheds[] = {"1f1b", "gpipe", "zb-h1"};
     static const struct {
         int units, stages;
-    } shapes[] = {{6, 4}, {10, 4}, {12, 3}, {40, 6}};
+    } shapes[] = {{6, 4}, {10, 4}, {12, 3}, {16, 12}, {40, 6}};
     for (size_t k = 0; k < sizeof scheds / sizeof *scheds; k++)
         for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
             const int U = shapes[sh].units, S = shapes[sh].stages;
@@ -158,18 +160,19 @@ Test(plan_time, the_cut_is_the_fastest_simulated)
             plan.host_cores = -1;
             double scale[64];
             for (int u = 0; u < U; u++) scale[u] = u < U / 3 ? 8.0 : 1.0 + (u % 3);
-            if (U == 6)
+            if (U == 6 || U == 16)
                 for (int u = 0; u < U; u++) scale[u] = u == 0 ? 1.1 : u == U - 1 ? 1.3 : 1.0;
-            sl_profile pr[8];
-            double ms[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+            sl_profile pr[16];
+            double ms[16];
+            for (int r = 0; r < S; r++) ms[r] = 1.0;
             scaled_profiles(&plan, ms, scale, pr);
-            int counts[8], tmp[8], uniform[8];
+            int counts[16], tmp[16], uniform[16];
             cr_assert_eq(sl_plan_balance_time(&plan, pr, counts), SL_OK, "%s", sl_last_error());
             double got = step_of(&plan, pr, counts);
             for (int s = 0; s < S; s++) uniform[s] = U / S + (s < U % S);
             cr_assert_leq(got, step_of(&plan, pr, uniform) * (1 + 1e-12), "%s, %d units", scheds[k],
                           U);
-            if (U <= 12)
+            if (U <= 16)
                 cr_assert_float_eq(got, best_cut(&plan, pr, tmp, 0, S, U), 1e-9,
                                    "%s, %d units on %d stages", scheds[k], U, S);
             for (int r = 0; r < S; r++) sl_profile_free(&pr[r]);
