@@ -177,7 +177,8 @@ void sl_plan_profiles_free(const sl_plan *p, sl_profile *profiles);
 
 /* The "time" cut: the cut whose simulated step time (the plan's schedule with each stage's costs
  * on its device and the link cost, as sl_plan_predict predicts it) is least among those whose
- * predicted memory fits every device. Up to 4096 cuts it simulates them all (the cut whose
+ * predicted memory fits every device. Up to 4096 cuts (fewer for long schedules: 2 million
+ * simulated actions in all) it simulates them all (the cut whose
  * costliest stage costs least, sl_partition_balance on the units' F+I+W and the loss, winning
  * ties); beyond, it moves single units across stage boundaries while the step falls, once from
  * that cut and once from the uniform cut, and keeps the better. SL_ECONFIG when no cut it tried

@@ -418,8 +418,11 @@ static int descend(cut_search *cs, int *counts, int units)
     return SL_OK;
 }
 
-/* Up to this many cuts the balancer simulates them all (a 24-unit model on 4 stages has 1771). */
-#define SL__PLAN_EVERY_CUT 4096
+/* Up to this many cuts the balancer simulates them all (a 24-unit model on 4 stages has 1771), as
+ * long as they come to at most SL__PLAN_SIM_ACTIONS simulated actions (about a second here: 16
+ * ranks with 64 micro-batches simulate some 4500 actions a cut). */
+#define SL__PLAN_EVERY_CUT   4096
+#define SL__PLAN_SIM_ACTIONS 2e6
 
 int sl_plan_balance_time(const sl_plan *p, const sl_profile *profiles, int *counts)
 {
@@ -447,7 +450,14 @@ int sl_plan_balance_time(const sl_plan *p, const sl_profile *profiles, int *coun
     }
     /* The cut whose costliest stage costs least (it refuses more stages than units). */
     if (rc == SL_OK) rc = sl_partition_balance(units, C, cost, counts);
-    if (rc == SL_OK && cuts_at_most(units, C, SL__PLAN_EVERY_CUT)) {
+    size_t actions = 0;
+    for (int r = 0; r < p->ranks; r++) {
+        size_t n;
+        sl_schedule_actions(p->sched, r, &n);
+        actions += n;
+    }
+    double every = fmin(SL__PLAN_EVERY_CUT, SL__PLAN_SIM_ACTIONS / (double)SL_MAX(actions, 1));
+    if (rc == SL_OK && cuts_at_most(units, C, every)) {
         /* Few enough cuts to simulate them all; the min-max cut first, so that it stays unless
          * another is faster. */
         double step;
