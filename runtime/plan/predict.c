@@ -126,6 +126,8 @@ static int shared_cores(const sl_plan *p, int *threads)
                 threads[r] = p->cfg.train.threads > 0 ? p->cfg.train.threads : (int)online;
             else
                 threads[r] = d->compute_units > 0 ? (int)d->compute_units : (int)online;
+            /* more threads than cores were already slowed so in the profile */
+            threads[r] = (int)SL_MIN(threads[r], online);
         }
         demand += threads[r];
     }
