@@ -134,12 +134,13 @@ static int shared_cores(const sl_plan *p, int *threads)
     return demand > online ? (int)online : 0;
 }
 
-/* The simulator's makespan and bubble for per-stage costs (latency: the costliest link; the host's
- * cores shared as shared_cores says), and with the stages' stash and input bytes its replay of the
- * bytes each rank holds (peak[ranks], NULL: not wanted). */
+/* The simulator's makespan and bubble for per-stage costs (latency: the costliest link; `cores`
+ * shared by the ranks with threads[r] > 0, as shared_cores says, 0: none shared), and with the
+ * stages' stash and input bytes its replay of the bytes each rank holds (peak[ranks], NULL: not
+ * wanted). */
 static int simulate(const sl_plan *p, const sl_stage_range *st, const double *f, const double *i,
-                    const double *w, const double *rank_opt, double latency, double *makespan,
-                    double *bubble, double *peak)
+                    const double *w, const double *rank_opt, double latency, int cores,
+                    const int *threads, double *makespan, double *bubble, double *peak)
 {
     int S = p->part.nstages;
     double *ff = sl_alloc(sizeof(double) * 5 * (size_t)S);
@@ -159,12 +160,7 @@ static int simulate(const sl_plan *p, const sl_stage_range *st, const double *f,
         b[s] = fmax(i[s] + w[s], 1e-6);
         ww[s] = fmin(fmax(w[s], b[s] * 1e-3), b[s] * (1 - 1e-3));
     }
-    int *threads = sl_alloc(sizeof(int) * (size_t)p->ranks);
-    if (!threads) {
-        free(ff);
-        return SL_ENOMEM;
-    }
-    sl_schedule_costs costs = {.cores = shared_cores(p, threads),
+    sl_schedule_costs costs = {.cores = cores,
                                .rank_threads = threads,
                                .stage_f = ff,
                                .stage_b = b,
@@ -183,7 +179,6 @@ static int simulate(const sl_plan *p, const sl_stage_range *st, const double *f,
         sl_schedule_sim_free(&sim);
     }
     free(ff);
-    free(threads);
     return rc;
 }
 
@@ -265,7 +260,9 @@ int sl_plan_check_memory(const sl_plan *p)
     if (!ones) return SL_ENOMEM;
     double *peak = ones + S, makespan, bubble;
     for (int s = 0; s < S; s++) ones[s] = 1;
-    int rc = simulate(p, p->part.stages, ones, ones, ones, NULL, 0, &makespan, &bubble, peak);
+    /* The bytes a rank holds follow its own list, whatever the timing: no cores shared here. */
+    int rc =
+        simulate(p, p->part.stages, ones, ones, ones, NULL, 0, 0, NULL, &makespan, &bubble, peak);
     if (rc == SL_OK) {
         add_state_bytes(p, p->part.stages, peak);
         rc = check_fits(p, p->part.stages, "the plan's predicted memory", peak);
@@ -301,7 +298,7 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
     out->opt = out->memory_bytes + R;
     sl_partition_units(m, first);
     stage_costs(p, profiles, st, first, units, out->f, out->i, out->w, out->opt);
-    out->cores = shared_cores(p, out->threads); /* what simulate() will assume, for the reader */
+    out->cores = shared_cores(p, out->threads);
     double latency = 0;
     for (int s = 0; s < S; s++) {
         bool last = sl_partition_is_last(&p->part, s);
@@ -315,8 +312,8 @@ int sl_plan_predict(const sl_plan *p, const sl_profile *profiles, const sl_stage
     }
     /* The simulator's replay of the stashes and stage inputs each rank holds, written into
      * peak_bytes, then the rest added. */
-    int rc = simulate(p, st, out->f, out->i, out->w, out->opt, latency, &out->step_ms, &out->bubble,
-                      out->peak_bytes);
+    int rc = simulate(p, st, out->f, out->i, out->w, out->opt, latency, out->cores, out->threads,
+                      &out->step_ms, &out->bubble, out->peak_bytes);
     if (rc == SL_OK) add_state_bytes(p, st, out->peak_bytes);
     for (int r = 0; rc == SL_OK && r < R; r++)
         out->memory_bytes[r] = device_memory(p->rank[r].device);
