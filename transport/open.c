@@ -29,6 +29,7 @@ void sl_transport_options_init(sl_transport_options *o)
     o->max_tensor_bytes = (size_t)256 << 20;
     o->linger_ms = 2000;
     o->zero_copy_bytes = 65536;
+    o->bind_fd = -1;
 }
 
 /* An endpoint we can bind: a supported scheme, an ipc path that fits in sun_path and that no
@@ -117,6 +118,7 @@ static int make_link(sl_transport *t, struct sl__link *l, int dir)
     if (o->ring_bytes && !t->curve && !strncmp(l->endpoint, "ipc://", 6)) sl__ring_create(t, l);
     if (l->bound) {
         SL_TRY(check_bind_endpoint(l->endpoint));
+        if (o->bind_fd >= 0) sl__setopt_int(l->sock, ZMQ_USE_FD, o->bind_fd);
         if (zmq_bind(l->sock, l->endpoint) < 0)
             return sl_fail(SL_EIO, "cannot bind '%s': %s%s", l->endpoint, zmq_strerror(errno),
                            errno == EADDRINUSE ? " (another process holds it)" : "");

@@ -268,6 +268,11 @@ typedef struct sl_transport_options {
     size_t max_tensor_bytes;   /* largest payload a link carries (ZMQ_MAXMSGSIZE); 256 MiB */
     int linger_ms;             /* how long close waits to flush queued messages; 2000 */
     size_t zero_copy_bytes;    /* sl_transport_send_owned copies below this; 65536 */
+    /* A TCP socket already bound to bind_endpoint's address and listening, which the bound link
+     * takes over (ZMQ_USE_FD) and closes with it; -1 (the default): the link binds its own. A
+     * launcher that chose the port by binding it passes that socket, so no other process can
+     * take the port between the choice and the bind. */
+    int bind_fd;
     /* Over an ipc:// link without CURVE, payloads of zero_copy_bytes or more go through a ring of
      * this many bytes of shared memory (/dev/shm) instead of the socket, where they fit
      * (transport/ring.c); 0 (the default): every payload goes over the socket. */

@@ -178,6 +178,7 @@ static int setup(sl__exec *e)
         to.rank = e->rank;
         to.world = e->world;
         to.bind_endpoint = e->opt->bind_endpoint;
+        if (e->opt->bind_fd) to.bind_fd = *e->opt->bind_fd;
         to.next_endpoint = e->opt->next_endpoint;
         to.heartbeat_timeout_ms = SL_MAX(cfg->launch.heartbeat_ms * 3, 1000);
         to.heartbeat_ivl_ms = SL_MAX(cfg->launch.heartbeat_ms / 2, 100);

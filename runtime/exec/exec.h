@@ -30,8 +30,10 @@
 
 typedef struct sl_exec_options {
     int rank;
-    const char *bind_endpoint;   /* this rank's transport endpoint */
-    const char *next_endpoint;   /* the endpoint of rank (rank+1) % world */
+    const char *bind_endpoint; /* this rank's transport endpoint */
+    const int *bind_fd;        /* a socket listening at bind_endpoint for the transport to take over
+                                  (sl_launch_tcp_endpoint), or NULL */
+    const char *next_endpoint; /* the endpoint of rank (rank+1) % world */
     const char *report_endpoint; /* the coordinator's report socket, or NULL */
     const char *weights_dir;     /* where to leave this rank's weights for the coordinator */
     const char *keys_dir;        /* CURVE keys when launch.keys is not set: a local run's own */

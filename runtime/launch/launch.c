@@ -522,6 +522,7 @@ int sl_launch_listen(const sl_launch_listen_options *o, sl_launch **out)
     if (rc == SL_OK &&
         (!l->pull || zmq_setsockopt(l->pull, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
          zmq_setsockopt(l->pull, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0 ||
+         (o->bind_fd && zmq_setsockopt(l->pull, ZMQ_USE_FD, o->bind_fd, sizeof *o->bind_fd)) ||
          zmq_bind(l->pull, o->bind_endpoint) != 0))
         rc = sl_fail(SL_EIO, "cannot bind the report socket %s: %s", o->bind_endpoint,
                      zmq_strerror(zmq_errno()));
@@ -647,14 +648,36 @@ void sl_launch_local_endpoint(const sl_launch *l, int rank, char *buf, size_t ca
              sl_run_path(path, sizeof path, l->dir, SL_RUN_LINK_SOCKET, rank, 0));
 }
 
+/* A TCP socket bound to `sa` on a port the kernel picks, listening, non-blocking: *port and *fd. */
+static int listen_tcp(struct sockaddr_in *sa, int *port, int *fd)
+{
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    socklen_t len = sizeof *sa;
+    if (s < 0 || bind(s, (struct sockaddr *)sa, sizeof *sa) != 0 || listen(s, 128) != 0 ||
+        getsockname(s, (struct sockaddr *)sa, &len) != 0) {
+        int e = errno;
+        if (s >= 0) close(s);
+        return sl_fail(SL_EIO, "cannot listen on a free TCP port: %s", strerror(e));
+    }
+    *port = ntohs(sa->sin_port);
+    *fd = s;
+    return SL_OK;
+}
+
 int sl_launch_tcp_endpoint(const char *at, const char *bind_host, char *bind, char *advertise,
-                           size_t cap)
+                           size_t cap, int *fd)
 {
     char host[256], addr[256];
     int port;
-    SL_TRY(sl_rendezvous_local(host, sizeof host, &port));
+    *fd = -1;
+    SL_TRY(sl_rendezvous_local(host, sizeof host, NULL));
     if (at) snprintf(host, sizeof host, "%s", at);
     SL_TRY(sl_launch_bind_address(bind_host, host, addr, sizeof addr));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
+    if (!strcmp(addr, "*") || inet_pton(AF_INET, addr, &sa.sin_addr) == 1)
+        SL_TRY(listen_tcp(&sa, &port, fd));
+    else /* an interface name, say, that only ZeroMQ resolves */
+        SL_TRY(sl_rendezvous_local(host, sizeof host, &port));
     snprintf(bind, cap, "tcp://%s:%d", addr, port);
     snprintf(advertise, cap, "tcp://%s:%d", host, port);
     return SL_OK;

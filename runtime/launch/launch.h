@@ -83,8 +83,13 @@ void sl_launch_destroy(sl_launch *l);
  * sl_rendezvous_local names it, or `at` when not NULL). `bind_host` is SLUICE_BIND (NULL: from
  * the host name, see sl_launch_bind_address). */
 void sl_launch_local_endpoint(const sl_launch *l, int rank, char *buf, size_t cap);
+/* The port is the one a socket bound and listening there got from the kernel: *fd is that socket,
+ * for the ZeroMQ socket that binds `bind` to take over (ZMQ_USE_FD), so that no other process
+ * (another rank choosing its port at the same moment) can have the port in between. *fd is -1
+ * when `bind` names no IPv4 address ("*" counts as every interface): then the port was free when
+ * looked at and is bound later, as sl_rendezvous_local says. */
 int sl_launch_tcp_endpoint(const char *at, const char *bind_host, char *bind, char *advertise,
-                           size_t cap);
+                           size_t cap, int *fd);
 
 /* The address to bind for sockets others reach at `host`: `bind` (SLUICE_BIND) when set ("*":
  * every interface), else the IPv4 address `host` resolves to here; a host name (not "localhost"
@@ -132,8 +137,8 @@ int sl_rendezvous_master(const sl_launch_info *info, char *out, size_t cap);
 #define SL_LAUNCH_HOST_BYTES 256
 int sl_launch_slurm_hosts(const char *list, char (*hosts)[SL_LAUNCH_HOST_BYTES], int max, int *n);
 
-/* A free TCP port on this host and this host's name as others reach it (SLUICE_HOST, else the
- * host name). */
+/* This host's name as others reach it (SLUICE_HOST, else the host name) and, with `port`, a TCP
+ * port free when it looked (freed again: another process may take it before it is bound). */
 int sl_rendezvous_local(char *host, size_t cap, int *port);
 
 /* Rank 0: serves the directory at o->master, registering its own `endpoint` and `report`
@@ -156,6 +161,8 @@ void sl_rendezvous_free(sl_rendezvous *r);
  * a CURVE server. */
 typedef struct sl_launch_listen_options {
     const char *bind_endpoint;
+    const int
+        *bind_fd; /* a socket listening there to take over (sl_launch_tcp_endpoint), or NULL */
     const char *files_dir;
     int64_t max_msg;
     uint64_t run_id;

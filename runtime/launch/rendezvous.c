@@ -119,6 +119,7 @@ int sl_rendezvous_local(char *host, size_t cap, int *port)
         snprintf(host, cap, "%s", h);
     else if (gethostname(host, cap) != 0)
         return sl_fail(SL_EIO, "cannot read the host name: %s (set SLUICE_HOST)", strerror(errno));
+    if (!port) return SL_OK;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
     socklen_t len = sizeof sa;

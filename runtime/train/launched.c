@@ -117,6 +117,7 @@ typedef struct launched {
     sl_rendezvous_options ro;
     run_keys keys;
     char bind[SL_PLAN_ENDPOINT_MAX], advertise[SL_PLAN_ENDPOINT_MAX];
+    int bind_fd;           /* the socket listening at `bind` that holds its port, or -1 */
     char report_host[256]; /* where rank 0's report socket is reached; "" for its host name */
     char dir[4096];        /* weights_dir */
 } launched;
@@ -126,8 +127,9 @@ static int run_rank0(launched *L, const sl_train_options *opt, sl_train_summary 
     const sl_plan *plan = L->plan;
     const sl_config *cfg = &plan->cfg;
     char report_bind[300], report[300];
+    int report_fd;
     SL_TRY(sl_launch_tcp_endpoint(L->report_host[0] ? L->report_host : NULL, getenv("SLUICE_BIND"),
-                                  report_bind, report, sizeof report));
+                                  report_bind, report, sizeof report, &report_fd));
     uint64_t run_id = sl__new_run_id();
     sl__run r;
     sl_rendezvous rdv = {0};
@@ -137,6 +139,7 @@ static int run_rank0(launched *L, const sl_train_options *opt, sl_train_summary 
     r.weights_dir = L->dir;
     if (rc == SL_OK) rc = sl_plan_write(plan, cfg->output.dir);
     sl_launch_listen_options lo = {.bind_endpoint = report_bind,
+                                   .bind_fd = report_fd >= 0 ? &report_fd : NULL,
                                    .files_dir = L->dir,
                                    .max_msg = max_report_bytes(&plan->model),
                                    .run_id = run_id,
@@ -152,6 +155,7 @@ static int run_rank0(launched *L, const sl_train_options *opt, sl_train_summary 
     if (rc == SL_OK) {
         sl_exec_options eo = {.rank = 0,
                               .bind_endpoint = L->bind,
+                              .bind_fd = L->bind_fd >= 0 ? &L->bind_fd : NULL,
                               .next_endpoint = rdv.endpoints[1 % plan->ranks],
                               .report_endpoint = report,
                               .weights_dir = L->dir,
@@ -187,6 +191,7 @@ static int run_rank(launched *L, int rank, bool resume)
     if (rc == SL_OK) {
         sl_exec_options eo = {.rank = rank,
                               .bind_endpoint = L->bind,
+                              .bind_fd = L->bind_fd >= 0 ? &L->bind_fd : NULL,
                               .next_endpoint = rdv.endpoints[(rank + 1) % L->plan->ranks],
                               .report_endpoint = rdv.report,
                               .weights_dir = L->dir,
@@ -228,7 +233,8 @@ static int endpoints(launched *L, const sl_launch_info *info, char *master, size
     const sl_config *cfg = &L->plan->cfg;
     const char *bind_env = getenv("SLUICE_BIND");
     if (!cfg->launch.nendpoints) {
-        SL_TRY(sl_launch_tcp_endpoint(NULL, bind_env, L->bind, L->advertise, sizeof L->bind));
+        SL_TRY(sl_launch_tcp_endpoint(NULL, bind_env, L->bind, L->advertise, sizeof L->bind,
+                                      &L->bind_fd));
         return sl_rendezvous_master(info, master, cap);
     }
     char host[200], addr[200], host0[200];
@@ -277,7 +283,7 @@ int sl_train_launched(const sl_config *cfg, const sl_launch_info *info, const sl
     sigaction(SIGTERM, &sa, NULL);
     sl_plan plan;
     SL_TRY(sl_plan_build(cfg, &plan));
-    launched L = {.plan = &plan};
+    launched L = {.plan = &plan, .bind_fd = -1};
     char master[300];
     int rc = endpoints(&L, info, master, sizeof master);
     if (rc == SL_OK) rc = load_keys(&plan.cfg, rank, world, &L.keys);

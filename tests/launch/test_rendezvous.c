@@ -9,7 +9,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <string.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "tests/launch/helpers.h"
 #include "transport/transport.h"
@@ -313,6 +315,12 @@ Test(rendezvous_sockets, curve_refuses_plain_text)
  * Where rank 0 binds */
 
 /* Whether a plain TCP connection to addr:port is accepted. */
+/* bind(2), under a name the tests' `bind` buffers do not shadow. */
+static int bind_to(int fd, const struct sockaddr_in *sa)
+{
+    return bind(fd, (const struct sockaddr *)sa, sizeof *sa);
+}
+
 static int accepts(const char *addr, int port)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -350,9 +358,34 @@ Test(rendezvous_sockets, bind_address)
     /* A rank's link and report sockets bind where SLUICE_HOST says. */
     char bind[128], adv[128];
     setenv("SLUICE_HOST", "127.0.0.1", 1);
-    cr_assert_eq(sl_launch_tcp_endpoint(NULL, NULL, bind, adv, sizeof bind), SL_OK);
+    int fd;
+    cr_assert_eq(sl_launch_tcp_endpoint(NULL, NULL, bind, adv, sizeof bind, &fd), SL_OK);
     cr_assert_eq(strncmp(bind, "tcp://127.0.0.1:", 16), 0, "%s", bind);
     cr_assert_str_eq(strchr(bind + 6, ':'), strchr(adv + 6, ':'));
+    /* The port is held from the moment it is chosen (two ranks choosing at once once got the
+     * same one, and one rank's neighbour connected to the other): nobody else binds it ... */
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)atoi(strrchr(bind, ':') + 1)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int other = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_neq(bind_to(other, &sa), 0, "another socket bound the chosen port");
+    close(other);
+    /* ... until a ZeroMQ socket takes the listening socket over and serves on it. */
+    void *ctx = zmq_ctx_new(), *pull = zmq_socket(ctx, ZMQ_PULL), *push = zmq_socket(ctx, ZMQ_PUSH);
+    cr_assert_eq(zmq_setsockopt(pull, ZMQ_USE_FD, &fd, sizeof fd), 0);
+    cr_assert_eq(zmq_bind(pull, bind), 0, "%s", zmq_strerror(zmq_errno()));
+    cr_assert_eq(zmq_connect(push, adv), 0);
+    cr_assert_eq(zmq_send(push, "hi", 2, 0), 2);
+    char got[4];
+    cr_assert_eq(zmq_recv(pull, got, sizeof got, 0), 2);
+    zmq_close(push);
+    zmq_close(pull);
+    zmq_ctx_term(ctx);
+    /* An address only ZeroMQ understands (an interface's name) holds nothing: it is bound later. */
+    cr_assert_eq(sl_launch_tcp_endpoint(NULL, "lo", bind, adv, sizeof bind, &fd), SL_OK);
+    cr_assert_eq(fd, -1);
+    cr_assert_eq(strncmp(bind, "tcp://lo:", 9), 0, "%s", bind);
     cr_assert_eq(sl_launch_bind_address(NULL, "no-such-host.invalid", out, sizeof out), SL_ECONFIG);
     cr_assert(strstr(sl_last_error(), "cannot resolve host 'no-such-host.invalid'"), "%s",
               sl_last_error());
