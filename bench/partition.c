@@ -79,7 +79,8 @@ static int write_data(const char *path, int rows, int in)
 /* The skewed MLP: 256 inputs, three layers of 2048 then eight of 256 (relu between), 10 classes.
  * A uniform cut of 4 stages leaves the two 2048 x 2048 layers (9/10 of the work) on stage 0: with
  * the wide layers straddling two stages, as when there were four of them, a uniform cut kept two
- * ranks computing, which on a host of 2 cores is within 0.8x of any cut's step (bench/partition.md). */
+ * ranks computing, which on a host of 2 cores is within 0.8x of any cut's step
+ * (bench/partition.md). */
 static char *mlp_config(const char *data, const char *out_dir, int steps, int ranks,
                         const char *devices)
 {

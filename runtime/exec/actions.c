@@ -362,6 +362,7 @@ int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a)
     e->cur_step = step;
     e->cur_t0 = t0;
     e->cur = a;
+    e->comm_s = 0;
     /* A test hook: SLUICE_HANG_AT=RANK:STEP hangs that rank's first forward of that step, as a
      * hung device would (its links still answer heartbeats), for the watchdog's tests. */
     const char *hang = getenv("SLUICE_HANG_AT");
@@ -421,7 +422,8 @@ int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a)
     }
     if (!compute && !e->eval_share) e->transfer += t1 - t0;
     if (compute && !e->eval_share) {
-        e->busy += t1 - t0;
+        e->busy += t1 - t0 - e->comm_s;
+        e->transfer += e->comm_s;
         if (l && a->type == SL_ACTION_F) l->f_s += t1 - t0, l->nf++;
         if (l && (a->type == SL_ACTION_B || a->type == SL_ACTION_I)) l->b_s += t1 - t0, l->nb++;
         if (l && a->type == SL_ACTION_W) l->w_s += t1 - t0, l->nw++;

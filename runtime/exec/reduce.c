@@ -5,6 +5,24 @@
 
 #include "runtime/exec/exec_impl.h"
 
+/* A reduction's messages, timed as transfer rather than compute: a rank that reaches TIED, SYNC
+ * or NORM first waits there for its peers, as it waits in a RECV. */
+static int xsend(sl__exec *e, int dir, const sl_tensor_meta *meta, const void *data, size_t bytes)
+{
+    double t0 = sl_now();
+    int rc = sl_transport_send(e->tr, dir, meta, data, bytes);
+    e->comm_s += sl_now() - t0;
+    return rc;
+}
+
+static int xrecv(sl__exec *e, int dir, const sl_tensor_meta *meta, void *data, size_t bytes)
+{
+    double t0 = sl_now();
+    int rc = sl_transport_recv(e->tr, dir, meta, data, bytes, NULL, NULL);
+    e->comm_s += sl_now() - t0;
+    return rc;
+}
+
 /* The stage on this rank that holds a copy of the tied parameter, and which parameter it is. */
 static int tied_copy(sl__exec *e, int stage, sl_stage **st, int *k)
 {
@@ -50,9 +68,9 @@ int sl__exec_tied(sl__exec *e, int64_t step, const sl_action *a)
         int dir = ex[i].dir ? SL_LINK_PREV : SL_LINK_NEXT;
         meta.stage = (uint32_t)(ex[i].send ? first + last - a->stage : a->stage);
         if (ex[i].send)
-            SL_TRY(sl_transport_send(e->tr, dir, &meta, mine, bytes));
+            SL_TRY(xsend(e, dir, &meta, mine, bytes));
         else
-            SL_TRY(sl_transport_recv(e->tr, dir, &meta, theirs, bytes, NULL, NULL));
+            SL_TRY(xrecv(e, dir, &meta, theirs, bytes));
     }
     const float *gf = a->stage == first ? mine : theirs, *gl = a->stage == first ? theirs : mine;
     float *sum = a->stage == first ? theirs : mine; /* overwrites the last copy's slot */
@@ -137,9 +155,9 @@ int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
         int dir = x->dir ? SL_LINK_PREV : SL_LINK_NEXT;
         float *buf = x->relay ? relay : x->send ? mine : theirs;
         if (x->send)
-            SL_TRY(sl_transport_send(e->tr, dir, &meta, buf, pb));
+            SL_TRY(xsend(e, dir, &meta, buf, pb));
         else
-            SL_TRY(sl_transport_recv(e->tr, dir, &meta, buf, pb, NULL, NULL));
+            SL_TRY(xrecv(e, dir, &meta, buf, pb));
     }
     /* The up replica's loss: its last stage is on rank 0, the step's loss reported by rank D-1;
      * the two are pair 0, whose messages go straight between them (ex[0]'s link). */
@@ -156,10 +174,9 @@ int sl__exec_sync(sl__exec *e, int64_t step, const sl_action *a)
                              .shape = {1}};
         int dir = ex[0].dir ? SL_LINK_PREV : SL_LINK_NEXT;
         if (e->rank == last_up)
-            SL_TRY(sl_transport_send(e->tr, dir, &lm, &e->sync_loss, sizeof e->sync_loss));
+            SL_TRY(xsend(e, dir, &lm, &e->sync_loss, sizeof e->sync_loss));
         else
-            SL_TRY(
-                sl_transport_recv(e->tr, dir, &lm, &e->sync_loss, sizeof e->sync_loss, NULL, NULL));
+            SL_TRY(xrecv(e, dir, &lm, &e->sync_loss, sizeof e->sync_loss));
     }
     /* Model stage r: my down copy + the peer's up copy (its second part); model stage D-1-r: the
      * peer's down copy + my up copy. */
@@ -194,10 +211,10 @@ int sl__exec_norm(sl__exec *e, int64_t step, const sl_action *a)
                                .shape = {1}};
         int dir = ex[i].dir ? SL_LINK_PREV : SL_LINK_NEXT;
         if (ex[i].send) {
-            SL_TRY(sl_transport_send(e->tr, dir, &meta, &v, sizeof v));
+            SL_TRY(xsend(e, dir, &meta, &v, sizeof v));
         } else {
             double got;
-            SL_TRY(sl_transport_recv(e->tr, dir, &meta, &got, sizeof got, NULL, NULL));
+            SL_TRY(xrecv(e, dir, &meta, &got, sizeof got));
             if (!isfinite(got) || got < 0)
                 return sl_fail(SL_EPROTOCOL, "NORM from rank %d: %g is not a sum of squares",
                                ex[i].peer, got);

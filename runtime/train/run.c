@@ -434,8 +434,9 @@ static int write_summary(const sl__run *r, sl_train_summary *s)
         cJSON_AddNumberToObject(ri, "peak_memory_bytes", r->ranks[i].peak_bytes);
         cJSON_AddNumberToObject(ri, "stash_bytes_measured", r->ranks[i].peak_stash_bytes);
         if (stash) cJSON_AddNumberToObject(ri, "stash_bytes_predicted", stash[i]);
-        /* busy: compute actions; transfer: SEND/RECV actions (a wait for a neighbour included);
-         * runtime: the executor between actions; idle = wall - busy, the bubble's share. */
+        /* busy: compute actions; transfer: SEND/RECV actions and the messages of TIED, SYNC and
+         * NORM (a wait for a neighbour included); runtime: the executor between actions; idle =
+         * wall - busy, the bubble's share. */
         const sl__rank_info *k = &r->ranks[i];
         cJSON_AddNumberToObject(ri, "busy_s", k->busy_s);
         cJSON_AddNumberToObject(ri, "idle_s", k->wall_s - k->busy_s);

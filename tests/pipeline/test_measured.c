@@ -130,6 +130,52 @@ Test(measured, summary_and_trace_svg, .init = make_dir)
     free(text);
 }
 
+/* A reduction's wait is transfer, not compute: with clipping every rank meets the others in
+ * NORM at the step's end. On 2 ranks of 1F1B, rank 1 (delay:4, done first) waits there for rank
+ * 0's last backward (delay:40, 80 ms), which summary.json counted as rank 1's busy time when
+ * NORM's messages were timed as compute. Sleeps only ever run long, so the bounds hold on a
+ * loaded host: rank 1 computes 2 micro-batches x (4 + 8) ms a step and waits at least 80 ms. */
+Test(measured, reduction_wait_is_transfer, .init = make_dir)
+{
+    float zeros[4] = {0};
+    sl_tensor t[2] = {
+        {.name = "x", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {4, 1}, .data = zeros},
+        {.name = "y", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {4, 1}, .data = zeros},
+    };
+    char data[256], config[256], out[256];
+    snprintf(data, sizeof data, "%s/data.safetensors", dir);
+    snprintf(config, sizeof config, "%s/config.json", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    cr_assert_eq(sl_safetensors_save(data, t, 2, NULL, NULL, 0), SL_OK);
+    FILE *f = fopen(config, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "{\"model\": {\"inputs\": 1, \"layers\": [\"delay:40\", \"delay:4\"], "
+            "\"loss\": \"mse\"}, \"data\": {\"path\": \"%s\"},"
+            " \"train\": {\"steps\": 3, \"batch\": 2, \"microbatches\": 2, \"grad_clip\": 1.0,"
+            "  \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1}},"
+            " \"pipeline\": {\"stages\": 2, \"schedule\": \"1f1b\"},"
+            " \"output\": {\"dir\": \"%s\"}}",
+            data, out);
+    fclose(f);
+    int status;
+    char *text = run_sluice(&status, "train '%s' 2>&1", config);
+    cr_assert_eq(status, 0, "%s", text);
+    free(text);
+    char path[400];
+    snprintf(path, sizeof path, "%s/summary.json", out);
+    cJSON *s = read_json(path);
+    const cJSON *r1 = cJSON_GetArrayItem(cJSON_GetObjectItem(s, "ranks"), 1);
+    cr_assert_not_null(r1);
+    /* steps 1 and 2 are measured (step 0 is not) */
+    double busy = num(r1, "busy_s"), tr = num(r1, "transfer_s");
+    cr_assert_geq(busy, 2 * 2 * 12e-3, "rank 1 busy %g s", busy);
+    cr_assert_lt(busy, 2 * (2 * 12e-3 + 40e-3), "rank 1's wait in NORM counted as busy: %g s",
+                 busy);
+    cr_assert_geq(tr, 2 * 80e-3, "rank 1 transfer %g s", tr);
+    cJSON_Delete(s);
+}
+
 /* `sluice schedule --config FILE` prints each rank's peak stash bytes (text and JSON) as
  * summary.json's stash_bytes_predicted has them after `sluice train FILE`: layers of different
  * widths on 2 ranks, interleaved (2 chunks per rank) and 1f1b with recompute. */
