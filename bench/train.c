@@ -162,23 +162,7 @@ static int train_run(const char *tmp, const char *tag, const char *data, int inp
     cJSON_AddStringToObject(p, "schedule", "1f1b");
     cJSON_AddStringToObject(root, "devices", device);
     cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "output"), "dir", out_dir);
-    char *text = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!text) return sl_fail(SL_ENOMEM, "bench train: cannot build the %s config", tag);
-    sl_config cfg;
-    int rc = sl_config_parse(text, tmp, NULL, 0, &cfg);
-    free(text);
-    if (rc != SL_OK) return rc;
-    sl_train_options opt = {.progress = 0};
-    rc = sl_train(&cfg, &opt, sum);
-    sl_config_free(&cfg);
-    if (rc != SL_OK)
-        return sl_fail_context(rc, "bench train: %s on %d rank%s", tag, ranks,
-                               ranks == 1 ? "" : "s");
-    if (!(sum->samples_per_s > 0))
-        return sl_fail(SL_EINTERNAL, "bench train: %s on %d ranks measured no samples/s", tag,
-                       ranks);
-    return SL_OK;
+    return sl__bench_train_config(root, tmp, tag, ranks, sum);
 }
 
 struct torch_result {

@@ -1,13 +1,39 @@
-/* What the files of `sluice bench train` share (bench/train_impl.h): running a PyTorch baseline
- * script and taking its last JSON line, and the JSON helpers of the results. */
+/* What the files of `sluice bench train` share (bench/train_impl.h): training a config through
+ * sluice train's machinery, running a PyTorch baseline script and taking its last JSON line, and
+ * the JSON helpers of the results. */
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "bench/train_impl.h"
+#include "core/core.h"
+#include "runtime/config/config.h"
+
+int sl__bench_train_config(cJSON *root, const char *dir, const char *what, int ranks,
+                           sl_train_summary *sum)
+{
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!text) return sl_fail(SL_ENOMEM, "bench train: cannot build the %s config", what);
+    sl_config cfg;
+    int rc = sl_config_parse(text, dir, NULL, 0, &cfg);
+    free(text);
+    if (rc != SL_OK) return rc;
+    sl_train_options opt = {.progress = 0};
+    rc = sl_train(&cfg, &opt, sum);
+    sl_config_free(&cfg);
+    if (rc != SL_OK)
+        return sl_fail_context(rc, "bench train: %s on %d rank%s", what, ranks,
+                               ranks == 1 ? "" : "s");
+    if (!(sum->samples_per_s > 0))
+        return sl_fail(SL_EINTERNAL, "bench train: %s on %d rank%s measured no samples/s", what,
+                       ranks, ranks == 1 ? "" : "s");
+    return SL_OK;
+}
 
 int sl__bench_train_torch_prepare(const char *python, int no_torch, const char *tmp,
                                   const char *name, const unsigned char *text, size_t size,

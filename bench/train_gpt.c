@@ -279,22 +279,9 @@ static int gpt_train_run(const char *tmp, const char *tag, const char *data,
     cJSON_AddStringToObject(pl, "schedule", "1f1b");
     cJSON_AddStringToObject(root, "devices", device);
     cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "output"), "dir", out_dir);
-    char *text = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!text) return sl_fail(SL_ENOMEM, "bench train: cannot build the GPT config");
-    sl_config cfg;
-    int rc = sl_config_parse(text, tmp, NULL, 0, &cfg);
-    free(text);
-    if (rc != SL_OK) return rc;
-    sl_train_options opt = {.progress = 0};
-    rc = sl_train(&cfg, &opt, sum);
-    sl_config_free(&cfg);
-    if (rc != SL_OK)
-        return sl_fail_context(rc, "bench train: the GPT (%s) on %d rank%s", tag, sh->ranks,
-                               sh->ranks == 1 ? "" : "s");
-    if (!(sum->samples_per_s > 0))
-        return sl_fail(SL_EINTERNAL, "bench train: the GPT run measured no samples/s");
-    return SL_OK;
+    char what[96];
+    snprintf(what, sizeof what, "the GPT (%s)", tag);
+    return sl__bench_train_config(root, tmp, what, sh->ranks, sum);
 }
 
 struct torch_result {

@@ -3,7 +3,8 @@
  *   train.c                  the digits model and the pipeline speed-up (the default model)
  *   train_gpt.c              --model gpt: the GPT against PyTorch, and the GPT pipeline row
  *   train_gpt_shakespeare.c  --model gpt --shakespeare: time to a validation loss
- *   train_common.c           what they share: running a PyTorch baseline script, JSON helpers
+ *   train_common.c           what they share: training a config, running a PyTorch baseline
+ *                            script, JSON helpers
  *
  * Names shared between the files are sl__bench_train_*; the rest are static. */
 #ifndef SL_BENCH_TRAIN_IMPL_H
@@ -11,6 +12,14 @@
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
+
+#include "runtime/train/train.h"
+
+/* Trains the config `root` (deleted here; relative paths against dir) through sluice train's
+ * machinery into *sum; fails, naming `what` and the rank count, when the run fails or measures no
+ * samples/s. */
+int sl__bench_train_config(cJSON *root, const char *dir, const char *what, int ranks,
+                           sl_train_summary *sum);
 
 /* Readies a PyTorch baseline: unless no_torch or `python` is not executable, writes the embedded
  * script (text, size bytes) into tmp/name and its path into script. Returns 1 when ready, else 0
