@@ -95,7 +95,7 @@ typedef struct sl__exec {
     double zero_s;   /* clearing the gradients at each step's start, in all */
     double transfer; /* seconds in SEND and RECV actions (waiting for a neighbour included) and
                         in the messages of TIED, SYNC and NORM */
-    double comm_s;   /* the current action's seconds in sl__exec_send and sl__exec_recv */
+    double comm_s;   /* the current action's seconds sending and receiving (reduce.c) */
     /* Bytes of micro-batch stashes and stage inputs held now and at most (training steps only;
      * what the simulator predicts from the layer table as peak_bytes) */
     double held_bytes, peak_held_bytes;

@@ -19,11 +19,10 @@
  * model's parameters and gradients, or as a micro-batch's stash through the whole model if that
  * is more, at least EVICT_MIN and at most EVICT_MAX. In a run a unit's weights come back after
  * the rank has been through its other units (and a stage of several large layers does not keep
- * them all cached), and its activations go out to a stash that the other units' stashes follow;
- * timed alone, over and over, a unit would find its weights and its stash's lines in the cache
- * every time and look faster than it will be (a quarter to a third for layers of 16 MiB; a GPT
- * block's forward at 768 rows, 51 MB of stash for the model, 11.0 ms against 14.3 in a run,
- * 12.9 ms after the stash's bytes). */
+ * them all cached), and its activations go out after the other units' stashes; timed alone, over
+ * and over, a unit would find both in the cache every time and look faster than it will be (a
+ * quarter to a third for layers of 16 MiB, a GPT's forward at 768 rows a fifth: see
+ * bench/partition.md). */
 #define EVICT_MIN (8u << 20)
 #define EVICT_MAX (256u << 20)
 
