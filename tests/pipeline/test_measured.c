@@ -46,20 +46,27 @@ static cJSON *read_json(const char *path)
     return o;
 }
 
-Test(measured, summary_and_trace_svg, .init = make_dir)
+/* x and y of `rows` zeros in one column: a delay model's data. */
+static void save_zeros(const char *path, int64_t rows)
 {
     float zeros[16] = {0};
+    cr_assert_leq(rows, 16);
     sl_tensor t[2] = {
-        {.name = "x", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {16, 1}, .data = zeros},
-        {.name = "y", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {16, 1}, .data = zeros},
+        {.name = "x", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {rows, 1}, .data = zeros},
+        {.name = "y", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {rows, 1}, .data = zeros},
     };
+    cr_assert_eq(sl_safetensors_save(path, t, 2, NULL, NULL, 0), SL_OK);
+}
+
+Test(measured, summary_and_trace_svg, .init = make_dir)
+{
     char data[256], config[256], out[256], cache[256], svg[256];
     snprintf(data, sizeof data, "%s/data.safetensors", dir);
     snprintf(config, sizeof config, "%s/config.json", dir);
     snprintf(out, sizeof out, "%s/run", dir);
     snprintf(cache, sizeof cache, "%s/cache", dir);
     snprintf(svg, sizeof svg, "%s/step.svg", dir);
-    cr_assert_eq(sl_safetensors_save(data, t, 2, NULL, NULL, 0), SL_OK);
+    save_zeros(data, 16);
     FILE *f = fopen(config, "w");
     cr_assert_not_null(f);
     fprintf(f,
@@ -137,16 +144,11 @@ Test(measured, summary_and_trace_svg, .init = make_dir)
  * loaded host: rank 1 computes 2 micro-batches x (4 + 8) ms a step and waits at least 80 ms. */
 Test(measured, reduction_wait_is_transfer, .init = make_dir)
 {
-    float zeros[4] = {0};
-    sl_tensor t[2] = {
-        {.name = "x", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {4, 1}, .data = zeros},
-        {.name = "y", .dtype = SL_DTYPE_F32, .ndim = 2, .shape = {4, 1}, .data = zeros},
-    };
     char data[256], config[256], out[256];
     snprintf(data, sizeof data, "%s/data.safetensors", dir);
     snprintf(config, sizeof config, "%s/config.json", dir);
     snprintf(out, sizeof out, "%s/run", dir);
-    cr_assert_eq(sl_safetensors_save(data, t, 2, NULL, NULL, 0), SL_OK);
+    save_zeros(data, 4);
     FILE *f = fopen(config, "w");
     cr_assert_not_null(f);
     fprintf(f,
