@@ -276,7 +276,11 @@ static int cpu_gemm(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t
                     float alpha, sl_buffer *a, sl_buffer *b, float beta, sl_buffer *c)
 {
     (void)dev;
-    /* OpenBLAS zeroes C when beta is 0 (a test holds it to that, NaN included). */
+    /* Either way C is overwritten when beta is 0, NaN included (a test holds both to that). */
+    if (sl__cpu_gemm_direct_fits(trans_b, m, n, k, alpha, beta)) {
+        sl__cpu_gemm_direct(trans_a, m, n, k, F(a), F(b), beta, F(c));
+        return SL_OK;
+    }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, alpha,
                 F(a), trans_a ? (blasint)m : (blasint)k, F(b), trans_b ? (blasint)k : (blasint)n,

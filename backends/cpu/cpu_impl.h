@@ -176,6 +176,14 @@ void sl__cpu_attention_use_loops(bool loops);
 int sl__cpu_copy_strided(sl_device *dev, const size_t shape[4], sl_buffer *src, size_t src_offset,
                          const size_t src_strides[4], sl_buffer *dst, size_t dst_offset,
                          const size_t dst_strides[4]);
+/* gemm.c: the shapes where C = op(A) B (+ C) is faster without OpenBLAS's packing (B not
+ * transposed, alpha 1, beta 0 or 1, and more; see gemm.c), and the product for them: a is m x k
+ * (k x m when trans_a), b k x n, c m x n, all row-major and dense. use(false) sends every shape
+ * to OpenBLAS (for tests). */
+bool sl__cpu_gemm_direct_fits(bool trans_b, size_t m, size_t n, size_t k, float alpha, float beta);
+void sl__cpu_gemm_direct(bool trans_a, size_t m, size_t n, size_t k, const float *a, const float *b,
+                         float beta, float *c);
+void sl__cpu_gemm_direct_use(bool use);
 int sl__cpu_gemm_batched(sl_device *dev, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                          float alpha, const sl_gemm_view *a, const sl_gemm_view *b, float beta,
                          const sl_gemm_view *c, size_t batch);

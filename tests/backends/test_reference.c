@@ -3,6 +3,10 @@
  * PyTorch's formulas. Bad input to the device interface is checked here too. */
 #include "kernel_util.h"
 
+#include <cblas.h>
+
+#include "backends/cpu/cpu_impl.h"
+
 static sl_device *cpu;
 
 static void open_cpu(void)
@@ -46,6 +50,63 @@ Test(reference, gemm_matches_naive_loops)
             free(c0);
         }
     }
+}
+
+/* The CPU backend's own GEMM (backends/cpu/gemm.c) at shapes it takes: row counts that leave a
+ * partial tile, K over several blocks of 128 and not a multiple of anything, N of one to three
+ * tiles of 64, A transposed or not, beta 1 adding to C and beta 0 over NaN. Against double loops,
+ * and against OpenBLAS for the same call. It runs where OpenBLAS has one thread (a device opened
+ * with threads 1, as sluice train opens the cpu device) and the CPU has AVX-512; elsewhere it takes
+ * no shape, which is checked instead. */
+Test(reference, gemm_direct_matches_naive_loops_and_openblas)
+{
+    static const size_t shapes[][3] = {
+        {16, 64, 64}, {23, 128, 65}, {100, 192, 300}, {768, 128, 512}, {61, 64, 129}};
+    sl_device *one;
+    OK(sl_device_open_with("cpu", &(sl_device_options){.threads = 1}, &one));
+    cr_assert_eq(openblas_get_num_threads(), 1);
+    bool avx512 = __builtin_cpu_supports("avx512f");
+    for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++) {
+        size_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        cr_assert_eq(sl__cpu_gemm_direct_fits(false, m, n, k, 1.0f, 0.0f), avx512,
+                     "%zux%zux%zu is a shape of the direct GEMM", m, n, k);
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, nan_c = t & 2;
+            float *a = vec_rand(m * k, 11 + t, -1, 1), *b = vec_rand(k * n, 12 + t, -1, 1);
+            float *c0 = vec_rand(m * n, 13 + t, -1, 1);
+            if (nan_c) c0[0] = c0[m * n - 1] = NAN;
+            float beta = nan_c ? 0.0f : 1.0f;
+            float *ref = naive_gemm(ta, false, m, n, k, 1.0f, a, b, beta, c0);
+            float *got = run_gemm(one, ta, false, m, n, k, 1.0f, a, b, beta, c0);
+            sl__cpu_gemm_direct_use(false);
+            float *blas = run_gemm(one, ta, false, m, n, k, 1.0f, a, b, beta, c0);
+            sl__cpu_gemm_direct_use(true);
+            char what[96];
+            snprintf(what, sizeof what, "direct gemm %zux%zux%zu ta=%d beta=%g", m, n, k, ta,
+                     (double)beta);
+            /* a sum of k products rounds to about sqrt(k) of its terms' ulps */
+            float tol = 4e-7f * (float)k;
+            assert_close(ref, got, m * n, tol, 1e-5f, what);
+            assert_close(blas, got, m * n, tol, 1e-5f, what);
+            free(ref);
+            free(got);
+            free(blas);
+            free(a);
+            free(b);
+            free(c0);
+        }
+    }
+    /* and what it leaves to OpenBLAS */
+    cr_assert_not(sl__cpu_gemm_direct_fits(true, 768, 128, 128, 1.0f, 0.0f), "B transposed");
+    cr_assert_not(sl__cpu_gemm_direct_fits(false, 768, 128, 128, 0.5f, 0.0f), "alpha 0.5");
+    cr_assert_not(sl__cpu_gemm_direct_fits(false, 768, 128, 128, 1.0f, 2.0f), "beta 2");
+    cr_assert_not(sl__cpu_gemm_direct_fits(false, 768, 100, 128, 1.0f, 0.0f), "N of 100");
+    cr_assert_not(sl__cpu_gemm_direct_fits(false, 768, 128, 32, 1.0f, 0.0f), "K of 32");
+    cr_assert_not(sl__cpu_gemm_direct_fits(false, 8, 128, 128, 1.0f, 0.0f), "8 rows");
+    cr_assert_not(sl__cpu_gemm_direct_fits(false, 1024, 1024, 1024, 1.0f, 0.0f), "1024 cubed");
+    sl_device_close(one);
+    openblas_set_num_threads(2);
+    cr_assert_not(sl__cpu_gemm_direct_fits(false, 768, 128, 128, 1.0f, 0.0f), "two threads");
 }
 
 Test(reference, gemm_beta_zero_overwrites_nan)
@@ -483,8 +544,6 @@ Test(reference, large_relu_and_fill)
 
 /* ------------------------------------------------------------------------------------------------
  * Device options */
-
-#include <cblas.h>
 
 /* threads is the CPU backend's OpenBLAS thread count: opening with 1 must leave OpenBLAS at 1,
  * whatever it started with (Criterion runs each test in its own process). */
