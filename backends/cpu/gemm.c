@@ -3,9 +3,9 @@
  *
  * OpenBLAS copies A and B into packed panels on every call. For a transformer's linear maps
  * (hundreds of rows, a few hundred columns, K of one or a few hundred) that copying is about a
- * third of the call, and in a training step the operands arrive from memory rather than the cache,
- * which the copies pay for twice. Here C is made in tiles of MR rows by NR = 64 columns whose 24
- * accumulators stay in registers: each step over k loads four vectors of B's row k and
+ * quarter of the call, and in a training step it reads operands that come from memory rather
+ * than the cache, to write them once more. Here C is made in tiles of MR rows by NR = 64 columns
+ * whose 24 accumulators stay in registers: each step over k loads four vectors of B's row k and
  * broadcasts one element of A for each of the tile's rows (A read in place, by rows or, for
  * A^T, by columns), so neither operand is copied. K is taken KC at a time, the tile's part of B
  * (KC x 64) staying in L1 while the row tiles go by; beyond the first block C is read back and
