@@ -50,7 +50,9 @@ static int cache_path(const char *device, char *buf, size_t cap)
 }
 
 /* The model's shape as the profile depends on it: every layer's text and widths, the GPT's
- * config, the loss and the micro-batch rows, hashed (FNV-1a 64). */
+ * config, the loss and the micro-batch rows, hashed (FNV-1a 64), after a version that changes when
+ * the profile's method or the kernels' speed does (v4: the cpu backend's own GEMM), so that older
+ * profiles are measured again. */
 static uint64_t shape_hash(const sl_model *m, const sl_config *cfg, size_t rows)
 {
     char buf[512];
@@ -60,7 +62,7 @@ static uint64_t shape_hash(const sl_model *m, const sl_config *cfg, size_t rows)
         snprintf(buf, sizeof buf, __VA_ARGS__);                                                    \
         for (const char *c = buf; *c; c++) h = (h ^ (uint8_t)*c) * 1099511628211ull;               \
     } while (0)
-    MIX("v3 rows %zu inputs %d loss %d optimizer %d %d", rows, m->inputs, (int)m->loss,
+    MIX("v4 rows %zu inputs %d loss %d optimizer %d %d", rows, m->inputs, (int)m->loss,
         (int)cfg->train.optimizer.kind, cfg->train.optimizer.momentum > 0);
     for (int i = 0; i < m->nlayers; i++)
         MIX("|%s %d %d", cfg->model.layers[i], m->layers[i].in, m->layers[i].out);
