@@ -58,32 +58,40 @@ static void save_zeros(const char *path, int64_t rows)
     cr_assert_eq(sl_safetensors_save(path, t, 2, NULL, NULL, 0), SL_OK);
 }
 
-Test(measured, summary_and_trace_svg, .init = make_dir)
+/* Trains a delay model through the built executable: `body` is the config's model, train and
+ * pipeline keys, to which `rows` zeros of data and the output directory dir/run (into out) are
+ * added. */
+static void train_delay(int64_t rows, const char *body, char *out, size_t cap)
 {
-    char data[256], config[256], out[256], cache[256], svg[256];
+    char data[256], config[256];
     snprintf(data, sizeof data, "%s/data.safetensors", dir);
     snprintf(config, sizeof config, "%s/config.json", dir);
-    snprintf(out, sizeof out, "%s/run", dir);
-    snprintf(cache, sizeof cache, "%s/cache", dir);
-    snprintf(svg, sizeof svg, "%s/step.svg", dir);
-    save_zeros(data, 16);
+    snprintf(out, cap, "%s/run", dir);
+    save_zeros(data, rows);
     FILE *f = fopen(config, "w");
     cr_assert_not_null(f);
-    fprintf(f,
-            "{\"model\": {\"inputs\": 1, \"layers\": [\"delay:0.3:64\", \"delay:0.3\", "
-            "\"delay:0.3\", \"delay:0.3:1\"], \"loss\": \"mse\"},"
-            " \"data\": {\"path\": \"%s\"},"
-            " \"train\": {\"steps\": 3, \"batch\": 4, \"microbatches\": 4,"
-            "  \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1}},"
-            " \"pipeline\": {\"stages\": 2, \"schedule\": \"zb-h1\", \"partition\": \"time\"},"
-            " \"output\": {\"dir\": \"%s\"}}",
-            data, out);
+    fprintf(f, "{%s, \"data\": {\"path\": \"%s\"}, \"output\": {\"dir\": \"%s\"}}", body, data,
+            out);
     fclose(f);
-    setenv("SLUICE_CACHE_DIR", cache, 1);
     int status;
     char *text = run_sluice(&status, "train '%s' 2>&1", config);
     cr_assert_eq(status, 0, "%s", text);
     free(text);
+}
+
+Test(measured, summary_and_trace_svg, .init = make_dir)
+{
+    char out[256], cache[256], svg[256];
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    snprintf(svg, sizeof svg, "%s/step.svg", dir);
+    setenv("SLUICE_CACHE_DIR", cache, 1);
+    train_delay(16,
+                "\"model\": {\"inputs\": 1, \"layers\": [\"delay:0.3:64\", \"delay:0.3\", "
+                "\"delay:0.3\", \"delay:0.3:1\"], \"loss\": \"mse\"},"
+                " \"train\": {\"steps\": 3, \"batch\": 4, \"microbatches\": 4,"
+                "  \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1}},"
+                " \"pipeline\": {\"stages\": 2, \"schedule\": \"zb-h1\", \"partition\": \"time\"}",
+                out, sizeof out);
 
     char path[400];
     snprintf(path, sizeof path, "%s/plan.json", out);
@@ -121,7 +129,8 @@ Test(measured, summary_and_trace_svg, .init = make_dir)
     }
     cJSON_Delete(s);
 
-    text = run_sluice(&status, "trace '%s' --svg '%s' --step 1", out, svg);
+    int status;
+    char *text = run_sluice(&status, "trace '%s' --svg '%s' --step 1", out, svg);
     cr_assert_eq(status, 0, "%s", text);
     cr_assert(strstr(text, "step 1 as measured"), "%s", text);
     free(text);
@@ -144,26 +153,14 @@ Test(measured, summary_and_trace_svg, .init = make_dir)
  * loaded host: rank 1 computes 2 micro-batches x (4 + 8) ms a step and waits at least 80 ms. */
 Test(measured, reduction_wait_is_transfer, .init = make_dir)
 {
-    char data[256], config[256], out[256];
-    snprintf(data, sizeof data, "%s/data.safetensors", dir);
-    snprintf(config, sizeof config, "%s/config.json", dir);
-    snprintf(out, sizeof out, "%s/run", dir);
-    save_zeros(data, 4);
-    FILE *f = fopen(config, "w");
-    cr_assert_not_null(f);
-    fprintf(f,
-            "{\"model\": {\"inputs\": 1, \"layers\": [\"delay:40\", \"delay:4\"], "
-            "\"loss\": \"mse\"}, \"data\": {\"path\": \"%s\"},"
-            " \"train\": {\"steps\": 3, \"batch\": 2, \"microbatches\": 2, \"grad_clip\": 1.0,"
-            "  \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1}},"
-            " \"pipeline\": {\"stages\": 2, \"schedule\": \"1f1b\"},"
-            " \"output\": {\"dir\": \"%s\"}}",
-            data, out);
-    fclose(f);
-    int status;
-    char *text = run_sluice(&status, "train '%s' 2>&1", config);
-    cr_assert_eq(status, 0, "%s", text);
-    free(text);
+    char out[256];
+    train_delay(4,
+                "\"model\": {\"inputs\": 1, \"layers\": [\"delay:40\", \"delay:4\"], "
+                "\"loss\": \"mse\"},"
+                " \"train\": {\"steps\": 3, \"batch\": 2, \"microbatches\": 2, \"grad_clip\": 1.0,"
+                "  \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1}},"
+                " \"pipeline\": {\"stages\": 2, \"schedule\": \"1f1b\"}",
+                out, sizeof out);
     char path[400];
     snprintf(path, sizeof path, "%s/summary.json", out);
     cJSON *s = read_json(path);
