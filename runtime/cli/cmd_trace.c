@@ -198,24 +198,113 @@ static int write_svg(const char *run, const cJSON *events, int nranks, int step,
     return rc;
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * The critical path of one step: from the action that ended last, back through whatever each
+ * action waited for last, until an action that waited for nothing. An action waits for the one
+ * before it on its rank and for its input from another stage: a forward for the previous stage's
+ * forward of its micro-batch, a backward (B or I) for the next stage's. Each wait is a gap
+ * between one action's end and the next one's start: on a link when the two ran on different
+ * ranks (the transfer, and the wake-up), else on the rank (its sends, its receipts of data that
+ * had arrived, the runtime between actions). The simulator's prediction assumes both are zero. */
+
+typedef struct crit_path {
+    double span, compute, link, rank, start; /* microseconds */
+    int actions, hops, gaps;
+} crit_path;
+
+/* The action (stage, mb) of one of `types` that ended last before `before` + 1 us, or NULL. */
+static const timed *ran(timed *const *ev, const size_t *n, int nranks, int stage, int mb,
+                        const enum sl_action_type *types, int ntypes, double before, int *rank)
+{
+    const timed *best = NULL;
+    for (int r = 0; r < nranks; r++)
+        for (size_t i = 0; i < n[r]; i++) {
+            const timed *t = &ev[r][i];
+            bool type = false;
+            for (int k = 0; k < ntypes; k++) type |= t->a.type == types[k];
+            if (!type || t->a.stage != stage || t->a.mb != mb || t->t1 > before + 1) continue;
+            if (!best || t->t1 > best->t1) best = t, *rank = r;
+        }
+    return best;
+}
+
+static int critical_path(const cJSON *events, int nranks, int step, crit_path *cp)
+{
+    timed **ev = calloc((size_t)nranks, sizeof *ev);
+    size_t *n = calloc((size_t)nranks, sizeof *n);
+    int rc = ev && n ? SL_OK : SL_ENOMEM;
+    for (int r = 0; r < nranks && rc == SL_OK; r++)
+        rc = step_events(events, r, step, &ev[r], &n[r]);
+    *cp = (crit_path){0};
+    double first = INFINITY;
+    int r = -1, left = 0;
+    const timed *cur = NULL;
+    for (int q = 0; q < nranks && rc == SL_OK; q++)
+        for (size_t i = 0; i < n[q]; i++) {
+            left++;
+            first = SL_MIN(first, ev[q][i].t0);
+            if (!cur || ev[q][i].t1 > cur->t1) cur = &ev[q][i], r = q;
+        }
+    if (rc == SL_OK && !cur) rc = sl_fail(SL_EINVAL, "step %d holds no computation", step);
+    if (rc == SL_OK) cp->span = cur->t1 - first;
+    while (rc == SL_OK && cur && left--) { /* `left`: a bound, should actions overlap */
+        cp->compute += cur->t1 - cur->t0;
+        cp->actions++;
+        const timed *prev = cur > ev[r] ? cur - 1 : NULL;
+        int from = r;
+        static const enum sl_action_type fwd[] = {SL_ACTION_F}, bwd[] = {SL_ACTION_B, SL_ACTION_I};
+        const timed *input = NULL;
+        if (cur->a.type == SL_ACTION_F)
+            input = ran(ev, n, nranks, cur->a.stage - 1, cur->a.mb, fwd, 1, cur->t0, &from);
+        else if (cur->a.type == SL_ACTION_B || cur->a.type == SL_ACTION_I)
+            input = ran(ev, n, nranks, cur->a.stage + 1, cur->a.mb, bwd, 2, cur->t0, &from);
+        const timed *next = prev;
+        int next_rank = r;
+        if (input && (!prev || input->t1 > prev->t1)) next = input, next_rank = from;
+        if (!next) {
+            cp->start = cur->t0 - first;
+            break;
+        }
+        double gap = SL_MAX(cur->t0 - next->t1, 0.0);
+        if (next_rank != r) {
+            cp->link += gap;
+            cp->hops++;
+        } else {
+            cp->rank += gap;
+            cp->gaps++;
+        }
+        cur = next;
+        r = next_rank;
+    }
+    for (int q = 0; ev && q < nranks; q++) free(ev[q]);
+    free(ev);
+    free(n);
+    return rc;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: sluice trace RUN_DIR|TRACE_JSON [--json] [--svg OUT.svg [--step N]]\n\n"
             "Summarises a run's trace.json (written by `sluice train` into output.dir): per\n"
             "rank, the time spent in forward (F), backward (B, or I and W), recompute (R),\n"
-            "sends, receives (waiting for a neighbour) and the optimizer, and the idle share.\n"
+            "sends, receives (waiting for a neighbour) and the optimizer, and the idle share;\n"
+            "then step N's critical path: from the action that ended last back through what\n"
+            "each action waited for (the action before it on its rank, or its input from\n"
+            "another rank), split into computing, waiting on links and the gaps between a\n"
+            "rank's own actions, which the simulator's predicted step leaves out.\n"
             "The trace itself opens in Perfetto (ui.perfetto.dev) or chrome://tracing.\n\n"
             "  --svg OUT.svg  draw step N's measured timeline as `sluice schedule --format svg`\n"
             "                 draws the planned one (time in units of the step's mean forward)\n"
-            "  --step N       the step to draw (default 1: step 0 opens devices and links; an\n"
-            "                 evaluation between steps is drawn with the step after it)\n");
+            "  --step N       the step to draw and follow (default 1, or 0 in a trace of one:\n"
+            "                 step 0 opens devices and links; an evaluation between steps is\n"
+            "                 drawn with the step after it)\n");
 }
 
 int sl_cmd_trace(int argc, char **argv)
 {
     const char *path = NULL, *svg = NULL;
-    int json = 0, step = 1;
+    int json = 0, step = 1, step_given = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
@@ -232,6 +321,7 @@ int sl_cmd_trace(int argc, char **argv)
                 return 2;
             }
             step = (int)v;
+            step_given = 1;
         } else if (argv[i][0] == '-' || path) {
             fprintf(stderr, "sluice trace: unexpected argument '%s' (try --help)\n", argv[i]);
             return 2;
@@ -273,6 +363,23 @@ int sl_cmd_trace(int argc, char **argv)
         cJSON_Delete(root);
         return st == SL_OK ? 0 : sl_cli_error("trace", st);
     }
+    /* The critical path of the step asked for, else of step 1, or 0 when there is only one. */
+    crit_path cp;
+    int nr = 0;
+    cJSON_ArrayForEach(ev0, events)
+    {
+        int tid = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(ev0, "tid")), -1);
+        if (tid >= 0 && tid < MAX_RANKS) nr = SL_MAX(nr, tid + 1);
+    }
+    st = nr ? critical_path(events, nr, step, &cp) : SL_EINVAL;
+    if (st != SL_OK && !step_given && step == 1 && nr)
+        st = critical_path(events, nr, step = 0, &cp);
+    if (st != SL_OK && step_given) {
+        cJSON_Delete(root);
+        return sl_cli_error("trace", st);
+    }
+    sl_clear_error();
+    bool have_cp = st == SL_OK;
     rank_stats *ranks = calloc(MAX_RANKS, sizeof *ranks);
     if (!ranks) return sl_cli_error("trace", SL_ENOMEM);
     int nranks = 0;
@@ -333,6 +440,32 @@ int sl_cmd_trace(int argc, char **argv)
             for (int k = 0; k < K_COUNT; k++) printf(" %7.1fms", r->us[k] / 1e3);
             printf(" %7.1fms %5.1f%%\n", span / 1e3, 100 * idle);
         }
+    }
+    if (have_cp) {
+        cJSON *o = cJSON_AddObjectToObject(out, "critical_path");
+        cJSON_AddNumberToObject(o, "step", step);
+        cJSON_AddNumberToObject(o, "span_ms", cp.span / 1e3);
+        cJSON_AddNumberToObject(o, "compute_ms", cp.compute / 1e3);
+        cJSON_AddNumberToObject(o, "actions", cp.actions);
+        cJSON_AddNumberToObject(o, "link_wait_ms", cp.link / 1e3);
+        cJSON_AddNumberToObject(o, "hops", cp.hops);
+        cJSON_AddNumberToObject(o, "rank_gap_ms", cp.rank / 1e3);
+        cJSON_AddNumberToObject(o, "rank_gaps", cp.gaps);
+        cJSON_AddNumberToObject(o, "start_ms", cp.start / 1e3);
+    }
+    if (have_cp && !json) {
+        printf("\ncritical path of step %d: %.2f ms from its first action to its last\n", step,
+               cp.span / 1e3);
+        printf("  computing           %8.2f ms  %d actions\n", cp.compute / 1e3, cp.actions);
+        printf("  waiting on links    %8.2f ms  %d hops%s", cp.link / 1e3, cp.hops,
+               cp.hops ? "" : "\n");
+        if (cp.hops) printf(", %.3f ms each\n", cp.link / 1e3 / cp.hops);
+        printf("  between actions     %8.2f ms  %d gaps%s", cp.rank / 1e3, cp.gaps,
+               cp.gaps ? "" : "\n");
+        if (cp.gaps)
+            printf(", %.3f ms each (sends, data already there, the runtime)\n",
+                   cp.rank / 1e3 / cp.gaps);
+        if (cp.start > 0) printf("  before its first    %8.2f ms\n", cp.start / 1e3);
     }
     if (json) {
         char *t = cJSON_Print(out);

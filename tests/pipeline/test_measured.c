@@ -175,6 +175,45 @@ Test(measured, reduction_wait_is_transfer, .init = make_dir)
     cJSON_Delete(s);
 }
 
+/* `sluice trace`'s critical path, where the path is known: one micro-batch through 2 ranks of
+ * delay:20 runs 0F0, 1F0, 1B0, 0B0, each waiting for the one before (two of them across the
+ * link), 120 ms of sleep at least; the parts add up to the step's span. */
+Test(measured, trace_critical_path, .init = make_dir)
+{
+    char out[256];
+    train_delay(2,
+                "\"model\": {\"inputs\": 1, \"layers\": [\"delay:20:64\", \"delay:20:1\"], "
+                "\"loss\": \"mse\"},"
+                " \"train\": {\"steps\": 2, \"batch\": 2, \"microbatches\": 1,"
+                "  \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1}},"
+                " \"pipeline\": {\"stages\": 2, \"schedule\": \"gpipe\"}",
+                out, sizeof out);
+    int status;
+    char *text = run_sluice(&status, "trace '%s' --json", out);
+    cr_assert_eq(status, 0, "%s", text);
+    cJSON *o = cJSON_Parse(text);
+    cr_assert_not_null(o, "%s", text);
+    free(text);
+    const cJSON *cp = cJSON_GetObjectItem(o, "critical_path");
+    cr_assert_not_null(cp, "no critical_path");
+    cr_assert_eq(num(cp, "step"), 1);
+    cr_assert_eq(num(cp, "actions"), 4);
+    cr_assert_eq(num(cp, "hops"), 2);
+    cr_assert_eq(num(cp, "rank_gaps"), 1);
+    cr_assert_geq(num(cp, "compute_ms"), 120.0);
+    cr_assert_float_eq(num(cp, "compute_ms") + num(cp, "link_wait_ms") + num(cp, "rank_gap_ms") +
+                           num(cp, "start_ms"),
+                       num(cp, "span_ms"), 1e-6);
+    cJSON_Delete(o);
+
+    text = run_sluice(&status, "trace '%s' --step 0", out);
+    cr_assert_eq(status, 0, "%s", text);
+    cr_assert(strstr(text, "critical path of step 0:") && strstr(text, "4 actions") &&
+                  strstr(text, "2 hops"),
+              "%s", text);
+    free(text);
+}
+
 /* `sluice schedule --config FILE` prints each rank's peak stash bytes (text and JSON) as
  * summary.json's stash_bytes_predicted has them after `sluice train FILE`: layers of different
  * widths on 2 ranks, interleaved (2 chunks per rank) and 1f1b with recompute. */
