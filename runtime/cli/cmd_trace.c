@@ -351,26 +351,20 @@ int sl_cmd_trace(int argc, char **argv)
         sl_fail(SL_EFORMAT, "%s is not a Chrome trace (no traceEvents array)", file);
         return sl_cli_error("trace", SL_EFORMAT);
     }
-    if (svg) {
-        int n = 0;
-        cJSON_ArrayForEach(ev0, events)
-        {
-            int tid = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(ev0, "tid")), -1);
-            if (tid >= 0 && tid < MAX_RANKS) n = SL_MAX(n, tid + 1);
-        }
-        st = n ? write_svg(path, events, n, step, svg)
-               : sl_fail(SL_EFORMAT, "%s holds no rank's events", file);
-        cJSON_Delete(root);
-        return st == SL_OK ? 0 : sl_cli_error("trace", st);
-    }
-    /* The critical path of the step asked for, else of step 1, or 0 when there is only one. */
-    crit_path cp;
-    int nr = 0;
+    int nr = 0; /* ranks */
     cJSON_ArrayForEach(ev0, events)
     {
         int tid = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(ev0, "tid")), -1);
         if (tid >= 0 && tid < MAX_RANKS) nr = SL_MAX(nr, tid + 1);
     }
+    if (svg) {
+        st = nr ? write_svg(path, events, nr, step, svg)
+                : sl_fail(SL_EFORMAT, "%s holds no rank's events", file);
+        cJSON_Delete(root);
+        return st == SL_OK ? 0 : sl_cli_error("trace", st);
+    }
+    /* The critical path of the step asked for, else of step 1, or 0 when there is only one. */
+    crit_path cp;
     st = nr ? critical_path(events, nr, step, &cp) : SL_EINVAL;
     if (st != SL_OK && !step_given && step == 1 && nr)
         st = critical_path(events, nr, step = 0, &cp);
@@ -465,7 +459,7 @@ int sl_cmd_trace(int argc, char **argv)
         if (cp.gaps)
             printf(", %.3f ms each (sends, data already there, the runtime)\n",
                    cp.rank / 1e3 / cp.gaps);
-        if (cp.start > 0) printf("  before its first    %8.2f ms\n", cp.start / 1e3);
+        if (cp.start > 0) printf("  before the path     %8.2f ms\n", cp.start / 1e3);
     }
     if (json) {
         char *t = cJSON_Print(out);
