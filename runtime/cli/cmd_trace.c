@@ -122,13 +122,30 @@ static int step_events(const cJSON *events, int rank, int step, timed **out, siz
     return SL_OK;
 }
 
+/* Every rank's compute actions of step `step` (ev[r], n[r] of them); step_free frees them, on
+ * failure too. */
+static int step_load(const cJSON *events, int nranks, int step, timed ***ev, size_t **n)
+{
+    *ev = calloc((size_t)nranks, sizeof **ev);
+    *n = calloc((size_t)nranks, sizeof **n);
+    int rc = *ev && *n ? SL_OK : SL_ENOMEM;
+    for (int r = 0; r < nranks && rc == SL_OK; r++)
+        rc = step_events(events, r, step, &(*ev)[r], &(*n)[r]);
+    return rc;
+}
+
+static void step_free(timed **ev, size_t *n, int nranks)
+{
+    for (int r = 0; ev && r < nranks; r++) free(ev[r]);
+    free(ev);
+    free(n);
+}
+
 static int write_svg(const char *run, const cJSON *events, int nranks, int step, const char *out)
 {
-    timed **ev = calloc((size_t)nranks, sizeof *ev);
-    size_t *n = calloc((size_t)nranks, sizeof *n);
-    int rc = ev && n ? SL_OK : SL_ENOMEM;
-    for (int r = 0; r < nranks && rc == SL_OK; r++)
-        rc = step_events(events, r, step, &ev[r], &n[r]);
+    timed **ev;
+    size_t *n;
+    int rc = step_load(events, nranks, step, &ev, &n);
     /* The shape and the time unit (the mean forward) from the events. */
     int mbs = 0, stages = 0;
     bool split = false;
@@ -192,9 +209,7 @@ static int write_svg(const char *run, const cJSON *events, int nranks, int step,
                out, step, unit / 1e3, (t1 - t0) / 1e3, sim.bubble_ratio);
     sl_schedule_sim_free(&sim);
     sl_schedule_free(s);
-    for (int r = 0; ev && r < nranks; r++) free(ev[r]);
-    free(ev);
-    free(n);
+    step_free(ev, n, nranks);
     return rc;
 }
 
@@ -212,16 +227,17 @@ typedef struct crit_path {
     int actions, hops, gaps;
 } crit_path;
 
-/* The action (stage, mb) of one of `types` that ended last before `before` + 1 us, or NULL. */
+/* The forward (or with `backward`, the B or I) of (stage, mb) that ended last before `before`
+ * + 1 us, or NULL; its rank in *rank. */
 static const timed *ran(timed *const *ev, const size_t *n, int nranks, int stage, int mb,
-                        const enum sl_action_type *types, int ntypes, double before, int *rank)
+                        bool backward, double before, int *rank)
 {
     const timed *best = NULL;
     for (int r = 0; r < nranks; r++)
         for (size_t i = 0; i < n[r]; i++) {
             const timed *t = &ev[r][i];
-            bool type = false;
-            for (int k = 0; k < ntypes; k++) type |= t->a.type == types[k];
+            bool type = backward ? t->a.type == SL_ACTION_B || t->a.type == SL_ACTION_I
+                                 : t->a.type == SL_ACTION_F;
             if (!type || t->a.stage != stage || t->a.mb != mb || t->t1 > before + 1) continue;
             if (!best || t->t1 > best->t1) best = t, *rank = r;
         }
@@ -230,11 +246,9 @@ static const timed *ran(timed *const *ev, const size_t *n, int nranks, int stage
 
 static int critical_path(const cJSON *events, int nranks, int step, crit_path *cp)
 {
-    timed **ev = calloc((size_t)nranks, sizeof *ev);
-    size_t *n = calloc((size_t)nranks, sizeof *n);
-    int rc = ev && n ? SL_OK : SL_ENOMEM;
-    for (int r = 0; r < nranks && rc == SL_OK; r++)
-        rc = step_events(events, r, step, &ev[r], &n[r]);
+    timed **ev;
+    size_t *n;
+    int rc = step_load(events, nranks, step, &ev, &n);
     *cp = (crit_path){0};
     double first = INFINITY;
     int r = -1, left = 0;
@@ -252,12 +266,11 @@ static int critical_path(const cJSON *events, int nranks, int step, crit_path *c
         cp->actions++;
         const timed *prev = cur > ev[r] ? cur - 1 : NULL;
         int from = r;
-        static const enum sl_action_type fwd[] = {SL_ACTION_F}, bwd[] = {SL_ACTION_B, SL_ACTION_I};
         const timed *input = NULL;
         if (cur->a.type == SL_ACTION_F)
-            input = ran(ev, n, nranks, cur->a.stage - 1, cur->a.mb, fwd, 1, cur->t0, &from);
+            input = ran(ev, n, nranks, cur->a.stage - 1, cur->a.mb, false, cur->t0, &from);
         else if (cur->a.type == SL_ACTION_B || cur->a.type == SL_ACTION_I)
-            input = ran(ev, n, nranks, cur->a.stage + 1, cur->a.mb, bwd, 2, cur->t0, &from);
+            input = ran(ev, n, nranks, cur->a.stage + 1, cur->a.mb, true, cur->t0, &from);
         const timed *next = prev;
         int next_rank = r;
         if (input && (!prev || input->t1 > prev->t1)) next = input, next_rank = from;
@@ -276,9 +289,7 @@ static int critical_path(const cJSON *events, int nranks, int step, crit_path *c
         cur = next;
         r = next_rank;
     }
-    for (int q = 0; ev && q < nranks; q++) free(ev[q]);
-    free(ev);
-    free(n);
+    step_free(ev, n, nranks);
     return rc;
 }
 
