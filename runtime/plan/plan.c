@@ -203,17 +203,27 @@ static cJSON *model_json(const sl_plan *p)
     return mo;
 }
 
-size_t sl_plan_stash_bytes(const sl_plan *p, int stage)
+size_t sl_plan_range_stash_bytes(const sl_plan *p, const sl_stage_range *r)
 {
     size_t stash = 0;
-    for (int i = p->part.stages[stage].first; i < p->part.stages[stage].last; i++)
+    for (int i = r->first; i < r->last; i++)
         stash += p->rows * sl_layer_stash_bytes(&p->model.layers[i]);
     return stash;
 }
 
+size_t sl_plan_range_input_bytes(const sl_plan *p, const sl_stage_range *r)
+{
+    return p->rows * 4 * (size_t)sl_model_width(&p->model, r->first);
+}
+
+size_t sl_plan_stash_bytes(const sl_plan *p, int stage)
+{
+    return sl_plan_range_stash_bytes(p, &p->part.stages[stage]);
+}
+
 size_t sl_plan_input_bytes(const sl_plan *p, int stage)
 {
-    return p->rows * 4 * (size_t)sl_model_width(&p->model, p->part.stages[stage].first);
+    return sl_plan_range_input_bytes(p, &p->part.stages[stage]);
 }
 
 void sl_plan_stage_bytes(const sl_plan *p, double *stash, double *input)

@@ -108,6 +108,9 @@ static inline int sl_plan_stage_of(const sl_plan *p, int rank, int chunk)
  * W), from the layer table: the activations its layers stash, and the stage's input. */
 size_t sl_plan_stash_bytes(const sl_plan *p, int stage);
 size_t sl_plan_input_bytes(const sl_plan *p, int stage);
+/* The same for a stage of layers r (a cut the plan does not have yet, as the balancer tries). */
+size_t sl_plan_range_stash_bytes(const sl_plan *p, const sl_stage_range *r);
+size_t sl_plan_range_input_bytes(const sl_plan *p, const sl_stage_range *r);
 /* Both for every model stage, as the simulator takes them (sl_schedule_costs' stage_stash_bytes
  * and stage_input_bytes): `stash` and `input` hold p->sched->stages each. */
 void sl_plan_stage_bytes(const sl_plan *p, double *stash, double *input);

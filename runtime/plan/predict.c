@@ -147,10 +147,8 @@ static int simulate(const sl_plan *p, const sl_stage_range *st, const double *f,
     if (!ff) return SL_ENOMEM;
     double *b = ff + S, *ww = b + S, *stash = ww + S, *input = stash + S;
     for (int s = 0; s < S; s++) {
-        stash[s] = input[s] = 0;
-        for (int l = st[s].first; l < st[s].last; l++)
-            stash[s] += (double)(p->rows * sl_layer_stash_bytes(&p->model.layers[l]));
-        input[s] = (double)(p->rows * 4 * (size_t)sl_model_width(&p->model, st[s].first));
+        stash[s] = (double)sl_plan_range_stash_bytes(p, &st[s]);
+        input[s] = (double)sl_plan_range_input_bytes(p, &st[s]);
     }
     bool split = p->sched->split_backward;
     /* The simulator wants positive costs and W inside (0, B): a stage that costs nothing (no
