@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bench/bench.h"
 #include "core/core.h"
@@ -338,10 +339,12 @@ static int run_schedule(const struct options *o, const char *tmp, const char *da
 
 static void print_table(const struct options *o, const struct row *rows, int n)
 {
-    printf("sluice bench pipeline: %d ranks, %d micro-batches, %g MiB activations over %s, delay "
-           "%g ms forward / %g ms backward, %d timed steps, device %s\n\n",
-           o->ranks, o->microbatches, o->mib, o->socket ? "the ipc sockets" : "shared memory",
-           o->ms, 2 * o->ms, o->steps - 1, o->device);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    printf(
+        "sluice bench pipeline: %d ranks on %ld cores, %d micro-batches, %g MiB activations over "
+        "%s, delay %g ms forward / %g ms backward, %d timed steps, device %s\n\n",
+        o->ranks, cores, o->microbatches, o->mib, o->socket ? "the ipc sockets" : "shared memory",
+        o->ms, 2 * o->ms, o->steps - 1, o->device);
     printf("%-12s %6s %9s %9s %7s %9s %9s %7s %8s %8s %8s %11s\n", "schedule", "chunks", "ideal",
            "step", "ratio", "bubble", "measured", "diff", "F", "B|I", "W", "sim(meas.)");
     for (int i = 0; i < n; i++) {
@@ -358,6 +361,12 @@ static void print_table(const struct options *o, const struct row *rows, int n)
            "rank time not in F/B/I/W; sim(meas.): the simulator's makespan for the measured mean "
            "costs per stage. Targets: ratio <= 1.05, |diff| <= 0.03.)\n",
            o->ms, 2 * o->ms, o->ms);
+    if (cores > 0 && o->ranks > cores)
+        printf("(%d ranks share %ld cores: every pass over the activations, a copy into or out of "
+               "a link or a delay layer's own, takes a core from a rank that may be on the "
+               "critical path, so the ratios hold the sharing as well as the runtime's overhead; "
+               "see bench/pipeline.md.)\n",
+               o->ranks, cores);
 }
 
 static cJSON *to_json(const struct options *o, const struct row *rows, int n)
@@ -396,6 +405,7 @@ static cJSON *to_json(const struct options *o, const struct row *rows, int n)
     cJSON_AddNumberToObject(root, "bubble_diff_max", worst_bubble);
     cJSON_AddBoolToObject(root, "met", worst <= 1.05 && worst_bubble <= 0.03);
     cJSON_AddNumberToObject(root, "ranks", o->ranks);
+    cJSON_AddNumberToObject(root, "cores", (double)sysconf(_SC_NPROCESSORS_ONLN));
     cJSON_AddNumberToObject(root, "microbatches", o->microbatches);
     cJSON_AddNumberToObject(root, "mib", o->mib);
     cJSON_AddBoolToObject(root, "shared_memory", !o->socket);

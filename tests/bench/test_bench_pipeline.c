@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "run.h"
 
@@ -28,6 +29,7 @@ Test(bench_pipeline, json_rows)
     cr_assert(cJSON_GetStringValue(cJSON_GetObjectItem(root, "baseline")));
     cr_assert_gt(number(root, "ratio"), 0.0);
     cr_assert(cJSON_IsBool(cJSON_GetObjectItem(root, "met")));
+    cr_assert_eq((long)number(root, "cores"), sysconf(_SC_NPROCESSORS_ONLN));
     const cJSON *rows = cJSON_GetObjectItem(root, "schedules");
     const char *names[] = {"gpipe", "1f1b", "interleaved", "looped-bfs",
                            "zb-h1", "zb-v", "dualpipev",   "chimera"};
