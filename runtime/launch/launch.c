@@ -667,7 +667,7 @@ static int listen_tcp(struct sockaddr_in *sa, int *port, int *fd)
 int sl_launch_tcp_endpoint(const char *at, const char *bind_host, char *bind, char *advertise,
                            size_t cap, int *fd)
 {
-    char host[256], addr[256];
+    char host[256], addr[256], local[256];
     int port;
     *fd = -1;
     SL_TRY(sl_rendezvous_local(host, sizeof host, NULL));
@@ -676,8 +676,8 @@ int sl_launch_tcp_endpoint(const char *at, const char *bind_host, char *bind, ch
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
     if (!strcmp(addr, "*") || inet_pton(AF_INET, addr, &sa.sin_addr) == 1)
         SL_TRY(listen_tcp(&sa, &port, fd));
-    else /* an interface name, say, that only ZeroMQ resolves */
-        SL_TRY(sl_rendezvous_local(host, sizeof host, &port));
+    else /* an interface name, say, that only ZeroMQ resolves: a port free now, host kept */
+        SL_TRY(sl_rendezvous_local(local, sizeof local, &port));
     snprintf(bind, cap, "tcp://%s:%d", addr, port);
     snprintf(advertise, cap, "tcp://%s:%d", host, port);
     return SL_OK;

@@ -386,6 +386,9 @@ Test(rendezvous_sockets, bind_address)
     cr_assert_eq(sl_launch_tcp_endpoint(NULL, "lo", bind, adv, sizeof bind, &fd), SL_OK);
     cr_assert_eq(fd, -1);
     cr_assert_eq(strncmp(bind, "tcp://lo:", 9), 0, "%s", bind);
+    /* ... and others still reach it at the host asked for. */
+    cr_assert_eq(sl_launch_tcp_endpoint("node7.example", "lo", bind, adv, sizeof bind, &fd), SL_OK);
+    cr_assert_eq(strncmp(adv, "tcp://node7.example:", 20), 0, "%s", adv);
     cr_assert_eq(sl_launch_bind_address(NULL, "no-such-host.invalid", out, sizeof out), SL_ECONFIG);
     cr_assert(strstr(sl_last_error(), "cannot resolve host 'no-such-host.invalid'"), "%s",
               sl_last_error());
