@@ -314,13 +314,13 @@ Test(rendezvous_sockets, curve_refuses_plain_text)
 /* ------------------------------------------------------------------------------------------------
  * Where rank 0 binds */
 
-/* Whether a plain TCP connection to addr:port is accepted. */
 /* bind(2), under a name the tests' `bind` buffers do not shadow. */
 static int bind_to(int fd, const struct sockaddr_in *sa)
 {
     return bind(fd, (const struct sockaddr *)sa, sizeof *sa);
 }
 
+/* Whether a plain TCP connection to addr:port is accepted. */
 static int accepts(const char *addr, int port)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
