@@ -34,6 +34,7 @@ struct options {
     char schedules[256];
     int json;
     int socket; /* launch.shared_memory false: payloads over the ipc sockets */
+    long cores; /* this host's, which the ranks share */
 };
 
 /* What one schedule measured and what it should have. */
@@ -75,6 +76,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 {
     *o = (struct options){
         .ms = 2, .ranks = 4, .microbatches = 16, .mib = 1, .steps = 8, .device = "cpu"};
+    o->cores = sysconf(_SC_NPROCESSORS_ONLN);
     snprintf(o->schedules, sizeof o->schedules,
              "gpipe,1f1b,interleaved,looped-bfs,zb-h1,zb-v,dualpipev,chimera");
     for (int i = 1; i < argc; i++) {
@@ -339,12 +341,11 @@ static int run_schedule(const struct options *o, const char *tmp, const char *da
 
 static void print_table(const struct options *o, const struct row *rows, int n)
 {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
     printf(
         "sluice bench pipeline: %d ranks on %ld cores, %d micro-batches, %g MiB activations over "
         "%s, delay %g ms forward / %g ms backward, %d timed steps, device %s\n\n",
-        o->ranks, cores, o->microbatches, o->mib, o->socket ? "the ipc sockets" : "shared memory",
-        o->ms, 2 * o->ms, o->steps - 1, o->device);
+        o->ranks, o->cores, o->microbatches, o->mib,
+        o->socket ? "the ipc sockets" : "shared memory", o->ms, 2 * o->ms, o->steps - 1, o->device);
     printf("%-12s %6s %9s %9s %7s %9s %9s %7s %8s %8s %8s %11s\n", "schedule", "chunks", "ideal",
            "step", "ratio", "bubble", "measured", "diff", "F", "B|I", "W", "sim(meas.)");
     for (int i = 0; i < n; i++) {
@@ -361,12 +362,12 @@ static void print_table(const struct options *o, const struct row *rows, int n)
            "rank time not in F/B/I/W; sim(meas.): the simulator's makespan for the measured mean "
            "costs per stage. Targets: ratio <= 1.05, |diff| <= 0.03.)\n",
            o->ms, 2 * o->ms, o->ms);
-    if (cores > 0 && o->ranks > cores)
+    if (o->cores > 0 && o->ranks > o->cores)
         printf("(%d ranks share %ld cores: every pass over the activations, a copy into or out of "
                "a link or a delay layer's own, takes a core from a rank that may be on the "
                "critical path, so the ratios hold the sharing as well as the runtime's overhead; "
                "see bench/pipeline.md.)\n",
-               o->ranks, cores);
+               o->ranks, o->cores);
 }
 
 static cJSON *to_json(const struct options *o, const struct row *rows, int n)
@@ -405,7 +406,7 @@ static cJSON *to_json(const struct options *o, const struct row *rows, int n)
     cJSON_AddNumberToObject(root, "bubble_diff_max", worst_bubble);
     cJSON_AddBoolToObject(root, "met", worst <= 1.05 && worst_bubble <= 0.03);
     cJSON_AddNumberToObject(root, "ranks", o->ranks);
-    cJSON_AddNumberToObject(root, "cores", (double)sysconf(_SC_NPROCESSORS_ONLN));
+    cJSON_AddNumberToObject(root, "cores", (double)o->cores);
     cJSON_AddNumberToObject(root, "microbatches", o->microbatches);
     cJSON_AddNumberToObject(root, "mib", o->mib);
     cJSON_AddBoolToObject(root, "shared_memory", !o->socket);

@@ -15,9 +15,10 @@ static const struct {
     {"plan", sl_cmd_plan, "show how a config's model is cut into stages and placed on devices"},
     {"train", sl_cmd_train, "train a model on a pipeline of stage processes"},
     {"sample", sl_cmd_sample, "generate text from a GPT run directory, as nanoGPT's sample.py"},
-    {"trace", sl_cmd_trace, "summarise a run's trace.json"},
+    {"trace", sl_cmd_trace,
+     "summarise a run's trace.json (time per rank, critical path) or draw it"},
     {"keys", sl_cmd_keys, "generate CURVE key pairs for encrypted links"},
-    {"bench", sl_cmd_bench, "run a benchmark (kernels, transport, train)"},
+    {"bench", sl_cmd_bench, "run a benchmark (kernels, transport, train, pipeline, partition)"},
 };
 
 static void usage(FILE *out)
