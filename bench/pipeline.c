@@ -20,6 +20,7 @@
 #include "core/core.h"
 #include "runtime/plan/plan.h"
 #include "runtime/safetensors/safetensors.h"
+#include "runtime/timeline/timeline.h"
 #include "runtime/train/train.h"
 
 #define MAX_SCHEDULES 16
@@ -46,6 +47,7 @@ struct row {
     double bubble_sim;             /* the simulator's, for the ideal costs */
     double measured_sim_ms;        /* the simulator's makespan for the measured mean costs */
     double f_ms, b_ms, w_ms;       /* measured mean compute per action */
+    double link_ms, gap_ms;        /* a step's critical path: waiting on links, between actions */
     const char *formula;           /* where bubble_formula comes from */
 };
 
@@ -57,7 +59,10 @@ static void usage(FILE *out)
             "                             [--json]\n\n"
             "Trains a model of delay layers (a forward sleeps MS, a backward 2*MS) with each\n"
             "schedule and compares the measured step time with the simulator's ideal makespan\n"
-            "and the measured bubble ratio with the formula, in the same run.\n\n"
+            "and the measured bubble ratio with the formula, in the same run. Where the\n"
+            "difference goes: sim(meas.), the simulator's makespan for the measured compute\n"
+            "times; links and gaps, a step's critical path waiting on links and between a\n"
+            "rank's own actions (as `sluice trace` follows it), both means over the steps.\n\n"
             "  --ms MS            forward time of one stage (default 2)\n"
             "  --ranks D          ranks (default 4)\n"
             "  --microbatches M   micro-batches per step (default 16)\n"
@@ -266,6 +271,12 @@ static int measure(const char *out_dir, const sl_plan *plan, int steps, struct r
             if (plan->sched->split_backward) stage_b[s] += stage_w[s];
         }
     }
+    for (int k = 1; k < steps && rc == SL_OK; k++) {
+        sl_critical_path cp;
+        rc = sl_timeline_critical_path(events, D, k, &cp);
+        row->link_ms += cp.link / 1e3 / (steps - 1);
+        row->gap_ms += cp.rank / 1e3 / (steps - 1);
+    }
     free(cost);
     free(seen);
     cJSON_Delete(root);
@@ -346,21 +357,23 @@ static void print_table(const struct options *o, const struct row *rows, int n)
         "%s, delay %g ms forward / %g ms backward, %d timed steps, device %s\n\n",
         o->ranks, o->cores, o->microbatches, o->mib,
         o->socket ? "the ipc sockets" : "shared memory", o->ms, 2 * o->ms, o->steps - 1, o->device);
-    printf("%-12s %6s %9s %9s %7s %9s %9s %7s %8s %8s %8s %11s\n", "schedule", "chunks", "ideal",
-           "step", "ratio", "bubble", "measured", "diff", "F", "B|I", "W", "sim(meas.)");
+    printf("%-12s %6s %9s %9s %7s %9s %9s %7s %8s %8s %8s %11s %8s %8s\n", "schedule", "chunks",
+           "ideal", "step", "ratio", "bubble", "measured", "diff", "F", "B|I", "W", "sim(meas.)",
+           "links", "gaps");
     for (int i = 0; i < n; i++) {
         const struct row *r = &rows[i];
         printf("%-12s %6d %7.1fms %7.1fms %6.3fx %9.4f %9.4f %+7.4f %6.3fms %6.3fms %6.3fms "
-               "%9.1fms\n",
+               "%9.1fms %6.1fms %6.1fms\n",
                r->name, r->chunks, r->ideal_ms, r->step_ms, r->step_ms / r->ideal_ms,
                r->bubble_formula, r->bubble, r->bubble - r->bubble_formula, r->f_ms, r->b_ms,
-               r->w_ms, r->measured_sim_ms);
+               r->w_ms, r->measured_sim_ms, r->link_ms, r->gap_ms);
     }
     printf("\n(ideal: the simulator's makespan with F = %g ms, B = %g ms (I = W = %g ms), no "
            "transfer time; bubble: the formula (gpipe/1f1b (D-1)/(M+D-1), interleaved "
            "(D-1)/(vM+D-1), zb-h1 (D-1)(F+B-2W) idle per rank) against the measured share of "
            "rank time not in F/B/I/W; sim(meas.): the simulator's makespan for the measured mean "
-           "costs per stage. Targets: ratio <= 1.05, |diff| <= 0.03.)\n",
+           "costs per stage; links, gaps: per step, the critical path's waits on links and "
+           "between a rank's own actions. Targets: ratio <= 1.05, |diff| <= 0.03.)\n",
            o->ms, 2 * o->ms, o->ms);
     if (o->cores > 0 && o->ranks > o->cores)
         printf("(%d ranks share %ld cores: every pass over the activations, a copy into or out of "
@@ -399,6 +412,8 @@ static cJSON *to_json(const struct options *o, const struct row *rows, int n)
         cJSON_AddNumberToObject(s, "b_ms", r->b_ms);
         cJSON_AddNumberToObject(s, "w_ms", r->w_ms);
         cJSON_AddNumberToObject(s, "simulated_for_measured_costs_ms", r->measured_sim_ms);
+        cJSON_AddNumberToObject(s, "critical_path_link_wait_ms", r->link_ms);
+        cJSON_AddNumberToObject(s, "critical_path_rank_gap_ms", r->gap_ms);
         cJSON_AddBoolToObject(s, "met", ratio <= 1.05 && fabs(diff) <= 0.03);
         cJSON_AddItemToArray(arr, s);
     }

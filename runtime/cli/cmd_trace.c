@@ -11,6 +11,7 @@
 #include "core/core.h"
 #include "runtime/cli/cli.h"
 #include "runtime/schedule/schedule.h"
+#include "runtime/timeline/timeline.h"
 
 #define MAX_RANKS 256
 
@@ -75,77 +76,12 @@ static void schedule_name(const char *path, char *name, size_t cap)
     cJSON_Delete(root);
 }
 
-typedef struct timed {
-    sl_action a;
-    double t0, t1; /* microseconds */
-} timed;
-
-/* Rank r's compute actions of step `step` (the actions after its step-th OPT up to and including
- * the next one), from the trace's events in time order. */
-static int step_events(const cJSON *events, int rank, int step, timed **out, size_t *n)
-{
-    size_t cap = 64;
-    *n = 0;
-    *out = malloc(cap * sizeof **out);
-    if (!*out) return SL_ENOMEM;
-    int seen_opt = 0;
-    const cJSON *ev;
-    cJSON_ArrayForEach(ev, events)
-    {
-        const char *ph = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "ph"));
-        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "name"));
-        int tid = sl_to_int(cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "tid")), -1);
-        if (!ph || strcmp(ph, "X") || !name || tid != rank) continue;
-        bool opt = !strcmp(name, "OPT");
-        if (seen_opt == step) {
-            int k = kind_of(name);
-            sl_action a;
-            size_t used;
-            if (k >= K_F && k <= K_R && sl_action_parse(name, &a, &used) == SL_OK) {
-                if (*n == cap) {
-                    timed *grown = realloc(*out, 2 * cap * sizeof **out);
-                    if (!grown) return SL_ENOMEM;
-                    *out = grown;
-                    cap *= 2;
-                }
-                double ts = cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "ts"));
-                double dur = cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "dur"));
-                (*out)[(*n)++] = (timed){a, ts, ts + dur};
-            }
-            sl_clear_error();
-        }
-        if (opt && ++seen_opt > step) break;
-    }
-    if (seen_opt <= step)
-        return sl_fail(SL_EINVAL, "the trace of rank %d has no step %d (it holds %d)", rank, step,
-                       seen_opt);
-    return SL_OK;
-}
-
-/* Every rank's compute actions of step `step` (ev[r], n[r] of them); step_free frees them, on
- * failure too. */
-static int step_load(const cJSON *events, int nranks, int step, timed ***ev, size_t **n)
-{
-    *ev = calloc((size_t)nranks, sizeof **ev);
-    *n = calloc((size_t)nranks, sizeof **n);
-    int rc = *ev && *n ? SL_OK : SL_ENOMEM;
-    for (int r = 0; r < nranks && rc == SL_OK; r++)
-        rc = step_events(events, r, step, &(*ev)[r], &(*n)[r]);
-    return rc;
-}
-
-static void step_free(timed **ev, size_t *n, int nranks)
-{
-    for (int r = 0; ev && r < nranks; r++) free(ev[r]);
-    free(ev);
-    free(n);
-}
-
 static int write_svg(const char *run, const cJSON *events, int nranks, int step, const char *out)
 {
-    timed **ev;
-    size_t *n;
-    int rc = step_load(events, nranks, step, &ev, &n);
+    sl_timeline_step st;
+    int rc = sl_timeline_step_load(events, nranks, step, &st);
+    sl_timed_action *const *ev = st.ev;
+    const size_t *n = st.n;
     /* The shape and the time unit (the mean forward) from the events. */
     int mbs = 0, stages = 0;
     bool split = false;
@@ -153,7 +89,7 @@ static int write_svg(const char *run, const cJSON *events, int nranks, int step,
     long nf = 0;
     for (int r = 0; r < nranks && rc == SL_OK; r++)
         for (size_t i = 0; i < n[r]; i++) {
-            const timed *t = &ev[r][i];
+            const sl_timed_action *t = &ev[r][i];
             mbs = SL_MAX(mbs, t->a.mb + 1);
             stages = SL_MAX(stages, t->a.stage + 1);
             split |= t->a.type == SL_ACTION_I || t->a.type == SL_ACTION_W;
@@ -187,7 +123,7 @@ static int write_svg(const char *run, const cJSON *events, int nranks, int step,
         if (!sim.start[r] || !sim.end[r]) rc = SL_ENOMEM;
         int held = 0;
         for (size_t i = 0; i < n[r] && rc == SL_OK; i++) {
-            const timed *t = &ev[r][i];
+            const sl_timed_action *t = &ev[r][i];
             rc = sl_schedule_append(s, r, &t->a);
             sim.start[r][i] = (t->t0 - t0) / unit;
             sim.end[r][i] = (t->t1 - t0) / unit;
@@ -209,87 +145,7 @@ static int write_svg(const char *run, const cJSON *events, int nranks, int step,
                out, step, unit / 1e3, (t1 - t0) / 1e3, sim.bubble_ratio);
     sl_schedule_sim_free(&sim);
     sl_schedule_free(s);
-    step_free(ev, n, nranks);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------------------------------
- * The critical path of one step: from the action that ended last, back through whatever each
- * action waited for last, until an action that waited for nothing. An action waits for the one
- * before it on its rank and for its input from another stage: a forward for the previous stage's
- * forward of its micro-batch, a backward (B or I) for the next stage's. Each wait is a gap
- * between one action's end and the next one's start: on a link when the two ran on different
- * ranks (the transfer, and the wake-up), else on the rank (its sends, its receipts of data that
- * had arrived, the runtime between actions). The simulator's prediction assumes both are zero. */
-
-typedef struct crit_path {
-    double span, compute, link, rank, start; /* microseconds */
-    int actions, hops, gaps;
-} crit_path;
-
-/* The forward (or with `backward`, the B or I) of (stage, mb) that ended last before `before`
- * + 1 us, or NULL; its rank in *rank. */
-static const timed *ran(timed *const *ev, const size_t *n, int nranks, int stage, int mb,
-                        bool backward, double before, int *rank)
-{
-    const timed *best = NULL;
-    for (int r = 0; r < nranks; r++)
-        for (size_t i = 0; i < n[r]; i++) {
-            const timed *t = &ev[r][i];
-            bool type = backward ? t->a.type == SL_ACTION_B || t->a.type == SL_ACTION_I
-                                 : t->a.type == SL_ACTION_F;
-            if (!type || t->a.stage != stage || t->a.mb != mb || t->t1 > before + 1) continue;
-            if (!best || t->t1 > best->t1) best = t, *rank = r;
-        }
-    return best;
-}
-
-static int critical_path(const cJSON *events, int nranks, int step, crit_path *cp)
-{
-    timed **ev;
-    size_t *n;
-    int rc = step_load(events, nranks, step, &ev, &n);
-    *cp = (crit_path){0};
-    double first = INFINITY;
-    int r = -1, left = 0;
-    const timed *cur = NULL;
-    for (int q = 0; q < nranks && rc == SL_OK; q++)
-        for (size_t i = 0; i < n[q]; i++) {
-            left++;
-            first = SL_MIN(first, ev[q][i].t0);
-            if (!cur || ev[q][i].t1 > cur->t1) cur = &ev[q][i], r = q;
-        }
-    if (rc == SL_OK && !cur) rc = sl_fail(SL_EINVAL, "step %d holds no computation", step);
-    if (rc == SL_OK) cp->span = cur->t1 - first;
-    while (rc == SL_OK && cur && left--) { /* `left`: a bound, should actions overlap */
-        cp->compute += cur->t1 - cur->t0;
-        cp->actions++;
-        const timed *prev = cur > ev[r] ? cur - 1 : NULL;
-        int from = r;
-        const timed *input = NULL;
-        if (cur->a.type == SL_ACTION_F)
-            input = ran(ev, n, nranks, cur->a.stage - 1, cur->a.mb, false, cur->t0, &from);
-        else if (cur->a.type == SL_ACTION_B || cur->a.type == SL_ACTION_I)
-            input = ran(ev, n, nranks, cur->a.stage + 1, cur->a.mb, true, cur->t0, &from);
-        const timed *next = prev;
-        int next_rank = r;
-        if (input && (!prev || input->t1 > prev->t1)) next = input, next_rank = from;
-        if (!next) {
-            cp->start = cur->t0 - first;
-            break;
-        }
-        double gap = SL_MAX(cur->t0 - next->t1, 0.0);
-        if (next_rank != r) {
-            cp->link += gap;
-            cp->hops++;
-        } else {
-            cp->rank += gap;
-            cp->gaps++;
-        }
-        cur = next;
-        r = next_rank;
-    }
-    step_free(ev, n, nranks);
+    sl_timeline_step_free(&st);
     return rc;
 }
 
@@ -375,10 +231,10 @@ int sl_cmd_trace(int argc, char **argv)
         return st == SL_OK ? 0 : sl_cli_error("trace", st);
     }
     /* The critical path of the step asked for, else of step 1, or 0 when there is only one. */
-    crit_path cp;
-    st = nr ? critical_path(events, nr, step, &cp) : SL_EINVAL;
+    sl_critical_path cp;
+    st = nr ? sl_timeline_critical_path(events, nr, step, &cp) : SL_EINVAL;
     if (st != SL_OK && !step_given && step == 1 && nr)
-        st = critical_path(events, nr, step = 0, &cp);
+        st = sl_timeline_critical_path(events, nr, step = 0, &cp);
     if (st != SL_OK && step_given) {
         cJSON_Delete(root);
         return sl_cli_error("trace", st);

@@ -1,7 +1,8 @@
 /* `sluice bench pipeline --json` through the real executable, at its smallest (2 ranks, 4
  * micro-batches, 0.2 ms delay layers, small activations): every schedule's row holds positive
- * figures, the ideal makespan and the formula's bubble ratio are the known ones, and bad options
- * are refused. Never a timing: the machines are shared and noisy. */
+ * figures (the critical path's waits within the step), the ideal makespan and the formula's bubble
+ * ratio are the known ones, and bad options are refused. Never a timing: the machines are shared
+ * and noisy. */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <math.h>
@@ -45,6 +46,11 @@ Test(bench_pipeline, json_rows)
         cr_assert_gt(number(r, "step_ms"), 0.0);
         cr_assert_gt(number(r, "f_ms"), 0.0);
         cr_assert_gt(number(r, "b_ms"), 0.0);
+        /* The critical path's waits lie within the step. */
+        double link = number(r, "critical_path_link_wait_ms");
+        double gap = number(r, "critical_path_rank_gap_ms");
+        cr_assert(link >= 0 && gap >= 0 && link + gap < number(r, "step_ms"), "%g + %g of %g", link,
+                  gap, number(r, "step_ms"));
         double bm = number(r, "bubble_measured");
         cr_assert(bm > -1 && bm < 1, "bubble %g", bm);
         if (i < 2) {
