@@ -1,6 +1,7 @@
 /* `sluice bench partition --json` at its smallest (the skewed MLP on 2 ranks, 2 steps, no GPT, no
  * second device): the fields bench.h promises, both plans' counts covering the model's 12 layers
- * with parameters, positive measured and predicted step times, and usage errors. Never a timing. */
+ * with parameters, positive measured, predicted and simulated (for the measured costs) step
+ * times, and usage errors. Never a timing. */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <string.h>
@@ -31,9 +32,13 @@ Test(bench_partition, json_row)
     cr_assert_gt(cJSON_GetNumberValue(cJSON_GetObjectItem(root, "ratio")), 0.0);
     const cJSON *row = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "rows"), 0);
     cr_assert_not_null(row);
-    const char *keys[] = {"step_uniform_s", "step_time_s", "predicted_uniform_s",
-                          "predicted_time_s"};
-    for (int k = 0; k < 4; k++)
+    const char *keys[] = {"step_uniform_s",
+                          "step_time_s",
+                          "predicted_uniform_s",
+                          "predicted_time_s",
+                          "simulated_for_measured_uniform_s",
+                          "simulated_for_measured_time_s"};
+    for (int k = 0; k < 6; k++)
         cr_assert_gt(cJSON_GetNumberValue(cJSON_GetObjectItem(row, keys[k])), 0.0, "%s", keys[k]);
     cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(row, "counts_uniform")), "6,6");
     cr_assert_eq(sum_counts(cJSON_GetStringValue(cJSON_GetObjectItem(row, "counts_time"))), 12);
