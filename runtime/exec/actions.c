@@ -331,7 +331,7 @@ void sl__exec_doing(const sl__exec *e, char *buf, size_t cap)
     const sl_action *a = e->cur;
     buf[0] = '\0';
     if (!a && e->vote_peer >= 0)
-        snprintf(buf, cap, "waiting for rank %d to end step %lld", e->vote_peer,
+        snprintf(buf, cap, "waiting for rank %d's stop vote of step %lld", e->vote_peer,
                  (long long)e->cur_step);
     if (!a) return;
     bool recv = a->type == SL_ACTION_RECV_F || a->type == SL_ACTION_RECV_B;

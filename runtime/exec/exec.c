@@ -343,8 +343,10 @@ static int train_loop(sl__exec *e)
         for (int i = 0; i < e->nls; i++) SL_TRY(sl_stage_zero_grad(e->ls[i].st));
         SL_TRY(sl_device_finish(e->dev));
         e->zero_s += sl_now() - z0;
-        for (size_t i = 0; i < count; i++)
+        for (size_t i = 0; i < count; i++) {
+            if ((long)i == e->vote_at) SL_TRY(sl__exec_vote_read(e, step));
             SL_TRY(sl_config_diverged(e->cfg, sl__exec_run_action(e, step, &acts[i])));
+        }
         if (last) {
             double loss = 0.0;
             SL_TRY(sl__exec_step_loss(e, &loss));
@@ -406,10 +408,12 @@ int sl_exec_rank(const sl_plan *plan, const sl_exec_options *opt)
                   .opt = opt,
                   .rank = opt->rank,
                   .world = plan->ranks,
-                  .vote_peer = -1};
+                  .vote_peer = -1,
+                  .vote_at = -1};
     int rc = sl_reporter_open(opt->report_endpoint, opt->report_curve, &e.rep);
     if (rc != SL_OK) return rc;
     rc = setup(&e);
+    sl__exec_vote_setup(&e);
     /* The coordinator's relay of a signal (a local run: the spawn ignores SIGUSR1 until here),
      * set after the device is open, as a driver may set handlers of its own. */
     struct sigaction sa = {.sa_handler = sl_exec_request_stop}, old;

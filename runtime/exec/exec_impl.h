@@ -66,7 +66,10 @@ typedef struct sl__exec {
     const sl_exec_options *opt;
     int rank, world;
     int start_step, start_evals; /* 0, or a resumed checkpoint's */
-    double vote;                 /* the last rank: the stop vote gathered last (stop.c) */
+    double vote; /* the stop vote of the step before: gathered (the last rank) or read (stop.c) */
+    bool vote_inside;  /* the ranks read the broadcast inside the step (stop.c) */
+    long vote_at;      /* where in a step's actions this rank reads it, or -1 */
+    bool vote_pending; /* it is still to be read in this step */
     /* The action running (NULL between actions), its step and start; read by the watchdog
      * thread, hence atomic. avg_s/n_done: each action type's mean duration so far. */
     const sl_action *_Atomic cur;
@@ -160,7 +163,11 @@ int sl__exec_optimizer_step(sl__exec *e, int64_t step);
 int sl__exec_report(sl__exec *e, cJSON *obj);
 
 /* stop.c: whether every rank stops after step `step` (a signal asked one of them to); all ranks
- * call it at the end of every step and get the same answer. */
+ * call it at the end of every step and get the same answer. sl__exec_vote_setup chooses where
+ * the vote is read (e->vote_at) from the schedule, at set-up; the step loop calls
+ * sl__exec_vote_read before action e->vote_at of each step. */
+void sl__exec_vote_setup(sl__exec *e);
+int sl__exec_vote_read(sl__exec *e, int64_t step);
 int sl__exec_stop_after(sl__exec *e, int64_t step, bool *stop);
 
 /* watchdog.c: a thread that warns (on stderr, naming the rank, its host and the action) when the

@@ -168,6 +168,32 @@ int sl_schedule_link_dir(const sl_schedule *s, int rank, const sl_action *a)
     return a->peer == next ? 0 : a->peer == prev ? 1 : -1;
 }
 
+long sl_schedule_upstream_read(const sl_schedule *s, int rank)
+{
+    size_t n;
+    const sl_action *acts = sl_schedule_actions(s, rank, &n);
+    for (size_t i = 0; acts && i < n; i++) {
+        const sl_action *a = &acts[i];
+        switch (a->type) {
+        case SL_ACTION_RECV_F:
+        case SL_ACTION_RECV_B:
+            if (sl_schedule_link_dir(s, rank, a) == 0) return (long)i;
+            break;
+        case SL_ACTION_SEND_F:
+        case SL_ACTION_SEND_B:
+            if (sl_schedule_link_dir(s, rank, a) != 0) return -1;
+            break;
+        case SL_ACTION_TIED:
+        case SL_ACTION_NORM:
+        case SL_ACTION_SYNC:
+            return -1;
+        default:
+            break;
+        }
+    }
+    return -1;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Text form */
 

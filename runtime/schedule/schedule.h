@@ -218,6 +218,13 @@ int sl_schedule_set_stage_rank(sl_schedule *s, int stage, int rank);
  * so both ends of a transfer pick the two ends of one link. */
 int sl_schedule_link_dir(const sl_schedule *s, int rank, const sl_action *a);
 
+/* Where `rank` can read, without waiting longer than its list does, a message that its NEXT
+ * neighbour sent before anything of the same step towards it (the stop vote's broadcast,
+ * runtime/exec/stop.c): the index of its first receive from NEXT (as sl_schedule_link_dir picks
+ * the link), when no action before it sends towards PREV or reduces (TIED, NORM, SYNC), so the
+ * neighbour's own messages of the step cannot depend on it; else -1. */
+long sl_schedule_upstream_read(const sl_schedule *s, int rank);
+
 /* One message of a TIED, NORM or SYNC action: sent or received, to or from `peer`, over the ring
  * link toward the next rank ((r+1)%D, dir 0) or the previous one (dir 1): the transport's
  * SL_LINK_NEXT and SL_LINK_PREV. `round` tells NORM's two rounds apart (0: partial sums, 1: the

@@ -297,3 +297,60 @@ Test(schedule, validator_checks_forward_only_schedules)
     cr_assert_eq(a[1].type, SL_ACTION_F);
     sl_schedule_free(s);
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* Where a message from NEXT can be read inside a step (the stop vote's broadcast) */
+
+static long first_recv_b0(const sl_schedule *s, int rank)
+{
+    size_t n;
+    const sl_action *a = sl_schedule_actions(s, rank, &n);
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type == SL_ACTION_RECV_B && a[i].mb == 0) return (long)i;
+    return -1;
+}
+
+/* GPipe, 1F1B and ZB-H1 with a GPT's reductions: every rank but the last reads at its first
+ * RECV_B (from NEXT, its first receive from there, after no send towards PREV); the last rank
+ * receives nothing from NEXT. The V schedules and chimera on 4 ranks read inside too; on 2 ranks
+ * (both links lead to one peer) rank 0 sends towards PREV first, so it cannot. */
+Test(reductions, upstream_read_is_the_first_receive_from_next)
+{
+    const int ds[] = {2, 3, 4, 8};
+    for (size_t g = 0; g < 3; g++)
+        for (size_t di = 0; di < sizeof ds / sizeof *ds; di++) {
+            int d = ds[di];
+            sl_schedule_params p = {.name = one_chunk[g],
+                                    .ranks = d,
+                                    .microbatches = 8,
+                                    .chunks = 1,
+                                    .tied_stages = {0, d - 1},
+                                    .norm = true};
+            sl_schedule *s = NULL;
+            cr_assert_eq(sl_schedule_generate(&p, &s), SL_OK, "%s", sl_last_error());
+            for (int r = 0; r < d; r++) {
+                long at = sl_schedule_upstream_read(s, r);
+                if (r == d - 1) {
+                    cr_assert_eq(at, -1, "%s D=%d: the last rank", one_chunk[g], d);
+                    continue;
+                }
+                cr_assert_eq(at, first_recv_b0(s, r), "%s D=%d rank %d", one_chunk[g], d, r);
+                size_t n;
+                const sl_action *a = sl_schedule_actions(s, r, &n);
+                cr_assert_eq(sl_schedule_link_dir(s, r, &a[at]), 0);
+                for (long i = 0; i < at; i++)
+                    cr_assert(a[i].type != SL_ACTION_SEND_B, "%s D=%d rank %d", one_chunk[g], d, r);
+            }
+            sl_schedule_free(s);
+        }
+    const char *two_chunks[] = {"zb-v", "dualpipev", "chimera"};
+    for (size_t g = 0; g < 3; g++) {
+        sl_schedule *four = gen(two_chunks[g], 4, 8, 2, false);
+        for (int r = 0; r < 3; r++)
+            cr_assert_geq(sl_schedule_upstream_read(four, r), 0, "%s rank %d", two_chunks[g], r);
+        sl_schedule_free(four);
+        sl_schedule *two = gen(two_chunks[g], 2, 8, 2, false);
+        cr_assert_eq(sl_schedule_upstream_read(two, 0), -1, "%s on 2 ranks", two_chunks[g]);
+        sl_schedule_free(two);
+    }
+}
