@@ -92,14 +92,11 @@ static void print_text(const sl_plan *plan)
     for (int s = 0; s < p->nstages; s++) {
         char range[32], w[32], in[32], out[32], stash[32], names[512];
         int rank = sl_partition_rank(p, s), first = p->stages[s].first, last = p->stages[s].last;
-        size_t stash_bytes = 0;
-        for (int i = first; i < last; i++)
-            stash_bytes += rows * sl_layer_stash_bytes(&m->layers[i]);
         snprintf(range, sizeof range, "%d-%d", first, last - 1);
         snprintf(w, sizeof w, "%d->%d", sl_model_width(m, first), sl_model_width(m, last));
         human((double)(rows * 4 * (size_t)sl_model_width(m, last)), out, sizeof out);
-        human((double)(rows * 4 * (size_t)sl_model_width(m, first)), in, sizeof in);
-        human((double)stash_bytes, stash, sizeof stash);
+        human((double)sl_plan_input_bytes(plan, s), in, sizeof in);
+        human((double)sl_plan_stash_bytes(plan, s), stash, sizeof stash);
         layer_names(plan, first, last, names, sizeof names);
         printf("%5d %4d  %-10s %-8s %10zu %9s  %-10s %-10s %-10s  %s\n", s, rank,
                plan->rank[rank].device, range, sl_model_params(m, first, last), w,

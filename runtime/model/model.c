@@ -104,6 +104,13 @@ size_t sl_model_params(const sl_model *m, int first, int last)
     return n;
 }
 
+size_t sl_model_stash_bytes(const sl_model *m, int first, int last)
+{
+    size_t n = 0;
+    for (int i = first; i < last; i++) n += sl_layer_stash_bytes(&m->layers[i]);
+    return n;
+}
+
 int sl_model_width(const sl_model *m, int i)
 {
     if (i >= m->nlayers) return m->outputs;

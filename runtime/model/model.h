@@ -57,6 +57,8 @@ void sl_model_free(sl_model *m);
 
 /* Parameters (elements) of layers [first, last), a tied parameter counted where its twin is. */
 size_t sl_model_params(const sl_model *m, int first, int last);
+/* Bytes per sample a micro-batch's stash holds for layers [first, last) (sl_layer_stash_bytes). */
+size_t sl_model_stash_bytes(const sl_model *m, int first, int last);
 /* Width of the input of layer i (i == nlayers: the model's output width). */
 int sl_model_width(const sl_model *m, int i);
 /* The index of the parameter called `name`, or -1. */

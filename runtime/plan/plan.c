@@ -205,10 +205,7 @@ static cJSON *model_json(const sl_plan *p)
 
 size_t sl_plan_range_stash_bytes(const sl_plan *p, const sl_stage_range *r)
 {
-    size_t stash = 0;
-    for (int i = r->first; i < r->last; i++)
-        stash += p->rows * sl_layer_stash_bytes(&p->model.layers[i]);
-    return stash;
+    return p->rows * sl_model_stash_bytes(&p->model, r->first, r->last);
 }
 
 size_t sl_plan_range_input_bytes(const sl_plan *p, const sl_stage_range *r)

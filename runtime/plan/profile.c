@@ -271,9 +271,8 @@ static int measure(const sl_model *m, const sl_config *cfg, const int *first, sl
     sl_weights w;
     int rc = sl_weights_from_config(cfg, m, &w);
     bool have_weights = rc == SL_OK;
-    double evict = 8.0 * (double)m->nparams, stash = 0;
-    for (int l = 0; l < m->nlayers; l++)
-        stash += (double)(p->rows * sl_layer_stash_bytes(&m->layers[l]));
+    double evict = 8.0 * (double)m->nparams;
+    double stash = (double)(p->rows * sl_model_stash_bytes(m, 0, m->nlayers));
     evict = SL_MIN(SL_MAX(SL_MAX(evict, stash), (double)EVICT_MIN), (double)EVICT_MAX);
     size_t junk_bytes = (size_t)evict;
     unsigned char *junk = malloc(junk_bytes); /* without it the profile is only warmer */
