@@ -191,7 +191,8 @@ static void print_prediction(const sl_plan *plan, const sl_profile *profiles, co
         printf("(the ranks on this host's CPU share its %d cores, threads per rank:", p->cores);
         for (int r = 0; r < plan->ranks; r++) printf("%s %d", r ? "," : "", p->threads[r]);
         printf(";\nwhile more threads than cores compute, each runs at cores / threads of its "
-               "profiled speed.)\n");
+               "profiled speed;\nits sends and receives, which then wait for a core too, are "
+               "predicted at the links' cost alone.)\n");
     }
     printf("\npredicted step: %.2f ms, bubble ratio %.4f (%s partition)\n", p->step_ms, p->bubble,
            plan->cfg.pipeline.partition);
