@@ -233,8 +233,7 @@ int sl_cmd_trace(int argc, char **argv)
     /* The critical path of the step asked for, else of step 1, or 0 when there is only one. */
     sl_critical_path cp;
     st = nr ? sl_timeline_critical_path(events, nr, step, &cp) : SL_EINVAL;
-    if (st != SL_OK && !step_given && step == 1 && nr)
-        st = sl_timeline_critical_path(events, nr, step = 0, &cp);
+    if (st != SL_OK && !step_given && nr) st = sl_timeline_critical_path(events, nr, step = 0, &cp);
     if (st != SL_OK && step_given) {
         cJSON_Delete(root);
         return sl_cli_error("trace", st);
@@ -243,7 +242,6 @@ int sl_cmd_trace(int argc, char **argv)
     bool have_cp = st == SL_OK;
     rank_stats *ranks = calloc(MAX_RANKS, sizeof *ranks);
     if (!ranks) return sl_cli_error("trace", SL_ENOMEM);
-    int nranks = 0;
     const cJSON *ev;
     cJSON_ArrayForEach(ev, events)
     {
@@ -252,7 +250,6 @@ int sl_cmd_trace(int argc, char **argv)
         const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "name"));
         if (tid < 0 || tid >= MAX_RANKS || !ph || !name) continue;
         rank_stats *r = &ranks[tid];
-        nranks = SL_MAX(nranks, tid + 1);
         if (!strcmp(ph, "M")) {
             const char *label =
                 cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "args"), "name"));
@@ -279,7 +276,7 @@ int sl_cmd_trace(int argc, char **argv)
         for (int k = 0; k < K_COUNT; k++) printf(" %9s", kind_names[k]);
         printf(" %9s %6s\n", "span", "idle");
     }
-    for (int i = 0; i < nranks; i++) {
+    for (int i = 0; i < nr; i++) {
         rank_stats *r = &ranks[i];
         double span = r->last - r->first, compute = 0;
         for (int k = K_F; k <= K_R; k++) compute += r->us[k];
