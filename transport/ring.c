@@ -13,9 +13,11 @@
  * ranks hold it (the sender unlinks it too on close, for a receiver that never came, and a local
  * run's launcher sweeps the names of ranks that died before either could). Positions
  * are byte counts since the ring began: a payload at position p lies at p % size, whole (the
- * sender skips to the ring's start rather than wrap one), and the receiver publishes the end of
- * the last payload it is done with as `tail` in the control page; the sender never places bytes
- * past tail + size. A payload that does not fit now goes over the socket as before. */
+ * sender skips to the ring's start rather than wrap one, and goes back to the start whenever
+ * there is room there), and the receiver publishes the end of the last payload it is done with as
+ * `tail` in the control page; the sender never places bytes past tail + size (the whole ring being
+ * free from its start once the receiver is done with everything). A payload that does not fit now
+ * goes over the socket as before. */
 #define _GNU_SOURCE
 #include "transport/transport_impl.h"
 
@@ -169,14 +171,20 @@ int sl__ring_place(sl_transport *t, struct sl__link *l, size_t len, uint64_t *po
     *dst = NULL;
     if (!r->map || len > r->size) return SL_OK;
     uint64_t tail = atomic_load_explicit(&ctl(r)->tail, memory_order_acquire);
-    if (tail > r->head || r->head - tail > r->size)
+    uint64_t start = r->head, off = start % r->size;
+    uint64_t lap = off ? start + (r->size - off) : start; /* the ring's start, next time round */
+    if (tail == r->head) r->floor = lap;                  /* the peer is done with all of it */
+    uint64_t done = SL_MAX(tail, r->floor);               /* every byte before it is free */
+    if (tail > r->head || (done < r->head && r->head - done > r->size))
         return sl__broke(t, l, SL_EPROTOCOL,
                          "rank %d's tail in our shared-memory ring (%llu) is outside what we "
                          "placed (up to %llu): the ring was written by someone else",
                          l->peer, (unsigned long long)tail, (unsigned long long)r->head);
-    uint64_t start = r->head, off = start % r->size;
-    if (off + len > r->size) start += r->size - off; /* whole, from the ring's start */
-    if (start + len - tail > r->size) return SL_OK;  /* full for now */
+    /* At the ring's start whenever it has room there: a link with one or two payloads in
+     * flight then reuses the same bytes, still in the caches, rather than cycling through the
+     * whole ring into bytes last touched a lap ago (bench/pipeline.md). */
+    if (lap + len - done <= r->size || off + len > r->size) start = lap;
+    if (start + len - done > r->size) return SL_OK; /* full for now */
     r->head = start + len;
     *pos = start;
     *dst = data(r) + start % r->size;

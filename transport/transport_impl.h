@@ -30,9 +30,10 @@
 struct sl__ring {
     uint8_t *map; /* the control page, then `size` data bytes; NULL: no ring */
     size_t size;
-    uint64_t head; /* ours: where the next payload may start */
-    uint64_t next; /* the peer's: the least position its next payload may have */
-    char name[64]; /* the shared-memory object's name ("" once unlinked, or none) */
+    uint64_t head;  /* ours: where the next payload may start */
+    uint64_t floor; /* ours: the peer is done with every byte before it */
+    uint64_t next;  /* the peer's: the least position its next payload may have */
+    char name[64];  /* the shared-memory object's name ("" once unlinked, or none) */
 };
 
 /* What sl__read_message received: the payload frame and where the payload is (in the frame, or
