@@ -295,8 +295,9 @@ typedef struct sl_stash {
     sl_buffer **act;
     sl_buffer ***keep;
     sl_buffer *scratch[2];
-    /* Zero-bubble: the output gradient of each layer with parameters, kept from I to W (made by
-     * the first input-only pass; NULL for a stash that only ever ran full backwards). */
+    /* Zero-bubble: the output gradient of each layer that owns parameter tensors, kept from I to
+     * W (made by the first input-only pass; NULL for a stash that only ever ran full backwards,
+     * and for a layer without tensors, such as delay, whose weight pass reads none). */
     sl_buffer **grad;
 } sl_stash;
 

@@ -312,6 +312,13 @@ int sl_stage_forward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash
     return SL_OK;
 }
 
+/* Whether layer i owns parameter tensors, so that its weight pass reads its output gradient (a
+ * delay layer has a weight pass, being a unit of the partition, but owns none). */
+static bool owns_params(const sl_stage *s, int i)
+{
+    return s->model->first_param[i + 1] > s->model->first_param[i];
+}
+
 /* The weight-only pass (zero-bubble's W): each layer with parameters' backward_weight on the
  * output gradient the input-only pass kept for it. */
 static int stage_backward_weight(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *stash)
@@ -322,10 +329,13 @@ static int stage_backward_weight(sl_stage *s, size_t rows, sl_buffer *input, sl_
         const sl_layer *l = &s->model->layers[i];
         int k = i - s->first;
         if (!sl_layer_has_params(l)) continue;
-        if (!stash->grad || !stash->grad[k])
-            return sl_fail(SL_EINVAL, "weight gradient of layer %d before its input gradient", i);
         sl_layer_pass p = layer_pass(s, i, rows, input, stash);
-        p.dy = stash->grad[k];
+        if (owns_params(s, i)) {
+            if (!stash->grad || !stash->grad[k])
+                return sl_fail(SL_EINVAL, "weight gradient of layer %d before its input gradient",
+                               i);
+            p.dy = stash->grad[k];
+        }
         SL_TRY(l->kind->backward_weight(&p));
     }
     return SL_OK;
@@ -352,7 +362,7 @@ static int stage_backward(sl_stage *s, size_t rows, sl_buffer *input, sl_stash *
         sl_layer_pass p = layer_pass(s, i, rows, input, stash);
         p.dy = g;
         p.dx = k == 0 ? din : stash->scratch[next];
-        if (sl_layer_has_params(l) && !weights) {
+        if (owns_params(s, i) && !weights) {
             size_t bytes = rows * (size_t)l->out * sizeof(float);
             if (!stash->grad[k]) SL_TRY(sl_buffer_alloc(s->dev, bytes, &stash->grad[k]));
             SL_TRY(sl_buffer_copy(stash->grad[k], 0, g, 0, bytes));
