@@ -330,7 +330,10 @@ void sl__exec_doing(const sl__exec *e, char *buf, size_t cap)
 {
     const sl_action *a = e->cur;
     buf[0] = '\0';
-    if (!a && e->vote_peer >= 0)
+    if (!a && e->vote_peer >= 0 && e->vote_sends)
+        snprintf(buf, cap, "sending its stop vote of step %lld to rank %d", (long long)e->cur_step,
+                 e->vote_peer);
+    else if (!a && e->vote_peer >= 0)
         snprintf(buf, cap, "waiting for rank %d's stop vote of step %lld", e->vote_peer,
                  (long long)e->cur_step);
     if (!a) return;

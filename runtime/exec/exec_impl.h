@@ -78,8 +78,9 @@ typedef struct sl__exec {
     double avg_s[SL__EXEC_ACTION_TYPES];
     long n_done[SL__EXEC_ACTION_TYPES];
     struct sl__watchdog *watchdog;
-    int vote_peer; /* between steps: the rank whose stop vote this one awaits, or
-                      -1 (stop.c) */
+    int vote_peer;   /* outside the actions: the rank this one exchanges a stop vote with, or
+                        -1 (stop.c) */
+    bool vote_sends; /* and whether it sends it (else it waits for it) */
     sl_data data;
     sl_device *dev;
     sl_transport *tr;

@@ -51,11 +51,12 @@ static int vote(sl__exec *e, int dir, bool send, int64_t step, int round, double
                            .dtype = SL_DTYPE_F64,
                            .ndim = 1,
                            .shape = {1}};
-    if (send) return sl_transport_send(e->tr, dir, &meta, v, sizeof *v);
     e->vote_peer = (e->rank + (dir == SL_LINK_NEXT ? 1 : e->world - 1)) % e->world;
+    e->vote_sends = send;
     e->cur_step = step;
-    int rc = sl_transport_recv(e->tr, dir, &meta, v, sizeof *v, NULL, NULL);
-    if (rc == SL_OK) e->vote_peer = -1;
+    int rc = send ? sl_transport_send(e->tr, dir, &meta, v, sizeof *v)
+                  : sl_transport_recv(e->tr, dir, &meta, v, sizeof *v, NULL, NULL);
+    if (rc == SL_OK) e->vote_peer = -1; /* else a failure's report names the exchange */
     return rc;
 }
 
