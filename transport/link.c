@@ -122,7 +122,7 @@ int sl__send_frames(sl_transport *t, struct sl__link *l, sl_wire_header *h, zmq_
         zmq_msg_close(payload);
         return sl__broke(t, l, SL_EIO, "send: %s", zmq_strerror(errno));
     }
-    l->send_seq++;
+    sl__ring_post(l, ++l->send_seq);
     return 1;
 }
 
@@ -197,39 +197,54 @@ static int send_msg(sl_transport *t, struct sl__link *l, const sl_tensor_meta *m
     return s < 0 ? s : SL_OK;
 }
 
-/* Sends src through l's ring when the link has one, the payload is large and there is room now
- * (copied there while checksummed; the frame carries its place): 1 when sent, 0 when it has to go
- * over the socket, or a failure. */
+/* How a send hands its payload over: copied before the call returns, lent until the copy thread
+ * is done with it, or owned (freed with free_fn once sent). */
+struct handover {
+    enum { COPIED, LENT, OWNED } how;
+    sl_free_fn *free_fn;
+    void *hint;
+};
+
+/* Sends src through l's ring when the link has one, the payload is large and there is room now:
+ * the header in its slot and the message's note first, posted, then the payload copied into the
+ * slot while checksummed (ring.c), here or, lent or owned, on the copy thread (which frees an
+ * owned one). 1 when sent, 0 when it has to go over the socket, or a failure (src still the
+ * caller's). */
 static int send_ring(sl_transport *t, struct sl__link *l, const sl_tensor_meta *m, const void *src,
-                     size_t bytes)
+                     size_t bytes, const struct handover *ho)
 {
     if (!l->out.map || !bytes || bytes < t->o.zero_copy_bytes) return 0;
     uint64_t pos = 0;
-    void *dst;
-    int s = sl__ring_place(t, l, bytes, &pos, &dst);
-    if (!s && !dst) l->socket_sends++;
-    if (s || !dst) return s;
+    void *slot;
+    int s = sl__ring_place(t, l, bytes, &pos, &slot);
+    if (!s && !slot) l->socket_sends++;
+    if (s || !slot) return s;
     sl_wire_header h;
     tensor_header(t, l, &h, m, bytes);
     h.flags = SL_WIRE_FLAG_RING;
-    uint32_t crc = sl_crc32c_copy(header_crc(l, &h), dst, src, bytes);
-    zmq_msg_t p;
-    if (zmq_msg_init_size(&p, SL_WIRE_PLACE_SIZE) < 0)
-        return sl_fail(SL_ENOMEM, "cannot allocate a message");
-    sl_wire_encode_place(zmq_msg_data(&p), pos, bytes);
-    s = sl__send_frames(t, l, &h, &p, 0, &crc);
+    uint32_t crc = header_crc(l, &h);
+    h.crc = crc;
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    sl_wire_encode(&h, raw);
+    sl__ring_note(l, slot, pos, bytes, l->send_seq, raw);
+    sl__ring_post(l, ++l->send_seq);
     l->ring_sends++;
-    return s < 0 ? s : 1;
+    if (ho->how == COPIED)
+        sl__ring_fill(slot, src, bytes, crc);
+    else
+        sl__mover_fill(t, slot, src, bytes, crc, ho->how == OWNED ? ho->free_fn : NULL, ho->hint);
+    return 1;
 }
 
-int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, const void *data,
-                      size_t bytes)
+/* sl_transport_send and sl_transport_send_lent: the ring, or a copy sent over the socket. */
+static int send_copy(sl_transport *t, int dir, const sl_tensor_meta *meta, const void *data,
+                     size_t bytes, const struct handover *ho)
 {
     struct sl__link *l = NULL;
     SL_TRY(sl__get_link(t, dir, &l));
     SL_TRY(check_meta(t, meta, bytes));
     SL_TRY(before_send(t, l));
-    int r = send_ring(t, l, meta, data, bytes);
+    int r = send_ring(t, l, meta, data, bytes, ho);
     if (r) return r < 0 ? r : SL_OK;
     zmq_msg_t p;
     if (bytes >= t->o.zero_copy_bytes && bytes > 0) {
@@ -243,6 +258,28 @@ int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, cons
         return sl_fail(SL_ENOMEM, "cannot allocate a %zu-byte message", bytes);
     }
     return send_msg(t, l, meta, &p, bytes ? data : NULL);
+}
+
+int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, const void *data,
+                      size_t bytes)
+{
+    return send_copy(t, dir, meta, data, bytes, &(struct handover){COPIED, NULL, NULL});
+}
+
+int sl_transport_send_lent(sl_transport *t, int dir, const sl_tensor_meta *meta, const void *data,
+                           size_t bytes)
+{
+    return send_copy(t, dir, meta, data, bytes, &(struct handover){LENT, NULL, NULL});
+}
+
+void sl_transport_flush(sl_transport *t)
+{
+    if (t) sl__mover_flush(t);
+}
+
+bool sl_transport_flushed(sl_transport *t)
+{
+    return !t || !sl__mover_pending(t);
 }
 
 void *sl_transport_alloc(sl_transport *t, size_t bytes)
@@ -269,11 +306,9 @@ int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta
     if (!s) s = check_meta(t, meta, bytes);
     if (!s) s = before_send(t, l);
     if (!s) {
-        int r = send_ring(t, l, meta, data, bytes);
-        if (r) {
-            if (free_fn) free_fn(data, hint);
-            return r < 0 ? r : SL_OK;
-        }
+        int r = send_ring(t, l, meta, data, bytes, &(struct handover){OWNED, free_fn, hint});
+        if (r > 0) return SL_OK; /* the copy thread frees it */
+        s = r;
     }
     zmq_msg_t p;
     if (!s && bytes >= t->o.zero_copy_bytes && bytes > 0) {
@@ -329,6 +364,7 @@ void sl_transport_close(sl_transport *t)
                    "over the socket (no room in the ring)",
                    t->o.rank, sl__dir_name(l->dir), (unsigned long long)l->ring_sends,
                    (unsigned long long)l->socket_sends);
+        if (i == 0) sl__mover_stop(t); /* before the rings it fills go */
         sl__ring_close(&l->out, true);
         sl__ring_close(&l->in, false);
         if (l->sock) {

@@ -1,8 +1,9 @@
-/* Receiving: one message's frames, its header checked against the link (run id, ranks, sequence
- * number, size limit), its CRC, and the tensor the caller expected. Every check but the CRC runs
- * before the payload is copied anywhere (the payload stays in libzmq's buffer, bounded by
- * ZMQ_MAXMSGSIZE, or in the peer's shared-memory ring); the CRC is checked while the payload is
- * copied (one pass over it) or, for a borrowed receive, over the payload in place. */
+/* Receiving: the next message in sequence, from the peer's shared-memory ring or its socket; its
+ * header checked against the link (run id, ranks, sequence number, size limit), its CRC, and the
+ * tensor the caller expected. Every check but the payload's CRC runs before the payload is copied
+ * anywhere (the payload stays in libzmq's buffer, bounded by ZMQ_MAXMSGSIZE, or in the peer's
+ * ring); the CRC is checked while the payload is copied (one pass over it, for a ring message as
+ * the sender places it) or, for a borrowed receive, over the payload in place. */
 #include "transport/transport_impl.h"
 
 #include <errno.h>
@@ -90,6 +91,68 @@ static int matches(const sl_wire_header *h, const sl_tensor_meta *e, char *why, 
     return 0;
 }
 
+/* Where a payload goes while its CRC is checked: the caller's buffer when it is the tensor expected
+ * and fits, or NULL (checked in place). */
+static void *destination(const sl_wire_header *h, struct sl__dest *dst)
+{
+    char why[8];
+    return dst && dst->data && h->type != SL_MSG_ABORT && h->type != SL_MSG_HELLO &&
+                   h->payload_len <= dst->capacity &&
+                   (!dst->expected || matches(h, dst->expected, why, 0))
+               ? dst->data
+               : NULL;
+}
+
+static int crc_refused(sl_transport *t, struct sl__link *l, const sl_wire_header *h, uint32_t crc)
+{
+    return sl__broke(t, l, SL_EPROTOCOL,
+                     "refused %s: CRC32C mismatch (computed %08x, header says %08x): corrupted in "
+                     "transit",
+                     sl_msg_type_name(h->type), crc, h->crc);
+}
+
+/* The checks of a decoded header against the link: run id, ranks, sequence number, size limit
+ * (a refused socket message's remaining frames are drained). */
+static int check_header(sl_transport *t, struct sl__link *l, const sl_wire_header *h)
+{
+    if (h->run_id != t->o.run_id) {
+        sl__drain_frames(l->sock);
+        return sl__broke(t, l, SL_EPEER,
+                         "refused a message of run %016llx (this run is %016llx): a process left "
+                         "over from an earlier run?",
+                         (unsigned long long)h->run_id, (unsigned long long)t->o.run_id);
+    }
+    if (h->src != (uint32_t)l->peer || h->dst != (uint32_t)t->o.rank) {
+        sl__drain_frames(l->sock);
+        return sl__broke(t, l, SL_EPROTOCOL,
+                         "refused a message from rank %u to rank %u (expected from rank %d to rank "
+                         "%d): misconnected endpoints?",
+                         h->src, h->dst, l->peer, t->o.rank);
+    }
+    if (h->seq != l->recv_seq) {
+        sl__drain_frames(l->sock);
+        if (h->seq < l->recv_seq)
+            return sl__broke(t, l, SL_EPROTOCOL,
+                             "refused %s with sequence number %llu: already received (duplicate or "
+                             "reordered; expected %llu)",
+                             sl_msg_type_name(h->type), (unsigned long long)h->seq,
+                             (unsigned long long)l->recv_seq);
+        return sl__broke(
+            t, l, SL_EPROTOCOL,
+            "refused %s with sequence number %llu: expected %llu (%llu message(s) lost "
+            "or reordered)",
+            sl_msg_type_name(h->type), (unsigned long long)h->seq, (unsigned long long)l->recv_seq,
+            (unsigned long long)(h->seq - l->recv_seq));
+    }
+    if (h->payload_len > t->o.max_tensor_bytes) {
+        sl__drain_frames(l->sock);
+        return sl__broke(t, l, SL_ELIMIT, "refused %s of %llu bytes: above max_tensor_bytes (%zu)",
+                         sl_msg_type_name(h->type), (unsigned long long)h->payload_len,
+                         t->o.max_tensor_bytes);
+    }
+    return SL_OK;
+}
+
 /* With `wait`, blocks up to the socket's receive timeout (a slice, see make_link in open.c) for
  * the first frame, as a plain zmq_recv would; otherwise does not block. */
 int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h,
@@ -147,41 +210,7 @@ int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h,
         sl__drain_frames(l->sock);
         return sl__broke(t, l, st, "refused a message: %s", sl_last_error());
     }
-    if (h->run_id != t->o.run_id) {
-        sl__drain_frames(l->sock);
-        return sl__broke(t, l, SL_EPEER,
-                         "refused a message of run %016llx (this run is %016llx): a process left "
-                         "over from an earlier run?",
-                         (unsigned long long)h->run_id, (unsigned long long)t->o.run_id);
-    }
-    if (h->src != (uint32_t)l->peer || h->dst != (uint32_t)t->o.rank) {
-        sl__drain_frames(l->sock);
-        return sl__broke(t, l, SL_EPROTOCOL,
-                         "refused a message from rank %u to rank %u (expected from rank %d to rank "
-                         "%d): misconnected endpoints?",
-                         h->src, h->dst, l->peer, t->o.rank);
-    }
-    if (h->seq != l->recv_seq) {
-        sl__drain_frames(l->sock);
-        if (h->seq < l->recv_seq)
-            return sl__broke(t, l, SL_EPROTOCOL,
-                             "refused %s with sequence number %llu: already received (duplicate or "
-                             "reordered; expected %llu)",
-                             sl_msg_type_name(h->type), (unsigned long long)h->seq,
-                             (unsigned long long)l->recv_seq);
-        return sl__broke(
-            t, l, SL_EPROTOCOL,
-            "refused %s with sequence number %llu: expected %llu (%llu message(s) lost "
-            "or reordered)",
-            sl_msg_type_name(h->type), (unsigned long long)h->seq, (unsigned long long)l->recv_seq,
-            (unsigned long long)(h->seq - l->recv_seq));
-    }
-    if (h->payload_len > t->o.max_tensor_bytes) {
-        sl__drain_frames(l->sock);
-        return sl__broke(t, l, SL_ELIMIT, "refused %s of %llu bytes: above max_tensor_bytes (%zu)",
-                         sl_msg_type_name(h->type), (unsigned long long)h->payload_len,
-                         t->o.max_tensor_bytes);
-    }
+    SL_TRY(check_header(t, l, h));
     if (zmq_msg_recv(payload, l->sock, 0) < 0)
         return sl__broke(t, l, SL_EIO, "receive: %s", zmq_strerror(errno));
     if (zmq_msg_more(payload)) {
@@ -191,47 +220,72 @@ int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h,
     }
     got->data = zmq_msg_data(payload);
     got->len = zmq_msg_size(payload);
-    if (h->flags & SL_WIRE_FLAG_RING && h->type != SL_MSG_HELLO) {
-        /* The payload is in the peer's ring; the frame says where. */
-        uint64_t pos, len;
-        if (got->len != SL_WIRE_PLACE_SIZE)
-            return sl__broke(t, l, SL_EPROTOCOL,
-                             "refused %s: a payload in the ring has a %d-byte place, the frame "
-                             "has %zu bytes",
-                             sl_msg_type_name(h->type), SL_WIRE_PLACE_SIZE, got->len);
-        sl_wire_decode_place(got->data, &pos, &len);
-        if (len != h->payload_len)
-            return sl__broke(t, l, SL_EPROTOCOL,
-                             "refused %s: its place in the ring holds %llu bytes, the header says "
-                             "%llu",
-                             sl_msg_type_name(h->type), (unsigned long long)len,
-                             (unsigned long long)h->payload_len);
-        SL_TRY(sl__ring_take(t, l, pos, len, &got->data));
-        got->len = len;
-        got->ring_end = pos + len;
-    } else if (got->len != h->payload_len) {
+    memset(raw + 136, 0, 4); /* the crc field counts as zero */
+    if (h->flags & SL_WIRE_FLAG_RING && h->type != SL_MSG_HELLO)
+        return sl__broke(t, l, SL_EPROTOCOL,
+                         "refused %s: its payload is said to be in the shared-memory ring, but it "
+                         "came over the socket",
+                         sl_msg_type_name(h->type));
+    if (got->len != h->payload_len)
         return sl__broke(t, l, SL_EPROTOCOL,
                          "refused %s: payload frame of %zu bytes, header says %llu",
                          sl_msg_type_name(h->type), got->len, (unsigned long long)h->payload_len);
-    }
-    memset(raw + 136, 0, 4); /* the crc field counts as zero */
     uint32_t crc = sl_crc32c(0, raw, sizeof raw);
     /* A payload the caller will take is checked while it is copied (one pass over it). */
-    char why[8];
-    if (dst && dst->data && h->type != SL_MSG_ABORT && h->type != SL_MSG_HELLO &&
-        h->payload_len <= dst->capacity && (!dst->expected || matches(h, dst->expected, why, 0))) {
-        crc = sl_crc32c_copy(crc, dst->data, got->data, got->len);
-        dst->copied = 1;
-    } else {
-        crc = sl_crc32c(crc, got->data, got->len);
-    }
-    if (crc != h->crc)
-        return sl__broke(t, l, SL_EPROTOCOL,
-                         "refused %s: CRC32C mismatch (computed %08x, header says %08x): corrupted "
-                         "in transit",
-                         sl_msg_type_name(h->type), crc, h->crc);
+    void *to = destination(h, dst);
+    crc = to ? sl_crc32c_copy(crc, to, got->data, got->len) : sl_crc32c(crc, got->data, got->len);
+    if (crc != h->crc) return crc_refused(t, l, h, crc);
+    if (to) dst->copied = 1;
     l->recv_seq++;
     return 1;
+}
+
+/* Message `pos`, `len` of the peer's ring (sl__ring_next found its note): the header in its slot
+ * decoded and checked as a socket message's is, then the payload read as the peer places it. */
+static int read_ring(sl_transport *t, struct sl__link *l, sl_wire_header *h,
+                     struct sl__received *got, struct sl__dest *dst, uint64_t pos, uint64_t len)
+{
+    void *slot;
+    SL_TRY(sl__ring_take(t, l, pos, len, &slot));
+    got->ring_end = pos + sl__ring_span(len);
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    memcpy(raw, sl__ring_header(slot), sizeof raw);
+    int st = sl_wire_decode(raw, sizeof raw, h);
+    if (st)
+        return sl__broke(t, l, st, "refused a message in the shared-memory ring: %s",
+                         sl_last_error());
+    SL_TRY(check_header(t, l, h));
+    if (!(h->flags & SL_WIRE_FLAG_RING) || h->type == SL_MSG_HELLO || h->type == SL_MSG_ABORT ||
+        h->payload_len != len)
+        return sl__broke(t, l, SL_EPROTOCOL,
+                         "refused %s in the shared-memory ring: its note says %llu bytes, its "
+                         "header %llu bytes with flags 0x%x",
+                         sl_msg_type_name(h->type), (unsigned long long)len,
+                         (unsigned long long)h->payload_len, h->flags);
+    memset(raw + 136, 0, 4); /* the crc field counts as zero */
+    uint32_t crc = sl_crc32c(0, raw, sizeof raw);
+    if (crc != h->crc) return crc_refused(t, l, h, crc);
+    void *to = destination(h, dst);
+    got->data = sl__ring_payload(slot);
+    got->len = len;
+    SL_TRY(sl__ring_read(t, l, slot, len, crc, to));
+    if (to) dst->copied = 1;
+    l->recv_seq++;
+    return 1;
+}
+
+/* The next message from l's peer, from its ring or its socket (its posted count and notes say
+ * which): as sl__read_message. */
+static int next_message(sl_transport *t, struct sl__link *l, sl_wire_header *h,
+                        struct sl__received *got, struct sl__dest *dst, int wait)
+{
+    if (l->in.map) {
+        uint64_t pos, len;
+        int where = sl__ring_next(l, l->recv_seq, wait ? 50 : 0, &pos, &len);
+        if (where == 1) return read_ring(t, l, h, got, dst, pos, len);
+        if (where == 0) wait = 0; /* nothing posted: the socket only looked at */
+    }
+    return sl__read_message(t, l, h, got, dst, wait);
 }
 
 static const char *waiting_text(const sl_tensor_meta *expected, char *buf, size_t n)
@@ -260,12 +314,12 @@ static int recv_checked(sl_transport *t, struct sl__link *l, struct sl__dest *ds
     sl_wire_header h;
     int r;
     for (;;) {
-        r = sl__read_message(t, l, &h, p, dst, 1);
+        r = next_message(t, l, &h, p, dst, 1);
         if (r) break;
         int s = sl__drain_all_events(t); /* a slice passed with nothing to read */
         if (s) return sl_fail_context(s, "%s", WAITING);
         if (l->lost) {
-            r = sl__read_message(t, l, &h, p, dst, 0); /* data queued before the disconnect */
+            r = next_message(t, l, &h, p, dst, 0); /* data queued before the disconnect */
             if (r) break;
             return sl__broke(t, l, SL_EPEER,
                              "%s: rank %d disconnected (process ended, network lost, or it sent a "

@@ -1,37 +1,60 @@
 /* Shared-memory rings for links within one host.
  *
  * Over an ipc:// link both ranks are on one host, and a payload crossing the socket is copied
- * four times after the sender's CRC (into and out of the kernel, through libzmq's I/O threads).
- * A sender with a ring instead copies a large payload into a ring of shared memory it owns,
- * computing the CRC as it copies, and sends only the header and the payload's place over the
- * socket; the receiver copies it out, checking the CRC as it copies. The socket still carries
- * every message in order, so sequence numbers, flow control and liveness are unchanged.
+ * four times after the sender's CRC (into and out of the kernel, through libzmq's I/O threads),
+ * and even a header takes four thread hand-offs. A sender with a ring instead puts a message with
+ * a large payload, header and payload, in a ring of shared memory it owns; the receiver takes it
+ * from there. Nothing of it crosses the socket, which carries the link's other messages; every
+ * message keeps its sequence number, and the receiver takes them in that order from whichever
+ * side holds the next.
  *
  * The ring is a POSIX shared-memory object (/dev/shm): a control page, then `size` data bytes.
- * The sender names it in its HELLO (SL_WIRE_FLAG_RING, the name as the payload); the receiver
- * maps it while opening the link and unlinks the name, so nothing is left in /dev/shm once both
- * ranks hold it (the sender unlinks it too on close, for a receiver that never came, and a local
- * run's launcher sweeps the names of ranks that died before either could). Positions
- * are byte counts since the ring began: a payload at position p lies at p % size, whole (the
- * sender skips to the ring's start rather than wrap one, and goes back to the start whenever
- * there is room there), and the receiver publishes the end of the last payload it is done with as
- * `tail` in the control page; the sender never places bytes past tail + size (the whole ring being
- * free from its start once the receiver is done with everything). A payload that does not fit now
- * goes over the socket as before. */
+ * The control page holds, from the sender, how many messages it has sent on the link, ring or
+ * socket (`posted`, a futex word the receiver sleeps on), and a note per ring message (sequence
+ * number, slot, payload length; message k in notes[k % 64]); from the receiver, `tail` (the end of
+ * the last slot it is done with), how many ring messages it has read (`taken`, freeing their
+ * notes) and whether it sleeps. A ring message lies in a slot at position p (a byte count since
+ * the ring began, a multiple of 64; the slot at p % size, whole): a 256-byte slot header (how many
+ * chunks of the payload are in, a futex word; the payload's CRC32C, continued from the header's;
+ * the 144-byte wire header at byte 64), then the payload. The sender writes the header and the
+ * note, posts, and only then copies the payload in, a 128 KiB chunk at a time, each published as
+ * it lands (here, or on the copy thread, mover.c); the receiver checks the header as it would a
+ * socket message's and copies each chunk out as it lands, checking the CRC as it copies. So a hop
+ * costs about one copy and one wake-up.
+ *
+ * The sender skips to the ring's start rather than wrap a slot, goes back to the start whenever
+ * there is room there (the bytes are still in the caches), and never places bytes past tail +
+ * size (the whole ring being free from its start once the receiver is done with everything). A
+ * message that does not fit now, or finds every note in use, goes over the socket as before.
+ *
+ * The sender names the ring in its HELLO (SL_WIRE_FLAG_RING, the name as the payload); the
+ * receiver maps it while opening the link and unlinks the name, so nothing is left in /dev/shm
+ * once both ranks hold it (the sender unlinks it too on close, for a receiver that never came, and
+ * a local run's launcher sweeps the names of ranks that died before either could). */
 #define _GNU_SOURCE
 #include "transport/transport_impl.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RING_MAGIC "SLRING1"
 #define RING_CTL   4096 /* the control page before the data */
+#define RING_SLOT  256  /* a slot header before each payload; slots are 64-byte aligned */
+#define RING_ALIGN 64
+#define RING_NOTES 64          /* ring messages sent and not yet read, at most */
+#define RING_CHUNK (128 << 10) /* the sender publishes the payload this many bytes at a time */
 
 struct ring_ctl {
     char magic[8];
@@ -39,10 +62,41 @@ struct ring_ctl {
     uint32_t src, dst;
     uint64_t size;
     uint8_t pad[32];
-    _Atomic uint64_t tail; /* at byte 64: written by the receiver only */
+    /* At byte 64, written by the receiver: the end of the last slot it is done with, and how many
+     * of the ring's messages it has read. */
+    _Atomic uint64_t tail;
+    _Atomic uint64_t taken;
+    _Atomic uint32_t waiting; /* the receiver sleeps on `posted` */
+    uint8_t pad2[44];
+    /* At byte 128, written by the sender: how many messages it has sent on the link, through the
+     * ring or the socket (the next sequence number, as a futex word), and where its ring
+     * messages are, message k at notes[k % RING_NOTES]. */
+    _Atomic uint32_t posted;
+    uint8_t pad3[60];
+    struct ring_note {
+        _Atomic uint64_t seq; /* the message's sequence number, written last */
+        uint64_t pos, len;    /* its slot and payload length */
+    } notes[RING_NOTES];
 };
 _Static_assert(sizeof(struct ring_ctl) <= RING_CTL, "ring control page");
+_Static_assert(offsetof(struct ring_ctl, tail) == 64 && offsetof(struct ring_ctl, taken) == 72 &&
+                   offsetof(struct ring_ctl, posted) == 128 &&
+                   offsetof(struct ring_ctl, notes) == 192 && sizeof(struct ring_note) == 24,
+               "the control page's layout (tests/transport/test_refusals.c writes one)");
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "the ring's tail is shared between processes");
+
+/* The slot header in front of each payload, written by the sender only, but `waiting`. */
+struct ring_slot {
+    _Atomic uint32_t done;    /* chunks of the payload in place (a futex word) */
+    _Atomic uint32_t waiting; /* the receiver sleeps on `done` */
+    uint32_t crc;             /* once every chunk is in: CRC32C of the header, then the payload */
+    uint8_t pad[52];
+    uint8_t header[SL_WIRE_HEADER_SIZE]; /* the message's header, its crc covering itself */
+};
+_Static_assert(sizeof(struct ring_slot) <= RING_SLOT && offsetof(struct ring_slot, crc) == 8 &&
+                   offsetof(struct ring_slot, header) == 64,
+               "the slot header's layout (tests/transport/test_refusals.c writes one)");
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a slot's words are shared between processes");
 
 static struct ring_ctl *ctl(const struct sl__ring *r)
 {
@@ -165,10 +219,16 @@ void sl__ring_close(struct sl__ring *r, bool owner)
     memset(r, 0, sizeof *r);
 }
 
-int sl__ring_place(sl_transport *t, struct sl__link *l, size_t len, uint64_t *pos, void **dst)
+uint64_t sl__ring_span(uint64_t len)
+{
+    return RING_SLOT + (len + RING_ALIGN - 1) / RING_ALIGN * RING_ALIGN;
+}
+
+int sl__ring_place(sl_transport *t, struct sl__link *l, size_t bytes, uint64_t *pos, void **slot)
 {
     struct sl__ring *r = &l->out;
-    *dst = NULL;
+    *slot = NULL;
+    uint64_t len = sl__ring_span(bytes);
     if (!r->map || len > r->size) return SL_OK;
     uint64_t tail = atomic_load_explicit(&ctl(r)->tail, memory_order_acquire);
     uint64_t start = r->head, off = start % r->size;
@@ -185,28 +245,177 @@ int sl__ring_place(sl_transport *t, struct sl__link *l, size_t len, uint64_t *po
      * whole ring into bytes last touched a lap ago (bench/pipeline.md). */
     if (lap + len - done <= r->size || off + len > r->size) start = lap;
     if (start + len - done > r->size) return SL_OK; /* full for now */
+    if (r->count - atomic_load_explicit(&ctl(r)->taken, memory_order_acquire) >= RING_NOTES)
+        return SL_OK; /* every note is in use */
     r->head = start + len;
     *pos = start;
-    *dst = data(r) + start % r->size;
+    struct ring_slot *sl = (struct ring_slot *)(data(r) + start % r->size);
+    atomic_store_explicit(&sl->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&sl->waiting, 0, memory_order_relaxed);
+    *slot = sl;
     return SL_OK;
 }
 
-int sl__ring_take(sl_transport *t, struct sl__link *l, uint64_t pos, uint64_t len, const void **src)
+const void *sl__ring_payload(const void *slot)
+{
+    return (const uint8_t *)slot + RING_SLOT;
+}
+
+const uint8_t *sl__ring_header(const void *slot)
+{
+    return ((const struct ring_slot *)slot)->header;
+}
+
+static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct timespec *timeout)
+{
+    return syscall(SYS_futex, (uint32_t *)word, op, val, timeout, NULL, 0);
+}
+
+void sl__ring_note(struct sl__link *l, void *slot, uint64_t pos, uint64_t len, uint64_t seq,
+                   const uint8_t header[SL_WIRE_HEADER_SIZE])
+{
+    struct sl__ring *r = &l->out;
+    memcpy(((struct ring_slot *)slot)->header, header, SL_WIRE_HEADER_SIZE);
+    struct ring_note *n = &ctl(r)->notes[r->count++ % RING_NOTES];
+    n->pos = pos;
+    n->len = len;
+    atomic_store_explicit(&n->seq, seq, memory_order_release);
+}
+
+void sl__ring_post(struct sl__link *l, uint64_t sent)
+{
+    if (!l->out.map) return;
+    struct ring_ctl *c = ctl(&l->out);
+    /* Sequentially consistent, as is the receiver's store to `waiting` before it reads `posted`
+     * again: one of the two sees the other, so no wake-up is lost. */
+    atomic_store(&c->posted, (uint32_t)sent);
+    if (atomic_load(&c->waiting)) futex(&c->posted, FUTEX_WAKE, INT_MAX, NULL);
+}
+
+/* Whether message `seq` is among the `posted` sent (sequence numbers compared modulo 2^32). */
+static bool is_posted(uint32_t posted, uint64_t seq)
+{
+    return (int32_t)(posted - (uint32_t)seq) > 0;
+}
+
+int sl__ring_next(struct sl__link *l, uint64_t seq, int ms, uint64_t *pos, uint64_t *len)
 {
     struct sl__ring *r = &l->in;
-    *src = NULL;
-    if (!r->map)
-        return sl__broke(t, l, SL_EPROTOCOL,
-                         "refused a payload placed in a shared-memory ring rank %d never offered",
-                         l->peer);
-    if (pos < r->next || len > r->size || pos % r->size + len > r->size)
+    struct ring_ctl *c = ctl(r);
+    uint32_t posted = atomic_load(&c->posted);
+    for (int spins = 0; !is_posted(posted, seq) && spins < 20; spins++) {
+        sched_yield(); /* the message is often a few microseconds away */
+        posted = atomic_load(&c->posted);
+    }
+    if (!is_posted(posted, seq)) {
+        atomic_store(&c->waiting, 1);
+        if (atomic_load(&c->posted) == posted) {
+            struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+            futex(&c->posted, FUTEX_WAIT, posted, &ts);
+        }
+        atomic_store(&c->waiting, 0);
+        if (!is_posted(atomic_load(&c->posted), seq)) return 0;
+    }
+    struct ring_note *n = &c->notes[r->count % RING_NOTES];
+    if (atomic_load_explicit(&n->seq, memory_order_acquire) != seq) return 2; /* the socket's */
+    *pos = n->pos;
+    *len = n->len;
+    atomic_store_explicit(&c->taken, ++r->count, memory_order_release);
+    return 1;
+}
+
+void sl__ring_fill(void *slot, const void *src, size_t len, uint32_t crc)
+{
+    struct ring_slot *s = slot;
+    uint8_t *dst = (uint8_t *)slot + RING_SLOT;
+    uint32_t k = 0;
+    for (size_t off = 0; off < len; off += RING_CHUNK) {
+        size_t n = SL_MIN(len - off, (size_t)RING_CHUNK);
+        crc = sl_crc32c_copy(crc, dst + off, (const uint8_t *)src + off, n);
+        if (off + n == len) s->crc = crc;
+        /* Sequentially consistent, as is the receiver's store to `waiting` before it reads
+         * `done` again: one of the two sees the other, so no wake-up is lost. */
+        atomic_store(&s->done, ++k);
+        if (atomic_load(&s->waiting)) futex(&s->done, FUTEX_WAKE, INT_MAX, NULL);
+    }
+}
+
+int sl__ring_take(sl_transport *t, struct sl__link *l, uint64_t pos, uint64_t len, void **slot)
+{
+    struct sl__ring *r = &l->in;
+    *slot = NULL;
+    uint64_t span = sl__ring_span(len);
+    if (pos < r->next || pos % RING_ALIGN || len > r->size || span > r->size ||
+        pos % r->size + span > r->size)
         return sl__broke(t, l, SL_EPROTOCOL,
                          "refused a payload at ring position %llu of %llu bytes (the ring holds "
-                         "%zu, the next may start at %llu)",
+                         "%zu, slots are 64-byte aligned, the next may start at %llu)",
                          (unsigned long long)pos, (unsigned long long)len, r->size,
                          (unsigned long long)r->next);
-    r->next = pos + len;
-    *src = data(r) + pos % r->size;
+    r->next = pos + span;
+    *slot = data(r) + pos % r->size;
+    return SL_OK;
+}
+
+/* Sleeps until the slot's `done` moves past `seen` or `ms` pass; 0 on a wake-up, 1 on timeout. */
+static int wait_done(struct ring_slot *s, uint32_t seen, int ms)
+{
+    atomic_store(&s->waiting, 1);
+    int timed_out = 0;
+    if (atomic_load(&s->done) == seen) {
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        timed_out = futex(&s->done, FUTEX_WAIT, seen, &ts) < 0 && errno == ETIMEDOUT;
+    }
+    atomic_store(&s->waiting, 0);
+    return timed_out;
+}
+
+int sl__ring_read(sl_transport *t, struct sl__link *l, void *slot, uint64_t len, uint32_t crc,
+                  void *dst)
+{
+    struct ring_slot *s = slot;
+    const uint8_t *src = (const uint8_t *)slot + RING_SLOT;
+    uint64_t chunks = (len + RING_CHUNK - 1) / RING_CHUNK, have = 0;
+    double deadline = t->o.recv_timeout_ms > 0 ? sl_now() + t->o.recv_timeout_ms / 1000.0 : 0;
+    for (int spins = 0;;) {
+        uint32_t done = atomic_load_explicit(&s->done, memory_order_acquire);
+        if (done > chunks)
+            return sl__broke(t, l, SL_EPROTOCOL,
+                             "rank %d's slot in its shared-memory ring says %u chunks are in, the "
+                             "payload has %llu: the ring was written by someone else",
+                             l->peer, done, (unsigned long long)chunks);
+        uint64_t upto = SL_MIN(len, (uint64_t)done * RING_CHUNK);
+        if (upto > have) {
+            crc = dst ? sl_crc32c_copy(crc, (uint8_t *)dst + have, src + have, upto - have)
+                      : sl_crc32c(crc, src + have, upto - have);
+            have = upto;
+            spins = 0;
+        }
+        if (have == len) break;
+        if (spins++ < 20) { /* the next chunk is a few microseconds away */
+            sched_yield();
+            continue;
+        }
+        if (!wait_done(s, done, 50)) continue;
+        /* 50 ms without a chunk: is the sender still there? */
+        SL_TRY(sl__drain_events(t, l));
+        if (l->lost)
+            return sl__broke(t, l, SL_EPEER,
+                             "rank %d disconnected while placing a payload in its shared-memory "
+                             "ring (process ended)",
+                             l->peer);
+        if (deadline && sl_now() > deadline)
+            return sl__broke(t, l, SL_ETIMEOUT,
+                             "rank %d placed only %llu of %llu bytes of a payload in its "
+                             "shared-memory ring within %d ms",
+                             l->peer, (unsigned long long)have, (unsigned long long)len,
+                             t->o.recv_timeout_ms);
+    }
+    if (crc != s->crc)
+        return sl__broke(t, l, SL_EPROTOCOL,
+                         "refused a payload in the shared-memory ring: CRC32C mismatch (computed "
+                         "%08x, the ring says %08x): corrupted in place",
+                         crc, s->crc);
     return SL_OK;
 }
 

@@ -10,8 +10,9 @@
  * Each message is two frames: a fixed 144-byte little-endian header (see sl_wire_header) and the
  * payload (on a bound endpoint libzmq's ROUTER adds a routing-id frame in front, which the
  * transport uses to tell its peer from a stranger and never passes on). Over an ipc:// link a
- * large payload may instead lie in the sender's shared-memory ring, the frame saying where
- * (SL_WIRE_FLAG_RING, ring_bytes). The header carries a CRC32C of itself and the payload. Every
+ * message with a large payload may instead go through the sender's shared-memory ring, header and
+ * payload (SL_WIRE_FLAG_RING, ring_bytes), ordered with the socket's by sequence number. The header
+ * carries a CRC32C of itself and the payload. Every
  * received header is checked before anything is copied: structure, run id, ranks, per-link sequence
  * number, size limit, frame count and payload length, and the tensor the caller expected; the CRC
  * is checked while the payload is copied. A refusal is a status code with a message naming the peer
@@ -30,6 +31,7 @@
 #ifndef SL_TRANSPORT_H
 #define SL_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,7 +45,7 @@ extern "C" {
  * The wire format */
 
 #define SL_WIRE_MAGIC       0x45434c53u /* "SLCE" as little-endian bytes */
-#define SL_WIRE_VERSION     2
+#define SL_WIRE_VERSION     3
 #define SL_WIRE_HEADER_SIZE 144
 #define SL_WIRE_MAX_NDIM    8
 
@@ -87,10 +89,10 @@ const char *sl_step_text(uint64_t step, char *buf, size_t cap);
 
 /* Header flags. SL_WIRE_FLAG_RING: on a HELLO, the sender has a shared-memory ring for its
  * large payloads on this link and the payload is the ring's name (U8 of shape [n], "/sluice-"
- * and then a-z, 0-9 and '-'); on an ACTIVATION, GRADIENT, TIED or SYNC, the payload lies in that
- * ring and the payload frame holds its place, 16 bytes: the position and the length (payload_len)
- * as little-endian u64 (see transport/ring.c). On any other type it is refused, as is any other
- * bit. */
+ * and then a-z, 0-9 and '-'); on an ACTIVATION, GRADIENT, TIED or SYNC, the message lies in that
+ * ring, header and payload, and never crosses the socket: its crc covers the header alone, and
+ * the payload's CRC32C, continued from the header's, is in the ring beside it (see
+ * transport/ring.c). On the socket it is refused on any type but HELLO, as is any other bit. */
 #define SL_WIRE_FLAG_RING 1u
 
 /* The decoded header. Field order is the wire order; offsets are in wire.c. Bytes 140..143
@@ -118,12 +120,6 @@ const char *sl_msg_type_name(int type);
 
 /* Writes h as SL_WIRE_HEADER_SIZE bytes (the crc field as given). */
 void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE]);
-
-/* A payload's place in the sender's ring (SL_WIRE_FLAG_RING) as its frame carries it: the
- * position and the length, each a little-endian u64. */
-#define SL_WIRE_PLACE_SIZE 16
-void sl_wire_encode_place(uint8_t out[SL_WIRE_PLACE_SIZE], uint64_t pos, uint64_t len);
-void sl_wire_decode_place(const uint8_t in[SL_WIRE_PLACE_SIZE], uint64_t *pos, uint64_t *len);
 
 /* Decodes and checks the structure of a header of `len` bytes before anything trusts it: size,
  * magic, version, type (sl_msg_type_known), dtype, ndim, every dimension below ndim > 0 and every
@@ -302,9 +298,23 @@ int sl_transport_peer(const sl_transport *t, int dir);
 int sl_transport_send(sl_transport *t, int dir, const sl_tensor_meta *meta, const void *data,
                       size_t bytes);
 
+/* Like sl_transport_send, but the copy of a payload that goes through the shared-memory ring
+ * runs on the transport's copy thread, so the call returns once the receiver has been told (the
+ * receiver copies the payload out as it lands). `data` must stay unchanged, and mapped, until
+ * sl_transport_flush returns; a payload over the socket is copied before the call returns. */
+int sl_transport_send_lent(sl_transport *t, int dir, const sl_tensor_meta *meta, const void *data,
+                           size_t bytes);
+
+/* Waits until the copy thread has copied every payload lent to it. */
+void sl_transport_flush(sl_transport *t);
+
+/* Whether sl_transport_flush would return at once. */
+bool sl_transport_flushed(sl_transport *t);
+
 /* Like sl_transport_send, but takes ownership of `data`: at or above zero_copy_bytes it is sent
- * without copying. free_fn(data, hint) runs exactly once, whatever the outcome, possibly on a
- * libzmq thread and possibly after this call returns. free_fn may be NULL. */
+ * without copying (or, through the ring, copied there on the copy thread). free_fn(data, hint)
+ * runs exactly once, whatever the outcome, possibly on a libzmq thread or the copy thread and
+ * possibly after this call returns. free_fn may be NULL. */
 int sl_transport_send_owned(sl_transport *t, int dir, const sl_tensor_meta *meta, void *data,
                             size_t bytes, sl_free_fn *free_fn, void *hint);
 

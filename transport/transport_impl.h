@@ -10,6 +10,7 @@
  *   rendezvous.c  the rendezvous directory's messages (free of libzmq)
  *   pool.c     payload buffers reused between sends (pool.h)
  *   ring.c     shared-memory rings that carry large payloads between ranks on one host
+ *   mover.c    the copy thread that fills ring slots for sends that return before their copy
  *
  * Functions shared between these files are named sl__*; the rest are static. */
 #ifndef SL_TRANSPORT_IMPL_H
@@ -33,6 +34,7 @@ struct sl__ring {
     uint64_t head;  /* ours: where the next payload may start */
     uint64_t floor; /* ours: the peer is done with every byte before it */
     uint64_t next;  /* the peer's: the least position its next payload may have */
+    uint64_t count; /* ours: messages placed in it; the peer's: messages read from it */
     char name[64];  /* the shared-memory object's name ("" once unlinked, or none) */
 };
 
@@ -69,6 +71,8 @@ struct sl__link {
     uint64_t ring_sends, socket_sends; /* large payloads sent each way (logged on close) */
 };
 
+typedef struct sl__mover sl__mover;
+
 struct sl_transport {
     sl_transport_options o;
     char bind_ep[256], next_ep[256];
@@ -77,6 +81,7 @@ struct sl_transport {
     struct sl__link links[2];
     int nlinks;
     sl__pool *pool;    /* payload buffers for large sends, reused once libzmq has sent them */
+    sl__mover *mover;  /* the copy thread, once a send has used it */
     double last_drain; /* when monitor events were last read (sl_now) */
     int broken;
     int broken_status;
@@ -163,17 +168,70 @@ int sl__ring_open(sl_transport *t, struct sl__link *l, const void *name, size_t 
 /* Unmaps a ring; the owner also unlinks its name if the receiver has not. */
 void sl__ring_close(struct sl__ring *r, bool owner);
 
-/* A place for `len` bytes in l's ring: *dst (NULL when it does not fit now) at *pos. Fails
- * (breaking the transport) only when the peer's tail is impossible. */
-int sl__ring_place(sl_transport *t, struct sl__link *l, size_t len, uint64_t *pos, void **dst);
+/* The bytes a payload of `len` bytes takes in a ring: its slot header, then the payload, rounded
+ * up so that the next slot is 64-byte aligned. */
+uint64_t sl__ring_span(uint64_t len);
 
-/* The payload of `len` bytes the peer placed at `pos` in its ring, checked to lie inside it and
- * after the last one, in *src; a failure breaks the transport. */
-int sl__ring_take(sl_transport *t, struct sl__link *l, uint64_t pos, uint64_t len,
-                  const void **src);
+/* A slot for a payload of `len` bytes in l's ring: *slot (NULL when it does not fit now) at *pos,
+ * its header reset. Fails (breaking the transport) only when the peer's tail is impossible. */
+int sl__ring_place(sl_transport *t, struct sl__link *l, size_t len, uint64_t *pos, void **slot);
+
+/* Writes the header of the message in `slot` (its payload at `pos`, `len` bytes, sequence number
+ * `seq`) and its note in the control page, where the receiver finds it once sl__ring_post says
+ * the message is sent. */
+void sl__ring_note(struct sl__link *l, void *slot, uint64_t pos, uint64_t len, uint64_t seq,
+                   const uint8_t header[SL_WIRE_HEADER_SIZE]);
+
+/* Tells l's peer, through our ring's control page, that `sent` messages have been sent on l (ring
+ * or socket), waking it if it sleeps there. Nothing without a ring. */
+void sl__ring_post(struct sl__link *l, uint64_t sent);
+
+/* Where message `seq` from l's peer is, once sent: 1 in its ring (*pos, *len; its note is read
+ * then), 2 on the socket, 0 not sent yet after waiting up to `ms`. */
+int sl__ring_next(struct sl__link *l, uint64_t seq, int ms, uint64_t *pos, uint64_t *len);
+
+/* The header a ring message's slot holds. */
+const uint8_t *sl__ring_header(const void *slot);
+
+/* Copies the payload src into its slot a chunk at a time, publishing each chunk (and waking the
+ * receiver if it sleeps), while computing its CRC from `crc` (the header's). Touches nothing but
+ * the slot and src: safe on another thread (the mover's). */
+void sl__ring_fill(void *slot, const void *src, size_t len, uint32_t crc);
+
+/* The slot of a payload of `len` bytes the peer placed at `pos` in its ring, checked to lie inside
+ * it and after the last one, in *slot; a failure breaks the transport. */
+int sl__ring_take(sl_transport *t, struct sl__link *l, uint64_t pos, uint64_t len, void **slot);
+
+/* Reads the payload of a slot from sl__ring_take as the sender places it: copies it to dst (or,
+ * with dst NULL, only checks it) while computing its CRC from `crc` (the header's), and compares
+ * that with the CRC the sender left in the slot. Waits for the sender's chunks, watching that the
+ * peer is alive and recv_timeout_ms. A failure breaks the transport. */
+int sl__ring_read(sl_transport *t, struct sl__link *l, void *slot, uint64_t len, uint32_t crc,
+                  void *dst);
+
+/* Where a slot's payload lies. */
+const void *sl__ring_payload(const void *slot);
 
 /* Tells the peer its ring is free up to `end` (0: nothing to free). */
 void sl__ring_done(struct sl__link *l, uint64_t end);
+
+/* ------------------------------------------------------------------------------------------------
+ * mover.c */
+
+/* sl__ring_fill(slot, src, len, crc) on the copy thread (started on first use), then
+ * free_fn(src, hint) there if free_fn; done here instead when the thread cannot start or has 64
+ * jobs queued. */
+void sl__mover_fill(sl_transport *t, void *slot, const void *src, size_t len, uint32_t crc,
+                    sl_free_fn *free_fn, void *hint);
+
+/* How many jobs handed to the copy thread have not run yet. */
+unsigned sl__mover_pending(sl_transport *t);
+
+/* Waits until every job handed to the copy thread has run. */
+void sl__mover_flush(sl_transport *t);
+
+/* Runs the jobs left and ends the copy thread. */
+void sl__mover_stop(sl_transport *t);
 
 /* ------------------------------------------------------------------------------------------------
  * monitor.c */

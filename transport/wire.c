@@ -131,18 +131,6 @@ void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE])
     put32(out + OFF_CRC, h->crc);
 }
 
-void sl_wire_encode_place(uint8_t out[SL_WIRE_PLACE_SIZE], uint64_t pos, uint64_t len)
-{
-    put64(out, pos);
-    put64(out + 8, len);
-}
-
-void sl_wire_decode_place(const uint8_t in[SL_WIRE_PLACE_SIZE], uint64_t *pos, uint64_t *len)
-{
-    *pos = get64(in);
-    *len = get64(in + 8);
-}
-
 int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h)
 {
     const uint8_t *p = buf;

@@ -122,8 +122,26 @@ static sl_tensor_meta meta_for(const sl__exec *e, int type, int64_t step, int st
     return m;
 }
 
+int sl__exec_settle(sl__exec *e, const sl_stash *stash)
+{
+    bool needed = !stash;
+    for (int i = 0; i < e->nlent && !needed; i++) needed = e->lent[i].stash == stash;
+    if (!e->nlent || !needed) return SL_OK;
+    sl_transport_flush(e->tr);
+    int rc = SL_OK;
+    for (int i = 0; i < e->nlent; i++) {
+        struct sl__exec_lent *x = &e->lent[i];
+        int st = sl_buffer_unmap(x->buf, (void *)x->data);
+        rc = rc ? rc : st;
+        if (!x->stash) sl__exec_pool_put(&e->pool, x->buf);
+    }
+    e->nlent = 0;
+    return rc;
+}
+
 void sl__exec_release_mb(sl__exec *e, sl__exec_stage *l, sl__exec_mb *s)
 {
+    if (s->stash) sl__exec_settle(e, s->stash); /* its output may still be lent */
     if (s->stash) hold(e, -stash_bytes(s->stash));
     if (s->input) hold(e, -(double)sl_buffer_size(s->input));
     stash_put(l, s->stash);
@@ -233,6 +251,7 @@ static int do_backward(sl__exec *e, int stage, int mb, enum sl_action_type type)
 {
     sl__exec_stage *l = sl__exec_local_of(e, stage);
     sl__exec_mb *s = &l->mb[mb];
+    if (s->stash) SL_TRY(sl__exec_settle(e, s->stash)); /* a backward may write its stash */
     if (!s->stash || !s->input || (type != SL_ACTION_W && !s->dout))
         return sl_fail(SL_EINTERNAL, "stage %d micro-batch %d: backward before its forward", stage,
                        mb);
@@ -277,16 +296,18 @@ static int do_send(sl__exec *e, int64_t step, const sl_action *a)
     size_t bytes = e->rows * (size_t)width * sizeof(float);
     int dir = sl_schedule_link_dir(e->plan->sched, e->rank, a) ? SL_LINK_PREV : SL_LINK_NEXT;
     if (*kept) {
-        /* Straight from the device buffer (host memory): the transport's one copy. */
+        /* Straight from the device buffer (host memory): the transport's one copy, on its copy
+         * thread while this rank goes on; the buffer stays lent until sl__exec_settle. */
+        if (e->nlent == SL__EXEC_LENT_MAX || (e->nlent && sl_transport_flushed(e->tr)))
+            SL_TRY(sl__exec_settle(e, NULL)); /* full, or free to take back at once */
         const void *data = NULL;
         int rc = sl_buffer_map_read(*kept, 0, bytes, &data);
-        if (rc == SL_OK) rc = sl_transport_send(e->tr, dir, &meta, data, bytes);
-        if (data) {
-            int unmapped = sl_buffer_unmap(*kept, (void *)data);
-            rc = rc ? rc : unmapped;
-        }
-        if (!fwd) sl__exec_pool_put(&e->pool, *kept);
+        if (data)
+            e->lent[e->nlent++] = (struct sl__exec_lent){*kept, data, fwd ? s->stash : NULL};
+        else if (!fwd)
+            sl__exec_pool_put(&e->pool, *kept);
         *kept = NULL;
+        if (rc == SL_OK) rc = sl_transport_send_lent(e->tr, dir, &meta, data, bytes);
         return rc;
     }
     int rc = sl_transport_send_owned(e->tr, dir, &meta, *host, bytes, sl_transport_free, NULL);

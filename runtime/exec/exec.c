@@ -209,6 +209,7 @@ static int setup(sl__exec *e)
 
 static void teardown(sl__exec *e)
 {
+    sl__exec_settle(e, NULL);
     sl_transport_close(e->tr);
     for (int i = 0; e->ls && i < e->nls; i++) {
         sl__exec_stage *l = &e->ls[i];

@@ -19,6 +19,7 @@
  * Buffer pools: free buffers by exact size */
 
 #define SL__EXEC_POOL_MAX 512
+#define SL__EXEC_LENT_MAX 64
 
 typedef struct sl__exec_pool {
     sl_device *dev;
@@ -86,6 +87,15 @@ typedef struct sl__exec {
     sl_transport *tr;
     sl_reporter *rep;
     sl__exec_pool pool;
+    /* Buffers whose bytes SEND lent to the transport's copy thread (sl_transport_send_lent), still
+     * mapped, until sl__exec_settle: an output stays in its micro-batch's stash (`stash`), an input
+     * gradient (stash NULL) goes back to the pool then. */
+    struct sl__exec_lent {
+        sl_buffer *buf;
+        const void *data;
+        const sl_stash *stash;
+    } lent[SL__EXEC_LENT_MAX];
+    int nlent;
     sl__exec_stage *ls; /* [chunks] */
     int nls;
     size_t rows; /* per micro-batch */
@@ -126,6 +136,10 @@ void sl__exec_pool_put(sl__exec_pool *p, sl_buffer *b);
 void sl__exec_pool_free(sl__exec_pool *p);
 sl__exec_stage *sl__exec_local_of(sl__exec *e, int stage);
 void sl__exec_release_mb(sl__exec *e, sl__exec_stage *l, sl__exec_mb *s);
+/* actions.c: waits for the transport's copy thread to finish with every buffer SEND lent it, then
+ * unmaps them (and gives input gradients back to the pool); with `stash`, only if one of them is
+ * that stash's output (before the stash is written or reused). */
+int sl__exec_settle(sl__exec *e, const sl_stash *stash);
 
 /* actions.c: runs one action of a schedule, timed and traced; a failure's message names it. */
 int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a);

@@ -55,6 +55,8 @@ static void drain(void *s)
     }
 }
 
+static int raw_recv_timeout_ms; /* rank 1's recv_timeout_ms */
+
 /* Links a raw rank 0 with a transport rank 1; the HELLO the raw side sends uses run and hash and
  * offers the ring named `ring` (NULL: none). */
 static void raw_open_ring(struct raw *r, uint64_t run, uint64_t hash, const char *ring)
@@ -72,6 +74,7 @@ static void raw_open_ring(struct raw *r, uint64_t run, uint64_t hash, const char
     pair_options(&r->op.o, 1, 2, r->ep, r->ctx);
     r->op.o.connect_timeout_ms = 3000;
     r->op.o.max_tensor_bytes = 4096;
+    r->op.o.recv_timeout_ms = raw_recv_timeout_ms;
     pthread_t th;
     pthread_create(&th, NULL, opener_main, &r->op);
     cr_assert_eq(zmq_connect(r->dealer, r->ep[1]), 0);
@@ -274,9 +277,8 @@ FRAMES_CASE(three_frames, 3, SL_WIRE_HEADER_SIZE, 24, SL_EPROTOCOL, "frame count
 FRAMES_CASE(payload_frame_shorter_than_header, 2, SL_WIRE_HEADER_SIZE, 20, SL_EPROTOCOL,
             "payload frame of 20 bytes")
 
-/* A payload said to lie in a shared-memory ring: its frame must be its 16-byte place, and the
- * peer must have offered a ring in its HELLO (this one did not). */
-static void ring_case(size_t frame_len, const char *needle)
+/* A message said to lie in a shared-memory ring never crosses the socket. */
+Test(refusals, ring_message_over_the_socket)
 {
     struct raw r;
     raw_open(&r, RUN_ID, CFG_HASH);
@@ -284,21 +286,9 @@ static void ring_case(size_t frame_len, const char *needle)
     sl_wire_header h;
     raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1);
     h.flags = SL_WIRE_FLAG_RING;
-    uint8_t place[24] = {0}; /* room for a frame longer than a place */
-    sl_wire_encode_place(place, 0, 24);
-    inject(&r, &h, place, frame_len, 0);
-    expect_refusal(&r, SL_EPROTOCOL, needle);
+    inject(&r, &h, payload, 24, 0);
+    expect_refusal(&r, SL_EPROTOCOL, "came over the socket");
     raw_close(&r);
-}
-
-Test(refusals, ring_payload_never_offered)
-{
-    ring_case(16, "never offered");
-}
-
-Test(refusals, ring_place_of_wrong_size)
-{
-    ring_case(24, "16-byte place");
 }
 
 /* A HELLO offering a ring this rank cannot map, or that is no sluice ring: the open fails. */
@@ -336,68 +326,115 @@ Test(refusals, hello_offering_another_runs_ring)
 }
 
 /* A ring of rank 0 toward rank 1 of this run, as ring.c lays it out: a 4096-byte control page
- * (magic, run id, src, dst, data size) and 64 KiB of data. */
-static void make_ring(char *name, size_t cap)
+ * (magic, run id, src, dst, data size; `posted` at byte 128, 24-byte notes from byte 192) and
+ * 64 KiB of data, mapped here so that the raw rank 0 can place messages in it. */
+static uint8_t *make_ring(char *name, size_t cap)
 {
     snprintf(name, cap, "/sluice-test-%d-ring", (int)getpid());
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
     cr_assert(fd >= 0);
     cr_assert_eq(ftruncate(fd, 4096 + 65536), 0);
-    uint8_t ctl[32] = "SLRING1";
+    uint8_t *map = mmap(NULL, 4096 + 65536, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    cr_assert(map != MAP_FAILED);
+    close(fd);
     uint64_t run = RUN_ID, size = 65536;
     uint32_t src = 0, dst = 1;
-    memcpy(ctl + 8, &run, 8);
-    memcpy(ctl + 16, &src, 4);
-    memcpy(ctl + 20, &dst, 4);
-    memcpy(ctl + 24, &size, 8);
-    cr_assert_eq(write(fd, ctl, sizeof ctl), (ssize_t)sizeof ctl);
-    close(fd);
+    memcpy(map, "SLRING1", 8);
+    memcpy(map + 8, &run, 8);
+    memcpy(map + 16, &src, 4);
+    memcpy(map + 20, &dst, 4);
+    memcpy(map + 24, &size, 8);
+    return map;
 }
 
-/* A payload placed outside the ring, or before one already taken, is refused before it is read. */
-static void ring_place_case(uint64_t pos0, uint64_t pos1, const char *needle)
+/* Rank 0 places message `seq`, its k-th in the ring, at `pos`: an ACTIVATION of 24 bytes of zeros
+ * whose slot (when it lies in the ring) holds its header at byte 64, the payload's CRC at byte 8
+ * (`crc_delta` added) and `chunks` chunks in at byte 0 (1: all of it); then its note, then
+ * `posted`. */
+static void ring_put(uint8_t *map, unsigned k, uint64_t seq, uint64_t pos, uint32_t crc_delta,
+                     uint32_t chunks)
+{
+    sl_wire_header h;
+    raw_header(&h, SL_MSG_ACTIVATION, 0, 1, seq);
+    h.flags = SL_WIRE_FLAG_RING;
+    uint8_t raw[SL_WIRE_HEADER_SIZE];
+    sl_wire_encode(&h, raw);
+    h.crc = sl_crc32c(0, raw, sizeof raw);
+    sl_wire_encode(&h, raw);
+    uint8_t *slot = map + 4096 + pos % 65536;
+    if (pos % 65536 + 256 + 24 <= 65536) {
+        uint32_t crc = sl_crc32c(h.crc, payload, 24) + crc_delta;
+        memcpy(slot + 64, raw, sizeof raw);
+        memcpy(slot + 8, &crc, 4);
+        memcpy(slot, &chunks, 4);
+    }
+    uint8_t *note = map + 192 + 24 * (k % 64);
+    uint64_t len = 24;
+    memcpy(note + 8, &pos, 8);
+    memcpy(note + 16, &len, 8);
+    memcpy(note, &seq, 8);
+    uint32_t posted = (uint32_t)seq + 1;
+    memcpy(map + 128, &posted, 4);
+}
+
+/* Messages 1 and 2 placed in the ring at pos0 and pos1 (the second's CRC off by crc_delta): the
+ * first taken, and the second (or, with pos1 UINT64_MAX, the first) refused before it is read. */
+static void ring_place_case(uint64_t pos0, uint64_t pos1, uint32_t crc_delta, const char *needle)
 {
     char name[64];
-    make_ring(name, sizeof name);
+    uint8_t *map = make_ring(name, sizeof name);
     struct raw r;
     raw_open_ring(&r, RUN_ID, CFG_HASH, name);
     shm_unlink(name);
     cr_assert_eq(r.op.status, SL_OK, "%s", r.op.msg);
-    uint64_t pos[2] = {pos0, pos1};
-    for (int i = 0; i < 2; i++) {
-        sl_wire_header h;
-        raw_header(&h, SL_MSG_ACTIVATION, 0, 1, 1 + (uint64_t)i);
-        h.flags = SL_WIRE_FLAG_RING;
-        uint8_t place[SL_WIRE_PLACE_SIZE];
-        sl_wire_encode_place(place, pos[i], 24);
-        h.crc = 0;
-        uint8_t raw[SL_WIRE_HEADER_SIZE];
-        sl_wire_encode(&h, raw);
-        h.crc = sl_crc32c(sl_crc32c(0, raw, sizeof raw), payload, 24); /* the ring holds zeros */
-        inject(&r, &h, place, sizeof place, 1);
-    }
+    ring_put(map, 0, 1, pos0, 0, 1);
+    if (pos1 != UINT64_MAX) ring_put(map, 1, 2, pos1, crc_delta, 1);
     sl_tensor_meta m;
     int64_t shape[2] = {2, 3};
     fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_F32, 2, shape);
-    float buf[6];
+    float buf[6] = {1};
     int s = sl_transport_recv(r.op.t, SL_LINK_PREV, &m, buf, sizeof buf, NULL, NULL);
     if (pos1 != UINT64_MAX) { /* the first is fine, the second is refused */
         cr_assert_eq(s, SL_OK, "%s", sl_last_error());
+        cr_assert_eq(buf[0], 0.0f);
         s = sl_transport_recv(r.op.t, SL_LINK_PREV, &m, buf, sizeof buf, NULL, NULL);
     }
     cr_assert_eq(s, SL_EPROTOCOL, "%d: %s", s, sl_last_error());
     cr_assert(strstr(sl_last_error(), needle), "%s", sl_last_error());
     raw_close(&r);
+    munmap(map, 4096 + 65536);
 }
 
 Test(refusals, ring_payload_past_the_end)
 {
-    ring_place_case(65536 - 8, UINT64_MAX, "ring position 65528 of 24 bytes");
+    ring_place_case(65536 - 64, UINT64_MAX, 0, "ring position 65472 of 24 bytes");
 }
 
 Test(refusals, ring_payload_before_the_last)
 {
-    ring_place_case(100, 50, "the next may start at 124");
+    ring_place_case(512, 0, 0, "the next may start at 832");
+}
+
+Test(refusals, ring_payload_corrupted_in_place)
+{
+    ring_place_case(0, 320, 1, "corrupted in place");
+}
+
+/* A message posted whose payload never lands: the receiver gives up after recv_timeout_ms. */
+Test(refusals, ring_payload_never_placed)
+{
+    char name[64];
+    uint8_t *map = make_ring(name, sizeof name);
+    struct raw r;
+    raw_recv_timeout_ms = 300;
+    raw_open_ring(&r, RUN_ID, CFG_HASH, name);
+    raw_recv_timeout_ms = 0;
+    shm_unlink(name);
+    cr_assert_eq(r.op.status, SL_OK, "%s", r.op.msg);
+    ring_put(map, 0, 1, 0, 0, 0);
+    expect_refusal(&r, SL_ETIMEOUT, "placed only 0 of 24 bytes of a payload");
+    raw_close(&r);
+    munmap(map, 4096 + 65536);
 }
 
 Test(refusals, hello_offering_a_foreign_ring)

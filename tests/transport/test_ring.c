@@ -177,12 +177,59 @@ Test(ring, payloads_reuse_the_start_when_it_is_free)
         send_i(ops[0].t, SL_LINK_NEXT, i, n, buf);
         send_i(ops[0].t, SL_LINK_NEXT, i + 1, n, buf);
         cr_assert_eq(ring_place_of(ops[1].t, i, n, want), start, "payload %u", i);
-        cr_assert_eq(ring_place_of(ops[1].t, i + 1, n, want), (const char *)start + n * 4,
-                     "payload %u", i + 1);
+        /* after the first's 256-byte slot header and payload, rounded up to 64 bytes */
+        cr_assert_eq(ring_place_of(ops[1].t, i + 1, n, want),
+                     (const char *)start + 256 + (n * 4 + 63) / 64 * 64, "payload %u", i + 1);
     }
     sl_transport_close(ops[0].t);
     sl_transport_close(ops[1].t);
     free(buf);
+    free(want);
+}
+
+static int freed;
+
+static void count_free(void *data, void *hint)
+{
+    cr_assert_eq(hint, &freed);
+    __atomic_add_fetch(&freed, 1, __ATOMIC_SEQ_CST);
+    free(data);
+}
+
+/* Sends that return before the copy into the ring (the copy thread's): a lent payload arrives as it
+ * was when sent, the sender taking its buffer back once sl_transport_flush returns; an owned one is
+ * freed on the copy thread once copied, also before flush returns. */
+Test(ring, lent_and_owned_payloads_arrive_and_come_back)
+{
+    struct opener ops[2];
+    open_pair(K_IPC, 1 << 20, ops);
+    const size_t n = 50000; /* 200 KB: four fit in the ring */
+    float *buf = malloc(n * 4), *got = malloc(n * 4), *want = malloc(n * 4);
+    sl_tensor_meta m;
+    int64_t shape[1] = {(int64_t)n};
+    fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_F32, 1, shape);
+    freed = 0;
+    for (unsigned i = 0; i < 20; i += 2) {
+        m.mb = i;
+        pattern(buf, n, i);
+        cr_assert_eq(sl_transport_send_lent(ops[0].t, SL_LINK_NEXT, &m, buf, n * 4), SL_OK, "%s",
+                     sl_last_error());
+        float *owned = malloc(n * 4);
+        pattern(owned, n, i + 1);
+        m.mb = i + 1;
+        cr_assert_eq(
+            sl_transport_send_owned(ops[0].t, SL_LINK_NEXT, &m, owned, n * 4, count_free, &freed),
+            SL_OK, "%s", sl_last_error());
+        sl_transport_flush(ops[0].t);
+        cr_assert_eq(__atomic_load_n(&freed, __ATOMIC_SEQ_CST), (int)i / 2 + 1);
+        memset(buf, 0xff, n * 4); /* ours again */
+        recv_i(ops[1].t, SL_LINK_PREV, i, n, got, want);
+        recv_i(ops[1].t, SL_LINK_PREV, i + 1, n, got, want);
+    }
+    sl_transport_close(ops[0].t);
+    sl_transport_close(ops[1].t);
+    free(buf);
+    free(got);
     free(want);
 }
 

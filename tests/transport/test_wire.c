@@ -32,14 +32,6 @@ Test(wire, round_trip)
     cr_assert_eq(raw[52], 1);
     cr_assert_eq(sl_wire_decode(raw, sizeof raw, &out), SL_OK, "%s", sl_last_error());
     cr_assert_eq(out.flags, SL_WIRE_FLAG_RING);
-    /* Its frame: position and length as little-endian u64. */
-    uint8_t place[SL_WIRE_PLACE_SIZE];
-    sl_wire_encode_place(place, 0x0102030405060708ull, 24);
-    const uint8_t want[SL_WIRE_PLACE_SIZE] = {8, 7, 6, 5, 4, 3, 2, 1, 24};
-    cr_assert_eq(memcmp(place, want, sizeof want), 0);
-    uint64_t pos, len;
-    sl_wire_decode_place(place, &pos, &len);
-    cr_assert(pos == 0x0102030405060708ull && len == 24);
 }
 
 Test(wire, malformed_headers)
