@@ -12,12 +12,12 @@
  * transport uses to tell its peer from a stranger and never passes on). Over an ipc:// link a
  * message with a large payload may instead go through the sender's shared-memory ring, header and
  * payload (SL_WIRE_FLAG_RING, ring_bytes), ordered with the socket's by sequence number. The header
- * carries a CRC32C of itself and the payload. Every
- * received header is checked before anything is copied: structure, run id, ranks, per-link sequence
- * number, size limit, frame count and payload length, and the tensor the caller expected; the CRC
- * is checked while the payload is copied. A refusal is a status code with a message naming the peer
- * and what was wrong; after any failure the transport is broken (every later call fails with the
- * same message) because a pipeline cannot continue past a lost or foreign message.
+ * carries a CRC32C of itself and the payload. Every received header is checked before anything is
+ * copied: structure, run id, ranks, per-link sequence number, size limit, frame count and payload
+ * length, and the tensor the caller expected; the CRC is checked while the payload is copied. A
+ * refusal is a status code with a message naming the peer and what was wrong; after any failure
+ * the transport is broken (every later call fails with the same message) because a pipeline cannot
+ * continue past a lost or foreign message.
  *
  * The rendezvous messages (further down) are the other wire format: JSON text that rank 0's
  * directory exchanges with the other ranks under an existing launcher.
@@ -27,7 +27,8 @@
  * CURVE key that is not admitted) is reported by the next send, recv or check as SL_EPEER or
  * SL_EPROTOCOL naming the rank. inproc:// links (tests) have no heartbeats.
  *
- * A transport is used by one thread at a time. */
+ * A transport is used by one thread at a time (it runs a copy thread of its own, see
+ * sl_transport_send_lent). */
 #ifndef SL_TRANSPORT_H
 #define SL_TRANSPORT_H
 
