@@ -1,10 +1,12 @@
 /* The copy thread: fills ring slots for sends that return before their copy (sl_transport_send_lent
  * and sl_transport_send_owned), so that a sending rank goes on to its next action while its
- * payload lands in the ring, and the receiver, told first, copies it out behind (ring.c).
+ * payload lands in the ring, and the receiver, told first, copies it out behind (ring.c); and,
+ * when it has no send to fill, copies out the payload of a receive posted ahead
+ * (sl_transport_recv_post) as it lands, so that the rank finds it copied when it asks.
  *
- * Jobs run in order on one thread, started with the first. Each touches only its slot and its
- * source; an owned source is freed on this thread once copied. sl__mover_flush waits until every
- * job handed over has run; sl__mover_stop runs the rest and joins the thread. */
+ * Jobs run in order on one thread, started with the first job or post. Each job touches only its
+ * slot and its source; an owned source is freed on this thread once copied. sl__mover_flush waits
+ * until every job handed over has run; sl__mover_stop runs the rest and joins the thread. */
 #include "transport/transport_impl.h"
 
 #include <stdlib.h>
@@ -21,20 +23,45 @@ struct job {
 #define QUEUE 64
 
 struct sl__mover {
+    sl_transport *t;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t work, idle;
     struct job q[QUEUE];
-    unsigned head, count; /* the next job to run, and how many are queued or running */
+    unsigned head;
+    _Atomic unsigned count;    /* jobs queued or running */
+    struct sl__link *watching; /* the link whose peer's ring it may sleep on (sl__ring_prefetch) */
     int stop;
 };
+
+/* A link with a receive posted and not yet taken, or NULL. */
+static struct sl__link *posted(sl_transport *t)
+{
+    for (int i = 0; i < t->nlinks; i++)
+        if (t->links[i].in.map && (atomic_load(&t->links[i].pre.state) == SL__PRE_POSTED ||
+                                   atomic_load(&t->links[i].pre.state) == SL__PRE_PARTIAL))
+            return &t->links[i];
+    return NULL;
+}
 
 static void *run(void *arg)
 {
     sl__mover *m = arg;
     pthread_mutex_lock(&m->mu);
     for (;;) {
-        while (!m->count && !m->stop) pthread_cond_wait(&m->work, &m->mu);
+        while (!m->count && !m->stop) {
+            struct sl__link *l = posted(m->t);
+            if (!l) {
+                pthread_cond_wait(&m->work, &m->mu);
+                continue;
+            }
+            m->watching = l;
+            pthread_mutex_unlock(&m->mu);
+            if (!atomic_load(&m->count)) sl__ring_prefetch(l, 2, &m->count);
+            pthread_mutex_lock(&m->mu);
+            m->watching = NULL;
+            pthread_cond_broadcast(&m->idle); /* a rank waiting for the post's end */
+        }
         if (!m->count) break;
         struct job j = m->q[m->head % QUEUE];
         pthread_mutex_unlock(&m->mu);
@@ -48,25 +75,35 @@ static void *run(void *arg)
     return NULL;
 }
 
+/* The copy thread, started on first use; NULL when it cannot start. */
+static sl__mover *mover(sl_transport *t)
+{
+    sl__mover *m = t->mover;
+    if (m || !(m = calloc(1, sizeof *m))) return m;
+    m->t = t;
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->work, NULL);
+    pthread_cond_init(&m->idle, NULL);
+    if (pthread_create(&m->thread, NULL, run, m)) {
+        pthread_mutex_destroy(&m->mu);
+        pthread_cond_destroy(&m->work);
+        pthread_cond_destroy(&m->idle);
+        free(m);
+        return NULL;
+    }
+    return t->mover = m;
+}
+
 void sl__mover_fill(sl_transport *t, void *slot, const void *src, size_t len, uint32_t crc,
                     sl_free_fn *free_fn, void *hint)
 {
-    sl__mover *m = t->mover;
-    if (!m && (m = calloc(1, sizeof *m))) {
-        pthread_mutex_init(&m->mu, NULL);
-        pthread_cond_init(&m->work, NULL);
-        pthread_cond_init(&m->idle, NULL);
-        if (pthread_create(&m->thread, NULL, run, m)) {
-            free(m);
-            m = NULL;
-        }
-        t->mover = m;
-    }
+    sl__mover *m = mover(t);
     if (m) {
         pthread_mutex_lock(&m->mu);
         if (m->count < QUEUE) {
             m->q[(m->head + m->count++) % QUEUE] = (struct job){slot, src, len, crc, free_fn, hint};
             pthread_cond_signal(&m->work);
+            if (m->watching) sl__ring_poke(m->watching);
             pthread_mutex_unlock(&m->mu);
             return;
         }
@@ -77,14 +114,39 @@ void sl__mover_fill(sl_transport *t, void *slot, const void *src, size_t len, ui
     if (free_fn) free_fn((void *)src, hint);
 }
 
+int sl__mover_post(sl_transport *t, struct sl__link *l)
+{
+    sl__mover *m = mover(t);
+    if (!m) return sl_fail(SL_ENOMEM, "cannot start the transport's copy thread");
+    pthread_mutex_lock(&m->mu);
+    atomic_store(&l->pre.state, SL__PRE_POSTED);
+    pthread_cond_signal(&m->work);
+    pthread_mutex_unlock(&m->mu);
+    return SL_OK;
+}
+
+int sl__mover_settle(sl_transport *t, struct sl__link *l)
+{
+    int state = SL__PRE_POSTED;
+    if (atomic_compare_exchange_strong(&l->pre.state, &state, SL__PRE_NONE)) return SL__PRE_NONE;
+    if (state == SL__PRE_PARTIAL &&
+        atomic_compare_exchange_strong(&l->pre.state, &state, SL__PRE_NONE))
+        return SL__PRE_PARTIAL; /* the rank's receive goes on from there */
+    sl__mover *m = t->mover;
+    if (state == SL__PRE_BUSY) {
+        pthread_mutex_lock(&m->mu);
+        while ((state = atomic_load(&l->pre.state)) == SL__PRE_BUSY)
+            pthread_cond_wait(&m->idle, &m->mu);
+        pthread_mutex_unlock(&m->mu);
+    }
+    atomic_store(&l->pre.state, SL__PRE_NONE);
+    return state;
+}
+
 unsigned sl__mover_pending(sl_transport *t)
 {
     sl__mover *m = t->mover;
-    if (!m) return 0;
-    pthread_mutex_lock(&m->mu);
-    unsigned n = m->count;
-    pthread_mutex_unlock(&m->mu);
-    return n;
+    return m ? atomic_load(&m->count) : 0;
 }
 
 void sl__mover_flush(sl_transport *t)
@@ -100,6 +162,7 @@ void sl__mover_stop(sl_transport *t)
 {
     sl__mover *m = t->mover;
     if (!m) return;
+    for (int i = 0; i < t->nlinks; i++) sl__mover_settle(t, &t->links[i]);
     pthread_mutex_lock(&m->mu);
     m->stop = 1;
     pthread_cond_signal(&m->work);

@@ -241,9 +241,12 @@ int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h,
 }
 
 /* Message `pos`, `len` of the peer's ring (sl__ring_next found its note): the header in its slot
- * decoded and checked as a socket message's is, then the payload read as the peer places it. */
+ * decoded and checked as a socket message's is, then the payload read as the peer places it, from
+ * where the copy thread stopped (`pre`, DONE or PARTIAL) when it copied to where the caller wants
+ * it. */
 static int read_ring(sl_transport *t, struct sl__link *l, sl_wire_header *h,
-                     struct sl__received *got, struct sl__dest *dst, uint64_t pos, uint64_t len)
+                     struct sl__received *got, struct sl__dest *dst, uint64_t pos, uint64_t len,
+                     const struct sl__prefetch *pre)
 {
     void *slot;
     SL_TRY(sl__ring_take(t, l, pos, len, &slot));
@@ -268,7 +271,10 @@ static int read_ring(sl_transport *t, struct sl__link *l, sl_wire_header *h,
     void *to = destination(h, dst);
     got->data = sl__ring_payload(slot);
     got->len = len;
-    SL_TRY(sl__ring_read(t, l, slot, len, crc, to));
+    if (pre && to == pre->data && pos == pre->pos && len == pre->len)
+        SL_TRY(sl__ring_read(t, l, slot, len, pre->crc, to, pre->have)); /* the rest, if any */
+    else
+        SL_TRY(sl__ring_read(t, l, slot, len, crc, to, 0));
     if (to) dst->copied = 1;
     l->recv_seq++;
     return 1;
@@ -280,9 +286,12 @@ static int next_message(sl_transport *t, struct sl__link *l, sl_wire_header *h,
                         struct sl__received *got, struct sl__dest *dst, int wait)
 {
     if (l->in.map) {
+        /* A receive posted ahead: what the copy thread made of it. */
+        int state = sl__mover_settle(t, l);
+        bool copied = state == SL__PRE_DONE || state == SL__PRE_PARTIAL;
         uint64_t pos, len;
         int where = sl__ring_next(l, l->recv_seq, wait ? 50 : 0, &pos, &len);
-        if (where == 1) return read_ring(t, l, h, got, dst, pos, len);
+        if (where == 1) return read_ring(t, l, h, got, dst, pos, len, copied ? &l->pre : NULL);
         if (where == 0) wait = 0; /* nothing posted: the socket only looked at */
     }
     return sl__read_message(t, l, h, got, dst, wait);
@@ -398,6 +407,22 @@ int sl_transport_recv_borrow(sl_transport *t, int dir, const sl_tensor_meta *exp
     l->holding = 1;
     *data = l->held.data;
     return SL_OK;
+}
+
+int sl_transport_recv_post(sl_transport *t, int dir, void *data, size_t capacity)
+{
+    struct sl__link *l = NULL;
+    SL_TRY(sl__get_link(t, dir, &l));
+    sl__mover_settle(t, l);
+    if (!l->in.map || !data) return SL_OK; /* no ring: nothing to copy ahead */
+    sl__release_held(l); /* a message lent out holds the ring's place before the next */
+    struct sl__prefetch *p = &l->pre;
+    p->data = data;
+    p->capacity = capacity;
+    p->seq = l->recv_seq;
+    p->count = l->in.count;
+    p->next = l->in.next;
+    return sl__mover_post(t, l);
 }
 
 void sl_transport_release(sl_transport *t, int dir)

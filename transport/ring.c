@@ -292,6 +292,23 @@ void sl__ring_post(struct sl__link *l, uint64_t sent)
     if (atomic_load(&c->waiting)) futex(&c->posted, FUTEX_WAKE, INT_MAX, NULL);
 }
 
+/* Sleeps until the peer's `posted` moves past `seen` or `ms` pass, as `who` (1: the rank's
+ * thread, 2: the copy thread; each its bit of `waiting`). */
+static void wait_posted(struct ring_ctl *c, uint32_t seen, uint32_t who, int ms)
+{
+    atomic_fetch_or(&c->waiting, who);
+    if (atomic_load(&c->posted) == seen) {
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        futex(&c->posted, FUTEX_WAIT, seen, &ts);
+    }
+    atomic_fetch_and(&c->waiting, ~who);
+}
+
+void sl__ring_poke(struct sl__link *l)
+{
+    if (l->in.map) futex(&ctl(&l->in)->posted, FUTEX_WAKE, INT_MAX, NULL);
+}
+
 /* Whether message `seq` is among the `posted` sent (sequence numbers compared modulo 2^32). */
 static bool is_posted(uint32_t posted, uint64_t seq)
 {
@@ -308,12 +325,7 @@ int sl__ring_next(struct sl__link *l, uint64_t seq, int ms, uint64_t *pos, uint6
         posted = atomic_load(&c->posted);
     }
     if (!is_posted(posted, seq)) {
-        atomic_store(&c->waiting, 1);
-        if (atomic_load(&c->posted) == posted) {
-            struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-            futex(&c->posted, FUTEX_WAIT, posted, &ts);
-        }
-        atomic_store(&c->waiting, 0);
+        wait_posted(c, posted, 1, ms);
         if (!is_posted(atomic_load(&c->posted), seq)) return 0;
     }
     struct ring_note *n = &c->notes[r->count % RING_NOTES];
@@ -370,33 +382,60 @@ static int wait_done(struct ring_slot *s, uint32_t seen, int ms)
     return timed_out;
 }
 
-int sl__ring_read(sl_transport *t, struct sl__link *l, void *slot, uint64_t len, uint32_t crc,
-                  void *dst)
+/* Compares the CRC computed over a slot's payload with the one the sender left there. */
+static int check_crc(sl_transport *t, struct sl__link *l, const struct ring_slot *s, uint32_t crc)
 {
-    struct ring_slot *s = slot;
-    const uint8_t *src = (const uint8_t *)slot + RING_SLOT;
-    uint64_t chunks = (len + RING_CHUNK - 1) / RING_CHUNK, have = 0;
-    double deadline = t->o.recv_timeout_ms > 0 ? sl_now() + t->o.recv_timeout_ms / 1000.0 : 0;
+    if (crc != s->crc)
+        return sl__broke(t, l, SL_EPROTOCOL,
+                         "refused a payload in the shared-memory ring: CRC32C mismatch (computed "
+                         "%08x, the ring says %08x): corrupted in place",
+                         crc, s->crc);
+    return SL_OK;
+}
+
+/* Copies out (or, with dst NULL, only checksums) what the sender has placed of a slot's payload
+ * beyond *have, into *crc, waiting for its chunks `ms` at a time: 1 when all of it is read, 0
+ * after `ms` without a chunk or, with `jobs`, as soon as *jobs is not 0, -1 when the slot says
+ * more chunks are in than the payload has. */
+static int copy_out(struct ring_slot *s, uint64_t len, uint32_t *crc, void *dst, uint64_t *have,
+                    int ms, const _Atomic unsigned *jobs)
+{
+    const uint8_t *src = (const uint8_t *)s + RING_SLOT;
+    uint64_t chunks = (len + RING_CHUNK - 1) / RING_CHUNK;
     for (int spins = 0;;) {
         uint32_t done = atomic_load_explicit(&s->done, memory_order_acquire);
-        if (done > chunks)
-            return sl__broke(t, l, SL_EPROTOCOL,
-                             "rank %d's slot in its shared-memory ring says %u chunks are in, the "
-                             "payload has %llu: the ring was written by someone else",
-                             l->peer, done, (unsigned long long)chunks);
+        if (done > chunks) return -1;
         uint64_t upto = SL_MIN(len, (uint64_t)done * RING_CHUNK);
-        if (upto > have) {
-            crc = dst ? sl_crc32c_copy(crc, (uint8_t *)dst + have, src + have, upto - have)
-                      : sl_crc32c(crc, src + have, upto - have);
-            have = upto;
+        if (upto > *have) {
+            *crc = dst ? sl_crc32c_copy(*crc, (uint8_t *)dst + *have, src + *have, upto - *have)
+                       : sl_crc32c(*crc, src + *have, upto - *have);
+            *have = upto;
             spins = 0;
         }
-        if (have == len) break;
+        if (*have == len) return 1;
+        if (jobs && atomic_load(jobs)) return 0;
         if (spins++ < 20) { /* the next chunk is a few microseconds away */
             sched_yield();
             continue;
         }
-        if (!wait_done(s, done, 50)) continue;
+        if (wait_done(s, done, ms)) return 0;
+    }
+}
+
+int sl__ring_read(sl_transport *t, struct sl__link *l, void *slot, uint64_t len, uint32_t crc,
+                  void *dst, uint64_t have)
+{
+    struct ring_slot *s = slot;
+    double deadline = t->o.recv_timeout_ms > 0 ? sl_now() + t->o.recv_timeout_ms / 1000.0 : 0;
+    for (;;) {
+        int r = copy_out(s, len, &crc, dst, &have, 50, NULL);
+        if (r > 0) break;
+        if (r < 0)
+            return sl__broke(t, l, SL_EPROTOCOL,
+                             "rank %d's slot in its shared-memory ring says more chunks are in "
+                             "than its payload of %llu bytes has: the ring was written by someone "
+                             "else",
+                             l->peer, (unsigned long long)len);
         /* 50 ms without a chunk: is the sender still there? */
         SL_TRY(sl__drain_events(t, l));
         if (l->lost)
@@ -411,12 +450,51 @@ int sl__ring_read(sl_transport *t, struct sl__link *l, void *slot, uint64_t len,
                              l->peer, (unsigned long long)have, (unsigned long long)len,
                              t->o.recv_timeout_ms);
     }
-    if (crc != s->crc)
-        return sl__broke(t, l, SL_EPROTOCOL,
-                         "refused a payload in the shared-memory ring: CRC32C mismatch (computed "
-                         "%08x, the ring says %08x): corrupted in place",
-                         crc, s->crc);
-    return SL_OK;
+    return check_crc(t, l, s, crc);
+}
+
+void sl__ring_prefetch(struct sl__link *l, int ms, const _Atomic unsigned *jobs)
+{
+    struct sl__prefetch *p = &l->pre;
+    struct sl__ring *r = &l->in;
+    int state = atomic_load(&p->state);
+    if (state == SL__PRE_PARTIAL) { /* resumed where the last send to fill stopped it */
+        if (!atomic_compare_exchange_strong(&p->state, &state, SL__PRE_BUSY)) return;
+    } else {
+        struct ring_ctl *c = ctl(r);
+        uint32_t posted = atomic_load(&c->posted);
+        if (!is_posted(posted, p->seq)) {
+            wait_posted(c, posted, 2, ms);
+            return; /* the copy thread comes back */
+        }
+        struct ring_note *n = &c->notes[p->count % RING_NOTES];
+        if (atomic_load_explicit(&n->seq, memory_order_acquire) != p->seq) {
+            atomic_compare_exchange_strong(&p->state, &state, SL__PRE_OFF); /* the socket's */
+            return;
+        }
+        uint64_t pos = n->pos, len = n->len, span = sl__ring_span(len);
+        bool fits = pos >= p->next && pos % RING_ALIGN == 0 && span <= r->size &&
+                    pos % r->size + span <= r->size && len <= p->capacity;
+        if (!atomic_compare_exchange_strong(&p->state, &state, fits ? SL__PRE_BUSY : SL__PRE_OFF) ||
+            !fits)
+            return; /* taken back by the rank, or for the rank's own checks to refuse */
+        uint8_t raw[SL_WIRE_HEADER_SIZE];
+        memcpy(raw, ((struct ring_slot *)(data(r) + pos % r->size))->header, sizeof raw);
+        memset(raw + SL_WIRE_HEADER_SIZE - 8, 0, 4); /* the crc field counts as zero */
+        p->crc = sl_crc32c(0, raw, sizeof raw);
+        p->pos = pos;
+        p->len = len;
+        p->have = 0;
+    }
+    /* A send to fill (jobs) comes first: the copy stops there, to be resumed, by this thread or
+     * by the rank's receive. */
+    struct ring_slot *s = (struct ring_slot *)(data(r) + p->pos % r->size);
+    int got = copy_out(s, p->len, &p->crc, p->data, &p->have, 1, jobs);
+    atomic_store_explicit(&p->state,
+                          got > 0   ? SL__PRE_DONE
+                          : got < 0 ? SL__PRE_OFF
+                                    : SL__PRE_PARTIAL,
+                          memory_order_release);
 }
 
 void sl__ring_done(struct sl__link *l, uint64_t end)

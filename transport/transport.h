@@ -347,6 +347,13 @@ int sl_transport_recv(sl_transport *t, int dir, const sl_tensor_meta *expected, 
 int sl_transport_recv_borrow(sl_transport *t, int dir, const sl_tensor_meta *expected,
                              const void **data, size_t *bytes, sl_tensor_meta *got);
 
+/* Names where the next message on a link goes, before sl_transport_recv asks for it with the same
+ * data and capacity: where it comes through the shared-memory ring, the copy thread copies its
+ * payload there as it lands (its CRC computed as it copies, compared by the receive), so that the
+ * receive finds it copied. `data` must stay unwritten, and mapped, until that receive returns;
+ * any other receive on the link takes the post back first. Without a ring it does nothing. */
+int sl_transport_recv_post(sl_transport *t, int dir, void *data, size_t capacity);
+
 /* Gives back the message lent by sl_transport_recv_borrow on a link (nothing if none is lent). */
 void sl_transport_release(sl_transport *t, int dir);
 

@@ -47,6 +47,20 @@ struct sl__received {
     uint64_t ring_end; /* a payload in the ring: where the ring's tail goes once it is used */
 };
 
+/* A receive posted ahead (sl_transport_recv_post): the copy thread copies message `seq`'s payload
+ * to `data` as it lands, if it comes through the peer's ring and fits. The rank's thread writes
+ * the fields and POSTED; then only the copy thread, until it leaves DONE or OFF (or the rank takes
+ * a POSTED one back). */
+enum { SL__PRE_NONE, SL__PRE_POSTED, SL__PRE_BUSY, SL__PRE_PARTIAL, SL__PRE_DONE, SL__PRE_OFF };
+struct sl__prefetch {
+    _Atomic int state;
+    void *data;
+    size_t capacity;
+    uint64_t seq, count, next; /* the link's recv_seq, in.count and in.next when posted */
+    uint64_t pos, len, have;   /* PARTIAL, DONE: the payload's place, length and bytes copied */
+    uint32_t crc;              /* PARTIAL, DONE: their CRC, continued from the header's */
+};
+
 /* One link: the bound side is a ROUTER, the connecting side a DEALER (see open.c for why). */
 struct sl__link {
     int dir;   /* enum sl_link_dir */
@@ -67,7 +81,8 @@ struct sl__link {
     int failed_handshakes;       /* connections closed mid-handshake */
     struct sl__received held;    /* the message sl_transport_recv_borrow lent out */
     int holding;
-    struct sl__ring out, in;           /* shared-memory rings, where the link has them */
+    struct sl__ring out, in; /* shared-memory rings, where the link has them */
+    struct sl__prefetch pre;
     uint64_t ring_sends, socket_sends; /* large payloads sent each way (logged on close) */
 };
 
@@ -203,11 +218,23 @@ void sl__ring_fill(void *slot, const void *src, size_t len, uint32_t crc);
 int sl__ring_take(sl_transport *t, struct sl__link *l, uint64_t pos, uint64_t len, void **slot);
 
 /* Reads the payload of a slot from sl__ring_take as the sender places it: copies it to dst (or,
- * with dst NULL, only checks it) while computing its CRC from `crc` (the header's), and compares
+ * with dst NULL, only checks it), from byte `have` on (the bytes before it copied already, `crc`
+ * their CRC continued from the header's), and compares
  * that with the CRC the sender left in the slot. Waits for the sender's chunks, watching that the
  * peer is alive and recv_timeout_ms. A failure breaks the transport. */
 int sl__ring_read(sl_transport *t, struct sl__link *l, void *slot, uint64_t len, uint32_t crc,
-                  void *dst);
+                  void *dst, uint64_t have);
+
+/* The copy thread's part of a receive posted ahead on l (state POSTED or PARTIAL): once its
+ * message is in the peer's ring, takes it (BUSY) and copies the payload to its destination as it
+ * lands: DONE; PARTIAL when the sender stalls a millisecond or *jobs says a send waits (resumed
+ * later, by the copy thread or the rank's receive); OFF when the message came over the socket or
+ * does not fit. Returns with the state unchanged when the message is not sent within `ms`.
+ * Touches nothing of the link but l->pre and the rings' `waiting` flags. */
+void sl__ring_prefetch(struct sl__link *l, int ms, const _Atomic unsigned *jobs);
+
+/* Wakes the copy thread if it sleeps in sl__ring_prefetch on l. */
+void sl__ring_poke(struct sl__link *l);
 
 /* Where a slot's payload lies. */
 const void *sl__ring_payload(const void *slot);
@@ -223,6 +250,14 @@ void sl__ring_done(struct sl__link *l, uint64_t end);
  * jobs queued. */
 void sl__mover_fill(sl_transport *t, void *slot, const void *src, size_t len, uint32_t crc,
                     sl_free_fn *free_fn, void *hint);
+
+/* Posts l->pre (its fields filled) to the copy thread, starting it if need be; SL_ENOMEM when it
+ * cannot start. */
+int sl__mover_post(sl_transport *t, struct sl__link *l);
+
+/* The final state of l->pre (NONE, PARTIAL, DONE or OFF), waiting while the copy thread has it;
+ * the post is over then. */
+int sl__mover_settle(sl_transport *t, struct sl__link *l);
 
 /* How many jobs handed to the copy thread have not run yet. */
 unsigned sl__mover_pending(sl_transport *t);

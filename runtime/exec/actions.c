@@ -315,26 +315,86 @@ static int do_send(sl__exec *e, int64_t step, const sl_action *a)
     return rc;
 }
 
+/* The bytes a RECV action receives. */
+static size_t recv_bytes(const sl__exec *e, const sl_action *a)
+{
+    const sl_stage_range *r = &e->part->stages[a->stage];
+    int width = sl_model_width(e->model, a->type == SL_ACTION_RECV_F ? r->first : r->last);
+    return e->rows * (size_t)width * sizeof(float);
+}
+
+static int recv_dir(const sl__exec *e, const sl_action *a)
+{
+    return sl_schedule_link_dir(e->plan->sched, e->rank, a) ? SL_LINK_PREV : SL_LINK_NEXT;
+}
+
+void sl__exec_unpost(sl__exec *e)
+{
+    for (int d = 0; d < 2; d++) {
+        struct sl__exec_posted *p = &e->posted[d];
+        if (!p->buf) continue;
+        sl_buffer_unmap(p->buf, p->host);
+        sl__exec_pool_put(&e->pool, p->buf);
+        p->buf = NULL;
+    }
+}
+
+/* After a training step's RECV a on link dir: a buffer for the next RECV on that link in the
+ * step, posted so that the transport's copy thread fills it as its message lands. */
+static int post_next(sl__exec *e, int64_t step, const sl_action *a, int dir)
+{
+    size_t count;
+    const sl_action *acts = sl_schedule_actions(e->plan->sched, e->rank, &count);
+    if (a < acts || a >= acts + count) return SL_OK; /* not the step's list (an evaluation) */
+    const sl_action *b = a + 1;
+    while (b < acts + count &&
+           !((b->type == SL_ACTION_RECV_F || b->type == SL_ACTION_RECV_B) && recv_dir(e, b) == dir))
+        b++;
+    if (b == acts + count) return SL_OK;
+    struct sl__exec_posted *p = &e->posted[dir];
+    size_t bytes = recv_bytes(e, b);
+    SL_TRY(pool_get(&e->pool, bytes, &p->buf));
+    p->a = b;
+    p->step = step;
+    int rc = sl_buffer_map_write(p->buf, 0, bytes, &p->host);
+    if (rc == SL_OK) rc = sl_transport_recv_post(e->tr, dir, p->host, bytes);
+    if (rc != SL_OK) {
+        if (p->host) sl_buffer_unmap(p->buf, p->host);
+        sl__exec_pool_put(&e->pool, p->buf);
+        p->buf = NULL;
+    }
+    return rc;
+}
+
 static int do_recv(sl__exec *e, int64_t step, const sl_action *a)
 {
     bool fwd = a->type == SL_ACTION_RECV_F;
     sl__exec_mb *s = &sl__exec_local_of(e, a->stage)->mb[a->mb];
     const sl_stage_range *r = &e->part->stages[a->stage];
     int width = sl_model_width(e->model, fwd ? r->first : r->last);
-    size_t bytes = e->rows * (size_t)width * sizeof(float);
+    size_t bytes = recv_bytes(e, a);
     sl_tensor_meta want =
         meta_for(e, fwd ? SL_MSG_ACTIVATION : SL_MSG_GRADIENT, step, a->stage, a->mb, width);
     /* Received straight into the buffer's mapping: the transport checks the CRC while it copies
      * the message there, one pass over the data (where the device's memory is the host's, the
-     * mapping is the buffer itself). */
-    int dir = sl_schedule_link_dir(e->plan->sched, e->rank, a) ? SL_LINK_PREV : SL_LINK_NEXT;
+     * mapping is the buffer itself), or, posted ahead, while its copy thread copies it there. */
+    int dir = recv_dir(e, a);
     sl_buffer **dst = fwd ? &s->input : &s->dout;
-    SL_TRY(pool_get(&e->pool, bytes, dst));
-    if (fwd) hold(e, (double)bytes);
+    struct sl__exec_posted *p = &e->posted[dir];
     void *host = NULL;
-    SL_TRY(sl_buffer_map_write(*dst, 0, bytes, &host));
+    if (p->buf && p->a == a && p->step == step) {
+        *dst = p->buf;
+        host = p->host;
+        p->buf = NULL;
+    } else {
+        SL_TRY(pool_get(&e->pool, bytes, dst));
+        SL_TRY(sl_buffer_map_write(*dst, 0, bytes, &host));
+    }
+    if (fwd) hold(e, (double)bytes);
     int rc = sl_transport_recv(e->tr, dir, &want, host, bytes, NULL, NULL);
     int unmapped = sl_buffer_unmap(*dst, host);
+    if (rc == SL_OK && !e->eval_share && sl_device_host_memory(e->dev) && !p->buf)
+        rc = post_next(e, step, a, dir);
     return rc ? rc : unmapped;
 }
 

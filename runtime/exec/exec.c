@@ -210,7 +210,8 @@ static int setup(sl__exec *e)
 static void teardown(sl__exec *e)
 {
     sl__exec_settle(e, NULL);
-    sl_transport_close(e->tr);
+    sl_transport_close(e->tr); /* its copy thread done with every buffer posted */
+    sl__exec_unpost(e);
     for (int i = 0; e->ls && i < e->nls; i++) {
         sl__exec_stage *l = &e->ls[i];
         for (int m = 0; l->mb && m < e->cfg->train.microbatches; m++) {

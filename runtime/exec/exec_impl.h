@@ -96,6 +96,14 @@ typedef struct sl__exec {
         const sl_stash *stash;
     } lent[SL__EXEC_LENT_MAX];
     int nlent;
+    /* Per link (SL_LINK_NEXT, SL_LINK_PREV): the buffer posted for its next RECV of a training step
+     * (sl_transport_recv_post), mapped, and that action; buf NULL when none. */
+    struct sl__exec_posted {
+        sl_buffer *buf;
+        void *host;
+        const sl_action *a;
+        int64_t step;
+    } posted[2];
     sl__exec_stage *ls; /* [chunks] */
     int nls;
     size_t rows; /* per micro-batch */
@@ -140,6 +148,9 @@ void sl__exec_release_mb(sl__exec *e, sl__exec_stage *l, sl__exec_mb *s);
  * unmaps them (and gives input gradients back to the pool); with `stash`, only if one of them is
  * that stash's output (before the stash is written or reused). */
 int sl__exec_settle(sl__exec *e, const sl_stash *stash);
+/* actions.c: gives back the buffers posted for receives (before the transport closes, or on the
+ * way out of a failure). */
+void sl__exec_unpost(sl__exec *e);
 
 /* actions.c: runs one action of a schedule, timed and traced; a failure's message names it. */
 int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a);

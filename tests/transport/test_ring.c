@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
 
 #include "helpers.h"
@@ -230,6 +231,45 @@ Test(ring, lent_and_owned_payloads_arrive_and_come_back)
     sl_transport_close(ops[1].t);
     free(buf);
     free(got);
+    free(want);
+}
+
+/* A receive posted ahead: the copy thread fills the buffer as the message lands in the ring,
+ * before the receive asks (which then finds it copied); a posted receive whose message comes over
+ * the socket, or that a borrowed receive takes, still gets its message whole. */
+Test(ring, a_posted_receive_is_filled_as_it_lands)
+{
+    struct opener ops[2];
+    open_pair(K_IPC, 1 << 20, ops);
+    const size_t n = 50000; /* 200 KB */
+    float *post = malloc(n * 4), *buf = malloc(n * 4), *want = malloc(n * 4);
+    sl_tensor_meta m;
+    int64_t shape[1] = {(int64_t)n};
+    fill_meta(&m, SL_MSG_ACTIVATION, SL_DTYPE_F32, 1, shape);
+    for (unsigned i = 0; i < 10; i++) {
+        memset(post, 0, n * 4);
+        cr_assert_eq(sl_transport_recv_post(ops[1].t, SL_LINK_PREV, post, n * 4), SL_OK);
+        send_i(ops[0].t, SL_LINK_NEXT, i, n, buf);
+        pattern(want, n, i);
+        /* No receive yet: only the copy thread can fill it (30 s for a thread to be scheduled). */
+        for (double t0 = sl_now(); sl_now() - t0 < 30 && memcmp(post, want, n * 4);) sched_yield();
+        cr_assert_eq(memcmp(post, want, n * 4), 0, "message %u was not copied ahead", i);
+        m.mb = i;
+        cr_assert_eq(sl_transport_recv(ops[1].t, SL_LINK_PREV, &m, post, n * 4, NULL, NULL), SL_OK,
+                     "%s", sl_last_error());
+        cr_assert_eq(memcmp(post, want, n * 4), 0);
+    }
+    cr_assert_eq(sl_transport_recv_post(ops[1].t, SL_LINK_PREV, post, n * 4), SL_OK);
+    send_i(ops[0].t, SL_LINK_NEXT, 10, 1000, buf); /* 4 KB: over the socket */
+    recv_i(ops[1].t, SL_LINK_PREV, 10, 1000, buf, want);
+    cr_assert_eq(sl_transport_recv_post(ops[1].t, SL_LINK_PREV, post, n * 4), SL_OK);
+    send_i(ops[0].t, SL_LINK_NEXT, 11, n, buf);
+    recv_i(ops[1].t, SL_LINK_PREV, 11, n, buf, want); /* odd: borrowed */
+    cr_assert_eq(sl_transport_recv_post(ops[1].t, SL_LINK_PREV, post, n * 4), SL_OK);
+    sl_transport_close(ops[0].t);
+    sl_transport_close(ops[1].t); /* with a receive still posted */
+    free(post);
+    free(buf);
     free(want);
 }
 
