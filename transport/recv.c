@@ -415,7 +415,6 @@ int sl_transport_recv_post(sl_transport *t, int dir, void *data, size_t capacity
     SL_TRY(sl__get_link(t, dir, &l));
     sl__mover_settle(t, l);
     if (!l->in.map || !data) return SL_OK; /* no ring: nothing to copy ahead */
-    sl__release_held(l); /* a message lent out holds the ring's place before the next */
     struct sl__prefetch *p = &l->pre;
     p->data = data;
     p->capacity = capacity;
