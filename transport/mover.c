@@ -37,10 +37,11 @@ struct sl__mover {
 /* A link with a receive posted and not yet taken, or NULL. */
 static struct sl__link *posted(sl_transport *t)
 {
-    for (int i = 0; i < t->nlinks; i++)
-        if (t->links[i].in.map && (atomic_load(&t->links[i].pre.state) == SL__PRE_POSTED ||
-                                   atomic_load(&t->links[i].pre.state) == SL__PRE_PARTIAL))
+    for (int i = 0; i < t->nlinks; i++) {
+        int state = atomic_load(&t->links[i].pre.state);
+        if (t->links[i].in.map && (state == SL__PRE_POSTED || state == SL__PRE_PARTIAL))
             return &t->links[i];
+    }
     return NULL;
 }
 

@@ -220,7 +220,6 @@ int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h,
     }
     got->data = zmq_msg_data(payload);
     got->len = zmq_msg_size(payload);
-    memset(raw + 136, 0, 4); /* the crc field counts as zero */
     if (h->flags & SL_WIRE_FLAG_RING && h->type != SL_MSG_HELLO)
         return sl__broke(t, l, SL_EPROTOCOL,
                          "refused %s: its payload is said to be in the shared-memory ring, but it "
@@ -230,7 +229,7 @@ int sl__read_message(sl_transport *t, struct sl__link *l, sl_wire_header *h,
         return sl__broke(t, l, SL_EPROTOCOL,
                          "refused %s: payload frame of %zu bytes, header says %llu",
                          sl_msg_type_name(h->type), got->len, (unsigned long long)h->payload_len);
-    uint32_t crc = sl_crc32c(0, raw, sizeof raw);
+    uint32_t crc = sl_wire_header_crc(raw);
     /* A payload the caller will take is checked while it is copied (one pass over it). */
     void *to = destination(h, dst);
     crc = to ? sl_crc32c_copy(crc, to, got->data, got->len) : sl_crc32c(crc, got->data, got->len);
@@ -265,8 +264,7 @@ static int read_ring(sl_transport *t, struct sl__link *l, sl_wire_header *h,
                          "header %llu bytes with flags 0x%x",
                          sl_msg_type_name(h->type), (unsigned long long)len,
                          (unsigned long long)h->payload_len, h->flags);
-    memset(raw + 136, 0, 4); /* the crc field counts as zero */
-    uint32_t crc = sl_crc32c(0, raw, sizeof raw);
+    uint32_t crc = sl_wire_header_crc(raw);
     if (crc != h->crc) return crc_refused(t, l, h, crc);
     void *to = destination(h, dst);
     got->data = sl__ring_payload(slot);

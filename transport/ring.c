@@ -292,16 +292,20 @@ void sl__ring_post(struct sl__link *l, uint64_t sent)
     if (atomic_load(&c->waiting)) futex(&c->posted, FUTEX_WAKE, INT_MAX, NULL);
 }
 
-/* Sleeps until the peer's `posted` moves past `seen` or `ms` pass, as `who` (1: the rank's
- * thread, 2: the copy thread; each its bit of `waiting`). */
-static void wait_posted(struct ring_ctl *c, uint32_t seen, uint32_t who, int ms)
+/* Sleeps on futex word `word` while it holds `seen`, for at most `ms`, with bit `who` of
+ * `waiting` set so that the writer wakes it (the writer stores the word, then reads `waiting`;
+ * both sequentially consistent, so one of the two sees the other). 1 when it timed out. */
+static int sleep_on(_Atomic uint32_t *word, _Atomic uint32_t *waiting, uint32_t who, uint32_t seen,
+                    int ms)
 {
-    atomic_fetch_or(&c->waiting, who);
-    if (atomic_load(&c->posted) == seen) {
+    atomic_fetch_or(waiting, who);
+    int timed_out = 0;
+    if (atomic_load(word) == seen) {
         struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-        futex(&c->posted, FUTEX_WAIT, seen, &ts);
+        timed_out = futex(word, FUTEX_WAIT, seen, &ts) < 0 && errno == ETIMEDOUT;
     }
-    atomic_fetch_and(&c->waiting, ~who);
+    atomic_fetch_and(waiting, ~who);
+    return timed_out;
 }
 
 void sl__ring_poke(struct sl__link *l)
@@ -325,7 +329,7 @@ int sl__ring_next(struct sl__link *l, uint64_t seq, int ms, uint64_t *pos, uint6
         posted = atomic_load(&c->posted);
     }
     if (!is_posted(posted, seq)) {
-        wait_posted(c, posted, 1, ms);
+        sleep_on(&c->posted, &c->waiting, 1, posted, ms); /* 1: the rank's thread */
         if (!is_posted(atomic_load(&c->posted), seq)) return 0;
     }
     struct ring_note *n = &c->notes[r->count % RING_NOTES];
@@ -352,34 +356,28 @@ void sl__ring_fill(void *slot, const void *src, size_t len, uint32_t crc)
     }
 }
 
+/* Whether a slot at `pos` for `len` payload bytes lies whole in the peer's ring r, aligned, at or
+ * after `next`. */
+static bool fits(const struct sl__ring *r, uint64_t next, uint64_t pos, uint64_t len)
+{
+    uint64_t span = sl__ring_span(len);
+    return pos >= next && pos % RING_ALIGN == 0 && len <= r->size && span <= r->size &&
+           pos % r->size + span <= r->size;
+}
+
 int sl__ring_take(sl_transport *t, struct sl__link *l, uint64_t pos, uint64_t len, void **slot)
 {
     struct sl__ring *r = &l->in;
     *slot = NULL;
-    uint64_t span = sl__ring_span(len);
-    if (pos < r->next || pos % RING_ALIGN || len > r->size || span > r->size ||
-        pos % r->size + span > r->size)
+    if (!fits(r, r->next, pos, len))
         return sl__broke(t, l, SL_EPROTOCOL,
                          "refused a payload at ring position %llu of %llu bytes (the ring holds "
                          "%zu, slots are 64-byte aligned, the next may start at %llu)",
                          (unsigned long long)pos, (unsigned long long)len, r->size,
                          (unsigned long long)r->next);
-    r->next = pos + span;
+    r->next = pos + sl__ring_span(len);
     *slot = data(r) + pos % r->size;
     return SL_OK;
-}
-
-/* Sleeps until the slot's `done` moves past `seen` or `ms` pass; 0 on a wake-up, 1 on timeout. */
-static int wait_done(struct ring_slot *s, uint32_t seen, int ms)
-{
-    atomic_store(&s->waiting, 1);
-    int timed_out = 0;
-    if (atomic_load(&s->done) == seen) {
-        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-        timed_out = futex(&s->done, FUTEX_WAIT, seen, &ts) < 0 && errno == ETIMEDOUT;
-    }
-    atomic_store(&s->waiting, 0);
-    return timed_out;
 }
 
 /* Compares the CRC computed over a slot's payload with the one the sender left there. */
@@ -418,7 +416,7 @@ static int copy_out(struct ring_slot *s, uint64_t len, uint32_t *crc, void *dst,
             sched_yield();
             continue;
         }
-        if (wait_done(s, done, ms)) return 0;
+        if (sleep_on(&s->done, &s->waiting, 1, done, ms)) return 0;
     }
 }
 
@@ -464,24 +462,20 @@ void sl__ring_prefetch(struct sl__link *l, int ms, const _Atomic unsigned *jobs)
         struct ring_ctl *c = ctl(r);
         uint32_t posted = atomic_load(&c->posted);
         if (!is_posted(posted, p->seq)) {
-            wait_posted(c, posted, 2, ms);
-            return; /* the copy thread comes back */
+            sleep_on(&c->posted, &c->waiting, 2, posted, ms); /* 2: the copy thread */
+            return;                                           /* the copy thread comes back */
         }
         struct ring_note *n = &c->notes[p->count % RING_NOTES];
         if (atomic_load_explicit(&n->seq, memory_order_acquire) != p->seq) {
             atomic_compare_exchange_strong(&p->state, &state, SL__PRE_OFF); /* the socket's */
             return;
         }
-        uint64_t pos = n->pos, len = n->len, span = sl__ring_span(len);
-        bool fits = pos >= p->next && pos % RING_ALIGN == 0 && span <= r->size &&
-                    pos % r->size + span <= r->size && len <= p->capacity;
-        if (!atomic_compare_exchange_strong(&p->state, &state, fits ? SL__PRE_BUSY : SL__PRE_OFF) ||
-            !fits)
+        uint64_t pos = n->pos, len = n->len;
+        bool ok = fits(r, p->next, pos, len) && len <= p->capacity;
+        if (!atomic_compare_exchange_strong(&p->state, &state, ok ? SL__PRE_BUSY : SL__PRE_OFF) ||
+            !ok)
             return; /* taken back by the rank, or for the rank's own checks to refuse */
-        uint8_t raw[SL_WIRE_HEADER_SIZE];
-        memcpy(raw, ((struct ring_slot *)(data(r) + pos % r->size))->header, sizeof raw);
-        memset(raw + SL_WIRE_HEADER_SIZE - 8, 0, 4); /* the crc field counts as zero */
-        p->crc = sl_crc32c(0, raw, sizeof raw);
+        p->crc = sl_wire_header_crc(((struct ring_slot *)(data(r) + pos % r->size))->header);
         p->pos = pos;
         p->len = len;
         p->have = 0;

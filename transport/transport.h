@@ -122,6 +122,10 @@ const char *sl_msg_type_name(int type);
 /* Writes h as SL_WIRE_HEADER_SIZE bytes (the crc field as given). */
 void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE]);
 
+/* The CRC32C of an encoded header, its crc field counted as zero: what the header's crc covers
+ * before the payload (all of it, for a message in a shared-memory ring). */
+uint32_t sl_wire_header_crc(const uint8_t raw[SL_WIRE_HEADER_SIZE]);
+
 /* Decodes and checks the structure of a header of `len` bytes before anything trusts it: size,
  * magic, version, type (sl_msg_type_known), dtype, ndim, every dimension below ndim > 0 and every
  * one from ndim on 0, no overflow of the element count or the byte count, and payload_len equal to

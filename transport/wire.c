@@ -131,6 +131,14 @@ void sl_wire_encode(const sl_wire_header *h, uint8_t out[SL_WIRE_HEADER_SIZE])
     put32(out + OFF_CRC, h->crc);
 }
 
+uint32_t sl_wire_header_crc(const uint8_t raw[SL_WIRE_HEADER_SIZE])
+{
+    static const uint8_t zero[4];
+    uint32_t crc = sl_crc32c(0, raw, OFF_CRC);
+    crc = sl_crc32c(crc, zero, sizeof zero);
+    return sl_crc32c(crc, raw + OFF_CRC + 4, SL_WIRE_HEADER_SIZE - OFF_CRC - 4);
+}
+
 int sl_wire_decode(const void *buf, size_t len, sl_wire_header *h)
 {
     const uint8_t *p = buf;
