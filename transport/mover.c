@@ -128,20 +128,17 @@ int sl__mover_post(sl_transport *t, struct sl__link *l)
 
 int sl__mover_settle(sl_transport *t, struct sl__link *l)
 {
-    int state = SL__PRE_POSTED;
-    if (atomic_compare_exchange_strong(&l->pre.state, &state, SL__PRE_NONE)) return SL__PRE_NONE;
-    if (state == SL__PRE_PARTIAL &&
-        atomic_compare_exchange_strong(&l->pre.state, &state, SL__PRE_NONE))
-        return SL__PRE_PARTIAL; /* the rank's receive goes on from there */
-    sl__mover *m = t->mover;
-    if (state == SL__PRE_BUSY) {
-        pthread_mutex_lock(&m->mu);
-        while ((state = atomic_load(&l->pre.state)) == SL__PRE_BUSY)
-            pthread_cond_wait(&m->idle, &m->mu);
-        pthread_mutex_unlock(&m->mu);
+    for (;;) {
+        int state = atomic_load(&l->pre.state);
+        if (state == SL__PRE_BUSY) { /* the copy thread has it: until it lets go */
+            sl__mover *m = t->mover;
+            pthread_mutex_lock(&m->mu);
+            while (atomic_load(&l->pre.state) == SL__PRE_BUSY) pthread_cond_wait(&m->idle, &m->mu);
+            pthread_mutex_unlock(&m->mu);
+        } else if (atomic_compare_exchange_strong(&l->pre.state, &state, SL__PRE_NONE)) {
+            return state == SL__PRE_POSTED ? SL__PRE_NONE : state;
+        }
     }
-    atomic_store(&l->pre.state, SL__PRE_NONE);
-    return state;
 }
 
 unsigned sl__mover_pending(sl_transport *t)

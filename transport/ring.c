@@ -455,26 +455,32 @@ void sl__ring_prefetch(struct sl__link *l, int ms, const _Atomic unsigned *jobs)
 {
     struct sl__prefetch *p = &l->pre;
     struct sl__ring *r = &l->in;
+    struct ring_ctl *c = ctl(r);
     int state = atomic_load(&p->state);
-    if (state == SL__PRE_PARTIAL) { /* resumed where the last send to fill stopped it */
-        if (!atomic_compare_exchange_strong(&p->state, &state, SL__PRE_BUSY)) return;
-    } else {
-        struct ring_ctl *c = ctl(r);
+    if (state != SL__PRE_POSTED && state != SL__PRE_PARTIAL) return;
+    if (state == SL__PRE_POSTED) {
         uint32_t posted = atomic_load(&c->posted);
-        if (!is_posted(posted, p->seq)) {
+        if (!is_posted(posted, atomic_load(&p->seq))) {
             sleep_on(&c->posted, &c->waiting, 2, posted, ms); /* 2: the copy thread */
             return;                                           /* the copy thread comes back */
         }
-        struct ring_note *n = &c->notes[p->count % RING_NOTES];
-        if (atomic_load_explicit(&n->seq, memory_order_acquire) != p->seq) {
-            atomic_compare_exchange_strong(&p->state, &state, SL__PRE_OFF); /* the socket's */
+    }
+    /* Claimed: while it is BUSY the rank neither takes the post back nor posts again, so its
+     * fields hold still. */
+    if (!atomic_compare_exchange_strong(&p->state, &state, SL__PRE_BUSY)) return;
+    if (state == SL__PRE_POSTED) { /* not yet begun (PARTIAL: resumed where a send stopped it) */
+        if (!is_posted(atomic_load(&c->posted), p->seq)) { /* posted again since looked at */
+            atomic_store(&p->state, SL__PRE_POSTED);
             return;
         }
+        struct ring_note *n = &c->notes[p->count % RING_NOTES];
         uint64_t pos = n->pos, len = n->len;
-        bool ok = fits(r, p->next, pos, len) && len <= p->capacity;
-        if (!atomic_compare_exchange_strong(&p->state, &state, ok ? SL__PRE_BUSY : SL__PRE_OFF) ||
-            !ok)
-            return; /* taken back by the rank, or for the rank's own checks to refuse */
+        if (atomic_load_explicit(&n->seq, memory_order_acquire) != p->seq ||
+            !fits(r, p->next, pos, len) || len > p->capacity) {
+            /* The socket's, or for the rank's own checks to refuse. */
+            atomic_store(&p->state, SL__PRE_OFF);
+            return;
+        }
         p->crc = sl_wire_header_crc(((struct ring_slot *)(data(r) + pos % r->size))->header);
         p->pos = pos;
         p->len = len;

@@ -56,9 +56,10 @@ struct sl__prefetch {
     _Atomic int state;
     void *data;
     size_t capacity;
-    uint64_t seq, count, next; /* the link's recv_seq, in.count and in.next when posted */
-    uint64_t pos, len, have;   /* PARTIAL, DONE: the payload's place, length and bytes copied */
-    uint32_t crc;              /* PARTIAL, DONE: their CRC, continued from the header's */
+    _Atomic uint64_t seq;    /* the link's recv_seq when posted (the copy thread peeks at it) */
+    uint64_t count, next;    /* the link's in.count and in.next when posted */
+    uint64_t pos, len, have; /* PARTIAL, DONE: the payload's place, length and bytes copied */
+    uint32_t crc;            /* PARTIAL, DONE: their CRC, continued from the header's */
 };
 
 /* One link: the bound side is a ROUTER, the connecting side a DEALER (see open.c for why). */

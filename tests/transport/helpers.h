@@ -51,16 +51,20 @@ static inline void make_endpoints(enum kind k, char ep[2][128])
         const char *dir = make_ipc_dir();
         for (int i = 0; i < 2; i++) snprintf(ep[i], 128, "ipc://%s/r%d", dir, i);
     } else {
+        /* Two free ports, both held until both are chosen (closed one at a time, the second
+         * probe could be handed the first's port). */
+        int fd[2];
         for (int i = 0; i < 2; i++) {
-            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            fd[i] = socket(AF_INET, SOCK_STREAM, 0);
             struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
             sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            bind(fd, (struct sockaddr *)&sa, sizeof sa);
+            bind(fd[i], (struct sockaddr *)&sa, sizeof sa);
             socklen_t len = sizeof sa;
-            getsockname(fd, (struct sockaddr *)&sa, &len);
+            getsockname(fd[i], (struct sockaddr *)&sa, &len);
             snprintf(ep[i], 128, "tcp://127.0.0.1:%d", ntohs(sa.sin_port));
-            close(fd);
         }
+        close(fd[0]);
+        close(fd[1]);
     }
     counter++;
 }

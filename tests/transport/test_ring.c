@@ -54,6 +54,15 @@ static void pattern(float *p, size_t n, unsigned seed)
     for (size_t i = 0; i < n; i++) p[i] = (float)((i * 2654435761u + seed * 97u) % 10007u);
 }
 
+/* Whether p, which another thread is writing, holds want's n floats: each read once, in order
+ * (memcmp may read a byte twice and, finding it changed in between, call unequal bytes equal). */
+static bool holds(const volatile float *p, const float *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != want[i]) return false;
+    return true;
+}
+
 /* Sends message i of n floats from `from` on link dir; the meta names i in its micro-batch. */
 static void send_i(sl_transport *from, int dir, unsigned i, size_t n, float *buf)
 {
@@ -252,7 +261,7 @@ Test(ring, a_posted_receive_is_filled_as_it_lands)
         send_i(ops[0].t, SL_LINK_NEXT, i, n, buf);
         pattern(want, n, i);
         /* No receive yet: only the copy thread can fill it (30 s for a thread to be scheduled). */
-        for (double t0 = sl_now(); sl_now() - t0 < 30 && memcmp(post, want, n * 4);) sched_yield();
+        for (double t0 = sl_now(); sl_now() - t0 < 30 && !holds(post, want, n);) sched_yield();
         cr_assert_eq(memcmp(post, want, n * 4), 0, "message %u was not copied ahead", i);
         m.mb = i;
         cr_assert_eq(sl_transport_recv(ops[1].t, SL_LINK_PREV, &m, post, n * 4, NULL, NULL), SL_OK,
