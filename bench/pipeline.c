@@ -208,7 +208,7 @@ static int measure(const char *out_dir, const sl_plan *plan, int steps, struct r
     int D = plan->ranks, S = plan->part.nstages;
     double t_a = INFINITY, t_b = -INFINITY, busy = 0;
     double sum[3] = {0}, n[3] = {0};
-    double *cost = calloc((size_t)S * 6, sizeof *cost); /* per stage: f, b, w sums and counts */
+    double *cost = calloc((size_t)S * 8, sizeof *cost); /* per stage: f, b, i, w sums, counts */
     long *seen = calloc((size_t)D, sizeof *seen);
     int rc = root && cost && seen ? SL_OK : sl_fail(SL_EFORMAT, "%s: not a trace", path);
     const cJSON *ev, *list = rc == SL_OK ? events : NULL;
@@ -240,8 +240,9 @@ static int measure(const char *out_dir, const sl_plan *plan, int steps, struct r
         sum[k] += dur;
         n[k]++;
         if (a.stage >= 0 && a.stage < S) {
-            cost[a.stage * 6 + k] += dur;
-            cost[a.stage * 6 + 3 + k]++;
+            int kind = a.type == SL_ACTION_I ? 2 : a.type == SL_ACTION_W ? 3 : k;
+            cost[a.stage * 8 + kind] += dur;
+            cost[a.stage * 8 + 4 + kind]++;
         }
     }
     if (rc == SL_OK) {
@@ -263,12 +264,14 @@ static int measure(const char *out_dir, const sl_plan *plan, int steps, struct r
         row->b_ms = n[1] ? sum[1] / n[1] / 1e3 : 0;
         row->w_ms = n[2] ? sum[2] / n[2] / 1e3 : 0;
         for (int s = 0; s < S; s++) {
-            double *c = cost + s * 6;
-            stage_f[s] = c[3] ? c[0] / c[3] / 1e3 : 0;
-            stage_b[s] = c[4] ? c[1] / c[4] / 1e3 : 0;
-            stage_w[s] = c[5] ? c[2] / c[5] / 1e3 : 0;
-            /* The simulator's B is the whole backward, W its weight part. */
-            if (plan->sched->split_backward) stage_b[s] += stage_w[s];
+            double mean[4];
+            for (int j = 0; j < 4; j++) {
+                const double *c = cost + s * 8;
+                mean[j] = c[4 + j] ? c[j] / c[4 + j] / 1e3 : 0;
+            }
+            stage_f[s] = mean[0];
+            stage_b[s] = sl_schedule_whole_backward(mean[1], mean[2], mean[3]);
+            stage_w[s] = mean[3];
         }
     }
     for (int k = 1; k < steps && rc == SL_OK; k++) {

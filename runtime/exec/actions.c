@@ -509,7 +509,8 @@ int sl__exec_run_action(sl__exec *e, int64_t step, const sl_action *a)
         e->busy += t1 - t0 - e->comm_s;
         e->transfer += e->comm_s;
         if (l && a->type == SL_ACTION_F) l->f_s += t1 - t0, l->nf++;
-        if (l && (a->type == SL_ACTION_B || a->type == SL_ACTION_I)) l->b_s += t1 - t0, l->nb++;
+        if (l && a->type == SL_ACTION_B) l->b_s += t1 - t0, l->nb++;
+        if (l && a->type == SL_ACTION_I) l->i_s += t1 - t0, l->ni++;
         if (l && a->type == SL_ACTION_W) l->w_s += t1 - t0, l->nw++;
     }
     trace_add(e, a, t0, t1);

@@ -77,6 +77,7 @@ static int report_done(sl__exec *e, double wall)
         cJSON_AddNumberToObject(s, "stage", l->stage);
         cJSON_AddNumberToObject(s, "f_ms", l->nf ? 1e3 * l->f_s / (double)l->nf : 0);
         cJSON_AddNumberToObject(s, "b_ms", l->nb ? 1e3 * l->b_s / (double)l->nb : 0);
+        cJSON_AddNumberToObject(s, "i_ms", l->ni ? 1e3 * l->i_s / (double)l->ni : 0);
         cJSON_AddNumberToObject(s, "w_ms", l->nw ? 1e3 * l->w_s / (double)l->nw : 0);
         cJSON_AddItemToArray(stages, s);
     }

@@ -8,7 +8,8 @@
  *   {"type":"trace","events":[[name, start_us, duration_us], ...]}    every rank, at the end
  *   {"type":"done","device":id,"device_name":name,"peak_bytes":B,"busy_s":s,"wall_s":s,
  *    "transfer_s":s (time in SEND/RECV actions),
- *    "stages":[{"stage":s,"f_ms":..,"b_ms":..,"w_ms":..}, ...]}   every rank, last
+ *    "stages":[{"stage":s,"f_ms":..,"b_ms":..,"i_ms":..,"w_ms":..}, ...]}  every rank,
+ *    last (mean times of the stage's actions of each kind, 0 for a kind it did not run)
  *   {"type":"error","status":st,"message":"...","host":h,"action":"waiting for RECV_B(stage 3,
  *    micro-batch 5) from rank 3 in step 7"}           a rank that failed (action: when in one)
  * The trace comes before "done": "done" tells a coordinator under a launcher that the rank has

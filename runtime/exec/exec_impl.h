@@ -47,9 +47,9 @@ typedef struct sl__exec_stage {
     sl_stage *st;
     sl_stash *stash_free[64]; /* stashes kept for reuse */
     int nstash_free;
-    sl__exec_mb *mb;      /* [M] */
-    double f_s, b_s, w_s; /* compute seconds this run, for the timed simulation */
-    long nf, nb, nw;
+    sl__exec_mb *mb;           /* [M] */
+    double f_s, b_s, i_s, w_s; /* compute seconds this run, for the timed simulation */
+    long nf, nb, ni, nw;
 } sl__exec_stage;
 
 #define SL__EXEC_ACTION_TYPES 32 /* above every enum sl_action_type */

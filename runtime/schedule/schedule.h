@@ -280,6 +280,14 @@ int sl_schedule_validate(const sl_schedule *s, int queue_depth);
  * many messages wait on a link. */
 int sl_schedule_min_queue_depth(const sl_schedule *s);
 
+/* A stage's whole backward (the costs' B) from the mean times measured of its actions of each kind
+ * (0 for a kind it did not run): its B's when it ran B, else its I's and W's together. A schedule
+ * may run both (dualpipev: B where a micro-batch's I and W would meet). */
+static inline double sl_schedule_whole_backward(double b, double i, double w)
+{
+    return b > 0 ? b : i + w;
+}
+
 /* Costs of one action of one stage for one micro-batch. Defaults: F = 1, B = 2 and, when the
  * backward is split, W = B/2 and I = B - W. R costs as F. SEND/RECV take no rank time; a message
  * arrives `latency` after it is sent. TIED and NORM take `tied` and `norm` once their messages

@@ -80,9 +80,10 @@ int sl__run_open(sl__run *r, const sl_plan *plan, const sl_train_options *opt)
         SL_TRY(sl_data_write_vocab(&r->data, path));
     }
     size_t nranks = (size_t)r->plan->ranks;
-    if (!(r->stage_f = sl_alloc(sizeof(double) * (3 * (size_t)nstages + nranks)))) return SL_ENOMEM;
+    if (!(r->stage_f = sl_alloc(sizeof(double) * (4 * (size_t)nstages + nranks)))) return SL_ENOMEM;
     r->stage_b = r->stage_f + nstages;
-    r->stage_w = r->stage_b + nstages;
+    r->stage_i = r->stage_b + nstages;
+    r->stage_w = r->stage_i + nstages;
     r->rank_opt = r->stage_w + nstages;
     int every = cfg->output.checkpoint_interval;
     if (every > 0 &&
@@ -275,6 +276,7 @@ static void on_done(sl__run *r, int rank, const cJSON *o)
         if (stage < 0 || stage >= r->plan->part.nstages) continue;
         r->stage_f[stage] = num(s, "f_ms");
         r->stage_b[stage] = num(s, "b_ms");
+        r->stage_i[stage] = num(s, "i_ms");
         r->stage_w[stage] = num(s, "w_ms");
     }
 }
@@ -338,14 +340,15 @@ static double predicted_bubble(const sl__run *r, double *step_ms)
 {
     const sl_schedule *sched = r->plan->sched;
     *step_ms = NAN;
-    for (int i = 0; i < sched->stages; i++)
-        if (!(r->stage_f[i] > 0 && r->stage_b[i] > 0)) return NAN;
-    /* With a split backward the ranks time I (b_ms) and W apart; the simulator's B is the whole
-     * backward, W its part. */
     double *b = sl_alloc(sizeof(double) * (size_t)sched->stages);
     if (!b) return NAN;
-    for (int i = 0; i < sched->stages; i++)
-        b[i] = r->stage_b[i] + (sched->split_backward ? r->stage_w[i] : 0);
+    for (int i = 0; i < sched->stages; i++) {
+        b[i] = sl_schedule_whole_backward(r->stage_b[i], r->stage_i[i], r->stage_w[i]);
+        if (!(r->stage_f[i] > 0 && b[i] > 0)) {
+            free(b);
+            return NAN;
+        }
+    }
     sl_schedule_costs costs = {.stage_f = r->stage_f,
                                .stage_b = b,
                                .stage_w = sched->split_backward ? r->stage_w : NULL,

@@ -44,8 +44,8 @@ typedef struct sl__run {
     int evals_seen;
     bool tty;
     sl__rank_info ranks[SL__MAX_RANKS];
-    double *stage_f, *stage_b, *stage_w; /* measured ms per model stage */
-    double *rank_opt;                    /* measured ms of OPT (and clearing) per rank and step */
+    double *stage_f, *stage_b, *stage_i, *stage_w; /* measured ms per model stage (means) */
+    double *rank_opt; /* measured ms of OPT (and clearing) per rank and step */
     int *checkpoints; /* ranks that reported each checkpoint, by step / interval */
     sl__trace trace;
 } sl__run;
