@@ -2,7 +2,10 @@
  * and sl_transport_send_owned), so that a sending rank goes on to its next action while its
  * payload lands in the ring, and the receiver, told first, copies it out behind (ring.c); and,
  * when it has no send to fill, copies out the payload of a receive posted ahead
- * (sl_transport_recv_post) as it lands, so that the rank finds it copied when it asks.
+ * (sl_transport_recv_post) as it lands, so that the rank finds it copied when it asks. It
+ * watches every link with a receive posted at once (a middle rank of 1F1B has one on each,
+ * whichever message comes first), sleeping on their peers' posted counts and its own `wakes`
+ * together (futex_waitv).
  *
  * Jobs run in order on one thread, started with the first job or post. Each job touches only its
  * slot and its source; an owned source is freed on this thread once copied. sl__mover_flush waits
@@ -29,20 +32,47 @@ struct sl__mover {
     pthread_cond_t work, idle;
     struct job q[QUEUE];
     unsigned head;
-    _Atomic unsigned count;    /* jobs queued or running */
-    struct sl__link *watching; /* the link whose peer's ring it may sleep on (sl__ring_prefetch) */
+    _Atomic unsigned count; /* jobs queued or running */
+    _Atomic uint32_t wakes; /* raised for every job, post and stop (sl__ring_wait_posted) */
+    int watching;           /* it sleeps on the links' posted counts and `wakes` */
     int stop;
 };
 
-/* A link with a receive posted and not yet taken, or NULL. */
-static struct sl__link *posted(sl_transport *t)
+/* Copies for the receives posted on t's links what has landed of their messages; when none has
+ * any yet, sleeps until one is sent or a job comes (at most 2 ms). 0 when nothing is posted.
+ * Called and returns with m->mu held. */
+static int prefetch(sl__mover *m)
 {
-    for (int i = 0; i < t->nlinks; i++) {
-        int state = atomic_load(&t->links[i].pre.state);
-        if (t->links[i].in.map && (state == SL__PRE_POSTED || state == SL__PRE_PARTIAL))
-            return &t->links[i];
+    sl_transport *t = m->t;
+    struct sl__link *waiting[2];
+    uint32_t seen[2];
+    int posted = 0, n = 0;
+    uint32_t wakes = atomic_load(&m->wakes); /* a post on a link already looked at raises it */
+    for (int i = 0; i < t->nlinks && !atomic_load(&m->count); i++) {
+        struct sl__link *l = &t->links[i];
+        int state = atomic_load(&l->pre.state);
+        if (!l->in.map || (state != SL__PRE_POSTED && state != SL__PRE_PARTIAL)) continue;
+        posted++;
+        pthread_mutex_unlock(&m->mu);
+        if (!sl__ring_prefetch(l, &m->count, &seen[n])) waiting[n++] = l;
+        pthread_mutex_lock(&m->mu);
+        pthread_cond_broadcast(&m->idle); /* a rank waiting for its post's end */
     }
-    return NULL;
+    if (n == posted && n && !m->count && !m->stop) { /* every message yet to come */
+        m->watching = 1;
+        pthread_mutex_unlock(&m->mu);
+        sl__ring_wait_posted(waiting, seen, n, &m->wakes, wakes, 2);
+        pthread_mutex_lock(&m->mu);
+        m->watching = 0;
+    }
+    return posted;
+}
+
+/* Tells the thread of a job, a post or its stop, wherever it waits. With m->mu held. */
+static void wake(sl__mover *m)
+{
+    pthread_cond_signal(&m->work);
+    sl__ring_wake(&m->wakes, m->watching);
 }
 
 static void *run(void *arg)
@@ -50,19 +80,8 @@ static void *run(void *arg)
     sl__mover *m = arg;
     pthread_mutex_lock(&m->mu);
     for (;;) {
-        while (!m->count && !m->stop) {
-            struct sl__link *l = posted(m->t);
-            if (!l) {
-                pthread_cond_wait(&m->work, &m->mu);
-                continue;
-            }
-            m->watching = l;
-            pthread_mutex_unlock(&m->mu);
-            if (!atomic_load(&m->count)) sl__ring_prefetch(l, 2, &m->count);
-            pthread_mutex_lock(&m->mu);
-            m->watching = NULL;
-            pthread_cond_broadcast(&m->idle); /* a rank waiting for the post's end */
-        }
+        while (!m->count && !m->stop)
+            if (!prefetch(m) && !m->count && !m->stop) pthread_cond_wait(&m->work, &m->mu);
         if (!m->count) break;
         struct job j = m->q[m->head % QUEUE];
         pthread_mutex_unlock(&m->mu);
@@ -103,8 +122,7 @@ void sl__mover_fill(sl_transport *t, void *slot, const void *src, size_t len, ui
         pthread_mutex_lock(&m->mu);
         if (m->count < QUEUE) {
             m->q[(m->head + m->count++) % QUEUE] = (struct job){slot, src, len, crc, free_fn, hint};
-            pthread_cond_signal(&m->work);
-            if (m->watching) sl__ring_poke(m->watching);
+            wake(m);
             pthread_mutex_unlock(&m->mu);
             return;
         }
@@ -121,7 +139,7 @@ int sl__mover_post(sl_transport *t, struct sl__link *l)
     if (!m) return sl_fail(SL_ENOMEM, "cannot start the transport's copy thread");
     pthread_mutex_lock(&m->mu);
     atomic_store(&l->pre.state, SL__PRE_POSTED);
-    pthread_cond_signal(&m->work);
+    wake(m);
     pthread_mutex_unlock(&m->mu);
     return SL_OK;
 }
@@ -163,7 +181,7 @@ void sl__mover_stop(sl_transport *t)
     for (int i = 0; i < t->nlinks; i++) sl__mover_settle(t, &t->links[i]);
     pthread_mutex_lock(&m->mu);
     m->stop = 1;
-    pthread_cond_signal(&m->work);
+    wake(m);
     pthread_mutex_unlock(&m->mu);
     pthread_join(m->thread, NULL);
     pthread_mutex_destroy(&m->mu);

@@ -308,9 +308,44 @@ static int sleep_on(_Atomic uint32_t *word, _Atomic uint32_t *waiting, uint32_t 
     return timed_out;
 }
 
-void sl__ring_poke(struct sl__link *l)
+void sl__ring_wait_posted(struct sl__link *const *ls, const uint32_t *seen, int n,
+                          _Atomic uint32_t *wakes, uint32_t wakes_seen, int ms)
 {
-    if (l->in.map) futex(&ctl(&l->in)->posted, FUTEX_WAKE, INT_MAX, NULL);
+    struct ring_ctl *c[2];
+    bool changed = atomic_load(wakes) != wakes_seen;
+    for (int i = 0; i < n; i++) {
+        c[i] = ctl(&ls[i]->in);
+        atomic_fetch_or(&c[i]->waiting, 2); /* 2: the copy thread; then `posted` read again */
+        changed |= atomic_load(&c[i]->posted) != seen[i];
+    }
+    long rc = -1;
+    errno = ENOSYS;
+#if defined(SYS_futex_waitv) && defined(FUTEX_32)
+    if (!changed) { /* every word at once (Linux 5.16 on) */
+        struct futex_waitv w[3] = {
+            {.val = wakes_seen, .uaddr = (uintptr_t)wakes, .flags = FUTEX_32 | FUTEX_PRIVATE_FLAG}};
+        for (int i = 0; i < n; i++)
+            w[i + 1] = (struct futex_waitv){
+                .val = seen[i], .uaddr = (uintptr_t)&c[i]->posted, .flags = FUTEX_32};
+        struct timespec end;
+        clock_gettime(CLOCK_MONOTONIC, &end);
+        end.tv_nsec += (long)ms * 1000000L;
+        end.tv_sec += end.tv_nsec / 1000000000L;
+        end.tv_nsec %= 1000000000L;
+        rc = syscall(SYS_futex_waitv, w, (unsigned)n + 1, 0, &end, CLOCK_MONOTONIC);
+    }
+#endif
+    if (!changed && rc < 0 && errno == ENOSYS) { /* older kernels: a look every 200 us */
+        struct timespec ts = {0, 200000};
+        futex(wakes, FUTEX_WAIT_PRIVATE, wakes_seen, &ts);
+    }
+    for (int i = 0; i < n; i++) atomic_fetch_and(&c[i]->waiting, ~2u);
+}
+
+void sl__ring_wake(_Atomic uint32_t *wakes, bool sleeper)
+{
+    atomic_fetch_add(wakes, 1);
+    if (sleeper) futex(wakes, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
 }
 
 /* Whether message `seq` is among the `posted` sent (sequence numbers compared modulo 2^32). */
@@ -451,27 +486,24 @@ int sl__ring_read(sl_transport *t, struct sl__link *l, void *slot, uint64_t len,
     return check_crc(t, l, s, crc);
 }
 
-void sl__ring_prefetch(struct sl__link *l, int ms, const _Atomic unsigned *jobs)
+int sl__ring_prefetch(struct sl__link *l, const _Atomic unsigned *jobs, uint32_t *seen)
 {
     struct sl__prefetch *p = &l->pre;
     struct sl__ring *r = &l->in;
     struct ring_ctl *c = ctl(r);
     int state = atomic_load(&p->state);
-    if (state != SL__PRE_POSTED && state != SL__PRE_PARTIAL) return;
+    if (state != SL__PRE_POSTED && state != SL__PRE_PARTIAL) return 1;
     if (state == SL__PRE_POSTED) {
-        uint32_t posted = atomic_load(&c->posted);
-        if (!is_posted(posted, atomic_load(&p->seq))) {
-            sleep_on(&c->posted, &c->waiting, 2, posted, ms); /* 2: the copy thread */
-            return;                                           /* the copy thread comes back */
-        }
+        *seen = atomic_load(&c->posted);
+        if (!is_posted(*seen, atomic_load(&p->seq))) return 0;
     }
     /* Claimed: while it is BUSY the rank neither takes the post back nor posts again, so its
      * fields hold still. */
-    if (!atomic_compare_exchange_strong(&p->state, &state, SL__PRE_BUSY)) return;
+    if (!atomic_compare_exchange_strong(&p->state, &state, SL__PRE_BUSY)) return 1;
     if (state == SL__PRE_POSTED) { /* not yet begun (PARTIAL: resumed where a send stopped it) */
         if (!is_posted(atomic_load(&c->posted), p->seq)) { /* posted again since looked at */
             atomic_store(&p->state, SL__PRE_POSTED);
-            return;
+            return 1;
         }
         struct ring_note *n = &c->notes[p->count % RING_NOTES];
         uint64_t pos = n->pos, len = n->len;
@@ -479,7 +511,7 @@ void sl__ring_prefetch(struct sl__link *l, int ms, const _Atomic unsigned *jobs)
             !fits(r, p->next, pos, len) || len > p->capacity) {
             /* The socket's, or for the rank's own checks to refuse. */
             atomic_store(&p->state, SL__PRE_OFF);
-            return;
+            return 1;
         }
         p->crc = sl_wire_header_crc(((struct ring_slot *)(data(r) + pos % r->size))->header);
         p->pos = pos;
@@ -495,6 +527,7 @@ void sl__ring_prefetch(struct sl__link *l, int ms, const _Atomic unsigned *jobs)
                           : got < 0 ? SL__PRE_OFF
                                     : SL__PRE_PARTIAL,
                           memory_order_release);
+    return 1;
 }
 
 void sl__ring_done(struct sl__link *l, uint64_t end)

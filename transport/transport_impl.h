@@ -230,12 +230,18 @@ int sl__ring_read(sl_transport *t, struct sl__link *l, void *slot, uint64_t len,
  * message is in the peer's ring, takes it (BUSY) and copies the payload to its destination as it
  * lands: DONE; PARTIAL when the sender stalls a millisecond or *jobs says a send waits (resumed
  * later, by the copy thread or the rank's receive); OFF when the message came over the socket or
- * does not fit. Returns with the state unchanged when the message is not sent within `ms`.
- * Touches nothing of the link but l->pre and the rings' `waiting` flags. */
-void sl__ring_prefetch(struct sl__link *l, int ms, const _Atomic unsigned *jobs);
+ * does not fit. 0, with the state unchanged and *seen the peer's posted count, when the message
+ * is not sent yet; else 1. Touches nothing of the link but l->pre. */
+int sl__ring_prefetch(struct sl__link *l, const _Atomic unsigned *jobs, uint32_t *seen);
 
-/* Wakes the copy thread if it sleeps in sl__ring_prefetch on l. */
-void sl__ring_poke(struct sl__link *l);
+/* Sleeps until one of the n (at most 2) links' peers has sent more than seen[i] messages, or
+ * *wakes no longer holds wakes_seen (sl__ring_wake), for at most `ms`. */
+void sl__ring_wait_posted(struct sl__link *const *ls, const uint32_t *seen, int n,
+                          _Atomic uint32_t *wakes, uint32_t wakes_seen, int ms);
+
+/* Raises *wakes, and wakes a thread in sl__ring_wait_posted on it if `sleeper` says there may be
+ * one. */
+void sl__ring_wake(_Atomic uint32_t *wakes, bool sleeper);
 
 /* Where a slot's payload lies. */
 const void *sl__ring_payload(const void *slot);

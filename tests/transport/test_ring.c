@@ -282,6 +282,30 @@ Test(ring, a_posted_receive_is_filled_as_it_lands)
     free(want);
 }
 
+/* The copy thread watches every link with a receive posted: rank 1's receive on its next link
+ * waits for a message that does not come, and the one on its previous link is filled all the
+ * same as its message lands. */
+Test(ring, a_posted_receive_is_filled_while_the_other_link_waits)
+{
+    struct opener ops[2];
+    open_pair(K_IPC, 1 << 20, ops);
+    const size_t n = 50000;
+    float *post = calloc(n, 4), *idle = calloc(n, 4), *buf = malloc(n * 4), *want = malloc(n * 4);
+    cr_assert_eq(sl_transport_recv_post(ops[1].t, SL_LINK_NEXT, idle, n * 4), SL_OK);
+    cr_assert_eq(sl_transport_recv_post(ops[1].t, SL_LINK_PREV, post, n * 4), SL_OK);
+    send_i(ops[0].t, SL_LINK_NEXT, 0, n, buf);
+    pattern(want, n, 0);
+    for (double t0 = sl_now(); sl_now() - t0 < 30 && !holds(post, want, n);) sched_yield();
+    cr_assert(holds(post, want, n), "the message was not copied ahead");
+    recv_i(ops[1].t, SL_LINK_PREV, 0, n, buf, want);
+    sl_transport_close(ops[0].t);
+    sl_transport_close(ops[1].t); /* with the next link's receive still posted */
+    free(post);
+    free(idle);
+    free(buf);
+    free(want);
+}
+
 /* Only ipc links get rings, and only when asked for. */
 Test(ring, none_over_tcp_or_when_not_asked)
 {
