@@ -281,11 +281,12 @@ int sl_schedule_validate(const sl_schedule *s, int queue_depth);
 int sl_schedule_min_queue_depth(const sl_schedule *s);
 
 /* A stage's whole backward (the costs' B) from the mean times measured of its actions of each kind
- * (0 for a kind it did not run): its B's when it ran B, else its I's and W's together. A schedule
- * may run both (dualpipev: B where a micro-batch's I and W would meet). */
+ * (0 for a kind it did not run): its I's and W's together when it ran I, else its B's. A schedule
+ * may run both (dualpipev: B where a micro-batch's I and W would meet); the simulator's I is then
+ * B - W, which taking B from the B actions could make negative where W runs longer than B. */
 static inline double sl_schedule_whole_backward(double b, double i, double w)
 {
-    return b > 0 ? b : i + w;
+    return i > 0 ? i + w : b;
 }
 
 /* Costs of one action of one stage for one micro-batch. Defaults: F = 1, B = 2 and, when the

@@ -174,6 +174,23 @@ Test(schedule_v, dualpipev_bubble_and_memory)
         }
 }
 
+/* Costs measured from a dualpipev run, which times whole Bs as well as I and W: the stage's whole
+ * backward for the simulator comes from I + W, so its I (B - W) is the measured one, even where a
+ * noisy W ran longer than the stage's B (0.40 ms B beside 0.54 ms W under a sanitizer, which the
+ * simulator refused as I = B - W < 0). */
+Test(schedule_v, dualpipev_simulates_measured_costs)
+{
+    const double b = 0.403, i = 0.31, w = 0.537;
+    double whole = sl_schedule_whole_backward(b, i, w);
+    cr_assert_float_eq(whole - w, i, 1e-12);
+    cr_assert_float_eq(sl_schedule_whole_backward(4.0, 0, 0), 4.0, 0); /* no I: B as measured */
+    sl_schedule *s = gen("dualpipev", 2, 4, 0, false);
+    sl_schedule_sim sim = sim_of(s, 0.2, whole, w, 0);
+    cr_assert_gt(sim.makespan, 0.0);
+    sl_schedule_sim_free(&sim);
+    sl_schedule_free(s);
+}
+
 Test(schedule_v, refuses_shapes_it_cannot_run)
 {
     struct {
