@@ -318,10 +318,10 @@ void sl__ring_wait_posted(struct sl__link *const *ls, const uint32_t *seen, int 
         atomic_fetch_or(&c[i]->waiting, 2); /* 2: the copy thread; then `posted` read again */
         changed |= atomic_load(&c[i]->posted) != seen[i];
     }
-    long rc = -1;
-    errno = ENOSYS;
+    static atomic_bool no_waitv; /* the kernel (before 5.16) or a seccomp filter refused it */
+    bool done = changed;         /* nothing to wait for, or waited */
 #if defined(SYS_futex_waitv) && defined(FUTEX_32)
-    if (!changed) { /* every word at once (Linux 5.16 on) */
+    if (!done && !atomic_load(&no_waitv)) { /* every word at once */
         struct futex_waitv w[3] = {
             {.val = wakes_seen, .uaddr = (uintptr_t)wakes, .flags = FUTEX_32 | FUTEX_PRIVATE_FLAG}};
         for (int i = 0; i < n; i++)
@@ -332,10 +332,12 @@ void sl__ring_wait_posted(struct sl__link *const *ls, const uint32_t *seen, int 
         end.tv_nsec += (long)ms * 1000000L;
         end.tv_sec += end.tv_nsec / 1000000000L;
         end.tv_nsec %= 1000000000L;
-        rc = syscall(SYS_futex_waitv, w, (unsigned)n + 1, 0, &end, CLOCK_MONOTONIC);
+        done = syscall(SYS_futex_waitv, w, (unsigned)n + 1, 0, &end, CLOCK_MONOTONIC) >= 0 ||
+               errno == ETIMEDOUT || errno == EAGAIN || errno == EINTR;
+        if (!done) atomic_store(&no_waitv, true);
     }
 #endif
-    if (!changed && rc < 0 && errno == ENOSYS) { /* older kernels: a look every 200 us */
+    if (!done) { /* without futex_waitv: a look every 200 us */
         struct timespec ts = {0, 200000};
         futex(wakes, FUTEX_WAIT_PRIVATE, wakes_seen, &ts);
     }
