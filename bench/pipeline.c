@@ -264,11 +264,9 @@ static int measure(const char *out_dir, const sl_plan *plan, int steps, struct r
         row->b_ms = n[1] ? sum[1] / n[1] / 1e3 : 0;
         row->w_ms = n[2] ? sum[2] / n[2] / 1e3 : 0;
         for (int s = 0; s < S; s++) {
+            const double *c = cost + s * 8;
             double mean[4];
-            for (int j = 0; j < 4; j++) {
-                const double *c = cost + s * 8;
-                mean[j] = c[4 + j] ? c[j] / c[4 + j] / 1e3 : 0;
-            }
+            for (int j = 0; j < 4; j++) mean[j] = c[4 + j] ? c[j] / c[4 + j] / 1e3 : 0;
             stage_f[s] = mean[0];
             stage_b[s] = sl_schedule_whole_backward(mean[1], mean[2], mean[3]);
             stage_w[s] = mean[3];

@@ -269,10 +269,9 @@ static int read_ring(sl_transport *t, struct sl__link *l, sl_wire_header *h,
     void *to = destination(h, dst);
     got->data = sl__ring_payload(slot);
     got->len = len;
-    if (pre && to == pre->data && pos == pre->pos && len == pre->len)
-        SL_TRY(sl__ring_read(t, l, slot, len, pre->crc, to, pre->have)); /* the rest, if any */
-    else
-        SL_TRY(sl__ring_read(t, l, slot, len, crc, to, 0));
+    /* What the copy thread copied of it to the same place is not read again. */
+    bool resume = pre && to == pre->data && pos == pre->pos && len == pre->len;
+    SL_TRY(sl__ring_read(t, l, slot, len, resume ? pre->crc : crc, to, resume ? pre->have : 0));
     if (to) dst->copied = 1;
     l->recv_seq++;
     return 1;

@@ -280,6 +280,12 @@ static int do_backward(sl__exec *e, int stage, int mb, enum sl_action_type type)
     return SL_OK;
 }
 
+/* The link a SEND or RECV action uses. */
+static int link_dir(const sl__exec *e, const sl_action *a)
+{
+    return sl_schedule_link_dir(e->plan->sched, e->rank, a) ? SL_LINK_PREV : SL_LINK_NEXT;
+}
+
 static int do_send(sl__exec *e, int64_t step, const sl_action *a)
 {
     bool fwd = a->type == SL_ACTION_SEND_F;
@@ -294,7 +300,7 @@ static int do_send(sl__exec *e, int64_t step, const sl_action *a)
     sl_tensor_meta meta = meta_for(e, fwd ? SL_MSG_ACTIVATION : SL_MSG_GRADIENT, step,
                                    fwd ? a->stage + 1 : a->stage - 1, a->mb, width);
     size_t bytes = e->rows * (size_t)width * sizeof(float);
-    int dir = sl_schedule_link_dir(e->plan->sched, e->rank, a) ? SL_LINK_PREV : SL_LINK_NEXT;
+    int dir = link_dir(e, a);
     if (*kept) {
         /* Straight from the device buffer (host memory): the transport's one copy, on its copy
          * thread while this rank goes on; the buffer stays lent until sl__exec_settle. */
@@ -323,11 +329,6 @@ static size_t recv_bytes(const sl__exec *e, const sl_action *a)
     return e->rows * (size_t)width * sizeof(float);
 }
 
-static int recv_dir(const sl__exec *e, const sl_action *a)
-{
-    return sl_schedule_link_dir(e->plan->sched, e->rank, a) ? SL_LINK_PREV : SL_LINK_NEXT;
-}
-
 void sl__exec_unpost(sl__exec *e)
 {
     for (int d = 0; d < 2; d++) {
@@ -348,7 +349,7 @@ static int post_next(sl__exec *e, int64_t step, const sl_action *a, int dir)
     if (a < acts || a >= acts + count) return SL_OK; /* not the step's list (an evaluation) */
     const sl_action *b = a + 1;
     while (b < acts + count &&
-           !((b->type == SL_ACTION_RECV_F || b->type == SL_ACTION_RECV_B) && recv_dir(e, b) == dir))
+           !((b->type == SL_ACTION_RECV_F || b->type == SL_ACTION_RECV_B) && link_dir(e, b) == dir))
         b++;
     if (b == acts + count) return SL_OK;
     struct sl__exec_posted *p = &e->posted[dir];
@@ -378,7 +379,7 @@ static int do_recv(sl__exec *e, int64_t step, const sl_action *a)
     /* Received straight into the buffer's mapping: the transport checks the CRC while it copies
      * the message there, one pass over the data (where the device's memory is the host's, the
      * mapping is the buffer itself), or, posted ahead, while its copy thread copies it there. */
-    int dir = recv_dir(e, a);
+    int dir = link_dir(e, a);
     sl_buffer **dst = fwd ? &s->input : &s->dout;
     struct sl__exec_posted *p = &e->posted[dir];
     void *host = NULL;

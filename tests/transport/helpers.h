@@ -69,6 +69,15 @@ static inline void make_endpoints(enum kind k, char ep[2][128])
     counter++;
 }
 
+/* A free_fn for owned sends that counts its calls in `freed` (hint: &freed). */
+static int freed;
+static inline void count_free(void *data, void *hint)
+{
+    cr_assert_eq(hint, &freed);
+    __atomic_add_fetch(&freed, 1, __ATOMIC_SEQ_CST);
+    free(data);
+}
+
 static inline void pair_options(sl_transport_options *o, int rank, int world, char ep[][128],
                                 void *ctx)
 {

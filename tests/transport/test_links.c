@@ -128,14 +128,6 @@ Test(links, world_of_one)
     sl_transport_close(t);
 }
 
-static int freed;
-static void count_free(void *data, void *hint)
-{
-    cr_assert_eq(hint, &freed);
-    __atomic_add_fetch(&freed, 1, __ATOMIC_SEQ_CST);
-    free(data);
-}
-
 Test(links, owned_buffers_freed_once)
 {
     struct opener ops[2];

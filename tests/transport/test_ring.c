@@ -197,15 +197,6 @@ Test(ring, payloads_reuse_the_start_when_it_is_free)
     free(want);
 }
 
-static int freed;
-
-static void count_free(void *data, void *hint)
-{
-    cr_assert_eq(hint, &freed);
-    __atomic_add_fetch(&freed, 1, __ATOMIC_SEQ_CST);
-    free(data);
-}
-
 /* Sends that return before the copy into the ring (the copy thread's): a lent payload arrives as it
  * was when sent, the sender taking its buffer back once sl_transport_flush returns; an owned one is
  * freed on the copy thread once copied, also before flush returns. */
